@@ -1,0 +1,1 @@
+//! Order activities and their downstream adapters live here; see `shared/DESIGN.md`.

@@ -1,0 +1,73 @@
+//! Time, passed in so that timers and retries are testable without sleeping.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Milliseconds since the Unix epoch: the engine's one representation of an instant.
+pub type Millis = i64;
+
+/// A source of the current time.
+pub trait Clock: Send + Sync + 'static {
+    /// Now, in milliseconds since the Unix epoch.
+    fn now(&self) -> Millis;
+}
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        d.as_millis() as Millis
+    }
+}
+
+/// A clock that moves only when told to; for tests.
+#[derive(Debug, Default, Clone)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    /// A clock standing at `at`.
+    pub fn new(at: Millis) -> Self {
+        Self(Arc::new(AtomicI64::new(at)))
+    }
+
+    /// Moves the clock forward by `ms`.
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Millis {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Converts milliseconds since the epoch into a protobuf timestamp.
+pub fn to_timestamp(ms: Millis) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// Converts a protobuf timestamp into milliseconds since the epoch.
+pub fn from_timestamp(ts: &prost_types::Timestamp) -> Millis {
+    ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_including_before_the_epoch() {
+        for ms in [0, 1, 999, 1000, 1_732_000_000_123, -1, -1001] {
+            assert_eq!(from_timestamp(&to_timestamp(ms)), ms);
+        }
+    }
+}

@@ -1,0 +1,1135 @@
+//! The engine: validates requests, runs the pure decisions of `history` against the current
+//! checkpoint, and commits their changes through the store, retrying on a concurrent change.
+//! Hands new tasks to waiting pollers (`matching`) and schedules local wake-ups for timers.
+
+use crate::clock::{Clock, Millis, SystemClock, from_timestamp, to_timestamp};
+use crate::error::{EngineError, duration_field};
+use crate::history::{
+    self, Lease, PendingActivity, Run, RunCommit, StartParams, TOKEN_KIND_ACTIVITY,
+    TOKEN_KIND_WORKFLOW, TaskOp, TaskToken, TimerOp, WftOutcome,
+};
+use crate::ids::{Namespace, RunId, TaskQueue, WorkflowId, WorkflowType};
+use crate::matching::{Delivery, Matching, QueueKey, Reservation, TaskKind};
+use crate::store::{ListQuery, Store, StoreError};
+use martix_proto::v1 as pb;
+use prost::Message;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{Notify, broadcast};
+use tokio::time::Instant;
+
+/// How often a conflicting change is redone before giving up with UNAVAILABLE.
+const MAX_CONFLICT_RETRIES: usize = 20;
+
+/// Tunables of the engine.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// How long a poll waits for a task before answering empty.
+    pub long_poll_timeout: Duration,
+    /// How often a waiting poller looks in the store for tasks committed elsewhere.
+    pub recheck_interval: Duration,
+    /// Largest payload (input, result, details) accepted, in bytes.
+    pub max_payload_bytes: usize,
+    /// How often the timer loop looks for due timers committed elsewhere.
+    pub timer_poll_interval: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            long_poll_timeout: Duration::from_secs(30),
+            recheck_interval: Duration::from_secs(1),
+            max_payload_bytes: 2 * 1024 * 1024,
+            timer_poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The engine of one node. Cheap to share behind an `Arc`.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    matching: Matching,
+    config: EngineConfig,
+    namespaces: RwLock<HashSet<String>>,
+    closed: broadcast::Sender<RunId>,
+    /// Woken when a timer was committed on this node, with its fire time.
+    pub(crate) timer_wake: Notify,
+    pub(crate) next_timer: std::sync::Mutex<Option<Millis>>,
+    me: std::sync::Weak<Engine>,
+}
+
+fn payload_len(p: Option<&pb::Payload>) -> usize {
+    p.map_or(0, |p| p.data.len())
+}
+
+fn failure_len(f: Option<&pb::Failure>) -> usize {
+    f.map_or(0, |f| {
+        f.message.len() + payload_len(f.details.as_ref()) + failure_len(f.cause.as_deref())
+    })
+}
+
+fn identity(raw: &str) -> Result<&str, EngineError> {
+    if raw.len() > 255 {
+        return Err(EngineError::invalid(
+            "identity",
+            format!("is {} bytes, at most 255", raw.len()),
+        ));
+    }
+    Ok(raw)
+}
+
+fn page_size(
+    field: &'static str,
+    raw: i32,
+    default: usize,
+    max: usize,
+) -> Result<usize, EngineError> {
+    match raw {
+        0 => Ok(default),
+        n if n < 0 => Err(EngineError::invalid(field, "must not be negative")),
+        n => Ok((n as usize).min(max)),
+    }
+}
+
+const PAGE_TOKEN_MALFORMED: &str = "is malformed: pass back the token a previous response gave";
+
+impl Engine {
+    /// An engine on `store`, with the wall clock.
+    pub fn new(store: Arc<dyn Store>, config: EngineConfig) -> Arc<Self> {
+        Self::with_clock(store, config, Arc::new(SystemClock))
+    }
+
+    /// An engine with an injected clock (tests).
+    pub fn with_clock(
+        store: Arc<dyn Store>,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            store,
+            clock,
+            matching: Matching::default(),
+            config,
+            namespaces: RwLock::new(HashSet::new()),
+            closed: broadcast::channel(1024).0,
+            timer_wake: Notify::new(),
+            next_timer: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The store the engine writes to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub(crate) fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// The matching of this node (for tests and metrics).
+    pub fn matching(&self) -> &Matching {
+        &self.matching
+    }
+
+    async fn namespace(&self, raw: &str) -> Result<Namespace, EngineError> {
+        let raw = if raw.is_empty() { "default" } else { raw };
+        let ns = Namespace::parse(raw)?;
+        if self
+            .namespaces
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(raw)
+        {
+            return Ok(ns);
+        }
+        if !self.store.namespace_exists(raw).await? {
+            return Err(EngineError::invalid(
+                "namespace",
+                format!("'{raw}' does not exist"),
+            ));
+        }
+        self.namespaces
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(raw.to_owned());
+        Ok(ns)
+    }
+
+    fn check_payload(&self, field: &'static str, size: usize) -> Result<(), EngineError> {
+        if size > self.config.max_payload_bytes {
+            return Err(EngineError::TooLarge {
+                field,
+                size,
+                limit: self.config.max_payload_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// The run an execution names: the given run id, or the newest run of the workflow id.
+    async fn resolve(
+        &self,
+        ns: &Namespace,
+        execution: Option<&pb::WorkflowExecution>,
+    ) -> Result<Run, EngineError> {
+        let execution =
+            execution.ok_or_else(|| EngineError::invalid("execution", "must be given"))?;
+        let wid = WorkflowId::parse(&execution.workflow_id)?;
+        let run = if execution.run_id.is_empty() {
+            self.store.latest_run(ns.as_str(), wid.as_str()).await?
+        } else {
+            let run_id = RunId::parse("execution.run_id", &execution.run_id)?;
+            self.store
+                .load_run(run_id)
+                .await?
+                .filter(|r| r.namespace == ns.as_str() && r.workflow_id == wid.as_str())
+        };
+        run.ok_or_else(|| {
+            EngineError::NotFound(format!(
+                "workflow '{}' has no run{} in namespace '{ns}'",
+                wid,
+                if execution.run_id.is_empty() {
+                    String::new()
+                } else {
+                    format!(" '{}'", execution.run_id)
+                }
+            ))
+        })
+    }
+
+    async fn load(&self, run_id: RunId) -> Result<Run, EngineError> {
+        self.store
+            .load_run(run_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("run {run_id} does not exist")))
+    }
+
+    /// Leases the tasks a commit creates to pollers waiting on this node, before it is written.
+    fn reserve_pollers(&self, commit: &mut RunCommit) -> Vec<(Reservation, Delivery)> {
+        let mut out = Vec::new();
+        let now = self.now();
+        let mut one = |c: &mut RunCommit| {
+            let timeout = c.run.state.workflow_task_timeout_ms;
+            let run_id = c.run.run_id;
+            let ns = c.run.namespace.clone();
+            if let Some(wft) = c.run.wft.as_mut()
+                && wft.lease.is_none()
+                && wft.visible_at <= now
+                && let Some(r) =
+                    self.matching
+                        .reserve(&QueueKey::new(&ns, &wft.queue, TaskKind::Workflow))
+            {
+                let lease = Lease::new(now, timeout);
+                wft.lease = Some(lease.clone());
+                out.push((r, Delivery::Workflow { run_id, lease }));
+            }
+            for op in &mut c.tasks {
+                if let TaskOp::Insert(task) = op
+                    && task.visible_at <= now
+                    && let Some(r) = self.matching.reserve(&QueueKey::new(
+                        &task.namespace,
+                        &task.task_queue,
+                        TaskKind::Activity,
+                    ))
+                {
+                    task.lease = Some(Lease::new(now, task.lease_ms));
+                    out.push((r, Delivery::Activity(Box::new(task.clone()))));
+                }
+            }
+        };
+        one(commit);
+        if let Some(next) = commit.new_run.as_deref_mut() {
+            one(next);
+        }
+        out
+    }
+
+    /// After a commit: deliver reserved tasks, wake pollers for the rest, arm timers.
+    fn after_commit(&self, commit: &RunCommit, reserved: Vec<(Reservation, Delivery)>) {
+        for (r, d) in reserved {
+            self.matching.deliver(r, d);
+        }
+        let one = |c: &RunCommit| {
+            let ns = &c.run.namespace;
+            if let Some(wft) = &c.run.wft
+                && wft.lease.is_none()
+            {
+                self.wake_at(
+                    QueueKey::new(ns, &wft.queue, TaskKind::Workflow),
+                    wft.visible_at,
+                );
+            }
+            for op in &c.tasks {
+                match op {
+                    TaskOp::Insert(t) if t.lease.is_none() => self.wake_at(
+                        QueueKey::new(ns, &t.task_queue, TaskKind::Activity),
+                        t.visible_at,
+                    ),
+                    TaskOp::Retry { visible_at, .. } => {
+                        if let Some(a) = c
+                            .run
+                            .state
+                            .activities
+                            .iter()
+                            .find(|a| a.next_attempt_time == *visible_at)
+                        {
+                            self.wake_at(
+                                QueueKey::new(ns, &a.task_queue, TaskKind::Activity),
+                                *visible_at,
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for op in &c.timers {
+                if let TimerOp::Insert { fire_at, .. } = op {
+                    self.arm_timer(*fire_at);
+                }
+            }
+            if c.closed {
+                let _ = self.closed.send(c.run.run_id);
+            }
+        };
+        one(commit);
+        if let Some(next) = commit.new_run.as_deref() {
+            one(next);
+        }
+    }
+
+    fn wake_at(&self, key: QueueKey, at: Millis) {
+        let delay = at - self.now();
+        if delay <= 0 {
+            self.matching.notify(&key);
+        } else if let Some(me) = self.self_arc() {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay as u64)).await;
+                me.matching.notify(&key);
+            });
+        }
+    }
+
+    fn self_arc(&self) -> Option<Arc<Self>> {
+        self.me.upgrade()
+    }
+
+    fn arm_timer(&self, fire_at: Millis) {
+        let mut next = self.next_timer.lock().unwrap_or_else(|p| p.into_inner());
+        if next.is_none_or(|n| fire_at < n) {
+            *next = Some(fire_at);
+            self.timer_wake.notify_one();
+        }
+    }
+
+    /// Writes a commit, handing its tasks to waiting pollers.
+    async fn write(&self, mut commit: RunCommit) -> Result<(), StoreError> {
+        let reserved = self.reserve_pollers(&mut commit);
+        match self.store.commit(&commit).await {
+            Ok(()) => {
+                self.after_commit(&commit, reserved);
+                Ok(())
+            }
+            Err(e) => {
+                for (r, _) in reserved {
+                    self.matching.cancel(r);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the run, decides, commits; redoes it when the run changed in between.
+    async fn update<T>(
+        &self,
+        run_id: RunId,
+        mut decide: impl FnMut(&Run, Millis) -> Result<(Option<RunCommit>, T), EngineError>,
+    ) -> Result<T, EngineError> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let run = self.load(run_id).await?;
+            let (commit, out) = decide(&run, self.now())?;
+            let Some(commit) = commit else { return Ok(out) };
+            match self.write(commit).await {
+                Ok(()) => return Ok(out),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Unavailable(format!(
+            "run {run_id} kept changing concurrently; try again"
+        )))
+    }
+
+    // ---- WorkflowService ------------------------------------------------------------------
+
+    /// Starts a run, or returns the open run of the workflow id.
+    pub async fn start_workflow(
+        &self,
+        req: pb::StartWorkflowRequest,
+    ) -> Result<pb::StartWorkflowResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let wid = WorkflowId::parse(&req.workflow_id)?;
+        let wtype = WorkflowType::parse(&req.workflow_type)?;
+        let queue = TaskQueue::parse(&req.task_queue)?;
+        let ident = identity(&req.identity)?;
+        self.check_payload("input", payload_len(req.input.as_ref()))?;
+        let memo_len: usize = req.memo.iter().map(|(k, v)| k.len() + v.data.len()).sum();
+        self.check_payload("memo", memo_len)?;
+        let ms = |field, d: Option<&prost_types::Duration>| -> Result<i64, EngineError> {
+            Ok(duration_field(field, d)?.map_or(0, |d| d.as_millis() as i64))
+        };
+        let params = StartParams {
+            namespace: ns.to_string(),
+            workflow_id: wid.to_string(),
+            workflow_type: wtype.to_string(),
+            task_queue: queue.to_string(),
+            input: req.input,
+            execution_timeout_ms: ms(
+                "workflow_execution_timeout",
+                req.workflow_execution_timeout.as_ref(),
+            )?,
+            run_timeout_ms: ms("workflow_run_timeout", req.workflow_run_timeout.as_ref())?,
+            task_timeout_ms: ms("workflow_task_timeout", req.workflow_task_timeout.as_ref())?,
+            identity: ident.to_owned(),
+            memo: req.memo,
+            continued_from: None,
+            first_run_id: None,
+        };
+        let policy = pb::IdReusePolicy::try_from(req.id_reuse_policy)
+            .map_err(|_| EngineError::invalid("id_reuse_policy", "is not a known policy"))?;
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            if let Some(last) = self.store.latest_run(ns.as_str(), wid.as_str()).await? {
+                if last.is_open() {
+                    return Ok(pb::StartWorkflowResponse {
+                        run_id: last.run_id.to_text(),
+                        started: false,
+                    });
+                }
+                let allowed = match policy {
+                    pb::IdReusePolicy::Unspecified | pb::IdReusePolicy::AllowDuplicate => true,
+                    pb::IdReusePolicy::RejectDuplicate => false,
+                    pb::IdReusePolicy::AllowDuplicateFailedOnly => matches!(
+                        last.status,
+                        pb::WorkflowStatus::Failed
+                            | pb::WorkflowStatus::Canceled
+                            | pb::WorkflowStatus::Terminated
+                            | pb::WorkflowStatus::TimedOut
+                    ),
+                };
+                if !allowed {
+                    return Err(EngineError::AlreadyExists(format!(
+                        "workflow '{wid}' already ran (run {}, {}) and the id-reuse policy forbids another run",
+                        last.run_id,
+                        last.status.as_str_name()
+                    )));
+                }
+            }
+            let run_id = RunId::new();
+            let commit = history::new_run(&params, run_id, self.now());
+            match self.write(commit).await {
+                Ok(()) => {
+                    tracing::debug!(namespace = %ns, workflow_id = %wid, run_id = %run_id, "workflow started");
+                    return Ok(pb::StartWorkflowResponse {
+                        run_id: run_id.to_text(),
+                        started: true,
+                    });
+                }
+                // Another start of the same id won the race: return its run.
+                Err(StoreError::AlreadyOpen) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Unavailable(
+            "workflow start kept conflicting; try again".into(),
+        ))
+    }
+
+    /// Status, pending activities, timers and workflow task of a run.
+    pub async fn describe_workflow(
+        &self,
+        req: pb::DescribeWorkflowRequest,
+    ) -> Result<pb::DescribeWorkflowResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        let now = self.now();
+        let leases = self.store.activity_leases(run.run_id).await?;
+        let first = self.store.history(run.run_id, 1, 1).await?;
+        let memo = match first.first().and_then(|e| e.attributes.as_ref()) {
+            Some(pb::history_event::Attributes::WorkflowExecutionStarted(s)) => s.memo.clone(),
+            _ => Default::default(),
+        };
+        let pending_activities = run
+            .state
+            .activities
+            .iter()
+            .map(|a: &PendingActivity| {
+                let lease = leases
+                    .iter()
+                    .find(|l| l.scheduled_event_id == a.scheduled_event_id);
+                let started = lease.and_then(|l| l.lease_until).is_some_and(|u| u > now);
+                let state = if started {
+                    pb::PendingActivityState::Started
+                } else if a.next_attempt_time > now {
+                    pb::PendingActivityState::BackingOff
+                } else {
+                    pb::PendingActivityState::Scheduled
+                };
+                pb::PendingActivityInfo {
+                    activity_id: a.activity_id.clone(),
+                    activity_type: a.activity_type.clone(),
+                    state: state as i32,
+                    attempt: a.attempt,
+                    last_failure: a.last_failure.clone(),
+                    next_attempt_time: (a.next_attempt_time > now)
+                        .then(|| to_timestamp(a.next_attempt_time)),
+                    scheduled_time: Some(to_timestamp(a.scheduled_time)),
+                    scheduled_event_id: a.scheduled_event_id,
+                    task_queue: a.task_queue.clone(),
+                }
+            })
+            .collect();
+        let pending_timers = run
+            .state
+            .timers
+            .iter()
+            .map(|t| pb::PendingTimerInfo {
+                timer_id: t.timer_id.clone(),
+                fire_time: Some(to_timestamp(t.fire_at)),
+                started_event_id: t.started_event_id,
+            })
+            .collect();
+        let pending_workflow_task = run.wft.as_ref().map(|w| pb::PendingWorkflowTaskInfo {
+            attempt: w.attempt,
+            scheduled_time: Some(to_timestamp(w.visible_at)),
+            started: w.in_flight(now),
+            last_failure: run.state.wft_last_failure.clone(),
+        });
+        Ok(pb::DescribeWorkflowResponse {
+            info: Some(info(&run, memo)),
+            pending_activities,
+            pending_timers,
+            pending_workflow_task,
+            cancel_requested: run.state.cancel_requested,
+        })
+    }
+
+    /// Runs of a namespace, newest first, filtered and paginated.
+    pub async fn list_workflows(
+        &self,
+        req: pb::ListWorkflowsRequest,
+    ) -> Result<pb::ListWorkflowsResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let limit = page_size("page_size", req.page_size, 100, 1000)?;
+        let after = if req.next_page_token.is_empty() {
+            None
+        } else {
+            Some(decode_list_token(&req.next_page_token)?)
+        };
+        let statuses = req
+            .statuses
+            .iter()
+            .map(|s| {
+                pb::WorkflowStatus::try_from(*s)
+                    .ok()
+                    .filter(|s| *s != pb::WorkflowStatus::Unspecified)
+                    .ok_or_else(|| {
+                        EngineError::invalid("statuses", format!("{s} is not a workflow status"))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let query = ListQuery {
+            namespace: ns.to_string(),
+            statuses,
+            workflow_type: opt(&req.workflow_type),
+            task_queue: opt(&req.task_queue),
+            workflow_id_prefix: opt(&req.workflow_id_prefix),
+            start_time_from: req.start_time_from.as_ref().map(from_timestamp),
+            start_time_to: req.start_time_to.as_ref().map(from_timestamp),
+            after,
+            limit: limit + 1,
+        };
+        let mut runs = self.store.list_runs(&query).await?;
+        let next_page_token = if runs.len() > limit {
+            runs.truncate(limit);
+            let last = runs.last().expect("limit >= 1");
+            format!("l1:{}:{}", last.start_time, last.run_id).into_bytes()
+        } else {
+            Vec::new()
+        };
+        Ok(pb::ListWorkflowsResponse {
+            executions: runs.iter().map(|r| info(r, Default::default())).collect(),
+            next_page_token,
+        })
+    }
+
+    /// A page of a run's history.
+    pub async fn workflow_history(
+        &self,
+        req: pb::GetWorkflowHistoryRequest,
+    ) -> Result<pb::GetWorkflowHistoryResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let limit = page_size("page_size", req.page_size, 1000, 1000)?;
+        let from = if req.next_page_token.is_empty() {
+            1
+        } else {
+            std::str::from_utf8(&req.next_page_token)
+                .ok()
+                .and_then(|s| s.strip_prefix("h1:"))
+                .and_then(|s| s.parse::<i64>().ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| EngineError::invalid("next_page_token", PAGE_TOKEN_MALFORMED))?
+        };
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        let events = self.store.history(run.run_id, from, limit).await?;
+        let next = events.last().map_or(from, |e| e.event_id + 1);
+        let next_page_token = if next < run.next_event_id && events.len() == limit {
+            format!("h1:{next}").into_bytes()
+        } else {
+            Vec::new()
+        };
+        Ok(pb::GetWorkflowHistoryResponse {
+            events,
+            next_page_token,
+        })
+    }
+
+    /// The outcome of a run, waiting up to `wait` for it to close.
+    pub async fn workflow_result(
+        &self,
+        req: pb::GetWorkflowResultRequest,
+    ) -> Result<pb::GetWorkflowResultResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let wait = duration_field("wait", req.wait.as_ref())?.unwrap_or_default();
+        let deadline = Instant::now() + wait.min(Duration::from_secs(3600));
+        let mut closed = self.closed.subscribe();
+        let mut run = self.resolve(&ns, req.execution.as_ref()).await?;
+        while run.is_open() {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(pb::GetWorkflowResultResponse {
+                    status: run.status as i32,
+                    closed: false,
+                    run_id: run.run_id.to_text(),
+                    ..Default::default()
+                });
+            }
+            let step = (deadline - now).min(self.config.recheck_interval);
+            let _ = tokio::time::timeout(step, async {
+                loop {
+                    match closed.recv().await {
+                        Ok(id) if id == run.run_id => break,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                }
+            })
+            .await;
+            run = self.load(run.run_id).await?;
+        }
+        let last = self.store.last_event(run.run_id).await?;
+        let mut out = pb::GetWorkflowResultResponse {
+            status: run.status as i32,
+            closed: true,
+            run_id: run.run_id.to_text(),
+            ..Default::default()
+        };
+        use pb::history_event::Attributes as A;
+        match last.and_then(|e| e.attributes) {
+            Some(A::WorkflowExecutionCompleted(a)) => out.result = a.result,
+            Some(A::WorkflowExecutionFailed(a)) => out.failure = a.failure,
+            Some(A::WorkflowExecutionCanceled(a)) => {
+                out.failure = Some(pb::Failure {
+                    message: "workflow canceled".into(),
+                    r#type: "Canceled".into(),
+                    details: a.details,
+                    ..Default::default()
+                })
+            }
+            Some(A::WorkflowExecutionTerminated(a)) => {
+                out.failure = Some(pb::Failure {
+                    message: format!("workflow terminated: {}", a.reason),
+                    r#type: "Terminated".into(),
+                    ..Default::default()
+                })
+            }
+            Some(A::WorkflowExecutionContinuedAsNew(a)) => out.new_run_id = a.new_run_id,
+            Some(A::WorkflowExecutionTimedOut(_)) => {
+                out.failure = Some(pb::Failure {
+                    message: "workflow timed out".into(),
+                    r#type: "TimedOut".into(),
+                    ..Default::default()
+                })
+            }
+            _ => {
+                return Err(EngineError::Internal(format!(
+                    "closed run {} does not end with a closing event",
+                    run.run_id
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delivers a signal to an open run.
+    pub async fn signal_workflow(
+        &self,
+        req: pb::SignalWorkflowRequest,
+    ) -> Result<pb::SignalWorkflowResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        if req.signal_name.is_empty() || req.signal_name.len() > 255 {
+            return Err(EngineError::invalid(
+                "signal_name",
+                "must be 1 to 255 bytes",
+            ));
+        }
+        self.check_payload("input", payload_len(req.input.as_ref()))?;
+        let ident = identity(&req.identity)?;
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        self.update(run.run_id, |run, now| {
+            let c = history::signal(run, &req.signal_name, req.input.clone(), ident, now)?;
+            Ok((Some(c), ()))
+        })
+        .await?;
+        Ok(pb::SignalWorkflowResponse {})
+    }
+
+    /// Asks a run to cancel.
+    pub async fn cancel_workflow(
+        &self,
+        req: pb::CancelWorkflowRequest,
+    ) -> Result<pb::CancelWorkflowResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let ident = identity(&req.identity)?;
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        self.update(run.run_id, |run, now| {
+            Ok((history::request_cancel(run, &req.reason, ident, now)?, ()))
+        })
+        .await?;
+        Ok(pb::CancelWorkflowResponse {})
+    }
+
+    /// Stops a run now.
+    pub async fn terminate_workflow(
+        &self,
+        req: pb::TerminateWorkflowRequest,
+    ) -> Result<pb::TerminateWorkflowResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let ident = identity(&req.identity)?;
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        self.update(run.run_id, |run, now| {
+            Ok((Some(history::terminate(run, &req.reason, ident, now)?), ()))
+        })
+        .await?;
+        Ok(pb::TerminateWorkflowResponse {})
+    }
+
+    /// Resets a run to a workflow-task boundary (built with the operator CLI).
+    pub async fn reset_workflow(
+        &self,
+        _req: pb::ResetWorkflowRequest,
+    ) -> Result<pb::ResetWorkflowResponse, EngineError> {
+        Err(EngineError::Unimplemented("ResetWorkflow"))
+    }
+
+    /// Retries now an activity waiting for its next attempt (built with the operator CLI).
+    pub async fn retry_activity(
+        &self,
+        _req: pb::RetryActivityRequest,
+    ) -> Result<pb::RetryActivityResponse, EngineError> {
+        Err(EngineError::Unimplemented("RetryActivity"))
+    }
+
+    // ---- WorkerService --------------------------------------------------------------------
+
+    /// Waits for a workflow task of a queue, up to the long-poll timeout.
+    ///
+    /// # Cancel safety
+    /// A task leased to a poll that is dropped is handed to the next poller on this node, or
+    /// handed out again by the store when its lease runs out.
+    pub async fn poll_workflow_task(
+        &self,
+        req: pb::PollWorkflowTaskRequest,
+    ) -> Result<pb::PollWorkflowTaskResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let queue = TaskQueue::parse(&req.task_queue)?;
+        identity(&req.identity)?;
+        let key = QueueKey::new(ns.as_str(), queue.as_str(), TaskKind::Workflow);
+        let deadline = Instant::now() + self.config.long_poll_timeout;
+        loop {
+            let epoch = self.matching.epoch(&key);
+            let lease_id = Lease::new(0, 0).id;
+            if let Some(run) = self
+                .store
+                .claim_workflow_task(ns.as_str(), queue.as_str(), &lease_id, self.now())
+                .await?
+            {
+                if let Some(resp) = self.workflow_task_response(run, &lease_id).await? {
+                    return Ok(resp);
+                }
+                continue;
+            }
+            let delivery = match self.matching.register(&key, epoch, self.now()) {
+                Err(d) => Some(d),
+                Ok(wait) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Ok(Default::default());
+                    }
+                    let step = deadline.min(now + self.config.recheck_interval);
+                    self.matching.wait(wait, step).await
+                }
+            };
+            match delivery {
+                Some(Delivery::Workflow { run_id, lease }) => {
+                    let run = self.load(run_id).await?;
+                    if let Some(resp) = self.workflow_task_response(run, &lease.id).await? {
+                        return Ok(resp);
+                    }
+                }
+                Some(Delivery::Activity(_)) => {
+                    return Err(EngineError::Internal(
+                        "activity task delivered to a workflow poller".into(),
+                    ));
+                }
+                Some(Delivery::Recheck) | None => {
+                    if Instant::now() >= deadline {
+                        return Ok(Default::default());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Builds the poll answer for a workflow task leased to `lease_id`; `None` if the run no
+    /// longer holds that lease.
+    async fn workflow_task_response(
+        &self,
+        mut run: Run,
+        lease_id: &str,
+    ) -> Result<Option<pb::PollWorkflowTaskResponse>, EngineError> {
+        if !run.state.buffered.is_empty() {
+            // A previous holder's lease ran out while events waited: deliver them now.
+            run = self
+                .update(run.run_id, |r, now| {
+                    let holds = r
+                        .wft
+                        .as_ref()
+                        .and_then(|w| w.lease.as_ref())
+                        .is_some_and(|l| l.id == lease_id);
+                    if !holds {
+                        return Ok((None, None));
+                    }
+                    let commit = history::flush_for_claim(r, now);
+                    let mut after = commit.as_ref().map_or_else(|| r.clone(), |c| c.run.clone());
+                    after.version += 1;
+                    Ok((commit, Some(after)))
+                })
+                .await?
+                .unwrap_or(run);
+        }
+        let Some(wft) = run
+            .wft
+            .as_ref()
+            .filter(|w| w.lease.as_ref().is_some_and(|l| l.id == lease_id) && run.is_open())
+        else {
+            return Ok(None);
+        };
+        let history = self
+            .store
+            .history(run.run_id, 1, (run.next_event_id - 1) as usize)
+            .await?;
+        let token = TaskToken {
+            namespace: run.namespace.clone(),
+            run_id: run.run_id.to_text(),
+            kind: TOKEN_KIND_WORKFLOW,
+            scheduled_event_id: wft.scheduled_event_id,
+            attempt: wft.attempt,
+            lease_id: lease_id.to_owned(),
+            history_len: run.next_event_id - 1,
+        };
+        Ok(Some(pb::PollWorkflowTaskResponse {
+            task_token: token.encode_to_vec(),
+            workflow_execution: Some(pb::WorkflowExecution {
+                workflow_id: run.workflow_id.clone(),
+                run_id: run.run_id.to_text(),
+            }),
+            workflow_type: run.workflow_type.clone(),
+            history,
+            attempt: wft.attempt,
+            scheduled_time: Some(to_timestamp(wft.visible_at)),
+            namespace: run.namespace.clone(),
+        }))
+    }
+
+    fn decode_token(&self, raw: &[u8], kind: i32) -> Result<(TaskToken, RunId), EngineError> {
+        let (token, run_id) = TaskToken::decode_from(raw)?;
+        if token.kind != kind {
+            return Err(EngineError::invalid(
+                "task_token",
+                if kind == TOKEN_KIND_WORKFLOW {
+                    "names an activity task, not a workflow task"
+                } else {
+                    "names a workflow task, not an activity task"
+                },
+            ));
+        }
+        Ok((token, run_id))
+    }
+
+    /// Applies the commands of a workflow task.
+    pub async fn complete_workflow_task(
+        &self,
+        req: pb::RespondWorkflowTaskCompletedRequest,
+    ) -> Result<pb::RespondWorkflowTaskCompletedResponse, EngineError> {
+        let (token, run_id) = self.decode_token(&req.task_token, TOKEN_KIND_WORKFLOW)?;
+        let ident = identity(&req.identity)?;
+        let size: usize = req.commands.iter().map(Message::encoded_len).sum();
+        self.check_payload("commands", size)?;
+        let rejected = self
+            .update(run_id, |run, now| {
+                match history::complete_workflow_task(run, &token, &req.commands, ident, now)? {
+                    WftOutcome::Applied(c) => Ok((Some(c), None)),
+                    WftOutcome::Rejected { commit, error } => Ok((Some(commit), Some(error))),
+                }
+            })
+            .await?;
+        match rejected {
+            Some(error) => Err(error),
+            None => Ok(pb::RespondWorkflowTaskCompletedResponse {}),
+        }
+    }
+
+    /// Records a failed workflow task; it is retried with backoff.
+    pub async fn fail_workflow_task(
+        &self,
+        req: pb::RespondWorkflowTaskFailedRequest,
+    ) -> Result<pb::RespondWorkflowTaskFailedResponse, EngineError> {
+        let (token, run_id) = self.decode_token(&req.task_token, TOKEN_KIND_WORKFLOW)?;
+        let ident = identity(&req.identity)?;
+        self.check_payload("failure", failure_len(req.failure.as_ref()))?;
+        let cause = pb::WorkflowTaskFailedCause::try_from(req.cause)
+            .unwrap_or(pb::WorkflowTaskFailedCause::Unspecified);
+        let failure = req.failure.unwrap_or_default();
+        tracing::warn!(run_id = %run_id, cause = cause.as_str_name(), message = %failure.message, "workflow task failed");
+        self.update(run_id, |run, now| {
+            let c = history::fail_workflow_task(run, &token, cause, failure.clone(), ident, now)?;
+            Ok((Some(c), ()))
+        })
+        .await?;
+        Ok(pb::RespondWorkflowTaskFailedResponse {})
+    }
+
+    /// Waits for an activity task of a queue, up to the long-poll timeout.
+    ///
+    /// # Cancel safety
+    /// As `poll_workflow_task`.
+    pub async fn poll_activity_task(
+        &self,
+        req: pb::PollActivityTaskRequest,
+    ) -> Result<pb::PollActivityTaskResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let queue = TaskQueue::parse(&req.task_queue)?;
+        identity(&req.identity)?;
+        let key = QueueKey::new(ns.as_str(), queue.as_str(), TaskKind::Activity);
+        let deadline = Instant::now() + self.config.long_poll_timeout;
+        loop {
+            let epoch = self.matching.epoch(&key);
+            let lease_id = Lease::new(0, 0).id;
+            if let Some(task) = self
+                .store
+                .claim_activity_task(ns.as_str(), queue.as_str(), &lease_id, self.now())
+                .await?
+            {
+                return activity_task_response(&task);
+            }
+            let delivery = match self.matching.register(&key, epoch, self.now()) {
+                Err(d) => Some(d),
+                Ok(wait) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Ok(Default::default());
+                    }
+                    let step = deadline.min(now + self.config.recheck_interval);
+                    self.matching.wait(wait, step).await
+                }
+            };
+            match delivery {
+                Some(Delivery::Activity(task)) => return activity_task_response(&task),
+                Some(Delivery::Workflow { .. }) => {
+                    return Err(EngineError::Internal(
+                        "workflow task delivered to an activity poller".into(),
+                    ));
+                }
+                Some(Delivery::Recheck) | None => {
+                    if Instant::now() >= deadline {
+                        return Ok(Default::default());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn activity_update(
+        &self,
+        run_id: RunId,
+        decide: impl Fn(&Run, Millis) -> Result<RunCommit, EngineError>,
+    ) -> Result<(), EngineError> {
+        self.update(run_id, |run, now| Ok((Some(decide(run, now)?), ())))
+            .await
+    }
+
+    /// Records an activity's result.
+    pub async fn complete_activity_task(
+        &self,
+        req: pb::RespondActivityTaskCompletedRequest,
+    ) -> Result<pb::RespondActivityTaskCompletedResponse, EngineError> {
+        let (token, run_id) = self.decode_token(&req.task_token, TOKEN_KIND_ACTIVITY)?;
+        let ident = identity(&req.identity)?;
+        self.check_payload("result", payload_len(req.result.as_ref()))?;
+        self.activity_update(run_id, |run, now| {
+            history::complete_activity(run, &token, req.result.clone(), ident, now)
+        })
+        .await?;
+        Ok(pb::RespondActivityTaskCompletedResponse {})
+    }
+
+    /// Records a failed activity attempt: retried per its policy, or final.
+    pub async fn fail_activity_task(
+        &self,
+        req: pb::RespondActivityTaskFailedRequest,
+    ) -> Result<pb::RespondActivityTaskFailedResponse, EngineError> {
+        let (token, run_id) = self.decode_token(&req.task_token, TOKEN_KIND_ACTIVITY)?;
+        let ident = identity(&req.identity)?;
+        self.check_payload("failure", failure_len(req.failure.as_ref()))?;
+        let failure = req.failure.unwrap_or_default();
+        let jitter: f64 = rand::random();
+        self.activity_update(run_id, |run, now| {
+            history::fail_activity(run, &token, failure.clone(), ident, now, jitter)
+        })
+        .await?;
+        Ok(pb::RespondActivityTaskFailedResponse {})
+    }
+
+    /// Records a heartbeat; answers whether the activity should stop.
+    pub async fn record_activity_heartbeat(
+        &self,
+        req: pb::RecordActivityHeartbeatRequest,
+    ) -> Result<pb::RecordActivityHeartbeatResponse, EngineError> {
+        let (token, run_id) = self.decode_token(&req.task_token, TOKEN_KIND_ACTIVITY)?;
+        self.check_payload("details", payload_len(req.details.as_ref()))?;
+        let details = req.details.as_ref().map(Message::encode_to_vec);
+        let held = self
+            .store
+            .heartbeat_activity(
+                run_id,
+                token.scheduled_event_id,
+                &token.lease_id,
+                details.as_deref(),
+            )
+            .await?;
+        if held {
+            return Ok(pb::RecordActivityHeartbeatResponse {
+                cancel_requested: false,
+            });
+        }
+        // Not held any more: cancelled, the run closed, or the lease moved on.
+        let run = self.load(run_id).await?;
+        let pending = run
+            .activity(token.scheduled_event_id)
+            .is_some_and(|a| a.attempt == token.attempt);
+        if !run.is_open() || !pending {
+            return Ok(pb::RecordActivityHeartbeatResponse {
+                cancel_requested: true,
+            });
+        }
+        Err(EngineError::NotFound(
+            "activity task is no longer held by this attempt".into(),
+        ))
+    }
+
+    /// Fires a due timer (called by the timer loop).
+    pub async fn fire_timer(&self, run_id: RunId, key: &str) -> Result<(), EngineError> {
+        let result = self
+            .update(run_id, |run, now| {
+                match history::fire_timer(run, key, now) {
+                    Some(c) => Ok((Some(c), true)),
+                    None => Ok((None, false)),
+                }
+            })
+            .await;
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => Ok(self.store.delete_timer(run_id, key).await?),
+            // Fired by another node meanwhile.
+            Err(EngineError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn activity_task_response(
+    task: &crate::history::ActivityTask,
+) -> Result<pb::PollActivityTaskResponse, EngineError> {
+    let mut resp = pb::PollActivityTaskResponse::decode(&task.info[..])
+        .map_err(|e| EngineError::Internal(format!("corrupt activity task: {e}")))?;
+    let lease = task
+        .lease
+        .as_ref()
+        .ok_or_else(|| EngineError::Internal("activity task handed out without a lease".into()))?;
+    resp.attempt = task.attempt;
+    if let Some(d) = &task.heartbeat_details {
+        resp.heartbeat_details = pb::Payload::decode(&d[..]).ok();
+    }
+    resp.task_token = TaskToken {
+        namespace: task.namespace.clone(),
+        run_id: task.run_id.to_text(),
+        kind: TOKEN_KIND_ACTIVITY,
+        scheduled_event_id: task.scheduled_event_id,
+        attempt: task.attempt,
+        lease_id: lease.id.clone(),
+        history_len: 0,
+    }
+    .encode_to_vec();
+    Ok(resp)
+}
+
+fn decode_list_token(raw: &[u8]) -> Result<(Millis, String), EngineError> {
+    let bad = || EngineError::invalid("next_page_token", PAGE_TOKEN_MALFORMED);
+    let s = std::str::from_utf8(raw).map_err(|_| bad())?;
+    let rest = s.strip_prefix("l1:").ok_or_else(bad)?;
+    let (time, run) = rest.split_once(':').ok_or_else(bad)?;
+    let time = time.parse::<i64>().map_err(|_| bad())?;
+    RunId::parse("next_page_token", run).map_err(|_| bad())?;
+    Ok((time, run.to_owned()))
+}
+
+fn info(
+    run: &Run,
+    memo: std::collections::HashMap<String, pb::Payload>,
+) -> pb::WorkflowExecutionInfo {
+    pb::WorkflowExecutionInfo {
+        execution: Some(pb::WorkflowExecution {
+            workflow_id: run.workflow_id.clone(),
+            run_id: run.run_id.to_text(),
+        }),
+        workflow_type: run.workflow_type.clone(),
+        task_queue: run.task_queue.clone(),
+        status: run.status as i32,
+        start_time: Some(to_timestamp(run.start_time)),
+        close_time: run.close_time.map(to_timestamp),
+        history_length: run.next_event_id - 1,
+        memo,
+    }
+}

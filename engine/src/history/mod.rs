@@ -1,0 +1,237 @@
+//! History and state machine: pure functions from a run's checkpoint and a request to the
+//! changes of one transaction (`RunCommit`). No I/O here; the store writes what these return,
+//! all or nothing, and time comes in as an argument.
+//!
+//! Rules kept here:
+//! - event ids are dense from 1; history is only appended to;
+//! - at most one workflow task per run is outstanding; events that arrive while one is in
+//!   flight are buffered in the checkpoint and appended after it completes;
+//! - only the final outcome of an activity reaches history (retries live in the checkpoint).
+
+mod decide;
+mod retry;
+pub(crate) mod state;
+
+pub use decide::*;
+pub use retry::retry_delay;
+pub use state::*;
+
+use crate::clock::{Millis, to_timestamp};
+use martix_proto::v1 as pb;
+use pb::history_event::Attributes;
+
+/// Changes to timers of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TimerOp {
+    Insert { key: String, fire_at: Millis },
+    Delete { key: String },
+}
+
+/// Changes to activity task rows of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TaskOp {
+    Insert(ActivityTask),
+    /// The attempt failed and is retried later: the row is reset, held by no one.
+    /// Requires the row to be held by `lease_id`.
+    Retry {
+        scheduled_event_id: i64,
+        attempt: i32,
+        visible_at: Millis,
+        lease_id: String,
+    },
+    /// The activity is resolved. With `lease_id`, requires the row to be held by it.
+    Delete {
+        scheduled_event_id: i64,
+        lease_id: Option<String>,
+    },
+}
+
+/// Everything one transaction writes for one run (and, on continue-as-new, the next run).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunCommit {
+    /// The checkpoint after the change (its `version` is the one read).
+    pub run: Run,
+    /// `None`: a new run, inserted; `Some(v)`: the row must still be at version `v`.
+    pub expected_version: Option<i64>,
+    pub events: Vec<pb::HistoryEvent>,
+    pub tasks: Vec<TaskOp>,
+    pub timers: Vec<TimerOp>,
+    /// The run closed: drop every task row and timer it still has.
+    pub closed: bool,
+    /// A timer row that must exist and is deleted (it fired): guards against firing twice.
+    pub fired_timer: Option<String>,
+    /// A run created in the same transaction (continue-as-new).
+    pub new_run: Option<Box<RunCommit>>,
+}
+
+/// Builds one `RunCommit` from a checkpoint: appends events, keeps the checkpoint in step.
+pub(crate) struct Transition {
+    run: Run,
+    now: Millis,
+    expected_version: Option<i64>,
+    events: Vec<pb::HistoryEvent>,
+    tasks: Vec<TaskOp>,
+    timers: Vec<TimerOp>,
+    closed: bool,
+    fired_timer: Option<String>,
+    new_run: Option<Box<RunCommit>>,
+}
+
+impl Transition {
+    pub(crate) fn new(run: &Run, now: Millis) -> Self {
+        Self {
+            expected_version: Some(run.version),
+            run: run.clone(),
+            now,
+            events: Vec::new(),
+            tasks: Vec::new(),
+            timers: Vec::new(),
+            closed: false,
+            fired_timer: None,
+            new_run: None,
+        }
+    }
+
+    pub(crate) fn for_new_run(run: Run, now: Millis) -> Self {
+        let mut t = Self::new(&run, now);
+        t.expected_version = None;
+        t
+    }
+
+    pub(crate) fn run(&self) -> &Run {
+        &self.run
+    }
+
+    pub(crate) fn run_mut(&mut self) -> &mut Run {
+        &mut self.run
+    }
+
+    pub(crate) fn now(&self) -> Millis {
+        self.now
+    }
+
+    /// Appends an event to history and returns its id.
+    pub(crate) fn append(&mut self, attributes: Attributes) -> i64 {
+        let event_id = self.run.next_event_id;
+        self.run.next_event_id += 1;
+        self.events.push(pb::HistoryEvent {
+            event_id,
+            event_time: Some(to_timestamp(self.now)),
+            attributes: Some(attributes),
+        });
+        event_id
+    }
+
+    /// Records events that come from outside the workflow (activity result, timer, signal):
+    /// buffered while a workflow task is in flight, otherwise appended, with a workflow task
+    /// scheduled after them to deliver them if none is outstanding.
+    pub(crate) fn add_external(&mut self, events: impl IntoIterator<Item = Attributes>) {
+        let in_flight = self.run.wft.as_ref().map(|w| w.in_flight(self.now));
+        for attributes in events {
+            if in_flight == Some(true) {
+                self.run.state.buffered.push(pb::HistoryEvent {
+                    event_id: 0,
+                    event_time: Some(to_timestamp(self.now)),
+                    attributes: Some(attributes),
+                });
+            } else {
+                self.append(attributes);
+            }
+        }
+        if in_flight.is_none() {
+            self.schedule_workflow_task();
+        }
+    }
+
+    /// Appends the buffered events; returns whether there were any.
+    pub(crate) fn flush_buffered(&mut self) -> bool {
+        let buffered = std::mem::take(&mut self.run.state.buffered);
+        let any = !buffered.is_empty();
+        for ev in buffered {
+            let event_id = self.run.next_event_id;
+            self.run.next_event_id += 1;
+            self.events.push(pb::HistoryEvent { event_id, ..ev });
+        }
+        any
+    }
+
+    /// Schedules the run's workflow task (first attempt) on the workflow's task queue.
+    pub(crate) fn schedule_workflow_task(&mut self) {
+        let queue = self.run.task_queue.clone();
+        let timeout = self.run.state.workflow_task_timeout_ms;
+        let id = self.append(Attributes::WorkflowTaskScheduled(
+            pb::WorkflowTaskScheduledAttributes {
+                task_queue: queue.clone(),
+                start_to_close_timeout: Some(ms_to_duration(timeout)),
+                attempt: 1,
+            },
+        ));
+        self.run.state.wft_last_failure = None;
+        self.run.wft = Some(WorkflowTask {
+            queue,
+            attempt: 1,
+            scheduled_event_id: id,
+            visible_at: self.now,
+            lease: None,
+        });
+    }
+
+    pub(crate) fn push_task(&mut self, op: TaskOp) {
+        self.tasks.push(op);
+    }
+
+    pub(crate) fn push_timer(&mut self, op: TimerOp) {
+        self.timers.push(op);
+    }
+
+    pub(crate) fn set_fired_timer(&mut self, key: String) {
+        self.fired_timer = Some(key);
+    }
+
+    pub(crate) fn set_new_run(&mut self, next: RunCommit) {
+        self.new_run = Some(Box::new(next));
+    }
+
+    /// Closes the run with `status`, appending its closing event. Pending work is dropped.
+    pub(crate) fn close(&mut self, status: pb::WorkflowStatus, attributes: Attributes) {
+        self.append(attributes);
+        self.run.status = status;
+        self.run.close_time = Some(self.now);
+        self.run.wft = None;
+        self.run.state.activities.clear();
+        self.run.state.timers.clear();
+        self.run.state.buffered.clear();
+        self.closed = true;
+    }
+
+    pub(crate) fn finish(self) -> RunCommit {
+        RunCommit {
+            run: self.run,
+            expected_version: self.expected_version,
+            events: self.events,
+            tasks: self.tasks,
+            timers: self.timers,
+            closed: self.closed,
+            fired_timer: self.fired_timer,
+            new_run: self.new_run,
+        }
+    }
+}
+
+/// Milliseconds as a protobuf duration.
+pub fn ms_to_duration(ms: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: ms / 1000,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// A protobuf duration in milliseconds (0 for none).
+pub fn duration_to_ms(d: Option<&prost_types::Duration>) -> i64 {
+    d.map_or(0, |d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000)
+}
+
+/// The timer row key of a user timer.
+pub fn user_timer_key(timer_id: &str) -> String {
+    format!("t:{timer_id}")
+}

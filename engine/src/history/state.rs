@@ -1,0 +1,163 @@
+//! The checkpoint (mutable state) of one run: derived from its history, written in the same
+//! transaction as the events that change it.
+
+use crate::clock::Millis;
+use crate::ids::RunId;
+use martix_proto::v1 as pb;
+
+/// The part of the checkpoint kept as one encoded blob. The fields the store must query
+/// (status, workflow task, times) are columns of `Run` instead.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RunState {
+    /// Activities scheduled and not yet resolved, by scheduled event id.
+    #[prost(message, repeated, tag = "1")]
+    pub activities: Vec<PendingActivity>,
+    /// Timers started and neither fired nor cancelled.
+    #[prost(message, repeated, tag = "2")]
+    pub timers: Vec<PendingTimer>,
+    /// Events that arrived while a workflow task was in flight; appended after it completes.
+    #[prost(message, repeated, tag = "3")]
+    pub buffered: Vec<pb::HistoryEvent>,
+    /// A cancellation was asked for.
+    #[prost(bool, tag = "4")]
+    pub cancel_requested: bool,
+    /// How long a worker may hold a workflow task.
+    #[prost(int64, tag = "5")]
+    pub workflow_task_timeout_ms: i64,
+    /// Why the last workflow task attempt failed, while it keeps failing.
+    #[prost(message, optional, tag = "6")]
+    pub wft_last_failure: Option<pb::Failure>,
+    /// The first run of a continue-as-new chain.
+    #[prost(string, tag = "7")]
+    pub first_run_id: String,
+}
+
+/// An activity between its scheduling and its final outcome.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PendingActivity {
+    #[prost(int64, tag = "1")]
+    pub scheduled_event_id: i64,
+    #[prost(string, tag = "2")]
+    pub activity_id: String,
+    #[prost(string, tag = "3")]
+    pub activity_type: String,
+    #[prost(string, tag = "4")]
+    pub task_queue: String,
+    /// The current attempt, from 1.
+    #[prost(int32, tag = "5")]
+    pub attempt: i32,
+    #[prost(int64, tag = "6")]
+    pub scheduled_time: Millis,
+    /// When the next attempt becomes available; 0 while an attempt is available or running.
+    #[prost(int64, tag = "7")]
+    pub next_attempt_time: Millis,
+    #[prost(message, optional, tag = "8")]
+    pub last_failure: Option<pb::Failure>,
+    #[prost(message, optional, tag = "9")]
+    pub retry_policy: Option<pb::RetryPolicy>,
+    /// 0: no schedule-to-close limit.
+    #[prost(int64, tag = "10")]
+    pub schedule_to_close_ms: i64,
+    #[prost(int64, tag = "11")]
+    pub start_to_close_ms: i64,
+}
+
+/// A timer started by the workflow.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PendingTimer {
+    #[prost(string, tag = "1")]
+    pub timer_id: String,
+    #[prost(int64, tag = "2")]
+    pub started_event_id: i64,
+    #[prost(int64, tag = "3")]
+    pub fire_at: Millis,
+}
+
+/// A claim on a task: who may complete it, and until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub id: String,
+    pub until: Millis,
+}
+
+impl Lease {
+    /// A fresh lease lasting `ms` from `now`.
+    pub fn new(now: Millis, ms: i64) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            until: now + ms,
+        }
+    }
+}
+
+/// The run's one outstanding workflow task, if any (columns of the execution row, so that
+/// workers can claim it by queue).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkflowTask {
+    pub queue: String,
+    pub attempt: i32,
+    /// The WorkflowTaskScheduled event; 0 for a retried attempt, whose events are written only
+    /// when it completes.
+    pub scheduled_event_id: i64,
+    pub visible_at: Millis,
+    pub lease: Option<Lease>,
+}
+
+impl WorkflowTask {
+    /// A worker holds it and its lease has not run out.
+    pub fn in_flight(&self, now: Millis) -> bool {
+        self.lease.as_ref().is_some_and(|l| l.until > now)
+    }
+}
+
+/// The checkpoint of one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    pub namespace: String,
+    pub workflow_id: String,
+    pub run_id: RunId,
+    pub workflow_type: String,
+    pub task_queue: String,
+    pub status: pb::WorkflowStatus,
+    pub start_time: Millis,
+    pub close_time: Option<Millis>,
+    /// The id the next appended event gets; history length + 1.
+    pub next_event_id: i64,
+    /// Bumped by every write; a write names the version it read.
+    pub version: i64,
+    pub wft: Option<WorkflowTask>,
+    pub state: RunState,
+}
+
+impl Run {
+    /// Whether the run is still open.
+    pub fn is_open(&self) -> bool {
+        self.status == pb::WorkflowStatus::Running
+    }
+
+    /// The pending activity scheduled by event `id`.
+    pub fn activity(&self, id: i64) -> Option<&PendingActivity> {
+        self.state
+            .activities
+            .iter()
+            .find(|a| a.scheduled_event_id == id)
+    }
+}
+
+/// An activity task row: what a polling worker needs, without reading the run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActivityTask {
+    pub namespace: String,
+    pub task_queue: String,
+    pub run_id: RunId,
+    pub scheduled_event_id: i64,
+    pub attempt: i32,
+    pub visible_at: Millis,
+    pub lease: Option<Lease>,
+    /// Lease length for each attempt: the start-to-close timeout.
+    pub lease_ms: i64,
+    /// An encoded `PollActivityTaskResponse` without token and attempt.
+    pub info: Vec<u8>,
+    /// Details of the last heartbeat of an earlier attempt, handed to the next one.
+    pub heartbeat_details: Option<Vec<u8>>,
+}

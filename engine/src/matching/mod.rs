@@ -1,0 +1,288 @@
+//! Matching: hands tasks to long-polling workers.
+//!
+//! A task is always committed to the store before it is offered here; this module only
+//! shortens the wait. When a change creates a task while a poller of its queue waits on this
+//! node, the engine reserves that poller *before* committing, writes the task already leased
+//! to it (so the hand-off costs no extra commit), and delivers it after the commit. Losing
+//! everything in here on a crash loses no work: leases run out and the store hands the tasks
+//! out again.
+
+use crate::clock::Millis;
+use crate::history::{ActivityTask, Lease};
+use crate::ids::RunId;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::oneshot;
+
+/// Which kind of task a queue holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskKind {
+    Workflow,
+    Activity,
+}
+
+/// One task queue of one kind in one namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct QueueKey {
+    pub namespace: String,
+    pub queue: String,
+    pub kind: TaskKind,
+}
+
+impl QueueKey {
+    pub fn new(namespace: &str, queue: &str, kind: TaskKind) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            queue: queue.to_owned(),
+            kind,
+        }
+    }
+}
+
+/// What a waiting poller receives.
+#[derive(Debug)]
+pub enum Delivery {
+    /// A workflow task, already leased in the store.
+    Workflow { run_id: RunId, lease: Lease },
+    /// An activity task, already leased in the store.
+    Activity(Box<ActivityTask>),
+    /// Something may be claimable in the store: look again.
+    Recheck,
+}
+
+impl Delivery {
+    fn lease_until(&self) -> Option<Millis> {
+        match self {
+            Delivery::Workflow { lease, .. } => Some(lease.until),
+            Delivery::Activity(t) => t.lease.as_ref().map(|l| l.until),
+            Delivery::Recheck => None,
+        }
+    }
+}
+
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<Delivery>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    waiters: VecDeque<Waiter>,
+    /// Leased deliveries whose poller went away before they arrived.
+    ready: VecDeque<Delivery>,
+    /// Bumped whenever a task became claimable in the store without a reserved poller.
+    epoch: u64,
+}
+
+/// A poller taken from a queue for a task about to be committed.
+#[must_use = "deliver or cancel a reservation"]
+pub struct Reservation {
+    key: QueueKey,
+    waiter: Waiter,
+}
+
+/// The waiting pollers and undelivered leased tasks of this node.
+#[derive(Default)]
+pub struct Matching {
+    queues: Mutex<HashMap<QueueKey, QueueState>>,
+    next_id: AtomicU64,
+}
+
+/// A registered wait: await `rx`, then call `Matching::forget` if it timed out.
+pub struct Wait {
+    id: u64,
+    key: QueueKey,
+    rx: oneshot::Receiver<Delivery>,
+}
+
+impl Matching {
+    fn with<R>(&self, key: &QueueKey, f: impl FnOnce(&mut QueueState) -> R) -> R {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        f(queues.entry(key.clone()).or_default())
+    }
+
+    /// The queue's epoch: read it before looking in the store, pass it to `wait`.
+    pub fn epoch(&self, key: &QueueKey) -> u64 {
+        self.with(key, |q| q.epoch)
+    }
+
+    /// How many pollers wait on the queue now.
+    pub fn waiting(&self, key: &QueueKey) -> usize {
+        self.with(key, |q| q.waiters.len())
+    }
+
+    /// Takes a poller waiting on `key`, if any.
+    pub fn reserve(&self, key: &QueueKey) -> Option<Reservation> {
+        self.with(key, |q| {
+            while let Some(waiter) = q.waiters.pop_front() {
+                if !waiter.tx.is_closed() {
+                    return Some(Reservation {
+                        key: key.clone(),
+                        waiter,
+                    });
+                }
+            }
+            None
+        })
+    }
+
+    /// Hands a committed, leased task to the reserved poller; if it went away, keeps the
+    /// task for the next poller of the queue on this node.
+    pub fn deliver(&self, reservation: Reservation, delivery: Delivery) {
+        if let Err(delivery) = reservation.waiter.tx.send(delivery) {
+            self.with(&reservation.key, |q| q.ready.push_back(delivery));
+        }
+    }
+
+    /// The commit failed: the poller looks in the store again.
+    pub fn cancel(&self, reservation: Reservation) {
+        let _ = reservation.waiter.tx.send(Delivery::Recheck);
+    }
+
+    /// A task of `key` became claimable in the store: wake one poller to claim it.
+    pub fn notify(&self, key: &QueueKey) {
+        self.with(key, |q| {
+            q.epoch += 1;
+            while let Some(waiter) = q.waiters.pop_front() {
+                if waiter.tx.send(Delivery::Recheck).is_ok() {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Registers a poller. Returns a delivery at once if one is ready, or `Recheck` if the
+    /// epoch moved since `seen`; otherwise a `Wait` to await.
+    pub fn register(&self, key: &QueueKey, seen: u64, now: Millis) -> Result<Wait, Delivery> {
+        self.with(key, |q| {
+            while let Some(d) = q.ready.pop_front() {
+                if d.lease_until().is_some_and(|until| until > now) {
+                    return Err(d);
+                }
+            }
+            if q.epoch != seen {
+                return Err(Delivery::Recheck);
+            }
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            q.waiters.push_back(Waiter { id, tx });
+            Ok(Wait {
+                id,
+                key: key.clone(),
+                rx,
+            })
+        })
+    }
+
+    /// Waits for a delivery until `deadline` passes.
+    ///
+    /// # Cancel safety
+    /// If the future is dropped, a task already reserved for it stays leased to this node and
+    /// is handed to the next poller of the queue.
+    pub async fn wait(&self, mut wait: Wait, deadline: tokio::time::Instant) -> Option<Delivery> {
+        let guard = Forget {
+            matching: self,
+            id: wait.id,
+            key: &wait.key,
+        };
+        let got = tokio::time::timeout_at(deadline, &mut wait.rx).await;
+        drop(guard);
+        match got {
+            Ok(Ok(d)) => Some(d),
+            Ok(Err(_)) => None,
+            Err(_) => {
+                // Timed out; a reservation may have raced us. It is already on its way.
+                wait.rx.close();
+                wait.rx.try_recv().ok()
+            }
+        }
+    }
+
+    fn forget(&self, key: &QueueKey, id: u64) {
+        self.with(key, |q| q.waiters.retain(|w| w.id != id));
+    }
+}
+
+struct Forget<'a> {
+    matching: &'a Matching,
+    id: u64,
+    key: &'a QueueKey,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.matching.forget(self.key, self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::{Duration, Instant};
+
+    fn key() -> QueueKey {
+        QueueKey::new("default", "orders", TaskKind::Workflow)
+    }
+
+    fn task(until: Millis) -> Delivery {
+        Delivery::Workflow {
+            run_id: RunId::new(),
+            lease: Lease {
+                id: "l".into(),
+                until,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reserved_poller_gets_the_task_delivered() {
+        let m = Matching::default();
+        let w = m.register(&key(), m.epoch(&key()), 0).ok().unwrap();
+        let r = m.reserve(&key()).expect("a poller waits");
+        m.deliver(r, task(100));
+        let got = m.wait(w, Instant::now() + Duration::from_secs(1)).await;
+        assert!(matches!(got, Some(Delivery::Workflow { .. })));
+        assert_eq!(m.waiting(&key()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_task_for_a_vanished_poller_goes_to_the_next_one() {
+        let m = Matching::default();
+        let w = m.register(&key(), 0, 0).ok().unwrap();
+        let r = m.reserve(&key()).unwrap();
+        drop(w);
+        m.deliver(r, task(100));
+        assert!(matches!(
+            m.register(&key(), 0, 50),
+            Err(Delivery::Workflow { .. })
+        ));
+        // An expired lease is not handed out: the store will give the task out again.
+        let w = m.register(&key(), 0, 50).ok().unwrap();
+        let r = m.reserve(&key()).unwrap();
+        drop(w);
+        m.deliver(r, task(100));
+        assert!(m.register(&key(), 0, 200).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_notify_between_looking_and_waiting_is_not_lost() {
+        let m = Matching::default();
+        let seen = m.epoch(&key());
+        m.notify(&key());
+        assert!(matches!(
+            m.register(&key(), seen, 0),
+            Err(Delivery::Recheck)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_times_out_empty_and_unregisters() {
+        let m = Matching::default();
+        let w = m.register(&key(), 0, 0).ok().unwrap();
+        let got = m.wait(w, Instant::now() + Duration::from_secs(30)).await;
+        assert!(got.is_none());
+        assert_eq!(m.waiting(&key()), 0);
+        assert!(m.reserve(&key()).is_none());
+    }
+}

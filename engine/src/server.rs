@@ -1,0 +1,157 @@
+//! Wiring: binds the gRPC and HTTP ports, runs the services and the timer loop, and shuts
+//! everything down gracefully when the token is cancelled.
+
+use crate::api::{WorkerApi, WorkflowApi};
+use crate::engine::Engine;
+use martix_proto::v1::worker_service_server::WorkerServiceServer;
+use martix_proto::v1::workflow_service_server::WorkflowServiceServer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Where the engine listens.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            grpc_addr: ([127, 0, 0, 1], 7233).into(),
+            http_addr: ([127, 0, 0, 1], 8233).into(),
+        }
+    }
+}
+
+/// An engine with its ports bound, ready to serve.
+pub struct Server {
+    engine: Arc<Engine>,
+    grpc: TcpListener,
+    http: TcpListener,
+}
+
+impl Server {
+    /// Binds both ports (port 0 picks a free one).
+    pub async fn bind(engine: Arc<Engine>, config: &ServerConfig) -> std::io::Result<Self> {
+        let grpc = TcpListener::bind(config.grpc_addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot bind gRPC on {}: {e}", config.grpc_addr),
+            )
+        })?;
+        let http = TcpListener::bind(config.http_addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot bind HTTP on {}: {e}", config.http_addr),
+            )
+        })?;
+        Ok(Self { engine, grpc, http })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains: in-flight requests get a grace
+    /// period, long polls end at once (their tasks stay in the store).
+    pub async fn serve(self, shutdown: CancellationToken) -> anyhow_free::Result<()> {
+        let engine = self.engine;
+        let limit = engine.config().max_payload_bytes * 2 + (1 << 20);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<WorkflowServiceServer<WorkflowApi>>()
+            .await;
+        health.set_serving::<WorkerServiceServer<WorkerApi>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(martix_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| anyhow_free::Error(format!("reflection: {e}")))?;
+        let grpc = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                WorkflowServiceServer::new(WorkflowApi(engine.clone()))
+                    .max_decoding_message_size(limit),
+            )
+            .add_service(
+                WorkerServiceServer::new(WorkerApi(engine.clone()))
+                    .max_decoding_message_size(limit),
+            );
+        let mut tasks = JoinSet::new();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.grpc);
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            grpc.serve_with_incoming_shutdown(incoming, token.cancelled())
+                .await
+                .map_err(|e| anyhow_free::Error(format!("gRPC server: {e}")))
+        });
+        let router = crate::http::router(engine.clone());
+        let token = shutdown.clone();
+        let http = self.http;
+        tasks.spawn(async move {
+            axum::serve(http, router)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+                .map_err(|e| anyhow_free::Error(format!("HTTP server: {e}")))
+        });
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            crate::timers::run(engine, token).await;
+            Ok(())
+        });
+        let mut result = Ok(());
+        loop {
+            tokio::select! {
+                done = tasks.join_next() => match done {
+                    None => break,
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(e))) => { result = Err(e); shutdown.cancel(); }
+                    Some(Err(e)) => { result = Err(anyhow_free::Error(format!("task panicked: {e}"))); shutdown.cancel(); }
+                },
+                () = shutdown.cancelled() => {
+                    if tokio::time::timeout(Duration::from_secs(10), async {
+                        while tasks.join_next().await.is_some() {}
+                    }).await.is_err() {
+                        tracing::warn!("shutdown grace period over; aborting the rest");
+                        tasks.abort_all();
+                    }
+                    break;
+                }
+            }
+        }
+        result
+    }
+}
+
+/// A plain error type for the server (the engine crate does not use anyhow).
+pub mod anyhow_free {
+    /// A server failure, as text.
+    #[derive(Debug)]
+    pub struct Error(pub String);
+
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Error {}
+
+    /// A server result.
+    pub type Result<T> = std::result::Result<T, Error>;
+}

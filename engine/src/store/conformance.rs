@@ -1,0 +1,480 @@
+//! The store conformance kit: the same behaviour checks for every backend. A backend's test
+//! file expands `store_conformance!` with a function that makes a fresh store; each case is a
+//! test of its own. Cases isolate themselves by namespace and task queue, so they may share
+//! one database.
+
+use crate::clock::Millis;
+use crate::history::{self, ActivityTask, Lease, Run, RunCommit, StartParams, TaskOp, TimerOp};
+use crate::ids::RunId;
+use crate::store::{ListQuery, Store, StoreError};
+use martix_proto::v1 as pb;
+
+const T0: Millis = 1_700_000_000_000;
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn namespace(store: &dyn Store) -> String {
+    let ns = unique("ns");
+    store
+        .create_namespace(&ns, T0)
+        .await
+        .expect("create namespace");
+    ns
+}
+
+fn start(ns: &str, workflow_id: &str, queue: &str, at: Millis) -> RunCommit {
+    let params = StartParams {
+        namespace: ns.into(),
+        workflow_id: workflow_id.into(),
+        workflow_type: "order".into(),
+        task_queue: queue.into(),
+        ..Default::default()
+    };
+    history::new_run(&params, RunId::new(), at)
+}
+
+/// The run as stored after `commit` (version moved on).
+fn stored(commit: &RunCommit) -> Run {
+    let mut r = commit.run.clone();
+    r.version = commit.expected_version.map_or(1, |v| v + 1);
+    r
+}
+
+/// A new run is stored whole: checkpoint, first events, its workflow task.
+pub async fn a_started_run_reads_back_whole(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let c = start(&ns, "wf-1", &unique("q"), T0);
+    store.commit(&c).await.expect("insert run");
+    let run = store.load_run(c.run.run_id).await.unwrap().expect("stored");
+    assert_eq!(run, stored(&c));
+    let events = store.history(run.run_id, 1, 100).await.unwrap();
+    assert_eq!(events, c.events);
+    assert_eq!(
+        store.last_event(run.run_id).await.unwrap().as_ref(),
+        c.events.last()
+    );
+    let latest = store
+        .latest_run(&ns, "wf-1")
+        .await
+        .unwrap()
+        .expect("latest");
+    assert_eq!(latest.run_id, run.run_id);
+    assert!(store.namespace_exists(&ns).await.unwrap());
+    assert!(!store.namespace_exists(&unique("nope")).await.unwrap());
+}
+
+/// A write from a stale read conflicts and writes nothing.
+pub async fn a_stale_version_conflicts_and_writes_nothing(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let c = start(&ns, "wf", &unique("q"), T0);
+    store.commit(&c).await.unwrap();
+    let run = store.load_run(c.run.run_id).await.unwrap().unwrap();
+    let first = history::signal(&run, "a", None, "t", T0 + 1).unwrap();
+    let second = history::signal(&run, "b", None, "t", T0 + 2).unwrap();
+    store.commit(&first).await.expect("first writer wins");
+    let err = store.commit(&second).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    let events = store.history(run.run_id, 1, 100).await.unwrap();
+    assert_eq!(events.len() as i64, first.run.next_event_id - 1);
+    let after = store.load_run(run.run_id).await.unwrap().unwrap();
+    assert_eq!(after.version, run.version + 1);
+}
+
+/// At most one open run per workflow id; a closed one may be followed by another.
+pub async fn one_open_run_per_workflow_id(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let q = unique("q");
+    let first = start(&ns, "order-7", &q, T0);
+    store.commit(&first).await.unwrap();
+    let err = store
+        .commit(&start(&ns, "order-7", &q, T0 + 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyOpen), "{err}");
+    let run = store.load_run(first.run.run_id).await.unwrap().unwrap();
+    store
+        .commit(&history::terminate(&run, "test", "t", T0 + 2).unwrap())
+        .await
+        .unwrap();
+    let next = start(&ns, "order-7", &q, T0 + 3);
+    store
+        .commit(&next)
+        .await
+        .expect("a closed id may run again");
+    let latest = store.latest_run(&ns, "order-7").await.unwrap().unwrap();
+    assert_eq!(latest.run_id, next.run.run_id);
+}
+
+/// A workflow task is leased to one claimer until its lease runs out.
+pub async fn a_workflow_task_is_claimed_once_per_lease(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let q = unique("q");
+    let c = start(&ns, "wf", &q, T0);
+    store.commit(&c).await.unwrap();
+    let run = store
+        .claim_workflow_task(&ns, &q, "lease-a", T0)
+        .await
+        .unwrap()
+        .expect("claimable");
+    let wft = run.wft.as_ref().unwrap();
+    assert_eq!(wft.lease.as_ref().unwrap().id, "lease-a");
+    assert_eq!(
+        wft.lease.as_ref().unwrap().until,
+        T0 + history::DEFAULT_WORKFLOW_TASK_TIMEOUT_MS
+    );
+    assert_eq!(run.version, 2, "a claim is a change of the run");
+    assert!(
+        store
+            .claim_workflow_task(&ns, &q, "lease-b", T0 + 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .claim_workflow_task(&ns, &unique("other"), "x", T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let later = T0 + history::DEFAULT_WORKFLOW_TASK_TIMEOUT_MS;
+    let again = store
+        .claim_workflow_task(&ns, &q, "lease-b", later)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.unwrap().wft.unwrap().lease.unwrap().id,
+        "lease-b",
+        "an expired lease makes the task available again"
+    );
+}
+
+fn activity(run: &Run, queue: &str, visible_at: Millis) -> ActivityTask {
+    ActivityTask {
+        namespace: run.namespace.clone(),
+        task_queue: queue.into(),
+        run_id: run.run_id,
+        scheduled_event_id: 3,
+        attempt: 1,
+        visible_at,
+        lease: None,
+        lease_ms: 5_000,
+        info: vec![1, 2, 3],
+        heartbeat_details: None,
+    }
+}
+
+/// Activity tasks: claimed once, invisible before their time, and a change that assumes a
+/// lease it does not hold is rolled back whole.
+pub async fn activity_tasks_are_leased_and_guarded(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let q = unique("q");
+    let c = start(&ns, "wf", &q, T0);
+    store.commit(&c).await.unwrap();
+    let run = stored(&c);
+    let mut change = history::signal(&run, "s", None, "t", T0).unwrap();
+    change
+        .tasks
+        .push(TaskOp::Insert(activity(&run, &q, T0 + 1000)));
+    store.commit(&change).await.unwrap();
+    assert!(
+        store
+            .claim_activity_task(&ns, &q, "l1", T0)
+            .await
+            .unwrap()
+            .is_none(),
+        "not visible before visible_at"
+    );
+    let task = store
+        .claim_activity_task(&ns, &q, "l1", T0 + 1000)
+        .await
+        .unwrap()
+        .expect("visible now");
+    assert_eq!(task.info, vec![1, 2, 3]);
+    assert_eq!(
+        task.lease,
+        Some(Lease {
+            id: "l1".into(),
+            until: T0 + 6000
+        })
+    );
+    assert!(
+        store
+            .claim_activity_task(&ns, &q, "l2", T0 + 1001)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .heartbeat_activity(run.run_id, 3, "l1", Some(b"hb"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .heartbeat_activity(run.run_id, 3, "l2", None)
+            .await
+            .unwrap()
+    );
+
+    let run = stored(&change);
+    let mut wrong = history::signal(&run, "s2", None, "t", T0 + 2000).unwrap();
+    wrong.tasks.push(TaskOp::Delete {
+        scheduled_event_id: 3,
+        lease_id: Some("forged".into()),
+    });
+    let err = store.commit(&wrong).await.unwrap_err();
+    assert!(matches!(err, StoreError::StaleTask), "{err}");
+    let after = store.load_run(run.run_id).await.unwrap().unwrap();
+    assert_eq!(
+        after.version, run.version,
+        "nothing of the change was written"
+    );
+    assert_eq!(
+        store.history(run.run_id, 1, 100).await.unwrap().len() as i64,
+        run.next_event_id - 1
+    );
+
+    let mut retry = history::signal(&run, "s3", None, "t", T0 + 2000).unwrap();
+    retry.tasks.push(TaskOp::Retry {
+        scheduled_event_id: 3,
+        attempt: 2,
+        visible_at: T0 + 3000,
+        lease_id: "l1".into(),
+    });
+    store.commit(&retry).await.expect("the holder may retry");
+    let task = store
+        .claim_activity_task(&ns, &q, "l3", T0 + 3000)
+        .await
+        .unwrap()
+        .expect("retried attempt");
+    assert_eq!(task.attempt, 2);
+    assert_eq!(task.heartbeat_details.as_deref(), Some(&b"hb"[..]));
+    let leases = store.activity_leases(run.run_id).await.unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].attempt, 2);
+}
+
+/// A due timer is listed, and firing it twice is refused.
+pub async fn timers_come_due_and_fire_once(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let c = start(&ns, "wf", &unique("q"), T0);
+    store.commit(&c).await.unwrap();
+    let run = stored(&c);
+    let mut change = history::signal(&run, "s", None, "t", T0).unwrap();
+    change.timers.push(TimerOp::Insert {
+        key: "t:nap".into(),
+        fire_at: T0 + 500,
+    });
+    store.commit(&change).await.unwrap();
+    let run = stored(&change);
+    let mine = |due: Vec<crate::store::DueTimer>| {
+        due.into_iter()
+            .filter(|t| t.run_id == run.run_id)
+            .collect::<Vec<_>>()
+    };
+    assert!(mine(store.due_timers(T0 + 499, 1000).await.unwrap()).is_empty());
+    let due = mine(store.due_timers(T0 + 500, 1000).await.unwrap());
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].key, "t:nap");
+    let mut fire = history::signal(&run, "fired", None, "t", T0 + 500).unwrap();
+    fire.fired_timer = Some("t:nap".into());
+    store.commit(&fire).await.unwrap();
+    let mut again = history::signal(&stored(&fire), "fired", None, "t", T0 + 501).unwrap();
+    again.fired_timer = Some("t:nap".into());
+    let err = store.commit(&again).await.unwrap_err();
+    assert!(matches!(err, StoreError::StaleTask), "{err}");
+    assert!(mine(store.due_timers(T0 + 10_000, 1000).await.unwrap()).is_empty());
+}
+
+/// Closing a run drops its task rows and timers.
+pub async fn closing_a_run_drops_its_tasks_and_timers(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let q = unique("q");
+    let c = start(&ns, "wf", &q, T0);
+    store.commit(&c).await.unwrap();
+    let run = stored(&c);
+    let mut change = history::signal(&run, "s", None, "t", T0).unwrap();
+    change.tasks.push(TaskOp::Insert(activity(&run, &q, T0)));
+    change.timers.push(TimerOp::Insert {
+        key: "t:x".into(),
+        fire_at: T0,
+    });
+    store.commit(&change).await.unwrap();
+    let end = history::terminate(&stored(&change), "done", "t", T0 + 1).unwrap();
+    store.commit(&end).await.unwrap();
+    assert!(store.activity_leases(run.run_id).await.unwrap().is_empty());
+    assert!(
+        store
+            .due_timers(T0 + 10, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.run_id != run.run_id)
+    );
+    assert!(
+        store
+            .claim_workflow_task(&ns, &q, "l", T0 + 2)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// Listing filters by status, type, queue, id prefix and time, newest first, in pages.
+pub async fn runs_are_listed_filtered_and_paged(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let c = start(&ns, &format!("order-{i}"), "orders", T0 + i);
+        store.commit(&c).await.unwrap();
+        ids.push(c.run.run_id);
+    }
+    let other = start(&ns, "invoice-1", "billing", T0 + 10);
+    store.commit(&other).await.unwrap();
+    let run = store.load_run(ids[0]).await.unwrap().unwrap();
+    store
+        .commit(&history::terminate(&run, "x", "t", T0 + 20).unwrap())
+        .await
+        .unwrap();
+
+    let q = |f: &dyn Fn(&mut ListQuery)| {
+        let mut q = ListQuery {
+            namespace: ns.clone(),
+            limit: 100,
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
+    let all = store.list_runs(&q(&|_| {})).await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(all[0].workflow_id, "invoice-1", "newest first");
+    let ids_of = |runs: Vec<Run>| runs.into_iter().map(|r| r.workflow_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids_of(
+            store
+                .list_runs(&q(&|q| q.workflow_id_prefix = Some("order-".into())))
+                .await
+                .unwrap()
+        ),
+        ["order-4", "order-3", "order-2", "order-1", "order-0"]
+    );
+    assert_eq!(
+        ids_of(
+            store
+                .list_runs(&q(&|q| q.statuses = vec![pb::WorkflowStatus::Terminated]))
+                .await
+                .unwrap()
+        ),
+        ["order-0"]
+    );
+    assert_eq!(
+        ids_of(
+            store
+                .list_runs(&q(&|q| q.task_queue = Some("billing".into())))
+                .await
+                .unwrap()
+        ),
+        ["invoice-1"]
+    );
+    assert_eq!(
+        ids_of(
+            store
+                .list_runs(&q(&|q| {
+                    q.start_time_from = Some(T0 + 1);
+                    q.start_time_to = Some(T0 + 3);
+                }))
+                .await
+                .unwrap()
+        ),
+        ["order-2", "order-1"]
+    );
+    // Pages of two, each continuing after the last row of the previous one.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_runs(&q(&|q| {
+                q.limit = 2;
+                q.after = after.clone();
+            }))
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        let last = page.last().unwrap();
+        after = Some((last.start_time, last.run_id.to_text()));
+        seen.extend(page.into_iter().map(|r| r.workflow_id));
+    }
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    let total: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(total.len(), 6, "no run twice: {seen:?}");
+}
+
+/// Continue-as-new closes one run and opens the next in one transaction.
+pub async fn continue_as_new_writes_both_runs(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let q = unique("q");
+    let c = start(&ns, "loop", &q, T0);
+    store.commit(&c).await.unwrap();
+    let run = store
+        .claim_workflow_task(&ns, &q, "l", T0)
+        .await
+        .unwrap()
+        .unwrap();
+    let token = history::TaskToken {
+        namespace: ns.clone(),
+        run_id: run.run_id.to_text(),
+        kind: history::TOKEN_KIND_WORKFLOW,
+        scheduled_event_id: 2,
+        attempt: 1,
+        lease_id: "l".into(),
+        history_len: run.next_event_id - 1,
+    };
+    let cmd = pb::Command {
+        attributes: Some(pb::command::Attributes::ContinueAsNew(Default::default())),
+    };
+    let commit = match history::complete_workflow_task(&run, &token, &[cmd], "w", T0 + 1).unwrap() {
+        history::WftOutcome::Applied(c) => c,
+        history::WftOutcome::Rejected { error, .. } => panic!("{error}"),
+    };
+    store.commit(&commit).await.unwrap();
+    let old = store.load_run(run.run_id).await.unwrap().unwrap();
+    assert_eq!(old.status, pb::WorkflowStatus::ContinuedAsNew);
+    let latest = store.latest_run(&ns, "loop").await.unwrap().unwrap();
+    assert_eq!(latest.run_id, commit.new_run.as_ref().unwrap().run.run_id);
+    assert!(latest.is_open());
+}
+
+/// Expands to one `#[tokio::test]` per conformance case, each on a store from `$make`
+/// (an async fn returning `Arc<dyn Store>`).
+#[macro_export]
+macro_rules! store_conformance {
+    ($make:path) => {
+        $crate::store_conformance!(@cases $make;
+            a_started_run_reads_back_whole,
+            a_stale_version_conflicts_and_writes_nothing,
+            one_open_run_per_workflow_id,
+            a_workflow_task_is_claimed_once_per_lease,
+            activity_tasks_are_leased_and_guarded,
+            timers_come_due_and_fire_once,
+            closing_a_run_drops_its_tasks_and_timers,
+            runs_are_listed_filtered_and_paged,
+            continue_as_new_writes_both_runs,
+        );
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let store = $make().await;
+                $crate::store::conformance::$case(&*store).await;
+            }
+        )*
+    };
+}

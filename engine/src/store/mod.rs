@@ -1,0 +1,201 @@
+//! The store: the transactions the engine needs, each atomic, on PostgreSQL or SQLite.
+//!
+//! Not generic CRUD: every method is one unit of the engine's work. `commit` writes
+//! everything one change of a run produces (events, checkpoint, tasks, timers, a continued
+//! run) in one transaction, guarded by the checkpoint's version, or nothing. SQL lives in this
+//! module only; both backends share their statements through `sql::impl_store!` and differ
+//! only where the dialects do (claims use `FOR UPDATE SKIP LOCKED` on PostgreSQL).
+
+pub mod conformance;
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use crate::clock::Millis;
+use crate::history::{ActivityTask, Run, RunCommit};
+use crate::ids::RunId;
+use martix_proto::v1 as pb;
+use std::sync::Arc;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The run changed since it was read; read it again and redo the decision.
+    #[error("run {run} changed concurrently (expected version {expected})")]
+    Conflict { run: RunId, expected: i64 },
+    /// A task or timer named by the change is no longer held as the change assumed.
+    #[error("the task is no longer current")]
+    StaleTask,
+    /// A run of this workflow id is already open.
+    #[error("a run of this workflow id is already open")]
+    AlreadyOpen,
+    /// The database could not be reached or refused for a passing reason.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// Filters and page position of a run listing.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub namespace: String,
+    pub statuses: Vec<pb::WorkflowStatus>,
+    pub workflow_type: Option<String>,
+    pub task_queue: Option<String>,
+    pub workflow_id_prefix: Option<String>,
+    pub start_time_from: Option<Millis>,
+    pub start_time_to: Option<Millis>,
+    /// Continue after this `(start_time, run_id)`, newest first.
+    pub after: Option<(Millis, String)>,
+    pub limit: usize,
+}
+
+/// A timer row that has come due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueTimer {
+    pub run_id: RunId,
+    pub key: String,
+    pub fire_at: Millis,
+}
+
+/// What a held activity task row says about its attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActivityLease {
+    pub scheduled_event_id: i64,
+    pub attempt: i32,
+    pub lease_until: Option<Millis>,
+}
+
+/// The transactions of the engine. Every method is atomic.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is ("postgres", "sqlite").
+    fn backend(&self) -> &'static str;
+
+    /// Whether the namespace exists.
+    async fn namespace_exists(&self, namespace: &str) -> Result<bool, StoreError>;
+
+    /// Creates a namespace; creating one that exists changes nothing.
+    async fn create_namespace(&self, namespace: &str, now: Millis) -> Result<(), StoreError>;
+
+    /// Writes one change of a run (and of the run it continues into), or nothing.
+    /// `Conflict` if the run is no longer at `expected_version`; `AlreadyOpen` if a new run's
+    /// workflow id has an open run; `StaleTask` if a task or timer it names is not as assumed.
+    async fn commit(&self, commit: &RunCommit) -> Result<(), StoreError>;
+
+    /// The checkpoint of a run.
+    async fn load_run(&self, run_id: RunId) -> Result<Option<Run>, StoreError>;
+
+    /// The newest run of a workflow id.
+    async fn latest_run(
+        &self,
+        namespace: &str,
+        workflow_id: &str,
+    ) -> Result<Option<Run>, StoreError>;
+
+    /// Up to `limit` events from `from_event_id` on, in order.
+    async fn history(
+        &self,
+        run_id: RunId,
+        from_event_id: i64,
+        limit: usize,
+    ) -> Result<Vec<pb::HistoryEvent>, StoreError>;
+
+    /// The last event of a run's history.
+    async fn last_event(&self, run_id: RunId) -> Result<Option<pb::HistoryEvent>, StoreError>;
+
+    /// Leases the oldest available workflow task of a queue to `lease_id`, for the run's
+    /// workflow task timeout. Returns the run with the lease, at its new version.
+    async fn claim_workflow_task(
+        &self,
+        namespace: &str,
+        queue: &str,
+        lease_id: &str,
+        now: Millis,
+    ) -> Result<Option<Run>, StoreError>;
+
+    /// Leases the oldest available activity task of a queue to `lease_id`, for its
+    /// start-to-close timeout.
+    async fn claim_activity_task(
+        &self,
+        namespace: &str,
+        queue: &str,
+        lease_id: &str,
+        now: Millis,
+    ) -> Result<Option<ActivityTask>, StoreError>;
+
+    /// Records heartbeat details on the activity task held by `lease_id`. `false` if no task is
+    /// held by it.
+    async fn heartbeat_activity(
+        &self,
+        run_id: RunId,
+        scheduled_event_id: i64,
+        lease_id: &str,
+        details: Option<&[u8]>,
+    ) -> Result<bool, StoreError>;
+
+    /// The activity task rows of a run (for describing it).
+    async fn activity_leases(&self, run_id: RunId) -> Result<Vec<ActivityLease>, StoreError>;
+
+    /// Timers due at `now`, oldest first.
+    async fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<DueTimer>, StoreError>;
+
+    /// Deletes a timer row that no longer matters.
+    async fn delete_timer(&self, run_id: RunId, key: &str) -> Result<(), StoreError>;
+
+    /// Runs matching the query, newest first.
+    async fn list_runs(&self, query: &ListQuery) -> Result<Vec<Run>, StoreError>;
+}
+
+/// Opens the store a database URL names (`postgres://...`, `sqlite://path`, `sqlite::memory:`)
+/// and applies its migrations.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "unsupported database URL '{}': use postgres://... or sqlite://...",
+            url.split('@').next_back().unwrap_or(url)
+        )))
+    }
+}
+
+/// Classifies a database error: the one place SQLSTATEs and driver errors are interpreted.
+pub(crate) fn classify(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            if db.is_unique_violation() {
+                let msg = db.message();
+                if db.constraint() == Some("executions_open_id")
+                    || msg.contains("executions.namespace, executions.workflow_id")
+                {
+                    return StoreError::AlreadyOpen;
+                }
+                return StoreError::Corrupt(format!("unexpected duplicate: {msg}"));
+            }
+            match code.as_ref() {
+                // serialization_failure, deadlock_detected, lock_not_available
+                "40001" | "40P01" | "55P03" => StoreError::Unavailable(db.message().to_owned()),
+                // SQLITE_BUSY, SQLITE_LOCKED
+                "5" | "6" | "517" | "261" => StoreError::Unavailable(db.message().to_owned()),
+                _ if code.starts_with("08") || code.starts_with("57") => {
+                    StoreError::Unavailable(db.message().to_owned())
+                }
+                _ => StoreError::Corrupt(format!("database error {code}: {}", db.message())),
+            }
+        }
+        sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}

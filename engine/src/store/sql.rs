@@ -1,0 +1,590 @@
+//! The SQL both backends share. PostgreSQL and SQLite (through sqlx) both take `$N`
+//! placeholders, so one text serves both; `impl_store!` expands the same method bodies for
+//! each backend's types, with the claim clause as the one dialect difference.
+
+/// The execution columns, in the order `run_from_row` reads them.
+macro_rules! run_cols {
+    () => {
+        "run_id, namespace, workflow_id, workflow_type, task_queue, status, start_time, \
+         close_time, next_event_id, version, wft_queue, wft_attempt, wft_scheduled_event_id, \
+         wft_visible_at, wft_lease_id, wft_lease_until, state"
+    };
+}
+
+macro_rules! activity_cols {
+    () => {
+        "run_id, scheduled_event_id, namespace, task_queue, attempt, visible_at, lease_id, \
+         lease_until, lease_ms, info, heartbeat_details"
+    };
+}
+
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $backend:literal, $skip_locked:literal) => {
+        use crate::clock::Millis;
+        use crate::history::{
+            ActivityTask, Lease, Run, RunCommit, RunState, TaskOp, TimerOp, WorkflowTask,
+        };
+        use crate::ids::RunId;
+        use crate::store::{
+            classify, ActivityLease, DueTimer, ListQuery, Store, StoreError,
+        };
+        use martix_proto::v1 as pb;
+        use prost::Message as _;
+        use sqlx::Row as _;
+
+        type DbRow = <$db as sqlx::Database>::Row;
+
+        fn corrupt(e: impl std::fmt::Display) -> StoreError {
+            StoreError::Corrupt(e.to_string())
+        }
+
+        fn run_from_row(row: &DbRow) -> Result<Run, StoreError> {
+            let run_id: String = row.try_get(0).map_err(corrupt)?;
+            let status: i32 = row.try_get(5).map_err(corrupt)?;
+            let wft_queue: Option<String> = row.try_get(10).map_err(corrupt)?;
+            let lease_id: Option<String> = row.try_get(14).map_err(corrupt)?;
+            let lease_until: Option<i64> = row.try_get(15).map_err(corrupt)?;
+            let state: Vec<u8> = row.try_get(16).map_err(corrupt)?;
+            let wft = match wft_queue {
+                None => None,
+                Some(queue) => Some(WorkflowTask {
+                    queue,
+                    attempt: row.try_get(11).map_err(corrupt)?,
+                    scheduled_event_id: row.try_get(12).map_err(corrupt)?,
+                    visible_at: row.try_get(13).map_err(corrupt)?,
+                    lease: lease_id.map(|id| Lease {
+                        id,
+                        until: lease_until.unwrap_or(0),
+                    }),
+                }),
+            };
+            Ok(Run {
+                run_id: RunId::parse("run_id", &run_id).map_err(corrupt)?,
+                namespace: row.try_get(1).map_err(corrupt)?,
+                workflow_id: row.try_get(2).map_err(corrupt)?,
+                workflow_type: row.try_get(3).map_err(corrupt)?,
+                task_queue: row.try_get(4).map_err(corrupt)?,
+                status: pb::WorkflowStatus::try_from(status).map_err(corrupt)?,
+                start_time: row.try_get(6).map_err(corrupt)?,
+                close_time: row.try_get(7).map_err(corrupt)?,
+                next_event_id: row.try_get(8).map_err(corrupt)?,
+                version: row.try_get(9).map_err(corrupt)?,
+                wft,
+                state: RunState::decode(&state[..]).map_err(corrupt)?,
+            })
+        }
+
+        fn activity_from_row(row: &DbRow) -> Result<ActivityTask, StoreError> {
+            let run_id: String = row.try_get(0).map_err(corrupt)?;
+            let lease_id: Option<String> = row.try_get(6).map_err(corrupt)?;
+            let lease_until: Option<i64> = row.try_get(7).map_err(corrupt)?;
+            Ok(ActivityTask {
+                run_id: RunId::parse("run_id", &run_id).map_err(corrupt)?,
+                scheduled_event_id: row.try_get(1).map_err(corrupt)?,
+                namespace: row.try_get(2).map_err(corrupt)?,
+                task_queue: row.try_get(3).map_err(corrupt)?,
+                attempt: row.try_get(4).map_err(corrupt)?,
+                visible_at: row.try_get(5).map_err(corrupt)?,
+                lease: lease_id.map(|id| Lease {
+                    id,
+                    until: lease_until.unwrap_or(0),
+                }),
+                lease_ms: row.try_get(8).map_err(corrupt)?,
+                info: row.try_get(9).map_err(corrupt)?,
+                heartbeat_details: row.try_get(10).map_err(corrupt)?,
+            })
+        }
+
+        fn event_from_bytes(data: &[u8]) -> Result<pb::HistoryEvent, StoreError> {
+            pb::HistoryEvent::decode(data).map_err(corrupt)
+        }
+
+        /// Writes one run's part of a commit inside `tx`.
+        async fn write_run(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            c: &RunCommit,
+        ) -> Result<(), StoreError> {
+            let r = &c.run;
+            let run_id = r.run_id.to_text();
+            let state = r.state.encode_to_vec();
+            let wft = r.wft.as_ref();
+            let wft_queue = wft.map(|w| w.queue.clone());
+            let wft_attempt = wft.map_or(0, |w| w.attempt);
+            let wft_sched = wft.map_or(0, |w| w.scheduled_event_id);
+            let wft_visible = wft.map_or(0, |w| w.visible_at);
+            let lease_id = wft.and_then(|w| w.lease.as_ref()).map(|l| l.id.clone());
+            let lease_until = wft.and_then(|w| w.lease.as_ref()).map(|l| l.until);
+            match c.expected_version {
+                None => {
+                    sqlx::query(concat!(
+                        "INSERT INTO executions (", $crate::store::sql::run_cols!(), ", wft_timeout_ms) VALUES ",
+                        "($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11, $12, $13, $14, $15, $16, $17)"
+                    ))
+                    .bind(&run_id)
+                    .bind(&r.namespace)
+                    .bind(&r.workflow_id)
+                    .bind(&r.workflow_type)
+                    .bind(&r.task_queue)
+                    .bind(r.status as i32)
+                    .bind(r.start_time)
+                    .bind(r.close_time)
+                    .bind(r.next_event_id)
+                    .bind(wft_queue)
+                    .bind(wft_attempt)
+                    .bind(wft_sched)
+                    .bind(wft_visible)
+                    .bind(lease_id)
+                    .bind(lease_until)
+                    .bind(state)
+                    .bind(r.state.workflow_task_timeout_ms)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(classify)?;
+                }
+                Some(expected) => {
+                    let done = sqlx::query(
+                        "UPDATE executions SET status = $1, close_time = $2, next_event_id = $3, \
+                         version = $4 + 1, wft_queue = $5, wft_attempt = $6, \
+                         wft_scheduled_event_id = $7, wft_visible_at = $8, wft_lease_id = $9, \
+                         wft_lease_until = $10, state = $11 WHERE run_id = $12 AND version = $4",
+                    )
+                    .bind(r.status as i32)
+                    .bind(r.close_time)
+                    .bind(r.next_event_id)
+                    .bind(expected)
+                    .bind(wft_queue)
+                    .bind(wft_attempt)
+                    .bind(wft_sched)
+                    .bind(wft_visible)
+                    .bind(lease_id)
+                    .bind(lease_until)
+                    .bind(state)
+                    .bind(&run_id)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(classify)?;
+                    if done.rows_affected() != 1 {
+                        return Err(StoreError::Conflict {
+                            run: r.run_id,
+                            expected,
+                        });
+                    }
+                }
+            }
+            for chunk in c.events.chunks(500) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO history_events (run_id, event_id, data) ",
+                );
+                qb.push_values(chunk, |mut b, e| {
+                    b.push_bind(run_id.clone())
+                        .push_bind(e.event_id)
+                        .push_bind(e.encode_to_vec());
+                });
+                qb.build().execute(&mut **tx).await.map_err(classify)?;
+            }
+            if let Some(key) = &c.fired_timer {
+                let done = sqlx::query("DELETE FROM timers WHERE run_id = $1 AND timer_key = $2")
+                    .bind(&run_id)
+                    .bind(key)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(classify)?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::StaleTask);
+                }
+            }
+            for op in &c.tasks {
+                let affected = match op {
+                    TaskOp::Insert(t) => {
+                        sqlx::query(concat!(
+                            "INSERT INTO activity_tasks (", $crate::store::sql::activity_cols!(), ") VALUES ",
+                            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                        ))
+                        .bind(t.run_id.to_text())
+                        .bind(t.scheduled_event_id)
+                        .bind(&t.namespace)
+                        .bind(&t.task_queue)
+                        .bind(t.attempt)
+                        .bind(t.visible_at)
+                        .bind(t.lease.as_ref().map(|l| l.id.clone()))
+                        .bind(t.lease.as_ref().map(|l| l.until))
+                        .bind(t.lease_ms)
+                        .bind(&t.info)
+                        .bind(&t.heartbeat_details)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(classify)?;
+                        None
+                    }
+                    TaskOp::Retry {
+                        scheduled_event_id,
+                        attempt,
+                        visible_at,
+                        lease_id,
+                    } => Some(
+                        sqlx::query(
+                            "UPDATE activity_tasks SET attempt = $1, visible_at = $2, \
+                             lease_id = NULL, lease_until = NULL \
+                             WHERE run_id = $3 AND scheduled_event_id = $4 AND lease_id = $5",
+                        )
+                        .bind(attempt)
+                        .bind(visible_at)
+                        .bind(&run_id)
+                        .bind(scheduled_event_id)
+                        .bind(lease_id)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(classify)?
+                        .rows_affected(),
+                    ),
+                    TaskOp::Delete {
+                        scheduled_event_id,
+                        lease_id: Some(lease_id),
+                    } => Some(
+                        sqlx::query(
+                            "DELETE FROM activity_tasks \
+                             WHERE run_id = $1 AND scheduled_event_id = $2 AND lease_id = $3",
+                        )
+                        .bind(&run_id)
+                        .bind(scheduled_event_id)
+                        .bind(lease_id)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(classify)?
+                        .rows_affected(),
+                    ),
+                    TaskOp::Delete {
+                        scheduled_event_id,
+                        lease_id: None,
+                    } => {
+                        sqlx::query(
+                            "DELETE FROM activity_tasks WHERE run_id = $1 AND scheduled_event_id = $2",
+                        )
+                        .bind(&run_id)
+                        .bind(scheduled_event_id)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(classify)?;
+                        None
+                    }
+                };
+                if affected == Some(0) {
+                    return Err(StoreError::StaleTask);
+                }
+            }
+            for op in &c.timers {
+                match op {
+                    TimerOp::Insert { key, fire_at } => {
+                        sqlx::query(
+                            "INSERT INTO timers (run_id, timer_key, fire_at) VALUES ($1, $2, $3)",
+                        )
+                        .bind(&run_id)
+                        .bind(key)
+                        .bind(fire_at)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(classify)?;
+                    }
+                    TimerOp::Delete { key } => {
+                        sqlx::query("DELETE FROM timers WHERE run_id = $1 AND timer_key = $2")
+                            .bind(&run_id)
+                            .bind(key)
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(classify)?;
+                    }
+                }
+            }
+            if c.closed {
+                sqlx::query("DELETE FROM activity_tasks WHERE run_id = $1")
+                    .bind(&run_id)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(classify)?;
+                sqlx::query("DELETE FROM timers WHERE run_id = $1")
+                    .bind(&run_id)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            Ok(())
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn namespace_exists(&self, namespace: &str) -> Result<bool, StoreError> {
+                let row = sqlx::query("SELECT 1 FROM namespaces WHERE name = $1")
+                    .bind(namespace)
+                    .fetch_optional(&self.read)
+                    .await
+                    .map_err(classify)?;
+                Ok(row.is_some())
+            }
+
+            async fn create_namespace(&self, namespace: &str, now: Millis) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO namespaces (name, created_at) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(namespace)
+                .bind(now)
+                .execute(&self.write)
+                .await
+                .map_err(classify)?;
+                Ok(())
+            }
+
+            async fn commit(&self, commit: &RunCommit) -> Result<(), StoreError> {
+                let mut tx = self.write.begin().await.map_err(classify)?;
+                write_run(&mut tx, commit).await?;
+                if let Some(next) = &commit.new_run {
+                    write_run(&mut tx, next).await?;
+                }
+                tx.commit().await.map_err(classify)
+            }
+
+            async fn load_run(&self, run_id: RunId) -> Result<Option<Run>, StoreError> {
+                let row = sqlx::query(concat!("SELECT ", $crate::store::sql::run_cols!(), " FROM executions WHERE run_id = $1"))
+                    .bind(run_id.to_text())
+                    .fetch_optional(&self.read)
+                    .await
+                    .map_err(classify)?;
+                row.as_ref().map(run_from_row).transpose()
+            }
+
+            async fn latest_run(
+                &self,
+                namespace: &str,
+                workflow_id: &str,
+            ) -> Result<Option<Run>, StoreError> {
+                let row = sqlx::query(concat!(
+                    "SELECT ", $crate::store::sql::run_cols!(), " FROM executions WHERE namespace = $1 AND workflow_id = $2 ",
+                    "ORDER BY start_time DESC, run_id DESC LIMIT 1"
+                ))
+                .bind(namespace)
+                .bind(workflow_id)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(classify)?;
+                row.as_ref().map(run_from_row).transpose()
+            }
+
+            async fn history(
+                &self,
+                run_id: RunId,
+                from_event_id: i64,
+                limit: usize,
+            ) -> Result<Vec<pb::HistoryEvent>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT data FROM history_events WHERE run_id = $1 AND event_id >= $2 \
+                     ORDER BY event_id LIMIT $3",
+                )
+                .bind(run_id.to_text())
+                .bind(from_event_id)
+                .bind(limit.min(i64::MAX as usize) as i64)
+                .fetch_all(&self.read)
+                .await
+                .map_err(classify)?;
+                rows.iter()
+                    .map(|r| {
+                        let data: Vec<u8> = r.try_get(0).map_err(corrupt)?;
+                        event_from_bytes(&data)
+                    })
+                    .collect()
+            }
+
+            async fn last_event(
+                &self,
+                run_id: RunId,
+            ) -> Result<Option<pb::HistoryEvent>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT data FROM history_events WHERE run_id = $1 ORDER BY event_id DESC LIMIT 1",
+                )
+                .bind(run_id.to_text())
+                .fetch_optional(&self.read)
+                .await
+                .map_err(classify)?;
+                match row {
+                    None => Ok(None),
+                    Some(r) => {
+                        let data: Vec<u8> = r.try_get(0).map_err(corrupt)?;
+                        event_from_bytes(&data).map(Some)
+                    }
+                }
+            }
+
+            async fn claim_workflow_task(
+                &self,
+                namespace: &str,
+                queue: &str,
+                lease_id: &str,
+                now: Millis,
+            ) -> Result<Option<Run>, StoreError> {
+                let row = sqlx::query(concat!(
+                    "UPDATE executions SET wft_lease_id = $1, wft_lease_until = $2 + wft_timeout_ms, ",
+                    "version = version + 1 WHERE run_id = (SELECT run_id FROM executions ",
+                    "WHERE namespace = $3 AND wft_queue = $4 AND wft_visible_at <= $2 ",
+                    "AND (wft_lease_until IS NULL OR wft_lease_until <= $2) ",
+                    "ORDER BY wft_visible_at LIMIT 1", $skip_locked, ") RETURNING ", $crate::store::sql::run_cols!()
+                ))
+                .bind(lease_id)
+                .bind(now)
+                .bind(namespace)
+                .bind(queue)
+                .fetch_optional(&self.write)
+                .await
+                .map_err(classify)?;
+                row.as_ref().map(run_from_row).transpose()
+            }
+
+            async fn claim_activity_task(
+                &self,
+                namespace: &str,
+                queue: &str,
+                lease_id: &str,
+                now: Millis,
+            ) -> Result<Option<ActivityTask>, StoreError> {
+                let row = sqlx::query(concat!(
+                    "UPDATE activity_tasks SET lease_id = $1, lease_until = $2 + lease_ms ",
+                    "WHERE (run_id, scheduled_event_id) = (SELECT run_id, scheduled_event_id ",
+                    "FROM activity_tasks WHERE namespace = $3 AND task_queue = $4 ",
+                    "AND visible_at <= $2 AND (lease_until IS NULL OR lease_until <= $2) ",
+                    "ORDER BY visible_at LIMIT 1", $skip_locked, ") RETURNING ", $crate::store::sql::activity_cols!()
+                ))
+                .bind(lease_id)
+                .bind(now)
+                .bind(namespace)
+                .bind(queue)
+                .fetch_optional(&self.write)
+                .await
+                .map_err(classify)?;
+                row.as_ref().map(activity_from_row).transpose()
+            }
+
+            async fn heartbeat_activity(
+                &self,
+                run_id: RunId,
+                scheduled_event_id: i64,
+                lease_id: &str,
+                details: Option<&[u8]>,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE activity_tasks SET heartbeat_details = COALESCE($1, heartbeat_details) \
+                     WHERE run_id = $2 AND scheduled_event_id = $3 AND lease_id = $4",
+                )
+                .bind(details)
+                .bind(run_id.to_text())
+                .bind(scheduled_event_id)
+                .bind(lease_id)
+                .execute(&self.write)
+                .await
+                .map_err(classify)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn activity_leases(&self, run_id: RunId) -> Result<Vec<ActivityLease>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT scheduled_event_id, attempt, lease_until FROM activity_tasks \
+                     WHERE run_id = $1 ORDER BY scheduled_event_id",
+                )
+                .bind(run_id.to_text())
+                .fetch_all(&self.read)
+                .await
+                .map_err(classify)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(ActivityLease {
+                            scheduled_event_id: r.try_get(0).map_err(corrupt)?,
+                            attempt: r.try_get(1).map_err(corrupt)?,
+                            lease_until: r.try_get(2).map_err(corrupt)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT run_id, timer_key, fire_at FROM timers WHERE fire_at <= $1 \
+                     ORDER BY fire_at LIMIT $2",
+                )
+                .bind(now)
+                .bind(limit as i64)
+                .fetch_all(&self.read)
+                .await
+                .map_err(classify)?;
+                rows.iter()
+                    .map(|r| {
+                        let run_id: String = r.try_get(0).map_err(corrupt)?;
+                        Ok(DueTimer {
+                            run_id: RunId::parse("run_id", &run_id).map_err(corrupt)?,
+                            key: r.try_get(1).map_err(corrupt)?,
+                            fire_at: r.try_get(2).map_err(corrupt)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn delete_timer(&self, run_id: RunId, key: &str) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM timers WHERE run_id = $1 AND timer_key = $2")
+                    .bind(run_id.to_text())
+                    .bind(key)
+                    .execute(&self.write)
+                    .await
+                    .map_err(classify)?;
+                Ok(())
+            }
+
+            async fn list_runs(&self, q: &ListQuery) -> Result<Vec<Run>, StoreError> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT ", $crate::store::sql::run_cols!(), " FROM executions WHERE namespace = "
+                ));
+                qb.push_bind(q.namespace.clone());
+                if !q.statuses.is_empty() {
+                    qb.push(" AND status IN (");
+                    let mut sep = qb.separated(", ");
+                    for s in &q.statuses {
+                        sep.push_bind(*s as i32);
+                    }
+                    qb.push(")");
+                }
+                if let Some(t) = &q.workflow_type {
+                    qb.push(" AND workflow_type = ").push_bind(t.clone());
+                }
+                if let Some(t) = &q.task_queue {
+                    qb.push(" AND task_queue = ").push_bind(t.clone());
+                }
+                if let Some(p) = &q.workflow_id_prefix {
+                    qb.push(" AND substr(workflow_id, 1, ")
+                        .push_bind(p.chars().count() as i64)
+                        .push(") = ")
+                        .push_bind(p.clone());
+                }
+                if let Some(from) = q.start_time_from {
+                    qb.push(" AND start_time >= ").push_bind(from);
+                }
+                if let Some(to) = q.start_time_to {
+                    qb.push(" AND start_time < ").push_bind(to);
+                }
+                if let Some((t, id)) = &q.after {
+                    qb.push(" AND (start_time < ")
+                        .push_bind(*t)
+                        .push(" OR (start_time = ")
+                        .push_bind(*t)
+                        .push(" AND run_id < ")
+                        .push_bind(id.clone())
+                        .push("))");
+                }
+                qb.push(" ORDER BY start_time DESC, run_id DESC LIMIT ")
+                    .push_bind(q.limit as i64);
+                let rows = qb.build().fetch_all(&self.read).await.map_err(classify)?;
+                rows.iter().map(run_from_row).collect()
+            }
+        }
+    };
+}
+
+pub(crate) use {activity_cols, impl_store, run_cols};

@@ -1,0 +1,53 @@
+//! Timers: fires durable timers when they come due.
+//!
+//! Timers live in the store; this loop only decides when to look. It sleeps until the
+//! earliest timer committed on this node, or at most `timer_poll_interval` (for timers
+//! committed on other nodes or before a restart). Firing is a commit that deletes the timer
+//! row, so a timer fires once even when several nodes see it due.
+
+use crate::engine::Engine;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the timer loop until `shutdown` is cancelled.
+///
+/// # Cancel safety
+/// Stopping between firings loses nothing: due timers stay in the store.
+pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
+    let poll = engine.config().timer_poll_interval;
+    loop {
+        let now = engine.now();
+        match engine.store().due_timers(now, 256).await {
+            Ok(due) => {
+                let full = due.len() == 256;
+                for t in due {
+                    if let Err(e) = engine.fire_timer(t.run_id, &t.key).await {
+                        tracing::warn!(run_id = %t.run_id, timer = %t.key, error = %e, "timer not fired; will retry");
+                    }
+                }
+                if full {
+                    continue;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read due timers"),
+        }
+        let sleep = {
+            let mut next = engine.next_timer.lock().unwrap_or_else(|p| p.into_inner());
+            let now = engine.now();
+            match *next {
+                Some(at) if at > now => Duration::from_millis((at - now) as u64).min(poll),
+                _ => {
+                    *next = None;
+                    poll
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            () = engine.timer_wake.notified() => {}
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Workflow definitions (the order saga) live here; see `shared/DESIGN.md`.
