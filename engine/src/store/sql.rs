@@ -559,7 +559,7 @@ macro_rules! impl_store {
                 }
                 if let Some(p) = &q.workflow_id_prefix {
                     qb.push(" AND substr(workflow_id, 1, ")
-                        .push_bind(p.chars().count() as i64)
+                        .push_bind(p.chars().count() as i32)
                         .push(") = ")
                         .push_bind(p.clone());
                 }

@@ -1,0 +1,909 @@
+//! The engine through its raw gRPC API, on PostgreSQL and on SQLite: the workflow task
+//! cycle, activities, timers, signals, idempotent start, and every kind of bad input.
+
+use martix_engine::EngineConfig;
+use martix_engine::matching::{QueueKey, TaskKind};
+use martix_proto::v1 as pb;
+use martix_tests::{Backend, TestEngine, json, on_both_backends, unique};
+use pb::command::Attributes as C;
+use pb::history_event::Attributes as A;
+use std::time::Duration;
+use tonic::Code;
+
+type Workflows = pb::workflow_service_client::WorkflowServiceClient<tonic::transport::Channel>;
+type Workers = pb::worker_service_client::WorkerServiceClient<tonic::transport::Channel>;
+
+fn fast() -> EngineConfig {
+    let mut c = EngineConfig::default();
+    c.long_poll_timeout = Duration::from_secs(10);
+    c.recheck_interval = Duration::from_millis(200);
+    c.timer_poll_interval = Duration::from_millis(200);
+    c
+}
+
+fn exec(workflow_id: &str) -> Option<pb::WorkflowExecution> {
+    Some(pb::WorkflowExecution {
+        workflow_id: workflow_id.into(),
+        run_id: String::new(),
+    })
+}
+
+async fn start(wf: &mut Workflows, id: &str, queue: &str) -> pb::StartWorkflowResponse {
+    wf.start_workflow(pb::StartWorkflowRequest {
+        namespace: "default".into(),
+        workflow_id: id.into(),
+        workflow_type: "order".into(),
+        task_queue: queue.into(),
+        input: json(r#"{"order_id":"1"}"#),
+        ..Default::default()
+    })
+    .await
+    .expect("start")
+    .into_inner()
+}
+
+async fn poll_wft(w: &mut Workers, queue: &str) -> pb::PollWorkflowTaskResponse {
+    let t = w
+        .poll_workflow_task(pb::PollWorkflowTaskRequest {
+            namespace: "default".into(),
+            task_queue: queue.into(),
+            identity: "test-worker".into(),
+        })
+        .await
+        .expect("poll workflow task")
+        .into_inner();
+    assert!(!t.task_token.is_empty(), "a workflow task was expected");
+    t
+}
+
+async fn poll_act(w: &mut Workers, queue: &str) -> pb::PollActivityTaskResponse {
+    let t = w
+        .poll_activity_task(pb::PollActivityTaskRequest {
+            namespace: "default".into(),
+            task_queue: queue.into(),
+            identity: "test-worker".into(),
+        })
+        .await
+        .expect("poll activity task")
+        .into_inner();
+    assert!(!t.task_token.is_empty(), "an activity task was expected");
+    t
+}
+
+async fn complete(
+    w: &mut Workers,
+    token: &[u8],
+    commands: Vec<pb::Command>,
+) -> Result<(), tonic::Status> {
+    w.respond_workflow_task_completed(pb::RespondWorkflowTaskCompletedRequest {
+        task_token: token.to_vec(),
+        commands,
+        identity: "test-worker".into(),
+    })
+    .await
+    .map(|_| ())
+}
+
+fn cmd(a: C) -> pb::Command {
+    pb::Command {
+        attributes: Some(a),
+    }
+}
+
+fn schedule(id: &str) -> pb::Command {
+    cmd(C::ScheduleActivity(pb::ScheduleActivityTaskCommand {
+        activity_id: id.into(),
+        activity_type: "reserve_inventory".into(),
+        input: json(r#"{"sku":"A","qty":1}"#),
+        start_to_close_timeout: Some(prost_types::Duration {
+            seconds: 30,
+            nanos: 0,
+        }),
+        ..Default::default()
+    }))
+}
+
+fn complete_wf(result: &str) -> pb::Command {
+    cmd(C::CompleteWorkflow(pb::CompleteWorkflowExecutionCommand {
+        result: json(result),
+    }))
+}
+
+fn kind(e: &pb::HistoryEvent) -> &'static str {
+    match e.attributes.as_ref().expect("attributes") {
+        A::WorkflowExecutionStarted(_) => "started",
+        A::WorkflowTaskScheduled(_) => "wft_scheduled",
+        A::WorkflowTaskStarted(_) => "wft_started",
+        A::WorkflowTaskCompleted(_) => "wft_completed",
+        A::WorkflowTaskFailed(_) => "wft_failed",
+        A::ActivityTaskScheduled(_) => "act_scheduled",
+        A::ActivityTaskStarted(_) => "act_started",
+        A::ActivityTaskCompleted(_) => "act_completed",
+        A::ActivityTaskFailed(_) => "act_failed",
+        A::TimerStarted(_) => "timer_started",
+        A::TimerFired(_) => "timer_fired",
+        A::WorkflowExecutionSignaled(_) => "signaled",
+        A::WorkflowExecutionCancelRequested(_) => "cancel_requested",
+        A::WorkflowExecutionCompleted(_) => "completed",
+        A::WorkflowExecutionTerminated(_) => "terminated",
+        A::WorkflowExecutionContinuedAsNew(_) => "continued_as_new",
+        _ => "other",
+    }
+}
+
+fn kinds(events: &[pb::HistoryEvent]) -> Vec<&'static str> {
+    events.iter().map(kind).collect()
+}
+
+async fn history(wf: &mut Workflows, id: &str) -> Vec<pb::HistoryEvent> {
+    wf.get_workflow_history(pb::GetWorkflowHistoryRequest {
+        namespace: "default".into(),
+        execution: exec(id),
+        ..Default::default()
+    })
+    .await
+    .expect("history")
+    .into_inner()
+    .events
+}
+
+async fn one_workflow_through_the_raw_api(backend: Backend) {
+    let engine = TestEngine::start(backend, fast()).await;
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let (id, q) = (unique("order"), unique("orders"));
+    let started = start(&mut wf, &id, &q).await;
+    assert!(started.started);
+
+    let task = poll_wft(&mut w, &q).await;
+    assert_eq!(kinds(&task.history), ["started", "wft_scheduled"]);
+    assert_eq!(task.workflow_type, "order");
+    assert_eq!(
+        task.workflow_execution.as_ref().unwrap().run_id,
+        started.run_id
+    );
+    complete(&mut w, &task.task_token, vec![schedule("reserve")])
+        .await
+        .unwrap();
+
+    let act = poll_act(&mut w, &q).await;
+    assert_eq!(act.activity_type, "reserve_inventory");
+    assert_eq!(act.attempt, 1);
+    assert_eq!(act.input.as_ref().unwrap().data, br#"{"sku":"A","qty":1}"#);
+    w.respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest {
+        task_token: act.task_token,
+        result: json(r#"{"reservation":"r-1"}"#),
+        identity: "test-worker".into(),
+    })
+    .await
+    .unwrap();
+
+    let task = poll_wft(&mut w, &q).await;
+    let last = task
+        .history
+        .iter()
+        .rev()
+        .find(|e| kind(e) == "act_completed")
+        .unwrap();
+    match last.attributes.as_ref().unwrap() {
+        A::ActivityTaskCompleted(a) => {
+            assert_eq!(a.result.as_ref().unwrap().data, br#"{"reservation":"r-1"}"#)
+        }
+        _ => unreachable!(),
+    }
+    complete(
+        &mut w,
+        &task.task_token,
+        vec![complete_wf(r#"{"outcome":"completed"}"#)],
+    )
+    .await
+    .unwrap();
+
+    let result = wf
+        .get_workflow_result(pb::GetWorkflowResultRequest {
+            namespace: "default".into(),
+            execution: exec(&id),
+            wait: Some(prost_types::Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(result.closed);
+    assert_eq!(result.status, pb::WorkflowStatus::Completed as i32);
+    assert_eq!(result.result.unwrap().data, br#"{"outcome":"completed"}"#);
+
+    let events = history(&mut wf, &id).await;
+    assert_eq!(
+        kinds(&events),
+        [
+            "started",
+            "wft_scheduled",
+            "wft_started",
+            "wft_completed",
+            "act_scheduled",
+            "act_started",
+            "act_completed",
+            "wft_scheduled",
+            "wft_started",
+            "wft_completed",
+            "completed"
+        ]
+    );
+    let ids: Vec<i64> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(
+        ids,
+        (1..=11).collect::<Vec<_>>(),
+        "event ids are dense from 1"
+    );
+
+    let d = wf
+        .describe_workflow(pb::DescribeWorkflowRequest {
+            namespace: "default".into(),
+            execution: exec(&id),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info = d.info.unwrap();
+    assert_eq!(info.status, pb::WorkflowStatus::Completed as i32);
+    assert_eq!(info.history_length, 11);
+    assert!(d.pending_activities.is_empty() && d.pending_workflow_task.is_none());
+}
+
+async fn start_is_idempotent_and_follows_the_reuse_policy(backend: Backend) {
+    let engine = TestEngine::start(backend, fast()).await;
+    let mut wf = engine.workflows().await;
+    let (id, q) = (unique("order"), unique("q"));
+    let first = start(&mut wf, &id, &q).await;
+    let again = start(&mut wf, &id, &q).await;
+    assert_eq!(
+        again.run_id, first.run_id,
+        "a running id returns the running run"
+    );
+    assert!(!again.started);
+
+    wf.terminate_workflow(pb::TerminateWorkflowRequest {
+        namespace: "default".into(),
+        execution: exec(&id),
+        reason: "test".into(),
+        identity: "ops".into(),
+    })
+    .await
+    .unwrap();
+    let mut req = pb::StartWorkflowRequest {
+        namespace: "default".into(),
+        workflow_id: id.clone(),
+        workflow_type: "order".into(),
+        task_queue: q.clone(),
+        id_reuse_policy: pb::IdReusePolicy::RejectDuplicate as i32,
+        ..Default::default()
+    };
+    let err = wf.start_workflow(req.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err}");
+    req.id_reuse_policy = pb::IdReusePolicy::AllowDuplicateFailedOnly as i32;
+    let second = wf.start_workflow(req.clone()).await.unwrap().into_inner();
+    assert!(second.started && second.run_id != first.run_id);
+
+    // Concurrent starts of one new id make exactly one run.
+    let id = unique("order");
+    let mut starts = Vec::new();
+    for _ in 0..8 {
+        let mut c = wf.clone();
+        let id = id.clone();
+        let q = q.clone();
+        starts.push(tokio::spawn(async move { start(&mut c, &id, &q).await }));
+    }
+    let mut runs = std::collections::HashSet::new();
+    let mut started = 0;
+    for s in starts {
+        let r = s.await.unwrap();
+        started += usize::from(r.started);
+        runs.insert(r.run_id);
+    }
+    assert_eq!((runs.len(), started), (1, 1));
+}
+
+async fn bad_input_is_rejected_with_the_field_named_and_nothing_stored(backend: Backend) {
+    let mut config = fast();
+    config.max_payload_bytes = 1024;
+    let engine = TestEngine::start(backend, config).await;
+    let mut wf = engine.workflows().await;
+    let q = unique("q");
+    let base = pb::StartWorkflowRequest {
+        namespace: "default".into(),
+        workflow_id: unique("order"),
+        workflow_type: "order".into(),
+        task_queue: q.clone(),
+        ..Default::default()
+    };
+    let cases: Vec<(pb::StartWorkflowRequest, Code, &str)> = vec![
+        (
+            pb::StartWorkflowRequest {
+                workflow_id: String::new(),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            "workflow_id",
+        ),
+        (
+            pb::StartWorkflowRequest {
+                workflow_id: "x".repeat(256),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            "workflow_id",
+        ),
+        (
+            pb::StartWorkflowRequest {
+                workflow_type: String::new(),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            "workflow_type",
+        ),
+        (
+            pb::StartWorkflowRequest {
+                task_queue: "y".repeat(300),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            "task_queue",
+        ),
+        (
+            pb::StartWorkflowRequest {
+                namespace: "no-such-namespace".into(),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            "namespace",
+        ),
+        (
+            pb::StartWorkflowRequest {
+                input: json(&format!("\"{}\"", "z".repeat(2000))),
+                ..base.clone()
+            },
+            Code::ResourceExhausted,
+            "input",
+        ),
+        (
+            pb::StartWorkflowRequest {
+                workflow_run_timeout: Some(prost_types::Duration {
+                    seconds: -5,
+                    nanos: 0,
+                }),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            "workflow_run_timeout",
+        ),
+    ];
+    for (req, code, field) in cases {
+        let err = wf.start_workflow(req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{field}: {err:?}");
+        assert!(
+            err.message().contains(field),
+            "message must name {field}: {}",
+            err.message()
+        );
+    }
+    let listed = wf
+        .list_workflows(pb::ListWorkflowsRequest {
+            namespace: "default".into(),
+            task_queue: q.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.executions.is_empty(), "no rejected start was stored");
+
+    for token in [b"garbage".to_vec(), b"l1:notanumber:x".to_vec()] {
+        let err = wf
+            .list_workflows(pb::ListWorkflowsRequest {
+                namespace: "default".into(),
+                next_page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().contains("next_page_token"),
+            "{}",
+            err.message()
+        );
+    }
+    let id = unique("order");
+    start(&mut wf, &id, &q).await;
+    let err = wf
+        .get_workflow_history(pb::GetWorkflowHistoryRequest {
+            namespace: "default".into(),
+            execution: exec(&id),
+            next_page_token: b"h1:-3".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("next_page_token"));
+    let err = wf
+        .signal_workflow(pb::SignalWorkflowRequest {
+            namespace: "default".into(),
+            execution: exec(&id),
+            signal_name: "go".into(),
+            input: json(&"s".repeat(4000)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(
+        history(&mut wf, &id).await.len(),
+        2,
+        "the oversized signal changed nothing"
+    );
+    let err = wf
+        .describe_workflow(pb::DescribeWorkflowRequest {
+            namespace: "default".into(),
+            execution: exec(&unique("never-started")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+async fn forged_stale_and_duplicate_tokens_change_nothing(backend: Backend) {
+    let engine = TestEngine::start(backend, fast()).await;
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let (id, q) = (unique("order"), unique("q"));
+    start(&mut wf, &id, &q).await;
+    let task = poll_wft(&mut w, &q).await;
+
+    let err = complete(&mut w, b"not a token", vec![]).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("task_token"));
+    // A well-formed token with another lease: forged.
+    let mut forged = martix_engine::history::TaskToken::decode_from(&task.task_token)
+        .unwrap()
+        .0;
+    forged.lease_id = "0123456789abcdef0123456789abcdef".into();
+    let err = complete(
+        &mut w,
+        &prost::Message::encode_to_vec(&forged),
+        vec![complete_wf("1")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    assert_eq!(
+        history(&mut wf, &id).await.len(),
+        2,
+        "forged completion changed nothing"
+    );
+
+    complete(&mut w, &task.task_token, vec![schedule("a")])
+        .await
+        .unwrap();
+    let len = history(&mut wf, &id).await.len();
+    let err = complete(&mut w, &task.task_token, vec![complete_wf("1")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "duplicate completion: {err}");
+    assert_eq!(history(&mut wf, &id).await.len(), len);
+
+    let act = poll_act(&mut w, &q).await;
+    let done = pb::RespondActivityTaskCompletedRequest {
+        task_token: act.task_token.clone(),
+        result: json("1"),
+        identity: "w".into(),
+    };
+    // A workflow token where an activity token belongs.
+    let err = w
+        .respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest {
+            task_token: task.task_token.clone(),
+            ..done.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    w.respond_activity_task_completed(done.clone())
+        .await
+        .unwrap();
+    let len = history(&mut wf, &id).await.len();
+    let err = w.respond_activity_task_completed(done).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "duplicate activity completion: {err}"
+    );
+    let err = w
+        .respond_activity_task_failed(pb::RespondActivityTaskFailedRequest {
+            task_token: act.task_token,
+            failure: Some(pb::Failure {
+                message: "late".into(),
+                ..Default::default()
+            }),
+            identity: "w".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "stale failure: {err}");
+    assert_eq!(history(&mut wf, &id).await.len(), len);
+}
+
+async fn commands_that_break_history_fail_the_task_and_keep_history(backend: Backend) {
+    let engine = TestEngine::start(backend, fast()).await;
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let (id, q) = (unique("order"), unique("q"));
+    start(&mut wf, &id, &q).await;
+    let task = poll_wft(&mut w, &q).await;
+    let err = complete(&mut w, &task.task_token, vec![schedule("a"), schedule("a")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("activity_id 'a' is already used"),
+        "{}",
+        err.message()
+    );
+    let events = history(&mut wf, &id).await;
+    assert_eq!(
+        kinds(&events),
+        ["started", "wft_scheduled", "wft_started", "wft_failed"]
+    );
+    let d = wf
+        .describe_workflow(pb::DescribeWorkflowRequest {
+            namespace: "default".into(),
+            execution: exec(&id),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pending = d.pending_workflow_task.unwrap();
+    assert_eq!(pending.attempt, 2);
+    assert!(
+        pending
+            .last_failure
+            .unwrap()
+            .message
+            .contains("already used")
+    );
+
+    let task = poll_wft(&mut w, &q).await;
+    assert_eq!(task.attempt, 2);
+    let err = complete(
+        &mut w,
+        &task.task_token,
+        vec![cmd(C::CancelTimer(pb::CancelTimerCommand {
+            timer_id: "nope".into(),
+        }))],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.message().contains("never started"), "{}", err.message());
+    assert_eq!(
+        history(&mut wf, &id).await.len(),
+        4,
+        "a retried task's failure adds no events"
+    );
+}
+
+async fn a_waiting_poller_is_woken_by_the_commit_not_a_timer(backend: Backend) {
+    let mut config = fast();
+    config.recheck_interval = Duration::from_secs(120);
+    config.long_poll_timeout = Duration::from_secs(60);
+    let engine = TestEngine::start(backend, config).await;
+    let (mut wf, w) = (engine.workflows().await, engine.workers().await);
+    let q = unique("q");
+    let poll = tokio::spawn({
+        let mut w = w.clone();
+        let q = q.clone();
+        async move { poll_wft(&mut w, &q).await }
+    });
+    let key = QueueKey::new("default", &q, TaskKind::Workflow);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while engine.engine.matching().waiting(&key) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the poller registers");
+    let id = unique("order");
+    start(&mut wf, &id, &q).await;
+    let task = tokio::time::timeout(Duration::from_secs(20), poll)
+        .await
+        .expect("woken long before the 120 s recheck")
+        .unwrap();
+    assert_eq!(task.workflow_execution.unwrap().workflow_id, id);
+}
+
+async fn an_empty_poll_answers_after_the_deadline(backend: Backend) {
+    let mut config = fast();
+    config.long_poll_timeout = Duration::from_millis(300);
+    let engine = TestEngine::start(backend, config).await;
+    let mut w = engine.workers().await;
+    let t = w
+        .poll_activity_task(pb::PollActivityTaskRequest {
+            namespace: "default".into(),
+            task_queue: unique("empty"),
+            identity: "w".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(t.task_token.is_empty());
+}
+
+async fn signals_during_a_task_are_delivered_after_it(backend: Backend) {
+    let engine = TestEngine::start(backend, fast()).await;
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let (id, q) = (unique("order"), unique("q"));
+    start(&mut wf, &id, &q).await;
+    let task = poll_wft(&mut w, &q).await;
+    wf.signal_workflow(pb::SignalWorkflowRequest {
+        namespace: "default".into(),
+        execution: exec(&id),
+        signal_name: "approve".into(),
+        input: json("true"),
+        identity: "ops".into(),
+    })
+    .await
+    .unwrap();
+    // Closing now would lose the signal: refused, and a new task delivers it.
+    let err = complete(&mut w, &task.task_token, vec![complete_wf("1")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("unhandled events"));
+    let task = poll_wft(&mut w, &q).await;
+    assert_eq!(
+        kinds(&task.history),
+        ["started", "wft_scheduled", "signaled"]
+    );
+    complete(&mut w, &task.task_token, vec![complete_wf("1")])
+        .await
+        .unwrap();
+    let err = wf
+        .signal_workflow(pb::SignalWorkflowRequest {
+            namespace: "default".into(),
+            execution: exec(&id),
+            signal_name: "late".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "closed runs take no signals"
+    );
+}
+
+async fn timers_fire_and_activities_retry(backend: Backend) {
+    let engine = TestEngine::start(backend, fast()).await;
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let (id, q) = (unique("order"), unique("q"));
+    start(&mut wf, &id, &q).await;
+    let task = poll_wft(&mut w, &q).await;
+    let mut sched = schedule("charge");
+    if let Some(C::ScheduleActivity(s)) = sched.attributes.as_mut() {
+        s.retry_policy = Some(pb::RetryPolicy {
+            initial_interval: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 100_000_000,
+            }),
+            ..Default::default()
+        });
+    }
+    let timer = cmd(C::StartTimer(pb::StartTimerCommand {
+        timer_id: "nap".into(),
+        start_to_fire_timeout: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 300_000_000,
+        }),
+    }));
+    complete(&mut w, &task.task_token, vec![sched, timer])
+        .await
+        .unwrap();
+
+    let act = poll_act(&mut w, &q).await;
+    w.respond_activity_task_failed(pb::RespondActivityTaskFailedRequest {
+        task_token: act.task_token,
+        failure: Some(pb::Failure {
+            message: "gateway timeout".into(),
+            r#type: "Io".into(),
+            ..Default::default()
+        }),
+        identity: "w".into(),
+    })
+    .await
+    .unwrap();
+    let act = poll_act(&mut w, &q).await;
+    assert_eq!(act.attempt, 2, "retried after the backoff");
+
+    // Meanwhile the timer fired and a workflow task reports it.
+    let task = poll_wft(&mut w, &q).await;
+    assert_eq!(kind(task.history.last().unwrap()), "wft_scheduled");
+    assert!(task.history.iter().any(|e| kind(e) == "timer_fired"));
+    assert!(
+        !task.history.iter().any(|e| kind(e) == "act_failed"),
+        "a retried attempt is not in history"
+    );
+    w.respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest {
+        task_token: act.task_token,
+        result: json("\"ok\""),
+        identity: "w".into(),
+    })
+    .await
+    .unwrap();
+    complete(&mut w, &task.task_token, vec![]).await.unwrap();
+    let task = poll_wft(&mut w, &q).await;
+    let started = task
+        .history
+        .iter()
+        .find_map(|e| match e.attributes.as_ref() {
+            Some(A::ActivityTaskStarted(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("the final attempt is recorded");
+    assert_eq!(started.attempt, 2);
+    assert_eq!(started.last_failure.unwrap().message, "gateway timeout");
+    complete(&mut w, &task.task_token, vec![complete_wf("1")])
+        .await
+        .unwrap();
+}
+
+async fn continue_as_new_starts_the_next_run(backend: Backend) {
+    let engine = TestEngine::start(backend, fast()).await;
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let (id, q) = (unique("loop"), unique("q"));
+    let first = start(&mut wf, &id, &q).await;
+    let task = poll_wft(&mut w, &q).await;
+    complete(
+        &mut w,
+        &task.task_token,
+        vec![cmd(C::ContinueAsNew(
+            pb::ContinueAsNewWorkflowExecutionCommand {
+                input: json("2"),
+                ..Default::default()
+            },
+        ))],
+    )
+    .await
+    .unwrap();
+    let result = wf
+        .get_workflow_result(pb::GetWorkflowResultRequest {
+            namespace: "default".into(),
+            execution: Some(pb::WorkflowExecution {
+                workflow_id: id.clone(),
+                run_id: first.run_id.clone(),
+            }),
+            wait: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(result.status, pb::WorkflowStatus::ContinuedAsNew as i32);
+    let task = poll_wft(&mut w, &q).await;
+    assert_eq!(
+        task.workflow_execution.as_ref().unwrap().run_id,
+        result.new_run_id
+    );
+    match task.history[0].attributes.as_ref().unwrap() {
+        A::WorkflowExecutionStarted(s) => {
+            assert_eq!(s.input.as_ref().unwrap().data, b"2");
+            assert_eq!(s.continued_from_run_id, first.run_id);
+        }
+        _ => panic!("a run starts with WorkflowExecutionStarted"),
+    }
+}
+
+async fn result_waits_for_the_close(backend: Backend) {
+    let engine = TestEngine::start(backend, fast()).await;
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let (id, q) = (unique("order"), unique("q"));
+    start(&mut wf, &id, &q).await;
+    let not_yet = wf
+        .get_workflow_result(pb::GetWorkflowResultRequest {
+            namespace: "default".into(),
+            execution: exec(&id),
+            wait: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 100_000_000,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!not_yet.closed);
+    let waiting = tokio::spawn({
+        let mut wf = wf.clone();
+        let id = id.clone();
+        async move {
+            wf.get_workflow_result(pb::GetWorkflowResultRequest {
+                namespace: "default".into(),
+                execution: exec(&id),
+                wait: Some(prost_types::Duration {
+                    seconds: 20,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    });
+    let task = poll_wft(&mut w, &q).await;
+    complete(
+        &mut w,
+        &task.task_token,
+        vec![cmd(C::FailWorkflow(pb::FailWorkflowExecutionCommand {
+            failure: Some(pb::Failure {
+                message: "out of stock".into(),
+                r#type: "OutOfStock".into(),
+                ..Default::default()
+            }),
+        }))],
+    )
+    .await
+    .unwrap();
+    let result = waiting.await.unwrap();
+    assert!(result.closed);
+    assert_eq!(result.status, pb::WorkflowStatus::Failed as i32);
+    assert_eq!(result.failure.unwrap().r#type, "OutOfStock");
+}
+
+on_both_backends!(
+    one_workflow_through_the_raw_api,
+    start_is_idempotent_and_follows_the_reuse_policy,
+    bad_input_is_rejected_with_the_field_named_and_nothing_stored,
+    forged_stale_and_duplicate_tokens_change_nothing,
+    commands_that_break_history_fail_the_task_and_keep_history,
+    a_waiting_poller_is_woken_by_the_commit_not_a_timer,
+    an_empty_poll_answers_after_the_deadline,
+    signals_during_a_task_are_delivered_after_it,
+    timers_fire_and_activities_retry,
+    continue_as_new_starts_the_next_run,
+    result_waits_for_the_close,
+);
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let engine = TestEngine::start(Backend::Sqlite, fast()).await;
+    let channel = tonic::transport::Endpoint::from_shared(engine.endpoint.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "martix.v1.WorkflowService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let addr = engine.http.trim_start_matches("http://").to_owned();
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(
+        body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+        "{body}"
+    );
+    assert!(body.contains("ready (sqlite)"), "{body}");
+}
