@@ -46,6 +46,9 @@ struct Listen {
     /// Largest payload accepted, in bytes.
     #[arg(long, env = "MARTIX_MAX_PAYLOAD_BYTES", default_value_t = 2 * 1024 * 1024)]
     max_payload_bytes: usize,
+    /// How long in-flight requests may finish after SIGINT/SIGTERM.
+    #[arg(long, env = "MARTIX_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
 }
 
 #[derive(Args)]
@@ -133,6 +136,7 @@ async fn serve(url: &str, shown: &str, listen: Listen) -> Result<()> {
         &ServerConfig {
             grpc_addr: listen.grpc_addr,
             http_addr: listen.http_addr,
+            shutdown_grace: listen.shutdown_grace,
         },
     )
     .await?;

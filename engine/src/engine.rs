@@ -59,6 +59,8 @@ pub struct Engine {
     pub(crate) timer_wake: Notify,
     pub(crate) next_timer: std::sync::Mutex<Option<Millis>>,
     me: std::sync::Weak<Engine>,
+    /// Cancelled when the node shuts down: long polls answer empty at once.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 fn payload_len(p: Option<&pb::Payload>) -> usize {
@@ -110,6 +112,7 @@ impl Engine {
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
+            stopping: tokio_util::sync::CancellationToken::new(),
             store,
             clock,
             matching: Matching::default(),
@@ -119,6 +122,35 @@ impl Engine {
             timer_wake: Notify::new(),
             next_timer: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Ends waiting long polls (with an empty answer) and refuses new waits: the node is
+    /// shutting down. Their tasks stay in the store for other nodes or the next start.
+    pub fn stop_polls(&self) {
+        self.stopping.cancel();
+    }
+
+    /// Waits for a delivery on `key`, unless the node is stopping.
+    async fn wait_delivery(
+        &self,
+        key: &QueueKey,
+        epoch: u64,
+        deadline: Instant,
+    ) -> Option<Delivery> {
+        match self.matching.register(key, epoch, self.now()) {
+            Err(d) => Some(d),
+            Ok(wait) => {
+                let now = Instant::now();
+                if now >= deadline || self.stopping.is_cancelled() {
+                    return None;
+                }
+                let step = deadline.min(now + self.config.recheck_interval);
+                tokio::select! {
+                    d = self.matching.wait(wait, step) => d,
+                    () = self.stopping.cancelled() => None,
+                }
+            }
+        }
     }
 
     /// The store the engine writes to.
@@ -780,17 +812,7 @@ impl Engine {
                 }
                 continue;
             }
-            let delivery = match self.matching.register(&key, epoch, self.now()) {
-                Err(d) => Some(d),
-                Ok(wait) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Ok(Default::default());
-                    }
-                    let step = deadline.min(now + self.config.recheck_interval);
-                    self.matching.wait(wait, step).await
-                }
-            };
+            let delivery = self.wait_delivery(&key, epoch, deadline).await;
             match delivery {
                 Some(Delivery::Workflow { run_id, lease }) => {
                     let run = self.load(run_id).await?;
@@ -804,7 +826,7 @@ impl Engine {
                     ));
                 }
                 Some(Delivery::Recheck) | None => {
-                    if Instant::now() >= deadline {
+                    if Instant::now() >= deadline || self.stopping.is_cancelled() {
                         return Ok(Default::default());
                     }
                 }
@@ -954,17 +976,7 @@ impl Engine {
             {
                 return activity_task_response(&task);
             }
-            let delivery = match self.matching.register(&key, epoch, self.now()) {
-                Err(d) => Some(d),
-                Ok(wait) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Ok(Default::default());
-                    }
-                    let step = deadline.min(now + self.config.recheck_interval);
-                    self.matching.wait(wait, step).await
-                }
-            };
+            let delivery = self.wait_delivery(&key, epoch, deadline).await;
             match delivery {
                 Some(Delivery::Activity(task)) => return activity_task_response(&task),
                 Some(Delivery::Workflow { .. }) => {
@@ -973,7 +985,7 @@ impl Engine {
                     ));
                 }
                 Some(Delivery::Recheck) | None => {
-                    if Instant::now() >= deadline {
+                    if Instant::now() >= deadline || self.stopping.is_cancelled() {
                         return Ok(Default::default());
                     }
                 }

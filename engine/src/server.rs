@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub struct ServerConfig {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// How long in-flight requests may run on after shutdown begins.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -24,6 +26,7 @@ impl Default for ServerConfig {
         Self {
             grpc_addr: ([127, 0, 0, 1], 7233).into(),
             http_addr: ([127, 0, 0, 1], 8233).into(),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -31,6 +34,7 @@ impl Default for ServerConfig {
 /// An engine with its ports bound, ready to serve.
 pub struct Server {
     engine: Arc<Engine>,
+    grace: Duration,
     grpc: TcpListener,
     http: TcpListener,
 }
@@ -50,7 +54,12 @@ impl Server {
                 format!("cannot bind HTTP on {}: {e}", config.http_addr),
             )
         })?;
-        Ok(Self { engine, grpc, http })
+        Ok(Self {
+            engine,
+            grace: config.shutdown_grace,
+            grpc,
+            http,
+        })
     }
 
     /// The bound gRPC address.
@@ -71,6 +80,7 @@ impl Server {
     /// period, long polls end at once (their tasks stay in the store).
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow_free::Result<()> {
         let engine = self.engine;
+        let grace = self.grace;
         let limit = engine.config().max_payload_bytes * 2 + (1 << 20);
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -110,8 +120,9 @@ impl Server {
                 .map_err(|e| anyhow_free::Error(format!("HTTP server: {e}")))
         });
         let token = shutdown.clone();
+        let timers = engine.clone();
         tasks.spawn(async move {
-            crate::timers::run(engine, token).await;
+            crate::timers::run(timers, token).await;
             Ok(())
         });
         let mut result = Ok(());
@@ -124,8 +135,15 @@ impl Server {
                     Some(Err(e)) => { result = Err(anyhow_free::Error(format!("task panicked: {e}"))); shutdown.cancel(); }
                 },
                 () = shutdown.cancelled() => {
-                    if tokio::time::timeout(Duration::from_secs(10), async {
-                        while tasks.join_next().await.is_some() {}
+                    engine.stop_polls();
+                    // Bounded: hyper's graceful shutdown can wait on idle client connections
+                    // indefinitely (hyperium/hyper#4170).
+                    if tokio::time::timeout(grace, async {
+                        while let Some(r) = tasks.join_next().await {
+                            if let Ok(Err(e)) = r {
+                                tracing::warn!(error = %e, "server task failed while stopping");
+                            }
+                        }
                     }).await.is_err() {
                         tracing::warn!("shutdown grace period over; aborting the rest");
                         tasks.abort_all();

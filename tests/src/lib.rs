@@ -96,6 +96,7 @@ impl TestEngine {
             &ServerConfig {
                 grpc_addr: "127.0.0.1:0".parse().unwrap(),
                 http_addr: "127.0.0.1:0".parse().unwrap(),
+                shutdown_grace: std::time::Duration::from_secs(1),
             },
         )
         .await

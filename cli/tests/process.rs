@@ -1,0 +1,172 @@
+//! The `martix` binary as a user runs it: start, serve, stop on a signal, keep state.
+
+use martix_proto::v1 as pb;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Running {
+    child: Child,
+    grpc: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `martix ARGS` on free ports and waits for it to print where it listens.
+fn spawn(args: &[&str]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args(args)
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--shutdown-grace", "2s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run martix");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let grpc = loop {
+        let line = lines
+            .next()
+            .expect("martix printed where it listens before exiting")
+            .unwrap();
+        if let Some(addr) = line.trim().strip_prefix("gRPC") {
+            break addr.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Running { child, grpc }
+}
+
+fn terminate(mut r: Running) -> std::process::ExitStatus {
+    let pid = r.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = r.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "martix did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn start_order(grpc: &str, id: &str) -> String {
+    let mut client = pb::workflow_service_client::WorkflowServiceClient::connect(grpc.to_owned())
+        .await
+        .expect("connect to the engine");
+    client
+        .start_workflow(pb::StartWorkflowRequest {
+            workflow_id: id.into(),
+            workflow_type: "order".into(),
+            task_queue: "orders".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("start")
+        .into_inner()
+        .run_id
+}
+
+async fn describe(grpc: &str, id: &str) -> pb::DescribeWorkflowResponse {
+    let mut client = pb::workflow_service_client::WorkflowServiceClient::connect(grpc.to_owned())
+        .await
+        .unwrap();
+    client
+        .describe_workflow(pb::DescribeWorkflowRequest {
+            namespace: String::new(),
+            execution: Some(pb::WorkflowExecution {
+                workflow_id: id.into(),
+                run_id: String::new(),
+            }),
+        })
+        .await
+        .expect("describe")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn dev_keeps_state_in_its_file_across_a_graceful_restart() {
+    let dir = std::env::temp_dir().join(format!("martix-dev-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("dev.db");
+    let db = db.to_str().unwrap();
+    let first = spawn(&["dev", "--db", db]);
+    let run_id = start_order(&first.grpc, "order-1042").await;
+    let status = terminate(first);
+    assert!(status.success(), "graceful stop exits 0, got {status}");
+
+    let second = spawn(&["dev", "--db", db]);
+    let d = describe(&second.grpc, "order-1042").await;
+    let info = d.info.unwrap();
+    assert_eq!(
+        info.execution.unwrap().run_id,
+        run_id,
+        "the run survived the restart"
+    );
+    assert_eq!(info.status, pb::WorkflowStatus::Running as i32);
+    assert!(
+        d.pending_workflow_task.is_some(),
+        "its workflow task is still there"
+    );
+    terminate(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn server_runs_on_postgres() {
+    // Make sure the test database exists, then run the real server on it.
+    drop(martix_tests::postgres_store().await);
+    let url = martix_tests::postgres_url();
+    let server = spawn(&["server", "--database-url", &url]);
+    let id = martix_tests::unique("order");
+    start_order(&server.grpc, &id).await;
+    assert_eq!(
+        describe(&server.grpc, &id).await.info.unwrap().status,
+        pb::WorkflowStatus::Running as i32
+    );
+    assert!(terminate(server).success());
+}
+
+#[test]
+fn a_bad_database_url_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args([
+            "migrate",
+            "--database-url",
+            "mysql://root:hunter2@localhost/x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unsupported database URL"), "{err}");
+    assert!(
+        !err.contains("hunter2"),
+        "the password must not be printed: {err}"
+    );
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every test of Martix. Uses the PostgreSQL on 127.0.0.1:5432 if it answers; otherwise
+# installs Debian's postgresql (if missing) and starts it. RabbitMQ is not needed yet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export MARTIX_TEST_DATABASE_URL="${MARTIX_TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/martix_test}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    say "need root for: $*"; return 1; fi
+}
+
+pg_answers() {
+  # A TCP connect is enough to know a server listens; auth is checked by the tests' own error.
+  (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
+}
+
+ensure_postgres() {
+  if pg_answers; then
+    say "PostgreSQL answers on 127.0.0.1:5432"
+    return
+  fi
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    say "installing PostgreSQL (Debian package postgresql)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  say "starting PostgreSQL $version"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 60); do pg_answers && break; sleep 0.5; done
+  pg_answers || { say "PostgreSQL did not start; see /var/log/postgresql/"; exit 1; }
+  # A cluster we started ourselves uses password auth on TCP: give the test role its password.
+  as_root runuser -u postgres -- psql -q -c "ALTER USER postgres PASSWORD 'postgres'" >/dev/null
+}
+
+ensure_postgres
+say "cargo test --workspace"
+cargo test --workspace --no-fail-fast
