@@ -1,0 +1,112 @@
+//! Activities: ordinary async functions that do the work, at least once, with a stable
+//! idempotency key so their effects can be made exactly once downstream.
+
+use crate::error::{ActivityError, ClientError};
+use crate::payload::to_payload;
+use futures::future::BoxFuture;
+use martix_proto::v1 as pb;
+use pb::worker_service_client::WorkerServiceClient;
+use serde::Serialize;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// What an activity attempt knows about itself, and its line to the engine.
+#[derive(Clone)]
+pub struct ActivityContext {
+    pub(crate) info: Arc<pb::PollActivityTaskResponse>,
+    pub(crate) client: WorkerServiceClient<Channel>,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl ActivityContext {
+    /// The workflow id of the run that scheduled this activity.
+    pub fn workflow_id(&self) -> &str {
+        self.info
+            .workflow_execution
+            .as_ref()
+            .map_or("", |e| e.workflow_id.as_str())
+    }
+
+    /// The activity id, unique in its run.
+    pub fn activity_id(&self) -> &str {
+        &self.info.activity_id
+    }
+
+    /// The attempt, from 1.
+    pub fn attempt(&self) -> i32 {
+        self.info.attempt
+    }
+
+    /// `{namespace}/{workflow_id}/{activity_id}`: the same for every attempt of this activity,
+    /// so a downstream system can apply its effect once.
+    pub fn idempotency_key(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.info.namespace,
+            self.workflow_id(),
+            self.info.activity_id
+        )
+    }
+
+    /// The details the last attempt recorded with `heartbeat`, if any.
+    pub fn last_heartbeat_details(&self) -> Option<&pb::Payload> {
+        self.info.heartbeat_details.as_ref()
+    }
+
+    /// Reports progress; returns whether the activity was cancelled (and then also cancels
+    /// the token `cancelled()` waits on).
+    pub async fn heartbeat<T: Serialize>(&self, details: &T) -> Result<bool, ClientError> {
+        let resp = self
+            .client
+            .clone()
+            .record_activity_heartbeat(pb::RecordActivityHeartbeatRequest {
+                task_token: self.info.task_token.clone(),
+                details: Some(to_payload(details)?),
+            })
+            .await?
+            .into_inner();
+        if resp.cancel_requested {
+            self.cancel.cancel();
+        }
+        Ok(resp.cancel_requested)
+    }
+
+    /// Resolves when the activity is cancelled (seen at a heartbeat) or the worker stops.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Whether the activity was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// An activity as the worker runs it.
+pub(crate) type ActivityFn = Arc<
+    dyn Fn(
+            ActivityContext,
+            Option<pb::Payload>,
+        ) -> BoxFuture<'static, Result<pb::Payload, ActivityError>>
+        + Send
+        + Sync,
+>;
+
+pub(crate) fn erase<F, Fut, I, O>(f: F) -> ActivityFn
+where
+    F: Fn(ActivityContext, I) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<O, ActivityError>> + Send + 'static,
+    I: serde::de::DeserializeOwned + Send + 'static,
+    O: Serialize + Send + 'static,
+{
+    let f = Arc::new(f);
+    Arc::new(move |ctx, input| {
+        let f = f.clone();
+        Box::pin(async move {
+            let input: I = crate::payload::from_payload(input.as_ref())?;
+            let out = f(ctx, input).await?;
+            Ok(to_payload(&out)?)
+        })
+    })
+}

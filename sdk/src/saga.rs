@@ -1,0 +1,108 @@
+//! `Saga`: compensations registered after each successful step, run in reverse on failure.
+
+use crate::error::ActivityFailure;
+use crate::workflow::{ActivityOptions, WorkflowContext};
+use martix_proto::v1 as pb;
+use serde::Serialize;
+
+struct Compensation {
+    activity_type: String,
+    input: Option<pb::Payload>,
+    options: ActivityOptions,
+}
+
+/// The compensations of a saga, in the order their steps succeeded.
+///
+/// ```no_run
+/// # use martix_sdk::{Saga, WorkflowContext, WorkflowError, ActivityOptions};
+/// # use std::time::Duration;
+/// async fn order(ctx: WorkflowContext, order_id: String) -> Result<(), WorkflowError> {
+///     let opts = ActivityOptions::new(Duration::from_secs(10));
+///     let mut saga = Saga::new();
+///     let r: String = ctx.activity("reserve", &order_id, opts.clone()).await?;
+///     saga.add("release", &r, opts.clone());
+///     if let Err(declined) = ctx.activity::<_, String>("charge", &order_id, opts.clone()).await {
+///         saga.compensate(&ctx).await;
+///         return Err(declined.into());
+///     }
+///     Ok(())
+/// }
+/// ```
+#[derive(Default)]
+pub struct Saga {
+    steps: Vec<Compensation>,
+    parallel: bool,
+}
+
+/// A compensation that failed after all its retries.
+#[derive(Debug, Clone)]
+pub struct CompensationFailure {
+    /// The compensating activity's type.
+    pub activity_type: String,
+    /// Why it failed.
+    pub failure: ActivityFailure,
+}
+
+impl Saga {
+    /// An empty saga that compensates one step at a time, last first.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs the compensations concurrently instead of one at a time.
+    pub fn parallel(mut self) -> Self {
+        self.parallel = true;
+        self
+    }
+
+    /// Registers the activity that undoes the step that just succeeded.
+    pub fn add<I: Serialize>(&mut self, activity_type: &str, input: &I, options: ActivityOptions) {
+        self.steps.push(Compensation {
+            activity_type: activity_type.to_owned(),
+            input: crate::payload::to_payload(input).ok(),
+            options,
+        });
+    }
+
+    /// How many compensations are registered.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Whether no compensation is registered.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Runs the compensations, last registered first, each an ordinary activity with its own
+    /// retry policy. Returns every compensation that failed; none is silently dropped.
+    pub async fn compensate(self, ctx: &WorkflowContext) -> Vec<CompensationFailure> {
+        let steps: Vec<_> = self.steps.into_iter().rev().collect();
+        let run = |c: Compensation| {
+            let fut =
+                ctx.activity::<(), serde_json::Value>(&c.activity_type, &(), c.options.clone());
+            let fut = fut.with_payload(c.input);
+            async move {
+                fut.await.err().map(|failure| CompensationFailure {
+                    activity_type: c.activity_type,
+                    failure,
+                })
+            }
+        };
+        if self.parallel {
+            futures::future::join_all(steps.into_iter().map(run))
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+        } else {
+            let mut failed = Vec::new();
+            for c in steps {
+                if let Some(f) = run(c).await {
+                    failed.push(f);
+                }
+            }
+            failed
+        }
+    }
+}

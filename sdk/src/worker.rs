@@ -1,0 +1,511 @@
+//! `Worker`: polls a task queue, runs workflow tasks (with a cache of live runs) and
+//! activities, and reports back.
+
+use crate::activity::{ActivityContext, ActivityFn};
+use crate::error::ActivityError;
+use crate::error::WorkflowError;
+use crate::workflow::{RunDriver, WorkflowContext, WorkflowFn, WorkflowInfo};
+use martix_proto::v1 as pb;
+use pb::worker_service_client::WorkerServiceClient;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Limits and names of a worker.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WorkerOptions {
+    /// The queue to poll.
+    pub task_queue: String,
+    /// The namespace of the queue.
+    pub namespace: String,
+    /// Shown in history as who did the work.
+    pub identity: String,
+    /// Live runs kept between workflow tasks; a run not in the cache is replayed from history.
+    pub max_cached_workflows: usize,
+    /// Workflow tasks run at once.
+    pub max_concurrent_workflow_tasks: usize,
+    /// Activities run at once.
+    pub max_concurrent_activities: usize,
+    /// Concurrent long polls for workflow tasks.
+    pub workflow_pollers: usize,
+    /// Concurrent long polls for activity tasks.
+    pub activity_pollers: usize,
+    /// How long in-flight tasks may finish after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+impl WorkerOptions {
+    /// Defaults for a worker of `task_queue` in namespace `default`.
+    pub fn new(task_queue: impl Into<String>) -> Self {
+        Self {
+            task_queue: task_queue.into(),
+            namespace: "default".into(),
+            identity: format!("worker-{}", std::process::id()),
+            max_cached_workflows: 1000,
+            max_concurrent_workflow_tasks: 64,
+            max_concurrent_activities: 256,
+            workflow_pollers: 2,
+            activity_pollers: 2,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// Sets the cache size (0 replays every task from the full history).
+    pub fn max_cached_workflows(mut self, n: usize) -> Self {
+        self.max_cached_workflows = n;
+        self
+    }
+
+    /// Sets the namespace.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+}
+
+type Cached = Arc<tokio::sync::Mutex<RunDriver>>;
+
+/// A bounded cache of live runs, least recently used evicted first.
+struct RunCache {
+    capacity: usize,
+    runs: HashMap<String, Cached>,
+    order: VecDeque<String>,
+}
+
+impl RunCache {
+    fn get(&mut self, run_id: &str) -> Option<Cached> {
+        let hit = self.runs.get(run_id).cloned();
+        if hit.is_some() {
+            self.order.retain(|r| r != run_id);
+            self.order.push_back(run_id.to_owned());
+        }
+        hit
+    }
+
+    fn insert(&mut self, run_id: &str, driver: Cached) {
+        if self.capacity == 0 {
+            return;
+        }
+        while self.runs.len() >= self.capacity {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            self.runs.remove(&old);
+        }
+        self.runs.insert(run_id.to_owned(), driver);
+        self.order.push_back(run_id.to_owned());
+    }
+
+    fn remove(&mut self, run_id: &str) {
+        self.runs.remove(run_id);
+        self.order.retain(|r| r != run_id);
+    }
+}
+
+/// Counters of what the worker did; for tests and metrics.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Workflow tasks served by a cached run (only new events applied).
+    pub cache_hits: std::sync::atomic::AtomicU64,
+    /// Workflow tasks that replayed the run from its full history.
+    pub cache_misses: std::sync::atomic::AtomicU64,
+    /// History events received with workflow tasks.
+    pub events_received: std::sync::atomic::AtomicU64,
+}
+
+/// Runs registered workflows and activities for one task queue.
+pub struct Worker {
+    client: WorkerServiceClient<Channel>,
+    options: WorkerOptions,
+    workflows: HashMap<String, WorkflowFn>,
+    activities: HashMap<String, ActivityFn>,
+    cache: Arc<Mutex<RunCache>>,
+    stats: Arc<WorkerStats>,
+}
+
+impl Worker {
+    /// A worker that talks to the engine at `endpoint` (`http://127.0.0.1:7233`). Connects
+    /// lazily and reconnects with backoff, so the engine need not be up yet.
+    pub fn new(endpoint: &str, options: WorkerOptions) -> Result<Self, crate::ClientError> {
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+            .map_err(crate::ClientError::Transport)?
+            .connect_lazy();
+        Ok(Self::from_channel(channel, options))
+    }
+
+    /// A worker on an existing channel.
+    pub fn from_channel(channel: Channel, options: WorkerOptions) -> Self {
+        Self {
+            client: WorkerServiceClient::new(channel),
+            cache: Arc::new(Mutex::new(RunCache {
+                capacity: options.max_cached_workflows,
+                runs: HashMap::new(),
+                order: VecDeque::new(),
+            })),
+            options,
+            workflows: HashMap::new(),
+            activities: HashMap::new(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// Registers a workflow type.
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{Worker, WorkerOptions, WorkflowContext, WorkflowError};
+    /// async fn greet(_ctx: WorkflowContext, name: String) -> Result<String, WorkflowError> {
+    ///     Ok(format!("hello {name}"))
+    /// }
+    /// # fn main() -> Result<(), martix_sdk::ClientError> {
+    /// let mut worker = Worker::new("http://127.0.0.1:7233", WorkerOptions::new("hello"))?;
+    /// worker.register_workflow("greet", greet);
+    /// # Ok(()) }
+    /// ```
+    pub fn register_workflow<F, Fut, I, O>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        F: Fn(WorkflowContext, I) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<O, WorkflowError>> + Send + 'static,
+        I: serde::de::DeserializeOwned + Send + 'static,
+        O: serde::Serialize + Send + 'static,
+    {
+        self.workflows
+            .insert(name.to_owned(), crate::workflow::erase(f));
+        self
+    }
+
+    /// Registers an activity type.
+    pub fn register_activity<F, Fut, I, O>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        F: Fn(ActivityContext, I) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<O, ActivityError>> + Send + 'static,
+        I: serde::de::DeserializeOwned + Send + 'static,
+        O: serde::Serialize + Send + 'static,
+    {
+        self.activities
+            .insert(name.to_owned(), crate::activity::erase(f));
+        self
+    }
+
+    /// What the worker did so far.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// Polls and runs tasks until `shutdown` is cancelled, then stops polling, lets in-flight
+    /// tasks finish within the grace period and abandons the rest (their leases run out and
+    /// the engine hands them out again).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let me = Arc::new(self);
+        let mut pollers = JoinSet::new();
+        let wf_slots = Arc::new(Semaphore::new(me.options.max_concurrent_workflow_tasks));
+        let act_slots = Arc::new(Semaphore::new(me.options.max_concurrent_activities));
+        let tasks = Arc::new(Mutex::new(JoinSet::new()));
+        let work = CancellationToken::new();
+        if !me.workflows.is_empty() {
+            for _ in 0..me.options.workflow_pollers.max(1) {
+                pollers.spawn(me.clone().poll_workflows(
+                    shutdown.clone(),
+                    wf_slots.clone(),
+                    tasks.clone(),
+                ));
+            }
+        }
+        if !me.activities.is_empty() {
+            for _ in 0..me.options.activity_pollers.max(1) {
+                pollers.spawn(me.clone().poll_activities(
+                    shutdown.clone(),
+                    work.clone(),
+                    act_slots.clone(),
+                    tasks.clone(),
+                ));
+            }
+        }
+        while pollers.join_next().await.is_some() {}
+        let mut inflight = std::mem::take(&mut *tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let drained = tokio::time::timeout(me.options.shutdown_grace, async {
+            while inflight.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = inflight.len(),
+                "shutdown grace over; abandoning tasks"
+            );
+            work.cancel();
+            inflight.abort_all();
+        }
+    }
+
+    async fn backoff(shutdown: &CancellationToken, failures: &mut u32) {
+        let ms = (100u64 << (*failures).min(6)).min(5_000);
+        *failures += 1;
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(Duration::from_millis(ms)) => {}
+        }
+    }
+
+    async fn poll_workflows(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        slots: Arc<Semaphore>,
+        tasks: Arc<Mutex<JoinSet<()>>>,
+    ) {
+        let mut failures = 0;
+        loop {
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => return,
+                p = slots.clone().acquire_owned() => p.expect("semaphore open"),
+            };
+            let mut client = self.client.clone();
+            let poll = client.poll_workflow_task(pb::PollWorkflowTaskRequest {
+                namespace: self.options.namespace.clone(),
+                task_queue: self.options.task_queue.clone(),
+                identity: self.options.identity.clone(),
+            });
+            let task = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = poll => r,
+            };
+            match task {
+                Ok(t) => {
+                    failures = 0;
+                    let t = t.into_inner();
+                    if t.task_token.is_empty() {
+                        continue;
+                    }
+                    let me = self.clone();
+                    tasks
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .spawn(async move {
+                            me.run_workflow_task(t).await;
+                            drop(permit);
+                        });
+                }
+                Err(status) => {
+                    tracing::warn!(error = %status, "workflow poll failed; retrying");
+                    Self::backoff(&shutdown, &mut failures).await;
+                }
+            }
+        }
+    }
+
+    async fn run_workflow_task(&self, task: pb::PollWorkflowTaskResponse) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let exec = task.workflow_execution.clone().unwrap_or_default();
+        let run_id = exec.run_id.clone();
+        self.stats
+            .events_received
+            .fetch_add(task.history.len() as u64, Relaxed);
+        let Some(workflow) = self.workflows.get(&task.workflow_type).cloned() else {
+            self.fail_workflow_task(
+                &task,
+                pb::WorkflowTaskFailedCause::UnknownWorkflowType,
+                format!(
+                    "workflow type '{}' is not registered on this worker",
+                    task.workflow_type
+                ),
+            )
+            .await;
+            return;
+        };
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&run_id);
+        let driver = match cached {
+            Some(d) => {
+                self.stats.cache_hits.fetch_add(1, Relaxed);
+                d
+            }
+            None => {
+                self.stats.cache_misses.fetch_add(1, Relaxed);
+                let info = WorkflowInfo {
+                    namespace: task.namespace.clone(),
+                    workflow_id: exec.workflow_id.clone(),
+                    run_id: run_id.clone(),
+                    workflow_type: task.workflow_type.clone(),
+                    task_queue: self.options.task_queue.clone(),
+                };
+                let d = Arc::new(tokio::sync::Mutex::new(RunDriver::new(workflow, info)));
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(&run_id, d.clone());
+                d
+            }
+        };
+        let mut d = driver.lock().await;
+        let outcome = d
+            .apply_history(&task.history)
+            .and_then(|()| d.activate_live());
+        let finished = d.finished;
+        drop(d);
+        let keep = match outcome {
+            Ok(commands) => {
+                let r = self
+                    .client
+                    .clone()
+                    .respond_workflow_task_completed(pb::RespondWorkflowTaskCompletedRequest {
+                        task_token: task.task_token.clone(),
+                        commands,
+                        identity: self.options.identity.clone(),
+                    })
+                    .await;
+                if let Err(status) = &r {
+                    tracing::info!(run_id = %run_id, error = %status, "workflow task completion refused; replaying next time");
+                }
+                r.is_ok() && !finished
+            }
+            Err(e) => {
+                let cause = match e {
+                    crate::workflow::ActivationError::Nondeterminism(_) => {
+                        pb::WorkflowTaskFailedCause::NonDeterminism
+                    }
+                    _ => pb::WorkflowTaskFailedCause::WorkflowWorkerError,
+                };
+                tracing::error!(run_id = %run_id, error = %e, "workflow task failed");
+                self.fail_workflow_task(&task, cause, e.to_string()).await;
+                false
+            }
+        };
+        if !keep {
+            self.cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&run_id);
+        }
+    }
+
+    async fn fail_workflow_task(
+        &self,
+        task: &pb::PollWorkflowTaskResponse,
+        cause: pb::WorkflowTaskFailedCause,
+        message: String,
+    ) {
+        let r = self
+            .client
+            .clone()
+            .respond_workflow_task_failed(pb::RespondWorkflowTaskFailedRequest {
+                task_token: task.task_token.clone(),
+                cause: cause as i32,
+                failure: Some(pb::Failure {
+                    message,
+                    r#type: cause.as_str_name().into(),
+                    ..Default::default()
+                }),
+                identity: self.options.identity.clone(),
+            })
+            .await;
+        if let Err(status) = r {
+            tracing::warn!(error = %status, "could not report a failed workflow task");
+        }
+    }
+
+    async fn poll_activities(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        work: CancellationToken,
+        slots: Arc<Semaphore>,
+        tasks: Arc<Mutex<JoinSet<()>>>,
+    ) {
+        let mut failures = 0;
+        loop {
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => return,
+                p = slots.clone().acquire_owned() => p.expect("semaphore open"),
+            };
+            let mut client = self.client.clone();
+            let poll = client.poll_activity_task(pb::PollActivityTaskRequest {
+                namespace: self.options.namespace.clone(),
+                task_queue: self.options.task_queue.clone(),
+                identity: self.options.identity.clone(),
+            });
+            let task = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = poll => r,
+            };
+            match task {
+                Ok(t) => {
+                    failures = 0;
+                    let t = t.into_inner();
+                    if t.task_token.is_empty() {
+                        continue;
+                    }
+                    let me = self.clone();
+                    let cancel = work.child_token();
+                    tasks
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .spawn(async move {
+                            me.run_activity(t, cancel).await;
+                            drop(permit);
+                        });
+                }
+                Err(status) => {
+                    tracing::warn!(error = %status, "activity poll failed; retrying");
+                    Self::backoff(&shutdown, &mut failures).await;
+                }
+            }
+        }
+    }
+
+    async fn run_activity(&self, task: pb::PollActivityTaskResponse, cancel: CancellationToken) {
+        let token = task.task_token.clone();
+        let outcome = match self.activities.get(&task.activity_type).cloned() {
+            None => Err(ActivityError::retryable(
+                "UnknownActivityType",
+                format!(
+                    "activity type '{}' is not registered on worker {}",
+                    task.activity_type, self.options.identity
+                ),
+            )),
+            Some(f) => {
+                let input = task.input.clone();
+                let ctx = ActivityContext {
+                    info: Arc::new(task),
+                    client: self.client.clone(),
+                    cancel,
+                };
+                // A panic in the activity fails the attempt instead of the worker.
+                match tokio::spawn(f(ctx, input)).await {
+                    Ok(r) => r,
+                    Err(e) => Err(ActivityError::retryable("Panic", e.to_string())),
+                }
+            }
+        };
+        let identity = self.options.identity.clone();
+        let r = match outcome {
+            Ok(result) => self
+                .client
+                .clone()
+                .respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest {
+                    task_token: token,
+                    result: Some(result),
+                    identity,
+                })
+                .await
+                .map(|_| ()),
+            Err(e) => self
+                .client
+                .clone()
+                .respond_activity_task_failed(pb::RespondActivityTaskFailedRequest {
+                    task_token: token,
+                    failure: Some(e.to_failure()),
+                    identity,
+                })
+                .await
+                .map(|_| ()),
+        };
+        if let Err(status) = r {
+            tracing::info!(error = %status, "activity outcome not recorded (stale or cancelled)");
+        }
+    }
+}

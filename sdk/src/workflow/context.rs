@@ -1,0 +1,438 @@
+//! `WorkflowContext`: the only door from workflow code to the world.
+
+use super::driver::Shared;
+use crate::error::{ActivityFailure, WorkflowError};
+use crate::payload::{from_payload, to_payload};
+use futures::Stream;
+use martix_proto::v1 as pb;
+use pb::command::Attributes as C;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+/// What a workflow knows about its own run.
+#[derive(Clone, Debug)]
+pub struct WorkflowInfo {
+    /// The namespace of the run.
+    pub namespace: String,
+    /// The business key (`order-1042`).
+    pub workflow_id: String,
+    /// This run.
+    pub run_id: String,
+    /// The registered type name.
+    pub workflow_type: String,
+    /// The queue its tasks go to.
+    pub task_queue: String,
+}
+
+/// Options of one activity call. Unset timeouts take the engine's defaults; unset retry
+/// policy fields take the engine's defaults (1 s doubling to 100 s, unlimited attempts).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ActivityOptions {
+    /// Run it on another queue than the workflow's.
+    pub task_queue: Option<String>,
+    /// Longest time one attempt may take.
+    pub start_to_close_timeout: Option<Duration>,
+    /// Longest time all attempts together may take.
+    pub schedule_to_close_timeout: Option<Duration>,
+    /// Longest time the activity may wait for a worker.
+    pub schedule_to_start_timeout: Option<Duration>,
+    /// Longest gap between heartbeats.
+    pub heartbeat_timeout: Option<Duration>,
+    /// How failed attempts are retried.
+    pub retry_policy: Option<pb::RetryPolicy>,
+}
+
+impl ActivityOptions {
+    /// Options with a start-to-close timeout, the one most activities need.
+    pub fn new(start_to_close_timeout: Duration) -> Self {
+        Self {
+            start_to_close_timeout: Some(start_to_close_timeout),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the retry policy.
+    pub fn retry_policy(mut self, policy: pb::RetryPolicy) -> Self {
+        self.retry_policy = Some(policy);
+        self
+    }
+
+    /// Allows at most `n` attempts.
+    pub fn maximum_attempts(mut self, n: i32) -> Self {
+        self.retry_policy
+            .get_or_insert_with(Default::default)
+            .maximum_attempts = n;
+        self
+    }
+
+    /// Sets the first retry interval.
+    pub fn initial_interval(mut self, d: Duration) -> Self {
+        self.retry_policy
+            .get_or_insert_with(Default::default)
+            .initial_interval = Some(dur(d));
+        self
+    }
+
+    /// Failures of these types are not retried.
+    pub fn non_retryable(mut self, types: &[&str]) -> Self {
+        self.retry_policy
+            .get_or_insert_with(Default::default)
+            .non_retryable_error_types
+            .extend(types.iter().map(|t| (*t).to_owned()));
+        self
+    }
+
+    /// Runs the activity on `queue`.
+    pub fn task_queue(mut self, queue: impl Into<String>) -> Self {
+        self.task_queue = Some(queue.into());
+        self
+    }
+
+    /// Sets the heartbeat timeout.
+    pub fn heartbeat_timeout(mut self, d: Duration) -> Self {
+        self.heartbeat_timeout = Some(d);
+        self
+    }
+}
+
+pub(crate) fn dur(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// The workflow's handle on its run: activities, timers, signals, time, randomness,
+/// cancellation and versioning, all deterministic on replay. Cheap to clone.
+#[derive(Clone)]
+pub struct WorkflowContext {
+    pub(crate) shared: Arc<Mutex<Shared>>,
+    info: Arc<WorkflowInfo>,
+}
+
+impl WorkflowContext {
+    pub(crate) fn new(shared: Arc<Mutex<Shared>>, info: WorkflowInfo) -> Self {
+        Self {
+            shared,
+            info: Arc::new(info),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This run's ids and names.
+    pub fn info(&self) -> &WorkflowInfo {
+        &self.info
+    }
+
+    /// Runs activity `activity_type` with `input` and waits for its final outcome (after the
+    /// engine's retries). The input is JSON-encoded; the output decoded from JSON.
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{WorkflowContext, WorkflowError, ActivityOptions};
+    /// # use std::time::Duration;
+    /// async fn order(ctx: WorkflowContext, sku: String) -> Result<String, WorkflowError> {
+    ///     let reservation: String = ctx
+    ///         .activity("reserve_inventory", &sku, ActivityOptions::new(Duration::from_secs(10)))
+    ///         .await?;
+    ///     Ok(reservation)
+    /// }
+    /// ```
+    pub fn activity<I: Serialize, O: DeserializeOwned>(
+        &self,
+        activity_type: &str,
+        input: &I,
+        options: ActivityOptions,
+    ) -> ActivityFuture<O> {
+        let input = to_payload(input).ok();
+        ActivityFuture {
+            shared: self.shared.clone(),
+            activity_type: activity_type.to_owned(),
+            input,
+            options,
+            id: None,
+            done: false,
+            _out: PhantomData,
+        }
+    }
+
+    /// A durable timer: resolves after `duration`, even across crashes and restarts.
+    pub fn sleep(&self, duration: Duration) -> TimerFuture {
+        TimerFuture {
+            shared: self.shared.clone(),
+            duration,
+            id: None,
+            done: false,
+        }
+    }
+
+    /// The signals named `name`, in the order they arrived, including those that arrived
+    /// before this call.
+    pub fn signal<T: DeserializeOwned>(&self, name: &str) -> SignalStream<T> {
+        SignalStream {
+            shared: self.shared.clone(),
+            name: name.to_owned(),
+            _t: PhantomData,
+        }
+    }
+
+    /// The current time of the workflow: when its current workflow task was scheduled. The
+    /// same on every replay.
+    pub fn now(&self) -> SystemTime {
+        let ms = self.state().now_ms;
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+    }
+
+    /// A random number, the same on every replay.
+    pub fn random(&self) -> u64 {
+        self.state().next_random()
+    }
+
+    /// A random UUID, the same on every replay.
+    pub fn uuid(&self) -> uuid::Uuid {
+        let mut s = self.state();
+        let hi = s.next_random();
+        let lo = s.next_random();
+        uuid::Builder::from_random_bytes(((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes())
+            .into_uuid()
+    }
+
+    /// Runs `f` once, records its result in history, and returns the recorded result on
+    /// every replay. For reading something non-deterministic (a config value, the clock).
+    pub fn side_effect<T: Serialize + DeserializeOwned>(&self, f: impl FnOnce() -> T) -> T {
+        let mut s = self.state();
+        let seq = s.next_seq();
+        if let Some(recorded) = s.recorded_side_effect(seq) {
+            if let Ok(v) = from_payload(Some(&recorded)) {
+                s.push_marker_command(crate::workflow::driver::SIDE_EFFECT_MARKER, seq, recorded);
+                return v;
+            }
+        }
+        drop(s);
+        let value = f();
+        let payload = to_payload(&value).unwrap_or_default();
+        self.state()
+            .push_marker_command(crate::workflow::driver::SIDE_EFFECT_MARKER, seq, payload);
+        value
+    }
+
+    /// Whether the code after a change identified by `change_id` should run. New runs (and
+    /// runs that reached this point after the change shipped) get `true`; runs that passed
+    /// this point under the old code replay with `false`, so they stay deterministic.
+    pub fn patched(&self, change_id: &str) -> bool {
+        self.state().patched(change_id)
+    }
+
+    /// Whether cancellation of the run was asked for.
+    pub fn is_cancel_requested(&self) -> bool {
+        self.state().cancel_requested
+    }
+
+    /// Resolves when cancellation of the run is asked for.
+    pub fn cancelled(&self) -> CancelledFuture {
+        CancelledFuture {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Ends this run and starts a new one of the same workflow with `input`; return it:
+    /// `return Err(ctx.continue_as_new(&next))`.
+    pub fn continue_as_new<I: Serialize>(&self, input: &I) -> WorkflowError {
+        match to_payload(input) {
+            Ok(p) => {
+                WorkflowError::ContinueAsNew(Box::new(pb::ContinueAsNewWorkflowExecutionCommand {
+                    input: Some(p),
+                    ..Default::default()
+                }))
+            }
+            Err(e) => WorkflowError::Payload(e),
+        }
+    }
+}
+
+/// An activity in flight. Dropping it before it resolves asks the engine to cancel it.
+#[must_use = "an activity runs only when awaited"]
+pub struct ActivityFuture<O> {
+    shared: Arc<Mutex<Shared>>,
+    activity_type: String,
+    input: Option<pb::Payload>,
+    options: ActivityOptions,
+    id: Option<String>,
+    done: bool,
+    _out: PhantomData<fn() -> O>,
+}
+
+impl<O> Unpin for ActivityFuture<O> {}
+
+impl<O> ActivityFuture<O> {
+    /// Replaces the input with an already encoded payload.
+    pub(crate) fn with_payload(mut self, input: Option<pb::Payload>) -> Self {
+        self.input = input;
+        self
+    }
+}
+
+impl<O: DeserializeOwned> Future for ActivityFuture<O> {
+    type Output = Result<O, ActivityFailure>;
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let mut s = this.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let id = match &this.id {
+            Some(id) => id.clone(),
+            None => {
+                let id = s.next_seq().to_string();
+                let o = &this.options;
+                s.push_command(C::ScheduleActivity(pb::ScheduleActivityTaskCommand {
+                    activity_id: id.clone(),
+                    activity_type: this.activity_type.clone(),
+                    task_queue: o.task_queue.clone().unwrap_or_default(),
+                    input: this.input.take(),
+                    schedule_to_close_timeout: o.schedule_to_close_timeout.map(dur),
+                    schedule_to_start_timeout: o.schedule_to_start_timeout.map(dur),
+                    start_to_close_timeout: o.start_to_close_timeout.map(dur),
+                    heartbeat_timeout: o.heartbeat_timeout.map(dur),
+                    retry_policy: o.retry_policy.clone(),
+                }));
+                s.activities.insert(id.clone(), None);
+                this.id = Some(id.clone());
+                id
+            }
+        };
+        match s.activities.get(&id).cloned().flatten() {
+            None => Poll::Pending,
+            Some(outcome) => {
+                s.activities.remove(&id);
+                this.done = true;
+                Poll::Ready(match outcome {
+                    Ok(p) => from_payload(p.as_ref()).map_err(|e| ActivityFailure {
+                        failure: pb::Failure {
+                            message: format!("cannot decode the activity's result: {e}"),
+                            r#type: "BadPayload".into(),
+                            ..Default::default()
+                        },
+                    }),
+                    Err(failure) => Err(ActivityFailure { failure }),
+                })
+            }
+        }
+    }
+}
+
+impl<O> Drop for ActivityFuture<O> {
+    fn drop(&mut self) {
+        if let (Some(id), false) = (&self.id, self.done) {
+            let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            if s.activities.remove(id).is_some() {
+                s.push_command(C::RequestCancelActivity(
+                    pb::RequestCancelActivityTaskCommand {
+                        activity_id: id.clone(),
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// A durable timer. Dropping it before it fires cancels it.
+#[must_use = "a timer runs only when awaited"]
+pub struct TimerFuture {
+    shared: Arc<Mutex<Shared>>,
+    duration: Duration,
+    id: Option<String>,
+    done: bool,
+}
+
+impl Future for TimerFuture {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let mut s = this.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let id = match &this.id {
+            Some(id) => id.clone(),
+            None => {
+                let id = s.next_seq().to_string();
+                s.push_command(C::StartTimer(pb::StartTimerCommand {
+                    timer_id: id.clone(),
+                    start_to_fire_timeout: Some(dur(this.duration.max(Duration::from_millis(1)))),
+                }));
+                s.timers.insert(id.clone(), false);
+                this.id = Some(id.clone());
+                id
+            }
+        };
+        if s.timers.get(&id).copied().unwrap_or(false) {
+            s.timers.remove(&id);
+            this.done = true;
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for TimerFuture {
+    fn drop(&mut self) {
+        if let (Some(id), false) = (&self.id, self.done) {
+            let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            if s.timers.remove(id).is_some() {
+                s.push_command(C::CancelTimer(pb::CancelTimerCommand {
+                    timer_id: id.clone(),
+                }));
+            }
+        }
+    }
+}
+
+/// The signals of one name, as a stream that never ends.
+pub struct SignalStream<T> {
+    shared: Arc<Mutex<Shared>>,
+    name: String,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Unpin for SignalStream<T> {}
+
+impl<T: DeserializeOwned> Stream for SignalStream<T> {
+    type Item = Result<T, serde_json::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        match s.signals.get_mut(&self.name).and_then(|q| q.pop_front()) {
+            Some(p) => Poll::Ready(Some(from_payload(p.as_ref()))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Resolves when cancellation is asked for.
+pub struct CancelledFuture {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Future for CancelledFuture {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cancel_requested
+        {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}

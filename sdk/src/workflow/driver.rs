@@ -1,0 +1,477 @@
+//! The replay driver of one run: feeds history into the workflow, runs it until it blocks,
+//! collects its commands, and checks on replay that it issues the commands history recorded.
+//!
+//! An *activation* is one run of the workflow code: the inputs that arrived since the last
+//! one (activity results, timers, signals, cancellation) are applied, then the workflow future
+//! is polled once. Our leaf futures resolve from state alone, so one poll runs the workflow
+//! until every branch waits on something not yet in history. In history, an activation ends
+//! at WorkflowTaskCompleted and its commands are the command events that follow it.
+
+use super::{WorkflowContext, WorkflowFn, WorkflowInfo};
+use crate::error::WorkflowError;
+use crate::payload::{from_payload, to_payload};
+use futures::future::BoxFuture;
+use martix_proto::v1 as pb;
+use pb::command::Attributes as C;
+use pb::history_event::Attributes as A;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+pub(crate) const SIDE_EFFECT_MARKER: &str = "side_effect";
+pub(crate) const PATCH_MARKER: &str = "patch";
+
+/// The workflow's replayed code issued other commands than its history holds.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("non-determinism: {0}")]
+pub struct Nondeterminism(pub String);
+
+/// Why a workflow task could not produce commands.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ActivationError {
+    #[error(transparent)]
+    Nondeterminism(#[from] Nondeterminism),
+    #[error("workflow code panicked: {0}")]
+    Panic(String),
+    #[error("history is not contiguous: expected event {expected}, got {got}")]
+    Gap { expected: i64, got: i64 },
+}
+
+/// State shared between the driver and the workflow's context and futures.
+pub(crate) struct Shared {
+    seq: u64,
+    commands: Vec<pb::Command>,
+    accepting: bool,
+    /// Activities in flight by id: `None` pending, `Some` resolved.
+    pub(crate) activities: HashMap<String, Option<Result<Option<pb::Payload>, pb::Failure>>>,
+    /// Timers by id: fired or not.
+    pub(crate) timers: HashMap<String, bool>,
+    pub(crate) signals: HashMap<String, VecDeque<Option<pb::Payload>>>,
+    pub(crate) cancel_requested: bool,
+    pub(crate) now_ms: i64,
+    rng: u64,
+    replaying: bool,
+    side_effects: HashMap<u64, pb::Payload>,
+    patches_in_history: HashSet<String>,
+    patches_sent: HashSet<String>,
+}
+
+impl Shared {
+    fn new(seed: u64) -> Self {
+        Self {
+            seq: 0,
+            commands: Vec::new(),
+            accepting: true,
+            activities: HashMap::new(),
+            timers: HashMap::new(),
+            signals: HashMap::new(),
+            cancel_requested: false,
+            now_ms: 0,
+            rng: seed,
+            replaying: false,
+            side_effects: HashMap::new(),
+            patches_in_history: HashSet::new(),
+            patches_sent: HashSet::new(),
+        }
+    }
+
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    pub(crate) fn push_command(&mut self, c: C) {
+        if self.accepting {
+            self.commands.push(pb::Command {
+                attributes: Some(c),
+            });
+        }
+    }
+
+    pub(crate) fn push_marker_command(&mut self, name: &str, seq: u64, value: pb::Payload) {
+        let mut details = HashMap::new();
+        details.insert("seq".to_owned(), to_payload(&seq).unwrap_or_default());
+        details.insert("value".to_owned(), value);
+        self.push_command(C::RecordMarker(pb::RecordMarkerCommand {
+            marker_name: name.to_owned(),
+            details,
+        }));
+    }
+
+    pub(crate) fn recorded_side_effect(&self, seq: u64) -> Option<pb::Payload> {
+        self.side_effects.get(&seq).cloned()
+    }
+
+    pub(crate) fn patched(&mut self, change_id: &str) -> bool {
+        let yes = !self.replaying || self.patches_in_history.contains(change_id);
+        if yes && self.patches_sent.insert(change_id.to_owned()) {
+            let mut details = HashMap::new();
+            details.insert("id".to_owned(), to_payload(change_id).unwrap_or_default());
+            self.push_command(C::RecordMarker(pb::RecordMarkerCommand {
+                marker_name: PATCH_MARKER.to_owned(),
+                details,
+            }));
+        }
+        yes
+    }
+
+    /// SplitMix64: small, stable across versions, good enough for workflow randomness.
+    pub(crate) fn next_random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn seed_of(run_id: &str) -> u64 {
+    // FNV-1a: a fixed function of the run id, so every replay draws the same numbers.
+    run_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn command_key(c: &pb::Command) -> String {
+    match &c.attributes {
+        Some(C::ScheduleActivity(a)) => {
+            format!(
+                "ScheduleActivity(id={}, type={})",
+                a.activity_id, a.activity_type
+            )
+        }
+        Some(C::RequestCancelActivity(a)) => format!("RequestCancelActivity(id={})", a.activity_id),
+        Some(C::StartTimer(a)) => format!("StartTimer(id={})", a.timer_id),
+        Some(C::CancelTimer(a)) => format!("CancelTimer(id={})", a.timer_id),
+        Some(C::RecordMarker(a)) => format!("RecordMarker({})", a.marker_name),
+        Some(C::CompleteWorkflow(_)) => "CompleteWorkflow".into(),
+        Some(C::FailWorkflow(_)) => "FailWorkflow".into(),
+        Some(C::CancelWorkflow(_)) => "CancelWorkflow".into(),
+        Some(C::ContinueAsNew(_)) => "ContinueAsNew".into(),
+        None => "empty command".into(),
+    }
+}
+
+/// The driver of one run. Lives in the worker's cache between workflow tasks.
+pub(crate) struct RunDriver {
+    shared: Arc<Mutex<Shared>>,
+    info: WorkflowInfo,
+    workflow: WorkflowFn,
+    future: Option<BoxFuture<'static, Result<pb::Payload, WorkflowError>>>,
+    input: Option<pb::Payload>,
+    /// The last event applied.
+    pub(crate) processed: i64,
+    expected: VecDeque<pb::Command>,
+    pending: Vec<pb::HistoryEvent>,
+    sent_live: Option<Vec<pb::Command>>,
+    pub(crate) finished: bool,
+    activity_ids: HashMap<i64, String>,
+    last_time: i64,
+}
+
+impl RunDriver {
+    pub(crate) fn new(workflow: WorkflowFn, info: WorkflowInfo) -> Self {
+        Self {
+            shared: Arc::new(Mutex::new(Shared::new(seed_of(&info.run_id)))),
+            info,
+            workflow,
+            future: None,
+            input: None,
+            processed: 0,
+            expected: VecDeque::new(),
+            pending: Vec::new(),
+            sent_live: None,
+            finished: false,
+            activity_ids: HashMap::new(),
+            last_time: 0,
+        }
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies the events after the last one applied, replaying completed activations.
+    pub(crate) fn apply_history(
+        &mut self,
+        events: &[pb::HistoryEvent],
+    ) -> Result<(), ActivationError> {
+        let start = events.partition_point(|e| e.event_id <= self.processed);
+        let new = &events[start..];
+        if let Some(first) = new.first()
+            && first.event_id != self.processed + 1
+        {
+            return Err(ActivationError::Gap {
+                expected: self.processed + 1,
+                got: first.event_id,
+            });
+        }
+        self.prescan(new);
+        for ev in new {
+            self.apply(ev)?;
+        }
+        Ok(())
+    }
+
+    fn prescan(&mut self, events: &[pb::HistoryEvent]) {
+        let mut s = self.shared();
+        for ev in events {
+            if let Some(A::MarkerRecorded(m)) = &ev.attributes {
+                match m.marker_name.as_str() {
+                    SIDE_EFFECT_MARKER => {
+                        let seq: Option<u64> = from_payload(m.details.get("seq")).ok();
+                        if let (Some(seq), Some(v)) = (seq, m.details.get("value")) {
+                            s.side_effects.insert(seq, v.clone());
+                        }
+                    }
+                    PATCH_MARKER => {
+                        if let Ok(id) = from_payload::<String>(m.details.get("id")) {
+                            s.patches_in_history.insert(id);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn time_of(ev: &pb::HistoryEvent) -> i64 {
+        ev.event_time
+            .as_ref()
+            .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+    }
+
+    fn apply(&mut self, ev: &pb::HistoryEvent) -> Result<(), ActivationError> {
+        self.processed = ev.event_id;
+        let Some(attrs) = &ev.attributes else {
+            return Ok(());
+        };
+        let counts_for_time = !matches!(
+            attrs,
+            A::WorkflowTaskStarted(_) | A::WorkflowTaskCompleted(_)
+        ) && !matches!(attrs, A::WorkflowTaskScheduled(s) if s.attempt > 1);
+        if counts_for_time {
+            self.last_time = Self::time_of(ev);
+        }
+        match attrs {
+            A::WorkflowExecutionStarted(s) => self.input = s.input.clone(),
+            A::WorkflowTaskCompleted(_) => match self.sent_live.take() {
+                Some(sent) => self.expected.extend(sent),
+                None => {
+                    self.check_all_matched()?;
+                    let commands = self.activate(true)?;
+                    self.expected.extend(commands);
+                }
+            },
+            A::WorkflowTaskFailed(_) => self.sent_live = None,
+            A::ActivityTaskScheduled(a) => {
+                self.activity_ids.insert(ev.event_id, a.activity_id.clone());
+                self.match_command(
+                    ev,
+                    format!(
+                        "ScheduleActivity(id={}, type={})",
+                        a.activity_id, a.activity_type
+                    ),
+                )?;
+            }
+            A::ActivityTaskCancelRequested(a) => {
+                let id = self
+                    .activity_ids
+                    .get(&a.scheduled_event_id)
+                    .cloned()
+                    .unwrap_or_default();
+                self.match_command(ev, format!("RequestCancelActivity(id={id})"))?;
+            }
+            A::TimerStarted(a) => {
+                self.match_command(ev, format!("StartTimer(id={})", a.timer_id))?
+            }
+            A::TimerCanceled(a) => {
+                self.match_command(ev, format!("CancelTimer(id={})", a.timer_id))?
+            }
+            A::MarkerRecorded(a) => {
+                self.match_command(ev, format!("RecordMarker({})", a.marker_name))?
+            }
+            A::WorkflowExecutionCompleted(_) => {
+                self.match_command(ev, "CompleteWorkflow".into())?;
+                self.finished = true;
+            }
+            A::WorkflowExecutionFailed(_) => {
+                self.match_command(ev, "FailWorkflow".into())?;
+                self.finished = true;
+            }
+            A::WorkflowExecutionCanceled(_) => {
+                self.match_command(ev, "CancelWorkflow".into())?;
+                self.finished = true;
+            }
+            A::WorkflowExecutionContinuedAsNew(_) => {
+                self.match_command(ev, "ContinueAsNew".into())?;
+                self.finished = true;
+            }
+            A::WorkflowExecutionTerminated(_) | A::WorkflowExecutionTimedOut(_) => {
+                self.finished = true;
+            }
+            A::ActivityTaskCompleted(_)
+            | A::ActivityTaskFailed(_)
+            | A::ActivityTaskTimedOut(_)
+            | A::TimerFired(_)
+            | A::WorkflowExecutionSignaled(_)
+            | A::WorkflowExecutionCancelRequested(_) => self.pending.push(ev.clone()),
+            A::WorkflowTaskScheduled(_)
+            | A::WorkflowTaskStarted(_)
+            | A::ActivityTaskStarted(_)
+            | A::ActivityTaskCanceled(_) => {}
+        }
+        Ok(())
+    }
+
+    fn match_command(
+        &mut self,
+        ev: &pb::HistoryEvent,
+        recorded: String,
+    ) -> Result<(), Nondeterminism> {
+        match self.expected.pop_front() {
+            Some(cmd) if command_key(&cmd) == recorded => Ok(()),
+            Some(cmd) => Err(Nondeterminism(format!(
+                "history event {} is {recorded}, but the workflow issued {}; the code changed \
+                 incompatibly (put the change behind ctx.patched(...))",
+                ev.event_id,
+                command_key(&cmd)
+            ))),
+            None => Err(Nondeterminism(format!(
+                "history event {} is {recorded}, but the workflow no longer issues it; the code \
+                 changed incompatibly (put the change behind ctx.patched(...))",
+                ev.event_id
+            ))),
+        }
+    }
+
+    fn check_all_matched(&self) -> Result<(), Nondeterminism> {
+        match self.expected.front() {
+            None => Ok(()),
+            Some(cmd) => Err(Nondeterminism(format!(
+                "the workflow issued {} after event {}, which history does not hold; the code \
+                 changed incompatibly (put the change behind ctx.patched(...))",
+                command_key(cmd),
+                self.processed
+            ))),
+        }
+    }
+
+    /// Runs the live activation (the current workflow task) and returns its commands.
+    pub(crate) fn activate_live(&mut self) -> Result<Vec<pb::Command>, ActivationError> {
+        self.check_all_matched()?;
+        if self.finished {
+            return Ok(Vec::new());
+        }
+        let commands = self.activate(false)?;
+        self.sent_live = Some(commands.clone());
+        Ok(commands)
+    }
+
+    /// The replayer's last check: every command of the last activation was recorded.
+    pub(crate) fn finish_replay(&self) -> Result<(), Nondeterminism> {
+        self.check_all_matched()
+    }
+
+    fn activate(&mut self, replaying: bool) -> Result<Vec<pb::Command>, ActivationError> {
+        let pending = std::mem::take(&mut self.pending);
+        {
+            let mut s = self.shared();
+            s.replaying = replaying;
+            s.now_ms = self.last_time;
+            s.commands.clear();
+            for ev in pending {
+                match ev.attributes {
+                    Some(A::ActivityTaskCompleted(a)) => {
+                        if let Some(id) = self.activity_ids.get(&a.scheduled_event_id)
+                            && let Some(slot) = s.activities.get_mut(id)
+                        {
+                            *slot = Some(Ok(a.result));
+                        }
+                    }
+                    Some(A::ActivityTaskFailed(a)) => {
+                        if let Some(id) = self.activity_ids.get(&a.scheduled_event_id)
+                            && let Some(slot) = s.activities.get_mut(id)
+                        {
+                            *slot = Some(Err(a.failure.unwrap_or_default()));
+                        }
+                    }
+                    Some(A::ActivityTaskTimedOut(a)) => {
+                        if let Some(id) = self.activity_ids.get(&a.scheduled_event_id)
+                            && let Some(slot) = s.activities.get_mut(id)
+                        {
+                            *slot = Some(Err(a.failure.unwrap_or(pb::Failure {
+                                message: "activity timed out".into(),
+                                r#type: "TimedOut".into(),
+                                ..Default::default()
+                            })));
+                        }
+                    }
+                    Some(A::TimerFired(t)) => {
+                        if let Some(fired) = s.timers.get_mut(&t.timer_id) {
+                            *fired = true;
+                        }
+                    }
+                    Some(A::WorkflowExecutionSignaled(sig)) => {
+                        s.signals
+                            .entry(sig.signal_name)
+                            .or_default()
+                            .push_back(sig.input);
+                    }
+                    Some(A::WorkflowExecutionCancelRequested(_)) => s.cancel_requested = true,
+                    _ => {}
+                }
+            }
+        }
+        if self.future.is_none() {
+            let ctx = WorkflowContext::new(self.shared.clone(), self.info.clone());
+            self.future = Some((self.workflow)(ctx, self.input.clone()));
+        }
+        let fut = self.future.as_mut().expect("created above");
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+        let polled = match polled {
+            Ok(p) => p,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                return Err(ActivationError::Panic(msg));
+            }
+        };
+        if let Poll::Ready(outcome) = polled {
+            self.future = None;
+            let close = match outcome {
+                Ok(result) => C::CompleteWorkflow(pb::CompleteWorkflowExecutionCommand {
+                    result: Some(result),
+                }),
+                Err(WorkflowError::ContinueAsNew(c)) => C::ContinueAsNew(*c),
+                Err(WorkflowError::Canceled) => {
+                    C::CancelWorkflow(pb::CancelWorkflowExecutionCommand { details: None })
+                }
+                Err(e) => C::FailWorkflow(pb::FailWorkflowExecutionCommand {
+                    failure: Some(e.to_failure()),
+                }),
+            };
+            let mut s = self.shared();
+            s.push_command(close);
+            s.accepting = false;
+        }
+        Ok(std::mem::take(&mut self.shared().commands))
+    }
+}
+
+impl Drop for RunDriver {
+    fn drop(&mut self) {
+        // Futures dropped with an evicted run must not issue cancel commands.
+        self.shared().accepting = false;
+        self.future = None;
+    }
+}
+
+#[cfg(test)]
+mod tests;

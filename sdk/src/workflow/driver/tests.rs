@@ -1,0 +1,494 @@
+//! The driver against canned histories, live and replayed, without an engine.
+
+use super::*;
+use crate::error::WorkflowError;
+use crate::workflow::{ActivityOptions, WorkflowContext, erase};
+use futures::{FutureExt, StreamExt};
+use std::time::Duration;
+
+/// A minimal stand-in for the engine's bookkeeping: turns commands into the events the
+/// engine would record.
+#[derive(Default)]
+struct Hist {
+    events: Vec<pb::HistoryEvent>,
+    activity_sched: HashMap<String, i64>,
+    time: i64,
+}
+
+impl Hist {
+    fn push(&mut self, a: A) -> i64 {
+        let id = self.events.len() as i64 + 1;
+        self.time += 1000;
+        self.events.push(pb::HistoryEvent {
+            event_id: id,
+            event_time: Some(prost_types::Timestamp {
+                seconds: self.time / 1000,
+                nanos: 0,
+            }),
+            attributes: Some(a),
+        });
+        id
+    }
+
+    fn start(input: &str) -> Self {
+        let mut h = Self::default();
+        h.push(A::WorkflowExecutionStarted(
+            pb::WorkflowExecutionStartedAttributes {
+                workflow_type: "t".into(),
+                // "" stands for no input (JSON null), for workflows that take `()`.
+                input: Some(if input.is_empty() {
+                    to_payload(&()).unwrap()
+                } else {
+                    to_payload(&input).unwrap()
+                }),
+                ..Default::default()
+            },
+        ));
+        h.wft();
+        h
+    }
+
+    fn wft(&mut self) {
+        self.push(A::WorkflowTaskScheduled(
+            pb::WorkflowTaskScheduledAttributes {
+                attempt: 1,
+                ..Default::default()
+            },
+        ));
+    }
+
+    fn record(&mut self, commands: &[pb::Command]) {
+        self.push(A::WorkflowTaskStarted(Default::default()));
+        self.push(A::WorkflowTaskCompleted(Default::default()));
+        for c in commands {
+            match c.attributes.clone().unwrap() {
+                C::ScheduleActivity(s) => {
+                    let id = self.push(A::ActivityTaskScheduled(
+                        pb::ActivityTaskScheduledAttributes {
+                            activity_id: s.activity_id.clone(),
+                            activity_type: s.activity_type,
+                            ..Default::default()
+                        },
+                    ));
+                    self.activity_sched.insert(s.activity_id, id);
+                }
+                C::RequestCancelActivity(r) => {
+                    let sched = self.activity_sched[&r.activity_id];
+                    self.push(A::ActivityTaskCancelRequested(
+                        pb::ActivityTaskCancelRequestedAttributes {
+                            scheduled_event_id: sched,
+                            ..Default::default()
+                        },
+                    ));
+                    self.push(A::ActivityTaskCanceled(
+                        pb::ActivityTaskCanceledAttributes {
+                            scheduled_event_id: sched,
+                            details: None,
+                        },
+                    ));
+                }
+                C::StartTimer(t) => {
+                    self.push(A::TimerStarted(pb::TimerStartedAttributes {
+                        timer_id: t.timer_id,
+                        ..Default::default()
+                    }));
+                }
+                C::CancelTimer(t) => {
+                    self.push(A::TimerCanceled(pb::TimerCanceledAttributes {
+                        timer_id: t.timer_id,
+                        ..Default::default()
+                    }));
+                }
+                C::RecordMarker(m) => {
+                    self.push(A::MarkerRecorded(pb::MarkerRecordedAttributes {
+                        marker_name: m.marker_name,
+                        details: m.details,
+                        ..Default::default()
+                    }));
+                }
+                C::CompleteWorkflow(c) => {
+                    self.push(A::WorkflowExecutionCompleted(
+                        pb::WorkflowExecutionCompletedAttributes {
+                            result: c.result,
+                            ..Default::default()
+                        },
+                    ));
+                }
+                C::FailWorkflow(f) => {
+                    self.push(A::WorkflowExecutionFailed(
+                        pb::WorkflowExecutionFailedAttributes {
+                            failure: f.failure,
+                            ..Default::default()
+                        },
+                    ));
+                }
+                C::CancelWorkflow(_) => {
+                    self.push(A::WorkflowExecutionCanceled(Default::default()));
+                }
+                C::ContinueAsNew(_) => {
+                    self.push(A::WorkflowExecutionContinuedAsNew(Default::default()));
+                }
+            }
+        }
+    }
+
+    fn activity_done(&mut self, id: &str, result: &str) {
+        let sched = self.activity_sched[id];
+        self.push(A::ActivityTaskStarted(pb::ActivityTaskStartedAttributes {
+            scheduled_event_id: sched,
+            attempt: 1,
+            ..Default::default()
+        }));
+        self.push(A::ActivityTaskCompleted(
+            pb::ActivityTaskCompletedAttributes {
+                scheduled_event_id: sched,
+                result: Some(to_payload(&result).unwrap()),
+                ..Default::default()
+            },
+        ));
+    }
+
+    fn activity_failed(&mut self, id: &str, message: &str) {
+        let sched = self.activity_sched[id];
+        self.push(A::ActivityTaskFailed(pb::ActivityTaskFailedAttributes {
+            scheduled_event_id: sched,
+            failure: Some(pb::Failure {
+                message: message.into(),
+                r#type: "Declined".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+    }
+
+    fn timer_fired(&mut self, id: &str) {
+        self.push(A::TimerFired(pb::TimerFiredAttributes {
+            timer_id: id.into(),
+            started_event_id: 0,
+        }));
+    }
+
+    fn signal(&mut self, name: &str, value: &str) {
+        self.push(A::WorkflowExecutionSignaled(
+            pb::WorkflowExecutionSignaledAttributes {
+                signal_name: name.into(),
+                input: Some(to_payload(&value).unwrap()),
+                identity: String::new(),
+            },
+        ));
+    }
+}
+
+fn driver(f: WorkflowFn) -> RunDriver {
+    RunDriver::new(
+        f,
+        WorkflowInfo {
+            namespace: "default".into(),
+            workflow_id: "wf".into(),
+            run_id: "run-1".into(),
+            workflow_type: "t".into(),
+            task_queue: "q".into(),
+        },
+    )
+}
+
+/// Runs one workflow task live on a cached driver and records its commands.
+fn step(d: &mut RunDriver, h: &mut Hist) -> Vec<String> {
+    d.apply_history(&h.events).expect("apply");
+    let cmds = d.activate_live().expect("activate");
+    h.record(&cmds);
+    cmds.iter().map(command_key).collect()
+}
+
+/// Replays the whole history on a fresh driver: must match.
+fn replays(f: WorkflowFn, h: &Hist) -> Result<(), ActivationError> {
+    let mut d = driver(f);
+    d.apply_history(&h.events)?;
+    d.finish_replay()?;
+    Ok(())
+}
+
+fn opts() -> ActivityOptions {
+    ActivityOptions::new(Duration::from_secs(5))
+}
+
+async fn sequential(ctx: WorkflowContext, input: String) -> Result<String, WorkflowError> {
+    let a: String = ctx.activity("a", &input, opts()).await?;
+    let b: String = ctx.activity("b", &a, opts()).await?;
+    Ok(format!("{a}+{b}"))
+}
+
+#[test]
+fn commands_come_in_program_order_and_replay_matches() {
+    let f = erase(sequential);
+    let mut d = driver(f.clone());
+    let mut h = Hist::start("x");
+    assert_eq!(step(&mut d, &mut h), ["ScheduleActivity(id=1, type=a)"]);
+    h.activity_done("1", "A");
+    h.wft();
+    assert_eq!(step(&mut d, &mut h), ["ScheduleActivity(id=2, type=b)"]);
+    h.activity_done("2", "B");
+    h.wft();
+    assert_eq!(step(&mut d, &mut h), ["CompleteWorkflow"]);
+    d.apply_history(&h.events).unwrap();
+    assert!(d.finished);
+    replays(f, &h).expect("a replay of the same code is deterministic");
+    let result = h.events.iter().find_map(|e| match &e.attributes {
+        Some(A::WorkflowExecutionCompleted(c)) => c.result.clone(),
+        _ => None,
+    });
+    assert_eq!(from_payload::<String>(result.as_ref()).unwrap(), "A+B");
+}
+
+async fn parallel(ctx: WorkflowContext, _: ()) -> Result<Vec<String>, WorkflowError> {
+    let (a, b) = futures::join!(
+        ctx.activity::<_, String>("a", &1, opts()),
+        ctx.activity::<_, String>("b", &2, opts())
+    );
+    Ok(vec![a?, b?])
+}
+
+#[test]
+fn parallel_activities_are_scheduled_together_and_joined() {
+    let f = erase(parallel);
+    let mut d = driver(f.clone());
+    let mut h = Hist::start("");
+    assert_eq!(
+        step(&mut d, &mut h),
+        [
+            "ScheduleActivity(id=1, type=a)",
+            "ScheduleActivity(id=2, type=b)"
+        ]
+    );
+    // Results arrive in the other order, in separate tasks.
+    h.activity_done("2", "B");
+    h.wft();
+    assert!(step(&mut d, &mut h).is_empty(), "still waiting for a");
+    h.activity_done("1", "A");
+    h.wft();
+    assert_eq!(step(&mut d, &mut h), ["CompleteWorkflow"]);
+    replays(f, &h).unwrap();
+}
+
+async fn race(ctx: WorkflowContext, _: ()) -> Result<&'static str, WorkflowError> {
+    let act = ctx.activity::<_, String>("slow", &(), opts()).fuse();
+    let timer = ctx.sleep(Duration::from_secs(30)).fuse();
+    futures::pin_mut!(act, timer);
+    futures::select! {
+        _ = act => Ok("activity"),
+        () = timer => Ok("timer"),
+    }
+}
+
+#[test]
+fn a_timer_that_wins_a_race_cancels_the_activity() {
+    let f = erase(race);
+    let mut d = driver(f.clone());
+    let mut h = Hist::start("");
+    assert_eq!(
+        step(&mut d, &mut h),
+        ["ScheduleActivity(id=1, type=slow)", "StartTimer(id=2)"]
+    );
+    h.timer_fired("2");
+    h.wft();
+    assert_eq!(
+        step(&mut d, &mut h),
+        ["RequestCancelActivity(id=1)", "CompleteWorkflow"]
+    );
+    replays(f, &h).unwrap();
+}
+
+async fn approvals(ctx: WorkflowContext, _: ()) -> Result<Vec<String>, WorkflowError> {
+    let mut signals = ctx.signal::<String>("approve");
+    let first = signals.next().await.unwrap()?;
+    let second = signals.next().await.unwrap()?;
+    Ok(vec![first, second])
+}
+
+#[test]
+fn signals_sent_before_and_after_the_workflow_waits_are_delivered_in_order() {
+    let f = erase(approvals);
+    let mut d = driver(f.clone());
+    let mut h = Hist::start("");
+    h.signal("approve", "alice"); // arrives with the first task
+    assert!(step(&mut d, &mut h).is_empty());
+    h.signal("approve", "bob");
+    h.wft();
+    assert_eq!(step(&mut d, &mut h), ["CompleteWorkflow"]);
+    replays(f, &h).unwrap();
+    let result = h.events.iter().find_map(|e| match &e.attributes {
+        Some(A::WorkflowExecutionCompleted(c)) => c.result.clone(),
+        _ => None,
+    });
+    assert_eq!(
+        from_payload::<Vec<String>>(result.as_ref()).unwrap(),
+        ["alice", "bob"]
+    );
+}
+
+async fn cancellable(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+    let act = ctx.activity::<_, ()>("ship", &(), opts()).fuse();
+    let cancelled = ctx.cancelled().fuse();
+    futures::pin_mut!(act, cancelled);
+    futures::select! {
+        r = act => Ok(r?),
+        () = cancelled => Err(WorkflowError::Canceled),
+    }
+}
+
+#[test]
+fn a_cancellation_request_reaches_the_workflow_which_decides() {
+    let f = erase(cancellable);
+    let mut d = driver(f.clone());
+    let mut h = Hist::start("");
+    step(&mut d, &mut h);
+    h.push(A::WorkflowExecutionCancelRequested(Default::default()));
+    h.wft();
+    assert_eq!(
+        step(&mut d, &mut h),
+        ["RequestCancelActivity(id=1)", "CancelWorkflow"]
+    );
+    replays(f, &h).unwrap();
+}
+
+async fn declined(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+    ctx.activity::<_, ()>("charge", &(), opts()).await?;
+    Ok(())
+}
+
+#[test]
+fn an_activity_failure_fails_the_workflow_with_the_cause() {
+    let f = erase(declined);
+    let mut d = driver(f);
+    let mut h = Hist::start("");
+    step(&mut d, &mut h);
+    h.activity_failed("1", "card declined");
+    h.wft();
+    d.apply_history(&h.events).unwrap();
+    let cmds = d.activate_live().unwrap();
+    match &cmds[0].attributes {
+        Some(C::FailWorkflow(f)) => {
+            let f = f.failure.as_ref().unwrap();
+            assert_eq!(f.cause.as_ref().unwrap().message, "card declined");
+        }
+        other => panic!("expected FailWorkflow, got {other:?}"),
+    }
+}
+
+async fn changed(ctx: WorkflowContext, input: String) -> Result<String, WorkflowError> {
+    // Was `a` then `b`; now `c` first.
+    let a: String = ctx.activity("c", &input, opts()).await?;
+    Ok(a)
+}
+
+#[test]
+fn an_incompatible_change_is_reported_naming_the_event_and_the_command() {
+    let mut d = driver(erase(sequential));
+    let mut h = Hist::start("x");
+    step(&mut d, &mut h);
+    h.activity_done("1", "A");
+    h.wft();
+    step(&mut d, &mut h);
+    let err = replays(erase(changed), &h).unwrap_err().to_string();
+    assert!(err.contains("non-determinism"), "{err}");
+    assert!(err.contains("history event 5"), "names the event: {err}");
+    assert!(err.contains("ScheduleActivity(id=1, type=a)"), "{err}");
+    assert!(
+        err.contains("ScheduleActivity(id=1, type=c)"),
+        "names the command: {err}"
+    );
+}
+
+async fn patched_v2(ctx: WorkflowContext, input: String) -> Result<String, WorkflowError> {
+    let first: String = if ctx.patched("use-c") {
+        ctx.activity("c", &input, opts()).await?
+    } else {
+        ctx.activity("a", &input, opts()).await?
+    };
+    let b: String = ctx.activity("b", &first, opts()).await?;
+    Ok(format!("{first}+{b}"))
+}
+
+#[test]
+fn the_same_change_behind_patched_replays_old_runs_and_takes_the_new_path_in_new_ones() {
+    // An old run, recorded under the old code.
+    let mut d = driver(erase(sequential));
+    let mut h = Hist::start("x");
+    step(&mut d, &mut h);
+    h.activity_done("1", "A");
+    h.wft();
+    step(&mut d, &mut h);
+    replays(erase(patched_v2), &h).expect("the patched code replays the old run");
+
+    // A new run takes the new path and records the patch.
+    let mut d = driver(erase(patched_v2));
+    let mut h = Hist::start("x");
+    assert_eq!(
+        step(&mut d, &mut h),
+        ["RecordMarker(patch)", "ScheduleActivity(id=1, type=c)"]
+    );
+    h.activity_done("1", "C");
+    h.wft();
+    step(&mut d, &mut h);
+    replays(erase(patched_v2), &h).expect("and replays it");
+}
+
+async fn randomness(ctx: WorkflowContext, _: ()) -> Result<(u64, String, u64, i64), WorkflowError> {
+    let r = ctx.random();
+    let u = ctx.uuid().to_string();
+    let side = ctx.side_effect(|| std::process::id() as u64 + 1_000_000);
+    ctx.sleep(Duration::from_secs(1)).await;
+    let now = ctx
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    Ok((r, u, side, now))
+}
+
+#[test]
+fn time_randomness_and_side_effects_are_the_same_on_replay() {
+    let f = erase(randomness);
+    let mut d = driver(f.clone());
+    let mut h = Hist::start("");
+    assert_eq!(
+        step(&mut d, &mut h),
+        ["RecordMarker(side_effect)", "StartTimer(id=2)"]
+    );
+    h.timer_fired("2");
+    h.wft();
+    step(&mut d, &mut h);
+    let live = h.events.iter().find_map(|e| match &e.attributes {
+        Some(A::WorkflowExecutionCompleted(c)) => c.result.clone(),
+        _ => None,
+    });
+    replays(f.clone(), &h).unwrap();
+    // A fresh driver that replays up to the last task produces the same result.
+    let mut cut = Hist {
+        events: h.events[..h.events.len() - 3].to_vec(),
+        ..Default::default()
+    };
+    cut.time = h.time;
+    let mut d = driver(f);
+    d.apply_history(&cut.events).unwrap();
+    let cmds = d.activate_live().unwrap();
+    match &cmds[0].attributes {
+        Some(C::CompleteWorkflow(c)) => assert_eq!(c.result, live),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn panics(_ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+    panic!("bug in workflow code")
+}
+
+#[test]
+fn a_panic_in_workflow_code_fails_the_task_not_the_worker() {
+    let mut d = driver(erase(panics));
+    let h = Hist::start("");
+    d.apply_history(&h.events).unwrap();
+    match d.activate_live() {
+        Err(ActivationError::Panic(m)) => assert!(m.contains("bug in workflow code")),
+        other => panic!("{other:?}"),
+    }
+}

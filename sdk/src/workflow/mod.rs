@@ -1,0 +1,47 @@
+//! Workflows: plain async Rust, replayed deterministically from history.
+//!
+//! A workflow function takes a [`WorkflowContext`] and its input and returns its result. It may
+//! await activities, timers and signals, in sequence or together (`futures::join!`,
+//! `futures::select!`); everything it does that must survive a crash goes through the context,
+//! which turns it into commands for the engine and, on replay, matches them against history.
+
+pub(crate) mod context;
+mod driver;
+
+pub use context::{ActivityOptions, SignalStream, WorkflowContext, WorkflowInfo};
+pub use driver::Nondeterminism;
+pub(crate) use driver::{ActivationError, RunDriver};
+
+use crate::error::WorkflowError;
+use futures::future::BoxFuture;
+use martix_proto::v1 as pb;
+use std::sync::Arc;
+
+/// A workflow as the worker runs it: context and input in, result payload out.
+pub(crate) type WorkflowFn = Arc<
+    dyn Fn(
+            WorkflowContext,
+            Option<pb::Payload>,
+        ) -> BoxFuture<'static, Result<pb::Payload, WorkflowError>>
+        + Send
+        + Sync,
+>;
+
+/// Wraps a typed workflow function.
+pub(crate) fn erase<F, Fut, I, O>(f: F) -> WorkflowFn
+where
+    F: Fn(WorkflowContext, I) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<O, WorkflowError>> + Send + 'static,
+    I: serde::de::DeserializeOwned + Send + 'static,
+    O: serde::Serialize + Send + 'static,
+{
+    let f = Arc::new(f);
+    Arc::new(move |ctx, input| {
+        let f = f.clone();
+        Box::pin(async move {
+            let input: I = crate::payload::from_payload(input.as_ref())?;
+            let out = f(ctx, input).await?;
+            Ok(crate::payload::to_payload(&out)?)
+        })
+    })
+}
