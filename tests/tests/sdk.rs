@@ -1,0 +1,354 @@
+//! The SDK against the real engine over gRPC, on PostgreSQL and SQLite: workflows with
+//! activities, timers, signals, retries, continue-as-new; worker restarts; the replayer.
+
+use futures::StreamExt;
+use martix_engine::EngineConfig;
+use martix_sdk::{
+    ActivityContext, ActivityError, ActivityOptions, Client, Replayer, StartOptions, Worker,
+    WorkerOptions, WorkflowContext, WorkflowError,
+};
+use martix_tests::{Backend, TestEngine, on_both_backends, unique};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn config() -> EngineConfig {
+    let mut c = EngineConfig::default();
+    c.long_poll_timeout = Duration::from_secs(5);
+    c.recheck_interval = Duration::from_millis(200);
+    c.timer_poll_interval = Duration::from_millis(200);
+    c
+}
+
+fn opts() -> ActivityOptions {
+    ActivityOptions::new(Duration::from_secs(10)).initial_interval(Duration::from_millis(50))
+}
+
+/// A running worker; stopped (gracefully) when dropped or by `stop`.
+struct RunningWorker {
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<()>>,
+    stats: Arc<martix_sdk::WorkerStats>,
+}
+
+impl RunningWorker {
+    fn spawn(worker: Worker) -> Self {
+        let shutdown = CancellationToken::new();
+        let stats = worker.stats();
+        let handle = tokio::spawn(worker.run(shutdown.clone()));
+        Self {
+            shutdown,
+            handle: Some(handle),
+            stats,
+        }
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap();
+        }
+    }
+}
+
+impl Drop for RunningWorker {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn order(ctx: WorkflowContext, sku: String) -> Result<String, WorkflowError> {
+    let (a, b) = futures::join!(
+        ctx.activity::<_, String>("reserve", &sku, opts()),
+        ctx.activity::<_, u32>("price", &sku, opts())
+    );
+    let (a, b) = (a?, b?);
+    ctx.sleep(Duration::from_millis(300)).await;
+    let mut approvals = ctx.signal::<String>("approve");
+    let by = approvals.next().await.expect("signals never end")?;
+    Ok(format!("{a}/{b}/approved by {by}"))
+}
+
+async fn reserve(_ctx: ActivityContext, sku: String) -> Result<String, ActivityError> {
+    Ok(format!("reserved {sku}"))
+}
+
+async fn price(_ctx: ActivityContext, _sku: String) -> Result<u32, ActivityError> {
+    Ok(1299)
+}
+
+fn worker(engine: &TestEngine, queue: &str, cache: usize) -> Worker {
+    let mut w = Worker::new(
+        &engine.endpoint,
+        WorkerOptions::new(queue).max_cached_workflows(cache),
+    )
+    .unwrap();
+    w.register_workflow("order", order)
+        .register_activity("reserve", reserve)
+        .register_activity("price", price);
+    w
+}
+
+async fn activities_timers_and_signals(backend: Backend) {
+    let engine = TestEngine::start(backend, config()).await;
+    let q = unique("orders");
+    let running = RunningWorker::spawn(worker(&engine, &q, 100));
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let id = unique("order");
+    let run = client
+        .start_workflow(StartOptions::new("order", &id, &q), &"sku-1")
+        .await
+        .unwrap();
+    run.signal("approve", &"alice").await.unwrap();
+    let out: String = tokio::time::timeout(Duration::from_secs(30), run.result())
+        .await
+        .expect("the order completes")
+        .unwrap();
+    assert_eq!(out, "reserved sku-1/1299/approved by alice");
+    let stats = running.stats.clone();
+    running.stop().await;
+    assert!(
+        stats.cache_hits.load(Ordering::Relaxed) >= 1,
+        "later tasks hit the cache"
+    );
+}
+
+static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+
+async fn flaky(ctx: ActivityContext, _: ()) -> Result<i32, ActivityError> {
+    ATTEMPTS.fetch_add(1, Ordering::SeqCst);
+    if ctx.attempt() < 3 {
+        return Err(ActivityError::retryable("GatewayTimeout", "try again"));
+    }
+    Ok(ctx.attempt())
+}
+
+async fn declining(_ctx: ActivityContext, _: ()) -> Result<(), ActivityError> {
+    Err(ActivityError::non_retryable("Declined", "card declined"))
+}
+
+async fn retrying(ctx: WorkflowContext, _: ()) -> Result<i32, WorkflowError> {
+    let attempt: i32 = ctx.activity("flaky", &(), opts()).await?;
+    match ctx.activity::<_, ()>("declining", &(), opts()).await {
+        Err(f) if f.error_type() == "Declined" => Ok(attempt),
+        other => Err(WorkflowError::failed("Unexpected", format!("{other:?}"))),
+    }
+}
+
+async fn retries_reach_the_workflow_only_as_a_final_outcome(backend: Backend) {
+    let engine = TestEngine::start(backend, config()).await;
+    let q = unique("q");
+    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
+    w.register_workflow("retrying", retrying)
+        .register_activity("flaky", flaky)
+        .register_activity("declining", declining);
+    let _running = RunningWorker::spawn(w);
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let id = unique("retry");
+    let before = ATTEMPTS.load(Ordering::SeqCst);
+    let run = client
+        .start_workflow(StartOptions::new("retrying", &id, &q), &())
+        .await
+        .unwrap();
+    let attempt: i32 = tokio::time::timeout(Duration::from_secs(30), run.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempt, 3);
+    assert!(ATTEMPTS.load(Ordering::SeqCst) - before >= 3);
+    let history = run.history().await.unwrap();
+    use martix_sdk::proto::history_event::Attributes as A;
+    let failed = history
+        .iter()
+        .filter(|e| matches!(e.attributes, Some(A::ActivityTaskFailed(_))))
+        .count();
+    assert_eq!(failed, 1, "only the non-retryable failure is in history");
+}
+
+async fn countdown(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    if n == 0 {
+        return Ok(42);
+    }
+    ctx.sleep(Duration::from_millis(10)).await;
+    Err(ctx.continue_as_new(&(n - 1)))
+}
+
+async fn continue_as_new_runs_to_the_last_run(backend: Backend) {
+    let engine = TestEngine::start(backend, config()).await;
+    let q = unique("q");
+    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
+    w.register_workflow("countdown", countdown);
+    let _running = RunningWorker::spawn(w);
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let run = client
+        .start_workflow(StartOptions::new("countdown", unique("cd"), &q), &3u32)
+        .await
+        .unwrap();
+    let out: u32 = tokio::time::timeout(Duration::from_secs(30), run.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, 42);
+}
+
+/// How often step one ran, by workflow id (tests run in parallel).
+static STEP_ONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+async fn step_one(ctx: ActivityContext, _: ()) -> Result<(), ActivityError> {
+    STEP_ONE.lock().unwrap().push(ctx.workflow_id().to_owned());
+    Ok(())
+}
+
+async fn noop(_ctx: ActivityContext, _: ()) -> Result<(), ActivityError> {
+    Ok(())
+}
+
+async fn two_steps(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+    ctx.activity::<_, ()>("step_one", &(), opts()).await?;
+    ctx.sleep(Duration::from_millis(800)).await;
+    ctx.activity::<_, ()>("step_two", &(), opts()).await?;
+    Ok(())
+}
+
+async fn a_new_worker_resumes_without_rerunning_completed_steps(backend: Backend) {
+    let engine = TestEngine::start(backend, config()).await;
+    let q = unique("q");
+    let make = || {
+        let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
+        w.register_workflow("two_steps", two_steps)
+            .register_activity("step_one", step_one)
+            .register_activity("step_two", noop);
+        w
+    };
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let id = unique("resume");
+    let first = RunningWorker::spawn(make());
+    let run = client
+        .start_workflow(StartOptions::new("two_steps", &id, &q), &())
+        .await
+        .unwrap();
+    // Wait until step one is done and the workflow sleeps, then stop this worker.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let d = run.describe().await.unwrap();
+            if !d.pending_timers.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the workflow reaches its timer");
+    first.stop().await;
+    let _second = RunningWorker::spawn(make());
+    tokio::time::timeout(Duration::from_secs(30), run.result::<()>())
+        .await
+        .unwrap()
+        .unwrap();
+    let runs = STEP_ONE
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|w| **w == id)
+        .count();
+    assert_eq!(runs, 1, "step one ran once");
+}
+
+async fn sticky_runs_get_only_new_events_and_evicted_ones_still_complete(backend: Backend) {
+    let engine = TestEngine::start(backend, config()).await;
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    for cache in [100, 0] {
+        let q = unique("q");
+        let running = RunningWorker::spawn(worker(&engine, &q, cache));
+        let run = client
+            .start_workflow(StartOptions::new("order", unique("o"), &q), &"sku")
+            .await
+            .unwrap();
+        run.signal("approve", &"bob").await.unwrap();
+        let out: String = tokio::time::timeout(Duration::from_secs(30), run.result())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.ends_with("approved by bob"));
+        let history_len = run.history().await.unwrap().len() as u64;
+        let stats = running.stats.clone();
+        running.stop().await;
+        let received = stats.events_received.load(Ordering::Relaxed);
+        let hits = stats.cache_hits.load(Ordering::Relaxed);
+        let misses = stats.cache_misses.load(Ordering::Relaxed);
+        if cache > 0 {
+            assert_eq!(misses, 1, "only the first task replays");
+            assert!(hits >= 2);
+            assert!(
+                received < history_len,
+                "a cached run is sent only new events: received {received}, history {history_len}"
+            );
+        } else {
+            assert_eq!(hits, 0);
+            assert!(misses >= 3);
+            assert!(
+                received > history_len,
+                "every task carried the full history"
+            );
+        }
+    }
+}
+
+async fn changed_order(ctx: WorkflowContext, sku: String) -> Result<String, WorkflowError> {
+    // Changed incompatibly: checks stock before reserving.
+    let _: String = ctx.activity("check_stock", &sku, opts()).await?;
+    order(ctx, sku).await
+}
+
+async fn patched_order(ctx: WorkflowContext, sku: String) -> Result<String, WorkflowError> {
+    if ctx.patched("check-stock") {
+        let _: String = ctx.activity("check_stock", &sku, opts()).await?;
+    }
+    order(ctx, sku).await
+}
+
+async fn the_replayer_checks_changes_against_real_histories(backend: Backend) {
+    let engine = TestEngine::start(backend, config()).await;
+    let q = unique("q");
+    let _running = RunningWorker::spawn(worker(&engine, &q, 100));
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let run = client
+        .start_workflow(StartOptions::new("order", unique("o"), &q), &"sku")
+        .await
+        .unwrap();
+    run.signal("approve", &"carol").await.unwrap();
+    let _: String = tokio::time::timeout(Duration::from_secs(30), run.result())
+        .await
+        .unwrap()
+        .unwrap();
+    let history = run.history().await.unwrap();
+
+    let mut same = Replayer::new();
+    same.register_workflow("order", order);
+    same.replay(&history)
+        .expect("the code that made it replays it");
+
+    let mut changed = Replayer::new();
+    changed.register_workflow("order", changed_order);
+    let err = changed.replay(&history).unwrap_err().to_string();
+    assert!(
+        err.contains("non-determinism") && err.contains("check_stock"),
+        "{err}"
+    );
+
+    let mut patched = Replayer::new();
+    patched.register_workflow("order", patched_order);
+    patched
+        .replay(&history)
+        .expect("the change behind patched() is accepted");
+}
+
+on_both_backends!(
+    activities_timers_and_signals,
+    retries_reach_the_workflow_only_as_a_final_outcome,
+    continue_as_new_runs_to_the_last_run,
+    a_new_worker_resumes_without_rerunning_completed_steps,
+    sticky_runs_get_only_new_events_and_evicted_ones_still_complete,
+    the_replayer_checks_changes_against_real_histories,
+);
