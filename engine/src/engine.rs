@@ -34,6 +34,9 @@ pub struct EngineConfig {
     pub max_payload_bytes: usize,
     /// How often the timer loop looks for due timers committed elsewhere.
     pub timer_poll_interval: Duration,
+    /// How long a workflow task waits on a worker's sticky queue before any worker of the
+    /// run's queue may take it (with full history).
+    pub sticky_schedule_to_start_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -43,6 +46,7 @@ impl Default for EngineConfig {
             recheck_interval: Duration::from_secs(1),
             max_payload_bytes: 2 * 1024 * 1024,
             timer_poll_interval: Duration::from_secs(1),
+            sticky_schedule_to_start_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -802,11 +806,20 @@ impl Engine {
         loop {
             let epoch = self.matching.epoch(&key);
             let lease_id = Lease::new(0, 0).id;
-            if let Some(run) = self
+            let now = self.now();
+            let mut claimed = self
                 .store
-                .claim_workflow_task(ns.as_str(), queue.as_str(), &lease_id, self.now())
-                .await?
-            {
+                .claim_workflow_task(ns.as_str(), queue.as_str(), &lease_id, now)
+                .await?;
+            if claimed.is_none() {
+                let stale_before =
+                    now - self.config.sticky_schedule_to_start_timeout.as_millis() as i64;
+                claimed = self
+                    .store
+                    .claim_expired_sticky(ns.as_str(), queue.as_str(), &lease_id, now, stale_before)
+                    .await?;
+            }
+            if let Some(run) = claimed {
                 if let Some(resp) = self.workflow_task_response(run, &lease_id).await? {
                     return Ok(resp);
                 }
@@ -868,9 +881,15 @@ impl Engine {
         else {
             return Ok(None);
         };
+        // On a sticky queue the worker has the run cached: send only what it has not seen.
+        let from = if wft.queue != run.task_queue && run.state.sticky_from > 0 {
+            run.state.sticky_from
+        } else {
+            1
+        };
         let history = self
             .store
-            .history(run.run_id, 1, (run.next_event_id - 1) as usize)
+            .history(run.run_id, from, (run.next_event_id - from).max(0) as usize)
             .await?;
         let token = TaskToken {
             namespace: run.namespace.clone(),
@@ -917,11 +936,26 @@ impl Engine {
     ) -> Result<pb::RespondWorkflowTaskCompletedResponse, EngineError> {
         let (token, run_id) = self.decode_token(&req.task_token, TOKEN_KIND_WORKFLOW)?;
         let ident = identity(&req.identity)?;
+        if !req.sticky_queue.is_empty() {
+            TaskQueue::parse(&req.sticky_queue).map_err(|_| {
+                EngineError::invalid(
+                    "sticky_queue",
+                    "must be 1 to 255 bytes, no control characters",
+                )
+            })?;
+        }
         let size: usize = req.commands.iter().map(Message::encoded_len).sum();
         self.check_payload("commands", size)?;
         let rejected = self
             .update(run_id, |run, now| {
-                match history::complete_workflow_task(run, &token, &req.commands, ident, now)? {
+                match history::complete_workflow_task(
+                    run,
+                    &token,
+                    &req.commands,
+                    ident,
+                    &req.sticky_queue,
+                    now,
+                )? {
                     WftOutcome::Applied(c) => Ok((Some(c), None)),
                     WftOutcome::Rejected { commit, error } => Ok((Some(commit), Some(error))),
                 }

@@ -121,6 +121,9 @@ pub struct WorkerStats {
 /// Runs registered workflows and activities for one task queue.
 pub struct Worker {
     client: WorkerServiceClient<Channel>,
+    history: pb::workflow_service_client::WorkflowServiceClient<Channel>,
+    /// This worker's own queue for the runs it keeps cached (empty: no cache).
+    sticky_queue: String,
     options: WorkerOptions,
     workflows: HashMap<String, WorkflowFn>,
     activities: HashMap<String, ActivityFn>,
@@ -140,8 +143,19 @@ impl Worker {
 
     /// A worker on an existing channel.
     pub fn from_channel(channel: Channel, options: WorkerOptions) -> Self {
+        let sticky_queue = if options.max_cached_workflows > 0 {
+            format!(
+                "{}/sticky/{}",
+                options.task_queue,
+                uuid::Uuid::new_v4().simple()
+            )
+        } else {
+            String::new()
+        };
         Self {
-            client: WorkerServiceClient::new(channel),
+            client: WorkerServiceClient::new(channel.clone()),
+            history: pb::workflow_service_client::WorkflowServiceClient::new(channel),
+            sticky_queue,
             cache: Arc::new(Mutex::new(RunCache {
                 capacity: options.max_cached_workflows,
                 runs: HashMap::new(),
@@ -207,8 +221,14 @@ impl Worker {
         let tasks = Arc::new(Mutex::new(JoinSet::new()));
         let work = CancellationToken::new();
         if !me.workflows.is_empty() {
-            for _ in 0..me.options.workflow_pollers.max(1) {
+            let mut queues =
+                vec![me.options.task_queue.clone(); me.options.workflow_pollers.max(1)];
+            if !me.sticky_queue.is_empty() {
+                queues.push(me.sticky_queue.clone());
+            }
+            for queue in queues {
                 pollers.spawn(me.clone().poll_workflows(
+                    queue,
                     shutdown.clone(),
                     wf_slots.clone(),
                     tasks.clone(),
@@ -252,6 +272,7 @@ impl Worker {
 
     async fn poll_workflows(
         self: Arc<Self>,
+        queue: String,
         shutdown: CancellationToken,
         slots: Arc<Semaphore>,
         tasks: Arc<Mutex<JoinSet<()>>>,
@@ -265,7 +286,7 @@ impl Worker {
             let mut client = self.client.clone();
             let poll = client.poll_workflow_task(pb::PollWorkflowTaskRequest {
                 namespace: self.options.namespace.clone(),
-                task_queue: self.options.task_queue.clone(),
+                task_queue: queue.clone(),
                 identity: self.options.identity.clone(),
             });
             let task = tokio::select! {
@@ -296,7 +317,34 @@ impl Worker {
         }
     }
 
-    async fn run_workflow_task(&self, task: pb::PollWorkflowTaskResponse) {
+    /// The whole history of a run, for a sticky task whose run is no longer cached here.
+    async fn full_history(
+        &self,
+        task: &pb::PollWorkflowTaskResponse,
+    ) -> Result<Vec<pb::HistoryEvent>, tonic::Status> {
+        let mut events = Vec::new();
+        let mut token = Vec::new();
+        loop {
+            let page = self
+                .history
+                .clone()
+                .get_workflow_history(pb::GetWorkflowHistoryRequest {
+                    namespace: task.namespace.clone(),
+                    execution: task.workflow_execution.clone(),
+                    page_size: 0,
+                    next_page_token: token,
+                })
+                .await?
+                .into_inner();
+            events.extend(page.events);
+            if page.next_page_token.is_empty() {
+                return Ok(events);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    async fn run_workflow_task(&self, mut task: pb::PollWorkflowTaskResponse) {
         use std::sync::atomic::Ordering::Relaxed;
         let exec = task.workflow_execution.clone().unwrap_or_default();
         let run_id = exec.run_id.clone();
@@ -315,11 +363,17 @@ impl Worker {
             .await;
             return;
         };
-        let cached = self
+        let first = task.history.first().map_or(1, |e| e.event_id);
+        let mut cached = self
             .cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&run_id);
+        if let Some(d) = &cached
+            && d.lock().await.processed + 1 < first
+        {
+            cached = None;
+        }
         let driver = match cached {
             Some(d) => {
                 self.stats.cache_hits.fetch_add(1, Relaxed);
@@ -327,6 +381,16 @@ impl Worker {
             }
             None => {
                 self.stats.cache_misses.fetch_add(1, Relaxed);
+                if first > 1 {
+                    // A sticky task for a run this worker no longer holds: read it all.
+                    match self.full_history(&task).await {
+                        Ok(events) => task.history = events,
+                        Err(status) => {
+                            tracing::warn!(run_id = %run_id, error = %status, "cannot read history; the task will time out and be retried");
+                            return;
+                        }
+                    }
+                }
                 let info = WorkflowInfo {
                     namespace: task.namespace.clone(),
                     workflow_id: exec.workflow_id.clone(),
@@ -357,6 +421,11 @@ impl Worker {
                         task_token: task.task_token.clone(),
                         commands,
                         identity: self.options.identity.clone(),
+                        sticky_queue: if finished {
+                            String::new()
+                        } else {
+                            self.sticky_queue.clone()
+                        },
                     })
                     .await;
                 if let Err(status) = &r {

@@ -79,6 +79,7 @@ async fn complete(
         task_token: token.to_vec(),
         commands,
         identity: "test-worker".into(),
+        sticky_queue: String::new(),
     })
     .await
     .map(|_| ())
@@ -855,7 +856,70 @@ async fn result_waits_for_the_close(backend: Backend) {
     assert_eq!(result.failure.unwrap().r#type, "OutOfStock");
 }
 
+async fn sticky_tasks_carry_only_new_events_and_fall_back_to_the_queue(backend: Backend) {
+    let mut config = fast();
+    config.sticky_schedule_to_start_timeout = Duration::from_millis(300);
+    let engine = TestEngine::start(backend, config).await;
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let (id, q) = (unique("order"), unique("q"));
+    let sticky = format!("{q}/sticky/w1");
+    start(&mut wf, &id, &q).await;
+    let task = poll_wft(&mut w, &q).await;
+    assert_eq!(task.history.len(), 2);
+    w.respond_workflow_task_completed(pb::RespondWorkflowTaskCompletedRequest {
+        task_token: task.task_token,
+        commands: vec![schedule("a")],
+        identity: "w1".into(),
+        sticky_queue: sticky.clone(),
+    })
+    .await
+    .unwrap();
+    let act = poll_act(&mut w, &q).await;
+    w.respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest {
+        task_token: act.task_token,
+        result: json("1"),
+        identity: "w1".into(),
+    })
+    .await
+    .unwrap();
+    // The sticky worker gets only what it has not seen: its own task's events and after.
+    let task = poll_wft(&mut w, &sticky).await;
+    assert_eq!(task.history[0].event_id, 3);
+    assert_eq!(
+        kinds(&task.history),
+        [
+            "wft_started",
+            "wft_completed",
+            "act_scheduled",
+            "act_started",
+            "act_completed",
+            "wft_scheduled"
+        ]
+    );
+    w.respond_workflow_task_completed(pb::RespondWorkflowTaskCompletedRequest {
+        task_token: task.task_token,
+        commands: vec![cmd(C::StartTimer(pb::StartTimerCommand {
+            timer_id: "t".into(),
+            start_to_fire_timeout: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 1_000_000,
+            }),
+        }))],
+        identity: "w1".into(),
+        sticky_queue: sticky.clone(),
+    })
+    .await
+    .unwrap();
+    // Nobody polls the sticky queue now: after the sticky timeout, the run's queue gets the
+    // task with the full history.
+    let task = poll_wft(&mut w, &q).await;
+    assert_eq!(task.history[0].event_id, 1);
+    assert_eq!(kind(task.history.last().unwrap()), "wft_scheduled");
+    assert!(task.history.iter().any(|e| kind(e) == "timer_fired"));
+}
+
 on_both_backends!(
+    sticky_tasks_carry_only_new_events_and_fall_back_to_the_queue,
     one_workflow_through_the_raw_api,
     start_is_idempotent_and_follows_the_reuse_policy,
     bad_input_is_rejected_with_the_field_named_and_nothing_stored,

@@ -295,6 +295,41 @@ async fn sticky_runs_get_only_new_events_and_evicted_ones_still_complete(backend
     }
 }
 
+async fn runs_evicted_from_a_small_cache_still_complete(backend: Backend) {
+    let engine = TestEngine::start(backend, config()).await;
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let q = unique("q");
+    // One cached run for three interleaved ones: sticky tasks keep finding their run evicted.
+    let running = RunningWorker::spawn(worker(&engine, &q, 1));
+    let mut runs = Vec::new();
+    for i in 0..3 {
+        let run = client
+            .start_workflow(
+                StartOptions::new("order", unique("o"), &q),
+                &format!("sku-{i}"),
+            )
+            .await
+            .unwrap();
+        runs.push(run);
+    }
+    for run in &runs {
+        run.signal("approve", &"dave").await.unwrap();
+    }
+    for (i, run) in runs.iter().enumerate() {
+        let out: String = tokio::time::timeout(Duration::from_secs(60), run.result())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, format!("reserved sku-{i}/1299/approved by dave"));
+    }
+    let stats = running.stats.clone();
+    running.stop().await;
+    assert!(
+        stats.cache_misses.load(Ordering::Relaxed) > 3,
+        "runs were evicted and replayed"
+    );
+}
+
 async fn changed_order(ctx: WorkflowContext, sku: String) -> Result<String, WorkflowError> {
     // Changed incompatibly: checks stock before reserving.
     let _: String = ctx.activity("check_stock", &sku, opts()).await?;
@@ -350,5 +385,6 @@ on_both_backends!(
     continue_as_new_runs_to_the_last_run,
     a_new_worker_resumes_without_rerunning_completed_steps,
     sticky_runs_get_only_new_events_and_evicted_ones_still_complete,
+    runs_evicted_from_a_small_cache_still_complete,
     the_replayer_checks_changes_against_real_histories,
 );

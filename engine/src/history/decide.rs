@@ -191,10 +191,18 @@ pub fn complete_workflow_task(
     token: &TaskToken,
     commands: &[pb::Command],
     identity: &str,
+    sticky_queue: &str,
     now: Millis,
 ) -> Result<WftOutcome, EngineError> {
     let wft = current_wft(run, token)?.clone();
     let mut t = Transition::new(run, now);
+    // The next task goes to the worker that keeps the run cached, with only what it lacks.
+    t.run_mut().state.sticky_queue = sticky_queue.to_owned();
+    t.run_mut().state.sticky_from = if sticky_queue.is_empty() {
+        0
+    } else {
+        token.history_len + 1
+    };
 
     if commands.iter().any(is_closing) && !run.state.buffered.is_empty() {
         // The workflow would close without seeing these events: refuse, deliver them.
@@ -572,6 +580,9 @@ fn fail_wft(
         ));
     }
     t.flush_buffered();
+    // The worker that failed dropped the run: the retry goes to any worker, with full history.
+    t.run_mut().state.sticky_queue.clear();
+    t.run_mut().state.sticky_from = 0;
     let backoff = (1000_i64 << (wft.attempt.clamp(1, 7) - 1)).min(MAX_WFT_BACKOFF_MS);
     let delay = if wft.attempt <= 1 { 0 } else { backoff };
     t.run_mut().wft = Some(WorkflowTask {

@@ -157,7 +157,11 @@ impl Transition {
 
     /// Schedules the run's workflow task (first attempt) on the workflow's task queue.
     pub(crate) fn schedule_workflow_task(&mut self) {
-        let queue = self.run.task_queue.clone();
+        let queue = if self.run.state.sticky_queue.is_empty() {
+            self.run.task_queue.clone()
+        } else {
+            self.run.state.sticky_queue.clone()
+        };
         let timeout = self.run.state.workflow_task_timeout_ms;
         let id = self.append(Attributes::WorkflowTaskScheduled(
             pb::WorkflowTaskScheduledAttributes {

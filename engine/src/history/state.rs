@@ -30,6 +30,12 @@ pub struct RunState {
     /// The first run of a continue-as-new chain.
     #[prost(string, tag = "7")]
     pub first_run_id: String,
+    /// The queue of the worker that keeps this run cached, if any.
+    #[prost(string, tag = "8")]
+    pub sticky_queue: String,
+    /// The first event that worker has not seen.
+    #[prost(int64, tag = "9")]
+    pub sticky_from: i64,
 }
 
 /// An activity between its scheduling and its final outcome.

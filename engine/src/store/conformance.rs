@@ -439,10 +439,11 @@ pub async fn continue_as_new_writes_both_runs(store: &dyn Store) {
     let cmd = pb::Command {
         attributes: Some(pb::command::Attributes::ContinueAsNew(Default::default())),
     };
-    let commit = match history::complete_workflow_task(&run, &token, &[cmd], "w", T0 + 1).unwrap() {
-        history::WftOutcome::Applied(c) => c,
-        history::WftOutcome::Rejected { error, .. } => panic!("{error}"),
-    };
+    let commit =
+        match history::complete_workflow_task(&run, &token, &[cmd], "w", "", T0 + 1).unwrap() {
+            history::WftOutcome::Applied(c) => c,
+            history::WftOutcome::Rejected { error, .. } => panic!("{error}"),
+        };
     store.commit(&commit).await.unwrap();
     let old = store.load_run(run.run_id).await.unwrap().unwrap();
     assert_eq!(old.status, pb::WorkflowStatus::ContinuedAsNew);

@@ -120,6 +120,18 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Option<Run>, StoreError>;
 
+    /// Moves to its run's own queue, and leases to `lease_id`, the oldest workflow task of
+    /// `queue`'s runs that has waited on a sticky queue since `stale_before` unclaimed (the
+    /// worker that cached the run is gone).
+    async fn claim_expired_sticky(
+        &self,
+        namespace: &str,
+        queue: &str,
+        lease_id: &str,
+        now: Millis,
+        stale_before: Millis,
+    ) -> Result<Option<Run>, StoreError>;
+
     /// Leases the oldest available activity task of a queue to `lease_id`, for its
     /// start-to-close timeout.
     async fn claim_activity_task(

@@ -441,6 +441,35 @@ macro_rules! impl_store {
                 row.as_ref().map(run_from_row).transpose()
             }
 
+            async fn claim_expired_sticky(
+                &self,
+                namespace: &str,
+                queue: &str,
+                lease_id: &str,
+                now: Millis,
+                stale_before: Millis,
+            ) -> Result<Option<Run>, StoreError> {
+                let row = sqlx::query(concat!(
+                    "UPDATE executions SET wft_queue = task_queue, wft_lease_id = $1, ",
+                    "wft_lease_until = $2 + wft_timeout_ms, version = version + 1 ",
+                    "WHERE run_id = (SELECT run_id FROM executions ",
+                    "WHERE namespace = $3 AND task_queue = $4 AND wft_queue IS NOT NULL ",
+                    "AND wft_queue <> task_queue AND wft_visible_at <= $5 ",
+                    "AND (wft_lease_until IS NULL OR wft_lease_until <= $2) ",
+                    "ORDER BY wft_visible_at LIMIT 1", $skip_locked, ") RETURNING ",
+                    $crate::store::sql::run_cols!()
+                ))
+                .bind(lease_id)
+                .bind(now)
+                .bind(namespace)
+                .bind(queue)
+                .bind(stale_before)
+                .fetch_optional(&self.write)
+                .await
+                .map_err(classify)?;
+                row.as_ref().map(run_from_row).transpose()
+            }
+
             async fn claim_activity_task(
                 &self,
                 namespace: &str,

@@ -211,11 +211,11 @@ impl WorkflowContext {
     pub fn side_effect<T: Serialize + DeserializeOwned>(&self, f: impl FnOnce() -> T) -> T {
         let mut s = self.state();
         let seq = s.next_seq();
-        if let Some(recorded) = s.recorded_side_effect(seq) {
-            if let Ok(v) = from_payload(Some(&recorded)) {
-                s.push_marker_command(crate::workflow::driver::SIDE_EFFECT_MARKER, seq, recorded);
-                return v;
-            }
+        if let Some(recorded) = s.recorded_side_effect(seq)
+            && let Ok(v) = from_payload(Some(&recorded))
+        {
+            s.push_marker_command(crate::workflow::driver::SIDE_EFFECT_MARKER, seq, recorded);
+            return v;
         }
         drop(s);
         let value = f();

@@ -87,7 +87,8 @@ fn a_completion_records_started_and_completed_then_the_commands_in_order() {
     let mut run = started_run();
     let token = lease(&mut run, T0);
     let c = applied_outcome(
-        complete_workflow_task(&run, &token, &[schedule("a"), schedule("b")], "w1", T0).unwrap(),
+        complete_workflow_task(&run, &token, &[schedule("a"), schedule("b")], "w1", "", T0)
+            .unwrap(),
     );
     assert_eq!(
         kinds(&c.events),
@@ -113,7 +114,7 @@ fn events_arriving_during_a_workflow_task_are_buffered_then_delivered() {
     assert!(c.events.is_empty(), "buffered, not appended");
     let run = applied(&c);
     assert_eq!(run.state.buffered.len(), 1);
-    let c = applied_outcome(complete_workflow_task(&run, &token, &[], "w1", T0 + 2).unwrap());
+    let c = applied_outcome(complete_workflow_task(&run, &token, &[], "w1", "", T0 + 2).unwrap());
     assert_eq!(
         kinds(&c.events),
         ["wft_started", "wft_completed", "signaled", "wft_scheduled"]
@@ -129,7 +130,7 @@ fn closing_with_unhandled_events_is_rejected_and_the_events_delivered() {
     let mut run = started_run();
     let token = lease(&mut run, T0);
     let run = applied(&signal(&run, "late", None, "ops", T0 + 1).unwrap());
-    match complete_workflow_task(&run, &token, &[complete()], "w1", T0 + 2).unwrap() {
+    match complete_workflow_task(&run, &token, &[complete()], "w1", "", T0 + 2).unwrap() {
         WftOutcome::Rejected { commit, error } => {
             assert!(error.to_string().contains("unhandled events"), "{error}");
             assert_eq!(kinds(&commit.events), ["signaled"]);
@@ -158,7 +159,7 @@ fn bad_commands_fail_the_task_and_leave_history_intact() {
     for (commands, why) in cases {
         let mut run = started_run();
         let token = lease(&mut run, T0);
-        match complete_workflow_task(&run, &token, &commands, "w1", T0).unwrap() {
+        match complete_workflow_task(&run, &token, &commands, "w1", "", T0).unwrap() {
             WftOutcome::Rejected { commit, error } => {
                 assert!(error.to_string().contains(why), "{error} should say {why}");
                 assert_eq!(
@@ -185,14 +186,14 @@ fn stale_and_forged_workflow_tokens_are_rejected() {
         ..token.clone()
     };
     assert!(matches!(
-        complete_workflow_task(&run, &forged, &[], "w", T0),
+        complete_workflow_task(&run, &forged, &[], "w", "", T0),
         Err(EngineError::NotFound(_))
     ));
     let done = applied(&applied_outcome(
-        complete_workflow_task(&run, &token, &[complete()], "w", T0).unwrap(),
+        complete_workflow_task(&run, &token, &[complete()], "w", "", T0).unwrap(),
     ));
     assert!(matches!(
-        complete_workflow_task(&done, &token, &[complete()], "w", T0),
+        complete_workflow_task(&done, &token, &[complete()], "w", "", T0),
         Err(EngineError::NotFound(_))
     ));
 }
@@ -208,7 +209,7 @@ fn with_activity() -> (Run, TaskToken) {
         });
     }
     let run = applied(&applied_outcome(
-        complete_workflow_task(&run, &token, &[cmd], "w", T0).unwrap(),
+        complete_workflow_task(&run, &token, &[cmd], "w", "", T0).unwrap(),
     ));
     let act = run.state.activities[0].clone();
     let token = TaskToken {
@@ -282,7 +283,7 @@ fn a_timer_fires_once_and_a_cancelled_one_not_at_all() {
         })),
     };
     let run = applied(&applied_outcome(
-        complete_workflow_task(&run, &token, &[start], "w", T0).unwrap(),
+        complete_workflow_task(&run, &token, &[start], "w", "", T0).unwrap(),
     ));
     assert_eq!(run.state.timers[0].fire_at, T0 + 5_000);
     let fired = fire_timer(&run, "t:t1", T0 + 5_000).expect("pending timer fires");
@@ -311,7 +312,7 @@ fn continue_as_new_closes_this_run_and_starts_the_next_in_one_commit() {
     let can = pb::Command {
         attributes: Some(C::ContinueAsNew(Default::default())),
     };
-    let c = applied_outcome(complete_workflow_task(&run, &token, &[can], "w", T0).unwrap());
+    let c = applied_outcome(complete_workflow_task(&run, &token, &[can], "w", "", T0).unwrap());
     assert_eq!(c.run.status, pb::WorkflowStatus::ContinuedAsNew);
     let next = c.new_run.as_ref().expect("next run");
     assert_eq!(next.run.workflow_id, run.workflow_id);
