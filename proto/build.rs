@@ -1,5 +1,5 @@
-//! Compiles `martix/v1/*.proto` with protox (pure Rust, no `protoc` needed) and emits the
-//! descriptor set that server reflection serves.
+//! Compiles `martix/v1/*.proto` with protox (pure Rust, no `protoc` needed), emits the
+//! descriptor set that server reflection serves, and generates proto3 JSON (serde) with pbjson.
 
 use prost::Message;
 use std::path::PathBuf;
@@ -17,10 +17,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(files, ["."])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out.join("martix_descriptor.bin"), fds.encode_to_vec())?;
+    let descriptor = fds.encode_to_vec();
+    std::fs::write(out.join("martix_descriptor.bin"), &descriptor)?;
+    // Well-known types from pbjson-types, so every message also has canonical proto3 JSON.
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(fds)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptor)?
+        .build(&[".martix"])?;
     Ok(())
 }

@@ -48,15 +48,15 @@ impl Clock for ManualClock {
 }
 
 /// Converts milliseconds since the epoch into a protobuf timestamp.
-pub fn to_timestamp(ms: Millis) -> prost_types::Timestamp {
-    prost_types::Timestamp {
+pub fn to_timestamp(ms: Millis) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
     }
 }
 
 /// Converts a protobuf timestamp into milliseconds since the epoch.
-pub fn from_timestamp(ts: &prost_types::Timestamp) -> Millis {
+pub fn from_timestamp(ts: &pbjson_types::Timestamp) -> Millis {
     ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
 }
 

@@ -419,7 +419,7 @@ impl Engine {
         self.check_payload("input", payload_len(req.input.as_ref()))?;
         let memo_len: usize = req.memo.iter().map(|(k, v)| k.len() + v.data.len()).sum();
         self.check_payload("memo", memo_len)?;
-        let ms = |field, d: Option<&prost_types::Duration>| -> Result<i64, EngineError> {
+        let ms = |field, d: Option<&pbjson_types::Duration>| -> Result<i64, EngineError> {
             Ok(duration_field(field, d)?.map_or(0, |d| d.as_millis() as i64))
         };
         let params = StartParams {

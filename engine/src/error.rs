@@ -85,7 +85,7 @@ impl From<EngineError> for tonic::Status {
 /// naming `field`.
 pub(crate) fn duration_field(
     field: &'static str,
-    d: Option<&prost_types::Duration>,
+    d: Option<&pbjson_types::Duration>,
 ) -> Result<Option<Duration>, EngineError> {
     let Some(d) = d else { return Ok(None) };
     if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {

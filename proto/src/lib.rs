@@ -8,9 +8,10 @@
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)] // generated code
 pub mod v1 {
     tonic::include_proto!("martix.v1");
+    include!(concat!(env!("OUT_DIR"), "/martix.v1.serde.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of `martix.v1`, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("martix_descriptor");
 
-pub use prost_types;
+pub use pbjson_types;

@@ -152,7 +152,7 @@ impl ActivityError {
             message: self.message.clone(),
             r#type: self.error_type.clone(),
             non_retryable: self.non_retryable,
-            next_retry_delay: self.retry_after.map(|d| prost_types::Duration {
+            next_retry_delay: self.retry_after.map(|d| pbjson_types::Duration {
                 seconds: d.as_secs() as i64,
                 nanos: d.subsec_nanos() as i32,
             }),

@@ -92,6 +92,21 @@ impl Replayer {
         }
     }
 
+    /// Replays a history in proto3 JSON: a `GetWorkflowHistoryResponse` object
+    /// (`{"events": [...]}`, what `martix workflow history ID --output json` prints) or a bare
+    /// array of events.
+    pub fn replay_json(&self, json: &str) -> Result<(), ReplayError> {
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| ReplayError::BadHistory(e.to_string()))?;
+        let events: Vec<pb::HistoryEvent> = if value.is_array() {
+            serde_json::from_value(value)
+        } else {
+            serde_json::from_value::<pb::GetWorkflowHistoryResponse>(value).map(|h| h.events)
+        }
+        .map_err(|e| ReplayError::BadHistory(e.to_string()))?;
+        self.replay(&events)
+    }
+
     /// Replays a history encoded as protobuf `GetWorkflowHistoryResponse` bytes.
     pub fn replay_encoded(&self, bytes: &[u8]) -> Result<(), ReplayError> {
         let h = <pb::GetWorkflowHistoryResponse as prost::Message>::decode(bytes)

@@ -96,7 +96,7 @@ fn schedule(id: &str) -> pb::Command {
         activity_id: id.into(),
         activity_type: "reserve_inventory".into(),
         input: json(r#"{"sku":"A","qty":1}"#),
-        start_to_close_timeout: Some(prost_types::Duration {
+        start_to_close_timeout: Some(pbjson_types::Duration {
             seconds: 30,
             nanos: 0,
         }),
@@ -203,7 +203,7 @@ async fn one_workflow_through_the_raw_api(backend: Backend) {
         .get_workflow_result(pb::GetWorkflowResultRequest {
             namespace: "default".into(),
             execution: exec(&id),
-            wait: Some(prost_types::Duration {
+            wait: Some(pbjson_types::Duration {
                 seconds: 5,
                 nanos: 0,
             }),
@@ -370,7 +370,7 @@ async fn bad_input_is_rejected_with_the_field_named_and_nothing_stored(backend: 
         ),
         (
             pb::StartWorkflowRequest {
-                workflow_run_timeout: Some(prost_types::Duration {
+                workflow_run_timeout: Some(pbjson_types::Duration {
                     seconds: -5,
                     nanos: 0,
                 }),
@@ -691,7 +691,7 @@ async fn timers_fire_and_activities_retry(backend: Backend) {
     let mut sched = schedule("charge");
     if let Some(C::ScheduleActivity(s)) = sched.attributes.as_mut() {
         s.retry_policy = Some(pb::RetryPolicy {
-            initial_interval: Some(prost_types::Duration {
+            initial_interval: Some(pbjson_types::Duration {
                 seconds: 0,
                 nanos: 100_000_000,
             }),
@@ -700,7 +700,7 @@ async fn timers_fire_and_activities_retry(backend: Backend) {
     }
     let timer = cmd(C::StartTimer(pb::StartTimerCommand {
         timer_id: "nap".into(),
-        start_to_fire_timeout: Some(prost_types::Duration {
+        start_to_fire_timeout: Some(pbjson_types::Duration {
             seconds: 0,
             nanos: 300_000_000,
         }),
@@ -810,7 +810,7 @@ async fn result_waits_for_the_close(backend: Backend) {
         .get_workflow_result(pb::GetWorkflowResultRequest {
             namespace: "default".into(),
             execution: exec(&id),
-            wait: Some(prost_types::Duration {
+            wait: Some(pbjson_types::Duration {
                 seconds: 0,
                 nanos: 100_000_000,
             }),
@@ -826,7 +826,7 @@ async fn result_waits_for_the_close(backend: Backend) {
             wf.get_workflow_result(pb::GetWorkflowResultRequest {
                 namespace: "default".into(),
                 execution: exec(&id),
-                wait: Some(prost_types::Duration {
+                wait: Some(pbjson_types::Duration {
                     seconds: 20,
                     nanos: 0,
                 }),
@@ -900,7 +900,7 @@ async fn sticky_tasks_carry_only_new_events_and_fall_back_to_the_queue(backend: 
         task_token: task.task_token,
         commands: vec![cmd(C::StartTimer(pb::StartTimerCommand {
             timer_id: "t".into(),
-            start_to_fire_timeout: Some(prost_types::Duration {
+            start_to_fire_timeout: Some(pbjson_types::Duration {
                 seconds: 0,
                 nanos: 1_000_000,
             }),

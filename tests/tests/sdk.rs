@@ -330,6 +330,142 @@ async fn runs_evicted_from_a_small_cache_still_complete(backend: Backend) {
     );
 }
 
+/// What the saga's activities did, by workflow id (tests run in parallel).
+static SAGA_LOG: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn saga_step(
+    name: &'static str,
+) -> impl Fn(ActivityContext, String) -> std::future::Ready<Result<String, ActivityError>> {
+    move |ctx: ActivityContext, input: String| {
+        SAGA_LOG
+            .lock()
+            .unwrap()
+            .push((ctx.workflow_id().to_owned(), format!("{name}({input})")));
+        std::future::ready(if name == "charge" {
+            Err(ActivityError::non_retryable("Declined", "card declined"))
+        } else {
+            Ok(format!("{name}-ok"))
+        })
+    }
+}
+
+async fn saga_order(ctx: WorkflowContext, order_id: String) -> Result<String, WorkflowError> {
+    let mut saga = martix_sdk::Saga::new();
+    let r: String = ctx.activity("reserve", &order_id, opts()).await?;
+    saga.add("release", &r, opts());
+    let h: String = ctx.activity("hold", &order_id, opts()).await?;
+    saga.add("unhold", &h, opts());
+    match ctx.activity::<_, String>("charge", &order_id, opts()).await {
+        Ok(_) => Ok("completed".into()),
+        Err(cause) => {
+            let failed = saga.compensate(&ctx).await;
+            assert!(failed.is_empty(), "compensations succeed: {failed:?}");
+            Ok(format!("compensated: {}", cause.failure.message))
+        }
+    }
+}
+
+async fn a_saga_compensates_in_reverse_order(backend: Backend) {
+    let engine = TestEngine::start(backend, config()).await;
+    let q = unique("q");
+    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
+    w.register_workflow("saga_order", saga_order);
+    for name in ["reserve", "hold", "charge", "release", "unhold"] {
+        w.register_activity(name, saga_step(name));
+    }
+    let _running = RunningWorker::spawn(w);
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let id = unique("saga");
+    let run = client
+        .start_workflow(StartOptions::new("saga_order", &id, &q), &"o-1")
+        .await
+        .unwrap();
+    let out: String = tokio::time::timeout(Duration::from_secs(30), run.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, "compensated: card declined");
+    let log: Vec<String> = SAGA_LOG
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(w, _)| *w == id)
+        .map(|(_, s)| s.clone())
+        .collect();
+    assert_eq!(
+        log,
+        [
+            "reserve(o-1)",
+            "hold(o-1)",
+            "charge(o-1)",
+            "unhold(hold-ok)",
+            "release(reserve-ok)"
+        ]
+    );
+}
+
+static CANCELLED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+async fn long_running(ctx: ActivityContext, _: ()) -> Result<(), ActivityError> {
+    for i in 0..600 {
+        if ctx
+            .heartbeat(&i)
+            .await
+            .map_err(|e| ActivityError::retryable("Heartbeat", e.to_string()))?
+        {
+            CANCELLED.lock().unwrap().push(ctx.workflow_id().to_owned());
+            return Err(ActivityError::non_retryable("Canceled", "cancelled"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn with_deadline(ctx: WorkflowContext, _: ()) -> Result<&'static str, WorkflowError> {
+    use futures::FutureExt;
+    let work = ctx
+        .activity::<_, ()>(
+            "long_running",
+            &(),
+            opts().heartbeat_timeout(Duration::from_secs(5)),
+        )
+        .fuse();
+    let deadline = ctx.sleep(Duration::from_millis(300)).fuse();
+    futures::pin_mut!(work, deadline);
+    let winner = futures::select! {
+        _ = work => "work",
+        () = deadline => "deadline",
+    };
+    Ok(winner)
+}
+
+async fn a_cancelled_activity_learns_it_at_its_heartbeat(backend: Backend) {
+    let engine = TestEngine::start(backend, config()).await;
+    let q = unique("q");
+    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
+    w.register_workflow("with_deadline", with_deadline)
+        .register_activity("long_running", long_running);
+    let _running = RunningWorker::spawn(w);
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let id = unique("deadline");
+    let run = client
+        .start_workflow(StartOptions::new("with_deadline", &id, &q), &())
+        .await
+        .unwrap();
+    let out: String = tokio::time::timeout(Duration::from_secs(30), run.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, "deadline");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !CANCELLED.lock().unwrap().contains(&id) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the activity saw its cancellation at a heartbeat");
+}
+
 async fn changed_order(ctx: WorkflowContext, sku: String) -> Result<String, WorkflowError> {
     // Changed incompatibly: checks stock before reserving.
     let _: String = ctx.activity("check_stock", &sku, opts()).await?;
@@ -363,6 +499,19 @@ async fn the_replayer_checks_changes_against_real_histories(backend: Backend) {
     same.register_workflow("order", order);
     same.replay(&history)
         .expect("the code that made it replays it");
+    // The same history as the JSON operators export (proto3 JSON of GetWorkflowHistory).
+    let json = serde_json::to_string_pretty(&martix_sdk::proto::GetWorkflowHistoryResponse {
+        events: history.clone(),
+        next_page_token: Vec::new(),
+    })
+    .unwrap();
+    assert!(
+        json.contains("\"workflowExecutionStarted\""),
+        "proto3 JSON names"
+    );
+    same.replay_json(&json).expect("replays from JSON");
+    let err = same.replay_json("{\"events\": 3}").unwrap_err().to_string();
+    assert!(err.contains("bad history"), "{err}");
 
     let mut changed = Replayer::new();
     changed.register_workflow("order", changed_order);
@@ -386,5 +535,7 @@ on_both_backends!(
     a_new_worker_resumes_without_rerunning_completed_steps,
     sticky_runs_get_only_new_events_and_evicted_ones_still_complete,
     runs_evicted_from_a_small_cache_still_complete,
+    a_saga_compensates_in_reverse_order,
+    a_cancelled_activity_learns_it_at_its_heartbeat,
     the_replayer_checks_changes_against_real_histories,
 );

@@ -223,15 +223,15 @@ impl Transition {
 }
 
 /// Milliseconds as a protobuf duration.
-pub fn ms_to_duration(ms: i64) -> prost_types::Duration {
-    prost_types::Duration {
+pub fn ms_to_duration(ms: i64) -> pbjson_types::Duration {
+    pbjson_types::Duration {
         seconds: ms / 1000,
         nanos: ((ms % 1000) * 1_000_000) as i32,
     }
 }
 
 /// A protobuf duration in milliseconds (0 for none).
-pub fn duration_to_ms(d: Option<&prost_types::Duration>) -> i64 {
+pub fn duration_to_ms(d: Option<&pbjson_types::Duration>) -> i64 {
     d.map_or(0, |d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000)
 }
 

@@ -47,8 +47,8 @@ pub(crate) fn may_retry(policy: Option<&RetryPolicy>, attempt: i32, failure_type
 mod tests {
     use super::*;
 
-    fn secs(s: i64) -> Option<prost_types::Duration> {
-        Some(prost_types::Duration {
+    fn secs(s: i64) -> Option<pbjson_types::Duration> {
+        Some(pbjson_types::Duration {
             seconds: s,
             nanos: 0,
         })

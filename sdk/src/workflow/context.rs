@@ -102,8 +102,8 @@ impl ActivityOptions {
     }
 }
 
-pub(crate) fn dur(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
+pub(crate) fn dur(d: Duration) -> pbjson_types::Duration {
+    pbjson_types::Duration {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,
     }

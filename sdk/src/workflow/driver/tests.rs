@@ -21,7 +21,7 @@ impl Hist {
         self.time += 1000;
         self.events.push(pb::HistoryEvent {
             event_id: id,
-            event_time: Some(prost_types::Timestamp {
+            event_time: Some(pbjson_types::Timestamp {
                 seconds: self.time / 1000,
                 nanos: 0,
             }),
