@@ -1,1 +1,22 @@
-//! Order activities and their downstream adapters live here; see `shared/DESIGN.md`.
+//! Order activities and their downstream adapters.
+//!
+//! - `model`: the saga's data and activity names (the contract with `martix-workflows`);
+//! - `reference`: inventory, payment ledger, shipments and notifications in the engine's
+//!   database, idempotent by key, stock never negative;
+//! - `notify`: confirmations on RabbitMQ with publisher confirms;
+//! - `breaker`: a `failsafe` circuit breaker per adapter, open breakers fail fast with a
+//!   retry-after hint;
+//! - `faults`: latency, failure-rate and outage knobs;
+//! - `activities`: the activity functions that tie them together.
+
+pub mod activities;
+pub mod breaker;
+pub mod faults;
+pub mod model;
+pub mod notify;
+pub mod reference;
+
+pub use activities::{Backend, BreakerSettings, NotificationInput, OrderActivities};
+pub use faults::Faults;
+pub use model::{Address, Charge, Item, Order, StepInput, names};
+pub use reference::{AdapterError, ReferenceAdapters, StockTotals};

@@ -1,4 +1,7 @@
-//! `martix`: the engine server, the embedded dev mode, and migrations.
+//! `martix`: the engine server, the embedded dev mode, the order worker, and migrations.
+
+mod demo;
+mod orders;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -24,6 +27,8 @@ enum Command {
     Dev(DevArgs),
     /// Run the engine on PostgreSQL.
     Server(ServerArgs),
+    /// Run the order worker (the order saga and its activities) against an engine.
+    Worker(WorkerArgs),
     /// Apply the database migrations and exit.
     Migrate {
         /// postgres://... or sqlite://path
@@ -56,11 +61,45 @@ struct DevArgs {
     /// The SQLite file to keep state in.
     #[arg(long, env = "MARTIX_DEV_DB", default_value = "./martix-dev.db")]
     db: String,
-    /// Keep state in memory only; it is gone when the process ends.
+    /// Keep state in a temporary file that is deleted on exit.
     #[arg(long)]
     ephemeral: bool,
+    /// Place N random orders, print the outcomes and the ledger check, and exit (non-zero if
+    /// money or stock do not add up).
+    #[arg(long, value_name = "N")]
+    demo: Option<usize>,
+    /// Do not run the order worker in this process.
+    #[arg(long)]
+    no_worker: bool,
+    #[command(flatten)]
+    orders: OrderArgs,
     #[command(flatten)]
     listen: Listen,
+}
+
+#[derive(Args)]
+struct OrderArgs {
+    /// The task queue of the order saga.
+    #[arg(long, env = "MARTIX_TASK_QUEUE", default_value = "orders")]
+    task_queue: String,
+    /// Publish order confirmations on RabbitMQ (else they go to the notifications table).
+    #[arg(long, env = "MARTIX_AMQP_URL")]
+    amqp_url: Option<String>,
+    /// Which adapters the activities use.
+    #[arg(long, value_enum, default_value = "reference")]
+    adapters: orders::Adapters,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// The engine's gRPC address.
+    #[arg(long, env = "MARTIX_ADDRESS", default_value = "http://127.0.0.1:7233")]
+    address: String,
+    /// The database of the reference adapters (the engine's).
+    #[arg(long, env = "MARTIX_DATABASE_URL")]
+    database_url: Option<String>,
+    #[command(flatten)]
+    orders: OrderArgs,
 }
 
 #[derive(Args)]
@@ -85,21 +124,54 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Dev(args) => {
-            let url = if args.ephemeral {
-                "sqlite::memory:".to_owned()
-            } else {
-                format!("sqlite://{}", args.db)
-            };
-            let what = if args.ephemeral {
-                "in memory (--ephemeral: state is lost on exit)".to_owned()
+            let path = if args.ephemeral {
+                std::env::temp_dir()
+                    .join(format!("martix-ephemeral-{}.db", std::process::id()))
+                    .display()
+                    .to_string()
             } else {
                 args.db.clone()
             };
-            serve(&url, &what, args.listen).await
+            let url = format!("sqlite://{path}");
+            let what = if args.ephemeral {
+                format!("{path} (--ephemeral: deleted on exit)")
+            } else {
+                path.clone()
+            };
+            let result = dev(&url, &what, args).await;
+            if what.ends_with("deleted on exit)") {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{path}{suffix}"));
+                }
+            }
+            result
         }
         Command::Server(args) => {
             let shown = redact(&args.database_url);
-            serve(&args.database_url, &shown, args.listen).await
+            let shutdown = CancellationToken::new();
+            tokio::spawn(signal_shutdown(shutdown.clone()));
+            let server = bind(&args.database_url, &shown, &args.listen).await?;
+            server.serve(shutdown).await?;
+            println!("martix engine stopped");
+            Ok(())
+        }
+        Command::Worker(args) => {
+            let (activities, _) = orders::activities(
+                args.orders.adapters,
+                args.database_url.as_deref(),
+                args.orders.amqp_url.as_deref(),
+            )
+            .await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(signal_shutdown(shutdown.clone()));
+            println!(
+                "martix order worker on task queue '{}' of {}",
+                args.orders.task_queue, args.address
+            );
+            orders::run_worker(&args.address, &args.orders.task_queue, activities, shutdown)
+                .await?;
+            println!("martix order worker stopped");
+            Ok(())
         }
         Command::Migrate { database_url } => {
             let store = martix_engine::store::connect(&database_url)
@@ -123,7 +195,8 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn serve(url: &str, shown: &str, listen: Listen) -> Result<()> {
+/// Opens the store and binds the engine's ports, printing where it listens.
+async fn bind(url: &str, shown: &str, listen: &Listen) -> Result<Server> {
     let store = martix_engine::store::connect(url)
         .await
         .with_context(|| format!("opening the store at {shown}"))?;
@@ -143,11 +216,54 @@ async fn serve(url: &str, shown: &str, listen: Listen) -> Result<()> {
     println!("martix engine ({}) state: {shown}", server_backend(url));
     println!("  gRPC  http://{}", server.grpc_addr());
     println!("  HTTP  http://{}  (/healthz, /readyz)", server.http_addr());
+    Ok(server)
+}
+
+/// The engine and, unless told otherwise, the order worker, in one process.
+async fn dev(url: &str, shown: &str, args: DevArgs) -> Result<()> {
+    let server = bind(url, shown, &args.listen).await?;
+    let address = format!("http://{}", server.grpc_addr());
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
-    server.serve(shutdown).await?;
+    let engine = tokio::spawn(server.serve(shutdown.clone()));
+    let worker_stop = CancellationToken::new();
+    let mut worker = None;
+    let mut reference = None;
+    if !args.no_worker {
+        let (activities, r) = orders::activities(
+            args.orders.adapters,
+            Some(url),
+            args.orders.amqp_url.as_deref(),
+        )
+        .await?;
+        reference = r;
+        println!("  order worker on task queue '{}'", args.orders.task_queue);
+        let (address, queue, stop) = (
+            address.clone(),
+            args.orders.task_queue.clone(),
+            worker_stop.clone(),
+        );
+        worker = Some(tokio::spawn(async move {
+            orders::run_worker(&address, &queue, activities, stop).await
+        }));
+    }
+    let mut outcome = Ok(());
+    if let Some(n) = args.demo {
+        let Some(adapters) = reference.as_ref() else {
+            anyhow::bail!("--demo needs the order worker with the reference adapters");
+        };
+        let client = martix_sdk::Client::connect(address.clone()).await?;
+        outcome = demo::run(&client, adapters, &args.orders.task_queue, n).await;
+        shutdown.cancel();
+    }
+    shutdown.cancelled().await;
+    worker_stop.cancel();
+    if let Some(w) = worker {
+        w.await??;
+    }
+    engine.await??;
     println!("martix engine stopped");
-    Ok(())
+    outcome
 }
 
 fn server_backend(url: &str) -> &'static str {

@@ -103,7 +103,10 @@ impl Server {
                     .max_decoding_message_size(limit),
             );
         let mut tasks = JoinSet::new();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.grpc);
+        // No Nagle: a small response must not wait for the client's delayed ACK (~40 ms).
+        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
         let token = shutdown.clone();
         tasks.spawn(async move {
             grpc.serve_with_incoming_shutdown(incoming, token.cancelled())

@@ -1,1 +1,8 @@
-//! Workflow definitions (the order saga) live here; see `shared/DESIGN.md`.
+//! Workflow definitions run by Martix. The order saga first.
+
+pub mod order;
+
+pub use order::{OrderOutcome, order};
+
+/// The workflow type name of the order saga.
+pub const ORDER: &str = "order";

@@ -80,6 +80,14 @@ impl ActivityOptions {
         self
     }
 
+    /// Caps the interval between retries.
+    pub fn maximum_interval(mut self, d: Duration) -> Self {
+        self.retry_policy
+            .get_or_insert_with(Default::default)
+            .maximum_interval = Some(dur(d));
+        self
+    }
+
     /// Failures of these types are not retried.
     pub fn non_retryable(mut self, types: &[&str]) -> Self {
         self.retry_policy

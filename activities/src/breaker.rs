@@ -1,0 +1,137 @@
+//! Circuit breakers (`failsafe`) in front of every downstream adapter. An open breaker fails
+//! the attempt at once with a retryable `CircuitOpen` error that carries a retry-after hint;
+//! the engine uses the hint as the next retry delay. State changes are logged and kept in a
+//! registry for operators and metrics.
+
+use failsafe::futures::CircuitBreaker as _;
+use failsafe::{Config, Instrument, StateMachine, backoff, failure_policy};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A breaker's state as operators see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// The states of all breakers of this process, by adapter name.
+#[derive(Clone, Default)]
+pub struct BreakerRegistry(Arc<Mutex<BTreeMap<&'static str, (BreakerState, u64)>>>);
+
+impl BreakerRegistry {
+    /// Each breaker's state and how many calls it rejected.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, (BreakerState, u64)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, name: &'static str, f: impl FnOnce(&mut (BreakerState, u64))) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(m.entry(name).or_insert((BreakerState::Closed, 0)));
+    }
+}
+
+#[derive(Clone)]
+struct Observer {
+    name: &'static str,
+    registry: BreakerRegistry,
+}
+
+impl Instrument for Observer {
+    fn on_call_rejected(&self) {
+        self.registry.set(self.name, |s| s.1 += 1);
+    }
+
+    fn on_open(&self) {
+        tracing::warn!(adapter = self.name, "circuit breaker opened");
+        self.registry.set(self.name, |s| s.0 = BreakerState::Open);
+    }
+
+    fn on_half_open(&self) {
+        tracing::info!(adapter = self.name, "circuit breaker half-open");
+        self.registry
+            .set(self.name, |s| s.0 = BreakerState::HalfOpen);
+    }
+
+    fn on_closed(&self) {
+        self.registry.set(self.name, |s| {
+            if s.0 != BreakerState::Closed {
+                tracing::info!(adapter = self.name, "circuit breaker closed");
+            }
+            s.0 = BreakerState::Closed;
+        });
+    }
+}
+
+type Machine = StateMachine<failure_policy::ConsecutiveFailures<backoff::Constant>, Observer>;
+
+/// One adapter's breaker.
+#[derive(Clone)]
+pub struct Breaker {
+    name: &'static str,
+    machine: Machine,
+    open_for: Duration,
+}
+
+/// The outcome of a call through a breaker.
+#[derive(Debug)]
+pub enum Guarded<E> {
+    /// The call ran and failed.
+    Failed(E),
+    /// The breaker is open: the call did not run. Try again after the hint.
+    Open { retry_after: Duration },
+}
+
+impl Breaker {
+    /// Opens after `failures` consecutive failures, for `open_for`, then lets a trial call
+    /// through (half-open).
+    pub fn new(
+        name: &'static str,
+        failures: u32,
+        open_for: Duration,
+        registry: &BreakerRegistry,
+    ) -> Self {
+        registry.set(name, |_| {});
+        let machine = Config::new()
+            .failure_policy(failure_policy::consecutive_failures(
+                failures,
+                backoff::constant(open_for),
+            ))
+            .instrument(Observer {
+                name,
+                registry: registry.clone(),
+            })
+            .build();
+        Self {
+            name,
+            machine,
+            open_for,
+        }
+    }
+
+    /// The adapter this breaker guards.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Runs `call` through the breaker. Only `is_failure` errors count against it (a declined
+    /// card is an answer, not an outage).
+    pub async fn call<T, E, F>(
+        &self,
+        is_failure: impl Fn(&E) -> bool,
+        call: F,
+    ) -> Result<T, Guarded<E>>
+    where
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        match self.machine.call_with(is_failure, call).await {
+            Ok(v) => Ok(v),
+            Err(failsafe::Error::Inner(e)) => Err(Guarded::Failed(e)),
+            Err(failsafe::Error::Rejected) => Err(Guarded::Open {
+                retry_after: self.open_for,
+            }),
+        }
+    }
+}

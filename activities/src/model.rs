@@ -1,0 +1,107 @@
+//! The order saga's data: what the workflow sends its activities and gets back. Shared by
+//! `martix-workflows` (which names these activities) and the adapters here.
+
+use serde::{Deserialize, Serialize};
+
+/// Activity type names of the order saga.
+pub mod names {
+    /// Reserve the order's stock.
+    pub const RESERVE_INVENTORY: &str = "reserve_inventory";
+    /// Give a reservation's stock back.
+    pub const RELEASE_INVENTORY: &str = "release_inventory";
+    /// Charge the customer.
+    pub const CHARGE_PAYMENT: &str = "charge_payment";
+    /// Refund a charge.
+    pub const REFUND_PAYMENT: &str = "refund_payment";
+    /// Ship the reserved stock.
+    pub const CREATE_SHIPMENT: &str = "create_shipment";
+    /// Tell the customer how the order ended.
+    pub const SEND_NOTIFICATION: &str = "send_notification";
+}
+
+/// One line of an order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub sku: String,
+    pub qty: i64,
+    pub unit_price_cents: i64,
+}
+
+/// Where an order goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub line1: String,
+    #[serde(default)]
+    pub city: String,
+    /// ISO country code; the reference shipper does not ship to `ZZ`.
+    #[serde(default)]
+    pub country: String,
+}
+
+/// The input of the `order` workflow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: String,
+    pub customer_id: String,
+    pub currency: String,
+    pub items: Vec<Item>,
+    #[serde(default)]
+    pub shipping_address: Address,
+}
+
+impl Order {
+    /// The order's value in cents.
+    pub fn total_cents(&self) -> i64 {
+        self.items.iter().map(|i| i.qty * i.unit_price_cents).sum()
+    }
+
+    /// Why the order cannot be accepted, if it cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.order_id.is_empty() || self.order_id.len() > 200 {
+            return Err("order_id must be 1 to 200 bytes".into());
+        }
+        if self.customer_id.is_empty() {
+            return Err("customer_id must not be empty".into());
+        }
+        if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(format!(
+                "currency '{}' is not an ISO 4217 code",
+                self.currency
+            ));
+        }
+        if self.items.is_empty() {
+            return Err("an order needs at least one item".into());
+        }
+        for (i, item) in self.items.iter().enumerate() {
+            if item.sku.is_empty() {
+                return Err(format!("items[{i}].sku must not be empty"));
+            }
+            if item.qty <= 0 {
+                return Err(format!("items[{i}].qty must be positive"));
+            }
+            if item.unit_price_cents < 0 {
+                return Err(format!("items[{i}].unit_price_cents must not be negative"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Input of every step: the order and the step's idempotency key (stable across retries).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepInput {
+    pub order: Order,
+    /// For compensations: the key of the step being undone.
+    #[serde(default)]
+    pub undo_key: String,
+}
+
+/// A charge that was made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Charge {
+    pub key: String,
+    pub amount_cents: i64,
+}

@@ -1,0 +1,360 @@
+//! Reference adapters in the engine's database (PostgreSQL, or SQLite in dev), through
+//! `sqlx::Any` so one SQL text serves both. Stock never goes negative (a CHECK and a guarded
+//! UPDATE), and every effect is keyed by an idempotency key, so a retried step applies once.
+
+use crate::model::{Charge, Order};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use std::collections::BTreeMap;
+
+/// What an adapter call can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AdapterError {
+    /// A business answer that no retry changes (declined card, out of stock, unshippable).
+    #[error("{kind}: {message}")]
+    Rejected { kind: &'static str, message: String },
+    /// The downstream system failed; retrying may help.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl AdapterError {
+    fn db(e: sqlx::Error) -> Self {
+        Self::Unavailable(format!("database: {e}"))
+    }
+
+    /// Whether this error counts against a circuit breaker.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, AdapterError::Unavailable(_))
+    }
+}
+
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The reference inventory, payment gateway, shipper and notification table.
+#[derive(Clone)]
+pub struct ReferenceAdapters {
+    pool: AnyPool,
+}
+
+/// Stock totals over all SKUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StockTotals {
+    pub initial: i64,
+    pub available: i64,
+    pub reserved: i64,
+    pub shipped: i64,
+}
+
+impl ReferenceAdapters {
+    /// Connects to the database `url` names and applies the migrations.
+    pub async fn connect(url: &str) -> Result<Self, AdapterError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            // SQLite has one writer: queue here rather than fail with SQLITE_BUSY.
+            .max_connections(if sqlite { 1 } else { 8 })
+            .connect(url)
+            .await
+            .map_err(AdapterError::db)?;
+        if sqlite {
+            sqlx::query("PRAGMA busy_timeout = 10000")
+                .execute(&pool)
+                .await
+                .map_err(AdapterError::db)?;
+        }
+        let migrator = if sqlite { &SQLITE } else { &POSTGRES };
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| AdapterError::Unavailable(format!("migrations: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// Sets the stock of `sku` to `qty` available (and `qty` as its initial stock).
+    pub async fn seed_stock(&self, sku: &str, qty: i64) -> Result<(), AdapterError> {
+        sqlx::query(
+            "INSERT INTO inventory (sku, initial, available, reserved, shipped) \
+             VALUES ($1, $2, $2, 0, 0) ON CONFLICT (sku) DO UPDATE SET \
+             initial = inventory.initial + $2, available = inventory.available + $2",
+        )
+        .bind(sku)
+        .bind(qty)
+        .execute(&self.pool)
+        .await
+        .map_err(AdapterError::db)?;
+        Ok(())
+    }
+
+    /// Reserves the order's stock under `key`; all items or none.
+    pub async fn reserve(&self, key: &str, order: &Order) -> Result<String, AdapterError> {
+        let mut per_sku: BTreeMap<&str, i64> = BTreeMap::new();
+        for item in &order.items {
+            *per_sku.entry(item.sku.as_str()).or_default() += item.qty;
+        }
+        let items = serde_json::to_string(&per_sku).expect("a map of numbers serializes");
+        let mut tx = self.pool.begin().await.map_err(AdapterError::db)?;
+        let inserted = sqlx::query(
+            "INSERT INTO reservations (reservation_key, order_id, items, status, created_at) \
+             VALUES ($1, $2, $3, 'reserved', $4) ON CONFLICT (reservation_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(&order.order_id)
+        .bind(&items)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(AdapterError::db)?
+        .rows_affected();
+        if inserted == 0 {
+            // A retry of a reservation that was made: the same answer.
+            return Ok(key.to_owned());
+        }
+        for (sku, qty) in &per_sku {
+            let done = sqlx::query(
+                "UPDATE inventory SET available = available - $1, reserved = reserved + $1 \
+                 WHERE sku = $2 AND available >= $1",
+            )
+            .bind(*qty)
+            .bind(*sku)
+            .execute(&mut *tx)
+            .await
+            .map_err(AdapterError::db)?
+            .rows_affected();
+            if done == 0 {
+                return Err(AdapterError::Rejected {
+                    kind: "OutOfStock",
+                    message: format!("not enough stock of {sku} for {qty}"),
+                });
+            }
+        }
+        tx.commit().await.map_err(AdapterError::db)?;
+        Ok(key.to_owned())
+    }
+
+    /// Moves a held reservation to `to_status`, applying `set` (with `$1` = quantity) to
+    /// each of its SKUs. `false` if the reservation is not held.
+    async fn move_reserved(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        reservation_key: &str,
+        to_status: &str,
+        set: &str,
+    ) -> Result<bool, AdapterError> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "UPDATE reservations SET status = $1 WHERE reservation_key = $2 AND status = 'reserved' \
+             RETURNING items",
+        )
+        .bind(to_status)
+        .bind(reservation_key)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(AdapterError::db)?;
+        let Some((items,)) = row else {
+            return Ok(false);
+        };
+        let per_sku: BTreeMap<String, i64> = serde_json::from_str(&items)
+            .map_err(|e| AdapterError::Unavailable(format!("corrupt reservation: {e}")))?;
+        for (sku, qty) in per_sku {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE inventory SET {set} WHERE sku = $2"
+            )))
+            .bind(qty)
+            .bind(&sku)
+            .execute(&mut **tx)
+            .await
+            .map_err(AdapterError::db)?;
+        }
+        Ok(true)
+    }
+
+    /// Gives a reservation's stock back. Releasing twice, or what was never reserved or was
+    /// shipped, changes nothing.
+    pub async fn release(&self, reservation_key: &str) -> Result<(), AdapterError> {
+        let mut tx = self.pool.begin().await.map_err(AdapterError::db)?;
+        Self::move_reserved(
+            &mut tx,
+            reservation_key,
+            "released",
+            "available = available + $1, reserved = reserved - $1",
+        )
+        .await?;
+        tx.commit().await.map_err(AdapterError::db)
+    }
+
+    /// Charges the order's total under `key`. Customers whose id starts with `declined` are
+    /// declined (the demo's way to exercise compensation).
+    pub async fn charge(&self, key: &str, order: &Order) -> Result<Charge, AdapterError> {
+        if order.customer_id.starts_with("declined") {
+            return Err(AdapterError::Rejected {
+                kind: "PaymentDeclined",
+                message: format!("card of {} declined", order.customer_id),
+            });
+        }
+        let amount = order.total_cents();
+        sqlx::query(
+            "INSERT INTO payments (payment_key, order_id, kind, amount_cents, currency, charge_key, created_at) \
+             VALUES ($1, $2, 'charge', $3, $4, NULL, $5) ON CONFLICT (payment_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(&order.order_id)
+        .bind(amount)
+        .bind(&order.currency)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(AdapterError::db)?;
+        Ok(Charge {
+            key: key.to_owned(),
+            amount_cents: amount,
+        })
+    }
+
+    /// Refunds a charge in full, once. Refunding what was never charged changes nothing.
+    pub async fn refund(&self, charge_key: &str) -> Result<(), AdapterError> {
+        sqlx::query(
+            "INSERT INTO payments (payment_key, order_id, kind, amount_cents, currency, charge_key, created_at) \
+             SELECT payment_key || '/refund', order_id, 'refund', amount_cents, currency, payment_key, $2 \
+             FROM payments WHERE payment_key = $1 AND kind = 'charge' \
+             ON CONFLICT (payment_key) DO NOTHING",
+        )
+        .bind(charge_key)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(AdapterError::db)?;
+        Ok(())
+    }
+
+    /// Ships a reservation under `key`. The reference shipper does not ship to country `ZZ`.
+    pub async fn ship(
+        &self,
+        key: &str,
+        order: &Order,
+        reservation_key: &str,
+    ) -> Result<String, AdapterError> {
+        if order.shipping_address.country == "ZZ" {
+            return Err(AdapterError::Rejected {
+                kind: "Unshippable",
+                message: format!("cannot ship order {} to country ZZ", order.order_id),
+            });
+        }
+        // The shipment and the stock it takes are one transaction: a retry finds both or none.
+        let mut tx = self.pool.begin().await.map_err(AdapterError::db)?;
+        let inserted = sqlx::query(
+            "INSERT INTO shipments (shipment_key, order_id, reservation_key, country, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (shipment_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(&order.order_id)
+        .bind(reservation_key)
+        .bind(&order.shipping_address.country)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(AdapterError::db)?
+        .rows_affected();
+        if inserted == 1 {
+            let moved = Self::move_reserved(
+                &mut tx,
+                reservation_key,
+                "shipped",
+                "reserved = reserved - $1, shipped = shipped + $1",
+            )
+            .await?;
+            if !moved {
+                return Err(AdapterError::Rejected {
+                    kind: "Unshippable",
+                    message: format!(
+                        "order {}: its reservation is no longer held",
+                        order.order_id
+                    ),
+                });
+            }
+        }
+        tx.commit().await.map_err(AdapterError::db)?;
+        Ok(key.to_owned())
+    }
+
+    /// Records a notification under `key` (once).
+    pub async fn record_notification(
+        &self,
+        key: &str,
+        order_id: &str,
+        outcome: &str,
+        body: &str,
+    ) -> Result<(), AdapterError> {
+        sqlx::query(
+            "INSERT INTO notifications (notification_key, order_id, outcome, body, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (notification_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(order_id)
+        .bind(outcome)
+        .bind(body)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(AdapterError::db)?;
+        Ok(())
+    }
+
+    /// Stock totals over all SKUs whose name starts with `prefix`.
+    pub async fn stock(&self, prefix: &str) -> Result<StockTotals, AdapterError> {
+        let row: (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(initial), 0) AS BIGINT), CAST(COALESCE(SUM(available), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(reserved), 0) AS BIGINT), CAST(COALESCE(SUM(shipped), 0) AS BIGINT) \
+             FROM inventory WHERE substr(sku, 1, length($1)) = $1",
+        )
+        .bind(prefix)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(AdapterError::db)?;
+        Ok(StockTotals {
+            initial: row.0,
+            available: row.1,
+            reserved: row.2,
+            shipped: row.3,
+        })
+    }
+
+    /// Net money per order (charges minus refunds), for orders whose id starts with `prefix`,
+    /// and how many charges each order got.
+    pub async fn ledger(&self, prefix: &str) -> Result<BTreeMap<String, (i64, i64)>, AdapterError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT order_id, kind, amount_cents FROM payments WHERE substr(order_id, 1, length($1)) = $1",
+        )
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(AdapterError::db)?;
+        let mut out: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for (order, kind, amount) in rows {
+            let e = out.entry(order).or_default();
+            if kind == "charge" {
+                e.0 += amount;
+                e.1 += 1;
+            } else {
+                e.0 -= amount;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The notifications recorded for an order.
+    pub async fn notifications(&self, order_id: &str) -> Result<Vec<String>, AdapterError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT outcome FROM notifications WHERE order_id = $1")
+                .bind(order_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(AdapterError::db)?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+}

@@ -1,0 +1,66 @@
+//! The order worker: the order saga and its activities on a task queue.
+
+use anyhow::{Context, Result};
+use martix_activities::{Backend, BreakerSettings, Faults, OrderActivities, ReferenceAdapters};
+use martix_sdk::{Worker, WorkerOptions};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Which adapters the activities use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Adapters {
+    /// The reference inventory, ledger, shipper and notifications in the database.
+    Reference,
+    /// No I/O: every step answers at once (for benchmarks of the engine).
+    Noop,
+}
+
+/// Builds the order activities: reference adapters on `database_url`, RabbitMQ if `amqp_url`.
+pub(crate) async fn activities(
+    adapters: Adapters,
+    database_url: Option<&str>,
+    amqp_url: Option<&str>,
+) -> Result<(Arc<OrderActivities>, Option<ReferenceAdapters>)> {
+    let (backend, reference) = match adapters {
+        Adapters::Noop => (Backend::Noop, None),
+        Adapters::Reference => {
+            let url = database_url
+                .context("the reference adapters need --database-url (or use --adapters noop)")?;
+            let r = ReferenceAdapters::connect(url)
+                .await
+                .context("opening the reference adapters' database")?;
+            (Backend::Reference(r.clone()), Some(r))
+        }
+    };
+    let notifier = match amqp_url {
+        Some(url) => Some(
+            martix_activities::notify::AmqpNotifier::connect(url)
+                .await
+                .context("connecting to RabbitMQ (MARTIX_AMQP_URL)")?,
+        ),
+        None => None,
+    };
+    Ok((
+        OrderActivities::new(
+            backend,
+            notifier,
+            Faults::from_env(),
+            BreakerSettings::default(),
+        ),
+        reference,
+    ))
+}
+
+/// Runs the order worker until `shutdown`.
+pub(crate) async fn run_worker(
+    address: &str,
+    task_queue: &str,
+    activities: Arc<OrderActivities>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut worker = Worker::new(address, WorkerOptions::new(task_queue))?;
+    worker.register_workflow(martix_workflows::ORDER, martix_workflows::order);
+    activities.register(&mut worker);
+    worker.run(shutdown).await;
+    Ok(())
+}
