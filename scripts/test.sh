@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of Martix. Uses the PostgreSQL on 127.0.0.1:5432 if it answers; otherwise
-# installs Debian's postgresql (if missing) and starts it. RabbitMQ is not needed yet.
+# installs Debian's postgresql (if missing) and starts it. The same for RabbitMQ on :5672.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +39,27 @@ ensure_postgres() {
   as_root runuser -u postgres -- psql -q -c "ALTER USER postgres PASSWORD 'postgres'" >/dev/null
 }
 
+rabbit_answers() {
+  (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null
+}
+
+ensure_rabbitmq() {
+  if rabbit_answers; then
+    say "RabbitMQ answers on 127.0.0.1:5672"
+    return
+  fi
+  if ! command -v rabbitmq-server >/dev/null 2>&1 && [ ! -x /usr/sbin/rabbitmq-server ]; then
+    say "installing RabbitMQ (Debian package rabbitmq-server)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+  fi
+  say "starting RabbitMQ"
+  as_root env PATH="$PATH:/usr/sbin" rabbitmq-server -detached || true
+  for _ in $(seq 1 120); do rabbit_answers && break; sleep 0.5; done
+  rabbit_answers || { say "RabbitMQ did not start; see /var/log/rabbitmq/"; exit 1; }
+}
+
 ensure_postgres
+ensure_rabbitmq
 say "cargo test --workspace"
 cargo test --workspace --no-fail-fast

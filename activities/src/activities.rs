@@ -1,9 +1,10 @@
 //! The order activities: each calls one adapter through its circuit breaker, with the fault
 //! knobs applied inside the breaker (injected failures count as outages).
 
+use crate::adapters::{Inventory, Noop, Notifier, PaymentGateway, Shipping};
 use crate::breaker::{Breaker, BreakerRegistry, Guarded};
 use crate::faults::{Faults, Knob};
-use crate::model::{Charge, StepInput, names};
+use crate::model::{StepInput, names};
 use crate::notify::AmqpNotifier;
 use crate::reference::{AdapterError, ReferenceAdapters};
 use martix_sdk::{ActivityContext, ActivityError, Worker};
@@ -12,14 +13,39 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Where the activities' effects go.
+/// The downstream systems the activities call.
 #[derive(Clone)]
-pub enum Backend {
-    /// The reference adapters in the database.
-    Reference(ReferenceAdapters),
-    /// Every step succeeds at once without I/O (declines still follow the customer rule);
-    /// for benchmarks of the engine alone.
-    Noop,
+pub struct Backend {
+    pub inventory: Arc<dyn Inventory>,
+    pub payment: Arc<dyn PaymentGateway>,
+    pub shipping: Arc<dyn Shipping>,
+    pub notifier: Arc<dyn Notifier>,
+}
+
+impl Backend {
+    /// All four on the reference adapters; notifications on RabbitMQ if `amqp` is given.
+    pub fn reference(adapters: ReferenceAdapters, amqp: Option<AmqpNotifier>) -> Self {
+        let r = Arc::new(adapters);
+        Self {
+            inventory: r.clone(),
+            payment: r.clone(),
+            shipping: r.clone(),
+            notifier: match amqp {
+                Some(n) => Arc::new(n),
+                None => r,
+            },
+        }
+    }
+
+    /// All four answering at once without I/O (benchmarks of the engine alone).
+    pub fn noop() -> Self {
+        Self {
+            inventory: Arc::new(Noop),
+            payment: Arc::new(Noop),
+            shipping: Arc::new(Noop),
+            notifier: Arc::new(Noop),
+        }
+    }
 }
 
 /// Input of `send_notification`.
@@ -42,7 +68,6 @@ pub struct CallCounts {
 /// The order activities with their adapters, breakers and fault knobs.
 pub struct OrderActivities {
     backend: Backend,
-    notifier: Option<AmqpNotifier>,
     faults: Faults,
     inventory: Breaker,
     payment: Breaker,
@@ -83,13 +108,8 @@ fn to_activity_error(e: Guarded<AdapterError>, adapter: &str) -> ActivityError {
 }
 
 impl OrderActivities {
-    /// Activities on `backend`, notifying on RabbitMQ when `notifier` is given.
-    pub fn new(
-        backend: Backend,
-        notifier: Option<AmqpNotifier>,
-        faults: Faults,
-        settings: BreakerSettings,
-    ) -> Arc<Self> {
+    /// Activities on `backend`.
+    pub fn new(backend: Backend, faults: Faults, settings: BreakerSettings) -> Arc<Self> {
         let breakers = BreakerRegistry::default();
         let b = |name| Breaker::new(name, settings.failures, settings.open_for, &breakers);
         Arc::new(Self {
@@ -98,7 +118,6 @@ impl OrderActivities {
             shipping: b("shipping"),
             notification: b("notification"),
             backend,
-            notifier,
             faults,
             breakers,
             calls: CallCounts::default(),
@@ -159,17 +178,13 @@ impl OrderActivities {
                 let me = me.clone();
                 async move {
                     let key = ctx.idempotency_key();
+                    let b = &me.backend;
                     me.guarded(
                         &me.inventory,
                         &me.faults.inventory,
                         &me.calls.inventory,
                         false,
-                        async {
-                            match &me.backend {
-                                Backend::Reference(a) => a.reserve(&key, &input.order).await,
-                                Backend::Noop => Ok(key.clone()),
-                            }
-                        },
+                        b.inventory.reserve(&key, &input.order),
                     )
                     .await
                 }
@@ -181,17 +196,13 @@ impl OrderActivities {
             move |_ctx: ActivityContext, input: StepInput| {
                 let me = me.clone();
                 async move {
+                    let b = &me.backend;
                     me.guarded(
                         &me.inventory,
                         &me.faults.inventory,
                         &me.calls.inventory,
                         false,
-                        async {
-                            match &me.backend {
-                                Backend::Reference(a) => a.release(&input.undo_key).await,
-                                Backend::Noop => Ok(()),
-                            }
-                        },
+                        b.inventory.release(&input.undo_key),
                     )
                     .await
                 }
@@ -205,28 +216,13 @@ impl OrderActivities {
                 async move {
                     let key = ctx.idempotency_key();
                     let out = me.faults.payment_out();
+                    let b = &me.backend;
                     me.guarded(
                         &me.payment,
                         &me.faults.payment,
                         &me.calls.payment,
                         out,
-                        async {
-                            match &me.backend {
-                                Backend::Reference(a) => a.charge(&key, &input.order).await,
-                                Backend::Noop
-                                    if input.order.customer_id.starts_with("declined") =>
-                                {
-                                    Err(AdapterError::Rejected {
-                                        kind: "PaymentDeclined",
-                                        message: "card declined".into(),
-                                    })
-                                }
-                                Backend::Noop => Ok(Charge {
-                                    key: key.clone(),
-                                    amount_cents: input.order.total_cents(),
-                                }),
-                            }
-                        },
+                        b.payment.charge(&key, &input.order),
                     )
                     .await
                 }
@@ -239,17 +235,13 @@ impl OrderActivities {
                 let me = me.clone();
                 async move {
                     let out = me.faults.payment_out();
+                    let b = &me.backend;
                     me.guarded(
                         &me.payment,
                         &me.faults.payment,
                         &me.calls.payment,
                         out,
-                        async {
-                            match &me.backend {
-                                Backend::Reference(a) => a.refund(&input.undo_key).await,
-                                Backend::Noop => Ok(()),
-                            }
-                        },
+                        b.payment.refund(&input.undo_key),
                     )
                     .await
                 }
@@ -262,25 +254,13 @@ impl OrderActivities {
                 let me = me.clone();
                 async move {
                     let key = ctx.idempotency_key();
+                    let b = &me.backend;
                     me.guarded(
                         &me.shipping,
                         &me.faults.shipping,
                         &me.calls.shipping,
                         false,
-                        async {
-                            match &me.backend {
-                                Backend::Reference(a) => {
-                                    a.ship(&key, &input.order, &input.undo_key).await
-                                }
-                                Backend::Noop if input.order.shipping_address.country == "ZZ" => {
-                                    Err(AdapterError::Rejected {
-                                        kind: "Unshippable",
-                                        message: "cannot ship to ZZ".into(),
-                                    })
-                                }
-                                Backend::Noop => Ok(key.clone()),
-                            }
-                        },
+                        b.shipping.ship(&key, &input.order, &input.undo_key),
                     )
                     .await
                 }
@@ -294,28 +274,14 @@ impl OrderActivities {
                 async move {
                     let key = ctx.idempotency_key();
                     let body = serde_json::to_vec(&input.body)?;
+                    let b = &me.backend;
                     me.guarded(
                         &me.notification,
                         &me.faults.notification,
                         &me.calls.notification,
                         false,
-                        async {
-                            if let Some(n) = &me.notifier {
-                                return n.publish(&key, &input.outcome, &body).await;
-                            }
-                            match &me.backend {
-                                Backend::Reference(a) => {
-                                    a.record_notification(
-                                        &key,
-                                        &input.order_id,
-                                        &input.outcome,
-                                        &String::from_utf8_lossy(&body),
-                                    )
-                                    .await
-                                }
-                                Backend::Noop => Ok(()),
-                            }
-                        },
+                        b.notifier
+                            .notify(&key, &input.order_id, &input.outcome, &body),
                     )
                     .await
                 }

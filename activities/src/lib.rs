@@ -1,5 +1,7 @@
 //! Order activities and their downstream adapters.
 //!
+//! - `adapters`: the traits the activities call (inventory, payment gateway, shipping,
+//!   notifier) and a no-op implementation;
 //! - `model`: the saga's data and activity names (the contract with `martix-workflows`);
 //! - `reference`: inventory, payment ledger, shipments and notifications in the engine's
 //!   database, idempotent by key, stock never negative;
@@ -10,6 +12,7 @@
 //! - `activities`: the activity functions that tie them together.
 
 pub mod activities;
+pub mod adapters;
 pub mod breaker;
 pub mod faults;
 pub mod model;

@@ -105,3 +105,38 @@ pub struct Charge {
     pub key: String,
     pub amount_cents: i64,
 }
+
+/// A random order for demos, tests and benchmarks: one to three lines over `skus` SKUs named
+/// `{prefix}-sku-{n}`; about 10% of customers are declined (`declined-...`) and about 5% of
+/// addresses unshippable (country `ZZ`).
+pub fn random_order(rng: &mut impl rand::Rng, prefix: &str, i: usize, skus: usize) -> Order {
+    let items = (0..rng.random_range(1..=3))
+        .map(|_| Item {
+            sku: format!("{prefix}-sku-{}", rng.random_range(0..skus)),
+            qty: rng.random_range(1..=3),
+            unit_price_cents: rng.random_range(100..=5_000),
+        })
+        .collect();
+    let declined = rng.random_bool(0.10);
+    let unshippable = rng.random_bool(0.05);
+    Order {
+        order_id: format!("{prefix}-order-{i}"),
+        customer_id: if declined {
+            format!("declined-{i}")
+        } else {
+            format!("cust-{i}")
+        },
+        currency: "EUR".into(),
+        items,
+        shipping_address: Address {
+            name: format!("Customer {i}"),
+            line1: "1 Demo Street".into(),
+            city: "Lyon".into(),
+            country: if unshippable {
+                "ZZ".into()
+            } else {
+                "FR".into()
+            },
+        },
+    }
+}

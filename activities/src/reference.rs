@@ -358,3 +358,60 @@ impl ReferenceAdapters {
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 }
+
+/// One line of a ledger check.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub what: &'static str,
+    pub figures: String,
+    pub ok: bool,
+}
+
+impl ReferenceAdapters {
+    /// Checks that money and stock add up for the orders under `prefix` (ids and SKUs start
+    /// with it), given the orders that completed: charges minus refunds equal their value, no
+    /// order was charged twice, stock is conserved, nothing stays reserved, and what shipped is
+    /// what they ordered. Meaningful once every order is terminal.
+    pub async fn check_ledger(
+        &self,
+        prefix: &str,
+        completed: &[&Order],
+    ) -> Result<Vec<Check>, AdapterError> {
+        let ledger = self.ledger(prefix).await?;
+        let net: i64 = ledger.values().map(|(net, _)| net).sum();
+        let double_charged = ledger.values().filter(|(_, charges)| *charges > 1).count();
+        let expected_net: i64 = completed.iter().map(|o| o.total_cents()).sum();
+        let expected_shipped: i64 = completed.iter().flat_map(|o| &o.items).map(|i| i.qty).sum();
+        let stock = self.stock(&format!("{prefix}-sku")).await?;
+        Ok(vec![
+            Check {
+                what: "charges - refunds = value of completed orders",
+                figures: format!("{net} = {expected_net}"),
+                ok: net == expected_net,
+            },
+            Check {
+                what: "no order charged twice",
+                figures: format!("{double_charged} double charges"),
+                ok: double_charged == 0,
+            },
+            Check {
+                what: "available + reserved + shipped = initial stock",
+                figures: format!(
+                    "{} + {} + {} = {}",
+                    stock.available, stock.reserved, stock.shipped, stock.initial
+                ),
+                ok: stock.available + stock.reserved + stock.shipped == stock.initial,
+            },
+            Check {
+                what: "nothing left reserved",
+                figures: format!("{} reserved", stock.reserved),
+                ok: stock.reserved == 0,
+            },
+            Check {
+                what: "shipped = items of completed orders",
+                figures: format!("{} = {expected_shipped}", stock.shipped),
+                ok: stock.shipped == expected_shipped,
+            },
+        ])
+    }
+}

@@ -21,17 +21,6 @@ pub(crate) async fn activities(
     database_url: Option<&str>,
     amqp_url: Option<&str>,
 ) -> Result<(Arc<OrderActivities>, Option<ReferenceAdapters>)> {
-    let (backend, reference) = match adapters {
-        Adapters::Noop => (Backend::Noop, None),
-        Adapters::Reference => {
-            let url = database_url
-                .context("the reference adapters need --database-url (or use --adapters noop)")?;
-            let r = ReferenceAdapters::connect(url)
-                .await
-                .context("opening the reference adapters' database")?;
-            (Backend::Reference(r.clone()), Some(r))
-        }
-    };
     let notifier = match amqp_url {
         Some(url) => Some(
             martix_activities::notify::AmqpNotifier::connect(url)
@@ -40,13 +29,19 @@ pub(crate) async fn activities(
         ),
         None => None,
     };
+    let (backend, reference) = match adapters {
+        Adapters::Noop => (Backend::noop(), None),
+        Adapters::Reference => {
+            let url = database_url
+                .context("the reference adapters need --database-url (or use --adapters noop)")?;
+            let r = ReferenceAdapters::connect(url)
+                .await
+                .context("opening the reference adapters' database")?;
+            (Backend::reference(r.clone(), notifier), Some(r))
+        }
+    };
     Ok((
-        OrderActivities::new(
-            backend,
-            notifier,
-            Faults::from_env(),
-            BreakerSettings::default(),
-        ),
+        OrderActivities::new(backend, Faults::from_env(), BreakerSettings::default()),
         reference,
     ))
 }

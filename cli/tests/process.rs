@@ -170,3 +170,22 @@ fn uuid_like() -> String {
             .as_nanos()
     )
 }
+
+#[test]
+fn the_demo_places_orders_and_the_ledger_adds_up() {
+    let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args(["dev", "--ephemeral", "--demo", "40"])
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("completed"), "{stdout}");
+    assert!(stdout.contains("40 orders in"), "{stdout}");
+    assert!(stdout.contains("money and stock add up"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}

@@ -55,11 +55,19 @@ pub async fn postgres_store() -> Arc<dyn Store> {
     )
 }
 
+/// The URL of a fresh SQLite file in the temp directory.
+pub fn sqlite_url() -> String {
+    let path = std::env::temp_dir().join(format!("martix-test-{}.db", uuid::Uuid::new_v4()));
+    format!("sqlite://{}", path.display())
+}
+
 /// A store on a fresh SQLite file in the temp directory.
 pub async fn sqlite_store() -> Arc<dyn Store> {
-    let path = std::env::temp_dir().join(format!("martix-test-{}.db", uuid::Uuid::new_v4()));
-    let url = format!("sqlite://{}", path.display());
-    Arc::new(SqliteStore::connect(&url).await.expect("open SQLite"))
+    Arc::new(
+        SqliteStore::connect(&sqlite_url())
+            .await
+            .expect("open SQLite"),
+    )
 }
 
 /// Which backend a test runs on.
@@ -72,9 +80,18 @@ pub enum Backend {
 impl Backend {
     /// A fresh store of this backend.
     pub async fn store(self) -> Arc<dyn Store> {
+        self.store_and_url().await.0
+    }
+
+    /// A fresh store of this backend and the URL of its database.
+    pub async fn store_and_url(self) -> (Arc<dyn Store>, String) {
         match self {
-            Backend::Postgres => postgres_store().await,
-            Backend::Sqlite => sqlite_store().await,
+            Backend::Postgres => (postgres_store().await, postgres_url()),
+            Backend::Sqlite => {
+                let url = sqlite_url();
+                let store = SqliteStore::connect(&url).await.expect("open SQLite");
+                (Arc::new(store), url)
+            }
         }
     }
 }
@@ -82,6 +99,8 @@ impl Backend {
 /// An engine serving gRPC on a free loopback port; stopped when dropped.
 pub struct TestEngine {
     pub engine: Arc<Engine>,
+    /// The database the engine keeps its state in.
+    pub database_url: String,
     pub endpoint: String,
     pub http: String,
     shutdown: CancellationToken,
@@ -90,7 +109,8 @@ pub struct TestEngine {
 impl TestEngine {
     /// Starts an engine on `backend` with `config`.
     pub async fn start(backend: Backend, config: EngineConfig) -> Self {
-        let engine = Engine::new(backend.store().await, config);
+        let (store, database_url) = backend.store_and_url().await;
+        let engine = Engine::new(store, config);
         let server = Server::bind(
             engine.clone(),
             &ServerConfig {
@@ -107,6 +127,7 @@ impl TestEngine {
         tokio::spawn(server.serve(shutdown.clone()));
         Self {
             engine,
+            database_url,
             endpoint,
             http,
             shutdown,

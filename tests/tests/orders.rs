@@ -1,0 +1,316 @@
+//! The order saga end to end on PostgreSQL and SQLite, with the reference adapters: every
+//! outcome, duplicates, a payment outage behind the breaker, and the ledger after many orders.
+
+use martix_activities::model::random_order;
+use martix_activities::{
+    Address, Backend as Adapters, BreakerSettings, Faults, Item, Order, OrderActivities,
+    ReferenceAdapters,
+};
+use martix_engine::EngineConfig;
+use martix_sdk::{Client, StartOptions, Worker, WorkerOptions};
+use martix_tests::{Backend, TestEngine, on_both_backends, unique};
+use martix_workflows::OrderOutcome;
+use rand::SeedableRng;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+struct Env {
+    /// Kept so the engine serves as long as the test runs.
+    _engine: TestEngine,
+    adapters: ReferenceAdapters,
+    activities: Arc<OrderActivities>,
+    client: Client,
+    queue: String,
+    prefix: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Env {
+    async fn start(backend: Backend, faults: Faults, breakers: BreakerSettings) -> Self {
+        let mut config = EngineConfig::default();
+        config.recheck_interval = Duration::from_millis(200);
+        config.timer_poll_interval = Duration::from_millis(200);
+        let engine = TestEngine::start(backend, config).await;
+        let adapters = ReferenceAdapters::connect(&engine.database_url)
+            .await
+            .unwrap();
+        let activities = OrderActivities::new(
+            Adapters::reference(adapters.clone(), None),
+            faults,
+            breakers,
+        );
+        let queue = unique("orders");
+        let mut worker = Worker::new(&engine.endpoint, WorkerOptions::new(&queue)).unwrap();
+        worker.register_workflow(martix_workflows::ORDER, martix_workflows::order);
+        activities.register(&mut worker);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(worker.run(shutdown.clone()));
+        let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+        let prefix = unique("t").replace('-', "");
+        for s in 0..4 {
+            adapters
+                .seed_stock(&format!("{prefix}-sku-{s}"), 1_000)
+                .await
+                .unwrap();
+        }
+        Self {
+            _engine: engine,
+            adapters,
+            activities,
+            client,
+            queue,
+            prefix,
+            shutdown,
+        }
+    }
+
+    fn order(&self, name: &str, customer: &str, country: &str, qty: i64) -> Order {
+        Order {
+            order_id: format!("{}-order-{name}", self.prefix),
+            customer_id: customer.into(),
+            currency: "EUR".into(),
+            items: vec![
+                Item {
+                    sku: format!("{}-sku-0", self.prefix),
+                    qty,
+                    unit_price_cents: 1250,
+                },
+                Item {
+                    sku: format!("{}-sku-1", self.prefix),
+                    qty: 1,
+                    unit_price_cents: 499,
+                },
+            ],
+            shipping_address: Address {
+                country: country.into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    async fn place(&self, order: &Order) -> OrderOutcome {
+        let run = self
+            .client
+            .start_workflow(
+                StartOptions::new(martix_workflows::ORDER, &order.order_id, &self.queue),
+                order,
+            )
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(60), run.result())
+            .await
+            .expect("the order ends")
+            .unwrap()
+    }
+
+    async fn assert_ledger(&self, completed: &[&Order]) {
+        for c in self
+            .adapters
+            .check_ledger(&self.prefix, completed)
+            .await
+            .unwrap()
+        {
+            assert!(c.ok, "{}: {}", c.what, c.figures);
+        }
+    }
+}
+
+async fn every_outcome_path(backend: Backend) {
+    let env = Env::start(backend, Faults::default(), BreakerSettings::default()).await;
+    let ok = env.order("ok", "cust-1", "FR", 2);
+    let declined = env.order("declined", "declined-2", "FR", 1);
+    let unshippable = env.order("unshippable", "cust-3", "ZZ", 1);
+    let too_many = env.order("too-many", "cust-4", "FR", 5_000);
+    let mut invalid = env.order("invalid", "cust-5", "FR", 1);
+    invalid.currency = "euro".into();
+
+    let o = env.place(&ok).await;
+    assert_eq!(
+        (o.status.as_str(), o.charged_cents),
+        ("completed", 2 * 1250 + 499)
+    );
+    assert_eq!(o.notification, "sent");
+    assert_eq!(
+        env.adapters.notifications(&ok.order_id).await.unwrap(),
+        ["completed"]
+    );
+
+    let o = env.place(&declined).await;
+    assert_eq!(o.status, "compensated");
+    assert_eq!(o.failed_step.as_deref(), Some("payment"));
+    assert!(o.cause.unwrap().contains("PaymentDeclined"));
+
+    let o = env.place(&unshippable).await;
+    assert_eq!(o.status, "compensated");
+    assert_eq!(o.failed_step.as_deref(), Some("shipment"));
+    let ledger = env.adapters.ledger(&unshippable.order_id).await.unwrap();
+    assert_eq!(
+        ledger[&unshippable.order_id],
+        (0, 1),
+        "charged once, then refunded"
+    );
+
+    let o = env.place(&too_many).await;
+    assert_eq!(o.status, "failed");
+    assert_eq!(o.failed_step.as_deref(), Some("reserve"));
+    assert!(o.cause.unwrap().contains("OutOfStock"));
+
+    let o = env.place(&invalid).await;
+    assert_eq!(o.status, "failed");
+    assert_eq!(o.failed_step.as_deref(), Some("validate"));
+    assert!(o.cause.unwrap().contains("currency"));
+
+    env.assert_ledger(&[&ok]).await;
+}
+
+async fn a_cancelled_order_is_refunded_and_released(backend: Backend) {
+    // Slow inventory: the cancellation arrives while the stock is being reserved.
+    let mut faults = Faults::default();
+    faults.inventory.latency = Duration::from_millis(700);
+    let env = Env::start(backend, faults, BreakerSettings::default()).await;
+    let order = env.order("cancel", "cust-1", "FR", 1);
+    let run = env
+        .client
+        .start_workflow(
+            StartOptions::new(martix_workflows::ORDER, &order.order_id, &env.queue),
+            &order,
+        )
+        .await
+        .unwrap();
+    run.cancel("customer changed their mind").await.unwrap();
+    let o: OrderOutcome = tokio::time::timeout(Duration::from_secs(60), run.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.status, "compensated");
+    assert_eq!(o.failed_step.as_deref(), Some("cancel"));
+    env.assert_ledger(&[]).await;
+}
+
+async fn a_duplicate_start_charges_once(backend: Backend) {
+    let env = Env::start(backend, Faults::default(), BreakerSettings::default()).await;
+    let order = env.order("dup", "cust-1", "FR", 1);
+    let opts = StartOptions::new(martix_workflows::ORDER, &order.order_id, &env.queue);
+    let first = env
+        .client
+        .start_workflow(opts.clone(), &order)
+        .await
+        .unwrap();
+    let second = env.client.start_workflow(opts, &order).await.unwrap();
+    assert_eq!(first.run_id, second.run_id);
+    assert!(first.started && !second.started);
+    let o: OrderOutcome = first.result().await.unwrap();
+    assert_eq!(o.status, "completed");
+    env.assert_ledger(&[&order]).await;
+}
+
+async fn a_payment_outage_opens_the_breaker_and_orders_finish_after_it(backend: Backend) {
+    let breakers = BreakerSettings {
+        failures: 3,
+        open_for: Duration::from_millis(800),
+    };
+    let env = Env::start(backend, Faults::default(), breakers).await;
+    env.activities
+        .faults()
+        .payment_outage
+        .store(true, Ordering::SeqCst);
+    let orders: Vec<Order> = (0..4)
+        .map(|i| env.order(&format!("outage-{i}"), "cust-1", "FR", 1))
+        .collect();
+    let mut runs = Vec::new();
+    for o in &orders {
+        runs.push(
+            env.client
+                .start_workflow(
+                    StartOptions::new(martix_workflows::ORDER, &o.order_id, &env.queue),
+                    o,
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    // Wait until the breaker has opened and turned calls away.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (state, rejected) = env.activities.breakers().snapshot()["payment"];
+            if rejected >= 3 {
+                return state;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the payment breaker opens and rejects calls");
+    // While the outage lasts, the breaker lets through about one trial call per open period
+    // (0.8 s) and turns the rest away; without it, 4 orders would keep hitting the gateway.
+    let (_, rejected_before) = env.activities.breakers().snapshot()["payment"];
+    let reached_before = env.activities.calls().payment.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2400)).await;
+    let reached = env.activities.calls().payment.load(Ordering::SeqCst) - reached_before;
+    let (_, rejected) = env.activities.breakers().snapshot()["payment"];
+    let rejected = rejected - rejected_before;
+    assert!(
+        reached <= 5 && rejected >= 1,
+        "while open, calls are limited: {reached} reached the gateway, {rejected} were turned away"
+    );
+    env.activities
+        .faults()
+        .payment_outage
+        .store(false, Ordering::SeqCst);
+    for run in &runs {
+        let o: OrderOutcome = tokio::time::timeout(Duration::from_secs(60), run.result())
+            .await
+            .expect("orders finish after the outage")
+            .unwrap();
+        assert_eq!(o.status, "completed");
+    }
+    let refs: Vec<&Order> = orders.iter().collect();
+    env.assert_ledger(&refs).await;
+}
+
+async fn the_ledger_adds_up_after_500_mixed_orders(backend: Backend) {
+    let env = Env::start(backend, Faults::default(), BreakerSettings::default()).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let orders: Vec<Order> = (0..500)
+        .map(|i| random_order(&mut rng, &env.prefix, i, 4))
+        .collect();
+    use futures::StreamExt;
+    let outcomes: Vec<OrderOutcome> = futures::stream::iter(orders.iter().map(|o| env.place(o)))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let completed: Vec<&Order> = orders
+        .iter()
+        .filter(|o| {
+            outcomes
+                .iter()
+                .any(|x| x.order_id == o.order_id && x.status == "completed")
+        })
+        .collect();
+    let compensated = outcomes
+        .iter()
+        .filter(|o| o.status == "compensated")
+        .count();
+    assert!(
+        completed.len() > 350 && compensated > 30,
+        "{} completed, {compensated} compensated",
+        completed.len()
+    );
+    env.assert_ledger(&completed).await;
+}
+
+on_both_backends!(
+    every_outcome_path,
+    a_cancelled_order_is_refunded_and_released,
+    a_duplicate_start_charges_once,
+    a_payment_outage_opens_the_breaker_and_orders_finish_after_it,
+    the_ledger_adds_up_after_500_mixed_orders,
+);
