@@ -189,3 +189,61 @@ fn the_demo_places_orders_and_the_ledger_adds_up() {
     assert!(stdout.contains("money and stock add up"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
+
+#[tokio::test]
+async fn server_and_worker_processes_run_an_order_on_postgres() {
+    drop(martix_tests::postgres_store().await);
+    let url = martix_tests::postgres_url();
+    let server = spawn(&["server", "--database-url", &url]);
+    let queue = martix_tests::unique("orders");
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args(["worker", "--database-url", &url, "--address", &server.grpc])
+        .args(["--task-queue", &queue])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let adapters = martix_activities::ReferenceAdapters::connect(&url)
+        .await
+        .unwrap();
+    let prefix = martix_tests::unique("proc").replace('-', "");
+    adapters
+        .seed_stock(&format!("{prefix}-sku"), 5)
+        .await
+        .unwrap();
+    let order = martix_activities::Order {
+        order_id: format!("{prefix}-order-1"),
+        customer_id: "cust-1".into(),
+        currency: "EUR".into(),
+        items: vec![martix_activities::Item {
+            sku: format!("{prefix}-sku"),
+            qty: 2,
+            unit_price_cents: 1000,
+        }],
+        shipping_address: martix_activities::Address {
+            country: "FR".into(),
+            ..Default::default()
+        },
+    };
+    let client = martix_sdk::Client::connect(server.grpc.clone())
+        .await
+        .unwrap();
+    let run = client
+        .start_workflow(
+            martix_sdk::StartOptions::new("order", &order.order_id, &queue),
+            &order,
+        )
+        .await
+        .unwrap();
+    let outcome: martix_workflows::OrderOutcome =
+        tokio::time::timeout(Duration::from_secs(60), run.result())
+            .await
+            .expect("the worker process runs the order")
+            .unwrap();
+    assert_eq!(outcome.status, "completed");
+    for c in adapters.check_ledger(&prefix, &[&order]).await.unwrap() {
+        assert!(c.ok, "{}: {}", c.what, c.figures);
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert!(terminate(server).success());
+}
