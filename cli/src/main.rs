@@ -1,5 +1,6 @@
 //! `martix`: the engine server, the embedded dev mode, the order worker, and migrations.
 
+mod bench;
 mod demo;
 mod orders;
 
@@ -29,6 +30,8 @@ enum Command {
     Server(ServerArgs),
     /// Run the order worker (the order saga and its activities) against an engine.
     Worker(WorkerArgs),
+    /// Measure the reference workload (shared/BENCHMARK.md) on an in-process engine.
+    Bench(BenchArgs),
     /// Apply the database migrations and exit.
     Migrate {
         /// postgres://... or sqlite://path
@@ -88,6 +91,31 @@ struct OrderArgs {
     /// Which adapters the activities use.
     #[arg(long, value_enum, default_value = "reference")]
     adapters: orders::Adapters,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The store: `sqlite` (a temporary file) or a postgres:// URL.
+    #[arg(long, default_value = "sqlite")]
+    embedded: String,
+    /// Closed-loop concurrency levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Sagas per level (or until --max-time).
+    #[arg(long, default_value_t = 2000)]
+    sagas: u64,
+    /// Longest time per level.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    max_time: Duration,
+    /// Sagas run before measuring.
+    #[arg(long, default_value_t = 50)]
+    warmup: u64,
+    /// Which adapters the activities use.
+    #[arg(long, value_enum, default_value = "noop")]
+    adapters: orders::Adapters,
+    /// `table` or `json`.
+    #[arg(long, default_value = "table")]
+    output: String,
 }
 
 #[derive(Args)]
@@ -173,6 +201,7 @@ async fn main() -> Result<()> {
             println!("martix order worker stopped");
             Ok(())
         }
+        Command::Bench(args) => bench(args).await,
         Command::Migrate { database_url } => {
             let store = martix_engine::store::connect(&database_url)
                 .await
@@ -217,6 +246,94 @@ async fn bind(url: &str, shown: &str, listen: &Listen) -> Result<Server> {
     println!("  gRPC  http://{}", server.grpc_addr());
     println!("  HTTP  http://{}  (/healthz, /readyz)", server.http_addr());
     Ok(server)
+}
+
+async fn bench(args: BenchArgs) -> Result<()> {
+    let temp = std::env::temp_dir().join(format!("martix-bench-{}.db", std::process::id()));
+    let (url, label) = if args.embedded == "sqlite" {
+        (
+            format!("sqlite://{}", temp.display()),
+            "SQLite (WAL, synchronous=FULL)".to_owned(),
+        )
+    } else {
+        (
+            args.embedded.clone(),
+            "PostgreSQL (synchronous_commit=on)".to_owned(),
+        )
+    };
+    let listen = Listen {
+        grpc_addr: "127.0.0.1:0".parse()?,
+        http_addr: "127.0.0.1:0".parse()?,
+        long_poll_timeout: Duration::from_secs(30),
+        max_payload_bytes: 2 * 1024 * 1024,
+        shutdown_grace: Duration::from_secs(2),
+    };
+    let store = martix_engine::store::connect(&url)
+        .await
+        .with_context(|| format!("opening {}", redact(&url)))?;
+    let engine = Engine::new(store, EngineConfig::default());
+    let server = Server::bind(
+        engine.clone(),
+        &ServerConfig {
+            grpc_addr: listen.grpc_addr,
+            http_addr: listen.http_addr,
+            shutdown_grace: listen.shutdown_grace,
+        },
+    )
+    .await?;
+    let address = format!("http://{}", server.grpc_addr());
+    let shutdown = CancellationToken::new();
+    let serving = tokio::spawn(server.serve(shutdown.clone()));
+    let queue = "bench";
+    let (activities, reference) = orders::activities(args.adapters, Some(&url), None).await?;
+    if let Some(r) = &reference {
+        for l in 0..3 {
+            r.seed_stock(&format!("bench-sku-{l}"), 100_000_000).await?;
+        }
+    }
+    let worker_stop = CancellationToken::new();
+    let worker = {
+        let (address, stop) = (address.clone(), worker_stop.clone());
+        tokio::spawn(async move { orders::run_worker(&address, queue, activities, stop).await })
+    };
+    let client = martix_sdk::Client::connect(address).await?;
+    let writes = || engine.store().write_transactions();
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let progress = args.output == "table" && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let target = bench::Target {
+        client: &client,
+        queue,
+        writes: &writes,
+        progress: false,
+    };
+    bench::closed_loop(&target, &format!("{run}-w"), 16, args.warmup, args.max_time).await?;
+    let target = bench::Target { progress, ..target };
+    let mut levels = Vec::new();
+    for (n, c) in args.concurrency.iter().enumerate() {
+        levels.push(
+            bench::closed_loop(
+                &target,
+                &format!("{run}-{n}"),
+                *c,
+                args.sagas,
+                args.max_time,
+            )
+            .await?,
+        );
+    }
+    if args.output == "json" {
+        println!("{}", serde_json::to_string_pretty(&levels)?);
+    } else {
+        bench::print_table(&label, &levels);
+    }
+    worker_stop.cancel();
+    worker.await??;
+    shutdown.cancel();
+    serving.await??;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", temp.display()));
+    }
+    Ok(())
 }
 
 /// The engine and, unless told otherwise, the order worker, in one process.

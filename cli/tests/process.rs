@@ -247,3 +247,39 @@ async fn server_and_worker_processes_run_an_order_on_postgres() {
     let _ = worker.wait();
     assert!(terminate(server).success());
 }
+
+/// Guards the commit budget: the reference workload at concurrency 1 costs the engine about
+/// ten write transactions per saga (start, then a workflow-task completion and an activity
+/// result per step). Figures of speed come from `martix bench` itself, not from this test.
+#[test]
+fn bench_reports_the_commit_budget_of_the_reference_saga() {
+    let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args([
+            "bench",
+            "--concurrency",
+            "1",
+            "--sagas",
+            "20",
+            "--warmup",
+            "5",
+        ])
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let levels: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let level = &levels[0];
+    assert_eq!(level["sagas"], 20);
+    assert_eq!(level["errors"], 0);
+    assert_eq!(level["completed"], 18, "orders 9 and 19 are declined");
+    assert_eq!(level["compensated"], 2);
+    let writes = level["write_transactions_per_saga"].as_f64().unwrap();
+    assert!(
+        (9.0..=12.0).contains(&writes),
+        "write transactions per saga: {writes}"
+    );
+}

@@ -271,6 +271,7 @@ impl Engine {
             for op in &mut c.tasks {
                 if let TaskOp::Insert(task) = op
                     && task.visible_at <= now
+                    && task.lease.is_none()
                     && let Some(r) = self.matching.reserve(&QueueKey::new(
                         &task.namespace,
                         &task.task_queue,

@@ -62,6 +62,11 @@ impl Server {
         })
     }
 
+    /// The engine this server serves.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     /// The bound gRPC address.
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc

@@ -78,6 +78,10 @@ pub trait Store: Send + Sync + 'static {
     /// Which backend this is ("postgres", "sqlite").
     fn backend(&self) -> &'static str;
 
+    /// How many write transactions this store has committed (or tried to): the figure the
+    /// commit budget is about.
+    fn write_transactions(&self) -> u64;
+
     /// Whether the namespace exists.
     async fn namespace_exists(&self, namespace: &str) -> Result<bool, StoreError>;
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 pub struct PostgresStore {
     write: sqlx::PgPool,
     read: sqlx::PgPool,
+    writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PostgresStore {
@@ -36,6 +37,7 @@ impl PostgresStore {
         Ok(Self {
             write: pool.clone(),
             read: pool,
+            writes: Default::default(),
         })
     }
 

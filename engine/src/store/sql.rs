@@ -316,6 +316,10 @@ macro_rules! impl_store {
                 $backend
             }
 
+            fn write_transactions(&self) -> u64 {
+                self.writes.load(std::sync::atomic::Ordering::Relaxed)
+            }
+
             async fn namespace_exists(&self, namespace: &str) -> Result<bool, StoreError> {
                 let row = sqlx::query("SELECT 1 FROM namespaces WHERE name = $1")
                     .bind(namespace)
@@ -339,6 +343,7 @@ macro_rules! impl_store {
             }
 
             async fn commit(&self, commit: &RunCommit) -> Result<(), StoreError> {
+                self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut tx = self.write.begin().await.map_err(classify)?;
                 write_run(&mut tx, commit).await?;
                 if let Some(next) = &commit.new_run {
@@ -424,6 +429,22 @@ macro_rules! impl_store {
                 lease_id: &str,
                 now: Millis,
             ) -> Result<Option<Run>, StoreError> {
+                // A read first: an empty queue costs no write transaction (and on SQLite no
+                // turn on the single writer).
+                let candidate: Option<(String,)> = sqlx::query_as(
+                    "SELECT run_id FROM executions WHERE namespace = $1 AND wft_queue = $2 \
+                     AND wft_visible_at <= $3 AND (wft_lease_until IS NULL OR wft_lease_until <= $3) LIMIT 1",
+                )
+                .bind(namespace)
+                .bind(queue)
+                .bind(now)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(classify)?;
+                if candidate.is_none() {
+                    return Ok(None);
+                }
+                self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let row = sqlx::query(concat!(
                     "UPDATE executions SET wft_lease_id = $1, wft_lease_until = $2 + wft_timeout_ms, ",
                     "version = version + 1 WHERE run_id = (SELECT run_id FROM executions ",
@@ -449,6 +470,20 @@ macro_rules! impl_store {
                 now: Millis,
                 stale_before: Millis,
             ) -> Result<Option<Run>, StoreError> {
+                let candidate: Option<(String,)> = sqlx::query_as(
+                    "SELECT run_id FROM executions WHERE namespace = $1 AND task_queue = $2 \
+                     AND wft_queue IS NOT NULL AND wft_queue <> task_queue AND wft_visible_at <= $3 LIMIT 1",
+                )
+                .bind(namespace)
+                .bind(queue)
+                .bind(stale_before)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(classify)?;
+                if candidate.is_none() {
+                    return Ok(None);
+                }
+                self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let row = sqlx::query(concat!(
                     "UPDATE executions SET wft_queue = task_queue, wft_lease_id = $1, ",
                     "wft_lease_until = $2 + wft_timeout_ms, version = version + 1 ",
@@ -477,6 +512,20 @@ macro_rules! impl_store {
                 lease_id: &str,
                 now: Millis,
             ) -> Result<Option<ActivityTask>, StoreError> {
+                let candidate: Option<(String,)> = sqlx::query_as(
+                    "SELECT run_id FROM activity_tasks WHERE namespace = $1 AND task_queue = $2 \
+                     AND visible_at <= $3 AND (lease_until IS NULL OR lease_until <= $3) LIMIT 1",
+                )
+                .bind(namespace)
+                .bind(queue)
+                .bind(now)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(classify)?;
+                if candidate.is_none() {
+                    return Ok(None);
+                }
+                self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let row = sqlx::query(concat!(
                     "UPDATE activity_tasks SET lease_id = $1, lease_until = $2 + lease_ms ",
                     "WHERE (run_id, scheduled_event_id) = (SELECT run_id, scheduled_event_id ",
@@ -501,6 +550,7 @@ macro_rules! impl_store {
                 lease_id: &str,
                 details: Option<&[u8]>,
             ) -> Result<bool, StoreError> {
+                self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let done = sqlx::query(
                     "UPDATE activity_tasks SET heartbeat_details = COALESCE($1, heartbeat_details) \
                      WHERE run_id = $2 AND scheduled_event_id = $3 AND lease_id = $4",
@@ -558,6 +608,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_timer(&self, run_id: RunId, key: &str) -> Result<(), StoreError> {
+                self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 sqlx::query("DELETE FROM timers WHERE run_id = $1 AND timer_key = $2")
                     .bind(run_id.to_text())
                     .bind(key)

@@ -11,6 +11,7 @@ use std::time::Duration;
 pub struct SqliteStore {
     write: sqlx::SqlitePool,
     read: sqlx::SqlitePool,
+    writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SqliteStore {
@@ -53,7 +54,11 @@ impl SqliteStore {
                 .await
                 .map_err(classify)?
         };
-        Ok(Self { write, read })
+        Ok(Self {
+            write,
+            read,
+            writes: Default::default(),
+        })
     }
 }
 

@@ -1,0 +1,250 @@
+//! `martix bench`: the reference workload of `shared/BENCHMARK.md` against an in-process
+//! engine (SQLite or PostgreSQL) with the order worker, measured from the outside: sagas per
+//! second, start-to-result latency (HDR histogram), engine write transactions per saga, CPU
+//! per saga of this process and of the PostgreSQL backends, peak RSS.
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use martix_activities::{Address, Item, Order};
+use martix_sdk::{Client, StartOptions};
+use martix_workflows::OrderOutcome;
+use std::time::{Duration, Instant};
+
+/// The fixed workload: order `i` is declined iff `floor((i+1)*0.1) != floor(i*0.1)`, that is
+/// iff `(i + 1)` is a multiple of 10 (integer arithmetic, so no float rounding can move it).
+pub(crate) fn bench_order(run: &str, i: u64) -> Order {
+    let declined = (i + 1).is_multiple_of(10);
+    let lines = 1 + (i % 3) as usize;
+    Order {
+        order_id: format!("bench-{run}-{i}"),
+        customer_id: if declined {
+            format!("declined-{i}")
+        } else {
+            format!("cust-{i}")
+        },
+        currency: "EUR".into(),
+        items: (0..lines)
+            .map(|l| Item {
+                sku: format!("bench-sku-{l}"),
+                qty: 1,
+                unit_price_cents: 1000 + l as i64,
+            })
+            .collect(),
+        shipping_address: Address {
+            country: "FR".into(),
+            ..Default::default()
+        },
+    }
+}
+
+/// CPU time (user + system) of a process in milliseconds, from /proc.
+fn cpu_ms(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 10.0) // USER_HZ is 100 on Linux
+}
+
+/// CPU of every process whose command is `postgres` (the server and its backends).
+fn postgres_cpu_ms() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| {
+            let pid = e.file_name().into_string().ok()?;
+            pid.chars().all(|c| c.is_ascii_digit()).then_some(pid)
+        })
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .filter_map(|pid| cpu_ms(&pid))
+        .sum()
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// One measured level.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Level {
+    pub concurrency: usize,
+    pub sagas: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub sagas_per_second: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub write_transactions_per_saga: f64,
+    pub process_cpu_ms_per_saga: f64,
+    pub postgres_cpu_ms_per_saga: f64,
+    pub peak_rss_mib: f64,
+    pub completed: u64,
+    pub compensated: u64,
+}
+
+/// What a level runs against.
+pub(crate) struct Target<'a> {
+    pub client: &'a Client,
+    pub queue: &'a str,
+    /// The engine's write transactions so far.
+    pub writes: &'a dyn Fn() -> u64,
+    pub progress: bool,
+}
+
+/// Runs one closed-loop level: `concurrency` callers, each starting a saga and waiting for
+/// its result, until `sagas` are done or `max_time` passes.
+pub(crate) async fn closed_loop(
+    target: &Target<'_>,
+    run_id: &str,
+    concurrency: usize,
+    sagas: u64,
+    max_time: Duration,
+) -> Result<Level> {
+    let Target {
+        client,
+        queue,
+        writes,
+        progress,
+    } = *target;
+    let bar = if progress {
+        ProgressBar::new(sagas)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("  C={msg} {bar:30} {pos}/{len} sagas {per_sec}")
+            .context("progress template")?,
+    );
+    bar.set_message(concurrency.to_string());
+    let writes_before = writes();
+    let cpu_before = cpu_ms("self").unwrap_or(0.0);
+    let pg_before = postgres_cpu_ms();
+    let started = Instant::now();
+    let deadline = started + max_time;
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let results: Vec<Vec<(Duration, Option<OrderOutcome>)>> = futures::stream::iter(0..concurrency)
+        .map(|_| {
+            let bar = bar.clone();
+            let next = &next;
+            async move {
+                let mut mine = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= sagas || Instant::now() > deadline {
+                        return mine;
+                    }
+                    let order = bench_order(run_id, i);
+                    let t = Instant::now();
+                    let outcome = async {
+                        let run = client
+                            .start_workflow(
+                                StartOptions::new(martix_workflows::ORDER, &order.order_id, queue),
+                                &order,
+                            )
+                            .await?;
+                        run.result::<OrderOutcome>().await
+                    }
+                    .await
+                    .ok();
+                    mine.push((t.elapsed(), outcome));
+                    bar.inc(1);
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let mut hist = Histogram::<u64>::new(3).context("histogram")?;
+    let (mut done, mut errors, mut completed, mut compensated) = (0u64, 0u64, 0u64, 0u64);
+    for (took, outcome) in results.into_iter().flatten() {
+        let _ = hist.record(took.as_micros() as u64);
+        match outcome {
+            Some(o) => {
+                done += 1;
+                match o.status.as_str() {
+                    "completed" => completed += 1,
+                    "compensated" => compensated += 1,
+                    _ => {}
+                }
+            }
+            None => errors += 1,
+        }
+    }
+    let n = done.max(1) as f64;
+    let q = |x: f64| hist.value_at_quantile(x) as f64 / 1000.0;
+    Ok(Level {
+        concurrency,
+        sagas: done,
+        errors,
+        seconds,
+        sagas_per_second: done as f64 / seconds,
+        p50_ms: q(0.5),
+        p95_ms: q(0.95),
+        p99_ms: q(0.99),
+        max_ms: hist.max() as f64 / 1000.0,
+        write_transactions_per_saga: (writes() - writes_before) as f64 / n,
+        process_cpu_ms_per_saga: (cpu_ms("self").unwrap_or(0.0) - cpu_before) / n,
+        postgres_cpu_ms_per_saga: (postgres_cpu_ms() - pg_before) / n,
+        peak_rss_mib: peak_rss_mib(),
+        completed,
+        compensated,
+    })
+}
+
+/// Prints levels as a table.
+pub(crate) fn print_table(backend: &str, levels: &[Level]) {
+    println!(
+        "martix bench: order saga (5 activities, noop adapters, 10% declined), {backend}, durable settings"
+    );
+    println!("engine, worker, bench client and the database share this machine's cores");
+    println!(
+        "{:>4} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} {:>6}",
+        "C",
+        "sagas",
+        "sagas/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "writes/sg",
+        "cpu ms/sg",
+        "pg ms/sg",
+        "RSS MiB",
+        "errors"
+    );
+    for l in levels {
+        println!(
+            "{:>4} {:>7} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>10.2} {:>10.2} {:>10.2} {:>8.0} {:>6}",
+            l.concurrency,
+            l.sagas,
+            l.sagas_per_second,
+            l.p50_ms,
+            l.p95_ms,
+            l.p99_ms,
+            l.max_ms,
+            l.write_transactions_per_saga,
+            l.process_cpu_ms_per_saga,
+            l.postgres_cpu_ms_per_saga,
+            l.peak_rss_mib,
+            l.errors
+        );
+    }
+}
