@@ -250,27 +250,7 @@ impl WorkflowHandle {
 
     /// The whole history, all pages.
     pub async fn history(&self) -> Result<Vec<pb::HistoryEvent>, ClientError> {
-        let mut events = Vec::new();
-        let mut token = Vec::new();
-        loop {
-            let page = self
-                .client
-                .inner
-                .clone()
-                .get_workflow_history(pb::GetWorkflowHistoryRequest {
-                    namespace: self.client.namespace.clone(),
-                    execution: self.execution(),
-                    page_size: 0,
-                    next_page_token: token,
-                })
-                .await?
-                .into_inner();
-            events.extend(page.events);
-            if page.next_page_token.is_empty() {
-                return Ok(events);
-            }
-            token = page.next_page_token;
-        }
+        Ok(read_history(&self.client.inner, &self.client.namespace, self.execution()).await?)
     }
 
     /// Sends a signal.
@@ -317,5 +297,32 @@ impl WorkflowHandle {
             })
             .await?;
         Ok(())
+    }
+}
+
+/// Reads a run's whole history, page by page.
+pub(crate) async fn read_history(
+    client: &WorkflowServiceClient<Channel>,
+    namespace: &str,
+    execution: Option<pb::WorkflowExecution>,
+) -> Result<Vec<pb::HistoryEvent>, tonic::Status> {
+    let mut events = Vec::new();
+    let mut token = Vec::new();
+    loop {
+        let page = client
+            .clone()
+            .get_workflow_history(pb::GetWorkflowHistoryRequest {
+                namespace: namespace.to_owned(),
+                execution: execution.clone(),
+                page_size: 0,
+                next_page_token: token,
+            })
+            .await?
+            .into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return Ok(events);
+        }
+        token = page.next_page_token;
     }
 }

@@ -317,33 +317,6 @@ impl Worker {
         }
     }
 
-    /// The whole history of a run, for a sticky task whose run is no longer cached here.
-    async fn full_history(
-        &self,
-        task: &pb::PollWorkflowTaskResponse,
-    ) -> Result<Vec<pb::HistoryEvent>, tonic::Status> {
-        let mut events = Vec::new();
-        let mut token = Vec::new();
-        loop {
-            let page = self
-                .history
-                .clone()
-                .get_workflow_history(pb::GetWorkflowHistoryRequest {
-                    namespace: task.namespace.clone(),
-                    execution: task.workflow_execution.clone(),
-                    page_size: 0,
-                    next_page_token: token,
-                })
-                .await?
-                .into_inner();
-            events.extend(page.events);
-            if page.next_page_token.is_empty() {
-                return Ok(events);
-            }
-            token = page.next_page_token;
-        }
-    }
-
     async fn run_workflow_task(&self, mut task: pb::PollWorkflowTaskResponse) {
         use std::sync::atomic::Ordering::Relaxed;
         let exec = task.workflow_execution.clone().unwrap_or_default();
@@ -383,7 +356,13 @@ impl Worker {
                 self.stats.cache_misses.fetch_add(1, Relaxed);
                 if first > 1 {
                     // A sticky task for a run this worker no longer holds: read it all.
-                    match self.full_history(&task).await {
+                    match crate::client::read_history(
+                        &self.history,
+                        &task.namespace,
+                        task.workflow_execution.clone(),
+                    )
+                    .await
+                    {
                         Ok(events) => task.history = events,
                         Err(status) => {
                             tracing::warn!(run_id = %run_id, error = %status, "cannot read history; the task will time out and be retried");
