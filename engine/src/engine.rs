@@ -128,6 +128,17 @@ impl Engine {
         })
     }
 
+    /// Another node committed a task nobody there took: wake a poller of its queue here.
+    pub fn task_committed_elsewhere(&self, notice: &crate::store::TaskNotice) {
+        let kind = if notice.workflow {
+            TaskKind::Workflow
+        } else {
+            TaskKind::Activity
+        };
+        self.matching
+            .notify(&QueueKey::new(&notice.namespace, &notice.queue, kind));
+    }
+
     /// Ends waiting long polls (with an empty answer) and refuses new waits: the node is
     /// shutting down. Their tasks stay in the store for other nodes or the next start.
     pub fn stop_polls(&self) {

@@ -127,6 +127,22 @@ impl Server {
                 .await
                 .map_err(|e| anyhow_free::Error(format!("HTTP server: {e}")))
         });
+        if let Some(mut notices) = engine.store().subscribe_tasks() {
+            let token = shutdown.clone();
+            let engine = engine.clone();
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => return Ok(()),
+                        n = notices.recv() => match n {
+                            Ok(n) => engine.task_committed_elsewhere(&n),
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                        },
+                    }
+                }
+            });
+        }
         let token = shutdown.clone();
         let timers = engine.clone();
         tasks.spawn(async move {

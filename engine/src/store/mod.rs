@@ -56,6 +56,41 @@ pub struct ListQuery {
     pub limit: usize,
 }
 
+/// A queue that got a claimable task on another node (PostgreSQL `LISTEN/NOTIFY`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskNotice {
+    pub namespace: String,
+    pub queue: String,
+    /// `true`: a workflow task; `false`: an activity task.
+    pub workflow: bool,
+}
+
+/// The channel commits notify on.
+pub(crate) const TASK_CHANNEL: &str = "martix_tasks";
+
+/// The notices a commit sends: one per queue that got a task no poller of this node took.
+pub(crate) fn notices(commit: &RunCommit) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in std::iter::once(commit).chain(commit.new_run.as_deref()) {
+        let ns = &c.run.namespace;
+        if let Some(w) = &c.run.wft
+            && w.lease.is_none()
+        {
+            out.push(format!("{ns}\tW\t{}", w.queue));
+        }
+        for op in &c.tasks {
+            if let crate::history::TaskOp::Insert(t) = op
+                && t.lease.is_none()
+            {
+                out.push(format!("{ns}\tA\t{}", t.task_queue));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// A timer row that has come due.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DueTimer {
@@ -81,6 +116,11 @@ pub trait Store: Send + Sync + 'static {
     /// How many write transactions this store has committed (or tried to): the figure the
     /// commit budget is about.
     fn write_transactions(&self) -> u64;
+
+    /// Tasks made claimable by other nodes sharing the database, if the backend can tell.
+    fn subscribe_tasks(&self) -> Option<tokio::sync::broadcast::Receiver<TaskNotice>> {
+        None
+    }
 
     /// Whether the namespace exists.
     async fn namespace_exists(&self, namespace: &str) -> Result<bool, StoreError>;

@@ -11,6 +11,9 @@ pub struct PostgresStore {
     write: sqlx::PgPool,
     read: sqlx::PgPool,
     writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// This node's name in notifications, so it ignores its own.
+    node: String,
+    notices: tokio::sync::broadcast::Sender<crate::store::TaskNotice>,
 }
 
 impl PostgresStore {
@@ -34,16 +37,82 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+        let node = uuid::Uuid::new_v4().simple().to_string();
+        let (notices, _) = tokio::sync::broadcast::channel(4096);
+        tokio::spawn(listen(pool.clone(), node.clone(), notices.clone()));
         Ok(Self {
             write: pool.clone(),
             read: pool,
             writes: Default::default(),
+            node,
+            notices,
         })
     }
 
     /// The connection pool, for tests and tools that inspect the database.
     pub fn pool(&self) -> &sqlx::PgPool {
         &self.write
+    }
+}
+
+impl PostgresStore {
+    fn notify_as(&self) -> Option<&str> {
+        Some(&self.node)
+    }
+
+    fn notices(&self) -> Option<&tokio::sync::broadcast::Sender<crate::store::TaskNotice>> {
+        Some(&self.notices)
+    }
+}
+
+/// Forwards other nodes' task notifications until the pool closes. `PgListener` reconnects
+/// by itself; notices sent while it was away are covered by the pollers' periodic recheck.
+async fn listen(
+    pool: sqlx::PgPool,
+    node: String,
+    out: tokio::sync::broadcast::Sender<crate::store::TaskNotice>,
+) {
+    let mut listener = loop {
+        match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(mut l) => match l.listen(crate::store::TASK_CHANNEL).await {
+                Ok(()) => break l,
+                Err(e) => tracing::warn!(error = %e, "LISTEN failed; retrying"),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the notification connection; retrying")
+            }
+        }
+        if pool.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    loop {
+        match listener.recv().await {
+            Ok(n) => {
+                let mut parts = n.payload().split('\t');
+                let (Some(from), Some(ns), Some(kind), Some(queue)) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                if from == node {
+                    continue;
+                }
+                let _ = out.send(crate::store::TaskNotice {
+                    namespace: ns.to_owned(),
+                    queue: queue.to_owned(),
+                    workflow: kind == "W",
+                });
+            }
+            Err(e) => {
+                if pool.is_closed() {
+                    return;
+                }
+                tracing::warn!(error = %e, "notification connection lost; reconnecting");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
 }
 

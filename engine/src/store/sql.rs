@@ -103,7 +103,19 @@ macro_rules! impl_store {
         async fn write_run(
             tx: &mut sqlx::Transaction<'static, $db>,
             c: &RunCommit,
+            notify_as: Option<&str>,
         ) -> Result<(), StoreError> {
+            if let Some(node) = notify_as {
+                // Delivered at commit, to the other nodes' pollers of these queues.
+                for notice in $crate::store::notices(c) {
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind($crate::store::TASK_CHANNEL)
+                        .bind(format!("{node}\t{notice}"))
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(classify)?;
+                }
+            }
             let r = &c.run;
             let run_id = r.run_id.to_text();
             let state = r.state.encode_to_vec();
@@ -320,6 +332,12 @@ macro_rules! impl_store {
                 self.writes.load(std::sync::atomic::Ordering::Relaxed)
             }
 
+            fn subscribe_tasks(
+                &self,
+            ) -> Option<tokio::sync::broadcast::Receiver<$crate::store::TaskNotice>> {
+                self.notices().map(|n| n.subscribe())
+            }
+
             async fn namespace_exists(&self, namespace: &str) -> Result<bool, StoreError> {
                 let row = sqlx::query("SELECT 1 FROM namespaces WHERE name = $1")
                     .bind(namespace)
@@ -345,9 +363,10 @@ macro_rules! impl_store {
             async fn commit(&self, commit: &RunCommit) -> Result<(), StoreError> {
                 self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut tx = self.write.begin().await.map_err(classify)?;
-                write_run(&mut tx, commit).await?;
+                let notify_as = self.notify_as();
+                write_run(&mut tx, commit, notify_as).await?;
                 if let Some(next) = &commit.new_run {
-                    write_run(&mut tx, next).await?;
+                    write_run(&mut tx, next, notify_as).await?;
                 }
                 tx.commit().await.map_err(classify)
             }

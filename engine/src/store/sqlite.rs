@@ -62,4 +62,15 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// One node per SQLite file: nobody else to notify.
+    fn notify_as(&self) -> Option<&str> {
+        None
+    }
+
+    fn notices(&self) -> Option<&tokio::sync::broadcast::Sender<crate::store::TaskNotice>> {
+        None
+    }
+}
+
 super::sql::impl_store!(SqliteStore, sqlx::Sqlite, "sqlite", "");

@@ -1,0 +1,108 @@
+//! Several engine nodes on one PostgreSQL: a poller waiting on one node gets a task committed
+//! on another at once (LISTEN/NOTIFY), not at its recheck interval.
+
+use martix_engine::EngineConfig;
+use martix_engine::matching::{QueueKey, TaskKind};
+use martix_proto::v1 as pb;
+use martix_tests::{Backend, TestEngine, json, unique};
+use std::time::Duration;
+
+fn slow_recheck() -> EngineConfig {
+    let mut c = EngineConfig::default();
+    // Far longer than the test's deadline: only a notification can wake the poller in time.
+    c.recheck_interval = Duration::from_secs(120);
+    c.long_poll_timeout = Duration::from_secs(60);
+    c
+}
+
+async fn wait_registered(engine: &TestEngine, key: &QueueKey) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while engine.engine.matching().waiting(key) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the poller registers");
+}
+
+#[tokio::test]
+async fn a_task_committed_on_one_node_wakes_a_poller_on_another() {
+    let a = TestEngine::start(Backend::Postgres, slow_recheck()).await;
+    let b = TestEngine::start(Backend::Postgres, slow_recheck()).await;
+    let q = unique("q");
+
+    // A workflow task started through node A reaches a poller waiting on node B.
+    let poll = tokio::spawn({
+        let mut w = b.workers().await;
+        let q = q.clone();
+        async move {
+            w.poll_workflow_task(pb::PollWorkflowTaskRequest {
+                namespace: "default".into(),
+                task_queue: q,
+                identity: "on-b".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    });
+    wait_registered(&b, &QueueKey::new("default", &q, TaskKind::Workflow)).await;
+    let id = unique("order");
+    a.workflows()
+        .await
+        .start_workflow(pb::StartWorkflowRequest {
+            namespace: "default".into(),
+            workflow_id: id.clone(),
+            workflow_type: "order".into(),
+            task_queue: q.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let task = tokio::time::timeout(Duration::from_secs(20), poll)
+        .await
+        .expect("woken by node A's commit, long before the 120 s recheck")
+        .unwrap();
+    assert_eq!(task.workflow_execution.unwrap().workflow_id, id);
+
+    // An activity scheduled by a completion on node B reaches a poller waiting on node A.
+    let act_poll = tokio::spawn({
+        let mut w = a.workers().await;
+        let q = q.clone();
+        async move {
+            w.poll_activity_task(pb::PollActivityTaskRequest {
+                namespace: "default".into(),
+                task_queue: q,
+                identity: "on-a".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    });
+    wait_registered(&a, &QueueKey::new("default", &q, TaskKind::Activity)).await;
+    b.workers()
+        .await
+        .respond_workflow_task_completed(pb::RespondWorkflowTaskCompletedRequest {
+            task_token: task.task_token,
+            commands: vec![pb::Command {
+                attributes: Some(pb::command::Attributes::ScheduleActivity(
+                    pb::ScheduleActivityTaskCommand {
+                        activity_id: "1".into(),
+                        activity_type: "reserve".into(),
+                        input: json("1"),
+                        ..Default::default()
+                    },
+                )),
+            }],
+            identity: "on-b".into(),
+            sticky_queue: String::new(),
+        })
+        .await
+        .unwrap();
+    let act = tokio::time::timeout(Duration::from_secs(20), act_poll)
+        .await
+        .expect("woken by node B's commit")
+        .unwrap();
+    assert_eq!(act.activity_type, "reserve");
+}
