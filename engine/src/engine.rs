@@ -289,7 +289,8 @@ impl Engine {
                         TaskKind::Activity,
                     ))
                 {
-                    task.lease = Some(Lease::new(now, task.lease_ms));
+                    task.lease = Some(Lease::new(now, task.first_lease_ms()));
+                    task.started_at = Some(now);
                     out.push((r, Delivery::Activity(Box::new(task.clone()))));
                 }
             }
@@ -1074,10 +1075,68 @@ impl Engine {
         let failure = req.failure.unwrap_or_default();
         let jitter: f64 = rand::random();
         self.activity_update(run_id, |run, now| {
-            history::fail_activity(run, &token, failure.clone(), ident, now, jitter)
+            history::fail_activity(run, &token, failure.clone(), ident, now, jitter, false)
         })
         .await?;
         Ok(pb::RespondActivityTaskFailedResponse {})
+    }
+
+    /// Records the attempts whose lease ran out as timed out, and retries them per their
+    /// policy (called by the timer loop). An attempt completed meanwhile is left alone.
+    pub async fn reap_expired_leases(&self) -> Result<usize, EngineError> {
+        let expired = self.store.expired_activity_leases(self.now(), 256).await?;
+        let n = expired.len();
+        for e in expired {
+            let token = TaskToken {
+                namespace: String::new(),
+                run_id: e.run_id.to_text(),
+                kind: TOKEN_KIND_ACTIVITY,
+                scheduled_event_id: e.scheduled_event_id,
+                attempt: e.attempt,
+                lease_id: e.lease_id.clone(),
+                history_len: 0,
+            };
+            let (kind, what) = if e.heartbeat {
+                (
+                    "HeartbeatTimeout",
+                    "no heartbeat within the heartbeat timeout",
+                )
+            } else {
+                (
+                    "StartToCloseTimeout",
+                    "the attempt did not finish within its start-to-close timeout",
+                )
+            };
+            let failure = pb::Failure {
+                message: format!("attempt {} timed out: {what}", e.attempt),
+                r#type: kind.into(),
+                ..Default::default()
+            };
+            let jitter: f64 = rand::random();
+            let result = self
+                .activity_update(e.run_id, |run, now| {
+                    history::fail_activity(
+                        run,
+                        &token,
+                        failure.clone(),
+                        "engine",
+                        now,
+                        jitter,
+                        true,
+                    )
+                })
+                .await;
+            match result {
+                Ok(()) => {
+                    tracing::info!(run_id = %e.run_id, attempt = e.attempt, kind, "activity attempt timed out")
+                }
+                Err(EngineError::NotFound(_)) => {}
+                Err(err) => {
+                    tracing::warn!(run_id = %e.run_id, error = %err, "cannot record an activity timeout")
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// Records a heartbeat; answers whether the activity should stop.
@@ -1095,6 +1154,7 @@ impl Engine {
                 token.scheduled_event_id,
                 &token.lease_id,
                 details.as_deref(),
+                self.now(),
             )
             .await?;
         if held {

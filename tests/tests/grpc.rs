@@ -918,7 +918,114 @@ async fn sticky_tasks_carry_only_new_events_and_fall_back_to_the_queue(backend: 
     assert!(task.history.iter().any(|e| kind(e) == "timer_fired"));
 }
 
+fn millis(ms: i32) -> pbjson_types::Duration {
+    pbjson_types::Duration {
+        seconds: i64::from(ms / 1000),
+        nanos: (ms % 1000) * 1_000_000,
+    }
+}
+
+async fn a_timed_out_attempt_is_retried_and_its_late_answer_refused(backend: Backend) {
+    let engine = TestEngine::start(backend, fast()).await;
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let (id, q) = (unique("order"), unique("q"));
+    start(&mut wf, &id, &q).await;
+    let task = poll_wft(&mut w, &q).await;
+    let timed = |id: &str, s2c_ms: i32, hb_ms: Option<i32>, max: i32| {
+        cmd(C::ScheduleActivity(pb::ScheduleActivityTaskCommand {
+            activity_id: id.into(),
+            activity_type: "charge".into(),
+            start_to_close_timeout: Some(millis(s2c_ms)),
+            heartbeat_timeout: hb_ms.map(millis),
+            retry_policy: Some(pb::RetryPolicy {
+                initial_interval: Some(pbjson_types::Duration {
+                    seconds: 0,
+                    nanos: 50_000_000,
+                }),
+                maximum_attempts: max,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    };
+    complete(&mut w, &task.task_token, vec![timed("slow", 300, None, 0)])
+        .await
+        .unwrap();
+
+    // The first attempt hangs past its start-to-close timeout (a stopped worker).
+    let hung = poll_act(&mut w, &q).await;
+    assert_eq!(hung.attempt, 1);
+    let retried = poll_act(&mut w, &q).await;
+    assert_eq!(
+        retried.attempt, 2,
+        "the engine retried the timed-out attempt"
+    );
+    let late = w
+        .respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest {
+            task_token: hung.task_token,
+            result: json("\"late\""),
+            identity: "stopped-worker".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        late.code(),
+        Code::NotFound,
+        "the late answer is refused: {late}"
+    );
+    w.respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest {
+        task_token: retried.task_token,
+        result: json("\"on time\""),
+        identity: "w2".into(),
+    })
+    .await
+    .unwrap();
+    let task = poll_wft(&mut w, &q).await;
+    let started = task
+        .history
+        .iter()
+        .find_map(|e| match &e.attributes {
+            Some(A::ActivityTaskStarted(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(started.attempt, 2);
+    assert_eq!(started.last_failure.unwrap().r#type, "StartToCloseTimeout");
+    let result = task
+        .history
+        .iter()
+        .find_map(|e| match &e.attributes {
+            Some(A::ActivityTaskCompleted(c)) => c.result.clone(),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(result.data, b"\"on time\"", "the retry's result stands");
+
+    // A missed heartbeat ends the attempt long before start-to-close; with one attempt
+    // allowed, the timeout reaches the workflow.
+    complete(
+        &mut w,
+        &task.task_token,
+        vec![timed("beat", 30_000, Some(300), 1)],
+    )
+    .await
+    .unwrap();
+    let silent = poll_act(&mut w, &q).await;
+    assert_eq!(silent.heartbeat_timeout.unwrap().nanos, 300_000_000);
+    let task = poll_wft(&mut w, &q).await;
+    let timed_out = task
+        .history
+        .iter()
+        .find_map(|e| match &e.attributes {
+            Some(A::ActivityTaskTimedOut(t)) => t.failure.clone(),
+            _ => None,
+        })
+        .expect("the final timeout is in history");
+    assert_eq!(timed_out.r#type, "HeartbeatTimeout");
+}
+
 on_both_backends!(
+    a_timed_out_attempt_is_retried_and_its_late_answer_refused,
     sticky_tasks_carry_only_new_events_and_fall_back_to_the_queue,
     one_workflow_through_the_raw_api,
     start_is_idempotent_and_follows_the_reuse_policy,

@@ -373,6 +373,8 @@ fn apply_command(t: &mut Transition, command: &pb::Command, completed: i64) -> R
                 lease_ms: st2c,
                 info,
                 heartbeat_details: None,
+                heartbeat_ms: duration_to_ms(c.heartbeat_timeout.as_ref()),
+                started_at: None,
             };
             t.push_task(TaskOp::Insert(task));
             Ok(())
@@ -672,8 +674,8 @@ pub fn complete_activity(
     Ok(t.finish())
 }
 
-/// An activity attempt failed: retried per its policy, or its failure reaches the workflow.
-/// `jitter` in `[0, 1)` spreads the retry delay.
+/// An activity attempt failed (or, with `timed_out`, its lease ran out): retried per its
+/// policy, or its failure reaches the workflow. `jitter` in `[0, 1)` spreads the retry delay.
 pub fn fail_activity(
     run: &Run,
     token: &TaskToken,
@@ -681,6 +683,7 @@ pub fn fail_activity(
     identity: &str,
     now: Millis,
     jitter: f64,
+    timed_out: bool,
 ) -> Result<RunCommit, EngineError> {
     let act = current_activity(run, token)?.clone();
     let mut t = Transition::new(run, now);
@@ -711,15 +714,21 @@ pub fn fail_activity(
         });
     } else {
         remove_activity(&mut t, act.scheduled_event_id);
-        t.add_external([
-            started_event(&act, identity),
+        let outcome = if timed_out {
+            Attributes::ActivityTaskTimedOut(pb::ActivityTaskTimedOutAttributes {
+                scheduled_event_id: act.scheduled_event_id,
+                started_event_id: 0,
+                failure: Some(failure),
+            })
+        } else {
             Attributes::ActivityTaskFailed(pb::ActivityTaskFailedAttributes {
                 scheduled_event_id: act.scheduled_event_id,
                 started_event_id: 0,
                 failure: Some(failure),
                 identity: identity.to_owned(),
-            }),
-        ]);
+            })
+        };
+        t.add_external([started_event(&act, identity), outcome]);
         t.push_task(TaskOp::Delete {
             scheduled_event_id: act.scheduled_event_id,
             lease_id: Some(token.lease_id.clone()),

@@ -166,4 +166,20 @@ pub struct ActivityTask {
     pub info: Vec<u8>,
     /// Details of the last heartbeat of an earlier attempt, handed to the next one.
     pub heartbeat_details: Option<Vec<u8>>,
+    /// The longest gap between heartbeats; 0: none required.
+    pub heartbeat_ms: i64,
+    /// When the current attempt was handed out.
+    pub started_at: Option<Millis>,
+}
+
+impl ActivityTask {
+    /// How long a fresh lease lasts: the start-to-close timeout, or the heartbeat timeout if
+    /// that is shorter (each heartbeat extends it).
+    pub fn first_lease_ms(&self) -> i64 {
+        if self.heartbeat_ms > 0 && self.heartbeat_ms < self.lease_ms {
+            self.heartbeat_ms
+        } else {
+            self.lease_ms
+        }
+    }
 }

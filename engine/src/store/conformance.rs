@@ -163,6 +163,8 @@ fn activity(run: &Run, queue: &str, visible_at: Millis) -> ActivityTask {
         lease_ms: 5_000,
         info: vec![1, 2, 3],
         heartbeat_details: None,
+        heartbeat_ms: 0,
+        started_at: None,
     }
 }
 
@@ -209,13 +211,13 @@ pub async fn activity_tasks_are_leased_and_guarded(store: &dyn Store) {
     );
     assert!(
         store
-            .heartbeat_activity(run.run_id, 3, "l1", Some(b"hb"))
+            .heartbeat_activity(run.run_id, 3, "l1", Some(b"hb"), T0 + 1000)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .heartbeat_activity(run.run_id, 3, "l2", None)
+            .heartbeat_activity(run.run_id, 3, "l2", None, T0 + 1000)
             .await
             .unwrap()
     );
@@ -256,6 +258,96 @@ pub async fn activity_tasks_are_leased_and_guarded(store: &dyn Store) {
     let leases = store.activity_leases(run.run_id).await.unwrap();
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].attempt, 2);
+}
+
+/// A lease that runs out is listed for the reaper and never claimed again as is; heartbeats
+/// extend a heartbeat-timed lease up to the start-to-close limit.
+pub async fn expired_leases_are_reaped_not_reclaimed(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let q = unique("q");
+    let c = start(&ns, "wf", &q, T0);
+    store.commit(&c).await.unwrap();
+    let run = stored(&c);
+    let mut change = history::signal(&run, "s", None, "t", T0).unwrap();
+    let mut task = activity(&run, &q, T0);
+    task.heartbeat_ms = 1_000;
+    change.tasks.push(TaskOp::Insert(task));
+    store.commit(&change).await.unwrap();
+    let claimed = store
+        .claim_activity_task(&ns, &q, "l1", T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        claimed.lease.as_ref().unwrap().until,
+        T0 + 1_000,
+        "the heartbeat timeout is shorter"
+    );
+    assert_eq!(claimed.started_at, Some(T0));
+    // A heartbeat at +800 extends the lease to +1800; one at +4500 only to +5000 (start-to-close).
+    assert!(
+        store
+            .heartbeat_activity(run.run_id, 3, "l1", None, T0 + 800)
+            .await
+            .unwrap()
+    );
+    let mine = |v: Vec<crate::store::ExpiredLease>| {
+        v.into_iter()
+            .filter(|e| e.run_id == run.run_id)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        mine(
+            store
+                .expired_activity_leases(T0 + 1_500, 100)
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
+    for at in [1_700, 2_600, 3_500, 4_400] {
+        assert!(
+            store
+                .heartbeat_activity(run.run_id, 3, "l1", None, T0 + at)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        mine(
+            store
+                .expired_activity_leases(T0 + 4_999, 100)
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
+    let expired = mine(
+        store
+            .expired_activity_leases(T0 + 5_000, 100)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].lease_id, "l1");
+    assert!(
+        !expired[0].heartbeat,
+        "start-to-close ran out, not the heartbeat"
+    );
+    assert!(
+        store
+            .claim_activity_task(&ns, &q, "l2", T0 + 9_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "an expired lease waits for the reaper"
+    );
+    assert!(
+        !store
+            .heartbeat_activity(run.run_id, 3, "l1", None, T0 + 9_000)
+            .await
+            .unwrap()
+    );
 }
 
 /// A due timer is listed, and firing it twice is refused.
@@ -463,6 +555,7 @@ macro_rules! store_conformance {
             one_open_run_per_workflow_id,
             a_workflow_task_is_claimed_once_per_lease,
             activity_tasks_are_leased_and_guarded,
+            expired_leases_are_reaped_not_reclaimed,
             timers_come_due_and_fire_once,
             closing_a_run_drops_its_tasks_and_timers,
             runs_are_listed_filtered_and_paged,

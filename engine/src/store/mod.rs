@@ -99,6 +99,17 @@ pub struct DueTimer {
     pub fire_at: Millis,
 }
 
+/// An activity attempt whose lease ran out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiredLease {
+    pub run_id: RunId,
+    pub scheduled_event_id: i64,
+    pub attempt: i32,
+    pub lease_id: String,
+    /// The lease was cut short by a missed heartbeat, not by the start-to-close timeout.
+    pub heartbeat: bool,
+}
+
 /// What a held activity task row says about its attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActivityLease {
@@ -194,7 +205,15 @@ pub trait Store: Send + Sync + 'static {
         scheduled_event_id: i64,
         lease_id: &str,
         details: Option<&[u8]>,
+        now: Millis,
     ) -> Result<bool, StoreError>;
+
+    /// Activity attempts whose lease ran out (the worker died, hung, or missed a heartbeat).
+    async fn expired_activity_leases(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<ExpiredLease>, StoreError>;
 
     /// The activity task rows of a run (for describing it).
     async fn activity_leases(&self, run_id: RunId) -> Result<Vec<ActivityLease>, StoreError>;

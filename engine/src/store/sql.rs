@@ -14,7 +14,7 @@ macro_rules! run_cols {
 macro_rules! activity_cols {
     () => {
         "run_id, scheduled_event_id, namespace, task_queue, attempt, visible_at, lease_id, \
-         lease_until, lease_ms, info, heartbeat_details"
+         lease_until, lease_ms, info, heartbeat_details, heartbeat_ms, started_at"
     };
 }
 
@@ -92,6 +92,8 @@ macro_rules! impl_store {
                 lease_ms: row.try_get(8).map_err(corrupt)?,
                 info: row.try_get(9).map_err(corrupt)?,
                 heartbeat_details: row.try_get(10).map_err(corrupt)?,
+                heartbeat_ms: row.try_get(11).map_err(corrupt)?,
+                started_at: row.try_get(12).map_err(corrupt)?,
             })
         }
 
@@ -210,7 +212,7 @@ macro_rules! impl_store {
                     TaskOp::Insert(t) => {
                         sqlx::query(concat!(
                             "INSERT INTO activity_tasks (", $crate::store::sql::activity_cols!(), ") VALUES ",
-                            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
                         ))
                         .bind(t.run_id.to_text())
                         .bind(t.scheduled_event_id)
@@ -223,6 +225,8 @@ macro_rules! impl_store {
                         .bind(t.lease_ms)
                         .bind(&t.info)
                         .bind(&t.heartbeat_details)
+                        .bind(t.heartbeat_ms)
+                        .bind(t.started_at)
                         .execute(&mut **tx)
                         .await
                         .map_err(classify)?;
@@ -236,7 +240,7 @@ macro_rules! impl_store {
                     } => Some(
                         sqlx::query(
                             "UPDATE activity_tasks SET attempt = $1, visible_at = $2, \
-                             lease_id = NULL, lease_until = NULL \
+                             lease_id = NULL, lease_until = NULL, started_at = NULL \
                              WHERE run_id = $3 AND scheduled_event_id = $4 AND lease_id = $5",
                         )
                         .bind(attempt)
@@ -533,7 +537,7 @@ macro_rules! impl_store {
             ) -> Result<Option<ActivityTask>, StoreError> {
                 let candidate: Option<(String,)> = sqlx::query_as(
                     "SELECT run_id FROM activity_tasks WHERE namespace = $1 AND task_queue = $2 \
-                     AND visible_at <= $3 AND (lease_until IS NULL OR lease_until <= $3) LIMIT 1",
+                     AND visible_at <= $3 AND lease_id IS NULL LIMIT 1",
                 )
                 .bind(namespace)
                 .bind(queue)
@@ -546,10 +550,13 @@ macro_rules! impl_store {
                 }
                 self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let row = sqlx::query(concat!(
-                    "UPDATE activity_tasks SET lease_id = $1, lease_until = $2 + lease_ms ",
+                    // An expired lease is not claimed here: the engine's reaper records the
+                    // timed-out attempt and schedules the retry per the retry policy.
+                    "UPDATE activity_tasks SET lease_id = $1, started_at = $2, lease_until = $2 + ",
+                    "CASE WHEN heartbeat_ms > 0 AND heartbeat_ms < lease_ms THEN heartbeat_ms ELSE lease_ms END ",
                     "WHERE (run_id, scheduled_event_id) = (SELECT run_id, scheduled_event_id ",
                     "FROM activity_tasks WHERE namespace = $3 AND task_queue = $4 ",
-                    "AND visible_at <= $2 AND (lease_until IS NULL OR lease_until <= $2) ",
+                    "AND visible_at <= $2 AND lease_id IS NULL ",
                     "ORDER BY visible_at LIMIT 1", $skip_locked, ") RETURNING ", $crate::store::sql::activity_cols!()
                 ))
                 .bind(lease_id)
@@ -568,16 +575,21 @@ macro_rules! impl_store {
                 scheduled_event_id: i64,
                 lease_id: &str,
                 details: Option<&[u8]>,
+                now: Millis,
             ) -> Result<bool, StoreError> {
                 self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let done = sqlx::query(
-                    "UPDATE activity_tasks SET heartbeat_details = COALESCE($1, heartbeat_details) \
-                     WHERE run_id = $2 AND scheduled_event_id = $3 AND lease_id = $4",
+                    "UPDATE activity_tasks SET heartbeat_details = COALESCE($1, heartbeat_details), \
+                     lease_until = CASE WHEN heartbeat_ms = 0 THEN lease_until \
+                       WHEN started_at + lease_ms < $5 + heartbeat_ms THEN started_at + lease_ms \
+                       ELSE $5 + heartbeat_ms END \
+                     WHERE run_id = $2 AND scheduled_event_id = $3 AND lease_id = $4 AND lease_until > $5",
                 )
                 .bind(details)
                 .bind(run_id.to_text())
                 .bind(scheduled_event_id)
                 .bind(lease_id)
+                .bind(now)
                 .execute(&self.write)
                 .await
                 .map_err(classify)?;
@@ -599,6 +611,41 @@ macro_rules! impl_store {
                             scheduled_event_id: r.try_get(0).map_err(corrupt)?,
                             attempt: r.try_get(1).map_err(corrupt)?,
                             lease_until: r.try_get(2).map_err(corrupt)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn expired_activity_leases(
+                &self,
+                now: Millis,
+                limit: usize,
+            ) -> Result<Vec<$crate::store::ExpiredLease>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT run_id, scheduled_event_id, attempt, lease_id, started_at, lease_ms, \
+                     lease_until FROM activity_tasks WHERE lease_id IS NOT NULL AND lease_until <= $1 \
+                     ORDER BY lease_until LIMIT $2",
+                )
+                .bind(now)
+                .bind(limit as i64)
+                .fetch_all(&self.read)
+                .await
+                .map_err(classify)?;
+                rows.iter()
+                    .map(|r| {
+                        let run_id: String = r.try_get(0).map_err(corrupt)?;
+                        let started_at: Option<i64> = r.try_get(4).map_err(corrupt)?;
+                        let lease_ms: i64 = r.try_get(5).map_err(corrupt)?;
+                        let lease_until: Option<i64> = r.try_get(6).map_err(corrupt)?;
+                        Ok($crate::store::ExpiredLease {
+                            run_id: RunId::parse("run_id", &run_id).map_err(corrupt)?,
+                            scheduled_event_id: r.try_get(1).map_err(corrupt)?,
+                            attempt: r.try_get(2).map_err(corrupt)?,
+                            lease_id: r.try_get(3).map_err(corrupt)?,
+                            heartbeat: match (started_at, lease_until) {
+                                (Some(s), Some(u)) => u < s + lease_ms,
+                                _ => false,
+                            },
                         })
                     })
                     .collect()

@@ -1,4 +1,5 @@
-//! Timers: fires durable timers when they come due.
+//! Timers: fires durable timers when they come due, and reaps activity attempts whose lease
+//! ran out (start-to-close or heartbeat timeout), so they are retried per their policy.
 //!
 //! Timers live in the store; this loop only decides when to look. It sleeps until the
 //! earliest timer committed on this node, or at most `timer_poll_interval` (for timers
@@ -31,6 +32,9 @@ pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read due timers"),
+        }
+        if let Err(e) = engine.reap_expired_leases().await {
+            tracing::warn!(error = %e, "cannot read expired activity leases");
         }
         let sleep = {
             let mut next = engine.next_timer.lock().unwrap_or_else(|p| p.into_inner());

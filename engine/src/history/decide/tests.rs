@@ -231,7 +231,7 @@ fn a_retried_activity_writes_no_history_and_only_the_final_outcome_arrives() {
         message: "io".into(),
         ..Default::default()
     };
-    let c = fail_activity(&run, &token, failure.clone(), "w", T0 + 10, 0.0).unwrap();
+    let c = fail_activity(&run, &token, failure.clone(), "w", T0 + 10, 0.0, false).unwrap();
     assert!(c.events.is_empty(), "a retry is not in history");
     assert!(
         matches!(c.tasks[0], TaskOp::Retry { attempt: 2, visible_at, .. } if visible_at == T0 + 1010)
@@ -245,7 +245,7 @@ fn a_retried_activity_writes_no_history_and_only_the_final_outcome_arrives() {
         lease_id: "l2".into(),
         ..token
     };
-    let c = fail_activity(&run, &token2, failure, "w", T0 + 2000, 0.0).unwrap();
+    let c = fail_activity(&run, &token2, failure, "w", T0 + 2000, 0.0, false).unwrap();
     assert_eq!(
         kinds(&c.events),
         ["act_started", "act_failed", "wft_scheduled"],
@@ -261,14 +261,14 @@ fn non_retryable_failures_and_retry_hints_are_honoured() {
         non_retryable: true,
         ..Default::default()
     };
-    let c = fail_activity(&run, &token, declined, "w", T0, 0.0).unwrap();
+    let c = fail_activity(&run, &token, declined, "w", T0, 0.0, false).unwrap();
     assert_eq!(kinds(&c.events)[1], "act_failed");
     let open = pb::Failure {
         message: "circuit open".into(),
         next_retry_delay: Some(ms_to_duration(7_000)),
         ..Default::default()
     };
-    let c = fail_activity(&run, &token, open, "w", T0, 0.0).unwrap();
+    let c = fail_activity(&run, &token, open, "w", T0, 0.0, false).unwrap();
     assert!(matches!(c.tasks[0], TaskOp::Retry { visible_at, .. } if visible_at == T0 + 7_000));
 }
 
