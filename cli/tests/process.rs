@@ -1,68 +1,11 @@
 //! The `martix` binary as a user runs it: start, serve, stop on a signal, keep state.
 
 use martix_proto::v1 as pb;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{spawn, terminate};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-struct Running {
-    child: Child,
-    grpc: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `martix ARGS` on free ports and waits for it to print where it listens.
-fn spawn(args: &[&str]) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_martix"))
-        .args(args)
-        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .args(["--shutdown-grace", "2s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run martix");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let grpc = loop {
-        let line = lines
-            .next()
-            .expect("martix printed where it listens before exiting")
-            .unwrap();
-        if let Some(addr) = line.trim().strip_prefix("gRPC") {
-            break addr.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Running { child, grpc }
-}
-
-fn terminate(mut r: Running) -> std::process::ExitStatus {
-    let pid = r.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = r.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "martix did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 async fn start_order(grpc: &str, id: &str) -> String {
     let mut client = pb::workflow_service_client::WorkflowServiceClient::connect(grpc.to_owned())

@@ -393,20 +393,22 @@ impl Worker {
         drop(d);
         let keep = match outcome {
             Ok(commands) => {
-                let r = self
-                    .client
-                    .clone()
-                    .respond_workflow_task_completed(pb::RespondWorkflowTaskCompletedRequest {
-                        task_token: task.task_token.clone(),
-                        commands,
-                        identity: self.options.identity.clone(),
-                        sticky_queue: if finished {
-                            String::new()
-                        } else {
-                            self.sticky_queue.clone()
-                        },
-                    })
-                    .await;
+                let request = pb::RespondWorkflowTaskCompletedRequest {
+                    task_token: task.task_token.clone(),
+                    commands,
+                    identity: self.options.identity.clone(),
+                    sticky_queue: if finished {
+                        String::new()
+                    } else {
+                        self.sticky_queue.clone()
+                    },
+                };
+                let r = retry_unavailable(|| {
+                    let mut client = self.client.clone();
+                    let request = request.clone();
+                    async move { client.respond_workflow_task_completed(request).await }
+                })
+                .await;
                 if let Err(status) = &r {
                     tracing::info!(run_id = %run_id, error = %status, "workflow task completion refused; replaying next time");
                 }
@@ -530,30 +532,58 @@ impl Worker {
             }
         };
         let identity = self.options.identity.clone();
-        let r = match outcome {
-            Ok(result) => self
-                .client
-                .clone()
-                .respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest {
-                    task_token: token,
-                    result: Some(result),
-                    identity,
-                })
-                .await
-                .map(|_| ()),
-            Err(e) => self
-                .client
-                .clone()
-                .respond_activity_task_failed(pb::RespondActivityTaskFailedRequest {
-                    task_token: token,
-                    failure: Some(e.to_failure()),
-                    identity,
-                })
-                .await
-                .map(|_| ()),
-        };
+        // A finished activity's outcome is worth delivering through an engine restart.
+        let r = retry_unavailable(|| {
+            let mut client = self.client.clone();
+            let (token, identity) = (token.clone(), identity.clone());
+            let outcome = outcome.clone();
+            async move {
+                match outcome {
+                    Ok(result) => client
+                        .respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest {
+                            task_token: token,
+                            result: Some(result),
+                            identity,
+                        })
+                        .await
+                        .map(|_| ()),
+                    Err(e) => client
+                        .respond_activity_task_failed(pb::RespondActivityTaskFailedRequest {
+                            task_token: token,
+                            failure: Some(e.to_failure()),
+                            identity,
+                        })
+                        .await
+                        .map(|_| ()),
+                }
+            }
+        })
+        .await;
         if let Err(status) = r {
             tracing::info!(error = %status, "activity outcome not recorded (stale or cancelled)");
+        }
+    }
+}
+
+/// Retries a call while the engine is unreachable (restarting, or the network is down), with
+/// backoff, for up to 30 s. Answers from the engine, errors included, are returned at once.
+async fn retry_unavailable<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match call().await {
+            Err(s)
+                if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
+                    && tokio::time::Instant::now() + delay < deadline =>
+            {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
         }
     }
 }

@@ -37,8 +37,11 @@ pub struct OrderOutcome {
     pub compensation_failures: Vec<String>,
 }
 
+/// Each step may take 10 s per attempt (an attempt lost with a crashed worker is retried after
+/// that), retried from 200 ms doubling to 10 s, without limit for outages; business rejections
+/// are non-retryable and end the step at once.
 fn step_options() -> ActivityOptions {
-    ActivityOptions::new(Duration::from_secs(30))
+    ActivityOptions::new(Duration::from_secs(10))
         .initial_interval(Duration::from_millis(200))
         .maximum_interval(Duration::from_secs(10))
 }
