@@ -243,6 +243,90 @@ async fn orders_survive_a_worker(disrupt: &str, n: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_three_engine_nodes_loses_no_order() {
+    drop(martix_tests::postgres_store().await);
+    let url = martix_tests::postgres_url();
+    let nodes: Vec<_> = (0..3)
+        .map(|_| spawn_at(&["server", "--database-url", &url], "127.0.0.1:0"))
+        .collect();
+    let queue = martix_tests::unique("crash");
+    // One worker behind each node.
+    let mut workers: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            Command::new(env!("CARGO_BIN_EXE_martix"))
+                .args(["worker", "--database-url", &url, "--address", &n.grpc])
+                .args(["--task-queue", &queue])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let adapters = ReferenceAdapters::connect(&url).await.unwrap();
+    let prefix = martix_tests::unique("crash").replace('-', "");
+    for s in 0..4 {
+        adapters
+            .seed_stock(&format!("{prefix}-sku-{s}"), 100_000)
+            .await
+            .unwrap();
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let orders: Vec<_> = (0..150)
+        .map(|i| random_order(&mut rng, &prefix, i, 4))
+        .collect();
+    // Clients start orders through the nodes that stay up.
+    let client = Client::connect(nodes[0].grpc.clone()).await.unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let work = {
+        let (client, queue, orders, done) =
+            (client.clone(), queue.clone(), orders.clone(), done.clone());
+        futures::stream::iter(orders.into_iter().map(move |o| {
+            let (client, queue, done) = (client.clone(), queue.clone(), done.clone());
+            async move {
+                let outcome = place(&client, &queue, &o).await;
+                done.fetch_add(1, Ordering::SeqCst);
+                outcome
+            }
+        }))
+        .buffer_unordered(24)
+        .collect::<Vec<_>>()
+    };
+    let runner = tokio::spawn(work);
+    while done.load(Ordering::SeqCst) < 40 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut nodes = nodes;
+    let victim = nodes.remove(1);
+    let killed = Instant::now();
+    signal(&victim, "-KILL");
+    wait_exit(victim);
+    let outcomes = runner.await.unwrap();
+    let completed: Vec<_> = orders
+        .iter()
+        .filter(|o| {
+            outcomes
+                .iter()
+                .any(|x| x.order_id == o.order_id && x.status == "completed")
+        })
+        .collect();
+    let ledger = adapters.ledger(&prefix).await.unwrap();
+    let duplicates = ledger.values().filter(|(_, charges)| *charges > 1).count();
+    println!(
+        "crash test (kill 1 of 3 engine nodes): {} sagas, all terminal {:.1} s after the kill, duplicate charges found: {duplicates}",
+        outcomes.len(),
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(outcomes.len(), 150);
+    for c in adapters.check_ledger(&prefix, &completed).await.unwrap() {
+        assert!(c.ok, "{}: {}", c.what, c.figures);
+    }
+    for w in &mut workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_worker_while_its_activities_run_loses_no_order() {
     orders_survive_a_worker("kill", 120).await;
 }

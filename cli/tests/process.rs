@@ -47,12 +47,12 @@ async fn dev_keeps_state_in_its_file_across_a_graceful_restart() {
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("dev.db");
     let db = db.to_str().unwrap();
-    let first = spawn(&["dev", "--db", db]);
+    let first = spawn(&["dev", "--no-worker", "--db", db]);
     let run_id = start_order(&first.grpc, "order-1042").await;
     let status = terminate(first);
     assert!(status.success(), "graceful stop exits 0, got {status}");
 
-    let second = spawn(&["dev", "--db", db]);
+    let second = spawn(&["dev", "--no-worker", "--db", db]);
     let d = describe(&second.grpc, "order-1042").await;
     let info = d.info.unwrap();
     assert_eq!(

@@ -451,6 +451,7 @@ impl Engine {
             memo: req.memo,
             continued_from: None,
             first_run_id: None,
+            execution_deadline: None,
         };
         let policy = pb::IdReusePolicy::try_from(req.id_reuse_policy)
             .map_err(|_| EngineError::invalid("id_reuse_policy", "is not a known policy"))?;
@@ -1179,9 +1180,24 @@ impl Engine {
 
     /// Fires a due timer (called by the timer loop).
     pub async fn fire_timer(&self, run_id: RunId, key: &str) -> Result<(), EngineError> {
+        // A schedule-to-start timeout only counts if no worker holds the activity.
+        let started = if let Some(id) = key
+            .strip_prefix("a:")
+            .and_then(|r| r.strip_suffix(":s2s"))
+            .and_then(|id| id.parse::<i64>().ok())
+        {
+            let now = self.now();
+            self.store
+                .activity_leases(run_id)
+                .await?
+                .iter()
+                .any(|l| l.scheduled_event_id == id && l.lease_until.is_some_and(|u| u > now))
+        } else {
+            false
+        };
         let result = self
             .update(run_id, |run, now| {
-                match history::fire_timer(run, key, now) {
+                match history::fire_timer(run, key, now, started) {
                     Some(c) => Ok((Some(c), true)),
                     None => Ok((None, false)),
                 }

@@ -1024,7 +1024,78 @@ async fn a_timed_out_attempt_is_retried_and_its_late_answer_refused(backend: Bac
     assert_eq!(timed_out.r#type, "HeartbeatTimeout");
 }
 
+async fn schedule_timeouts_and_the_run_timeout_are_durable_timers(backend: Backend) {
+    let engine = TestEngine::start(backend, fast()).await;
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let (id, q) = (unique("order"), unique("q"));
+    start(&mut wf, &id, &q).await;
+    let task = poll_wft(&mut w, &q).await;
+    // Nobody polls the activities' queue: both time out while waiting.
+    let waiting = |id: &str, s2s: Option<i32>, s2c: Option<i32>| {
+        cmd(C::ScheduleActivity(pb::ScheduleActivityTaskCommand {
+            activity_id: id.into(),
+            activity_type: "ship".into(),
+            task_queue: "nobody-polls-this".into(),
+            schedule_to_start_timeout: s2s.map(millis),
+            schedule_to_close_timeout: s2c.map(millis),
+            ..Default::default()
+        }))
+    };
+    complete(
+        &mut w,
+        &task.task_token,
+        vec![waiting("a", Some(200), None), waiting("b", None, Some(400))],
+    )
+    .await
+    .unwrap();
+    let mut kinds_seen = Vec::new();
+    for _ in 0..2 {
+        let task = poll_wft(&mut w, &q).await;
+        kinds_seen = task
+            .history
+            .iter()
+            .filter_map(|e| match &e.attributes {
+                Some(A::ActivityTaskTimedOut(t)) => t.failure.as_ref().map(|f| f.r#type.clone()),
+                _ => None,
+            })
+            .collect();
+        if kinds_seen.len() == 2 {
+            break;
+        }
+        complete(&mut w, &task.task_token, vec![]).await.unwrap();
+    }
+    assert_eq!(
+        kinds_seen,
+        ["ScheduleToStartTimeout", "ScheduleToCloseTimeout"]
+    );
+
+    // A run with a run timeout ends TimedOut when nobody completes it.
+    let id = unique("order");
+    wf.start_workflow(pb::StartWorkflowRequest {
+        namespace: "default".into(),
+        workflow_id: id.clone(),
+        workflow_type: "order".into(),
+        task_queue: unique("idle"),
+        workflow_run_timeout: Some(millis(300)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let result = wf
+        .get_workflow_result(pb::GetWorkflowResultRequest {
+            namespace: "default".into(),
+            execution: exec(&id),
+            wait: Some(millis(10_000)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(result.closed);
+    assert_eq!(result.status, pb::WorkflowStatus::TimedOut as i32);
+}
+
 on_both_backends!(
+    schedule_timeouts_and_the_run_timeout_are_durable_timers,
     a_timed_out_attempt_is_retried_and_its_late_answer_refused,
     sticky_tasks_carry_only_new_events_and_fall_back_to_the_queue,
     one_workflow_through_the_raw_api,

@@ -71,6 +71,8 @@ pub struct StartParams {
     pub memo: HashMap<String, pb::Payload>,
     pub continued_from: Option<RunId>,
     pub first_run_id: Option<String>,
+    /// Carried along a continue-as-new chain: when the whole workflow times out.
+    pub execution_deadline: Option<Millis>,
 }
 
 /// A new run: its first events, its first workflow task.
@@ -116,6 +118,26 @@ pub fn new_run(p: &StartParams, run_id: RunId, now: Millis) -> RunCommit {
         },
     ));
     t.schedule_workflow_task();
+    if p.run_timeout_ms > 0 {
+        t.push_timer(TimerOp::Insert {
+            key: RUN_TIMEOUT_KEY.into(),
+            fire_at: now + p.run_timeout_ms,
+        });
+    }
+    let deadline = p
+        .execution_deadline
+        .unwrap_or(if p.execution_timeout_ms > 0 {
+            now + p.execution_timeout_ms
+        } else {
+            0
+        });
+    if deadline > 0 {
+        t.run_mut().state.execution_deadline = deadline;
+        t.push_timer(TimerOp::Insert {
+            key: EXECUTION_TIMEOUT_KEY.into(),
+            fire_at: deadline,
+        });
+    }
     t.finish()
 }
 
@@ -377,6 +399,19 @@ fn apply_command(t: &mut Transition, command: &pb::Command, completed: i64) -> R
                 started_at: None,
             };
             t.push_task(TaskOp::Insert(task));
+            if s2c > 0 {
+                t.push_timer(TimerOp::Insert {
+                    key: schedule_to_close_key(scheduled_event_id),
+                    fire_at: now + s2c,
+                });
+            }
+            let s2s = duration_to_ms(c.schedule_to_start_timeout.as_ref());
+            if s2s > 0 {
+                t.push_timer(TimerOp::Insert {
+                    key: schedule_to_start_key(scheduled_event_id),
+                    fire_at: now + s2s,
+                });
+            }
             Ok(())
         }
         Some(C::RequestCancelActivity(c)) => {
@@ -393,6 +428,7 @@ fn apply_command(t: &mut Transition, command: &pb::Command, completed: i64) -> R
                 ));
             };
             let act = t.run_mut().state.activities.remove(pos);
+            remove_activity(t, act.scheduled_event_id);
             t.append(Attributes::ActivityTaskCancelRequested(
                 pb::ActivityTaskCancelRequestedAttributes {
                     scheduled_event_id: act.scheduled_event_id,
@@ -544,6 +580,8 @@ fn apply_command(t: &mut Transition, command: &pb::Command, completed: i64) -> R
                 task_timeout_ms: duration_to_ms(c.workflow_task_timeout.as_ref()),
                 continued_from: Some(run.run_id),
                 first_run_id: Some(run.state.first_run_id.clone()),
+                execution_deadline: (run.state.execution_deadline > 0)
+                    .then_some(run.state.execution_deadline),
                 ..Default::default()
             };
             t.set_new_run(new_run(&params, new_id, now));
@@ -640,11 +678,18 @@ fn started_event(act: &PendingActivity, identity: &str) -> Attributes {
     })
 }
 
+/// The activity is resolved: it leaves the checkpoint, its timeout timers go.
 fn remove_activity(t: &mut Transition, id: i64) {
     t.run_mut()
         .state
         .activities
         .retain(|a| a.scheduled_event_id != id);
+    t.push_timer(TimerOp::Delete {
+        key: schedule_to_close_key(id),
+    });
+    t.push_timer(TimerOp::Delete {
+        key: schedule_to_start_key(id),
+    });
 }
 
 /// An activity attempt succeeded: its result reaches the workflow.
@@ -812,9 +857,59 @@ pub fn terminate(
 
 /// A timer row came due. `None` when it no longer matters (cancelled, or the run closed);
 /// the caller then only deletes the row.
-pub fn fire_timer(run: &Run, key: &str, now: Millis) -> Option<RunCommit> {
+/// `activity_started`: for a schedule-to-start timer, whether the activity was picked up.
+pub fn fire_timer(run: &Run, key: &str, now: Millis, activity_started: bool) -> Option<RunCommit> {
     if !run.is_open() {
         return None;
+    }
+    if key == RUN_TIMEOUT_KEY || key == EXECUTION_TIMEOUT_KEY {
+        let mut t = Transition::new(run, now);
+        t.flush_buffered();
+        t.close(
+            pb::WorkflowStatus::TimedOut,
+            Attributes::WorkflowExecutionTimedOut(pb::WorkflowExecutionTimedOutAttributes {}),
+        );
+        t.set_fired_timer(key.to_owned());
+        return Some(t.finish());
+    }
+    if let Some(rest) = key.strip_prefix("a:") {
+        let (id, kind) = rest.split_once(':')?;
+        let act = run.activity(id.parse().ok()?)?.clone();
+        let (error_type, message) = match kind {
+            "s2c" => (
+                "ScheduleToCloseTimeout",
+                "the activity did not finish within its schedule-to-close timeout",
+            ),
+            "s2s" if !activity_started && act.attempt == 1 => (
+                "ScheduleToStartTimeout",
+                "no worker picked the activity up within its schedule-to-start timeout",
+            ),
+            _ => return None,
+        };
+        let mut t = Transition::new(run, now);
+        remove_activity(&mut t, act.scheduled_event_id);
+        t.add_external([Attributes::ActivityTaskTimedOut(
+            pb::ActivityTaskTimedOutAttributes {
+                scheduled_event_id: act.scheduled_event_id,
+                started_event_id: 0,
+                failure: Some(pb::Failure {
+                    message: message.into(),
+                    r#type: error_type.into(),
+                    ..Default::default()
+                }),
+            },
+        )]);
+        t.push_task(TaskOp::Delete {
+            scheduled_event_id: act.scheduled_event_id,
+            lease_id: None,
+        });
+        // The row being fired is deleted by the guard; drop the duplicate delete.
+        let mut commit = t.finish();
+        commit
+            .timers
+            .retain(|op| !matches!(op, TimerOp::Delete { key: k } if k == key));
+        commit.fired_timer = Some(key.to_owned());
+        return Some(commit);
     }
     let timer_id = key.strip_prefix("t:")?;
     let timer = run.state.timers.iter().find(|x| x.timer_id == timer_id)?;

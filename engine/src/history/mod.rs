@@ -239,3 +239,18 @@ pub fn duration_to_ms(d: Option<&pbjson_types::Duration>) -> i64 {
 pub fn user_timer_key(timer_id: &str) -> String {
     format!("t:{timer_id}")
 }
+
+/// The timer row key of an activity's schedule-to-close timeout.
+pub fn schedule_to_close_key(scheduled_event_id: i64) -> String {
+    format!("a:{scheduled_event_id}:s2c")
+}
+
+/// The timer row key of an activity's schedule-to-start timeout.
+pub fn schedule_to_start_key(scheduled_event_id: i64) -> String {
+    format!("a:{scheduled_event_id}:s2s")
+}
+
+/// The timer row key of a run's run timeout.
+pub const RUN_TIMEOUT_KEY: &str = "wf:run";
+/// The timer row key of a workflow's execution timeout.
+pub const EXECUTION_TIMEOUT_KEY: &str = "wf:exec";

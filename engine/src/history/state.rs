@@ -36,6 +36,9 @@ pub struct RunState {
     /// The first event that worker has not seen.
     #[prost(int64, tag = "9")]
     pub sticky_from: i64,
+    /// When the whole workflow (all runs of a continue-as-new chain) times out; 0: never.
+    #[prost(int64, tag = "10")]
+    pub execution_deadline: Millis,
 }
 
 /// An activity between its scheduling and its final outcome.

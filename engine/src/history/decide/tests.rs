@@ -286,10 +286,10 @@ fn a_timer_fires_once_and_a_cancelled_one_not_at_all() {
         complete_workflow_task(&run, &token, &[start], "w", "", T0).unwrap(),
     ));
     assert_eq!(run.state.timers[0].fire_at, T0 + 5_000);
-    let fired = fire_timer(&run, "t:t1", T0 + 5_000).expect("pending timer fires");
+    let fired = fire_timer(&run, "t:t1", T0 + 5_000, false).expect("pending timer fires");
     assert_eq!(kinds(&fired.events), ["timer_fired", "wft_scheduled"]);
     assert_eq!(fired.fired_timer.as_deref(), Some("t:t1"));
-    assert!(fire_timer(&applied(&fired), "t:t1", T0 + 6_000).is_none());
+    assert!(fire_timer(&applied(&fired), "t:t1", T0 + 6_000, false).is_none());
 }
 
 #[test]
