@@ -323,6 +323,16 @@ impl Engine {
                         QueueKey::new(ns, &t.task_queue, TaskKind::Activity),
                         t.visible_at,
                     ),
+                    TaskOp::RetryNow {
+                        scheduled_event_id, ..
+                    } => {
+                        if let Some(a) = c.run.activity(*scheduled_event_id) {
+                            self.wake_at(
+                                QueueKey::new(ns, &a.task_queue, TaskKind::Activity),
+                                self.now(),
+                            );
+                        }
+                    }
                     TaskOp::Retry { visible_at, .. } => {
                         if let Some(a) = c
                             .run
@@ -793,12 +803,22 @@ impl Engine {
         Err(EngineError::Unimplemented("ResetWorkflow"))
     }
 
-    /// Retries now an activity waiting for its next attempt (built with the operator CLI).
+    /// Runs now the activities of a run that wait for their next attempt.
     pub async fn retry_activity(
         &self,
-        _req: pb::RetryActivityRequest,
+        req: pb::RetryActivityRequest,
     ) -> Result<pb::RetryActivityResponse, EngineError> {
-        Err(EngineError::Unimplemented("RetryActivity"))
+        let ns = self.namespace(&req.namespace).await?;
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        let activity_ids = self
+            .update(run.run_id, |run, now| {
+                let (commit, ids) =
+                    history::retry_activities_now(run, &req.activity_id, req.reset_attempts, now)?;
+                Ok((Some(commit), ids))
+            })
+            .await?;
+        tracing::info!(run_id = %run.run_id, ?activity_ids, "activities retried now by an operator");
+        Ok(pb::RetryActivityResponse { activity_ids })
     }
 
     // ---- WorkerService --------------------------------------------------------------------

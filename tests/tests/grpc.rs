@@ -1094,7 +1094,79 @@ async fn schedule_timeouts_and_the_run_timeout_are_durable_timers(backend: Backe
     assert_eq!(result.status, pb::WorkflowStatus::TimedOut as i32);
 }
 
+async fn an_operator_retries_a_backing_off_activity_now(backend: Backend) {
+    let engine = TestEngine::start(backend, fast()).await;
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let (id, q) = (unique("order"), unique("q"));
+    start(&mut wf, &id, &q).await;
+    let task = poll_wft(&mut w, &q).await;
+    let mut sched = schedule("charge");
+    if let Some(C::ScheduleActivity(s)) = sched.attributes.as_mut() {
+        s.retry_policy = Some(pb::RetryPolicy {
+            initial_interval: Some(millis(60_000)),
+            ..Default::default()
+        });
+    }
+    complete(&mut w, &task.task_token, vec![sched])
+        .await
+        .unwrap();
+    let retry = |reset: bool, activity_id: &str| pb::RetryActivityRequest {
+        namespace: "default".into(),
+        execution: exec(&id),
+        activity_id: activity_id.into(),
+        reset_attempts: reset,
+    };
+    let err = wf.retry_activity(retry(false, "")).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "nothing waits yet: {err}"
+    );
+    let act = poll_act(&mut w, &q).await;
+    w.respond_activity_task_failed(pb::RespondActivityTaskFailedRequest {
+        task_token: act.task_token,
+        failure: Some(pb::Failure {
+            message: "gateway down".into(),
+            ..Default::default()
+        }),
+        identity: "w".into(),
+    })
+    .await
+    .unwrap();
+    let d = wf
+        .describe_workflow(pb::DescribeWorkflowRequest {
+            namespace: "default".into(),
+            execution: exec(&id),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pending = &d.pending_activities[0];
+    assert_eq!(pending.state, pb::PendingActivityState::BackingOff as i32);
+    assert_eq!(pending.attempt, 2);
+    assert!(pending.next_attempt_time.is_some());
+    assert_eq!(
+        pending.last_failure.as_ref().unwrap().message,
+        "gateway down"
+    );
+
+    let err = wf.retry_activity(retry(false, "nope")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let resp = wf
+        .retry_activity(retry(true, "charge"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.activity_ids, ["charge"]);
+    // Available at once (not in 60 s), from attempt 1 again.
+    let act = tokio::time::timeout(Duration::from_secs(5), poll_act(&mut w, &q))
+        .await
+        .expect("retried now");
+    assert_eq!(act.attempt, 1);
+}
+
 on_both_backends!(
+    an_operator_retries_a_backing_off_activity_now,
     schedule_timeouts_and_the_run_timeout_are_durable_timers,
     a_timed_out_attempt_is_retried_and_its_late_answer_refused,
     sticky_tasks_carry_only_new_events_and_fall_back_to_the_queue,

@@ -249,8 +249,10 @@ async fn a_payment_outage_opens_the_breaker_and_orders_finish_after_it(backend: 
     })
     .await
     .expect("the payment breaker opens and rejects calls");
-    // While the outage lasts, the breaker lets through about one trial call per open period
-    // (0.8 s) and turns the rest away; without it, 4 orders would keep hitting the gateway.
+    // While the outage lasts, the open breaker turns calls away before the gateway; only
+    // trial calls in its half-open moments (about one open period, 0.8 s, apart) reach it.
+    // Without the breaker, the 4 orders' retries would reach the gateway about 12 times in
+    // this window.
     let (_, rejected_before) = env.activities.breakers().snapshot()["payment"];
     let reached_before = env.activities.calls().payment.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(2400)).await;
@@ -258,7 +260,7 @@ async fn a_payment_outage_opens_the_breaker_and_orders_finish_after_it(backend: 
     let (_, rejected) = env.activities.breakers().snapshot()["payment"];
     let rejected = rejected - rejected_before;
     assert!(
-        reached <= 5 && rejected >= 1,
+        reached <= 8 && rejected >= 3,
         "while open, calls are limited: {reached} reached the gateway, {rejected} were turned away"
     );
     env.activities

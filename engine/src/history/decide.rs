@@ -782,6 +782,56 @@ pub fn fail_activity(
     Ok(t.finish())
 }
 
+/// Runs now the activities waiting for their next attempt (`activity_id` empty: all of
+/// them), optionally from attempt 1 again. Returns the ids it retried.
+pub fn retry_activities_now(
+    run: &Run,
+    activity_id: &str,
+    reset_attempts: bool,
+    now: Millis,
+) -> Result<(RunCommit, Vec<String>), EngineError> {
+    require_open(run)?;
+    let mut t = Transition::new(run, now);
+    let mut retried = Vec::new();
+    let mut found = false;
+    for a in &mut t.run_mut().state.activities {
+        if !activity_id.is_empty() && a.activity_id != activity_id {
+            continue;
+        }
+        found = true;
+        if a.next_attempt_time <= now {
+            continue;
+        }
+        a.next_attempt_time = 0;
+        if reset_attempts {
+            a.attempt = 1;
+        }
+        retried.push((a.scheduled_event_id, a.attempt, a.activity_id.clone()));
+    }
+    if !activity_id.is_empty() && !found {
+        return Err(EngineError::NotFound(format!(
+            "run {} has no pending activity '{activity_id}'",
+            run.run_id
+        )));
+    }
+    if retried.is_empty() {
+        return Err(EngineError::FailedPrecondition(if activity_id.is_empty() {
+            "no activity of this run is waiting for its next attempt".into()
+        } else {
+            format!("activity '{activity_id}' is not waiting for its next attempt")
+        }));
+    }
+    let ids = retried.iter().map(|r| r.2.clone()).collect();
+    for (scheduled_event_id, attempt, _) in retried {
+        t.push_task(TaskOp::RetryNow {
+            scheduled_event_id,
+            attempt,
+            visible_at: now,
+        });
+    }
+    Ok((t.finish(), ids))
+}
+
 fn require_open(run: &Run) -> Result<(), EngineError> {
     if run.is_open() {
         Ok(())

@@ -39,6 +39,13 @@ pub enum TaskOp {
         visible_at: Millis,
         lease_id: String,
     },
+    /// An operator asked for the waiting attempt now: the row becomes available at once
+    /// (only if no worker holds it), with `attempt`.
+    RetryNow {
+        scheduled_event_id: i64,
+        attempt: i32,
+        visible_at: Millis,
+    },
     /// The activity is resolved. With `lease_id`, requires the row to be held by it.
     Delete {
         scheduled_event_id: i64,

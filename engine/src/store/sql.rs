@@ -253,6 +253,24 @@ macro_rules! impl_store {
                         .map_err(classify)?
                         .rows_affected(),
                     ),
+                    TaskOp::RetryNow {
+                        scheduled_event_id,
+                        attempt,
+                        visible_at,
+                    } => Some(
+                        sqlx::query(
+                            "UPDATE activity_tasks SET attempt = $1, visible_at = $2 \
+                             WHERE run_id = $3 AND scheduled_event_id = $4 AND lease_id IS NULL",
+                        )
+                        .bind(attempt)
+                        .bind(visible_at)
+                        .bind(&run_id)
+                        .bind(scheduled_event_id)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(classify)?
+                        .rows_affected(),
+                    ),
                     TaskOp::Delete {
                         scheduled_event_id,
                         lease_id: Some(lease_id),
