@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod ops;
 mod orders;
 
 use anyhow::{Context, Result};
@@ -30,6 +31,13 @@ enum Command {
     Server(ServerArgs),
     /// Run the order worker (the order saga and its activities) against an engine.
     Worker(WorkerArgs),
+    /// Inspect and steer workflows (over gRPC).
+    Workflow {
+        #[command(flatten)]
+        conn: ops::Conn,
+        #[command(subcommand)]
+        command: ops::WorkflowCmd,
+    },
     /// Measure the reference workload (shared/BENCHMARK.md) on an in-process engine.
     Bench(BenchArgs),
     /// Apply the database migrations and exit.
@@ -202,6 +210,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench(args).await,
+        Command::Workflow { conn, command } => ops::run(conn, command).await,
         Command::Migrate { database_url } => {
             let store = martix_engine::store::connect(&database_url)
                 .await

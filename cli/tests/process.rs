@@ -226,3 +226,144 @@ fn bench_reports_the_commit_budget_of_the_reference_saga() {
         "write transactions per saga: {writes}"
     );
 }
+
+fn cli(grpc: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args(["workflow", "--address", grpc])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn operators_drive_and_inspect_orders_from_the_cli() {
+    let dir = std::env::temp_dir().join(format!("martix-cli-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("dev.db");
+    let dev = spawn(&["dev", "--db", db.to_str().unwrap()]);
+    let g = dev.grpc.as_str();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let adapters = rt
+        .block_on(martix_activities::ReferenceAdapters::connect(&format!(
+            "sqlite://{}",
+            db.display()
+        )))
+        .unwrap();
+    rt.block_on(adapters.seed_stock("cli-sku", 10)).unwrap();
+    let order = r#"{"order_id":"cli-1","customer_id":"cust-1","currency":"EUR",
+        "items":[{"sku":"cli-sku","qty":2,"unit_price_cents":1500}],
+        "shipping_address":{"country":"FR"}}"#;
+    let (code, out, err) = cli(
+        g,
+        &[
+            "start", "--type", "order", "--id", "cli-1", "--input", order,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("started cli-1 run "), "{out}");
+    let (code, again, _) = cli(
+        g,
+        &[
+            "start", "--type", "order", "--id", "cli-1", "--input", order,
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        again.contains("already running") || again.contains("started"),
+        "{again}"
+    );
+
+    let (code, out, err) = cli(g, &["result", "cli-1", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("status  completed") && out.contains("\"charged_cents\":3000"),
+        "{out}"
+    );
+
+    let (code, out, _) = cli(g, &["list", "--status", "completed", "--type", "order"]);
+    assert_eq!(code, 0);
+    assert!(out.lines().next().unwrap().starts_with("WORKFLOW ID"));
+    assert!(out.contains("cli-1") && out.contains("completed"), "{out}");
+
+    let (code, out, _) = cli(g, &["describe", "cli-1"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("status     completed") && out.contains("type       order"),
+        "{out}"
+    );
+
+    let (code, out, _) = cli(g, &["history", "cli-1"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("workflowExecutionStarted") && out.contains("workflowExecutionCompleted"),
+        "{out}"
+    );
+    // The JSON history is what the replay tester reads: the order saga replays it.
+    let (code, json, _) = cli(g, &["history", "cli-1", "--output", "json"]);
+    assert_eq!(code, 0);
+    let mut replayer = martix_sdk::Replayer::new();
+    replayer.register_workflow("order", martix_workflows::order);
+    replayer
+        .replay_json(&json)
+        .expect("the exported history replays");
+
+    // Signal, cancel and terminate a run nobody works on.
+    let (code, _, _) = cli(
+        g,
+        &[
+            "start",
+            "--type",
+            "idle",
+            "--id",
+            "cli-2",
+            "--task-queue",
+            "nobody",
+        ],
+    );
+    assert_eq!(code, 0);
+    let (code, out, _) = cli(g, &["signal", "cli-2", "poke", "--input", "{\"n\":1}"]);
+    assert_eq!((code, out.trim()), (0, "signal poke sent to cli-2"));
+    let (code, _, _) = cli(g, &["cancel", "cli-2", "--reason", "test"]);
+    assert_eq!(code, 0);
+    let (code, out, _) = cli(g, &["describe", "cli-2", "--output", "json"]);
+    assert_eq!(code, 0);
+    let d: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(d["cancelRequested"], true);
+    let (code, _, _) = cli(g, &["terminate", "cli-2", "--reason", "stuck"]);
+    assert_eq!(code, 0);
+    let (code, out, _) = cli(g, &["result", "cli-2"]);
+    assert_eq!(
+        code, 1,
+        "a terminated workflow's result is a failure: {out}"
+    );
+    assert!(out.contains("terminated") && out.contains("stuck"), "{out}");
+
+    // Failures exit 1 with the engine's message; usage errors exit 2.
+    let (code, _, err) = cli(g, &["terminate", "no-such-order", "--reason", "x"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no run"), "{err}");
+    let (code, _, _) = cli(g, &["retry"]);
+    assert_eq!(code, 2);
+    let (code, _, err) = cli(
+        g,
+        &[
+            "start",
+            "--type",
+            "order",
+            "--id",
+            "x",
+            "--input",
+            "{not json",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("--input is not valid JSON"), "{err}");
+
+    terminate(dev);
+    let _ = std::fs::remove_dir_all(&dir);
+}

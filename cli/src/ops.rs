@@ -1,0 +1,526 @@
+//! `martix workflow ...`: operators' commands over gRPC. Exit codes: 0 success, 1 the
+//! operation failed, 2 a usage error (clap's).
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use martix_proto::v1 as pb;
+use pb::workflow_service_client::WorkflowServiceClient;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+pub(crate) struct Conn {
+    /// The engine's gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "MARTIX_ADDRESS",
+        default_value = "http://127.0.0.1:7233"
+    )]
+    address: String,
+    /// The namespace.
+    #[arg(
+        long,
+        global = true,
+        env = "MARTIX_NAMESPACE",
+        default_value = "default"
+    )]
+    namespace: String,
+    /// How to print the answer.
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    output: Output,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum Status {
+    Running,
+    Completed,
+    Failed,
+    Canceled,
+    Terminated,
+    ContinuedAsNew,
+    TimedOut,
+}
+
+impl From<Status> for pb::WorkflowStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Running => pb::WorkflowStatus::Running,
+            Status::Completed => pb::WorkflowStatus::Completed,
+            Status::Failed => pb::WorkflowStatus::Failed,
+            Status::Canceled => pb::WorkflowStatus::Canceled,
+            Status::Terminated => pb::WorkflowStatus::Terminated,
+            Status::ContinuedAsNew => pb::WorkflowStatus::ContinuedAsNew,
+            Status::TimedOut => pb::WorkflowStatus::TimedOut,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum WorkflowCmd {
+    /// Start a workflow (or find the running run of its id).
+    Start {
+        #[arg(long = "type")]
+        workflow_type: String,
+        #[arg(long)]
+        id: String,
+        /// JSON, or @file to read it from a file.
+        #[arg(long, default_value = "null")]
+        input: String,
+        #[arg(long, default_value = "orders")]
+        task_queue: String,
+    },
+    /// List runs, newest first.
+    List {
+        #[arg(long, value_enum)]
+        status: Vec<Status>,
+        #[arg(long = "type")]
+        workflow_type: Option<String>,
+        /// Workflow ids starting with this.
+        #[arg(long)]
+        query: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i32,
+    },
+    /// Status, pending activities and timers of a workflow's latest run.
+    Describe { id: String },
+    /// The history of a workflow's latest run (`--output json` is what the replayer reads).
+    History {
+        id: String,
+        /// Keep printing new events until the run closes.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// The result of a workflow.
+    Result {
+        id: String,
+        /// Wait for the run to close.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Send a signal.
+    Signal {
+        id: String,
+        name: String,
+        #[arg(long, default_value = "null")]
+        input: String,
+    },
+    /// Ask a workflow to cancel (it decides; a saga compensates).
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Stop a workflow now.
+    Terminate {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Run now the activities that wait for their next attempt.
+    Retry {
+        id: String,
+        /// Only this activity.
+        #[arg(long)]
+        activity: Option<String>,
+        /// Start again from attempt 1.
+        #[arg(long)]
+        reset_attempts: bool,
+    },
+}
+
+fn execution(id: &str) -> Option<pb::WorkflowExecution> {
+    Some(pb::WorkflowExecution {
+        workflow_id: id.to_owned(),
+        run_id: String::new(),
+    })
+}
+
+fn json_payload(raw: &str) -> Result<pb::Payload> {
+    let text = match raw.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+        None => raw.to_owned(),
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).context("--input is not valid JSON")?;
+    Ok(pb::Payload {
+        encoding: "json/plain".into(),
+        data: serde_json::to_vec(&value)?,
+    })
+}
+
+fn show_payload(p: Option<&pb::Payload>) -> String {
+    match p {
+        None => "-".into(),
+        Some(p) => String::from_utf8_lossy(&p.data).into_owned(),
+    }
+}
+
+fn status_name(s: i32) -> String {
+    pb::WorkflowStatus::try_from(s)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("WORKFLOW_STATUS_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| s.to_string())
+}
+
+fn time(ts: Option<&pbjson_types::Timestamp>) -> String {
+    ts.map_or("-".into(), |t| {
+        let secs = t.seconds;
+        let (d, s) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (y, m, day) = civil(d);
+        format!(
+            "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            s / 3600,
+            (s / 60) % 60,
+            s % 60
+        )
+    })
+}
+
+/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+fn civil(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn event_line(e: &pb::HistoryEvent) -> String {
+    let json = serde_json::to_value(e).unwrap_or_default();
+    let (kind, attrs) = json
+        .as_object()
+        .and_then(|o| {
+            o.iter()
+                .find(|(k, _)| *k != "eventId" && *k != "eventTime")
+                .map(|(k, v)| (k.clone(), v.to_string()))
+        })
+        .unwrap_or_default();
+    let attrs = if attrs.len() > 100 {
+        format!(
+            "{}...",
+            &attrs[..attrs
+                .char_indices()
+                .nth(100)
+                .map_or(attrs.len(), |(i, _)| i)]
+        )
+    } else {
+        attrs
+    };
+    format!(
+        "{:>5}  {}  {kind:<36} {attrs}",
+        e.event_id,
+        time(e.event_time.as_ref())
+    )
+}
+
+/// Runs one `martix workflow` command.
+pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(conn.address.clone())?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the engine at {}", conn.address))?;
+    let mut c: WorkflowServiceClient<Channel> = WorkflowServiceClient::new(channel);
+    let ns = conn.namespace.clone();
+    let json = conn.output == Output::Json;
+    let identity = format!(
+        "martix-cli@{}",
+        std::env::var("USER").unwrap_or_else(|_| "operator".into())
+    );
+    match cmd {
+        WorkflowCmd::Start {
+            workflow_type,
+            id,
+            input,
+            task_queue,
+        } => {
+            let r = c
+                .start_workflow(pb::StartWorkflowRequest {
+                    namespace: ns,
+                    workflow_id: id.clone(),
+                    workflow_type,
+                    task_queue,
+                    input: Some(json_payload(&input)?),
+                    identity,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&r)?;
+            } else if r.started {
+                println!("started {id} run {}", r.run_id);
+            } else {
+                println!("{id} is already running: run {}", r.run_id);
+            }
+        }
+        WorkflowCmd::List {
+            status,
+            workflow_type,
+            query,
+            limit,
+        } => {
+            let r = c
+                .list_workflows(pb::ListWorkflowsRequest {
+                    namespace: ns,
+                    page_size: limit,
+                    statuses: status
+                        .into_iter()
+                        .map(|s| pb::WorkflowStatus::from(s) as i32)
+                        .collect(),
+                    workflow_type: workflow_type.unwrap_or_default(),
+                    workflow_id_prefix: query.unwrap_or_default(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "{:<40} {:<14} {:<12} {:<21} {:>7}",
+                    "WORKFLOW ID", "TYPE", "STATUS", "STARTED", "EVENTS"
+                );
+                for w in &r.executions {
+                    let id = w.execution.as_ref().map_or("", |e| e.workflow_id.as_str());
+                    println!(
+                        "{id:<40} {:<14} {:<12} {:<21} {:>7}",
+                        w.workflow_type,
+                        status_name(w.status),
+                        time(w.start_time.as_ref()),
+                        w.history_length
+                    );
+                }
+                if !r.next_page_token.is_empty() {
+                    println!("(more: raise --limit)");
+                }
+            }
+        }
+        WorkflowCmd::Describe { id } => {
+            let d = c
+                .describe_workflow(pb::DescribeWorkflowRequest {
+                    namespace: ns,
+                    execution: execution(&id),
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&d)?;
+            } else {
+                let info = d.info.clone().unwrap_or_default();
+                let run = info.execution.as_ref().map_or("", |e| e.run_id.as_str());
+                println!("workflow   {id}");
+                println!("run        {run}");
+                println!("type       {}", info.workflow_type);
+                println!("queue      {}", info.task_queue);
+                println!(
+                    "status     {}{}",
+                    status_name(info.status),
+                    if d.cancel_requested {
+                        " (cancel requested)"
+                    } else {
+                        ""
+                    }
+                );
+                println!("started    {}", time(info.start_time.as_ref()));
+                println!("closed     {}", time(info.close_time.as_ref()));
+                println!("events     {}", info.history_length);
+                if let Some(w) = &d.pending_workflow_task {
+                    println!(
+                        "workflow task: attempt {}{}{}",
+                        w.attempt,
+                        if w.started {
+                            ", running"
+                        } else {
+                            ", waiting for a worker"
+                        },
+                        w.last_failure
+                            .as_ref()
+                            .map_or(String::new(), |f| format!(", last failure: {}", f.message))
+                    );
+                }
+                if !d.pending_activities.is_empty() {
+                    println!("pending activities:");
+                    for a in &d.pending_activities {
+                        let state = pb::PendingActivityState::try_from(a.state)
+                            .map(|s| {
+                                s.as_str_name()
+                                    .trim_start_matches("PENDING_ACTIVITY_STATE_")
+                                    .to_lowercase()
+                            })
+                            .unwrap_or_default();
+                        println!(
+                            "  {:<8} {:<20} {:<12} attempt {:<3} next {:<21} last failure: {}",
+                            a.activity_id,
+                            a.activity_type,
+                            state,
+                            a.attempt,
+                            time(a.next_attempt_time.as_ref()),
+                            a.last_failure
+                                .as_ref()
+                                .map_or("-".into(), |f| format!("{} ({})", f.message, f.r#type))
+                        );
+                    }
+                }
+                for t in &d.pending_timers {
+                    println!("timer {} fires {}", t.timer_id, time(t.fire_time.as_ref()));
+                }
+            }
+        }
+        WorkflowCmd::History { id, follow } => {
+            let mut next = 1i64;
+            let mut all = Vec::new();
+            loop {
+                let mut token = Vec::new();
+                loop {
+                    let page = c
+                        .get_workflow_history(pb::GetWorkflowHistoryRequest {
+                            namespace: ns.clone(),
+                            execution: execution(&id),
+                            page_size: 0,
+                            next_page_token: token,
+                        })
+                        .await?
+                        .into_inner();
+                    for e in page.events {
+                        if e.event_id >= next {
+                            next = e.event_id + 1;
+                            if json {
+                                all.push(e);
+                            } else {
+                                println!("{}", event_line(&e));
+                            }
+                        }
+                    }
+                    if page.next_page_token.is_empty() {
+                        break;
+                    }
+                    token = page.next_page_token;
+                }
+                if !follow {
+                    break;
+                }
+                let d = c
+                    .describe_workflow(pb::DescribeWorkflowRequest {
+                        namespace: ns.clone(),
+                        execution: execution(&id),
+                    })
+                    .await?
+                    .into_inner();
+                if d.info
+                    .is_some_and(|i| i.status != pb::WorkflowStatus::Running as i32)
+                    && next > 1
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if json {
+                print_json(&pb::GetWorkflowHistoryResponse {
+                    events: all,
+                    next_page_token: Vec::new(),
+                })?;
+            }
+        }
+        WorkflowCmd::Result { id, wait } => {
+            let r = c
+                .get_workflow_result(pb::GetWorkflowResultRequest {
+                    namespace: ns,
+                    execution: execution(&id),
+                    wait: wait.then_some(pbjson_types::Duration {
+                        seconds: 3600,
+                        nanos: 0,
+                    }),
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&r)?;
+            } else if !r.closed {
+                println!("{id} is still {}", status_name(r.status));
+            } else {
+                println!("status  {}", status_name(r.status));
+                match &r.failure {
+                    Some(f) => println!("failure {} ({})", f.message, f.r#type),
+                    None => println!("result  {}", show_payload(r.result.as_ref())),
+                }
+            }
+            if r.closed
+                && r.status != pb::WorkflowStatus::Completed as i32
+                && r.new_run_id.is_empty()
+            {
+                bail!("workflow {id} did not complete");
+            }
+        }
+        WorkflowCmd::Signal { id, name, input } => {
+            c.signal_workflow(pb::SignalWorkflowRequest {
+                namespace: ns,
+                execution: execution(&id),
+                signal_name: name.clone(),
+                input: Some(json_payload(&input)?),
+                identity,
+            })
+            .await?;
+            println!("signal {name} sent to {id}");
+        }
+        WorkflowCmd::Cancel { id, reason } => {
+            c.cancel_workflow(pb::CancelWorkflowRequest {
+                namespace: ns,
+                execution: execution(&id),
+                reason,
+                identity,
+            })
+            .await?;
+            println!("cancellation of {id} requested");
+        }
+        WorkflowCmd::Terminate { id, reason } => {
+            c.terminate_workflow(pb::TerminateWorkflowRequest {
+                namespace: ns,
+                execution: execution(&id),
+                reason,
+                identity,
+            })
+            .await?;
+            println!("{id} terminated");
+        }
+        WorkflowCmd::Retry {
+            id,
+            activity,
+            reset_attempts,
+        } => {
+            let r = c
+                .retry_activity(pb::RetryActivityRequest {
+                    namespace: ns,
+                    execution: execution(&id),
+                    activity_id: activity.unwrap_or_default(),
+                    reset_attempts,
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&r)?;
+            } else {
+                println!("retried now: {}", r.activity_ids.join(", "));
+            }
+        }
+    }
+    Ok(())
+}
