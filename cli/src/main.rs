@@ -38,6 +38,17 @@ enum Command {
         #[command(subcommand)]
         command: ops::WorkflowCmd,
     },
+    /// Running workflows that are not progressing, each with why.
+    Stuck {
+        #[command(flatten)]
+        conn: ops::Conn,
+        /// Only workflows started longer ago than this.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        older_than: Duration,
+        /// Activities at this attempt or later count as stuck.
+        #[arg(long, default_value_t = 3)]
+        min_attempts: i32,
+    },
     /// Measure the reference workload (shared/BENCHMARK.md) on an in-process engine.
     Bench(BenchArgs),
     /// Apply the database migrations and exit.
@@ -211,6 +222,11 @@ async fn main() -> Result<()> {
         }
         Command::Bench(args) => bench(args).await,
         Command::Workflow { conn, command } => ops::run(conn, command).await,
+        Command::Stuck {
+            conn,
+            older_than,
+            min_attempts,
+        } => ops::stuck(conn, older_than, min_attempts).await,
         Command::Migrate { database_url } => {
             let store = martix_engine::store::connect(&database_url)
                 .await

@@ -3,7 +3,7 @@
 use martix_proto::v1 as pb;
 mod common;
 
-use common::{spawn, terminate};
+use common::{spawn, spawn_with, terminate};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -364,6 +364,81 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     assert_eq!(code, 1);
     assert!(err.contains("--input is not valid JSON"), "{err}");
 
+    terminate(dev);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn stuck_lists_orders_whose_payment_keeps_failing_with_why() {
+    let switch = std::env::temp_dir().join(format!("martix-outage-{}", uuid_like()));
+    std::fs::write(&switch, b"out").unwrap();
+    let dir = std::env::temp_dir().join(format!("martix-stuck-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("dev.db");
+    let dev = spawn_with(
+        &["dev", "--db", db.to_str().unwrap()],
+        "127.0.0.1:0",
+        &[("MARTIX_PAYMENT_OUTAGE_FILE", switch.to_str().unwrap())],
+    );
+    let g = dev.grpc.as_str();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let adapters = rt
+        .block_on(martix_activities::ReferenceAdapters::connect(&format!(
+            "sqlite://{}",
+            db.display()
+        )))
+        .unwrap();
+    rt.block_on(adapters.seed_stock("stuck-sku", 5)).unwrap();
+    let order = r#"{"order_id":"stuck-1","customer_id":"cust-1","currency":"EUR",
+        "items":[{"sku":"stuck-sku","qty":1,"unit_price_cents":100}],
+        "shipping_address":{"country":"FR"}}"#;
+    let (code, _, _) = cli(
+        g,
+        &[
+            "start", "--type", "order", "--id", "stuck-1", "--input", order,
+        ],
+    );
+    assert_eq!(code, 0);
+    let stuck = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+            .args([
+                "stuck",
+                "--address",
+                g,
+                "--older-than",
+                "0s",
+                "--min-attempts",
+                "3",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The payment gateway is out: the charge is retried, attempt after attempt.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let report = stuck();
+        if report.contains("stuck-1") {
+            break report;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never listed as stuck: {report}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(report.contains("charge_payment"), "{report}");
+    assert!(
+        report.contains("outage") || report.contains("CircuitOpen"),
+        "says why: {report}"
+    );
+    // The gateway comes back: the order completes and is no longer stuck.
+    std::fs::remove_file(&switch).unwrap();
+    let (code, out, _) = cli(g, &["result", "stuck-1", "--wait"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"status\":\"completed\""), "{out}");
+    assert!(stuck().contains("no stuck workflows"));
     terminate(dev);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,8 +25,14 @@ pub(crate) fn spawn(args: &[&str]) -> Running {
 
 /// Starts `martix ARGS` with gRPC on `grpc_addr` and waits for it to print where it listens.
 pub(crate) fn spawn_at(args: &[&str], grpc_addr: &str) -> Running {
+    spawn_with(args, grpc_addr, &[])
+}
+
+/// As `spawn_at`, with extra environment variables.
+pub(crate) fn spawn_with(args: &[&str], grpc_addr: &str, envs: &[(&str, &str)]) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_martix"))
         .args(args)
+        .envs(envs.iter().copied())
         .args(["--grpc-addr", grpc_addr, "--http-addr", "127.0.0.1:0"])
         .args(["--shutdown-grace", "2s"])
         .stdout(Stdio::piped())
