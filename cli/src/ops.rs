@@ -123,6 +123,15 @@ pub(crate) enum WorkflowCmd {
         #[arg(long)]
         reason: String,
     },
+    /// Start a new run from a workflow-task boundary; the old run is terminated.
+    Reset {
+        id: String,
+        /// `last-good`, `first`, or a WorkflowTaskCompleted event id.
+        #[arg(long, default_value = "last-good")]
+        to: String,
+        #[arg(long)]
+        reason: String,
+    },
     /// Run now the activities that wait for their next attempt.
     Retry {
         id: String,
@@ -500,6 +509,32 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             })
             .await?;
             println!("{id} terminated");
+        }
+        WorkflowCmd::Reset { id, to, reason } => {
+            let point = match to.as_str() {
+                "last-good" => 0,
+                "first" => -1,
+                n => n
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .context("--to takes last-good, first or an event id")?,
+            };
+            let r = c
+                .reset_workflow(pb::ResetWorkflowRequest {
+                    namespace: ns,
+                    execution: execution(&id),
+                    workflow_task_finish_event_id: point,
+                    reason,
+                    identity,
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&r)?;
+            } else {
+                println!("{id} reset: new run {}", r.run_id);
+            }
         }
         WorkflowCmd::Retry {
             id,

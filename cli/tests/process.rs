@@ -433,12 +433,33 @@ fn stuck_lists_orders_whose_payment_keeps_failing_with_why() {
         report.contains("outage") || report.contains("CircuitOpen"),
         "says why: {report}"
     );
+    // The operator resets it to its first task: a new run replays from the start (the
+    // reservation is keyed by the workflow id, so it is not made twice).
+    let (code, out, err) = cli(
+        g,
+        &[
+            "reset",
+            "stuck-1",
+            "--to",
+            "first",
+            "--reason",
+            "gateway swap",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("stuck-1 reset: new run "), "{out}");
     // The gateway comes back: the order completes and is no longer stuck.
     std::fs::remove_file(&switch).unwrap();
     let (code, out, _) = cli(g, &["result", "stuck-1", "--wait"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"status\":\"completed\""), "{out}");
     assert!(stuck().contains("no stuck workflows"));
+    let totals = rt.block_on(adapters.stock("stuck-sku")).unwrap();
+    assert_eq!(
+        (totals.available, totals.reserved, totals.shipped),
+        (4, 0, 1),
+        "reserved once, shipped once"
+    );
     terminate(dev);
     let _ = std::fs::remove_dir_all(&dir);
 }

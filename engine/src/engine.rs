@@ -795,12 +795,56 @@ impl Engine {
         Ok(pb::TerminateWorkflowResponse {})
     }
 
-    /// Resets a run to a workflow-task boundary (built with the operator CLI).
+    /// Starts a new run from a workflow-task boundary of a run and terminates the old one.
     pub async fn reset_workflow(
         &self,
-        _req: pb::ResetWorkflowRequest,
+        req: pb::ResetWorkflowRequest,
     ) -> Result<pb::ResetWorkflowResponse, EngineError> {
-        Err(EngineError::Unimplemented("ResetWorkflow"))
+        let ns = self.namespace(&req.namespace).await?;
+        let ident = identity(&req.identity)?;
+        if req.reason.is_empty() {
+            return Err(EngineError::invalid(
+                "reason",
+                "must say why the workflow is reset",
+            ));
+        }
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        let mut new_run = None;
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let current = self.load(run.run_id).await?;
+            if !current.is_open() {
+                return Err(EngineError::FailedPrecondition(format!(
+                    "run {} is closed; reset a running workflow",
+                    current.run_id
+                )));
+            }
+            let history = self
+                .store
+                .history(
+                    current.run_id,
+                    1,
+                    (current.next_event_id - 1).max(0) as usize,
+                )
+                .await?;
+            let point = history::reset_point(&history, req.workflow_task_finish_event_id)?;
+            let (commit, id) =
+                history::reset(&current, &history, point, &req.reason, ident, self.now())?;
+            match self.write(commit).await {
+                Ok(()) => {
+                    new_run = Some(id);
+                    break;
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let id = new_run.ok_or_else(|| {
+            EngineError::Unavailable("the run kept changing during the reset; try again".into())
+        })?;
+        tracing::info!(run_id = %run.run_id, new_run_id = %id, reason = %req.reason, "workflow reset");
+        Ok(pb::ResetWorkflowResponse {
+            run_id: id.to_text(),
+        })
     }
 
     /// Runs now the activities of a run that wait for their next attempt.

@@ -1165,7 +1165,137 @@ async fn an_operator_retries_a_backing_off_activity_now(backend: Backend) {
     assert_eq!(act.attempt, 1);
 }
 
+async fn a_reset_starts_a_new_run_from_a_workflow_task_boundary(backend: Backend) {
+    let engine = TestEngine::start(backend, fast()).await;
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let (id, q) = (unique("order"), unique("q"));
+    let first = start(&mut wf, &id, &q).await;
+    // Task 1 schedules `a`; `a` completes; task 2 schedules `b`, which then waits.
+    let task = poll_wft(&mut w, &q).await;
+    complete(&mut w, &task.task_token, vec![schedule("a")])
+        .await
+        .unwrap();
+    let act = poll_act(&mut w, &q).await;
+    w.respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest {
+        task_token: act.task_token,
+        result: json("\"A\""),
+        identity: "w".into(),
+    })
+    .await
+    .unwrap();
+    let task = poll_wft(&mut w, &q).await;
+    complete(&mut w, &task.task_token, vec![schedule("b")])
+        .await
+        .unwrap();
+    let old = history(&mut wf, &id).await;
+    let second_completed = old
+        .iter()
+        .filter(|e| kind(e) == "wft_completed")
+        .nth(1)
+        .unwrap()
+        .event_id;
+
+    let bad = wf
+        .reset_workflow(pb::ResetWorkflowRequest {
+            namespace: "default".into(),
+            execution: exec(&id),
+            workflow_task_finish_event_id: 3,
+            reason: "test".into(),
+            identity: "ops".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad.code(),
+        Code::InvalidArgument,
+        "event 3 is no WorkflowTaskCompleted: {bad}"
+    );
+
+    // Reset to the second task: `a` and its result are kept; `b` is not, the task runs again.
+    let reset = wf
+        .reset_workflow(pb::ResetWorkflowRequest {
+            namespace: "default".into(),
+            execution: exec(&id),
+            workflow_task_finish_event_id: second_completed,
+            reason: "b was a mistake".into(),
+            identity: "ops".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(reset.run_id, first.run_id);
+    let old_result = wf
+        .get_workflow_result(pb::GetWorkflowResultRequest {
+            namespace: "default".into(),
+            execution: Some(pb::WorkflowExecution {
+                workflow_id: id.clone(),
+                run_id: first.run_id.clone(),
+            }),
+            wait: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(old_result.status, pb::WorkflowStatus::Terminated as i32);
+    assert!(
+        old_result.failure.unwrap().message.contains(&reset.run_id),
+        "the old run names the new one"
+    );
+
+    let task = poll_wft(&mut w, &q).await;
+    assert_eq!(
+        task.workflow_execution.as_ref().unwrap().run_id,
+        reset.run_id
+    );
+    let kinds_new = kinds(&task.history);
+    assert_eq!(
+        kinds_new,
+        [
+            "started",
+            "wft_scheduled",
+            "wft_started",
+            "wft_completed",
+            "act_scheduled",
+            "act_started",
+            "act_completed",
+            "wft_scheduled",
+            "wft_started",
+            "wft_failed",
+            "wft_scheduled"
+        ]
+    );
+    let ids: Vec<i64> = task.history.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids, (1..=11).collect::<Vec<_>>());
+    let d = wf
+        .describe_workflow(pb::DescribeWorkflowRequest {
+            namespace: "default".into(),
+            execution: exec(&id),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        d.pending_activities.is_empty(),
+        "b was after the reset point"
+    );
+    // The new run goes on normally.
+    complete(&mut w, &task.task_token, vec![complete_wf("\"done\"")])
+        .await
+        .unwrap();
+    let r = wf
+        .get_workflow_result(pb::GetWorkflowResultRequest {
+            namespace: "default".into(),
+            execution: exec(&id),
+            wait: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, pb::WorkflowStatus::Completed as i32);
+}
+
 on_both_backends!(
+    a_reset_starts_a_new_run_from_a_workflow_task_boundary,
     an_operator_retries_a_backing_off_activity_now,
     schedule_timeouts_and_the_run_timeout_are_durable_timers,
     a_timed_out_attempt_is_retried_and_its_late_answer_refused,

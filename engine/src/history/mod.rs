@@ -9,10 +9,12 @@
 //! - only the final outcome of an activity reaches history (retries live in the checkpoint).
 
 mod decide;
+mod reset;
 mod retry;
 pub(crate) mod state;
 
 pub use decide::*;
+pub use reset::{reset, reset_point};
 pub use retry::retry_delay;
 pub use state::*;
 
