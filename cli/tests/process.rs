@@ -343,6 +343,56 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     );
     assert!(out.contains("terminated") && out.contains("stuck"), "{out}");
 
+    // Batch forms: counted first, applied with --yes, paced, with a summary.
+    for i in 1..=3 {
+        let id = format!("batch-{i}");
+        let (code, _, _) = cli(
+            g,
+            &[
+                "start",
+                "--type",
+                "idle",
+                "--id",
+                &id,
+                "--task-queue",
+                "nobody",
+            ],
+        );
+        assert_eq!(code, 0);
+    }
+    let (code, out, _) = cli(
+        g,
+        &["terminate", "--query", "batch-", "--reason", "cleanup"],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("3 running workflows match 'batch-'"),
+        "{out}"
+    );
+    let (_, listed, _) = cli(g, &["list", "--query", "batch-", "--status", "running"]);
+    assert_eq!(
+        listed.lines().count(),
+        4,
+        "nothing changed without --yes: {listed}"
+    );
+    let (code, out, _) = cli(
+        g,
+        &[
+            "terminate",
+            "--query",
+            "batch-",
+            "--reason",
+            "cleanup",
+            "--yes",
+            "--rate",
+            "50",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3 done, 0 failed"), "{out}");
+    let (_, listed, _) = cli(g, &["list", "--query", "batch-", "--status", "terminated"]);
+    assert_eq!(listed.lines().count(), 4, "{listed}");
+
     // Failures exit 1 with the engine's message; usage errors exit 2.
     let (code, _, err) = cli(g, &["terminate", "no-such-order", "--reason", "x"]);
     assert_eq!(code, 1);
