@@ -347,6 +347,21 @@ impl ReferenceAdapters {
         Ok(out)
     }
 
+    /// An order's ledger lines: (kind, amount in cents, currency, payment key), oldest first.
+    pub async fn payments(
+        &self,
+        order_id: &str,
+    ) -> Result<Vec<(String, i64, String, String)>, AdapterError> {
+        sqlx::query_as(
+            "SELECT kind, amount_cents, currency, payment_key FROM payments WHERE order_id = $1 \
+             ORDER BY created_at, payment_key",
+        )
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(AdapterError::db)
+    }
+
     /// The notifications recorded for an order.
     pub async fn notifications(&self, order_id: &str) -> Result<Vec<String>, AdapterError> {
         let rows: Vec<(String,)> =

@@ -38,6 +38,13 @@ enum Command {
         #[command(subcommand)]
         command: ops::WorkflowCmd,
     },
+    /// Place and inspect orders.
+    Order {
+        #[command(flatten)]
+        conn: ops::Conn,
+        #[command(subcommand)]
+        command: ops::OrderCmd,
+    },
     /// Running workflows that are not progressing, each with why.
     Stuck {
         #[command(flatten)]
@@ -222,6 +229,7 @@ async fn main() -> Result<()> {
         }
         Command::Bench(args) => bench(args).await,
         Command::Workflow { conn, command } => ops::run(conn, command).await,
+        Command::Order { conn, command } => ops::order(conn, command).await,
         Command::Stuck {
             conn,
             older_than,

@@ -789,3 +789,219 @@ pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -
     }
     Ok(())
 }
+
+#[derive(Subcommand)]
+pub(crate) enum OrderCmd {
+    /// Place an order (starts the `order` saga).
+    Place {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        customer: String,
+        /// `SKU:QTY:UNIT_PRICE_CENTS`, once per line.
+        #[arg(long = "item", required = true)]
+        items: Vec<String>,
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+        #[arg(long, default_value = "FR")]
+        country: String,
+        #[arg(long, default_value = "orders")]
+        task_queue: String,
+        /// Wait for the outcome.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The saga's steps of an order and, with --database-url, its ledger lines.
+    Show {
+        order_id: String,
+        /// The database of the reference adapters, for the ledger lines.
+        #[arg(long, env = "MARTIX_DATABASE_URL")]
+        database_url: Option<String>,
+    },
+}
+
+fn parse_item(raw: &str) -> Result<martix_activities::Item> {
+    let parts: Vec<&str> = raw.split(':').collect();
+    match parts.as_slice() {
+        [sku, qty, price] => Ok(martix_activities::Item {
+            sku: (*sku).to_owned(),
+            qty: qty
+                .parse()
+                .with_context(|| format!("--item {raw}: QTY is not a number"))?,
+            unit_price_cents: price
+                .parse()
+                .with_context(|| format!("--item {raw}: UNIT_PRICE_CENTS is not a number"))?,
+        }),
+        _ => bail!("--item {raw}: expected SKU:QTY:UNIT_PRICE_CENTS"),
+    }
+}
+
+/// Runs one `martix order` command.
+pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(conn.address.clone())?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the engine at {}", conn.address))?;
+    let mut c: WorkflowServiceClient<Channel> = WorkflowServiceClient::new(channel);
+    match cmd {
+        OrderCmd::Place {
+            id,
+            customer,
+            items,
+            currency,
+            country,
+            task_queue,
+            wait,
+        } => {
+            let order = martix_activities::Order {
+                order_id: id.clone(),
+                customer_id: customer,
+                currency,
+                items: items.iter().map(|i| parse_item(i)).collect::<Result<_>>()?,
+                shipping_address: martix_activities::Address {
+                    country,
+                    ..Default::default()
+                },
+            };
+            let r = c
+                .start_workflow(pb::StartWorkflowRequest {
+                    namespace: conn.namespace.clone(),
+                    workflow_id: id.clone(),
+                    workflow_type: "order".into(),
+                    task_queue,
+                    input: Some(pb::Payload {
+                        encoding: "json/plain".into(),
+                        data: serde_json::to_vec(&order)?,
+                    }),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            println!(
+                "order {id} placed (run {}, {} cents)",
+                r.run_id,
+                order.total_cents()
+            );
+            if wait {
+                let res = c
+                    .get_workflow_result(pb::GetWorkflowResultRequest {
+                        namespace: conn.namespace,
+                        execution: execution(&id),
+                        wait: Some(pbjson_types::Duration {
+                            seconds: 3600,
+                            nanos: 0,
+                        }),
+                    })
+                    .await?
+                    .into_inner();
+                println!("outcome {}", show_payload(res.result.as_ref()));
+            }
+        }
+        OrderCmd::Show {
+            order_id,
+            database_url,
+        } => {
+            let d = c
+                .describe_workflow(pb::DescribeWorkflowRequest {
+                    namespace: conn.namespace.clone(),
+                    execution: execution(&order_id),
+                })
+                .await?
+                .into_inner();
+            let info = d.info.unwrap_or_default();
+            println!("order {order_id}: {}", status_name(info.status));
+            let history = crate::ops::full_history(&mut c, &conn.namespace, &order_id).await?;
+            println!("steps:");
+            let mut steps: Vec<(i64, String, String)> = Vec::new();
+            for e in &history {
+                use pb::history_event::Attributes as A;
+                match &e.attributes {
+                    Some(A::ActivityTaskScheduled(a)) => {
+                        steps.push((e.event_id, a.activity_type.clone(), "pending".into()))
+                    }
+                    Some(A::ActivityTaskStarted(a)) => {
+                        if let Some(s) = steps.iter_mut().find(|s| s.0 == a.scheduled_event_id) {
+                            s.2 = format!("attempt {}", a.attempt);
+                        }
+                    }
+                    Some(A::ActivityTaskCompleted(a)) => {
+                        if let Some(s) = steps.iter_mut().find(|s| s.0 == a.scheduled_event_id) {
+                            s.2 = format!(
+                                "completed ({}) -> {}",
+                                s.2,
+                                show_payload(a.result.as_ref())
+                            );
+                        }
+                    }
+                    Some(A::ActivityTaskFailed(a)) => {
+                        if let Some(s) = steps.iter_mut().find(|s| s.0 == a.scheduled_event_id) {
+                            let f = a.failure.clone().unwrap_or_default();
+                            s.2 = format!("failed ({}): {} ({})", s.2, f.message, f.r#type);
+                        }
+                    }
+                    Some(A::ActivityTaskTimedOut(a)) => {
+                        if let Some(s) = steps.iter_mut().find(|s| s.0 == a.scheduled_event_id) {
+                            s.2 = format!("timed out ({})", s.2);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for a in &d.pending_activities {
+                if let Some(s) = steps.iter_mut().find(|s| s.0 == a.scheduled_event_id) {
+                    s.2 = format!(
+                        "waiting, attempt {}{}",
+                        a.attempt,
+                        a.last_failure
+                            .as_ref()
+                            .map_or(String::new(), |f| format!(", last error: {}", f.message))
+                    );
+                }
+            }
+            for (_, kind, state) in &steps {
+                println!("  {kind:<20} {state}");
+            }
+            if let Some(url) = database_url {
+                let adapters = martix_activities::ReferenceAdapters::connect(&url).await?;
+                println!("ledger:");
+                let lines = adapters.payments(&order_id).await?;
+                if lines.is_empty() {
+                    println!("  (no payments)");
+                }
+                for (kind, amount, currency, key) in lines {
+                    println!(
+                        "  {kind:<7} {:>10.2} {currency}  {key}",
+                        amount as f64 / 100.0
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A workflow's whole history, all pages.
+pub(crate) async fn full_history(
+    c: &mut WorkflowServiceClient<Channel>,
+    ns: &str,
+    id: &str,
+) -> Result<Vec<pb::HistoryEvent>> {
+    let mut events = Vec::new();
+    let mut token = Vec::new();
+    loop {
+        let page = c
+            .get_workflow_history(pb::GetWorkflowHistoryRequest {
+                namespace: ns.to_owned(),
+                execution: execution(id),
+                page_size: 0,
+                next_page_token: token,
+            })
+            .await?
+            .into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return Ok(events);
+        }
+        token = page.next_page_token;
+    }
+}

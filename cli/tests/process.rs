@@ -343,6 +343,54 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     );
     assert!(out.contains("terminated") && out.contains("stuck"), "{out}");
 
+    // Orders at a glance: place one that cannot ship, then show its steps and ledger.
+    let order_cmd = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+            .args(["order", "--address", g])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = order_cmd(&[
+        "place",
+        "--id",
+        "cli-o1",
+        "--customer",
+        "cust-9",
+        "--item",
+        "cli-sku:1:250",
+        "--country",
+        "ZZ",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("order cli-o1 placed") && out.contains("\"status\":\"compensated\""),
+        "{out}"
+    );
+    let db_url = format!("sqlite://{}", db.display());
+    let (code, out) = order_cmd(&["show", "cli-o1", "--database-url", &db_url]);
+    assert_eq!(code, 0, "{out}");
+    for needle in [
+        "order cli-o1: completed",
+        "reserve_inventory    completed (attempt 1)",
+        "charge_payment       completed (attempt 1)",
+        "create_shipment      failed (attempt 1): cannot ship order cli-o1 to country ZZ (Unshippable)",
+        "refund_payment       completed",
+        "release_inventory    completed",
+        "ledger:",
+        "charge        2.50 EUR",
+        "refund        2.50 EUR",
+    ] {
+        assert!(out.contains(needle), "missing '{needle}' in:\n{out}");
+    }
+    let (code, _) = order_cmd(&["place", "--id", "x", "--customer", "c", "--item", "bad"]);
+    assert_eq!(code, 1, "a malformed --item is refused");
+
     // Batch forms: counted first, applied with --yes, paced, with a summary.
     for i in 1..=3 {
         let id = format!("batch-{i}");
