@@ -388,6 +388,11 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     ] {
         assert!(out.contains(needle), "missing '{needle}' in:\n{out}");
     }
+    insta::assert_snapshot!("order_show_unshippable", redact(&out));
+    let (_, describe) = cli_out(g, &["describe", "cli-o1"]);
+    insta::assert_snapshot!("describe_table", redact(&describe));
+    let (_, describe_json) = cli_out(g, &["describe", "cli-o1", "--output", "json"]);
+    insta::assert_snapshot!("describe_json", redact(&describe_json));
     let (code, _) = order_cmd(&["place", "--id", "x", "--customer", "c", "--item", "bad"]);
     assert_eq!(code, 1, "a malformed --item is refused");
 
@@ -560,4 +565,58 @@ fn stuck_lists_orders_whose_payment_keeps_failing_with_why() {
     );
     terminate(dev);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn cli_out(grpc: &str, args: &[&str]) -> (i32, String) {
+    let (code, out, _) = cli(grpc, args);
+    (code, out)
+}
+
+/// Replaces what changes from run to run (UUIDs, times, durations) with placeholders, for
+/// snapshots.
+fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    let is_hex = |c: char| c.is_ascii_hexdigit();
+    while i < chars.len() {
+        // A UUID: 8-4-4-4-12 hex digits.
+        let uuid = i + 36 <= chars.len()
+            && chars[i..i + 36].iter().enumerate().all(|(k, c)| match k {
+                8 | 13 | 18 | 23 => *c == '-',
+                _ => is_hex(*c),
+            });
+        if uuid {
+            out.push_str("[uuid]");
+            i += 36;
+            continue;
+        }
+        // A time: 2026-11-24T16:59:01Z, or 2026-11-24T16:59:01.123+00:00 as in proto3 JSON.
+        let time = i + 20 <= chars.len()
+            && chars[i..i + 4].iter().all(char::is_ascii_digit)
+            && chars[i + 4] == '-'
+            && chars[i + 10] == 'T'
+            && chars[i + 13] == ':';
+        if time {
+            let mut j = i + 19;
+            while j < chars.len() && (chars[j].is_ascii_digit() || chars[j] == '.') {
+                j += 1;
+            }
+            let zone = if j < chars.len() && chars[j] == 'Z' {
+                Some(1)
+            } else if chars[j..].iter().take(6).collect::<String>() == "+00:00" {
+                Some(6)
+            } else {
+                None
+            };
+            if let Some(len) = zone {
+                out.push_str("[time]");
+                i = j + len;
+                continue;
+            }
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
 }
