@@ -17,9 +17,13 @@ pub enum BreakerState {
     HalfOpen,
 }
 
-/// The states of all breakers of this process, by adapter name.
+/// The states of all breakers of this process, by adapter name. State changes can also be
+/// sent to a sink (the worker reports them to the engine's database for operators).
 #[derive(Clone, Default)]
-pub struct BreakerRegistry(Arc<Mutex<BTreeMap<&'static str, (BreakerState, u64)>>>);
+pub struct BreakerRegistry(
+    Arc<Mutex<BTreeMap<&'static str, (BreakerState, u64)>>>,
+    Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<(&'static str, BreakerState)>>>>,
+);
 
 impl BreakerRegistry {
     /// Each breaker's state and how many calls it rejected.
@@ -27,9 +31,26 @@ impl BreakerRegistry {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Sends every later state change to `sink`.
+    pub fn report_to(
+        &self,
+        sink: tokio::sync::mpsc::UnboundedSender<(&'static str, BreakerState)>,
+    ) {
+        *self.1.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    }
+
     fn set(&self, name: &'static str, f: impl FnOnce(&mut (BreakerState, u64))) {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        f(m.entry(name).or_insert((BreakerState::Closed, 0)));
+        let entry = m.entry(name).or_insert((BreakerState::Closed, 0));
+        let before = entry.0;
+        f(entry);
+        let after = entry.0;
+        drop(m);
+        if before != after
+            && let Some(sink) = self.1.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+        {
+            let _ = sink.send((name, after));
+        }
     }
 }
 

@@ -562,6 +562,14 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
                 for t in &d.pending_timers {
                     println!("timer {} fires {}", t.timer_id, time(t.fire_time.as_ref()));
                 }
+                for b in &d.open_breakers {
+                    println!(
+                        "open breaker: {} on worker {} since {}",
+                        b.adapter,
+                        b.worker,
+                        time(b.since.as_ref())
+                    );
+                }
             }
         }
         WorkflowCmd::History { id, follow } => {
@@ -764,6 +772,12 @@ pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -
                 ));
             }
             if !why.is_empty() {
+                for b in &d.open_breakers {
+                    why.push(format!(
+                        "breaker open: {} on worker {}",
+                        b.adapter, b.worker
+                    ));
+                }
                 found.push(serde_json::json!({"workflow_id": id, "why": why}));
             }
         }

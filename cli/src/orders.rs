@@ -40,10 +40,16 @@ pub(crate) async fn activities(
             (Backend::reference(r.clone(), notifier), Some(r))
         }
     };
-    Ok((
-        OrderActivities::new(backend, Faults::from_env(), BreakerSettings::default()),
-        reference,
-    ))
+    let activities = OrderActivities::new(backend, Faults::from_env(), BreakerSettings::default());
+    if let Some(r) = &reference {
+        let worker = format!(
+            "{}@{}",
+            std::process::id(),
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into())
+        );
+        r.report_breakers(activities.breakers(), worker);
+    }
+    Ok((activities, reference))
 }
 
 /// Runs the order worker until `shutdown`.

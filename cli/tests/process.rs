@@ -532,6 +532,20 @@ fn stuck_lists_orders_whose_payment_keeps_failing_with_why() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(report.contains("charge_payment"), "{report}");
+    // The payment breaker opens after 5 failures; operators see it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, d) = cli_out(g, &["describe", "stuck-1"]);
+        if d.contains("open breaker: payment on worker") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the open breaker is never shown: {d}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(stuck().contains("breaker open: payment"), "stuck says why");
     assert!(
         report.contains("outage") || report.contains("CircuitOpen"),
         "says why: {report}"

@@ -572,7 +572,19 @@ impl Engine {
             started: w.in_flight(now),
             last_failure: run.state.wft_last_failure.clone(),
         });
+        let open_breakers = self
+            .store
+            .open_breakers()
+            .await?
+            .into_iter()
+            .map(|(worker, adapter, since)| pb::OpenBreaker {
+                worker,
+                adapter,
+                since: Some(to_timestamp(since)),
+            })
+            .collect();
         Ok(pb::DescribeWorkflowResponse {
+            open_breakers,
             info: Some(info(&run, memo)),
             pending_activities,
             pending_timers,

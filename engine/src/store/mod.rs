@@ -215,6 +215,9 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ExpiredLease>, StoreError>;
 
+    /// Circuit breakers workers report open: (worker, adapter, since).
+    async fn open_breakers(&self) -> Result<Vec<(String, String, Millis)>, StoreError>;
+
     /// The activity task rows of a run (for describing it).
     async fn activity_leases(&self, run_id: RunId) -> Result<Vec<ActivityLease>, StoreError>;
 

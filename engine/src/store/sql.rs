@@ -669,6 +669,25 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            async fn open_breakers(&self) -> Result<Vec<(String, String, Millis)>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT worker, adapter, changed_at FROM breakers WHERE state = 'open' \
+                     ORDER BY changed_at DESC LIMIT 100",
+                )
+                .fetch_all(&self.read)
+                .await
+                .map_err(classify)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok((
+                            r.try_get(0).map_err(corrupt)?,
+                            r.try_get(1).map_err(corrupt)?,
+                            r.try_get(2).map_err(corrupt)?,
+                        ))
+                    })
+                    .collect()
+            }
+
             async fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
                 let rows = sqlx::query(
                     "SELECT run_id, timer_key, fire_at FROM timers WHERE fire_at <= $1 \
