@@ -17,12 +17,15 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+/// Where state changes go: (adapter, new state).
+pub type BreakerSink = tokio::sync::mpsc::UnboundedSender<(&'static str, BreakerState)>;
+
 /// The states of all breakers of this process, by adapter name. State changes can also be
 /// sent to a sink (the worker reports them to the engine's database for operators).
 #[derive(Clone, Default)]
 pub struct BreakerRegistry(
     Arc<Mutex<BTreeMap<&'static str, (BreakerState, u64)>>>,
-    Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<(&'static str, BreakerState)>>>>,
+    Arc<Mutex<Option<BreakerSink>>>,
 );
 
 impl BreakerRegistry {
