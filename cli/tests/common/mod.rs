@@ -89,3 +89,167 @@ pub(crate) fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().to_string()
 }
+
+pub(crate) mod orders {
+    //! A workload of random orders run through crashes: start, wait, count, verify.
+
+    use futures::StreamExt;
+    use martix_activities::model::random_order;
+    use martix_activities::{Order, ReferenceAdapters};
+    use martix_sdk::{Client, StartOptions};
+    use martix_workflows::OrderOutcome;
+    use rand::SeedableRng;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// Orders over freshly seeded SKUs, all under one prefix.
+    pub(crate) struct Workload {
+        pub(crate) adapters: ReferenceAdapters,
+        pub(crate) prefix: String,
+        pub(crate) orders: Vec<Order>,
+    }
+
+    /// Seeds stock and makes `n` random orders (reproducible from `seed`).
+    pub(crate) async fn workload(url: &str, n: usize, seed: u64) -> Workload {
+        let adapters = ReferenceAdapters::connect(url).await.unwrap();
+        let prefix = martix_tests::unique("crash").replace('-', "");
+        for s in 0..4 {
+            adapters
+                .seed_stock(&format!("{prefix}-sku-{s}"), 100_000)
+                .await
+                .unwrap();
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let orders = (0..n)
+            .map(|i| random_order(&mut rng, &prefix, i, 4))
+            .collect();
+        Workload {
+            adapters,
+            prefix,
+            orders,
+        }
+    }
+
+    /// A `martix worker` process on `queue` against the engine at `address`.
+    pub(crate) fn worker(url: &str, address: &str, queue: &str, envs: &[(&str, &str)]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_martix"))
+            .args(["worker", "--database-url", url, "--address", address])
+            .args(["--task-queue", queue])
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Starts (idempotently: the id is the order's) and waits for an order, through engine
+    /// and database restarts: calls that fail because they are down are retried.
+    async fn place(client: &Client, queue: &str, order: &Order) -> OrderOutcome {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let attempt = async {
+                let run = client
+                    .start_workflow(StartOptions::new("order", &order.order_id, queue), order)
+                    .await?;
+                run.result::<OrderOutcome>().await
+            }
+            .await;
+            match attempt {
+                Ok(o) => return o,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "order {} never ended: {e}",
+                        order.order_id
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Orders being placed in the background.
+    pub(crate) struct Placing {
+        done: Arc<AtomicUsize>,
+        handle: tokio::task::JoinHandle<Vec<OrderOutcome>>,
+    }
+
+    impl Placing {
+        /// Places every order of `w`, `concurrency` at a time, through `client`.
+        pub(crate) fn start(client: Client, queue: &str, w: &Workload, concurrency: usize) -> Self {
+            let done = Arc::new(AtomicUsize::new(0));
+            let (queue, orders, counter) = (queue.to_owned(), w.orders.clone(), done.clone());
+            let work = futures::stream::iter(orders.into_iter().map(move |o| {
+                let (client, queue, counter) = (client.clone(), queue.clone(), counter.clone());
+                async move {
+                    let outcome = place(&client, &queue, &o).await;
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    outcome
+                }
+            }))
+            .buffer_unordered(concurrency)
+            .collect::<Vec<_>>();
+            Self {
+                done,
+                handle: tokio::spawn(work),
+            }
+        }
+
+        /// Waits until `n` orders have ended; returns how many have.
+        pub(crate) async fn reach(&self, n: usize) -> usize {
+            let started = Instant::now();
+            while self.done.load(Ordering::SeqCst) < n {
+                assert!(started.elapsed() < Duration::from_secs(120), "no progress");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.done.load(Ordering::SeqCst)
+        }
+
+        /// Waits for every order to end.
+        pub(crate) async fn finish(self) -> Vec<OrderOutcome> {
+            self.handle.await.unwrap()
+        }
+    }
+
+    impl Workload {
+        /// Every order ended, none was charged twice, money and stock add up. Prints the
+        /// figures of the crash test `label`.
+        pub(crate) async fn verify(
+            &self,
+            label: &str,
+            outcomes: &[OrderOutcome],
+            recovered: Duration,
+        ) {
+            let completed: Vec<&Order> = self
+                .orders
+                .iter()
+                .filter(|o| {
+                    outcomes
+                        .iter()
+                        .any(|x| x.order_id == o.order_id && x.status == "completed")
+                })
+                .collect();
+            let ledger = self.adapters.ledger(&self.prefix).await.unwrap();
+            let duplicates = ledger.values().filter(|(_, charges)| *charges > 1).count();
+            println!(
+                "crash test ({label}): {} sagas, all terminal {:.1} s after the disruption, duplicate charges found: {duplicates}",
+                outcomes.len(),
+                recovered.as_secs_f64()
+            );
+            assert_eq!(
+                outcomes.len(),
+                self.orders.len(),
+                "every order reached a terminal state"
+            );
+            for c in self
+                .adapters
+                .check_ledger(&self.prefix, &completed)
+                .await
+                .unwrap()
+            {
+                assert!(c.ok, "{}: {}", c.what, c.figures);
+            }
+        }
+    }
+}
