@@ -3,7 +3,7 @@
 
 use crate::adapters::{Inventory, Noop, Notifier, PaymentGateway, Shipping};
 use crate::breaker::{Breaker, BreakerRegistry, Guarded};
-use crate::faults::{Faults, Knob};
+use crate::faults::Faults;
 use crate::model::{StepInput, names};
 use crate::notify::AmqpNotifier;
 use crate::reference::{AdapterError, ReferenceAdapters};
@@ -139,20 +139,30 @@ impl OrderActivities {
         &self.faults
     }
 
-    async fn guarded<T, F>(
-        &self,
-        breaker: &Breaker,
-        knob: &Knob,
-        counter: &AtomicU64,
-        extra_outage: bool,
-        call: F,
-    ) -> Result<T, ActivityError>
+    /// Calls one adapter through its breaker, with its fault knobs applied inside the breaker
+    /// (injected failures count as outages) and the payment outage switch honoured.
+    async fn guarded<T, F>(&self, adapter: Adapter, call: F) -> Result<T, ActivityError>
     where
         F: std::future::Future<Output = Result<T, AdapterError>>,
     {
+        let (breaker, knob, counter) = match adapter {
+            Adapter::Inventory => (
+                &self.inventory,
+                &self.faults.inventory,
+                &self.calls.inventory,
+            ),
+            Adapter::Payment => (&self.payment, &self.faults.payment, &self.calls.payment),
+            Adapter::Shipping => (&self.shipping, &self.faults.shipping, &self.calls.shipping),
+            Adapter::Notification => (
+                &self.notification,
+                &self.faults.notification,
+                &self.calls.notification,
+            ),
+        };
+        let outage = adapter == Adapter::Payment && self.faults.payment_out();
         let run = async {
             counter.fetch_add(1, Ordering::Relaxed);
-            if extra_outage {
+            if outage {
                 return Err(AdapterError::Unavailable(format!(
                     "{} gateway unavailable (outage)",
                     breaker.name()
@@ -169,123 +179,82 @@ impl OrderActivities {
             .map_err(|e| to_activity_error(e, breaker.name()))
     }
 
+    /// Registers activity `name`: `call` gets the backend, the attempt's idempotency key and
+    /// the input, and runs through `adapter`'s breaker.
+    fn step<I, O, Fut>(
+        self: &Arc<Self>,
+        worker: &mut Worker,
+        name: &str,
+        adapter: Adapter,
+        call: impl Fn(Backend, String, I) -> Fut + Send + Sync + 'static,
+    ) where
+        I: serde::de::DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        Fut: std::future::Future<Output = Result<O, AdapterError>> + Send + 'static,
+    {
+        let me = self.clone();
+        let call = Arc::new(call);
+        worker.register_activity(name, move |ctx: ActivityContext, input: I| {
+            let (me, call) = (me.clone(), call.clone());
+            async move {
+                let fut = call(me.backend.clone(), ctx.idempotency_key(), input);
+                me.guarded(adapter, fut).await
+            }
+        });
+    }
+
     /// Registers the six order activities on a worker.
     pub fn register(self: &Arc<Self>, worker: &mut Worker) {
-        let me = self.clone();
-        worker.register_activity(
+        use Adapter::*;
+        self.step(
+            worker,
             names::RESERVE_INVENTORY,
-            move |ctx: ActivityContext, input: StepInput| {
-                let me = me.clone();
-                async move {
-                    let key = ctx.idempotency_key();
-                    let b = &me.backend;
-                    me.guarded(
-                        &me.inventory,
-                        &me.faults.inventory,
-                        &me.calls.inventory,
-                        false,
-                        b.inventory.reserve(&key, &input.order),
-                    )
-                    .await
-                }
-            },
+            Inventory,
+            |b, key, i: StepInput| async move { b.inventory.reserve(&key, &i.order).await },
         );
-        let me = self.clone();
-        worker.register_activity(
+        self.step(
+            worker,
             names::RELEASE_INVENTORY,
-            move |_ctx: ActivityContext, input: StepInput| {
-                let me = me.clone();
-                async move {
-                    let b = &me.backend;
-                    me.guarded(
-                        &me.inventory,
-                        &me.faults.inventory,
-                        &me.calls.inventory,
-                        false,
-                        b.inventory.release(&input.undo_key),
-                    )
-                    .await
-                }
-            },
+            Inventory,
+            |b, _, i: StepInput| async move { b.inventory.release(&i.undo_key).await },
         );
-        let me = self.clone();
-        worker.register_activity(
+        self.step(
+            worker,
             names::CHARGE_PAYMENT,
-            move |ctx: ActivityContext, input: StepInput| {
-                let me = me.clone();
-                async move {
-                    let key = ctx.idempotency_key();
-                    let out = me.faults.payment_out();
-                    let b = &me.backend;
-                    me.guarded(
-                        &me.payment,
-                        &me.faults.payment,
-                        &me.calls.payment,
-                        out,
-                        b.payment.charge(&key, &input.order),
-                    )
-                    .await
-                }
-            },
+            Payment,
+            |b, key, i: StepInput| async move { b.payment.charge(&key, &i.order).await },
         );
-        let me = self.clone();
-        worker.register_activity(
+        self.step(
+            worker,
             names::REFUND_PAYMENT,
-            move |_ctx: ActivityContext, input: StepInput| {
-                let me = me.clone();
-                async move {
-                    let out = me.faults.payment_out();
-                    let b = &me.backend;
-                    me.guarded(
-                        &me.payment,
-                        &me.faults.payment,
-                        &me.calls.payment,
-                        out,
-                        b.payment.refund(&input.undo_key),
-                    )
-                    .await
-                }
-            },
+            Payment,
+            |b, _, i: StepInput| async move { b.payment.refund(&i.undo_key).await },
         );
-        let me = self.clone();
-        worker.register_activity(
-            names::CREATE_SHIPMENT,
-            move |ctx: ActivityContext, input: StepInput| {
-                let me = me.clone();
-                async move {
-                    let key = ctx.idempotency_key();
-                    let b = &me.backend;
-                    me.guarded(
-                        &me.shipping,
-                        &me.faults.shipping,
-                        &me.calls.shipping,
-                        false,
-                        b.shipping.ship(&key, &input.order, &input.undo_key),
-                    )
-                    .await
-                }
-            },
-        );
-        let me = self.clone();
-        worker.register_activity(
+        self.step(worker, names::CREATE_SHIPMENT, Shipping, |b, key, i: StepInput| async move {
+            b.shipping.ship(&key, &i.order, &i.undo_key).await
+        });
+        self.step(
+            worker,
             names::SEND_NOTIFICATION,
-            move |ctx: ActivityContext, input: NotificationInput| {
-                let me = me.clone();
-                async move {
-                    let key = ctx.idempotency_key();
-                    let body = serde_json::to_vec(&input.body)?;
-                    let b = &me.backend;
-                    me.guarded(
-                        &me.notification,
-                        &me.faults.notification,
-                        &me.calls.notification,
-                        false,
-                        b.notifier
-                            .notify(&key, &input.order_id, &input.outcome, &body),
-                    )
+            Notification,
+            |b, key, i: NotificationInput| async move {
+                let body = serde_json::to_vec(&i.body).map_err(|e| AdapterError::Rejected {
+                    kind: "BadPayload",
+                    message: e.to_string(),
+                })?;
+                b.notifier
+                    .notify(&key, &i.order_id, &i.outcome, &body)
                     .await
-                }
             },
         );
     }
+}
+
+/// Which downstream system a call goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Adapter {
+    Inventory,
+    Payment,
+    Shipping,
+    Notification,
 }
