@@ -46,6 +46,7 @@ pub(crate) enum Status {
     Terminated,
     ContinuedAsNew,
     TimedOut,
+    Compensated,
 }
 
 impl From<Status> for pb::WorkflowStatus {
@@ -58,6 +59,7 @@ impl From<Status> for pb::WorkflowStatus {
             Status::Terminated => pb::WorkflowStatus::Terminated,
             Status::ContinuedAsNew => pb::WorkflowStatus::ContinuedAsNew,
             Status::TimedOut => pb::WorkflowStatus::TimedOut,
+            Status::Compensated => pb::WorkflowStatus::Compensated,
         }
     }
 }
@@ -650,10 +652,9 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
                     None => println!("result  {}", show_payload(r.result.as_ref())),
                 }
             }
-            if r.closed
-                && r.status != pb::WorkflowStatus::Completed as i32
-                && r.new_run_id.is_empty()
-            {
+            let succeeded = r.status == pb::WorkflowStatus::Completed as i32
+                || r.status == pb::WorkflowStatus::Compensated as i32;
+            if r.closed && !succeeded && r.new_run_id.is_empty() {
                 bail!("workflow {id} did not complete");
             }
         }

@@ -372,11 +372,16 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
         out.contains("order cli-o1 placed") && out.contains("\"status\":\"compensated\""),
         "{out}"
     );
+    let (_, compensated) = cli_out(g, &["list", "--status", "compensated"]);
+    assert!(
+        compensated.contains("cli-o1") && compensated.contains("compensated"),
+        "{compensated}"
+    );
     let db_url = format!("sqlite://{}", db.display());
     let (code, out) = order_cmd(&["show", "cli-o1", "--database-url", &db_url]);
     assert_eq!(code, 0, "{out}");
     for needle in [
-        "order cli-o1: completed",
+        "order cli-o1: compensated",
         "reserve_inventory    completed (attempt 1)",
         "charge_payment       completed (attempt 1)",
         "create_shipment      failed (attempt 1): cannot ship order cli-o1 to country ZZ (Unshippable)",

@@ -217,7 +217,9 @@ impl WorkflowHandle {
                 run_id = r.new_run_id;
                 continue;
             }
-            if r.status == pb::WorkflowStatus::Completed as i32 {
+            if r.status == pb::WorkflowStatus::Completed as i32
+                || r.status == pb::WorkflowStatus::Compensated as i32
+            {
                 return Ok(from_payload(r.result.as_ref())?);
             }
             let status = pb::WorkflowStatus::try_from(r.status)

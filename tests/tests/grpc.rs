@@ -106,6 +106,7 @@ fn schedule(id: &str) -> pb::Command {
 
 fn complete_wf(result: &str) -> pb::Command {
     cmd(C::CompleteWorkflow(pb::CompleteWorkflowExecutionCommand {
+        compensated: false,
         result: json(result),
     }))
 }

@@ -145,6 +145,17 @@ async fn every_outcome_path(backend: Backend) {
 
     let o = env.place(&declined).await;
     assert_eq!(o.status, "compensated");
+    let run = env
+        .client
+        .handle(&declined.order_id)
+        .describe()
+        .await
+        .unwrap();
+    assert_eq!(
+        run.info.unwrap().status,
+        martix_sdk::proto::WorkflowStatus::Compensated as i32,
+        "a saga that compensated ends COMPENSATED"
+    );
     assert_eq!(o.failed_step.as_deref(), Some("payment"));
     assert!(o.cause.unwrap().contains("PaymentDeclined"));
 

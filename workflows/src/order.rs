@@ -125,6 +125,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
         }
     };
     if let Some((step, why)) = failed {
+        ctx.mark_compensated();
         outcome.status = "compensated".into();
         outcome.failed_step = Some(step.into());
         outcome.cause = Some(why);

@@ -515,10 +515,15 @@ fn apply_command(t: &mut Transition, command: &pb::Command, completed: i64) -> R
         }
         Some(C::CompleteWorkflow(c)) => {
             t.close(
-                pb::WorkflowStatus::Completed,
+                if c.compensated {
+                    pb::WorkflowStatus::Compensated
+                } else {
+                    pb::WorkflowStatus::Completed
+                },
                 Attributes::WorkflowExecutionCompleted(pb::WorkflowExecutionCompletedAttributes {
                     result: c.result.clone(),
                     workflow_task_completed_event_id: completed,
+                    compensated: c.compensated,
                 }),
             );
             Ok(())

@@ -240,6 +240,12 @@ impl WorkflowContext {
         self.state().patched(change_id)
     }
 
+    /// Says that the workflow undid its effects (a saga that compensated): when it returns
+    /// `Ok`, the run ends `COMPENSATED` instead of `COMPLETED`, with the result saying why.
+    pub fn mark_compensated(&self) {
+        self.state().compensated = true;
+    }
+
     /// Whether cancellation of the run was asked for.
     pub fn is_cancel_requested(&self) -> bool {
         self.state().cancel_requested

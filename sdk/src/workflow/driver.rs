@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) timers: HashMap<String, bool>,
     pub(crate) signals: HashMap<String, VecDeque<Option<pb::Payload>>>,
     pub(crate) cancel_requested: bool,
+    /// The workflow said it undid its effects: its completion ends the run COMPENSATED.
+    pub(crate) compensated: bool,
     pub(crate) now_ms: i64,
     rng: u64,
     replaying: bool,
@@ -66,6 +68,7 @@ impl Shared {
             timers: HashMap::new(),
             signals: HashMap::new(),
             cancel_requested: false,
+            compensated: false,
             now_ms: 0,
             rng: seed,
             replaying: false,
@@ -445,9 +448,11 @@ impl RunDriver {
         };
         if let Poll::Ready(outcome) = polled {
             self.future = None;
+            let compensated = self.shared().compensated;
             let close = match outcome {
                 Ok(result) => C::CompleteWorkflow(pb::CompleteWorkflowExecutionCommand {
                     result: Some(result),
+                    compensated,
                 }),
                 Err(WorkflowError::ContinueAsNew(c)) => C::ContinueAsNew(*c),
                 Err(WorkflowError::Canceled) => {
