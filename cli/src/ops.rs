@@ -316,6 +316,15 @@ async fn steer(
     Ok(())
 }
 
+/// A client of the engine `conn` names.
+async fn connect(conn: &Conn) -> Result<WorkflowServiceClient<Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(conn.address.clone())?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the engine at {}", conn.address))?;
+    Ok(WorkflowServiceClient::new(channel))
+}
+
 fn execution(id: &str) -> Option<pb::WorkflowExecution> {
     Some(pb::WorkflowExecution {
         workflow_id: id.to_owned(),
@@ -415,11 +424,7 @@ fn event_line(e: &pb::HistoryEvent) -> String {
 
 /// Runs one `martix workflow` command.
 pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(conn.address.clone())?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the engine at {}", conn.address))?;
-    let mut c: WorkflowServiceClient<Channel> = WorkflowServiceClient::new(channel);
+    let mut c = connect(&conn).await?;
     let ns = conn.namespace.clone();
     let json = conn.output == Output::Json;
     let identity = format!(
@@ -578,31 +583,15 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             let mut next = 1i64;
             let mut all = Vec::new();
             loop {
-                let mut token = Vec::new();
-                loop {
-                    let page = c
-                        .get_workflow_history(pb::GetWorkflowHistoryRequest {
-                            namespace: ns.clone(),
-                            execution: execution(&id),
-                            page_size: 0,
-                            next_page_token: token,
-                        })
-                        .await?
-                        .into_inner();
-                    for e in page.events {
-                        if e.event_id >= next {
-                            next = e.event_id + 1;
-                            if json {
-                                all.push(e);
-                            } else {
-                                println!("{}", event_line(&e));
-                            }
+                for e in full_history(&mut c, &ns, &id).await? {
+                    if e.event_id >= next {
+                        next = e.event_id + 1;
+                        if json {
+                            all.push(e);
+                        } else {
+                            println!("{}", event_line(&e));
                         }
                     }
-                    if page.next_page_token.is_empty() {
-                        break;
-                    }
-                    token = page.next_page_token;
                 }
                 if !follow {
                     break;
@@ -710,11 +699,7 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
 
 /// `martix stuck`: running workflows that are not progressing, each with why.
 pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -> Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(conn.address.clone())?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the engine at {}", conn.address))?;
-    let mut c: WorkflowServiceClient<Channel> = WorkflowServiceClient::new(channel);
+    let mut c = connect(&conn).await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
@@ -853,11 +838,7 @@ fn parse_item(raw: &str) -> Result<martix_activities::Item> {
 
 /// Runs one `martix order` command.
 pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(conn.address.clone())?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the engine at {}", conn.address))?;
-    let mut c: WorkflowServiceClient<Channel> = WorkflowServiceClient::new(channel);
+    let mut c = connect(&conn).await?;
     match cmd {
         OrderCmd::Place {
             id,

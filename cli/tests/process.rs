@@ -266,17 +266,6 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("started cli-1 run "), "{out}");
-    let (code, again, _) = cli(
-        g,
-        &[
-            "start", "--type", "order", "--id", "cli-1", "--input", order,
-        ],
-    );
-    assert_eq!(code, 0);
-    assert!(
-        again.contains("already running") || again.contains("started"),
-        "{again}"
-    );
 
     let (code, out, err) = cli(g, &["result", "cli-1", "--wait"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -326,6 +315,24 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
         ],
     );
     assert_eq!(code, 0);
+    // Starting a running id again returns the running run (idempotent start).
+    let (code, again, _) = cli(
+        g,
+        &[
+            "start",
+            "--type",
+            "idle",
+            "--id",
+            "cli-2",
+            "--task-queue",
+            "nobody",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        again.starts_with("cli-2 is already running: run "),
+        "{again}"
+    );
     let (code, out, _) = cli(g, &["signal", "cli-2", "poke", "--input", "{\"n\":1}"]);
     assert_eq!((code, out.trim()), (0, "signal poke sent to cli-2"));
     let (code, _, _) = cli(g, &["cancel", "cli-2", "--reason", "test"]);

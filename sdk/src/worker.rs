@@ -270,6 +270,53 @@ impl Worker {
         }
     }
 
+    /// Polls one queue while a slot is free and hands each task to `run` in the task set;
+    /// backs off while the engine is unreachable; stops at `shutdown`. `poll` answers `None`
+    /// for an empty long poll.
+    async fn poll_loop<T, P, PF, R, RF>(
+        shutdown: CancellationToken,
+        slots: Arc<Semaphore>,
+        tasks: Arc<Mutex<JoinSet<()>>>,
+        what: &'static str,
+        poll: P,
+        run: R,
+    ) where
+        P: Fn() -> PF,
+        PF: std::future::Future<Output = Result<Option<T>, tonic::Status>>,
+        R: Fn(T) -> RF,
+        RF: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut failures = 0;
+        loop {
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => return,
+                p = slots.clone().acquire_owned() => p.expect("semaphore open"),
+            };
+            let task = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = poll() => r,
+            };
+            match task {
+                Ok(None) => failures = 0,
+                Ok(Some(t)) => {
+                    failures = 0;
+                    let work = run(t);
+                    tasks
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .spawn(async move {
+                            work.await;
+                            drop(permit);
+                        });
+                }
+                Err(status) => {
+                    tracing::warn!(error = %status, what, "poll failed; retrying");
+                    Self::backoff(&shutdown, &mut failures).await;
+                }
+            }
+        }
+    }
+
     async fn poll_workflows(
         self: Arc<Self>,
         queue: String,
@@ -277,44 +324,23 @@ impl Worker {
         slots: Arc<Semaphore>,
         tasks: Arc<Mutex<JoinSet<()>>>,
     ) {
-        let mut failures = 0;
-        loop {
-            let permit = tokio::select! {
-                () = shutdown.cancelled() => return,
-                p = slots.clone().acquire_owned() => p.expect("semaphore open"),
-            };
+        let poll = || {
             let mut client = self.client.clone();
-            let poll = client.poll_workflow_task(pb::PollWorkflowTaskRequest {
+            let request = pb::PollWorkflowTaskRequest {
                 namespace: self.options.namespace.clone(),
                 task_queue: queue.clone(),
                 identity: self.options.identity.clone(),
-            });
-            let task = tokio::select! {
-                () = shutdown.cancelled() => return,
-                r = poll => r,
             };
-            match task {
-                Ok(t) => {
-                    failures = 0;
-                    let t = t.into_inner();
-                    if t.task_token.is_empty() {
-                        continue;
-                    }
-                    let me = self.clone();
-                    tasks
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .spawn(async move {
-                            me.run_workflow_task(t).await;
-                            drop(permit);
-                        });
-                }
-                Err(status) => {
-                    tracing::warn!(error = %status, "workflow poll failed; retrying");
-                    Self::backoff(&shutdown, &mut failures).await;
-                }
+            async move {
+                let t = client.poll_workflow_task(request).await?.into_inner();
+                Ok((!t.task_token.is_empty()).then_some(t))
             }
-        }
+        };
+        let run = |t| {
+            let me = self.clone();
+            async move { me.run_workflow_task(t).await }
+        };
+        Self::poll_loop(shutdown, slots, tasks, "workflow", poll, run).await;
     }
 
     async fn run_workflow_task(&self, mut task: pb::PollWorkflowTaskResponse) {
@@ -466,45 +492,23 @@ impl Worker {
         slots: Arc<Semaphore>,
         tasks: Arc<Mutex<JoinSet<()>>>,
     ) {
-        let mut failures = 0;
-        loop {
-            let permit = tokio::select! {
-                () = shutdown.cancelled() => return,
-                p = slots.clone().acquire_owned() => p.expect("semaphore open"),
-            };
+        let poll = || {
             let mut client = self.client.clone();
-            let poll = client.poll_activity_task(pb::PollActivityTaskRequest {
+            let request = pb::PollActivityTaskRequest {
                 namespace: self.options.namespace.clone(),
                 task_queue: self.options.task_queue.clone(),
                 identity: self.options.identity.clone(),
-            });
-            let task = tokio::select! {
-                () = shutdown.cancelled() => return,
-                r = poll => r,
             };
-            match task {
-                Ok(t) => {
-                    failures = 0;
-                    let t = t.into_inner();
-                    if t.task_token.is_empty() {
-                        continue;
-                    }
-                    let me = self.clone();
-                    let cancel = work.child_token();
-                    tasks
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .spawn(async move {
-                            me.run_activity(t, cancel).await;
-                            drop(permit);
-                        });
-                }
-                Err(status) => {
-                    tracing::warn!(error = %status, "activity poll failed; retrying");
-                    Self::backoff(&shutdown, &mut failures).await;
-                }
+            async move {
+                let t = client.poll_activity_task(request).await?.into_inner();
+                Ok((!t.task_token.is_empty()).then_some(t))
             }
-        }
+        };
+        let run = |t| {
+            let (me, cancel) = (self.clone(), work.child_token());
+            async move { me.run_activity(t, cancel).await }
+        };
+        Self::poll_loop(shutdown, slots, tasks, "activity", poll, run).await;
     }
 
     async fn run_activity(&self, task: pb::PollActivityTaskResponse, cancel: CancellationToken) {

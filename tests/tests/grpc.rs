@@ -137,6 +137,16 @@ fn kinds(events: &[pb::HistoryEvent]) -> Vec<&'static str> {
     events.iter().map(kind).collect()
 }
 
+async fn describe(wf: &mut Workflows, id: &str) -> pb::DescribeWorkflowResponse {
+    wf.describe_workflow(pb::DescribeWorkflowRequest {
+        namespace: "default".into(),
+        execution: exec(id),
+    })
+    .await
+    .expect("describe")
+    .into_inner()
+}
+
 async fn history(wf: &mut Workflows, id: &str) -> Vec<pb::HistoryEvent> {
     wf.get_workflow_history(pb::GetWorkflowHistoryRequest {
         namespace: "default".into(),
@@ -240,14 +250,7 @@ async fn one_workflow_through_the_raw_api(backend: Backend) {
         "event ids are dense from 1"
     );
 
-    let d = wf
-        .describe_workflow(pb::DescribeWorkflowRequest {
-            namespace: "default".into(),
-            execution: exec(&id),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let d = describe(&mut wf, &id).await;
     let info = d.info.unwrap();
     assert_eq!(info.status, pb::WorkflowStatus::Completed as i32);
     assert_eq!(info.history_length, 11);
@@ -555,14 +558,7 @@ async fn commands_that_break_history_fail_the_task_and_keep_history(backend: Bac
         kinds(&events),
         ["started", "wft_scheduled", "wft_started", "wft_failed"]
     );
-    let d = wf
-        .describe_workflow(pb::DescribeWorkflowRequest {
-            namespace: "default".into(),
-            execution: exec(&id),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let d = describe(&mut wf, &id).await;
     let pending = d.pending_workflow_task.unwrap();
     assert_eq!(pending.attempt, 2);
     assert!(
@@ -1134,14 +1130,7 @@ async fn an_operator_retries_a_backing_off_activity_now(backend: Backend) {
     })
     .await
     .unwrap();
-    let d = wf
-        .describe_workflow(pb::DescribeWorkflowRequest {
-            namespace: "default".into(),
-            execution: exec(&id),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let d = describe(&mut wf, &id).await;
     let pending = &d.pending_activities[0];
     assert_eq!(pending.state, pb::PendingActivityState::BackingOff as i32);
     assert_eq!(pending.attempt, 2);
@@ -1267,14 +1256,7 @@ async fn a_reset_starts_a_new_run_from_a_workflow_task_boundary(backend: Backend
     );
     let ids: Vec<i64> = task.history.iter().map(|e| e.event_id).collect();
     assert_eq!(ids, (1..=11).collect::<Vec<_>>());
-    let d = wf
-        .describe_workflow(pb::DescribeWorkflowRequest {
-            namespace: "default".into(),
-            execution: exec(&id),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let d = describe(&mut wf, &id).await;
     assert!(
         d.pending_activities.is_empty(),
         "b was after the reset point"
