@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod ops;
 mod orders;
+mod security;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -45,6 +46,13 @@ enum Command {
         #[command(subcommand)]
         command: ops::OrderCmd,
     },
+    /// Create and list namespaces (admin).
+    Namespace {
+        #[command(flatten)]
+        conn: ops::Conn,
+        #[command(subcommand)]
+        command: ops::NamespaceCmd,
+    },
     /// Running workflows that are not progressing, each with why.
     Stuck {
         #[command(flatten)]
@@ -58,6 +66,11 @@ enum Command {
     },
     /// Measure the reference workload (shared/BENCHMARK.md) on an in-process engine.
     Bench(BenchArgs),
+    /// Bearer tokens for the engine's API.
+    Token {
+        #[command(subcommand)]
+        command: security::TokenCmd,
+    },
     /// Apply the database migrations and exit.
     Migrate {
         /// postgres://... or sqlite://path
@@ -83,6 +96,8 @@ struct Listen {
     /// How long in-flight requests may finish after SIGINT/SIGTERM.
     #[arg(long, env = "MARTIX_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    #[command(flatten)]
+    edge: security::EdgeArgs,
 }
 
 #[derive(Args)]
@@ -153,6 +168,8 @@ struct WorkerArgs {
     #[arg(long, env = "MARTIX_DATABASE_URL")]
     database_url: Option<String>,
     #[command(flatten)]
+    auth: ops::ClientAuth,
+    #[command(flatten)]
     orders: OrderArgs,
 }
 
@@ -161,6 +178,8 @@ struct ServerArgs {
     /// postgres://user@host/db
     #[arg(long, env = "MARTIX_DATABASE_URL")]
     database_url: String,
+    #[command(flatten)]
+    auth: security::AuthArgs,
     #[command(flatten)]
     listen: Listen,
 }
@@ -204,7 +223,8 @@ async fn main() -> Result<()> {
             let shown = redact(&args.database_url);
             let shutdown = CancellationToken::new();
             tokio::spawn(signal_shutdown(shutdown.clone()));
-            let server = bind(&args.database_url, &shown, &args.listen).await?;
+            let auth = args.auth.config()?;
+            let server = bind(&args.database_url, &shown, &args.listen, auth).await?;
             server.serve(shutdown).await?;
             println!("martix engine stopped");
             Ok(())
@@ -222,14 +242,22 @@ async fn main() -> Result<()> {
                 "martix order worker on task queue '{}' of {}",
                 args.orders.task_queue, args.address
             );
-            orders::run_worker(&args.address, &args.orders.task_queue, activities, shutdown)
-                .await?;
+            orders::run_worker(
+                &args.address,
+                &args.auth.options()?,
+                &args.orders.task_queue,
+                activities,
+                shutdown,
+            )
+            .await?;
             println!("martix order worker stopped");
             Ok(())
         }
         Command::Bench(args) => bench(args).await,
+        Command::Token { command } => security::token(command),
         Command::Workflow { conn, command } => ops::run(conn, command).await,
         Command::Order { conn, command } => ops::order(conn, command).await,
+        Command::Namespace { conn, command } => ops::namespace(conn, command).await,
         Command::Stuck {
             conn,
             older_than,
@@ -258,7 +286,13 @@ fn redact(url: &str) -> String {
 }
 
 /// Opens the store and binds the engine's ports, printing where it listens.
-async fn bind(url: &str, shown: &str, listen: &Listen) -> Result<Server> {
+/// `auth: None` serves without authentication.
+async fn bind(
+    url: &str,
+    shown: &str,
+    listen: &Listen,
+    auth: Option<martix_engine::edge::AuthConfig>,
+) -> Result<Server> {
     let store = martix_engine::store::connect(url)
         .await
         .with_context(|| format!("opening the store at {shown}"))?;
@@ -272,12 +306,28 @@ async fn bind(url: &str, shown: &str, listen: &Listen) -> Result<Server> {
             grpc_addr: listen.grpc_addr,
             http_addr: listen.http_addr,
             shutdown_grace: listen.shutdown_grace,
+            edge: martix_engine::edge::EdgeConfig {
+                auth,
+                limits: listen.edge.limits(),
+            },
+            tls: listen.edge.tls(),
         },
     )
     .await?;
+    let scheme = if listen.edge.tls().is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!("martix engine ({}) state: {shown}", server_backend(url));
-    println!("  gRPC  http://{}", server.grpc_addr());
-    println!("  HTTP  http://{}  (/healthz, /readyz)", server.http_addr());
+    println!("  gRPC  {scheme}://{}", server.grpc_addr());
+    println!(
+        "  HTTP  {scheme}://{}  (/healthz, /readyz)",
+        server.http_addr()
+    );
+    if !server.edge().requires_auth() {
+        println!("  authentication is OFF: anyone who reaches these ports may do anything");
+    }
     Ok(server)
 }
 
@@ -294,13 +344,6 @@ async fn bench(args: BenchArgs) -> Result<()> {
             "PostgreSQL (synchronous_commit=on)".to_owned(),
         )
     };
-    let listen = Listen {
-        grpc_addr: "127.0.0.1:0".parse()?,
-        http_addr: "127.0.0.1:0".parse()?,
-        long_poll_timeout: Duration::from_secs(30),
-        max_payload_bytes: 2 * 1024 * 1024,
-        shutdown_grace: Duration::from_secs(2),
-    };
     let store = martix_engine::store::connect(&url)
         .await
         .with_context(|| format!("opening {}", redact(&url)))?;
@@ -308,9 +351,14 @@ async fn bench(args: BenchArgs) -> Result<()> {
     let server = Server::bind(
         engine.clone(),
         &ServerConfig {
-            grpc_addr: listen.grpc_addr,
-            http_addr: listen.http_addr,
-            shutdown_grace: listen.shutdown_grace,
+            grpc_addr: "127.0.0.1:0".parse()?,
+            http_addr: "127.0.0.1:0".parse()?,
+            shutdown_grace: Duration::from_secs(2),
+            edge: martix_engine::edge::EdgeConfig {
+                auth: None,
+                limits: martix_engine::edge::LimitsConfig::unlimited(),
+            },
+            tls: None,
         },
     )
     .await?;
@@ -327,7 +375,9 @@ async fn bench(args: BenchArgs) -> Result<()> {
     let worker_stop = CancellationToken::new();
     let worker = {
         let (address, stop) = (address.clone(), worker_stop.clone());
-        tokio::spawn(async move { orders::run_worker(&address, queue, activities, stop).await })
+        tokio::spawn(async move {
+            orders::run_worker(&address, &Default::default(), queue, activities, stop).await
+        })
     };
     let client = martix_sdk::Client::connect(address).await?;
     let writes = || engine.store().write_transactions();
@@ -371,7 +421,10 @@ async fn bench(args: BenchArgs) -> Result<()> {
 
 /// The engine and, unless told otherwise, the order worker, in one process.
 async fn dev(url: &str, shown: &str, args: DevArgs) -> Result<()> {
-    let server = bind(url, shown, &args.listen).await?;
+    if args.listen.edge.tls().is_some() {
+        anyhow::bail!("martix dev serves plaintext on loopback; TLS is for `martix server`");
+    }
+    let server = bind(url, shown, &args.listen, None).await?;
     let address = format!("http://{}", server.grpc_addr());
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
@@ -394,7 +447,7 @@ async fn dev(url: &str, shown: &str, args: DevArgs) -> Result<()> {
             worker_stop.clone(),
         );
         worker = Some(tokio::spawn(async move {
-            orders::run_worker(&address, &queue, activities, stop).await
+            orders::run_worker(&address, &Default::default(), &queue, activities, stop).await
         }));
     }
     let mut outcome = Ok(());

@@ -4,9 +4,9 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use martix_proto::v1 as pb;
+use martix_sdk::connection::Transport;
 use pb::workflow_service_client::WorkflowServiceClient;
 use std::time::Duration;
-use tonic::transport::Channel;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Output {
@@ -24,6 +24,8 @@ pub(crate) struct Conn {
         default_value = "http://127.0.0.1:7233"
     )]
     address: String,
+    #[command(flatten)]
+    pub(crate) auth: ClientAuth,
     /// The namespace.
     #[arg(
         long,
@@ -35,6 +37,33 @@ pub(crate) struct Conn {
     /// How to print the answer.
     #[arg(long, global = true, value_enum, default_value = "table")]
     output: Output,
+}
+
+/// A client's credentials and TLS trust.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct ClientAuth {
+    /// Bearer token for the engine (`martix token issue` makes one).
+    #[arg(long, global = true, env = "MARTIX_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM file of the CA that signed the engine's TLS certificate.
+    #[arg(long, global = true, env = "MARTIX_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
+}
+
+impl ClientAuth {
+    /// The SDK's connection options.
+    pub(crate) fn options(&self) -> Result<martix_sdk::ConnectOptions> {
+        let mut o = martix_sdk::ConnectOptions::default();
+        if let Some(t) = self.token.as_deref().filter(|t| !t.is_empty()) {
+            o = o.token(t);
+        }
+        if let Some(path) = &self.ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+            o = o.ca_certificate_pem(pem);
+        }
+        Ok(o)
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -188,7 +217,7 @@ enum Op {
 }
 
 async fn apply(
-    c: &mut WorkflowServiceClient<Channel>,
+    c: &mut WorkflowServiceClient<Transport>,
     ns: &str,
     identity: &str,
     op: &Op,
@@ -250,7 +279,7 @@ async fn apply(
 
 /// Applies `op` to one workflow, or paced to every running workflow `batch.query` matches.
 async fn steer(
-    c: &mut WorkflowServiceClient<Channel>,
+    c: &mut WorkflowServiceClient<Transport>,
     ns: &str,
     identity: &str,
     op: Op,
@@ -317,12 +346,14 @@ async fn steer(
 }
 
 /// A client of the engine `conn` names.
-async fn connect(conn: &Conn) -> Result<WorkflowServiceClient<Channel>> {
-    let channel = tonic::transport::Endpoint::from_shared(conn.address.clone())?
-        .connect()
+async fn connect(conn: &Conn) -> Result<WorkflowServiceClient<Transport>> {
+    let transport = conn
+        .auth
+        .options()?
+        .connect(&conn.address)
         .await
         .with_context(|| format!("cannot reach the engine at {}", conn.address))?;
-    Ok(WorkflowServiceClient::new(channel))
+    Ok(WorkflowServiceClient::new(transport))
 }
 
 fn execution(id: &str) -> Option<pb::WorkflowExecution> {
@@ -836,6 +867,45 @@ fn parse_item(raw: &str) -> Result<martix_activities::Item> {
     }
 }
 
+#[derive(Subcommand)]
+pub(crate) enum NamespaceCmd {
+    /// Create a namespace (an admin token); an existing one is left as it is.
+    Create { name: String },
+    /// List the namespaces.
+    List,
+}
+
+/// Runs one `martix namespace` command.
+pub(crate) async fn namespace(conn: Conn, cmd: NamespaceCmd) -> Result<()> {
+    let mut c = connect(&conn).await?;
+    match cmd {
+        NamespaceCmd::Create { name } => {
+            let r = c
+                .create_namespace(pb::CreateNamespaceRequest {
+                    namespace: name.clone(),
+                })
+                .await?
+                .into_inner();
+            if r.created {
+                println!("namespace '{name}' created");
+            } else {
+                println!("namespace '{name}' exists already");
+            }
+        }
+        NamespaceCmd::List => {
+            for n in c
+                .list_namespaces(pb::ListNamespacesRequest {})
+                .await?
+                .into_inner()
+                .namespaces
+            {
+                println!("{n}");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs one `martix order` command.
 pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
     let mut c = connect(&conn).await?;
@@ -978,7 +1048,7 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
 
 /// A workflow's whole history, all pages.
 pub(crate) async fn full_history(
-    c: &mut WorkflowServiceClient<Channel>,
+    c: &mut WorkflowServiceClient<Transport>,
     ns: &str,
     id: &str,
 ) -> Result<Vec<pb::HistoryEvent>> {

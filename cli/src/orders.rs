@@ -55,11 +55,12 @@ pub(crate) async fn activities(
 /// Runs the order worker until `shutdown`.
 pub(crate) async fn run_worker(
     address: &str,
+    connection: &martix_sdk::ConnectOptions,
     task_queue: &str,
     activities: Arc<OrderActivities>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut worker = Worker::new(address, WorkerOptions::new(task_queue))?;
+    let mut worker = Worker::connect_with(address, connection, WorkerOptions::new(task_queue))?;
     worker.register_workflow(martix_workflows::ORDER, martix_workflows::order);
     activities.register(&mut worker);
     worker.run(shutdown).await;

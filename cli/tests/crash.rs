@@ -25,7 +25,7 @@ async fn killing_the_engine_mid_run_loses_no_order_and_charges_none_twice() {
     drop(martix_tests::postgres_store().await);
     let url = martix_tests::postgres_url();
     let addr = free_addr();
-    let engine = spawn_at(&["server", "--database-url", &url], &addr);
+    let engine = spawn_at(&["server", "--insecure", "--database-url", &url], &addr);
     let queue = martix_tests::unique("crash");
     let mut w = worker(&url, &engine.grpc, &queue, &[]);
     let load = workload(&url, 300, 300).await;
@@ -40,7 +40,7 @@ async fn killing_the_engine_mid_run_loses_no_order_and_charges_none_twice() {
     signal(&engine, "-KILL");
     wait_exit(engine);
     let restarted = Instant::now();
-    let _engine = spawn_at(&["server", "--database-url", &url], &addr);
+    let _engine = spawn_at(&["server", "--insecure", "--database-url", &url], &addr);
     let outcomes = placing.finish().await;
     load.verify(
         &format!("kill -9 the engine after {killed_at} orders, then restart it"),
@@ -56,7 +56,10 @@ async fn killing_the_engine_mid_run_loses_no_order_and_charges_none_twice() {
 async fn orders_survive_a_worker(disrupt: &str, n: usize) {
     drop(martix_tests::postgres_store().await);
     let url = martix_tests::postgres_url();
-    let engine = spawn_at(&["server", "--database-url", &url], "127.0.0.1:0");
+    let engine = spawn_at(
+        &["server", "--insecure", "--database-url", &url],
+        "127.0.0.1:0",
+    );
     let queue = martix_tests::unique("crash");
     let slow = [("MARTIX_FAULT_SHIPPING_LATENCY_MS", "50")];
     let mut first = worker(&url, &engine.grpc, &queue, &slow);
@@ -95,7 +98,12 @@ async fn killing_one_of_three_engine_nodes_loses_no_order() {
     drop(martix_tests::postgres_store().await);
     let url = martix_tests::postgres_url();
     let mut nodes: Vec<_> = (0..3)
-        .map(|_| spawn_at(&["server", "--database-url", &url], "127.0.0.1:0"))
+        .map(|_| {
+            spawn_at(
+                &["server", "--insecure", "--database-url", &url],
+                "127.0.0.1:0",
+            )
+        })
         .collect();
     let queue = martix_tests::unique("crash");
     // One worker behind each node.

@@ -35,7 +35,10 @@ fn restart_postgres() {
 async fn restarting_postgres_mid_run_loses_no_order() {
     drop(martix_tests::postgres_store().await);
     let url = martix_tests::postgres_url();
-    let engine = spawn_at(&["server", "--database-url", &url], "127.0.0.1:0");
+    let engine = spawn_at(
+        &["server", "--insecure", "--database-url", &url],
+        "127.0.0.1:0",
+    );
     let queue = martix_tests::unique("pgrestart");
     let mut w = worker(&url, &engine.grpc, &queue, &[]);
     let load = workload(&url, 150, 5).await;

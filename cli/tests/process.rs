@@ -74,7 +74,7 @@ async fn server_runs_on_postgres() {
     // Make sure the test database exists, then run the real server on it.
     drop(martix_tests::postgres_store().await);
     let url = martix_tests::postgres_url();
-    let server = spawn(&["server", "--database-url", &url]);
+    let server = spawn(&["server", "--insecure", "--database-url", &url]);
     let id = martix_tests::unique("order");
     start_order(&server.grpc, &id).await;
     assert_eq!(
@@ -134,14 +134,21 @@ fn the_demo_places_orders_and_the_ledger_adds_up() {
 }
 
 #[tokio::test]
-async fn server_and_worker_processes_run_an_order_on_postgres() {
+async fn server_and_worker_processes_run_an_order_on_postgres_with_tokens() {
     drop(martix_tests::postgres_store().await);
     let url = martix_tests::postgres_url();
-    let server = spawn(&["server", "--database-url", &url]);
+    let server = spawn_with(
+        &["server", "--database-url", &url],
+        "127.0.0.1:0",
+        &[("MARTIX_AUTH_SECRET", SECRET)],
+    );
+    let worker_token = issue_token(&["worker"], "default");
+    let client_token = issue_token(&["client"], "default");
     let queue = martix_tests::unique("orders");
     let mut worker = Command::new(env!("CARGO_BIN_EXE_martix"))
         .args(["worker", "--database-url", &url, "--address", &server.grpc])
         .args(["--task-queue", &queue])
+        .env("MARTIX_TOKEN", &worker_token)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -167,9 +174,28 @@ async fn server_and_worker_processes_run_an_order_on_postgres() {
             ..Default::default()
         },
     };
-    let client = martix_sdk::Client::connect(server.grpc.clone())
+    // Without a token the engine refuses, and nothing is started.
+    let anonymous = martix_sdk::Client::connect(server.grpc.clone())
         .await
         .unwrap();
+    let refused = anonymous
+        .start_workflow(
+            martix_sdk::StartOptions::new("order", &order.order_id, &queue),
+            &order,
+        )
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        refused.to_string().contains("missing credentials"),
+        "{refused}"
+    );
+    let client = martix_sdk::Client::connect_with(
+        &server.grpc,
+        &martix_sdk::ConnectOptions::default().token(&client_token),
+    )
+    .await
+    .unwrap();
     let run = client
         .start_workflow(
             martix_sdk::StartOptions::new("order", &order.order_id, &queue),
@@ -645,4 +671,77 @@ fn redact(text: &str) -> String {
         i += 1;
     }
     out
+}
+
+const SECRET: &str = "process-test-secret-0123456789abcdef";
+
+/// `martix token issue` as an operator runs it.
+fn issue_token(roles: &[&str], namespace: &str) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_martix"));
+    cmd.args(["token", "issue", "--namespace", namespace, "--ttl", "10m"])
+        .env("MARTIX_AUTH_SECRET", SECRET);
+    for r in roles {
+        cmd.args(["--role", r]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn server_refuses_to_start_without_a_key_unless_insecure() {
+    let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args([
+            "server",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/none",
+        ])
+        .env_remove("MARTIX_AUTH_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no token key"), "{err}");
+    assert!(err.contains("--insecure"), "{err}");
+}
+
+#[tokio::test]
+async fn the_cli_needs_a_token_of_the_right_role() {
+    drop(martix_tests::postgres_store().await);
+    let url = martix_tests::postgres_url();
+    let server = spawn_with(
+        &["server", "--database-url", &url],
+        "127.0.0.1:0",
+        &[("MARTIX_AUTH_SECRET", SECRET)],
+    );
+    let list = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_martix"));
+        cmd.args(["workflow", "list", "--address", &server.grpc])
+            .env_remove("MARTIX_TOKEN");
+        if let Some(t) = token {
+            cmd.env("MARTIX_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = list(None);
+    assert!(!ok && err.contains("missing credentials"), "{err}");
+    let client = issue_token(&["client"], "default");
+    let (ok, err) = list(Some(&client));
+    assert!(!ok && err.contains("permission denied"), "{err}");
+    assert!(
+        !err.contains(&client),
+        "the token must not be printed: {err}"
+    );
+    let operator = issue_token(&["operator"], "default");
+    let (ok, err) = list(Some(&operator));
+    assert!(ok, "{err}");
+    assert!(terminate(server).success());
 }

@@ -859,6 +859,29 @@ impl Engine {
         })
     }
 
+    /// Creates a namespace (administrators); an existing one is left as it is.
+    pub async fn create_namespace(
+        &self,
+        req: pb::CreateNamespaceRequest,
+    ) -> Result<pb::CreateNamespaceResponse, EngineError> {
+        let ns = Namespace::parse(&req.namespace)?;
+        let created = self.store.create_namespace(ns.as_str(), self.now()).await?;
+        if created {
+            tracing::info!(namespace = %ns, "namespace created");
+        }
+        Ok(pb::CreateNamespaceResponse { created })
+    }
+
+    /// Every namespace.
+    pub async fn list_namespaces(
+        &self,
+        _req: pb::ListNamespacesRequest,
+    ) -> Result<pb::ListNamespacesResponse, EngineError> {
+        Ok(pb::ListNamespacesResponse {
+            namespaces: self.store.list_namespaces().await?,
+        })
+    }
+
     /// Runs now the activities of a run that wait for their next attempt.
     pub async fn retry_activity(
         &self,

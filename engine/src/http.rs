@@ -1,18 +1,29 @@
-//! The HTTP port: `/healthz` (the process is up) and `/readyz` (the store answers).
+//! The HTTP port: `/healthz` (the process is up) and `/readyz` (the store answers), open to
+//! all; every other route (the REST gateway, metrics) is merged in behind the edge, which
+//! authenticates the caller and leaves its [`Principal`] in the request's extensions.
 
+use crate::edge::tls::PeerAddr;
+use crate::edge::{Edge, Refusal};
 use crate::engine::Engine;
+use crate::error::EngineError;
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Serialize;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// The HTTP routes of the engine.
-pub fn router(engine: Arc<Engine>) -> Router {
+/// The HTTP routes of the engine: health, then `guarded` behind authentication.
+pub fn router(engine: Arc<Engine>, edge: Arc<Edge>, guarded: Router) -> Router {
+    let guarded = guarded.layer(axum::middleware::from_fn_with_state(edge, authenticate));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(engine)
+        .merge(guarded)
 }
 
 async fn readyz(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
@@ -25,5 +36,128 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("store unavailable: {e}\n"),
         ),
+    }
+}
+
+async fn authenticate(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<PeerAddr>>()
+        .map(|c| c.0.0.ip());
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    match edge.authenticate(auth, peer) {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(r) => HttpError::from(r).into_response(),
+    }
+}
+
+/// An error of the HTTP API, always answered as
+/// `{"error": {"code": "INVALID_ARGUMENT", "message": "...", "field": "..."}}`
+/// (`field` only where one field is at fault), with `Retry-After` on 429.
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+    pub retry_after: Option<Duration>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl HttpError {
+    /// A 400 naming the field at fault.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "INVALID_ARGUMENT",
+            message: format!("invalid {field}: {}", message.into()),
+            field: Some(field),
+            retry_after: None,
+        }
+    }
+
+    /// Any status with a code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<Refusal> for HttpError {
+    fn from(r: Refusal) -> Self {
+        Self {
+            status: StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::FORBIDDEN),
+            code: r.code(),
+            message: r.to_string(),
+            field: None,
+            retry_after: r.retry_after(),
+        }
+    }
+}
+
+impl From<EngineError> for HttpError {
+    fn from(e: EngineError) -> Self {
+        let (status, code) = match &e {
+            EngineError::InvalidArgument { field, .. } => {
+                return Self {
+                    field: Some((*field).to_owned()),
+                    ..Self::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", e.to_string())
+                };
+            }
+            EngineError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "RESOURCE_EXHAUSTED"),
+            EngineError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            EngineError::FailedPrecondition(_) => (StatusCode::CONFLICT, "FAILED_PRECONDITION"),
+            EngineError::AlreadyExists(_) => (StatusCode::CONFLICT, "ALREADY_EXISTS"),
+            EngineError::Unimplemented(_) => (StatusCode::NOT_IMPLEMENTED, "UNIMPLEMENTED"),
+            EngineError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            EngineError::Internal(_) => {
+                tracing::error!(error = %e, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")
+            }
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+            },
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        resp
     }
 }

@@ -3,10 +3,12 @@
 //! durable timers, and serves the `martix.v1` gRPC services and an HTTP port for health.
 //!
 //! Modules by responsibility: `store` (the transactions), `history` (pure state machine),
-//! `matching` (long-poll hand-off), `timers`, `api` (gRPC), `http`, `server` (wiring).
+//! `matching` (long-poll hand-off), `timers`, `edge` (auth,
+//! limits, TLS), `api` (gRPC), `http`, `server` (wiring).
 
 pub mod api;
 pub mod clock;
+pub mod edge;
 pub mod engine;
 pub mod error;
 pub mod history;

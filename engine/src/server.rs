@@ -2,6 +2,8 @@
 //! everything down gracefully when the token is cancelled.
 
 use crate::api::{WorkerApi, WorkflowApi};
+use crate::edge::tls::{EdgeListener, TlsFiles};
+use crate::edge::{Edge, EdgeConfig};
 use crate::engine::Engine;
 use martix_proto::v1::worker_service_server::WorkerServiceServer;
 use martix_proto::v1::workflow_service_server::WorkflowServiceServer;
@@ -19,6 +21,10 @@ pub struct ServerConfig {
     pub http_addr: SocketAddr,
     /// How long in-flight requests may run on after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Authentication and limits of both ports.
+    pub edge: EdgeConfig,
+    /// TLS for both ports; `None`: plaintext.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -27,6 +33,8 @@ impl Default for ServerConfig {
             grpc_addr: ([127, 0, 0, 1], 7233).into(),
             http_addr: ([127, 0, 0, 1], 8233).into(),
             shutdown_grace: Duration::from_secs(10),
+            edge: EdgeConfig::default(),
+            tls: None,
         }
     }
 }
@@ -34,9 +42,13 @@ impl Default for ServerConfig {
 /// An engine with its ports bound, ready to serve.
 pub struct Server {
     engine: Arc<Engine>,
+    edge: Arc<Edge>,
     grace: Duration,
     grpc: TcpListener,
     http: TcpListener,
+    grpc_tls: Option<tonic::transport::ServerTlsConfig>,
+    http_tls: Option<tokio_rustls::TlsAcceptor>,
+    routes: axum::Router,
 }
 
 impl Server {
@@ -54,12 +66,35 @@ impl Server {
                 format!("cannot bind HTTP on {}: {e}", config.http_addr),
             )
         })?;
+        let edge = Edge::new(&config.edge).map_err(std::io::Error::other)?;
+        let (grpc_tls, http_tls) = match &config.tls {
+            None => (None, None),
+            Some(files) => (
+                Some(files.grpc().map_err(std::io::Error::other)?),
+                Some(files.acceptor().map_err(std::io::Error::other)?),
+            ),
+        };
         Ok(Self {
             engine,
+            edge: Arc::new(edge),
             grace: config.shutdown_grace,
             grpc,
             http,
+            grpc_tls,
+            http_tls,
+            routes: axum::Router::new(),
         })
+    }
+
+    /// The edge guarding this server's ports (for routes merged with [`Server::route`]).
+    pub fn edge(&self) -> &Arc<Edge> {
+        &self.edge
+    }
+
+    /// Serves `routes` on the HTTP port too, behind authentication.
+    pub fn route(mut self, routes: axum::Router) -> Self {
+        self.routes = self.routes.merge(routes);
+        self
     }
 
     /// The engine this server serves.
@@ -85,6 +120,7 @@ impl Server {
     /// period, long polls end at once (their tasks stay in the store).
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow_free::Result<()> {
         let engine = self.engine;
+        let edge = self.edge;
         let grace = self.grace;
         let limit = engine.config().max_payload_bytes * 2 + (1 << 20);
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -96,16 +132,28 @@ impl Server {
             .register_encoded_file_descriptor_set(martix_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| anyhow_free::Error(format!("reflection: {e}")))?;
-        let grpc = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.grpc_tls {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| anyhow_free::Error(format!("gRPC TLS: {e}")))?;
+        }
+        let grpc = builder
             .add_service(health_service)
             .add_service(reflection)
             .add_service(
-                WorkflowServiceServer::new(WorkflowApi(engine.clone()))
-                    .max_decoding_message_size(limit),
+                WorkflowServiceServer::new(WorkflowApi {
+                    engine: engine.clone(),
+                    edge: edge.clone(),
+                })
+                .max_decoding_message_size(limit),
             )
             .add_service(
-                WorkerServiceServer::new(WorkerApi(engine.clone()))
-                    .max_decoding_message_size(limit),
+                WorkerServiceServer::new(WorkerApi {
+                    engine: engine.clone(),
+                    edge: edge.clone(),
+                })
+                .max_decoding_message_size(limit),
             );
         let mut tasks = JoinSet::new();
         // No Nagle: a small response must not wait for the client's delayed ACK (~40 ms).
@@ -118,14 +166,18 @@ impl Server {
                 .await
                 .map_err(|e| anyhow_free::Error(format!("gRPC server: {e}")))
         });
-        let router = crate::http::router(engine.clone());
+        let router = crate::http::router(engine.clone(), edge.clone(), self.routes);
         let token = shutdown.clone();
-        let http = self.http;
+        let http = EdgeListener::new(self.http, self.http_tls)
+            .map_err(|e| anyhow_free::Error(format!("HTTP listener: {e}")))?;
         tasks.spawn(async move {
-            axum::serve(http, router)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await
-                .map_err(|e| anyhow_free::Error(format!("HTTP server: {e}")))
+            axum::serve(
+                http,
+                router.into_make_service_with_connect_info::<crate::edge::tls::PeerAddr>(),
+            )
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await
+            .map_err(|e| anyhow_free::Error(format!("HTTP server: {e}")))
         });
         if let Some(mut notices) = engine.store().subscribe_tasks() {
             let token = shutdown.clone();

@@ -1,6 +1,7 @@
 //! Activities: ordinary async functions that do the work, at least once, with a stable
 //! idempotency key so their effects can be made exactly once downstream.
 
+use crate::connection::Transport;
 use crate::error::{ActivityError, ClientError};
 use crate::payload::to_payload;
 use futures::future::BoxFuture;
@@ -9,13 +10,12 @@ use pb::worker_service_client::WorkerServiceClient;
 use serde::Serialize;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// What an activity attempt knows about itself, and its line to the engine.
 #[derive(Clone)]
 pub struct ActivityContext {
     pub(crate) info: Arc<pb::PollActivityTaskResponse>,
-    pub(crate) client: WorkerServiceClient<Channel>,
+    pub(crate) client: WorkerServiceClient<Transport>,
     pub(crate) cancel: CancellationToken,
 }
 

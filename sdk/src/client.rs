@@ -1,5 +1,6 @@
 //! `Client`: start workflows, wait for their results, inspect and steer them.
 
+use crate::connection::{ConnectOptions, Transport};
 use crate::error::ClientError;
 use crate::payload::{from_payload, to_payload};
 use crate::workflow::context::dur;
@@ -67,7 +68,7 @@ impl StartOptions {
 /// A connection to the engine's `WorkflowService`. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    inner: WorkflowServiceClient<Channel>,
+    inner: WorkflowServiceClient<Transport>,
     namespace: String,
     identity: String,
 }
@@ -81,17 +82,26 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn connect(endpoint: impl Into<String>) -> Result<Self, ClientError> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.into())
-            .map_err(ClientError::Transport)?
-            .connect()
-            .await?;
-        Ok(Self::from_channel(channel))
+        Self::connect_with(&endpoint.into(), &ConnectOptions::default()).await
     }
 
-    /// A client on an existing channel.
+    /// Connects with a token and TLS trust.
+    pub async fn connect_with(
+        endpoint: &str,
+        options: &ConnectOptions,
+    ) -> Result<Self, ClientError> {
+        Ok(Self::from_transport(options.connect(endpoint).await?))
+    }
+
+    /// A client on an existing channel, without credentials.
     pub fn from_channel(channel: Channel) -> Self {
+        Self::from_transport(crate::connection::plain(channel))
+    }
+
+    /// A client on a channel with credentials.
+    pub fn from_transport(transport: Transport) -> Self {
         Self {
-            inner: WorkflowServiceClient::new(channel),
+            inner: WorkflowServiceClient::new(transport),
             namespace: "default".into(),
             identity: default_identity(),
         }
@@ -304,7 +314,7 @@ impl WorkflowHandle {
 
 /// Reads a run's whole history, page by page.
 pub(crate) async fn read_history(
-    client: &WorkflowServiceClient<Channel>,
+    client: &WorkflowServiceClient<Transport>,
     namespace: &str,
     execution: Option<pb::WorkflowExecution>,
 ) -> Result<Vec<pb::HistoryEvent>, tonic::Status> {

@@ -13,6 +13,9 @@ pub enum ClientError {
     /// The engine could not be reached.
     #[error("cannot reach the engine: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The connection settings are unusable (a CA file, a token).
+    #[error("connection settings: {0}")]
+    Config(String),
     /// A value could not be encoded or decoded as JSON.
     #[error("payload: {0}")]
     Payload(#[from] serde_json::Error),

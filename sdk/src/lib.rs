@@ -37,6 +37,7 @@
 
 pub mod activity;
 pub mod client;
+pub mod connection;
 pub mod error;
 pub mod payload;
 pub mod replayer;
@@ -46,6 +47,7 @@ pub mod workflow;
 
 pub use activity::ActivityContext;
 pub use client::{Client, StartOptions, WorkflowHandle};
+pub use connection::ConnectOptions;
 pub use error::{ActivityError, ActivityFailure, ClientError, WorkflowError};
 pub use martix_proto::v1 as proto;
 pub use replayer::{ReplayError, Replayer};

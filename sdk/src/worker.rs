@@ -2,6 +2,7 @@
 //! activities, and reports back.
 
 use crate::activity::{ActivityContext, ActivityFn};
+use crate::connection::{ConnectOptions, Transport};
 use crate::error::ActivityError;
 use crate::error::WorkflowError;
 use crate::workflow::{RunDriver, WorkflowContext, WorkflowFn, WorkflowInfo};
@@ -120,8 +121,8 @@ pub struct WorkerStats {
 
 /// Runs registered workflows and activities for one task queue.
 pub struct Worker {
-    client: WorkerServiceClient<Channel>,
-    history: pb::workflow_service_client::WorkflowServiceClient<Channel>,
+    client: WorkerServiceClient<Transport>,
+    history: pb::workflow_service_client::WorkflowServiceClient<Transport>,
     /// This worker's own queue for the runs it keeps cached (empty: no cache).
     sticky_queue: String,
     options: WorkerOptions,
@@ -135,14 +136,28 @@ impl Worker {
     /// A worker that talks to the engine at `endpoint` (`http://127.0.0.1:7233`). Connects
     /// lazily and reconnects with backoff, so the engine need not be up yet.
     pub fn new(endpoint: &str, options: WorkerOptions) -> Result<Self, crate::ClientError> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-            .map_err(crate::ClientError::Transport)?
-            .connect_lazy();
-        Ok(Self::from_channel(channel, options))
+        Self::connect_with(endpoint, &ConnectOptions::default(), options)
     }
 
-    /// A worker on an existing channel.
+    /// A worker with a token and TLS trust (connects lazily too).
+    pub fn connect_with(
+        endpoint: &str,
+        connection: &ConnectOptions,
+        options: WorkerOptions,
+    ) -> Result<Self, crate::ClientError> {
+        Ok(Self::from_transport(
+            connection.connect_lazy(endpoint)?,
+            options,
+        ))
+    }
+
+    /// A worker on an existing channel, without credentials.
     pub fn from_channel(channel: Channel, options: WorkerOptions) -> Self {
+        Self::from_transport(crate::connection::plain(channel), options)
+    }
+
+    /// A worker on a channel with credentials.
+    pub fn from_transport(channel: Transport, options: WorkerOptions) -> Self {
         let sticky_queue = if options.max_cached_workflows > 0 {
             format!(
                 "{}/sticky/{}",

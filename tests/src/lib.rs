@@ -4,6 +4,8 @@
 //! `postgres://postgres@127.0.0.1:5432/martix_test`, created if missing). A test that needs it
 //! fails, with how to start it, when it does not answer; it never skips.
 
+use martix_engine::edge::EdgeConfig;
+use martix_engine::edge::tls::TlsFiles;
 use martix_engine::store::{PostgresStore, SqliteStore, Store};
 use martix_engine::{Engine, EngineConfig, Server, ServerConfig};
 use martix_proto::v1 as pb;
@@ -107,22 +109,35 @@ pub struct TestEngine {
 }
 
 impl TestEngine {
-    /// Starts an engine on `backend` with `config`.
+    /// Starts an engine on `backend` with `config`, without authentication.
     pub async fn start(backend: Backend, config: EngineConfig) -> Self {
+        Self::start_with(backend, config, EdgeConfig::default(), None).await
+    }
+
+    /// Starts an engine with the given edge (authentication, limits) and TLS.
+    pub async fn start_with(
+        backend: Backend,
+        config: EngineConfig,
+        edge: EdgeConfig,
+        tls: Option<TlsFiles>,
+    ) -> Self {
         let (store, database_url) = backend.store_and_url().await;
         let engine = Engine::new(store, config);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let server = Server::bind(
             engine.clone(),
             &ServerConfig {
                 grpc_addr: "127.0.0.1:0".parse().unwrap(),
                 http_addr: "127.0.0.1:0".parse().unwrap(),
                 shutdown_grace: std::time::Duration::from_secs(1),
+                edge,
+                tls,
             },
         )
         .await
         .expect("bind free ports");
-        let endpoint = format!("http://{}", server.grpc_addr());
-        let http = format!("http://{}", server.http_addr());
+        let endpoint = format!("{scheme}://{}", server.grpc_addr());
+        let http = format!("{scheme}://{}", server.http_addr());
         let shutdown = CancellationToken::new();
         tokio::spawn(server.serve(shutdown.clone()));
         Self {

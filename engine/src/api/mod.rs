@@ -1,34 +1,124 @@
 //! gRPC: the `martix.v1` services. Handlers are thin: call the engine, map the error once
 //! (`From<EngineError> for Status`).
 
+use crate::edge::{Edge, Op};
 use crate::engine::Engine;
 use crate::error::EngineError;
+use crate::history::TaskToken;
 use martix_proto::v1 as pb;
 use pb::worker_service_server::WorkerService;
 use pb::workflow_service_server::WorkflowService;
+use std::borrow::Cow;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-/// `WorkflowService` on an engine.
+/// `WorkflowService` on an engine, behind the edge.
 #[derive(Clone)]
-pub struct WorkflowApi(pub Arc<Engine>);
+pub struct WorkflowApi {
+    pub engine: Arc<Engine>,
+    pub edge: Arc<Edge>,
+}
 
-/// `WorkerService` on an engine.
+/// `WorkerService` on an engine, behind the edge.
 #[derive(Clone)]
-pub struct WorkerApi(pub Arc<Engine>);
+pub struct WorkerApi {
+    pub engine: Arc<Engine>,
+    pub edge: Arc<Edge>,
+}
+
+/// The namespace a request acts in, for authorization.
+trait Scoped {
+    fn namespace(&self) -> Cow<'_, str>;
+}
+
+macro_rules! scoped {
+    (field: $($t:ty),*) => {
+        $(impl Scoped for $t {
+            fn namespace(&self) -> Cow<'_, str> {
+                Cow::Borrowed(&self.namespace)
+            }
+        })*
+    };
+    (token: $($t:ty),*) => {
+        $(impl Scoped for $t {
+            // The task token names the namespace; a garbled one is refused by the engine.
+            fn namespace(&self) -> Cow<'_, str> {
+                Cow::Owned(
+                    <TaskToken as prost::Message>::decode(&self.task_token[..])
+                        .map(|t| t.namespace)
+                        .unwrap_or_default(),
+                )
+            }
+        })*
+    };
+}
+
+scoped!(field: pb::StartWorkflowRequest, pb::DescribeWorkflowRequest, pb::ListWorkflowsRequest,
+    pb::GetWorkflowHistoryRequest, pb::GetWorkflowResultRequest, pb::SignalWorkflowRequest,
+    pb::CancelWorkflowRequest, pb::TerminateWorkflowRequest, pb::ResetWorkflowRequest,
+    pb::RetryActivityRequest, pb::PollWorkflowTaskRequest, pb::PollActivityTaskRequest);
+
+/// Namespaces are administered by tokens for every namespace (`*`) only.
+macro_rules! scoped_everywhere {
+    ($($t:ty),*) => {
+        $(impl Scoped for $t {
+            fn namespace(&self) -> Cow<'_, str> {
+                Cow::Borrowed("*")
+            }
+        })*
+    };
+}
+
+scoped_everywhere!(pb::CreateNamespaceRequest, pb::ListNamespacesRequest);
+scoped!(token: pb::RespondWorkflowTaskCompletedRequest, pb::RespondWorkflowTaskFailedRequest,
+    pb::RespondActivityTaskCompletedRequest, pb::RespondActivityTaskFailedRequest,
+    pb::RecordActivityHeartbeatRequest);
+
+/// Authenticates, authorizes and counts a request before the engine sees it, then runs it
+/// under the request deadline (except operations that wait by design).
+async fn guarded<Q: Scoped, T, F>(
+    edge: &Edge,
+    op: Op,
+    request: Request<Q>,
+    run: impl FnOnce(Q) -> F,
+) -> Result<Response<T>, Status>
+where
+    F: std::future::Future<Output = Result<T, EngineError>>,
+{
+    let principal = edge.authenticate(
+        request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes()),
+        request.remote_addr().map(|a| a.ip()),
+    )?;
+    let _admission = edge.admit(&principal, op, &request.get_ref().namespace())?;
+    let work = run(request.into_inner());
+    match edge.request_timeout().filter(|_| !op.waits()) {
+        None => reply(work.await),
+        Some(deadline) => match tokio::time::timeout(deadline, work).await {
+            Ok(r) => reply(r),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the request ran over the engine's {} ms deadline",
+                deadline.as_millis()
+            ))),
+        },
+    }
+}
 
 fn reply<T>(r: Result<T, EngineError>) -> Result<Response<T>, Status> {
     r.map(Response::new).map_err(Status::from)
 }
 
 macro_rules! service {
-    ($trait:path, $ty:ty { $($rpc:ident($req:ty) -> $resp:ty => $method:ident;)* }) => {
+    ($trait:path, $ty:ty { $($rpc:ident($req:ty) -> $resp:ty => $method:ident, $op:ident;)* }) => {
         #[tonic::async_trait]
         impl $trait for $ty {
             $(
                 #[tracing::instrument(skip_all)]
                 async fn $rpc(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
-                    reply(self.0.$method(request.into_inner()).await)
+                    let engine = &self.engine;
+                    guarded(&self.edge, Op::$op, request, |r| engine.$method(r)).await
                 }
             )*
         }
@@ -36,24 +126,26 @@ macro_rules! service {
 }
 
 service!(WorkflowService, WorkflowApi {
-    start_workflow(pb::StartWorkflowRequest) -> pb::StartWorkflowResponse => start_workflow;
-    describe_workflow(pb::DescribeWorkflowRequest) -> pb::DescribeWorkflowResponse => describe_workflow;
-    list_workflows(pb::ListWorkflowsRequest) -> pb::ListWorkflowsResponse => list_workflows;
-    get_workflow_history(pb::GetWorkflowHistoryRequest) -> pb::GetWorkflowHistoryResponse => workflow_history;
-    get_workflow_result(pb::GetWorkflowResultRequest) -> pb::GetWorkflowResultResponse => workflow_result;
-    signal_workflow(pb::SignalWorkflowRequest) -> pb::SignalWorkflowResponse => signal_workflow;
-    cancel_workflow(pb::CancelWorkflowRequest) -> pb::CancelWorkflowResponse => cancel_workflow;
-    terminate_workflow(pb::TerminateWorkflowRequest) -> pb::TerminateWorkflowResponse => terminate_workflow;
-    reset_workflow(pb::ResetWorkflowRequest) -> pb::ResetWorkflowResponse => reset_workflow;
-    retry_activity(pb::RetryActivityRequest) -> pb::RetryActivityResponse => retry_activity;
+    start_workflow(pb::StartWorkflowRequest) -> pb::StartWorkflowResponse => start_workflow, StartWorkflow;
+    describe_workflow(pb::DescribeWorkflowRequest) -> pb::DescribeWorkflowResponse => describe_workflow, DescribeWorkflow;
+    list_workflows(pb::ListWorkflowsRequest) -> pb::ListWorkflowsResponse => list_workflows, ListWorkflows;
+    get_workflow_history(pb::GetWorkflowHistoryRequest) -> pb::GetWorkflowHistoryResponse => workflow_history, GetWorkflowHistory;
+    get_workflow_result(pb::GetWorkflowResultRequest) -> pb::GetWorkflowResultResponse => workflow_result, GetWorkflowResult;
+    signal_workflow(pb::SignalWorkflowRequest) -> pb::SignalWorkflowResponse => signal_workflow, SignalWorkflow;
+    cancel_workflow(pb::CancelWorkflowRequest) -> pb::CancelWorkflowResponse => cancel_workflow, CancelWorkflow;
+    terminate_workflow(pb::TerminateWorkflowRequest) -> pb::TerminateWorkflowResponse => terminate_workflow, TerminateWorkflow;
+    reset_workflow(pb::ResetWorkflowRequest) -> pb::ResetWorkflowResponse => reset_workflow, ResetWorkflow;
+    retry_activity(pb::RetryActivityRequest) -> pb::RetryActivityResponse => retry_activity, RetryActivity;
+    create_namespace(pb::CreateNamespaceRequest) -> pb::CreateNamespaceResponse => create_namespace, ManageNamespaces;
+    list_namespaces(pb::ListNamespacesRequest) -> pb::ListNamespacesResponse => list_namespaces, ManageNamespaces;
 });
 
 service!(WorkerService, WorkerApi {
-    poll_workflow_task(pb::PollWorkflowTaskRequest) -> pb::PollWorkflowTaskResponse => poll_workflow_task;
-    respond_workflow_task_completed(pb::RespondWorkflowTaskCompletedRequest) -> pb::RespondWorkflowTaskCompletedResponse => complete_workflow_task;
-    respond_workflow_task_failed(pb::RespondWorkflowTaskFailedRequest) -> pb::RespondWorkflowTaskFailedResponse => fail_workflow_task;
-    poll_activity_task(pb::PollActivityTaskRequest) -> pb::PollActivityTaskResponse => poll_activity_task;
-    respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest) -> pb::RespondActivityTaskCompletedResponse => complete_activity_task;
-    respond_activity_task_failed(pb::RespondActivityTaskFailedRequest) -> pb::RespondActivityTaskFailedResponse => fail_activity_task;
-    record_activity_heartbeat(pb::RecordActivityHeartbeatRequest) -> pb::RecordActivityHeartbeatResponse => record_activity_heartbeat;
+    poll_workflow_task(pb::PollWorkflowTaskRequest) -> pb::PollWorkflowTaskResponse => poll_workflow_task, PollWorkflowTask;
+    respond_workflow_task_completed(pb::RespondWorkflowTaskCompletedRequest) -> pb::RespondWorkflowTaskCompletedResponse => complete_workflow_task, RespondWorkflowTask;
+    respond_workflow_task_failed(pb::RespondWorkflowTaskFailedRequest) -> pb::RespondWorkflowTaskFailedResponse => fail_workflow_task, RespondWorkflowTask;
+    poll_activity_task(pb::PollActivityTaskRequest) -> pb::PollActivityTaskResponse => poll_activity_task, PollActivityTask;
+    respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest) -> pb::RespondActivityTaskCompletedResponse => complete_activity_task, RespondActivityTask;
+    respond_activity_task_failed(pb::RespondActivityTaskFailedRequest) -> pb::RespondActivityTaskFailedResponse => fail_activity_task, RespondActivityTask;
+    record_activity_heartbeat(pb::RecordActivityHeartbeatRequest) -> pb::RecordActivityHeartbeatResponse => record_activity_heartbeat, RecordActivityHeartbeat;
 });

@@ -136,8 +136,11 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the namespace exists.
     async fn namespace_exists(&self, namespace: &str) -> Result<bool, StoreError>;
 
-    /// Creates a namespace; creating one that exists changes nothing.
-    async fn create_namespace(&self, namespace: &str, now: Millis) -> Result<(), StoreError>;
+    /// Creates a namespace (true) or finds it exists (false, nothing changed).
+    async fn create_namespace(&self, namespace: &str, now: Millis) -> Result<bool, StoreError>;
+
+    /// All namespaces, by name.
+    async fn list_namespaces(&self) -> Result<Vec<String>, StoreError>;
 
     /// Writes one change of a run (and of the run it continues into), or nothing.
     /// `Conflict` if the run is no longer at `expected_version`; `AlreadyOpen` if a new run's

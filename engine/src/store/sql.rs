@@ -369,8 +369,8 @@ macro_rules! impl_store {
                 Ok(row.is_some())
             }
 
-            async fn create_namespace(&self, namespace: &str, now: Millis) -> Result<(), StoreError> {
-                sqlx::query(
+            async fn create_namespace(&self, namespace: &str, now: Millis) -> Result<bool, StoreError> {
+                let done = sqlx::query(
                     "INSERT INTO namespaces (name, created_at) VALUES ($1, $2) \
                      ON CONFLICT (name) DO NOTHING",
                 )
@@ -379,7 +379,14 @@ macro_rules! impl_store {
                 .execute(&self.write)
                 .await
                 .map_err(classify)?;
-                Ok(())
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn list_namespaces(&self) -> Result<Vec<String>, StoreError> {
+                sqlx::query_scalar("SELECT name FROM namespaces ORDER BY name")
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err(classify)
             }
 
             async fn commit(&self, commit: &RunCommit) -> Result<(), StoreError> {

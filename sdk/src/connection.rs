@@ -1,0 +1,130 @@
+//! How the SDK reaches an engine: the address, a bearer token, and the CA to trust for TLS.
+
+use crate::ClientError;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// Credentials and trust for a connection. The default: no token, plaintext (`http://`) or
+/// TLS with the system's roots (`https://`).
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    token: Option<String>,
+    ca_certificate: Option<Vec<u8>>,
+    tls_domain: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.debug_struct("ConnectOptions")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("ca_certificate", &self.ca_certificate.is_some())
+            .field("tls_domain", &self.tls_domain)
+            .finish()
+    }
+}
+
+impl ConnectOptions {
+    /// Sends `token` as `authorization: Bearer <token>` with every call.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Trusts the CA certificate(s) in this PEM for the engine's TLS certificate.
+    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_certificate = Some(pem.into());
+        self
+    }
+
+    /// Checks the engine's certificate against this name instead of the address's host.
+    pub fn tls_domain(mut self, domain: impl Into<String>) -> Self {
+        self.tls_domain = Some(domain.into());
+        self
+    }
+
+    /// From the environment: `MARTIX_TOKEN` and `MARTIX_CA_CERT` (a PEM file's path).
+    pub fn from_env() -> Result<Self, ClientError> {
+        let mut o = Self::default();
+        if let Ok(t) = std::env::var("MARTIX_TOKEN")
+            && !t.is_empty()
+        {
+            o = o.token(t);
+        }
+        if let Ok(path) = std::env::var("MARTIX_CA_CERT")
+            && !path.is_empty()
+        {
+            let pem = std::fs::read(&path).map_err(|e| {
+                ClientError::Config(format!("cannot read MARTIX_CA_CERT {path}: {e}"))
+            })?;
+            o = o.ca_certificate_pem(pem);
+        }
+        Ok(o)
+    }
+
+    /// The endpoint for `address`, with TLS when it is `https://` or a CA is given.
+    pub fn endpoint(&self, address: &str) -> Result<Endpoint, ClientError> {
+        let mut endpoint = Endpoint::from_shared(address.to_owned())?;
+        if self.ca_certificate.is_some() || address.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(pem) = &self.ca_certificate {
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let Some(d) = &self.tls_domain {
+                tls = tls.domain_name(d.clone());
+            }
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        Ok(endpoint)
+    }
+
+    /// The interceptor that adds the token.
+    pub fn credentials(&self) -> Result<Credentials, ClientError> {
+        let value = match &self.token {
+            None => None,
+            Some(t) => {
+                let mut v: MetadataValue<Ascii> = format!("Bearer {t}").parse().map_err(|_| {
+                    ClientError::Config("the token holds characters a header cannot".into())
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        Ok(Credentials(value))
+    }
+
+    /// Connects now.
+    pub async fn connect(&self, address: &str) -> Result<Transport, ClientError> {
+        let channel = self.endpoint(address)?.connect().await?;
+        Ok(InterceptedService::new(channel, self.credentials()?))
+    }
+
+    /// Connects on first use, and reconnects after failures.
+    pub fn connect_lazy(&self, address: &str) -> Result<Transport, ClientError> {
+        let channel = self.endpoint(address)?.connect_lazy();
+        Ok(InterceptedService::new(channel, self.credentials()?))
+    }
+}
+
+/// Adds `authorization` to every call (nothing without a token).
+#[derive(Clone, Debug, Default)]
+pub struct Credentials(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel to the engine with credentials attached.
+pub type Transport = InterceptedService<Channel, Credentials>;
+
+/// A channel without credentials (authentication off).
+pub fn plain(channel: Channel) -> Transport {
+    InterceptedService::new(channel, Credentials::default())
+}
