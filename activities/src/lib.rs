@@ -21,5 +21,5 @@ pub mod reference;
 
 pub use activities::{Backend, BreakerSettings, NotificationInput, OrderActivities};
 pub use faults::Faults;
-pub use model::{Address, Charge, Item, Order, StepInput, names};
+pub use model::{Address, Charge, InvalidOrder, Item, Order, StepInput, names};
 pub use reference::{AdapterError, ReferenceAdapters, StockTotals};

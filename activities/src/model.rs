@@ -20,7 +20,7 @@ pub mod names {
 }
 
 /// One line of an order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Item {
     pub sku: String,
     pub qty: i64,
@@ -28,7 +28,7 @@ pub struct Item {
 }
 
 /// Where an order goes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Address {
     #[serde(default)]
     pub name: String,
@@ -42,7 +42,7 @@ pub struct Address {
 }
 
 /// The input of the `order` workflow.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Order {
     pub order_id: String,
     pub customer_id: String,
@@ -58,36 +58,70 @@ impl Order {
         self.items.iter().map(|i| i.qty * i.unit_price_cents).sum()
     }
 
-    /// Why the order cannot be accepted, if it cannot.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.order_id.is_empty() || self.order_id.len() > 200 {
-            return Err("order_id must be 1 to 200 bytes".into());
-        }
-        if self.customer_id.is_empty() {
-            return Err("customer_id must not be empty".into());
-        }
+    /// Why the order cannot be accepted, if it cannot: the first field at fault.
+    pub fn validate(&self) -> Result<(), InvalidOrder> {
+        let bad = |field: String, message: &str| {
+            Err(InvalidOrder {
+                field,
+                message: message.to_owned(),
+            })
+        };
+        let text = |field: &str, value: &str, required: bool| {
+            if required && value.is_empty() {
+                return bad(field.to_owned(), "must not be empty");
+            }
+            if value.len() > MAX_TEXT {
+                return bad(field.to_owned(), "is longer than 200 bytes");
+            }
+            if value.chars().any(char::is_control) {
+                return bad(field.to_owned(), "must not hold control characters");
+            }
+            Ok(())
+        };
+        text("order_id", &self.order_id, true)?;
+        text("customer_id", &self.customer_id, true)?;
         if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
-            return Err(format!(
-                "currency '{}' is not an ISO 4217 code",
-                self.currency
-            ));
+            return bad("currency".into(), "is not an ISO 4217 code");
         }
         if self.items.is_empty() {
-            return Err("an order needs at least one item".into());
+            return bad("items".into(), "an order needs at least one item");
+        }
+        if self.items.len() > MAX_ITEMS {
+            return bad("items".into(), "an order has at most 100 items");
         }
         for (i, item) in self.items.iter().enumerate() {
-            if item.sku.is_empty() {
-                return Err(format!("items[{i}].sku must not be empty"));
+            text(&format!("items[{i}].sku"), &item.sku, true)?;
+            if !(1..=MAX_QTY).contains(&item.qty) {
+                return bad(format!("items[{i}].qty"), "must be 1 to 10000");
             }
-            if item.qty <= 0 {
-                return Err(format!("items[{i}].qty must be positive"));
-            }
-            if item.unit_price_cents < 0 {
-                return Err(format!("items[{i}].unit_price_cents must not be negative"));
+            if !(0..=MAX_UNIT_PRICE_CENTS).contains(&item.unit_price_cents) {
+                return bad(
+                    format!("items[{i}].unit_price_cents"),
+                    "must be 0 to 100000000 (one million in cents)",
+                );
             }
         }
+        let a = &self.shipping_address;
+        text("shipping_address.name", &a.name, false)?;
+        text("shipping_address.line1", &a.line1, false)?;
+        text("shipping_address.city", &a.city, false)?;
+        text("shipping_address.country", &a.country, false)?;
         Ok(())
     }
+}
+
+/// Bounds that keep every total well inside `i64` cents.
+const MAX_TEXT: usize = 200;
+const MAX_ITEMS: usize = 100;
+const MAX_QTY: i64 = 10_000;
+const MAX_UNIT_PRICE_CENTS: i64 = 100_000_000;
+
+/// Why an order was refused: the field at fault and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {message}")]
+pub struct InvalidOrder {
+    pub field: String,
+    pub message: String,
 }
 
 /// Input of every step: the order and the step's idempotency key (stable across retries).

@@ -96,6 +96,9 @@ struct Listen {
     /// How long in-flight requests may finish after SIGINT/SIGTERM.
     #[arg(long, env = "MARTIX_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// A run whose history would grow past this many events is terminated.
+    #[arg(long, env = "MARTIX_MAX_HISTORY_EVENTS", default_value_t = 50_000)]
+    max_history_events: i64,
     #[command(flatten)]
     edge: security::EdgeArgs,
 }
@@ -178,6 +181,9 @@ struct ServerArgs {
     /// postgres://user@host/db
     #[arg(long, env = "MARTIX_DATABASE_URL")]
     database_url: String,
+    /// The task queue of the order saga (for orders placed over REST).
+    #[arg(long, env = "MARTIX_TASK_QUEUE", default_value = "orders")]
+    task_queue: String,
     #[command(flatten)]
     auth: security::AuthArgs,
     #[command(flatten)]
@@ -224,7 +230,14 @@ async fn main() -> Result<()> {
             let shutdown = CancellationToken::new();
             tokio::spawn(signal_shutdown(shutdown.clone()));
             let auth = args.auth.config()?;
-            let server = bind(&args.database_url, &shown, &args.listen, auth).await?;
+            let server = bind(
+                &args.database_url,
+                &shown,
+                &args.listen,
+                auth,
+                &args.task_queue,
+            )
+            .await?;
             server.serve(shutdown).await?;
             println!("martix engine stopped");
             Ok(())
@@ -292,6 +305,7 @@ async fn bind(
     shown: &str,
     listen: &Listen,
     auth: Option<martix_engine::edge::AuthConfig>,
+    order_queue: &str,
 ) -> Result<Server> {
     let store = martix_engine::store::connect(url)
         .await
@@ -299,9 +313,11 @@ async fn bind(
     let mut config = EngineConfig::default();
     config.long_poll_timeout = listen.long_poll_timeout;
     config.max_payload_bytes = listen.max_payload_bytes;
+    config.max_history_events = listen.max_history_events;
+    config.warn_history_events = listen.max_history_events / 5;
     let engine = Engine::new(store, config);
     let server = Server::bind(
-        engine,
+        engine.clone(),
         &ServerConfig {
             grpc_addr: listen.grpc_addr,
             http_addr: listen.http_addr,
@@ -314,6 +330,15 @@ async fn bind(
         },
     )
     .await?;
+    let gateway = martix_gateway::router(
+        engine,
+        server.edge().clone(),
+        martix_gateway::GatewayConfig {
+            namespace: "default".into(),
+            task_queue: order_queue.to_owned(),
+        },
+    );
+    let server = server.route(gateway);
     let scheme = if listen.edge.tls().is_some() {
         "https"
     } else {
@@ -322,7 +347,7 @@ async fn bind(
     println!("martix engine ({}) state: {shown}", server_backend(url));
     println!("  gRPC  {scheme}://{}", server.grpc_addr());
     println!(
-        "  HTTP  {scheme}://{}  (/healthz, /readyz)",
+        "  HTTP  {scheme}://{}  (/v1/orders, /openapi.json, /healthz, /readyz)",
         server.http_addr()
     );
     if !server.edge().requires_auth() {
@@ -424,7 +449,7 @@ async fn dev(url: &str, shown: &str, args: DevArgs) -> Result<()> {
     if args.listen.edge.tls().is_some() {
         anyhow::bail!("martix dev serves plaintext on loopback; TLS is for `martix server`");
     }
-    let server = bind(url, shown, &args.listen, None).await?;
+    let server = bind(url, shown, &args.listen, None, &args.orders.task_queue).await?;
     let address = format!("http://{}", server.grpc_addr());
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));

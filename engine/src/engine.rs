@@ -37,6 +37,11 @@ pub struct EngineConfig {
     /// How long a workflow task waits on a worker's sticky queue before any worker of the
     /// run's queue may take it (with full history).
     pub sticky_schedule_to_start_timeout: Duration,
+    /// A run whose history would grow past this many events is terminated (a workflow that
+    /// runs forever should continue as new long before).
+    pub max_history_events: i64,
+    /// Past this many events the engine warns, once per workflow task, to continue as new.
+    pub warn_history_events: i64,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +52,8 @@ impl Default for EngineConfig {
             max_payload_bytes: 2 * 1024 * 1024,
             timer_poll_interval: Duration::from_secs(1),
             sticky_schedule_to_start_timeout: Duration::from_secs(5),
+            max_history_events: 50_000,
+            warn_history_events: 10_000,
         }
     }
 }
@@ -1069,7 +1076,29 @@ impl Engine {
                     &req.sticky_queue,
                     now,
                 )? {
-                    WftOutcome::Applied(c) => Ok((Some(c), None)),
+                    WftOutcome::Applied(c) => {
+                        let len = c.run.next_event_id - 1;
+                        if !c.closed && len > self.config.max_history_events {
+                            let why = format!(
+                                "the history would hold {len} events, over the limit of {}: \
+                                 the run is terminated; a workflow this long should continue \
+                                 as new",
+                                self.config.max_history_events
+                            );
+                            tracing::warn!(run_id = %run_id, "{why}");
+                            let stop = history::terminate(run, &why, "martix-engine", now)?;
+                            return Ok((Some(stop), Some(EngineError::FailedPrecondition(why))));
+                        }
+                        if !c.closed && len > self.config.warn_history_events {
+                            tracing::warn!(
+                                run_id = %run_id,
+                                events = len,
+                                limit = self.config.max_history_events,
+                                "long history: continue as new before the limit terminates the run"
+                            );
+                        }
+                        Ok((Some(c), None))
+                    }
                     WftOutcome::Rejected { commit, error } => Ok((Some(commit), Some(error))),
                 }
             })

@@ -4,6 +4,8 @@
 //! services, the SDK and the CLI call them. The descriptor set is exported for server
 //! reflection.
 
+pub mod codec;
+
 /// `martix.v1`: messages and services.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)] // generated code
 pub mod v1 {

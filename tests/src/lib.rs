@@ -105,6 +105,8 @@ pub struct TestEngine {
     pub database_url: String,
     pub endpoint: String,
     pub http: String,
+    /// The task queue of orders placed over REST (`/v1/orders`), unique to this engine.
+    pub order_queue: String,
     shutdown: CancellationToken,
 }
 
@@ -136,6 +138,16 @@ impl TestEngine {
         )
         .await
         .expect("bind free ports");
+        let order_queue = unique("orders");
+        let gateway = martix_gateway::router(
+            engine.clone(),
+            server.edge().clone(),
+            martix_gateway::GatewayConfig {
+                namespace: "default".into(),
+                task_queue: order_queue.clone(),
+            },
+        );
+        let server = server.route(gateway);
         let endpoint = format!("{scheme}://{}", server.grpc_addr());
         let http = format!("{scheme}://{}", server.http_addr());
         let shutdown = CancellationToken::new();
@@ -145,6 +157,7 @@ impl TestEngine {
             database_url,
             endpoint,
             http,
+            order_queue,
             shutdown,
         }
     }

@@ -660,3 +660,146 @@ async fn tls_with_a_test_ca_works_and_plaintext_is_refused() {
         "plaintext HTTP must not be served"
     );
 }
+
+#[tokio::test]
+async fn a_run_that_outgrows_the_history_limit_is_terminated_with_advice() {
+    let mut config = EngineConfig::default();
+    config.max_history_events = 20;
+    let t = TestEngine::start(Backend::Sqlite, config).await;
+    let mut wf = t.workflows().await;
+    let mut wk = t.workers().await;
+    let id = unique("long");
+    let queue = unique("q");
+    wf.start_workflow(pb::StartWorkflowRequest {
+        workflow_id: id.clone(),
+        workflow_type: "t".into(),
+        task_queue: queue.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let task = wk
+        .poll_workflow_task(pb::PollWorkflowTaskRequest {
+            task_queue: queue,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let timers = (0..30)
+        .map(|i| pb::Command {
+            attributes: Some(pb::command::Attributes::StartTimer(pb::StartTimerCommand {
+                timer_id: format!("t{i}"),
+                start_to_fire_timeout: Some(pbjson_types::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                }),
+            })),
+        })
+        .collect();
+    let s = wk
+        .respond_workflow_task_completed(pb::RespondWorkflowTaskCompletedRequest {
+            task_token: task.task_token,
+            commands: timers,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::FailedPrecondition);
+    assert!(s.message().contains("continue as new"), "{s:?}");
+    let d = wf
+        .describe_workflow(pb::DescribeWorkflowRequest {
+            execution: execution(&id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        d.info.unwrap().status,
+        pb::WorkflowStatus::Terminated as i32
+    );
+    assert!(d.pending_timers.is_empty(), "no timer of the refused task");
+}
+
+#[tokio::test]
+async fn es256_keys_from_a_pem_file_or_a_jwks_file_verify_tokens() {
+    use base64::Engine as _;
+    let dir = tempdir::Dir::new();
+    let key = rcgen::KeyPair::generate().unwrap(); // ECDSA P-256
+    let public_pem = dir.path.join("public.pem");
+    std::fs::write(&public_pem, key.public_key_pem()).unwrap();
+    let raw = key.public_key_raw(); // 0x04 || x || y
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwks = dir.path.join("jwks.json");
+    std::fs::write(
+        &jwks,
+        serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+            "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    let sign = |kid: Option<&str>| {
+        auth::issue(
+            &SigningKey::PrivateKeyPem {
+                pem: key.serialize_pem().into_bytes(),
+                kid: kid.map(str::to_owned),
+            },
+            &TokenRequest {
+                subject: "svc".into(),
+                roles: vec![Role::Operator],
+                namespaces: vec!["default".into()],
+                ttl: Duration::from_secs(60),
+                issuer: auth::DEFAULT_ISSUER.into(),
+                audience: auth::DEFAULT_AUDIENCE.into(),
+            },
+        )
+        .unwrap()
+    };
+    for (keys, token) in [
+        (
+            auth::KeySource::PublicKeyPem(public_pem.clone()),
+            sign(None),
+        ),
+        (auth::KeySource::Jwks(jwks.clone()), sign(Some("k1"))),
+    ] {
+        let t = TestEngine::start_with(
+            Backend::Sqlite,
+            EngineConfig::default(),
+            EdgeConfig {
+                auth: Some(AuthConfig {
+                    keys,
+                    issuer: auth::DEFAULT_ISSUER.into(),
+                    audience: auth::DEFAULT_AUDIENCE.into(),
+                }),
+                limits: LimitsConfig::default(),
+            },
+            None,
+        )
+        .await;
+        call(&t, Op::ListWorkflows, Some(&token), "x", &[])
+            .await
+            .expect("an ES256 token verifies");
+        // An HS256 token signed with the public key's text (the classic confusion) fails.
+        let confused = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &auth::Claims {
+                sub: "m".into(),
+                roles: vec![Role::Admin],
+                namespaces: vec!["*".into()],
+                iss: auth::DEFAULT_ISSUER.into(),
+                aud: auth::DEFAULT_AUDIENCE.into(),
+                iat: 0,
+                exp: jsonwebtoken::get_current_timestamp() + 60,
+            },
+            &jsonwebtoken::EncodingKey::from_secret(key.public_key_pem().as_bytes()),
+        )
+        .unwrap();
+        let s = call(&t, Op::ListWorkflows, Some(&confused), "x", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    }
+}

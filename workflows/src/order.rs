@@ -69,7 +69,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
     if let Err(why) = order.validate() {
         outcome.status = "failed".into();
         outcome.failed_step = Some("validate".into());
-        outcome.cause = Some(why);
+        outcome.cause = Some(why.to_string());
         return notify(&ctx, outcome, &order).await;
     }
     let opts = step_options();
@@ -128,7 +128,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
         ctx.mark_compensated();
         outcome.status = "compensated".into();
         outcome.failed_step = Some(step.into());
-        outcome.cause = Some(why);
+        outcome.cause = Some(why.to_string());
         outcome.compensation_failures = saga
             .compensate(&ctx)
             .await

@@ -1,0 +1,425 @@
+//! The REST edge of Martix: `POST /v1/orders` places an order (starts the order saga),
+//! `GET /v1/orders/{id}` tells its status and steps, `POST /v1/orders/{id}/cancel` cancels it,
+//! and `GET /openapi.json` describes all of it. Served on the engine's HTTP port behind the
+//! same edge as gRPC (tokens, roles, namespaces, rate limits); handlers call the engine
+//! in-process, so a REST call costs what the gRPC call would.
+//!
+//! Errors always have the shape `{"error": {"code": "...", "message": "...", "field": "..."}}`.
+
+mod steps;
+
+pub use steps::{Step, order_steps};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use martix_activities::{Address, Item, Order};
+use martix_engine::edge::{Edge, Op, Principal};
+use martix_engine::http::HttpError;
+use martix_engine::{Engine, EngineError};
+use martix_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::OpenApi;
+
+/// Where the gateway puts orders.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub namespace: String,
+    /// The task queue the order workers poll.
+    pub task_queue: String,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            namespace: "default".into(),
+            task_queue: "orders".into(),
+        }
+    }
+}
+
+struct Gateway {
+    engine: Arc<Engine>,
+    edge: Arc<Edge>,
+    config: GatewayConfig,
+}
+
+/// The REST routes; merge them into the engine's HTTP port with `Server::route`, which puts
+/// them behind authentication.
+pub fn router(engine: Arc<Engine>, edge: Arc<Edge>, config: GatewayConfig) -> Router {
+    let state = Arc::new(Gateway {
+        engine,
+        edge,
+        config,
+    });
+    Router::new()
+        .route("/v1/orders", post(place_order))
+        .route("/v1/orders/{id}", get(get_order))
+        .route("/v1/orders/{id}/cancel", post(cancel_order))
+        .route("/openapi.json", get(openapi))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// A new order. Without `order_id`, the `Idempotency-Key` header is the order id, and
+/// without either a fresh id is made.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrder {
+    #[serde(default)]
+    pub order_id: Option<String>,
+    pub customer_id: String,
+    /// ISO 4217, upper case (`EUR`).
+    pub currency: String,
+    pub items: Vec<Item>,
+    #[serde(default)]
+    pub shipping_address: Address,
+}
+
+/// An order as the engine knows it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderView {
+    pub order_id: String,
+    pub run_id: String,
+    /// `running`, `completed`, `compensated`, `failed`, `canceled`, `terminated`, `timed_out`.
+    pub status: String,
+    /// The saga's steps in the order they were scheduled.
+    pub steps: Vec<Step>,
+    /// How the saga ended (its result), once it has.
+    #[schema(value_type = Option<Object>)]
+    pub outcome: Option<serde_json::Value>,
+    /// Why the run failed, when it failed without a result.
+    pub failure: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    pub closed_at: Option<String>,
+    pub cancel_requested: bool,
+}
+
+/// The error body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A gRPC-style code: `INVALID_ARGUMENT`, `NOT_FOUND`, `UNAUTHENTICATED`, ...
+    pub code: String,
+    pub message: String,
+    /// The request field at fault, when one is.
+    pub field: Option<String>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Martix orders API", description = "Place, read and cancel order sagas."),
+    paths(place_order, get_order, cancel_order),
+    components(schemas(PlaceOrder, OrderView, Step, Item, Address, ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        if let Some(c) = api.components.as_mut() {
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .build(),
+                ),
+            );
+        }
+    }
+}
+
+/// The OpenAPI document of these routes.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi() -> Response {
+    axum::Json(openapi_document()).into_response()
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The largest request body accepted (an order of 100 items is a few KiB).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Place an order: starts its saga, or finds the one already placed under the same id.
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    request_body = PlaceOrder,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The order id when the body has none: a retried request returns the same order.")),
+    responses(
+        (status = 201, description = "Placed", body = OrderView),
+        (status = 200, description = "Placed before with the same body", body = OrderView),
+        (status = 400, description = "Malformed or invalid order", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "The id was placed with a different body", body = ErrorBody),
+        (status = 429, body = ErrorBody)
+    )
+)]
+async fn place_order(
+    State(g): State<Arc<Gateway>>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    let body = body.map_err(|e| {
+        HttpError::new(
+            e.status(),
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                "RESOURCE_EXHAUSTED"
+            } else {
+                "INVALID_ARGUMENT"
+            },
+            format!("body: {}", e.body_text()),
+        )
+    })?;
+    let req: PlaceOrder = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::invalid("body", format!("not a valid order: {e}")))?;
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| HttpError::invalid("Idempotency-Key", "is not visible ASCII"))?
+                .to_owned(),
+        ),
+    };
+    let order = Order {
+        order_id: req
+            .order_id
+            .or(key)
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+        customer_id: req.customer_id,
+        currency: req.currency,
+        items: req.items,
+        shipping_address: req.shipping_address,
+    };
+    order
+        .validate()
+        .map_err(|e| HttpError::invalid(e.field, e.message))?;
+    let ns = &g.config.namespace;
+    let _admitted = g.edge.admit(&principal, Op::StartWorkflow, ns)?;
+    let input = serde_json::to_vec(&order).map_err(|e| EngineError::Internal(e.to_string()))?;
+    let started = g
+        .engine
+        .start_workflow(pb::StartWorkflowRequest {
+            namespace: ns.clone(),
+            workflow_id: order.order_id.clone(),
+            workflow_type: martix_workflows::ORDER.into(),
+            task_queue: g.config.task_queue.clone(),
+            input: Some(pb::Payload {
+                encoding: "json/plain".into(),
+                data: input,
+            }),
+            identity: principal.subject.clone(),
+            id_reuse_policy: pb::IdReusePolicy::RejectDuplicate as i32,
+            ..Default::default()
+        })
+        .await;
+    let created = match started {
+        Ok(r) => r.started,
+        // The order ran to its end before: the same order, if the body is the same.
+        Err(EngineError::AlreadyExists(_)) => false,
+        Err(e) => return Err(e.into()),
+    };
+    if !created && placed_order(&g, &order.order_id).await? != order {
+        return Err(HttpError::new(
+            StatusCode::CONFLICT,
+            "ALREADY_EXISTS",
+            format!(
+                "order '{}' was placed before with a different body",
+                order.order_id
+            ),
+        ));
+    }
+    let view = view(&g, &order.order_id).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(view)).into_response())
+}
+
+/// Status and steps of an order.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}",
+    params(("id" = String, Path, description = "The order id")),
+    responses(
+        (status = 200, body = OrderView),
+        (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)
+    )
+)]
+async fn get_order(
+    State(g): State<Arc<Gateway>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<OrderView>, HttpError> {
+    let _admitted = g
+        .edge
+        .admit(&principal, Op::DescribeWorkflow, &g.config.namespace)?;
+    Ok(axum::Json(view(&g, &id).await?))
+}
+
+/// Asks the order's saga to cancel: it compensates what it did and ends `canceled` or
+/// `compensated`.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/cancel",
+    params(("id" = String, Path, description = "The order id")),
+    responses(
+        (status = 202, description = "Cancellation requested", body = OrderView),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The order has ended", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)
+    )
+)]
+async fn cancel_order(
+    State(g): State<Arc<Gateway>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, HttpError> {
+    let ns = &g.config.namespace;
+    let _admitted = g.edge.admit(&principal, Op::CancelWorkflow, ns)?;
+    g.engine
+        .cancel_workflow(pb::CancelWorkflowRequest {
+            namespace: ns.clone(),
+            execution: execution(&id),
+            reason: "cancel requested over REST".into(),
+            identity: principal.subject.clone(),
+        })
+        .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(view(&g, &id).await?)).into_response())
+}
+
+fn execution(id: &str) -> Option<pb::WorkflowExecution> {
+    Some(pb::WorkflowExecution {
+        workflow_id: id.to_owned(),
+        run_id: String::new(),
+    })
+}
+
+/// The whole history of the latest run of `id`.
+async fn history(g: &Gateway, id: &str) -> Result<Vec<pb::HistoryEvent>, EngineError> {
+    let mut events = Vec::new();
+    let mut token = Vec::new();
+    loop {
+        let page = g
+            .engine
+            .workflow_history(pb::GetWorkflowHistoryRequest {
+                namespace: g.config.namespace.clone(),
+                execution: execution(id),
+                page_size: 1000,
+                next_page_token: token,
+            })
+            .await?;
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return Ok(events);
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// The order the latest run of `id` was started with.
+async fn placed_order(g: &Gateway, id: &str) -> Result<Order, HttpError> {
+    let first = g
+        .engine
+        .workflow_history(pb::GetWorkflowHistoryRequest {
+            namespace: g.config.namespace.clone(),
+            execution: execution(id),
+            page_size: 1,
+            next_page_token: Vec::new(),
+        })
+        .await?;
+    let input = first
+        .events
+        .into_iter()
+        .find_map(|e| match e.attributes {
+            Some(pb::history_event::Attributes::WorkflowExecutionStarted(s)) => s.input,
+            _ => None,
+        })
+        .unwrap_or_default();
+    serde_json::from_slice(&input.data).map_err(|_| {
+        HttpError::new(
+            StatusCode::CONFLICT,
+            "ALREADY_EXISTS",
+            format!("'{id}' names a workflow that is not an order"),
+        )
+    })
+}
+
+fn time(t: Option<&pbjson_types::Timestamp>) -> Option<String> {
+    let t = t?;
+    let at = std::time::UNIX_EPOCH
+        + std::time::Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
+    Some(humantime::format_rfc3339_millis(at).to_string())
+}
+
+fn status_name(status: i32) -> String {
+    pb::WorkflowStatus::try_from(status)
+        .unwrap_or(pb::WorkflowStatus::Unspecified)
+        .as_str_name()
+        .trim_start_matches("WORKFLOW_STATUS_")
+        .to_ascii_lowercase()
+}
+
+async fn view(g: &Gateway, id: &str) -> Result<OrderView, HttpError> {
+    let ns = &g.config.namespace;
+    let d = g
+        .engine
+        .describe_workflow(pb::DescribeWorkflowRequest {
+            namespace: ns.clone(),
+            execution: execution(id),
+        })
+        .await?;
+    let info = d.info.clone().unwrap_or_default();
+    let run_id = info.execution.clone().unwrap_or_default().run_id;
+    let events = history(g, id).await?;
+    let result = g
+        .engine
+        .workflow_result(pb::GetWorkflowResultRequest {
+            namespace: ns.clone(),
+            execution: Some(pb::WorkflowExecution {
+                workflow_id: id.to_owned(),
+                run_id: run_id.clone(),
+            }),
+            ..Default::default()
+        })
+        .await?;
+    let outcome = result
+        .result
+        .filter(|_| result.closed)
+        .and_then(|p| serde_json::from_slice(&p.data).ok());
+    Ok(OrderView {
+        order_id: id.to_owned(),
+        run_id,
+        status: status_name(info.status),
+        steps: order_steps(&events, &d.pending_activities),
+        outcome,
+        failure: result.failure.map(|f| f.message),
+        created_at: time(info.start_time.as_ref()).unwrap_or_default(),
+        closed_at: time(info.close_time.as_ref()),
+        cancel_requested: d.cancel_requested,
+    })
+}
