@@ -5,6 +5,7 @@ mod demo;
 mod ops;
 mod orders;
 mod security;
+mod telemetry;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -20,6 +21,15 @@ use tokio_util::sync::CancellationToken;
     about = "Martix: a durable workflow orchestrator for order sagas"
 )]
 struct Cli {
+    /// Log lines as human text or JSON (one object per line), on stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "MARTIX_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -192,15 +202,13 @@ struct ServerArgs {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let service = match &cli.command {
+        Command::Worker(_) => "martix-worker",
+        Command::Server(_) | Command::Dev(_) => "martix-engine",
+        _ => "martix-cli",
+    };
+    let _telemetry = telemetry::init(cli.log_format, service)?;
     match cli.command {
         Command::Dev(args) => {
             let path = if args.ephemeral {

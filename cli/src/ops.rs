@@ -7,6 +7,7 @@ use martix_proto::v1 as pb;
 use martix_sdk::connection::Transport;
 use pb::workflow_service_client::WorkflowServiceClient;
 use std::time::Duration;
+use tracing::Instrument;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Output {
@@ -929,6 +930,8 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
                     ..Default::default()
                 },
             };
+            // The root of the order's trace when tracing is on.
+            let span = tracing::info_span!("order.place", otel.kind = "client", order_id = %id);
             let r = c
                 .start_workflow(pb::StartWorkflowRequest {
                     namespace: conn.namespace.clone(),
@@ -941,6 +944,7 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
                     }),
                     ..Default::default()
                 })
+                .instrument(span)
                 .await?
                 .into_inner();
             println!(

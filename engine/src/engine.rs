@@ -18,6 +18,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// How often a conflicting change is redone before giving up with UNAVAILABLE.
 const MAX_CONFLICT_RETRIES: usize = 20;
@@ -72,6 +73,7 @@ pub struct Engine {
     me: std::sync::Weak<Engine>,
     /// Cancelled when the node shuts down: long polls answer empty at once.
     stopping: tokio_util::sync::CancellationToken,
+    metrics: crate::metrics::Metrics,
 }
 
 fn payload_len(p: Option<&pb::Payload>) -> usize {
@@ -132,6 +134,7 @@ impl Engine {
             closed: broadcast::channel(1024).0,
             timer_wake: Notify::new(),
             next_timer: std::sync::Mutex::new(None),
+            metrics: crate::metrics::Metrics::default(),
         })
     }
 
@@ -396,11 +399,48 @@ impl Engine {
         }
     }
 
+    /// The Prometheus text of this node's metrics, with the store's backlog and breakers.
+    pub async fn metrics_text(&self) -> Result<String, EngineError> {
+        let (workflow, activity) = self.matching.waiting_by_kind();
+        let backlog = self.store.backlog(self.now()).await?;
+        let mut breakers: Vec<String> = self
+            .store
+            .open_breakers()
+            .await?
+            .into_iter()
+            .map(|(_, adapter, _)| adapter)
+            .collect();
+        breakers.sort();
+        breakers.dedup();
+        Ok(self.metrics.encode(
+            &[("workflow", workflow), ("activity", activity)],
+            &backlog,
+            &breakers,
+        ))
+    }
+
     /// Writes a commit, handing its tasks to waiting pollers.
     async fn write(&self, mut commit: RunCommit) -> Result<(), StoreError> {
         let reserved = self.reserve_pollers(&mut commit);
-        match self.store.commit(&commit).await {
+        let span = tracing::info_span!(
+            "store.commit",
+            run_id = %commit.run.run_id,
+            events = commit.events.len()
+        );
+        let began = Instant::now();
+        let result = self.store.commit(&commit).instrument(span).await;
+        self.metrics.commit(
+            began.elapsed(),
+            matches!(result, Err(StoreError::Conflict { .. })),
+        );
+        match result {
             Ok(()) => {
+                if commit.closed {
+                    self.metrics.closed(&commit.run);
+                }
+                if let Some(next) = &commit.new_run {
+                    self.metrics.started(&next.run.workflow_type);
+                }
                 self.after_commit(&commit, reserved);
                 Ok(())
             }
@@ -469,6 +509,8 @@ impl Engine {
             continued_from: None,
             first_run_id: None,
             execution_deadline: None,
+            // The RPC's span: a child of the caller's trace when it sent one.
+            traceparent: martix_proto::trace::current(),
         };
         let policy = pb::IdReusePolicy::try_from(req.id_reuse_policy)
             .map_err(|_| EngineError::invalid("id_reuse_policy", "is not a known policy"))?;
@@ -503,6 +545,7 @@ impl Engine {
             let commit = history::new_run(&params, run_id, self.now());
             match self.write(commit).await {
                 Ok(()) => {
+                    self.metrics.started(wtype.as_str());
                     tracing::debug!(namespace = %ns, workflow_id = %wid, run_id = %run_id, "workflow started");
                     return Ok(pb::StartWorkflowResponse {
                         run_id: run_id.to_text(),
@@ -1020,6 +1063,10 @@ impl Engine {
             lease_id: lease_id.to_owned(),
             history_len: run.next_event_id - 1,
         };
+        self.metrics.schedule_to_start(
+            "workflow",
+            Duration::from_millis((self.now() - wft.visible_at).max(0) as u64),
+        );
         Ok(Some(pb::PollWorkflowTaskResponse {
             task_token: token.encode_to_vec(),
             workflow_execution: Some(pb::WorkflowExecution {
@@ -1031,6 +1078,7 @@ impl Engine {
             attempt: wft.attempt,
             scheduled_time: Some(to_timestamp(wft.visible_at)),
             namespace: run.namespace.clone(),
+            traceparent: run.state.traceparent.clone(),
         }))
     }
 
@@ -1150,11 +1198,11 @@ impl Engine {
                 .claim_activity_task(ns.as_str(), queue.as_str(), &lease_id, self.now())
                 .await?
             {
-                return activity_task_response(&task);
+                return self.activity_task_response(&task);
             }
             let delivery = self.wait_delivery(&key, epoch, deadline).await;
             match delivery {
-                Some(Delivery::Activity(task)) => return activity_task_response(&task),
+                Some(Delivery::Activity(task)) => return self.activity_task_response(&task),
                 Some(Delivery::Workflow { .. }) => {
                     return Err(EngineError::Internal(
                         "workflow task delivered to an activity poller".into(),
@@ -1169,13 +1217,29 @@ impl Engine {
         }
     }
 
+    /// Records one attempt's `outcome` (`completed`, `failed`, `timed_out`) and counts it.
     async fn activity_update(
         &self,
         run_id: RunId,
+        scheduled_event_id: i64,
+        outcome: &str,
         decide: impl Fn(&Run, Millis) -> Result<RunCommit, EngineError>,
     ) -> Result<(), EngineError> {
-        self.update(run_id, |run, now| Ok((Some(decide(run, now)?), ())))
-            .await
+        let (activity_type, retried) = self
+            .update(run_id, |run, now| {
+                let commit = decide(run, now)?;
+                let activity_type = run
+                    .activity(scheduled_event_id)
+                    .map(|a| a.activity_type.clone())
+                    .unwrap_or_default();
+                // Still pending after a failure: another attempt was scheduled.
+                let retried =
+                    outcome != "completed" && commit.run.activity(scheduled_event_id).is_some();
+                Ok((Some(commit), (activity_type, retried)))
+            })
+            .await?;
+        self.metrics.attempt(&activity_type, outcome, retried);
+        Ok(())
     }
 
     /// Records an activity's result.
@@ -1186,7 +1250,7 @@ impl Engine {
         let (token, run_id) = self.decode_token(&req.task_token, TOKEN_KIND_ACTIVITY)?;
         let ident = identity(&req.identity)?;
         self.check_payload("result", payload_len(req.result.as_ref()))?;
-        self.activity_update(run_id, |run, now| {
+        self.activity_update(run_id, token.scheduled_event_id, "completed", |run, now| {
             history::complete_activity(run, &token, req.result.clone(), ident, now)
         })
         .await?;
@@ -1203,11 +1267,42 @@ impl Engine {
         self.check_payload("failure", failure_len(req.failure.as_ref()))?;
         let failure = req.failure.unwrap_or_default();
         let jitter: f64 = rand::random();
-        self.activity_update(run_id, |run, now| {
+        self.activity_update(run_id, token.scheduled_event_id, "failed", |run, now| {
             history::fail_activity(run, &token, failure.clone(), ident, now, jitter, false)
         })
         .await?;
         Ok(pb::RespondActivityTaskFailedResponse {})
+    }
+
+    /// The answer to an activity poll for `task`, counting how long it waited.
+    fn activity_task_response(
+        &self,
+        task: &crate::history::ActivityTask,
+    ) -> Result<pb::PollActivityTaskResponse, EngineError> {
+        let mut resp = pb::PollActivityTaskResponse::decode(&task.info[..])
+            .map_err(|e| EngineError::Internal(format!("corrupt activity task: {e}")))?;
+        let lease = task.lease.as_ref().ok_or_else(|| {
+            EngineError::Internal("activity task handed out without a lease".into())
+        })?;
+        resp.attempt = task.attempt;
+        self.metrics.schedule_to_start(
+            "activity",
+            Duration::from_millis((self.now() - task.visible_at).max(0) as u64),
+        );
+        if let Some(d) = &task.heartbeat_details {
+            resp.heartbeat_details = pb::Payload::decode(&d[..]).ok();
+        }
+        resp.task_token = TaskToken {
+            namespace: task.namespace.clone(),
+            run_id: task.run_id.to_text(),
+            kind: TOKEN_KIND_ACTIVITY,
+            scheduled_event_id: task.scheduled_event_id,
+            attempt: task.attempt,
+            lease_id: lease.id.clone(),
+            history_len: 0,
+        }
+        .encode_to_vec();
+        Ok(resp)
     }
 
     /// Records the attempts whose lease ran out as timed out, and retries them per their
@@ -1243,7 +1338,7 @@ impl Engine {
             };
             let jitter: f64 = rand::random();
             let result = self
-                .activity_update(e.run_id, |run, now| {
+                .activity_update(e.run_id, e.scheduled_event_id, "timed_out", |run, now| {
                     history::fail_activity(
                         run,
                         &token,
@@ -1307,6 +1402,7 @@ impl Engine {
     }
 
     /// Fires a due timer (called by the timer loop).
+    #[tracing::instrument(name = "timer.fire", skip(self), fields(run_id = %run_id))]
     pub async fn fire_timer(&self, run_id: RunId, key: &str) -> Result<(), EngineError> {
         // A schedule-to-start timeout only counts if no worker holds the activity.
         let started = if let Some(id) = key
@@ -1339,32 +1435,6 @@ impl Engine {
             Err(e) => Err(e),
         }
     }
-}
-
-fn activity_task_response(
-    task: &crate::history::ActivityTask,
-) -> Result<pb::PollActivityTaskResponse, EngineError> {
-    let mut resp = pb::PollActivityTaskResponse::decode(&task.info[..])
-        .map_err(|e| EngineError::Internal(format!("corrupt activity task: {e}")))?;
-    let lease = task
-        .lease
-        .as_ref()
-        .ok_or_else(|| EngineError::Internal("activity task handed out without a lease".into()))?;
-    resp.attempt = task.attempt;
-    if let Some(d) = &task.heartbeat_details {
-        resp.heartbeat_details = pb::Payload::decode(&d[..]).ok();
-    }
-    resp.task_token = TaskToken {
-        namespace: task.namespace.clone(),
-        run_id: task.run_id.to_text(),
-        kind: TOKEN_KIND_ACTIVITY,
-        scheduled_event_id: task.scheduled_event_id,
-        attempt: task.attempt,
-        lease_id: lease.id.clone(),
-        history_len: 0,
-    }
-    .encode_to_vec();
-    Ok(resp)
 }
 
 fn decode_list_token(raw: &[u8]) -> Result<(Millis, String), EngineError> {

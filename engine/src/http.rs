@@ -3,11 +3,11 @@
 //! authenticates the caller and leaves its [`Principal`] in the request's extensions.
 
 use crate::edge::tls::PeerAddr;
-use crate::edge::{Edge, Refusal};
+use crate::edge::{Edge, Op, Principal, Refusal};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Extension, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -18,12 +18,39 @@ use std::time::Duration;
 
 /// The HTTP routes of the engine: health, then `guarded` behind authentication.
 pub fn router(engine: Arc<Engine>, edge: Arc<Edge>, guarded: Router) -> Router {
-    let guarded = guarded.layer(axum::middleware::from_fn_with_state(edge, authenticate));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state((engine.clone(), edge.clone()));
+    let guarded = guarded
+        .merge(metrics)
+        .layer(axum::middleware::from_fn_with_state(edge, authenticate));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(engine)
         .merge(guarded)
+        .layer(axum::middleware::from_fn(trace_request))
+}
+
+/// One span per HTTP request, a child of the caller's `traceparent` when it sends one.
+async fn trace_request(req: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "http",
+        otel.kind = "server",
+        http.method = %req.method(),
+        http.path = %req.uri().path(),
+        http.status = tracing::field::Empty,
+    );
+    if let Some(parent) = req
+        .headers()
+        .get(martix_proto::trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        martix_proto::trace::set_parent(&span, parent);
+    }
+    let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    span.record("http.status", resp.status().as_u16());
+    resp
 }
 
 async fn readyz(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
@@ -37,6 +64,24 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
             format!("store unavailable: {e}\n"),
         ),
     }
+}
+
+/// Prometheus scrape (OpenMetrics text). Metrics span namespaces: a `*` token of an operator or
+/// admin may read them.
+async fn metrics(
+    State((engine, edge)): State<(Arc<Engine>, Arc<Edge>)>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Response, HttpError> {
+    let _admitted = edge.admit(&principal, Op::ReadMetrics, "*")?;
+    let text = engine.metrics_text().await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn authenticate(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) -> Response {

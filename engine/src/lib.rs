@@ -15,6 +15,7 @@ pub mod history;
 pub mod http;
 pub mod ids;
 pub mod matching;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod timers;

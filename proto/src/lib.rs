@@ -5,6 +5,7 @@
 //! reflection.
 
 pub mod codec;
+pub mod trace;
 
 /// `martix.v1`: messages and services.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)] // generated code

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 /// How to start a workflow.
 #[derive(Clone, Debug)]
@@ -123,9 +124,14 @@ impl Client {
         for (k, v) in &options.memo {
             memo.insert(k.clone(), to_payload(v)?);
         }
-        let resp = self
-            .inner
-            .clone()
+        let span = tracing::info_span!(
+            "start_workflow",
+            otel.kind = "client",
+            workflow_id = %options.workflow_id,
+            workflow_type = %options.workflow_type,
+        );
+        let mut inner = self.inner.clone();
+        let resp = inner
             .start_workflow(pb::StartWorkflowRequest {
                 namespace: self.namespace.clone(),
                 workflow_id: options.workflow_id.clone(),
@@ -139,6 +145,7 @@ impl Client {
                 identity: self.identity.clone(),
                 memo,
             })
+            .instrument(span)
             .await?
             .into_inner();
         Ok(WorkflowHandle {

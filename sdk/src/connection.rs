@@ -117,6 +117,14 @@ impl Interceptor for Credentials {
         if let Some(v) = &self.0 {
             req.metadata_mut().insert("authorization", v.clone());
         }
+        // The caller's trace continues on the engine (nothing when tracing is off).
+        let parent = martix_proto::trace::current();
+        if !parent.is_empty()
+            && let Ok(v) = parent.parse()
+        {
+            req.metadata_mut()
+                .insert(martix_proto::trace::TRACEPARENT, v);
+        }
         Ok(req)
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 /// Limits and names of a worker.
 #[derive(Clone, Debug)]
@@ -351,9 +352,19 @@ impl Worker {
                 Ok((!t.task_token.is_empty()).then_some(t))
             }
         };
-        let run = |t| {
+        let run = |t: pb::PollWorkflowTaskResponse| {
             let me = self.clone();
-            async move { me.run_workflow_task(t).await }
+            let exec = t.workflow_execution.clone().unwrap_or_default();
+            let span = tracing::info_span!(
+                "workflow_task",
+                otel.kind = "consumer",
+                workflow_id = %exec.workflow_id,
+                run_id = %exec.run_id,
+                workflow_type = %t.workflow_type,
+                attempt = t.attempt,
+            );
+            martix_proto::trace::set_parent(&span, &t.traceparent);
+            async move { me.run_workflow_task(t).await }.instrument(span)
         };
         Self::poll_loop(shutdown, slots, tasks, "workflow", poll, run).await;
     }
@@ -519,9 +530,20 @@ impl Worker {
                 Ok((!t.task_token.is_empty()).then_some(t))
             }
         };
-        let run = |t| {
+        let run = |t: pb::PollActivityTaskResponse| {
             let (me, cancel) = (self.clone(), work.child_token());
-            async move { me.run_activity(t, cancel).await }
+            let exec = t.workflow_execution.clone().unwrap_or_default();
+            let span = tracing::info_span!(
+                "activity",
+                otel.kind = "consumer",
+                workflow_id = %exec.workflow_id,
+                run_id = %exec.run_id,
+                activity_type = %t.activity_type,
+                activity_id = %t.activity_id,
+                attempt = t.attempt,
+            );
+            martix_proto::trace::set_parent(&span, &t.traceparent);
+            async move { me.run_activity(t, cancel).await }.instrument(span)
         };
         Self::poll_loop(shutdown, slots, tasks, "activity", poll, run).await;
     }
@@ -544,7 +566,7 @@ impl Worker {
                     cancel,
                 };
                 // A panic in the activity fails the attempt instead of the worker.
-                match tokio::spawn(f(ctx, input)).await {
+                match tokio::spawn(f(ctx, input).in_current_span()).await {
                     Ok(r) => r,
                     Err(e) => Err(ActivityError::retryable("Panic", e.to_string())),
                 }

@@ -5,12 +5,14 @@ use crate::edge::{Edge, Op};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::history::TaskToken;
+use martix_proto::trace;
 use martix_proto::v1 as pb;
 use pb::worker_service_server::WorkerService;
 use pb::workflow_service_server::WorkflowService;
 use std::borrow::Cow;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 /// `WorkflowService` on an engine, behind the edge.
 #[derive(Clone)]
@@ -115,10 +117,23 @@ macro_rules! service {
         #[tonic::async_trait]
         impl $trait for $ty {
             $(
-                #[tracing::instrument(skip_all)]
                 async fn $rpc(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
+                    let span = tracing::info_span!(
+                        concat!("martix.v1.", stringify!($rpc)),
+                        otel.kind = "server",
+                        rpc.method = stringify!($rpc),
+                    );
+                    if let Some(parent) = request
+                        .metadata()
+                        .get(trace::TRACEPARENT)
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        trace::set_parent(&span, parent);
+                    }
                     let engine = &self.engine;
-                    guarded(&self.edge, Op::$op, request, |r| engine.$method(r)).await
+                    guarded(&self.edge, Op::$op, request, |r| engine.$method(r))
+                        .instrument(span)
+                        .await
                 }
             )*
         }

@@ -73,6 +73,8 @@ pub struct StartParams {
     pub first_run_id: Option<String>,
     /// Carried along a continue-as-new chain: when the whole workflow times out.
     pub execution_deadline: Option<Millis>,
+    /// W3C trace context of the start (empty: none).
+    pub traceparent: String,
 }
 
 /// A new run: its first events, its first workflow task.
@@ -98,6 +100,7 @@ pub fn new_run(p: &StartParams, run_id: RunId, now: Millis) -> RunCommit {
         state: RunState {
             workflow_task_timeout_ms: task_timeout,
             first_run_id: first_run_id.clone(),
+            traceparent: p.traceparent.clone(),
             ..Default::default()
         },
     };
@@ -115,6 +118,7 @@ pub fn new_run(p: &StartParams, run_id: RunId, now: Millis) -> RunCommit {
             continued_from_run_id: p.continued_from.map(RunId::to_text).unwrap_or_default(),
             first_run_id,
             memo: p.memo.clone(),
+            traceparent: p.traceparent.clone(),
         },
     ));
     t.schedule_workflow_task();
@@ -382,6 +386,7 @@ fn apply_command(t: &mut Transition, command: &pb::Command, completed: i64) -> R
                 heartbeat_timeout: c.heartbeat_timeout,
                 heartbeat_details: None,
                 namespace: run.namespace.clone(),
+                traceparent: run.state.traceparent.clone(),
             }
             .encode_to_vec();
             let task = ActivityTask {
@@ -587,6 +592,7 @@ fn apply_command(t: &mut Transition, command: &pb::Command, completed: i64) -> R
                 first_run_id: Some(run.state.first_run_id.clone()),
                 execution_deadline: (run.state.execution_deadline > 0)
                     .then_some(run.state.execution_deadline),
+                traceparent: run.state.traceparent.clone(),
                 ..Default::default()
             };
             t.set_new_run(new_run(&params, new_id, now));

@@ -68,6 +68,7 @@ pub fn reset(
         workflow_task_timeout_ms: run.state.workflow_task_timeout_ms,
         first_run_id: run.state.first_run_id.clone(),
         execution_deadline: run.state.execution_deadline,
+        traceparent: run.state.traceparent.clone(),
         ..Default::default()
     };
     let mut scheduled: Vec<(i64, pb::ActivityTaskScheduledAttributes, Millis)> = Vec::new();
@@ -152,6 +153,7 @@ pub fn reset(
             start_to_close_timeout: a.start_to_close_timeout,
             heartbeat_timeout: a.heartbeat_timeout,
             namespace: run.namespace.clone(),
+            traceparent: run.state.traceparent.clone(),
             ..Default::default()
         }
         .encode_to_vec();

@@ -39,6 +39,9 @@ pub struct RunState {
     /// When the whole workflow (all runs of a continue-as-new chain) times out; 0: never.
     #[prost(int64, tag = "10")]
     pub execution_deadline: Millis,
+    /// W3C trace context of the start: the trace every task of the run joins.
+    #[prost(string, tag = "11")]
+    pub traceparent: String,
 }
 
 /// An activity between its scheduling and its final outcome.

@@ -102,6 +102,15 @@ impl Matching {
         f(queues.entry(key.clone()).or_default())
     }
 
+    /// Pollers waiting on this node: (workflow, activity).
+    pub fn waiting_by_kind(&self) -> (usize, usize) {
+        let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues.iter().fold((0, 0), |(w, a), (k, q)| match k.kind {
+            TaskKind::Workflow => (w + q.waiters.len(), a),
+            TaskKind::Activity => (w, a + q.waiters.len()),
+        })
+    }
+
     /// The queue's epoch: read it before looking in the store, pass it to `wait`.
     pub fn epoch(&self, key: &QueueKey) -> u64 {
         self.with(key, |q| q.epoch)

@@ -221,6 +221,9 @@ pub trait Store: Send + Sync + 'static {
     /// Circuit breakers workers report open: (worker, adapter, since).
     async fn open_breakers(&self) -> Result<Vec<(String, String, Millis)>, StoreError>;
 
+    /// Tasks due at `now` that no worker holds: (namespace, queue, `workflow`|`activity`, count).
+    async fn backlog(&self, now: Millis) -> Result<Vec<(String, String, String, i64)>, StoreError>;
+
     /// The activity task rows of a run (for describing it).
     async fn activity_leases(&self, run_id: RunId) -> Result<Vec<ActivityLease>, StoreError>;
 

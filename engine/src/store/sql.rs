@@ -676,6 +676,36 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            async fn backlog(
+                &self,
+                now: Millis,
+            ) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT namespace, wft_queue, 'workflow', COUNT(*) FROM executions \
+                     WHERE wft_queue IS NOT NULL AND wft_visible_at <= $1 \
+                       AND (wft_lease_until IS NULL OR wft_lease_until <= $1) \
+                     GROUP BY namespace, wft_queue \
+                     UNION ALL \
+                     SELECT namespace, task_queue, 'activity', COUNT(*) FROM activity_tasks \
+                     WHERE visible_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
+                     GROUP BY namespace, task_queue",
+                )
+                .bind(now)
+                .fetch_all(&self.read)
+                .await
+                .map_err(classify)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok((
+                            r.try_get(0).map_err(corrupt)?,
+                            r.try_get(1).map_err(corrupt)?,
+                            r.try_get(2).map_err(corrupt)?,
+                            r.try_get(3).map_err(corrupt)?,
+                        ))
+                    })
+                    .collect()
+            }
+
             async fn open_breakers(&self) -> Result<Vec<(String, String, Millis)>, StoreError> {
                 let rows = sqlx::query(
                     "SELECT worker, adapter, changed_at FROM breakers WHERE state = 'open' \

@@ -1,0 +1,252 @@
+//! Prometheus metrics of one engine node, served as text at `/metrics` on the HTTP port.
+//! Counters and histograms are updated where things happen; gauges that describe the store
+//! (backlog, open breakers) are read from it when scraped.
+
+use crate::history::Run;
+use martix_proto::v1 as pb;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkflowType {
+    workflow_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Closed {
+    workflow_type: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Attempt {
+    activity_type: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActivityType {
+    activity_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Backlog {
+    namespace: String,
+    task_queue: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Adapter {
+    adapter: String,
+}
+
+fn latency() -> Histogram {
+    // 1 ms .. ~65 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+fn long_latency() -> Histogram {
+    // 10 ms .. ~3 days
+    Histogram::new(exponential_buckets(0.01, 2.0, 25))
+}
+
+/// The metrics of one engine node.
+pub struct Metrics {
+    registry: Registry,
+    started: Family<WorkflowType, Counter>,
+    closed: Family<Closed, Counter>,
+    workflow_seconds: Family<Closed, Histogram, fn() -> Histogram>,
+    attempts: Family<Attempt, Counter>,
+    retries: Family<ActivityType, Counter>,
+    schedule_to_start: Family<Kind, Histogram, fn() -> Histogram>,
+    commit_seconds: Histogram,
+    conflicts: Counter,
+    polls_waiting: Family<Kind, Gauge>,
+    backlog: Family<Backlog, Gauge>,
+    breaker_open: Family<Adapter, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("martix");
+        let m = Self {
+            started: Family::default(),
+            closed: Family::default(),
+            workflow_seconds: Family::new_with_constructor(long_latency),
+            attempts: Family::default(),
+            retries: Family::default(),
+            schedule_to_start: Family::new_with_constructor(latency),
+            commit_seconds: latency(),
+            conflicts: Counter::default(),
+            polls_waiting: Family::default(),
+            backlog: Family::default(),
+            breaker_open: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "workflows_started",
+            "Workflow runs started, by type",
+            m.started.clone(),
+        );
+        registry.register(
+            "workflows_closed",
+            "Workflow runs closed, by type and status (completed, failed, compensated, ...)",
+            m.closed.clone(),
+        );
+        registry.register(
+            "workflow_duration_seconds",
+            "Start to close of workflow runs, by type and status",
+            m.workflow_seconds.clone(),
+        );
+        registry.register(
+            "activity_attempts",
+            "Activity attempts reported by workers or timed out, by type and outcome",
+            m.attempts.clone(),
+        );
+        registry.register(
+            "activity_retries",
+            "Failed activity attempts that were scheduled again, by type",
+            m.retries.clone(),
+        );
+        registry.register(
+            "schedule_to_start_seconds",
+            "From a task becoming due to a worker receiving it, by kind (workflow, activity)",
+            m.schedule_to_start.clone(),
+        );
+        registry.register(
+            "store_commit_seconds",
+            "Duration of the store transactions that write runs",
+            m.commit_seconds.clone(),
+        );
+        registry.register(
+            "store_conflicts",
+            "Run writes refused because the run changed concurrently (then redone)",
+            m.conflicts.clone(),
+        );
+        registry.register(
+            "long_polls_waiting",
+            "Worker long polls waiting on this node, by kind",
+            m.polls_waiting.clone(),
+        );
+        registry.register(
+            "task_queue_backlog",
+            "Tasks due and not taken by any worker, by queue and kind",
+            m.backlog.clone(),
+        );
+        registry.register(
+            "breaker_open",
+            "Circuit breakers that workers report open, by adapter (1: open)",
+            m.breaker_open.clone(),
+        );
+        Self { registry, ..m }
+    }
+}
+
+/// The status label of a closed run.
+fn status_label(status: pb::WorkflowStatus) -> String {
+    status
+        .as_str_name()
+        .trim_start_matches("WORKFLOW_STATUS_")
+        .to_ascii_lowercase()
+}
+
+impl Metrics {
+    pub(crate) fn started(&self, workflow_type: &str) {
+        self.started
+            .get_or_create(&WorkflowType {
+                workflow_type: workflow_type.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A run closed: `run` is its checkpoint after the close.
+    pub(crate) fn closed(&self, run: &Run) {
+        let labels = Closed {
+            workflow_type: run.workflow_type.clone(),
+            status: status_label(run.status),
+        };
+        self.closed.get_or_create(&labels).inc();
+        if let Some(end) = run.close_time {
+            let secs = (end - run.start_time).max(0) as f64 / 1000.0;
+            self.workflow_seconds.get_or_create(&labels).observe(secs);
+        }
+    }
+
+    pub(crate) fn attempt(&self, activity_type: &str, outcome: &str, retried: bool) {
+        self.attempts
+            .get_or_create(&Attempt {
+                activity_type: activity_type.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if retried {
+            self.retries
+                .get_or_create(&ActivityType {
+                    activity_type: activity_type.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    pub(crate) fn schedule_to_start(&self, kind: &str, wait: Duration) {
+        self.schedule_to_start
+            .get_or_create(&Kind { kind: kind.into() })
+            .observe(wait.as_secs_f64());
+    }
+
+    pub(crate) fn commit(&self, took: Duration, conflict: bool) {
+        self.commit_seconds.observe(took.as_secs_f64());
+        if conflict {
+            self.conflicts.inc();
+        }
+    }
+
+    /// The text exposition, with the gauges set from what the caller read just now.
+    pub(crate) fn encode(
+        &self,
+        polls_waiting: &[(&str, usize)],
+        backlog: &[(String, String, String, i64)],
+        open_breakers: &[String],
+    ) -> String {
+        for (kind, n) in polls_waiting {
+            self.polls_waiting
+                .get_or_create(&Kind {
+                    kind: (*kind).into(),
+                })
+                .set(*n as i64);
+        }
+        self.backlog.clear();
+        for (namespace, task_queue, kind, n) in backlog {
+            self.backlog
+                .get_or_create(&Backlog {
+                    namespace: namespace.clone(),
+                    task_queue: task_queue.clone(),
+                    kind: kind.clone(),
+                })
+                .set(*n);
+        }
+        self.breaker_open.clear();
+        for adapter in open_breakers {
+            self.breaker_open
+                .get_or_create(&Adapter {
+                    adapter: adapter.clone(),
+                })
+                .set(1);
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
