@@ -122,7 +122,8 @@ pub(crate) struct IssueArgs {
     /// How long the token is valid.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     ttl: Duration,
-    /// Who the token names (rate limits are per subject); default: the first role.
+    /// Who the token names (rate limits are per subject); default: the first role and a
+    /// random suffix, so that tokens issued apart are limited apart.
     #[arg(long)]
     subject: Option<String>,
     /// HS256 secret to sign with.
@@ -155,10 +156,13 @@ pub(crate) fn token(cmd: TokenCmd) -> Result<()> {
         },
         _ => bail!("give --secret (MARTIX_AUTH_SECRET) or --private-key"),
     };
-    let subject = a
-        .subject
-        .clone()
-        .unwrap_or_else(|| a.roles[0].as_str().to_owned());
+    let subject = a.subject.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            a.roles[0].as_str(),
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        )
+    });
     let token = auth::issue(
         &key,
         &TokenRequest {

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -51,25 +52,17 @@ pub(crate) fn init(format: LogFormat, service: &str) -> Result<Telemetry> {
         .add_directive("hyper=info".parse()?)
         .add_directive("tower=info".parse()?);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (text, json) = match format {
-        LogFormat::Text => (
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(ansi)
-                    .with_writer(std::io::stderr),
-            ),
-            None,
-        ),
-        LogFormat::Json => (
-            None,
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(std::io::stderr),
-            ),
-        ),
+    let text = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
     let provider = if otlp_configured() {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -102,13 +95,17 @@ pub(crate) fn init(format: LogFormat, service: &str) -> Result<Telemetry> {
     } else {
         None
     };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("martix")));
+    // Spans are exported at info whatever `RUST_LOG` says of logs: a quieter log must not cut
+    // the traces (nor the trace context the engine stores with each run).
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("martix"))
+            .with_filter(EnvFilter::new(
+                "info,h2=off,hyper=off,tower=off,sqlx=off,opentelemetry=off",
+            ))
+    });
     tracing_subscriber::registry()
-        .with(filter)
-        .with(text)
-        .with(json)
+        .with(text.with_filter(filter))
         .with(otel)
         .try_init()
         .context("installing the log subscriber")?;

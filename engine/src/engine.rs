@@ -109,6 +109,18 @@ fn page_size(
     }
 }
 
+/// A task token speaks for its run only in the namespace it names: a token edited to name
+/// another namespace (where its bearer may be authorized) finds nothing.
+fn same_namespace(run: &Run, token: &TaskToken) -> Result<(), EngineError> {
+    if run.namespace == token.namespace {
+        Ok(())
+    } else {
+        Err(EngineError::NotFound(
+            "the task is no longer current".into(),
+        ))
+    }
+}
+
 const PAGE_TOKEN_MALFORMED: &str = "is malformed: pass back the token a previous response gave";
 
 impl Engine {
@@ -1116,6 +1128,7 @@ impl Engine {
         self.check_payload("commands", size)?;
         let rejected = self
             .update(run_id, |run, now| {
+                same_namespace(run, &token)?;
                 match history::complete_workflow_task(
                     run,
                     &token,
@@ -1170,6 +1183,7 @@ impl Engine {
         let failure = req.failure.unwrap_or_default();
         tracing::warn!(run_id = %run_id, cause = cause.as_str_name(), message = %failure.message, "workflow task failed");
         self.update(run_id, |run, now| {
+            same_namespace(run, &token)?;
             let c = history::fail_workflow_task(run, &token, cause, failure.clone(), ident, now)?;
             Ok((Some(c), ()))
         })
@@ -1251,6 +1265,7 @@ impl Engine {
         let ident = identity(&req.identity)?;
         self.check_payload("result", payload_len(req.result.as_ref()))?;
         self.activity_update(run_id, token.scheduled_event_id, "completed", |run, now| {
+            same_namespace(run, &token)?;
             history::complete_activity(run, &token, req.result.clone(), ident, now)
         })
         .await?;
@@ -1268,6 +1283,7 @@ impl Engine {
         let failure = req.failure.unwrap_or_default();
         let jitter: f64 = rand::random();
         self.activity_update(run_id, token.scheduled_event_id, "failed", |run, now| {
+            same_namespace(run, &token)?;
             history::fail_activity(run, &token, failure.clone(), ident, now, jitter, false)
         })
         .await?;
@@ -1388,6 +1404,7 @@ impl Engine {
         }
         // Not held any more: cancelled, the run closed, or the lease moved on.
         let run = self.load(run_id).await?;
+        same_namespace(&run, &token)?;
         let pending = run
             .activity(token.scheduled_event_id)
             .is_some_and(|a| a.attempt == token.attempt);

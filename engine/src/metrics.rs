@@ -75,7 +75,14 @@ pub struct Metrics {
     polls_waiting: Family<Kind, Gauge>,
     backlog: Family<Backlog, Gauge>,
     breaker_open: Family<Adapter, Gauge>,
+    /// Label values seen, per label: callers choose type names, so their number is capped.
+    seen: std::sync::Mutex<std::collections::HashSet<(u8, String)>>,
+    /// One scrape at a time: scrapes reset the store gauges.
+    scrape: std::sync::Mutex<()>,
 }
+
+/// Distinct workflow or activity types labelled before the rest count as `other`.
+const MAX_TYPES: usize = 256;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -93,6 +100,8 @@ impl Default for Metrics {
             backlog: Family::default(),
             breaker_open: Family::default(),
             registry: Registry::default(),
+            seen: Default::default(),
+            scrape: Default::default(),
         };
         registry.register(
             "workflows_started",
@@ -162,10 +171,24 @@ fn status_label(status: pb::WorkflowStatus) -> String {
 }
 
 impl Metrics {
+    /// `value` as a label of kind `kind`, or `other` once `MAX_TYPES` values were seen.
+    fn label(&self, kind: u8, value: &str) -> String {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (kind, value.to_owned());
+        if seen.contains(&key) {
+            return key.1;
+        }
+        if seen.iter().filter(|(k, _)| *k == kind).count() >= MAX_TYPES {
+            return "other".into();
+        }
+        seen.insert(key);
+        value.to_owned()
+    }
+
     pub(crate) fn started(&self, workflow_type: &str) {
         self.started
             .get_or_create(&WorkflowType {
-                workflow_type: workflow_type.to_owned(),
+                workflow_type: self.label(0, workflow_type),
             })
             .inc();
     }
@@ -173,7 +196,7 @@ impl Metrics {
     /// A run closed: `run` is its checkpoint after the close.
     pub(crate) fn closed(&self, run: &Run) {
         let labels = Closed {
-            workflow_type: run.workflow_type.clone(),
+            workflow_type: self.label(0, &run.workflow_type),
             status: status_label(run.status),
         };
         self.closed.get_or_create(&labels).inc();
@@ -184,6 +207,7 @@ impl Metrics {
     }
 
     pub(crate) fn attempt(&self, activity_type: &str, outcome: &str, retried: bool) {
+        let activity_type = &self.label(1, activity_type);
         self.attempts
             .get_or_create(&Attempt {
                 activity_type: activity_type.to_owned(),
@@ -219,6 +243,7 @@ impl Metrics {
         backlog: &[(String, String, String, i64)],
         open_breakers: &[String],
     ) -> String {
+        let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         for (kind, n) in polls_waiting {
             self.polls_waiting
                 .get_or_create(&Kind {

@@ -64,14 +64,23 @@ impl ConnectOptions {
         Ok(o)
     }
 
-    /// The endpoint for `address`, with TLS when it is `https://` or a CA is given.
+    /// The endpoint for `address`: TLS for `https://` (trusting the given CA, else the
+    /// system's roots); a CA or TLS domain with a plaintext address is refused, so a token
+    /// meant for TLS is never sent in the clear.
     pub fn endpoint(&self, address: &str) -> Result<Endpoint, ClientError> {
         let mut endpoint = Endpoint::from_shared(address.to_owned())?;
-        if self.ca_certificate.is_some() || address.starts_with("https://") {
+        let tls_asked = self.ca_certificate.is_some() || self.tls_domain.is_some();
+        if tls_asked && !address.starts_with("https://") {
+            return Err(ClientError::Config(format!(
+                "a CA certificate or TLS domain is given but {address} is not https://"
+            )));
+        }
+        if address.starts_with("https://") {
             let mut tls = ClientTlsConfig::new();
-            if let Some(pem) = &self.ca_certificate {
-                tls = tls.ca_certificate(Certificate::from_pem(pem));
-            }
+            tls = match &self.ca_certificate {
+                Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
+                None => tls.with_native_roots(),
+            };
             if let Some(d) = &self.tls_domain {
                 tls = tls.domain_name(d.clone());
             }
@@ -135,4 +144,30 @@ pub type Transport = InterceptedService<Channel, Credentials>;
 /// A channel without credentials (authentication off).
 pub fn plain(channel: Channel) -> Transport {
     InterceptedService::new(channel, Credentials::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_with_a_plaintext_address_is_refused() {
+        let o =
+            ConnectOptions::default().ca_certificate_pem(b"-----BEGIN CERTIFICATE-----".to_vec());
+        assert!(matches!(
+            o.endpoint("http://127.0.0.1:7233"),
+            Err(ClientError::Config(_))
+        ));
+        assert!(
+            ConnectOptions::default()
+                .endpoint("http://127.0.0.1:7233")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_token_is_not_in_debug_output() {
+        let o = ConnectOptions::default().token("very-secret-token");
+        assert!(!format!("{o:?}").contains("very-secret-token"));
+    }
 }

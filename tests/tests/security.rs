@@ -803,3 +803,31 @@ async fn es256_keys_from_a_pem_file_or_a_jwks_file_verify_tokens() {
         assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
     }
 }
+
+#[tokio::test]
+async fn a_task_token_edited_to_name_another_namespace_finds_nothing() {
+    use prost::Message as _;
+    let t = secured(LimitsConfig::unlimited()).await;
+    let admin = token_for("admin", &[Role::Admin], &["*"]);
+    let (_id, task_token) = fresh_run(&t, &admin).await;
+    let mut edited = martix_engine::history::TaskToken::decode(&task_token[..]).unwrap();
+    edited.namespace = "shop-eu".into();
+    let edited = edited.encode_to_vec();
+    // A worker of shop-eu only: the edge lets the call through, the engine must not.
+    let worker = token_for("w", &[Role::Worker], &["shop-eu"]);
+    for op in [
+        Op::RespondWorkflowTask,
+        Op::RespondActivityTask,
+        Op::RecordActivityHeartbeat,
+    ] {
+        let before = fingerprint(&t).await;
+        let s = call(&t, op, Some(&worker), "x", &edited)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(s.code(), Code::NotFound | Code::InvalidArgument),
+            "{op:?}: {s:?}"
+        );
+        assert_eq!(fingerprint(&t).await, before);
+    }
+}

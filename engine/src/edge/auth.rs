@@ -233,7 +233,7 @@ pub enum Unauthenticated {
 }
 
 /// Where the verification keys come from.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum KeySource {
     /// HS256 with a shared secret.
     Secret(Vec<u8>),
@@ -241,6 +241,17 @@ pub enum KeySource {
     PublicKeyPem(std::path::PathBuf),
     /// RS256 or ES256 keys from a JWKS file (chosen by the token's `kid`).
     Jwks(std::path::PathBuf),
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // Never the secret itself.
+            KeySource::Secret(_) => f.write_str("Secret(<redacted>)"),
+            KeySource::PublicKeyPem(p) => f.debug_tuple("PublicKeyPem").field(p).finish(),
+            KeySource::Jwks(p) => f.debug_tuple("Jwks").field(p).finish(),
+        }
+    }
 }
 
 /// How tokens are checked.
@@ -328,7 +339,13 @@ impl Authenticator {
                     };
                     let key = DecodingKey::from_jwk(jwk)
                         .map_err(|e| format!("{}: a key is unusable: {e}", path.display()))?;
-                    keys.insert(jwk.common.key_id.clone(), (key, alg));
+                    if keys.insert(jwk.common.key_id.clone(), (key, alg)).is_some() {
+                        return Err(format!(
+                            "{}: two keys share the kid {:?}; give each key its own",
+                            path.display(),
+                            jwk.common.key_id
+                        ));
+                    }
                 }
                 if keys.is_empty() {
                     return Err(format!("{} holds no RSA or EC key", path.display()));
@@ -361,6 +378,7 @@ impl Authenticator {
             .ok_or_else(|| Unauthenticated::Invalid("signed with an unknown key".into()))?;
         let mut v = Validation::new(*alg);
         v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
         v.set_issuer(&[&self.issuer]);
         v.set_audience(&[&self.audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);

@@ -83,11 +83,14 @@ pub struct EdgeListener {
 
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; connections beyond are closed at once.
+const MAX_HANDSHAKES: usize = 256;
 
 impl EdgeListener {
     pub fn new(tcp: TcpListener, tls: Option<TlsAcceptor>) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         let accept = tokio::spawn(async move {
             loop {
                 let (stream, peer) = match tcp.accept().await {
@@ -111,8 +114,13 @@ impl EdgeListener {
                         }
                     }
                     Some(acceptor) => {
+                        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                            tracing::warn!(%peer, "too many TLS handshakes in progress; closed");
+                            continue;
+                        };
                         let (acceptor, tx) = (acceptor.clone(), tx.clone());
                         tokio::spawn(async move {
+                            let _permit = permit;
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                                 .await
                             {

@@ -544,6 +544,51 @@ pub async fn continue_as_new_writes_both_runs(store: &dyn Store) {
     assert!(latest.is_open());
 }
 
+/// Changes committed at the same time share transactions (group commit), yet each stays all or
+/// nothing: a conflicting one is refused alone, the others are written whole.
+pub async fn concurrent_changes_commit_together_and_fail_alone(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let starts: Vec<RunCommit> = (0..20)
+        .map(|i| start(&ns, &unique("wf"), &unique("q"), T0 + i))
+        .collect();
+    let before = store.write_transactions();
+    let results = futures::future::join_all(starts.iter().map(|c| store.commit(c))).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let used = store.write_transactions() - before;
+    assert!(used < 20, "20 concurrent starts took {used} transactions");
+    // Signal every run; one run also gets a second, stale signal in the same burst.
+    let mut changes = Vec::new();
+    for c in &starts {
+        let run = store.load_run(c.run.run_id).await.unwrap().unwrap();
+        changes.push(history::signal(&run, "go", None, "t", T0 + 100).unwrap());
+    }
+    let victim = store.load_run(starts[7].run.run_id).await.unwrap().unwrap();
+    let stale = history::signal(&victim, "late", None, "t", T0 + 101).unwrap();
+    let mut all: Vec<&RunCommit> = changes.iter().collect();
+    all.insert(3, &stale);
+    let results = futures::future::join_all(all.iter().map(|c| store.commit(c))).await;
+    let conflicts = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(conflicts, 1, "{results:?}");
+    for c in &changes {
+        let events = store.history(c.run.run_id, 1, 100).await.unwrap();
+        let is_victim = c.run.run_id == victim.run_id;
+        let stale_won = results[3].is_ok();
+        if !is_victim || !stale_won {
+            assert_eq!(
+                events.len() as i64,
+                c.run.next_event_id - 1,
+                "written whole"
+            );
+        }
+    }
+    let victim_events = store.history(victim.run_id, 1, 100).await.unwrap();
+    assert_eq!(
+        victim_events.len() as i64,
+        victim.next_event_id,
+        "exactly one of the two signals was written"
+    );
+}
+
 /// Expands to one `#[tokio::test]` per conformance case, each on a store from `$make`
 /// (an async fn returning `Arc<dyn Store>`).
 #[macro_export]
@@ -560,6 +605,7 @@ macro_rules! store_conformance {
             closing_a_run_drops_its_tasks_and_timers,
             runs_are_listed_filtered_and_paged,
             continue_as_new_writes_both_runs,
+            concurrent_changes_commit_together_and_fail_alone,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {

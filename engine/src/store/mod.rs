@@ -41,6 +41,20 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Most run changes one group-commit transaction carries.
+pub(crate) const MAX_BATCH: usize = 64;
+
+impl StoreError {
+    /// Whether the error is about this one change (its run moved on, its task is gone, its id
+    /// is taken), so that changes written with it in one transaction are unaffected.
+    pub(crate) fn is_about_the_change(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Conflict { .. } | StoreError::StaleTask | StoreError::AlreadyOpen
+        )
+    }
+}
+
 /// Filters and page position of a run listing.
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {

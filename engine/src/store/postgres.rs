@@ -11,8 +11,7 @@ pub struct PostgresStore {
     write: sqlx::PgPool,
     read: sqlx::PgPool,
     writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// This node's name in notifications, so it ignores its own.
-    node: String,
+    committer: tokio::sync::mpsc::UnboundedSender<Pending>,
     notices: tokio::sync::broadcast::Sender<crate::store::TaskNotice>,
 }
 
@@ -40,11 +39,16 @@ impl PostgresStore {
         let node = uuid::Uuid::new_v4().simple().to_string();
         let (notices, _) = tokio::sync::broadcast::channel(4096);
         tokio::spawn(listen(pool.clone(), node.clone(), notices.clone()));
+        let writes = std::sync::Arc::default();
         Ok(Self {
+            committer: spawn_committer(
+                pool.clone(),
+                Some(node.clone()),
+                std::sync::Arc::clone(&writes),
+            ),
             write: pool.clone(),
             read: pool,
-            writes: Default::default(),
-            node,
+            writes,
             notices,
         })
     }
@@ -56,10 +60,6 @@ impl PostgresStore {
 }
 
 impl PostgresStore {
-    fn notify_as(&self) -> Option<&str> {
-        Some(&self.node)
-    }
-
     fn notices(&self) -> Option<&tokio::sync::broadcast::Sender<crate::store::TaskNotice>> {
         Some(&self.notices)
     }

@@ -103,7 +103,7 @@ macro_rules! impl_store {
 
         /// Writes one run's part of a commit inside `tx`.
         async fn write_run(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            conn: &mut <$db as sqlx::Database>::Connection,
             c: &RunCommit,
             notify_as: Option<&str>,
         ) -> Result<(), StoreError> {
@@ -113,7 +113,7 @@ macro_rules! impl_store {
                     sqlx::query("SELECT pg_notify($1, $2)")
                         .bind($crate::store::TASK_CHANNEL)
                         .bind(format!("{node}\t{notice}"))
-                        .execute(&mut **tx)
+                        .execute(&mut *conn)
                         .await
                         .map_err(classify)?;
                 }
@@ -151,7 +151,7 @@ macro_rules! impl_store {
                     .bind(lease_until)
                     .bind(state)
                     .bind(r.state.workflow_task_timeout_ms)
-                    .execute(&mut **tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(classify)?;
                 }
@@ -174,7 +174,7 @@ macro_rules! impl_store {
                     .bind(lease_until)
                     .bind(state)
                     .bind(&run_id)
-                    .execute(&mut **tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(classify)?;
                     if done.rows_affected() != 1 {
@@ -194,13 +194,13 @@ macro_rules! impl_store {
                         .push_bind(e.event_id)
                         .push_bind(e.encode_to_vec());
                 });
-                qb.build().execute(&mut **tx).await.map_err(classify)?;
+                qb.build().execute(&mut *conn).await.map_err(classify)?;
             }
             if let Some(key) = &c.fired_timer {
                 let done = sqlx::query("DELETE FROM timers WHERE run_id = $1 AND timer_key = $2")
                     .bind(&run_id)
                     .bind(key)
-                    .execute(&mut **tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(classify)?;
                 if done.rows_affected() != 1 {
@@ -227,7 +227,7 @@ macro_rules! impl_store {
                         .bind(&t.heartbeat_details)
                         .bind(t.heartbeat_ms)
                         .bind(t.started_at)
-                        .execute(&mut **tx)
+                        .execute(&mut *conn)
                         .await
                         .map_err(classify)?;
                         None
@@ -248,7 +248,7 @@ macro_rules! impl_store {
                         .bind(&run_id)
                         .bind(scheduled_event_id)
                         .bind(lease_id)
-                        .execute(&mut **tx)
+                        .execute(&mut *conn)
                         .await
                         .map_err(classify)?
                         .rows_affected(),
@@ -266,7 +266,7 @@ macro_rules! impl_store {
                         .bind(visible_at)
                         .bind(&run_id)
                         .bind(scheduled_event_id)
-                        .execute(&mut **tx)
+                        .execute(&mut *conn)
                         .await
                         .map_err(classify)?
                         .rows_affected(),
@@ -282,7 +282,7 @@ macro_rules! impl_store {
                         .bind(&run_id)
                         .bind(scheduled_event_id)
                         .bind(lease_id)
-                        .execute(&mut **tx)
+                        .execute(&mut *conn)
                         .await
                         .map_err(classify)?
                         .rows_affected(),
@@ -296,7 +296,7 @@ macro_rules! impl_store {
                         )
                         .bind(&run_id)
                         .bind(scheduled_event_id)
-                        .execute(&mut **tx)
+                        .execute(&mut *conn)
                         .await
                         .map_err(classify)?;
                         None
@@ -315,7 +315,7 @@ macro_rules! impl_store {
                         .bind(&run_id)
                         .bind(key)
                         .bind(fire_at)
-                        .execute(&mut **tx)
+                        .execute(&mut *conn)
                         .await
                         .map_err(classify)?;
                     }
@@ -323,7 +323,7 @@ macro_rules! impl_store {
                         sqlx::query("DELETE FROM timers WHERE run_id = $1 AND timer_key = $2")
                             .bind(&run_id)
                             .bind(key)
-                            .execute(&mut **tx)
+                            .execute(&mut *conn)
                             .await
                             .map_err(classify)?;
                     }
@@ -332,16 +332,107 @@ macro_rules! impl_store {
             if c.closed {
                 sqlx::query("DELETE FROM activity_tasks WHERE run_id = $1")
                     .bind(&run_id)
-                    .execute(&mut **tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(classify)?;
                 sqlx::query("DELETE FROM timers WHERE run_id = $1")
                     .bind(&run_id)
-                    .execute(&mut **tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(classify)?;
             }
             Ok(())
+        }
+
+        /// One run's change, and where its outcome goes.
+        pub(crate) type Pending = (
+            RunCommit,
+            tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+        );
+
+        /// Group commit: one task writes every change of this store. What queued up while a
+        /// transaction ran goes into the next one together (up to `MAX_BATCH`), each change in
+        /// its own savepoint, so changes to different runs share a commit (and its fsync)
+        /// without one change's conflict undoing another's. Nothing waits to fill a batch.
+        pub(crate) fn spawn_committer(
+            pool: sqlx::Pool<$db>,
+            notify_as: Option<String>,
+            writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        ) -> tokio::sync::mpsc::UnboundedSender<Pending> {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Pending>();
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity($crate::store::MAX_BATCH);
+                while rx.recv_many(&mut batch, $crate::store::MAX_BATCH).await > 0 {
+                    writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // One lock order for every batch of every node: no deadlocks between them.
+                    batch.sort_by_key(|(c, _)| c.run.run_id);
+                    let commits: Vec<&RunCommit> = batch.iter().map(|(c, _)| c).collect();
+                    let outcomes = write_batch(&pool, &commits, notify_as.as_deref()).await;
+                    for ((_, done), outcome) in batch.drain(..).zip(outcomes) {
+                        let _ = done.send(outcome);
+                    }
+                }
+            });
+            tx
+        }
+
+        async fn write_all(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            c: &RunCommit,
+            notify_as: Option<&str>,
+        ) -> Result<(), StoreError> {
+            write_run(conn, c, notify_as).await?;
+            if let Some(next) = &c.new_run {
+                write_run(conn, next, notify_as).await?;
+            }
+            Ok(())
+        }
+
+        /// Writes the commits in one transaction; one outcome per commit, in order.
+        async fn write_batch(
+            pool: &sqlx::Pool<$db>,
+            commits: &[&RunCommit],
+            notify_as: Option<&str>,
+        ) -> Vec<Result<(), StoreError>> {
+            let written: Result<Vec<Result<(), StoreError>>, StoreError> = async {
+                let mut tx = pool.begin().await.map_err(classify)?;
+                let mut outcomes = Vec::with_capacity(commits.len());
+                if let [only] = commits {
+                    // Alone: no savepoint needed; any error undoes the transaction.
+                    outcomes.push(write_all(&mut tx, only, notify_as).await);
+                    if outcomes[0].is_err() {
+                        return Ok(outcomes);
+                    }
+                } else {
+                    for c in commits {
+                        let mut sp = sqlx::Connection::begin(&mut *tx).await.map_err(classify)?;
+                        match write_all(&mut sp, c, notify_as).await {
+                            Ok(()) => {
+                                sp.commit().await.map_err(classify)?;
+                                outcomes.push(Ok(()));
+                            }
+                            Err(e) if e.is_about_the_change() => {
+                                sp.rollback().await.map_err(classify)?;
+                                outcomes.push(Err(e));
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                tx.commit().await.map_err(classify)?;
+                Ok(outcomes)
+            }
+            .await;
+            match written {
+                Ok(outcomes) => outcomes,
+                Err(e) => {
+                    let why = e.to_string();
+                    commits
+                        .iter()
+                        .map(|_| Err(StoreError::Unavailable(why.clone())))
+                        .collect()
+                }
+            }
         }
 
         #[async_trait::async_trait]
@@ -390,14 +481,13 @@ macro_rules! impl_store {
             }
 
             async fn commit(&self, commit: &RunCommit) -> Result<(), StoreError> {
-                self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let mut tx = self.write.begin().await.map_err(classify)?;
-                let notify_as = self.notify_as();
-                write_run(&mut tx, commit, notify_as).await?;
-                if let Some(next) = &commit.new_run {
-                    write_run(&mut tx, next, notify_as).await?;
-                }
-                tx.commit().await.map_err(classify)
+                let (done, outcome) = tokio::sync::oneshot::channel();
+                self.committer
+                    .send((commit.clone(), done))
+                    .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+                outcome
+                    .await
+                    .map_err(|_| StoreError::Unavailable("the commit writer stopped".into()))?
             }
 
             async fn load_run(&self, run_id: RunId) -> Result<Option<Run>, StoreError> {

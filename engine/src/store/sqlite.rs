@@ -12,6 +12,7 @@ pub struct SqliteStore {
     write: sqlx::SqlitePool,
     read: sqlx::SqlitePool,
     writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    committer: tokio::sync::mpsc::UnboundedSender<Pending>,
 }
 
 impl SqliteStore {
@@ -54,20 +55,17 @@ impl SqliteStore {
                 .await
                 .map_err(classify)?
         };
+        let writes = std::sync::Arc::default();
         Ok(Self {
+            committer: spawn_committer(write.clone(), None, std::sync::Arc::clone(&writes)),
             write,
             read,
-            writes: Default::default(),
+            writes,
         })
     }
 }
 
 impl SqliteStore {
-    /// One node per SQLite file: nobody else to notify.
-    fn notify_as(&self) -> Option<&str> {
-        None
-    }
-
     fn notices(&self) -> Option<&tokio::sync::broadcast::Sender<crate::store::TaskNotice>> {
         None
     }
