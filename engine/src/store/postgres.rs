@@ -41,10 +41,16 @@ impl PostgresStore {
         tokio::spawn(listen(pool.clone(), node.clone(), notices.clone()));
         let writes = std::sync::Arc::default();
         Ok(Self {
+            // A few writers: PostgreSQL commits them in parallel; each batches what queued.
             committer: spawn_committer(
                 pool.clone(),
                 Some(node.clone()),
                 std::sync::Arc::clone(&writes),
+                std::env::var("MARTIX_DB_WRITERS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(4usize)
+                    .clamp(1, size as usize),
             ),
             write: pool.clone(),
             read: pool,

@@ -358,21 +358,33 @@ macro_rules! impl_store {
             pool: sqlx::Pool<$db>,
             notify_as: Option<String>,
             writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+            writers: usize,
         ) -> tokio::sync::mpsc::UnboundedSender<Pending> {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Pending>();
-            tokio::spawn(async move {
-                let mut batch = Vec::with_capacity($crate::store::MAX_BATCH);
-                while rx.recv_many(&mut batch, $crate::store::MAX_BATCH).await > 0 {
-                    writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    // One lock order for every batch of every node: no deadlocks between them.
-                    batch.sort_by_key(|(c, _)| c.run.run_id);
-                    let commits: Vec<&RunCommit> = batch.iter().map(|(c, _)| c).collect();
-                    let outcomes = write_batch(&pool, &commits, notify_as.as_deref()).await;
-                    for ((_, done), outcome) in batch.drain(..).zip(outcomes) {
-                        let _ = done.send(outcome);
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Pending>();
+            let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+            for _ in 0..writers.max(1) {
+                let (pool, notify_as, writes, rx) =
+                    (pool.clone(), notify_as.clone(), writes.clone(), rx.clone());
+                tokio::spawn(async move {
+                    let mut batch = Vec::with_capacity($crate::store::MAX_BATCH);
+                    loop {
+                        // Take what is queued (waiting for at least one), then let the next
+                        // writer take what queues up meanwhile.
+                        let n = rx.lock().await.recv_many(&mut batch, $crate::store::MAX_BATCH).await;
+                        if n == 0 {
+                            return;
+                        }
+                        writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        // One lock order for every batch: no deadlocks between them.
+                        batch.sort_by_key(|(c, _)| c.run.run_id);
+                        let commits: Vec<&RunCommit> = batch.iter().map(|(c, _)| c).collect();
+                        let outcomes = write_batch(&pool, &commits, notify_as.as_deref()).await;
+                        for ((_, done), outcome) in batch.drain(..).zip(outcomes) {
+                            let _ = done.send(outcome);
+                        }
                     }
-                }
-            });
+                });
+            }
             tx
         }
 

@@ -57,7 +57,8 @@ impl SqliteStore {
         };
         let writes = std::sync::Arc::default();
         Ok(Self {
-            committer: spawn_committer(write.clone(), None, std::sync::Arc::clone(&writes)),
+            // One writer: SQLite has one write connection.
+            committer: spawn_committer(write.clone(), None, std::sync::Arc::clone(&writes), 1),
             write,
             read,
             writes,
