@@ -109,6 +109,32 @@ fn page_size(
     }
 }
 
+/// Leases to the completing worker up to `slots` activity tasks the commit creates on `queue`,
+/// due now (eager activity dispatch); returns them to hand over with the answer.
+fn lease_eagerly(
+    commit: &mut RunCommit,
+    queue: &str,
+    slots: usize,
+    now: Millis,
+) -> Vec<crate::history::ActivityTask> {
+    let mut out = Vec::new();
+    for op in &mut commit.tasks {
+        if out.len() == slots {
+            break;
+        }
+        if let TaskOp::Insert(task) = op
+            && task.task_queue == queue
+            && task.visible_at <= now
+            && task.lease.is_none()
+        {
+            task.lease = Some(Lease::new(now, task.first_lease_ms()));
+            task.started_at = Some(now);
+            out.push(task.clone());
+        }
+    }
+    out
+}
+
 /// A task token speaks for its run only in the namespace it names: a token edited to name
 /// another namespace (where its bearer may be authorized) finds nothing.
 fn same_namespace(run: &Run, token: &TaskToken) -> Result<(), EngineError> {
@@ -1126,7 +1152,11 @@ impl Engine {
         }
         let size: usize = req.commands.iter().map(Message::encoded_len).sum();
         self.check_payload("commands", size)?;
-        let rejected = self
+        let eager_slots = usize::try_from(req.eager_activity_slots.clamp(0, 64)).unwrap_or(0);
+        if eager_slots > 0 {
+            TaskQueue::parse(&req.eager_activity_queue)?;
+        }
+        let (rejected, eager) = self
             .update(run_id, |run, now| {
                 same_namespace(run, &token)?;
                 match history::complete_workflow_task(
@@ -1139,6 +1169,7 @@ impl Engine {
                 )? {
                     WftOutcome::Applied(c) => {
                         let len = c.run.next_event_id - 1;
+                        let mut c = c;
                         if !c.closed && len > self.config.max_history_events {
                             let why = format!(
                                 "the history would hold {len} events, over the limit of {}: \
@@ -1148,7 +1179,10 @@ impl Engine {
                             );
                             tracing::warn!(run_id = %run_id, "{why}");
                             let stop = history::terminate(run, &why, "martix-engine", now)?;
-                            return Ok((Some(stop), Some(EngineError::FailedPrecondition(why))));
+                            return Ok((
+                                Some(stop),
+                                (Some(EngineError::FailedPrecondition(why)), Vec::new()),
+                            ));
                         }
                         if !c.closed && len > self.config.warn_history_events {
                             tracing::warn!(
@@ -1158,16 +1192,25 @@ impl Engine {
                                 "long history: continue as new before the limit terminates the run"
                             );
                         }
-                        Ok((Some(c), None))
+                        let eager =
+                            lease_eagerly(&mut c, &req.eager_activity_queue, eager_slots, now);
+                        Ok((Some(c), (None, eager)))
                     }
-                    WftOutcome::Rejected { commit, error } => Ok((Some(commit), Some(error))),
+                    WftOutcome::Rejected { commit, error } => {
+                        Ok((Some(commit), (Some(error), Vec::new())))
+                    }
                 }
             })
             .await?;
-        match rejected {
-            Some(error) => Err(error),
-            None => Ok(pb::RespondWorkflowTaskCompletedResponse {}),
+        if let Some(error) = rejected {
+            return Err(error);
         }
+        Ok(pb::RespondWorkflowTaskCompletedResponse {
+            activity_tasks: eager
+                .iter()
+                .map(|t| self.activity_task_response(t))
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     /// Records a failed workflow task; it is retried with backoff.

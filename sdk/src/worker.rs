@@ -39,6 +39,9 @@ pub struct WorkerOptions {
     pub activity_pollers: usize,
     /// How long in-flight tasks may finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Activities a workflow task schedules on this queue come back with its completion,
+    /// leased to this worker, up to this many at a time (0: always poll for them).
+    pub max_eager_activities: usize,
 }
 
 impl WorkerOptions {
@@ -54,6 +57,7 @@ impl WorkerOptions {
             workflow_pollers: 2,
             activity_pollers: 2,
             shutdown_grace: Duration::from_secs(10),
+            max_eager_activities: 8,
         }
     }
 
@@ -118,6 +122,8 @@ pub struct WorkerStats {
     pub cache_misses: std::sync::atomic::AtomicU64,
     /// History events received with workflow tasks.
     pub events_received: std::sync::atomic::AtomicU64,
+    /// Activity attempts handed over with a workflow task's completion instead of polled.
+    pub eager_activities: std::sync::atomic::AtomicU64,
 }
 
 /// Runs registered workflows and activities for one task queue.
@@ -131,6 +137,15 @@ pub struct Worker {
     activities: HashMap<String, ActivityFn>,
     cache: Arc<Mutex<RunCache>>,
     stats: Arc<WorkerStats>,
+    /// Set while running, when eager activities are on: where to run them.
+    eager: Option<Eager>,
+}
+
+/// What a workflow task needs to start the activities handed to it eagerly.
+struct Eager {
+    slots: Arc<Semaphore>,
+    tasks: Arc<Mutex<JoinSet<()>>>,
+    work: CancellationToken,
 }
 
 impl Worker {
@@ -181,6 +196,7 @@ impl Worker {
             workflows: HashMap::new(),
             activities: HashMap::new(),
             stats: Arc::default(),
+            eager: None,
         }
     }
 
@@ -229,13 +245,20 @@ impl Worker {
     /// Polls and runs tasks until `shutdown` is cancelled, then stops polling, lets in-flight
     /// tasks finish within the grace period and abandons the rest (their leases run out and
     /// the engine hands them out again).
-    pub async fn run(self, shutdown: CancellationToken) {
-        let me = Arc::new(self);
-        let mut pollers = JoinSet::new();
-        let wf_slots = Arc::new(Semaphore::new(me.options.max_concurrent_workflow_tasks));
-        let act_slots = Arc::new(Semaphore::new(me.options.max_concurrent_activities));
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let wf_slots = Arc::new(Semaphore::new(self.options.max_concurrent_workflow_tasks));
+        let act_slots = Arc::new(Semaphore::new(self.options.max_concurrent_activities));
         let tasks = Arc::new(Mutex::new(JoinSet::new()));
         let work = CancellationToken::new();
+        if !self.activities.is_empty() && self.options.max_eager_activities > 0 {
+            self.eager = Some(Eager {
+                slots: act_slots.clone(),
+                tasks: tasks.clone(),
+                work: work.clone(),
+            });
+        }
+        let me = Arc::new(self);
+        let mut pollers = JoinSet::new();
         if !me.workflows.is_empty() {
             let mut queues =
                 vec![me.options.task_queue.clone(); me.options.workflow_pollers.max(1)];
@@ -369,7 +392,7 @@ impl Worker {
         Self::poll_loop(shutdown, slots, tasks, "workflow", poll, run).await;
     }
 
-    async fn run_workflow_task(&self, mut task: pb::PollWorkflowTaskResponse) {
+    async fn run_workflow_task(self: Arc<Self>, mut task: pb::PollWorkflowTaskResponse) {
         use std::sync::atomic::Ordering::Relaxed;
         let exec = task.workflow_execution.clone().unwrap_or_default();
         let run_id = exec.run_id.clone();
@@ -445,6 +468,28 @@ impl Worker {
         drop(d);
         let keep = match outcome {
             Ok(commands) => {
+                // Free activity slots, taken now, for activities handed back eagerly.
+                let mut permits = Vec::new();
+                if let Some(e) = &self.eager {
+                    let wanted = commands
+                        .iter()
+                        .filter(|c| {
+                            matches!(
+                                &c.attributes,
+                                Some(pb::command::Attributes::ScheduleActivity(a))
+                                    if a.task_queue.is_empty()
+                                        || a.task_queue == self.options.task_queue
+                            )
+                        })
+                        .count()
+                        .min(self.options.max_eager_activities);
+                    while permits.len() < wanted {
+                        match e.slots.clone().try_acquire_owned() {
+                            Ok(p) => permits.push(p),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 let request = pb::RespondWorkflowTaskCompletedRequest {
                     task_token: task.task_token.clone(),
                     commands,
@@ -454,6 +499,12 @@ impl Worker {
                     } else {
                         self.sticky_queue.clone()
                     },
+                    eager_activity_queue: if permits.is_empty() {
+                        String::new()
+                    } else {
+                        self.options.task_queue.clone()
+                    },
+                    eager_activity_slots: permits.len() as i32,
                 };
                 let r = retry_unavailable(|| {
                     let mut client = self.client.clone();
@@ -461,8 +512,27 @@ impl Worker {
                     async move { client.respond_workflow_task_completed(request).await }
                 })
                 .await;
-                if let Err(status) = &r {
-                    tracing::info!(run_id = %run_id, error = %status, "workflow task completion refused; replaying next time");
+                match &r {
+                    Err(status) => {
+                        tracing::info!(run_id = %run_id, error = %status, "workflow task completion refused; replaying next time");
+                    }
+                    Ok(resp) => {
+                        if let Some(e) = &self.eager {
+                            for t in resp.get_ref().activity_tasks.iter().cloned() {
+                                let Some(permit) = permits.pop() else { break };
+                                self.stats
+                                    .eager_activities
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let job = self.activity_job(t, e.work.child_token());
+                                e.tasks.lock().unwrap_or_else(|p| p.into_inner()).spawn(
+                                    async move {
+                                        job.await;
+                                        drop(permit);
+                                    },
+                                );
+                            }
+                        }
+                    }
                 }
                 r.is_ok() && !finished
             }
@@ -530,22 +600,29 @@ impl Worker {
                 Ok((!t.task_token.is_empty()).then_some(t))
             }
         };
-        let run = |t: pb::PollActivityTaskResponse| {
-            let (me, cancel) = (self.clone(), work.child_token());
-            let exec = t.workflow_execution.clone().unwrap_or_default();
-            let span = tracing::info_span!(
-                "activity",
-                otel.kind = "consumer",
-                workflow_id = %exec.workflow_id,
-                run_id = %exec.run_id,
-                activity_type = %t.activity_type,
-                activity_id = %t.activity_id,
-                attempt = t.attempt,
-            );
-            martix_proto::trace::set_parent(&span, &t.traceparent);
-            async move { me.run_activity(t, cancel).await }.instrument(span)
-        };
+        let run = |t: pb::PollActivityTaskResponse| self.activity_job(t, work.child_token());
         Self::poll_loop(shutdown, slots, tasks, "activity", poll, run).await;
+    }
+
+    /// An activity attempt as a job of the task set, in its span (a child of the run's trace).
+    fn activity_job(
+        self: &Arc<Self>,
+        t: pb::PollActivityTaskResponse,
+        cancel: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let me = self.clone();
+        let exec = t.workflow_execution.clone().unwrap_or_default();
+        let span = tracing::info_span!(
+            "activity",
+            otel.kind = "consumer",
+            workflow_id = %exec.workflow_id,
+            run_id = %exec.run_id,
+            activity_type = %t.activity_type,
+            activity_id = %t.activity_id,
+            attempt = t.attempt,
+        );
+        martix_proto::trace::set_parent(&span, &t.traceparent);
+        async move { me.run_activity(t, cancel).await }.instrument(span)
     }
 
     async fn run_activity(&self, task: pb::PollActivityTaskResponse, cancel: CancellationToken) {

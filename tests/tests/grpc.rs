@@ -80,6 +80,7 @@ async fn complete(
         commands,
         identity: "test-worker".into(),
         sticky_queue: String::new(),
+        ..Default::default()
     })
     .await
     .map(|_| ())
@@ -868,6 +869,7 @@ async fn sticky_tasks_carry_only_new_events_and_fall_back_to_the_queue(backend: 
         commands: vec![schedule("a")],
         identity: "w1".into(),
         sticky_queue: sticky.clone(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -904,6 +906,7 @@ async fn sticky_tasks_carry_only_new_events_and_fall_back_to_the_queue(backend: 
         }))],
         identity: "w1".into(),
         sticky_queue: sticky.clone(),
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -97,6 +97,7 @@ async fn a_task_committed_on_one_node_wakes_a_poller_on_another() {
             }],
             identity: "on-b".into(),
             sticky_queue: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();

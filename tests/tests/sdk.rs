@@ -112,6 +112,38 @@ async fn activities_timers_and_signals(backend: Backend) {
         stats.cache_hits.load(Ordering::Relaxed) >= 1,
         "later tasks hit the cache"
     );
+    assert_eq!(
+        stats.eager_activities.load(Ordering::Relaxed),
+        2,
+        "both activities came back with the workflow task's completion"
+    );
+}
+
+#[tokio::test]
+async fn without_eager_dispatch_activities_are_polled() {
+    let engine = TestEngine::start(Backend::Sqlite, config()).await;
+    let q = unique("orders");
+    let mut options = WorkerOptions::new(&q);
+    options.max_eager_activities = 0;
+    let mut w = Worker::new(&engine.endpoint, options).unwrap();
+    w.register_workflow("order", order)
+        .register_activity("reserve", reserve)
+        .register_activity("price", price);
+    let running = RunningWorker::spawn(w);
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let run = client
+        .start_workflow(StartOptions::new("order", unique("order"), &q), &"sku-2")
+        .await
+        .unwrap();
+    run.signal("approve", &"bob").await.unwrap();
+    let out: String = tokio::time::timeout(Duration::from_secs(30), run.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, "reserved sku-2/1299/approved by bob");
+    let stats = running.stats.clone();
+    running.stop().await;
+    assert_eq!(stats.eager_activities.load(Ordering::Relaxed), 0);
 }
 
 static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
