@@ -81,7 +81,10 @@ fn peak_rss_mib() -> f64 {
 /// One measured level.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct Level {
+    /// Closed loop: callers, each waiting for its saga before the next. Open loop: 0.
     pub concurrency: usize,
+    /// Open loop: sagas started per second, on schedule whatever the engine does.
+    pub rate: Option<f64>,
     pub sagas: u64,
     pub errors: u64,
     pub seconds: f64,
@@ -172,9 +175,36 @@ pub(crate) async fn closed_loop(
         .await;
     let seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    summarize(
+        Measure {
+            concurrency,
+            rate: None,
+            seconds,
+            writes: writes() - writes_before,
+            cpu_ms: cpu_ms("self").unwrap_or(0.0) - cpu_before,
+            pg_cpu_ms: postgres_cpu_ms() - pg_before,
+        },
+        results.into_iter().flatten(),
+    )
+}
+
+/// What a level measured besides the sagas' outcomes.
+struct Measure {
+    concurrency: usize,
+    rate: Option<f64>,
+    seconds: f64,
+    writes: u64,
+    cpu_ms: f64,
+    pg_cpu_ms: f64,
+}
+
+fn summarize(
+    m: Measure,
+    results: impl Iterator<Item = (Duration, Option<OrderOutcome>)>,
+) -> Result<Level> {
     let mut hist = Histogram::<u64>::new(3).context("histogram")?;
     let (mut done, mut errors, mut completed, mut compensated) = (0u64, 0u64, 0u64, 0u64);
-    for (took, outcome) in results.into_iter().flatten() {
+    for (took, outcome) in results {
         let _ = hist.record(took.as_micros() as u64);
         match outcome {
             Some(o) => {
@@ -191,22 +221,88 @@ pub(crate) async fn closed_loop(
     let n = done.max(1) as f64;
     let q = |x: f64| hist.value_at_quantile(x) as f64 / 1000.0;
     Ok(Level {
-        concurrency,
+        concurrency: m.concurrency,
+        rate: m.rate,
         sagas: done,
         errors,
-        seconds,
-        sagas_per_second: done as f64 / seconds,
+        seconds: m.seconds,
+        sagas_per_second: done as f64 / m.seconds,
         p50_ms: q(0.5),
         p95_ms: q(0.95),
         p99_ms: q(0.99),
         max_ms: hist.max() as f64 / 1000.0,
-        write_transactions_per_saga: (writes() - writes_before) as f64 / n,
-        process_cpu_ms_per_saga: (cpu_ms("self").unwrap_or(0.0) - cpu_before) / n,
-        postgres_cpu_ms_per_saga: (postgres_cpu_ms() - pg_before) / n,
+        write_transactions_per_saga: m.writes as f64 / n,
+        process_cpu_ms_per_saga: m.cpu_ms / n,
+        postgres_cpu_ms_per_saga: m.pg_cpu_ms / n,
         peak_rss_mib: peak_rss_mib(),
         completed,
         compensated,
     })
+}
+
+/// Runs one open-loop level: saga `i` starts at `i / rate` seconds whether or not earlier ones
+/// finished, and its latency counts from that intended start, so a slow engine cannot hide
+/// its queueing (no coordinated omission).
+pub(crate) async fn open_loop(
+    target: &Target<'_>,
+    run_id: &str,
+    rate: f64,
+    sagas: u64,
+    max_time: Duration,
+) -> Result<Level> {
+    anyhow::ensure!(
+        rate > 0.0 && rate.is_finite(),
+        "--rate must be a positive number"
+    );
+    let Target {
+        client,
+        queue,
+        writes,
+        ..
+    } = *target;
+    let writes_before = writes();
+    let cpu_before = cpu_ms("self").unwrap_or(0.0);
+    let pg_before = postgres_cpu_ms();
+    let started = tokio::time::Instant::now();
+    let mut running = tokio::task::JoinSet::new();
+    for i in 0..sagas {
+        let intended = started + Duration::from_secs_f64(i as f64 / rate);
+        if intended.duration_since(started) > max_time {
+            break;
+        }
+        tokio::time::sleep_until(intended).await;
+        let (client, queue) = (client.clone(), queue.to_owned());
+        let order = bench_order(run_id, i);
+        running.spawn(async move {
+            let outcome = async {
+                let run = client
+                    .start_workflow(
+                        StartOptions::new(martix_workflows::ORDER, &order.order_id, &queue),
+                        &order,
+                    )
+                    .await?;
+                run.result::<OrderOutcome>().await
+            }
+            .await
+            .ok();
+            (intended.elapsed(), outcome)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = running.join_next().await {
+        results.push(r.context("a bench task")?);
+    }
+    summarize(
+        Measure {
+            concurrency: 0,
+            rate: Some(rate),
+            seconds: started.elapsed().as_secs_f64(),
+            writes: writes() - writes_before,
+            cpu_ms: cpu_ms("self").unwrap_or(0.0) - cpu_before,
+            pg_cpu_ms: postgres_cpu_ms() - pg_before,
+        },
+        results.into_iter(),
+    )
 }
 
 /// Prints levels as a table.
@@ -217,7 +313,7 @@ pub(crate) fn print_table(backend: &str, levels: &[Level]) {
     println!("engine, worker, bench client and the database share this machine's cores");
     println!(
         "{:>4} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} {:>6}",
-        "C",
+        "C/R",
         "sagas",
         "sagas/s",
         "p50 ms",
@@ -231,9 +327,13 @@ pub(crate) fn print_table(backend: &str, levels: &[Level]) {
         "errors"
     );
     for l in levels {
+        let level = match l.rate {
+            Some(r) => format!("{r}/s"),
+            None => l.concurrency.to_string(),
+        };
         println!(
             "{:>4} {:>7} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>10.2} {:>10.2} {:>10.2} {:>8.0} {:>6}",
-            l.concurrency,
+            level,
             l.sagas,
             l.sagas_per_second,
             l.p50_ms,

@@ -155,6 +155,9 @@ struct BenchArgs {
     /// Closed-loop concurrency levels.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     concurrency: Vec<usize>,
+    /// Open-loop rates (sagas started per second) to run instead of the closed loop.
+    #[arg(long, value_delimiter = ',')]
+    rate: Vec<f64>,
     /// Sagas per level (or until --max-time).
     #[arg(long, default_value_t = 2000)]
     sagas: u64,
@@ -425,17 +428,32 @@ async fn bench(args: BenchArgs) -> Result<()> {
     bench::closed_loop(&target, &format!("{run}-w"), 16, args.warmup, args.max_time).await?;
     let target = bench::Target { progress, ..target };
     let mut levels = Vec::new();
-    for (n, c) in args.concurrency.iter().enumerate() {
-        levels.push(
-            bench::closed_loop(
-                &target,
-                &format!("{run}-{n}"),
-                *c,
-                args.sagas,
-                args.max_time,
-            )
-            .await?,
-        );
+    if args.rate.is_empty() {
+        for (n, c) in args.concurrency.iter().enumerate() {
+            levels.push(
+                bench::closed_loop(
+                    &target,
+                    &format!("{run}-{n}"),
+                    *c,
+                    args.sagas,
+                    args.max_time,
+                )
+                .await?,
+            );
+        }
+    } else {
+        for (n, r) in args.rate.iter().enumerate() {
+            levels.push(
+                bench::open_loop(
+                    &target,
+                    &format!("{run}-r{n}"),
+                    *r,
+                    args.sagas,
+                    args.max_time,
+                )
+                .await?,
+            );
+        }
     }
     if args.output == "json" {
         println!("{}", serde_json::to_string_pretty(&levels)?);

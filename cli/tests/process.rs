@@ -745,3 +745,30 @@ async fn the_cli_needs_a_token_of_the_right_role() {
     assert!(ok, "{err}");
     assert!(terminate(server).success());
 }
+
+/// The open loop starts sagas on schedule and measures from the intended start.
+#[test]
+fn bench_runs_an_open_loop_at_a_fixed_rate() {
+    let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args(["bench", "--rate", "40", "--sagas", "40", "--warmup", "5"])
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let levels: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let level = &levels[0];
+    assert_eq!(level["rate"], 40.0);
+    assert_eq!(level["sagas"], 40);
+    assert_eq!(level["errors"], 0);
+    assert_eq!(
+        level["compensated"], 4,
+        "orders 9, 19, 29 and 39 are declined"
+    );
+    // 40 sagas scheduled over about one second.
+    let seconds = level["seconds"].as_f64().unwrap();
+    assert!((0.9..30.0).contains(&seconds), "{seconds} s");
+}
