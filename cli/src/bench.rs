@@ -308,7 +308,7 @@ pub(crate) async fn open_loop(
 /// Prints levels as a table.
 pub(crate) fn print_table(backend: &str, levels: &[Level]) {
     println!(
-        "martix bench: order saga (5 activities, noop adapters, 10% declined), {backend}, durable settings"
+        "martix bench: order saga (validation + 4 activities, noop adapters, 10% declined), {backend}, durable settings"
     );
     println!("engine, worker, bench client and the database share this machine's cores");
     println!(
