@@ -1275,16 +1275,31 @@ impl Engine {
     }
 
     /// Records one attempt's `outcome` (`completed`, `failed`, `timed_out`) and counts it.
+    /// With `eager_queue`, a workflow task the change schedules on that queue is leased in the
+    /// same transaction; its lease id is returned.
     async fn activity_update(
         &self,
         run_id: RunId,
         scheduled_event_id: i64,
         outcome: &str,
+        eager_queue: Option<&str>,
         decide: impl Fn(&Run, Millis) -> Result<RunCommit, EngineError>,
-    ) -> Result<(), EngineError> {
-        let (activity_type, retried) = self
+    ) -> Result<Option<String>, EngineError> {
+        let (activity_type, retried, eager_lease) = self
             .update(run_id, |run, now| {
-                let commit = decide(run, now)?;
+                let mut commit = decide(run, now)?;
+                let timeout = commit.run.state.workflow_task_timeout_ms;
+                let eager_lease = match (eager_queue, commit.run.wft.as_mut()) {
+                    (Some(queue), Some(wft))
+                        if wft.queue == queue && wft.lease.is_none() && wft.visible_at <= now =>
+                    {
+                        let lease = Lease::new(now, timeout);
+                        let id = lease.id.clone();
+                        wft.lease = Some(lease);
+                        Some(id)
+                    }
+                    _ => None,
+                };
                 let activity_type = run
                     .activity(scheduled_event_id)
                     .map(|a| a.activity_type.clone())
@@ -1292,11 +1307,11 @@ impl Engine {
                 // Still pending after a failure: another attempt was scheduled.
                 let retried =
                     outcome != "completed" && commit.run.activity(scheduled_event_id).is_some();
-                Ok((Some(commit), (activity_type, retried)))
+                Ok((Some(commit), (activity_type, retried, eager_lease)))
             })
             .await?;
         self.metrics.attempt(&activity_type, outcome, retried);
-        Ok(())
+        Ok(eager_lease)
     }
 
     /// Records an activity's result.
@@ -1307,12 +1322,31 @@ impl Engine {
         let (token, run_id) = self.decode_token(&req.task_token, TOKEN_KIND_ACTIVITY)?;
         let ident = identity(&req.identity)?;
         self.check_payload("result", payload_len(req.result.as_ref()))?;
-        self.activity_update(run_id, token.scheduled_event_id, "completed", |run, now| {
-            same_namespace(run, &token)?;
-            history::complete_activity(run, &token, req.result.clone(), ident, now)
-        })
-        .await?;
-        Ok(pb::RespondActivityTaskCompletedResponse {})
+        let eager_queue = if req.eager_workflow_queue.is_empty() {
+            None
+        } else {
+            Some(TaskQueue::parse(&req.eager_workflow_queue)?)
+        };
+        let eager = self
+            .activity_update(
+                run_id,
+                token.scheduled_event_id,
+                "completed",
+                eager_queue.as_ref().map(TaskQueue::as_str),
+                |run, now| {
+                    same_namespace(run, &token)?;
+                    history::complete_activity(run, &token, req.result.clone(), ident, now)
+                },
+            )
+            .await?;
+        let workflow_task = match eager {
+            None => None,
+            Some(lease_id) => {
+                let run = self.load(run_id).await?;
+                self.workflow_task_response(run, &lease_id).await?
+            }
+        };
+        Ok(pb::RespondActivityTaskCompletedResponse { workflow_task })
     }
 
     /// Records a failed activity attempt: retried per its policy, or final.
@@ -1325,10 +1359,16 @@ impl Engine {
         self.check_payload("failure", failure_len(req.failure.as_ref()))?;
         let failure = req.failure.unwrap_or_default();
         let jitter: f64 = rand::random();
-        self.activity_update(run_id, token.scheduled_event_id, "failed", |run, now| {
-            same_namespace(run, &token)?;
-            history::fail_activity(run, &token, failure.clone(), ident, now, jitter, false)
-        })
+        self.activity_update(
+            run_id,
+            token.scheduled_event_id,
+            "failed",
+            None,
+            |run, now| {
+                same_namespace(run, &token)?;
+                history::fail_activity(run, &token, failure.clone(), ident, now, jitter, false)
+            },
+        )
         .await?;
         Ok(pb::RespondActivityTaskFailedResponse {})
     }
@@ -1397,20 +1437,26 @@ impl Engine {
             };
             let jitter: f64 = rand::random();
             let result = self
-                .activity_update(e.run_id, e.scheduled_event_id, "timed_out", |run, now| {
-                    history::fail_activity(
-                        run,
-                        &token,
-                        failure.clone(),
-                        "engine",
-                        now,
-                        jitter,
-                        true,
-                    )
-                })
+                .activity_update(
+                    e.run_id,
+                    e.scheduled_event_id,
+                    "timed_out",
+                    None,
+                    |run, now| {
+                        history::fail_activity(
+                            run,
+                            &token,
+                            failure.clone(),
+                            "engine",
+                            now,
+                            jitter,
+                            true,
+                        )
+                    },
+                )
                 .await;
             match result {
-                Ok(()) => {
+                Ok(_) => {
                     tracing::info!(run_id = %e.run_id, attempt = e.attempt, kind, "activity attempt timed out")
                 }
                 Err(EngineError::NotFound(_)) => {}

@@ -107,6 +107,10 @@ impl RunCache {
         self.order.push_back(run_id.to_owned());
     }
 
+    fn contains(&self, run_id: &str) -> bool {
+        self.runs.contains_key(run_id)
+    }
+
     fn remove(&mut self, run_id: &str) {
         self.runs.remove(run_id);
         self.order.retain(|r| r != run_id);
@@ -124,6 +128,8 @@ pub struct WorkerStats {
     pub events_received: std::sync::atomic::AtomicU64,
     /// Activity attempts handed over with a workflow task's completion instead of polled.
     pub eager_activities: std::sync::atomic::AtomicU64,
+    /// Workflow tasks handed over with an activity's result instead of polled.
+    pub eager_workflow_tasks: std::sync::atomic::AtomicU64,
 }
 
 /// Runs registered workflows and activities for one task queue.
@@ -144,6 +150,7 @@ pub struct Worker {
 /// What a workflow task needs to start the activities handed to it eagerly.
 struct Eager {
     slots: Arc<Semaphore>,
+    workflow_slots: Arc<Semaphore>,
     tasks: Arc<Mutex<JoinSet<()>>>,
     work: CancellationToken,
 }
@@ -253,6 +260,7 @@ impl Worker {
         if !self.activities.is_empty() && self.options.max_eager_activities > 0 {
             self.eager = Some(Eager {
                 slots: act_slots.clone(),
+                workflow_slots: wf_slots.clone(),
                 tasks: tasks.clone(),
                 work: work.clone(),
             });
@@ -375,20 +383,7 @@ impl Worker {
                 Ok((!t.task_token.is_empty()).then_some(t))
             }
         };
-        let run = |t: pb::PollWorkflowTaskResponse| {
-            let me = self.clone();
-            let exec = t.workflow_execution.clone().unwrap_or_default();
-            let span = tracing::info_span!(
-                "workflow_task",
-                otel.kind = "consumer",
-                workflow_id = %exec.workflow_id,
-                run_id = %exec.run_id,
-                workflow_type = %t.workflow_type,
-                attempt = t.attempt,
-            );
-            martix_proto::trace::set_parent(&span, &t.traceparent);
-            async move { me.run_workflow_task(t).await }.instrument(span)
-        };
+        let run = |t: pb::PollWorkflowTaskResponse| self.workflow_job(t);
         Self::poll_loop(shutdown, slots, tasks, "workflow", poll, run).await;
     }
 
@@ -412,20 +407,31 @@ impl Worker {
             return;
         };
         let first = task.history.first().map_or(1, |e| e.event_id);
-        let mut cached = self
+        let cached = self
             .cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&run_id);
-        if let Some(d) = &cached
-            && d.lock().await.processed + 1 < first
-        {
-            cached = None;
+        // The cached run is usable if it is still the cached one once locked (a refused
+        // completion, made under this lock, evicts it: its state went beyond what history
+        // recorded) and nothing is missing between it and this task's events.
+        let mut usable = None;
+        if let Some(d) = cached {
+            let guard = d.clone().lock_owned().await;
+            let current = self
+                .cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&run_id)
+                .is_some_and(|c| Arc::ptr_eq(&c, &d));
+            if current && guard.processed + 1 >= first {
+                usable = Some(guard);
+            }
         }
-        let driver = match cached {
-            Some(d) => {
+        let mut d = match usable {
+            Some(guard) => {
                 self.stats.cache_hits.fetch_add(1, Relaxed);
-                d
+                guard
             }
             None => {
                 self.stats.cache_misses.fetch_add(1, Relaxed);
@@ -453,19 +459,20 @@ impl Worker {
                     task_queue: self.options.task_queue.clone(),
                 };
                 let d = Arc::new(tokio::sync::Mutex::new(RunDriver::new(workflow, info)));
+                let guard = d.clone().lock_owned().await;
                 self.cache
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(&run_id, d.clone());
-                d
+                    .insert(&run_id, d);
+                guard
             }
         };
-        let mut d = driver.lock().await;
+        // The run stays locked until the engine has answered: another task of this run
+        // waits, and finds the run evicted if this completion is refused.
         let outcome = d
             .apply_history(&task.history)
             .and_then(|()| d.activate_live());
         let finished = d.finished;
-        drop(d);
         let keep = match outcome {
             Ok(commands) => {
                 // Free activity slots, taken now, for activities handed back eagerly.
@@ -554,6 +561,7 @@ impl Worker {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&run_id);
         }
+        drop(d);
     }
 
     async fn fail_workflow_task(
@@ -604,6 +612,28 @@ impl Worker {
         Self::poll_loop(shutdown, slots, tasks, "activity", poll, run).await;
     }
 
+    /// A workflow task as a job of the task set, in its span (a child of the run's trace).
+    fn workflow_job(
+        self: &Arc<Self>,
+        t: pb::PollWorkflowTaskResponse,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let me = self.clone();
+        let exec = t.workflow_execution.clone().unwrap_or_default();
+        // A root in this process (a task handed over with another must not keep that one's
+        // span open); its trace parent is the run's.
+        let span = tracing::info_span!(
+            parent: None,
+            "workflow_task",
+            otel.kind = "consumer",
+            workflow_id = %exec.workflow_id,
+            run_id = %exec.run_id,
+            workflow_type = %t.workflow_type,
+            attempt = t.attempt,
+        );
+        martix_proto::trace::set_parent(&span, &t.traceparent);
+        async move { me.run_workflow_task(t).await }.instrument(span)
+    }
+
     /// An activity attempt as a job of the task set, in its span (a child of the run's trace).
     fn activity_job(
         self: &Arc<Self>,
@@ -613,6 +643,7 @@ impl Worker {
         let me = self.clone();
         let exec = t.workflow_execution.clone().unwrap_or_default();
         let span = tracing::info_span!(
+            parent: None,
             "activity",
             otel.kind = "consumer",
             workflow_id = %exec.workflow_id,
@@ -625,8 +656,13 @@ impl Worker {
         async move { me.run_activity(t, cancel).await }.instrument(span)
     }
 
-    async fn run_activity(&self, task: pb::PollActivityTaskResponse, cancel: CancellationToken) {
+    async fn run_activity(
+        self: Arc<Self>,
+        task: pb::PollActivityTaskResponse,
+        cancel: CancellationToken,
+    ) {
         let token = task.task_token.clone();
+        let run_of_activity = task.workflow_execution.clone();
         let outcome = match self.activities.get(&task.activity_type).cloned() {
             None => Err(ActivityError::retryable(
                 "UnknownActivityType",
@@ -650,11 +686,30 @@ impl Worker {
             }
         };
         let identity = self.options.identity.clone();
+        // The run's next workflow task may come back with the result: if this worker keeps
+        // the run cached and has a workflow slot free now.
+        let mut eager_permit = None;
+        if let (Some(e), Some(exec)) = (&self.eager, &run_of_activity)
+            && !self.sticky_queue.is_empty()
+            && self
+                .cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&exec.run_id)
+        {
+            eager_permit = e.workflow_slots.clone().try_acquire_owned().ok();
+        }
+        let eager_queue = if eager_permit.is_some() {
+            self.sticky_queue.clone()
+        } else {
+            String::new()
+        };
         // A finished activity's outcome is worth delivering through an engine restart.
         let r = retry_unavailable(|| {
             let mut client = self.client.clone();
             let (token, identity) = (token.clone(), identity.clone());
             let outcome = outcome.clone();
+            let eager_queue = eager_queue.clone();
             async move {
                 match outcome {
                     Ok(result) => client
@@ -662,9 +717,10 @@ impl Worker {
                             task_token: token,
                             result: Some(result),
                             identity,
+                            eager_workflow_queue: eager_queue,
                         })
                         .await
-                        .map(|_| ()),
+                        .map(|r| r.into_inner().workflow_task),
                     Err(e) => client
                         .respond_activity_task_failed(pb::RespondActivityTaskFailedRequest {
                             task_token: token,
@@ -672,13 +728,31 @@ impl Worker {
                             identity,
                         })
                         .await
-                        .map(|_| ()),
+                        .map(|_| None),
                 }
             }
         })
         .await;
-        if let Err(status) = r {
-            tracing::info!(error = %status, "activity outcome not recorded (stale or cancelled)");
+        match r {
+            Err(status) => {
+                tracing::info!(error = %status, "activity outcome not recorded (stale or cancelled)");
+            }
+            Ok(Some(task)) if !task.task_token.is_empty() => {
+                if let (Some(e), Some(permit)) = (&self.eager, eager_permit) {
+                    self.stats
+                        .eager_workflow_tasks
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let job = self.workflow_job(task);
+                    e.tasks
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .spawn(async move {
+                            job.await;
+                            drop(permit);
+                        });
+                }
+            }
+            Ok(_) => {}
         }
     }
 }

@@ -186,6 +186,7 @@ async fn one_workflow_through_the_raw_api(backend: Backend) {
         task_token: act.task_token,
         result: json(r#"{"reservation":"r-1"}"#),
         identity: "test-worker".into(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -504,6 +505,7 @@ async fn forged_stale_and_duplicate_tokens_change_nothing(backend: Backend) {
         task_token: act.task_token.clone(),
         result: json("1"),
         identity: "w".into(),
+        ..Default::default()
     };
     // A workflow token where an activity token belongs.
     let err = w
@@ -734,6 +736,7 @@ async fn timers_fire_and_activities_retry(backend: Backend) {
         task_token: act.task_token,
         result: json("\"ok\""),
         identity: "w".into(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -878,6 +881,7 @@ async fn sticky_tasks_carry_only_new_events_and_fall_back_to_the_queue(backend: 
         task_token: act.task_token,
         result: json("1"),
         identity: "w1".into(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -965,6 +969,7 @@ async fn a_timed_out_attempt_is_retried_and_its_late_answer_refused(backend: Bac
             task_token: hung.task_token,
             result: json("\"late\""),
             identity: "stopped-worker".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -977,6 +982,7 @@ async fn a_timed_out_attempt_is_retried_and_its_late_answer_refused(backend: Bac
         task_token: retried.task_token,
         result: json("\"on time\""),
         identity: "w2".into(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -1173,6 +1179,7 @@ async fn a_reset_starts_a_new_run_from_a_workflow_task_boundary(backend: Backend
         task_token: act.task_token,
         result: json("\"A\""),
         identity: "w".into(),
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -119,6 +119,44 @@ async fn activities_timers_and_signals(backend: Backend) {
     );
 }
 
+async fn chain(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    let mut total = 0;
+    for i in 0..n {
+        total += ctx.activity::<_, u32>("step", &i, opts()).await?;
+    }
+    Ok(total)
+}
+
+async fn step(_ctx: ActivityContext, i: u32) -> Result<u32, ActivityError> {
+    Ok(i + 1)
+}
+
+#[tokio::test]
+async fn each_step_of_a_chain_comes_back_eagerly() {
+    let engine = TestEngine::start(Backend::Sqlite, config()).await;
+    let q = unique("chain");
+    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
+    w.register_workflow("chain", chain)
+        .register_activity("step", step);
+    let running = RunningWorker::spawn(w);
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let run = client
+        .start_workflow(StartOptions::new("chain", unique("chain"), &q), &3u32)
+        .await
+        .unwrap();
+    let out: u32 = tokio::time::timeout(Duration::from_secs(30), run.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, 6);
+    let stats = running.stats.clone();
+    running.stop().await;
+    // Each workflow task's activity came back with its completion, and each activity's
+    // result brought back the next workflow task: nothing was polled after the start.
+    assert_eq!(stats.eager_activities.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.eager_workflow_tasks.load(Ordering::Relaxed), 3);
+}
+
 #[tokio::test]
 async fn without_eager_dispatch_activities_are_polled() {
     let engine = TestEngine::start(Backend::Sqlite, config()).await;
@@ -144,6 +182,7 @@ async fn without_eager_dispatch_activities_are_polled() {
     let stats = running.stats.clone();
     running.stop().await;
     assert_eq!(stats.eager_activities.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.eager_workflow_tasks.load(Ordering::Relaxed), 0);
 }
 
 static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
