@@ -458,7 +458,20 @@ impl Engine {
     }
 
     /// Writes a commit, handing its tasks to waiting pollers.
-    async fn write(&self, mut commit: RunCommit) -> Result<(), StoreError> {
+    ///
+    /// Runs in its own task: a queued commit is written even if the caller goes away (a client
+    /// disconnect drops its request), and what follows a commit (handing tasks to the pollers
+    /// reserved for them, waking others, arming timers) must happen with it.
+    async fn write(&self, commit: RunCommit) -> Result<(), StoreError> {
+        let Some(me) = self.me.upgrade() else {
+            return Err(StoreError::Unavailable("the engine is stopping".into()));
+        };
+        tokio::spawn(async move { me.write_now(commit).await }.in_current_span())
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("commit task failed: {e}"))))
+    }
+
+    async fn write_now(&self, mut commit: RunCommit) -> Result<(), StoreError> {
         let reserved = self.reserve_pollers(&mut commit);
         let span = tracing::info_span!(
             "store.commit",
@@ -1339,12 +1352,17 @@ impl Engine {
                 },
             )
             .await?;
+        // The result is recorded: a failure to build the eager task only leaves it to be
+        // polled once its lease runs out, it must not fail the answer.
         let workflow_task = match eager {
             None => None,
-            Some(lease_id) => {
-                let run = self.load(run_id).await?;
-                self.workflow_task_response(run, &lease_id).await?
-            }
+            Some(lease_id) => match self.load(run_id).await {
+                Ok(run) => self
+                    .workflow_task_response(run, &lease_id)
+                    .await
+                    .unwrap_or(None),
+                Err(_) => None,
+            },
         };
         Ok(pb::RespondActivityTaskCompletedResponse { workflow_task })
     }

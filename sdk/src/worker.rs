@@ -153,6 +153,8 @@ struct Eager {
     workflow_slots: Arc<Semaphore>,
     tasks: Arc<Mutex<JoinSet<()>>>,
     work: CancellationToken,
+    /// Once shutdown begins, no more work is taken eagerly.
+    shutdown: CancellationToken,
 }
 
 impl Worker {
@@ -263,6 +265,7 @@ impl Worker {
                 workflow_slots: wf_slots.clone(),
                 tasks: tasks.clone(),
                 work: work.clone(),
+                shutdown: shutdown.clone(),
             });
         }
         let me = Arc::new(self);
@@ -293,18 +296,23 @@ impl Worker {
             }
         }
         while pollers.join_next().await.is_some() {}
-        let mut inflight = std::mem::take(&mut *tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        // Drain until nothing is left: tasks in flight may still have started others.
+        let take = || std::mem::take(&mut *tasks.lock().unwrap_or_else(|p| p.into_inner()));
         let drained = tokio::time::timeout(me.options.shutdown_grace, async {
-            while inflight.join_next().await.is_some() {}
+            loop {
+                let mut inflight = take();
+                if inflight.is_empty() {
+                    return;
+                }
+                while inflight.join_next().await.is_some() {}
+            }
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(
-                left = inflight.len(),
-                "shutdown grace over; abandoning tasks"
-            );
+            let mut left = take();
+            tracing::warn!(left = left.len(), "shutdown grace over; abandoning tasks");
             work.cancel();
-            inflight.abort_all();
+            left.abort_all();
         }
     }
 
@@ -348,13 +356,13 @@ impl Worker {
                 Ok(Some(t)) => {
                     failures = 0;
                     let work = run(t);
-                    tasks
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .spawn(async move {
-                            work.await;
-                            drop(permit);
-                        });
+                    let mut set = tasks.lock().unwrap_or_else(|p| p.into_inner());
+                    // Finished tasks are kept until joined: let them go.
+                    while set.try_join_next().is_some() {}
+                    set.spawn(async move {
+                        work.await;
+                        drop(permit);
+                    });
                 }
                 Err(status) => {
                     tracing::warn!(error = %status, what, "poll failed; retrying");
@@ -477,7 +485,7 @@ impl Worker {
             Ok(commands) => {
                 // Free activity slots, taken now, for activities handed back eagerly.
                 let mut permits = Vec::new();
-                if let Some(e) = &self.eager {
+                if let Some(e) = self.eager.as_ref().filter(|e| !e.shutdown.is_cancelled()) {
                     let wanted = commands
                         .iter()
                         .filter(|c| {
@@ -690,6 +698,7 @@ impl Worker {
         // the run cached and has a workflow slot free now.
         let mut eager_permit = None;
         if let (Some(e), Some(exec)) = (&self.eager, &run_of_activity)
+            && !e.shutdown.is_cancelled()
             && !self.sticky_queue.is_empty()
             && self
                 .cache

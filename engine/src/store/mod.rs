@@ -44,17 +44,6 @@ pub enum StoreError {
 /// Most run changes one group-commit transaction carries.
 pub(crate) const MAX_BATCH: usize = 64;
 
-impl StoreError {
-    /// Whether the error is about this one change (its run moved on, its task is gone, its id
-    /// is taken), so that changes written with it in one transaction are unaffected.
-    pub(crate) fn is_about_the_change(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Conflict { .. } | StoreError::StaleTask | StoreError::AlreadyOpen
-        )
-    }
-}
-
 /// Filters and page position of a run listing.
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
@@ -90,13 +79,15 @@ pub(crate) fn notices(commit: &RunCommit) -> Vec<String> {
         if let Some(w) = &c.run.wft
             && w.lease.is_none()
         {
-            out.push(format!("{ns}\tW\t{}", w.queue));
+            // The run id keeps notices of several runs in one group-commit transaction apart:
+            // PostgreSQL folds identical payloads of one transaction into one.
+            out.push(format!("{ns}\tW\t{}\t{}", w.queue, c.run.run_id));
         }
         for op in &c.tasks {
             if let crate::history::TaskOp::Insert(t) = op
                 && t.lease.is_none()
             {
-                out.push(format!("{ns}\tA\t{}", t.task_queue));
+                out.push(format!("{ns}\tA\t{}\t{}", t.task_queue, c.run.run_id));
             }
         }
     }

@@ -423,11 +423,13 @@ macro_rules! impl_store {
                                 sp.commit().await.map_err(classify)?;
                                 outcomes.push(Ok(()));
                             }
-                            Err(e) if e.is_about_the_change() => {
+                            // Whatever failed (a conflict, a taken id, a deadlock, a bad row)
+                            // is this change's alone once its savepoint is rolled back; only
+                            // a failing rollback (the connection is gone) fails the batch.
+                            Err(e) => {
                                 sp.rollback().await.map_err(classify)?;
                                 outcomes.push(Err(e));
                             }
-                            Err(e) => return Err(e),
                         }
                     }
                 }
