@@ -532,6 +532,40 @@ impl Engine {
         &self,
         req: pb::StartWorkflowRequest,
     ) -> Result<pb::StartWorkflowResponse, EngineError> {
+        self.start_run(req, None).await
+    }
+
+    /// Signals the open run of the id, or starts one that begins with the signal.
+    pub async fn signal_with_start_workflow(
+        &self,
+        req: pb::SignalWithStartWorkflowRequest,
+    ) -> Result<pb::SignalWithStartWorkflowResponse, EngineError> {
+        if req.signal_name.is_empty() || req.signal_name.len() > 255 {
+            return Err(EngineError::invalid(
+                "signal_name",
+                "must be 1 to 255 bytes",
+            ));
+        }
+        self.check_payload("signal_input", payload_len(req.signal_input.as_ref()))?;
+        let start = req
+            .start
+            .ok_or_else(|| EngineError::invalid("start", "is required"))?;
+        let r = self
+            .start_run(start, Some((req.signal_name, req.signal_input)))
+            .await?;
+        Ok(pb::SignalWithStartWorkflowResponse {
+            run_id: r.run_id,
+            started: r.started,
+        })
+    }
+
+    /// Starts a run (with a first signal for signal-with-start), or finds the open one (and,
+    /// for signal-with-start, signals it).
+    async fn start_run(
+        &self,
+        req: pb::StartWorkflowRequest,
+        signal: Option<(String, Option<pb::Payload>)>,
+    ) -> Result<pb::StartWorkflowResponse, EngineError> {
         let ns = self.namespace(&req.namespace).await?;
         let wid = WorkflowId::parse(&req.workflow_id)?;
         let wtype = WorkflowType::parse(&req.workflow_type)?;
@@ -562,12 +596,27 @@ impl Engine {
             execution_deadline: None,
             // The RPC's span: a child of the caller's trace when it sent one.
             traceparent: martix_proto::trace::current(),
+            initial_signal: signal.clone(),
         };
         let policy = pb::IdReusePolicy::try_from(req.id_reuse_policy)
             .map_err(|_| EngineError::invalid("id_reuse_policy", "is not a known policy"))?;
         for _ in 0..MAX_CONFLICT_RETRIES {
             if let Some(last) = self.store.latest_run(ns.as_str(), wid.as_str()).await? {
                 if last.is_open() {
+                    if let Some((name, input)) = &signal {
+                        let signalled = self
+                            .update(last.run_id, |run, now| {
+                                let c = history::signal(run, name, input.clone(), ident, now)?;
+                                Ok((Some(c), ()))
+                            })
+                            .await;
+                        match signalled {
+                            Ok(()) => {}
+                            // It closed meanwhile: start a new run (per the policy).
+                            Err(EngineError::FailedPrecondition(_)) => continue,
+                            Err(e) => return Err(e),
+                        }
+                    }
                     return Ok(pb::StartWorkflowResponse {
                         run_id: last.run_id.to_text(),
                         started: false,

@@ -114,38 +114,78 @@ impl Client {
         self
     }
 
+    fn start_request<I: Serialize>(
+        &self,
+        options: &StartOptions,
+        input: &I,
+    ) -> Result<pb::StartWorkflowRequest, ClientError> {
+        let mut memo = std::collections::HashMap::new();
+        for (k, v) in &options.memo {
+            memo.insert(k.clone(), to_payload(v)?);
+        }
+        Ok(pb::StartWorkflowRequest {
+            namespace: self.namespace.clone(),
+            workflow_id: options.workflow_id.clone(),
+            workflow_type: options.workflow_type.clone(),
+            task_queue: options.task_queue.clone(),
+            input: Some(to_payload(input)?),
+            workflow_execution_timeout: options.execution_timeout.map(dur),
+            workflow_run_timeout: options.run_timeout.map(dur),
+            workflow_task_timeout: options.task_timeout.map(dur),
+            id_reuse_policy: options.id_reuse_policy as i32,
+            identity: self.identity.clone(),
+            memo,
+        })
+    }
+
+    fn start_span(options: &StartOptions) -> tracing::Span {
+        tracing::info_span!(
+            "start_workflow",
+            otel.kind = "client",
+            workflow_id = %options.workflow_id,
+            workflow_type = %options.workflow_type,
+        )
+    }
+
     /// Starts a workflow, or finds the running run of its id.
     pub async fn start_workflow<I: Serialize>(
         &self,
         options: StartOptions,
         input: &I,
     ) -> Result<WorkflowHandle, ClientError> {
-        let mut memo = std::collections::HashMap::new();
-        for (k, v) in &options.memo {
-            memo.insert(k.clone(), to_payload(v)?);
-        }
-        let span = tracing::info_span!(
-            "start_workflow",
-            otel.kind = "client",
-            workflow_id = %options.workflow_id,
-            workflow_type = %options.workflow_type,
-        );
+        let request = self.start_request(&options, input)?;
         let mut inner = self.inner.clone();
         let resp = inner
-            .start_workflow(pb::StartWorkflowRequest {
-                namespace: self.namespace.clone(),
-                workflow_id: options.workflow_id.clone(),
-                workflow_type: options.workflow_type,
-                task_queue: options.task_queue,
-                input: Some(to_payload(input)?),
-                workflow_execution_timeout: options.execution_timeout.map(dur),
-                workflow_run_timeout: options.run_timeout.map(dur),
-                workflow_task_timeout: options.task_timeout.map(dur),
-                id_reuse_policy: options.id_reuse_policy as i32,
-                identity: self.identity.clone(),
-                memo,
-            })
-            .instrument(span)
+            .start_workflow(request)
+            .instrument(Self::start_span(&options))
+            .await?
+            .into_inner();
+        Ok(WorkflowHandle {
+            client: self.clone(),
+            workflow_id: options.workflow_id,
+            run_id: resp.run_id,
+            started: resp.started,
+        })
+    }
+
+    /// Signals the running run of the id, or starts one whose first event after the start is
+    /// the signal, in one step: the signal cannot fall between a start and a signal.
+    pub async fn signal_with_start<I: Serialize, S: Serialize>(
+        &self,
+        options: StartOptions,
+        input: &I,
+        signal_name: &str,
+        signal_input: &S,
+    ) -> Result<WorkflowHandle, ClientError> {
+        let request = pb::SignalWithStartWorkflowRequest {
+            start: Some(self.start_request(&options, input)?),
+            signal_name: signal_name.to_owned(),
+            signal_input: Some(to_payload(signal_input)?),
+        };
+        let mut inner = self.inner.clone();
+        let resp = inner
+            .signal_with_start_workflow(request)
+            .instrument(Self::start_span(&options))
             .await?
             .into_inner();
         Ok(WorkflowHandle {

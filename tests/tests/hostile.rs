@@ -72,6 +72,7 @@ const METHODS: &[&str] = &[
     "WorkflowService/GetWorkflowHistory",
     "WorkflowService/GetWorkflowResult",
     "WorkflowService/SignalWorkflow",
+    "WorkflowService/SignalWithStartWorkflow",
     "WorkflowService/CancelWorkflow",
     "WorkflowService/TerminateWorkflow",
     "WorkflowService/ResetWorkflow",

@@ -132,6 +132,61 @@ async fn step(_ctx: ActivityContext, i: u32) -> Result<u32, ActivityError> {
 }
 
 #[tokio::test]
+async fn signal_with_start_starts_once_and_then_signals() {
+    let engine = TestEngine::start(Backend::Sqlite, config()).await;
+    let q = unique("orders");
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let id = unique("sws");
+    // No worker yet: the run exists with the signal right after its start.
+    let first = client
+        .signal_with_start(
+            StartOptions::new("order", &id, &q),
+            &"sku-3",
+            "approve",
+            &"carol",
+        )
+        .await
+        .unwrap();
+    assert!(first.started);
+    let again = client
+        .signal_with_start(
+            StartOptions::new("order", &id, &q),
+            &"sku-3",
+            "approve",
+            &"dave",
+        )
+        .await
+        .unwrap();
+    assert!(!again.started);
+    assert_eq!(again.run_id, first.run_id);
+    let kinds: Vec<&'static str> = first
+        .history()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| match &e.attributes {
+            Some(martix_proto::v1::history_event::Attributes::WorkflowExecutionStarted(_)) => {
+                "started"
+            }
+            Some(martix_proto::v1::history_event::Attributes::WorkflowExecutionSignaled(_)) => {
+                "signaled"
+            }
+            Some(martix_proto::v1::history_event::Attributes::WorkflowTaskScheduled(_)) => "task",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["started", "signaled", "task", "signaled"]);
+    // The workflow sees the first signal.
+    let running = RunningWorker::spawn(worker(&engine, &q, 100));
+    let out: String = tokio::time::timeout(Duration::from_secs(30), first.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, "reserved sku-3/1299/approved by carol");
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn each_step_of_a_chain_comes_back_eagerly() {
     let engine = TestEngine::start(Backend::Sqlite, config()).await;
     let q = unique("chain");

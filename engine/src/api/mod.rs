@@ -72,6 +72,12 @@ macro_rules! scoped_everywhere {
 }
 
 scoped_everywhere!(pb::CreateNamespaceRequest, pb::ListNamespacesRequest);
+impl Scoped for pb::SignalWithStartWorkflowRequest {
+    fn namespace(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self.start.as_ref().map_or("", |s| s.namespace.as_str()))
+    }
+}
+
 scoped!(token: pb::RespondWorkflowTaskCompletedRequest, pb::RespondWorkflowTaskFailedRequest,
     pb::RespondActivityTaskCompletedRequest, pb::RespondActivityTaskFailedRequest,
     pb::RecordActivityHeartbeatRequest);
@@ -147,6 +153,7 @@ service!(WorkflowService, WorkflowApi {
     get_workflow_history(pb::GetWorkflowHistoryRequest) -> pb::GetWorkflowHistoryResponse => workflow_history, GetWorkflowHistory;
     get_workflow_result(pb::GetWorkflowResultRequest) -> pb::GetWorkflowResultResponse => workflow_result, GetWorkflowResult;
     signal_workflow(pb::SignalWorkflowRequest) -> pb::SignalWorkflowResponse => signal_workflow, SignalWorkflow;
+    signal_with_start_workflow(pb::SignalWithStartWorkflowRequest) -> pb::SignalWithStartWorkflowResponse => signal_with_start_workflow, StartWorkflow;
     cancel_workflow(pb::CancelWorkflowRequest) -> pb::CancelWorkflowResponse => cancel_workflow, CancelWorkflow;
     terminate_workflow(pb::TerminateWorkflowRequest) -> pb::TerminateWorkflowResponse => terminate_workflow, TerminateWorkflow;
     reset_workflow(pb::ResetWorkflowRequest) -> pb::ResetWorkflowResponse => reset_workflow, ResetWorkflow;

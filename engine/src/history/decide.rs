@@ -75,6 +75,8 @@ pub struct StartParams {
     pub execution_deadline: Option<Millis>,
     /// W3C trace context of the start (empty: none).
     pub traceparent: String,
+    /// Signal-with-start: a signal recorded right after the start, in the same transaction.
+    pub initial_signal: Option<(String, Option<pb::Payload>)>,
 }
 
 /// A new run: its first events, its first workflow task.
@@ -121,6 +123,15 @@ pub fn new_run(p: &StartParams, run_id: RunId, now: Millis) -> RunCommit {
             traceparent: p.traceparent.clone(),
         },
     ));
+    if let Some((name, input)) = &p.initial_signal {
+        t.append(Attributes::WorkflowExecutionSignaled(
+            pb::WorkflowExecutionSignaledAttributes {
+                signal_name: name.clone(),
+                input: input.clone(),
+                identity: p.identity.clone(),
+            },
+        ));
+    }
     t.schedule_workflow_task();
     if p.run_timeout_ms > 0 {
         t.push_timer(TimerOp::Insert {
