@@ -184,6 +184,13 @@ impl TestEngine {
 impl Drop for TestEngine {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        // A SQLite test database is the test's own: remove it (still-open handles keep
+        // working on Linux until they close).
+        if let Some(path) = self.database_url.strip_prefix("sqlite://") {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+        }
     }
 }
 
