@@ -135,18 +135,6 @@ fn lease_eagerly(
     out
 }
 
-/// A task token speaks for its run only in the namespace it names: a token edited to name
-/// another namespace (where its bearer may be authorized) finds nothing.
-fn same_namespace(run: &Run, token: &TaskToken) -> Result<(), EngineError> {
-    if run.namespace == token.namespace {
-        Ok(())
-    } else {
-        Err(EngineError::NotFound(
-            "the task is no longer current".into(),
-        ))
-    }
-}
-
 const PAGE_TOKEN_MALFORMED: &str = "is malformed: pass back the token a previous response gave";
 
 impl Engine {
@@ -1220,7 +1208,6 @@ impl Engine {
         }
         let (rejected, eager) = self
             .update(run_id, |run, now| {
-                same_namespace(run, &token)?;
                 match history::complete_workflow_task(
                     run,
                     &token,
@@ -1288,7 +1275,6 @@ impl Engine {
         let failure = req.failure.unwrap_or_default();
         tracing::warn!(run_id = %run_id, cause = cause.as_str_name(), message = %failure.message, "workflow task failed");
         self.update(run_id, |run, now| {
-            same_namespace(run, &token)?;
             let c = history::fail_workflow_task(run, &token, cause, failure.clone(), ident, now)?;
             Ok((Some(c), ()))
         })
@@ -1338,7 +1324,7 @@ impl Engine {
 
     /// Records one attempt's `outcome` (`completed`, `failed`, `timed_out`) and counts it.
     /// With `eager_queue`, a workflow task the change schedules on that queue is leased in the
-    /// same transaction; its lease id is returned.
+    /// same transaction; its lease id and the run as written are returned.
     async fn activity_update(
         &self,
         run_id: RunId,
@@ -1346,7 +1332,7 @@ impl Engine {
         outcome: &str,
         eager_queue: Option<&str>,
         decide: impl Fn(&Run, Millis) -> Result<RunCommit, EngineError>,
-    ) -> Result<Option<String>, EngineError> {
+    ) -> Result<Option<(String, Run)>, EngineError> {
         let (activity_type, retried, eager_lease) = self
             .update(run_id, |run, now| {
                 let mut commit = decide(run, now)?;
@@ -1362,6 +1348,12 @@ impl Engine {
                     }
                     _ => None,
                 };
+                // The run as it will be stored, to answer from without reading it back.
+                let eager_lease = eager_lease.map(|id| {
+                    let mut written = commit.run.clone();
+                    written.version += 1;
+                    (id, written)
+                });
                 let activity_type = run
                     .activity(scheduled_event_id)
                     .map(|a| a.activity_type.clone())
@@ -1395,23 +1387,17 @@ impl Engine {
                 token.scheduled_event_id,
                 "completed",
                 eager_queue.as_ref().map(TaskQueue::as_str),
-                |run, now| {
-                    same_namespace(run, &token)?;
-                    history::complete_activity(run, &token, req.result.clone(), ident, now)
-                },
+                |run, now| history::complete_activity(run, &token, req.result.clone(), ident, now),
             )
             .await?;
         // The result is recorded: a failure to build the eager task only leaves it to be
         // polled once its lease runs out, it must not fail the answer.
         let workflow_task = match eager {
             None => None,
-            Some(lease_id) => match self.load(run_id).await {
-                Ok(run) => self
-                    .workflow_task_response(run, &lease_id)
-                    .await
-                    .unwrap_or(None),
-                Err(_) => None,
-            },
+            Some((lease_id, run)) => self
+                .workflow_task_response(run, &lease_id)
+                .await
+                .unwrap_or(None),
         };
         Ok(pb::RespondActivityTaskCompletedResponse { workflow_task })
     }
@@ -1432,7 +1418,6 @@ impl Engine {
             "failed",
             None,
             |run, now| {
-                same_namespace(run, &token)?;
                 history::fail_activity(run, &token, failure.clone(), ident, now, jitter, false)
             },
         )
@@ -1478,7 +1463,7 @@ impl Engine {
         let n = expired.len();
         for e in expired {
             let token = TaskToken {
-                namespace: String::new(),
+                namespace: e.namespace.clone(),
                 run_id: e.run_id.to_text(),
                 kind: TOKEN_KIND_ACTIVITY,
                 scheduled_event_id: e.scheduled_event_id,
@@ -1560,7 +1545,7 @@ impl Engine {
         }
         // Not held any more: cancelled, the run closed, or the lease moved on.
         let run = self.load(run_id).await?;
-        same_namespace(&run, &token)?;
+        history::same_namespace(&run, &token)?;
         let pending = run
             .activity(token.scheduled_event_id)
             .is_some_and(|a| a.attempt == token.attempt);

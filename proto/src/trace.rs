@@ -18,7 +18,12 @@ pub fn current() -> String {
 
 /// The W3C `traceparent` of `span`; empty when tracing is off.
 pub fn of(span: &tracing::Span) -> String {
+    use opentelemetry::trace::TraceContextExt as _;
     let cx = span.context();
+    // Every SDK call asks: answer at once when there is no trace (tracing off).
+    if !cx.span().span_context().is_valid() {
+        return String::new();
+    }
     let mut carrier = HashMap::new();
     TraceContextPropagator::new().inject_context(&cx, &mut carrier);
     carrier.remove(TRACEPARENT).unwrap_or_default()

@@ -147,6 +147,15 @@ impl Client {
         )
     }
 
+    fn started_handle(&self, workflow_id: String, run_id: String, started: bool) -> WorkflowHandle {
+        WorkflowHandle {
+            client: self.clone(),
+            workflow_id,
+            run_id,
+            started,
+        }
+    }
+
     /// Starts a workflow, or finds the running run of its id.
     pub async fn start_workflow<I: Serialize>(
         &self,
@@ -160,12 +169,7 @@ impl Client {
             .instrument(Self::start_span(&options))
             .await?
             .into_inner();
-        Ok(WorkflowHandle {
-            client: self.clone(),
-            workflow_id: options.workflow_id,
-            run_id: resp.run_id,
-            started: resp.started,
-        })
+        Ok(self.started_handle(options.workflow_id, resp.run_id, resp.started))
     }
 
     /// Signals the running run of the id, or starts one whose first event after the start is
@@ -188,12 +192,7 @@ impl Client {
             .instrument(Self::start_span(&options))
             .await?
             .into_inner();
-        Ok(WorkflowHandle {
-            client: self.clone(),
-            workflow_id: options.workflow_id,
-            run_id: resp.run_id,
-            started: resp.started,
-        })
+        Ok(self.started_handle(options.workflow_id, resp.run_id, resp.started))
     }
 
     /// A handle on the latest run of a workflow id.

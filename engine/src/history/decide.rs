@@ -169,7 +169,20 @@ pub enum WftOutcome {
     },
 }
 
+/// A task token speaks for its run only in the namespace it names: a token edited to name
+/// another namespace (where its bearer may be authorized) finds nothing.
+pub(crate) fn same_namespace(run: &Run, token: &TaskToken) -> Result<(), EngineError> {
+    if run.namespace == token.namespace {
+        Ok(())
+    } else {
+        Err(EngineError::NotFound(
+            "the task is no longer current".into(),
+        ))
+    }
+}
+
 fn current_wft<'a>(run: &'a Run, token: &TaskToken) -> Result<&'a WorkflowTask, EngineError> {
+    same_namespace(run, token)?;
     if !run.is_open() {
         return Err(EngineError::NotFound(format!(
             "workflow run {} is closed",
@@ -676,6 +689,7 @@ fn current_activity<'a>(
     run: &'a Run,
     token: &TaskToken,
 ) -> Result<&'a PendingActivity, EngineError> {
+    same_namespace(run, token)?;
     if !run.is_open() {
         return Err(EngineError::NotFound(format!(
             "workflow run {} is closed",

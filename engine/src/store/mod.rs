@@ -108,6 +108,7 @@ pub struct DueTimer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExpiredLease {
     pub run_id: RunId,
+    pub namespace: String,
     pub scheduled_event_id: i64,
     pub attempt: i32,
     pub lease_id: String,

@@ -752,7 +752,7 @@ macro_rules! impl_store {
             ) -> Result<Vec<$crate::store::ExpiredLease>, StoreError> {
                 let rows = sqlx::query(
                     "SELECT run_id, scheduled_event_id, attempt, lease_id, started_at, lease_ms, \
-                     lease_until FROM activity_tasks WHERE lease_id IS NOT NULL AND lease_until <= $1 \
+                     lease_until, namespace FROM activity_tasks WHERE lease_id IS NOT NULL AND lease_until <= $1 \
                      ORDER BY lease_until LIMIT $2",
                 )
                 .bind(now)
@@ -768,6 +768,7 @@ macro_rules! impl_store {
                         let lease_until: Option<i64> = r.try_get(6).map_err(corrupt)?;
                         Ok($crate::store::ExpiredLease {
                             run_id: RunId::parse("run_id", &run_id).map_err(corrupt)?,
+                            namespace: r.try_get(7).map_err(corrupt)?,
                             scheduled_event_id: r.try_get(1).map_err(corrupt)?,
                             attempt: r.try_get(2).map_err(corrupt)?,
                             lease_id: r.try_get(3).map_err(corrupt)?,
