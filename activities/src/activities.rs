@@ -1,11 +1,14 @@
 //! The order activities: each calls one adapter through its circuit breaker, with the fault
-//! knobs applied inside the breaker (injected failures count as outages).
+//! knobs applied inside the breaker (injected failures count as outages). `price_order`
+//! first validates and prices the order (pure code, no breaker), then counts the customer's
+//! recent orders through the `fraud` breaker.
 
-use crate::adapters::{Inventory, Noop, Notifier, PaymentGateway, Shipping};
+use crate::adapters::{FraudCheck, Inventory, Noop, Notifier, PaymentGateway, Shipping};
 use crate::breaker::{Breaker, BreakerRegistry, Guarded};
 use crate::faults::Faults;
-use crate::model::{StepInput, names};
+use crate::model::{Order, StepInput, names};
 use crate::notify::AmqpNotifier;
+use crate::pricing::{self, FraudRules, Invoice, Rejection};
 use crate::reference::{AdapterError, ReferenceAdapters};
 use martix_sdk::{ActivityContext, ActivityError, Worker};
 use serde::{Deserialize, Serialize};
@@ -20,16 +23,19 @@ pub struct Backend {
     pub payment: Arc<dyn PaymentGateway>,
     pub shipping: Arc<dyn Shipping>,
     pub notifier: Arc<dyn Notifier>,
+    /// The velocity count of the fraud rules.
+    pub fraud: Arc<dyn FraudCheck>,
 }
 
 impl Backend {
-    /// All four on the reference adapters; notifications on RabbitMQ if `amqp` is given.
+    /// All on the reference adapters; notifications on RabbitMQ if `amqp` is given.
     pub fn reference(adapters: ReferenceAdapters, amqp: Option<AmqpNotifier>) -> Self {
         let r = Arc::new(adapters);
         Self {
             inventory: r.clone(),
             payment: r.clone(),
             shipping: r.clone(),
+            fraud: r.clone(),
             notifier: match amqp {
                 Some(n) => Arc::new(n),
                 None => r,
@@ -37,13 +43,14 @@ impl Backend {
         }
     }
 
-    /// All four answering at once without I/O (benchmarks of the engine alone).
+    /// All answering at once without I/O (benchmarks of the engine alone).
     pub fn noop() -> Self {
         Self {
             inventory: Arc::new(Noop),
             payment: Arc::new(Noop),
             shipping: Arc::new(Noop),
             notifier: Arc::new(Noop),
+            fraud: Arc::new(Noop),
         }
     }
 }
@@ -63,9 +70,10 @@ pub struct CallCounts {
     pub payment: AtomicU64,
     pub shipping: AtomicU64,
     pub notification: AtomicU64,
+    pub fraud: AtomicU64,
 }
 
-/// The order activities with their adapters, breakers and fault knobs.
+/// The order activities with their adapters, breakers, fault knobs and fraud rules.
 pub struct OrderActivities {
     backend: Backend,
     faults: Faults,
@@ -73,6 +81,8 @@ pub struct OrderActivities {
     payment: Breaker,
     shipping: Breaker,
     notification: Breaker,
+    fraud: Breaker,
+    fraud_rules: FraudRules,
     breakers: BreakerRegistry,
     calls: CallCounts,
 }
@@ -108,7 +118,7 @@ fn to_activity_error(e: Guarded<AdapterError>, adapter: &str) -> ActivityError {
 }
 
 impl OrderActivities {
-    /// Activities on `backend`.
+    /// Activities on `backend`, with the default fraud rules.
     pub fn new(backend: Backend, faults: Faults, settings: BreakerSettings) -> Arc<Self> {
         let breakers = BreakerRegistry::default();
         let b = |name| Breaker::new(name, settings.failures, settings.open_for, &breakers);
@@ -117,6 +127,8 @@ impl OrderActivities {
             payment: b("payment"),
             shipping: b("shipping"),
             notification: b("notification"),
+            fraud: b("fraud"),
+            fraud_rules: FraudRules::default(),
             backend,
             faults,
             breakers,
@@ -158,6 +170,7 @@ impl OrderActivities {
                 &self.faults.notification,
                 &self.calls.notification,
             ),
+            Adapter::Fraud => (&self.fraud, &self.faults.fraud, &self.calls.fraud),
         };
         let outage = adapter == Adapter::Payment && self.faults.payment_out();
         let run = async {
@@ -203,9 +216,37 @@ impl OrderActivities {
         });
     }
 
-    /// Registers the six order activities on a worker.
+    /// `price_order`: refuses an invalid order (`InvalidOrder`), prices it, applies the
+    /// amount limit (`AmountLimit`), then counts the customer's recent orders through the
+    /// `fraud` breaker and applies the velocity rule (`TooManyOrders`). Refusals are final;
+    /// an unavailable fraud check is retried.
+    async fn price_order(&self, order: &Order) -> Result<Invoice, ActivityError> {
+        let refuse = |r: Rejection| ActivityError::non_retryable(r.kind, r.message);
+        order
+            .validate()
+            .map_err(|e| ActivityError::non_retryable("InvalidOrder", e.to_string()))?;
+        let invoice = pricing::invoice(order);
+        pricing::check_amount(&self.fraud_rules, &invoice).map_err(refuse)?;
+        let recent = self
+            .guarded(
+                Adapter::Fraud,
+                self.backend
+                    .fraud
+                    .recent_orders(&order.customer_id, &order.order_id),
+            )
+            .await?;
+        pricing::check_velocity(&self.fraud_rules, recent).map_err(refuse)?;
+        Ok(invoice)
+    }
+
+    /// Registers the seven order activities on a worker.
     pub fn register(self: &Arc<Self>, worker: &mut Worker) {
         use Adapter::*;
+        let me = self.clone();
+        worker.register_activity(names::PRICE_ORDER, move |_, i: StepInput| {
+            let me = me.clone();
+            async move { me.price_order(&i.order).await }
+        });
         self.step(
             worker,
             names::RESERVE_INVENTORY,
@@ -257,4 +298,5 @@ enum Adapter {
     Payment,
     Shipping,
     Notification,
+    Fraud,
 }

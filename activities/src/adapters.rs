@@ -1,6 +1,7 @@
 //! The downstream systems of the order saga, behind traits: the activities see only these, so
-//! a real inventory service, payment gateway, carrier or mailer plugs in without touching the
-//! saga. Reference implementations live in `reference`; `Noop` answers at once.
+//! a real inventory service, payment gateway, carrier, mailer or fraud service plugs in
+//! without touching the saga. Reference implementations live in `reference`; `Noop` answers
+//! at once.
 
 use crate::model::{Charge, Order};
 use crate::reference::{AdapterError, ReferenceAdapters};
@@ -17,7 +18,7 @@ pub trait Inventory: Send + Sync {
 /// Charges and refunds.
 #[async_trait::async_trait]
 pub trait PaymentGateway: Send + Sync {
-    /// Charges the order's total under `key`, once.
+    /// Charges the order's invoice total (`crate::pricing::invoice`) under `key`, once.
     async fn charge(&self, key: &str, order: &Order) -> Result<Charge, AdapterError>;
     /// Refunds a charge in full, once.
     async fn refund(&self, charge_key: &str) -> Result<(), AdapterError>;
@@ -33,6 +34,15 @@ pub trait Shipping: Send + Sync {
         order: &Order,
         reservation_key: &str,
     ) -> Result<String, AdapterError>;
+}
+
+/// What the velocity rule of the fraud checks needs.
+#[async_trait::async_trait]
+pub trait FraudCheck: Send + Sync {
+    /// Records order `order_id` of `customer_id` (once) and returns how many orders of the
+    /// customer fall in the minute ending with it, itself included. A retried call gives the
+    /// same answer.
+    async fn recent_orders(&self, customer_id: &str, order_id: &str) -> Result<i64, AdapterError>;
 }
 
 /// Customer notifications.
@@ -77,6 +87,13 @@ impl Shipping for ReferenceAdapters {
         reservation_key: &str,
     ) -> Result<String, AdapterError> {
         ReferenceAdapters::ship(self, key, order, reservation_key).await
+    }
+}
+
+#[async_trait::async_trait]
+impl FraudCheck for ReferenceAdapters {
+    async fn recent_orders(&self, customer_id: &str, order_id: &str) -> Result<i64, AdapterError> {
+        ReferenceAdapters::recent_orders(self, customer_id, order_id).await
     }
 }
 
@@ -134,7 +151,7 @@ impl PaymentGateway for Noop {
         }
         Ok(Charge {
             key: key.to_owned(),
-            amount_cents: order.total_cents(),
+            amount_cents: crate::pricing::invoice(order).total_cents,
         })
     }
     async fn refund(&self, _charge_key: &str) -> Result<(), AdapterError> {
@@ -157,6 +174,18 @@ impl Shipping for Noop {
             });
         }
         Ok(key.to_owned())
+    }
+}
+
+#[async_trait::async_trait]
+impl FraudCheck for Noop {
+    /// Every order is the customer's first.
+    async fn recent_orders(
+        &self,
+        _customer_id: &str,
+        _order_id: &str,
+    ) -> Result<i64, AdapterError> {
+        Ok(1)
     }
 }
 

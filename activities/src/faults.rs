@@ -22,6 +22,8 @@ pub struct Faults {
     pub payment: Knob,
     pub shipping: Knob,
     pub notification: Knob,
+    /// The fraud check's velocity count (`price_order`).
+    pub fraud: Knob,
     /// While set, every payment call fails with a retryable `GatewayUnavailable`.
     pub payment_outage: Arc<AtomicBool>,
     /// While this file exists, the payment gateway is out too (flip it from a shell).
@@ -43,7 +45,8 @@ fn knob(prefix: &str) -> Knob {
 }
 
 impl Faults {
-    /// Knobs from `MARTIX_FAULT_{INVENTORY,PAYMENT,SHIPPING,NOTIFICATION}_{LATENCY_MS,FAILURE_RATE}`,
+    /// Knobs from
+    /// `MARTIX_FAULT_{INVENTORY,PAYMENT,SHIPPING,NOTIFICATION,FRAUD}_{LATENCY_MS,FAILURE_RATE}`,
     /// `MARTIX_PAYMENT_OUTAGE=1` and `MARTIX_PAYMENT_OUTAGE_FILE`.
     pub fn from_env() -> Self {
         Self {
@@ -51,6 +54,7 @@ impl Faults {
             payment: knob("PAYMENT"),
             shipping: knob("SHIPPING"),
             notification: knob("NOTIFICATION"),
+            fraud: knob("FRAUD"),
             payment_outage: Arc::new(AtomicBool::new(
                 std::env::var("MARTIX_PAYMENT_OUTAGE").is_ok_and(|v| v == "1" || v == "true"),
             )),

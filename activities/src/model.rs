@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 /// Activity type names of the order saga.
 pub mod names {
+    /// Price the order and apply the fraud rules (returns the `Invoice`).
+    pub const PRICE_ORDER: &str = "price_order";
     /// Reserve the order's stock.
     pub const RESERVE_INVENTORY: &str = "reserve_inventory";
     /// Give a reservation's stock back.
@@ -50,10 +52,14 @@ pub struct Order {
     pub items: Vec<Item>,
     #[serde(default)]
     pub shipping_address: Address,
+    /// A discount code (`WELCOME10`, `SPRING5`); see `crate::pricing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount_code: Option<String>,
 }
 
 impl Order {
-    /// The order's value in cents.
+    /// The order's value in cents, before discount and tax (what is charged is
+    /// `crate::pricing::invoice(order).total_cents`).
     pub fn total_cents(&self) -> i64 {
         self.items.iter().map(|i| i.qty * i.unit_price_cents).sum()
     }
@@ -106,15 +112,20 @@ impl Order {
         text("shipping_address.line1", &a.line1, false)?;
         text("shipping_address.city", &a.city, false)?;
         text("shipping_address.country", &a.country, false)?;
+        if let Some(code) = &self.discount_code
+            && !crate::pricing::is_known_code(code)
+        {
+            return bad("discount_code".into(), "is not a known discount code");
+        }
         Ok(())
     }
 }
 
 /// Bounds that keep every total well inside `i64` cents.
 const MAX_TEXT: usize = 200;
-const MAX_ITEMS: usize = 100;
-const MAX_QTY: i64 = 10_000;
-const MAX_UNIT_PRICE_CENTS: i64 = 100_000_000;
+pub(crate) const MAX_ITEMS: usize = 100;
+pub(crate) const MAX_QTY: i64 = 10_000;
+pub(crate) const MAX_UNIT_PRICE_CENTS: i64 = 100_000_000;
 
 /// Why an order was refused: the field at fault and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -141,8 +152,10 @@ pub struct Charge {
 }
 
 /// A random order for demos, tests and benchmarks: one to three lines over `skus` SKUs named
-/// `{prefix}-sku-{n}`; about 10% of customers are declined (`declined-...`) and about 5% of
-/// addresses unshippable (country `ZZ`).
+/// `{prefix}-sku-{n}`, for customer `{prefix}-cust-{i}` (so runs under different prefixes do
+/// not share customers for the velocity rule); about 10% of customers are declined
+/// (`declined-{prefix}-{i}`), about 5% of addresses unshippable (country `ZZ`) and about 20%
+/// of orders carry a discount code.
 pub fn random_order(rng: &mut impl rand::Rng, prefix: &str, i: usize, skus: usize) -> Order {
     let items = (0..rng.random_range(1..=3))
         .map(|_| Item {
@@ -153,12 +166,16 @@ pub fn random_order(rng: &mut impl rand::Rng, prefix: &str, i: usize, skus: usiz
         .collect();
     let declined = rng.random_bool(0.10);
     let unshippable = rng.random_bool(0.05);
+    let discount_code = rng.random_bool(0.20).then(|| {
+        let codes = crate::pricing::DISCOUNT_CODES;
+        codes[rng.random_range(0..codes.len())].0.to_owned()
+    });
     Order {
         order_id: format!("{prefix}-order-{i}"),
         customer_id: if declined {
-            format!("declined-{i}")
+            format!("declined-{prefix}-{i}")
         } else {
-            format!("cust-{i}")
+            format!("{prefix}-cust-{i}")
         },
         currency: "EUR".into(),
         items,
@@ -172,5 +189,6 @@ pub fn random_order(rng: &mut impl rand::Rng, prefix: &str, i: usize, skus: usiz
                 "FR".into()
             },
         },
+        discount_code,
     }
 }

@@ -3,6 +3,7 @@
 //! UPDATE), and every effect is keyed by an idempotency key, so a retried step applies once.
 
 use crate::model::{Charge, Order};
+use crate::pricing;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use std::collections::BTreeMap;
@@ -188,8 +189,9 @@ impl ReferenceAdapters {
         tx.commit().await.map_err(AdapterError::db)
     }
 
-    /// Charges the order's total under `key`. Customers whose id starts with `declined` are
-    /// declined (the demo's way to exercise compensation).
+    /// Charges the order's invoice total (discount and tax included, `pricing::invoice`)
+    /// under `key`. Customers whose id starts with `declined` are declined (the demo's way to
+    /// exercise compensation).
     pub async fn charge(&self, key: &str, order: &Order) -> Result<Charge, AdapterError> {
         if order.customer_id.starts_with("declined") {
             return Err(AdapterError::Rejected {
@@ -197,7 +199,7 @@ impl ReferenceAdapters {
                 message: format!("card of {} declined", order.customer_id),
             });
         }
-        let amount = order.total_cents();
+        let amount = pricing::invoice(order).total_cents;
         sqlx::query(
             "INSERT INTO payments (payment_key, order_id, kind, amount_cents, currency, charge_key, created_at) \
              VALUES ($1, $2, 'charge', $3, $4, NULL, $5) ON CONFLICT (payment_key) DO NOTHING",
@@ -280,6 +282,40 @@ impl ReferenceAdapters {
         }
         tx.commit().await.map_err(AdapterError::db)?;
         Ok(key.to_owned())
+    }
+
+    /// The velocity rule's count: records order `order_id` of `customer_id` at the current
+    /// time (once: a retry keeps the first record), then returns how many orders of that
+    /// customer fall in the minute ending at this order's recorded time, itself included
+    /// (`at` in `(this - 60 s, this]`, ties on `at` broken by order id). Later orders do not
+    /// change the answer, so a retried call returns the same count. The customer is the one
+    /// first recorded for the order.
+    pub async fn recent_orders(
+        &self,
+        customer_id: &str,
+        order_id: &str,
+    ) -> Result<i64, AdapterError> {
+        sqlx::query(
+            "INSERT INTO order_attempts (order_id, customer_id, at) VALUES ($1, $2, $3) \
+             ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(order_id)
+        .bind(customer_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(AdapterError::db)?;
+        let (count,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM order_attempts o \
+             JOIN order_attempts me ON me.order_id = $1 \
+             WHERE o.customer_id = me.customer_id AND o.at > me.at - 60000 \
+             AND (o.at < me.at OR (o.at = me.at AND o.order_id <= me.order_id))",
+        )
+        .bind(order_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(AdapterError::db)?;
+        Ok(count)
     }
 
     /// Records a notification under `key` (once).
@@ -424,7 +460,8 @@ pub struct Check {
 
 impl ReferenceAdapters {
     /// Checks that money and stock add up for the orders under `prefix` (ids and SKUs start
-    /// with it), given the orders that completed: charges minus refunds equal their value, no
+    /// with it), given the orders that completed: charges minus refunds equal the sum of
+    /// their invoice totals (`pricing::invoice`), no
     /// order was charged twice, stock is conserved, nothing stays reserved, and what shipped is
     /// what they ordered. Meaningful once every order is terminal.
     pub async fn check_ledger(
@@ -435,12 +472,15 @@ impl ReferenceAdapters {
         let ledger = self.ledger(prefix).await?;
         let net: i64 = ledger.values().map(|(net, _)| net).sum();
         let double_charged = ledger.values().filter(|(_, charges)| *charges > 1).count();
-        let expected_net: i64 = completed.iter().map(|o| o.total_cents()).sum();
+        let expected_net: i64 = completed
+            .iter()
+            .map(|o| pricing::invoice(o).total_cents)
+            .sum();
         let expected_shipped: i64 = completed.iter().flat_map(|o| &o.items).map(|i| i.qty).sum();
         let stock = self.stock(&format!("{prefix}-sku")).await?;
         Ok(vec![
             Check {
-                what: "charges - refunds = value of completed orders",
+                what: "charges - refunds = invoice totals of completed orders",
                 figures: format!("{net} = {expected_net}"),
                 ok: net == expected_net,
             },

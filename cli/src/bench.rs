@@ -36,6 +36,7 @@ pub(crate) fn bench_order(run: &str, i: u64) -> Order {
             country: "FR".into(),
             ..Default::default()
         },
+        discount_code: None,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod events_cli;
 mod ops;
 mod orders;
 mod security;
@@ -56,6 +57,20 @@ enum Command {
         #[command(subcommand)]
         command: ops::OrderCmd,
     },
+    /// The orders read model (admin).
+    Orders {
+        #[command(flatten)]
+        conn: ops::Conn,
+        #[command(subcommand)]
+        command: events_cli::OrdersCmd,
+    },
+    /// The business events' outbox: its backlog, its events.
+    Events {
+        #[command(flatten)]
+        conn: ops::Conn,
+        #[command(subcommand)]
+        command: events_cli::EventsCmd,
+    },
     /// Create and list namespaces (admin).
     Namespace {
         #[command(flatten)]
@@ -109,6 +124,13 @@ struct Listen {
     /// A run whose history would grow past this many events is terminated.
     #[arg(long, env = "MARTIX_MAX_HISTORY_EVENTS", default_value_t = 50_000)]
     max_history_events: i64,
+    /// A RabbitMQ queue whose messages become signals (see `martix_engine::events::inbound`
+    /// for the message shapes); needs MARTIX_AMQP_URL.
+    #[arg(long, env = "MARTIX_CONSUME_QUEUE")]
+    consume_queue: Option<String>,
+    /// Events sent to RabbitMQ are kept in the outbox this long, then purged.
+    #[arg(long, env = "MARTIX_EVENT_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    event_retention: Duration,
     #[command(flatten)]
     edge: security::EdgeArgs,
 }
@@ -197,6 +219,10 @@ struct ServerArgs {
     /// The task queue of the order saga (for orders placed over REST).
     #[arg(long, env = "MARTIX_TASK_QUEUE", default_value = "orders")]
     task_queue: String,
+    /// RabbitMQ the event relay publishes to (exchange `martix.events`); without it events
+    /// stay in the outbox (`martix events tail`).
+    #[arg(long, env = "MARTIX_AMQP_URL", hide_env_values = true)]
+    amqp_url: Option<String>,
     #[command(flatten)]
     auth: security::AuthArgs,
     #[command(flatten)]
@@ -247,6 +273,7 @@ async fn main() -> Result<()> {
                 &args.listen,
                 auth,
                 &args.task_queue,
+                args.amqp_url.as_deref(),
             )
             .await?;
             server.serve(shutdown).await?;
@@ -282,6 +309,8 @@ async fn main() -> Result<()> {
         Command::Workflow { conn, command } => ops::run(conn, command).await,
         Command::Order { conn, command } => ops::order(conn, command).await,
         Command::Namespace { conn, command } => ops::namespace(conn, command).await,
+        Command::Orders { conn, command } => events_cli::orders(conn, command).await,
+        Command::Events { conn, command } => events_cli::events(conn, command).await,
         Command::Stuck {
             conn,
             older_than,
@@ -317,7 +346,11 @@ async fn bind(
     listen: &Listen,
     auth: Option<martix_engine::edge::AuthConfig>,
     order_queue: &str,
+    amqp_url: Option<&str>,
 ) -> Result<Server> {
+    if listen.consume_queue.is_some() && amqp_url.is_none() {
+        anyhow::bail!("--consume-queue needs MARTIX_AMQP_URL (--amqp-url) to reach RabbitMQ");
+    }
     let store = martix_engine::store::connect(url)
         .await
         .with_context(|| format!("opening the store at {shown}"))?;
@@ -326,6 +359,11 @@ async fn bind(
     config.max_payload_bytes = listen.max_payload_bytes;
     config.max_history_events = listen.max_history_events;
     config.warn_history_events = listen.max_history_events / 5;
+    config.relay_configured = amqp_url.is_some();
+    let mut events = martix_engine::events::EventsConfig::default();
+    events.amqp_url = amqp_url.map(str::to_owned);
+    events.consume_queue = listen.consume_queue.clone();
+    events.retention = listen.event_retention;
     let engine = Engine::new(store, config);
     let server = Server::bind(
         engine.clone(),
@@ -338,6 +376,7 @@ async fn bind(
                 limits: listen.edge.limits(),
             },
             tls: listen.edge.tls(),
+            events,
         },
     )
     .await?;
@@ -395,6 +434,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
                 limits: martix_engine::edge::LimitsConfig::unlimited(),
             },
             tls: None,
+            events: Default::default(),
         },
     )
     .await?;
@@ -475,7 +515,15 @@ async fn dev(url: &str, shown: &str, args: DevArgs) -> Result<()> {
     if args.listen.edge.tls().is_some() {
         anyhow::bail!("martix dev serves plaintext on loopback; TLS is for `martix server`");
     }
-    let server = bind(url, shown, &args.listen, None, &args.orders.task_queue).await?;
+    let server = bind(
+        url,
+        shown,
+        &args.listen,
+        None,
+        &args.orders.task_queue,
+        args.orders.amqp_url.as_deref(),
+    )
+    .await?;
     let address = format!("http://{}", server.grpc_addr());
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));

@@ -142,6 +142,9 @@ pub(crate) enum WorkflowCmd {
         name: String,
         #[arg(long, default_value = "null")]
         input: String,
+        /// Signal at most once per request id (a retried command does not signal twice).
+        #[arg(long, default_value = "")]
+        request_id: String,
     },
     /// Ask a workflow to cancel (it decides; a saga compensates).
     Cancel {
@@ -348,13 +351,26 @@ async fn steer(
 
 /// A client of the engine `conn` names.
 async fn connect(conn: &Conn) -> Result<WorkflowServiceClient<Transport>> {
-    let transport = conn
-        .auth
+    Ok(WorkflowServiceClient::new(transport(conn).await?))
+}
+
+/// A channel to the engine `conn` names, with its credentials.
+pub(crate) async fn transport(conn: &Conn) -> Result<Transport> {
+    conn.auth
         .options()?
         .connect(&conn.address)
         .await
-        .with_context(|| format!("cannot reach the engine at {}", conn.address))?;
-    Ok(WorkflowServiceClient::new(transport))
+        .with_context(|| format!("cannot reach the engine at {}", conn.address))
+}
+
+impl Conn {
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub(crate) fn output(&self) -> Output {
+        self.output
+    }
 }
 
 fn execution(id: &str) -> Option<pb::WorkflowExecution> {
@@ -394,7 +410,7 @@ fn status_name(s: i32) -> String {
         .unwrap_or_else(|_| s.to_string())
 }
 
-fn time(ts: Option<&pbjson_types::Timestamp>) -> String {
+pub(crate) fn time(ts: Option<&pbjson_types::Timestamp>) -> String {
     ts.map_or("-".into(), |t| {
         let secs = t.seconds;
         let (d, s) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -421,7 +437,7 @@ fn civil(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -679,13 +695,19 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
                 bail!("workflow {id} did not complete");
             }
         }
-        WorkflowCmd::Signal { id, name, input } => {
+        WorkflowCmd::Signal {
+            id,
+            name,
+            input,
+            request_id,
+        } => {
             c.signal_workflow(pb::SignalWorkflowRequest {
                 namespace: ns,
                 execution: execution(&id),
                 signal_name: name.clone(),
                 input: Some(json_payload(&input)?),
                 identity,
+                request_id,
             })
             .await?;
             println!("signal {name} sent to {id}");
@@ -843,7 +865,31 @@ pub(crate) enum OrderCmd {
         #[arg(long)]
         wait: bool,
     },
-    /// The saga's steps of an order and, with --database-url, its ledger lines.
+    /// Orders from the read model, newest first, one page (or --all).
+    List {
+        #[arg(long)]
+        customer: Option<String>,
+        /// placed, priced, reserved, charged, shipped, compensating, completed, compensated,
+        /// canceled, failed, rejected.
+        #[arg(long)]
+        status: Option<String>,
+        /// Created at or after (RFC 3339, e.g. 2026-11-25T10:00:00Z).
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        created_after: Option<std::time::SystemTime>,
+        /// Created before (RFC 3339).
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        created_before: Option<std::time::SystemTime>,
+        #[arg(long, default_value_t = 50)]
+        page_size: i32,
+        /// The next_page_token a previous page printed.
+        #[arg(long)]
+        page_token: Option<String>,
+        /// Every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// An order: the read model's row and events, the saga's steps and, with --database-url,
+    /// its ledger lines.
     Show {
         order_id: String,
         /// The database of the reference adapters, for the ledger lines.
@@ -911,6 +957,33 @@ pub(crate) async fn namespace(conn: Conn, cmd: NamespaceCmd) -> Result<()> {
 pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
     let mut c = connect(&conn).await?;
     match cmd {
+        OrderCmd::List {
+            customer,
+            status,
+            created_after,
+            created_before,
+            page_size,
+            page_token,
+            all,
+        } => {
+            let ts = |t: std::time::SystemTime| {
+                let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                pbjson_types::Timestamp {
+                    seconds: d.as_secs() as i64,
+                    nanos: d.subsec_nanos() as i32,
+                }
+            };
+            let request = pb::ListOrdersRequest {
+                namespace: conn.namespace.clone(),
+                customer_id: customer.unwrap_or_default(),
+                status: status.unwrap_or_default(),
+                created_after: created_after.map(ts),
+                created_before: created_before.map(ts),
+                page_size,
+                page_token: page_token.unwrap_or_default(),
+            };
+            crate::events_cli::list_orders(&conn, request, all).await?;
+        }
         OrderCmd::Place {
             id,
             customer,
@@ -929,6 +1002,7 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
                     country,
                     ..Default::default()
                 },
+                discount_code: None,
             };
             // The root of the order's trace when tracing is on.
             let span = tracing::info_span!("order.place", otel.kind = "client", order_id = %id);
@@ -980,6 +1054,7 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
                 .into_inner();
             let info = d.info.unwrap_or_default();
             println!("order {order_id}: {}", status_name(info.status));
+            crate::events_cli::show_view(&conn, &order_id).await?;
             let history = crate::ops::full_history(&mut c, &conn.namespace, &order_id).await?;
             println!("steps:");
             let mut steps: Vec<(i64, String, String)> = Vec::new();

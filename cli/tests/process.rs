@@ -162,7 +162,7 @@ async fn server_and_worker_processes_run_an_order_on_postgres_with_tokens() {
         .unwrap();
     let order = martix_activities::Order {
         order_id: format!("{prefix}-order-1"),
-        customer_id: "cust-1".into(),
+        customer_id: format!("cust-{prefix}"),
         currency: "EUR".into(),
         items: vec![martix_activities::Item {
             sku: format!("{prefix}-sku"),
@@ -173,6 +173,7 @@ async fn server_and_worker_processes_run_an_order_on_postgres_with_tokens() {
             country: "FR".into(),
             ..Default::default()
         },
+        discount_code: None,
     };
     // Without a token the engine refuses, and nothing is started.
     let anonymous = martix_sdk::Client::connect(server.grpc.clone())
@@ -296,7 +297,7 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     let (code, out, err) = cli(g, &["result", "cli-1", "--wait"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("status  completed") && out.contains("\"charged_cents\":3000"),
+        out.contains("status  completed") && out.contains("\"charged_cents\":3600"),
         "{out}"
     );
 
@@ -411,9 +412,19 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
         "{compensated}"
     );
     let db_url = format!("sqlite://{}", db.display());
-    let (code, out) = order_cmd(&["show", "cli-o1", "--database-url", &db_url]);
+    // The read model follows the histories asynchronously: wait for the terminal event.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (code, out) = loop {
+        let (code, out) = order_cmd(&["show", "cli-o1", "--database-url", &db_url]);
+        if out.contains("order.compensated ") || std::time::Instant::now() > deadline {
+            break (code, out);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(code, 0, "{out}");
     for needle in [
+        "read model: compensated (step order.compensated)",
+        "refunded 2.50 EUR",
         "order cli-o1: compensated",
         "reserve_inventory    completed (attempt 1)",
         "charge_payment       completed (attempt 1)",

@@ -43,6 +43,8 @@ pub struct EngineConfig {
     pub max_history_events: i64,
     /// Past this many events the engine warns, once per workflow task, to continue as new.
     pub warn_history_events: i64,
+    /// Whether this node's relay publishes events to RabbitMQ (reported by the outbox status).
+    pub relay_configured: bool,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +57,7 @@ impl Default for EngineConfig {
             sticky_schedule_to_start_timeout: Duration::from_secs(5),
             max_history_events: 50_000,
             warn_history_events: 10_000,
+            relay_configured: false,
         }
     }
 }
@@ -74,6 +77,8 @@ pub struct Engine {
     /// Cancelled when the node shuts down: long polls answer empty at once.
     stopping: tokio_util::sync::CancellationToken,
     metrics: crate::metrics::Metrics,
+    /// Woken when a commit on this node wrote business events: the relay sends them now.
+    pub(crate) outbox_wake: Notify,
 }
 
 fn payload_len(p: Option<&pb::Payload>) -> usize {
@@ -161,6 +166,7 @@ impl Engine {
             timer_wake: Notify::new(),
             next_timer: std::sync::Mutex::new(None),
             metrics: crate::metrics::Metrics::default(),
+            outbox_wake: Notify::new(),
         })
     }
 
@@ -202,6 +208,11 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// This node's metrics.
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// The store the engine writes to.
@@ -438,6 +449,9 @@ impl Engine {
             .collect();
         breakers.sort();
         breakers.dedup();
+        let now = self.now();
+        self.metrics
+            .outbox(&self.store.outbox_status(now).await?, now);
         Ok(self.metrics.encode(
             &[("workflow", workflow), ("activity", activity)],
             &backlog,
@@ -468,6 +482,9 @@ impl Engine {
         );
         let began = Instant::now();
         let result = self.store.commit(&commit).instrument(span).await;
+        if result.is_ok() && !commit.outbox.is_empty() {
+            self.outbox_wake.notify_one();
+        }
         self.metrics.commit(
             began.elapsed(),
             matches!(result, Err(StoreError::Conflict { .. })),
@@ -503,7 +520,8 @@ impl Engine {
             let (commit, out) = decide(&run, self.now())?;
             let Some(commit) = commit else { return Ok(out) };
             match self.write(commit).await {
-                Ok(()) => return Ok(out),
+                // A request id recorded before: the change was applied then.
+                Ok(()) | Err(StoreError::Duplicate) => return Ok(out),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -538,8 +556,9 @@ impl Engine {
         let start = req
             .start
             .ok_or_else(|| EngineError::invalid("start", "is required"))?;
+        let request_id = request_id(&req.request_id)?;
         let r = self
-            .start_run(start, Some((req.signal_name, req.signal_input)))
+            .start_run(start, Some((req.signal_name, req.signal_input, request_id)))
             .await?;
         Ok(pb::SignalWithStartWorkflowResponse {
             run_id: r.run_id,
@@ -552,7 +571,7 @@ impl Engine {
     async fn start_run(
         &self,
         req: pb::StartWorkflowRequest,
-        signal: Option<(String, Option<pb::Payload>)>,
+        signal: Option<(String, Option<pb::Payload>, Option<String>)>,
     ) -> Result<pb::StartWorkflowResponse, EngineError> {
         let ns = self.namespace(&req.namespace).await?;
         let wid = WorkflowId::parse(&req.workflow_id)?;
@@ -584,17 +603,19 @@ impl Engine {
             execution_deadline: None,
             // The RPC's span: a child of the caller's trace when it sent one.
             traceparent: martix_proto::trace::current(),
-            initial_signal: signal.clone(),
+            initial_signal: signal.as_ref().map(|(n, i, _)| (n.clone(), i.clone())),
+            events_published: 0,
         };
         let policy = pb::IdReusePolicy::try_from(req.id_reuse_policy)
             .map_err(|_| EngineError::invalid("id_reuse_policy", "is not a known policy"))?;
         for _ in 0..MAX_CONFLICT_RETRIES {
             if let Some(last) = self.store.latest_run(ns.as_str(), wid.as_str()).await? {
                 if last.is_open() {
-                    if let Some((name, input)) = &signal {
+                    if let Some((name, input, request_id)) = &signal {
                         let signalled = self
                             .update(last.run_id, |run, now| {
-                                let c = history::signal(run, name, input.clone(), ident, now)?;
+                                let mut c = history::signal(run, name, input.clone(), ident, now)?;
+                                c.request_id.clone_from(request_id);
                                 Ok((Some(c), ()))
                             })
                             .await;
@@ -630,7 +651,8 @@ impl Engine {
                 }
             }
             let run_id = RunId::new();
-            let commit = history::new_run(&params, run_id, self.now());
+            let mut commit = history::new_run(&params, run_id, self.now());
+            commit.request_id = signal.as_ref().and_then(|(_, _, r)| r.clone());
             match self.write(commit).await {
                 Ok(()) => {
                     self.metrics.started(wtype.as_str());
@@ -642,6 +664,18 @@ impl Engine {
                 }
                 // Another start of the same id won the race: return its run.
                 Err(StoreError::AlreadyOpen) => continue,
+                // Signal-with-start whose request id was recorded: it was applied before.
+                Err(StoreError::Duplicate) => {
+                    return Ok(pb::StartWorkflowResponse {
+                        run_id: self
+                            .store
+                            .latest_run(ns.as_str(), wid.as_str())
+                            .await?
+                            .map(|r| r.run_id.to_text())
+                            .unwrap_or_default(),
+                        started: false,
+                    });
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -906,9 +940,11 @@ impl Engine {
         }
         self.check_payload("input", payload_len(req.input.as_ref()))?;
         let ident = identity(&req.identity)?;
+        let request_id = request_id(&req.request_id)?;
         let run = self.resolve(&ns, req.execution.as_ref()).await?;
         self.update(run.run_id, |run, now| {
-            let c = history::signal(run, &req.signal_name, req.input.clone(), ident, now)?;
+            let mut c = history::signal(run, &req.signal_name, req.input.clone(), ident, now)?;
+            c.request_id.clone_from(&request_id);
             Ok((Some(c), ()))
         })
         .await?;
@@ -1621,5 +1657,17 @@ fn info(
         close_time: run.close_time.map(to_timestamp),
         history_length: run.next_event_id - 1,
         memo,
+    }
+}
+
+/// An optional request id: empty for none, else 1 to 255 bytes.
+fn request_id(id: &str) -> Result<Option<String>, EngineError> {
+    match id.len() {
+        0 => Ok(None),
+        1..=255 => Ok(Some(id.to_owned())),
+        n => Err(EngineError::invalid(
+            "request_id",
+            format!("is {n} bytes, at most 255"),
+        )),
     }
 }

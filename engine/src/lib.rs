@@ -11,6 +11,7 @@ pub mod clock;
 pub mod edge;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod history;
 pub mod http;
 pub mod ids;

@@ -75,6 +75,12 @@ pub struct Metrics {
     polls_waiting: Family<Kind, Gauge>,
     backlog: Family<Backlog, Gauge>,
     breaker_open: Family<Adapter, Gauge>,
+    events_sent: Counter,
+    events_projected: Counter,
+    projection_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+    outbox_unsent: Gauge,
+    outbox_unsent_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    outbox_unprojected: Gauge,
     /// Label values seen, per label: callers choose type names, so their number is capped.
     seen: std::sync::Mutex<std::collections::HashSet<(u8, String)>>,
     /// One scrape at a time: scrapes reset the store gauges.
@@ -99,6 +105,12 @@ impl Default for Metrics {
             polls_waiting: Family::default(),
             backlog: Family::default(),
             breaker_open: Family::default(),
+            events_sent: Counter::default(),
+            events_projected: Counter::default(),
+            projection_lag: Gauge::default(),
+            outbox_unsent: Gauge::default(),
+            outbox_unsent_age: Gauge::default(),
+            outbox_unprojected: Gauge::default(),
             registry: Registry::default(),
             seen: Default::default(),
             scrape: Default::default(),
@@ -157,6 +169,36 @@ impl Default for Metrics {
             "breaker_open",
             "Circuit breakers that workers report open, by adapter (1: open)",
             m.breaker_open.clone(),
+        );
+        registry.register(
+            "events_sent",
+            "Business events this node published to RabbitMQ and the broker confirmed",
+            m.events_sent.clone(),
+        );
+        registry.register(
+            "events_projected",
+            "Business events this node folded into the orders read model",
+            m.events_projected.clone(),
+        );
+        registry.register(
+            "read_model_lag_seconds",
+            "Age of the oldest event this node had yet to fold into the read model, last round",
+            m.projection_lag.clone(),
+        );
+        registry.register(
+            "outbox_unsent",
+            "Business events in the outbox not yet confirmed by RabbitMQ",
+            m.outbox_unsent.clone(),
+        );
+        registry.register(
+            "outbox_oldest_unsent_age_seconds",
+            "Age of the oldest unsent business event (0: none)",
+            m.outbox_unsent_age.clone(),
+        );
+        registry.register(
+            "outbox_unprojected",
+            "Business events not yet folded into the orders read model",
+            m.outbox_unprojected.clone(),
         );
         Self { registry, ..m }
     }
@@ -234,6 +276,29 @@ impl Metrics {
         if conflict {
             self.conflicts.inc();
         }
+    }
+
+    pub(crate) fn events_sent(&self, n: usize) {
+        self.events_sent.inc_by(n as u64);
+    }
+
+    pub(crate) fn projected(&self, n: usize) {
+        self.events_projected.inc_by(n as u64);
+    }
+
+    pub(crate) fn projection_lag(&self, lag_ms: i64) {
+        self.projection_lag.set(lag_ms.max(0) as f64 / 1000.0);
+    }
+
+    /// The outbox gauges, from the store's figures read now.
+    pub(crate) fn outbox(&self, status: &crate::store::events::OutboxStatus, now: i64) {
+        self.outbox_unsent.set(status.unsent);
+        self.outbox_unprojected.set(status.unprojected);
+        self.outbox_unsent_age.set(
+            status
+                .oldest_unsent_at
+                .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0),
+        );
     }
 
     /// The text exposition, with the gauges set from what the caller read just now.

@@ -25,6 +25,8 @@ pub struct ServerConfig {
     pub edge: EdgeConfig,
     /// TLS for both ports; `None`: plaintext.
     pub tls: Option<TlsFiles>,
+    /// The event relay, projector and inbound consumer.
+    pub events: crate::events::EventsConfig,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +37,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             edge: EdgeConfig::default(),
             tls: None,
+            events: crate::events::EventsConfig::default(),
         }
     }
 }
@@ -49,6 +52,7 @@ pub struct Server {
     grpc_tls: Option<tonic::transport::ServerTlsConfig>,
     http_tls: Option<tokio_rustls::TlsAcceptor>,
     routes: axum::Router,
+    events: crate::events::EventsConfig,
 }
 
 impl Server {
@@ -83,6 +87,7 @@ impl Server {
             grpc_tls,
             http_tls,
             routes: axum::Router::new(),
+            events: config.events.clone(),
         })
     }
 
@@ -154,6 +159,15 @@ impl Server {
                     edge: edge.clone(),
                 })
                 .max_decoding_message_size(limit),
+            )
+            .add_service(
+                martix_proto::v1::order_service_server::OrderServiceServer::new(
+                    crate::api::OrderApi {
+                        engine: engine.clone(),
+                        edge: edge.clone(),
+                    },
+                )
+                .max_decoding_message_size(limit),
             );
         let mut tasks = JoinSet::new();
         // No Nagle: a small response must not wait for the client's delayed ACK (~40 ms).
@@ -201,6 +215,19 @@ impl Server {
             crate::timers::run(timers, token).await;
             Ok(())
         });
+        let (token, relay, events) = (shutdown.clone(), engine.clone(), self.events.clone());
+        tasks.spawn(async move {
+            crate::events::run_relay(relay, events, token).await;
+            Ok(())
+        });
+        if let (Some(url), Some(queue)) = (&self.events.amqp_url, &self.events.consume_queue) {
+            let (token, inbound) = (shutdown.clone(), engine.clone());
+            let (url, queue) = (url.clone(), queue.clone());
+            tasks.spawn(async move {
+                crate::events::inbound::run(inbound, url, queue, token).await;
+                Ok(())
+            });
+        }
         let mut result = Ok(());
         loop {
             tokio::select! {

@@ -1,6 +1,7 @@
 //! The REST edge of Martix: `POST /v1/orders` places an order (starts the order saga),
-//! `GET /v1/orders/{id}` tells its status and steps, `POST /v1/orders/{id}/cancel` cancels it,
-//! and `GET /openapi.json` describes all of it. Served on the engine's HTTP port behind the
+//! `GET /v1/orders` lists orders from the read model (filters, keyset pagination),
+//! `GET /v1/orders/{id}` tells its status, steps, read-model row and events,
+//! `POST /v1/orders/{id}/cancel` cancels it, and `GET /openapi.json` describes all of it. Served on the engine's HTTP port behind the
 //! same edge as gRPC (tokens, roles, namespaces, rate limits); handlers call the engine
 //! in-process, so a REST call costs what the gRPC call would.
 //!
@@ -13,7 +14,7 @@ pub use steps::{Step, order_steps};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Extension, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -58,7 +59,7 @@ pub fn router(engine: Arc<Engine>, edge: Arc<Edge>, config: GatewayConfig) -> Ro
         config,
     });
     Router::new()
-        .route("/v1/orders", post(place_order))
+        .route("/v1/orders", post(place_order).get(list_orders))
         .route("/v1/orders/{id}", get(get_order))
         .route("/v1/orders/{id}/cancel", post(cancel_order))
         .route("/openapi.json", get(openapi))
@@ -79,6 +80,9 @@ pub struct PlaceOrder {
     pub items: Vec<Item>,
     #[serde(default)]
     pub shipping_address: Address,
+    /// A discount code (`WELCOME10`, `SPRING5`); an unknown code is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount_code: Option<String>,
 }
 
 /// An order as the engine knows it.
@@ -99,6 +103,72 @@ pub struct OrderView {
     pub created_at: String,
     pub closed_at: Option<String>,
     pub cancel_requested: bool,
+    /// The order as the read model holds it (absent until its first event is folded in).
+    pub order: Option<OrderSummary>,
+    /// The order's business events, by sequence, as the read model holds them.
+    pub events: Vec<OrderEvent>,
+}
+
+/// An order as the read model (CQRS) holds it. Amounts in integer cents.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema, PartialEq)]
+pub struct OrderSummary {
+    pub order_id: String,
+    pub customer_id: String,
+    /// placed, priced, reserved, charged, shipped, compensating; final: completed,
+    /// compensated, canceled, failed, rejected.
+    pub status: String,
+    /// The type of the last event.
+    pub step: String,
+    pub currency: String,
+    #[schema(value_type = Object)]
+    pub items: serde_json::Value,
+    pub subtotal_cents: i64,
+    pub discount_cents: i64,
+    pub tax_cents: i64,
+    pub total_cents: i64,
+    pub charged_cents: i64,
+    pub refunded_cents: i64,
+    pub shipment: Option<String>,
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One business event of an order.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema, PartialEq)]
+pub struct OrderEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub sequence: i64,
+    /// RFC 3339.
+    pub time: String,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// A page of orders, newest first.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderPage {
+    pub orders: Vec<OrderSummary>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// Filters and page of `GET /v1/orders`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    pub customer_id: Option<String>,
+    pub status: Option<String>,
+    /// RFC 3339: created at or after.
+    pub created_after: Option<String>,
+    /// RFC 3339: created before.
+    pub created_before: Option<String>,
+    /// Default 50, at most 1000.
+    pub page_size: Option<i64>,
+    pub page_token: Option<String>,
 }
 
 /// The error body.
@@ -120,8 +190,19 @@ pub struct ErrorDetail {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Martix orders API", description = "Place, read and cancel order sagas."),
-    paths(place_order, get_order, cancel_order),
-    components(schemas(PlaceOrder, OrderView, Step, Item, Address, ErrorBody, ErrorDetail)),
+    paths(place_order, list_orders, get_order, cancel_order),
+    components(schemas(
+        PlaceOrder,
+        OrderView,
+        OrderSummary,
+        OrderEvent,
+        OrderPage,
+        Step,
+        Item,
+        Address,
+        ErrorBody,
+        ErrorDetail
+    )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -211,6 +292,7 @@ async fn place_order(
         currency: req.currency,
         items: req.items,
         shipping_address: req.shipping_address,
+        discount_code: req.discount_code,
     };
     order
         .validate()
@@ -279,6 +361,84 @@ async fn get_order(
         .edge
         .admit(&principal, Op::DescribeWorkflow, &g.config.namespace)?;
     Ok(axum::Json(view(&g, &id).await?))
+}
+
+/// Orders from the read model, newest first, with keyset pagination: every order appears
+/// once across the pages even while orders are placed.
+#[utoipa::path(
+    get,
+    path = "/v1/orders",
+    params(ListParams),
+    responses(
+        (status = 200, body = OrderPage),
+        (status = 400, description = "A bad filter or page token", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)
+    )
+)]
+async fn list_orders(
+    State(g): State<Arc<Gateway>>,
+    Extension(principal): Extension<Principal>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<OrderPage>, HttpError> {
+    let ns = &g.config.namespace;
+    let _admitted = g.edge.admit(&principal, Op::ReadOrders, ns)?;
+    let Query(p) = params.map_err(|e| EngineError::invalid("query", e.body_text()))?;
+    let when = |field: &'static str, v: &Option<String>| -> Result<Option<i64>, EngineError> {
+        v.as_deref()
+            .map(|s| {
+                humantime::parse_rfc3339_weak(s)
+                    .map(|t| {
+                        t.duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as i64)
+                    })
+                    .map_err(|e| {
+                        EngineError::invalid(field, format!("is not an RFC 3339 time: {e}"))
+                    })
+            })
+            .transpose()
+    };
+    let mut q = martix_engine::events::service::order_query(
+        ns,
+        p.customer_id.as_deref().unwrap_or(""),
+        p.status.as_deref().unwrap_or(""),
+        when("created_after", &p.created_after)?,
+        when("created_before", &p.created_before)?,
+        p.page_size.unwrap_or(0),
+    )?;
+    if let Some(t) = p.page_token.as_deref().filter(|t| !t.is_empty()) {
+        q.after = Some(martix_engine::events::service::decode_page_token(&q, t)?);
+    }
+    let (orders, next) = g.engine.orders_page(q).await?;
+    Ok(axum::Json(OrderPage {
+        orders: orders.iter().map(summary).collect(),
+        next_page_token: next,
+    }))
+}
+
+fn rfc3339(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+fn summary(o: &martix_engine::store::events::OrderView) -> OrderSummary {
+    OrderSummary {
+        order_id: o.order_id.clone(),
+        customer_id: o.customer_id.clone(),
+        status: o.status.clone(),
+        step: o.step.clone(),
+        currency: o.currency.clone(),
+        items: serde_json::from_str(&o.items).unwrap_or_default(),
+        subtotal_cents: o.subtotal_cents,
+        discount_cents: o.discount_cents,
+        tax_cents: o.tax_cents,
+        total_cents: o.total_cents,
+        charged_cents: o.charged_cents,
+        refunded_cents: o.refunded_cents,
+        shipment: o.shipment.clone(),
+        last_error: o.last_error.clone(),
+        created_at: rfc3339(o.created_at),
+        updated_at: rfc3339(o.updated_at),
+    }
 }
 
 /// Asks the order's saga to cancel: it compensates what it did and ends `canceled` or
@@ -411,6 +571,12 @@ async fn view(g: &Gateway, id: &str) -> Result<OrderView, HttpError> {
         .result
         .filter(|_| result.closed)
         .and_then(|p| serde_json::from_slice(&p.data).ok());
+    let store = g.engine.store();
+    let order = store.get_order(ns, id).await.map_err(EngineError::from)?;
+    let order_events = store
+        .order_events(ns, id)
+        .await
+        .map_err(EngineError::from)?;
     Ok(OrderView {
         order_id: id.to_owned(),
         run_id,
@@ -421,5 +587,16 @@ async fn view(g: &Gateway, id: &str) -> Result<OrderView, HttpError> {
         created_at: time(info.start_time.as_ref()).unwrap_or_default(),
         closed_at: time(info.close_time.as_ref()),
         cancel_requested: d.cancel_requested,
+        order: order.as_ref().map(summary),
+        events: order_events
+            .iter()
+            .map(|e| OrderEvent {
+                id: e.event_id.clone(),
+                event_type: e.event_type.clone(),
+                sequence: e.sequence,
+                time: rfc3339(e.occurred_at),
+                data: serde_json::from_str(&e.body).unwrap_or_default(),
+            })
+            .collect(),
     })
 }

@@ -185,6 +185,7 @@ impl Client {
             start: Some(self.start_request(&options, input)?),
             signal_name: signal_name.to_owned(),
             signal_input: Some(to_payload(signal_input)?),
+            request_id: String::new(),
         };
         let mut inner = self.inner.clone();
         let resp = inner
@@ -313,6 +314,17 @@ impl WorkflowHandle {
 
     /// Sends a signal.
     pub async fn signal<I: Serialize>(&self, name: &str, input: &I) -> Result<(), ClientError> {
+        self.signal_once(name, input, "").await
+    }
+
+    /// Sends a signal at most once per `request_id` (empty: no deduplication): a retry after
+    /// a lost answer, or a redelivered message, does not signal twice.
+    pub async fn signal_once<I: Serialize>(
+        &self,
+        name: &str,
+        input: &I,
+        request_id: &str,
+    ) -> Result<(), ClientError> {
         self.client
             .inner
             .clone()
@@ -322,6 +334,7 @@ impl WorkflowHandle {
                 signal_name: name.to_owned(),
                 input: Some(to_payload(input)?),
                 identity: self.client.identity.clone(),
+                request_id: request_id.to_owned(),
             })
             .await?;
         Ok(())

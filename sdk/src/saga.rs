@@ -9,6 +9,8 @@ struct Compensation {
     activity_type: String,
     input: Option<pb::Payload>,
     options: ActivityOptions,
+    /// A business event published when the compensation succeeded.
+    event: Option<(String, serde_json::Value)>,
 }
 
 /// The compensations of a saga, in the order their steps succeeded.
@@ -61,7 +63,24 @@ impl Saga {
             activity_type: activity_type.to_owned(),
             input: crate::payload::to_payload(input).ok(),
             options,
+            event: None,
         });
+    }
+
+    /// Adds a compensation that, once it succeeded, publishes the business event
+    /// `event_type` with `body` (see [`WorkflowContext::publish`]).
+    pub fn add_with_event<I: Serialize, B: Serialize>(
+        &mut self,
+        activity_type: &str,
+        input: &I,
+        options: ActivityOptions,
+        event_type: &str,
+        body: &B,
+    ) {
+        self.add(activity_type, input, options);
+        if let (Some(last), Ok(body)) = (self.steps.last_mut(), serde_json::to_value(body)) {
+            last.event = Some((event_type.to_owned(), body));
+        }
     }
 
     /// How many compensations are registered.
@@ -83,10 +102,18 @@ impl Saga {
                 ctx.activity::<(), serde_json::Value>(&c.activity_type, &(), c.options.clone());
             let fut = fut.with_payload(c.input);
             async move {
-                fut.await.err().map(|failure| CompensationFailure {
-                    activity_type: c.activity_type,
-                    failure,
-                })
+                match fut.await {
+                    Ok(_) => {
+                        if let Some((event_type, body)) = &c.event {
+                            ctx.publish(event_type, body);
+                        }
+                        None
+                    }
+                    Err(failure) => Some(CompensationFailure {
+                        activity_type: c.activity_type,
+                        failure,
+                    }),
+                }
             }
         };
         if self.parallel {

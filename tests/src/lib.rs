@@ -123,6 +123,25 @@ impl TestEngine {
         edge: EdgeConfig,
         tls: Option<TlsFiles>,
     ) -> Self {
+        Self::start_full(backend, config, edge, tls, Default::default()).await
+    }
+
+    /// Starts an engine whose event relay and inbound consumer use `events`.
+    pub async fn start_with_events(
+        backend: Backend,
+        config: EngineConfig,
+        events: martix_engine::events::EventsConfig,
+    ) -> Self {
+        Self::start_full(backend, config, EdgeConfig::default(), None, events).await
+    }
+
+    async fn start_full(
+        backend: Backend,
+        config: EngineConfig,
+        edge: EdgeConfig,
+        tls: Option<TlsFiles>,
+        events: martix_engine::events::EventsConfig,
+    ) -> Self {
         let (store, database_url) = backend.store_and_url().await;
         let engine = Engine::new(store, config);
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -134,6 +153,7 @@ impl TestEngine {
                 shutdown_grace: std::time::Duration::from_secs(1),
                 edge,
                 tls,
+                events,
             },
         )
         .await

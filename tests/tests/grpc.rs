@@ -649,6 +649,7 @@ async fn signals_during_a_task_are_delivered_after_it(backend: Backend) {
         signal_name: "approve".into(),
         input: json("true"),
         identity: "ops".into(),
+        request_id: String::new(),
     })
     .await
     .unwrap();

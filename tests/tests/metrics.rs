@@ -47,7 +47,7 @@ async fn metrics_count_what_a_run_of_orders_did() {
     for (i, customer) in customers.iter().enumerate() {
         let order = Order {
             order_id: format!("{prefix}-{i}"),
-            customer_id: (*customer).into(),
+            customer_id: format!("{customer}-{prefix}"),
             currency: "EUR".into(),
             items: vec![Item {
                 sku: sku.clone(),
@@ -58,6 +58,7 @@ async fn metrics_count_what_a_run_of_orders_did() {
                 country: "FR".into(),
                 ..Default::default()
             },
+            discount_code: None,
         };
         handles.push(
             client
@@ -109,6 +110,7 @@ async fn metrics_count_what_a_run_of_orders_did() {
             r#"martix_activity_attempts_total{{activity_type="{ty}",outcome="{outcome}"}}"#
         ))
     };
+    assert_eq!(attempts("price_order", "completed"), 4.0);
     assert_eq!(attempts("reserve_inventory", "completed"), 4.0);
     assert_eq!(attempts("charge_payment", "completed"), 3.0);
     assert_eq!(attempts("charge_payment", "failed"), 1.0, "the decline");
@@ -120,12 +122,19 @@ async fn metrics_count_what_a_run_of_orders_did() {
             .any(|k| k.starts_with("martix_activity_retries_total")),
         "nothing was retried"
     );
-    // Every activity task went through schedule-to-start; 4 reserve + 4 charge + 3 ship +
-    // 1 release + 4 notify = 16.
+    // Every activity task went through schedule-to-start; 4 price + 4 reserve + 4 charge +
+    // 3 ship + 1 release + 4 notify = 20.
     assert_eq!(
         get(r#"martix_schedule_to_start_seconds_count{kind="activity"}"#),
-        16.0
+        20.0
     );
+    // The 4 orders' events (placed, priced, reserved, charged or declined, shipped or
+    // refunded... and a terminal one) all reached the read model.
+    assert!(
+        m.contains_key("martix_outbox_unsent"),
+        "the outbox backlog is exported"
+    );
+    assert!(m.contains_key("martix_read_model_lag_seconds"));
     assert!(get("martix_store_commit_seconds_count") >= 4.0 * 8.0);
     assert!(get(r#"martix_long_polls_waiting{kind="activity"}"#) >= 1.0);
     stop.cancel();

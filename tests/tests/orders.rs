@@ -75,7 +75,8 @@ impl Env {
     fn order(&self, name: &str, customer: &str, country: &str, qty: i64) -> Order {
         Order {
             order_id: format!("{}-order-{name}", self.prefix),
-            customer_id: customer.into(),
+            // Customers are the test's own: the fraud rules count orders per customer.
+            customer_id: format!("{customer}-{}", self.prefix),
             currency: "EUR".into(),
             items: vec![
                 Item {
@@ -93,6 +94,7 @@ impl Env {
                 country: country.into(),
                 ..Default::default()
             },
+            discount_code: None,
         }
     }
 
@@ -128,14 +130,16 @@ async fn every_outcome_path(backend: Backend) {
     let ok = env.order("ok", "cust-1", "FR", 2);
     let declined = env.order("declined", "declined-2", "FR", 1);
     let unshippable = env.order("unshippable", "cust-3", "ZZ", 1);
-    let too_many = env.order("too-many", "cust-4", "FR", 5_000);
+    // A SKU with no stock at all.
+    let mut too_many = env.order("too-many", "cust-4", "FR", 5);
+    too_many.items[0].sku = format!("{}-sku-none", env.prefix);
     let mut invalid = env.order("invalid", "cust-5", "FR", 1);
     invalid.currency = "euro".into();
 
     let o = env.place(&ok).await;
     assert_eq!(
         (o.status.as_str(), o.charged_cents),
-        ("completed", 2 * 1250 + 499)
+        ("completed", martix_activities::invoice(&ok).total_cents)
     );
     assert_eq!(o.notification, "sent");
     assert_eq!(
@@ -180,6 +184,54 @@ async fn every_outcome_path(backend: Backend) {
     assert!(o.cause.unwrap().contains("currency"));
 
     env.assert_ledger(&[&ok]).await;
+}
+
+on_both_backends!(rejected_orders_touch_neither_stock_nor_payment);
+async fn rejected_orders_touch_neither_stock_nor_payment(backend: Backend) {
+    let env = Env::start(backend, Faults::default(), BreakerSettings::default()).await;
+    let stock_before = env.adapters.stock(&env.prefix).await.unwrap();
+    // 5,000 x 12.50 EUR is over the 10,000 EUR limit of one order.
+    let over_limit = env.order("over-limit", "big", "FR", 5_000);
+    let o = env.place(&over_limit).await;
+    assert_eq!(o.status, "rejected");
+    assert_eq!(o.failed_step.as_deref(), Some("validate"));
+    assert!(o.cause.as_deref().unwrap().contains("AmountLimit"), "{o:?}");
+    // Six orders of one customer within a minute: the sixth is refused.
+    let mut outcomes = Vec::new();
+    for i in 0..6 {
+        outcomes.push(
+            env.place(&env.order(&format!("burst-{i}"), "eager", "FR", 1))
+                .await,
+        );
+    }
+    let statuses: Vec<&str> = outcomes.iter().map(|o| o.status.as_str()).collect();
+    assert_eq!(
+        statuses,
+        ["completed"; 5]
+            .iter()
+            .copied()
+            .chain(["rejected"])
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        outcomes[5]
+            .cause
+            .as_deref()
+            .unwrap()
+            .contains("TooManyOrders")
+    );
+    // Nothing reserved or charged for either rejected order; the ledger is the five's.
+    let ledger = env.adapters.ledger(&env.prefix).await.unwrap();
+    assert!(!ledger.contains_key(&over_limit.order_id));
+    assert!(!ledger.contains_key(&format!("{}-order-burst-5", env.prefix)));
+    let stock_after = env.adapters.stock(&env.prefix).await.unwrap();
+    assert_eq!(stock_after.initial, stock_before.initial);
+    assert_eq!(
+        stock_after.shipped,
+        5 * 2,
+        "five orders of two lines of one each"
+    );
+    assert_eq!(stock_after.reserved, 0);
 }
 
 async fn a_cancelled_order_is_refunded_and_released(backend: Backend) {

@@ -92,7 +92,7 @@ async fn confirmations_are_published_and_read_back() {
 
     let order = Order {
         order_id: format!("{prefix}-order-1"),
-        customer_id: "cust-1".into(),
+        customer_id: format!("cust-{prefix}"),
         currency: "EUR".into(),
         items: vec![Item {
             sku: format!("{prefix}-sku"),
@@ -103,6 +103,7 @@ async fn confirmations_are_published_and_read_back() {
             country: "FR".into(),
             ..Default::default()
         },
+        discount_code: None,
     };
     let client = Client::connect(engine.endpoint.clone()).await.unwrap();
     let run = client
@@ -135,7 +136,8 @@ async fn confirmations_are_published_and_read_back() {
     );
     let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
     assert_eq!(body["order_id"], order.order_id.as_str());
-    assert_eq!(body["total_cents"], 1400);
+    // 2 x 7.00 EUR and 20% French VAT.
+    assert_eq!(body["total_cents"], 1680);
     delivery.ack(BasicAckOptions::default()).await.unwrap();
     shutdown.cancel();
 }

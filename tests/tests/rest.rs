@@ -59,9 +59,12 @@ fn worker(t: &TestEngine) -> CancellationToken {
     stop
 }
 
+static RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| unique("run"));
+
 fn order(id: Option<&str>) -> Value {
     let mut o = json!({
-        "customer_id": "cust-1",
+        // The fraud rules count orders per customer: one per order id and test process.
+        "customer_id": format!("cust-{}-{}", *RUN, id.unwrap_or("anon")),
         "currency": "EUR",
         "items": [{"sku": "sku-1", "qty": 2, "unit_price_cents": 1250}],
         "shipping_address": {"country": "FR"}
@@ -137,7 +140,8 @@ async fn an_order_placed_over_rest_runs_to_completion_and_shows_its_steps(backen
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(done["status"], json!("completed"), "{done}");
-    assert_eq!(done["outcome"]["charged_cents"], json!(2500));
+    // 2 x 12.50 EUR and 20% French VAT.
+    assert_eq!(done["outcome"]["charged_cents"], json!(3000));
     let steps: Vec<&str> = done["steps"]
         .as_array()
         .unwrap()
@@ -147,6 +151,7 @@ async fn an_order_placed_over_rest_runs_to_completion_and_shows_its_steps(backen
     assert_eq!(
         steps,
         [
+            "price_order",
             "reserve_inventory",
             "charge_payment",
             "create_shipment",

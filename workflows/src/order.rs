@@ -7,20 +7,26 @@
 //!   `cancel`). After the shipment is created a cancellation is ignored and the order
 //!   completes: the goods are on their way.
 //! - Invalid input or no stock: nothing happened, nothing to undo: `failed`.
+//! - Refused by the fraud rules of the pricing step (amount limit, too many orders a minute):
+//!   nothing was reserved or charged: `rejected`.
+//! - Cancelled by signal `cancel` (an inbound `order.cancel_requested` message): as by an
+//!   operator.
 //! - A notification that keeps failing never undoes an order: it is retried, then recorded as
 //!   failed in the outcome.
 
 use martix_activities::NotificationInput;
 use martix_activities::model::{Charge, Order, StepInput, names};
+use martix_activities::pricing::Invoice;
 use martix_sdk::{ActivityFailure, ActivityOptions, Saga, WorkflowContext, WorkflowError};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use std::time::Duration;
 
 /// How an order ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderOutcome {
     pub order_id: String,
-    /// `completed`, `compensated` or `failed`.
+    /// `completed`, `compensated`, `failed` or `rejected`.
     pub status: String,
     /// The step that failed (`validate`, `reserve`, `payment`, `shipment`, `cancel`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,7 +61,15 @@ fn cause(f: &ActivityFailure) -> String {
     }
 }
 
-/// The order saga, workflow type `order`.
+/// The signal that cancels an order like a cancel request does (inbound
+/// `order.cancel_requested` messages send it).
+pub const CANCEL_SIGNAL: &str = "cancel";
+
+/// Activity failure types that reject an order (fraud rules): it ends `rejected`.
+const REJECTIONS: [&str; 2] = ["AmountLimit", "TooManyOrders"];
+
+/// The order saga, workflow type `order`. Every business step is published as an event (see
+/// `martix_engine::events::view` for the bodies); the last one is the terminal event.
 pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, WorkflowError> {
     let mut outcome = OrderOutcome {
         order_id: order.order_id.clone(),
@@ -66,17 +80,44 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
         notification: "sent".into(),
         compensation_failures: Vec::new(),
     };
+    ctx.publish(
+        "order.placed",
+        &json!({
+            "order_id": order.order_id,
+            "customer_id": order.customer_id,
+            "currency": order.currency,
+            "items": order.items,
+            "shipping_address": order.shipping_address,
+            "discount_code": order.discount_code,
+        }),
+    );
     if let Err(why) = order.validate() {
         outcome.status = "failed".into();
         outcome.failed_step = Some("validate".into());
         outcome.cause = Some(why.to_string());
-        return notify(&ctx, outcome, &order).await;
+        return finish(&ctx, outcome, &order, None).await;
     }
     let opts = step_options();
     let input = |undo_key: &str| StepInput {
         order: order.clone(),
         undo_key: undo_key.to_owned(),
     };
+    let cancelled = || ctx.is_cancel_requested() || ctx.has_signal(CANCEL_SIGNAL);
+
+    let invoice: Invoice = match ctx
+        .activity(names::PRICE_ORDER, &input(""), opts.clone())
+        .await
+    {
+        Ok(i) => i,
+        Err(f) => {
+            let rejected = REJECTIONS.contains(&f.error_type());
+            outcome.status = if rejected { "rejected" } else { "failed" }.into();
+            outcome.failed_step = Some("validate".into());
+            outcome.cause = Some(cause(&f));
+            return finish(&ctx, outcome, &order, None).await;
+        }
+    };
+    ctx.publish("order.priced", &invoice);
     let mut saga = Saga::new();
 
     let reservation: String = match ctx
@@ -88,22 +129,42 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
             outcome.status = "failed".into();
             outcome.failed_step = Some("reserve".into());
             outcome.cause = Some(cause(&f));
-            return notify(&ctx, outcome, &order).await;
+            return finish(&ctx, outcome, &order, Some(&invoice)).await;
         }
     };
-    saga.add(names::RELEASE_INVENTORY, &input(&reservation), opts.clone());
+    ctx.publish("inventory.reserved", &json!({ "reservation": reservation }));
+    saga.add_with_event(
+        names::RELEASE_INVENTORY,
+        &input(&reservation),
+        opts.clone(),
+        "inventory.released",
+        &json!({ "reservation": reservation }),
+    );
 
-    let failed = if ctx.is_cancel_requested() {
+    let failed = if cancelled() {
         Some(("cancel", "cancelled before payment".to_owned()))
     } else {
         match ctx
             .activity::<_, Charge>(names::CHARGE_PAYMENT, &input(""), opts.clone())
             .await
         {
-            Err(f) => Some(("payment", cause(&f))),
+            Err(f) => {
+                ctx.publish("payment.declined", &json!({ "reason": cause(&f) }));
+                Some(("payment", cause(&f)))
+            }
             Ok(charge) => {
-                saga.add(names::REFUND_PAYMENT, &input(&charge.key), opts.clone());
-                if ctx.is_cancel_requested() {
+                ctx.publish(
+                    "payment.charged",
+                    &json!({ "charge": charge.key, "amount_cents": charge.amount_cents }),
+                );
+                saga.add_with_event(
+                    names::REFUND_PAYMENT,
+                    &input(&charge.key),
+                    opts.clone(),
+                    "payment.refunded",
+                    &json!({ "charge": charge.key, "amount_cents": charge.amount_cents }),
+                );
+                if cancelled() {
                     Some(("cancel", "cancelled before shipment".to_owned()))
                 } else {
                     match ctx
@@ -115,7 +176,8 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
                         .await
                     {
                         Err(f) => Some(("shipment", cause(&f))),
-                        Ok(_) => {
+                        Ok(shipment) => {
+                            ctx.publish("shipment.created", &json!({ "shipment": shipment }));
                             outcome.charged_cents = charge.amount_cents;
                             None
                         }
@@ -136,24 +198,26 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
             .map(|c| format!("{}: {}", c.activity_type, c.failure))
             .collect();
     }
-    notify(&ctx, outcome, &order).await
+    finish(&ctx, outcome, &order, Some(&invoice)).await
 }
 
-/// Sends the confirmation; a notification that keeps failing is recorded, never undoes.
-async fn notify(
+/// Sends the confirmation (a notification that keeps failing is recorded, never undoes),
+/// then publishes the terminal event.
+async fn finish(
     ctx: &WorkflowContext,
     mut outcome: OrderOutcome,
     order: &Order,
+    invoice: Option<&Invoice>,
 ) -> Result<OrderOutcome, WorkflowError> {
     let opts = ActivityOptions::new(Duration::from_secs(10))
         .initial_interval(Duration::from_millis(200))
         .maximum_attempts(5);
-    let body = serde_json::json!({
+    let body = json!({
         "order_id": order.order_id,
         "customer_id": order.customer_id,
         "status": outcome.status,
         "failed_step": outcome.failed_step,
-        "total_cents": order.total_cents(),
+        "total_cents": invoice.map_or(0, |i| i.total_cents),
         "currency": order.currency,
     });
     let sent = ctx
@@ -170,5 +234,23 @@ async fn notify(
     if sent.is_err() {
         outcome.notification = "failed".into();
     }
+    let terminal = match (outcome.status.as_str(), outcome.failed_step.as_deref()) {
+        ("compensated", Some("cancel")) => "order.canceled",
+        ("compensated", _) => "order.compensated",
+        ("rejected", _) => "order.rejected",
+        ("failed", _) => "order.failed",
+        _ => "order.completed",
+    };
+    ctx.publish(
+        terminal,
+        &json!({
+            "status": outcome.status,
+            "failed_step": outcome.failed_step,
+            "cause": outcome.cause,
+            "reason": outcome.cause,
+            "charged_cents": outcome.charged_cents,
+            "notification": outcome.notification,
+        }),
+    );
     Ok(outcome)
 }

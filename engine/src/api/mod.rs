@@ -7,6 +7,7 @@ use crate::error::EngineError;
 use crate::history::TaskToken;
 use martix_proto::trace;
 use martix_proto::v1 as pb;
+use pb::order_service_server::OrderService;
 use pb::worker_service_server::WorkerService;
 use pb::workflow_service_server::WorkflowService;
 use std::borrow::Cow;
@@ -24,6 +25,13 @@ pub struct WorkflowApi {
 /// `WorkerService` on an engine, behind the edge.
 #[derive(Clone)]
 pub struct WorkerApi {
+    pub engine: Arc<Engine>,
+    pub edge: Arc<Edge>,
+}
+
+/// `OrderService` on an engine, behind the edge.
+#[derive(Clone)]
+pub struct OrderApi {
     pub engine: Arc<Engine>,
     pub edge: Arc<Edge>,
 }
@@ -58,7 +66,19 @@ macro_rules! scoped {
 scoped!(field: pb::StartWorkflowRequest, pb::DescribeWorkflowRequest, pb::ListWorkflowsRequest,
     pb::GetWorkflowHistoryRequest, pb::GetWorkflowResultRequest, pb::SignalWorkflowRequest,
     pb::CancelWorkflowRequest, pb::TerminateWorkflowRequest, pb::ResetWorkflowRequest,
-    pb::RetryActivityRequest, pb::PollWorkflowTaskRequest, pb::PollActivityTaskRequest);
+    pb::RetryActivityRequest, pb::PollWorkflowTaskRequest, pb::PollActivityTaskRequest,
+    pb::GetOrderRequest, pb::ListOrdersRequest);
+
+/// The outbox of one namespace, or (empty) of all: then a token for every namespace.
+impl Scoped for pb::ListOutboxEventsRequest {
+    fn namespace(&self) -> Cow<'_, str> {
+        Cow::Borrowed(if self.namespace.is_empty() {
+            "*"
+        } else {
+            &self.namespace
+        })
+    }
+}
 
 /// Namespaces are administered by tokens for every namespace (`*`) only.
 macro_rules! scoped_everywhere {
@@ -71,7 +91,12 @@ macro_rules! scoped_everywhere {
     };
 }
 
-scoped_everywhere!(pb::CreateNamespaceRequest, pb::ListNamespacesRequest);
+scoped_everywhere!(
+    pb::CreateNamespaceRequest,
+    pb::ListNamespacesRequest,
+    pb::RebuildOrdersRequest,
+    pb::GetOutboxStatusRequest
+);
 impl Scoped for pb::SignalWithStartWorkflowRequest {
     fn namespace(&self) -> Cow<'_, str> {
         Cow::Borrowed(self.start.as_ref().map_or("", |s| s.namespace.as_str()))
@@ -170,4 +195,12 @@ service!(WorkerService, WorkerApi {
     respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest) -> pb::RespondActivityTaskCompletedResponse => complete_activity_task, RespondActivityTask;
     respond_activity_task_failed(pb::RespondActivityTaskFailedRequest) -> pb::RespondActivityTaskFailedResponse => fail_activity_task, RespondActivityTask;
     record_activity_heartbeat(pb::RecordActivityHeartbeatRequest) -> pb::RecordActivityHeartbeatResponse => record_activity_heartbeat, RecordActivityHeartbeat;
+});
+
+service!(OrderService, OrderApi {
+    get_order(pb::GetOrderRequest) -> pb::GetOrderResponse => get_order, ReadOrders;
+    list_orders(pb::ListOrdersRequest) -> pb::ListOrdersResponse => list_orders, ReadOrders;
+    rebuild_orders(pb::RebuildOrdersRequest) -> pb::RebuildOrdersResponse => rebuild_orders, RebuildReadModel;
+    get_outbox_status(pb::GetOutboxStatusRequest) -> pb::GetOutboxStatusResponse => outbox_status, ReadEvents;
+    list_outbox_events(pb::ListOutboxEventsRequest) -> pb::ListOutboxEventsResponse => list_outbox_events, ReadEvents;
 });

@@ -77,11 +77,17 @@ pub enum Op {
     ManageNamespaces,
     /// Reading engine-wide state that belongs to no namespace (metrics).
     ReadMetrics,
+    /// Reading the orders read model.
+    ReadOrders,
+    /// Reading the outbox (status, tail).
+    ReadEvents,
+    /// Rebuilding the read model.
+    RebuildReadModel,
 }
 
 impl Op {
     /// Every operation, for tables and tests.
-    pub const ALL: [Op; 17] = [
+    pub const ALL: [Op; 20] = [
         Op::StartWorkflow,
         Op::DescribeWorkflow,
         Op::GetWorkflowResult,
@@ -99,6 +105,9 @@ impl Op {
         Op::RecordActivityHeartbeat,
         Op::ManageNamespaces,
         Op::ReadMetrics,
+        Op::ReadOrders,
+        Op::ReadEvents,
+        Op::RebuildReadModel,
     ];
 
     /// Whether `role` may perform this operation. The one permission table.
@@ -108,7 +117,7 @@ impl Op {
             Role::Admin => true,
             Role::Client => matches!(
                 self,
-                StartWorkflow | DescribeWorkflow | GetWorkflowResult | SignalWorkflow
+                StartWorkflow | DescribeWorkflow | GetWorkflowResult | SignalWorkflow | ReadOrders
             ),
             Role::Worker => matches!(
                 self,
@@ -132,6 +141,8 @@ impl Op {
                     | ResetWorkflow
                     | RetryActivity
                     | ReadMetrics
+                    | ReadOrders
+                    | ReadEvents
             ),
         }
     }
@@ -480,7 +491,10 @@ mod tests {
     fn permission_table_matches_the_roles() {
         let allowed = |r: Role| Op::ALL.iter().filter(|op| op.allowed_for(r)).count();
         assert_eq!(allowed(Role::Admin), Op::ALL.len());
-        assert_eq!(allowed(Role::Client), 4);
+        assert_eq!(allowed(Role::Client), 5);
+        assert!(Op::ReadOrders.allowed_for(Role::Client));
+        assert!(!Op::ReadEvents.allowed_for(Role::Client));
+        assert!(!Op::RebuildReadModel.allowed_for(Role::Operator));
         assert!(!Op::CancelWorkflow.allowed_for(Role::Client));
         assert!(!Op::StartWorkflow.allowed_for(Role::Worker));
         assert!(Op::GetWorkflowHistory.allowed_for(Role::Worker));

@@ -77,6 +77,8 @@ pub struct StartParams {
     pub traceparent: String,
     /// Signal-with-start: a signal recorded right after the start, in the same transaction.
     pub initial_signal: Option<(String, Option<pb::Payload>)>,
+    /// Carried along a continue-as-new chain: events published so far.
+    pub events_published: i64,
 }
 
 /// A new run: its first events, its first workflow task.
@@ -103,6 +105,7 @@ pub fn new_run(p: &StartParams, run_id: RunId, now: Millis) -> RunCommit {
             workflow_task_timeout_ms: task_timeout,
             first_run_id: first_run_id.clone(),
             traceparent: p.traceparent.clone(),
+            events_published: p.events_published,
             ..Default::default()
         },
     };
@@ -329,6 +332,21 @@ fn check_id(field: &str, id: &str) -> Result<(), String> {
     }
 }
 
+/// Event types are routing keys: letters, digits, '.', '_' and '-', at most 255 bytes.
+fn check_event_type(event_type: &str) -> Result<(), String> {
+    check_id("event_type", event_type)?;
+    match event_type
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some(c) => Err(format!(
+            "event_type '{}' holds {c:?}; only letters, digits, '.', '_' and '-' are allowed",
+            event_type.escape_default()
+        )),
+        None => Ok(()),
+    }
+}
+
 fn apply_command(t: &mut Transition, command: &pb::Command, completed: i64) -> Result<(), String> {
     use pb::command::Attributes as C;
     let now = t.now();
@@ -542,6 +560,33 @@ fn apply_command(t: &mut Transition, command: &pb::Command, completed: i64) -> R
             }));
             Ok(())
         }
+        Some(C::PublishEvent(c)) => {
+            check_event_type(&c.event_type)?;
+            let body = c.body.clone().unwrap_or_default();
+            if !(body.encoding.is_empty() || body.encoding == "json/plain") {
+                return Err(format!(
+                    "the body of event '{}' must be JSON (encoding json/plain), not '{}'",
+                    c.event_type, body.encoding
+                ));
+            }
+            match serde_json::from_slice::<serde_json::Value>(&body.data) {
+                Ok(serde_json::Value::Object(_)) => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "the body of event '{}' must be a JSON object",
+                        c.event_type
+                    ));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "the body of event '{}' is not JSON: {e}",
+                        c.event_type
+                    ));
+                }
+            }
+            t.publish(&c.event_type, body, completed);
+            Ok(())
+        }
         Some(C::CompleteWorkflow(c)) => {
             t.close(
                 if c.compensated {
@@ -617,6 +662,7 @@ fn apply_command(t: &mut Transition, command: &pb::Command, completed: i64) -> R
                 execution_deadline: (run.state.execution_deadline > 0)
                     .then_some(run.state.execution_deadline),
                 traceparent: run.state.traceparent.clone(),
+                events_published: run.state.events_published,
                 ..Default::default()
             };
             t.set_new_run(new_run(&params, new_id, now));

@@ -19,6 +19,7 @@ pub use retry::retry_delay;
 pub use state::*;
 
 use crate::clock::{Millis, to_timestamp};
+use crate::ids::RunId;
 use martix_proto::v1 as pb;
 use pb::history_event::Attributes;
 
@@ -71,6 +72,29 @@ pub struct RunCommit {
     pub fired_timer: Option<String>,
     /// A run created in the same transaction (continue-as-new).
     pub new_run: Option<Box<RunCommit>>,
+    /// Business events to write to the outbox (published by this change's workflow task).
+    pub outbox: Vec<OutboxEvent>,
+    /// A request id recorded with the change (a signal's): a change whose id was recorded
+    /// before fails with `StoreError::Duplicate` and writes nothing.
+    pub request_id: Option<String>,
+}
+
+/// A business event as the outbox holds it until it is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// Stable: "<run id>/<history event id>".
+    pub event_id: String,
+    pub namespace: String,
+    /// The workflow id that published it (for orders, the order id).
+    pub subject: String,
+    pub workflow_type: String,
+    pub run_id: RunId,
+    /// Per subject, from 1, without gaps.
+    pub sequence: i64,
+    pub event_type: String,
+    pub occurred_at: Millis,
+    /// A JSON object.
+    pub body: String,
 }
 
 /// Builds one `RunCommit` from a checkpoint: appends events, keeps the checkpoint in step.
@@ -84,6 +108,7 @@ pub(crate) struct Transition {
     closed: bool,
     fired_timer: Option<String>,
     new_run: Option<Box<RunCommit>>,
+    outbox: Vec<OutboxEvent>,
 }
 
 impl Transition {
@@ -98,6 +123,7 @@ impl Transition {
             closed: false,
             fired_timer: None,
             new_run: None,
+            outbox: Vec::new(),
         }
     }
 
@@ -201,6 +227,33 @@ impl Transition {
         self.fired_timer = Some(key);
     }
 
+    /// Records a business event the workflow published: its history event, and its outbox row.
+    pub(crate) fn publish(&mut self, event_type: &str, body: pb::Payload, completed: i64) {
+        let sequence = self.run.state.events_published + 1;
+        self.run.state.events_published = sequence;
+        let history_id = self.run.next_event_id;
+        let event_id = format!("{}/{history_id}", self.run.run_id.to_text());
+        let json = String::from_utf8_lossy(&body.data).into_owned();
+        self.append(Attributes::EventPublished(pb::EventPublishedAttributes {
+            event_type: event_type.to_owned(),
+            body: Some(body),
+            event_id: event_id.clone(),
+            sequence,
+            workflow_task_completed_event_id: completed,
+        }));
+        self.outbox.push(OutboxEvent {
+            event_id,
+            namespace: self.run.namespace.clone(),
+            subject: self.run.workflow_id.clone(),
+            workflow_type: self.run.workflow_type.clone(),
+            run_id: self.run.run_id,
+            sequence,
+            event_type: event_type.to_owned(),
+            occurred_at: self.now,
+            body: json,
+        });
+    }
+
     pub(crate) fn set_new_run(&mut self, next: RunCommit) {
         self.new_run = Some(Box::new(next));
     }
@@ -227,6 +280,8 @@ impl Transition {
             closed: self.closed,
             fired_timer: self.fired_timer,
             new_run: self.new_run,
+            outbox: self.outbox,
+            request_id: None,
         }
     }
 }

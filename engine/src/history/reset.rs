@@ -69,6 +69,7 @@ pub fn reset(
         first_run_id: run.state.first_run_id.clone(),
         execution_deadline: run.state.execution_deadline,
         traceparent: run.state.traceparent.clone(),
+        events_published: run.state.events_published,
         ..Default::default()
     };
     let mut scheduled: Vec<(i64, pb::ActivityTaskScheduledAttributes, Millis)> = Vec::new();

@@ -42,6 +42,10 @@ pub struct RunState {
     /// W3C trace context of the start: the trace every task of the run joins.
     #[prost(string, tag = "11")]
     pub traceparent: String,
+    /// Business events the workflow has published, over its whole continue-as-new chain and
+    /// resets: the last event's sequence number.
+    #[prost(int64, tag = "12")]
+    pub events_published: i64,
 }
 
 /// An activity between its scheduling and its final outcome.

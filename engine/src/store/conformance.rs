@@ -589,6 +589,173 @@ pub async fn concurrent_changes_commit_together_and_fail_alone(store: &dyn Store
     );
 }
 
+fn outbox_event(
+    run: &Run,
+    seq: i64,
+    event_type: &str,
+    at: Millis,
+    body: &str,
+) -> history::OutboxEvent {
+    history::OutboxEvent {
+        event_id: format!("{}/{}", run.run_id.to_text(), 100 + seq),
+        namespace: run.namespace.clone(),
+        subject: run.workflow_id.clone(),
+        workflow_type: run.workflow_type.clone(),
+        run_id: run.run_id,
+        sequence: seq,
+        event_type: event_type.into(),
+        occurred_at: at,
+        body: body.into(),
+    }
+}
+
+/// Outbox rows are written with the run change that publishes them, or not at all; a signal
+/// request id is recorded once; projecting events twice folds them once; orders page by
+/// keyset without gaps or repeats.
+pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let c = start(&ns, "order-1", &unique("q"), T0);
+    store.commit(&c).await.unwrap();
+    let run = store.load_run(c.run.run_id).await.unwrap().unwrap();
+    let mut change = history::signal(&run, "go", None, "t", T0 + 1).unwrap();
+    change.request_id = Some("req-1".into());
+    change.outbox = vec![
+        outbox_event(
+            &run,
+            1,
+            "order.placed",
+            T0 + 1,
+            r#"{"customer_id":"c-1","currency":"EUR","items":[]}"#,
+        ),
+        outbox_event(
+            &run,
+            2,
+            "order.priced",
+            T0 + 1,
+            r#"{"subtotal_cents":1000,"discount_cents":100,"tax_cents":180,"total_cents":1080}"#,
+        ),
+        outbox_event(
+            &run,
+            3,
+            "payment.charged",
+            T0 + 1,
+            r#"{"charge":"k","amount_cents":1080}"#,
+        ),
+    ];
+    // A stale twin of the change: refused, and none of its rows is written.
+    let mut stale = history::signal(&run, "late", None, "t", T0 + 2).unwrap();
+    stale.outbox = vec![outbox_event(&run, 9, "order.failed", T0 + 2, "{}")];
+    store
+        .commit(&change)
+        .await
+        .expect("the change and its events");
+    assert!(matches!(
+        store.commit(&stale).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let rows = store.list_outbox(Some(&ns), 0, 100).await.unwrap();
+    let seqs: Vec<(i64, &str)> = rows
+        .iter()
+        .map(|e| (e.sequence, e.event_type.as_str()))
+        .collect();
+    assert_eq!(
+        seqs,
+        [
+            (1, "order.placed"),
+            (2, "order.priced"),
+            (3, "payment.charged")
+        ]
+    );
+    assert!(rows.windows(2).all(|w| w[0].position < w[1].position));
+    assert!(
+        rows.iter()
+            .all(|e| e.sent_at.is_none() && e.subject == "order-1")
+    );
+
+    // The same request id again: refused as a duplicate, nothing written.
+    let run = store.load_run(c.run.run_id).await.unwrap().unwrap();
+    let mut again = history::signal(&run, "go", None, "t", T0 + 3).unwrap();
+    again.request_id = Some("req-1".into());
+    assert!(matches!(
+        store.commit(&again).await,
+        Err(StoreError::Duplicate)
+    ));
+    assert_eq!(store.load_run(run.run_id).await.unwrap().unwrap(), run);
+
+    // Folded twice (a relay that lost its lease mid-batch): counted once.
+    store.project(&rows, T0 + 5).await.unwrap();
+    store.project(&rows, T0 + 6).await.unwrap();
+    let order = store
+        .get_order(&ns, "order-1")
+        .await
+        .unwrap()
+        .expect("in the read model");
+    assert_eq!((order.total_cents, order.charged_cents), (1080, 1080));
+    assert_eq!((order.status.as_str(), order.last_sequence), ("charged", 3));
+    assert_eq!(store.order_events(&ns, "order-1").await.unwrap().len(), 3);
+
+    // Keyset pages: 7 orders, pages of 3, newest first, each once.
+    for i in 0..7 {
+        let mut c = start(&ns, &format!("o-{i}"), &unique("q"), T0);
+        // Two orders share a creation time: the order id breaks the tie.
+        let event = outbox_event(
+            &c.run,
+            1,
+            "order.placed",
+            T0 + 10 + i.min(5),
+            r#"{"customer_id":"c-2"}"#,
+        );
+        c.outbox.push(event);
+        store.commit(&c).await.unwrap();
+    }
+    let placed = store
+        .list_outbox(Some(&ns), rows[2].position, 100)
+        .await
+        .unwrap();
+    assert_eq!(placed.len(), 7);
+    store.project(&placed, T0 + 20).await.unwrap();
+    let mut q = crate::store::events::OrderQuery {
+        namespace: ns.clone(),
+        customer_id: Some("c-2".into()),
+        limit: 3,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list_orders(&q).await.unwrap();
+        seen.extend(page.iter().map(|o| o.order_id.clone()));
+        match page.last() {
+            Some(last) if page.len() == 3 => {
+                q.after = Some((last.created_at, last.order_id.clone()))
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(seen, ["o-6", "o-5", "o-4", "o-3", "o-2", "o-1", "o-0"]);
+}
+
+/// Shard leases: two owners never hold one shard; a released shard can be taken.
+pub async fn outbox_shards_are_leased_apart(store: &dyn Store) {
+    let (a, b) = (unique("owner"), unique("owner"));
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let held_a = store.lease_shards(&a, now, 10_000).await.unwrap();
+    let held_b = store.lease_shards(&b, now, 10_000).await.unwrap();
+    assert!(
+        !held_a.is_empty() || !held_b.is_empty(),
+        "free shards are taken"
+    );
+    assert!(
+        held_a.iter().all(|s| !held_b.contains(s)),
+        "{held_a:?} / {held_b:?}"
+    );
+    let again = store.lease_shards(&a, now + 1, 10_000).await.unwrap();
+    assert!(again.iter().all(|s| !held_b.contains(s)));
+    store.release_shards(&a).await.unwrap();
+    store.release_shards(&b).await.unwrap();
+    let status = store.outbox_status(now + 2).await.unwrap();
+    assert!(status.leases.iter().all(|(_, o, _)| o != &a && o != &b));
+}
+
 /// Expands to one `#[tokio::test]` per conformance case, each on a store from `$make`
 /// (an async fn returning `Arc<dyn Store>`).
 #[macro_export]
@@ -606,6 +773,8 @@ macro_rules! store_conformance {
             runs_are_listed_filtered_and_paged,
             continue_as_new_writes_both_runs,
             concurrent_changes_commit_together_and_fail_alone,
+            outbox_rows_travel_with_their_change,
+            outbox_shards_are_leased_apart,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {

@@ -7,6 +7,7 @@
 //! only where the dialects do (claims use `FOR UPDATE SKIP LOCKED` on PostgreSQL).
 
 pub mod conformance;
+pub mod events;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -36,6 +37,9 @@ pub enum StoreError {
     /// The database could not be reached or refused for a passing reason.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The change carries a request id that was already recorded: it was applied before.
+    #[error("this request was already applied")]
+    Duplicate,
     /// Stored data could not be decoded.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
@@ -126,7 +130,7 @@ pub struct ActivityLease {
 
 /// The transactions of the engine. Every method is atomic.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: events::EventStore + Send + Sync + 'static {
     /// Which backend this is ("postgres", "sqlite").
     fn backend(&self) -> &'static str;
 

@@ -128,3 +128,5 @@ super::sql::impl_store!(
     "postgres",
     " FOR UPDATE SKIP LOCKED"
 );
+
+super::events::impl_event_store!(PostgresStore, sqlx::Postgres);

@@ -196,6 +196,45 @@ macro_rules! impl_store {
                 });
                 qb.build().execute(&mut *conn).await.map_err(classify)?;
             }
+            if let Some(request_id) = &c.request_id {
+                let done = sqlx::query(
+                    "INSERT INTO signal_requests (namespace, request_id, received_at) \
+                     VALUES ($1, $2, $3) ON CONFLICT (namespace, request_id) DO NOTHING",
+                )
+                .bind(&r.namespace)
+                .bind(request_id)
+                .bind(
+                    c.events
+                        .last()
+                        .and_then(|e| e.event_time.as_ref())
+                        .map_or(r.start_time, crate::clock::from_timestamp),
+                )
+                .execute(&mut *conn)
+                .await
+                .map_err(classify)?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::Duplicate);
+                }
+            }
+            if !c.outbox.is_empty() {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO outbox (event_id, shard, namespace, subject, workflow_type, \
+                     run_id, sequence, event_type, occurred_at, body) ",
+                );
+                qb.push_values(&c.outbox, |mut b, e| {
+                    b.push_bind(e.event_id.clone())
+                        .push_bind($crate::store::events::shard_of(&e.namespace, &e.subject))
+                        .push_bind(e.namespace.clone())
+                        .push_bind(e.subject.clone())
+                        .push_bind(e.workflow_type.clone())
+                        .push_bind(e.run_id.to_text())
+                        .push_bind(e.sequence)
+                        .push_bind(e.event_type.clone())
+                        .push_bind(e.occurred_at)
+                        .push_bind(e.body.clone());
+                });
+                qb.build().execute(&mut *conn).await.map_err(classify)?;
+            }
             if let Some(key) = &c.fired_timer {
                 let done = sqlx::query("DELETE FROM timers WHERE run_id = $1 AND timer_key = $2")
                     .bind(&run_id)

@@ -73,3 +73,5 @@ impl SqliteStore {
 }
 
 super::sql::impl_store!(SqliteStore, sqlx::Sqlite, "sqlite", "");
+
+super::events::impl_event_store!(SqliteStore, sqlx::Sqlite);

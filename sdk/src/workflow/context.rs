@@ -193,6 +193,14 @@ impl WorkflowContext {
         }
     }
 
+    /// Whether a signal named `name` has arrived and not been taken from its stream yet.
+    pub fn has_signal(&self, name: &str) -> bool {
+        self.state()
+            .signals
+            .get(name)
+            .is_some_and(|q| !q.is_empty())
+    }
+
     /// The current time of the workflow: when its current workflow task was scheduled. The
     /// same on every replay.
     pub fn now(&self) -> SystemTime {
@@ -231,6 +239,23 @@ impl WorkflowContext {
         self.state()
             .push_marker_command(crate::workflow::driver::SIDE_EFFECT_MARKER, seq, payload);
         value
+    }
+
+    /// Publishes a business event about this workflow (its workflow id is the subject, for an
+    /// order the order id), for example `ctx.publish("payment.charged", &charge)`. The engine
+    /// writes it to its outbox in the same transaction as this workflow task's other commands:
+    /// it exists if and only if the step is in the history, and a replay never publishes it
+    /// again. `body` must serialize to a JSON object; the engine refuses anything else (the
+    /// workflow task fails and is retried, visible to operators).
+    pub fn publish<T: Serialize>(&self, event_type: &str, body: &T) {
+        let body = to_payload(body).unwrap_or_default();
+        self.state()
+            .push_command(pb::command::Attributes::PublishEvent(
+                pb::PublishEventCommand {
+                    event_type: event_type.to_owned(),
+                    body: Some(body),
+                },
+            ));
     }
 
     /// Whether the code after a change identified by `change_id` should run. New runs (and

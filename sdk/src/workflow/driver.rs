@@ -147,6 +147,7 @@ fn command_key(c: &pb::Command) -> String {
         Some(C::StartTimer(a)) => format!("StartTimer(id={})", a.timer_id),
         Some(C::CancelTimer(a)) => format!("CancelTimer(id={})", a.timer_id),
         Some(C::RecordMarker(a)) => format!("RecordMarker({})", a.marker_name),
+        Some(C::PublishEvent(a)) => format!("PublishEvent({})", a.event_type),
         Some(C::CompleteWorkflow(_)) => "CompleteWorkflow".into(),
         Some(C::FailWorkflow(_)) => "FailWorkflow".into(),
         Some(C::CancelWorkflow(_)) => "CancelWorkflow".into(),
@@ -293,6 +294,9 @@ impl RunDriver {
             }
             A::MarkerRecorded(a) => {
                 self.match_command(ev, format!("RecordMarker({})", a.marker_name))?
+            }
+            A::EventPublished(a) => {
+                self.match_command(ev, format!("PublishEvent({})", a.event_type))?
             }
             A::WorkflowExecutionCompleted(_) => {
                 self.match_command(ev, "CompleteWorkflow".into())?;

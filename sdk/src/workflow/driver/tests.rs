@@ -99,6 +99,13 @@ impl Hist {
                         ..Default::default()
                     }));
                 }
+                C::PublishEvent(p) => {
+                    self.push(A::EventPublished(pb::EventPublishedAttributes {
+                        event_type: p.event_type,
+                        body: p.body,
+                        ..Default::default()
+                    }));
+                }
                 C::RecordMarker(m) => {
                     self.push(A::MarkerRecorded(pb::MarkerRecordedAttributes {
                         marker_name: m.marker_name,
@@ -491,4 +498,53 @@ fn a_panic_in_workflow_code_fails_the_task_not_the_worker() {
         Err(ActivationError::Panic(m)) => assert!(m.contains("bug in workflow code")),
         other => panic!("{other:?}"),
     }
+}
+
+async fn publishing(ctx: WorkflowContext, input: String) -> Result<String, WorkflowError> {
+    ctx.publish("order.placed", &serde_json::json!({ "order": input }));
+    let a: String = ctx.activity("a", &input, opts()).await?;
+    ctx.publish("order.completed", &serde_json::json!({ "result": a }));
+    Ok(a)
+}
+
+async fn publishing_other(ctx: WorkflowContext, input: String) -> Result<String, WorkflowError> {
+    ctx.publish("order.accepted", &serde_json::json!({ "order": input }));
+    let a: String = ctx.activity("a", &input, opts()).await?;
+    Ok(a)
+}
+
+#[test]
+fn events_are_published_once_and_replayed_not_republished() {
+    let mut d = driver(erase(publishing));
+    let mut h = Hist::start("x");
+    assert_eq!(
+        step(&mut d, &mut h),
+        [
+            "PublishEvent(order.placed)",
+            "ScheduleActivity(id=1, type=a)"
+        ]
+    );
+    h.activity_done("1", "A");
+    h.wft();
+    assert_eq!(
+        step(&mut d, &mut h),
+        ["PublishEvent(order.completed)", "CompleteWorkflow"]
+    );
+    // A replay matches the recorded events: no command is issued twice.
+    replays(erase(publishing), &h).expect("replays");
+    let published: Vec<String> = h
+        .events
+        .iter()
+        .filter_map(|e| match &e.attributes {
+            Some(A::EventPublished(p)) => Some(p.event_type.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(published, ["order.placed", "order.completed"]);
+    // Publishing something else where history has an event is non-determinism.
+    let err = replays(erase(publishing_other), &h)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("PublishEvent(order.placed)"), "{err}");
+    assert!(err.contains("PublishEvent(order.accepted)"), "{err}");
 }

@@ -1,0 +1,346 @@
+//! Business events after they are committed: the relay that sends the outbox to RabbitMQ,
+//! the projector that folds it into the orders read model, the purge of what was sent, the
+//! rebuild of the read model from the histories, and inbound messages that become signals.
+//!
+//! One loop per node does the outbound work. It leases outbox shards (a subject's events are
+//! all in one shard, so one node at a time sends them, in order) and, for its shards, folds
+//! new events into the read model and publishes unsent ones with publisher confirms, marking
+//! them sent only once the broker confirmed. A crash between the confirm and the mark sends a
+//! row again: delivery is at least once, with the same message id and body.
+
+pub mod inbound;
+pub mod service;
+pub mod view;
+
+use crate::clock::Millis;
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::store::events::StoredEvent;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use martix_proto::v1 as pb;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The topic exchange events are published to; the routing key is the event type.
+pub const EXCHANGE: &str = "martix.events";
+
+/// How the node handles events.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EventsConfig {
+    /// RabbitMQ to publish to (`MARTIX_AMQP_URL`); `None`: events stay in the outbox.
+    pub amqp_url: Option<String>,
+    /// A queue whose messages become signals (`--consume-queue`).
+    pub consume_queue: Option<String>,
+    /// Sent rows (and signal request ids) older than this are purged.
+    pub retention: Duration,
+    /// How long a node holds a shard without renewing.
+    pub shard_lease: Duration,
+    /// Most events sent or folded per round.
+    pub batch: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            amqp_url: None,
+            consume_queue: None,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            shard_lease: Duration::from_secs(10),
+            batch: 256,
+        }
+    }
+}
+
+/// The JSON document an event is published as (and shown by `martix events tail`).
+pub fn envelope(e: &StoredEvent) -> serde_json::Value {
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(e.occurred_at.max(0) as u64);
+    serde_json::json!({
+        "id": e.event_id,
+        "type": e.event_type,
+        "namespace": e.namespace,
+        "order_id": e.subject,
+        "workflow_type": e.workflow_type,
+        "run_id": e.run_id,
+        "sequence": e.sequence,
+        "time": humantime::format_rfc3339_millis(time).to_string(),
+        "data": serde_json::from_str::<serde_json::Value>(&e.body).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+/// An event in API form.
+pub fn to_proto(e: &StoredEvent) -> pb::OrderEvent {
+    pb::OrderEvent {
+        event_id: e.event_id.clone(),
+        event_type: e.event_type.clone(),
+        order_id: e.subject.clone(),
+        namespace: e.namespace.clone(),
+        sequence: e.sequence,
+        occurred_at: Some(crate::clock::to_timestamp(e.occurred_at)),
+        body_json: e.body.clone(),
+        position: e.position,
+        sent: e.sent_at.is_some(),
+    }
+}
+
+/// A channel to RabbitMQ with publisher confirms and the exchange declared.
+struct Link {
+    _conn: Connection,
+    channel: Channel,
+}
+
+async fn connect(url: &str) -> Result<Link, lapin::Error> {
+    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    channel
+        .exchange_declare(
+            EXCHANGE.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(Link {
+        _conn: conn,
+        channel,
+    })
+}
+
+/// Publishes `events` in order, pipelined, and returns the positions the broker confirmed:
+/// the longest confirmed prefix (a later event of a subject is never marked sent before an
+/// earlier one) and the error that ended it, if any.
+async fn publish(link: &Link, events: &[StoredEvent]) -> (Vec<i64>, Option<String>) {
+    let mut confirms = Vec::with_capacity(events.len());
+    let mut error = None;
+    for e in events {
+        let body = envelope(e).to_string();
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(e.event_id.as_str().into())
+            .with_type(e.event_type.as_str().into())
+            .with_content_type("application/json".into())
+            .with_timestamp((e.occurred_at / 1000).max(0) as u64);
+        match link
+            .channel
+            .basic_publish(
+                EXCHANGE.into(),
+                e.event_type.as_str().into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                props,
+            )
+            .await
+        {
+            Ok(c) => confirms.push((e.position, c)),
+            Err(err) => {
+                error = Some(err.to_string());
+                break;
+            }
+        }
+    }
+    let mut sent = Vec::with_capacity(confirms.len());
+    for (position, confirm) in confirms {
+        match confirm.await {
+            Ok(c) if c.is_ack() => {
+                if error.is_none() {
+                    sent.push(position);
+                }
+            }
+            Ok(_) => {
+                error.get_or_insert_with(|| "the broker refused a message (nack)".into());
+            }
+            Err(err) => {
+                error.get_or_insert_with(|| err.to_string());
+            }
+        }
+    }
+    (sent, error)
+}
+
+fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The outbound loop of one node, until `stop`.
+pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: CancellationToken) {
+    let store = engine.store().clone();
+    let owner = format!("node-{}", uuid::Uuid::new_v4().simple());
+    let lease_ms = config.shard_lease.as_millis() as i64;
+    let mut link: Option<Link> = None;
+    let mut backoff = Duration::from_millis(200);
+    let mut next_connect = tokio::time::Instant::now();
+    let mut next_purge = tokio::time::Instant::now();
+    let mut shards = Vec::new();
+    let mut leased_at = tokio::time::Instant::now() - config.shard_lease;
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let mut busy = false;
+        let now = tokio::time::Instant::now();
+        if now.duration_since(leased_at) >= config.shard_lease / 3 {
+            match store.lease_shards(&owner, now_ms(), lease_ms).await {
+                Ok(s) => {
+                    shards = s;
+                    leased_at = now;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot lease outbox shards");
+                    shards.clear();
+                }
+            }
+        }
+        // The read model first: it needs no broker.
+        match store.unprojected_events(&shards, config.batch).await {
+            Ok(events) if !events.is_empty() => {
+                busy |= events.len() == config.batch;
+                let lag = now_ms() - events[0].occurred_at;
+                engine.metrics().projection_lag(lag);
+                if let Err(e) = store.project(&events, now_ms()).await {
+                    tracing::warn!(error = %e, "projection failed; retrying");
+                } else {
+                    engine.metrics().projected(events.len());
+                }
+            }
+            Ok(_) => engine.metrics().projection_lag(0),
+            Err(e) => tracing::warn!(error = %e, "cannot read the outbox"),
+        }
+        if let Some(url) = &config.amqp_url {
+            if link.is_none() && tokio::time::Instant::now() >= next_connect {
+                match connect(url).await {
+                    Ok(l) => {
+                        tracing::info!("event relay connected to RabbitMQ");
+                        link = Some(l);
+                        backoff = Duration::from_millis(200);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "RabbitMQ unreachable; events wait in the outbox");
+                        next_connect = tokio::time::Instant::now() + backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            if let Some(l) = &link {
+                match store.unsent_events(&shards, config.batch).await {
+                    Ok(events) if !events.is_empty() => {
+                        let (sent, error) = publish(l, &events).await;
+                        if !sent.is_empty() {
+                            match store.mark_sent(&sent, now_ms()).await {
+                                Ok(()) => engine.metrics().events_sent(sent.len()),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot mark events sent; they will be sent again")
+                                }
+                            }
+                        }
+                        busy |= sent.len() == config.batch;
+                        if let Some(e) = error {
+                            tracing::warn!(error = %e, "publishing failed; reconnecting");
+                            link = None;
+                            next_connect = tokio::time::Instant::now() + backoff;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read the outbox"),
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= next_purge {
+            next_purge = tokio::time::Instant::now() + Duration::from_secs(60);
+            let before = now_ms() - config.retention.as_millis() as i64;
+            match store.purge_events(before, 10_000).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "purged sent events past retention"),
+                Err(e) => tracing::warn!(error = %e, "outbox purge failed"),
+            }
+        }
+        if !busy {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = engine.outbox_wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+    let _ = store.release_shards(&owner).await;
+}
+
+/// Every business event the histories hold (of `namespace`, or all), for a rebuild.
+pub async fn events_from_histories(engine: &Engine) -> Result<Vec<StoredEvent>, EngineError> {
+    let store = engine.store();
+    let mut out = Vec::new();
+    for ns in store.list_namespaces().await? {
+        let mut after = None;
+        loop {
+            let runs = store
+                .list_runs(&crate::store::ListQuery {
+                    namespace: ns.clone(),
+                    workflow_type: Some(view::ORDER_WORKFLOW_TYPE.into()),
+                    after: after.clone(),
+                    limit: 500,
+                    ..Default::default()
+                })
+                .await?;
+            let Some(last) = runs.last() else { break };
+            after = Some((last.start_time, last.run_id.to_text()));
+            for run in &runs {
+                let mut from = 1;
+                loop {
+                    let page = store.history(run.run_id, from, 1000).await?;
+                    let Some(last) = page.last() else { break };
+                    from = last.event_id + 1;
+                    for ev in &page {
+                        if let Some(pb::history_event::Attributes::EventPublished(p)) =
+                            &ev.attributes
+                        {
+                            out.push(StoredEvent {
+                                position: 0,
+                                event_id: p.event_id.clone(),
+                                namespace: run.namespace.clone(),
+                                subject: run.workflow_id.clone(),
+                                workflow_type: run.workflow_type.clone(),
+                                run_id: p.event_id.split('/').next().unwrap_or_default().into(),
+                                sequence: p.sequence,
+                                event_type: p.event_type.clone(),
+                                occurred_at: ev
+                                    .event_time
+                                    .as_ref()
+                                    .map_or(0, crate::clock::from_timestamp),
+                                body: String::from_utf8_lossy(
+                                    &p.body.as_ref().map(|b| b.data.clone()).unwrap_or_default(),
+                                )
+                                .into_owned(),
+                                sent_at: None,
+                            });
+                        }
+                    }
+                    if page.len() < 1000 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Rebuilds the orders read model from the histories; returns (orders, events).
+pub async fn rebuild_read_model(engine: &Engine) -> Result<(usize, usize), EngineError> {
+    let events = events_from_histories(engine).await?;
+    let (orders, events) = view::fold_all(events);
+    engine
+        .store()
+        .replace_read_model(&orders, &events, now_ms())
+        .await?;
+    Ok((orders.len(), events.len()))
+}

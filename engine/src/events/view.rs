@@ -1,0 +1,228 @@
+//! The orders read model: how order events fold into one `OrderView` row. Pure; the store
+//! runs it inside the projection transaction, and a rebuild runs it over the histories.
+//!
+//! Event bodies (JSON objects, amounts in integer cents), as the `order` workflow publishes
+//! them:
+//! - `order.placed`: `order_id`, `customer_id`, `currency`, `items`, `shipping_address`
+//! - `order.priced`: `subtotal_cents`, `discount_cents`, `discount`, `tax_rate_bp`,
+//!   `tax_cents`, `total_cents`
+//! - `order.rejected`: `kind`, `reason` (final)
+//! - `inventory.reserved`: `reservation`; `inventory.released`: `reservation`
+//! - `payment.charged`: `charge`, `amount_cents`; `payment.declined`: `reason`;
+//!   `payment.refunded`: `charge`, `amount_cents`
+//! - `shipment.created`: `shipment`
+//! - `order.completed`, `order.compensated`, `order.canceled`, `order.failed` (final):
+//!   `status`, `failed_step`, `cause`, `charged_cents`, `notification`
+
+use crate::store::events::{OrderView, StoredEvent};
+use serde_json::Value;
+
+/// The workflow type whose events the read model folds.
+pub const ORDER_WORKFLOW_TYPE: &str = "order";
+
+/// Whether the read model folds this event.
+pub fn is_order_event(e: &StoredEvent) -> bool {
+    e.workflow_type == ORDER_WORKFLOW_TYPE
+}
+
+fn cents(body: &Value, field: &str) -> i64 {
+    body.get(field).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn text(body: &Value, field: &str) -> Option<String> {
+    match body.get(field) {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The order after `e`. A first event other than `order.placed` still makes a row (with what
+/// it knows); `order.placed` starts the row afresh (an order id used again).
+pub fn fold(view: Option<OrderView>, e: &StoredEvent) -> OrderView {
+    let body: Value = serde_json::from_str(&e.body).unwrap_or(Value::Null);
+    let fresh = || OrderView {
+        namespace: e.namespace.clone(),
+        order_id: e.subject.clone(),
+        items: "[]".into(),
+        created_at: e.occurred_at,
+        ..Default::default()
+    };
+    let mut v = match view {
+        Some(v) if e.event_type != "order.placed" => v,
+        _ => fresh(),
+    };
+    let status = match e.event_type.as_str() {
+        "order.placed" => {
+            v.customer_id = text(&body, "customer_id").unwrap_or_default();
+            v.currency = text(&body, "currency").unwrap_or_default();
+            v.items = body
+                .get("items")
+                .map_or_else(|| "[]".to_owned(), Value::to_string);
+            Some("placed")
+        }
+        "order.priced" => {
+            v.subtotal_cents = cents(&body, "subtotal_cents");
+            v.discount_cents = cents(&body, "discount_cents");
+            v.tax_cents = cents(&body, "tax_cents");
+            v.total_cents = cents(&body, "total_cents");
+            Some("priced")
+        }
+        "order.rejected" => {
+            v.last_error = text(&body, "reason");
+            Some("rejected")
+        }
+        "inventory.reserved" => Some("reserved"),
+        "payment.charged" => {
+            v.charged_cents += cents(&body, "amount_cents");
+            Some("charged")
+        }
+        "payment.declined" => {
+            v.last_error = text(&body, "reason");
+            Some("compensating")
+        }
+        "shipment.created" => {
+            v.shipment = text(&body, "shipment");
+            Some("shipped")
+        }
+        "payment.refunded" => {
+            v.refunded_cents += cents(&body, "amount_cents");
+            Some("compensating")
+        }
+        "inventory.released" => Some("compensating"),
+        t @ ("order.completed" | "order.compensated" | "order.canceled" | "order.failed") => {
+            if let Some(cause) = text(&body, "cause") {
+                v.last_error = Some(cause);
+            }
+            Some(t.trim_start_matches("order."))
+        }
+        _ => None,
+    };
+    if let Some(s) = status {
+        v.status = s.to_owned();
+    }
+    v.step = e.event_type.clone();
+    v.updated_at = e.occurred_at;
+    v.last_sequence = e.sequence;
+    v
+}
+
+/// The read model of a set of events (a rebuild): events grouped by order, each order's
+/// folded by sequence; duplicates (one id twice, as a reset copies history) count once.
+pub fn fold_all(mut events: Vec<StoredEvent>) -> (Vec<OrderView>, Vec<StoredEvent>) {
+    events.retain(is_order_event);
+    events.sort_by(|a, b| {
+        (
+            &a.namespace,
+            &a.subject,
+            a.sequence,
+            a.occurred_at,
+            &a.event_id,
+        )
+            .cmp(&(
+                &b.namespace,
+                &b.subject,
+                b.sequence,
+                b.occurred_at,
+                &b.event_id,
+            ))
+    });
+    let mut seen = std::collections::HashSet::new();
+    events.retain(|e| seen.insert(e.event_id.clone()));
+    let mut orders: Vec<OrderView> = Vec::new();
+    for e in &events {
+        match orders.last_mut() {
+            Some(v) if v.namespace == e.namespace && v.order_id == e.subject => {
+                *v = fold(Some(std::mem::take(v)), e);
+            }
+            _ => orders.push(fold(None, e)),
+        }
+    }
+    (orders, events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: i64, t: &str, body: &str) -> StoredEvent {
+        StoredEvent {
+            position: seq,
+            event_id: format!("run/{seq}"),
+            namespace: "default".into(),
+            subject: "o-1".into(),
+            workflow_type: ORDER_WORKFLOW_TYPE.into(),
+            run_id: "run".into(),
+            sequence: seq,
+            event_type: t.into(),
+            occurred_at: 1_000 + seq,
+            body: body.into(),
+            sent_at: None,
+        }
+    }
+
+    #[test]
+    fn a_compensated_order_folds_to_its_amounts() {
+        let events = vec![
+            ev(
+                1,
+                "order.placed",
+                r#"{"customer_id":"c-1","currency":"EUR","items":[{"sku":"a","qty":2,"unit_price_cents":500}]}"#,
+            ),
+            ev(
+                2,
+                "order.priced",
+                r#"{"subtotal_cents":1000,"discount_cents":0,"tax_cents":200,"total_cents":1200}"#,
+            ),
+            ev(3, "inventory.reserved", r#"{"reservation":"r"}"#),
+            ev(
+                4,
+                "payment.charged",
+                r#"{"charge":"k","amount_cents":1200}"#,
+            ),
+            ev(
+                5,
+                "payment.refunded",
+                r#"{"charge":"k","amount_cents":1200}"#,
+            ),
+            ev(6, "inventory.released", r#"{"reservation":"r"}"#),
+            ev(
+                7,
+                "order.canceled",
+                r#"{"status":"compensated","failed_step":"cancel","cause":"cancelled before shipment"}"#,
+            ),
+        ];
+        let mut view = None;
+        for e in &events {
+            view = Some(fold(view, e));
+        }
+        let v = view.unwrap();
+        assert_eq!(v.status, "canceled");
+        assert_eq!(v.customer_id, "c-1");
+        assert_eq!(
+            (v.total_cents, v.charged_cents, v.refunded_cents),
+            (1200, 1200, 1200)
+        );
+        assert_eq!(v.last_error.as_deref(), Some("cancelled before shipment"));
+        assert_eq!(
+            (v.created_at, v.updated_at, v.last_sequence),
+            (1001, 1007, 7)
+        );
+        assert_eq!(v.step, "order.canceled");
+
+        // The same events shuffled and one duplicated fold to the same row.
+        let mut shuffled = events.clone();
+        shuffled.reverse();
+        shuffled.push(events[3].clone());
+        let (orders, kept) = fold_all(shuffled);
+        assert_eq!(orders, vec![v]);
+        assert_eq!(kept.len(), 7);
+    }
+
+    #[test]
+    fn events_of_other_workflows_are_not_folded() {
+        let mut e = ev(1, "order.placed", "{}");
+        e.workflow_type = "billing".into();
+        assert!(!is_order_event(&e));
+        assert!(fold_all(vec![e]).0.is_empty());
+    }
+}
