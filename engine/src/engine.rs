@@ -941,6 +941,13 @@ impl Engine {
         self.check_payload("input", payload_len(req.input.as_ref()))?;
         let ident = identity(&req.identity)?;
         let request_id = request_id(&req.request_id)?;
+        if let Some(id) = &request_id
+            && self.store.request_recorded(ns.as_str(), id).await?
+        {
+            // Applied before (a retry, a redelivered message): even if the run has closed
+            // since, the answer is the same.
+            return Ok(pb::SignalWorkflowResponse {});
+        }
         let run = self.resolve(&ns, req.execution.as_ref()).await?;
         self.update(run.run_id, |run, now| {
             let mut c = history::signal(run, &req.signal_name, req.input.clone(), ident, now)?;

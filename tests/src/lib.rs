@@ -123,26 +123,43 @@ impl TestEngine {
         edge: EdgeConfig,
         tls: Option<TlsFiles>,
     ) -> Self {
-        Self::start_full(backend, config, edge, tls, Default::default()).await
+        Self::start_full(
+            backend.store_and_url().await,
+            config,
+            edge,
+            tls,
+            Default::default(),
+        )
+        .await
     }
 
-    /// Starts an engine whose event relay and inbound consumer use `events`.
-    pub async fn start_with_events(
-        backend: Backend,
+    /// Starts an engine on the database `url` whose event relay and inbound consumer use
+    /// `events`.
+    pub async fn start_on(
+        url: &str,
         config: EngineConfig,
         events: martix_engine::events::EventsConfig,
     ) -> Self {
-        Self::start_full(backend, config, EdgeConfig::default(), None, events).await
+        let store = martix_engine::store::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
+        Self::start_full(
+            (store, url.to_owned()),
+            config,
+            EdgeConfig::default(),
+            None,
+            events,
+        )
+        .await
     }
 
     async fn start_full(
-        backend: Backend,
+        (store, database_url): (Arc<dyn Store>, String),
         config: EngineConfig,
         edge: EdgeConfig,
         tls: Option<TlsFiles>,
         events: martix_engine::events::EventsConfig,
     ) -> Self {
-        let (store, database_url) = backend.store_and_url().await;
         let engine = Engine::new(store, config);
         let scheme = if tls.is_some() { "https" } else { "http" };
         let server = Server::bind(
@@ -244,4 +261,243 @@ macro_rules! on_both_backends {
             }
         )*
     };
+}
+
+/// A fresh PostgreSQL database of its own (`martix_t_<id>`), for tests whose engines must not
+/// share the outbox with other tests' engines; drop it with [`drop_postgres_database`].
+pub async fn fresh_postgres_url() -> String {
+    let url = postgres_url();
+    let (base, _) = url.rsplit_once('/').expect("database URL names a database");
+    let db = format!("martix_t_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("{base}/postgres"))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL does not answer at {base}: {e}\n\
+                 Start it (scripts/test.sh installs and starts one) or point \
+                 MARTIX_TEST_DATABASE_URL at a running server."
+            )
+        });
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+        .execute(&admin)
+        .await
+        .expect("create a test database");
+    admin.close().await;
+    format!("{base}/{db}")
+}
+
+/// Drops a database made by [`fresh_postgres_url`] (its connections are closed by force).
+pub async fn drop_postgres_database(url: &str) {
+    let (base, db) = url.rsplit_once('/').expect("database URL names a database");
+    assert!(
+        db.starts_with("martix_t_"),
+        "only test databases are dropped"
+    );
+    if let Ok(admin) = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("{base}/postgres"))
+        .await
+    {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await;
+        admin.close().await;
+    }
+}
+
+/// The RabbitMQ the tests use (`MARTIX_TEST_AMQP_URL`, default the local one).
+pub fn amqp_url() -> String {
+    std::env::var("MARTIX_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A connection to the test RabbitMQ; fails with how to start it.
+pub async fn amqp_connection() -> lapin::Connection {
+    let url = amqp_url();
+    lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "RabbitMQ does not answer at {url}: {e}\n\
+                 Start it (scripts/test.sh installs and starts one) or set MARTIX_TEST_AMQP_URL."
+            )
+        })
+}
+
+/// A business event as a consumer of `martix.events` received it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TappedEvent {
+    /// The AMQP message id.
+    pub message_id: String,
+    pub routing_key: String,
+    /// The message body, as sent.
+    pub raw: String,
+    pub body: serde_json::Value,
+}
+
+impl TappedEvent {
+    pub fn order_id(&self) -> &str {
+        self.body["order_id"].as_str().unwrap_or_default()
+    }
+    pub fn event_type(&self) -> &str {
+        self.body["type"].as_str().unwrap_or_default()
+    }
+    pub fn sequence(&self) -> i64 {
+        self.body["sequence"].as_i64().unwrap_or_default()
+    }
+}
+
+/// A queue of its own bound to every event on the `martix.events` exchange.
+pub struct EventTap {
+    _conn: lapin::Connection,
+    consumer: lapin::Consumer,
+    /// Everything received so far.
+    pub received: Vec<TappedEvent>,
+}
+
+impl EventTap {
+    pub async fn open() -> Self {
+        use lapin::options::{
+            BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+        };
+        use lapin::types::FieldTable;
+        let conn = amqp_connection().await;
+        let ch = conn.create_channel().await.expect("channel");
+        ch.exchange_declare(
+            martix_engine::events::EXCHANGE.into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare martix.events");
+        let queue = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare a tap queue");
+        ch.queue_bind(
+            queue.name().as_str().into(),
+            martix_engine::events::EXCHANGE.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind the tap");
+        let consumer = ch
+            .basic_consume(
+                queue.name().as_str().into(),
+                "tap".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume the tap");
+        Self {
+            _conn: conn,
+            consumer,
+            received: Vec::new(),
+        }
+    }
+
+    /// Receives until `done(received)` holds or `timeout` passes; returns whether it held.
+    pub async fn receive_until(
+        &mut self,
+        timeout: std::time::Duration,
+        done: impl Fn(&[TappedEvent]) -> bool,
+    ) -> bool {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !done(&self.received) {
+            match tokio::time::timeout_at(deadline, self.consumer.next()).await {
+                Ok(Some(Ok(d))) => {
+                    let raw = String::from_utf8_lossy(&d.data).into_owned();
+                    self.received.push(TappedEvent {
+                        message_id: d
+                            .properties
+                            .message_id()
+                            .as_ref()
+                            .map(|m| m.as_str().to_owned())
+                            .unwrap_or_default(),
+                        routing_key: d.routing_key.as_str().to_owned(),
+                        body: serde_json::from_str(&raw).unwrap_or_default(),
+                        raw,
+                    });
+                }
+                Ok(_) => panic!("the tap's consumer ended"),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// A TCP proxy in front of a service, that a test can cut (closing every connection and
+/// refusing new ones, as if the service stopped) and restore.
+pub struct TcpProxy {
+    pub addr: std::net::SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let (flag, tx) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees a closed connection
+                }
+                let mut cut = tx.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            up,
+            generation,
+        }
+    }
+
+    /// Closes every proxied connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }

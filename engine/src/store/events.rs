@@ -171,6 +171,10 @@ pub trait EventStore: Send + Sync {
 
     /// Every order of the read model (for comparisons after a rebuild), by namespace and id.
     async fn all_orders(&self) -> Result<Vec<OrderView>, StoreError>;
+
+    /// Whether a signal with this request id was recorded (and not yet purged).
+    async fn request_recorded(&self, namespace: &str, request_id: &str)
+    -> Result<bool, StoreError>;
 }
 
 /// The outbox columns, in the order `event_from_row` reads them.
@@ -675,6 +679,22 @@ macro_rules! impl_event_store {
                         Ok(e)
                     })
                     .collect()
+                }
+
+                async fn request_recorded(
+                    &self,
+                    namespace: &str,
+                    request_id: &str,
+                ) -> Result<bool, StoreError> {
+                    let found: Option<i32> = sqlx::query_scalar(
+                        "SELECT 1 FROM signal_requests WHERE namespace = $1 AND request_id = $2",
+                    )
+                    .bind(namespace)
+                    .bind(request_id)
+                    .fetch_optional(&self.read)
+                    .await
+                    .map_err(classify)?;
+                    Ok(found.is_some())
                 }
 
                 async fn all_orders(&self) -> Result<Vec<OrderView>, StoreError> {
