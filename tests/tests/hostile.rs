@@ -85,6 +85,11 @@ const METHODS: &[&str] = &[
     "WorkerService/RespondActivityTaskCompleted",
     "WorkerService/RespondActivityTaskFailed",
     "WorkerService/RecordActivityHeartbeat",
+    "OrderService/GetOrder",
+    "OrderService/ListOrders",
+    "OrderService/RebuildOrders",
+    "OrderService/GetOutboxStatus",
+    "OrderService/ListOutboxEvents",
 ];
 
 /// Codes that say "your request was wrong or not possible now", as opposed to "we broke".
@@ -234,6 +239,16 @@ fn garbage_page_tokens_are_invalid_arguments() {
                     .await;
                 let code = tonic::Status::from(history.unwrap_err()).code();
                 prop_assert!(matches!(code, Code::InvalidArgument | Code::NotFound));
+                let orders = t
+                    .engine
+                    .list_orders(pb::ListOrdersRequest {
+                        page_token: String::from_utf8_lossy(&token).into_owned(),
+                        ..Default::default()
+                    })
+                    .await;
+                let e = orders.expect_err("no garbage is a page token of ours");
+                prop_assert!(e.to_string().contains("page_token"), "{token:?}: {e}");
+                prop_assert_eq!(tonic::Status::from(e).code(), Code::InvalidArgument);
                 Ok(())
             })
         })

@@ -694,6 +694,19 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
     assert_eq!((order.status.as_str(), order.last_sequence), ("charged", 3));
     assert_eq!(store.order_events(&ns, "order-1").await.unwrap().len(), 3);
 
+    // Sent and folded rows go after the retention; the read model keeps its events.
+    let positions: Vec<i64> = rows.iter().map(|e| e.position).collect();
+    store.mark_sent(&positions, T0 + 7).await.unwrap();
+    assert!(store.purge_events(T0 + 8, 1000).await.unwrap() >= 3);
+    assert!(
+        store
+            .list_outbox(Some(&ns), 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.order_events(&ns, "order-1").await.unwrap().len(), 3);
+
     // Keyset pages: 7 orders, pages of 3, newest first, each once.
     for i in 0..7 {
         let mut c = start(&ns, &format!("o-{i}"), &unique("q"), T0);
