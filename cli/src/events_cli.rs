@@ -196,14 +196,17 @@ pub(crate) async fn events(conn: Conn, cmd: EventsCmd) -> Result<()> {
                 s.unprojected,
                 time(s.oldest_unprojected.as_ref())
             );
-            println!("  shards leased: {}", s.leases.len());
+            let mut owners: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
             for l in &s.leases {
-                println!(
-                    "    {:>2} {} until {}",
-                    l.shard,
-                    l.owner,
-                    time(l.lease_until.as_ref())
-                );
+                owners.entry(l.owner.as_str()).or_default().push(l.shard);
+            }
+            println!(
+                "  shards leased: {} of 16, by {} node(s)",
+                s.leases.len(),
+                owners.len()
+            );
+            for (owner, shards) in owners {
+                println!("    {owner}: {shards:?}");
             }
         }
         EventsCmd::Tail {

@@ -1022,7 +1022,7 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
                 .await?
                 .into_inner();
             println!(
-                "order {id} placed (run {}, {} cents)",
+                "order {id} placed (run {}, subtotal {} cents)",
                 r.run_id,
                 order.total_cents()
             );
