@@ -194,7 +194,7 @@ macro_rules! order_cols {
 }
 
 macro_rules! impl_event_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $for_update:literal) => {
         mod event_store {
             use super::*;
             use crate::clock::Millis;
@@ -254,6 +254,28 @@ macro_rules! impl_event_store {
                 sqlx::query(concat!(
                     "SELECT ", $crate::store::events::order_cols!(),
                     " FROM orders WHERE namespace = $1 AND order_id = $2"
+                ))
+                .bind(namespace)
+                .bind(order_id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(classify)?
+                .as_ref()
+                .map(order_from_row)
+                .transpose()
+            }
+
+            /// The row, locked until the transaction ends (PostgreSQL): a node that projects an
+            /// order while another still does (a lease that ran out mid-batch) waits for it
+            /// instead of folding onto a stale row.
+            async fn lock_order(
+                conn: &mut Conn,
+                namespace: &str,
+                order_id: &str,
+            ) -> Result<Option<OrderView>, StoreError> {
+                sqlx::query(concat!(
+                    "SELECT ", $crate::store::events::order_cols!(),
+                    " FROM orders WHERE namespace = $1 AND order_id = $2", $for_update
                 ))
                 .bind(namespace)
                 .bind(order_id)
@@ -473,7 +495,7 @@ macro_rules! impl_event_store {
                         if crate::events::view::is_order_event(e) && save_event(&mut tx, e).await? {
                             let key = (e.namespace.clone(), e.subject.clone());
                             if !cache.contains_key(&key) {
-                                let current = load_order(&mut tx, &key.0, &key.1).await?;
+                                let current = lock_order(&mut tx, &key.0, &key.1).await?;
                                 cache.insert(key.clone(), current);
                             }
                             let slot = cache.get_mut(&key).expect("just inserted");

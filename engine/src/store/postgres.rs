@@ -129,4 +129,4 @@ super::sql::impl_store!(
     " FOR UPDATE SKIP LOCKED"
 );
 
-super::events::impl_event_store!(PostgresStore, sqlx::Postgres);
+super::events::impl_event_store!(PostgresStore, sqlx::Postgres, " FOR UPDATE");
