@@ -584,7 +584,7 @@ impl Engine {
         let ms = |field, d: Option<&pbjson_types::Duration>| -> Result<i64, EngineError> {
             Ok(duration_field(field, d)?.map_or(0, |d| d.as_millis() as i64))
         };
-        let params = StartParams {
+        let mut params = StartParams {
             namespace: ns.to_string(),
             workflow_id: wid.to_string(),
             workflow_type: wtype.to_string(),
@@ -610,6 +610,9 @@ impl Engine {
             .map_err(|_| EngineError::invalid("id_reuse_policy", "is not a known policy"))?;
         for _ in 0..MAX_CONFLICT_RETRIES {
             if let Some(last) = self.store.latest_run(ns.as_str(), wid.as_str()).await? {
+                // A new run of a used id goes on with its events' sequence: per workflow id
+                // (per order), sequence numbers never repeat.
+                params.events_published = last.state.events_published;
                 if last.is_open() {
                     if let Some((name, input, request_id)) = &signal {
                         let signalled = self

@@ -8,6 +8,7 @@ use martix_sdk::{
     WorkerOptions, WorkflowContext, WorkflowError,
 };
 use martix_tests::{Backend, TestEngine, on_both_backends, unique};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -316,6 +317,92 @@ async fn continue_as_new_runs_to_the_last_run(backend: Backend) {
         .unwrap()
         .unwrap();
     assert_eq!(out, 42);
+}
+
+async fn ticking(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    ctx.publish("tick.counted", &serde_json::json!({ "n": n }));
+    if n == 0 {
+        return Ok(0);
+    }
+    Err(ctx.continue_as_new(&(n - 1)))
+}
+
+async fn publishes_a_number(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+    ctx.publish("tick.broken", &5);
+    Ok(())
+}
+
+async fn event_sequences_go_on_across_continue_as_new_and_a_reused_id(backend: Backend) {
+    let engine = TestEngine::start(backend, config()).await;
+    let q = unique("q");
+    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
+    w.register_workflow("ticking", ticking)
+        .register_workflow("broken", publishes_a_number);
+    let _running = RunningWorker::spawn(w);
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let id = unique("tick");
+    for input in [2u32, 0] {
+        let run = client
+            .start_workflow(StartOptions::new("ticking", &id, &q), &input)
+            .await
+            .unwrap();
+        let _: u32 = tokio::time::timeout(Duration::from_secs(30), run.result())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let events: Vec<_> = engine
+        .engine
+        .store()
+        .list_outbox(Some("default"), 0, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.subject == id)
+        .collect();
+    let seen: Vec<(i64, String)> = events
+        .iter()
+        .map(|e| (e.sequence, e.body.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, r#"{"n":2}"#.to_owned()),
+            (2, r#"{"n":1}"#.to_owned()),
+            (3, r#"{"n":0}"#.to_owned()),
+            (4, r#"{"n":0}"#.to_owned())
+        ],
+        "three runs of one chain, then a new run of the id"
+    );
+    let runs: HashSet<&str> = events.iter().map(|e| e.run_id.as_str()).collect();
+    assert_eq!(runs.len(), 4, "each event from its own run");
+
+    // A body that is not a JSON object is refused: the task fails, nothing is published.
+    let broken = unique("broken");
+    client
+        .start_workflow(StartOptions::new("broken", &broken, &q), &())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = client.handle(&broken).describe().await.unwrap();
+        if let Some(f) = d.pending_workflow_task.and_then(|t| t.last_failure) {
+            assert!(f.message.contains("must be a JSON object"), "{f:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bad command is refused"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let published = engine
+        .engine
+        .store()
+        .list_outbox(Some("default"), 0, 100_000)
+        .await
+        .unwrap();
+    assert!(published.iter().all(|e| e.subject != broken));
 }
 
 /// How often step one ran, by workflow id (tests run in parallel).
@@ -655,6 +742,7 @@ async fn the_replayer_checks_changes_against_real_histories(backend: Backend) {
 }
 
 on_both_backends!(
+    event_sequences_go_on_across_continue_as_new_and_a_reused_id,
     activities_timers_and_signals,
     retries_reach_the_workflow_only_as_a_final_outcome,
     continue_as_new_runs_to_the_last_run,

@@ -169,6 +169,42 @@ pub(crate) mod orders {
         }
     }
 
+    /// As `place`, but an order runs once: a retry never starts a second run of an order
+    /// whose first one already ended (the default id-reuse policy would), it waits for it.
+    async fn place_once(client: &Client, queue: &str, order: &Order) -> OrderOutcome {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let attempt = async {
+                let options = StartOptions::new("order", &order.order_id, queue)
+                    .id_reuse_policy(martix_proto::v1::IdReusePolicy::RejectDuplicate);
+                match client.start_workflow(options, order).await {
+                    Ok(run) => run.result::<OrderOutcome>().await,
+                    Err(martix_sdk::ClientError::Status(s))
+                        if s.code() == tonic::Code::AlreadyExists =>
+                    {
+                        client
+                            .handle(&order.order_id)
+                            .result::<OrderOutcome>()
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            .await;
+            match attempt {
+                Ok(o) => return o,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "order {} never ended: {e}",
+                        order.order_id
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
     /// Orders being placed in the background.
     pub(crate) struct Placing {
         done: Arc<AtomicUsize>,
@@ -184,6 +220,31 @@ pub(crate) mod orders {
                 let (client, queue, counter) = (client.clone(), queue.clone(), counter.clone());
                 async move {
                     let outcome = place(&client, &queue, &o).await;
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    outcome
+                }
+            }))
+            .buffer_unordered(concurrency)
+            .collect::<Vec<_>>();
+            Self {
+                done,
+                handle: tokio::spawn(work),
+            }
+        }
+
+        /// As `start`, placing each order exactly once (see `place_once`).
+        pub(crate) fn start_once(
+            client: Client,
+            queue: &str,
+            w: &Workload,
+            concurrency: usize,
+        ) -> Self {
+            let done = Arc::new(AtomicUsize::new(0));
+            let (queue, orders, counter) = (queue.to_owned(), w.orders.clone(), done.clone());
+            let work = futures::stream::iter(orders.into_iter().map(move |o| {
+                let (client, queue, counter) = (client.clone(), queue.clone(), counter.clone());
+                async move {
+                    let outcome = place_once(&client, &queue, &o).await;
                     counter.fetch_add(1, Ordering::SeqCst);
                     outcome
                 }
