@@ -393,6 +393,53 @@ async fn events_wait_in_the_outbox_while_rabbitmq_is_away() {
     martix_tests::drop_postgres_database(&url).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_the_outbox_and_send_each_event_once() {
+    let url = martix_tests::fresh_postgres_url().await;
+    let mut tap = EventTap::open().await;
+    let shop = Shop::start(&url, relaying(), Faults::default()).await;
+    // A second node on the same database, relaying too.
+    let other = TestEngine::start_on(&url, EngineConfig::default(), relaying()).await;
+    let store = shop.engine.engine.store().clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = store.outbox_status(now_ms()).await.unwrap();
+        let owners: HashSet<&String> = s.leases.iter().map(|(_, o, _)| o).collect();
+        if owners.len() == 2 && s.leases.len() == 16 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "two nodes share the shards: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let orders = shop.orders(0, 100);
+    let outcomes = shop.place_all(&orders, 16).await;
+    let ids: HashSet<String> = orders.iter().map(|o| o.order_id.clone()).collect();
+    assert!(
+        tap.receive_until(Duration::from_secs(60), |r| all_terminal(r, &ids))
+            .await
+    );
+    let delivered = check_against_histories(&shop, &orders, &outcomes, &tap.received).await;
+    // Wait a little for any late second copy, then count.
+    tap.receive_until(Duration::from_secs(2), |_| false).await;
+    let mine: Vec<&TappedEvent> = tap
+        .received
+        .iter()
+        .filter(|e| ids.contains(e.order_id()))
+        .collect();
+    assert_eq!(
+        mine.len(),
+        delivered,
+        "no event sent twice by the two nodes"
+    );
+    println!("two nodes sent {delivered} events of 100 orders, each once");
+    drop(other);
+    drop(shop);
+    martix_tests::drop_postgres_database(&url).await;
+}
+
 async fn publish_raw(
     channel: &lapin::Channel,
     queue: &str,
@@ -484,6 +531,23 @@ async fn an_inbound_cancel_delivered_twice_cancels_once_and_garbage_is_dead_lett
         body.as_bytes(),
     )
     .await;
+    // Signal-with-start: a new order started by a message, its signal recorded after the start.
+    let mut started = shop.orders(1, 1).remove(0);
+    started.customer_id = format!("{}-cust-2", shop.prefix);
+    let sws = serde_json::json!({
+        "workflow_id": started.order_id,
+        "signal": "note",
+        "input": {"text": "gift wrap"},
+        "start": {"workflow_type": "order", "task_queue": shop.queue, "input": started},
+    });
+    publish_raw(
+        &ch,
+        &inbound,
+        Some(&unique("msg")),
+        "note",
+        sws.to_string().as_bytes(),
+    )
+    .await;
 
     let outcome: OrderOutcome = tokio::time::timeout(Duration::from_secs(60), run.result())
         .await
@@ -512,6 +576,25 @@ async fn an_inbound_cancel_delivered_twice_cancels_once_and_garbage_is_dead_lett
         types.contains(&"payment.refunded".to_owned())
             && types.contains(&"inventory.released".to_owned())
     );
+
+    let started_outcome: OrderOutcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        shop.client.handle(&started.order_id).result(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(started_outcome.order_id, started.order_id);
+    let history = shop
+        .client
+        .handle(&started.order_id)
+        .history()
+        .await
+        .unwrap();
+    assert!(matches!(
+        &history[1].attributes,
+        Some(pb::history_event::Attributes::WorkflowExecutionSignaled(s)) if s.signal_name == "note"
+    ));
 
     // The two bad messages wait in the dead-letter queue with their reasons.
     let mut reasons = Vec::new();

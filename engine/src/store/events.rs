@@ -392,9 +392,24 @@ macro_rules! impl_event_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(classify)?;
+                    // Say this node is alive, so nodes holding more than their share give
+                    // some back even before this one holds any.
+                    sqlx::query(
+                        "INSERT INTO relay_nodes (owner, seen_until) VALUES ($1, $2) \
+                         ON CONFLICT (owner) DO UPDATE SET seen_until = $2",
+                    )
+                    .bind(owner)
+                    .bind(until)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                    sqlx::query("DELETE FROM relay_nodes WHERE seen_until < $1")
+                        .bind(now - lease_ms)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
                     let others: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(DISTINCT owner) FROM outbox_shards \
-                         WHERE lease_until > $1 AND owner <> $2",
+                        "SELECT COUNT(*) FROM relay_nodes WHERE seen_until > $1 AND owner <> $2",
                     )
                     .bind(now)
                     .bind(owner)
@@ -454,6 +469,11 @@ macro_rules! impl_event_store {
                     .execute(&self.write)
                     .await
                     .map_err(classify)?;
+                    sqlx::query("DELETE FROM relay_nodes WHERE owner = $1")
+                        .bind(owner)
+                        .execute(&self.write)
+                        .await
+                        .map_err(classify)?;
                     Ok(())
                 }
 

@@ -1,0 +1,5 @@
+-- Nodes whose relays are alive: each shares the outbox shards with the others.
+CREATE TABLE relay_nodes (
+    owner TEXT PRIMARY KEY,
+    seen_until BIGINT NOT NULL
+);
