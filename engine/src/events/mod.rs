@@ -41,6 +41,9 @@ pub struct EventsConfig {
     pub shard_lease: Duration,
     /// Most events sent or folded per round.
     pub batch: usize,
+    /// How long the relay waits after a commit wrote events before it works, so that one
+    /// round takes the events of many commits.
+    pub linger: Duration,
 }
 
 impl Default for EventsConfig {
@@ -51,6 +54,7 @@ impl Default for EventsConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             shard_lease: Duration::from_secs(10),
             batch: 256,
+            linger: Duration::from_millis(20),
         }
     }
 }
@@ -267,7 +271,11 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
         if !busy {
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = engine.outbox_wake.notified() => {}
+                () = engine.outbox_wake.notified() => {
+                    // Let the events of concurrent commits gather: one fold and one publish
+                    // round for many, off the commits' path.
+                    tokio::time::sleep(config.linger).await;
+                }
                 () = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
         }

@@ -194,7 +194,7 @@ macro_rules! order_cols {
 }
 
 macro_rules! impl_event_store {
-    ($store:ty, $db:ty, $for_update:literal) => {
+    ($store:ty, $db:ty, $for_update:literal, $relaxed:literal) => {
         mod event_store {
             use super::*;
             use crate::clock::Millis;
@@ -265,28 +265,6 @@ macro_rules! impl_event_store {
                 .transpose()
             }
 
-            /// The row, locked until the transaction ends (PostgreSQL): a node that projects an
-            /// order while another still does (a lease that ran out mid-batch) waits for it
-            /// instead of folding onto a stale row.
-            async fn lock_order(
-                conn: &mut Conn,
-                namespace: &str,
-                order_id: &str,
-            ) -> Result<Option<OrderView>, StoreError> {
-                sqlx::query(concat!(
-                    "SELECT ", $crate::store::events::order_cols!(),
-                    " FROM orders WHERE namespace = $1 AND order_id = $2", $for_update
-                ))
-                .bind(namespace)
-                .bind(order_id)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(classify)?
-                .as_ref()
-                .map(order_from_row)
-                .transpose()
-            }
-
             async fn save_order(conn: &mut Conn, o: &OrderView) -> Result<(), StoreError> {
                 sqlx::query(concat!(
                     "INSERT INTO orders (", $crate::store::events::order_cols!(), ") VALUES \
@@ -339,6 +317,80 @@ macro_rules! impl_event_store {
                 .await
                 .map_err(classify)?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            /// The relay's own bookkeeping (read model, sent marks) need not wait for the disk
+            /// (PostgreSQL): a commit lost in a crash loses the fold and its mark together, so
+            /// the events are folded (or sent) again; history and outbox rows are always
+            /// committed durably by the run store.
+            async fn relaxed_commit(conn: &mut Conn) -> Result<(), StoreError> {
+                if !$relaxed.is_empty() {
+                    sqlx::query($relaxed).execute(&mut *conn).await.map_err(classify)?;
+                }
+                Ok(())
+            }
+
+            /// Sets `column` (sent_at, projected_at) of outbox rows.
+            async fn mark(
+                conn: &mut Conn,
+                column: &str,
+                positions: &[i64],
+                now: Millis,
+            ) -> Result<(), StoreError> {
+                for chunk in positions.chunks(500) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE outbox SET ");
+                    qb.push(column).push(" = ").push_bind(now).push(" WHERE position IN (");
+                    let mut sep = qb.separated(", ");
+                    for p in chunk {
+                        sep.push_bind(*p);
+                    }
+                    sep.push_unseparated(")");
+                    qb.build().execute(&mut *conn).await.map_err(classify)?;
+                }
+                Ok(())
+            }
+
+            /// Inserts or replaces order rows, in one statement.
+            async fn save_orders(conn: &mut Conn, orders: &[&OrderView]) -> Result<(), StoreError> {
+                if orders.is_empty() {
+                    return Ok(());
+                }
+                let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "INSERT INTO orders (", $crate::store::events::order_cols!(), ") "
+                ));
+                qb.push_values(orders, |mut b, o| {
+                    b.push_bind(o.namespace.clone())
+                        .push_bind(o.order_id.clone())
+                        .push_bind(o.customer_id.clone())
+                        .push_bind(o.status.clone())
+                        .push_bind(o.step.clone())
+                        .push_bind(o.currency.clone())
+                        .push_bind(o.items.clone())
+                        .push_bind(o.subtotal_cents)
+                        .push_bind(o.discount_cents)
+                        .push_bind(o.tax_cents)
+                        .push_bind(o.total_cents)
+                        .push_bind(o.charged_cents)
+                        .push_bind(o.refunded_cents)
+                        .push_bind(o.shipment.clone())
+                        .push_bind(o.last_error.clone())
+                        .push_bind(o.created_at)
+                        .push_bind(o.updated_at)
+                        .push_bind(o.last_sequence);
+                });
+                qb.push(
+                    " ON CONFLICT (namespace, order_id) DO UPDATE SET \
+                     customer_id = excluded.customer_id, status = excluded.status, \
+                     step = excluded.step, currency = excluded.currency, items = excluded.items, \
+                     subtotal_cents = excluded.subtotal_cents, \
+                     discount_cents = excluded.discount_cents, tax_cents = excluded.tax_cents, \
+                     total_cents = excluded.total_cents, charged_cents = excluded.charged_cents, \
+                     refunded_cents = excluded.refunded_cents, shipment = excluded.shipment, \
+                     last_error = excluded.last_error, created_at = excluded.created_at, \
+                     updated_at = excluded.updated_at, last_sequence = excluded.last_sequence",
+                );
+                qb.build().execute(&mut *conn).await.map_err(classify)?;
+                Ok(())
             }
 
             fn push_shards(qb: &mut sqlx::QueryBuilder<$db>, shards: &[i32]) {
@@ -486,17 +538,10 @@ macro_rules! impl_event_store {
                 }
 
                 async fn mark_sent(&self, positions: &[i64], now: Millis) -> Result<(), StoreError> {
-                    for chunk in positions.chunks(500) {
-                        let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE outbox SET sent_at = ");
-                        qb.push_bind(now).push(" WHERE position IN (");
-                        let mut sep = qb.separated(", ");
-                        for p in chunk {
-                            sep.push_bind(*p);
-                        }
-                        sep.push_unseparated(")");
-                        qb.build().execute(&self.write).await.map_err(classify)?;
-                    }
-                    Ok(())
+                    let mut tx = self.write.begin().await.map_err(classify)?;
+                    relaxed_commit(&mut tx).await?;
+                    mark(&mut tx, "sent_at", positions, now).await?;
+                    tx.commit().await.map_err(classify)
                 }
 
                 async fn unprojected_events(
@@ -509,28 +554,80 @@ macro_rules! impl_event_store {
 
                 async fn project(&self, events: &[StoredEvent], now: Millis) -> Result<(), StoreError> {
                     let mut tx = self.write.begin().await.map_err(classify)?;
-                    let mut cache: std::collections::HashMap<(String, String), Option<OrderView>> =
-                        std::collections::HashMap::new();
-                    for e in events {
-                        if crate::events::view::is_order_event(e) && save_event(&mut tx, e).await? {
-                            let key = (e.namespace.clone(), e.subject.clone());
-                            if !cache.contains_key(&key) {
-                                let current = lock_order(&mut tx, &key.0, &key.1).await?;
-                                cache.insert(key.clone(), current);
-                            }
-                            let slot = cache.get_mut(&key).expect("just inserted");
-                            *slot = Some(crate::events::view::fold(slot.take(), e));
-                        }
-                        sqlx::query("UPDATE outbox SET projected_at = $1 WHERE position = $2")
-                            .bind(now)
-                            .bind(e.position)
-                            .execute(&mut *tx)
+                    relaxed_commit(&mut tx).await?;
+                    let order_events: Vec<&StoredEvent> = events
+                        .iter()
+                        .filter(|e| crate::events::view::is_order_event(e))
+                        .collect();
+                    // Record the events; those already there (folded before) are skipped.
+                    let mut new_ids = std::collections::HashSet::new();
+                    for chunk in order_events.chunks(200) {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO order_events (event_id, namespace, order_id, sequence, \
+                             event_type, occurred_at, body) ",
+                        );
+                        qb.push_values(chunk, |mut b, e| {
+                            b.push_bind(e.event_id.clone())
+                                .push_bind(e.namespace.clone())
+                                .push_bind(e.subject.clone())
+                                .push_bind(e.sequence)
+                                .push_bind(e.event_type.clone())
+                                .push_bind(e.occurred_at)
+                                .push_bind(e.body.clone());
+                        });
+                        qb.push(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
+                        for id in qb
+                            .build_query_scalar::<String>()
+                            .fetch_all(&mut *tx)
                             .await
-                            .map_err(classify)?;
+                            .map_err(classify)?
+                        {
+                            new_ids.insert(id);
+                        }
                     }
-                    for view in cache.values().flatten() {
-                        save_order(&mut tx, view).await?;
+                    let fresh: Vec<&StoredEvent> = order_events
+                        .into_iter()
+                        .filter(|e| new_ids.contains(&e.event_id))
+                        .collect();
+                    // The orders they touch, locked (PostgreSQL): a node whose lease ran out
+                    // mid-batch waits here instead of folding onto a stale row.
+                    let mut views: std::collections::BTreeMap<(String, String), Option<OrderView>> =
+                        std::collections::BTreeMap::new();
+                    for e in &fresh {
+                        views.insert((e.namespace.clone(), e.subject.clone()), None);
                     }
+                    let keys: Vec<(String, String)> = views.keys().cloned().collect();
+                    for chunk in keys.chunks(200) {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
+                            "SELECT ", $crate::store::events::order_cols!(),
+                            " FROM orders WHERE (namespace, order_id) IN ("
+                        ));
+                        let mut sep = qb.separated(", ");
+                        for (ns, id) in chunk {
+                            sep.push("(")
+                                .push_bind_unseparated(ns.clone())
+                                .push_unseparated(", ")
+                                .push_bind_unseparated(id.clone())
+                                .push_unseparated(")");
+                        }
+                        qb.push(")").push($for_update);
+                        for row in qb.build().fetch_all(&mut *tx).await.map_err(classify)? {
+                            let view = order_from_row(&row)?;
+                            views.insert((view.namespace.clone(), view.order_id.clone()), Some(view));
+                        }
+                    }
+                    for e in &fresh {
+                        let slot = views
+                            .get_mut(&(e.namespace.clone(), e.subject.clone()))
+                            .expect("every touched order has a slot");
+                        *slot = Some(crate::events::view::fold(slot.take(), e));
+                    }
+                    let folded: Vec<&OrderView> = views.values().flatten().collect();
+                    for chunk in folded.chunks(100) {
+                        save_orders(&mut tx, chunk).await?;
+                    }
+                    let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
+                    mark(&mut tx, "projected_at", &positions, now).await?;
                     tx.commit().await.map_err(classify)
                 }
 

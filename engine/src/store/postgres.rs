@@ -129,4 +129,9 @@ super::sql::impl_store!(
     " FOR UPDATE SKIP LOCKED"
 );
 
-super::events::impl_event_store!(PostgresStore, sqlx::Postgres, " FOR UPDATE");
+super::events::impl_event_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    " FOR UPDATE",
+    "SET LOCAL synchronous_commit = off"
+);

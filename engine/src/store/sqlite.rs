@@ -74,4 +74,4 @@ impl SqliteStore {
 
 super::sql::impl_store!(SqliteStore, sqlx::Sqlite, "sqlite", "");
 
-super::events::impl_event_store!(SqliteStore, sqlx::Sqlite, "");
+super::events::impl_event_store!(SqliteStore, sqlx::Sqlite, "", "");
