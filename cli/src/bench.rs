@@ -19,10 +19,11 @@ pub(crate) fn bench_order(run: &str, i: u64) -> Order {
     let lines = 1 + (i % 3) as usize;
     Order {
         order_id: format!("bench-{run}-{i}"),
+        // One customer per saga and run: the fraud rules count orders per customer.
         customer_id: if declined {
-            format!("declined-{i}")
+            format!("declined-{run}-{i}")
         } else {
-            format!("cust-{i}")
+            format!("cust-{run}-{i}")
         },
         currency: "EUR".into(),
         items: (0..lines)
@@ -95,6 +96,9 @@ pub(crate) struct Level {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub write_transactions_per_saga: f64,
+    /// PostgreSQL: every transaction the database committed or rolled back during the level
+    /// (`pg_stat_database`: the engine's reads and writes, the relay's, the adapters'), per saga.
+    pub database_transactions_per_saga: Option<f64>,
     pub process_cpu_ms_per_saga: f64,
     pub postgres_cpu_ms_per_saga: f64,
     pub peak_rss_mib: f64,
@@ -233,6 +237,7 @@ fn summarize(
         p99_ms: q(0.99),
         max_ms: hist.max() as f64 / 1000.0,
         write_transactions_per_saga: m.writes as f64 / n,
+        database_transactions_per_saga: None,
         process_cpu_ms_per_saga: m.cpu_ms / n,
         postgres_cpu_ms_per_saga: m.pg_cpu_ms / n,
         peak_rss_mib: peak_rss_mib(),
@@ -309,11 +314,11 @@ pub(crate) async fn open_loop(
 /// Prints levels as a table.
 pub(crate) fn print_table(backend: &str, levels: &[Level]) {
     println!(
-        "martix bench: order saga (validation + 4 activities, noop adapters, 10% declined), {backend}, durable settings"
+        "martix bench: order saga (pricing + 4 activities + 7 events, noop adapters, 10% declined), {backend}, durable settings"
     );
     println!("engine, worker, bench client and the database share this machine's cores");
     println!(
-        "{:>4} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} {:>6}",
+        "{:>4} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>8} {:>6}",
         "C/R",
         "sagas",
         "sagas/s",
@@ -322,6 +327,7 @@ pub(crate) fn print_table(backend: &str, levels: &[Level]) {
         "p99 ms",
         "max ms",
         "writes/sg",
+        "db xact/sg",
         "cpu ms/sg",
         "pg ms/sg",
         "RSS MiB",
@@ -333,7 +339,7 @@ pub(crate) fn print_table(backend: &str, levels: &[Level]) {
             None => l.concurrency.to_string(),
         };
         println!(
-            "{:>4} {:>7} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>10.2} {:>10.2} {:>10.2} {:>8.0} {:>6}",
+            "{:>4} {:>7} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>10.2} {:>10} {:>10.2} {:>10.2} {:>8.0} {:>6}",
             level,
             l.sagas,
             l.sagas_per_second,
@@ -342,6 +348,8 @@ pub(crate) fn print_table(backend: &str, levels: &[Level]) {
             l.p99_ms,
             l.max_ms,
             l.write_transactions_per_saga,
+            l.database_transactions_per_saga
+                .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}")),
             l.process_cpu_ms_per_saga,
             l.postgres_cpu_ms_per_saga,
             l.peak_rss_mib,

@@ -468,32 +468,40 @@ async fn bench(args: BenchArgs) -> Result<()> {
     bench::closed_loop(&target, &format!("{run}-w"), 16, args.warmup, args.max_time).await?;
     let target = bench::Target { progress, ..target };
     let mut levels = Vec::new();
-    if args.rate.is_empty() {
-        for (n, c) in args.concurrency.iter().enumerate() {
-            levels.push(
-                bench::closed_loop(
-                    &target,
-                    &format!("{run}-{n}"),
-                    *c,
-                    args.sagas,
-                    args.max_time,
-                )
-                .await?,
-            );
-        }
+    // PostgreSQL's own count of transactions; backends report it about a second after they
+    // go idle, so it is read after a pause on both sides of a level.
+    let db_transactions = || async {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        engine.store().database_transactions().await.ok().flatten()
+    };
+    let plan: Vec<(Option<usize>, Option<f64>)> = if args.rate.is_empty() {
+        args.concurrency.iter().map(|c| (Some(*c), None)).collect()
     } else {
-        for (n, r) in args.rate.iter().enumerate() {
-            levels.push(
+        args.rate.iter().map(|r| (None, Some(*r))).collect()
+    };
+    for (n, (concurrency, rate)) in plan.into_iter().enumerate() {
+        let before = db_transactions().await;
+        let mut level = match (concurrency, rate) {
+            (Some(c), _) => {
+                bench::closed_loop(&target, &format!("{run}-{n}"), c, args.sagas, args.max_time)
+                    .await?
+            }
+            (_, Some(r)) => {
                 bench::open_loop(
                     &target,
                     &format!("{run}-r{n}"),
-                    *r,
+                    r,
                     args.sagas,
                     args.max_time,
                 )
-                .await?,
-            );
+                .await?
+            }
+            _ => unreachable!("a level is a concurrency or a rate"),
+        };
+        if let (Some(b), Some(a)) = (before, db_transactions().await) {
+            level.database_transactions_per_saga = Some((a - b) as f64 / level.sagas.max(1) as f64);
         }
+        levels.push(level);
     }
     if args.output == "json" {
         println!("{}", serde_json::to_string_pretty(&levels)?);

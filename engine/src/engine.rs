@@ -79,7 +79,15 @@ pub struct Engine {
     metrics: crate::metrics::Metrics,
     /// Woken when a commit on this node wrote business events: the relay sends them now.
     pub(crate) outbox_wake: Notify,
+    /// The checkpoints of open runs as this node last wrote them. Most changes of a run go
+    /// through the node that made the one before, so they need no read. A cached checkpoint
+    /// is trusted only through a write, which the store refuses if the run moved on (another
+    /// node changed it); any other outcome decided from it is decided again from the store.
+    runs: std::sync::Mutex<std::collections::HashMap<RunId, Run>>,
 }
+
+/// Most checkpoints a node keeps (beyond, an arbitrary one makes room).
+const RUN_CACHE_MAX: usize = 20_000;
 
 fn payload_len(p: Option<&pb::Payload>) -> usize {
     p.map_or(0, |p| p.data.len())
@@ -167,6 +175,7 @@ impl Engine {
             next_timer: std::sync::Mutex::new(None),
             metrics: crate::metrics::Metrics::default(),
             outbox_wake: Notify::new(),
+            runs: Default::default(),
         })
     }
 
@@ -298,6 +307,41 @@ impl Engine {
                 }
             ))
         })
+    }
+
+    fn cached(&self, run_id: RunId) -> Option<Run> {
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&run_id)
+            .cloned()
+    }
+
+    /// Remembers a run as a commit wrote it (at its new version); closed runs are dropped.
+    fn remember(&self, c: &RunCommit) {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        for c in std::iter::once(c).chain(c.new_run.as_deref()) {
+            if !c.run.is_open() {
+                runs.remove(&c.run.run_id);
+                continue;
+            }
+            if runs.len() >= RUN_CACHE_MAX
+                && !runs.contains_key(&c.run.run_id)
+                && let Some(victim) = runs.keys().next().copied()
+            {
+                runs.remove(&victim);
+            }
+            let mut written = c.run.clone();
+            written.version = c.expected_version.map_or(1, |v| v + 1);
+            runs.insert(written.run_id, written);
+        }
+    }
+
+    fn forget(&self, run_id: RunId) {
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run_id);
     }
 
     async fn load(&self, run_id: RunId) -> Result<Run, EngineError> {
@@ -489,6 +533,10 @@ impl Engine {
             began.elapsed(),
             matches!(result, Err(StoreError::Conflict { .. })),
         );
+        match &result {
+            Ok(()) => self.remember(&commit),
+            Err(_) => self.forget(commit.run.run_id),
+        }
         match result {
             Ok(()) => {
                 if commit.closed {
@@ -515,14 +563,32 @@ impl Engine {
         run_id: RunId,
         mut decide: impl FnMut(&Run, Millis) -> Result<(Option<RunCommit>, T), EngineError>,
     ) -> Result<T, EngineError> {
+        let mut trust_cache = true;
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let run = self.load(run_id).await?;
-            let (commit, out) = decide(&run, self.now())?;
-            let Some(commit) = commit else { return Ok(out) };
+            let cached = if trust_cache { self.cached(run_id) } else { None };
+            let from_cache = cached.is_some();
+            let run = match cached {
+                Some(run) => run,
+                None => self.load(run_id).await?,
+            };
+            let (commit, out) = match decide(&run, self.now()) {
+                Ok((Some(commit), out)) => (commit, out),
+                Ok((None, out)) if !from_cache => return Ok(out),
+                Err(e) if !from_cache => return Err(e),
+                // Nothing to write, or refused, on the strength of the cached checkpoint:
+                // decide again from the store (another node may have moved the run on).
+                _ => {
+                    trust_cache = false;
+                    continue;
+                }
+            };
             match self.write(commit).await {
                 // A request id recorded before: the change was applied then.
                 Ok(()) | Err(StoreError::Duplicate) => return Ok(out),
-                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { .. }) => {
+                    trust_cache = false;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -1125,7 +1191,11 @@ impl Engine {
             let delivery = self.wait_delivery(&key, epoch, deadline).await;
             match delivery {
                 Some(Delivery::Workflow { run_id, lease }) => {
-                    let run = self.load(run_id).await?;
+                    // Just written with this lease by this node: no need to read it back.
+                    let run = match self.cached(run_id) {
+                        Some(run) => run,
+                        None => self.load(run_id).await?,
+                    };
                     if let Some(resp) = self.workflow_task_response(run, &lease.id).await? {
                         return Ok(resp);
                     }

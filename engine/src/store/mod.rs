@@ -138,6 +138,10 @@ pub trait Store: events::EventStore + Send + Sync + 'static {
     /// commit budget is about.
     fn write_transactions(&self) -> u64;
 
+    /// Transactions the whole database has committed or rolled back so far, as the database
+    /// counts them (`pg_stat_database`; reads and other clients included), if it can tell.
+    async fn database_transactions(&self) -> Result<Option<i64>, StoreError>;
+
     /// Tasks made claimable by other nodes sharing the database, if the backend can tell.
     fn subscribe_tasks(&self) -> Option<tokio::sync::broadcast::Receiver<TaskNotice>> {
         None

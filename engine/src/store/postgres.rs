@@ -66,6 +66,24 @@ impl PostgresStore {
 }
 
 impl PostgresStore {
+    /// `xact_commit + xact_rollback` of this database. Backends report their counts about a
+    /// second after they go idle: read after a pause to see a burst whole.
+    async fn count_transactions(&self) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.read.acquire().await.map_err(classify)?;
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (xact_commit + xact_rollback)::BIGINT FROM pg_stat_database \
+             WHERE datname = current_database()",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(classify)?;
+        Ok(Some(n))
+    }
+
     fn notices(&self) -> Option<&tokio::sync::broadcast::Sender<crate::store::TaskNotice>> {
         Some(&self.notices)
     }

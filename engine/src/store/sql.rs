@@ -494,6 +494,10 @@ macro_rules! impl_store {
                 $backend
             }
 
+            async fn database_transactions(&self) -> Result<Option<i64>, StoreError> {
+                self.count_transactions().await
+            }
+
             fn write_transactions(&self) -> u64 {
                 self.writes.load(std::sync::atomic::Ordering::Relaxed)
             }

@@ -67,6 +67,11 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// SQLite keeps no such count.
+    async fn count_transactions(&self) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+
     fn notices(&self) -> Option<&tokio::sync::broadcast::Sender<crate::store::TaskNotice>> {
         None
     }
