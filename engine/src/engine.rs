@@ -83,8 +83,20 @@ pub struct Engine {
     /// through the node that made the one before, so they need no read. A cached checkpoint
     /// is trusted only through a write, which the store refuses if the run moved on (another
     /// node changed it); any other outcome decided from it is decided again from the store.
-    runs: std::sync::Mutex<std::collections::HashMap<RunId, Run>>,
+    runs: std::sync::Mutex<std::collections::HashMap<RunId, CachedRun>>,
 }
+
+/// A checkpoint this node wrote, with the history events it wrote since the first one its
+/// worker has not seen (what the next workflow task sends).
+struct CachedRun {
+    run: Run,
+    tail: Vec<pb::HistoryEvent>,
+}
+
+/// Longest history tail a cached run keeps, in events and in bytes (a longer one is read
+/// from the store).
+const TAIL_MAX: usize = 256;
+const TAIL_MAX_BYTES: usize = 64 * 1024;
 
 /// Most checkpoints a node keeps (beyond, an arbitrary one makes room).
 const RUN_CACHE_MAX: usize = 20_000;
@@ -314,7 +326,16 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&run_id)
-            .cloned()
+            .map(|c| c.run.clone())
+    }
+
+    /// The events `from..next` of a run, if this node wrote them all and still has them.
+    fn cached_events(&self, run_id: RunId, from: i64, next: i64) -> Option<Vec<pb::HistoryEvent>> {
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let tail = &runs.get(&run_id)?.tail;
+        let start = tail.iter().position(|e| e.event_id == from)?;
+        let events = &tail[start..];
+        (events.last()?.event_id == next - 1).then(|| events.to_vec())
     }
 
     /// Remembers a run as a commit wrote it (at its new version); closed runs are dropped.
@@ -333,7 +354,25 @@ impl Engine {
             }
             let mut written = c.run.clone();
             written.version = c.expected_version.map_or(1, |v| v + 1);
-            runs.insert(written.run_id, written);
+            // The tail goes on if this commit's events follow it (no other node wrote between).
+            let mut tail = match runs.remove(&written.run_id) {
+                Some(prev)
+                    if prev.tail.last().map(|e| e.event_id + 1)
+                        == c.events.first().map(|e| e.event_id) =>
+                {
+                    prev.tail
+                }
+                _ => Vec::new(),
+            };
+            tail.extend(c.events.iter().cloned());
+            let keep_from = written.state.sticky_from.max(1);
+            tail.retain(|e| e.event_id >= keep_from);
+            if tail.len() > TAIL_MAX
+                || tail.iter().map(Message::encoded_len).sum::<usize>() > TAIL_MAX_BYTES
+            {
+                tail.clear();
+            }
+            runs.insert(written.run_id, CachedRun { run: written, tail });
         }
     }
 
@@ -565,7 +604,11 @@ impl Engine {
     ) -> Result<T, EngineError> {
         let mut trust_cache = true;
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let cached = if trust_cache { self.cached(run_id) } else { None };
+            let cached = if trust_cache {
+                self.cached(run_id)
+            } else {
+                None
+            };
             let from_cache = cached.is_some();
             let run = match cached {
                 Some(run) => run,
@@ -1254,10 +1297,15 @@ impl Engine {
         } else {
             1
         };
-        let history = self
-            .store
-            .history(run.run_id, from, (run.next_event_id - from).max(0) as usize)
-            .await?;
+        // What this node wrote itself needs no read back.
+        let history = match self.cached_events(run.run_id, from, run.next_event_id) {
+            Some(events) => events,
+            None => {
+                self.store
+                    .history(run.run_id, from, (run.next_event_id - from).max(0) as usize)
+                    .await?
+            }
+        };
         let token = TaskToken {
             namespace: run.namespace.clone(),
             run_id: run.run_id.to_text(),

@@ -410,6 +410,7 @@ fn apply_command(t: &mut Transition, command: &pb::Command, completed: i64) -> R
                 retry_policy: c.retry_policy.clone(),
                 schedule_to_close_ms: s2c,
                 start_to_close_ms: st2c,
+                schedule_to_start_timer: duration_to_ms(c.schedule_to_start_timeout.as_ref()) > 0,
             });
             let run = t.run();
             let info = pb::PollActivityTaskResponse {
@@ -761,17 +762,26 @@ fn started_event(act: &PendingActivity, identity: &str) -> Attributes {
 }
 
 /// The activity is resolved: it leaves the checkpoint, its timeout timers go.
+/// Drops a resolved activity and the timer rows it has (only those: a delete of a row that
+/// was never written is a statement for nothing on every activity).
 fn remove_activity(t: &mut Transition, id: i64) {
+    let (s2c, s2s) = t.run().activity(id).map_or((true, true), |a| {
+        (a.schedule_to_close_ms > 0, a.schedule_to_start_timer)
+    });
     t.run_mut()
         .state
         .activities
         .retain(|a| a.scheduled_event_id != id);
-    t.push_timer(TimerOp::Delete {
-        key: schedule_to_close_key(id),
-    });
-    t.push_timer(TimerOp::Delete {
-        key: schedule_to_start_key(id),
-    });
+    if s2c {
+        t.push_timer(TimerOp::Delete {
+            key: schedule_to_close_key(id),
+        });
+    }
+    if s2s {
+        t.push_timer(TimerOp::Delete {
+            key: schedule_to_start_key(id),
+        });
+    }
 }
 
 /// An activity attempt succeeded: its result reaches the workflow.

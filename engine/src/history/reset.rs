@@ -140,6 +140,8 @@ pub fn reset(
             retry_policy: a.retry_policy.clone(),
             schedule_to_close_ms: 0,
             start_to_close_ms: st2c,
+            // The reset copy writes user timers only.
+            schedule_to_start_timer: false,
         });
         let info = pb::PollActivityTaskResponse {
             workflow_execution: Some(pb::WorkflowExecution {

@@ -76,6 +76,9 @@ pub struct PendingActivity {
     pub schedule_to_close_ms: i64,
     #[prost(int64, tag = "11")]
     pub start_to_close_ms: i64,
+    /// A schedule-to-start timer row exists for the first attempt.
+    #[prost(bool, tag = "12")]
+    pub schedule_to_start_timer: bool,
 }
 
 /// A timer started by the workflow.
