@@ -69,7 +69,8 @@ pub struct Engine {
     matching: Matching,
     config: EngineConfig,
     namespaces: RwLock<HashSet<String>>,
-    closed: broadcast::Sender<RunId>,
+    /// Runs that closed on this node, with their closing event (result waiters need no read).
+    closed: broadcast::Sender<Arc<(Run, Option<pb::HistoryEvent>)>>,
     /// Woken when a timer was committed on this node, with its fire time.
     pub(crate) timer_wake: Notify,
     pub(crate) next_timer: std::sync::Mutex<Option<Millis>>,
@@ -486,7 +487,9 @@ impl Engine {
                 }
             }
             if c.closed {
-                let _ = self.closed.send(c.run.run_id);
+                let _ = self
+                    .closed
+                    .send(Arc::new((c.run.clone(), c.events.last().cloned())));
             }
         };
         one(commit);
@@ -968,6 +971,7 @@ impl Engine {
         let deadline = Instant::now() + wait.min(Duration::from_secs(3600));
         let mut closed = self.closed.subscribe();
         let mut run = self.resolve(&ns, req.execution.as_ref()).await?;
+        let mut closing_event = None;
         while run.is_open() {
             let now = Instant::now();
             if now >= deadline {
@@ -979,22 +983,48 @@ impl Engine {
                 });
             }
             let step = (deadline - now).min(self.config.recheck_interval);
-            let _ = tokio::time::timeout(step, async {
+            let seen = tokio::time::timeout(step, async {
                 loop {
                     match closed.recv().await {
-                        Ok(id) if id == run.run_id => break,
+                        Ok(c) if c.0.run_id == run.run_id => break Some(c),
                         Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Lagged(_)) => break None,
                         Err(broadcast::error::RecvError::Closed) => {
                             std::future::pending::<()>().await
                         }
                     }
                 }
             })
-            .await;
-            run = self.load(run.run_id).await?;
+            .await
+            .ok()
+            .flatten();
+            // Closed on this node: the commit told its outcome; else read it.
+            use pb::history_event::Attributes as A;
+            let closes = |e: &Option<pb::HistoryEvent>| {
+                matches!(
+                    e.as_ref().and_then(|e| e.attributes.as_ref()),
+                    Some(
+                        A::WorkflowExecutionCompleted(_)
+                            | A::WorkflowExecutionFailed(_)
+                            | A::WorkflowExecutionCanceled(_)
+                            | A::WorkflowExecutionTerminated(_)
+                            | A::WorkflowExecutionContinuedAsNew(_)
+                            | A::WorkflowExecutionTimedOut(_)
+                    )
+                )
+            };
+            match seen {
+                Some(c) if closes(&c.1) => {
+                    run = c.0.clone();
+                    closing_event = c.1.clone();
+                }
+                _ => run = self.load(run.run_id).await?,
+            }
         }
-        let last = self.store.last_event(run.run_id).await?;
+        let last = match closing_event {
+            Some(e) => Some(e),
+            None => self.store.last_event(run.run_id).await?,
+        };
         let mut out = pb::GetWorkflowResultResponse {
             status: run.status as i32,
             closed: true,
