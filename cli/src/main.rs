@@ -5,6 +5,7 @@ mod demo;
 mod events_cli;
 mod ops;
 mod orders;
+mod scale;
 mod security;
 mod telemetry;
 
@@ -195,6 +196,17 @@ struct BenchArgs {
     /// `table` or `json`.
     #[arg(long, default_value = "table")]
     output: String,
+    /// Scale checks to run instead of the levels: `history` (a run of about 10,000 events
+    /// replayed by a fresh worker), `queues` (10 task queues x 8 workers), `timers` (many
+    /// workflows waiting on timers: memory and a new saga's latency).
+    #[arg(long, value_delimiter = ',')]
+    scale: Vec<String>,
+    /// Workflows waiting on timers for `--scale timers`.
+    #[arg(long, default_value_t = 100_000)]
+    scale_timers: u64,
+    /// Activities of the long run of `--scale history` (about 4 events each).
+    #[arg(long, default_value_t = 2_500)]
+    scale_activities: u32,
 }
 
 #[derive(Args)]
@@ -455,7 +467,30 @@ async fn bench(args: BenchArgs) -> Result<()> {
             orders::run_worker(&address, &Default::default(), queue, activities, stop).await
         })
     };
-    let client = martix_sdk::Client::connect(address).await?;
+    let client = martix_sdk::Client::connect(address.clone()).await?;
+    if !args.scale.is_empty() {
+        println!("martix bench --scale on {label}; engine and workers in this process");
+        for check in &args.scale {
+            match check.as_str() {
+                "history" => scale::history(&address, &client, args.scale_activities).await?,
+                "queues" => {
+                    let (activities, _) =
+                        orders::activities(args.adapters, Some(&url), None).await?;
+                    scale::queues(&address, &client, activities, 10, 8, args.sagas).await?
+                }
+                "timers" => scale::timers(&address, &client, queue, args.scale_timers).await?,
+                other => anyhow::bail!("unknown scale check '{other}': history, queues or timers"),
+            }
+        }
+        worker_stop.cancel();
+        worker.await??;
+        shutdown.cancel();
+        serving.await??;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", temp.display()));
+        }
+        return Ok(());
+    }
     let writes = || engine.store().write_transactions();
     let run = uuid::Uuid::now_v7().simple().to_string();
     let progress = args.output == "table" && std::io::IsTerminal::is_terminal(&std::io::stderr());
