@@ -218,9 +218,10 @@ async fn server_and_worker_processes_run_an_order_on_postgres_with_tokens() {
     assert!(terminate(server).success());
 }
 
-/// Guards the commit budget: the reference workload at concurrency 1 costs the engine about
-/// ten write transactions per saga (start, then a workflow-task completion and an activity
-/// result per step). Figures of speed come from `martix bench` itself, not from this test.
+/// Guards the commit budget: the reference workload at concurrency 1 costs the engine twelve
+/// write transactions per saga (start, then a workflow-task completion and an activity result
+/// per step: pricing, reserve, charge, ship, notify). Figures of speed come from `martix bench`
+/// itself, not from this test.
 #[test]
 fn bench_reports_the_commit_budget_of_the_reference_saga() {
     let out = Command::new(env!("CARGO_BIN_EXE_martix"))
@@ -251,6 +252,42 @@ fn bench_reports_the_commit_budget_of_the_reference_saga() {
     assert!(
         (9.0..=12.0).contains(&writes),
         "write transactions per saga: {writes}"
+    );
+}
+
+/// The scale checks run and report their figures (small sizes: the figures of the full sizes
+/// are in docs/performance.md).
+#[test]
+fn bench_scale_checks_run_and_report() {
+    let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args(["bench", "--scale", "history,queues,timers"])
+        .args([
+            "--scale-activities",
+            "30",
+            "--scale-timers",
+            "200",
+            "--sagas",
+            "40",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("history: ") && text.contains("(30 activities)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("10 task queues x 8 workers: 40 sagas") && text.contains(", 0 errors"),
+        "{text}"
+    );
+    assert!(
+        text.contains("timers: 200 workflows waiting on a timer"),
+        "{text}"
     );
 }
 
