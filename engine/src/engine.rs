@@ -343,7 +343,9 @@ impl Engine {
     fn remember(&self, c: &RunCommit) {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         for c in std::iter::once(c).chain(c.new_run.as_deref()) {
-            if !c.run.is_open() {
+            // Closed runs, and checkpoints holding large payloads (buffered signals), are not
+            // kept: the cache stays small whatever the workflows carry.
+            if !c.run.is_open() || c.run.state.encoded_len() > TAIL_MAX_BYTES {
                 runs.remove(&c.run.run_id);
                 continue;
             }
@@ -1264,11 +1266,14 @@ impl Engine {
             let delivery = self.wait_delivery(&key, epoch, deadline).await;
             match delivery {
                 Some(Delivery::Workflow { run_id, lease }) => {
-                    // Just written with this lease by this node: no need to read it back.
-                    let run = match self.cached(run_id) {
-                        Some(run) => run,
-                        None => self.load(run_id).await?,
-                    };
+                    // Just written with this lease by this node: no need to read it back (and if
+                    // the copy says otherwise, the store decides).
+                    if let Some(run) = self.cached(run_id)
+                        && let Some(resp) = self.workflow_task_response(run, &lease.id).await?
+                    {
+                        return Ok(resp);
+                    }
+                    let run = self.load(run_id).await?;
                     if let Some(resp) = self.workflow_task_response(run, &lease.id).await? {
                         return Ok(resp);
                     }

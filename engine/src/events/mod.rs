@@ -222,7 +222,16 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
         }
         if let Some(url) = &config.amqp_url {
             if link.is_none() && tokio::time::Instant::now() >= next_connect {
-                match connect(url).await {
+                let connected = tokio::time::timeout(Duration::from_secs(5), connect(url))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(lapin::Error::from(
+                            lapin::ErrorKind::InvalidConnectionState(
+                                lapin::ConnectionState::Closed,
+                            ),
+                        ))
+                    });
+                match connected {
                     Ok(l) => {
                         tracing::info!("event relay connected to RabbitMQ");
                         link = Some(l);
@@ -235,10 +244,22 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
                     }
                 }
             }
-            if let Some(l) = &link {
+            // Only while the shards are surely still ours: a node that stalled past its lease
+            // must not send what another node may be sending now.
+            let fenced = leased_at.elapsed() >= config.shard_lease / 2;
+            if let (Some(l), false) = (&link, fenced) {
                 match store.unsent_events(&shards, config.batch).await {
                     Ok(events) if !events.is_empty() => {
-                        let (sent, error) = publish(l, &events).await;
+                        let (sent, error) =
+                            match tokio::time::timeout(config.shard_lease / 3, publish(l, &events))
+                                .await
+                            {
+                                Ok(r) => r,
+                                Err(_) => (
+                                    Vec::new(),
+                                    Some("the broker did not confirm in time".into()),
+                                ),
+                            };
                         if !sent.is_empty() {
                             match store.mark_sent(&sent, now_ms()).await {
                                 Ok(()) => engine.metrics().events_sent(sent.len()),

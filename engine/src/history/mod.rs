@@ -77,6 +77,8 @@ pub struct RunCommit {
     /// A request id recorded with the change (a signal's): a change whose id was recorded
     /// before fails with `StoreError::Duplicate` and writes nothing.
     pub request_id: Option<String>,
+    /// When the change was decided.
+    pub at: Millis,
 }
 
 /// A business event as the outbox holds it until it is sent.
@@ -282,6 +284,7 @@ impl Transition {
             new_run: self.new_run,
             outbox: self.outbox,
             request_id: None,
+            at: self.now,
         }
     }
 }

@@ -638,8 +638,14 @@ macro_rules! impl_event_store {
                     now: Millis,
                 ) -> Result<(), StoreError> {
                     let mut tx = self.write.begin().await.map_err(classify)?;
-                    for table in ["DELETE FROM orders", "DELETE FROM order_events"] {
-                        sqlx::query(table).execute(&mut *tx).await.map_err(classify)?;
+                    // Every event is to be folded again unless the rebuild below holds it: one
+                    // the relay folded after the histories were read is folded again after.
+                    for statement in [
+                        "UPDATE outbox SET projected_at = NULL WHERE projected_at IS NOT NULL",
+                        "DELETE FROM orders",
+                        "DELETE FROM order_events",
+                    ] {
+                        sqlx::query(statement).execute(&mut *tx).await.map_err(classify)?;
                     }
                     for o in orders {
                         save_order(&mut tx, o).await?;

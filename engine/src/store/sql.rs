@@ -203,12 +203,7 @@ macro_rules! impl_store {
                 )
                 .bind(&r.namespace)
                 .bind(request_id)
-                .bind(
-                    c.events
-                        .last()
-                        .and_then(|e| e.event_time.as_ref())
-                        .map_or(r.start_time, crate::clock::from_timestamp),
-                )
+                .bind(c.at)
                 .execute(&mut *conn)
                 .await
                 .map_err(classify)?;
@@ -216,12 +211,12 @@ macro_rules! impl_store {
                     return Err(StoreError::Duplicate);
                 }
             }
-            if !c.outbox.is_empty() {
+            for chunk in c.outbox.chunks(500) {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO outbox (event_id, shard, namespace, subject, workflow_type, \
                      run_id, sequence, event_type, occurred_at, body) ",
                 );
-                qb.push_values(&c.outbox, |mut b, e| {
+                qb.push_values(chunk, |mut b, e| {
                     b.push_bind(e.event_id.clone())
                         .push_bind($crate::store::events::shard_of(&e.namespace, &e.subject))
                         .push_bind(e.namespace.clone())
