@@ -211,10 +211,33 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
                 busy |= events.len() == config.batch;
                 let lag = now_ms() - events[0].occurred_at;
                 engine.metrics().projection_lag(lag);
-                if let Err(e) = store.project(&events, now_ms()).await {
-                    tracing::warn!(error = %e, "projection failed; retrying");
-                } else {
-                    engine.metrics().projected(events.len());
+                match store.project(&events, now_ms()).await {
+                    Ok(()) => engine.metrics().projected(events.len()),
+                    Err(e) => {
+                        // One event the read model cannot take must not hold up the others:
+                        // fold them one at a time, and set aside (logged) the one that fails
+                        // for a reason other than the database being away.
+                        tracing::warn!(error = %e, "projection failed; folding one by one");
+                        for event in &events {
+                            match store.project(std::slice::from_ref(event), now_ms()).await {
+                                Ok(()) => engine.metrics().projected(1),
+                                Err(crate::store::StoreError::Unavailable(why)) => {
+                                    tracing::warn!(error = %why, "projection paused");
+                                    break;
+                                }
+                                Err(e) => {
+                                    tracing::error!(
+                                        event_id = %event.event_id, error = %e,
+                                        "event set aside: the read model cannot fold it"
+                                    );
+                                    let mut skipped = event.clone();
+                                    skipped.workflow_type = String::new();
+                                    // Marked folded without folding (not an order event now).
+                                    let _ = store.project(&[skipped], now_ms()).await;
+                                }
+                            }
+                        }
+                    }
                 }
             }
             Ok(_) => engine.metrics().projection_lag(0),
