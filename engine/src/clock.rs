@@ -55,6 +55,12 @@ pub fn to_timestamp(ms: Millis) -> pbjson_types::Timestamp {
     }
 }
 
+/// Milliseconds since the epoch as RFC 3339 with milliseconds (times before 1970 as 1970).
+pub fn rfc3339(ms: Millis) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 /// Converts a protobuf timestamp into milliseconds since the epoch.
 pub fn from_timestamp(ts: &pbjson_types::Timestamp) -> Millis {
     ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000

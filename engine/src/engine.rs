@@ -92,6 +92,8 @@ pub struct Engine {
 struct CachedRun {
     run: Run,
     tail: Vec<pb::HistoryEvent>,
+    /// Encoded size of `tail`.
+    tail_bytes: usize,
 }
 
 /// Longest history tail a cached run keeps, in events and in bytes (a longer one is read
@@ -358,24 +360,33 @@ impl Engine {
             let mut written = c.run.clone();
             written.version = c.expected_version.map_or(1, |v| v + 1);
             // The tail goes on if this commit's events follow it (no other node wrote between).
-            let mut tail = match runs.remove(&written.run_id) {
+            let (mut tail, mut tail_bytes) = match runs.remove(&written.run_id) {
                 Some(prev)
                     if prev.tail.last().map(|e| e.event_id + 1)
                         == c.events.first().map(|e| e.event_id) =>
                 {
-                    prev.tail
+                    (prev.tail, prev.tail_bytes)
                 }
-                _ => Vec::new(),
+                _ => (Vec::new(), 0),
             };
+            tail_bytes += c.events.iter().map(Message::encoded_len).sum::<usize>();
             tail.extend(c.events.iter().cloned());
             let keep_from = written.state.sticky_from.max(1);
-            tail.retain(|e| e.event_id >= keep_from);
-            if tail.len() > TAIL_MAX
-                || tail.iter().map(Message::encoded_len).sum::<usize>() > TAIL_MAX_BYTES
-            {
+            let seen = tail.partition_point(|e| e.event_id < keep_from);
+            tail_bytes -= tail[..seen].iter().map(Message::encoded_len).sum::<usize>();
+            tail.drain(..seen);
+            if tail.len() > TAIL_MAX || tail_bytes > TAIL_MAX_BYTES {
                 tail.clear();
+                tail_bytes = 0;
             }
-            runs.insert(written.run_id, CachedRun { run: written, tail });
+            runs.insert(
+                written.run_id,
+                CachedRun {
+                    run: written,
+                    tail,
+                    tail_bytes,
+                },
+            );
         }
     }
 

@@ -415,11 +415,6 @@ async fn list_orders(
     }))
 }
 
-fn rfc3339(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(at).to_string()
-}
-
 fn summary(o: &martix_engine::store::events::OrderView) -> OrderSummary {
     OrderSummary {
         order_id: o.order_id.clone(),
@@ -436,8 +431,8 @@ fn summary(o: &martix_engine::store::events::OrderView) -> OrderSummary {
         refunded_cents: o.refunded_cents,
         shipment: o.shipment.clone(),
         last_error: o.last_error.clone(),
-        created_at: rfc3339(o.created_at),
-        updated_at: rfc3339(o.updated_at),
+        created_at: martix_engine::clock::rfc3339(o.created_at),
+        updated_at: martix_engine::clock::rfc3339(o.updated_at),
     }
 }
 
@@ -594,7 +589,7 @@ async fn view(g: &Gateway, id: &str) -> Result<OrderView, HttpError> {
                 id: e.event_id.clone(),
                 event_type: e.event_type.clone(),
                 sequence: e.sequence,
-                time: rfc3339(e.occurred_at),
+                time: martix_engine::clock::rfc3339(e.occurred_at),
                 data: serde_json::from_str(&e.body).unwrap_or_default(),
             })
             .collect(),

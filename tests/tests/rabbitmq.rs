@@ -17,22 +17,10 @@ use martix_workflows::OrderOutcome;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-fn amqp_url() -> String {
-    std::env::var("MARTIX_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
 #[tokio::test]
 async fn confirmations_are_published_and_read_back() {
-    let url = amqp_url();
-    let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "RabbitMQ does not answer at {url}: {e}\n\
-                 Start it (scripts/test.sh installs and starts one) or set MARTIX_TEST_AMQP_URL."
-            )
-        });
+    let url = martix_tests::amqp_url();
+    let conn = martix_tests::amqp_connection().await;
     let notifier = AmqpNotifier::connect(&url)
         .await
         .expect("declare the exchange");

@@ -214,22 +214,7 @@ pub(crate) mod orders {
     impl Placing {
         /// Places every order of `w`, `concurrency` at a time, through `client`.
         pub(crate) fn start(client: Client, queue: &str, w: &Workload, concurrency: usize) -> Self {
-            let done = Arc::new(AtomicUsize::new(0));
-            let (queue, orders, counter) = (queue.to_owned(), w.orders.clone(), done.clone());
-            let work = futures::stream::iter(orders.into_iter().map(move |o| {
-                let (client, queue, counter) = (client.clone(), queue.clone(), counter.clone());
-                async move {
-                    let outcome = place(&client, &queue, &o).await;
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    outcome
-                }
-            }))
-            .buffer_unordered(concurrency)
-            .collect::<Vec<_>>();
-            Self {
-                done,
-                handle: tokio::spawn(work),
-            }
+            Self::start_with(client, queue, w, concurrency, false)
         }
 
         /// As `start`, placing each order exactly once (see `place_once`).
@@ -239,12 +224,26 @@ pub(crate) mod orders {
             w: &Workload,
             concurrency: usize,
         ) -> Self {
+            Self::start_with(client, queue, w, concurrency, true)
+        }
+
+        fn start_with(
+            client: Client,
+            queue: &str,
+            w: &Workload,
+            concurrency: usize,
+            once: bool,
+        ) -> Self {
             let done = Arc::new(AtomicUsize::new(0));
             let (queue, orders, counter) = (queue.to_owned(), w.orders.clone(), done.clone());
             let work = futures::stream::iter(orders.into_iter().map(move |o| {
                 let (client, queue, counter) = (client.clone(), queue.clone(), counter.clone());
                 async move {
-                    let outcome = place_once(&client, &queue, &o).await;
+                    let outcome = if once {
+                        place_once(&client, &queue, &o).await
+                    } else {
+                        place(&client, &queue, &o).await
+                    };
                     counter.fetch_add(1, Ordering::SeqCst);
                     outcome
                 }

@@ -12,7 +12,6 @@ pub mod inbound;
 pub mod service;
 pub mod view;
 
-use crate::clock::Millis;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::store::events::StoredEvent;
@@ -61,7 +60,6 @@ impl Default for EventsConfig {
 
 /// The JSON document an event is published as (and shown by `martix events tail`).
 pub fn envelope(e: &StoredEvent) -> serde_json::Value {
-    let time = std::time::UNIX_EPOCH + Duration::from_millis(e.occurred_at.max(0) as u64);
     serde_json::json!({
         "id": e.event_id,
         "type": e.event_type,
@@ -70,7 +68,7 @@ pub fn envelope(e: &StoredEvent) -> serde_json::Value {
         "workflow_type": e.workflow_type,
         "run_id": e.run_id,
         "sequence": e.sequence,
-        "time": humantime::format_rfc3339_millis(time).to_string(),
+        "time": crate::clock::rfc3339(e.occurred_at),
         "data": serde_json::from_str::<serde_json::Value>(&e.body).unwrap_or(serde_json::Value::Null),
     })
 }
@@ -170,12 +168,6 @@ async fn publish(link: &Link, events: &[StoredEvent]) -> (Vec<i64>, Option<Strin
     (sent, error)
 }
 
-fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// The outbound loop of one node, until `stop`.
 pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: CancellationToken) {
     let store = engine.store().clone();
@@ -194,7 +186,7 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
         let mut busy = false;
         let now = tokio::time::Instant::now();
         if now.duration_since(leased_at) >= config.shard_lease / 3 {
-            match store.lease_shards(&owner, now_ms(), lease_ms).await {
+            match store.lease_shards(&owner, engine.now(), lease_ms).await {
                 Ok(s) => {
                     shards = s;
                     leased_at = now;
@@ -209,9 +201,9 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
         match store.unprojected_events(&shards, config.batch).await {
             Ok(events) if !events.is_empty() => {
                 busy |= events.len() == config.batch;
-                let lag = now_ms() - events[0].occurred_at;
+                let lag = engine.now() - events[0].occurred_at;
                 engine.metrics().projection_lag(lag);
-                match store.project(&events, now_ms()).await {
+                match store.project(&events, engine.now()).await {
                     Ok(()) => engine.metrics().projected(events.len()),
                     Err(e) => {
                         // One event the read model cannot take must not hold up the others:
@@ -219,7 +211,10 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
                         // for a reason other than the database being away.
                         tracing::warn!(error = %e, "projection failed; folding one by one");
                         for event in &events {
-                            match store.project(std::slice::from_ref(event), now_ms()).await {
+                            match store
+                                .project(std::slice::from_ref(event), engine.now())
+                                .await
+                            {
                                 Ok(()) => engine.metrics().projected(1),
                                 Err(crate::store::StoreError::Unavailable(why)) => {
                                     tracing::warn!(error = %why, "projection paused");
@@ -230,10 +225,7 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
                                         event_id = %event.event_id, error = %e,
                                         "event set aside: the read model cannot fold it"
                                     );
-                                    let mut skipped = event.clone();
-                                    skipped.workflow_type = String::new();
-                                    // Marked folded without folding (not an order event now).
-                                    let _ = store.project(&[skipped], now_ms()).await;
+                                    let _ = store.set_aside(&[event.position], engine.now()).await;
                                 }
                             }
                         }
@@ -284,7 +276,7 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
                                 ),
                             };
                         if !sent.is_empty() {
-                            match store.mark_sent(&sent, now_ms()).await {
+                            match store.mark_sent(&sent, engine.now()).await {
                                 Ok(()) => engine.metrics().events_sent(sent.len()),
                                 Err(e) => {
                                     tracing::warn!(error = %e, "cannot mark events sent; they will be sent again")
@@ -305,7 +297,7 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
         }
         if tokio::time::Instant::now() >= next_purge {
             next_purge = tokio::time::Instant::now() + Duration::from_secs(60);
-            let before = now_ms() - config.retention.as_millis() as i64;
+            let before = engine.now() - config.retention.as_millis() as i64;
             match store.purge_events(before, 10_000).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "purged sent events past retention"),
@@ -392,7 +384,7 @@ pub async fn rebuild_read_model(engine: &Engine) -> Result<(usize, usize), Engin
     let (orders, events) = view::fold_all(events);
     engine
         .store()
-        .replace_read_model(&orders, &events, now_ms())
+        .replace_read_model(&orders, &events, engine.now())
         .await?;
     Ok((orders.len(), events.len()))
 }

@@ -40,7 +40,7 @@ fn filter_key(q: &OrderQuery) -> u32 {
         "{}\0{:?}\0{:?}\0{:?}\0{:?}",
         q.namespace, q.customer_id, q.status, q.created_after, q.created_before
     );
-    crate::store::events::shard_of("", &text) as u32 ^ text.len() as u32
+    crate::store::events::fnv1a(text.bytes())
 }
 
 /// Page tokens: base64url of `o1:<filter key>:<created_at>:<order id>` (the last row given).
