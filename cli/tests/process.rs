@@ -218,10 +218,11 @@ async fn server_and_worker_processes_run_an_order_on_postgres_with_tokens() {
     assert!(terminate(server).success());
 }
 
-/// Guards the commit budget: the reference workload at concurrency 1 costs the engine twelve
-/// write transactions per saga (start, then a workflow-task completion and an activity result
-/// per step: pricing, reserve, charge, ship, notify). Figures of speed come from `martix bench`
-/// itself, not from this test.
+/// Guards the commit budget: the reference workload at concurrency 1 costs the engine seven
+/// write transactions per completed saga (start, the first workflow task, then one per step:
+/// pricing, reserve, charge, ship, notify, each result recorded with the decision the worker
+/// made ahead); a declined order's compensation adds its steps. Figures of speed come from
+/// `martix bench` itself, not from this test.
 #[test]
 fn bench_reports_the_commit_budget_of_the_reference_saga() {
     let out = Command::new(env!("CARGO_BIN_EXE_martix"))
@@ -250,7 +251,7 @@ fn bench_reports_the_commit_budget_of_the_reference_saga() {
     assert_eq!(level["compensated"], 2);
     let writes = level["write_transactions_per_saga"].as_f64().unwrap();
     assert!(
-        (9.0..=12.0).contains(&writes),
+        (7.0..=7.5).contains(&writes),
         "write transactions per saga: {writes}"
     );
 }

@@ -163,6 +163,53 @@ fn lease_eagerly(
     out
 }
 
+/// A workflow task's completion as decided: applied, or refused with the change that records
+/// the refusal and the answer for the worker.
+enum Completion {
+    Applied {
+        commit: RunCommit,
+        eager: Vec<crate::history::ActivityTask>,
+    },
+    Refused {
+        commit: RunCommit,
+        error: EngineError,
+    },
+}
+
+/// What recording an activity's result answers.
+enum Answer {
+    /// The decision made ahead was recorded with it: the events appended, the activities
+    /// leased to the worker.
+    Decided {
+        events: Vec<pb::HistoryEvent>,
+        eager: Vec<crate::history::ActivityTask>,
+    },
+    /// The result alone; the workflow task it scheduled, if leased to the worker (its lease id
+    /// and the run as written).
+    Recorded(Option<Box<(String, Run)>>),
+}
+
+/// Leases to the reporting worker the workflow task a change schedules on `queue`, due now
+/// (eager workflow task); returns its lease id and the run as it will be stored.
+fn lease_workflow_task(commit: &mut RunCommit, queue: &str, now: Millis) -> Option<(String, Run)> {
+    let timeout = commit.run.state.workflow_task_timeout_ms;
+    let wft = commit
+        .run
+        .wft
+        .as_mut()
+        .filter(|w| w.queue == queue && w.lease.is_none() && w.visible_at <= now)?;
+    let lease = Lease::new(now, timeout);
+    let id = lease.id.clone();
+    wft.lease = Some(lease);
+    let mut written = commit.run.clone();
+    written.version += 1;
+    Some((id, written))
+}
+
+/// How far a worker's clock may be from the engine's for a decision made ahead with an
+/// activity's result to be recorded at the worker's time.
+const DECISION_CLOCK_SKEW_MS: i64 = 1_000;
+
 const PAGE_TOKEN_MALFORMED: &str = "is malformed: pass back the token a previous response gave";
 
 impl Engine {
@@ -1346,6 +1393,7 @@ impl Engine {
         // What this node wrote itself needs no read back.
         let history = match self.cached_events(run.run_id, from, run.next_event_id) {
             Some(events) => events,
+            None if from >= run.next_event_id => Vec::new(),
             None => {
                 self.store
                     .history(run.run_id, from, (run.next_event_id - from).max(0) as usize)
@@ -1416,49 +1464,32 @@ impl Engine {
         if eager_slots > 0 {
             TaskQueue::parse(&req.eager_activity_queue)?;
         }
-        let (rejected, eager) = self
+        let return_history = req.return_history && !req.sticky_queue.is_empty();
+        let (rejected, eager, events) = self
             .update(run_id, |run, now| {
-                match history::complete_workflow_task(
+                let decided = self.decide_completion(
                     run,
                     &token,
                     &req.commands,
                     ident,
                     &req.sticky_queue,
+                    return_history,
+                    (&req.eager_activity_queue, eager_slots),
                     now,
-                )? {
-                    WftOutcome::Applied(c) => {
-                        let len = c.run.next_event_id - 1;
-                        let mut c = c;
-                        if !c.closed && len > self.config.max_history_events {
-                            let why = format!(
-                                "the history would hold {len} events, over the limit of {}: \
-                                 the run is terminated; a workflow this long should continue \
-                                 as new",
-                                self.config.max_history_events
-                            );
-                            tracing::warn!(run_id = %run_id, "{why}");
-                            let stop = history::terminate(run, &why, "martix-engine", now)?;
-                            return Ok((
-                                Some(stop),
-                                (Some(EngineError::FailedPrecondition(why)), Vec::new()),
-                            ));
-                        }
-                        if !c.closed && len > self.config.warn_history_events {
-                            tracing::warn!(
-                                run_id = %run_id,
-                                events = len,
-                                limit = self.config.max_history_events,
-                                "long history: continue as new before the limit terminates the run"
-                            );
-                        }
-                        let eager =
-                            lease_eagerly(&mut c, &req.eager_activity_queue, eager_slots, now);
-                        Ok((Some(c), (None, eager)))
+                )?;
+                Ok(match decided {
+                    Completion::Applied { commit, eager } => {
+                        let events = if return_history {
+                            commit.events.clone()
+                        } else {
+                            Vec::new()
+                        };
+                        (Some(commit), (None, eager, events))
                     }
-                    WftOutcome::Rejected { commit, error } => {
-                        Ok((Some(commit), (Some(error), Vec::new())))
+                    Completion::Refused { commit, error } => {
+                        (Some(commit), (Some(error), Vec::new(), Vec::new()))
                     }
-                }
+                })
             })
             .await?;
         if let Some(error) = rejected {
@@ -1469,7 +1500,65 @@ impl Engine {
                 .iter()
                 .map(|t| self.activity_task_response(t))
                 .collect::<Result<_, _>>()?,
+            history: events,
         })
+    }
+
+    /// Decides a workflow task's completion: its commands applied (with the history limit
+    /// enforced), up to `eager.1` of the activities they schedule on queue `eager.0` leased
+    /// to the completing worker. With `return_history`, the worker applies the appended events
+    /// itself, so its next sticky task starts after them.
+    #[allow(clippy::too_many_arguments)]
+    fn decide_completion(
+        &self,
+        run: &Run,
+        token: &TaskToken,
+        commands: &[pb::Command],
+        ident: &str,
+        sticky_queue: &str,
+        return_history: bool,
+        eager: (&str, usize),
+        now: Millis,
+    ) -> Result<Completion, EngineError> {
+        let mut c = match history::complete_workflow_task(
+            run,
+            token,
+            commands,
+            ident,
+            sticky_queue,
+            now,
+        )? {
+            WftOutcome::Applied(c) => c,
+            WftOutcome::Rejected { commit, error } => {
+                return Ok(Completion::Refused { commit, error });
+            }
+        };
+        let len = c.run.next_event_id - 1;
+        if !c.closed && len > self.config.max_history_events {
+            let why = format!(
+                "the history would hold {len} events, over the limit of {}: the run is \
+                 terminated; a workflow this long should continue as new",
+                self.config.max_history_events
+            );
+            tracing::warn!(run_id = %run.run_id, "{why}");
+            return Ok(Completion::Refused {
+                commit: history::terminate(run, &why, "martix-engine", now)?,
+                error: EngineError::FailedPrecondition(why),
+            });
+        }
+        if !c.closed && len > self.config.warn_history_events {
+            tracing::warn!(
+                run_id = %run.run_id,
+                events = len,
+                limit = self.config.max_history_events,
+                "long history: continue as new before the limit terminates the run"
+            );
+        }
+        if return_history {
+            c.run.state.sticky_from = c.run.next_event_id;
+        }
+        let eager = lease_eagerly(&mut c, eager.0, eager.1, now);
+        Ok(Completion::Applied { commit: c, eager })
     }
 
     /// Records a failed workflow task; it is retried with backoff.
@@ -1532,53 +1621,32 @@ impl Engine {
         }
     }
 
-    /// Records one attempt's `outcome` (`completed`, `failed`, `timed_out`) and counts it.
-    /// With `eager_queue`, a workflow task the change schedules on that queue is leased in the
-    /// same transaction; its lease id and the run as written are returned.
+    /// Records a failed attempt (`outcome`: `failed`, `timed_out`) and counts it.
     async fn activity_update(
         &self,
         run_id: RunId,
         scheduled_event_id: i64,
         outcome: &str,
-        eager_queue: Option<&str>,
         decide: impl Fn(&Run, Millis) -> Result<RunCommit, EngineError>,
-    ) -> Result<Option<(String, Run)>, EngineError> {
-        let (activity_type, retried, eager_lease) = self
+    ) -> Result<(), EngineError> {
+        let (activity_type, retried) = self
             .update(run_id, |run, now| {
-                let mut commit = decide(run, now)?;
-                let timeout = commit.run.state.workflow_task_timeout_ms;
-                let eager_lease = match (eager_queue, commit.run.wft.as_mut()) {
-                    (Some(queue), Some(wft))
-                        if wft.queue == queue && wft.lease.is_none() && wft.visible_at <= now =>
-                    {
-                        let lease = Lease::new(now, timeout);
-                        let id = lease.id.clone();
-                        wft.lease = Some(lease);
-                        Some(id)
-                    }
-                    _ => None,
-                };
-                // The run as it will be stored, to answer from without reading it back.
-                let eager_lease = eager_lease.map(|id| {
-                    let mut written = commit.run.clone();
-                    written.version += 1;
-                    (id, written)
-                });
+                let commit = decide(run, now)?;
                 let activity_type = run
                     .activity(scheduled_event_id)
                     .map(|a| a.activity_type.clone())
                     .unwrap_or_default();
                 // Still pending after a failure: another attempt was scheduled.
-                let retried =
-                    outcome != "completed" && commit.run.activity(scheduled_event_id).is_some();
-                Ok((Some(commit), (activity_type, retried, eager_lease)))
+                let retried = commit.run.activity(scheduled_event_id).is_some();
+                Ok((Some(commit), (activity_type, retried)))
             })
             .await?;
         self.metrics.attempt(&activity_type, outcome, retried);
-        Ok(eager_lease)
+        Ok(())
     }
 
-    /// Records an activity's result.
+    /// Records an activity's result, with the workflow's next decision when the worker made
+    /// it ahead and the run has nothing else new.
     pub async fn complete_activity_task(
         &self,
         req: pb::RespondActivityTaskCompletedRequest,
@@ -1591,25 +1659,159 @@ impl Engine {
         } else {
             Some(TaskQueue::parse(&req.eager_workflow_queue)?)
         };
-        let eager = self
-            .activity_update(
-                run_id,
-                token.scheduled_event_id,
-                "completed",
-                eager_queue.as_ref().map(TaskQueue::as_str),
-                |run, now| history::complete_activity(run, &token, req.result.clone(), ident, now),
-            )
+        let decision = req
+            .decision
+            .as_ref()
+            .map(|d| self.check_decision(d).map(|(at, slots)| (d, at, slots)))
+            .transpose()?;
+        let (activity_type, answer) = self
+            .update(run_id, |run, now| {
+                let activity_type = run
+                    .activity(token.scheduled_event_id)
+                    .map(|a| a.activity_type.clone())
+                    .unwrap_or_default();
+                if let Some((d, at, slots)) = decision
+                    && let Some((commit, eager)) = self.decide_ahead(
+                        run,
+                        &token,
+                        req.result.clone(),
+                        ident,
+                        (d, at, slots),
+                        now,
+                    )?
+                {
+                    let events = commit.events.clone();
+                    let answer = Answer::Decided { events, eager };
+                    return Ok((Some(commit), (activity_type, answer)));
+                }
+                let mut commit =
+                    history::complete_activity(run, &token, req.result.clone(), ident, now)?;
+                let eager = eager_queue
+                    .as_ref()
+                    .and_then(|q| lease_workflow_task(&mut commit, q.as_str(), now))
+                    .map(Box::new);
+                Ok((Some(commit), (activity_type, Answer::Recorded(eager))))
+            })
             .await?;
-        // The result is recorded: a failure to build the eager task only leaves it to be
-        // polled once its lease runs out, it must not fail the answer.
-        let workflow_task = match eager {
-            None => None,
-            Some((lease_id, run)) => self
-                .workflow_task_response(run, &lease_id)
-                .await
-                .unwrap_or(None),
+        self.metrics.attempt(&activity_type, "completed", false);
+        if decision.is_some() {
+            self.metrics
+                .decision_ahead(matches!(answer, Answer::Decided { .. }));
+        }
+        match answer {
+            Answer::Decided { events, eager } => Ok(pb::RespondActivityTaskCompletedResponse {
+                workflow_task: None,
+                decision_recorded: true,
+                history: events,
+                activity_tasks: eager
+                    .iter()
+                    .map(|t| self.activity_task_response(t))
+                    .collect::<Result<_, _>>()?,
+            }),
+            // The result is recorded: a failure to build the eager task only leaves it to be
+            // polled once its lease runs out, it must not fail the answer.
+            Answer::Recorded(eager) => {
+                let workflow_task = match eager.map(|b| *b) {
+                    None => None,
+                    Some((lease_id, run)) => self
+                        .workflow_task_response(run, &lease_id)
+                        .await
+                        .unwrap_or(None),
+                };
+                Ok(pb::RespondActivityTaskCompletedResponse {
+                    workflow_task,
+                    ..Default::default()
+                })
+            }
+        }
+    }
+
+    /// Validates a decision made ahead; returns its time and eager activity slots.
+    fn check_decision(&self, d: &pb::WorkflowDecision) -> Result<(Millis, usize), EngineError> {
+        TaskQueue::parse(&d.sticky_queue).map_err(|_| {
+            EngineError::invalid(
+                "decision.sticky_queue",
+                "must be 1 to 255 bytes, no control characters",
+            )
+        })?;
+        if d.history_len < 1 {
+            return Err(EngineError::invalid(
+                "decision.history_len",
+                "must be at least 1",
+            ));
+        }
+        let at = d
+            .decided_at
+            .as_ref()
+            .map(from_timestamp)
+            .ok_or_else(|| EngineError::invalid("decision.decided_at", "is required"))?;
+        let size: usize = d.commands.iter().map(Message::encoded_len).sum();
+        self.check_payload("decision.commands", size)?;
+        let slots = usize::try_from(d.eager_activity_slots.clamp(0, 64)).unwrap_or(0);
+        if slots > 0 {
+            TaskQueue::parse(&d.eager_activity_queue)?;
+        }
+        Ok((at, slots))
+    }
+
+    /// The result and a decision made ahead as one change, if the decision saw everything:
+    /// the run's history is the worker's copy (no workflow task, nothing buffered, the same
+    /// length) and the worker's clock is within `DECISION_CLOCK_SKEW_MS` of the engine's.
+    /// `None`: record the result alone. The events are written at the decision's time, so
+    /// that a replay sees the time the decision saw.
+    fn decide_ahead(
+        &self,
+        run: &Run,
+        token: &TaskToken,
+        result: Option<pb::Payload>,
+        ident: &str,
+        (d, at, slots): (&pb::WorkflowDecision, Millis, usize),
+        now: Millis,
+    ) -> Result<Option<(RunCommit, Vec<crate::history::ActivityTask>)>, EngineError> {
+        let fits = run.wft.is_none()
+            && run.state.buffered.is_empty()
+            && run.next_event_id - 1 == d.history_len
+            && (at - now).abs() <= DECISION_CLOCK_SKEW_MS;
+        if !fits {
+            return Ok(None);
+        }
+        let first = history::complete_activity(run, token, result, ident, at)?;
+        // The result's two events, then the workflow task that would deliver them.
+        let mut base = first.run.clone();
+        let timeout = base.state.workflow_task_timeout_ms;
+        let Some(wft) = base
+            .wft
+            .as_mut()
+            .filter(|w| w.scheduled_event_id == d.history_len + 3 && w.lease.is_none())
+        else {
+            return Ok(None);
         };
-        Ok(pb::RespondActivityTaskCompletedResponse { workflow_task })
+        let lease = Lease::new(at, timeout);
+        let wft_token = TaskToken {
+            namespace: run.namespace.clone(),
+            run_id: run.run_id.to_text(),
+            kind: TOKEN_KIND_WORKFLOW,
+            scheduled_event_id: wft.scheduled_event_id,
+            attempt: wft.attempt,
+            lease_id: lease.id.clone(),
+            history_len: base.next_event_id - 1,
+        };
+        wft.lease = Some(lease);
+        match self.decide_completion(
+            &base,
+            &wft_token,
+            &d.commands,
+            ident,
+            &d.sticky_queue,
+            true,
+            (&d.eager_activity_queue, slots),
+            at,
+        )? {
+            Completion::Applied { commit, eager } => Ok(Some((first.then(commit), eager))),
+            // A decision the engine refuses is made again in a workflow task, which records
+            // the refusal as usual.
+            Completion::Refused { .. } => Ok(None),
+        }
     }
 
     /// Records a failed activity attempt: retried per its policy, or final.
@@ -1622,15 +1824,9 @@ impl Engine {
         self.check_payload("failure", failure_len(req.failure.as_ref()))?;
         let failure = req.failure.unwrap_or_default();
         let jitter: f64 = rand::random();
-        self.activity_update(
-            run_id,
-            token.scheduled_event_id,
-            "failed",
-            None,
-            |run, now| {
-                history::fail_activity(run, &token, failure.clone(), ident, now, jitter, false)
-            },
-        )
+        self.activity_update(run_id, token.scheduled_event_id, "failed", |run, now| {
+            history::fail_activity(run, &token, failure.clone(), ident, now, jitter, false)
+        })
         .await?;
         Ok(pb::RespondActivityTaskFailedResponse {})
     }
@@ -1646,6 +1842,7 @@ impl Engine {
             EngineError::Internal("activity task handed out without a lease".into())
         })?;
         resp.attempt = task.attempt;
+        resp.scheduled_event_id = task.scheduled_event_id;
         self.metrics.schedule_to_start(
             "activity",
             Duration::from_millis((self.now() - task.visible_at).max(0) as u64),
@@ -1699,23 +1896,17 @@ impl Engine {
             };
             let jitter: f64 = rand::random();
             let result = self
-                .activity_update(
-                    e.run_id,
-                    e.scheduled_event_id,
-                    "timed_out",
-                    None,
-                    |run, now| {
-                        history::fail_activity(
-                            run,
-                            &token,
-                            failure.clone(),
-                            "engine",
-                            now,
-                            jitter,
-                            true,
-                        )
-                    },
-                )
+                .activity_update(e.run_id, e.scheduled_event_id, "timed_out", |run, now| {
+                    history::fail_activity(
+                        run,
+                        &token,
+                        failure.clone(),
+                        "engine",
+                        now,
+                        jitter,
+                        true,
+                    )
+                })
                 .await;
             match result {
                 Ok(_) => {

@@ -40,6 +40,11 @@ struct Kind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Backlog {
     namespace: String,
     task_queue: String,
@@ -72,6 +77,7 @@ pub struct Metrics {
     schedule_to_start: Family<Kind, Histogram, fn() -> Histogram>,
     commit_seconds: Histogram,
     conflicts: Counter,
+    decisions_ahead: Family<Outcome, Counter>,
     polls_waiting: Family<Kind, Gauge>,
     backlog: Family<Backlog, Gauge>,
     breaker_open: Family<Adapter, Gauge>,
@@ -102,6 +108,7 @@ impl Default for Metrics {
             schedule_to_start: Family::new_with_constructor(latency),
             commit_seconds: latency(),
             conflicts: Counter::default(),
+            decisions_ahead: Family::default(),
             polls_waiting: Family::default(),
             backlog: Family::default(),
             breaker_open: Family::default(),
@@ -154,6 +161,12 @@ impl Default for Metrics {
             "store_conflicts",
             "Run writes refused because the run changed concurrently (then redone)",
             m.conflicts.clone(),
+        );
+        registry.register(
+            "decisions_ahead",
+            "Workflow decisions workers made ahead with an activity's result: recorded with \
+             the result in one transaction, or refused (the run had other new events)",
+            m.decisions_ahead.clone(),
         );
         registry.register(
             "long_polls_waiting",
@@ -276,6 +289,17 @@ impl Metrics {
         if conflict {
             self.conflicts.inc();
         }
+    }
+
+    /// A decision a worker made ahead with an activity's result: recorded with it, or not
+    /// (the run had other new events).
+    pub(crate) fn decision_ahead(&self, recorded: bool) {
+        let outcome = if recorded { "recorded" } else { "refused" };
+        self.decisions_ahead
+            .get_or_create(&Outcome {
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub(crate) fn events_sent(&self, n: usize) {

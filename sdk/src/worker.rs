@@ -11,7 +11,7 @@ use pb::worker_service_client::WorkerServiceClient;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -42,6 +42,10 @@ pub struct WorkerOptions {
     /// Activities a workflow task schedules on this queue come back with its completion,
     /// leased to this worker, up to this many at a time (0: always poll for them).
     pub max_eager_activities: usize,
+    /// When an activity of a run this worker keeps cached completes, the worker runs the
+    /// workflow's next decision at once and reports it with the result: one request and one
+    /// transaction instead of two, recorded if the run has nothing else new.
+    pub decide_ahead: bool,
 }
 
 impl WorkerOptions {
@@ -58,6 +62,7 @@ impl WorkerOptions {
             activity_pollers: 2,
             shutdown_grace: Duration::from_secs(10),
             max_eager_activities: 8,
+            decide_ahead: true,
         }
     }
 
@@ -130,6 +135,10 @@ pub struct WorkerStats {
     pub eager_activities: std::sync::atomic::AtomicU64,
     /// Workflow tasks handed over with an activity's result instead of polled.
     pub eager_workflow_tasks: std::sync::atomic::AtomicU64,
+    /// Decisions made ahead with an activity's result and recorded with it.
+    pub decisions_recorded: std::sync::atomic::AtomicU64,
+    /// Decisions made ahead that the engine did not record (the run had other new events).
+    pub decisions_refused: std::sync::atomic::AtomicU64,
 }
 
 /// Runs registered workflows and activities for one task queue.
@@ -414,7 +423,9 @@ impl Worker {
             .await;
             return;
         };
-        let first = task.history.first().map_or(1, |e| e.event_id);
+        // The first event delivered; a sticky task may deliver none (its worker was given them
+        // with the completion that scheduled it).
+        let first = task.history.first().map(|e| e.event_id);
         let cached = self
             .cache
             .lock()
@@ -432,7 +443,7 @@ impl Worker {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&run_id)
                 .is_some_and(|c| Arc::ptr_eq(&c, &d));
-            if current && guard.processed + 1 >= first {
+            if current && first.is_none_or(|f| guard.processed + 1 >= f) {
                 usable = Some(guard);
             }
         }
@@ -443,7 +454,7 @@ impl Worker {
             }
             None => {
                 self.stats.cache_misses.fetch_add(1, Relaxed);
-                if first > 1 {
+                if first != Some(1) {
                     // A sticky task for a run this worker no longer holds: read it all.
                     match crate::client::read_history(
                         &self.history,
@@ -483,37 +494,18 @@ impl Worker {
         let finished = d.finished;
         let keep = match outcome {
             Ok(commands) => {
-                // Free activity slots, taken now, for activities handed back eagerly.
-                let mut permits = Vec::new();
-                if let Some(e) = self.eager.as_ref().filter(|e| !e.shutdown.is_cancelled()) {
-                    let wanted = commands
-                        .iter()
-                        .filter(|c| {
-                            matches!(
-                                &c.attributes,
-                                Some(pb::command::Attributes::ScheduleActivity(a))
-                                    if a.task_queue.is_empty()
-                                        || a.task_queue == self.options.task_queue
-                            )
-                        })
-                        .count()
-                        .min(self.options.max_eager_activities);
-                    while permits.len() < wanted {
-                        match e.slots.clone().try_acquire_owned() {
-                            Ok(p) => permits.push(p),
-                            Err(_) => break,
-                        }
-                    }
-                }
+                let mut permits = self.eager_activity_permits(&commands);
+                let sticky_queue = if finished {
+                    String::new()
+                } else {
+                    self.sticky_queue.clone()
+                };
                 let request = pb::RespondWorkflowTaskCompletedRequest {
                     task_token: task.task_token.clone(),
                     commands,
                     identity: self.options.identity.clone(),
-                    sticky_queue: if finished {
-                        String::new()
-                    } else {
-                        self.sticky_queue.clone()
-                    },
+                    return_history: !sticky_queue.is_empty(),
+                    sticky_queue,
                     eager_activity_queue: if permits.is_empty() {
                         String::new()
                     } else {
@@ -527,29 +519,18 @@ impl Worker {
                     async move { client.respond_workflow_task_completed(request).await }
                 })
                 .await;
-                match &r {
+                match r {
                     Err(status) => {
                         tracing::info!(run_id = %run_id, error = %status, "workflow task completion refused; replaying next time");
+                        false
                     }
                     Ok(resp) => {
-                        if let Some(e) = &self.eager {
-                            for t in resp.get_ref().activity_tasks.iter().cloned() {
-                                let Some(permit) = permits.pop() else { break };
-                                self.stats
-                                    .eager_activities
-                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                let job = self.activity_job(t, e.work.child_token());
-                                e.tasks.lock().unwrap_or_else(|p| p.into_inner()).spawn(
-                                    async move {
-                                        job.await;
-                                        drop(permit);
-                                    },
-                                );
-                            }
-                        }
+                        let resp = resp.into_inner();
+                        self.spawn_eager_activities(resp.activity_tasks, &mut permits);
+                        // The copy takes what the engine recorded, so it can decide ahead.
+                        !finished && self.catch_up(&mut d, &run_id, &resp.history)
                     }
                 }
-                r.is_ok() && !finished
             }
             Err(e) => {
                 let cause = match e {
@@ -570,6 +551,171 @@ impl Worker {
                 .remove(&run_id);
         }
         drop(d);
+    }
+
+    /// Free activity slots, taken now, for the activities `commands` schedule on this
+    /// worker's queue: they may come back eagerly with the answer.
+    fn eager_activity_permits(&self, commands: &[pb::Command]) -> Vec<OwnedSemaphorePermit> {
+        let mut permits = Vec::new();
+        let Some(e) = self.eager.as_ref().filter(|e| !e.shutdown.is_cancelled()) else {
+            return permits;
+        };
+        let wanted = commands
+            .iter()
+            .filter(|c| {
+                matches!(
+                    &c.attributes,
+                    Some(pb::command::Attributes::ScheduleActivity(a))
+                        if a.task_queue.is_empty() || a.task_queue == self.options.task_queue
+                )
+            })
+            .count()
+            .min(self.options.max_eager_activities);
+        while permits.len() < wanted {
+            match e.slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        permits
+    }
+
+    /// Runs activities handed over eagerly, each holding one of `permits`.
+    fn spawn_eager_activities(
+        self: &Arc<Self>,
+        tasks: Vec<pb::PollActivityTaskResponse>,
+        permits: &mut Vec<OwnedSemaphorePermit>,
+    ) {
+        let Some(e) = &self.eager else { return };
+        for t in tasks {
+            let Some(permit) = permits.pop() else { break };
+            self.stats
+                .eager_activities
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let job = self.activity_job(t, e.work.child_token());
+            e.tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .spawn(async move {
+                    job.await;
+                    drop(permit);
+                });
+        }
+    }
+
+    /// Applies events the engine returned (what a completion appended) to a cached run;
+    /// whether the copy is still worth keeping.
+    fn catch_up(&self, d: &mut RunDriver, run_id: &str, events: &[pb::HistoryEvent]) -> bool {
+        if events.is_empty() {
+            return true;
+        }
+        match d.apply_history(events) {
+            Ok(()) => !d.finished,
+            Err(e) => {
+                tracing::warn!(run_id = %run_id, error = %e, "cached run disagrees with the events recorded; dropping it");
+                false
+            }
+        }
+    }
+
+    /// Runs the workflow's next decision on the cached run as if a workflow task delivered
+    /// this activity's result: the run, locked, and the request's decision. `None` when the run
+    /// is not cached, busy, or behind the engine; a run the activation fails on is dropped
+    /// (its workflow task then fails it the usual way).
+    fn decide_ahead(
+        &self,
+        task: &pb::PollActivityTaskResponse,
+        result: &pb::Payload,
+    ) -> Option<(
+        tokio::sync::OwnedMutexGuard<RunDriver>,
+        pb::WorkflowDecision,
+    )> {
+        if !self.options.decide_ahead
+            || self.sticky_queue.is_empty()
+            || task.scheduled_event_id < 1
+            || self
+                .eager
+                .as_ref()
+                .is_none_or(|e| e.shutdown.is_cancelled())
+        {
+            return None;
+        }
+        let run_id = &task.workflow_execution.as_ref()?.run_id;
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)?;
+        let mut d = cached.clone().try_lock_owned().ok()?;
+        let still_cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+            .is_some_and(|c| Arc::ptr_eq(&c, &cached));
+        if !still_cached || !d.is_current() {
+            return None;
+        }
+        let history_len = d.processed;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_millis() as i64);
+        // Never before a time the workflow has seen.
+        let at = now_ms.max(d.last_time());
+        let time = Some(pbjson_types::Timestamp {
+            seconds: at.div_euclid(1000),
+            nanos: (at.rem_euclid(1000) * 1_000_000) as i32,
+        });
+        use pb::history_event::Attributes as A;
+        let identity = self.options.identity.clone();
+        let events = [
+            A::ActivityTaskStarted(pb::ActivityTaskStartedAttributes {
+                scheduled_event_id: task.scheduled_event_id,
+                attempt: task.attempt,
+                identity: identity.clone(),
+                last_failure: None,
+            }),
+            A::ActivityTaskCompleted(pb::ActivityTaskCompletedAttributes {
+                scheduled_event_id: task.scheduled_event_id,
+                started_event_id: 0,
+                result: Some(result.clone()),
+                identity,
+            }),
+            A::WorkflowTaskScheduled(pb::WorkflowTaskScheduledAttributes {
+                task_queue: self.sticky_queue.clone(),
+                start_to_close_timeout: None,
+                attempt: 1,
+            }),
+        ]
+        .into_iter()
+        .zip(history_len + 1..)
+        .map(|(attributes, event_id)| pb::HistoryEvent {
+            event_id,
+            event_time: time,
+            attributes: Some(attributes),
+        })
+        .collect::<Vec<_>>();
+        match d.apply_history(&events).and_then(|()| d.activate_live()) {
+            Ok(commands) => {
+                let decision = pb::WorkflowDecision {
+                    history_len,
+                    decided_at: time,
+                    commands,
+                    sticky_queue: self.sticky_queue.clone(),
+                    eager_activity_queue: self.options.task_queue.clone(),
+                    eager_activity_slots: 0,
+                };
+                Some((d, decision))
+            }
+            Err(e) => {
+                tracing::info!(run_id = %run_id, error = %e, "cannot decide ahead; the workflow task will");
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(run_id);
+                None
+            }
+        }
     }
 
     async fn fail_workflow_task(
@@ -670,19 +816,19 @@ impl Worker {
         cancel: CancellationToken,
     ) {
         let token = task.task_token.clone();
-        let run_of_activity = task.workflow_execution.clone();
-        let outcome = match self.activities.get(&task.activity_type).cloned() {
+        let info = Arc::new(task);
+        let outcome = match self.activities.get(&info.activity_type).cloned() {
             None => Err(ActivityError::retryable(
                 "UnknownActivityType",
                 format!(
                     "activity type '{}' is not registered on worker {}",
-                    task.activity_type, self.options.identity
+                    info.activity_type, self.options.identity
                 ),
             )),
             Some(f) => {
-                let input = task.input.clone();
+                let input = info.input.clone();
                 let ctx = ActivityContext {
-                    info: Arc::new(task),
+                    info: info.clone(),
                     client: self.client.clone(),
                     cancel,
                 };
@@ -694,10 +840,25 @@ impl Worker {
             }
         };
         let identity = self.options.identity.clone();
-        // The run's next workflow task may come back with the result: if this worker keeps
-        // the run cached and has a workflow slot free now.
+        // With the result, the workflow's next decision made on the cached run.
+        let mut ahead = match &outcome {
+            Ok(result) => self.decide_ahead(&info, result),
+            Err(_) => None,
+        };
+        let mut permits = match &mut ahead {
+            Some((_, decision)) => {
+                let permits = self.eager_activity_permits(&decision.commands);
+                decision.eager_activity_slots = permits.len() as i32;
+                permits
+            }
+            None => Vec::new(),
+        };
+        let decision = ahead.as_ref().map(|(_, d)| d.clone());
+        // Else the run's next workflow task may come back with the result: if this worker
+        // keeps the run cached and has a workflow slot free now.
         let mut eager_permit = None;
-        if let (Some(e), Some(exec)) = (&self.eager, &run_of_activity)
+        if let (Some(e), Some(exec)) = (&self.eager, &info.workflow_execution)
+            && ahead.is_none()
             && !e.shutdown.is_cancelled()
             && !self.sticky_queue.is_empty()
             && self
@@ -719,6 +880,7 @@ impl Worker {
             let (token, identity) = (token.clone(), identity.clone());
             let outcome = outcome.clone();
             let eager_queue = eager_queue.clone();
+            let decision = decision.clone();
             async move {
                 match outcome {
                     Ok(result) => client
@@ -727,9 +889,10 @@ impl Worker {
                             result: Some(result),
                             identity,
                             eager_workflow_queue: eager_queue,
+                            decision,
                         })
                         .await
-                        .map(|r| r.into_inner().workflow_task),
+                        .map(|r| Some(r.into_inner())),
                     Err(e) => client
                         .respond_activity_task_failed(pb::RespondActivityTaskFailedRequest {
                             task_token: token,
@@ -742,26 +905,56 @@ impl Worker {
             }
         })
         .await;
-        match r {
+        let answer = match r {
             Err(status) => {
                 tracing::info!(error = %status, "activity outcome not recorded (stale or cancelled)");
+                None
             }
-            Ok(Some(task)) if !task.task_token.is_empty() => {
-                if let (Some(e), Some(permit)) = (&self.eager, eager_permit) {
-                    self.stats
-                        .eager_workflow_tasks
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let job = self.workflow_job(task);
-                    e.tasks
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .spawn(async move {
-                            job.await;
-                            drop(permit);
-                        });
+            Ok(answer) => answer,
+        };
+        if let Some((mut d, _)) = ahead {
+            use std::sync::atomic::Ordering::Relaxed;
+            let run_id = info
+                .workflow_execution
+                .as_ref()
+                .map(|e| e.run_id.clone())
+                .unwrap_or_default();
+            let keep = match &answer {
+                Some(a) if a.decision_recorded => {
+                    self.stats.decisions_recorded.fetch_add(1, Relaxed);
+                    self.catch_up(&mut d, &run_id, &a.history)
                 }
+                _ => {
+                    self.stats.decisions_refused.fetch_add(1, Relaxed);
+                    false
+                }
+            };
+            // The copy went past what history recorded: without the record it is dropped.
+            if !keep {
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&run_id);
             }
-            Ok(_) => {}
+            drop(d);
+        }
+        let Some(answer) = answer else { return };
+        self.spawn_eager_activities(answer.activity_tasks, &mut permits);
+        if let (Some(task), Some(e), Some(permit)) =
+            (answer.workflow_task, &self.eager, eager_permit)
+            && !task.task_token.is_empty()
+        {
+            self.stats
+                .eager_workflow_tasks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let job = self.workflow_job(task);
+            e.tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .spawn(async move {
+                    job.await;
+                    drop(permit);
+                });
         }
     }
 }

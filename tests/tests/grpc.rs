@@ -1288,7 +1288,233 @@ async fn a_reset_starts_a_new_run_from_a_workflow_task_boundary(backend: Backend
     assert_eq!(r.status, pb::WorkflowStatus::Completed as i32);
 }
 
+/// A run at its first activity, as a caching worker sees it: the workflow task completed
+/// with `return_history` on sticky queue `sticky` (the events come back), the activity polled.
+async fn at_first_activity(
+    engine: &TestEngine,
+    sticky: &str,
+) -> (String, pb::PollActivityTaskResponse, i64) {
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let (id, q) = (unique("order"), unique("orders"));
+    start(&mut wf, &id, &q).await;
+    let task = poll_wft(&mut w, &q).await;
+    let done = w
+        .respond_workflow_task_completed(pb::RespondWorkflowTaskCompletedRequest {
+            task_token: task.task_token.clone(),
+            commands: vec![schedule("reserve")],
+            identity: "test-worker".into(),
+            sticky_queue: sticky.into(),
+            return_history: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        kinds(&done.history),
+        ["wft_started", "wft_completed", "act_scheduled"],
+        "the completion returns the events it appended"
+    );
+    assert_eq!(done.history[0].event_id, 3);
+    let act = poll_act(&mut w, &q).await;
+    assert_eq!(
+        act.scheduled_event_id, 5,
+        "the activity names its scheduled event"
+    );
+    (id, act, 5)
+}
+
+fn now_ts(offset_ms: i64) -> Option<pbjson_types::Timestamp> {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + offset_ms;
+    Some(pbjson_types::Timestamp {
+        seconds: ms / 1000,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    })
+}
+
+fn decision(history_len: i64, commands: Vec<pb::Command>, sticky: &str) -> pb::WorkflowDecision {
+    pb::WorkflowDecision {
+        history_len,
+        decided_at: now_ts(0),
+        commands,
+        sticky_queue: sticky.into(),
+        ..Default::default()
+    }
+}
+
+async fn complete_with(
+    w: &mut Workers,
+    act: &pb::PollActivityTaskResponse,
+    decision: pb::WorkflowDecision,
+) -> Result<pb::RespondActivityTaskCompletedResponse, tonic::Status> {
+    w.respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest {
+        task_token: act.task_token.clone(),
+        result: json(r#"{"reservation":"r-1"}"#),
+        identity: "test-worker".into(),
+        decision: Some(decision),
+        ..Default::default()
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+async fn a_decision_made_ahead_is_recorded_with_the_result_or_not_at_all(backend: Backend) {
+    let engine = TestEngine::start(backend, fast()).await;
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let sticky = unique("sticky");
+    let writes = || engine.engine.store().write_transactions();
+
+    // The run has nothing new: the result and the decision are one transaction.
+    let (id, act, len) = at_first_activity(&engine, &sticky).await;
+    let d = decision(
+        len,
+        vec![complete_wf(r#"{"outcome":"completed"}"#)],
+        &sticky,
+    );
+    let at = d.decided_at;
+    let before = writes();
+    let r = complete_with(&mut w, &act, d).await.unwrap();
+    assert_eq!(writes() - before, 1, "one write transaction for both");
+    assert!(r.decision_recorded);
+    assert!(r.workflow_task.is_none());
+    let expected = [
+        "act_started",
+        "act_completed",
+        "wft_scheduled",
+        "wft_started",
+        "wft_completed",
+        "completed",
+    ];
+    assert_eq!(kinds(&r.history), expected);
+    let events = history(&mut wf, &id).await;
+    assert_eq!(
+        events[5..],
+        r.history[..],
+        "the answer holds what history holds"
+    );
+    assert_eq!(
+        events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        (1..=11).collect::<Vec<_>>()
+    );
+    assert!(
+        events[5..8].iter().all(|e| e.event_time == at),
+        "the result's events carry the decision's time"
+    );
+    assert_eq!(
+        describe(&mut wf, &id).await.info.unwrap().status,
+        pb::WorkflowStatus::Completed as i32
+    );
+
+    // Refused, the result alone is recorded and a workflow task delivers it as usual.
+    let sticky_poll = |w: &mut Workers| {
+        let mut w = w.clone();
+        let sticky = sticky.clone();
+        async move { poll_wft(&mut w, &sticky).await }
+    };
+    type MakeDecision<'a> = Box<dyn Fn(i64) -> pb::WorkflowDecision + 'a>;
+    let cases: [(&str, MakeDecision); 3] = [
+        (
+            "a copy one event behind",
+            Box::new(|len| decision(len - 1, vec![complete_wf("{}")], &sticky)),
+        ),
+        (
+            "a clock ten seconds off",
+            Box::new(|len| pb::WorkflowDecision {
+                decided_at: now_ts(-10_000),
+                ..decision(len, vec![complete_wf("{}")], &sticky)
+            }),
+        ),
+        (
+            "a command the engine refuses",
+            Box::new(|len| {
+                decision(
+                    len,
+                    vec![cmd(C::ScheduleActivity(pb::ScheduleActivityTaskCommand {
+                        activity_id: String::new(),
+                        ..Default::default()
+                    }))],
+                    &sticky,
+                )
+            }),
+        ),
+    ];
+    for (why, make) in cases {
+        let (id, act, len) = at_first_activity(&engine, &sticky).await;
+        let r = complete_with(&mut w, &act, make(len)).await.unwrap();
+        assert!(!r.decision_recorded, "{why}: refused");
+        assert!(r.history.is_empty() && r.activity_tasks.is_empty(), "{why}");
+        let task = sticky_poll(&mut w).await;
+        assert_eq!(
+            kinds(&task.history),
+            ["act_started", "act_completed", "wft_scheduled"],
+            "{why}: the result waits for a workflow task"
+        );
+        complete(&mut w, &task.task_token, vec![complete_wf("{}")])
+            .await
+            .unwrap();
+        let events = history(&mut wf, &id).await;
+        assert_eq!(events.len(), 11, "{why}: nothing of the decision recorded");
+    }
+
+    // A signal came first: the copy did not see it.
+    let (id, act, len) = at_first_activity(&engine, &sticky).await;
+    wf.signal_workflow(pb::SignalWorkflowRequest {
+        namespace: "default".into(),
+        execution: exec(&id),
+        signal_name: "approve".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let r = complete_with(
+        &mut w,
+        &act,
+        decision(len, vec![complete_wf("{}")], &sticky),
+    )
+    .await
+    .unwrap();
+    assert!(!r.decision_recorded, "a signal came first");
+    let task = sticky_poll(&mut w).await;
+    assert_eq!(
+        kinds(&task.history),
+        ["signaled", "wft_scheduled", "act_started", "act_completed"]
+    );
+
+    // Bad input is refused with the field named, and nothing is stored.
+    let (id, act, len) = at_first_activity(&engine, &sticky).await;
+    let before = history(&mut wf, &id).await;
+    for (d, field) in [
+        (decision(len, vec![], ""), "decision.sticky_queue"),
+        (decision(0, vec![], &sticky), "decision.history_len"),
+        (
+            pb::WorkflowDecision {
+                decided_at: None,
+                ..decision(len, vec![], &sticky)
+            },
+            "decision.decided_at",
+        ),
+    ] {
+        let e = complete_with(&mut w, &act, d).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{field}");
+        assert!(e.message().contains(field), "{field}: {}", e.message());
+    }
+    assert_eq!(history(&mut wf, &id).await, before);
+    let r = complete_with(
+        &mut w,
+        &act,
+        decision(len, vec![complete_wf("{}")], &sticky),
+    )
+    .await
+    .unwrap();
+    assert!(r.decision_recorded, "the activity was still pending");
+}
+
 on_both_backends!(
+    a_decision_made_ahead_is_recorded_with_the_result_or_not_at_all,
     a_reset_starts_a_new_run_from_a_workflow_task_boundary,
     an_operator_retries_a_backing_off_activity_now,
     schedule_timeouts_and_the_run_timeout_are_durable_timers,

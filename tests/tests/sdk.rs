@@ -187,15 +187,26 @@ async fn signal_with_start_starts_once_and_then_signals() {
     running.stop().await;
 }
 
-#[tokio::test]
-async fn each_step_of_a_chain_comes_back_eagerly() {
+/// Runs a chain of three steps on one worker; its stats and the engine's write transactions.
+async fn run_chain(decide_ahead: bool) -> (Arc<martix_sdk::WorkerStats>, u64) {
     let engine = TestEngine::start(Backend::Sqlite, config()).await;
     let q = unique("chain");
-    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
+    let mut options = WorkerOptions::new(&q);
+    options.decide_ahead = decide_ahead;
+    let mut w = Worker::new(&engine.endpoint, options).unwrap();
     w.register_workflow("chain", chain)
         .register_activity("step", step);
     let running = RunningWorker::spawn(w);
     let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    // A chain of none first: once it is done, the worker's pollers wait on the engine, so
+    // the measured run's first task is handed over, not claimed from the store.
+    let warmup = client
+        .start_workflow(StartOptions::new("chain", unique("chain"), &q), &0u32)
+        .await
+        .unwrap();
+    let _: u32 = warmup.result().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let writes = engine.engine.store().write_transactions();
     let run = client
         .start_workflow(StartOptions::new("chain", unique("chain"), &q), &3u32)
         .await
@@ -205,12 +216,206 @@ async fn each_step_of_a_chain_comes_back_eagerly() {
         .unwrap()
         .unwrap();
     assert_eq!(out, 6);
+    let writes = engine.engine.store().write_transactions() - writes;
+    let mut replayer = Replayer::new();
+    replayer.register_workflow("chain", chain);
+    replayer
+        .replay(&run.history().await.unwrap())
+        .expect("the history replays");
     let stats = running.stats.clone();
     running.stop().await;
+    (stats, writes)
+}
+
+#[tokio::test]
+async fn each_step_of_a_chain_is_one_request_and_one_transaction() {
+    let (stats, writes) = run_chain(true).await;
+    // Each activity's result came with the workflow's next decision, recorded with it, and
+    // the activity that decision scheduled came back in the answer: nothing was polled
+    // after the first workflow task.
+    assert_eq!(stats.decisions_recorded.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.decisions_refused.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.eager_activities.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.eager_workflow_tasks.load(Ordering::Relaxed), 0);
+    assert_eq!(writes, 5, "start, first workflow task, one per step");
+}
+
+#[tokio::test]
+async fn without_deciding_ahead_each_step_comes_back_eagerly() {
+    let (stats, writes) = run_chain(false).await;
     // Each workflow task's activity came back with its completion, and each activity's
     // result brought back the next workflow task: nothing was polled after the start.
+    assert_eq!(stats.decisions_recorded.load(Ordering::Relaxed), 0);
     assert_eq!(stats.eager_activities.load(Ordering::Relaxed), 3);
     assert_eq!(stats.eager_workflow_tasks.load(Ordering::Relaxed), 3);
+    assert_eq!(
+        writes, 8,
+        "start, then a result and a workflow task per step"
+    );
+}
+
+async fn clocked(ctx: WorkflowContext, n: u32) -> Result<Vec<u64>, WorkflowError> {
+    let mut seen = Vec::new();
+    for i in 0..n {
+        ctx.activity::<_, u32>("step", &i, opts()).await?;
+        let t = ctx.now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        seen.push(t.as_millis() as u64);
+    }
+    Ok(seen)
+}
+
+/// The workflow's time in a decision made ahead is the time history records for it.
+async fn a_decision_made_ahead_sees_the_time_history_records(backend: Backend) {
+    let engine = TestEngine::start(backend, config()).await;
+    let q = unique("clocked");
+    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
+    w.register_workflow("clocked", clocked)
+        .register_activity("step", step);
+    let running = RunningWorker::spawn(w);
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let run = client
+        .start_workflow(StartOptions::new("clocked", unique("c"), &q), &3u32)
+        .await
+        .unwrap();
+    let seen: Vec<u64> = tokio::time::timeout(Duration::from_secs(30), run.result())
+        .await
+        .unwrap()
+        .unwrap();
+    let history = run.history().await.unwrap();
+    let recorded: Vec<u64> = history
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.attributes,
+                Some(martix_sdk::proto::history_event::Attributes::ActivityTaskCompleted(_))
+            )
+        })
+        .map(|e| {
+            let t = e.event_time.unwrap();
+            t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000
+        })
+        .collect();
+    assert_eq!(
+        seen, recorded,
+        "now() after each result is the result's time"
+    );
+    let stats = running.stats.clone();
+    running.stop().await;
+    assert_eq!(stats.decisions_recorded.load(Ordering::Relaxed), 3);
+    let mut replayer = Replayer::new();
+    replayer.register_workflow("clocked", clocked);
+    replayer.replay(&history).expect("the history replays");
+}
+
+async fn publishes_badly(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+    ctx.activity::<_, u32>("step", &1u32, opts()).await?;
+    ctx.publish("not a routing key!", &serde_json::json!({}));
+    Ok(())
+}
+
+/// The engine refuses a decision made ahead whose commands it would refuse in a workflow
+/// task: the worker drops its copy, and the workflow task that follows fails as usual.
+async fn a_decision_the_engine_refuses_is_made_again_in_a_workflow_task(backend: Backend) {
+    let engine = TestEngine::start(backend, config()).await;
+    let q = unique("bad");
+    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
+    w.register_workflow("publishes_badly", publishes_badly)
+        .register_activity("step", step);
+    let running = RunningWorker::spawn(w);
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let run = client
+        .start_workflow(StartOptions::new("publishes_badly", unique("b"), &q), &())
+        .await
+        .unwrap();
+    let failed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let history = run.history().await.unwrap();
+            if let Some(f) = history.iter().find_map(|e| match &e.attributes {
+                Some(martix_sdk::proto::history_event::Attributes::WorkflowTaskFailed(f)) => {
+                    Some(f.clone())
+                }
+                _ => None,
+            }) {
+                return f;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the workflow task fails");
+    assert!(
+        failed
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.message.contains("event_type")),
+        "{failed:?}"
+    );
+    let stats = running.stats.clone();
+    running.stop().await;
+    assert_eq!(stats.decisions_refused.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.decisions_recorded.load(Ordering::Relaxed), 0);
+    assert!(
+        stats.cache_misses.load(Ordering::Relaxed) >= 2,
+        "the dropped copy is replayed from history"
+    );
+}
+
+/// Signals its own workflow (through the engine at `endpoint`) before it returns: the result
+/// is not the run's only new event.
+async fn signal_own_run(ctx: ActivityContext, endpoint: String) -> Result<u32, ActivityError> {
+    let client = Client::connect(endpoint).await.unwrap();
+    client
+        .handle(ctx.workflow_id())
+        .signal("ping", &"from the activity")
+        .await
+        .map_err(|e| ActivityError::retryable("Signal", e.to_string()))?;
+    Ok(7)
+}
+
+async fn pinged(ctx: WorkflowContext, endpoint: String) -> Result<String, WorkflowError> {
+    let n: u32 = ctx.activity("signal_own_run", &endpoint, opts()).await?;
+    let mut pings = ctx.signal::<String>("ping");
+    let ping = pings.next().await.expect("signals never end")?;
+    let m: u32 = ctx.activity("step", &n, opts()).await?;
+    Ok(format!("{m} {ping}"))
+}
+
+/// A signal that arrives while an activity runs reaches the workflow whichever comes first:
+/// the workflow task the signal schedules, or the decision made ahead with the result (then
+/// refused, the engine has an event the decision did not see).
+async fn a_signal_during_an_activity_reaches_a_workflow_that_decides_ahead(backend: Backend) {
+    let engine = TestEngine::start(backend, config()).await;
+    let q = unique("pinged");
+    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
+    w.register_workflow("pinged", pinged)
+        .register_activity("signal_own_run", signal_own_run)
+        .register_activity("step", step);
+    let running = RunningWorker::spawn(w);
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let run = client
+        .start_workflow(
+            StartOptions::new("pinged", unique("p"), &q),
+            &engine.endpoint,
+        )
+        .await
+        .unwrap();
+    let out: String = tokio::time::timeout(Duration::from_secs(30), run.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, "8 from the activity");
+    let stats = running.stats.clone();
+    running.stop().await;
+    assert_eq!(
+        stats.decisions_recorded.load(Ordering::Relaxed),
+        1,
+        "the last step is decided ahead"
+    );
+    let mut replayer = Replayer::new();
+    replayer.register_workflow("pinged", pinged);
+    replayer
+        .replay(&run.history().await.unwrap())
+        .expect("the history replays");
 }
 
 #[tokio::test]
@@ -490,9 +695,16 @@ async fn sticky_runs_get_only_new_events_and_evicted_ones_still_complete(backend
         let received = stats.events_received.load(Ordering::Relaxed);
         let hits = stats.cache_hits.load(Ordering::Relaxed);
         let misses = stats.cache_misses.load(Ordering::Relaxed);
+        let refused = stats.decisions_refused.load(Ordering::Relaxed);
         if cache > 0 {
-            assert_eq!(misses, 1, "only the first task replays");
-            assert!(hits >= 2);
+            // Both activities run at once: a decision made ahead with one result is refused
+            // when the other result was recorded first, and that copy is dropped.
+            assert_eq!(
+                misses,
+                1 + refused,
+                "only the first task, and one after a refused decision, replay"
+            );
+            assert!(hits >= 1);
             assert!(
                 received < history_len,
                 "a cached run is sent only new events: received {received}, history {history_len}"
@@ -742,6 +954,9 @@ async fn the_replayer_checks_changes_against_real_histories(backend: Backend) {
 }
 
 on_both_backends!(
+    a_decision_made_ahead_sees_the_time_history_records,
+    a_signal_during_an_activity_reaches_a_workflow_that_decides_ahead,
+    a_decision_the_engine_refuses_is_made_again_in_a_workflow_task,
     event_sequences_go_on_across_continue_as_new_and_a_reused_id,
     activities_timers_and_signals,
     retries_reach_the_workflow_only_as_a_final_outcome,

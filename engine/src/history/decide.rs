@@ -430,6 +430,8 @@ fn apply_command(t: &mut Transition, command: &pb::Command, completed: i64) -> R
                 heartbeat_details: None,
                 namespace: run.namespace.clone(),
                 traceparent: run.state.traceparent.clone(),
+                // Set, with the token and attempt, when handed out (the row has it).
+                scheduled_event_id: 0,
             }
             .encode_to_vec();
             let task = ActivityTask {

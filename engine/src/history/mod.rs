@@ -81,6 +81,24 @@ pub struct RunCommit {
     pub at: Millis,
 }
 
+impl RunCommit {
+    /// This change followed by `next`, decided on the run this one leaves, as one
+    /// transaction: the version check stays this one's, the rows of both are written.
+    pub fn then(mut self, next: RunCommit) -> RunCommit {
+        debug_assert!(self.new_run.is_none() && !self.closed && self.request_id.is_none());
+        self.run = next.run;
+        self.events.extend(next.events);
+        self.tasks.extend(next.tasks);
+        self.timers.extend(next.timers);
+        self.closed = next.closed;
+        self.fired_timer = self.fired_timer.or(next.fired_timer);
+        self.new_run = next.new_run;
+        self.outbox.extend(next.outbox);
+        self.at = next.at;
+        self
+    }
+}
+
 /// A business event as the outbox holds it until it is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxEvent {

@@ -364,6 +364,21 @@ impl RunDriver {
         }
     }
 
+    /// Whether this copy is the recorded history exactly: every command it sent was recorded
+    /// and no event waits for an activation. Only then can it decide ahead of the engine.
+    pub(crate) fn is_current(&self) -> bool {
+        self.processed > 0
+            && !self.finished
+            && self.sent_live.is_none()
+            && self.expected.is_empty()
+            && self.pending.is_empty()
+    }
+
+    /// The workflow's time at the last event that moved it (milliseconds since the epoch).
+    pub(crate) fn last_time(&self) -> i64 {
+        self.last_time
+    }
+
     /// Runs the live activation (the current workflow task) and returns its commands.
     pub(crate) fn activate_live(&mut self) -> Result<Vec<pb::Command>, ActivationError> {
         self.check_all_matched()?;
