@@ -61,9 +61,12 @@ pub fn rfc3339(ms: Millis) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
-/// Converts a protobuf timestamp into milliseconds since the epoch.
+/// Converts a protobuf timestamp into milliseconds since the epoch (saturating: a
+/// timestamp from a caller may be anything).
 pub fn from_timestamp(ts: &pbjson_types::Timestamp) -> Millis {
-    ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
+    ts.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(ts.nanos) / 1_000_000)
 }
 
 #[cfg(test)]
@@ -75,5 +78,12 @@ mod tests {
         for ms in [0, 1, 999, 1000, 1_732_000_000_123, -1, -1001] {
             assert_eq!(from_timestamp(&to_timestamp(ms)), ms);
         }
+    }
+
+    #[test]
+    fn timestamps_out_of_range_saturate() {
+        let ts = |seconds, nanos| pbjson_types::Timestamp { seconds, nanos };
+        assert_eq!(from_timestamp(&ts(i64::MAX, 999_999_999)), i64::MAX);
+        assert_eq!(from_timestamp(&ts(i64::MIN, -999_999_999)), i64::MIN);
     }
 }

@@ -85,6 +85,8 @@ pub struct Engine {
     /// is trusted only through a write, which the store refuses if the run moved on (another
     /// node changed it); any other outcome decided from it is decided again from the store.
     runs: std::sync::Mutex<std::collections::HashMap<RunId, CachedRun>>,
+    /// When pollers of a queue last looked for sticky tasks gone unclaimed.
+    sticky_checked: std::sync::Mutex<std::collections::HashMap<QueueKey, Instant>>,
 }
 
 /// A checkpoint this node wrote, with the history events it wrote since the first one its
@@ -206,8 +208,8 @@ fn lease_workflow_task(commit: &mut RunCommit, queue: &str, now: Millis) -> Opti
     Some((id, written))
 }
 
-/// How far a worker's clock may be from the engine's for a decision made ahead with an
-/// activity's result to be recorded at the worker's time.
+/// How long before the engine's clock the time of a decision made ahead may be for it to be
+/// recorded at that time (the worker derives it from the engine's own event times).
 const DECISION_CLOCK_SKEW_MS: i64 = 1_000;
 
 const PAGE_TOKEN_MALFORMED: &str = "is malformed: pass back the token a previous response gave";
@@ -238,6 +240,7 @@ impl Engine {
             metrics: crate::metrics::Metrics::default(),
             outbox_wake: Notify::new(),
             runs: Default::default(),
+            sticky_checked: Default::default(),
         })
     }
 
@@ -780,8 +783,16 @@ impl Engine {
         };
         let policy = pb::IdReusePolicy::try_from(req.id_reuse_policy)
             .map_err(|_| EngineError::invalid("id_reuse_policy", "is not a known policy"))?;
+        // First as if the id was never used (order ids are new): the insert checks that, and
+        // saves reading the id's latest run. A used id is read and decided on as usual.
+        let mut fresh = true;
         for _ in 0..MAX_CONFLICT_RETRIES {
-            if let Some(last) = self.store.latest_run(ns.as_str(), wid.as_str()).await? {
+            let last = if fresh {
+                None
+            } else {
+                self.store.latest_run(ns.as_str(), wid.as_str()).await?
+            };
+            if let Some(last) = last {
                 // A new run of a used id goes on with its events' sequence: per workflow id
                 // (per order), sequence numbers never repeat.
                 params.events_published = last.state.events_published;
@@ -828,6 +839,7 @@ impl Engine {
             let run_id = RunId::new();
             let mut commit = history::new_run(&params, run_id, self.now());
             commit.request_id = signal.as_ref().and_then(|(_, _, r)| r.clone());
+            commit.fresh_id = fresh;
             match self.write(commit).await {
                 Ok(()) => {
                     self.metrics.started(wtype.as_str());
@@ -837,8 +849,11 @@ impl Engine {
                         started: true,
                     });
                 }
-                // Another start of the same id won the race: return its run.
-                Err(StoreError::AlreadyOpen) => continue,
+                // The id was used, or another start of it won the race: read its runs.
+                Err(StoreError::IdUsed | StoreError::AlreadyOpen) => {
+                    fresh = false;
+                    continue;
+                }
                 // Signal-with-start whose request id was recorded: it was applied before.
                 Err(StoreError::Duplicate) => {
                     return Ok(pb::StartWorkflowResponse {
@@ -1307,7 +1322,7 @@ impl Engine {
                 .store
                 .claim_workflow_task(ns.as_str(), queue.as_str(), &lease_id, now)
                 .await?;
-            if claimed.is_none() {
+            if claimed.is_none() && self.sticky_check_due(&key) {
                 let stale_before =
                     now - self.config.sticky_schedule_to_start_timeout.as_millis() as i64;
                 claimed = self
@@ -1426,6 +1441,27 @@ impl Engine {
             namespace: run.namespace.clone(),
             traceparent: run.state.traceparent.clone(),
         }))
+    }
+
+    /// Whether a poller of `key` should look for runs whose sticky task went unclaimed: at
+    /// most once per recheck interval per queue on this node (the sticky timeout is
+    /// seconds; looking on every poll cost a read per poll).
+    fn sticky_check_due(&self, key: &QueueKey) -> bool {
+        let mut last = self
+            .sticky_checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match last.get(key) {
+            Some(at) if now.duration_since(*at) < self.config.recheck_interval => false,
+            _ => {
+                if last.len() > 10_000 {
+                    last.clear();
+                }
+                last.insert(key.clone(), now);
+                true
+            }
+        }
     }
 
     fn decode_token(&self, raw: &[u8], kind: i32) -> Result<(TaskToken, RunId), EngineError> {
@@ -1726,7 +1762,9 @@ impl Engine {
         }
     }
 
-    /// Validates a decision made ahead; returns its time and eager activity slots.
+    /// Validates a decision made ahead; returns its time and eager activity slots. (Commands
+    /// over the payload limit are not an error here: the result is recorded alone, and the
+    /// workflow task that follows refuses them as usual.)
     fn check_decision(&self, d: &pb::WorkflowDecision) -> Result<(Millis, usize), EngineError> {
         TaskQueue::parse(&d.sticky_queue).map_err(|_| {
             EngineError::invalid(
@@ -1745,8 +1783,6 @@ impl Engine {
             .as_ref()
             .map(from_timestamp)
             .ok_or_else(|| EngineError::invalid("decision.decided_at", "is required"))?;
-        let size: usize = d.commands.iter().map(Message::encoded_len).sum();
-        self.check_payload("decision.commands", size)?;
         let slots = usize::try_from(d.eager_activity_slots.clamp(0, 64)).unwrap_or(0);
         if slots > 0 {
             TaskQueue::parse(&d.eager_activity_queue)?;
@@ -1755,10 +1791,11 @@ impl Engine {
     }
 
     /// The result and a decision made ahead as one change, if the decision saw everything:
-    /// the run's history is the worker's copy (no workflow task, nothing buffered, the same
-    /// length) and the worker's clock is within `DECISION_CLOCK_SKEW_MS` of the engine's.
-    /// `None`: record the result alone. The events are written at the decision's time, so
-    /// that a replay sees the time the decision saw.
+    /// the run's history is the copy of the worker that keeps it (its sticky queue; no
+    /// workflow task, nothing buffered, the same length) and the decision's time is at most
+    /// `DECISION_CLOCK_SKEW_MS` before the engine's and not after it. `None`: record the result
+    /// alone. The events are written at the decision's time, so that a replay sees the time
+    /// the decision saw.
     fn decide_ahead(
         &self,
         run: &Run,
@@ -1768,10 +1805,17 @@ impl Engine {
         (d, at, slots): (&pb::WorkflowDecision, Millis, usize),
         now: Millis,
     ) -> Result<Option<(RunCommit, Vec<crate::history::ActivityTask>)>, EngineError> {
+        // The decision's time: not after the engine's (history's times never go back), and
+        // not so long before that the worker's copy may be older than it looks.
+        let size: usize = d.commands.iter().map(Message::encoded_len).sum();
         let fits = run.wft.is_none()
             && run.state.buffered.is_empty()
             && run.next_event_id - 1 == d.history_len
-            && (at - now).abs() <= DECISION_CLOCK_SKEW_MS;
+            && !run.state.sticky_queue.is_empty()
+            && run.state.sticky_queue == d.sticky_queue
+            && at <= now
+            && now.saturating_sub(at) <= DECISION_CLOCK_SKEW_MS
+            && size <= self.config.max_payload_bytes;
         if !fits {
             return Ok(None);
         }

@@ -55,7 +55,7 @@ impl From<crate::store::StoreError> for EngineError {
         match e {
             S::Conflict { .. } | S::Unavailable(_) => Self::Unavailable(e.to_string()),
             S::StaleTask => Self::NotFound("the task is no longer current".into()),
-            S::AlreadyOpen => Self::Unavailable(e.to_string()),
+            S::AlreadyOpen | S::IdUsed => Self::Unavailable(e.to_string()),
             S::Duplicate => Self::AlreadyExists(e.to_string()),
             S::Corrupt(m) => Self::Internal(m),
         }

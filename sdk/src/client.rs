@@ -102,7 +102,8 @@ impl Client {
     /// A client on a channel with credentials.
     pub fn from_transport(transport: Transport) -> Self {
         Self {
-            inner: WorkflowServiceClient::new(transport),
+            inner: WorkflowServiceClient::new(transport)
+                .max_decoding_message_size(crate::MAX_MESSAGE_BYTES),
             namespace: "default".into(),
             identity: default_identity(),
         }

@@ -54,3 +54,8 @@ pub use replayer::{ReplayError, Replayer};
 pub use saga::{CompensationFailure, Saga};
 pub use worker::{Worker, WorkerOptions, WorkerStats};
 pub use workflow::{ActivityOptions, Nondeterminism, SignalStream, WorkflowContext, WorkflowInfo};
+
+/// The largest answer the SDK's clients accept from the engine: an answer may carry several
+/// payloads of the engine's limit (a result, the events a completion appended, the inputs of
+/// activities handed over eagerly) and history pages.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

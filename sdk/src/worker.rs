@@ -202,8 +202,10 @@ impl Worker {
             String::new()
         };
         Self {
-            client: WorkerServiceClient::new(channel.clone()),
-            history: pb::workflow_service_client::WorkflowServiceClient::new(channel),
+            client: WorkerServiceClient::new(channel.clone())
+                .max_decoding_message_size(crate::MAX_MESSAGE_BYTES),
+            history: pb::workflow_service_client::WorkflowServiceClient::new(channel)
+                .max_decoding_message_size(crate::MAX_MESSAGE_BYTES),
             sticky_queue,
             cache: Arc::new(Mutex::new(RunCache {
                 capacity: options.max_cached_workflows,
@@ -653,15 +655,13 @@ impl Worker {
             .unwrap_or_else(|p| p.into_inner())
             .get(run_id)
             .is_some_and(|c| Arc::ptr_eq(&c, &cached));
-        if !still_cached || !d.is_current() {
+        // With other activities in flight their results would race this one (and a refused
+        // decision costs a replay): then the result goes alone.
+        if !still_cached || !d.is_current() || d.activities_in_flight() != 1 {
             return None;
         }
         let history_len = d.processed;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |t| t.as_millis() as i64);
-        // Never before a time the workflow has seen.
-        let at = now_ms.max(d.last_time());
+        let at = d.decision_time();
         let time = Some(pbjson_types::Timestamp {
             seconds: at.div_euclid(1000),
             nanos: (at.rem_euclid(1000) * 1_000_000) as i32,
@@ -854,11 +854,11 @@ impl Worker {
             None => Vec::new(),
         };
         let decision = ahead.as_ref().map(|(_, d)| d.clone());
-        // Else the run's next workflow task may come back with the result: if this worker
-        // keeps the run cached and has a workflow slot free now.
+        // The run's next workflow task may come back with the result (if the result goes
+        // alone, or the decision is refused): if this worker keeps the run cached and has a
+        // workflow slot free now.
         let mut eager_permit = None;
         if let (Some(e), Some(exec)) = (&self.eager, &info.workflow_execution)
-            && ahead.is_none()
             && !e.shutdown.is_cancelled()
             && !self.sticky_queue.is_empty()
             && self
@@ -875,36 +875,49 @@ impl Worker {
             String::new()
         };
         // A finished activity's outcome is worth delivering through an engine restart.
-        let r = retry_unavailable(|| {
-            let mut client = self.client.clone();
-            let (token, identity) = (token.clone(), identity.clone());
-            let outcome = outcome.clone();
-            let eager_queue = eager_queue.clone();
-            let decision = decision.clone();
-            async move {
-                match outcome {
-                    Ok(result) => client
-                        .respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest {
-                            task_token: token,
-                            result: Some(result),
-                            identity,
-                            eager_workflow_queue: eager_queue,
-                            decision,
-                        })
-                        .await
-                        .map(|r| Some(r.into_inner())),
-                    Err(e) => client
-                        .respond_activity_task_failed(pb::RespondActivityTaskFailedRequest {
-                            task_token: token,
-                            failure: Some(e.to_failure()),
-                            identity,
-                        })
-                        .await
-                        .map(|_| None),
+        let client = &self.client;
+        let (token, identity, outcome, eager_queue) = (&token, &identity, &outcome, &eager_queue);
+        let report = |decision: Option<pb::WorkflowDecision>| {
+            retry_unavailable(move || {
+                let mut client = client.clone();
+                let (token, identity) = (token.clone(), identity.clone());
+                let (outcome, eager_queue) = (outcome.clone(), eager_queue.clone());
+                let decision = decision.clone();
+                async move {
+                    match outcome {
+                        Ok(result) => client
+                            .respond_activity_task_completed(
+                                pb::RespondActivityTaskCompletedRequest {
+                                    task_token: token,
+                                    result: Some(result),
+                                    identity,
+                                    eager_workflow_queue: eager_queue,
+                                    decision,
+                                },
+                            )
+                            .await
+                            .map(|r| Some(r.into_inner())),
+                        Err(e) => client
+                            .respond_activity_task_failed(pb::RespondActivityTaskFailedRequest {
+                                task_token: token,
+                                failure: Some(e.to_failure()),
+                                identity,
+                            })
+                            .await
+                            .map(|_| None),
+                    }
                 }
-            }
-        })
-        .await;
+            })
+        };
+        let mut r = report(decision.clone()).await;
+        // Whatever the engine held against the decision, the result itself must not be lost.
+        if let Err(status) = &r
+            && decision.is_some()
+            && status.code() != tonic::Code::NotFound
+        {
+            tracing::warn!(error = %status, "decision made ahead refused with an error; reporting the result alone");
+            r = report(None).await;
+        }
         let answer = match r {
             Err(status) => {
                 tracing::info!(error = %status, "activity outcome not recorded (stale or cancelled)");

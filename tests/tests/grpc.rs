@@ -1416,16 +1416,39 @@ async fn a_decision_made_ahead_is_recorded_with_the_result_or_not_at_all(backend
         async move { poll_wft(&mut w, &sticky).await }
     };
     type MakeDecision<'a> = Box<dyn Fn(i64) -> pb::WorkflowDecision + 'a>;
-    let cases: [(&str, MakeDecision); 3] = [
+    let other_sticky = unique("sticky");
+    let big = "x".repeat(3 << 20);
+    let cases: [(&str, MakeDecision); 6] = [
         (
             "a copy one event behind",
             Box::new(|len| decision(len - 1, vec![complete_wf("{}")], &sticky)),
         ),
         (
-            "a clock ten seconds off",
+            "a time ten seconds before the engine's",
             Box::new(|len| pb::WorkflowDecision {
                 decided_at: now_ts(-10_000),
                 ..decision(len, vec![complete_wf("{}")], &sticky)
+            }),
+        ),
+        (
+            "a time after the engine's",
+            Box::new(|len| pb::WorkflowDecision {
+                decided_at: now_ts(500),
+                ..decision(len, vec![complete_wf("{}")], &sticky)
+            }),
+        ),
+        (
+            "a worker that does not keep the run",
+            Box::new(|len| decision(len, vec![complete_wf("{}")], &other_sticky)),
+        ),
+        (
+            "commands over the payload limit",
+            Box::new(|len| {
+                decision(
+                    len,
+                    vec![complete_wf(&format!("{{\"pad\":\"{big}\"}}"))],
+                    &sticky,
+                )
             }),
         ),
         (

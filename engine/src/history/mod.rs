@@ -79,6 +79,10 @@ pub struct RunCommit {
     pub request_id: Option<String>,
     /// When the change was decided.
     pub at: Millis,
+    /// A new run (`expected_version: None`) whose workflow id must never have been used:
+    /// a start that did not read the id's latest run. If any run of the id exists the store
+    /// writes nothing and answers `StoreError::IdUsed`.
+    pub fresh_id: bool,
 }
 
 impl RunCommit {
@@ -303,6 +307,7 @@ impl Transition {
             outbox: self.outbox,
             request_id: None,
             at: self.now,
+            fresh_id: false,
         }
     }
 }

@@ -107,6 +107,43 @@ pub async fn one_open_run_per_workflow_id(store: &dyn Store) {
     assert_eq!(latest.run_id, next.run.run_id);
 }
 
+/// A start that assumed a fresh id is refused, with nothing written, once any run of the id
+/// exists, open or closed; a start that read the id is not.
+pub async fn a_start_on_a_fresh_id_is_refused_once_the_id_has_run(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let q = unique("q");
+    let fresh = |at| {
+        let mut c = start(&ns, "order-9", &q, at);
+        c.fresh_id = true;
+        c
+    };
+    let first = fresh(T0);
+    store.commit(&first).await.expect("a new id starts");
+    let second = fresh(T0 + 1);
+    let err = store.commit(&second).await.unwrap_err();
+    assert!(matches!(err, StoreError::IdUsed), "open: {err}");
+    assert!(store.load_run(second.run.run_id).await.unwrap().is_none());
+    let run = store.load_run(first.run.run_id).await.unwrap().unwrap();
+    store
+        .commit(&history::terminate(&run, "test", "t", T0 + 2).unwrap())
+        .await
+        .unwrap();
+    let third = fresh(T0 + 3);
+    let err = store.commit(&third).await.unwrap_err();
+    assert!(matches!(err, StoreError::IdUsed), "closed: {err}");
+    assert!(
+        store
+            .history(third.run.run_id, 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let read = start(&ns, "order-9", &q, T0 + 4);
+    store.commit(&read).await.expect("a start that read the id");
+    let latest = store.latest_run(&ns, "order-9").await.unwrap().unwrap();
+    assert_eq!(latest.run_id, read.run.run_id);
+}
+
 /// A workflow task is leased to one claimer until its lease runs out.
 pub async fn a_workflow_task_is_claimed_once_per_lease(store: &dyn Store) {
     let ns = namespace(store).await;
@@ -781,6 +818,7 @@ macro_rules! store_conformance {
             a_started_run_reads_back_whole,
             a_stale_version_conflicts_and_writes_nothing,
             one_open_run_per_workflow_id,
+            a_start_on_a_fresh_id_is_refused_once_the_id_has_run,
             a_workflow_task_is_claimed_once_per_lease,
             activity_tasks_are_leased_and_guarded,
             expired_leases_are_reaped_not_reclaimed,

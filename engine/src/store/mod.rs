@@ -34,6 +34,9 @@ pub enum StoreError {
     /// A run of this workflow id is already open.
     #[error("a run of this workflow id is already open")]
     AlreadyOpen,
+    /// A start that assumed a never used workflow id (`RunCommit::fresh_id`) found a run of it.
+    #[error("a run of this workflow id exists")]
+    IdUsed,
     /// The database could not be reached or refused for a passing reason.
     #[error("database unavailable: {0}")]
     Unavailable(String),

@@ -34,6 +34,11 @@ macro_rules! impl_store {
 
         type DbRow = <$db as sqlx::Database>::Row;
 
+        /// A store without row locks to skip (SQLite, one writer for everything) looks for a
+        /// task with a read before it claims, so that an empty queue takes no turn on the
+        /// writer; PostgreSQL claims at once (an update of no row writes nothing).
+        const READ_BEFORE_CLAIM: bool = $skip_locked.is_empty();
+
         fn corrupt(e: impl std::fmt::Display) -> StoreError {
             StoreError::Corrupt(e.to_string())
         }
@@ -130,10 +135,20 @@ macro_rules! impl_store {
             let lease_until = wft.and_then(|w| w.lease.as_ref()).map(|l| l.until);
             match c.expected_version {
                 None => {
-                    sqlx::query(concat!(
-                        "INSERT INTO executions (", $crate::store::sql::run_cols!(), ", wft_timeout_ms) VALUES ",
-                        "($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11, $12, $13, $14, $15, $16, $17)"
-                    ))
+                    let sql = if c.fresh_id {
+                        // Only if the id was never used: the start did not read its runs.
+                        concat!(
+                            "INSERT INTO executions (", $crate::store::sql::run_cols!(), ", wft_timeout_ms) ",
+                            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11, $12, $13, $14, $15, $16, $17 ",
+                            "WHERE NOT EXISTS (SELECT 1 FROM executions WHERE namespace = $2 AND workflow_id = $3)"
+                        )
+                    } else {
+                        concat!(
+                            "INSERT INTO executions (", $crate::store::sql::run_cols!(), ", wft_timeout_ms) VALUES ",
+                            "($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11, $12, $13, $14, $15, $16, $17)"
+                        )
+                    };
+                    let done = sqlx::query(sql)
                     .bind(&run_id)
                     .bind(&r.namespace)
                     .bind(&r.workflow_id)
@@ -154,6 +169,9 @@ macro_rules! impl_store {
                     .execute(&mut *conn)
                     .await
                     .map_err(classify)?;
+                    if done.rows_affected() != 1 {
+                        return Err(StoreError::IdUsed);
+                    }
                 }
                 Some(expected) => {
                     let done = sqlx::query(
@@ -619,22 +637,23 @@ macro_rules! impl_store {
                 lease_id: &str,
                 now: Millis,
             ) -> Result<Option<Run>, StoreError> {
-                // A read first: an empty queue costs no write transaction (and on SQLite no
-                // turn on the single writer).
-                let candidate: Option<(String,)> = sqlx::query_as(
-                    "SELECT run_id FROM executions WHERE namespace = $1 AND wft_queue = $2 \
-                     AND wft_visible_at <= $3 AND (wft_lease_until IS NULL OR wft_lease_until <= $3) LIMIT 1",
-                )
-                .bind(namespace)
-                .bind(queue)
-                .bind(now)
-                .fetch_optional(&self.read)
-                .await
-                .map_err(classify)?;
-                if candidate.is_none() {
-                    return Ok(None);
+                // On SQLite a read first: an empty queue takes no turn on the single writer.
+                // On PostgreSQL the claim alone (an update of no row writes nothing).
+                if READ_BEFORE_CLAIM {
+                    let candidate: Option<(String,)> = sqlx::query_as(
+                        "SELECT run_id FROM executions WHERE namespace = $1 AND wft_queue = $2 \
+                         AND wft_visible_at <= $3 AND (wft_lease_until IS NULL OR wft_lease_until <= $3) LIMIT 1",
+                    )
+                    .bind(namespace)
+                    .bind(queue)
+                    .bind(now)
+                    .fetch_optional(&self.read)
+                    .await
+                    .map_err(classify)?;
+                    if candidate.is_none() {
+                        return Ok(None);
+                    }
                 }
-                self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let row = sqlx::query(concat!(
                     "UPDATE executions SET wft_lease_id = $1, wft_lease_until = $2 + wft_timeout_ms, ",
                     "version = version + 1 WHERE run_id = (SELECT run_id FROM executions ",
@@ -649,6 +668,9 @@ macro_rules! impl_store {
                 .fetch_optional(&self.write)
                 .await
                 .map_err(classify)?;
+                if row.is_some() {
+                    self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 row.as_ref().map(run_from_row).transpose()
             }
 
@@ -660,20 +682,21 @@ macro_rules! impl_store {
                 now: Millis,
                 stale_before: Millis,
             ) -> Result<Option<Run>, StoreError> {
-                let candidate: Option<(String,)> = sqlx::query_as(
-                    "SELECT run_id FROM executions WHERE namespace = $1 AND task_queue = $2 \
-                     AND wft_queue IS NOT NULL AND wft_queue <> task_queue AND wft_visible_at <= $3 LIMIT 1",
-                )
-                .bind(namespace)
-                .bind(queue)
-                .bind(stale_before)
-                .fetch_optional(&self.read)
-                .await
-                .map_err(classify)?;
-                if candidate.is_none() {
-                    return Ok(None);
+                if READ_BEFORE_CLAIM {
+                    let candidate: Option<(String,)> = sqlx::query_as(
+                        "SELECT run_id FROM executions WHERE namespace = $1 AND task_queue = $2 \
+                         AND wft_queue IS NOT NULL AND wft_queue <> task_queue AND wft_visible_at <= $3 LIMIT 1",
+                    )
+                    .bind(namespace)
+                    .bind(queue)
+                    .bind(stale_before)
+                    .fetch_optional(&self.read)
+                    .await
+                    .map_err(classify)?;
+                    if candidate.is_none() {
+                        return Ok(None);
+                    }
                 }
-                self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let row = sqlx::query(concat!(
                     "UPDATE executions SET wft_queue = task_queue, wft_lease_id = $1, ",
                     "wft_lease_until = $2 + wft_timeout_ms, version = version + 1 ",
@@ -692,6 +715,9 @@ macro_rules! impl_store {
                 .fetch_optional(&self.write)
                 .await
                 .map_err(classify)?;
+                if row.is_some() {
+                    self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 row.as_ref().map(run_from_row).transpose()
             }
 
@@ -702,20 +728,21 @@ macro_rules! impl_store {
                 lease_id: &str,
                 now: Millis,
             ) -> Result<Option<ActivityTask>, StoreError> {
-                let candidate: Option<(String,)> = sqlx::query_as(
-                    "SELECT run_id FROM activity_tasks WHERE namespace = $1 AND task_queue = $2 \
-                     AND visible_at <= $3 AND lease_id IS NULL LIMIT 1",
-                )
-                .bind(namespace)
-                .bind(queue)
-                .bind(now)
-                .fetch_optional(&self.read)
-                .await
-                .map_err(classify)?;
-                if candidate.is_none() {
-                    return Ok(None);
+                if READ_BEFORE_CLAIM {
+                    let candidate: Option<(String,)> = sqlx::query_as(
+                        "SELECT run_id FROM activity_tasks WHERE namespace = $1 AND task_queue = $2 \
+                         AND visible_at <= $3 AND lease_id IS NULL LIMIT 1",
+                    )
+                    .bind(namespace)
+                    .bind(queue)
+                    .bind(now)
+                    .fetch_optional(&self.read)
+                    .await
+                    .map_err(classify)?;
+                    if candidate.is_none() {
+                        return Ok(None);
+                    }
                 }
-                self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let row = sqlx::query(concat!(
                     // An expired lease is not claimed here: the engine's reaper records the
                     // timed-out attempt and schedules the retry per the retry policy.
@@ -733,6 +760,9 @@ macro_rules! impl_store {
                 .fetch_optional(&self.write)
                 .await
                 .map_err(classify)?;
+                if row.is_some() {
+                    self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 row.as_ref().map(activity_from_row).transpose()
             }
 

@@ -171,6 +171,8 @@ pub(crate) struct RunDriver {
     pub(crate) finished: bool,
     activity_ids: HashMap<i64, String>,
     last_time: i64,
+    /// When `last_time` was last moved, by this process's monotonic clock.
+    last_time_seen: std::time::Instant,
 }
 
 impl RunDriver {
@@ -188,6 +190,7 @@ impl RunDriver {
             finished: false,
             activity_ids: HashMap::new(),
             last_time: 0,
+            last_time_seen: std::time::Instant::now(),
         }
     }
 
@@ -256,6 +259,7 @@ impl RunDriver {
         ) && !matches!(attrs, A::WorkflowTaskScheduled(s) if s.attempt > 1);
         if counts_for_time {
             self.last_time = Self::time_of(ev);
+            self.last_time_seen = std::time::Instant::now();
         }
         match attrs {
             A::WorkflowExecutionStarted(s) => self.input = s.input.clone(),
@@ -374,9 +378,20 @@ impl RunDriver {
             && self.pending.is_empty()
     }
 
-    /// The workflow's time at the last event that moved it (milliseconds since the epoch).
-    pub(crate) fn last_time(&self) -> i64 {
-        self.last_time
+    /// A time for a decision made now, on the engine's clock without reading it: the last
+    /// event's time (written by the engine before this process saw it) plus the time passed
+    /// here since. Never after the engine's clock, whatever this machine's clock says.
+    pub(crate) fn decision_time(&self) -> i64 {
+        self.last_time + self.last_time_seen.elapsed().as_millis() as i64
+    }
+
+    /// Activities the workflow scheduled whose outcome it has not seen.
+    pub(crate) fn activities_in_flight(&self) -> usize {
+        self.shared()
+            .activities
+            .values()
+            .filter(|a| a.is_none())
+            .count()
     }
 
     /// Runs the live activation (the current workflow task) and returns its commands.
