@@ -41,7 +41,7 @@ pub struct EngineConfig {
     /// A run whose history would grow past this many events is terminated (a workflow that
     /// runs forever should continue as new long before).
     pub max_history_events: i64,
-    /// Past this many events the engine warns, once per workflow task, to continue as new.
+    /// Past this many events the engine warns to continue as new (then once per thousand).
     pub warn_history_events: i64,
     /// Whether this node's relay publishes events to RabbitMQ (reported by the outbox status).
     pub relay_configured: bool,
@@ -1582,7 +1582,12 @@ impl Engine {
                 error: EngineError::FailedPrecondition(why),
             });
         }
-        if !c.closed && len > self.config.warn_history_events {
+        // Once when the history passes the mark, then once per thousand events.
+        let before = run.next_event_id - 1;
+        if !c.closed
+            && len > self.config.warn_history_events
+            && (before <= self.config.warn_history_events || before / 1000 != len / 1000)
+        {
             tracing::warn!(
                 run_id = %run.run_id,
                 events = len,

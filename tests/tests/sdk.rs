@@ -307,6 +307,83 @@ async fn a_decision_made_ahead_sees_the_time_history_records(backend: Backend) {
     replayer.replay(&history).expect("the history replays");
 }
 
+async fn stepping_down(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
+    let done: u32 = ctx.activity("step", &n, opts()).await?;
+    if n == 0 {
+        return Ok(done);
+    }
+    ctx.publish("step.done", &serde_json::json!({ "n": n }));
+    Err(ctx.continue_as_new(&(n - 1)))
+}
+
+/// A decision made ahead that continues as new: the result, the workflow task, the published
+/// event and the next run are one transaction, and the chain runs to its end.
+async fn a_decision_made_ahead_can_continue_as_new(backend: Backend) {
+    let engine = TestEngine::start(backend, config()).await;
+    let q = unique("down");
+    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
+    w.register_workflow("stepping_down", stepping_down)
+        .register_activity("step", step);
+    let running = RunningWorker::spawn(w);
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let id = unique("down");
+    client
+        .start_workflow(StartOptions::new("stepping_down", &id, &q), &3u32)
+        .await
+        .unwrap();
+    let out: u32 = tokio::time::timeout(Duration::from_secs(30), client.handle(&id).result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, 1, "the last run's step");
+    let stats = running.stats.clone();
+    running.stop().await;
+    assert_eq!(
+        stats.decisions_recorded.load(Ordering::Relaxed),
+        4,
+        "each run's result came with its decision"
+    );
+    let runs = engine
+        .engine
+        .store()
+        .list_runs(&martix_engine::store::ListQuery {
+            namespace: "default".into(),
+            workflow_id_prefix: Some(id.clone()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 4, "four runs of the chain");
+    let published: u32 = {
+        let mut n = 0;
+        for r in &runs {
+            let events = engine
+                .engine
+                .store()
+                .history(r.run_id, 1, 100)
+                .await
+                .unwrap();
+            n += events
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.attributes,
+                        Some(martix_sdk::proto::history_event::Attributes::EventPublished(_))
+                    )
+                })
+                .count() as u32;
+        }
+        n
+    };
+    assert_eq!(published, 3, "one event per run that continued");
+    let mut replayer = Replayer::new();
+    replayer.register_workflow("stepping_down", stepping_down);
+    replayer
+        .replay(&client.handle(&id).history().await.unwrap())
+        .expect("the last run replays");
+}
+
 async fn publishes_badly(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
     ctx.activity::<_, u32>("step", &1u32, opts()).await?;
     ctx.publish("not a routing key!", &serde_json::json!({}));
@@ -957,6 +1034,7 @@ on_both_backends!(
     a_decision_made_ahead_sees_the_time_history_records,
     a_signal_during_an_activity_reaches_a_workflow_that_decides_ahead,
     a_decision_the_engine_refuses_is_made_again_in_a_workflow_task,
+    a_decision_made_ahead_can_continue_as_new,
     event_sequences_go_on_across_continue_as_new_and_a_reused_id,
     activities_timers_and_signals,
     retries_reach_the_workflow_only_as_a_final_outcome,

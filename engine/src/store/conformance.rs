@@ -624,6 +624,31 @@ pub async fn concurrent_changes_commit_together_and_fail_alone(store: &dyn Store
         victim.next_event_id,
         "exactly one of the two signals was written"
     );
+    // A burst where one change fails in the database itself (a second open run of an id):
+    // that change alone fails, the others are written.
+    let more: Vec<RunCommit> = (0..10)
+        .map(|i| start(&ns, &unique("wf"), &unique("q"), T0 + 200 + i))
+        .collect();
+    let twin = start(&ns, &starts[0].run.workflow_id, &unique("q"), T0 + 300);
+    let mut burst: Vec<&RunCommit> = more.iter().collect();
+    burst.insert(5, &twin);
+    let results = futures::future::join_all(burst.iter().map(|c| store.commit(c))).await;
+    for (i, r) in results.iter().enumerate() {
+        if i == 5 {
+            assert!(matches!(r, Err(StoreError::AlreadyOpen)), "{r:?}");
+        } else {
+            assert!(r.is_ok(), "{i}: {r:?}");
+        }
+    }
+    assert!(store.load_run(twin.run.run_id).await.unwrap().is_none());
+    for c in &more {
+        let events = store.history(c.run.run_id, 1, 100).await.unwrap();
+        assert_eq!(
+            events.len() as i64,
+            c.run.next_event_id - 1,
+            "written whole"
+        );
+    }
 }
 
 fn outbox_event(
