@@ -178,6 +178,16 @@ enum Completion {
     },
 }
 
+/// Makes room in the run cache for `run_id` (beyond `RUN_CACHE_MAX`, an arbitrary run goes).
+fn make_room(runs: &mut std::collections::HashMap<RunId, CachedRun>, run_id: RunId) {
+    if runs.len() >= RUN_CACHE_MAX
+        && !runs.contains_key(&run_id)
+        && let Some(victim) = runs.keys().next().copied()
+    {
+        runs.remove(&victim);
+    }
+}
+
 /// What recording an activity's result answers.
 enum Answer {
     /// The decision made ahead was recorded with it: the events appended, the activities
@@ -401,12 +411,7 @@ impl Engine {
                 runs.remove(&c.run.run_id);
                 continue;
             }
-            if runs.len() >= RUN_CACHE_MAX
-                && !runs.contains_key(&c.run.run_id)
-                && let Some(victim) = runs.keys().next().copied()
-            {
-                runs.remove(&victim);
-            }
+            make_room(&mut runs, c.run.run_id);
             let mut written = c.run.clone();
             written.version = c.expected_version.map_or(1, |v| v + 1);
             // The tail goes on if this commit's events follow it (no other node wrote between).
@@ -438,6 +443,25 @@ impl Engine {
                 },
             );
         }
+    }
+
+    /// Remembers a run as a claim wrote it (the store's copy at its new version), so that
+    /// the task's completion is decided without reading it again. Its history tail is not
+    /// known here.
+    fn remember_claimed(&self, run: &Run) {
+        if !run.is_open() || run.state.encoded_len() > TAIL_MAX_BYTES {
+            return;
+        }
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        make_room(&mut runs, run.run_id);
+        runs.insert(
+            run.run_id,
+            CachedRun {
+                run: run.clone(),
+                tail: Vec::new(),
+                tail_bytes: 0,
+            },
+        );
     }
 
     fn forget(&self, run_id: RunId) {
@@ -1331,6 +1355,7 @@ impl Engine {
                     .await?;
             }
             if let Some(run) = claimed {
+                self.remember_claimed(&run);
                 if let Some(resp) = self.workflow_task_response(run, &lease_id).await? {
                     return Ok(resp);
                 }
