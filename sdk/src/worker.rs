@@ -547,12 +547,17 @@ impl Worker {
             }
         };
         if !keep {
-            self.cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&run_id);
+            self.evict(&run_id);
         }
         drop(d);
+    }
+
+    /// Drops a cached run (its copy is no longer what history holds, or the run is done).
+    fn evict(&self, run_id: &str) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(run_id);
     }
 
     /// Free activity slots, taken now, for the activities `commands` schedule on this
@@ -709,10 +714,7 @@ impl Worker {
             }
             Err(e) => {
                 tracing::info!(run_id = %run_id, error = %e, "cannot decide ahead; the workflow task will");
-                self.cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(run_id);
+                self.evict(run_id);
                 None
             }
         }
@@ -944,10 +946,7 @@ impl Worker {
             };
             // The copy went past what history recorded: without the record it is dropped.
             if !keep {
-                self.cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&run_id);
+                self.evict(&run_id);
             }
             drop(d);
         }

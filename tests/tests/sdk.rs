@@ -26,6 +26,19 @@ fn opts() -> ActivityOptions {
     ActivityOptions::new(Duration::from_secs(10)).initial_interval(Duration::from_millis(50))
 }
 
+/// A worker of queue `q` with what `register` adds, running, and a client of the engine.
+async fn start_worker(
+    engine: &TestEngine,
+    q: &str,
+    register: impl FnOnce(&mut Worker),
+) -> (RunningWorker, Client) {
+    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(q)).unwrap();
+    register(&mut w);
+    let running = RunningWorker::spawn(w);
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    (running, client)
+}
+
 /// A running worker; stopped (gracefully) when dropped or by `stop`.
 struct RunningWorker {
     shutdown: CancellationToken,
@@ -268,11 +281,11 @@ async fn clocked(ctx: WorkflowContext, n: u32) -> Result<Vec<u64>, WorkflowError
 async fn a_decision_made_ahead_sees_the_time_history_records(backend: Backend) {
     let engine = TestEngine::start(backend, config()).await;
     let q = unique("clocked");
-    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
-    w.register_workflow("clocked", clocked)
-        .register_activity("step", step);
-    let running = RunningWorker::spawn(w);
-    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let (running, client) = start_worker(&engine, &q, |w| {
+        w.register_workflow("clocked", clocked)
+            .register_activity("step", step);
+    })
+    .await;
     let run = client
         .start_workflow(StartOptions::new("clocked", unique("c"), &q), &3u32)
         .await
@@ -321,11 +334,11 @@ async fn stepping_down(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowErro
 async fn a_decision_made_ahead_can_continue_as_new(backend: Backend) {
     let engine = TestEngine::start(backend, config()).await;
     let q = unique("down");
-    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
-    w.register_workflow("stepping_down", stepping_down)
-        .register_activity("step", step);
-    let running = RunningWorker::spawn(w);
-    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let (running, client) = start_worker(&engine, &q, |w| {
+        w.register_workflow("stepping_down", stepping_down)
+            .register_activity("step", step);
+    })
+    .await;
     let id = unique("down");
     client
         .start_workflow(StartOptions::new("stepping_down", &id, &q), &3u32)
@@ -395,11 +408,11 @@ async fn publishes_badly(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowErro
 async fn a_decision_the_engine_refuses_is_made_again_in_a_workflow_task(backend: Backend) {
     let engine = TestEngine::start(backend, config()).await;
     let q = unique("bad");
-    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
-    w.register_workflow("publishes_badly", publishes_badly)
-        .register_activity("step", step);
-    let running = RunningWorker::spawn(w);
-    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let (running, client) = start_worker(&engine, &q, |w| {
+        w.register_workflow("publishes_badly", publishes_badly)
+            .register_activity("step", step);
+    })
+    .await;
     let run = client
         .start_workflow(StartOptions::new("publishes_badly", unique("b"), &q), &())
         .await
@@ -463,12 +476,12 @@ async fn pinged(ctx: WorkflowContext, endpoint: String) -> Result<String, Workfl
 async fn a_signal_during_an_activity_reaches_a_workflow_that_decides_ahead(backend: Backend) {
     let engine = TestEngine::start(backend, config()).await;
     let q = unique("pinged");
-    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
-    w.register_workflow("pinged", pinged)
-        .register_activity("signal_own_run", signal_own_run)
-        .register_activity("step", step);
-    let running = RunningWorker::spawn(w);
-    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let (running, client) = start_worker(&engine, &q, |w| {
+        w.register_workflow("pinged", pinged)
+            .register_activity("signal_own_run", signal_own_run)
+            .register_activity("step", step);
+    })
+    .await;
     let run = client
         .start_workflow(
             StartOptions::new("pinged", unique("p"), &q),
@@ -548,12 +561,12 @@ async fn retrying(ctx: WorkflowContext, _: ()) -> Result<i32, WorkflowError> {
 async fn retries_reach_the_workflow_only_as_a_final_outcome(backend: Backend) {
     let engine = TestEngine::start(backend, config()).await;
     let q = unique("q");
-    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
-    w.register_workflow("retrying", retrying)
-        .register_activity("flaky", flaky)
-        .register_activity("declining", declining);
-    let _running = RunningWorker::spawn(w);
-    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let (_running, client) = start_worker(&engine, &q, |w| {
+        w.register_workflow("retrying", retrying)
+            .register_activity("flaky", flaky)
+            .register_activity("declining", declining);
+    })
+    .await;
     let id = unique("retry");
     let before = ATTEMPTS.load(Ordering::SeqCst);
     let run = client
@@ -586,10 +599,10 @@ async fn countdown(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
 async fn continue_as_new_runs_to_the_last_run(backend: Backend) {
     let engine = TestEngine::start(backend, config()).await;
     let q = unique("q");
-    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
-    w.register_workflow("countdown", countdown);
-    let _running = RunningWorker::spawn(w);
-    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let (_running, client) = start_worker(&engine, &q, |w| {
+        w.register_workflow("countdown", countdown);
+    })
+    .await;
     let run = client
         .start_workflow(StartOptions::new("countdown", unique("cd"), &q), &3u32)
         .await
@@ -617,11 +630,11 @@ async fn publishes_a_number(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowE
 async fn event_sequences_go_on_across_continue_as_new_and_a_reused_id(backend: Backend) {
     let engine = TestEngine::start(backend, config()).await;
     let q = unique("q");
-    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
-    w.register_workflow("ticking", ticking)
-        .register_workflow("broken", publishes_a_number);
-    let _running = RunningWorker::spawn(w);
-    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let (_running, client) = start_worker(&engine, &q, |w| {
+        w.register_workflow("ticking", ticking)
+            .register_workflow("broken", publishes_a_number);
+    })
+    .await;
     let id = unique("tick");
     for input in [2u32, 0] {
         let run = client
@@ -944,11 +957,11 @@ async fn with_deadline(ctx: WorkflowContext, _: ()) -> Result<&'static str, Work
 async fn a_cancelled_activity_learns_it_at_its_heartbeat(backend: Backend) {
     let engine = TestEngine::start(backend, config()).await;
     let q = unique("q");
-    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
-    w.register_workflow("with_deadline", with_deadline)
-        .register_activity("long_running", long_running);
-    let _running = RunningWorker::spawn(w);
-    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let (_running, client) = start_worker(&engine, &q, |w| {
+        w.register_workflow("with_deadline", with_deadline)
+            .register_activity("long_running", long_running);
+    })
+    .await;
     let id = unique("deadline");
     let run = client
         .start_workflow(StartOptions::new("with_deadline", &id, &q), &())
