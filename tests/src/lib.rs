@@ -501,3 +501,80 @@ impl TcpProxy {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// Engine settings for tests that wait on timers and other nodes: rechecks every 200 ms.
+pub fn fast_config() -> EngineConfig {
+    let mut config = EngineConfig::default();
+    config.recheck_interval = std::time::Duration::from_millis(200);
+    config.timer_poll_interval = std::time::Duration::from_millis(200);
+    config
+}
+
+/// An engine with an order worker on its database's reference adapters, a client, and stock
+/// for its orders (SKUs `<prefix>-sku-0` to `-3`). The worker stops when this is dropped.
+pub struct OrderShop {
+    pub engine: TestEngine,
+    pub adapters: martix_activities::ReferenceAdapters,
+    pub activities: Arc<martix_activities::OrderActivities>,
+    pub client: martix_sdk::Client,
+    /// The order worker's task queue.
+    pub queue: String,
+    /// This shop's own prefix of SKUs, order and customer ids.
+    pub prefix: String,
+    stop: CancellationToken,
+}
+
+impl Drop for OrderShop {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl OrderShop {
+    /// Opens a shop on `engine`: `faults` and `breakers` for its activities, `stock(s)` units
+    /// of SKU `s`, a prefix from `label`.
+    pub async fn open(
+        engine: TestEngine,
+        faults: martix_activities::Faults,
+        breakers: martix_activities::BreakerSettings,
+        label: &str,
+        stock: impl Fn(usize) -> i64,
+    ) -> Self {
+        use martix_activities::{Backend as Adapters, OrderActivities, ReferenceAdapters};
+        let adapters = ReferenceAdapters::connect(&engine.database_url)
+            .await
+            .unwrap();
+        let activities = OrderActivities::new(
+            Adapters::reference(adapters.clone(), None),
+            faults,
+            breakers,
+        );
+        let queue = unique("orders");
+        let mut worker =
+            martix_sdk::Worker::new(&engine.endpoint, martix_sdk::WorkerOptions::new(&queue))
+                .unwrap();
+        worker.register_workflow(martix_workflows::ORDER, martix_workflows::order);
+        activities.register(&mut worker);
+        let stop = CancellationToken::new();
+        tokio::spawn(worker.run(stop.clone()));
+        let client = martix_sdk::Client::connect(engine.endpoint.clone())
+            .await
+            .unwrap();
+        let prefix = unique(label).replace('-', "");
+        for s in 0..4 {
+            adapters
+                .seed_stock(&format!("{prefix}-sku-{s}"), stock(s))
+                .await
+                .unwrap();
+        }
+        Self {
+            engine,
+            adapters,
+            activities,
+            client,
+            queue,
+            prefix,
+            stop,
+        }
+    }
+}

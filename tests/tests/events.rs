@@ -8,72 +8,33 @@
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use martix_activities::model::random_order;
-use martix_activities::{
-    Backend as Adapters, BreakerSettings, Faults, Order, OrderActivities, ReferenceAdapters,
-};
+use martix_activities::{BreakerSettings, Faults, Order};
 use martix_engine::EngineConfig;
 use martix_engine::events::EventsConfig;
 use martix_proto::v1 as pb;
-use martix_sdk::{Client, StartOptions, Worker, WorkerOptions};
-use martix_tests::{EventTap, TappedEvent, TcpProxy, TestEngine, unique};
+use martix_sdk::StartOptions;
+use martix_tests::{EventTap, OrderShop, TappedEvent, TcpProxy, TestEngine, fast_config, unique};
 use martix_workflows::OrderOutcome;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
-/// An engine, an order worker on the reference adapters, and stock for its orders.
-struct Shop {
-    engine: TestEngine,
-    adapters: ReferenceAdapters,
-    client: Client,
-    queue: String,
-    prefix: String,
-    stop: CancellationToken,
-}
+/// The shared order shop, with this file's helpers.
+struct Shop(OrderShop);
 
-impl Drop for Shop {
-    fn drop(&mut self) {
-        self.stop.cancel();
+impl std::ops::Deref for Shop {
+    type Target = OrderShop;
+    fn deref(&self) -> &OrderShop {
+        &self.0
     }
 }
 
 impl Shop {
     async fn start(url: &str, events: EventsConfig, faults: Faults) -> Self {
-        let mut config = EngineConfig::default();
-        config.recheck_interval = Duration::from_millis(200);
-        config.timer_poll_interval = Duration::from_millis(200);
-        let engine = TestEngine::start_on(url, config, events).await;
-        let adapters = ReferenceAdapters::connect(url).await.unwrap();
-        let activities = OrderActivities::new(
-            Adapters::reference(adapters.clone(), None),
-            faults,
-            BreakerSettings::default(),
-        );
-        let queue = unique("orders");
-        let mut worker = Worker::new(&engine.endpoint, WorkerOptions::new(&queue)).unwrap();
-        worker.register_workflow(martix_workflows::ORDER, martix_workflows::order);
-        activities.register(&mut worker);
-        let stop = CancellationToken::new();
-        tokio::spawn(worker.run(stop.clone()));
-        let client = Client::connect(engine.endpoint.clone()).await.unwrap();
-        let prefix = unique("ev").replace('-', "");
+        let engine = TestEngine::start_on(url, fast_config(), events).await;
         // Plenty of three SKUs, and 60 of the fourth: some orders run out of stock.
-        for s in 0..4 {
-            let qty = if s == 3 { 60 } else { 10_000 };
-            adapters
-                .seed_stock(&format!("{prefix}-sku-{s}"), qty)
-                .await
-                .unwrap();
-        }
-        Self {
-            engine,
-            adapters,
-            client,
-            queue,
-            prefix,
-            stop,
-        }
+        let stock = |s| if s == 3 { 60 } else { 10_000 };
+        Self(OrderShop::open(engine, faults, BreakerSettings::default(), "ev", stock).await)
     }
 
     fn orders(&self, from: usize, n: usize) -> Vec<Order> {

@@ -2,74 +2,28 @@
 //! outcome, duplicates, a payment outage behind the breaker, and the ledger after many orders.
 
 use martix_activities::model::random_order;
-use martix_activities::{
-    Address, Backend as Adapters, BreakerSettings, Faults, Item, Order, OrderActivities,
-    ReferenceAdapters,
-};
-use martix_engine::EngineConfig;
-use martix_sdk::{Client, StartOptions, Worker, WorkerOptions};
-use martix_tests::{Backend, TestEngine, on_both_backends, unique};
+use martix_activities::{Address, BreakerSettings, Faults, Item, Order};
+use martix_sdk::StartOptions;
+use martix_tests::{Backend, OrderShop, TestEngine, fast_config, on_both_backends};
 use martix_workflows::OrderOutcome;
 use rand::SeedableRng;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
-struct Env {
-    /// Kept so the engine serves as long as the test runs.
-    _engine: TestEngine,
-    adapters: ReferenceAdapters,
-    activities: Arc<OrderActivities>,
-    client: Client,
-    queue: String,
-    prefix: String,
-    shutdown: CancellationToken,
-}
+/// The shared order shop, with this file's helpers.
+struct Env(OrderShop);
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+impl std::ops::Deref for Env {
+    type Target = OrderShop;
+    fn deref(&self) -> &OrderShop {
+        &self.0
     }
 }
 
 impl Env {
     async fn start(backend: Backend, faults: Faults, breakers: BreakerSettings) -> Self {
-        let mut config = EngineConfig::default();
-        config.recheck_interval = Duration::from_millis(200);
-        config.timer_poll_interval = Duration::from_millis(200);
-        let engine = TestEngine::start(backend, config).await;
-        let adapters = ReferenceAdapters::connect(&engine.database_url)
-            .await
-            .unwrap();
-        let activities = OrderActivities::new(
-            Adapters::reference(adapters.clone(), None),
-            faults,
-            breakers,
-        );
-        let queue = unique("orders");
-        let mut worker = Worker::new(&engine.endpoint, WorkerOptions::new(&queue)).unwrap();
-        worker.register_workflow(martix_workflows::ORDER, martix_workflows::order);
-        activities.register(&mut worker);
-        let shutdown = CancellationToken::new();
-        tokio::spawn(worker.run(shutdown.clone()));
-        let client = Client::connect(engine.endpoint.clone()).await.unwrap();
-        let prefix = unique("t").replace('-', "");
-        for s in 0..4 {
-            adapters
-                .seed_stock(&format!("{prefix}-sku-{s}"), 1_000)
-                .await
-                .unwrap();
-        }
-        Self {
-            _engine: engine,
-            adapters,
-            activities,
-            client,
-            queue,
-            prefix,
-            shutdown,
-        }
+        let engine = TestEngine::start(backend, fast_config()).await;
+        Self(OrderShop::open(engine, faults, breakers, "t", |_| 1_000).await)
     }
 
     fn order(&self, name: &str, customer: &str, country: &str, qty: i64) -> Order {

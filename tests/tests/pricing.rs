@@ -7,7 +7,6 @@ use martix_activities::{
     Address, Backend as Adapters, BreakerSettings, Faults, FraudCheck, Invoice, Item, Order,
     OrderActivities, ReferenceAdapters, StepInput, names,
 };
-use martix_engine::EngineConfig;
 use martix_sdk::{
     ActivityOptions, Client, StartOptions, Worker, WorkerOptions, WorkflowContext, WorkflowError,
 };
@@ -126,10 +125,7 @@ async fn price(
 }
 
 async fn price_order_prices_and_applies_the_fraud_rules(backend: Backend) {
-    let mut config = EngineConfig::default();
-    config.recheck_interval = Duration::from_millis(200);
-    config.timer_poll_interval = Duration::from_millis(200);
-    let engine = TestEngine::start(backend, config).await;
+    let engine = TestEngine::start(backend, martix_tests::fast_config()).await;
     let adapters = ReferenceAdapters::connect(&engine.database_url)
         .await
         .unwrap();
