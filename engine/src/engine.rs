@@ -219,8 +219,10 @@ fn lease_workflow_task(commit: &mut RunCommit, queue: &str, now: Millis) -> Opti
 }
 
 /// How long before the engine's clock the time of a decision made ahead may be for it to be
-/// recorded at that time (the worker derives it from the engine's own event times).
-const DECISION_CLOCK_SKEW_MS: i64 = 1_000;
+/// recorded at that time. The worker derives it from the engine's own event times plus the
+/// time passed locally, so it lags only by the time answers and requests spend in transit and
+/// in queues: ten seconds allows a loaded machine.
+const DECISION_CLOCK_SKEW_MS: i64 = 10_000;
 
 const PAGE_TOKEN_MALFORMED: &str = "is malformed: pass back the token a previous response gave";
 
@@ -449,17 +451,25 @@ impl Engine {
     /// the task's completion is decided without reading it again. Its history tail is not
     /// known here.
     fn remember_claimed(&self, run: &Run) {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         if !run.is_open() || run.state.encoded_len() > TAIL_MAX_BYTES {
+            runs.remove(&run.run_id);
             return;
         }
-        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        // The tail this node wrote still holds if the claim changed nothing but the lease.
+        let (tail, tail_bytes) = match runs.remove(&run.run_id) {
+            Some(prev) if prev.tail.last().map(|e| e.event_id + 1) == Some(run.next_event_id) => {
+                (prev.tail, prev.tail_bytes)
+            }
+            _ => (Vec::new(), 0),
+        };
         make_room(&mut runs, run.run_id);
         runs.insert(
             run.run_id,
             CachedRun {
                 run: run.clone(),
-                tail: Vec::new(),
-                tail_bytes: 0,
+                tail,
+                tail_bytes,
             },
         );
     }
@@ -807,9 +817,10 @@ impl Engine {
         };
         let policy = pb::IdReusePolicy::try_from(req.id_reuse_policy)
             .map_err(|_| EngineError::invalid("id_reuse_policy", "is not a known policy"))?;
-        // First as if the id was never used (order ids are new): the insert checks that, and
-        // saves reading the id's latest run. A used id is read and decided on as usual.
-        let mut fresh = true;
+        // A plain start goes first as if the id was never used (order ids are new): the insert
+        // checks that, and saves reading the id's latest run. A used id is read and decided on
+        // as usual. Signal-with-start mostly meets a running workflow: it reads first.
+        let mut fresh = signal.is_none();
         for _ in 0..MAX_CONFLICT_RETRIES {
             let last = if fresh {
                 None
@@ -1353,6 +1364,13 @@ impl Engine {
                     .store
                     .claim_expired_sticky(ns.as_str(), queue.as_str(), &lease_id, now, stale_before)
                     .await?;
+                if claimed.is_some() {
+                    // There may be more (a worker went away with many runs): look again at once.
+                    self.sticky_checked
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                }
             }
             if let Some(run) = claimed {
                 self.remember_claimed(&run);
@@ -1469,8 +1487,8 @@ impl Engine {
     }
 
     /// Whether a poller of `key` should look for runs whose sticky task went unclaimed: at
-    /// most once per recheck interval per queue on this node (the sticky timeout is
-    /// seconds; looking on every poll cost a read per poll).
+    /// most once per recheck interval per queue on this node after a look that found none
+    /// (the sticky timeout is seconds; looking on every poll cost a read per poll).
     fn sticky_check_due(&self, key: &QueueKey) -> bool {
         let mut last = self
             .sticky_checked
@@ -1536,7 +1554,7 @@ impl Engine {
                     &req.sticky_queue,
                     return_history,
                     (&req.eager_activity_queue, eager_slots),
-                    now,
+                    (now, now),
                 )?;
                 Ok(match decided {
                     Completion::Applied { commit, eager } => {
@@ -1567,8 +1585,9 @@ impl Engine {
 
     /// Decides a workflow task's completion: its commands applied (with the history limit
     /// enforced), up to `eager.1` of the activities they schedule on queue `eager.0` leased
-    /// to the completing worker. With `return_history`, the worker applies the appended events
-    /// itself, so its next sticky task starts after them.
+    /// to the completing worker from `lease_at`; history is written at `now`. With
+    /// `return_history`, the worker applies the appended events itself, so its next sticky
+    /// task starts after them.
     #[allow(clippy::too_many_arguments)]
     fn decide_completion(
         &self,
@@ -1579,7 +1598,7 @@ impl Engine {
         sticky_queue: &str,
         return_history: bool,
         eager: (&str, usize),
-        now: Millis,
+        (now, lease_at): (Millis, Millis),
     ) -> Result<Completion, EngineError> {
         let mut c = match history::complete_workflow_task(
             run,
@@ -1623,7 +1642,7 @@ impl Engine {
         if return_history {
             c.run.state.sticky_from = c.run.next_event_id;
         }
-        let eager = lease_eagerly(&mut c, eager.0, eager.1, now);
+        let eager = lease_eagerly(&mut c, eager.0, eager.1, lease_at);
         Ok(Completion::Applied { commit: c, eager })
     }
 
@@ -1879,7 +1898,8 @@ impl Engine {
             &d.sticky_queue,
             true,
             (&d.eager_activity_queue, slots),
-            at,
+            // History at the decision's time, leases from the engine's clock.
+            (at, now),
         )? {
             Completion::Applied { commit, eager } => Ok(Some((first.then(commit), eager))),
             // A decision the engine refuses is made again in a workflow task, which records

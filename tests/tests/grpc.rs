@@ -1424,9 +1424,9 @@ async fn a_decision_made_ahead_is_recorded_with_the_result_or_not_at_all(backend
             Box::new(|len| decision(len - 1, vec![complete_wf("{}")], &sticky)),
         ),
         (
-            "a time ten seconds before the engine's",
+            "a time thirty seconds before the engine's",
             Box::new(|len| pb::WorkflowDecision {
-                decided_at: now_ts(-10_000),
+                decided_at: now_ts(-30_000),
                 ..decision(len, vec![complete_wf("{}")], &sticky)
             }),
         ),
@@ -1536,7 +1536,51 @@ async fn a_decision_made_ahead_is_recorded_with_the_result_or_not_at_all(backend
     assert!(r.decision_recorded, "the activity was still pending");
 }
 
+/// A worker that goes away with many runs on its sticky queue: once they are stale, the run's
+/// queue takes them one after the other, not one per recheck interval.
+async fn many_runs_left_on_a_sticky_queue_go_back_together(backend: Backend) {
+    let mut config = fast();
+    config.sticky_schedule_to_start_timeout = Duration::from_millis(300);
+    config.recheck_interval = Duration::from_secs(2);
+    let engine = TestEngine::start(backend, config).await;
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let q = unique("q");
+    let sticky = format!("{q}/sticky/gone");
+    let ids: Vec<String> = (0..6).map(|i| unique(&format!("order{i}"))).collect();
+    for id in &ids {
+        start(&mut wf, id, &q).await;
+        let task = poll_wft(&mut w, &q).await;
+        w.respond_workflow_task_completed(pb::RespondWorkflowTaskCompletedRequest {
+            task_token: task.task_token,
+            commands: vec![cmd(C::StartTimer(pb::StartTimerCommand {
+                timer_id: "t".into(),
+                start_to_fire_timeout: Some(millis(1)),
+            }))],
+            identity: "w1".into(),
+            sticky_queue: sticky.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    // Nobody polls the sticky queue: every timer's task waits there, then goes stale.
+    let began = std::time::Instant::now();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < ids.len() {
+        let task = poll_wft(&mut w, &q).await;
+        assert_eq!(task.history[0].event_id, 1, "the whole history");
+        seen.insert(task.workflow_execution.unwrap().workflow_id);
+    }
+    // One per recheck interval would take 6 x 2 s.
+    assert!(
+        began.elapsed() < Duration::from_secs(8),
+        "6 stale sticky tasks took {:?}",
+        began.elapsed()
+    );
+}
+
 on_both_backends!(
+    many_runs_left_on_a_sticky_queue_go_back_together,
     a_decision_made_ahead_is_recorded_with_the_result_or_not_at_all,
     a_reset_starts_a_new_run_from_a_workflow_task_boundary,
     an_operator_retries_a_backing_off_activity_now,

@@ -253,6 +253,32 @@ async fn each_step_of_a_chain_is_one_request_and_one_transaction() {
     assert_eq!(writes, 5, "start, first workflow task, one per step");
 }
 
+/// The decision's time keeps up with the engine's clock over a long chain: no decision is
+/// refused for a time drifting behind it (each would cost a replay).
+#[tokio::test]
+async fn a_long_chain_is_decided_ahead_step_after_step() {
+    let engine = TestEngine::start(Backend::Sqlite, config()).await;
+    let q = unique("chain");
+    let (running, client) = start_worker(&engine, &q, |w| {
+        w.register_workflow("chain", chain)
+            .register_activity("step", step);
+    })
+    .await;
+    let run = client
+        .start_workflow(StartOptions::new("chain", unique("chain"), &q), &1500u32)
+        .await
+        .unwrap();
+    let out: u32 = tokio::time::timeout(Duration::from_secs(120), run.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, 1500 * 1501 / 2);
+    let stats = running.stats.clone();
+    running.stop().await;
+    assert_eq!(stats.decisions_refused.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.decisions_recorded.load(Ordering::Relaxed), 1500);
+}
+
 #[tokio::test]
 async fn without_deciding_ahead_each_step_comes_back_eagerly() {
     let (stats, writes) = run_chain(false).await;

@@ -320,9 +320,18 @@ pub fn ms_to_duration(ms: i64) -> pbjson_types::Duration {
     }
 }
 
-/// A protobuf duration in milliseconds (0 for none).
+/// The longest duration taken from a caller: a hundred years (so `now + ms` cannot overflow).
+const MAX_DURATION_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// A protobuf duration in milliseconds (0 for none; a caller's value saturates, clamped to
+/// zero and a hundred years).
 pub fn duration_to_ms(d: Option<&pbjson_types::Duration>) -> i64 {
-    d.map_or(0, |d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000)
+    d.map_or(0, |d| {
+        d.seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(d.nanos) / 1_000_000)
+            .clamp(0, MAX_DURATION_MS)
+    })
 }
 
 /// The timer row key of a user timer.

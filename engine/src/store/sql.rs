@@ -668,7 +668,8 @@ macro_rules! impl_store {
                 .fetch_optional(&self.write)
                 .await
                 .map_err(classify)?;
-                if row.is_some() {
+                // A claim that ran on SQLite took the writer's turn even if it lost the race.
+                if row.is_some() || READ_BEFORE_CLAIM {
                     self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 row.as_ref().map(run_from_row).transpose()
@@ -715,7 +716,8 @@ macro_rules! impl_store {
                 .fetch_optional(&self.write)
                 .await
                 .map_err(classify)?;
-                if row.is_some() {
+                // A claim that ran on SQLite took the writer's turn even if it lost the race.
+                if row.is_some() || READ_BEFORE_CLAIM {
                     self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 row.as_ref().map(run_from_row).transpose()
@@ -760,7 +762,8 @@ macro_rules! impl_store {
                 .fetch_optional(&self.write)
                 .await
                 .map_err(classify)?;
-                if row.is_some() {
+                // A claim that ran on SQLite took the writer's turn even if it lost the race.
+                if row.is_some() || READ_BEFORE_CLAIM {
                     self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 row.as_ref().map(activity_from_row).transpose()

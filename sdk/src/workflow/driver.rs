@@ -257,7 +257,9 @@ impl RunDriver {
             attrs,
             A::WorkflowTaskStarted(_) | A::WorkflowTaskCompleted(_)
         ) && !matches!(attrs, A::WorkflowTaskScheduled(s) if s.attempt > 1);
-        if counts_for_time {
+        // The local instant goes with a new time only: events the engine returns at a time
+        // this copy already had (a decision made ahead) must not make it look newer.
+        if counts_for_time && Self::time_of(ev) != self.last_time {
             self.last_time = Self::time_of(ev);
             self.last_time_seen = std::time::Instant::now();
         }

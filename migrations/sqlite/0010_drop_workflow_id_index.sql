@@ -1,0 +1,2 @@
+-- Superseded by `executions_latest_run` (0009), which serves the same look-ups.
+DROP INDEX IF EXISTS executions_by_workflow_id;
