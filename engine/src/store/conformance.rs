@@ -649,6 +649,59 @@ pub async fn concurrent_changes_commit_together_and_fail_alone(store: &dyn Store
             "written whole"
         );
     }
+    // A burst where one change names a task it does not hold, and another a stale checkpoint
+    // and a task it does not hold: refused as stale and as a conflict, nothing of them written.
+    let q = unique("q");
+    let holder = start(&ns, &unique("wf"), &q, T0 + 400);
+    store.commit(&holder).await.unwrap();
+    let run = stored(&holder);
+    let mut with_task = history::signal(&run, "s", None, "t", T0 + 401).unwrap();
+    with_task
+        .tasks
+        .push(TaskOp::Insert(activity(&run, &q, T0 + 401)));
+    store.commit(&with_task).await.unwrap();
+    let run = stored(&with_task);
+    let mut forged = history::signal(&run, "forged", None, "t", T0 + 402).unwrap();
+    forged.tasks.push(TaskOp::Delete {
+        scheduled_event_id: 3,
+        lease_id: Some("forged".into()),
+    });
+    let mut stale = history::signal(&stored(&holder), "stale", None, "t", T0 + 402).unwrap();
+    stale.tasks.push(TaskOp::Delete {
+        scheduled_event_id: 3,
+        lease_id: Some("forged".into()),
+    });
+    let others: Vec<RunCommit> = (0..6)
+        .map(|i| start(&ns, &unique("wf"), &unique("q"), T0 + 410 + i))
+        .collect();
+    let mut burst: Vec<&RunCommit> = others.iter().collect();
+    burst.insert(2, &forged);
+    burst.insert(4, &stale);
+    let results = futures::future::join_all(burst.iter().map(|c| store.commit(c))).await;
+    assert!(
+        matches!(results[2], Err(StoreError::StaleTask)),
+        "{:?}",
+        results[2]
+    );
+    assert!(
+        matches!(results[4], Err(StoreError::Conflict { .. })),
+        "{:?}",
+        results[4]
+    );
+    let after = store.load_run(run.run_id).await.unwrap().unwrap();
+    assert_eq!(
+        after.version, run.version,
+        "the refused changes wrote nothing"
+    );
+    assert_eq!(
+        store.history(run.run_id, 1, 100).await.unwrap().len() as i64,
+        run.next_event_id - 1
+    );
+    for (i, r) in results.iter().enumerate() {
+        if i != 2 && i != 4 {
+            assert!(r.is_ok(), "{i}: {r:?}");
+        }
+    }
 }
 
 fn outbox_event(

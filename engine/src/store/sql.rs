@@ -106,11 +106,13 @@ macro_rules! impl_store {
             pb::HistoryEvent::decode(data).map_err(corrupt)
         }
 
-        /// Writes one run's part of a commit inside `tx`.
+        /// Writes one run's part of a commit inside `tx`. With `later`, its history events and
+        /// outbox rows are left there, to be written with the rest of a batch's.
         async fn write_run(
             conn: &mut <$db as sqlx::Database>::Connection,
             c: &RunCommit,
             notify_as: Option<&str>,
+            mut later: Option<&mut Later>,
         ) -> Result<(), StoreError> {
             if let Some(node) = notify_as {
                 // Delivered at commit, to the other nodes' pollers of these queues.
@@ -203,7 +205,14 @@ macro_rules! impl_store {
                     }
                 }
             }
-            for chunk in c.events.chunks(500) {
+            if let Some(later) = later.as_deref_mut() {
+                later.written = true;
+                later
+                    .events
+                    .extend(c.events.iter().map(|e| (run_id.clone(), e.event_id, e.encode_to_vec())));
+                later.outbox.extend(c.outbox.iter().cloned());
+            }
+            for chunk in c.events.chunks(500).filter(|_| later.is_none()) {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO history_events (run_id, event_id, data) ",
                 );
@@ -229,7 +238,7 @@ macro_rules! impl_store {
                     return Err(StoreError::Duplicate);
                 }
             }
-            for chunk in c.outbox.chunks(500) {
+            for chunk in c.outbox.chunks(500).filter(|_| later.is_none()) {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO outbox (event_id, shard, namespace, subject, workflow_type, \
                      run_id, sequence, event_type, occurred_at, body) ",
@@ -445,11 +454,179 @@ macro_rules! impl_store {
             c: &RunCommit,
             notify_as: Option<&str>,
         ) -> Result<(), StoreError> {
-            write_run(conn, c, notify_as).await?;
+            write_run(conn, c, notify_as, None).await?;
             if let Some(next) = &c.new_run {
-                write_run(conn, next, notify_as).await?;
+                write_run(conn, next, notify_as, None).await?;
             }
             Ok(())
+        }
+
+        /// What a batch writes at its end, for all its changes at once (SQLite).
+        #[derive(Default)]
+        struct Later {
+            /// The change being written got past its first write (its checkpoint's).
+            written: bool,
+            events: Vec<(String, i64, Vec<u8>)>,
+            outbox: Vec<$crate::history::OutboxEvent>,
+        }
+
+        /// The refusal a change would meet after its first write, found by reads: a task or
+        /// timer not held as it assumes, a request id seen before. (SQLite, one writer: nothing
+        /// changes between these reads and the writes.)
+        async fn refusal(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            commit: &RunCommit,
+        ) -> Result<Option<StoreError>, StoreError> {
+            let Some(refused) = refusal_of_rows(&mut *conn, commit).await? else {
+                return Ok(None);
+            };
+            // A change decided on a stale checkpoint is a conflict first (it is decided
+            // again), as when its version-checked write comes first.
+            if let Some(expected) = commit.expected_version {
+                let version: Option<(i64,)> =
+                    sqlx::query_as("SELECT version FROM executions WHERE run_id = $1")
+                        .bind(commit.run.run_id.to_text())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(classify)?;
+                if version.map(|v| v.0) != Some(expected) {
+                    return Ok(Some(StoreError::Conflict {
+                        run: commit.run.run_id,
+                        expected,
+                    }));
+                }
+            }
+            Ok(Some(refused))
+        }
+
+        async fn refusal_of_rows(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            commit: &RunCommit,
+        ) -> Result<Option<StoreError>, StoreError> {
+            for c in std::iter::once(commit).chain(commit.new_run.as_deref()) {
+                let run_id = c.run.run_id.to_text();
+                for op in &c.tasks {
+                    let held = match op {
+                        TaskOp::Delete { scheduled_event_id, lease_id: Some(lease) }
+                        | TaskOp::Retry { scheduled_event_id, lease_id: lease, .. } => sqlx::query(
+                            "SELECT 1 FROM activity_tasks \
+                             WHERE run_id = $1 AND scheduled_event_id = $2 AND lease_id = $3",
+                        )
+                        .bind(&run_id)
+                        .bind(scheduled_event_id)
+                        .bind(lease)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(classify)?
+                        .is_some(),
+                        TaskOp::RetryNow { scheduled_event_id, .. } => sqlx::query(
+                            "SELECT 1 FROM activity_tasks \
+                             WHERE run_id = $1 AND scheduled_event_id = $2 AND lease_id IS NULL",
+                        )
+                        .bind(&run_id)
+                        .bind(scheduled_event_id)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(classify)?
+                        .is_some(),
+                        TaskOp::Insert(_) | TaskOp::Delete { lease_id: None, .. } => true,
+                    };
+                    if !held {
+                        return Ok(Some(StoreError::StaleTask));
+                    }
+                }
+                if let Some(key) = &c.fired_timer {
+                    let exists = sqlx::query("SELECT 1 FROM timers WHERE run_id = $1 AND timer_key = $2")
+                        .bind(&run_id)
+                        .bind(key)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(classify)?
+                        .is_some();
+                    if !exists {
+                        return Ok(Some(StoreError::StaleTask));
+                    }
+                }
+                if let Some(request_id) = &c.request_id {
+                    let seen = sqlx::query(
+                        "SELECT 1 FROM signal_requests WHERE namespace = $1 AND request_id = $2",
+                    )
+                    .bind(&c.run.namespace)
+                    .bind(request_id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(classify)?
+                    .is_some();
+                    if seen {
+                        return Ok(Some(StoreError::Duplicate));
+                    }
+                }
+            }
+            Ok(None)
+        }
+
+        /// Several changes in one transaction without savepoints (SQLite): each change's
+        /// refusals are read first, so its first write (its checkpoint's, version-checked) is
+        /// the only statement that can refuse it, and a refused first write writes nothing.
+        /// History events and outbox rows of the whole batch go in one multi-row statement
+        /// each at the end. `Err((i, e))`: change `i` failed after writing; the transaction
+        /// must be rolled back and the batch written again without it.
+        async fn write_together(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            commits: &[&RunCommit],
+            live: &[usize],
+        ) -> Result<Result<Vec<Result<(), StoreError>>, (usize, StoreError)>, StoreError> {
+            let mut later = Later::default();
+            let mut outcomes = Vec::with_capacity(live.len());
+            for &i in live {
+                let c = commits[i];
+                if let Some(refused) = refusal(&mut *conn, c).await? {
+                    outcomes.push(Err(refused));
+                    continue;
+                }
+                later.written = false;
+                let mut out = write_run(&mut *conn, c, None, Some(&mut later)).await;
+                if out.is_ok()
+                    && let Some(next) = &c.new_run
+                {
+                    out = write_run(&mut *conn, next, None, Some(&mut later)).await;
+                }
+                match out {
+                    Ok(()) => outcomes.push(Ok(())),
+                    // Refused at its first write: nothing of it was written.
+                    Err(e) if !later.written => outcomes.push(Err(e)),
+                    Err(e) => return Ok(Err((i, e))),
+                }
+            }
+            for chunk in later.events.chunks(500) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO history_events (run_id, event_id, data) ",
+                );
+                qb.push_values(chunk, |mut b, (run_id, id, data)| {
+                    b.push_bind(run_id.clone()).push_bind(*id).push_bind(data.clone());
+                });
+                qb.build().execute(&mut *conn).await.map_err(classify)?;
+            }
+            for chunk in later.outbox.chunks(200) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO outbox (event_id, shard, namespace, subject, workflow_type, \
+                     run_id, sequence, event_type, occurred_at, body) ",
+                );
+                qb.push_values(chunk, |mut b, e| {
+                    b.push_bind(e.event_id.clone())
+                        .push_bind($crate::store::events::shard_of(&e.namespace, &e.subject))
+                        .push_bind(e.namespace.clone())
+                        .push_bind(e.subject.clone())
+                        .push_bind(e.workflow_type.clone())
+                        .push_bind(e.run_id.to_text())
+                        .push_bind(e.sequence)
+                        .push_bind(e.event_type.clone())
+                        .push_bind(e.occurred_at)
+                        .push_bind(e.body.clone());
+                });
+                qb.build().execute(&mut *conn).await.map_err(classify)?;
+            }
+            Ok(Ok(outcomes))
         }
 
         /// Writes the commits in one transaction; one outcome per commit, in order.
@@ -458,6 +635,9 @@ macro_rules! impl_store {
             commits: &[&RunCommit],
             notify_as: Option<&str>,
         ) -> Vec<Result<(), StoreError>> {
+            if READ_BEFORE_CLAIM && commits.len() > 1 {
+                return write_batch_together(pool, commits).await;
+            }
             let written: Result<Vec<Result<(), StoreError>>, StoreError> = async {
                 let mut tx = pool.begin().await.map_err(classify)?;
                 let mut outcomes = Vec::with_capacity(commits.len());
@@ -499,6 +679,51 @@ macro_rules! impl_store {
                         .collect()
                 }
             }
+        }
+
+        /// A batch written with `write_together`: a change that fails after writing is
+        /// answered with its failure and the batch written again without it.
+        async fn write_batch_together(
+            pool: &sqlx::Pool<$db>,
+            commits: &[&RunCommit],
+        ) -> Vec<Result<(), StoreError>> {
+            let mut out: Vec<Option<Result<(), StoreError>>> = commits.iter().map(|_| None).collect();
+            loop {
+                let live: Vec<usize> = (0..commits.len()).filter(|&i| out[i].is_none()).collect();
+                if live.is_empty() {
+                    break;
+                }
+                let written: Result<Result<Vec<Result<(), StoreError>>, (usize, StoreError)>, StoreError> = async {
+                    // The write lock first (waiting per the busy timeout): a transaction that
+                    // reads before it writes cannot take the lock once another connection (the
+                    // adapters', the relay's) wrote after its read began.
+                    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
+                    match write_together(&mut tx, commits, &live).await? {
+                        Ok(outcomes) => {
+                            tx.commit().await.map_err(classify)?;
+                            Ok(Ok(outcomes))
+                        }
+                        // Dropping the transaction rolls it back.
+                        Err(failed) => Ok(Err(failed)),
+                    }
+                }
+                .await;
+                match written {
+                    Ok(Ok(outcomes)) => {
+                        for (i, o) in live.into_iter().zip(outcomes) {
+                            out[i] = Some(o);
+                        }
+                    }
+                    Ok(Err((i, e))) => out[i] = Some(Err(e)),
+                    Err(e) => {
+                        let why = e.to_string();
+                        for i in live {
+                            out[i] = Some(Err(StoreError::Unavailable(why.clone())));
+                        }
+                    }
+                }
+            }
+            out.into_iter().map(|o| o.expect("every change answered")).collect()
         }
 
         #[async_trait::async_trait]
