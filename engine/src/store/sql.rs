@@ -212,16 +212,13 @@ macro_rules! impl_store {
                     .extend(c.events.iter().map(|e| (run_id.clone(), e.event_id, e.encode_to_vec())));
                 later.outbox.extend(c.outbox.iter().cloned());
             }
-            for chunk in c.events.chunks(500).filter(|_| later.is_none()) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO history_events (run_id, event_id, data) ",
-                );
-                qb.push_values(chunk, |mut b, e| {
-                    b.push_bind(run_id.clone())
-                        .push_bind(e.event_id)
-                        .push_bind(e.encode_to_vec());
-                });
-                qb.build().execute(&mut *conn).await.map_err(classify)?;
+            if later.is_none() {
+                let rows: Vec<_> = c
+                    .events
+                    .iter()
+                    .map(|e| (run_id.clone(), e.event_id, e.encode_to_vec()))
+                    .collect();
+                insert_events(&mut *conn, &rows).await?;
             }
             if let Some(request_id) = &c.request_id {
                 let done = sqlx::query(
@@ -238,24 +235,8 @@ macro_rules! impl_store {
                     return Err(StoreError::Duplicate);
                 }
             }
-            for chunk in c.outbox.chunks(500).filter(|_| later.is_none()) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO outbox (event_id, shard, namespace, subject, workflow_type, \
-                     run_id, sequence, event_type, occurred_at, body) ",
-                );
-                qb.push_values(chunk, |mut b, e| {
-                    b.push_bind(e.event_id.clone())
-                        .push_bind($crate::store::events::shard_of(&e.namespace, &e.subject))
-                        .push_bind(e.namespace.clone())
-                        .push_bind(e.subject.clone())
-                        .push_bind(e.workflow_type.clone())
-                        .push_bind(e.run_id.to_text())
-                        .push_bind(e.sequence)
-                        .push_bind(e.event_type.clone())
-                        .push_bind(e.occurred_at)
-                        .push_bind(e.body.clone());
-                });
-                qb.build().execute(&mut *conn).await.map_err(classify)?;
+            if later.is_none() {
+                insert_outbox(&mut *conn, &c.outbox).await?;
             }
             if let Some(key) = &c.fired_timer {
                 let done = sqlx::query("DELETE FROM timers WHERE run_id = $1 AND timer_key = $2")
@@ -461,6 +442,50 @@ macro_rules! impl_store {
             Ok(())
         }
 
+        /// History events `(run id, event id, encoded event)`, in multi-row statements.
+        async fn insert_events(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            rows: &[(String, i64, Vec<u8>)],
+        ) -> Result<(), StoreError> {
+            for chunk in rows.chunks(500) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO history_events (run_id, event_id, data) ",
+                );
+                qb.push_values(chunk, |mut b, (run_id, id, data)| {
+                    b.push_bind(run_id.clone()).push_bind(*id).push_bind(data.clone());
+                });
+                qb.build().execute(&mut *conn).await.map_err(classify)?;
+            }
+            Ok(())
+        }
+
+        /// Outbox rows, in multi-row statements.
+        async fn insert_outbox(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            rows: &[$crate::history::OutboxEvent],
+        ) -> Result<(), StoreError> {
+            for chunk in rows.chunks(200) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO outbox (event_id, shard, namespace, subject, workflow_type, \
+                     run_id, sequence, event_type, occurred_at, body) ",
+                );
+                qb.push_values(chunk, |mut b, e| {
+                    b.push_bind(e.event_id.clone())
+                        .push_bind($crate::store::events::shard_of(&e.namespace, &e.subject))
+                        .push_bind(e.namespace.clone())
+                        .push_bind(e.subject.clone())
+                        .push_bind(e.workflow_type.clone())
+                        .push_bind(e.run_id.to_text())
+                        .push_bind(e.sequence)
+                        .push_bind(e.event_type.clone())
+                        .push_bind(e.occurred_at)
+                        .push_bind(e.body.clone());
+                });
+                qb.build().execute(&mut *conn).await.map_err(classify)?;
+            }
+            Ok(())
+        }
+
         /// What a batch writes at its end, for all its changes at once (SQLite).
         #[derive(Default)]
         struct Later {
@@ -598,34 +623,8 @@ macro_rules! impl_store {
                     Err(e) => return Ok(Err((i, e))),
                 }
             }
-            for chunk in later.events.chunks(500) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO history_events (run_id, event_id, data) ",
-                );
-                qb.push_values(chunk, |mut b, (run_id, id, data)| {
-                    b.push_bind(run_id.clone()).push_bind(*id).push_bind(data.clone());
-                });
-                qb.build().execute(&mut *conn).await.map_err(classify)?;
-            }
-            for chunk in later.outbox.chunks(200) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO outbox (event_id, shard, namespace, subject, workflow_type, \
-                     run_id, sequence, event_type, occurred_at, body) ",
-                );
-                qb.push_values(chunk, |mut b, e| {
-                    b.push_bind(e.event_id.clone())
-                        .push_bind($crate::store::events::shard_of(&e.namespace, &e.subject))
-                        .push_bind(e.namespace.clone())
-                        .push_bind(e.subject.clone())
-                        .push_bind(e.workflow_type.clone())
-                        .push_bind(e.run_id.to_text())
-                        .push_bind(e.sequence)
-                        .push_bind(e.event_type.clone())
-                        .push_bind(e.occurred_at)
-                        .push_bind(e.body.clone());
-                });
-                qb.build().execute(&mut *conn).await.map_err(classify)?;
-            }
+            insert_events(&mut *conn, &later.events).await?;
+            insert_outbox(&mut *conn, &later.outbox).await?;
             Ok(Ok(outcomes))
         }
 
