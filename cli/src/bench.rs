@@ -68,12 +68,14 @@ fn postgres_cpu_ms() -> f64 {
         .sum()
 }
 
-fn peak_rss_mib() -> f64 {
+/// A memory figure of this process from `/proc/self/status` (`VmRSS:` now, `VmHWM:` peak),
+/// in MiB; 0 where the system has no such file.
+pub(crate) fn memory_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
         })
         .and_then(|kb| kb.parse::<f64>().ok())
@@ -240,7 +242,7 @@ fn summarize(
         database_transactions_per_saga: None,
         process_cpu_ms_per_saga: m.cpu_ms / n,
         postgres_cpu_ms_per_saga: m.pg_cpu_ms / n,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: memory_mib("VmHWM:"),
         completed,
         compensated,
     })

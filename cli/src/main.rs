@@ -468,6 +468,17 @@ async fn bench(args: BenchArgs) -> Result<()> {
         })
     };
     let client = martix_sdk::Client::connect(address.clone()).await?;
+    // The end of either run: the worker, then the engine, then the SQLite file.
+    let stop = async {
+        worker_stop.cancel();
+        worker.await??;
+        shutdown.cancel();
+        serving.await??;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", temp.display()));
+        }
+        anyhow::Ok(())
+    };
     if !args.scale.is_empty() {
         println!("martix bench --scale on {label}; engine and workers in this process");
         for check in &args.scale {
@@ -482,14 +493,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
                 other => anyhow::bail!("unknown scale check '{other}': history, queues or timers"),
             }
         }
-        worker_stop.cancel();
-        worker.await??;
-        shutdown.cancel();
-        serving.await??;
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", temp.display()));
-        }
-        return Ok(());
+        return stop.await;
     }
     let writes = || engine.store().write_transactions();
     let run = uuid::Uuid::now_v7().simple().to_string();
@@ -543,14 +547,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
     } else {
         bench::print_table(&label, &levels);
     }
-    worker_stop.cancel();
-    worker.await??;
-    shutdown.cancel();
-    serving.await??;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", temp.display()));
-    }
-    Ok(())
+    stop.await
 }
 
 /// The engine and, unless told otherwise, the order worker, in one process.

@@ -36,18 +36,6 @@ async fn sleeper(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
     Ok(())
 }
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        })
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn spawn(worker: Worker, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(worker.run(stop.clone()))
 }
@@ -227,7 +215,7 @@ pub(crate) async fn timers(address: &str, client: &Client, saga_queue: &str, n: 
         }
     };
     let before_ms = probe("before").await?;
-    let before_rss = rss_mib();
+    let before_rss = crate::bench::memory_mib("VmRSS:");
     let queue = format!("scale-timers-{run}");
     let stop = CancellationToken::new();
     let mut w = Worker::new(
@@ -274,7 +262,7 @@ pub(crate) async fn timers(address: &str, client: &Client, saga_queue: &str, n: 
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let loaded = started.elapsed();
-    let after_rss = rss_mib();
+    let after_rss = crate::bench::memory_mib("VmRSS:");
     let after_ms = probe("after").await?;
     stop.cancel();
     worker.await.ok();

@@ -188,6 +188,15 @@ fn make_room(runs: &mut std::collections::HashMap<RunId, CachedRun>, run_id: Run
     }
 }
 
+/// A decision made ahead, validated: its time, its eager activity slots, and whether its
+/// commands are within the payload limit.
+#[derive(Clone, Copy)]
+struct CheckedDecision {
+    at: Millis,
+    slots: usize,
+    within_limit: bool,
+}
+
 /// What recording an activity's result answers.
 enum Answer {
     /// The decision made ahead was recorded with it: the events appended, the activities
@@ -1747,7 +1756,7 @@ impl Engine {
         let decision = req
             .decision
             .as_ref()
-            .map(|d| self.check_decision(d).map(|(at, slots)| (d, at, slots)))
+            .map(|d| self.check_decision(d).map(|checked| (d, checked)))
             .transpose()?;
         let (activity_type, answer) = self
             .update(run_id, |run, now| {
@@ -1755,13 +1764,13 @@ impl Engine {
                     .activity(token.scheduled_event_id)
                     .map(|a| a.activity_type.clone())
                     .unwrap_or_default();
-                if let Some((d, at, slots)) = decision
+                if let Some((d, checked)) = decision
                     && let Some((commit, eager)) = self.decide_ahead(
                         run,
                         &token,
                         req.result.clone(),
                         ident,
-                        (d, at, slots),
+                        (d, checked),
                         now,
                     )?
                 {
@@ -1811,10 +1820,10 @@ impl Engine {
         }
     }
 
-    /// Validates a decision made ahead; returns its time and eager activity slots. (Commands
-    /// over the payload limit are not an error here: the result is recorded alone, and the
-    /// workflow task that follows refuses them as usual.)
-    fn check_decision(&self, d: &pb::WorkflowDecision) -> Result<(Millis, usize), EngineError> {
+    /// Validates a decision made ahead. (Commands over the payload limit are not an error
+    /// here: the result is recorded alone, and the workflow task that follows refuses them as
+    /// usual.)
+    fn check_decision(&self, d: &pb::WorkflowDecision) -> Result<CheckedDecision, EngineError> {
         TaskQueue::parse(&d.sticky_queue).map_err(|_| {
             EngineError::invalid(
                 "decision.sticky_queue",
@@ -1836,7 +1845,12 @@ impl Engine {
         if slots > 0 {
             TaskQueue::parse(&d.eager_activity_queue)?;
         }
-        Ok((at, slots))
+        let size: usize = d.commands.iter().map(Message::encoded_len).sum();
+        Ok(CheckedDecision {
+            at,
+            slots,
+            within_limit: size <= self.config.max_payload_bytes,
+        })
     }
 
     /// The result and a decision made ahead as one change, if the decision saw everything:
@@ -1851,12 +1865,16 @@ impl Engine {
         token: &TaskToken,
         result: Option<pb::Payload>,
         ident: &str,
-        (d, at, slots): (&pb::WorkflowDecision, Millis, usize),
+        (d, checked): (&pb::WorkflowDecision, CheckedDecision),
         now: Millis,
     ) -> Result<Option<(RunCommit, Vec<crate::history::ActivityTask>)>, EngineError> {
+        let CheckedDecision {
+            at,
+            slots,
+            within_limit,
+        } = checked;
         // The decision's time: not after the engine's (history's times never go back), and
         // not so long before that the worker's copy may be older than it looks.
-        let size: usize = d.commands.iter().map(Message::encoded_len).sum();
         let fits = run.wft.is_none()
             && run.state.buffered.is_empty()
             && run.next_event_id - 1 == d.history_len
@@ -1864,7 +1882,7 @@ impl Engine {
             && run.state.sticky_queue == d.sticky_queue
             && at <= now
             && now.saturating_sub(at) <= DECISION_CLOCK_SKEW_MS
-            && size <= self.config.max_payload_bytes;
+            && within_limit;
         if !fits {
             return Ok(None);
         }
