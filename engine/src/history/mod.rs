@@ -353,3 +353,23 @@ pub fn schedule_to_start_key(scheduled_event_id: i64) -> String {
 pub const RUN_TIMEOUT_KEY: &str = "wf:run";
 /// The timer row key of a workflow's execution timeout.
 pub const EXECUTION_TIMEOUT_KEY: &str = "wf:exec";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_durations_saturate_and_are_clamped() {
+        let d = |seconds, nanos| Some(pbjson_types::Duration { seconds, nanos });
+        assert_eq!(duration_to_ms(d(2, 500_000_000).as_ref()), 2_500);
+        assert_eq!(duration_to_ms(None), 0);
+        assert_eq!(
+            duration_to_ms(d(i64::MAX, 999_999_999).as_ref()),
+            MAX_DURATION_MS
+        );
+        assert_eq!(duration_to_ms(d(-5, 0).as_ref()), 0);
+        // A timer a caller set as far as it could still fires at a representable time.
+        let now = 1_764_000_000_000;
+        assert!(now + duration_to_ms(d(i64::MAX, 0).as_ref()) > now);
+    }
+}
