@@ -107,3 +107,19 @@ async fn a_task_committed_on_one_node_wakes_a_poller_on_another() {
         .unwrap();
     assert_eq!(act.activity_type, "reserve");
 }
+
+/// Nodes started together on a new database all start: one applies the migrations, the others
+/// wait for it (a node blocked on the migration lock used to deadlock with the concurrent
+/// index build of migration 0009, and PostgreSQL failed one node's start).
+#[tokio::test]
+async fn nodes_started_together_on_a_new_database_all_start() {
+    let url = martix_tests::fresh_postgres_url().await;
+    let starts = (0..6).map(|_| martix_engine::store::PostgresStore::connect(&url));
+    let failures: Vec<String> = futures::future::join_all(starts)
+        .await
+        .into_iter()
+        .filter_map(|s| s.err().map(|e| e.to_string()))
+        .collect();
+    martix_tests::drop_postgres_database(&url).await;
+    assert!(failures.is_empty(), "{failures:?}");
+}

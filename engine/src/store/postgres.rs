@@ -15,6 +15,34 @@ pub struct PostgresStore {
     notices: tokio::sync::broadcast::Sender<crate::store::TaskNotice>,
 }
 
+/// Applies the migrations, one node at a time. Nodes that start together wait for the lock
+/// by polling (`pg_try_advisory_lock`), not blocked in `pg_advisory_lock` as sqlx's migrator
+/// waits: a session blocked there is a transaction that `CREATE INDEX CONCURRENTLY`
+/// (migration 0009) must wait out while it waits for the lock that build's node holds, and
+/// PostgreSQL breaks that deadlock by failing one node's start.
+async fn migrate(pool: &sqlx::PgPool) -> Result<(), StoreError> {
+    /// "martix" in ASCII: the advisory lock of this schema's migrations.
+    const LOCK: i64 = 0x6d61_7274_6978;
+    let mut conn = pool.acquire().await.map_err(classify)?;
+    while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+        .bind(LOCK)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(classify)?
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut migrator = sqlx::migrate!("../migrations/postgres");
+    migrator.set_locking(false);
+    let applied = migrator.run(&mut *conn).await;
+    // Released with the session in any case; at once if the connection still answers.
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(LOCK)
+        .execute(&mut *conn)
+        .await;
+    applied.map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))
+}
+
 impl PostgresStore {
     /// Connects with a pool of `MARTIX_DB_POOL_SIZE` (default 16) connections and applies
     /// the migrations in `migrations/postgres`.
@@ -32,10 +60,7 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(classify)?;
-        sqlx::migrate!("../migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+        migrate(&pool).await?;
         let node = uuid::Uuid::new_v4().simple().to_string();
         let (notices, _) = tokio::sync::broadcast::channel(4096);
         tokio::spawn(listen(pool.clone(), node.clone(), notices.clone()));
