@@ -295,6 +295,26 @@ pub async fn activity_tasks_are_leased_and_guarded(store: &dyn Store) {
     let leases = store.activity_leases(run.run_id).await.unwrap();
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].attempt, 2);
+
+    // An activity scheduled and cancelled by one change leaves no task behind.
+    let run = stored(&retry);
+    let mut both = history::signal(&run, "s4", None, "t", T0 + 4000).unwrap();
+    let mut task = activity(&run, &q, T0 + 4000);
+    task.scheduled_event_id = 90;
+    both.tasks.push(TaskOp::Insert(task));
+    both.tasks.push(TaskOp::Delete {
+        scheduled_event_id: 90,
+        lease_id: None,
+    });
+    store.commit(&both).await.unwrap();
+    assert!(
+        store
+            .claim_activity_task(&ns, &q, "l4", T0 + 4000)
+            .await
+            .unwrap()
+            .is_none(),
+        "the cancelled activity's task is gone"
+    );
 }
 
 /// A lease that runs out is listed for the reaper and never claimed again as is; heartbeats
@@ -700,6 +720,37 @@ pub async fn concurrent_changes_commit_together_and_fail_alone(store: &dyn Store
     for (i, r) in results.iter().enumerate() {
         if i != 2 && i != 4 {
             assert!(r.is_ok(), "{i}: {r:?}");
+        }
+    }
+    // A burst where one change's history event collides with a stored one, so a statement
+    // the batch's changes share fails: that change alone fails, the others are written whole.
+    let runs: Vec<RunCommit> = (0..6)
+        .map(|i| start(&ns, &unique("wf"), &unique("q"), T0 + 500 + i))
+        .collect();
+    futures::future::join_all(runs.iter().map(|c| store.commit(c))).await;
+    let signals: Vec<RunCommit> = runs
+        .iter()
+        .map(|c| history::signal(&stored(c), "go", None, "t", T0 + 510).unwrap())
+        .collect();
+    let mut bad = signals[3].clone();
+    bad.events[0].event_id = 1;
+    let mut burst: Vec<&RunCommit> = signals.iter().collect();
+    burst[3] = &bad;
+    let results = futures::future::join_all(burst.iter().map(|c| store.commit(c))).await;
+    for (i, (r, c)) in results.iter().zip(&signals).enumerate() {
+        let events = store.history(c.run.run_id, 1, 100).await.unwrap();
+        if i == 3 {
+            assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+            let run = store.load_run(c.run.run_id).await.unwrap().unwrap();
+            assert_eq!(run.version, 1, "nothing of the bad change was written");
+            assert_eq!(events.len() as i64, runs[i].run.next_event_id - 1);
+        } else {
+            assert!(r.is_ok(), "{i}: {r:?}");
+            assert_eq!(
+                events.len() as i64,
+                c.run.next_event_id - 1,
+                "written whole"
+            );
         }
     }
 }

@@ -106,25 +106,20 @@ macro_rules! impl_store {
             pb::HistoryEvent::decode(data).map_err(corrupt)
         }
 
-        /// Writes one run's part of a commit inside `tx`. With `later`, its history events and
-        /// outbox rows are left there, to be written with the rest of a batch's.
-        async fn write_run(
+        /// Writes one run's part of a commit inside `tx`, the parts every change of a batch
+        /// shares (history events, outbox rows, new activity tasks) left in `later` to be
+        /// written for the whole batch at its end. On a refusal, `later.tainted` says whether
+        /// the transaction holds anything of the change (or was broken by it): a refusal at
+        /// the first statement, the version-checked checkpoint, writes nothing.
+        async fn write_run<'a>(
             conn: &mut <$db as sqlx::Database>::Connection,
-            c: &RunCommit,
+            c: &'a RunCommit,
             notify_as: Option<&str>,
-            mut later: Option<&mut Later>,
+            later: &mut Later<'a>,
         ) -> Result<(), StoreError> {
-            if let Some(node) = notify_as {
-                // Delivered at commit, to the other nodes' pollers of these queues.
-                for notice in $crate::store::notices(c) {
-                    sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind($crate::store::TASK_CHANNEL)
-                        .bind(format!("{node}\t{notice}"))
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(classify)?;
-                }
-            }
+            // A refusal at the first statement leaves the transaction as it found it.
+            let untouched = !later.tainted;
+            later.tainted = true;
             let r = &c.run;
             let run_id = r.run_id.to_text();
             let state = r.state.encode_to_vec();
@@ -172,6 +167,7 @@ macro_rules! impl_store {
                     .await
                     .map_err(classify)?;
                     if done.rows_affected() != 1 {
+                        later.tainted = !untouched;
                         return Err(StoreError::IdUsed);
                     }
                 }
@@ -198,6 +194,7 @@ macro_rules! impl_store {
                     .await
                     .map_err(classify)?;
                     if done.rows_affected() != 1 {
+                        later.tainted = !untouched;
                         return Err(StoreError::Conflict {
                             run: r.run_id,
                             expected,
@@ -205,21 +202,21 @@ macro_rules! impl_store {
                     }
                 }
             }
-            if let Some(later) = later.as_deref_mut() {
-                later.written = true;
-                later
-                    .events
-                    .extend(c.events.iter().map(|e| (run_id.clone(), e.event_id, e.encode_to_vec())));
-                later.outbox.extend(c.outbox.iter().cloned());
+            if let Some(node) = notify_as {
+                // Delivered at commit, to the other nodes' pollers of these queues.
+                for notice in $crate::store::notices(c) {
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind($crate::store::TASK_CHANNEL)
+                        .bind(format!("{node}\t{notice}"))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(classify)?;
+                }
             }
-            if later.is_none() {
-                let rows: Vec<_> = c
-                    .events
-                    .iter()
-                    .map(|e| (run_id.clone(), e.event_id, e.encode_to_vec()))
-                    .collect();
-                insert_events(&mut *conn, &rows).await?;
-            }
+            later
+                .events
+                .extend(c.events.iter().map(|e| (run_id.clone(), e.event_id, e.encode_to_vec())));
+            later.outbox.extend(c.outbox.iter());
             if let Some(request_id) = &c.request_id {
                 let done = sqlx::query(
                     "INSERT INTO signal_requests (namespace, request_id, received_at) \
@@ -235,9 +232,6 @@ macro_rules! impl_store {
                     return Err(StoreError::Duplicate);
                 }
             }
-            if later.is_none() {
-                insert_outbox(&mut *conn, &c.outbox).await?;
-            }
             if let Some(key) = &c.fired_timer {
                 let done = sqlx::query("DELETE FROM timers WHERE run_id = $1 AND timer_key = $2")
                     .bind(&run_id)
@@ -249,29 +243,15 @@ macro_rules! impl_store {
                     return Err(StoreError::StaleTask);
                 }
             }
+            let defer_inserts = inserts_can_wait(c);
             for op in &c.tasks {
                 let affected = match op {
+                    TaskOp::Insert(t) if defer_inserts => {
+                        later.tasks.push(t);
+                        None
+                    }
                     TaskOp::Insert(t) => {
-                        sqlx::query(concat!(
-                            "INSERT INTO activity_tasks (", $crate::store::sql::activity_cols!(), ") VALUES ",
-                            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-                        ))
-                        .bind(t.run_id.to_text())
-                        .bind(t.scheduled_event_id)
-                        .bind(&t.namespace)
-                        .bind(&t.task_queue)
-                        .bind(t.attempt)
-                        .bind(t.visible_at)
-                        .bind(t.lease.as_ref().map(|l| l.id.clone()))
-                        .bind(t.lease.as_ref().map(|l| l.until))
-                        .bind(t.lease_ms)
-                        .bind(&t.info)
-                        .bind(&t.heartbeat_details)
-                        .bind(t.heartbeat_ms)
-                        .bind(t.started_at)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(classify)?;
+                        insert_tasks(&mut *conn, &[t]).await?;
                         None
                     }
                     TaskOp::Retry {
@@ -393,9 +373,9 @@ macro_rules! impl_store {
         );
 
         /// Group commit: one task writes every change of this store. What queued up while a
-        /// transaction ran goes into the next one together (up to `MAX_BATCH`), each change in
-        /// its own savepoint, so changes to different runs share a commit (and its fsync)
-        /// without one change's conflict undoing another's. Nothing waits to fill a batch.
+        /// transaction ran goes into the next one together (up to `MAX_BATCH`), so changes to
+        /// different runs share a commit (and its fsync), each still all or nothing
+        /// (`write_batch`). Nothing waits to fill a batch.
         pub(crate) fn spawn_committer(
             pool: sqlx::Pool<$db>,
             notify_as: Option<String>,
@@ -430,18 +410,6 @@ macro_rules! impl_store {
             tx
         }
 
-        async fn write_all(
-            conn: &mut <$db as sqlx::Database>::Connection,
-            c: &RunCommit,
-            notify_as: Option<&str>,
-        ) -> Result<(), StoreError> {
-            write_run(conn, c, notify_as, None).await?;
-            if let Some(next) = &c.new_run {
-                write_run(conn, next, notify_as, None).await?;
-            }
-            Ok(())
-        }
-
         /// History events `(run id, event id, encoded event)`, in multi-row statements.
         async fn insert_events(
             conn: &mut <$db as sqlx::Database>::Connection,
@@ -462,7 +430,7 @@ macro_rules! impl_store {
         /// Outbox rows, in multi-row statements.
         async fn insert_outbox(
             conn: &mut <$db as sqlx::Database>::Connection,
-            rows: &[$crate::history::OutboxEvent],
+            rows: &[&$crate::history::OutboxEvent],
         ) -> Result<(), StoreError> {
             for chunk in rows.chunks(200) {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(
@@ -486,238 +454,160 @@ macro_rules! impl_store {
             Ok(())
         }
 
-        /// What a batch writes at its end, for all its changes at once (SQLite).
+        /// New activity tasks, in multi-row statements.
+        async fn insert_tasks(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            rows: &[&ActivityTask],
+        ) -> Result<(), StoreError> {
+            for chunk in rows.chunks(200) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "INSERT INTO activity_tasks (", $crate::store::sql::activity_cols!(), ") "
+                ));
+                qb.push_values(chunk, |mut b, t| {
+                    b.push_bind(t.run_id.to_text())
+                        .push_bind(t.scheduled_event_id)
+                        .push_bind(t.namespace.clone())
+                        .push_bind(t.task_queue.clone())
+                        .push_bind(t.attempt)
+                        .push_bind(t.visible_at)
+                        .push_bind(t.lease.as_ref().map(|l| l.id.clone()))
+                        .push_bind(t.lease.as_ref().map(|l| l.until))
+                        .push_bind(t.lease_ms)
+                        .push_bind(t.info.clone())
+                        .push_bind(t.heartbeat_details.clone())
+                        .push_bind(t.heartbeat_ms)
+                        .push_bind(t.started_at);
+                });
+                qb.build().execute(&mut *conn).await.map_err(classify)?;
+            }
+            Ok(())
+        }
+
+        /// Whether a run's new activity tasks may be written at the batch's end: not when a
+        /// later statement of the change touches them (an activity scheduled and cancelled
+        /// by one completion; a closing run's deletes).
+        fn inserts_can_wait(c: &RunCommit) -> bool {
+            !c.closed
+                && c.tasks.iter().all(|op| match op {
+                    TaskOp::Insert(_) => true,
+                    TaskOp::Retry { scheduled_event_id: id, .. }
+                    | TaskOp::RetryNow { scheduled_event_id: id, .. }
+                    | TaskOp::Delete { scheduled_event_id: id, .. } => !c
+                        .tasks
+                        .iter()
+                        .any(|o| matches!(o, TaskOp::Insert(t) if t.scheduled_event_id == *id)),
+                })
+        }
+
+        /// What a batch writes at its end, for all its changes at once.
         #[derive(Default)]
-        struct Later {
-            /// The change being written got past its first write (its checkpoint's).
-            written: bool,
+        struct Later<'a> {
+            /// The transaction holds part of the change being written, or was broken by it.
+            tainted: bool,
             events: Vec<(String, i64, Vec<u8>)>,
-            outbox: Vec<$crate::history::OutboxEvent>,
+            outbox: Vec<&'a $crate::history::OutboxEvent>,
+            tasks: Vec<&'a ActivityTask>,
         }
 
-        /// The refusal a change would meet after its first write, found by reads: a task or
-        /// timer not held as it assumes, a request id seen before. (SQLite, one writer: nothing
-        /// changes between these reads and the writes.)
-        async fn refusal(
-            conn: &mut <$db as sqlx::Database>::Connection,
-            commit: &RunCommit,
-        ) -> Result<Option<StoreError>, StoreError> {
-            let Some(refused) = refusal_of_rows(&mut *conn, commit).await? else {
-                return Ok(None);
-            };
-            // A change decided on a stale checkpoint is a conflict first (it is decided
-            // again), as when its version-checked write comes first.
-            if let Some(expected) = commit.expected_version {
-                let version: Option<(i64,)> =
-                    sqlx::query_as("SELECT version FROM executions WHERE run_id = $1")
-                        .bind(commit.run.run_id.to_text())
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(classify)?;
-                if version.map(|v| v.0) != Some(expected) {
-                    return Ok(Some(StoreError::Conflict {
-                        run: commit.run.run_id,
-                        expected,
-                    }));
-                }
-            }
-            Ok(Some(refused))
+        /// How a batch's transaction failed.
+        enum Failed {
+            /// Change `i` failed after it wrote (or broke the transaction): the batch is
+            /// rolled back and written again without it.
+            Change(usize, StoreError),
+            /// A statement the whole batch shares failed.
+            Batch(StoreError),
         }
 
-        async fn refusal_of_rows(
-            conn: &mut <$db as sqlx::Database>::Connection,
-            commit: &RunCommit,
-        ) -> Result<Option<StoreError>, StoreError> {
-            for c in std::iter::once(commit).chain(commit.new_run.as_deref()) {
-                let run_id = c.run.run_id.to_text();
-                for op in &c.tasks {
-                    let held = match op {
-                        TaskOp::Delete { scheduled_event_id, lease_id: Some(lease) }
-                        | TaskOp::Retry { scheduled_event_id, lease_id: lease, .. } => sqlx::query(
-                            "SELECT 1 FROM activity_tasks \
-                             WHERE run_id = $1 AND scheduled_event_id = $2 AND lease_id = $3",
-                        )
-                        .bind(&run_id)
-                        .bind(scheduled_event_id)
-                        .bind(lease)
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(classify)?
-                        .is_some(),
-                        TaskOp::RetryNow { scheduled_event_id, .. } => sqlx::query(
-                            "SELECT 1 FROM activity_tasks \
-                             WHERE run_id = $1 AND scheduled_event_id = $2 AND lease_id IS NULL",
-                        )
-                        .bind(&run_id)
-                        .bind(scheduled_event_id)
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(classify)?
-                        .is_some(),
-                        TaskOp::Insert(_) | TaskOp::Delete { lease_id: None, .. } => true,
-                    };
-                    if !held {
-                        return Ok(Some(StoreError::StaleTask));
-                    }
-                }
-                if let Some(key) = &c.fired_timer {
-                    let exists = sqlx::query("SELECT 1 FROM timers WHERE run_id = $1 AND timer_key = $2")
-                        .bind(&run_id)
-                        .bind(key)
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(classify)?
-                        .is_some();
-                    if !exists {
-                        return Ok(Some(StoreError::StaleTask));
-                    }
-                }
-                if let Some(request_id) = &c.request_id {
-                    let seen = sqlx::query(
-                        "SELECT 1 FROM signal_requests WHERE namespace = $1 AND request_id = $2",
-                    )
-                    .bind(&c.run.namespace)
-                    .bind(request_id)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(classify)?
-                    .is_some();
-                    if seen {
-                        return Ok(Some(StoreError::Duplicate));
-                    }
-                }
-            }
-            Ok(None)
-        }
-
-        /// Several changes in one transaction without savepoints (SQLite): each change's
-        /// refusals are read first, so its first write (its checkpoint's, version-checked) is
-        /// the only statement that can refuse it, and a refused first write writes nothing.
-        /// History events and outbox rows of the whole batch go in one multi-row statement
-        /// each at the end. `Err((i, e))`: change `i` failed after writing; the transaction
-        /// must be rolled back and the batch written again without it.
+        /// The changes `live` of a batch in one transaction, without savepoints: a change's
+        /// first statement (its checkpoint's, version-checked) refuses it without writing
+        /// anything; a refusal or an error after that is `Failed::Change`. History events,
+        /// outbox rows and new activity tasks of the whole batch go in one multi-row
+        /// statement each at the end.
         async fn write_together(
             conn: &mut <$db as sqlx::Database>::Connection,
             commits: &[&RunCommit],
             live: &[usize],
-        ) -> Result<Result<Vec<Result<(), StoreError>>, (usize, StoreError)>, StoreError> {
+            notify_as: Option<&str>,
+        ) -> Result<Vec<Result<(), StoreError>>, Failed> {
             let mut later = Later::default();
             let mut outcomes = Vec::with_capacity(live.len());
             for &i in live {
                 let c = commits[i];
-                if let Some(refused) = refusal(&mut *conn, c).await? {
-                    outcomes.push(Err(refused));
-                    continue;
-                }
-                later.written = false;
-                let mut out = write_run(&mut *conn, c, None, Some(&mut later)).await;
+                later.tainted = false;
+                let mut out = write_run(&mut *conn, c, notify_as, &mut later).await;
                 if out.is_ok()
                     && let Some(next) = &c.new_run
                 {
-                    out = write_run(&mut *conn, next, None, Some(&mut later)).await;
+                    out = write_run(&mut *conn, next, notify_as, &mut later).await;
                 }
                 match out {
                     Ok(()) => outcomes.push(Ok(())),
-                    // Refused at its first write: nothing of it was written.
-                    Err(e) if !later.written => outcomes.push(Err(e)),
-                    Err(e) => return Ok(Err((i, e))),
+                    Err(e) if !later.tainted => outcomes.push(Err(e)),
+                    Err(e) => return Err(Failed::Change(i, e)),
                 }
             }
-            insert_events(&mut *conn, &later.events).await?;
-            insert_outbox(&mut *conn, &later.outbox).await?;
-            Ok(Ok(outcomes))
+            let shared = async {
+                insert_events(&mut *conn, &later.events).await?;
+                insert_outbox(&mut *conn, &later.outbox).await?;
+                insert_tasks(&mut *conn, &later.tasks).await
+            };
+            shared.await.map_err(Failed::Batch)?;
+            Ok(outcomes)
         }
 
-        /// Writes the commits in one transaction; one outcome per commit, in order.
+        /// Writes the commits in one transaction; one outcome per commit, in order. A change
+        /// refused or failing after it wrote is answered with that and the others written
+        /// again without it (rare: a lease or a request id lost since the change was decided,
+        /// a broken row); if a statement the batch shares fails, each change is written alone,
+        /// so a bad change fails by itself.
         async fn write_batch(
             pool: &sqlx::Pool<$db>,
             commits: &[&RunCommit],
             notify_as: Option<&str>,
         ) -> Vec<Result<(), StoreError>> {
-            if READ_BEFORE_CLAIM && commits.len() > 1 {
-                return write_batch_together(pool, commits).await;
-            }
-            let written: Result<Vec<Result<(), StoreError>>, StoreError> = async {
-                let mut tx = pool.begin().await.map_err(classify)?;
-                let mut outcomes = Vec::with_capacity(commits.len());
-                if let [only] = commits {
-                    // Alone: no savepoint needed; any error undoes the transaction.
-                    outcomes.push(write_all(&mut tx, only, notify_as).await);
-                    if outcomes[0].is_err() {
-                        return Ok(outcomes);
-                    }
-                } else {
-                    for c in commits {
-                        let mut sp = sqlx::Connection::begin(&mut *tx).await.map_err(classify)?;
-                        match write_all(&mut sp, c, notify_as).await {
-                            Ok(()) => {
-                                sp.commit().await.map_err(classify)?;
-                                outcomes.push(Ok(()));
-                            }
-                            // Whatever failed (a conflict, a taken id, a deadlock, a bad row)
-                            // is this change's alone once its savepoint is rolled back; only
-                            // a failing rollback (the connection is gone) fails the batch.
-                            Err(e) => {
-                                sp.rollback().await.map_err(classify)?;
-                                outcomes.push(Err(e));
-                            }
-                        }
-                    }
-                }
-                tx.commit().await.map_err(classify)?;
-                Ok(outcomes)
-            }
-            .await;
-            match written {
-                Ok(outcomes) => outcomes,
-                Err(e) => {
-                    let why = e.to_string();
-                    commits
-                        .iter()
-                        .map(|_| Err(StoreError::Unavailable(why.clone())))
-                        .collect()
-                }
-            }
-        }
-
-        /// A batch written with `write_together`: a change that fails after writing is
-        /// answered with its failure and the batch written again without it.
-        async fn write_batch_together(
-            pool: &sqlx::Pool<$db>,
-            commits: &[&RunCommit],
-        ) -> Vec<Result<(), StoreError>> {
+            // SQLite: the write lock first (waiting per the busy timeout); a transaction that
+            // reads before it writes cannot take it once another connection (the adapters',
+            // the relay's) wrote after its read began.
+            const BEGIN: &str = if READ_BEFORE_CLAIM { "BEGIN IMMEDIATE" } else { "BEGIN" };
             let mut out: Vec<Option<Result<(), StoreError>>> = commits.iter().map(|_| None).collect();
+            let mut alone = false;
             loop {
                 let live: Vec<usize> = (0..commits.len()).filter(|&i| out[i].is_none()).collect();
                 if live.is_empty() {
                     break;
                 }
-                let written: Result<Result<Vec<Result<(), StoreError>>, (usize, StoreError)>, StoreError> = async {
-                    // The write lock first (waiting per the busy timeout): a transaction that
-                    // reads before it writes cannot take the lock once another connection (the
-                    // adapters', the relay's) wrote after its read began.
-                    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
-                    match write_together(&mut tx, commits, &live).await? {
-                        Ok(outcomes) => {
-                            tx.commit().await.map_err(classify)?;
-                            Ok(Ok(outcomes))
-                        }
-                        // Dropping the transaction rolls it back.
-                        Err(failed) => Ok(Err(failed)),
-                    }
-                }
-                .await;
-                match written {
-                    Ok(Ok(outcomes)) => {
-                        for (i, o) in live.into_iter().zip(outcomes) {
-                            out[i] = Some(o);
+                let groups: Vec<Vec<usize>> = if alone {
+                    live.iter().map(|&i| vec![i]).collect()
+                } else {
+                    vec![live]
+                };
+                for group in groups {
+                    let written: Result<_, StoreError> = async {
+                        let mut tx = pool.begin_with(BEGIN).await.map_err(classify)?;
+                        match write_together(&mut tx, commits, &group, notify_as).await {
+                            Ok(outcomes) => {
+                                tx.commit().await.map_err(classify)?;
+                                Ok(Ok(outcomes))
+                            }
+                            // Dropping the transaction rolls it back.
+                            Err(failed) => Ok(Err(failed)),
                         }
                     }
-                    Ok(Err((i, e))) => out[i] = Some(Err(e)),
-                    Err(e) => {
-                        let why = e.to_string();
-                        for i in live {
-                            out[i] = Some(Err(StoreError::Unavailable(why.clone())));
+                    .await;
+                    match written {
+                        Ok(Ok(outcomes)) => {
+                            for (&i, o) in group.iter().zip(outcomes) {
+                                out[i] = Some(o);
+                            }
+                        }
+                        Ok(Err(Failed::Change(i, e))) => out[i] = Some(Err(e)),
+                        Ok(Err(Failed::Batch(e))) if group.len() == 1 => out[group[0]] = Some(Err(e)),
+                        Ok(Err(Failed::Batch(_))) => alone = true,
+                        Err(e) => {
+                            let why = e.to_string();
+                            for &i in &group {
+                                out[i] = Some(Err(StoreError::Unavailable(why.clone())));
+                            }
                         }
                     }
                 }
