@@ -607,7 +607,10 @@ macro_rules! impl_event_store {
                     for chunk in keys.chunks(200) {
                         let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
                             "SELECT ", $crate::store::events::order_cols!(),
-                            " FROM orders WHERE (namespace, order_id) IN ("
+                            // A list of rows to look up, not a list of ORs: with one namespace
+                            // PostgreSQL scanned every order of it for the ORs (5 ms at 3,000
+                            // orders, growing with the table); VALUES joins on the primary key.
+                            " FROM orders WHERE (namespace, order_id) IN (VALUES "
                         ));
                         let mut sep = qb.separated(", ");
                         for (ns, id) in chunk {
