@@ -10,6 +10,12 @@ mod security;
 mod telemetry;
 
 use anyhow::{Context, Result};
+
+/// mimalloc instead of glibc's malloc: under load the engine's threads contended on malloc's
+/// arena locks and spent about a fifth of the process's CPU in malloc and free (profile in
+/// docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Args, Parser, Subcommand};
 use martix_engine::{Engine, EngineConfig, Server, ServerConfig};
 use std::net::SocketAddr;
