@@ -1089,7 +1089,21 @@ impl Engine {
         let wait = duration_field("wait", req.wait.as_ref())?.unwrap_or_default();
         let deadline = Instant::now() + wait.min(Duration::from_secs(3600));
         let mut closed = self.closed.subscribe();
-        let mut run = self.resolve(&ns, req.execution.as_ref()).await?;
+        // An open run this node keeps needs no read to start waiting: a close on this node is
+        // announced (subscribed above), one on another node is read at the next recheck.
+        let kept = req
+            .execution
+            .as_ref()
+            .and_then(|e| Some((e, RunId::parse("execution.run_id", &e.run_id).ok()?)))
+            .and_then(|(e, id)| {
+                self.cached(id).filter(|r| {
+                    r.is_open() && r.namespace == ns.as_str() && r.workflow_id == e.workflow_id
+                })
+            });
+        let mut run = match kept {
+            Some(run) => run,
+            None => self.resolve(&ns, req.execution.as_ref()).await?,
+        };
         let mut closing_event = None;
         while run.is_open() {
             let now = Instant::now();

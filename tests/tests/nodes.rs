@@ -123,3 +123,65 @@ async fn nodes_started_together_on_a_new_database_all_start() {
     martix_tests::drop_postgres_database(&url).await;
     assert!(failures.is_empty(), "{failures:?}");
 }
+
+/// A result waiter on the node that started a run begins from that node's copy of the run,
+/// without a read; when another node closes the run, the waiter still learns it (at its next
+/// recheck of the store) and answers with the close.
+#[tokio::test]
+async fn a_result_waiter_learns_of_a_close_on_another_node() {
+    let mut config = EngineConfig::default();
+    config.recheck_interval = Duration::from_millis(200);
+    let a = TestEngine::start(Backend::Postgres, config.clone()).await;
+    let b = TestEngine::start(Backend::Postgres, config).await;
+    let id = unique("order");
+    let started = a
+        .workflows()
+        .await
+        .start_workflow(pb::StartWorkflowRequest {
+            namespace: "default".into(),
+            workflow_id: id.clone(),
+            workflow_type: "order".into(),
+            task_queue: unique("q"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let execution = pb::WorkflowExecution {
+        workflow_id: id.clone(),
+        run_id: started.run_id.clone(),
+    };
+    let waiter = tokio::spawn({
+        let mut client = a.workflows().await;
+        let execution = execution.clone();
+        async move {
+            client
+                .get_workflow_result(pb::GetWorkflowResultRequest {
+                    namespace: "default".into(),
+                    execution: Some(execution),
+                    wait: Some(pbjson_types::Duration {
+                        seconds: 30,
+                        nanos: 0,
+                    }),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    });
+    b.workflows()
+        .await
+        .terminate_workflow(pb::TerminateWorkflowRequest {
+            namespace: "default".into(),
+            execution: Some(execution),
+            reason: "closed on node b".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let result = waiter.await.unwrap();
+    assert!(result.closed, "{result:?}");
+    assert_eq!(result.status, pb::WorkflowStatus::Terminated as i32);
+    let failure = result.failure.expect("a terminated run answers why");
+    assert!(failure.message.contains("closed on node b"), "{failure:?}");
+}
