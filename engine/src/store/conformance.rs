@@ -727,7 +727,8 @@ pub async fn concurrent_changes_commit_together_and_fail_alone(store: &dyn Store
     let runs: Vec<RunCommit> = (0..6)
         .map(|i| start(&ns, &unique("wf"), &unique("q"), T0 + 500 + i))
         .collect();
-    futures::future::join_all(runs.iter().map(|c| store.commit(c))).await;
+    let started = futures::future::join_all(runs.iter().map(|c| store.commit(c))).await;
+    assert!(started.iter().all(Result::is_ok), "{started:?}");
     let signals: Vec<RunCommit> = runs
         .iter()
         .map(|c| history::signal(&stored(c), "go", None, "t", T0 + 510).unwrap())

@@ -19,27 +19,42 @@ pub struct PostgresStore {
 /// by polling (`pg_try_advisory_lock`), not blocked in `pg_advisory_lock` as sqlx's migrator
 /// waits: a session blocked there is a transaction that `CREATE INDEX CONCURRENTLY`
 /// (migration 0009) must wait out while it waits for the lock that build's node holds, and
-/// PostgreSQL breaks that deadlock by failing one node's start.
+/// PostgreSQL breaks that deadlock by failing one node's start. The holder then takes sqlx's
+/// own lock as well (uncontended among nodes of this version; it keeps nodes of older versions,
+/// which take only that one, out of the same migrations).
 async fn migrate(pool: &sqlx::PgPool) -> Result<(), StoreError> {
     /// "martix" in ASCII: the advisory lock of this schema's migrations.
     const LOCK: i64 = 0x6d61_7274_6978;
     let mut conn = pool.acquire().await.map_err(classify)?;
+    let waiting = std::time::Instant::now();
+    let mut told = Duration::ZERO;
     while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
         .bind(LOCK)
         .fetch_one(&mut *conn)
         .await
         .map_err(classify)?
     {
+        if waiting.elapsed() >= told + Duration::from_secs(10) {
+            told = waiting.elapsed();
+            tracing::warn!(
+                waited_s = told.as_secs(),
+                "waiting for another node to finish the migrations (advisory lock {LOCK})"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut migrator = sqlx::migrate!("../migrations/postgres");
-    migrator.set_locking(false);
-    let applied = migrator.run(&mut *conn).await;
-    // Released with the session in any case; at once if the connection still answers.
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(LOCK)
-        .execute(&mut *conn)
+    let applied = sqlx::migrate!("../migrations/postgres")
+        .run(&mut *conn)
         .await;
+    let released = sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1)")
+        .bind(LOCK)
+        .fetch_one(&mut *conn)
+        .await;
+    if !matches!(released, Ok(true)) {
+        // Never hand a session that may still hold the lock back to the pool: closing it
+        // releases the lock.
+        conn.close_on_drop();
+    }
     applied.map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))
 }
 
