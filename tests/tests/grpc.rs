@@ -1363,7 +1363,16 @@ async fn complete_with(
 }
 
 async fn a_decision_made_ahead_is_recorded_with_the_result_or_not_at_all(backend: Backend) {
-    let engine = TestEngine::start(backend, fast()).await;
+    // A database of its own: the write transactions counted are this test's alone (an engine
+    // on the shared one also fires other tests' timers and reaps their leases).
+    let own = match backend {
+        Backend::Postgres => Some(martix_tests::fresh_postgres_url().await),
+        Backend::Sqlite => None,
+    };
+    let engine = match &own {
+        Some(url) => TestEngine::start_on(url, fast(), Default::default()).await,
+        None => TestEngine::start(backend, fast()).await,
+    };
     let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
     let sticky = unique("sticky");
     let writes = || engine.engine.store().write_transactions();
@@ -1534,6 +1543,10 @@ async fn a_decision_made_ahead_is_recorded_with_the_result_or_not_at_all(backend
     .await
     .unwrap();
     assert!(r.decision_recorded, "the activity was still pending");
+    drop(engine);
+    if let Some(url) = own {
+        martix_tests::drop_postgres_database(&url).await;
+    }
 }
 
 /// A worker that goes away with many runs on its sticky queue: once they are stale, the run's
