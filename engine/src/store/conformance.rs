@@ -65,6 +65,39 @@ pub async fn a_started_run_reads_back_whole(store: &dyn Store) {
     assert!(!store.namespace_exists(&unique("nope")).await.unwrap());
 }
 
+/// A change with more events than a history row holds (a reset copying a long history)
+/// reads back whole and from any event on.
+pub async fn a_long_change_reads_back_from_any_event(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let mut c = start(&ns, &unique("wf"), &unique("q"), T0);
+    let first_extra = c.run.next_event_id;
+    for id in first_extra..first_extra + 600 {
+        let mut e = c.events[0].clone();
+        e.event_id = id;
+        c.events.push(e);
+    }
+    c.run.next_event_id = first_extra + 600;
+    store.commit(&c).await.unwrap();
+    let run = c.run.run_id;
+    assert_eq!(store.history(run, 1, 10_000).await.unwrap(), c.events);
+    let ids: Vec<i64> = store
+        .history(run, 300, 5)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(ids, [300, 301, 302, 303, 304]);
+    assert_eq!(
+        store.history(run, 259, 1000).await.unwrap(),
+        c.events[258..]
+    );
+    assert_eq!(
+        store.last_event(run).await.unwrap().as_ref(),
+        c.events.last()
+    );
+}
+
 /// A write from a stale read conflicts and writes nothing.
 pub async fn a_stale_version_conflicts_and_writes_nothing(store: &dyn Store) {
     let ns = namespace(store).await;
@@ -946,6 +979,7 @@ macro_rules! store_conformance {
     ($make:path) => {
         $crate::store_conformance!(@cases $make;
             a_started_run_reads_back_whole,
+            a_long_change_reads_back_from_any_event,
             a_stale_version_conflicts_and_writes_nothing,
             one_open_run_per_workflow_id,
             a_start_on_a_fresh_id_is_refused_once_the_id_has_run,

@@ -51,6 +51,10 @@ pub enum StoreError {
 /// Most run changes one group-commit transaction carries.
 pub(crate) const MAX_BATCH: usize = 64;
 
+/// Events of one change per `history_events` row, at most (a reset copying a long history
+/// writes several rows).
+pub(crate) const EVENTS_PER_ROW: usize = 256;
+
 /// Filters and page position of a run listing.
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {

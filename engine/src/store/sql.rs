@@ -102,8 +102,38 @@ macro_rules! impl_store {
             })
         }
 
-        fn event_from_bytes(data: &[u8]) -> Result<pb::HistoryEvent, StoreError> {
-            pb::HistoryEvent::decode(data).map_err(corrupt)
+        /// The events of a `history_events` row: several, length-delimited, when it has a
+        /// `last_event_id`; one, not delimited, in a row written before rows held several.
+        fn events_from_row(
+            last_event_id: Option<i64>,
+            data: &[u8],
+        ) -> Result<Vec<pb::HistoryEvent>, StoreError> {
+            if last_event_id.is_none() {
+                return Ok(vec![pb::HistoryEvent::decode(data).map_err(corrupt)?]);
+            }
+            let mut buf = data;
+            let mut out = Vec::new();
+            while !buf.is_empty() {
+                out.push(pb::HistoryEvent::decode_length_delimited(&mut buf).map_err(corrupt)?);
+            }
+            Ok(out)
+        }
+
+        /// A change's events as `history_events` rows `(run id, first event id, last event
+        /// id, events length-delimited)`, up to `EVENTS_PER_ROW` events each.
+        fn event_rows(
+            run_id: &str,
+            events: &[pb::HistoryEvent],
+        ) -> impl Iterator<Item = (String, i64, i64, Vec<u8>)> {
+            events.chunks($crate::store::EVENTS_PER_ROW).map(move |chunk| {
+                let mut data = Vec::new();
+                for e in chunk {
+                    e.encode_length_delimited(&mut data).expect("a Vec grows as needed");
+                }
+                let first = chunk[0].event_id;
+                let last = chunk[chunk.len() - 1].event_id;
+                (run_id.to_owned(), first, last, data)
+            })
         }
 
         /// Writes one run's part of a commit inside `tx`, the parts every change of a batch
@@ -213,9 +243,7 @@ macro_rules! impl_store {
                         .map_err(classify)?;
                 }
             }
-            later
-                .events
-                .extend(c.events.iter().map(|e| (run_id.clone(), e.event_id, e.encode_to_vec())));
+            later.events.extend(event_rows(&run_id, &c.events));
             later.outbox.extend(c.outbox.iter());
             if let Some(request_id) = &c.request_id {
                 let done = sqlx::query(
@@ -410,17 +438,20 @@ macro_rules! impl_store {
             tx
         }
 
-        /// History events `(run id, event id, encoded event)`, in multi-row statements.
+        /// History rows (`event_rows`), in multi-row statements.
         async fn insert_events(
             conn: &mut <$db as sqlx::Database>::Connection,
-            rows: &[(String, i64, Vec<u8>)],
+            rows: &[(String, i64, i64, Vec<u8>)],
         ) -> Result<(), StoreError> {
-            for chunk in rows.chunks(500) {
+            for chunk in rows.chunks(200) {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO history_events (run_id, event_id, data) ",
+                    "INSERT INTO history_events (run_id, event_id, last_event_id, data) ",
                 );
-                qb.push_values(chunk, |mut b, (run_id, id, data)| {
-                    b.push_bind(run_id.clone()).push_bind(*id).push_bind(data.clone());
+                qb.push_values(chunk, |mut b, (run_id, first, last, data)| {
+                    b.push_bind(run_id.clone())
+                        .push_bind(*first)
+                        .push_bind(*last)
+                        .push_bind(data.clone());
                 });
                 qb.build().execute(&mut *conn).await.map_err(classify)?;
             }
@@ -504,7 +535,7 @@ macro_rules! impl_store {
         struct Later<'a> {
             /// The transaction holds part of the change being written, or was broken by it.
             tainted: bool,
-            events: Vec<(String, i64, Vec<u8>)>,
+            events: Vec<(String, i64, i64, Vec<u8>)>,
             outbox: Vec<&'a $crate::history::OutboxEvent>,
             tasks: Vec<&'a ActivityTask>,
         }
@@ -706,9 +737,12 @@ macro_rules! impl_store {
                 from_event_id: i64,
                 limit: usize,
             ) -> Result<Vec<pb::HistoryEvent>, StoreError> {
+                // The row holding `from_event_id` (the last row starting at or before it) and
+                // those after it; `limit` rows hold at least `limit` events.
                 let rows = sqlx::query(
-                    "SELECT data FROM history_events WHERE run_id = $1 AND event_id >= $2 \
-                     ORDER BY event_id LIMIT $3",
+                    "SELECT last_event_id, data FROM history_events WHERE run_id = $1 \
+                     AND event_id >= (SELECT COALESCE(MAX(event_id), 0) FROM history_events \
+                     WHERE run_id = $1 AND event_id <= $2) ORDER BY event_id LIMIT $3",
                 )
                 .bind(run_id.to_text())
                 .bind(from_event_id)
@@ -716,12 +750,21 @@ macro_rules! impl_store {
                 .fetch_all(&self.read)
                 .await
                 .map_err(classify)?;
-                rows.iter()
-                    .map(|r| {
-                        let data: Vec<u8> = r.try_get(0).map_err(corrupt)?;
-                        event_from_bytes(&data)
-                    })
-                    .collect()
+                let mut out = Vec::new();
+                for r in &rows {
+                    let last: Option<i64> = r.try_get(0).map_err(corrupt)?;
+                    let data: Vec<u8> = r.try_get(1).map_err(corrupt)?;
+                    out.extend(
+                        events_from_row(last, &data)?
+                            .into_iter()
+                            .filter(|e| e.event_id >= from_event_id),
+                    );
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+                out.truncate(limit);
+                Ok(out)
             }
 
             async fn last_event(
@@ -729,7 +772,8 @@ macro_rules! impl_store {
                 run_id: RunId,
             ) -> Result<Option<pb::HistoryEvent>, StoreError> {
                 let row = sqlx::query(
-                    "SELECT data FROM history_events WHERE run_id = $1 ORDER BY event_id DESC LIMIT 1",
+                    "SELECT last_event_id, data FROM history_events WHERE run_id = $1 \
+                     ORDER BY event_id DESC LIMIT 1",
                 )
                 .bind(run_id.to_text())
                 .fetch_optional(&self.read)
@@ -738,8 +782,9 @@ macro_rules! impl_store {
                 match row {
                     None => Ok(None),
                     Some(r) => {
-                        let data: Vec<u8> = r.try_get(0).map_err(corrupt)?;
-                        event_from_bytes(&data).map(Some)
+                        let last: Option<i64> = r.try_get(0).map_err(corrupt)?;
+                        let data: Vec<u8> = r.try_get(1).map_err(corrupt)?;
+                        Ok(events_from_row(last, &data)?.pop())
                     }
                 }
             }
