@@ -1100,6 +1100,8 @@ impl Engine {
                     r.is_open() && r.namespace == ns.as_str() && r.workflow_id == e.workflow_id
                 })
             });
+        // Not answered "still open" from the copy alone: another node may have closed the run.
+        let mut from_copy = kept.is_some();
         let mut run = match kept {
             Some(run) => run,
             None => self.resolve(&ns, req.execution.as_ref()).await?,
@@ -1107,6 +1109,11 @@ impl Engine {
         let mut closing_event = None;
         while run.is_open() {
             let now = Instant::now();
+            if now >= deadline && from_copy {
+                from_copy = false;
+                run = self.load(run.run_id).await?;
+                continue;
+            }
             if now >= deadline {
                 return Ok(pb::GetWorkflowResultResponse {
                     status: run.status as i32,
@@ -1151,7 +1158,10 @@ impl Engine {
                     run = c.0.clone();
                     closing_event = c.1.clone();
                 }
-                _ => run = self.load(run.run_id).await?,
+                _ => {
+                    run = self.load(run.run_id).await?;
+                    from_copy = false;
+                }
             }
         }
         let last = match closing_event {

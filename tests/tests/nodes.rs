@@ -184,4 +184,20 @@ async fn a_result_waiter_learns_of_a_close_on_another_node() {
     assert_eq!(result.status, pb::WorkflowStatus::Terminated as i32);
     let failure = result.failure.expect("a terminated run answers why");
     assert!(failure.message.contains("closed on node b"), "{failure:?}");
+    // Asked without waiting, node A (whose copy still says open) reads before it answers.
+    let now = a
+        .workflows()
+        .await
+        .get_workflow_result(pb::GetWorkflowResultRequest {
+            namespace: "default".into(),
+            execution: Some(pb::WorkflowExecution {
+                workflow_id: id,
+                run_id: started.run_id,
+            }),
+            wait: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(now.closed, "{now:?}");
 }

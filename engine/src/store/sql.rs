@@ -738,15 +738,19 @@ macro_rules! impl_store {
                 limit: usize,
             ) -> Result<Vec<pb::HistoryEvent>, StoreError> {
                 // The row holding `from_event_id` (the last row starting at or before it) and
-                // those after it; `limit` rows hold at least `limit` events.
+                // those after it, up to the row holding the last event asked for (event ids
+                // have no gaps); `limit` rows hold at least `limit` events.
+                let limit_rows = limit.min(i64::MAX as usize) as i64;
                 let rows = sqlx::query(
                     "SELECT last_event_id, data FROM history_events WHERE run_id = $1 \
                      AND event_id >= (SELECT COALESCE(MAX(event_id), 0) FROM history_events \
-                     WHERE run_id = $1 AND event_id <= $2) ORDER BY event_id LIMIT $3",
+                     WHERE run_id = $1 AND event_id <= $2) AND event_id < $3 \
+                     ORDER BY event_id LIMIT $4",
                 )
                 .bind(run_id.to_text())
                 .bind(from_event_id)
-                .bind(limit.min(i64::MAX as usize) as i64)
+                .bind(from_event_id.saturating_add(limit_rows))
+                .bind(limit_rows)
                 .fetch_all(&self.read)
                 .await
                 .map_err(classify)?;
