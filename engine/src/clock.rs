@@ -47,43 +47,10 @@ impl Clock for ManualClock {
     }
 }
 
-/// Converts milliseconds since the epoch into a protobuf timestamp.
-pub fn to_timestamp(ms: Millis) -> pbjson_types::Timestamp {
-    pbjson_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
-}
+pub use martix_proto::time::{from_timestamp, to_timestamp};
 
 /// Milliseconds since the epoch as RFC 3339 with milliseconds (times before 1970 as 1970).
 pub fn rfc3339(ms: Millis) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(at).to_string()
-}
-
-/// Converts a protobuf timestamp into milliseconds since the epoch (saturating: a
-/// timestamp from a caller may be anything).
-pub fn from_timestamp(ts: &pbjson_types::Timestamp) -> Millis {
-    ts.seconds
-        .saturating_mul(1000)
-        .saturating_add(i64::from(ts.nanos) / 1_000_000)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_round_trip_including_before_the_epoch() {
-        for ms in [0, 1, 999, 1000, 1_732_000_000_123, -1, -1001] {
-            assert_eq!(from_timestamp(&to_timestamp(ms)), ms);
-        }
-    }
-
-    #[test]
-    fn timestamps_out_of_range_saturate() {
-        let ts = |seconds, nanos| pbjson_types::Timestamp { seconds, nanos };
-        assert_eq!(from_timestamp(&ts(i64::MAX, 999_999_999)), i64::MAX);
-        assert_eq!(from_timestamp(&ts(i64::MIN, -999_999_999)), i64::MIN);
-    }
 }

@@ -227,6 +227,21 @@ fn lease_workflow_task(commit: &mut RunCommit, queue: &str, now: Millis) -> Opti
     Some((id, written))
 }
 
+/// Validates a worker's sticky queue, given in request field `field`.
+fn sticky_queue_field(field: &'static str, raw: &str) -> Result<(), EngineError> {
+    TaskQueue::parse(raw)
+        .map(|_| ())
+        .map_err(|_| EngineError::invalid(field, "must be 1 to 255 bytes, no control characters"))
+}
+
+/// The type of `run`'s pending activity `scheduled_event_id` (empty if it is not pending), for
+/// metrics.
+fn activity_type_of(run: &Run, scheduled_event_id: i64) -> String {
+    run.activity(scheduled_event_id)
+        .map(|a| a.activity_type.clone())
+        .unwrap_or_default()
+}
+
 /// How long before the engine's clock the time of a decision made ahead may be for it to be
 /// recorded at that time. The worker derives it from the engine's own event times plus the
 /// time passed locally, so it lags only by the time answers and requests spend in transit and
@@ -1491,15 +1506,7 @@ impl Engine {
                     .await?
             }
         };
-        let token = TaskToken {
-            namespace: run.namespace.clone(),
-            run_id: run.run_id.to_text(),
-            kind: TOKEN_KIND_WORKFLOW,
-            scheduled_event_id: wft.scheduled_event_id,
-            attempt: wft.attempt,
-            lease_id: lease_id.to_owned(),
-            history_len: run.next_event_id - 1,
-        };
+        let token = TaskToken::for_workflow_task(&run, wft, lease_id);
         self.metrics.schedule_to_start(
             "workflow",
             Duration::from_millis((self.now() - wft.visible_at).max(0) as u64),
@@ -1563,12 +1570,7 @@ impl Engine {
         let (token, run_id) = self.decode_token(&req.task_token, TOKEN_KIND_WORKFLOW)?;
         let ident = identity(&req.identity)?;
         if !req.sticky_queue.is_empty() {
-            TaskQueue::parse(&req.sticky_queue).map_err(|_| {
-                EngineError::invalid(
-                    "sticky_queue",
-                    "must be 1 to 255 bytes, no control characters",
-                )
-            })?;
+            sticky_queue_field("sticky_queue", &req.sticky_queue)?;
         }
         let size: usize = req.commands.iter().map(Message::encoded_len).sum();
         self.check_payload("commands", size)?;
@@ -1750,10 +1752,7 @@ impl Engine {
         let (activity_type, retried) = self
             .update(run_id, |run, now| {
                 let commit = decide(run, now)?;
-                let activity_type = run
-                    .activity(scheduled_event_id)
-                    .map(|a| a.activity_type.clone())
-                    .unwrap_or_default();
+                let activity_type = activity_type_of(run, scheduled_event_id);
                 // Still pending after a failure: another attempt was scheduled.
                 let retried = commit.run.activity(scheduled_event_id).is_some();
                 Ok((Some(commit), (activity_type, retried)))
@@ -1784,10 +1783,7 @@ impl Engine {
             .transpose()?;
         let (activity_type, answer) = self
             .update(run_id, |run, now| {
-                let activity_type = run
-                    .activity(token.scheduled_event_id)
-                    .map(|a| a.activity_type.clone())
-                    .unwrap_or_default();
+                let activity_type = activity_type_of(run, token.scheduled_event_id);
                 if let Some((d, checked)) = decision
                     && let Some((commit, eager)) = self.decide_ahead(
                         run,
@@ -1848,12 +1844,7 @@ impl Engine {
     /// here: the result is recorded alone, and the workflow task that follows refuses them as
     /// usual.)
     fn check_decision(&self, d: &pb::WorkflowDecision) -> Result<CheckedDecision, EngineError> {
-        TaskQueue::parse(&d.sticky_queue).map_err(|_| {
-            EngineError::invalid(
-                "decision.sticky_queue",
-                "must be 1 to 255 bytes, no control characters",
-            )
-        })?;
+        sticky_queue_field("decision.sticky_queue", &d.sticky_queue)?;
         if d.history_len < 1 {
             return Err(EngineError::invalid(
                 "decision.history_len",
@@ -1922,15 +1913,7 @@ impl Engine {
             return Ok(None);
         };
         let lease = Lease::new(at, timeout);
-        let wft_token = TaskToken {
-            namespace: run.namespace.clone(),
-            run_id: run.run_id.to_text(),
-            kind: TOKEN_KIND_WORKFLOW,
-            scheduled_event_id: wft.scheduled_event_id,
-            attempt: wft.attempt,
-            lease_id: lease.id.clone(),
-            history_len: base.next_event_id - 1,
-        };
+        let wft_token = TaskToken::for_workflow_task(&first.run, wft, &lease.id);
         wft.lease = Some(lease);
         match self.decide_completion(
             &base,

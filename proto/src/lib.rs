@@ -5,6 +5,7 @@
 //! reflection.
 
 pub mod codec;
+pub mod time;
 pub mod trace;
 
 /// `martix.v1`: messages and services.

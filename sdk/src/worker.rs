@@ -166,6 +166,32 @@ struct Eager {
     shutdown: CancellationToken,
 }
 
+impl Eager {
+    /// Runs `job`, work handed over eagerly, holding `permit` (its slot) until it ends.
+    fn spawn(
+        &self,
+        job: impl std::future::Future<Output = ()> + Send + 'static,
+        permit: OwnedSemaphorePermit,
+    ) {
+        spawn_holding(&self.tasks, job, permit);
+    }
+}
+
+/// Runs `job` among `tasks`, holding `permit` (its slot) until it ends. Finished jobs are let
+/// go first: a `JoinSet` keeps them until joined.
+fn spawn_holding(
+    tasks: &Mutex<JoinSet<()>>,
+    job: impl std::future::Future<Output = ()> + Send + 'static,
+    permit: OwnedSemaphorePermit,
+) {
+    let mut set = tasks.lock().unwrap_or_else(|p| p.into_inner());
+    while set.try_join_next().is_some() {}
+    set.spawn(async move {
+        job.await;
+        drop(permit);
+    });
+}
+
 impl Worker {
     /// A worker that talks to the engine at `endpoint` (`http://127.0.0.1:7233`). Connects
     /// lazily and reconnects with backoff, so the engine need not be up yet.
@@ -366,14 +392,7 @@ impl Worker {
                 Ok(None) => failures = 0,
                 Ok(Some(t)) => {
                     failures = 0;
-                    let work = run(t);
-                    let mut set = tasks.lock().unwrap_or_else(|p| p.into_inner());
-                    // Finished tasks are kept until joined: let them go.
-                    while set.try_join_next().is_some() {}
-                    set.spawn(async move {
-                        work.await;
-                        drop(permit);
-                    });
+                    spawn_holding(&tasks, run(t), permit);
                 }
                 Err(status) => {
                     tracing::warn!(error = %status, what, "poll failed; retrying");
@@ -599,14 +618,7 @@ impl Worker {
             self.stats
                 .eager_activities
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let job = self.activity_job(t, e.work.child_token());
-            e.tasks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .spawn(async move {
-                    job.await;
-                    drop(permit);
-                });
+            e.spawn(self.activity_job(t, e.work.child_token()), permit);
         }
     }
 
@@ -667,10 +679,7 @@ impl Worker {
         }
         let history_len = d.processed;
         let at = d.decision_time();
-        let time = Some(pbjson_types::Timestamp {
-            seconds: at.div_euclid(1000),
-            nanos: (at.rem_euclid(1000) * 1_000_000) as i32,
-        });
+        let time = Some(martix_proto::time::to_timestamp(at));
         use pb::history_event::Attributes as A;
         let identity = self.options.identity.clone();
         let events = [
@@ -959,14 +968,7 @@ impl Worker {
             self.stats
                 .eager_workflow_tasks
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let job = self.workflow_job(task);
-            e.tasks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .spawn(async move {
-                    job.await;
-                    drop(permit);
-                });
+            e.spawn(self.workflow_job(task), permit);
         }
     }
 }

@@ -32,7 +32,16 @@ async fn start_worker(
     q: &str,
     register: impl FnOnce(&mut Worker),
 ) -> (RunningWorker, Client) {
-    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(q)).unwrap();
+    start_worker_with(engine, WorkerOptions::new(q), register).await
+}
+
+/// `start_worker` with the worker's options.
+async fn start_worker_with(
+    engine: &TestEngine,
+    options: WorkerOptions,
+    register: impl FnOnce(&mut Worker),
+) -> (RunningWorker, Client) {
+    let mut w = Worker::new(&engine.endpoint, options).unwrap();
     register(&mut w);
     let running = RunningWorker::spawn(w);
     let client = Client::connect(engine.endpoint.clone()).await.unwrap();
@@ -206,11 +215,11 @@ async fn run_chain(decide_ahead: bool) -> (Arc<martix_sdk::WorkerStats>, u64) {
     let q = unique("chain");
     let mut options = WorkerOptions::new(&q);
     options.decide_ahead = decide_ahead;
-    let mut w = Worker::new(&engine.endpoint, options).unwrap();
-    w.register_workflow("chain", chain)
-        .register_activity("step", step);
-    let running = RunningWorker::spawn(w);
-    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let (running, client) = start_worker_with(&engine, options, |w| {
+        w.register_workflow("chain", chain)
+            .register_activity("step", step);
+    })
+    .await;
     // A chain of none first: once it is done, the worker's pollers wait on the engine, so
     // the measured run's first task is handed over, not claimed from the store.
     let warmup = client
@@ -540,12 +549,12 @@ async fn without_eager_dispatch_activities_are_polled() {
     let q = unique("orders");
     let mut options = WorkerOptions::new(&q);
     options.max_eager_activities = 0;
-    let mut w = Worker::new(&engine.endpoint, options).unwrap();
-    w.register_workflow("order", order)
-        .register_activity("reserve", reserve)
-        .register_activity("price", price);
-    let running = RunningWorker::spawn(w);
-    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let (running, client) = start_worker_with(&engine, options, |w| {
+        w.register_workflow("order", order)
+            .register_activity("reserve", reserve)
+            .register_activity("price", price);
+    })
+    .await;
     let run = client
         .start_workflow(StartOptions::new("order", unique("order"), &q), &"sku-2")
         .await
@@ -909,13 +918,13 @@ async fn saga_order(ctx: WorkflowContext, order_id: String) -> Result<String, Wo
 async fn a_saga_compensates_in_reverse_order(backend: Backend) {
     let engine = TestEngine::start(backend, config()).await;
     let q = unique("q");
-    let mut w = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
-    w.register_workflow("saga_order", saga_order);
-    for name in ["reserve", "hold", "charge", "release", "unhold"] {
-        w.register_activity(name, saga_step(name));
-    }
-    let _running = RunningWorker::spawn(w);
-    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let (_running, client) = start_worker(&engine, &q, |w| {
+        w.register_workflow("saga_order", saga_order);
+        for name in ["reserve", "hold", "charge", "release", "unhold"] {
+            w.register_activity(name, saga_step(name));
+        }
+    })
+    .await;
     let id = unique("saga");
     let run = client
         .start_workflow(StartOptions::new("saga_order", &id, &q), &"o-1")

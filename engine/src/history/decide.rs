@@ -41,6 +41,20 @@ pub struct TaskToken {
 }
 
 impl TaskToken {
+    /// The token of `run`'s workflow task `wft`, leased as `lease_id`, for a worker given the
+    /// run's history as it stands.
+    pub fn for_workflow_task(run: &Run, wft: &WorkflowTask, lease_id: &str) -> Self {
+        Self {
+            namespace: run.namespace.clone(),
+            run_id: run.run_id.to_text(),
+            kind: TOKEN_KIND_WORKFLOW,
+            scheduled_event_id: wft.scheduled_event_id,
+            attempt: wft.attempt,
+            lease_id: lease_id.to_owned(),
+            history_len: run.next_event_id - 1,
+        }
+    }
+
     /// Decodes a token from the wire; garbage is an `InvalidArgument`.
     pub fn decode_from(raw: &[u8]) -> Result<(Self, RunId), EngineError> {
         if raw.is_empty() {

@@ -770,7 +770,13 @@ pub async fn concurrent_changes_commit_together_and_fail_alone(store: &dyn Store
     bad.events[0].event_id = 1;
     let mut burst: Vec<&RunCommit> = signals.iter().collect();
     burst[3] = &bad;
+    let before = store.write_transactions();
     let results = futures::future::join_all(burst.iter().map(|c| store.commit(c))).await;
+    assert_eq!(
+        store.write_transactions() - before,
+        1,
+        "the burst went to the writers as one batch"
+    );
     for (i, (r, c)) in results.iter().zip(&signals).enumerate() {
         let events = store.history(c.run.run_id, 1, 100).await.unwrap();
         if i == 3 {

@@ -646,6 +646,33 @@ macro_rules! impl_store {
             out.into_iter().map(|o| o.expect("every change answered")).collect()
         }
 
+        /// A statement with its arguments bound.
+        type Bound<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>;
+
+        impl $store {
+            /// Claims a task with `claim`, an update returning the row it leased. On SQLite
+            /// `probe` looks first, so that an empty queue takes no turn on the single writer;
+            /// PostgreSQL claims at once (an update of no row writes nothing). A claim counts
+            /// as a write transaction when it claimed, and on SQLite whenever it ran (it took
+            /// the writer's turn even if it lost the race).
+            async fn claim(
+                &self,
+                probe: Bound<'_>,
+                claim: Bound<'_>,
+            ) -> Result<Option<DbRow>, StoreError> {
+                if READ_BEFORE_CLAIM
+                    && probe.fetch_optional(&self.read).await.map_err(classify)?.is_none()
+                {
+                    return Ok(None);
+                }
+                let row = claim.fetch_optional(&self.write).await.map_err(classify)?;
+                if row.is_some() || READ_BEFORE_CLAIM {
+                    self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(row)
+            }
+        }
+
         #[async_trait::async_trait]
         impl Store for $store {
             fn backend(&self) -> &'static str {
@@ -800,24 +827,14 @@ macro_rules! impl_store {
                 lease_id: &str,
                 now: Millis,
             ) -> Result<Option<Run>, StoreError> {
-                // On SQLite a read first: an empty queue takes no turn on the single writer.
-                // On PostgreSQL the claim alone (an update of no row writes nothing).
-                if READ_BEFORE_CLAIM {
-                    let candidate: Option<(String,)> = sqlx::query_as(
-                        "SELECT run_id FROM executions WHERE namespace = $1 AND wft_queue = $2 \
-                         AND wft_visible_at <= $3 AND (wft_lease_until IS NULL OR wft_lease_until <= $3) LIMIT 1",
-                    )
-                    .bind(namespace)
-                    .bind(queue)
-                    .bind(now)
-                    .fetch_optional(&self.read)
-                    .await
-                    .map_err(classify)?;
-                    if candidate.is_none() {
-                        return Ok(None);
-                    }
-                }
-                let row = sqlx::query(concat!(
+                let probe = sqlx::query(
+                    "SELECT 1 FROM executions WHERE namespace = $1 AND wft_queue = $2 \
+                     AND wft_visible_at <= $3 AND (wft_lease_until IS NULL OR wft_lease_until <= $3) LIMIT 1",
+                )
+                .bind(namespace)
+                .bind(queue)
+                .bind(now);
+                let claim = sqlx::query(concat!(
                     "UPDATE executions SET wft_lease_id = $1, wft_lease_until = $2 + wft_timeout_ms, ",
                     "version = version + 1 WHERE run_id = (SELECT run_id FROM executions ",
                     "WHERE namespace = $3 AND wft_queue = $4 AND wft_visible_at <= $2 ",
@@ -827,15 +844,8 @@ macro_rules! impl_store {
                 .bind(lease_id)
                 .bind(now)
                 .bind(namespace)
-                .bind(queue)
-                .fetch_optional(&self.write)
-                .await
-                .map_err(classify)?;
-                // A claim that ran on SQLite took the writer's turn even if it lost the race.
-                if row.is_some() || READ_BEFORE_CLAIM {
-                    self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                row.as_ref().map(run_from_row).transpose()
+                .bind(queue);
+                self.claim(probe, claim).await?.as_ref().map(run_from_row).transpose()
             }
 
             async fn claim_expired_sticky(
@@ -846,22 +856,14 @@ macro_rules! impl_store {
                 now: Millis,
                 stale_before: Millis,
             ) -> Result<Option<Run>, StoreError> {
-                if READ_BEFORE_CLAIM {
-                    let candidate: Option<(String,)> = sqlx::query_as(
-                        "SELECT run_id FROM executions WHERE namespace = $1 AND task_queue = $2 \
-                         AND wft_queue IS NOT NULL AND wft_queue <> task_queue AND wft_visible_at <= $3 LIMIT 1",
-                    )
-                    .bind(namespace)
-                    .bind(queue)
-                    .bind(stale_before)
-                    .fetch_optional(&self.read)
-                    .await
-                    .map_err(classify)?;
-                    if candidate.is_none() {
-                        return Ok(None);
-                    }
-                }
-                let row = sqlx::query(concat!(
+                let probe = sqlx::query(
+                    "SELECT 1 FROM executions WHERE namespace = $1 AND task_queue = $2 \
+                     AND wft_queue IS NOT NULL AND wft_queue <> task_queue AND wft_visible_at <= $3 LIMIT 1",
+                )
+                .bind(namespace)
+                .bind(queue)
+                .bind(stale_before);
+                let claim = sqlx::query(concat!(
                     "UPDATE executions SET wft_queue = task_queue, wft_lease_id = $1, ",
                     "wft_lease_until = $2 + wft_timeout_ms, version = version + 1 ",
                     "WHERE run_id = (SELECT run_id FROM executions ",
@@ -875,15 +877,8 @@ macro_rules! impl_store {
                 .bind(now)
                 .bind(namespace)
                 .bind(queue)
-                .bind(stale_before)
-                .fetch_optional(&self.write)
-                .await
-                .map_err(classify)?;
-                // A claim that ran on SQLite took the writer's turn even if it lost the race.
-                if row.is_some() || READ_BEFORE_CLAIM {
-                    self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                row.as_ref().map(run_from_row).transpose()
+                .bind(stale_before);
+                self.claim(probe, claim).await?.as_ref().map(run_from_row).transpose()
             }
 
             async fn claim_activity_task(
@@ -893,22 +888,14 @@ macro_rules! impl_store {
                 lease_id: &str,
                 now: Millis,
             ) -> Result<Option<ActivityTask>, StoreError> {
-                if READ_BEFORE_CLAIM {
-                    let candidate: Option<(String,)> = sqlx::query_as(
-                        "SELECT run_id FROM activity_tasks WHERE namespace = $1 AND task_queue = $2 \
-                         AND visible_at <= $3 AND lease_id IS NULL LIMIT 1",
-                    )
-                    .bind(namespace)
-                    .bind(queue)
-                    .bind(now)
-                    .fetch_optional(&self.read)
-                    .await
-                    .map_err(classify)?;
-                    if candidate.is_none() {
-                        return Ok(None);
-                    }
-                }
-                let row = sqlx::query(concat!(
+                let probe = sqlx::query(
+                    "SELECT 1 FROM activity_tasks WHERE namespace = $1 AND task_queue = $2 \
+                     AND visible_at <= $3 AND lease_id IS NULL LIMIT 1",
+                )
+                .bind(namespace)
+                .bind(queue)
+                .bind(now);
+                let claim = sqlx::query(concat!(
                     // An expired lease is not claimed here: the engine's reaper records the
                     // timed-out attempt and schedules the retry per the retry policy.
                     "UPDATE activity_tasks SET lease_id = $1, started_at = $2, lease_until = $2 + ",
@@ -921,15 +908,8 @@ macro_rules! impl_store {
                 .bind(lease_id)
                 .bind(now)
                 .bind(namespace)
-                .bind(queue)
-                .fetch_optional(&self.write)
-                .await
-                .map_err(classify)?;
-                // A claim that ran on SQLite took the writer's turn even if it lost the race.
-                if row.is_some() || READ_BEFORE_CLAIM {
-                    self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                row.as_ref().map(activity_from_row).transpose()
+                .bind(queue);
+                self.claim(probe, claim).await?.as_ref().map(activity_from_row).transpose()
             }
 
             async fn heartbeat_activity(

@@ -245,7 +245,7 @@ impl RunDriver {
     fn time_of(ev: &pb::HistoryEvent) -> i64 {
         ev.event_time
             .as_ref()
-            .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+            .map_or(0, martix_proto::time::from_timestamp)
     }
 
     fn apply(&mut self, ev: &pb::HistoryEvent) -> Result<(), ActivationError> {

@@ -1,0 +1,39 @@
+//! Protobuf timestamps and milliseconds since the epoch, the one conversion every crate of
+//! Martix uses (engine and SDK alike).
+
+use pbjson_types::Timestamp;
+
+/// Milliseconds since the epoch as a protobuf timestamp.
+pub fn to_timestamp(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// A protobuf timestamp as milliseconds since the epoch (saturating: a timestamp from a
+/// caller may be anything).
+pub fn from_timestamp(ts: &Timestamp) -> i64 {
+    ts.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(ts.nanos) / 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_including_before_the_epoch() {
+        for ms in [0, 1, 999, 1000, 1_732_000_000_123, -1, -1001] {
+            assert_eq!(from_timestamp(&to_timestamp(ms)), ms);
+        }
+    }
+
+    #[test]
+    fn timestamps_out_of_range_saturate() {
+        let ts = |seconds, nanos| Timestamp { seconds, nanos };
+        assert_eq!(from_timestamp(&ts(i64::MAX, 999_999_999)), i64::MAX);
+        assert_eq!(from_timestamp(&ts(i64::MIN, -999_999_999)), i64::MIN);
+    }
+}
