@@ -793,6 +793,47 @@ pub async fn concurrent_changes_commit_together_and_fail_alone(store: &dyn Store
             );
         }
     }
+    // A burst where two changes of different runs carry one request id: refused after the
+    // checkpoint was written, so the batch is written again without it; exactly one of the
+    // two is recorded, the other answered as a duplicate with nothing of it written.
+    let runs: Vec<RunCommit> = (0..5)
+        .map(|i| start(&ns, &unique("wf"), &unique("q"), T0 + 600 + i))
+        .collect();
+    let started = futures::future::join_all(runs.iter().map(|c| store.commit(c))).await;
+    assert!(started.iter().all(Result::is_ok), "{started:?}");
+    let request = unique("req");
+    let signals: Vec<RunCommit> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut s = history::signal(&stored(c), "go", None, "t", T0 + 610).unwrap();
+            if i == 1 || i == 3 {
+                s.request_id = Some(request.clone());
+            }
+            s
+        })
+        .collect();
+    let results = futures::future::join_all(signals.iter().map(|c| store.commit(c))).await;
+    let duplicates: Vec<usize> = (0..results.len())
+        .filter(|&i| matches!(results[i], Err(StoreError::Duplicate)))
+        .collect();
+    assert!(
+        duplicates == [1] || duplicates == [3],
+        "one of the two is a duplicate: {results:?}"
+    );
+    for (i, (r, c)) in results.iter().zip(&signals).enumerate() {
+        let run = store.load_run(c.run.run_id).await.unwrap().unwrap();
+        if duplicates.contains(&i) {
+            assert_eq!(
+                run,
+                stored(&runs[i]),
+                "nothing of the duplicate was written"
+            );
+        } else {
+            assert!(r.is_ok(), "{i}: {r:?}");
+            assert_eq!(run.next_event_id, c.run.next_event_id, "written whole");
+        }
+    }
 }
 
 fn outbox_event(

@@ -79,7 +79,7 @@ pub struct TaskNotice {
     pub workflow: bool,
 }
 
-/// The channel commits notify on.
+/// The channel commits notify on (`martix_write_batch_v1`, migration 0012, names it too).
 pub(crate) const TASK_CHANNEL: &str = "martix_tasks";
 
 /// The notices a commit sends: one per queue that got a task no poller of this node took.
@@ -105,6 +105,88 @@ pub(crate) fn notices(commit: &RunCommit) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+/// Whether a run's new activity tasks may be written at the batch's end: not when a
+/// later statement of the change touches them (an activity scheduled and cancelled
+/// by one completion; a closing run's deletes).
+pub(crate) fn inserts_can_wait(c: &RunCommit) -> bool {
+    !c.closed
+        && c.tasks.iter().all(|op| match op {
+            crate::history::TaskOp::Insert(_) => true,
+            crate::history::TaskOp::Retry {
+                scheduled_event_id: id,
+                ..
+            }
+            | crate::history::TaskOp::RetryNow {
+                scheduled_event_id: id,
+                ..
+            }
+            | crate::history::TaskOp::Delete {
+                scheduled_event_id: id,
+                ..
+            } => !c.tasks.iter().any(
+                |o| matches!(o, crate::history::TaskOp::Insert(t) if t.scheduled_event_id == *id),
+            ),
+        })
+}
+
+/// How writing a group of a batch failed.
+pub(crate) enum Failed {
+    /// Change `i` was refused or failed after it wrote (or broke the transaction): the
+    /// group is rolled back and written again without it.
+    Change(usize, StoreError),
+    /// A statement the whole group shares failed: each change is written alone.
+    Batch(StoreError),
+    /// The group could not be written at all (no connection, a failed commit).
+    All(StoreError),
+}
+
+/// Writes a batch of `n` changes with `write`, which writes a group of them (indices, in
+/// order) in one transaction and answers each, or fails as `Failed` says. A change refused or
+/// failing after it wrote is answered with that and the others are written again without it
+/// (rare: a lease or a request id lost since the change was decided, a broken row); if a
+/// statement the group shares fails, each change is written alone, so a bad change fails by
+/// itself. One outcome per change, in order.
+pub(crate) async fn write_in_groups<F, Fut>(n: usize, mut write: F) -> Vec<Result<(), StoreError>>
+where
+    F: FnMut(Vec<usize>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Result<(), StoreError>>, Failed>>,
+{
+    let mut out: Vec<Option<Result<(), StoreError>>> = (0..n).map(|_| None).collect();
+    let mut alone = false;
+    loop {
+        let live: Vec<usize> = (0..n).filter(|&i| out[i].is_none()).collect();
+        if live.is_empty() {
+            break;
+        }
+        let groups: Vec<Vec<usize>> = if alone {
+            live.iter().map(|&i| vec![i]).collect()
+        } else {
+            vec![live]
+        };
+        for group in groups {
+            match write(group.clone()).await {
+                Ok(outcomes) => {
+                    for (&i, o) in group.iter().zip(outcomes) {
+                        out[i] = Some(o);
+                    }
+                }
+                Err(Failed::Change(i, e)) => out[i] = Some(Err(e)),
+                Err(Failed::Batch(e)) if group.len() == 1 => out[group[0]] = Some(Err(e)),
+                Err(Failed::Batch(_)) => alone = true,
+                Err(Failed::All(e)) => {
+                    let why = e.to_string();
+                    for &i in &group {
+                        out[i] = Some(Err(StoreError::Unavailable(why.clone())));
+                    }
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|o| o.expect("every change answered"))
+        .collect()
 }
 
 /// A timer row that has come due.

@@ -79,4 +79,401 @@ impl SqliteStore {
 
 super::sql::impl_store!(SqliteStore, sqlx::Sqlite, "sqlite", "");
 
+use crate::store::Failed;
+
+/// Writes one run's part of a commit inside `tx`, the parts every change of a batch
+/// shares (history events, outbox rows, new activity tasks) left in `later` to be
+/// written for the whole batch at its end. On a refusal, `later.tainted` says whether
+/// the transaction holds anything of the change (or was broken by it): a refusal at
+/// the first statement, the version-checked checkpoint, writes nothing.
+async fn write_run<'a>(
+    conn: &mut sqlx::SqliteConnection,
+    c: &'a RunCommit,
+    later: &mut Later<'a>,
+) -> Result<(), StoreError> {
+    // A refusal at the first statement leaves the transaction as it found it.
+    let untouched = !later.tainted;
+    later.tainted = true;
+    let r = &c.run;
+    let run_id = r.run_id.to_text();
+    let state = r.state.encode_to_vec();
+    let wft = r.wft.as_ref();
+    let wft_queue = wft.map(|w| w.queue.clone());
+    let wft_attempt = wft.map_or(0, |w| w.attempt);
+    let wft_sched = wft.map_or(0, |w| w.scheduled_event_id);
+    let wft_visible = wft.map_or(0, |w| w.visible_at);
+    let lease_id = wft.and_then(|w| w.lease.as_ref()).map(|l| l.id.clone());
+    let lease_until = wft.and_then(|w| w.lease.as_ref()).map(|l| l.until);
+    match c.expected_version {
+        None => {
+            let sql = if c.fresh_id {
+                // Only if the id was never used: the start did not read its runs.
+                concat!(
+                    "INSERT INTO executions (",
+                    crate::store::sql::run_cols!(),
+                    ", wft_timeout_ms) ",
+                    "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11, $12, $13, $14, $15, $16, $17 ",
+                    "WHERE NOT EXISTS (SELECT 1 FROM executions WHERE namespace = $2 AND workflow_id = $3)"
+                )
+            } else {
+                concat!(
+                    "INSERT INTO executions (",
+                    crate::store::sql::run_cols!(),
+                    ", wft_timeout_ms) VALUES ",
+                    "($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11, $12, $13, $14, $15, $16, $17)"
+                )
+            };
+            let done = sqlx::query(sql)
+                .bind(&run_id)
+                .bind(&r.namespace)
+                .bind(&r.workflow_id)
+                .bind(&r.workflow_type)
+                .bind(&r.task_queue)
+                .bind(r.status as i32)
+                .bind(r.start_time)
+                .bind(r.close_time)
+                .bind(r.next_event_id)
+                .bind(wft_queue)
+                .bind(wft_attempt)
+                .bind(wft_sched)
+                .bind(wft_visible)
+                .bind(lease_id)
+                .bind(lease_until)
+                .bind(state)
+                .bind(r.state.workflow_task_timeout_ms)
+                .execute(&mut *conn)
+                .await
+                .map_err(classify)?;
+            if done.rows_affected() != 1 {
+                later.tainted = !untouched;
+                return Err(StoreError::IdUsed);
+            }
+        }
+        Some(expected) => {
+            let done = sqlx::query(
+                "UPDATE executions SET status = $1, close_time = $2, next_event_id = $3, \
+                 version = $4 + 1, wft_queue = $5, wft_attempt = $6, \
+                 wft_scheduled_event_id = $7, wft_visible_at = $8, wft_lease_id = $9, \
+                 wft_lease_until = $10, state = $11 WHERE run_id = $12 AND version = $4",
+            )
+            .bind(r.status as i32)
+            .bind(r.close_time)
+            .bind(r.next_event_id)
+            .bind(expected)
+            .bind(wft_queue)
+            .bind(wft_attempt)
+            .bind(wft_sched)
+            .bind(wft_visible)
+            .bind(lease_id)
+            .bind(lease_until)
+            .bind(state)
+            .bind(&run_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+            if done.rows_affected() != 1 {
+                later.tainted = !untouched;
+                return Err(StoreError::Conflict {
+                    run: r.run_id,
+                    expected,
+                });
+            }
+        }
+    }
+    later.events.extend(event_rows(&run_id, &c.events));
+    later.outbox.extend(c.outbox.iter());
+    if let Some(request_id) = &c.request_id {
+        let done = sqlx::query(
+            "INSERT INTO signal_requests (namespace, request_id, received_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (namespace, request_id) DO NOTHING",
+        )
+        .bind(&r.namespace)
+        .bind(request_id)
+        .bind(c.at)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Duplicate);
+        }
+    }
+    if let Some(key) = &c.fired_timer {
+        let done = sqlx::query("DELETE FROM timers WHERE run_id = $1 AND timer_key = $2")
+            .bind(&run_id)
+            .bind(key)
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::StaleTask);
+        }
+    }
+    let defer_inserts = crate::store::inserts_can_wait(c);
+    for op in &c.tasks {
+        let affected = match op {
+            TaskOp::Insert(t) if defer_inserts => {
+                later.tasks.push(t);
+                None
+            }
+            TaskOp::Insert(t) => {
+                insert_tasks(&mut *conn, &[t]).await?;
+                None
+            }
+            TaskOp::Retry {
+                scheduled_event_id,
+                attempt,
+                visible_at,
+                lease_id,
+            } => Some(
+                sqlx::query(
+                    "UPDATE activity_tasks SET attempt = $1, visible_at = $2, \
+                     lease_id = NULL, lease_until = NULL, started_at = NULL \
+                     WHERE run_id = $3 AND scheduled_event_id = $4 AND lease_id = $5",
+                )
+                .bind(attempt)
+                .bind(visible_at)
+                .bind(&run_id)
+                .bind(scheduled_event_id)
+                .bind(lease_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(classify)?
+                .rows_affected(),
+            ),
+            TaskOp::RetryNow {
+                scheduled_event_id,
+                attempt,
+                visible_at,
+            } => Some(
+                sqlx::query(
+                    "UPDATE activity_tasks SET attempt = $1, visible_at = $2 \
+                     WHERE run_id = $3 AND scheduled_event_id = $4 AND lease_id IS NULL",
+                )
+                .bind(attempt)
+                .bind(visible_at)
+                .bind(&run_id)
+                .bind(scheduled_event_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(classify)?
+                .rows_affected(),
+            ),
+            TaskOp::Delete {
+                scheduled_event_id,
+                lease_id: Some(lease_id),
+            } => Some(
+                sqlx::query(
+                    "DELETE FROM activity_tasks \
+                     WHERE run_id = $1 AND scheduled_event_id = $2 AND lease_id = $3",
+                )
+                .bind(&run_id)
+                .bind(scheduled_event_id)
+                .bind(lease_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(classify)?
+                .rows_affected(),
+            ),
+            TaskOp::Delete {
+                scheduled_event_id,
+                lease_id: None,
+            } => {
+                sqlx::query(
+                    "DELETE FROM activity_tasks WHERE run_id = $1 AND scheduled_event_id = $2",
+                )
+                .bind(&run_id)
+                .bind(scheduled_event_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(classify)?;
+                None
+            }
+        };
+        if affected == Some(0) {
+            return Err(StoreError::StaleTask);
+        }
+    }
+    for op in &c.timers {
+        match op {
+            TimerOp::Insert { key, fire_at } => {
+                sqlx::query("INSERT INTO timers (run_id, timer_key, fire_at) VALUES ($1, $2, $3)")
+                    .bind(&run_id)
+                    .bind(key)
+                    .bind(fire_at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(classify)?;
+            }
+            TimerOp::Delete { key } => {
+                sqlx::query("DELETE FROM timers WHERE run_id = $1 AND timer_key = $2")
+                    .bind(&run_id)
+                    .bind(key)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(classify)?;
+            }
+        }
+    }
+    if c.closed {
+        sqlx::query("DELETE FROM activity_tasks WHERE run_id = $1")
+            .bind(&run_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+        sqlx::query("DELETE FROM timers WHERE run_id = $1")
+            .bind(&run_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+    }
+    Ok(())
+}
+
+/// History rows (`event_rows`), in multi-row statements.
+async fn insert_events(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[(String, i64, i64, Vec<u8>)],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(200) {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO history_events (run_id, event_id, last_event_id, data) ",
+        );
+        qb.push_values(chunk, |mut b, (run_id, first, last, data)| {
+            b.push_bind(run_id.clone())
+                .push_bind(*first)
+                .push_bind(*last)
+                .push_bind(data.clone());
+        });
+        qb.build().execute(&mut *conn).await.map_err(classify)?;
+    }
+    Ok(())
+}
+
+/// Outbox rows, in multi-row statements.
+async fn insert_outbox(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[&crate::history::OutboxEvent],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(200) {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO outbox (event_id, shard, namespace, subject, workflow_type, \
+             run_id, sequence, event_type, occurred_at, body) ",
+        );
+        qb.push_values(chunk, |mut b, e| {
+            b.push_bind(e.event_id.clone())
+                .push_bind(crate::store::events::shard_of(&e.namespace, &e.subject))
+                .push_bind(e.namespace.clone())
+                .push_bind(e.subject.clone())
+                .push_bind(e.workflow_type.clone())
+                .push_bind(e.run_id.to_text())
+                .push_bind(e.sequence)
+                .push_bind(e.event_type.clone())
+                .push_bind(e.occurred_at)
+                .push_bind(e.body.clone());
+        });
+        qb.build().execute(&mut *conn).await.map_err(classify)?;
+    }
+    Ok(())
+}
+
+/// New activity tasks, in multi-row statements.
+async fn insert_tasks(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[&ActivityTask],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(200) {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
+            "INSERT INTO activity_tasks (",
+            crate::store::sql::activity_cols!(),
+            ") "
+        ));
+        qb.push_values(chunk, |mut b, t| {
+            b.push_bind(t.run_id.to_text())
+                .push_bind(t.scheduled_event_id)
+                .push_bind(t.namespace.clone())
+                .push_bind(t.task_queue.clone())
+                .push_bind(t.attempt)
+                .push_bind(t.visible_at)
+                .push_bind(t.lease.as_ref().map(|l| l.id.clone()))
+                .push_bind(t.lease.as_ref().map(|l| l.until))
+                .push_bind(t.lease_ms)
+                .push_bind(t.info.clone())
+                .push_bind(t.heartbeat_details.clone())
+                .push_bind(t.heartbeat_ms)
+                .push_bind(t.started_at);
+        });
+        qb.build().execute(&mut *conn).await.map_err(classify)?;
+    }
+    Ok(())
+}
+
+/// What a batch writes at its end, for all its changes at once.
+#[derive(Default)]
+struct Later<'a> {
+    /// The transaction holds part of the change being written, or was broken by it.
+    tainted: bool,
+    events: Vec<(String, i64, i64, Vec<u8>)>,
+    outbox: Vec<&'a crate::history::OutboxEvent>,
+    tasks: Vec<&'a ActivityTask>,
+}
+
+/// The changes `live` of a batch in one transaction, without savepoints: a change's
+/// first statement (its checkpoint's, version-checked) refuses it without writing
+/// anything; a refusal or an error after that is `Failed::Change`. History events,
+/// outbox rows and new activity tasks of the whole batch go in one multi-row
+/// statement each at the end.
+async fn write_together(
+    conn: &mut sqlx::SqliteConnection,
+    commits: &[&RunCommit],
+    live: &[usize],
+) -> Result<Vec<Result<(), StoreError>>, Failed> {
+    let mut later = Later::default();
+    let mut outcomes = Vec::with_capacity(live.len());
+    for &i in live {
+        let c = commits[i];
+        later.tainted = false;
+        let mut out = write_run(&mut *conn, c, &mut later).await;
+        if out.is_ok()
+            && let Some(next) = &c.new_run
+        {
+            out = write_run(&mut *conn, next, &mut later).await;
+        }
+        match out {
+            Ok(()) => outcomes.push(Ok(())),
+            Err(e) if !later.tainted => outcomes.push(Err(e)),
+            Err(e) => return Err(Failed::Change(i, e)),
+        }
+    }
+    let shared = async {
+        insert_events(&mut *conn, &later.events).await?;
+        insert_outbox(&mut *conn, &later.outbox).await?;
+        insert_tasks(&mut *conn, &later.tasks).await
+    };
+    shared.await.map_err(Failed::Batch)?;
+    Ok(outcomes)
+}
+
+/// Writes the commits in one transaction; one outcome per commit, in order
+/// (`write_in_groups` has the rules). SQLite sends no notices: it has one node.
+async fn write_batch(
+    pool: &sqlx::Pool<sqlx::Sqlite>,
+    commits: &[&RunCommit],
+    _notify_as: Option<&str>,
+) -> Vec<Result<(), StoreError>> {
+    crate::store::write_in_groups(commits.len(), |group| async move {
+        // The write lock first (waiting per the busy timeout): a transaction that reads
+        // before it writes cannot take it once another connection (the adapters', the
+        // relay's) wrote after its read began.
+        let mut tx = pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| Failed::All(classify(e)))?;
+        // On a failure, dropping the transaction rolls it back.
+        let outcomes = write_together(&mut tx, commits, &group).await?;
+        tx.commit().await.map_err(|e| Failed::All(classify(e)))?;
+        Ok(outcomes)
+    })
+    .await
+}
+
 super::events::impl_event_store!(SqliteStore, sqlx::Sqlite, "", "");
