@@ -142,51 +142,73 @@ pub(crate) enum Failed {
     All(StoreError),
 }
 
-/// Writes a batch of `n` changes with `write`, which writes a group of them (indices, in
-/// order) in one transaction and answers each, or fails as `Failed` says. A change refused or
-/// failing after it wrote is answered with that and the others are written again without it
-/// (rare: a lease or a request id lost since the change was decided, a broken row); if a
-/// statement the group shares fails, each change is written alone, so a bad change fails by
-/// itself. One outcome per change, in order.
-pub(crate) async fn write_in_groups<F, Fut>(n: usize, mut write: F) -> Vec<Result<(), StoreError>>
-where
-    F: FnMut(Vec<usize>) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<Result<(), StoreError>>, Failed>>,
-{
-    let mut out: Vec<Option<Result<(), StoreError>>> = (0..n).map(|_| None).collect();
-    let mut alone = false;
-    loop {
-        let live: Vec<usize> = (0..n).filter(|&i| out[i].is_none()).collect();
-        if live.is_empty() {
-            break;
+/// The outcomes of a batch written in groups, one transaction each: first all its changes
+/// together; a change refused or failing after it wrote is answered with that and the others
+/// are written again without it (rare: a lease or a request id lost since the change was
+/// decided, a broken row); if a statement the group shares fails, each change is written
+/// alone, so a bad change fails by itself.
+pub(crate) struct Groups {
+    out: Vec<Option<Result<(), StoreError>>>,
+    alone: bool,
+    /// A group failed as a whole (`Failed::All`): the connection may be broken.
+    pub(crate) broken: bool,
+}
+
+impl Groups {
+    pub(crate) fn new(n: usize) -> Self {
+        Self {
+            out: (0..n).map(|_| None).collect(),
+            alone: false,
+            broken: false,
         }
-        let groups: Vec<Vec<usize>> = if alone {
+    }
+
+    /// The groups to write next (indices, in order); none once every change is answered.
+    pub(crate) fn next(&self) -> Vec<Vec<usize>> {
+        let live: Vec<usize> = (0..self.out.len())
+            .filter(|&i| self.out[i].is_none())
+            .collect();
+        if live.is_empty() {
+            Vec::new()
+        } else if self.alone {
             live.iter().map(|&i| vec![i]).collect()
         } else {
             vec![live]
-        };
-        for group in groups {
-            match write(group.clone()).await {
-                Ok(outcomes) => {
-                    for (&i, o) in group.iter().zip(outcomes) {
-                        out[i] = Some(o);
-                    }
+        }
+    }
+
+    /// What writing `group` came to.
+    pub(crate) fn record(
+        &mut self,
+        group: &[usize],
+        written: Result<Vec<Result<(), StoreError>>, Failed>,
+    ) {
+        match written {
+            Ok(outcomes) => {
+                for (&i, o) in group.iter().zip(outcomes) {
+                    self.out[i] = Some(o);
                 }
-                Err(Failed::Change(i, e)) => out[i] = Some(Err(e)),
-                Err(Failed::Batch(e)) if group.len() == 1 => out[group[0]] = Some(Err(e)),
-                Err(Failed::Batch(_)) => alone = true,
-                Err(Failed::All(e)) => {
-                    let why = e.to_string();
-                    for &i in &group {
-                        out[i] = Some(Err(StoreError::Unavailable(why.clone())));
-                    }
+            }
+            Err(Failed::Change(i, e)) => self.out[i] = Some(Err(e)),
+            Err(Failed::Batch(e)) if group.len() == 1 => self.out[group[0]] = Some(Err(e)),
+            Err(Failed::Batch(_)) => self.alone = true,
+            Err(Failed::All(e)) => {
+                self.broken = true;
+                let why = e.to_string();
+                for &i in group {
+                    self.out[i] = Some(Err(StoreError::Unavailable(why.clone())));
                 }
             }
         }
     }
-    out.into_iter()
-        .map(|o| o.expect("every change answered"))
-        .collect()
+
+    /// One outcome per change, in order.
+    pub(crate) fn outcomes(self) -> Vec<Result<(), StoreError>> {
+        self.out
+            .into_iter()
+            .map(|o| o.expect("every change answered"))
+            .collect()
+    }
 }
 
 /// A timer row that has come due.

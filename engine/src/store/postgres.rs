@@ -87,20 +87,23 @@ impl PostgresStore {
         let (notices, _) = tokio::sync::broadcast::channel(4096);
         tokio::spawn(listen(pool.clone(), node.clone(), notices.clone()));
         let writes = std::sync::Arc::default();
+        // Two writers: one builds and sends a batch while the other's commit flushes; each
+        // batches what queued. A batch is one round trip, so more writers only split the
+        // batches (measured: 4 writers wrote 3.0 transactions per saga at C = 64, 2 wrote 1.9,
+        // and fewer sagas/s).
+        let writers = std::env::var("MARTIX_DB_WRITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2usize)
+            .clamp(1, size as usize);
         Ok(Self {
-            // Two writers: one builds and sends a batch while the other's commit flushes; each
-            // batches what queued. A batch is one round trip, so more writers only split the
-            // batches (measured: 4 writers wrote 3.0 transactions per saga at C = 64, 2 wrote
-            // 1.9, and fewer sagas/s).
             committer: spawn_committer(
                 pool.clone(),
                 Some(node.clone()),
                 std::sync::Arc::clone(&writes),
-                std::env::var("MARTIX_DB_WRITERS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(2usize)
-                    .clamp(1, size as usize),
+                writers,
+                // Writers keep their connections when that leaves two for the rest.
+                size as usize >= writers + 2,
             ),
             write: pool.clone(),
             read: pool,
@@ -448,7 +451,7 @@ impl BatchArrays {
 
     /// Calls the function: one outcome per checkpoint (0 written, 1 stale version, 2 the
     /// workflow id was used).
-    async fn write(self, pool: &sqlx::PgPool) -> Result<Vec<i32>, sqlx::Error> {
+    async fn write(self, conn: &mut sqlx::PgConnection) -> Result<Vec<i32>, sqlx::Error> {
         const CALL: &str = "SELECT martix_write_batch_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, \
             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, \
             $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, \
@@ -507,14 +510,14 @@ impl BatchArrays {
             .bind(self.t_details)
             .bind(self.t_heartbeat_ms)
             .bind(self.t_started)
-            .fetch_one(pool)
+            .fetch_one(conn)
             .await
     }
 }
 
 /// Writes a group of a batch with one call of `martix_write_batch_v1`.
 async fn write_group(
-    pool: &sqlx::PgPool,
+    conn: &mut sqlx::PgConnection,
     commits: &[&RunCommit],
     group: &[usize],
     notify_as: Option<&str>,
@@ -525,7 +528,7 @@ async fn write_group(
         first_checkpoint.push(arrays.c_run.len());
         arrays.push(pos as i32, commits[i], notify_as);
     }
-    match arrays.write(pool).await {
+    match arrays.write(conn).await {
         Ok(outcome) => Ok(group
             .iter()
             .zip(first_checkpoint)
@@ -575,15 +578,22 @@ async fn write_group(
     }
 }
 
-/// Writes the commits in one call, one transaction; one outcome per commit, in order
-/// (`write_in_groups` has the rules).
+/// Writes the commits on `conn`, one call and one transaction per group (`Groups` has the
+/// rules).
 async fn write_batch(
-    pool: &sqlx::PgPool,
+    conn: &mut sqlx::PgConnection,
     commits: &[&RunCommit],
     notify_as: Option<&str>,
-) -> Vec<Result<(), StoreError>> {
-    crate::store::write_in_groups(commits.len(), |group| async move {
-        write_group(pool, commits, &group, notify_as).await
-    })
-    .await
+) -> crate::store::Groups {
+    let mut groups = crate::store::Groups::new(commits.len());
+    loop {
+        let next = groups.next();
+        if next.is_empty() {
+            return groups;
+        }
+        for group in next {
+            let written = write_group(&mut *conn, commits, &group, notify_as).await;
+            groups.record(&group, written);
+        }
+    }
 }

@@ -152,6 +152,7 @@ macro_rules! impl_store {
             notify_as: Option<String>,
             writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
             writers: usize,
+            hold_connection: bool,
         ) -> tokio::sync::mpsc::UnboundedSender<Pending> {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Pending>();
             let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
@@ -160,6 +161,11 @@ macro_rules! impl_store {
                     (pool.clone(), notify_as.clone(), writes.clone(), rx.clone());
                 tokio::spawn(async move {
                     let mut batch = Vec::with_capacity($crate::store::MAX_BATCH);
+                    // With `hold_connection` a writer keeps its connection from batch to
+                    // batch: sqlx pings a connection (a round trip) each time one goes back to
+                    // the pool. SQLite's one write connection is shared with claims and the
+                    // relay, so its writer takes it per batch.
+                    let mut held: Option<sqlx::pool::PoolConnection<$db>> = None;
                     loop {
                         // Take what is queued (waiting for at least one), then let the next
                         // writer take what queues up meanwhile.
@@ -167,12 +173,31 @@ macro_rules! impl_store {
                         if n == 0 {
                             return;
                         }
+                        let mut conn = match held.take() {
+                            Some(conn) => conn,
+                            None => match pool.acquire().await {
+                                Ok(conn) => conn,
+                                Err(e) => {
+                                    let why = classify(e).to_string();
+                                    for (_, done) in batch.drain(..) {
+                                        let _ = done.send(Err(StoreError::Unavailable(why.clone())));
+                                    }
+                                    continue;
+                                }
+                            },
+                        };
                         writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         // One lock order for every batch: no deadlocks between them.
                         batch.sort_by_key(|(c, _)| c.run.run_id);
                         let commits: Vec<&RunCommit> = batch.iter().map(|(c, _)| c).collect();
-                        let outcomes = write_batch(&pool, &commits, notify_as.as_deref()).await;
-                        for ((_, done), outcome) in batch.drain(..).zip(outcomes) {
+                        let groups = write_batch(&mut conn, &commits, notify_as.as_deref()).await;
+                        if groups.broken {
+                            // Maybe a lost connection: never reuse it.
+                            conn.close_on_drop();
+                        } else if hold_connection {
+                            held = Some(conn);
+                        }
+                        for ((_, done), outcome) in batch.drain(..).zip(groups.outcomes()) {
                             let _ = done.send(outcome);
                         }
                     }
@@ -180,7 +205,6 @@ macro_rules! impl_store {
             }
             tx
         }
-
 
         /// A statement with its arguments bound.
         type Bound<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>;

@@ -62,7 +62,13 @@ impl SqliteStore {
         let writes = std::sync::Arc::default();
         Ok(Self {
             // One writer: SQLite has one write connection.
-            committer: spawn_committer(write.clone(), None, std::sync::Arc::clone(&writes), 1),
+            committer: spawn_committer(
+                write.clone(),
+                None,
+                std::sync::Arc::clone(&writes),
+                1,
+                false,
+            ),
             write,
             read,
             writes,
@@ -457,27 +463,38 @@ async fn write_together(
     Ok(outcomes)
 }
 
-/// Writes the commits in one transaction; one outcome per commit, in order
-/// (`write_in_groups` has the rules). SQLite sends no notices: it has one node.
+/// Writes the commits on `conn`, one transaction per group (`Groups` has the rules). SQLite
+/// sends no notices: it has one node.
 async fn write_batch(
-    pool: &sqlx::Pool<sqlx::Sqlite>,
+    conn: &mut sqlx::SqliteConnection,
     commits: &[&RunCommit],
     _notify_as: Option<&str>,
-) -> Vec<Result<(), StoreError>> {
-    crate::store::write_in_groups(commits.len(), |group| async move {
-        // The write lock first (waiting per the busy timeout): a transaction that reads
-        // before it writes cannot take it once another connection (the adapters', the
-        // relay's) wrote after its read began.
-        let mut tx = pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| Failed::All(classify(e)))?;
-        // On a failure, dropping the transaction rolls it back.
-        let outcomes = write_together(&mut tx, commits, &group).await?;
-        tx.commit().await.map_err(|e| Failed::All(classify(e)))?;
-        Ok(outcomes)
-    })
-    .await
+) -> crate::store::Groups {
+    use sqlx::Connection as _;
+    let mut groups = crate::store::Groups::new(commits.len());
+    loop {
+        let next = groups.next();
+        if next.is_empty() {
+            return groups;
+        }
+        for group in next {
+            let written = async {
+                // The write lock first (waiting per the busy timeout): a transaction that
+                // reads before it writes cannot take it once another connection (the
+                // adapters', the relay's) wrote after its read began.
+                let mut tx = conn
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(|e| Failed::All(classify(e)))?;
+                // On a failure, dropping the transaction rolls it back.
+                let outcomes = write_together(&mut tx, commits, &group).await?;
+                tx.commit().await.map_err(|e| Failed::All(classify(e)))?;
+                Ok(outcomes)
+            }
+            .await;
+            groups.record(&group, written);
+        }
+    }
 }
 
 super::events::impl_event_store!(SqliteStore, sqlx::Sqlite, "", "");
