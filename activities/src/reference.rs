@@ -62,9 +62,6 @@ impl ReferenceAdapters {
         let pool = AnyPoolOptions::new()
             // SQLite has one writer: queue here rather than fail with SQLITE_BUSY.
             .max_connections(if sqlite { 1 } else { 8 })
-            // No ping (a round trip) before each use; a connection that died idle fails its
-            // next statement, and the activity is retried.
-            .test_before_acquire(false)
             .connect(url)
             .await
             .map_err(AdapterError::db)?;

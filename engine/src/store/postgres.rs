@@ -74,11 +74,6 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(size)
             .acquire_timeout(Duration::from_secs(10))
-            // No ping before each use: it cost a round trip per statement (a `Sync` and its
-            // `ReadyForQuery`), doubling the exchanges of a commit. A connection that died
-            // idle fails its next statement instead; the change is answered `Unavailable`
-            // and retried, and sqlx drops the broken connection.
-            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(classify)?;

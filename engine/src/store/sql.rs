@@ -163,8 +163,10 @@ macro_rules! impl_store {
                     let mut batch = Vec::with_capacity($crate::store::MAX_BATCH);
                     // With `hold_connection` a writer keeps its connection from batch to
                     // batch: sqlx pings a connection (a round trip) each time one goes back to
-                    // the pool. SQLite's one write connection is shared with claims and the
-                    // relay, so its writer takes it per batch.
+                    // the pool and again before it hands it out. A held connection that died
+                    // (the database restarted) fails its batch as `Unavailable`, which callers
+                    // retry, and is closed. SQLite's one write connection is shared with
+                    // claims and the relay, so its writer takes it per batch.
                     let mut held: Option<sqlx::pool::PoolConnection<$db>> = None;
                     loop {
                         // Take what is queued (waiting for at least one), then let the next
