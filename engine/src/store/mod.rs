@@ -3,8 +3,11 @@
 //! Not generic CRUD: every method is one unit of the engine's work. `commit` writes
 //! everything one change of a run produces (events, checkpoint, tasks, timers, a continued
 //! run) in one transaction, guarded by the checkpoint's version, or nothing. SQL lives in this
-//! module only; both backends share their statements through `sql::impl_store!` and differ
-//! only where the dialects do (claims use `FOR UPDATE SKIP LOCKED` on PostgreSQL).
+//! module (and the migrations) only; both backends share their reads and claims through
+//! `sql::impl_store!` and differ where the dialects do (claims use `FOR UPDATE SKIP LOCKED` on
+//! PostgreSQL) and in how a group-commit batch is written: SQLite runs its statements
+//! (`sqlite.rs`), PostgreSQL sends the whole batch to one function call, one round trip
+//! (`postgres.rs`, migration 0012), both under the rules of `Groups`.
 
 pub mod conformance;
 pub mod events;

@@ -1,6 +1,7 @@
 //! The SQL both backends share. PostgreSQL and SQLite (through sqlx) both take `$N`
 //! placeholders, so one text serves both; `impl_store!` expands the same method bodies for
-//! each backend's types, with the claim clause as the one dialect difference.
+//! each backend's types, with the claim clause as the dialect difference. Each backend module
+//! writes its own group-commit batches (`write_batch`), which the shared committer calls.
 
 /// The execution columns, in the order `run_from_row` reads them.
 macro_rules! run_cols {
