@@ -141,7 +141,8 @@ pub(crate) enum Failed {
     Change(usize, StoreError),
     /// A statement the whole group shares failed: each change is written alone.
     Batch(StoreError),
-    /// The group could not be written at all (no connection, a failed commit).
+    /// The group could not be written at all (no connection, a failed commit), or its
+    /// outcome could not be read.
     All(StoreError),
 }
 
@@ -196,10 +197,17 @@ impl Groups {
             Err(Failed::Batch(e)) if group.len() == 1 => self.out[group[0]] = Some(Err(e)),
             Err(Failed::Batch(_)) => self.alone = true,
             Err(Failed::All(e)) => {
-                self.broken = true;
+                // Only an unreachable database may have broken the connection; a result that
+                // could not be decoded is answered as corrupt, not as worth retrying.
+                let corrupt = matches!(e, StoreError::Corrupt(_));
+                self.broken |= !corrupt;
                 let why = e.to_string();
                 for &i in group {
-                    self.out[i] = Some(Err(StoreError::Unavailable(why.clone())));
+                    self.out[i] = Some(Err(if corrupt {
+                        StoreError::Corrupt(why.clone())
+                    } else {
+                        StoreError::Unavailable(why.clone())
+                    }));
                 }
             }
         }

@@ -97,8 +97,9 @@ impl PostgresStore {
                 Some(node.clone()),
                 std::sync::Arc::clone(&writes),
                 writers,
-                // Writers keep their connections when that leaves two for the rest.
-                size as usize >= writers + 2,
+                // Writers keep their connections when that leaves two for the rest (besides
+                // the one LISTEN holds).
+                size as usize >= writers + 3,
             ),
             write: pool.clone(),
             read: pool,
@@ -565,6 +566,17 @@ async fn write_group(
                 },
             };
             Err(Failed::Change(i, e))
+        }
+        // The connection was lost or the server is going away (a restart's FATAL 57P01):
+        // nothing was written; the connection is not reused.
+        Err(sqlx::Error::Database(db))
+            if db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57")) =>
+        {
+            Err(Failed::All(StoreError::Unavailable(
+                db.message().to_owned(),
+            )))
         }
         // A statement failed (a constraint, a deadlock): which change broke it is not known,
         // so each is written alone and answered with its own error.

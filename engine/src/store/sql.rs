@@ -194,8 +194,9 @@ macro_rules! impl_store {
                         batch.sort_by_key(|(c, _)| c.run.run_id);
                         let commits: Vec<&RunCommit> = batch.iter().map(|(c, _)| c).collect();
                         let groups = write_batch(&mut conn, &commits, notify_as.as_deref()).await;
-                        if groups.broken {
-                            // Maybe a lost connection: never reuse it.
+                        if groups.broken && hold_connection {
+                            // Maybe a lost connection: never reuse it. (SQLite's is never
+                            // closed: an in-memory database lives only in its connection.)
                             conn.close_on_drop();
                         } else if hold_connection {
                             held = Some(conn);
