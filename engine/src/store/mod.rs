@@ -158,8 +158,33 @@ pub(crate) struct Groups {
     pub(crate) broken: bool,
 }
 
+/// Writes one group of a batch (indices into it, in order) in one transaction, each backend
+/// its way.
+pub(crate) trait GroupWriter {
+    fn write_group(
+        &mut self,
+        group: &[usize],
+    ) -> impl std::future::Future<Output = Result<Vec<Result<(), StoreError>>, Failed>> + Send;
+}
+
 impl Groups {
-    pub(crate) fn new(n: usize) -> Self {
+    /// Writes a batch of `n` changes with `writer`, group after group, until each change is
+    /// answered.
+    pub(crate) async fn write(n: usize, writer: &mut impl GroupWriter) -> Groups {
+        let mut groups = Groups::new(n);
+        loop {
+            let next = groups.next();
+            if next.is_empty() {
+                return groups;
+            }
+            for group in next {
+                let written = writer.write_group(&group).await;
+                groups.record(&group, written);
+            }
+        }
+    }
+
+    fn new(n: usize) -> Self {
         Self {
             out: (0..n).map(|_| None).collect(),
             alone: false,
@@ -168,7 +193,7 @@ impl Groups {
     }
 
     /// The groups to write next (indices, in order); none once every change is answered.
-    pub(crate) fn next(&self) -> Vec<Vec<usize>> {
+    fn next(&self) -> Vec<Vec<usize>> {
         let live: Vec<usize> = (0..self.out.len())
             .filter(|&i| self.out[i].is_none())
             .collect();
@@ -182,11 +207,7 @@ impl Groups {
     }
 
     /// What writing `group` came to.
-    pub(crate) fn record(
-        &mut self,
-        group: &[usize],
-        written: Result<Vec<Result<(), StoreError>>, Failed>,
-    ) {
+    fn record(&mut self, group: &[usize], written: Result<Vec<Result<(), StoreError>>, Failed>) {
         match written {
             Ok(outcomes) => {
                 for (&i, o) in group.iter().zip(outcomes) {

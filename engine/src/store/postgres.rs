@@ -585,6 +585,22 @@ async fn write_group(
     }
 }
 
+/// A batch's commits and where they go.
+struct PgBatch<'a> {
+    conn: &'a mut sqlx::PgConnection,
+    commits: &'a [&'a RunCommit],
+    notify_as: Option<&'a str>,
+}
+
+impl crate::store::GroupWriter for PgBatch<'_> {
+    async fn write_group(
+        &mut self,
+        group: &[usize],
+    ) -> Result<Vec<Result<(), StoreError>>, Failed> {
+        write_group(&mut *self.conn, self.commits, group, self.notify_as).await
+    }
+}
+
 /// Writes the commits on `conn`, one call and one transaction per group (`Groups` has the
 /// rules).
 async fn write_batch(
@@ -592,15 +608,10 @@ async fn write_batch(
     commits: &[&RunCommit],
     notify_as: Option<&str>,
 ) -> crate::store::Groups {
-    let mut groups = crate::store::Groups::new(commits.len());
-    loop {
-        let next = groups.next();
-        if next.is_empty() {
-            return groups;
-        }
-        for group in next {
-            let written = write_group(&mut *conn, commits, &group, notify_as).await;
-            groups.record(&group, written);
-        }
-    }
+    let mut batch = PgBatch {
+        conn,
+        commits,
+        notify_as,
+    };
+    crate::store::Groups::write(commits.len(), &mut batch).await
 }

@@ -463,6 +463,33 @@ async fn write_together(
     Ok(outcomes)
 }
 
+/// A batch's commits and the connection they are written on.
+struct SqliteBatch<'a> {
+    conn: &'a mut sqlx::SqliteConnection,
+    commits: &'a [&'a RunCommit],
+}
+
+impl crate::store::GroupWriter for SqliteBatch<'_> {
+    async fn write_group(
+        &mut self,
+        group: &[usize],
+    ) -> Result<Vec<Result<(), StoreError>>, Failed> {
+        use sqlx::Connection as _;
+        // The write lock first (waiting per the busy timeout): a transaction that reads
+        // before it writes cannot take it once another connection (the adapters', the
+        // relay's) wrote after its read began.
+        let mut tx = self
+            .conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| Failed::All(classify(e)))?;
+        // On a failure, dropping the transaction rolls it back.
+        let outcomes = write_together(&mut tx, self.commits, group).await?;
+        tx.commit().await.map_err(|e| Failed::All(classify(e)))?;
+        Ok(outcomes)
+    }
+}
+
 /// Writes the commits on `conn`, one transaction per group (`Groups` has the rules). SQLite
 /// sends no notices: it has one node.
 async fn write_batch(
@@ -470,31 +497,7 @@ async fn write_batch(
     commits: &[&RunCommit],
     _notify_as: Option<&str>,
 ) -> crate::store::Groups {
-    use sqlx::Connection as _;
-    let mut groups = crate::store::Groups::new(commits.len());
-    loop {
-        let next = groups.next();
-        if next.is_empty() {
-            return groups;
-        }
-        for group in next {
-            let written = async {
-                // The write lock first (waiting per the busy timeout): a transaction that
-                // reads before it writes cannot take it once another connection (the
-                // adapters', the relay's) wrote after its read began.
-                let mut tx = conn
-                    .begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(|e| Failed::All(classify(e)))?;
-                // On a failure, dropping the transaction rolls it back.
-                let outcomes = write_together(&mut tx, commits, &group).await?;
-                tx.commit().await.map_err(|e| Failed::All(classify(e)))?;
-                Ok(outcomes)
-            }
-            .await;
-            groups.record(&group, written);
-        }
-    }
+    crate::store::Groups::write(commits.len(), &mut SqliteBatch { conn, commits }).await
 }
 
 super::events::impl_event_store!(SqliteStore, sqlx::Sqlite, "", "");
