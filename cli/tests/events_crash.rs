@@ -12,7 +12,6 @@ use martix_proto::v1 as pb;
 use martix_sdk::Client;
 use martix_tests::{EventTap, TappedEvent};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// The event types that end an order: exactly one, the last.
@@ -23,16 +22,6 @@ const TERMINAL: [&str; 5] = [
     "order.failed",
     "order.rejected",
 ];
-
-/// A process killed when dropped (also when the test fails).
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// An event as the workflow history recorded it.
 struct Recorded {
@@ -114,7 +103,7 @@ async fn killing_the_engine_while_the_relay_publishes_loses_no_event() {
     ];
     let engine = spawn_at(&args, &addr);
     let queue = martix_tests::unique("events-crash");
-    let w = KillOnDrop(worker(&url, &engine.grpc, &queue, &[]));
+    let w = worker(&url, &engine.grpc, &queue, &[]);
     let load = workload(&url, ORDERS, 7).await;
     let ours: HashSet<String> = load.orders.iter().map(|o| o.order_id.clone()).collect();
     let is_ours = |e: &TappedEvent| ours.contains(e.order_id());

@@ -18,6 +18,30 @@ impl Drop for Running {
     }
 }
 
+/// A child process killed when dropped, also when the test fails: a process left running
+/// holds the test's output open, and whatever reads it waits.
+pub(crate) struct KillOnDrop(pub(crate) Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 /// Starts `martix ARGS` on free ports and waits for it to print where it listens.
 pub(crate) fn spawn(args: &[&str]) -> Running {
     spawn_at(args, "127.0.0.1:0")
@@ -99,7 +123,7 @@ pub(crate) mod orders {
     use martix_sdk::{Client, StartOptions};
     use martix_workflows::OrderOutcome;
     use rand::SeedableRng;
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
@@ -132,15 +156,23 @@ pub(crate) mod orders {
         }
     }
 
-    /// A `martix worker` process on `queue` against the engine at `address`.
-    pub(crate) fn worker(url: &str, address: &str, queue: &str, envs: &[(&str, &str)]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_martix"))
-            .args(["worker", "--database-url", url, "--address", address])
-            .args(["--task-queue", queue])
-            .envs(envs.iter().copied())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap()
+    /// A `martix worker` process on `queue` against the engine at `address`, killed when
+    /// dropped.
+    pub(crate) fn worker(
+        url: &str,
+        address: &str,
+        queue: &str,
+        envs: &[(&str, &str)],
+    ) -> super::KillOnDrop {
+        super::KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_martix"))
+                .args(["worker", "--database-url", url, "--address", address])
+                .args(["--task-queue", queue])
+                .envs(envs.iter().copied())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     }
 
     /// Starts (idempotently: the id is the order's) and waits for an order, through engine
