@@ -33,7 +33,9 @@ pub struct WorkerOptions {
     pub max_concurrent_workflow_tasks: usize,
     /// Activities run at once.
     pub max_concurrent_activities: usize,
-    /// Concurrent long polls for workflow tasks.
+    /// Concurrent long polls for workflow tasks. A task committed while one of them waits is
+    /// written already leased to it and handed over in memory; one that finds none waiting is
+    /// claimed later with a transaction of its own.
     pub workflow_pollers: usize,
     /// Concurrent long polls for activity tasks.
     pub activity_pollers: usize,
@@ -58,7 +60,10 @@ impl WorkerOptions {
             max_cached_workflows: 1000,
             max_concurrent_workflow_tasks: 64,
             max_concurrent_activities: 256,
-            workflow_pollers: 2,
+            // 8, not 2: with 64 sagas in flight, 2 pollers were mostly busy when a start
+            // committed, so most first workflow tasks cost a claim transaction (2.3 write
+            // transactions per saga against 1.5 with 8; 570-600 -> 688-691 sagas/s).
+            workflow_pollers: 8,
             activity_pollers: 2,
             shutdown_grace: Duration::from_secs(10),
             max_eager_activities: 8,
