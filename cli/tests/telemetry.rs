@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::orders::worker;
 use common::{spawn_with, terminate};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -83,16 +84,6 @@ async fn collector() -> (Collector, String) {
             .unwrap();
     });
     (c, format!("http://{addr}"))
-}
-
-fn worker(url: &str, grpc: &str, queue: &str, envs: &[(&str, &str)]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_martix"))
-        .args(["worker", "--database-url", url, "--address", grpc])
-        .args(["--task-queue", queue])
-        .envs(envs.iter().copied())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
 }
 
 // Multi-threaded: the collector must answer while the test waits on a child process.

@@ -7,15 +7,8 @@ use std::time::Duration;
 
 /// A `martix` process; killed when dropped.
 pub(crate) struct Running {
-    pub(crate) child: Child,
+    pub(crate) child: KillOnDrop,
     pub(crate) grpc: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A child process killed when dropped, also when the test fails: a process left running
@@ -75,7 +68,10 @@ pub(crate) fn spawn_with(args: &[&str], grpc_addr: &str, envs: &[(&str, &str)]) 
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    Running { child, grpc }
+    Running {
+        child: KillOnDrop(child),
+        grpc,
+    }
 }
 
 /// Sends SIGTERM and waits (at most 20 s) for the exit status.

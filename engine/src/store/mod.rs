@@ -409,7 +409,14 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
-/// Classifies a database error: the one place SQLSTATEs and driver errors are interpreted.
+/// A SQLSTATE of the connection exception (08) or operator intervention (57, e.g. a
+/// restart's FATAL 57P01) classes: the session is gone or going.
+pub(crate) fn connection_lost(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57")
+}
+
+/// Classifies a database error: the one place SQLSTATEs and driver errors are interpreted
+/// (besides `martix_write_batch_v1`'s own MX001 refusals, read in `postgres.rs`).
 pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) => {
@@ -428,9 +435,7 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
                 "40001" | "40P01" | "55P03" => StoreError::Unavailable(db.message().to_owned()),
                 // SQLITE_BUSY, SQLITE_LOCKED
                 "5" | "6" | "517" | "261" => StoreError::Unavailable(db.message().to_owned()),
-                _ if code.starts_with("08") || code.starts_with("57") => {
-                    StoreError::Unavailable(db.message().to_owned())
-                }
+                _ if connection_lost(&code) => StoreError::Unavailable(db.message().to_owned()),
                 _ => StoreError::Corrupt(format!("database error {code}: {}", db.message())),
             }
         }

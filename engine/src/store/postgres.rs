@@ -83,9 +83,9 @@ impl PostgresStore {
         tokio::spawn(listen(pool.clone(), node.clone(), notices.clone()));
         let writes = std::sync::Arc::default();
         // Two writers: one builds and sends a batch while the other's commit flushes; each
-        // batches what queued. A batch is one round trip, so more writers only split the
-        // batches (measured: 4 writers wrote 3.0 transactions per saga at C = 64, 2 wrote 1.9,
-        // and fewer sagas/s).
+        // batches what queued. A batch is one round trip, so more writers mostly split the
+        // batches (measured at C = 64: 4 writers wrote 3.0 transactions per saga, 2 wrote
+        // 1.9-2.0, with sagas/s within this machine's noise of each other).
         let writers = std::env::var("MARTIX_DB_WRITERS")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -560,19 +560,20 @@ async fn write_group(
                 "stale_task" => StoreError::StaleTask,
                 "duplicate" => StoreError::Duplicate,
                 "id_used" => StoreError::IdUsed,
-                _ => StoreError::Conflict {
+                "conflict" => StoreError::Conflict {
                     run: c.run.run_id,
                     expected: c.expected_version.unwrap_or_default(),
                 },
+                other => StoreError::Corrupt(format!(
+                    "martix_write_batch_v1 refused a change for an unknown reason {other:?}"
+                )),
             };
             Err(Failed::Change(i, e))
         }
         // The connection was lost or the server is going away (a restart's FATAL 57P01):
         // nothing was written; the connection is not reused.
         Err(sqlx::Error::Database(db))
-            if db
-                .code()
-                .is_some_and(|c| c.starts_with("08") || c.starts_with("57")) =>
+            if db.code().is_some_and(|c| crate::store::connection_lost(&c)) =>
         {
             Err(Failed::All(StoreError::Unavailable(
                 db.message().to_owned(),
