@@ -1399,35 +1399,29 @@ impl Engine {
         let deadline = Instant::now() + self.config.long_poll_timeout;
         loop {
             let epoch = self.matching.epoch(&key);
-            let lease_id = Lease::new(0, 0).id;
             let now = self.now();
-            let mut claimed = self
-                .store
-                .claim_workflow_task(ns.as_str(), queue.as_str(), &lease_id, now)
-                .await?;
-            if claimed.is_none() && self.sticky_check_due(&key) {
-                let stale_before =
-                    now - self.config.sticky_schedule_to_start_timeout.as_millis() as i64;
-                claimed = self
-                    .store
-                    .claim_expired_sticky(ns.as_str(), queue.as_str(), &lease_id, now, stale_before)
-                    .await?;
-                if claimed.is_some() {
-                    // There may be more (a worker went away with many runs): look again at once.
-                    self.sticky_checked
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&key);
+            // A task held for this node's next poll: taken without the store.
+            let held = self.matching.take_ready(&key, now);
+            let delivery = match held {
+                Some(d) => Some(d),
+                None => {
+                    let seeking = self.matching.seek(&key);
+                    let lease_id = Lease::new(0, 0).id;
+                    let claimed = self
+                        .claim_workflow(&key, ns.as_str(), queue.as_str(), &lease_id, now)
+                        .await?;
+                    if let Some(run) = claimed {
+                        drop(seeking);
+                        self.remember_claimed(&run);
+                        if let Some(resp) = self.workflow_task_response(run, &lease_id).await? {
+                            return Ok(resp);
+                        }
+                        continue;
+                    }
+                    drop(seeking);
+                    self.wait_delivery(&key, epoch, deadline).await
                 }
-            }
-            if let Some(run) = claimed {
-                self.remember_claimed(&run);
-                if let Some(resp) = self.workflow_task_response(run, &lease_id).await? {
-                    return Ok(resp);
-                }
-                continue;
-            }
-            let delivery = self.wait_delivery(&key, epoch, deadline).await;
+            };
             match delivery {
                 Some(Delivery::Workflow { run_id, lease }) => {
                     // Just written with this lease by this node: no need to read it back (and if
@@ -1454,6 +1448,61 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Runs `claim` (a look in the store for a task of `key`) unless the store is known to
+    /// hold none (see `Matching::known_empty`); remembers a look that found none. Under load
+    /// most polls arrive with nothing claimable, and each look is a statement.
+    async fn claim_unless_empty<T>(
+        &self,
+        key: &QueueKey,
+        now: Millis,
+        claim: impl std::future::Future<Output = Result<Option<T>, StoreError>>,
+    ) -> Result<Option<T>, StoreError> {
+        let within = self.config.recheck_interval.as_millis() as Millis;
+        if self.matching.known_empty(key, now, within) {
+            return Ok(None);
+        }
+        let epoch = self.matching.epoch(key);
+        let claimed = claim.await?;
+        if claimed.is_none() {
+            self.matching.found_empty(key, epoch, now);
+        }
+        Ok(claimed)
+    }
+
+    /// Claims a workflow task of the queue from the store, then (once a second) one whose
+    /// sticky worker did not take it in time.
+    async fn claim_workflow(
+        &self,
+        key: &QueueKey,
+        ns: &str,
+        queue: &str,
+        lease_id: &str,
+        now: Millis,
+    ) -> Result<Option<Run>, EngineError> {
+        let claimed = self.claim_unless_empty(key, now, async {
+            self.store
+                .claim_workflow_task(ns, queue, lease_id, now)
+                .await
+        });
+        let claimed = claimed.await?;
+        if claimed.is_some() || !self.sticky_check_due(key) {
+            return Ok(claimed);
+        }
+        let stale_before = now - self.config.sticky_schedule_to_start_timeout.as_millis() as i64;
+        let claimed = self
+            .store
+            .claim_expired_sticky(ns, queue, lease_id, now, stale_before)
+            .await?;
+        if claimed.is_some() {
+            // There may be more (a worker went away with many runs): look again at once.
+            self.sticky_checked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(key);
+        }
+        Ok(claimed)
     }
 
     /// Builds the poll answer for a workflow task leased to `lease_id`; `None` if the run no
@@ -1716,15 +1765,22 @@ impl Engine {
         let deadline = Instant::now() + self.config.long_poll_timeout;
         loop {
             let epoch = self.matching.epoch(&key);
-            let lease_id = Lease::new(0, 0).id;
-            if let Some(task) = self
-                .store
-                .claim_activity_task(ns.as_str(), queue.as_str(), &lease_id, self.now())
-                .await?
-            {
-                return self.activity_task_response(&task);
-            }
-            let delivery = self.wait_delivery(&key, epoch, deadline).await;
+            let delivery = match self.matching.take_ready(&key, self.now()) {
+                Some(d) => Some(d),
+                None => {
+                    let seeking = self.matching.seek(&key);
+                    let lease_id = Lease::new(0, 0).id;
+                    let now = self.now();
+                    let claim =
+                        self.store
+                            .claim_activity_task(ns.as_str(), queue.as_str(), &lease_id, now);
+                    if let Some(task) = self.claim_unless_empty(&key, now, claim).await? {
+                        return self.activity_task_response(&task);
+                    }
+                    drop(seeking);
+                    self.wait_delivery(&key, epoch, deadline).await
+                }
+            };
             match delivery {
                 Some(Delivery::Activity(task)) => return self.activity_task_response(&task),
                 Some(Delivery::Workflow { .. }) => {

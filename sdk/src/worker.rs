@@ -33,9 +33,10 @@ pub struct WorkerOptions {
     pub max_concurrent_workflow_tasks: usize,
     /// Activities run at once.
     pub max_concurrent_activities: usize,
-    /// Concurrent long polls for workflow tasks. A task committed while one of them waits is
-    /// written already leased to it and handed over in memory; one that finds none waiting is
-    /// claimed later with a transaction of its own.
+    /// Concurrent long polls for workflow tasks (32 by default). A task committed while one
+    /// of them waits, or is on its way to the engine, is written already leased to it and
+    /// handed over in memory; one that finds none is claimed later with a transaction of its
+    /// own. A waiting poll costs the engine nothing but its place in a queue.
     pub workflow_pollers: usize,
     /// Concurrent long polls for activity tasks.
     pub activity_pollers: usize,
@@ -63,7 +64,7 @@ impl WorkerOptions {
             // 8, not 2: with 64 sagas in flight, 2 pollers were mostly busy when a start
             // committed, so most first workflow tasks cost a claim transaction (2.3 write
             // transactions per saga against 1.5 with 8; 570-600 -> 688-691 sagas/s).
-            workflow_pollers: 8,
+            workflow_pollers: 32,
             activity_pollers: 2,
             shutdown_grace: Duration::from_secs(10),
             max_eager_activities: 8,
@@ -870,11 +871,15 @@ impl Worker {
             None => Vec::new(),
         };
         let decision = ahead.as_ref().map(|(_, d)| d.clone());
-        // The run's next workflow task may come back with the result (if the result goes
-        // alone, or the decision is refused): if this worker keeps the run cached and has a
-        // workflow slot free now.
+        // The run's next workflow task may come back with the result when the result goes
+        // alone: if this worker keeps the run cached and has a workflow slot free now. Not
+        // with a decision made ahead, which the engine almost always records: the slot would
+        // sit unused for the request's whole round trip, and with one activity in flight per
+        // run the workflow slots all went to those, so the pollers, which need a slot before
+        // they poll, stopped polling and each new run's first task waited in the store for a
+        // claim of its own. A refused decision's workflow task goes to the sticky queue.
         let mut eager_permit = None;
-        if let (Some(e), Some(exec)) = (&self.eager, &info.workflow_execution)
+        if let (Some(e), Some(exec), None) = (&self.eager, &info.workflow_execution, &decision)
             && !e.shutdown.is_cancelled()
             && !self.sticky_queue.is_empty()
             && self

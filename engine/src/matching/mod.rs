@@ -6,6 +6,14 @@
 //! to it (so the hand-off costs no extra commit), and delivers it after the commit. Losing
 //! everything in here on a crash loses no work: leases run out and the store hands the tasks
 //! out again.
+//!
+//! A poll that is on its way (looking in the store, not yet waiting) counts as well: under
+//! load the pollers are mostly there, between one task and the next, so a new task would find
+//! none waiting, be written unleased, and cost its poller a claim transaction of its own a
+//! moment later. Instead the task is written leased to this node (a *hold*) and kept for that
+//! poll, which takes it without touching the store. Holds never outnumber the polls on their
+//! way, so a held task waits for a poll that is already coming; if that poller vanishes, the
+//! lease runs out and the store hands the task out again, as for any lost delivery.
 
 use crate::clock::Millis;
 use crate::history::{ActivityTask, Lease};
@@ -69,17 +77,25 @@ struct Waiter {
 #[derive(Default)]
 struct QueueState {
     waiters: VecDeque<Waiter>,
-    /// Leased deliveries whose poller went away before they arrived.
+    /// Leased deliveries kept for the next poller: held ones, and those whose poller went
+    /// away before they arrived.
     ready: VecDeque<Delivery>,
+    /// Polls on their way: looking in the store, not yet waiting here.
+    seeking: usize,
+    /// Holds reserved for commits not yet done.
+    holds: usize,
+    /// When a look in the store last found nothing, and the epoch it began at.
+    empty: Option<(u64, Millis)>,
     /// Bumped whenever a task became claimable in the store without a reserved poller.
     epoch: u64,
 }
 
-/// A poller taken from a queue for a task about to be committed.
+/// A poller taken from a queue for a task about to be committed: one that waits, or (a hold)
+/// the next poll of the queue on this node.
 #[must_use = "deliver or cancel a reservation"]
 pub struct Reservation {
     key: QueueKey,
-    waiter: Waiter,
+    waiter: Option<Waiter>,
 }
 
 /// The waiting pollers and undelivered leased tasks of this node.
@@ -121,32 +137,107 @@ impl Matching {
         self.with(key, |q| q.waiters.len())
     }
 
-    /// Takes a poller waiting on `key`, if any.
+    /// Takes a poller waiting on `key`, if any; else holds the task for a poll on its way,
+    /// if one is not yet promised a task.
     pub fn reserve(&self, key: &QueueKey) -> Option<Reservation> {
         self.with(key, |q| {
             while let Some(waiter) = q.waiters.pop_front() {
                 if !waiter.tx.is_closed() {
                     return Some(Reservation {
                         key: key.clone(),
-                        waiter,
+                        waiter: Some(waiter),
                     });
                 }
             }
-            None
+            (q.seeking > q.ready.len() + q.holds).then(|| {
+                q.holds += 1;
+                Reservation {
+                    key: key.clone(),
+                    waiter: None,
+                }
+            })
         })
     }
 
-    /// Hands a committed, leased task to the reserved poller; if it went away, keeps the
-    /// task for the next poller of the queue on this node.
+    /// Hands a committed, leased task to the reserved poller; a held one, or one whose poller
+    /// went away, to a poller waiting now or else the next poller of the queue on this node.
     pub fn deliver(&self, reservation: Reservation, delivery: Delivery) {
-        if let Err(delivery) = reservation.waiter.tx.send(delivery) {
-            self.with(&reservation.key, |q| q.ready.push_back(delivery));
-        }
+        let held = reservation.waiter.is_none();
+        let delivery = match reservation.waiter {
+            Some(waiter) => match waiter.tx.send(delivery) {
+                Ok(()) => return,
+                Err(d) => d,
+            },
+            None => delivery,
+        };
+        self.with(&reservation.key, |q| {
+            if held {
+                q.holds -= 1;
+            }
+            let mut delivery = delivery;
+            while let Some(waiter) = q.waiters.pop_front() {
+                match waiter.tx.send(delivery) {
+                    Ok(()) => return,
+                    Err(d) => delivery = d,
+                }
+            }
+            q.ready.push_back(delivery);
+        });
     }
 
     /// The commit failed: the poller looks in the store again.
     pub fn cancel(&self, reservation: Reservation) {
-        let _ = reservation.waiter.tx.send(Delivery::Recheck);
+        match reservation.waiter {
+            Some(waiter) => {
+                let _ = waiter.tx.send(Delivery::Recheck);
+            }
+            None => self.with(&reservation.key, |q| q.holds -= 1),
+        }
+    }
+
+    /// Whether the store surely holds nothing claimable for `key` now: a look that began at
+    /// the current epoch found nothing less than `within` ago. Every commit that leaves a task
+    /// claimable bumps the epoch (here, or by a notice from another node); what becomes
+    /// claimable by time alone (a lease that ran out) waits at most `within`, as it would for
+    /// a poller already waiting, which looks again that often.
+    pub fn known_empty(&self, key: &QueueKey, now: Millis, within: Millis) -> bool {
+        self.with(key, |q| {
+            q.empty
+                .is_some_and(|(epoch, at)| epoch == q.epoch && now - at < within)
+        })
+    }
+
+    /// A look in the store that began at `epoch` found nothing.
+    pub fn found_empty(&self, key: &QueueKey, epoch: u64, now: Millis) {
+        self.with(key, |q| {
+            if q.epoch == epoch {
+                q.empty = Some((epoch, now));
+            }
+        });
+    }
+
+    /// A task kept for the queue's next poller on this node whose lease still runs at `now`.
+    pub fn take_ready(&self, key: &QueueKey, now: Millis) -> Option<Delivery> {
+        self.with(key, |q| Self::pop_ready(q, now))
+    }
+
+    fn pop_ready(q: &mut QueueState, now: Millis) -> Option<Delivery> {
+        while let Some(d) = q.ready.pop_front() {
+            if d.lease_until().is_some_and(|until| until > now) {
+                return Some(d);
+            }
+        }
+        None
+    }
+
+    /// Counts a poll on its way to the store until the guard drops: tasks committed meanwhile
+    /// are held for it instead of being left for it to claim.
+    pub fn seek<'a>(&'a self, key: &'a QueueKey) -> Seeking<'a> {
+        self.with(key, |q| q.seeking += 1);
+        Seeking {
+            matching: self,
+            key,
+        }
     }
 
     /// A task of `key` became claimable in the store: wake one poller to claim it.
@@ -165,10 +256,8 @@ impl Matching {
     /// epoch moved since `seen`; otherwise a `Wait` to await.
     pub fn register(&self, key: &QueueKey, seen: u64, now: Millis) -> Result<Wait, Delivery> {
         self.with(key, |q| {
-            while let Some(d) = q.ready.pop_front() {
-                if d.lease_until().is_some_and(|until| until > now) {
-                    return Err(d);
-                }
+            if let Some(d) = Self::pop_ready(q, now) {
+                return Err(d);
             }
             if q.epoch != seen {
                 return Err(Delivery::Recheck);
@@ -210,6 +299,18 @@ impl Matching {
 
     fn forget(&self, key: &QueueKey, id: u64) {
         self.with(key, |q| q.waiters.retain(|w| w.id != id));
+    }
+}
+
+/// A poll on its way to the store (see `Matching::seek`).
+pub struct Seeking<'a> {
+    matching: &'a Matching,
+    key: &'a QueueKey,
+}
+
+impl Drop for Seeking<'_> {
+    fn drop(&mut self) {
+        self.matching.with(self.key, |q| q.seeking -= 1);
     }
 }
 
@@ -283,6 +384,75 @@ mod tests {
             m.register(&key(), seen, 0),
             Err(Delivery::Recheck)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_task_is_held_for_a_poll_on_its_way_and_no_more() {
+        let m = Matching::default();
+        // Nobody polls: nothing is held, the task is left in the store.
+        assert!(m.reserve(&key()).is_none());
+        let k = key();
+        let seeking = m.seek(&k);
+        let held = m.reserve(&key()).expect("held for the poll on its way");
+        // One poll on its way, one task promised to it: a second task is not held.
+        assert!(m.reserve(&key()).is_none());
+        m.deliver(held, task(100));
+        assert!(m.reserve(&key()).is_none(), "the ready task is the poll's");
+        drop(seeking);
+        assert!(matches!(
+            m.take_ready(&key(), 50),
+            Some(Delivery::Workflow { .. })
+        ));
+        assert!(m.take_ready(&key(), 50).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_held_task_goes_to_the_poll_that_began_waiting_meanwhile() {
+        let m = Matching::default();
+        let k = key();
+        let seeking = m.seek(&k);
+        let held = m.reserve(&key()).unwrap();
+        drop(seeking);
+        let w = m.register(&key(), m.epoch(&key()), 0).ok().unwrap();
+        m.deliver(held, task(100));
+        let got = m.wait(w, Instant::now() + Duration::from_secs(1)).await;
+        assert!(matches!(got, Some(Delivery::Workflow { .. })));
+        assert!(m.take_ready(&key(), 0).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_gives_its_hold_back() {
+        let m = Matching::default();
+        let k = key();
+        let _seeking = m.seek(&k);
+        let held = m.reserve(&key()).unwrap();
+        m.cancel(held);
+        assert!(m.take_ready(&key(), 0).is_none());
+        assert!(
+            m.reserve(&key()).is_some(),
+            "the poll can be promised a task again"
+        );
+    }
+
+    #[test]
+    fn the_store_is_known_empty_until_a_notify_or_the_interval() {
+        let m = Matching::default();
+        assert!(!m.known_empty(&key(), 0, 1000), "never looked");
+        let epoch = m.epoch(&key());
+        m.found_empty(&key(), epoch, 100);
+        assert!(m.known_empty(&key(), 500, 1000));
+        assert!(
+            !m.known_empty(&key(), 1100, 1000),
+            "time may have freed a lease"
+        );
+        m.notify(&key());
+        assert!(
+            !m.known_empty(&key(), 500, 1000),
+            "a task was committed since"
+        );
+        // A look that began before a notify proves nothing.
+        m.found_empty(&key(), epoch, 600);
+        assert!(!m.known_empty(&key(), 700, 1000));
     }
 
     #[tokio::test(start_paused = true)]
