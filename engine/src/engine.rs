@@ -335,7 +335,8 @@ impl Engine {
         &self.config
     }
 
-    pub(crate) fn now(&self) -> Millis {
+    /// The engine's clock: what leases, timers and event times are measured against.
+    pub fn now(&self) -> Millis {
         self.clock.now()
     }
 
@@ -556,8 +557,9 @@ impl Engine {
 
     /// After a commit: deliver reserved tasks, wake pollers for the rest, arm timers.
     fn after_commit(&self, commit: &RunCommit, reserved: Vec<(Reservation, Delivery)>) {
+        let now = self.now();
         for (r, d) in reserved {
-            self.matching.deliver(r, d);
+            self.matching.deliver(r, d, now);
         }
         let one = |c: &RunCommit| {
             let ns = &c.run.namespace;
@@ -1768,7 +1770,6 @@ impl Engine {
             let delivery = match self.matching.take_ready(&key, self.now()) {
                 Some(d) => Some(d),
                 None => {
-                    let seeking = self.matching.seek(&key);
                     let lease_id = Lease::new(0, 0).id;
                     let now = self.now();
                     let claim =
@@ -1777,7 +1778,6 @@ impl Engine {
                     if let Some(task) = self.claim_unless_empty(&key, now, claim).await? {
                         return self.activity_task_response(&task);
                     }
-                    drop(seeking);
                     self.wait_delivery(&key, epoch, deadline).await
                 }
             };
@@ -2036,6 +2036,40 @@ impl Engine {
         }
         .encode_to_vec();
         Ok(resp)
+    }
+
+    /// Gives back to the store the workflow tasks held for polls of this node that did not
+    /// come for them within the recheck interval (see `matching`), so that any poller of any
+    /// node can claim them. Returns how many were given back.
+    pub async fn release_stale_holds(&self) -> Result<usize, EngineError> {
+        let before = self.now() - self.config.recheck_interval.as_millis() as Millis;
+        let stale = self.matching.take_stale(before);
+        let mut released = 0;
+        for (key, delivery) in stale {
+            let Delivery::Workflow { run_id, lease } = delivery else {
+                continue;
+            };
+            // The copy here says leased: it must not outlive the release.
+            self.forget(run_id);
+            match self.store.release_workflow_task(run_id, &lease.id).await {
+                Ok(true) => {
+                    released += 1;
+                    self.matching.notify(&key);
+                }
+                Ok(false) => {}
+                // Left leased: its lease runs out and it is claimable then.
+                Err(e) => {
+                    tracing::warn!(%run_id, error = %e, "cannot give a held workflow task back")
+                }
+            }
+        }
+        if released > 0 {
+            tracing::info!(
+                released,
+                "held workflow tasks nobody took given back to the store"
+            );
+        }
+        Ok(released)
     }
 
     /// Records the attempts whose lease ran out as timed out, and retries them per their

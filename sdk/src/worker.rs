@@ -314,8 +314,13 @@ impl Worker {
         let me = Arc::new(self);
         let mut pollers = JoinSet::new();
         if !me.workflows.is_empty() {
-            let mut queues =
-                vec![me.options.task_queue.clone(); me.options.workflow_pollers.max(1)];
+            // Each poll holds a workflow slot while it waits: leave the sticky poller one.
+            let workflow_pollers = me
+                .options
+                .workflow_pollers
+                .min(me.options.max_concurrent_workflow_tasks.saturating_sub(1))
+                .max(1);
+            let mut queues = vec![me.options.task_queue.clone(); workflow_pollers];
             if !me.sticky_queue.is_empty() {
                 queues.push(me.sticky_queue.clone());
             }

@@ -1592,7 +1592,66 @@ async fn many_runs_left_on_a_sticky_queue_go_back_together(backend: Backend) {
     );
 }
 
+/// A task committed while a poll is on its way is held for it: written leased to this node
+/// (no other poller can claim it) and handed over from memory. A held task that no poll of
+/// this node comes for is given back to the store, claimable by any poller of any node.
+async fn a_task_held_for_a_poll_on_its_way_is_handed_over_or_given_back(backend: Backend) {
+    let mut config = fast();
+    // Long enough that nothing below can be a poll's periodic look in the store.
+    config.recheck_interval = Duration::from_millis(1500);
+    let engine = TestEngine::start(backend, config).await;
+    let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
+    let store = engine.engine.store().clone();
+    let q = unique("q");
+    let key = QueueKey::new("default", &q, TaskKind::Workflow);
+    let matching = engine.engine.matching();
+
+    // Handed over: the poll on its way takes the held task without the store.
+    let seeking = matching.seek(&key);
+    let id = unique("order");
+    start(&mut wf, &id, &q).await;
+    drop(seeking);
+    let now = engine.engine.now();
+    assert!(
+        store
+            .claim_workflow_task("default", &q, "probe", now)
+            .await
+            .unwrap()
+            .is_none(),
+        "a held task is leased to this node"
+    );
+    let task = poll_wft(&mut w, &q).await;
+    assert_eq!(task.workflow_execution.unwrap().workflow_id, id);
+
+    // Given back: nobody polls; within a few recheck intervals any poller could claim it.
+    let seeking = matching.seek(&key);
+    let id = unique("order");
+    start(&mut wf, &id, &q).await;
+    drop(seeking);
+    let claimed = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            let now = engine.engine.now();
+            if let Some(run) = store
+                .claim_workflow_task("default", &q, "other-node", now)
+                .await
+                .unwrap()
+            {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the held task is given back long before its 10 s lease runs out");
+    assert_eq!(claimed.workflow_id, id);
+    assert!(
+        matching.take_ready(&key, engine.engine.now()).is_none(),
+        "given back, it is no longer handed out from memory"
+    );
+}
+
 on_both_backends!(
+    a_task_held_for_a_poll_on_its_way_is_handed_over_or_given_back,
     many_runs_left_on_a_sticky_queue_go_back_together,
     a_decision_made_ahead_is_recorded_with_the_result_or_not_at_all,
     a_reset_starts_a_new_run_from_a_workflow_task_boundary,

@@ -12,8 +12,11 @@
 //! none waiting, be written unleased, and cost its poller a claim transaction of its own a
 //! moment later. Instead the task is written leased to this node (a *hold*) and kept for that
 //! poll, which takes it without touching the store. Holds never outnumber the polls on their
-//! way, so a held task waits for a poll that is already coming; if that poller vanishes, the
-//! lease runs out and the store hands the task out again, as for any lost delivery.
+//! way, so a held task waits for a poll that is already coming. That poll may come back with
+//! another task it found in the store, or not at all (its worker stopped): a task nobody took
+//! within a short time is given back to the store (`Matching::take_stale`), so any poller of
+//! any node can claim it. Only workflow tasks are held: an activity's lease is its attempt's
+//! timeout, which a wait here must not eat into.
 
 use crate::clock::Millis;
 use crate::history::{ActivityTask, Lease};
@@ -77,9 +80,9 @@ struct Waiter {
 #[derive(Default)]
 struct QueueState {
     waiters: VecDeque<Waiter>,
-    /// Leased deliveries kept for the next poller: held ones, and those whose poller went
-    /// away before they arrived.
-    ready: VecDeque<Delivery>,
+    /// Leased deliveries kept for the next poller (held ones, and those whose poller went
+    /// away before they arrived), with the time each was put here.
+    ready: VecDeque<(Millis, Delivery)>,
     /// Polls on their way: looking in the store, not yet waiting here.
     seeking: usize,
     /// Holds reserved for commits not yet done.
@@ -149,7 +152,7 @@ impl Matching {
                     });
                 }
             }
-            (q.seeking > q.ready.len() + q.holds).then(|| {
+            (key.kind == TaskKind::Workflow && q.seeking > q.ready.len() + q.holds).then(|| {
                 q.holds += 1;
                 Reservation {
                     key: key.clone(),
@@ -161,7 +164,7 @@ impl Matching {
 
     /// Hands a committed, leased task to the reserved poller; a held one, or one whose poller
     /// went away, to a poller waiting now or else the next poller of the queue on this node.
-    pub fn deliver(&self, reservation: Reservation, delivery: Delivery) {
+    pub fn deliver(&self, reservation: Reservation, delivery: Delivery, now: Millis) {
         let held = reservation.waiter.is_none();
         let delivery = match reservation.waiter {
             Some(waiter) => match waiter.tx.send(delivery) {
@@ -181,7 +184,7 @@ impl Matching {
                     Err(d) => delivery = d,
                 }
             }
-            q.ready.push_back(delivery);
+            q.ready.push_back((now, delivery));
         });
     }
 
@@ -202,8 +205,10 @@ impl Matching {
     /// a poller already waiting, which looks again that often.
     pub fn known_empty(&self, key: &QueueKey, now: Millis, within: Millis) -> bool {
         self.with(key, |q| {
-            q.empty
-                .is_some_and(|(epoch, at)| epoch == q.epoch && now - at < within)
+            q.empty.is_some_and(|(epoch, at)| {
+                // A clock set back proves nothing either.
+                epoch == q.epoch && now >= at && now - at < within
+            })
         })
     }
 
@@ -222,12 +227,30 @@ impl Matching {
     }
 
     fn pop_ready(q: &mut QueueState, now: Millis) -> Option<Delivery> {
-        while let Some(d) = q.ready.pop_front() {
+        while let Some((_, d)) = q.ready.pop_front() {
             if d.lease_until().is_some_and(|until| until > now) {
                 return Some(d);
             }
         }
         None
+    }
+
+    /// Takes out the workflow tasks kept here since `before` or earlier, for the engine to
+    /// give back to the store: no poll of this node came for them.
+    pub fn take_stale(&self, before: Millis) -> Vec<(QueueKey, Delivery)> {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (key, q) in queues.iter_mut() {
+            if key.kind != TaskKind::Workflow {
+                continue;
+            }
+            while q.ready.front().is_some_and(|(since, _)| *since <= before) {
+                if let Some((_, d)) = q.ready.pop_front() {
+                    out.push((key.clone(), d));
+                }
+            }
+        }
+        out
     }
 
     /// Counts a poll on its way to the store until the guard drops: tasks committed meanwhile
@@ -350,7 +373,7 @@ mod tests {
         let m = Matching::default();
         let w = m.register(&key(), m.epoch(&key()), 0).ok().unwrap();
         let r = m.reserve(&key()).expect("a poller waits");
-        m.deliver(r, task(100));
+        m.deliver(r, task(100), 0);
         let got = m.wait(w, Instant::now() + Duration::from_secs(1)).await;
         assert!(matches!(got, Some(Delivery::Workflow { .. })));
         assert_eq!(m.waiting(&key()), 0);
@@ -362,7 +385,7 @@ mod tests {
         let w = m.register(&key(), 0, 0).ok().unwrap();
         let r = m.reserve(&key()).unwrap();
         drop(w);
-        m.deliver(r, task(100));
+        m.deliver(r, task(100), 0);
         assert!(matches!(
             m.register(&key(), 0, 50),
             Err(Delivery::Workflow { .. })
@@ -371,7 +394,7 @@ mod tests {
         let w = m.register(&key(), 0, 50).ok().unwrap();
         let r = m.reserve(&key()).unwrap();
         drop(w);
-        m.deliver(r, task(100));
+        m.deliver(r, task(100), 0);
         assert!(m.register(&key(), 0, 200).is_ok());
     }
 
@@ -396,7 +419,7 @@ mod tests {
         let held = m.reserve(&key()).expect("held for the poll on its way");
         // One poll on its way, one task promised to it: a second task is not held.
         assert!(m.reserve(&key()).is_none());
-        m.deliver(held, task(100));
+        m.deliver(held, task(100), 0);
         assert!(m.reserve(&key()).is_none(), "the ready task is the poll's");
         drop(seeking);
         assert!(matches!(
@@ -407,6 +430,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn held_tasks_nobody_took_are_given_back_and_activities_are_never_held() {
+        let m = Matching::default();
+        let k = key();
+        let seeking = m.seek(&k);
+        let held = m.reserve(&k).unwrap();
+        m.deliver(held, task(10_000), 100);
+        drop(seeking);
+        assert!(m.take_stale(99).is_empty(), "not stale yet");
+        let stale = m.take_stale(100);
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].0, k);
+        assert!(
+            m.take_ready(&k, 200).is_none(),
+            "given back, not handed out"
+        );
+
+        let activities = QueueKey::new("default", "orders", TaskKind::Activity);
+        let _seeking = m.seek(&activities);
+        assert!(m.reserve(&activities).is_none());
+    }
+
+    #[tokio::test]
     async fn a_held_task_goes_to_the_poll_that_began_waiting_meanwhile() {
         let m = Matching::default();
         let k = key();
@@ -414,7 +459,7 @@ mod tests {
         let held = m.reserve(&key()).unwrap();
         drop(seeking);
         let w = m.register(&key(), m.epoch(&key()), 0).ok().unwrap();
-        m.deliver(held, task(100));
+        m.deliver(held, task(100), 0);
         let got = m.wait(w, Instant::now() + Duration::from_secs(1)).await;
         assert!(matches!(got, Some(Delivery::Workflow { .. })));
         assert!(m.take_ready(&key(), 0).is_none());

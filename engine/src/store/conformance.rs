@@ -214,11 +214,38 @@ pub async fn a_workflow_task_is_claimed_once_per_lease(store: &dyn Store) {
         .claim_workflow_task(&ns, &q, "lease-b", later)
         .await
         .unwrap();
+    let again = again.unwrap();
     assert_eq!(
-        again.unwrap().wft.unwrap().lease.unwrap().id,
+        again.wft.as_ref().unwrap().lease.as_ref().unwrap().id,
         "lease-b",
         "an expired lease makes the task available again"
     );
+    // Given back by its holder (not by anyone else), it is claimable at once.
+    assert!(
+        !store
+            .release_workflow_task(again.run_id, "lease-a")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .release_workflow_task(again.run_id, "lease-b")
+            .await
+            .unwrap()
+    );
+    let released = store.load_run(again.run_id).await.unwrap().unwrap();
+    assert_eq!(
+        released.version,
+        again.version + 1,
+        "a release is a change of the run"
+    );
+    assert!(released.wft.as_ref().unwrap().lease.is_none());
+    let taken = store
+        .claim_workflow_task(&ns, &q, "lease-c", later + 1)
+        .await
+        .unwrap()
+        .expect("claimable again");
+    assert_eq!(taken.wft.unwrap().lease.unwrap().id, "lease-c");
 }
 
 fn activity(run: &Run, queue: &str, visible_at: Millis) -> ActivityTask {

@@ -335,6 +335,14 @@ pub trait Store: events::EventStore + Send + Sync + 'static {
         now: Millis,
     ) -> Result<Option<Run>, StoreError>;
 
+    /// Gives back a workflow task leased to `lease_id` that nobody took: it becomes claimable
+    /// at once, at the run's next version. False if the run no longer holds that lease.
+    async fn release_workflow_task(
+        &self,
+        run_id: RunId,
+        lease_id: &str,
+    ) -> Result<bool, StoreError>;
+
     /// Moves to its run's own queue, and leases to `lease_id`, the oldest workflow task of
     /// `queue`'s runs that has waited on a sticky queue since `stale_before` unclaimed (the
     /// worker that cached the run is gone).

@@ -412,6 +412,24 @@ macro_rules! impl_store {
                 self.claim(probe, claim).await?.as_ref().map(run_from_row).transpose()
             }
 
+            async fn release_workflow_task(
+                &self,
+                run_id: RunId,
+                lease_id: &str,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE executions SET wft_lease_id = NULL, wft_lease_until = NULL, \
+                     version = version + 1 WHERE run_id = $1 AND wft_lease_id = $2",
+                )
+                .bind(run_id.to_text())
+                .bind(lease_id)
+                .execute(&self.write)
+                .await
+                .map_err(classify)?;
+                self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn claim_expired_sticky(
                 &self,
                 namespace: &str,

@@ -1,5 +1,6 @@
-//! Timers: fires durable timers when they come due, and reaps activity attempts whose lease
-//! ran out (start-to-close or heartbeat timeout), so they are retried per their policy.
+//! Timers: fires durable timers when they come due, reaps activity attempts whose lease ran
+//! out (start-to-close or heartbeat timeout), so they are retried per their policy, and gives
+//! back workflow tasks held for polls that did not come.
 //!
 //! Timers live in the store; this loop only decides when to look. It sleeps until the
 //! earliest timer committed on this node, or at most `timer_poll_interval` (for timers
@@ -35,6 +36,9 @@ pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
         }
         if let Err(e) = engine.reap_expired_leases().await {
             tracing::warn!(error = %e, "cannot read expired activity leases");
+        }
+        if let Err(e) = engine.release_stale_holds().await {
+            tracing::warn!(error = %e, "cannot give held workflow tasks back");
         }
         let sleep = {
             let mut next = engine.next_timer.lock().unwrap_or_else(|p| p.into_inner());
