@@ -16,7 +16,7 @@ use prost::Message;
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -62,6 +62,34 @@ impl Default for EngineConfig {
     }
 }
 
+/// A run that closed on this node, with its closing event.
+type Closed = Arc<(Run, Option<pb::HistoryEvent>)>;
+
+/// A result waiter's registration for one run's close (see `Engine::watch_close`); removed
+/// when dropped.
+struct CloseWatch<'a> {
+    engine: &'a Engine,
+    run_id: RunId,
+    rx: oneshot::Receiver<Closed>,
+}
+
+impl Drop for CloseWatch<'_> {
+    fn drop(&mut self) {
+        self.rx.close();
+        let mut waiters = self
+            .engine
+            .close_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = waiters.get_mut(&self.run_id) {
+            list.retain(|tx| !tx.is_closed());
+            if list.is_empty() {
+                waiters.remove(&self.run_id);
+            }
+        }
+    }
+}
+
 /// The engine of one node. Cheap to share behind an `Arc`.
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -69,8 +97,9 @@ pub struct Engine {
     matching: Matching,
     config: EngineConfig,
     namespaces: RwLock<HashSet<String>>,
-    /// Runs that closed on this node, with their closing event (result waiters need no read).
-    closed: broadcast::Sender<Arc<(Run, Option<pb::HistoryEvent>)>>,
+    /// Result waiters of this node, by run: a close committed here is handed to its run's
+    /// waiters with the closing event (they need no read), and wakes no one else.
+    close_waiters: std::sync::Mutex<std::collections::HashMap<RunId, Vec<oneshot::Sender<Closed>>>>,
     /// Woken when a timer was committed on this node, with its fire time.
     pub(crate) timer_wake: Notify,
     pub(crate) next_timer: std::sync::Mutex<Option<Millis>>,
@@ -270,7 +299,7 @@ impl Engine {
             matching: Matching::default(),
             config,
             namespaces: RwLock::new(HashSet::new()),
-            closed: broadcast::channel(1024).0,
+            close_waiters: Default::default(),
             timer_wake: Notify::new(),
             next_timer: std::sync::Mutex::new(None),
             metrics: crate::metrics::Metrics::default(),
@@ -610,14 +639,54 @@ impl Engine {
                 }
             }
             if c.closed {
-                let _ = self
-                    .closed
-                    .send(Arc::new((c.run.clone(), c.events.last().cloned())));
+                self.announce_close(&c.run, c.events.last());
             }
         };
         one(commit);
         if let Some(next) = commit.new_run.as_deref() {
             one(next);
+        }
+    }
+
+    /// Result waiters registered on this node now.
+    pub fn result_waiters(&self) -> usize {
+        self.close_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Registers a result waiter for `run_id`'s close on this node. Register before looking
+    /// at the run, so that a close in between is not missed.
+    fn watch_close(&self, run_id: RunId) -> CloseWatch<'_> {
+        let (tx, rx) = oneshot::channel();
+        self.close_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(run_id)
+            .or_default()
+            .push(tx);
+        CloseWatch {
+            engine: self,
+            run_id,
+            rx,
+        }
+    }
+
+    /// Hands a close committed on this node to its run's result waiters, if any.
+    fn announce_close(&self, run: &Run, last: Option<&pb::HistoryEvent>) {
+        let waiters = self
+            .close_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run.run_id);
+        if let Some(waiters) = waiters {
+            let closed: Closed = Arc::new((run.clone(), last.cloned()));
+            for tx in waiters {
+                let _ = tx.send(closed.clone());
+            }
         }
     }
 
@@ -1105,24 +1174,31 @@ impl Engine {
         let ns = self.namespace(&req.namespace).await?;
         let wait = duration_field("wait", req.wait.as_ref())?.unwrap_or_default();
         let deadline = Instant::now() + wait.min(Duration::from_secs(3600));
-        let mut closed = self.closed.subscribe();
-        // An open run this node keeps needs no read to start waiting: a close on this node is
-        // announced (subscribed above), one on another node is read at the next recheck.
-        let kept = req
+        let named = req
             .execution
             .as_ref()
-            .and_then(|e| Some((e, RunId::parse("execution.run_id", &e.run_id).ok()?)))
-            .and_then(|(e, id)| {
-                self.cached(id).filter(|r| {
-                    r.is_open() && r.namespace == ns.as_str() && r.workflow_id == e.workflow_id
-                })
-            });
+            .and_then(|e| Some((e, RunId::parse("execution.run_id", &e.run_id).ok()?)));
+        // Watching before looking: a close on this node after the look is handed over.
+        let mut watch = named.as_ref().map(|(_, id)| self.watch_close(*id));
+        // An open run this node keeps needs no read to start waiting: a close on this node is
+        // announced (watched above), one on another node is read at the next recheck.
+        let kept = named.and_then(|(e, id)| {
+            self.cached(id).filter(|r| {
+                r.is_open() && r.namespace == ns.as_str() && r.workflow_id == e.workflow_id
+            })
+        });
         // Not answered "still open" from the copy alone: another node may have closed the run.
         let mut from_copy = kept.is_some();
         let mut run = match kept {
             Some(run) => run,
             None => self.resolve(&ns, req.execution.as_ref()).await?,
         };
+        if run.is_open() && watch.as_ref().is_none_or(|w| w.run_id != run.run_id) {
+            // Found by workflow id: watch it, then look again (it may have closed between).
+            watch = Some(self.watch_close(run.run_id));
+            run = self.load(run.run_id).await?;
+            from_copy = false;
+        }
         let mut closing_event = None;
         while run.is_open() {
             let now = Instant::now();
@@ -1140,21 +1216,22 @@ impl Engine {
                 });
             }
             let step = (deadline - now).min(self.config.recheck_interval);
-            let seen = tokio::time::timeout(step, async {
-                loop {
-                    match closed.recv().await {
-                        Ok(c) if c.0.run_id == run.run_id => break Some(c),
-                        Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => break None,
-                        Err(broadcast::error::RecvError::Closed) => {
-                            std::future::pending::<()>().await
-                        }
-                    }
+            let w = match &mut watch {
+                Some(w) if w.run_id == run.run_id => w,
+                _ => watch.insert(self.watch_close(run.run_id)),
+            };
+            let seen = match tokio::time::timeout(step, &mut w.rx).await {
+                Ok(Ok(c)) => {
+                    // Handed over and used up: watch again if the loop goes on.
+                    watch = None;
+                    Some(c)
                 }
-            })
-            .await
-            .ok()
-            .flatten();
+                Ok(Err(_)) => {
+                    watch = None;
+                    None
+                }
+                Err(_) => None,
+            };
             // Closed on this node: the commit told its outcome; else read it.
             use pb::history_event::Attributes as A;
             let closes = |e: &Option<pb::HistoryEvent>| {

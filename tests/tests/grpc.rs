@@ -856,6 +856,69 @@ async fn result_waits_for_the_close(backend: Backend) {
     assert!(result.closed);
     assert_eq!(result.status, pb::WorkflowStatus::Failed as i32);
     assert_eq!(result.failure.unwrap().r#type, "OutOfStock");
+    assert_eq!(
+        engine.engine.result_waiters(),
+        0,
+        "a waiter that got its answer is gone"
+    );
+
+    // A close wakes its own run's waiters only; a waiter that goes away is forgotten.
+    let other = unique("order");
+    let started = start(&mut wf, &other, &q).await;
+    let other_waiting = tokio::spawn({
+        let mut wf = wf.clone();
+        let other = other.clone();
+        async move {
+            wf.get_workflow_result(pb::GetWorkflowResultRequest {
+                namespace: "default".into(),
+                execution: Some(pb::WorkflowExecution {
+                    workflow_id: other,
+                    run_id: started.run_id,
+                }),
+                wait: Some(pbjson_types::Duration {
+                    seconds: 20,
+                    nanos: 0,
+                }),
+            })
+            .await
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while engine.engine.result_waiters() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the waiter registers");
+    let third = unique("order");
+    start(&mut wf, &third, &q).await;
+    let (a, b) = (poll_wft(&mut w, &q).await, poll_wft(&mut w, &q).await);
+    let task3 = if a.workflow_execution.as_ref().unwrap().workflow_id == third {
+        a
+    } else {
+        b
+    };
+    assert_eq!(
+        task3.workflow_execution.as_ref().unwrap().workflow_id,
+        third
+    );
+    complete(&mut w, &task3.task_token, vec![complete_wf(r#""done""#)])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !other_waiting.is_finished(),
+        "another run's close is not its answer"
+    );
+    assert_eq!(engine.engine.result_waiters(), 1);
+    other_waiting.abort();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while engine.engine.result_waiters() != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("a waiter whose caller went away is forgotten");
 }
 
 async fn sticky_tasks_carry_only_new_events_and_fall_back_to_the_queue(backend: Backend) {
