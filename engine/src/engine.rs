@@ -1193,11 +1193,23 @@ impl Engine {
             Some(run) => run,
             None => self.resolve(&ns, req.execution.as_ref()).await?,
         };
-        if run.is_open() && watch.as_ref().is_none_or(|w| w.run_id != run.run_id) {
-            // Found by workflow id: watch it, then look again (it may have closed between).
+        if run.is_open()
+            && Instant::now() < deadline
+            && watch.as_ref().is_none_or(|w| w.run_id != run.run_id)
+        {
+            // Found by workflow id: watch it, then look again (it may have closed between):
+            // at the copy this node keeps, if open, else in the store.
             watch = Some(self.watch_close(run.run_id));
-            run = self.load(run.run_id).await?;
-            from_copy = false;
+            match self.cached(run.run_id).filter(Run::is_open) {
+                Some(copy) => {
+                    run = copy;
+                    from_copy = true;
+                }
+                None => {
+                    run = self.load(run.run_id).await?;
+                    from_copy = false;
+                }
+            }
         }
         let mut closing_event = None;
         while run.is_open() {

@@ -804,7 +804,10 @@ async fn continue_as_new_starts_the_next_run(backend: Backend) {
 }
 
 async fn result_waits_for_the_close(backend: Backend) {
-    let engine = TestEngine::start(backend, fast()).await;
+    // No periodic look: a waiter learns of a close on this node from the close itself.
+    let mut config = fast();
+    config.recheck_interval = Duration::from_secs(60);
+    let engine = TestEngine::start(backend, config).await;
     let (mut wf, mut w) = (engine.workflows().await, engine.workers().await);
     let (id, q) = (unique("order"), unique("q"));
     start(&mut wf, &id, &q).await;
@@ -852,7 +855,10 @@ async fn result_waits_for_the_close(backend: Backend) {
     )
     .await
     .unwrap();
-    let result = waiting.await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("answered by the close, long before the 60 s recheck")
+        .unwrap();
     assert!(result.closed);
     assert_eq!(result.status, pb::WorkflowStatus::Failed as i32);
     assert_eq!(result.failure.unwrap().r#type, "OutOfStock");
