@@ -320,6 +320,12 @@ impl Engine {
             .notify(&QueueKey::new(&notice.namespace, &notice.queue, kind));
     }
 
+    /// Notices of other nodes' tasks were lost (this node fell behind reading them): every
+    /// queue's next poll looks in the store instead of trusting what it knew.
+    pub fn notices_lost(&self) {
+        self.matching.notify_all();
+    }
+
     /// Ends waiting long polls (with an empty answer) and refuses new waits: the node is
     /// shutting down. Their tasks stay in the store for other nodes or the next start.
     pub fn stop_polls(&self) {

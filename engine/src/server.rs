@@ -202,7 +202,9 @@ impl Server {
                         () = token.cancelled() => return Ok(()),
                         n = notices.recv() => match n {
                             Ok(n) => engine.task_committed_elsewhere(&n),
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                                engine.notices_lost();
+                            }
                             Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
                         },
                     }

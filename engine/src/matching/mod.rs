@@ -265,14 +265,23 @@ impl Matching {
 
     /// A task of `key` became claimable in the store: wake one poller to claim it.
     pub fn notify(&self, key: &QueueKey) {
-        self.with(key, |q| {
-            q.epoch += 1;
-            while let Some(waiter) = q.waiters.pop_front() {
-                if waiter.tx.send(Delivery::Recheck).is_ok() {
-                    break;
-                }
+        self.with(key, Self::wake_one);
+    }
+
+    /// Tasks of any queue may have become claimable unannounced (notices from other nodes
+    /// were lost): every queue's next poll looks in the store.
+    pub fn notify_all(&self) {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues.values_mut().for_each(Self::wake_one);
+    }
+
+    fn wake_one(q: &mut QueueState) {
+        q.epoch += 1;
+        while let Some(waiter) = q.waiters.pop_front() {
+            if waiter.tx.send(Delivery::Recheck).is_ok() {
+                break;
             }
-        });
+        }
     }
 
     /// Registers a poller. Returns a delivery at once if one is ready, or `Recheck` if the
@@ -498,6 +507,11 @@ mod tests {
         // A look that began before a notify proves nothing.
         m.found_empty(&key(), epoch, 600);
         assert!(!m.known_empty(&key(), 700, 1000));
+        // Lost notices from other nodes: nothing is known empty any more.
+        m.found_empty(&key(), m.epoch(&key()), 800);
+        assert!(m.known_empty(&key(), 900, 1000));
+        m.notify_all();
+        assert!(!m.known_empty(&key(), 900, 1000));
     }
 
     #[tokio::test(start_paused = true)]
