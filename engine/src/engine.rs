@@ -1498,8 +1498,7 @@ impl Engine {
             let epoch = self.matching.epoch(&key);
             let now = self.now();
             // A task held for this node's next poll: taken without the store.
-            let held = self.matching.take_ready(&key, now);
-            let delivery = match held {
+            let delivery = match self.matching.take_ready(&key, now) {
                 Some(d) => Some(d),
                 None => {
                     let seeking = self.matching.seek(&key);
@@ -1578,12 +1577,8 @@ impl Engine {
         lease_id: &str,
         now: Millis,
     ) -> Result<Option<Run>, EngineError> {
-        let claimed = self.claim_unless_empty(key, now, async {
-            self.store
-                .claim_workflow_task(ns, queue, lease_id, now)
-                .await
-        });
-        let claimed = claimed.await?;
+        let claim = self.store.claim_workflow_task(ns, queue, lease_id, now);
+        let claimed = self.claim_unless_empty(key, now, claim).await?;
         if claimed.is_some() || !self.sticky_check_due(key) {
             return Ok(claimed);
         }
@@ -2135,8 +2130,9 @@ impl Engine {
 
     /// Gives back to the store the workflow tasks held for polls of this node that did not
     /// come for them within the recheck interval (see `matching`), so that any poller of any
-    /// node can claim them. Returns how many were given back.
-    pub async fn release_stale_holds(&self) -> Result<usize, EngineError> {
+    /// node can claim them. Returns how many were given back (one that cannot be is left
+    /// leased, and claimable when its lease runs out).
+    pub async fn release_stale_holds(&self) -> usize {
         let before = self.now() - self.config.recheck_interval.as_millis() as Millis;
         let stale = self.matching.take_stale(before);
         let mut released = 0;
@@ -2152,7 +2148,6 @@ impl Engine {
                     self.matching.notify(&key);
                 }
                 Ok(false) => {}
-                // Left leased: its lease runs out and it is claimable then.
                 Err(e) => {
                     tracing::warn!(%run_id, error = %e, "cannot give a held workflow task back")
                 }
@@ -2164,7 +2159,7 @@ impl Engine {
                 "held workflow tasks nobody took given back to the store"
             );
         }
-        Ok(released)
+        released
     }
 
     /// Records the attempts whose lease ran out as timed out, and retries them per their

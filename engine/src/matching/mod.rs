@@ -165,19 +165,21 @@ impl Matching {
     /// Hands a committed, leased task to the reserved poller; a held one, or one whose poller
     /// went away, to a poller waiting now or else the next poller of the queue on this node.
     pub fn deliver(&self, reservation: Reservation, delivery: Delivery, now: Millis) {
-        let held = reservation.waiter.is_none();
-        let delivery = match reservation.waiter {
+        let mut delivery = delivery;
+        let held = match reservation.waiter {
             Some(waiter) => match waiter.tx.send(delivery) {
                 Ok(()) => return,
-                Err(d) => d,
+                Err(d) => {
+                    delivery = d;
+                    false
+                }
             },
-            None => delivery,
+            None => true,
         };
         self.with(&reservation.key, |q| {
             if held {
                 q.holds -= 1;
             }
-            let mut delivery = delivery;
             while let Some(waiter) = q.waiters.pop_front() {
                 match waiter.tx.send(delivery) {
                     Ok(()) => return,

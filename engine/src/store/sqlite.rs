@@ -220,21 +220,22 @@ async fn write_run<'a>(
     }
     let defer_inserts = crate::store::inserts_can_wait(c);
     for op in &c.tasks {
-        let affected = match op {
+        // Every statement but a plain delete must find the row its change assumed.
+        let (statement, must_find) = match op {
             TaskOp::Insert(t) if defer_inserts => {
                 later.tasks.push(t);
-                None
+                continue;
             }
             TaskOp::Insert(t) => {
                 insert_tasks(&mut *conn, &[t]).await?;
-                None
+                continue;
             }
             TaskOp::Retry {
                 scheduled_event_id,
                 attempt,
                 visible_at,
                 lease_id,
-            } => Some(
+            } => (
                 sqlx::query(
                     "UPDATE activity_tasks SET attempt = $1, visible_at = $2, \
                      lease_id = NULL, lease_until = NULL, started_at = NULL \
@@ -244,17 +245,14 @@ async fn write_run<'a>(
                 .bind(visible_at)
                 .bind(&run_id)
                 .bind(scheduled_event_id)
-                .bind(lease_id)
-                .execute(&mut *conn)
-                .await
-                .map_err(classify)?
-                .rows_affected(),
+                .bind(lease_id),
+                true,
             ),
             TaskOp::RetryNow {
                 scheduled_event_id,
                 attempt,
                 visible_at,
-            } => Some(
+            } => (
                 sqlx::query(
                     "UPDATE activity_tasks SET attempt = $1, visible_at = $2 \
                      WHERE run_id = $3 AND scheduled_event_id = $4 AND lease_id IS NULL",
@@ -262,44 +260,36 @@ async fn write_run<'a>(
                 .bind(attempt)
                 .bind(visible_at)
                 .bind(&run_id)
-                .bind(scheduled_event_id)
-                .execute(&mut *conn)
-                .await
-                .map_err(classify)?
-                .rows_affected(),
+                .bind(scheduled_event_id),
+                true,
             ),
             TaskOp::Delete {
                 scheduled_event_id,
                 lease_id: Some(lease_id),
-            } => Some(
+            } => (
                 sqlx::query(
                     "DELETE FROM activity_tasks \
                      WHERE run_id = $1 AND scheduled_event_id = $2 AND lease_id = $3",
                 )
                 .bind(&run_id)
                 .bind(scheduled_event_id)
-                .bind(lease_id)
-                .execute(&mut *conn)
-                .await
-                .map_err(classify)?
-                .rows_affected(),
+                .bind(lease_id),
+                true,
             ),
             TaskOp::Delete {
                 scheduled_event_id,
                 lease_id: None,
-            } => {
+            } => (
                 sqlx::query(
                     "DELETE FROM activity_tasks WHERE run_id = $1 AND scheduled_event_id = $2",
                 )
                 .bind(&run_id)
-                .bind(scheduled_event_id)
-                .execute(&mut *conn)
-                .await
-                .map_err(classify)?;
-                None
-            }
+                .bind(scheduled_event_id),
+                false,
+            ),
         };
-        if affected == Some(0) {
+        let done = statement.execute(&mut *conn).await.map_err(classify)?;
+        if must_find && done.rows_affected() == 0 {
             return Err(StoreError::StaleTask);
         }
     }

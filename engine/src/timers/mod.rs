@@ -37,9 +37,7 @@ pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
         if let Err(e) = engine.reap_expired_leases().await {
             tracing::warn!(error = %e, "cannot read expired activity leases");
         }
-        if let Err(e) = engine.release_stale_holds().await {
-            tracing::warn!(error = %e, "cannot give held workflow tasks back");
-        }
+        engine.release_stale_holds().await;
         let sleep = {
             let mut next = engine.next_timer.lock().unwrap_or_else(|p| p.into_inner());
             let now = engine.now();
