@@ -20,7 +20,18 @@ pub fn postgres_url() -> String {
 
 /// A store on the test PostgreSQL database, creating the database if needed.
 pub async fn postgres_store() -> Arc<dyn Store> {
-    let url = postgres_url();
+    postgres_store_on(&postgres_url()).await
+}
+
+/// A store on the test database's sibling for the store conformance suite (`<name>_conformance`,
+/// created if needed): no engine runs there, so no relay moves the outbox cursors the suite
+/// checks (the suite's cases consume the outbox as a relay would).
+pub async fn conformance_postgres_store() -> Arc<dyn Store> {
+    postgres_store_on(&format!("{}_conformance", postgres_url())).await
+}
+
+/// A store on the PostgreSQL database of `url`, creating the database if needed.
+async fn postgres_store_on(url: &str) -> Arc<dyn Store> {
     let (base, db) = url.rsplit_once('/').expect("database URL names a database");
     let admin = format!("{base}/postgres");
     let conn = sqlx::postgres::PgPoolOptions::new()
@@ -51,7 +62,7 @@ pub async fn postgres_store() -> Arc<dyn Store> {
     }
     conn.close().await;
     Arc::new(
-        PostgresStore::connect(&url)
+        PostgresStore::connect(url)
             .await
             .unwrap_or_else(|e| panic!("cannot open the test database {url}: {e}")),
     )

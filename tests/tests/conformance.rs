@@ -1,7 +1,7 @@
 //! The store conformance suite, on both backends.
 
 mod postgres {
-    martix_engine::store_conformance!(martix_tests::postgres_store);
+    martix_engine::store_conformance!(martix_tests::conformance_postgres_store);
 }
 
 mod sqlite {
@@ -61,6 +61,141 @@ async fn history_rows_of_both_layouts_read_together() {
         store.last_event(run).await.unwrap().map(|e| e.event_id),
         Some(6)
     );
+    drop(store);
+    martix_tests::drop_postgres_database(&url).await;
+}
+
+/// The relay never reads past a transaction still running (PostgreSQL): an outbox row whose
+/// transaction began first but commits last holds back the rows committed after it, then
+/// comes first. Positions alone would have let the relay read the later row, move its cursor
+/// past the earlier row's lower position, and never fold or send that row.
+#[tokio::test]
+async fn the_relay_waits_for_a_transaction_still_writing_the_outbox() {
+    use martix_engine::store::PostgresStore;
+    use martix_engine::store::events::{EventStore, SHARDS};
+
+    let url = martix_tests::fresh_postgres_url().await;
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let insert = |id: &'static str| {
+        sqlx::query(
+            "INSERT INTO outbox (event_id, shard, namespace, subject, workflow_type, run_id, \
+             sequence, event_type, occurred_at, body) \
+             VALUES ($1, 0, 'default', 'o-1', 'order', 'r', 1, 'order.placed', 1, '{}')",
+        )
+        .bind(id)
+    };
+    let all: Vec<i32> = (0..SHARDS).collect();
+    let ids = |events: Vec<martix_engine::store::events::StoredEvent>| {
+        events.into_iter().map(|e| e.event_id).collect::<Vec<_>>()
+    };
+
+    let mut slow = store.pool().begin().await.unwrap();
+    insert("first").execute(&mut *slow).await.unwrap();
+    insert("second").execute(store.pool()).await.unwrap();
+    for pending in [
+        store.unprojected_events(&all, 100).await.unwrap(),
+        store.unsent_events(&all, 100).await.unwrap(),
+    ] {
+        assert!(
+            pending.is_empty(),
+            "read past a running transaction: {pending:?}"
+        );
+    }
+    let status = store.outbox_status(1).await.unwrap();
+    assert_eq!(
+        (status.unprojected, status.unsent),
+        (1, 1),
+        "counted, though"
+    );
+
+    slow.commit().await.unwrap();
+    // Transactions of other databases on the server (other tests) hold the horizon too, each
+    // for a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let pending = loop {
+        let pending = store.unprojected_events(&all, 100).await.unwrap();
+        if pending.len() == 2 || std::time::Instant::now() > deadline {
+            break pending;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    assert!(pending[0].position < pending[1].position && pending[0].xact < pending[1].xact);
+    assert_eq!(ids(pending.clone()), ["first", "second"]);
+    store.project(&pending).await.unwrap();
+    assert!(
+        store
+            .unprojected_events(&all, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ids(store.unsent_events(&all, 100).await.unwrap()),
+        ["first", "second"]
+    );
+    drop(store);
+    martix_tests::drop_postgres_database(&url).await;
+}
+
+/// Upgrading a database whose outbox rows carry the flags of before migration 0013: each
+/// shard's cursors start below its oldest row not yet sent (folded), so nothing waiting is
+/// skipped; rows finished before it are not read again.
+#[tokio::test]
+async fn the_outbox_flags_become_cursors_on_upgrade() {
+    use martix_engine::store::PostgresStore;
+    use martix_engine::store::events::{EventStore, SHARDS};
+
+    let url = martix_tests::fresh_postgres_url().await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut before = sqlx::migrate!("../migrations/postgres");
+    let upto = before
+        .migrations
+        .iter()
+        .position(|m| m.version == 13)
+        .expect("migration 0013");
+    before.migrations = before.migrations[..upto].to_vec().into();
+    before.run(&pool).await.unwrap();
+    // Shard 3: sent and folded, folded only, neither; shard 5: all finished.
+    for (position, shard, sent, projected) in [
+        (1, 3, true, true),
+        (2, 3, false, true),
+        (3, 3, false, false),
+        (4, 5, true, true),
+    ] {
+        sqlx::query(
+            "INSERT INTO outbox (position, event_id, shard, namespace, subject, workflow_type, \
+             run_id, sequence, event_type, occurred_at, body, sent_at, projected_at) \
+             VALUES ($1, $2, $3, 'default', 'o', 'order', 'r', $1, 'order.placed', 1, '{}', \
+             $4, $5)",
+        )
+        .bind(position)
+        .bind(format!("e-{position}"))
+        .bind(shard)
+        .bind(sent.then_some(10_i64))
+        .bind(projected.then_some(10_i64))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let all: Vec<i32> = (0..SHARDS).collect();
+    let positions = |events: Vec<martix_engine::store::events::StoredEvent>| {
+        events.iter().map(|e| e.position).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        positions(store.unsent_events(&all, 100).await.unwrap()),
+        [2, 3]
+    );
+    assert_eq!(
+        positions(store.unprojected_events(&all, 100).await.unwrap()),
+        [3]
+    );
+    let listed = store.list_outbox(None, 0, 100).await.unwrap();
+    let sent: Vec<(i64, bool)> = listed.iter().map(|e| (e.position, e.sent)).collect();
+    assert_eq!(sent, [(1, true), (2, false), (3, false), (4, true)]);
     drop(store);
     martix_tests::drop_postgres_database(&url).await;
 }

@@ -84,7 +84,7 @@ pub fn to_proto(e: &StoredEvent) -> pb::OrderEvent {
         occurred_at: Some(crate::clock::to_timestamp(e.occurred_at)),
         body_json: e.body.clone(),
         position: e.position,
-        sent: e.sent_at.is_some(),
+        sent: e.sent,
     }
 }
 
@@ -117,10 +117,10 @@ async fn connect(url: &str) -> Result<Link, lapin::Error> {
     })
 }
 
-/// Publishes `events` in order, pipelined, and returns the positions the broker confirmed:
-/// the longest confirmed prefix (a later event of a subject is never marked sent before an
-/// earlier one) and the error that ended it, if any.
-async fn publish(link: &Link, events: &[StoredEvent]) -> (Vec<i64>, Option<String>) {
+/// Publishes `events` in order, pipelined, and returns how many the broker confirmed: the
+/// longest confirmed prefix (a later event of a subject is never marked sent before an earlier
+/// one) and the error that ended it, if any.
+async fn publish(link: &Link, events: &[StoredEvent]) -> (usize, Option<String>) {
     let mut confirms = Vec::with_capacity(events.len());
     let mut error = None;
     for e in events {
@@ -142,19 +142,19 @@ async fn publish(link: &Link, events: &[StoredEvent]) -> (Vec<i64>, Option<Strin
             )
             .await
         {
-            Ok(c) => confirms.push((e.position, c)),
+            Ok(c) => confirms.push(c),
             Err(err) => {
                 error = Some(err.to_string());
                 break;
             }
         }
     }
-    let mut sent = Vec::with_capacity(confirms.len());
-    for (position, confirm) in confirms {
+    let mut sent = 0;
+    for confirm in confirms {
         match confirm.await {
             Ok(c) if c.is_ack() => {
                 if error.is_none() {
-                    sent.push(position);
+                    sent += 1;
                 }
             }
             Ok(_) => {
@@ -203,7 +203,7 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
                 busy |= events.len() == config.batch;
                 let lag = engine.now() - events[0].occurred_at;
                 engine.metrics().projection_lag(lag);
-                match store.project(&events, engine.now()).await {
+                match store.project(&events).await {
                     Ok(()) => engine.metrics().projected(events.len()),
                     Err(e) => {
                         // One event the read model cannot take must not hold up the others:
@@ -211,10 +211,7 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
                         // for a reason other than the database being away.
                         tracing::warn!(error = %e, "projection failed; folding one by one");
                         for event in &events {
-                            match store
-                                .project(std::slice::from_ref(event), engine.now())
-                                .await
-                            {
+                            match store.project(std::slice::from_ref(event)).await {
                                 Ok(()) => engine.metrics().projected(1),
                                 Err(crate::store::StoreError::Unavailable(why)) => {
                                     tracing::warn!(error = %why, "projection paused");
@@ -225,7 +222,7 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
                                         event_id = %event.event_id, error = %e,
                                         "event set aside: the read model cannot fold it"
                                     );
-                                    let _ = store.set_aside(&[event.position], engine.now()).await;
+                                    let _ = store.set_aside(std::slice::from_ref(event)).await;
                                 }
                             }
                         }
@@ -270,20 +267,17 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
                                 .await
                             {
                                 Ok(r) => r,
-                                Err(_) => (
-                                    Vec::new(),
-                                    Some("the broker did not confirm in time".into()),
-                                ),
+                                Err(_) => (0, Some("the broker did not confirm in time".into())),
                             };
-                        if !sent.is_empty() {
-                            match store.mark_sent(&sent, engine.now()).await {
-                                Ok(()) => engine.metrics().events_sent(sent.len()),
+                        if sent > 0 {
+                            match store.mark_sent(&events[..sent]).await {
+                                Ok(()) => engine.metrics().events_sent(sent),
                                 Err(e) => {
                                     tracing::warn!(error = %e, "cannot mark events sent; they will be sent again")
                                 }
                             }
                         }
-                        busy |= sent.len() == config.batch;
+                        busy |= sent == config.batch;
                         if let Some(e) = error {
                             tracing::warn!(error = %e, "publishing failed; reconnecting");
                             link = None;
@@ -349,6 +343,11 @@ pub async fn events_from_histories(engine: &Engine) -> Result<Vec<StoredEvent>, 
                         {
                             out.push(StoredEvent {
                                 position: 0,
+                                xact: 0,
+                                shard: crate::store::events::shard_of(
+                                    &run.namespace,
+                                    &run.workflow_id,
+                                ),
                                 event_id: p.event_id.clone(),
                                 namespace: run.namespace.clone(),
                                 subject: run.workflow_id.clone(),
@@ -364,7 +363,7 @@ pub async fn events_from_histories(engine: &Engine) -> Result<Vec<StoredEvent>, 
                                     &p.body.as_ref().map(|b| b.data.clone()).unwrap_or_default(),
                                 )
                                 .into_owned(),
-                                sent_at: None,
+                                sent: false,
                             });
                         }
                     }
@@ -382,9 +381,6 @@ pub async fn events_from_histories(engine: &Engine) -> Result<Vec<StoredEvent>, 
 pub async fn rebuild_read_model(engine: &Engine) -> Result<(usize, usize), EngineError> {
     let events = events_from_histories(engine).await?;
     let (orders, events) = view::fold_all(events);
-    engine
-        .store()
-        .replace_read_model(&orders, &events, engine.now())
-        .await?;
+    engine.store().replace_read_model(&orders, &events).await?;
     Ok((orders.len(), events.len()))
 }

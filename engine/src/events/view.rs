@@ -149,6 +149,8 @@ mod tests {
     fn ev(seq: i64, t: &str, body: &str) -> StoredEvent {
         StoredEvent {
             position: seq,
+            xact: 0,
+            shard: 0,
             event_id: format!("run/{seq}"),
             namespace: "default".into(),
             subject: "o-1".into(),
@@ -158,7 +160,7 @@ mod tests {
             event_type: t.into(),
             occurred_at: 1_000 + seq,
             body: body.into(),
-            sent_at: None,
+            sent: false,
         }
     }
 

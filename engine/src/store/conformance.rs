@@ -6,6 +6,7 @@
 use crate::clock::Millis;
 use crate::history::{self, ActivityTask, Lease, Run, RunCommit, StartParams, TaskOp, TimerOp};
 use crate::ids::RunId;
+use crate::store::events::StoredEvent;
 use crate::store::{ListQuery, Store, StoreError};
 use martix_proto::v1 as pb;
 
@@ -884,8 +885,9 @@ fn outbox_event(
 }
 
 /// Outbox rows are written with the run change that publishes them, or not at all; a signal
-/// request id is recorded once; projecting events twice folds them once; orders page by
-/// keyset without gaps or repeats.
+/// request id is recorded once; the relay's two cursors move apart and never back; projecting
+/// events twice folds them once; sent and folded rows are purged; orders page by keyset
+/// without gaps or repeats.
 pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
     let ns = namespace(store).await;
     let c = start(&ns, "order-1", &unique("q"), T0);
@@ -940,10 +942,14 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
             (3, "payment.charged")
         ]
     );
-    assert!(rows.windows(2).all(|w| w[0].position < w[1].position));
+    assert!(
+        rows.windows(2)
+            .all(|w| (w[0].xact, w[0].position) < (w[1].xact, w[1].position))
+    );
+    let shard = crate::store::events::shard_of(&ns, "order-1");
     assert!(
         rows.iter()
-            .all(|e| e.sent_at.is_none() && e.subject == "order-1")
+            .all(|e| !e.sent && e.subject == "order-1" && e.shard == shard)
     );
 
     // The same request id again: refused as a duplicate, nothing written.
@@ -956,9 +962,21 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
     ));
     assert_eq!(store.load_run(run.run_id).await.unwrap().unwrap(), run);
 
+    // The relay's view: each shard's events past its projection cursor, ours in order.
+    let ours = |events: &[StoredEvent]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.namespace == ns)
+            .map(|e| e.event_id.clone())
+            .collect()
+    };
+    let ids: Vec<String> = rows.iter().map(|e| e.event_id.clone()).collect();
+    let all: Vec<i32> = (0..crate::store::events::SHARDS).collect();
+    let pending = store.unprojected_events(&all, 100_000).await.unwrap();
+    assert_eq!(ours(&pending), ids);
     // Folded twice (a relay that lost its lease mid-batch): counted once.
-    store.project(&rows, T0 + 5).await.unwrap();
-    store.project(&rows, T0 + 6).await.unwrap();
+    store.project(&pending).await.unwrap();
+    store.project(&pending).await.unwrap();
     let order = store
         .get_order(&ns, "order-1")
         .await
@@ -967,11 +985,29 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
     assert_eq!((order.total_cents, order.charged_cents), (1080, 1080));
     assert_eq!((order.status.as_str(), order.last_sequence), ("charged", 3));
     assert_eq!(store.order_events(&ns, "order-1").await.unwrap().len(), 3);
+    // The cursor is past them, and a batch folded again behind it does not move it back.
+    store.project(&pending[..1]).await.unwrap();
+    let left = store.unprojected_events(&all, 100_000).await.unwrap();
+    assert!(ours(&left).is_empty(), "{left:?}");
+    assert_eq!(store.outbox_status(T0 + 5).await.unwrap().unprojected, 0);
+
+    // The broker's cursor is its own: folding sent nothing.
+    let unsent = store.unsent_events(&all, 100_000).await.unwrap();
+    assert_eq!(ours(&unsent), ids);
+    assert!(store.outbox_status(T0 + 5).await.unwrap().unsent >= 3);
+    store.mark_sent(&unsent).await.unwrap();
+    assert!(
+        store
+            .list_outbox(Some(&ns), 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.sent)
+    );
+    assert_eq!(store.outbox_status(T0 + 7).await.unwrap().unsent, 0);
 
     // Sent and folded rows go after the retention; the read model keeps its events.
-    let positions: Vec<i64> = rows.iter().map(|e| e.position).collect();
-    store.mark_sent(&positions, T0 + 7).await.unwrap();
-    assert!(store.purge_events(T0 + 8, 1000).await.unwrap() >= 3);
+    assert!(store.purge_events(T0 + 8, 1_000_000).await.unwrap() >= 3);
     assert!(
         store
             .list_outbox(Some(&ns), 0, 100)
@@ -995,12 +1031,12 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
         c.outbox.push(event);
         store.commit(&c).await.unwrap();
     }
-    let placed = store
-        .list_outbox(Some(&ns), rows[2].position, 100)
-        .await
-        .unwrap();
-    assert_eq!(placed.len(), 7);
-    store.project(&placed, T0 + 20).await.unwrap();
+    let placed = store.unprojected_events(&all, 100_000).await.unwrap();
+    assert_eq!(ours(&placed).len(), 7);
+    store.project(&placed).await.unwrap();
+    // Sent too, so the purge of a later run of this suite finds nothing of this one left.
+    let unsent = store.unsent_events(&all, 100_000).await.unwrap();
+    store.mark_sent(&unsent).await.unwrap();
     let mut q = crate::store::events::OrderQuery {
         namespace: ns.clone(),
         customer_id: Some("c-2".into()),

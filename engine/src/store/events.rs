@@ -21,11 +21,16 @@ pub fn shard_of(namespace: &str, subject: &str) -> i32 {
     (h % SHARDS as u32) as i32
 }
 
-/// An event as stored: in the outbox (with its position and delivery state) or in the read
+/// An event as stored: in the outbox (with its place and delivery state) or in the read
 /// model's event list (position 0).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEvent {
     pub position: i64,
+    /// The id of the transaction that wrote the outbox row (PostgreSQL; 0 on SQLite, where
+    /// positions follow commit order): the relay's cursors move in `(xact, position)` order.
+    pub xact: i64,
+    /// `shard_of(namespace, subject)`.
+    pub shard: i32,
     pub event_id: String,
     pub namespace: String,
     /// The workflow id that published it; for orders, the order id.
@@ -37,7 +42,8 @@ pub struct StoredEvent {
     pub occurred_at: Millis,
     /// A JSON object.
     pub body: String,
-    pub sent_at: Option<Millis>,
+    /// The broker confirmed it (its shard's sent cursor is at or past it).
+    pub sent: bool,
 }
 
 /// The outbox at a glance.
@@ -118,8 +124,9 @@ pub trait EventStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Marks outbox rows sent (the broker confirmed them).
-    async fn mark_sent(&self, positions: &[i64], now: Millis) -> Result<(), StoreError>;
+    /// Moves the sent cursors of their shards past `events` (the broker confirmed them):
+    /// events from `unsent_events`, a prefix of its answer. A cursor never moves back.
+    async fn mark_sent(&self, events: &[StoredEvent]) -> Result<(), StoreError>;
 
     /// The oldest events of `shards` not yet folded into the read model, in outbox order.
     async fn unprojected_events(
@@ -128,20 +135,23 @@ pub trait EventStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Folds outbox events into the read model and marks them projected, in one transaction.
-    /// An event already in the read model (by id) is skipped.
-    async fn project(&self, events: &[StoredEvent], now: Millis) -> Result<(), StoreError>;
+    /// Folds outbox events into the read model and moves the projection cursors of their
+    /// shards past them, in one transaction: events from `unprojected_events`, a prefix of
+    /// its answer. An event already in the read model (by id) is skipped.
+    async fn project(&self, events: &[StoredEvent]) -> Result<(), StoreError>;
 
-    /// Marks outbox rows folded without folding them: events the read model cannot take.
-    async fn set_aside(&self, positions: &[i64], now: Millis) -> Result<(), StoreError>;
+    /// Moves the projection cursors past `events` without folding them: events the read
+    /// model cannot take.
+    async fn set_aside(&self, events: &[StoredEvent]) -> Result<(), StoreError>;
 
-    /// Replaces the whole read model with `orders` and `events` (a rebuild) and marks those
-    /// events projected in the outbox, in one transaction.
+    /// Replaces the whole read model with `orders` and `events` (a rebuild), in one
+    /// transaction, and sets the projection cursors back to the start: the relay reads the
+    /// outbox again and folds what the rebuild did not hold (events committed after the
+    /// histories were read).
     async fn replace_read_model(
         &self,
         orders: &[OrderView],
         events: &[StoredEvent],
-        now: Millis,
     ) -> Result<(), StoreError>;
 
     /// Counts and ages of the outbox.
@@ -155,8 +165,8 @@ pub trait EventStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Deletes rows sent and projected before `before`, and signal request ids older than
-    /// it; returns how many outbox rows went.
+    /// Deletes rows sent and projected that occurred before `before` (looking at the oldest
+    /// `limit` rows), and signal request ids older than it; returns how many outbox rows went.
     async fn purge_events(&self, before: Millis, limit: usize) -> Result<u64, StoreError>;
 
     /// One order of the read model.
@@ -184,11 +194,46 @@ pub trait EventStore: Send + Sync {
     -> Result<bool, StoreError>;
 }
 
-/// The outbox columns, in the order `event_from_row` reads them.
+/// The relay's two readers of the outbox, each with a cursor per shard in `outbox_shards`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Consumer {
+    /// The broker (`sent_xact`, `sent_position`).
+    Sent,
+    /// The read model (`projected_xact`, `projected_position`).
+    Projected,
+}
+
+impl Consumer {
+    /// The prefix of the cursor's columns.
+    pub(crate) fn cursor(self) -> &'static str {
+        match self {
+            Consumer::Sent => "sent",
+            Consumer::Projected => "projected",
+        }
+    }
+
+    /// Moves the cursor of shard `$3` to `($1, $2)` unless it is there or past it already.
+    pub(crate) fn advance_sql(self) -> &'static str {
+        match self {
+            Consumer::Sent => {
+                "UPDATE outbox_shards SET sent_xact = $1, sent_position = $2 \
+                 WHERE shard = $3 AND (sent_xact, sent_position) < ($1, $2)"
+            }
+            Consumer::Projected => {
+                "UPDATE outbox_shards SET projected_xact = $1, projected_position = $2 \
+                 WHERE shard = $3 AND (projected_xact, projected_position) < ($1, $2)"
+            }
+        }
+    }
+}
+
+/// The outbox columns, in the order `event_from_row` reads them: of `outbox o` joined with
+/// its shard `outbox_shards s`.
 macro_rules! event_cols {
     () => {
-        "position, event_id, namespace, subject, workflow_type, run_id, sequence, event_type, \
-         occurred_at, body, sent_at"
+        "o.position, o.xact, o.shard, o.event_id, o.namespace, o.subject, o.workflow_type, \
+         o.run_id, o.sequence, o.event_type, o.occurred_at, o.body, \
+         (o.xact, o.position) <= (s.sent_xact, s.sent_position)"
     };
 }
 
@@ -201,13 +246,13 @@ macro_rules! order_cols {
 }
 
 macro_rules! impl_event_store {
-    ($store:ty, $db:ty, $for_update:literal, $relaxed:literal) => {
+    ($store:ty, $db:ty, $for_update:literal, $relaxed:literal, $postgres:literal) => {
         mod event_store {
             use super::*;
             use crate::clock::Millis;
             use crate::store::classify;
             use crate::store::events::{
-                EventStore, OrderQuery, OrderView, OutboxStatus, SHARDS, StoredEvent,
+                Consumer, EventStore, OrderQuery, OrderView, OutboxStatus, SHARDS, StoredEvent,
             };
             use crate::store::StoreError;
 
@@ -217,16 +262,18 @@ macro_rules! impl_event_store {
             fn event_from_row(r: &DbRow) -> Result<StoredEvent, StoreError> {
                 Ok(StoredEvent {
                     position: r.try_get(0).map_err(classify)?,
-                    event_id: r.try_get(1).map_err(classify)?,
-                    namespace: r.try_get(2).map_err(classify)?,
-                    subject: r.try_get(3).map_err(classify)?,
-                    workflow_type: r.try_get(4).map_err(classify)?,
-                    run_id: r.try_get(5).map_err(classify)?,
-                    sequence: r.try_get(6).map_err(classify)?,
-                    event_type: r.try_get(7).map_err(classify)?,
-                    occurred_at: r.try_get(8).map_err(classify)?,
-                    body: r.try_get(9).map_err(classify)?,
-                    sent_at: r.try_get(10).map_err(classify)?,
+                    xact: r.try_get(1).map_err(classify)?,
+                    shard: r.try_get(2).map_err(classify)?,
+                    event_id: r.try_get(3).map_err(classify)?,
+                    namespace: r.try_get(4).map_err(classify)?,
+                    subject: r.try_get(5).map_err(classify)?,
+                    workflow_type: r.try_get(6).map_err(classify)?,
+                    run_id: r.try_get(7).map_err(classify)?,
+                    sequence: r.try_get(8).map_err(classify)?,
+                    event_type: r.try_get(9).map_err(classify)?,
+                    occurred_at: r.try_get(10).map_err(classify)?,
+                    body: r.try_get(11).map_err(classify)?,
+                    sent: r.try_get(12).map_err(classify)?,
                 })
             }
 
@@ -337,22 +384,26 @@ macro_rules! impl_event_store {
                 Ok(())
             }
 
-            /// Sets `column` (sent_at, projected_at) of outbox rows.
-            async fn mark(
+            /// Moves `consumer`'s cursor of each shard of `events` to its last event there,
+            /// never back.
+            async fn advance(
                 conn: &mut Conn,
-                column: &str,
-                positions: &[i64],
-                now: Millis,
+                consumer: Consumer,
+                events: &[StoredEvent],
             ) -> Result<(), StoreError> {
-                for chunk in positions.chunks(500) {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE outbox SET ");
-                    qb.push(column).push(" = ").push_bind(now).push(" WHERE position IN (");
-                    let mut sep = qb.separated(", ");
-                    for p in chunk {
-                        sep.push_bind(*p);
-                    }
-                    sep.push_unseparated(")");
-                    qb.build().execute(&mut *conn).await.map_err(classify)?;
+                let mut last = std::collections::BTreeMap::new();
+                for e in events {
+                    let at = last.entry(e.shard).or_insert((e.xact, e.position));
+                    *at = (*at).max((e.xact, e.position));
+                }
+                for (shard, (xact, position)) in last {
+                    sqlx::query(consumer.advance_sql())
+                        .bind(xact)
+                        .bind(position)
+                        .bind(shard)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(classify)?;
                 }
                 Ok(())
             }
@@ -408,21 +459,42 @@ macro_rules! impl_event_store {
                 sep.push_unseparated(")");
             }
 
+            /// The oldest events of `shards` past `consumer`'s cursors, in
+            /// `(xact, position)` order. On PostgreSQL only rows of transactions older than every
+            /// running one: a transaction still running may hold a lower position, and a cursor
+            /// moved past its rows would skip them (migration 0013).
             async fn events_of_shards(
                 pool: &sqlx::Pool<$db>,
                 shards: &[i32],
-                column: &str,
+                consumer: Consumer,
                 limit: usize,
             ) -> Result<Vec<StoredEvent>, StoreError> {
                 if shards.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
-                    "SELECT ", $crate::store::events::event_cols!(), " FROM outbox WHERE "
-                ));
-                qb.push(column).push(" IS NULL AND shard IN (");
+                let cursor = consumer.cursor();
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT ");
+                qb.push($crate::store::events::event_cols!());
+                if $postgres {
+                    // Each shard's range of `outbox_pending`, from its cursor.
+                    qb.push(format!(
+                        " FROM outbox_shards s CROSS JOIN LATERAL (SELECT * FROM outbox o \
+                         WHERE o.shard = s.shard \
+                         AND (o.xact, o.position) > (s.{cursor}_xact, s.{cursor}_position) \
+                         AND o.xact < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint) \
+                         ORDER BY o.xact, o.position LIMIT "
+                    ))
+                    .push_bind(limit as i64)
+                    .push(") o WHERE s.shard IN (");
+                } else {
+                    qb.push(format!(
+                        " FROM outbox_shards s JOIN outbox o ON o.shard = s.shard \
+                         AND (o.xact, o.position) > (s.{cursor}_xact, s.{cursor}_position) \
+                         WHERE s.shard IN ("
+                    ));
+                }
                 push_shards(&mut qb, shards);
-                qb.push(" ORDER BY position LIMIT ").push_bind(limit as i64);
+                qb.push(" ORDER BY o.xact, o.position LIMIT ").push_bind(limit as i64);
                 qb.build()
                     .fetch_all(pool)
                     .await
@@ -541,13 +613,13 @@ macro_rules! impl_event_store {
                     shards: &[i32],
                     limit: usize,
                 ) -> Result<Vec<StoredEvent>, StoreError> {
-                    events_of_shards(&self.read, shards, "sent_at", limit).await
+                    events_of_shards(&self.read, shards, Consumer::Sent, limit).await
                 }
 
-                async fn mark_sent(&self, positions: &[i64], now: Millis) -> Result<(), StoreError> {
+                async fn mark_sent(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
                     let mut tx = self.write.begin().await.map_err(classify)?;
                     relaxed_commit(&mut tx).await?;
-                    mark(&mut tx, "sent_at", positions, now).await?;
+                    advance(&mut tx, Consumer::Sent, events).await?;
                     tx.commit().await.map_err(classify)
                 }
 
@@ -556,10 +628,10 @@ macro_rules! impl_event_store {
                     shards: &[i32],
                     limit: usize,
                 ) -> Result<Vec<StoredEvent>, StoreError> {
-                    events_of_shards(&self.read, shards, "projected_at", limit).await
+                    events_of_shards(&self.read, shards, Consumer::Projected, limit).await
                 }
 
-                async fn project(&self, events: &[StoredEvent], now: Millis) -> Result<(), StoreError> {
+                async fn project(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
                     let mut tx = self.write.begin().await.map_err(classify)?;
                     relaxed_commit(&mut tx).await?;
                     let order_events: Vec<&StoredEvent> = events
@@ -636,14 +708,13 @@ macro_rules! impl_event_store {
                     for chunk in folded.chunks(100) {
                         save_orders(&mut tx, chunk).await?;
                     }
-                    let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
-                    mark(&mut tx, "projected_at", &positions, now).await?;
+                    advance(&mut tx, Consumer::Projected, events).await?;
                     tx.commit().await.map_err(classify)
                 }
 
-                async fn set_aside(&self, positions: &[i64], now: Millis) -> Result<(), StoreError> {
+                async fn set_aside(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
                     let mut tx = self.write.begin().await.map_err(classify)?;
-                    mark(&mut tx, "projected_at", positions, now).await?;
+                    advance(&mut tx, Consumer::Projected, events).await?;
                     tx.commit().await.map_err(classify)
                 }
 
@@ -651,13 +722,12 @@ macro_rules! impl_event_store {
                     &self,
                     orders: &[OrderView],
                     events: &[StoredEvent],
-                    now: Millis,
                 ) -> Result<(), StoreError> {
                     let mut tx = self.write.begin().await.map_err(classify)?;
                     // Every event is to be folded again unless the rebuild below holds it: one
                     // the relay folded after the histories were read is folded again after.
                     for statement in [
-                        "UPDATE outbox SET projected_at = NULL WHERE projected_at IS NOT NULL",
+                        "UPDATE outbox_shards SET projected_xact = 0, projected_position = 0",
                         "DELETE FROM orders",
                         "DELETE FROM order_events",
                     ] {
@@ -668,29 +738,24 @@ macro_rules! impl_event_store {
                     }
                     for e in events {
                         save_event(&mut tx, e).await?;
-                        sqlx::query(
-                            "UPDATE outbox SET projected_at = $1 WHERE event_id = $2",
-                        )
-                        .bind(now)
-                        .bind(&e.event_id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(classify)?;
                     }
                     tx.commit().await.map_err(classify)
                 }
 
                 async fn outbox_status(&self, now: Millis) -> Result<OutboxStatus, StoreError> {
-                    // Cheap whatever the outbox holds (it is scraped with /metrics): the
-                    // backlogs through their partial indexes, the rows kept from the range of
+                    // Scraped with /metrics: the backlogs are each shard's range of
+                    // `outbox_pending` past its cursor, the rows kept come from the range of
                     // positions (an upper bound: rolled-back positions leave gaps).
                     let row = sqlx::query(
                         "SELECT \
                          (SELECT COALESCE(MAX(position) - MIN(position) + 1, 0) FROM outbox), \
-                         (SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL), \
-                         (SELECT MIN(occurred_at) FROM outbox WHERE sent_at IS NULL), \
-                         (SELECT COUNT(*) FROM outbox WHERE projected_at IS NULL), \
-                         (SELECT MIN(occurred_at) FROM outbox WHERE projected_at IS NULL)",
+                         u.n, u.oldest, p.n, p.oldest \
+                         FROM (SELECT COUNT(*) AS n, MIN(o.occurred_at) AS oldest \
+                           FROM outbox_shards s JOIN outbox o ON o.shard = s.shard \
+                           AND (o.xact, o.position) > (s.sent_xact, s.sent_position)) u, \
+                         (SELECT COUNT(*) AS n, MIN(o.occurred_at) AS oldest \
+                           FROM outbox_shards s JOIN outbox o ON o.shard = s.shard \
+                           AND (o.xact, o.position) > (s.projected_xact, s.projected_position)) p",
                     )
                     .fetch_one(&self.read)
                     .await
@@ -730,8 +795,9 @@ macro_rules! impl_event_store {
                 ) -> Result<Vec<StoredEvent>, StoreError> {
                     sqlx::query(concat!(
                         "SELECT ", $crate::store::events::event_cols!(),
-                        " FROM outbox WHERE position > $1 AND ($2 IS NULL OR namespace = $2) \
-                         ORDER BY position LIMIT $3"
+                        " FROM outbox o JOIN outbox_shards s ON s.shard = o.shard \
+                         WHERE o.position > $1 AND ($2 IS NULL OR o.namespace = $2) \
+                         ORDER BY o.position LIMIT $3"
                     ))
                     .bind(after_position)
                     .bind(namespace)
@@ -745,10 +811,15 @@ macro_rules! impl_event_store {
                 }
 
                 async fn purge_events(&self, before: Millis, limit: usize) -> Result<u64, StoreError> {
+                    // The oldest rows by position, those of them behind both cursors of their
+                    // shard: a look at `limit` rows, not a scan of every row kept.
                     let done = sqlx::query(
-                        "DELETE FROM outbox WHERE position IN (SELECT position FROM outbox \
-                         WHERE sent_at IS NOT NULL AND sent_at < $1 AND projected_at IS NOT NULL \
-                         ORDER BY position LIMIT $2)",
+                        "DELETE FROM outbox WHERE position IN (SELECT o.position FROM \
+                         (SELECT position, xact, shard, occurred_at FROM outbox \
+                          ORDER BY position LIMIT $2) o \
+                         JOIN outbox_shards s ON s.shard = o.shard WHERE o.occurred_at < $1 \
+                         AND (o.xact, o.position) <= (s.sent_xact, s.sent_position) \
+                         AND (o.xact, o.position) <= (s.projected_xact, s.projected_position))",
                     )
                     .bind(before)
                     .bind(limit as i64)
@@ -816,8 +887,8 @@ macro_rules! impl_event_store {
                     order_id: &str,
                 ) -> Result<Vec<StoredEvent>, StoreError> {
                     sqlx::query(
-                        "SELECT 0, event_id, namespace, order_id, 'order', '', sequence, \
-                         event_type, occurred_at, body, NULL FROM order_events \
+                        "SELECT event_id, namespace, order_id, sequence, \
+                         event_type, occurred_at, body FROM order_events \
                          WHERE namespace = $1 AND order_id = $2 ORDER BY sequence, occurred_at",
                     )
                     .bind(namespace)
@@ -827,21 +898,24 @@ macro_rules! impl_event_store {
                     .map_err(classify)?
                     .iter()
                     .map(|r| {
-                        let mut e = StoredEvent {
+                        let event_id: String = r.try_get(0).map_err(classify)?;
+                        let namespace: String = r.try_get(1).map_err(classify)?;
+                        let subject: String = r.try_get(2).map_err(classify)?;
+                        Ok(StoredEvent {
                             position: 0,
-                            event_id: r.try_get(1).map_err(classify)?,
-                            namespace: r.try_get(2).map_err(classify)?,
-                            subject: r.try_get(3).map_err(classify)?,
+                            xact: 0,
+                            shard: $crate::store::events::shard_of(&namespace, &subject),
+                            run_id: event_id.split('/').next().unwrap_or_default().to_owned(),
+                            event_id,
+                            namespace,
+                            subject,
                             workflow_type: "order".into(),
-                            run_id: String::new(),
-                            sequence: r.try_get(6).map_err(classify)?,
-                            event_type: r.try_get(7).map_err(classify)?,
-                            occurred_at: r.try_get(8).map_err(classify)?,
-                            body: r.try_get(9).map_err(classify)?,
-                            sent_at: None,
-                        };
-                        e.run_id = e.event_id.split('/').next().unwrap_or_default().to_owned();
-                        Ok(e)
+                            sequence: r.try_get(3).map_err(classify)?,
+                            event_type: r.try_get(4).map_err(classify)?,
+                            occurred_at: r.try_get(5).map_err(classify)?,
+                            body: r.try_get(6).map_err(classify)?,
+                            sent: false,
+                        })
                     })
                     .collect()
                 }

@@ -200,7 +200,8 @@ super::events::impl_event_store!(
     PostgresStore,
     sqlx::Postgres,
     " FOR UPDATE",
-    "SET LOCAL synchronous_commit = off"
+    "SET LOCAL synchronous_commit = off",
+    true
 );
 
 /// A group of a batch as the arrays `martix_write_batch_v1` takes (migration 0012 explains

@@ -490,4 +490,4 @@ async fn write_batch(
     crate::store::Groups::write(commits.len(), &mut SqliteBatch { conn, commits }).await
 }
 
-super::events::impl_event_store!(SqliteStore, sqlx::Sqlite, "", "");
+super::events::impl_event_store!(SqliteStore, sqlx::Sqlite, "", "", false);
