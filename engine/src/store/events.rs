@@ -743,19 +743,24 @@ macro_rules! impl_event_store {
                 }
 
                 async fn outbox_status(&self, now: Millis) -> Result<OutboxStatus, StoreError> {
-                    // Scraped with /metrics: the backlogs are each shard's range of
-                    // `outbox_pending` past its cursor, the rows kept come from the range of
-                    // positions (an upper bound: rolled-back positions leave gaps).
+                    // Scraped with /metrics, so cheap whatever the outbox keeps: each backlog is
+                    // a range of `outbox_pending` per shard past its cursor (a subquery per
+                    // shard, not a join, which PostgreSQL answered with a scan of every row);
+                    // the rows kept come from the range of positions (an upper bound:
+                    // rolled-back positions leave gaps).
                     let row = sqlx::query(
                         "SELECT \
                          (SELECT COALESCE(MAX(position) - MIN(position) + 1, 0) FROM outbox), \
-                         u.n, u.oldest, p.n, p.oldest \
-                         FROM (SELECT COUNT(*) AS n, MIN(o.occurred_at) AS oldest \
-                           FROM outbox_shards s JOIN outbox o ON o.shard = s.shard \
-                           AND (o.xact, o.position) > (s.sent_xact, s.sent_position)) u, \
-                         (SELECT COUNT(*) AS n, MIN(o.occurred_at) AS oldest \
-                           FROM outbox_shards s JOIN outbox o ON o.shard = s.shard \
-                           AND (o.xact, o.position) > (s.projected_xact, s.projected_position)) p",
+                         CAST(COALESCE(SUM((SELECT COUNT(*) FROM outbox o WHERE o.shard = s.shard \
+                           AND (o.xact, o.position) > (s.sent_xact, s.sent_position))), 0) AS BIGINT), \
+                         MIN((SELECT MIN(o.occurred_at) FROM outbox o WHERE o.shard = s.shard \
+                           AND (o.xact, o.position) > (s.sent_xact, s.sent_position))), \
+                         CAST(COALESCE(SUM((SELECT COUNT(*) FROM outbox o WHERE o.shard = s.shard \
+                           AND (o.xact, o.position) > (s.projected_xact, s.projected_position))), 0) \
+                           AS BIGINT), \
+                         MIN((SELECT MIN(o.occurred_at) FROM outbox o WHERE o.shard = s.shard \
+                           AND (o.xact, o.position) > (s.projected_xact, s.projected_position))) \
+                         FROM outbox_shards s",
                     )
                     .fetch_one(&self.read)
                     .await
