@@ -52,8 +52,8 @@ impl Default for EventsConfig {
             consume_queue: None,
             retention: Duration::from_secs(7 * 24 * 3600),
             shard_lease: Duration::from_secs(10),
-            batch: 256,
-            linger: Duration::from_millis(20),
+            batch: 1024,
+            linger: Duration::from_millis(50),
         }
     }
 }
