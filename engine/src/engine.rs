@@ -765,7 +765,8 @@ impl Engine {
             events = commit.events.len()
         );
         let began = Instant::now();
-        let result = self.store.commit(&commit).instrument(span).await;
+        let commit = Arc::new(commit);
+        let result = self.store.commit_shared(commit.clone()).instrument(span).await;
         if result.is_ok() && !commit.outbox.is_empty() {
             self.outbox_wake.notify_one();
         }

@@ -304,6 +304,11 @@ pub trait Store: events::EventStore + Send + Sync + 'static {
     /// workflow id has an open run; `StaleTask` if a task or timer it names is not as assumed.
     async fn commit(&self, commit: &RunCommit) -> Result<(), StoreError>;
 
+    /// `commit` of a change the caller shares: queued for the writer without a copy.
+    async fn commit_shared(&self, commit: std::sync::Arc<RunCommit>) -> Result<(), StoreError> {
+        self.commit(&commit).await
+    }
+
     /// The checkpoint of a run.
     async fn load_run(&self, run_id: RunId) -> Result<Option<Run>, StoreError>;
 

@@ -322,9 +322,13 @@ impl BatchArrays {
         self.c_expected.push(c.expected_version);
         self.c_fresh.push(c.fresh_id);
         self.c_namespace.push(r.namespace.clone());
-        self.c_workflow_id.push(r.workflow_id.clone());
-        self.c_workflow_type.push(r.workflow_type.clone());
-        self.c_task_queue.push(r.task_queue.clone());
+        // Only an insert writes the run's names; an update leaves them empty (no copies, fewer
+        // bytes for the server to read).
+        let inserted = c.expected_version.is_none();
+        let name = |n: &String| if inserted { n.clone() } else { String::new() };
+        self.c_workflow_id.push(name(&r.workflow_id));
+        self.c_workflow_type.push(name(&r.workflow_type));
+        self.c_task_queue.push(name(&r.task_queue));
         self.c_status.push(r.status as i32);
         self.c_start.push(r.start_time);
         self.c_close.push(r.close_time);

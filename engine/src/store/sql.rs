@@ -140,7 +140,7 @@ macro_rules! impl_store {
 
         /// One run's change, and where its outcome goes.
         pub(crate) type Pending = (
-            RunCommit,
+            std::sync::Arc<RunCommit>,
             tokio::sync::oneshot::Sender<Result<(), StoreError>>,
         );
 
@@ -192,7 +192,7 @@ macro_rules! impl_store {
                         writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         // One lock order for every batch: no deadlocks between them.
                         batch.sort_by_key(|(c, _)| c.run.run_id);
-                        let commits: Vec<&RunCommit> = batch.iter().map(|(c, _)| c).collect();
+                        let commits: Vec<&RunCommit> = batch.iter().map(|(c, _)| &**c).collect();
                         let groups = write_batch(&mut conn, &commits, notify_as.as_deref()).await;
                         if groups.broken && hold_connection {
                             // Maybe a lost connection: never reuse it. (SQLite's is never
@@ -287,9 +287,13 @@ macro_rules! impl_store {
             }
 
             async fn commit(&self, commit: &RunCommit) -> Result<(), StoreError> {
+                self.commit_shared(std::sync::Arc::new(commit.clone())).await
+            }
+
+            async fn commit_shared(&self, commit: std::sync::Arc<RunCommit>) -> Result<(), StoreError> {
                 let (done, outcome) = tokio::sync::oneshot::channel();
                 self.committer
-                    .send((commit.clone(), done))
+                    .send((commit, done))
                     .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
                 outcome
                     .await
