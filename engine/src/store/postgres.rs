@@ -82,14 +82,18 @@ impl PostgresStore {
         let (notices, _) = tokio::sync::broadcast::channel(4096);
         tokio::spawn(listen(pool.clone(), node.clone(), notices.clone()));
         let writes = std::sync::Arc::default();
-        // Two writers: one builds and sends a batch while the other's commit flushes; each
-        // batches what queued. A batch is one round trip, so more writers mostly split the
-        // batches (measured at C = 64: 4 writers wrote 3.0 transactions per saga, 2 wrote
-        // 1.9-2.0, with sagas/s within this machine's noise of each other).
+        // One writer: everything that queues while a batch is in flight goes into the next
+        // one. A second writer overlaps batches (a change waits for no batch in flight), which
+        // helps while the machine has cores to spare, but splits the batches once it has
+        // not, and a batch costs the server about as much as the changes in it. Measured at
+        // C = 64 (session 8, four alternating pairs): 1 writer 0.37 write transactions per
+        // saga against 0.66, PostgreSQL CPU per saga 0.505 against 0.618 ms, 1,251 against
+        // 1,126 sagas/s; at C = 16, 776-781 against 857-887 sagas/s (p50 19.7 against 17.6
+        // ms); C = 1 the same. `MARTIX_DB_WRITERS=2` for the moderate loads.
         let writers = std::env::var("MARTIX_DB_WRITERS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(2usize)
+            .unwrap_or(1usize)
             .clamp(1, size as usize);
         Ok(Self {
             committer: spawn_committer(
