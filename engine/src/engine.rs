@@ -766,7 +766,11 @@ impl Engine {
         );
         let began = Instant::now();
         let commit = Arc::new(commit);
-        let result = self.store.commit_shared(commit.clone()).instrument(span).await;
+        let result = self
+            .store
+            .commit_shared(commit.clone())
+            .instrument(span)
+            .await;
         if result.is_ok() && !commit.outbox.is_empty() {
             self.outbox_wake.notify_one();
         }

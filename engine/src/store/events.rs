@@ -459,6 +459,19 @@ macro_rules! impl_event_store {
                 sep.push_unseparated(")");
             }
 
+            /// The rows of `outbox o` past `consumer`'s cursor of their shard `outbox_shards s`,
+            /// as a range of `outbox_pending`: by `(xact, position)` on PostgreSQL; on SQLite,
+            /// where `xact` is always 0, by position (SQLite ranges a row-value comparison over
+            /// its first column only and filters the rest: every row of the shard).
+            fn past_cursor(consumer: Consumer) -> String {
+                let cursor = consumer.cursor();
+                if $postgres {
+                    format!("(o.xact, o.position) > (s.{cursor}_xact, s.{cursor}_position)")
+                } else {
+                    format!("o.xact = 0 AND o.position > s.{cursor}_position")
+                }
+            }
+
             /// The oldest events of `shards` past `consumer`'s cursors, in
             /// `(xact, position)` order. On PostgreSQL only rows of transactions older than every
             /// running one: a transaction still running may hold a lower position, and a cursor
@@ -472,15 +485,14 @@ macro_rules! impl_event_store {
                 if shards.is_empty() {
                     return Ok(Vec::new());
                 }
-                let cursor = consumer.cursor();
+                let past = past_cursor(consumer);
                 let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT ");
                 qb.push($crate::store::events::event_cols!());
                 if $postgres {
                     // Each shard's range of `outbox_pending`, from its cursor.
                     qb.push(format!(
                         " FROM outbox_shards s CROSS JOIN LATERAL (SELECT * FROM outbox o \
-                         WHERE o.shard = s.shard \
-                         AND (o.xact, o.position) > (s.{cursor}_xact, s.{cursor}_position) \
+                         WHERE o.shard = s.shard AND {past} \
                          AND o.xact < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint) \
                          ORDER BY o.xact, o.position LIMIT "
                     ))
@@ -488,8 +500,7 @@ macro_rules! impl_event_store {
                     .push(") o WHERE s.shard IN (");
                 } else {
                     qb.push(format!(
-                        " FROM outbox_shards s JOIN outbox o ON o.shard = s.shard \
-                         AND (o.xact, o.position) > (s.{cursor}_xact, s.{cursor}_position) \
+                        " FROM outbox_shards s JOIN outbox o ON o.shard = s.shard AND {past} \
                          WHERE s.shard IN ("
                     ));
                 }
@@ -748,20 +759,23 @@ macro_rules! impl_event_store {
                     // shard, not a join, which PostgreSQL answered with a scan of every row);
                     // the rows kept come from the range of positions (an upper bound:
                     // rolled-back positions leave gaps).
-                    let row = sqlx::query(
+                    let backlog = |consumer: Consumer, of: &str| {
+                        format!(
+                            "(SELECT {of} FROM outbox o WHERE o.shard = s.shard AND {})",
+                            past_cursor(consumer)
+                        )
+                    };
+                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "SELECT \
                          (SELECT COALESCE(MAX(position) - MIN(position) + 1, 0) FROM outbox), \
-                         CAST(COALESCE(SUM((SELECT COUNT(*) FROM outbox o WHERE o.shard = s.shard \
-                           AND (o.xact, o.position) > (s.sent_xact, s.sent_position))), 0) AS BIGINT), \
-                         MIN((SELECT MIN(o.occurred_at) FROM outbox o WHERE o.shard = s.shard \
-                           AND (o.xact, o.position) > (s.sent_xact, s.sent_position))), \
-                         CAST(COALESCE(SUM((SELECT COUNT(*) FROM outbox o WHERE o.shard = s.shard \
-                           AND (o.xact, o.position) > (s.projected_xact, s.projected_position))), 0) \
-                           AS BIGINT), \
-                         MIN((SELECT MIN(o.occurred_at) FROM outbox o WHERE o.shard = s.shard \
-                           AND (o.xact, o.position) > (s.projected_xact, s.projected_position))) \
+                         CAST(COALESCE(SUM({}), 0) AS BIGINT), MIN({}), \
+                         CAST(COALESCE(SUM({}), 0) AS BIGINT), MIN({}) \
                          FROM outbox_shards s",
-                    )
+                        backlog(Consumer::Sent, "COUNT(*)"),
+                        backlog(Consumer::Sent, "MIN(o.occurred_at)"),
+                        backlog(Consumer::Projected, "COUNT(*)"),
+                        backlog(Consumer::Projected, "MIN(o.occurred_at)"),
+                    )))
                     .fetch_one(&self.read)
                     .await
                     .map_err(classify)?;
