@@ -34,7 +34,8 @@ pub struct EventsConfig {
     pub amqp_url: Option<String>,
     /// A queue whose messages become signals (`--consume-queue`).
     pub consume_queue: Option<String>,
-    /// Sent rows (and signal request ids) older than this are purged.
+    /// Outbox rows sent and folded that occurred longer ago than this (and signal request ids
+    /// older than it) are purged.
     pub retention: Duration,
     /// How long a node holds a shard without renewing.
     pub shard_lease: Duration,
