@@ -135,7 +135,8 @@ struct Listen {
     /// for the message shapes); needs MARTIX_AMQP_URL.
     #[arg(long, env = "MARTIX_CONSUME_QUEUE")]
     consume_queue: Option<String>,
-    /// Events sent to RabbitMQ are kept in the outbox this long, then purged.
+    /// Outbox rows sent to RabbitMQ and folded into the read model are purged once they
+    /// occurred longer ago than this (signal request ids likewise).
     #[arg(long, env = "MARTIX_EVENT_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
     event_retention: Duration,
     #[command(flatten)]

@@ -53,7 +53,9 @@ impl From<crate::store::StoreError> for EngineError {
     fn from(e: crate::store::StoreError) -> Self {
         use crate::store::StoreError as S;
         match e {
-            S::Conflict { .. } | S::Unavailable(_) => Self::Unavailable(e.to_string()),
+            S::Conflict { .. } | S::Unavailable(_) | S::CursorMoved => {
+                Self::Unavailable(e.to_string())
+            }
             S::StaleTask => Self::NotFound("the task is no longer current".into()),
             S::AlreadyOpen | S::IdUsed => Self::Unavailable(e.to_string()),
             S::Duplicate => Self::AlreadyExists(e.to_string()),

@@ -206,6 +206,8 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
                 engine.metrics().projection_lag(lag);
                 match store.project(&events).await {
                     Ok(()) => engine.metrics().projected(events.len()),
+                    // A rebuild set the cursors back meanwhile: read again from them.
+                    Err(crate::store::StoreError::CursorMoved) => busy = true,
                     Err(e) => {
                         // One event the read model cannot take must not hold up the others:
                         // fold them one at a time, and set aside (logged) the one that fails
@@ -216,6 +218,10 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
                                 Ok(()) => engine.metrics().projected(1),
                                 Err(crate::store::StoreError::Unavailable(why)) => {
                                     tracing::warn!(error = %why, "projection paused");
+                                    break;
+                                }
+                                Err(crate::store::StoreError::CursorMoved) => {
+                                    busy = true;
                                     break;
                                 }
                                 Err(e) => {

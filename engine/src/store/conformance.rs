@@ -6,7 +6,7 @@
 use crate::clock::Millis;
 use crate::history::{self, ActivityTask, Lease, Run, RunCommit, StartParams, TaskOp, TimerOp};
 use crate::ids::RunId;
-use crate::store::events::StoredEvent;
+use crate::store::events::{Consumer, StoredEvent};
 use crate::store::{ListQuery, Store, StoreError};
 use martix_proto::v1 as pb;
 
@@ -864,6 +864,38 @@ pub async fn concurrent_changes_commit_together_and_fail_alone(store: &dyn Store
     }
 }
 
+const ALL_SHARDS: [i32; crate::store::events::SHARDS as usize] = {
+    let mut all = [0; crate::store::events::SHARDS as usize];
+    let mut i = 0;
+    while i < all.len() {
+        all[i] = i as i32;
+        i += 1;
+    }
+    all
+};
+
+/// The relay's view of every shard past `consumer`'s cursors, once `ready` holds of it (for up
+/// to ten seconds): on PostgreSQL a row is read only once every transaction older than its own
+/// has ended, and the server's other transactions (other tests) hold that back for moments.
+async fn relay_view(
+    store: &dyn Store,
+    consumer: Consumer,
+    ready: impl Fn(&[StoredEvent]) -> bool,
+) -> Vec<StoredEvent> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let view = match consumer {
+            Consumer::Projected => store.unprojected_events(&ALL_SHARDS, 100_000).await,
+            Consumer::Sent => store.unsent_events(&ALL_SHARDS, 100_000).await,
+        }
+        .unwrap();
+        if ready(&view) || std::time::Instant::now() > deadline {
+            return view;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn outbox_event(
     run: &Run,
     seq: i64,
@@ -971,9 +1003,18 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
             .collect()
     };
     let ids: Vec<String> = rows.iter().map(|e| e.event_id.clone()).collect();
-    let all: Vec<i32> = (0..crate::store::events::SHARDS).collect();
-    let pending = store.unprojected_events(&all, 100_000).await.unwrap();
+    let pending = relay_view(store, Consumer::Projected, |e| ours(e) == ids).await;
     assert_eq!(ours(&pending), ids);
+    // A batch that is not the next past the cursor (the first event skipped) is refused and
+    // folds nothing.
+    let first = pending.iter().position(|e| e.namespace == ns).unwrap();
+    let mut skipping = pending.clone();
+    skipping.remove(first);
+    assert!(matches!(
+        store.project(&skipping).await,
+        Err(StoreError::CursorMoved)
+    ));
+    assert_eq!(store.get_order(&ns, "order-1").await.unwrap(), None);
     // Folded twice (a relay that lost its lease mid-batch): counted once.
     store.project(&pending).await.unwrap();
     store.project(&pending).await.unwrap();
@@ -987,12 +1028,27 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
     assert_eq!(store.order_events(&ns, "order-1").await.unwrap().len(), 3);
     // The cursor is past them, and a batch folded again behind it does not move it back.
     store.project(&pending[..1]).await.unwrap();
-    let left = store.unprojected_events(&all, 100_000).await.unwrap();
+    let left = store
+        .unprojected_events(&ALL_SHARDS, 100_000)
+        .await
+        .unwrap();
     assert!(ours(&left).is_empty(), "{left:?}");
     assert_eq!(store.outbox_status(T0 + 5).await.unwrap().unprojected, 0);
 
+    // A rebuild sets the cursors back: a batch read before it is refused, not folded past
+    // what the rebuild wiped; read again from the start, everything is folded once more.
+    store.replace_read_model(&[], &[]).await.unwrap();
+    assert!(matches!(
+        store.project(&pending[first + 1..]).await,
+        Err(StoreError::CursorMoved)
+    ));
+    let again = relay_view(store, Consumer::Projected, |e| ours(e) == ids).await;
+    store.project(&again).await.unwrap();
+    let order = store.get_order(&ns, "order-1").await.unwrap();
+    assert_eq!(order.map(|o| o.last_sequence), Some(3));
+
     // The broker's cursor is its own: folding sent nothing.
-    let unsent = store.unsent_events(&all, 100_000).await.unwrap();
+    let unsent = relay_view(store, Consumer::Sent, |e| ours(e) == ids).await;
     assert_eq!(ours(&unsent), ids);
     assert!(store.outbox_status(T0 + 5).await.unwrap().unsent >= 3);
     store.mark_sent(&unsent).await.unwrap();
@@ -1031,11 +1087,11 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
         c.outbox.push(event);
         store.commit(&c).await.unwrap();
     }
-    let placed = store.unprojected_events(&all, 100_000).await.unwrap();
+    let placed = relay_view(store, Consumer::Projected, |e| ours(e).len() == 7).await;
     assert_eq!(ours(&placed).len(), 7);
     store.project(&placed).await.unwrap();
     // Sent too, so the purge of a later run of this suite finds nothing of this one left.
-    let unsent = store.unsent_events(&all, 100_000).await.unwrap();
+    let unsent = relay_view(store, Consumer::Sent, |e| ours(e).len() == 7).await;
     store.mark_sent(&unsent).await.unwrap();
     let mut q = crate::store::events::OrderQuery {
         namespace: ns.clone(),

@@ -137,11 +137,12 @@ pub trait EventStore: Send + Sync {
 
     /// Folds outbox events into the read model and moves the projection cursors of their
     /// shards past them, in one transaction: events from `unprojected_events`, a prefix of
-    /// its answer. An event already in the read model (by id) is skipped.
+    /// its answer. An event already in the read model (by id) is skipped. `CursorMoved`, and
+    /// nothing folded, if they are not the next rows past the cursors any more.
     async fn project(&self, events: &[StoredEvent]) -> Result<(), StoreError>;
 
     /// Moves the projection cursors past `events` without folding them: events the read
-    /// model cannot take.
+    /// model cannot take (`CursorMoved` as for `project`).
     async fn set_aside(&self, events: &[StoredEvent]) -> Result<(), StoreError>;
 
     /// Replaces the whole read model with `orders` and `events` (a rebuild), in one
@@ -165,8 +166,9 @@ pub trait EventStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Deletes rows sent and projected that occurred before `before` (looking at the oldest
-    /// `limit` rows), and signal request ids older than it; returns how many outbox rows went.
+    /// Deletes rows sent and projected that occurred before `before` (looking at each shard's
+    /// oldest `limit` rows), and signal request ids older than it; returns how many outbox rows
+    /// went.
     async fn purge_events(&self, before: Millis, limit: usize) -> Result<u64, StoreError>;
 
     /// One order of the read model.
@@ -384,8 +386,84 @@ macro_rules! impl_event_store {
                 Ok(())
             }
 
+            /// Locks `consumer`'s cursors of the shards of `events` (PostgreSQL; SQLite's one
+            /// write connection serializes its transactions anyway) and checks that `events`
+            /// are the next rows past them: no row of a shard lies between its cursor and the
+            /// batch's first row there. A rebuild of the read model sets the cursors back; a
+            /// batch read before it and folded after would otherwise move them forward past
+            /// the rows the rebuild wiped from the read model. The rebuild's first statement
+            /// updates these rows, so a fold waits for a rebuild under way.
+            async fn follows_cursor(
+                conn: &mut Conn,
+                consumer: Consumer,
+                events: &[StoredEvent],
+            ) -> Result<bool, StoreError> {
+                let mut first = std::collections::BTreeMap::new();
+                for e in events {
+                    let at = first.entry(e.shard).or_insert((e.xact, e.position));
+                    *at = (*at).min((e.xact, e.position));
+                }
+                let cursor = consumer.cursor();
+                for (shard, (xact, position)) in first {
+                    let (at_xact, at_position): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT {cursor}_xact, {cursor}_position FROM outbox_shards \
+                         WHERE shard = $1{}",
+                        $for_update
+                    )))
+                    .bind(shard)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(classify)?;
+                    let between: bool = if $postgres {
+                        sqlx::query_scalar(
+                            "SELECT EXISTS (SELECT 1 FROM outbox WHERE shard = $1 \
+                             AND (xact, position) > ($2, $3) AND (xact, position) < ($4, $5))",
+                        )
+                        .bind(shard)
+                        .bind(at_xact)
+                        .bind(at_position)
+                        .bind(xact)
+                        .bind(position)
+                        .fetch_one(&mut *conn)
+                        .await
+                    } else {
+                        sqlx::query_scalar(
+                            "SELECT EXISTS (SELECT 1 FROM outbox WHERE shard = $1 \
+                             AND xact = 0 AND position > $2 AND position < $3)",
+                        )
+                        .bind(shard)
+                        .bind(at_position)
+                        .bind(position)
+                        .fetch_one(&mut *conn)
+                        .await
+                    }
+                    .map_err(classify)?;
+                    if between {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+
+            /// Locks every shard's row, in shard order (PostgreSQL; SQLite has one writer).
+            /// Whatever changes several shard rows in one transaction (leases, cursors, a
+            /// rebuild) locks them in that order first, so two such transactions never wait
+            /// for each other both ways.
+            async fn lock_shards(conn: &mut Conn) -> Result<(), StoreError> {
+                if $postgres {
+                    sqlx::query(concat!(
+                        "SELECT shard FROM outbox_shards ORDER BY shard",
+                        $for_update
+                    ))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(classify)?;
+                }
+                Ok(())
+            }
+
             /// Moves `consumer`'s cursor of each shard of `events` to its last event there,
-            /// never back.
+            /// never back (in shard order, see `lock_shards`).
             async fn advance(
                 conn: &mut Conn,
                 consumer: Consumer,
@@ -525,6 +603,7 @@ macro_rules! impl_event_store {
                 ) -> Result<Vec<i32>, StoreError> {
                     let until = now + lease_ms;
                     let mut tx = self.write.begin().await.map_err(classify)?;
+                    lock_shards(&mut tx).await?;
                     sqlx::query(
                         "UPDATE outbox_shards SET lease_until = $1 WHERE owner = $2 AND lease_until > $3",
                     )
@@ -604,13 +683,16 @@ macro_rules! impl_event_store {
                 }
 
                 async fn release_shards(&self, owner: &str) -> Result<(), StoreError> {
+                    let mut tx = self.write.begin().await.map_err(classify)?;
+                    lock_shards(&mut tx).await?;
                     sqlx::query(
                         "UPDATE outbox_shards SET owner = NULL, lease_until = 0 WHERE owner = $1",
                     )
                     .bind(owner)
-                    .execute(&self.write)
+                    .execute(&mut *tx)
                     .await
                     .map_err(classify)?;
+                    tx.commit().await.map_err(classify)?;
                     sqlx::query("DELETE FROM relay_nodes WHERE owner = $1")
                         .bind(owner)
                         .execute(&self.write)
@@ -645,6 +727,9 @@ macro_rules! impl_event_store {
                 async fn project(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
                     let mut tx = self.write.begin().await.map_err(classify)?;
                     relaxed_commit(&mut tx).await?;
+                    if !follows_cursor(&mut tx, Consumer::Projected, events).await? {
+                        return Err(StoreError::CursorMoved);
+                    }
                     let order_events: Vec<&StoredEvent> = events
                         .iter()
                         .filter(|e| crate::events::view::is_order_event(e))
@@ -725,6 +810,9 @@ macro_rules! impl_event_store {
 
                 async fn set_aside(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
                     let mut tx = self.write.begin().await.map_err(classify)?;
+                    if !follows_cursor(&mut tx, Consumer::Projected, events).await? {
+                        return Err(StoreError::CursorMoved);
+                    }
                     advance(&mut tx, Consumer::Projected, events).await?;
                     tx.commit().await.map_err(classify)
                 }
@@ -735,6 +823,7 @@ macro_rules! impl_event_store {
                     events: &[StoredEvent],
                 ) -> Result<(), StoreError> {
                     let mut tx = self.write.begin().await.map_err(classify)?;
+                    lock_shards(&mut tx).await?;
                     // Every event is to be folded again unless the rebuild below holds it: one
                     // the relay folded after the histories were read is folded again after.
                     for statement in [
@@ -830,27 +919,33 @@ macro_rules! impl_event_store {
                 }
 
                 async fn purge_events(&self, before: Millis, limit: usize) -> Result<u64, StoreError> {
-                    // The oldest rows by position, those of them behind both cursors of their
-                    // shard: a look at `limit` rows, not a scan of every row kept.
-                    let done = sqlx::query(
-                        "DELETE FROM outbox WHERE position IN (SELECT o.position FROM \
-                         (SELECT position, xact, shard, occurred_at FROM outbox \
-                          ORDER BY position LIMIT $2) o \
-                         JOIN outbox_shards s ON s.shard = o.shard WHERE o.occurred_at < $1 \
-                         AND (o.xact, o.position) <= (s.sent_xact, s.sent_position) \
-                         AND (o.xact, o.position) <= (s.projected_xact, s.projected_position))",
-                    )
-                    .bind(before)
-                    .bind(limit as i64)
-                    .execute(&self.write)
-                    .await
-                    .map_err(classify)?;
+                    // Each shard's oldest rows (its range of `outbox_pending`), those of them
+                    // behind both cursors: a look at `limit` rows a shard, not a scan of every
+                    // row kept, and a shard that lags holds back only its own rows.
+                    let mut purged = 0;
+                    for shard in 0..SHARDS {
+                        purged += sqlx::query(
+                            "DELETE FROM outbox WHERE position IN (SELECT w.position FROM \
+                             (SELECT position, xact, occurred_at FROM outbox WHERE shard = $1 \
+                              ORDER BY xact, position LIMIT $2) w \
+                             JOIN outbox_shards s ON s.shard = $1 WHERE w.occurred_at < $3 \
+                             AND (w.xact, w.position) <= (s.sent_xact, s.sent_position) \
+                             AND (w.xact, w.position) <= (s.projected_xact, s.projected_position))",
+                        )
+                        .bind(shard)
+                        .bind(limit as i64)
+                        .bind(before)
+                        .execute(&self.write)
+                        .await
+                        .map_err(classify)?
+                        .rows_affected();
+                    }
                     sqlx::query("DELETE FROM signal_requests WHERE received_at < $1")
                         .bind(before)
                         .execute(&self.write)
                         .await
                         .map_err(classify)?;
-                    Ok(done.rows_affected())
+                    Ok(purged)
                 }
 
                 async fn get_order(

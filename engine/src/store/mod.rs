@@ -49,6 +49,10 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// Outbox events to fold are not the next past their shard's cursor any more (a rebuild
+    /// set it back while they were read): read again from the cursor.
+    #[error("the outbox cursor moved since these events were read")]
+    CursorMoved,
 }
 
 /// Most run changes one group-commit transaction carries.
