@@ -403,46 +403,7 @@ macro_rules! impl_event_store {
                     let at = first.entry(e.shard).or_insert((e.xact, e.position));
                     *at = (*at).min((e.xact, e.position));
                 }
-                let cursor = consumer.cursor();
-                for (shard, (xact, position)) in first {
-                    let (at_xact, at_position): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                        "SELECT {cursor}_xact, {cursor}_position FROM outbox_shards \
-                         WHERE shard = $1{}",
-                        $for_update
-                    )))
-                    .bind(shard)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(classify)?;
-                    let between: bool = if $postgres {
-                        sqlx::query_scalar(
-                            "SELECT EXISTS (SELECT 1 FROM outbox WHERE shard = $1 \
-                             AND (xact, position) > ($2, $3) AND (xact, position) < ($4, $5))",
-                        )
-                        .bind(shard)
-                        .bind(at_xact)
-                        .bind(at_position)
-                        .bind(xact)
-                        .bind(position)
-                        .fetch_one(&mut *conn)
-                        .await
-                    } else {
-                        sqlx::query_scalar(
-                            "SELECT EXISTS (SELECT 1 FROM outbox WHERE shard = $1 \
-                             AND xact = 0 AND position > $2 AND position < $3)",
-                        )
-                        .bind(shard)
-                        .bind(at_position)
-                        .bind(position)
-                        .fetch_one(&mut *conn)
-                        .await
-                    }
-                    .map_err(classify)?;
-                    if between {
-                        return Ok(false);
-                    }
-                }
-                Ok(true)
+                outbox_follows_cursor(conn, consumer.cursor(), &first).await
             }
 
             /// Locks every shard's row, in shard order (PostgreSQL; SQLite has one writer).

@@ -208,6 +208,35 @@ super::events::impl_event_store!(
     true
 );
 
+/// The relay's check that a batch is the next past the `cursor` (`projected`, `sent`) of its
+/// shards (`follows_cursor` in store/events.rs), in one statement: the shards' rows locked in
+/// shard order, and a look for a row between each cursor and the batch's first row of the
+/// shard (`first`: shard -> its first `(xact, position)`).
+async fn outbox_follows_cursor(
+    conn: &mut sqlx::PgConnection,
+    cursor: &str,
+    first: &std::collections::BTreeMap<i32, (i64, i64)>,
+) -> Result<bool, StoreError> {
+    let shards: Vec<i32> = first.keys().copied().collect();
+    let xacts: Vec<i64> = first.values().map(|f| f.0).collect();
+    let positions: Vec<i64> = first.values().map(|f| f.1).collect();
+    let gaps: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM (SELECT shard, {cursor}_xact AS x, {cursor}_position AS p \
+         FROM outbox_shards WHERE shard = ANY($1) ORDER BY shard FOR UPDATE) c \
+         JOIN (SELECT unnest($1::INTEGER[]) AS shard, unnest($2::BIGINT[]) AS x, \
+         unnest($3::BIGINT[]) AS p) f ON f.shard = c.shard \
+         WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.shard = c.shard \
+         AND (o.xact, o.position) > (c.x, c.p) AND (o.xact, o.position) < (f.x, f.p))"
+    )))
+    .bind(&shards)
+    .bind(&xacts)
+    .bind(&positions)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(classify)?;
+    Ok(gaps == 0)
+}
+
 /// A group of a batch as the arrays `martix_write_batch_v1` takes (migration 0012 explains
 /// them): one call, one round trip, one transaction.
 #[derive(Default)]

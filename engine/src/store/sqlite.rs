@@ -490,4 +490,30 @@ async fn write_batch(
     crate::store::Groups::write(commits.len(), &mut SqliteBatch { conn, commits }).await
 }
 
+/// The relay's check that a batch is the next past the `cursor` (`projected`, `sent`) of its
+/// shards (`follows_cursor` in store/events.rs): SQLite has one writer, so nothing to lock,
+/// and `xact` is always 0.
+async fn outbox_follows_cursor(
+    conn: &mut sqlx::SqliteConnection,
+    cursor: &str,
+    first: &std::collections::BTreeMap<i32, (i64, i64)>,
+) -> Result<bool, StoreError> {
+    for (shard, (_, position)) in first {
+        let between: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT EXISTS (SELECT 1 FROM outbox o JOIN outbox_shards s ON s.shard = o.shard \
+             WHERE o.shard = $1 AND o.xact = 0 AND o.position > s.{cursor}_position \
+             AND o.position < $2)"
+        )))
+        .bind(shard)
+        .bind(position)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(classify)?;
+        if between {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 super::events::impl_event_store!(SqliteStore, sqlx::Sqlite, "", "", false);
