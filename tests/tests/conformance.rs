@@ -199,3 +199,64 @@ async fn the_outbox_flags_become_cursors_on_upgrade() {
     drop(store);
     martix_tests::drop_postgres_database(&url).await;
 }
+
+/// The same upgrade on SQLite (its migration 0013 drops the flag columns and their indexes).
+#[tokio::test]
+async fn the_outbox_flags_become_cursors_on_upgrade_on_sqlite() {
+    use martix_engine::store::SqliteStore;
+    use martix_engine::store::events::{EventStore, SHARDS};
+    use std::str::FromStr;
+
+    let url = martix_tests::sqlite_url();
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+        .unwrap()
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let mut before = sqlx::migrate!("../migrations/sqlite");
+    let upto = before
+        .migrations
+        .iter()
+        .position(|m| m.version == 13)
+        .expect("migration 0013");
+    before.migrations = before.migrations[..upto].to_vec().into();
+    before.run(&pool).await.unwrap();
+    for (position, shard, sent, projected) in [
+        (1, 3, true, true),
+        (2, 3, false, true),
+        (3, 3, false, false),
+        (4, 5, true, true),
+    ] {
+        sqlx::query(
+            "INSERT INTO outbox (position, event_id, shard, namespace, subject, workflow_type, \
+             run_id, sequence, event_type, occurred_at, body, sent_at, projected_at) \
+             VALUES ($1, $2, $3, 'default', 'o', 'order', 'r', $1, 'order.placed', 1, '{}', \
+             $4, $5)",
+        )
+        .bind(position)
+        .bind(format!("e-{position}"))
+        .bind(shard)
+        .bind(sent.then_some(10_i64))
+        .bind(projected.then_some(10_i64))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let store = SqliteStore::connect(&url).await.unwrap();
+    let all: Vec<i32> = (0..SHARDS).collect();
+    let positions = |events: Vec<martix_engine::store::events::StoredEvent>| {
+        events.iter().map(|e| e.position).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        positions(store.unsent_events(&all, 100).await.unwrap()),
+        [2, 3]
+    );
+    assert_eq!(
+        positions(store.unprojected_events(&all, 100).await.unwrap()),
+        [3]
+    );
+    let listed = store.list_outbox(None, 0, 100).await.unwrap();
+    let sent: Vec<(i64, bool)> = listed.iter().map(|e| (e.position, e.sent)).collect();
+    assert_eq!(sent, [(1, true), (2, false), (3, false), (4, true)]);
+}
