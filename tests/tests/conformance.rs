@@ -72,7 +72,8 @@ async fn history_rows_of_both_layouts_read_together() {
 #[tokio::test]
 async fn the_relay_waits_for_a_transaction_still_writing_the_outbox() {
     use martix_engine::store::PostgresStore;
-    use martix_engine::store::events::{EventStore, SHARDS};
+    use martix_engine::store::conformance::relay_view;
+    use martix_engine::store::events::{Consumer, EventStore, SHARDS};
 
     let url = martix_tests::fresh_postgres_url().await;
     let store = PostgresStore::connect(&url).await.unwrap();
@@ -111,14 +112,7 @@ async fn the_relay_waits_for_a_transaction_still_writing_the_outbox() {
     slow.commit().await.unwrap();
     // Transactions of other databases on the server (other tests) hold the horizon too, each
     // for a moment.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let pending = loop {
-        let pending = store.unprojected_events(&all, 100).await.unwrap();
-        if pending.len() == 2 || std::time::Instant::now() > deadline {
-            break pending;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let pending = relay_view(&store, Consumer::Projected, |p| p.len() == 2).await;
     assert_eq!(pending.len(), 2, "{pending:?}");
     assert!(pending[0].position < pending[1].position && pending[0].xact < pending[1].xact);
     assert_eq!(ids(pending.clone()), ["first", "second"]);
@@ -138,50 +132,51 @@ async fn the_relay_waits_for_a_transaction_still_writing_the_outbox() {
     martix_tests::drop_postgres_database(&url).await;
 }
 
-/// Upgrading a database whose outbox rows carry the flags of before migration 0013: each
-/// shard's cursors start below its oldest row not yet sent (folded), so nothing waiting is
-/// skipped; rows finished before it are not read again.
-#[tokio::test]
-async fn the_outbox_flags_become_cursors_on_upgrade() {
-    use martix_engine::store::PostgresStore;
-    use martix_engine::store::events::{EventStore, SHARDS};
+/// Outbox rows as a database before migration 0013 kept them: (position, shard, sent, folded).
+/// Shard 3: sent and folded, folded only, neither; shard 5: all finished.
+const FLAGGED: [(i64, i32, bool, bool); 4] = [
+    (1, 3, true, true),
+    (2, 3, false, true),
+    (3, 3, false, false),
+    (4, 5, true, true),
+];
 
-    let url = martix_tests::fresh_postgres_url().await;
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let mut before = sqlx::migrate!("../migrations/postgres");
-    let upto = before
+/// Inserts `FLAGGED` into the outbox of `$pool`, a database migrated to 0012.
+macro_rules! insert_flagged {
+    ($pool:expr) => {
+        for (position, shard, sent, projected) in FLAGGED {
+            sqlx::query(
+                "INSERT INTO outbox (position, event_id, shard, namespace, subject, \
+                 workflow_type, run_id, sequence, event_type, occurred_at, body, sent_at, \
+                 projected_at) VALUES ($1, $2, $3, 'default', 'o', 'order', 'r', $1, \
+                 'order.placed', 1, '{}', $4, $5)",
+            )
+            .bind(position)
+            .bind(format!("e-{position}"))
+            .bind(shard)
+            .bind(sent.then_some(10_i64))
+            .bind(projected.then_some(10_i64))
+            .execute($pool)
+            .await
+            .unwrap();
+        }
+    };
+}
+
+/// `migrations` without 0013 and what follows it.
+fn before_0013(mut migrations: sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
+    let upto = migrations
         .migrations
         .iter()
         .position(|m| m.version == 13)
         .expect("migration 0013");
-    before.migrations = before.migrations[..upto].to_vec().into();
-    before.run(&pool).await.unwrap();
-    // Shard 3: sent and folded, folded only, neither; shard 5: all finished.
-    for (position, shard, sent, projected) in [
-        (1, 3, true, true),
-        (2, 3, false, true),
-        (3, 3, false, false),
-        (4, 5, true, true),
-    ] {
-        sqlx::query(
-            "INSERT INTO outbox (position, event_id, shard, namespace, subject, workflow_type, \
-             run_id, sequence, event_type, occurred_at, body, sent_at, projected_at) \
-             VALUES ($1, $2, $3, 'default', 'o', 'order', 'r', $1, 'order.placed', 1, '{}', \
-             $4, $5)",
-        )
-        .bind(position)
-        .bind(format!("e-{position}"))
-        .bind(shard)
-        .bind(sent.then_some(10_i64))
-        .bind(projected.then_some(10_i64))
-        .execute(&pool)
-        .await
-        .unwrap();
-    }
-    pool.close().await;
+    migrations.migrations = migrations.migrations[..upto].to_vec().into();
+    migrations
+}
 
-    let store = PostgresStore::connect(&url).await.unwrap();
-    let all: Vec<i32> = (0..SHARDS).collect();
+/// What a store upgraded over `FLAGGED` must read: the unsent and unfolded rows, and only they.
+async fn flags_became_cursors(store: &dyn martix_engine::store::Store) {
+    let all: Vec<i32> = (0..martix_engine::store::events::SHARDS).collect();
     let positions = |events: Vec<martix_engine::store::events::StoredEvent>| {
         events.iter().map(|e| e.position).collect::<Vec<_>>()
     };
@@ -196,6 +191,25 @@ async fn the_outbox_flags_become_cursors_on_upgrade() {
     let listed = store.list_outbox(None, 0, 100).await.unwrap();
     let sent: Vec<(i64, bool)> = listed.iter().map(|e| (e.position, e.sent)).collect();
     assert_eq!(sent, [(1, true), (2, false), (3, false), (4, true)]);
+}
+
+/// Upgrading a database whose outbox rows carry the flags of before migration 0013: each
+/// shard's cursors start below its oldest row not yet sent (folded), so nothing waiting is
+/// skipped; rows finished before it are not read again.
+#[tokio::test]
+async fn the_outbox_flags_become_cursors_on_upgrade() {
+    use martix_engine::store::PostgresStore;
+
+    let url = martix_tests::fresh_postgres_url().await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    before_0013(sqlx::migrate!("../migrations/postgres"))
+        .run(&pool)
+        .await
+        .unwrap();
+    insert_flagged!(&pool);
+    pool.close().await;
+    let store = PostgresStore::connect(&url).await.unwrap();
+    flags_became_cursors(&store).await;
     drop(store);
     martix_tests::drop_postgres_database(&url).await;
 }
@@ -204,7 +218,6 @@ async fn the_outbox_flags_become_cursors_on_upgrade() {
 #[tokio::test]
 async fn the_outbox_flags_become_cursors_on_upgrade_on_sqlite() {
     use martix_engine::store::SqliteStore;
-    use martix_engine::store::events::{EventStore, SHARDS};
     use std::str::FromStr;
 
     let url = martix_tests::sqlite_url();
@@ -212,51 +225,12 @@ async fn the_outbox_flags_become_cursors_on_upgrade_on_sqlite() {
         .unwrap()
         .create_if_missing(true);
     let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    let mut before = sqlx::migrate!("../migrations/sqlite");
-    let upto = before
-        .migrations
-        .iter()
-        .position(|m| m.version == 13)
-        .expect("migration 0013");
-    before.migrations = before.migrations[..upto].to_vec().into();
-    before.run(&pool).await.unwrap();
-    for (position, shard, sent, projected) in [
-        (1, 3, true, true),
-        (2, 3, false, true),
-        (3, 3, false, false),
-        (4, 5, true, true),
-    ] {
-        sqlx::query(
-            "INSERT INTO outbox (position, event_id, shard, namespace, subject, workflow_type, \
-             run_id, sequence, event_type, occurred_at, body, sent_at, projected_at) \
-             VALUES ($1, $2, $3, 'default', 'o', 'order', 'r', $1, 'order.placed', 1, '{}', \
-             $4, $5)",
-        )
-        .bind(position)
-        .bind(format!("e-{position}"))
-        .bind(shard)
-        .bind(sent.then_some(10_i64))
-        .bind(projected.then_some(10_i64))
-        .execute(&pool)
+    before_0013(sqlx::migrate!("../migrations/sqlite"))
+        .run(&pool)
         .await
         .unwrap();
-    }
+    insert_flagged!(&pool);
     pool.close().await;
-
     let store = SqliteStore::connect(&url).await.unwrap();
-    let all: Vec<i32> = (0..SHARDS).collect();
-    let positions = |events: Vec<martix_engine::store::events::StoredEvent>| {
-        events.iter().map(|e| e.position).collect::<Vec<_>>()
-    };
-    assert_eq!(
-        positions(store.unsent_events(&all, 100).await.unwrap()),
-        [2, 3]
-    );
-    assert_eq!(
-        positions(store.unprojected_events(&all, 100).await.unwrap()),
-        [3]
-    );
-    let listed = store.list_outbox(None, 0, 100).await.unwrap();
-    let sent: Vec<(i64, bool)> = listed.iter().map(|e| (e.position, e.sent)).collect();
-    assert_eq!(sent, [(1, true), (2, false), (3, false), (4, true)]);
+    flags_became_cursors(&store).await;
 }

@@ -864,29 +864,20 @@ pub async fn concurrent_changes_commit_together_and_fail_alone(store: &dyn Store
     }
 }
 
-const ALL_SHARDS: [i32; crate::store::events::SHARDS as usize] = {
-    let mut all = [0; crate::store::events::SHARDS as usize];
-    let mut i = 0;
-    while i < all.len() {
-        all[i] = i as i32;
-        i += 1;
-    }
-    all
-};
-
 /// The relay's view of every shard past `consumer`'s cursors, once `ready` holds of it (for up
 /// to ten seconds): on PostgreSQL a row is read only once every transaction older than its own
 /// has ended, and the server's other transactions (other tests) hold that back for moments.
-async fn relay_view(
+pub async fn relay_view(
     store: &dyn Store,
     consumer: Consumer,
     ready: impl Fn(&[StoredEvent]) -> bool,
 ) -> Vec<StoredEvent> {
+    let all: Vec<i32> = (0..crate::store::events::SHARDS).collect();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let view = match consumer {
-            Consumer::Projected => store.unprojected_events(&ALL_SHARDS, 100_000).await,
-            Consumer::Sent => store.unsent_events(&ALL_SHARDS, 100_000).await,
+            Consumer::Projected => store.unprojected_events(&all, 100_000).await,
+            Consumer::Sent => store.unsent_events(&all, 100_000).await,
         }
         .unwrap();
         if ready(&view) || std::time::Instant::now() > deadline {
@@ -1028,10 +1019,8 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
     assert_eq!(store.order_events(&ns, "order-1").await.unwrap().len(), 3);
     // The cursor is past them, and a batch folded again behind it does not move it back.
     store.project(&pending[..1]).await.unwrap();
-    let left = store
-        .unprojected_events(&ALL_SHARDS, 100_000)
-        .await
-        .unwrap();
+    let all: Vec<i32> = (0..crate::store::events::SHARDS).collect();
+    let left = store.unprojected_events(&all, 100_000).await.unwrap();
     assert!(ours(&left).is_empty(), "{left:?}");
     assert_eq!(store.outbox_status(T0 + 5).await.unwrap().unprojected, 0);
 

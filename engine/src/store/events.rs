@@ -198,7 +198,7 @@ pub trait EventStore: Send + Sync {
 
 /// The relay's two readers of the outbox, each with a cursor per shard in `outbox_shards`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Consumer {
+pub enum Consumer {
     /// The broker (`sent_xact`, `sent_position`).
     Sent,
     /// The read model (`projected_xact`, `projected_position`).
@@ -386,24 +386,38 @@ macro_rules! impl_event_store {
                 Ok(())
             }
 
+            /// Each shard of `events` with its first and last `(xact, position)` there.
+            fn extents(
+                events: &[StoredEvent],
+            ) -> std::collections::BTreeMap<i32, ((i64, i64), (i64, i64))> {
+                let mut extents = std::collections::BTreeMap::new();
+                for e in events {
+                    let at = (e.xact, e.position);
+                    let (first, last) = extents.entry(e.shard).or_insert((at, at));
+                    *first = (*first).min(at);
+                    *last = (*last).max(at);
+                }
+                extents
+            }
+
             /// Locks `consumer`'s cursors of the shards of `events` (PostgreSQL; SQLite's one
             /// write connection serializes its transactions anyway) and checks that `events`
             /// are the next rows past them: no row of a shard lies between its cursor and the
-            /// batch's first row there. A rebuild of the read model sets the cursors back; a
-            /// batch read before it and folded after would otherwise move them forward past
-            /// the rows the rebuild wiped from the read model. The rebuild's first statement
-            /// updates these rows, so a fold waits for a rebuild under way.
+            /// batch's first row there, else `CursorMoved`. A rebuild of the read model sets
+            /// the cursors back; a batch read before it and folded after would otherwise move
+            /// them forward past the rows the rebuild wiped from the read model. The rebuild's
+            /// first statement updates these rows, so a fold waits for a rebuild under way.
             async fn follows_cursor(
                 conn: &mut Conn,
                 consumer: Consumer,
                 events: &[StoredEvent],
-            ) -> Result<bool, StoreError> {
-                let mut first = std::collections::BTreeMap::new();
-                for e in events {
-                    let at = first.entry(e.shard).or_insert((e.xact, e.position));
-                    *at = (*at).min((e.xact, e.position));
+            ) -> Result<(), StoreError> {
+                let first = extents(events).into_iter().map(|(s, (f, _))| (s, f)).collect();
+                if outbox_follows_cursor(conn, consumer, &first).await? {
+                    Ok(())
+                } else {
+                    Err(StoreError::CursorMoved)
                 }
-                outbox_follows_cursor(conn, consumer.cursor(), &first).await
             }
 
             /// Locks every shard's row, in shard order (PostgreSQL; SQLite has one writer).
@@ -430,12 +444,7 @@ macro_rules! impl_event_store {
                 consumer: Consumer,
                 events: &[StoredEvent],
             ) -> Result<(), StoreError> {
-                let mut last = std::collections::BTreeMap::new();
-                for e in events {
-                    let at = last.entry(e.shard).or_insert((e.xact, e.position));
-                    *at = (*at).max((e.xact, e.position));
-                }
-                for (shard, (xact, position)) in last {
+                for (shard, (_, (xact, position))) in extents(events) {
                     sqlx::query(consumer.advance_sql())
                         .bind(xact)
                         .bind(position)
@@ -688,9 +697,7 @@ macro_rules! impl_event_store {
                 async fn project(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
                     let mut tx = self.write.begin().await.map_err(classify)?;
                     relaxed_commit(&mut tx).await?;
-                    if !follows_cursor(&mut tx, Consumer::Projected, events).await? {
-                        return Err(StoreError::CursorMoved);
-                    }
+                    follows_cursor(&mut tx, Consumer::Projected, events).await?;
                     let order_events: Vec<&StoredEvent> = events
                         .iter()
                         .filter(|e| crate::events::view::is_order_event(e))
@@ -771,9 +778,7 @@ macro_rules! impl_event_store {
 
                 async fn set_aside(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
                     let mut tx = self.write.begin().await.map_err(classify)?;
-                    if !follows_cursor(&mut tx, Consumer::Projected, events).await? {
-                        return Err(StoreError::CursorMoved);
-                    }
+                    follows_cursor(&mut tx, Consumer::Projected, events).await?;
                     advance(&mut tx, Consumer::Projected, events).await?;
                     tx.commit().await.map_err(classify)
                 }

@@ -208,15 +208,16 @@ super::events::impl_event_store!(
     true
 );
 
-/// The relay's check that a batch is the next past the `cursor` (`projected`, `sent`) of its
-/// shards (`follows_cursor` in store/events.rs), in one statement: the shards' rows locked in
-/// shard order, and a look for a row between each cursor and the batch's first row of the
-/// shard (`first`: shard -> its first `(xact, position)`).
+/// The relay's check that a batch is the next past `consumer`'s cursors of its shards
+/// (`follows_cursor` in store/events.rs), in one statement: the shards' rows locked in shard
+/// order, and a look for a row between each cursor and the batch's first row of the shard
+/// (`first`: shard -> its first `(xact, position)`).
 async fn outbox_follows_cursor(
     conn: &mut sqlx::PgConnection,
-    cursor: &str,
+    consumer: crate::store::events::Consumer,
     first: &std::collections::BTreeMap<i32, (i64, i64)>,
 ) -> Result<bool, StoreError> {
+    let cursor = consumer.cursor();
     let shards: Vec<i32> = first.keys().copied().collect();
     let xacts: Vec<i64> = first.values().map(|f| f.0).collect();
     let positions: Vec<i64> = first.values().map(|f| f.1).collect();

@@ -490,14 +490,15 @@ async fn write_batch(
     crate::store::Groups::write(commits.len(), &mut SqliteBatch { conn, commits }).await
 }
 
-/// The relay's check that a batch is the next past the `cursor` (`projected`, `sent`) of its
-/// shards (`follows_cursor` in store/events.rs): SQLite has one writer, so nothing to lock,
-/// and `xact` is always 0.
+/// The relay's check that a batch is the next past `consumer`'s cursors of its shards
+/// (`follows_cursor` in store/events.rs): SQLite has one writer, so nothing to lock, and
+/// `xact` is always 0.
 async fn outbox_follows_cursor(
     conn: &mut sqlx::SqliteConnection,
-    cursor: &str,
+    consumer: crate::store::events::Consumer,
     first: &std::collections::BTreeMap<i32, (i64, i64)>,
 ) -> Result<bool, StoreError> {
+    let cursor = consumer.cursor();
     for (shard, (_, position)) in first {
         let between: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT EXISTS (SELECT 1 FROM outbox o JOIN outbox_shards s ON s.shard = o.shard \
