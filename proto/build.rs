@@ -11,7 +11,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "martix/v1/command.proto",
         "martix/v1/workflow_service.proto",
         "martix/v1/worker_service.proto",
-        "martix/v1/order_service.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

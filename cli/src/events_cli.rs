@@ -4,8 +4,7 @@
 use crate::ops::{Conn, Output, print_json, time};
 use anyhow::Result;
 use clap::Subcommand;
-use martix_proto::v1 as pb;
-use martix_proto::v1::order_service_client::OrderServiceClient;
+use martix_orders::pb::order_service_client::OrderServiceClient;
 use std::time::Duration;
 
 #[derive(Subcommand)]
@@ -42,7 +41,7 @@ fn money(cents: i64, currency: &str) -> String {
 /// `martix order list`.
 pub(crate) async fn list_orders(
     conn: &Conn,
-    mut request: pb::ListOrdersRequest,
+    mut request: martix_orders::pb::ListOrdersRequest,
     all: bool,
 ) -> Result<()> {
     let mut c = client(conn).await?;
@@ -86,7 +85,7 @@ pub(crate) async fn list_orders(
 pub(crate) async fn show_view(conn: &Conn, order_id: &str) -> Result<()> {
     let mut c = client(conn).await?;
     let got = c
-        .get_order(pb::GetOrderRequest {
+        .get_order(martix_orders::pb::GetOrderRequest {
             namespace: conn.namespace().to_owned(),
             order_id: order_id.to_owned(),
         })
@@ -142,7 +141,7 @@ pub(crate) async fn orders(conn: Conn, cmd: OrdersCmd) -> Result<()> {
     match cmd {
         OrdersCmd::Rebuild => {
             let r = c
-                .rebuild_orders(pb::RebuildOrdersRequest {})
+                .rebuild_orders(martix_orders::pb::RebuildOrdersRequest {})
                 .await?
                 .into_inner();
             println!(
@@ -154,7 +153,7 @@ pub(crate) async fn orders(conn: Conn, cmd: OrdersCmd) -> Result<()> {
     Ok(())
 }
 
-fn event_json(e: &pb::OrderEvent) -> serde_json::Value {
+fn event_json(e: &martix_orders::pb::OrderEvent) -> serde_json::Value {
     serde_json::json!({
         "position": e.position,
         "id": e.event_id,
@@ -174,7 +173,7 @@ pub(crate) async fn events(conn: Conn, cmd: EventsCmd) -> Result<()> {
     match cmd {
         EventsCmd::Status => {
             let s = c
-                .get_outbox_status(pb::GetOutboxStatusRequest {})
+                .get_outbox_status(martix_orders::pb::GetOutboxStatusRequest {})
                 .await?
                 .into_inner();
             if conn.output() == Output::Json {
@@ -215,7 +214,7 @@ pub(crate) async fn events(conn: Conn, cmd: EventsCmd) -> Result<()> {
             all_namespaces,
         } => loop {
             let page = c
-                .list_outbox_events(pb::ListOutboxEventsRequest {
+                .list_outbox_events(martix_orders::pb::ListOutboxEventsRequest {
                     namespace: if all_namespaces {
                         String::new()
                     } else {

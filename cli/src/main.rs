@@ -399,15 +399,13 @@ async fn bind(
         },
     )
     .await?;
-    let gateway = martix_gateway::router(
-        engine,
-        server.edge().clone(),
-        martix_gateway::GatewayConfig {
+    let server = martix_orders::install(
+        server,
+        martix_orders::GatewayConfig {
             namespace: "default".into(),
             task_queue: order_queue.to_owned(),
         },
     );
-    let server = server.route(gateway);
     let scheme = if listen.edge.tls().is_some() {
         "https"
     } else {

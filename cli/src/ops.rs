@@ -973,7 +973,7 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
                     nanos: d.subsec_nanos() as i32,
                 }
             };
-            let request = pb::ListOrdersRequest {
+            let request = martix_orders::pb::ListOrdersRequest {
                 namespace: conn.namespace.clone(),
                 customer_id: customer.unwrap_or_default(),
                 status: status.unwrap_or_default(),

@@ -60,15 +60,16 @@ async fn recorded(client: &Client, order_id: &str) -> HashMap<String, Recorded> 
 }
 
 /// Every outbox row of the namespace `default`, in position order.
-async fn outbox(endpoint: &str) -> Vec<pb::OrderEvent> {
-    let mut client = pb::order_service_client::OrderServiceClient::connect(endpoint.to_owned())
-        .await
-        .expect("connect to the restarted engine");
+async fn outbox(endpoint: &str) -> Vec<martix_orders::pb::OrderEvent> {
+    let mut client =
+        martix_orders::pb::order_service_client::OrderServiceClient::connect(endpoint.to_owned())
+            .await
+            .expect("connect to the restarted engine");
     let mut rows = Vec::new();
     let mut after = 0;
     loop {
         let page = client
-            .list_outbox_events(pb::ListOutboxEventsRequest {
+            .list_outbox_events(martix_orders::pb::ListOutboxEventsRequest {
                 namespace: "default".into(),
                 after_position: after,
                 page_size: 1000,
@@ -170,7 +171,7 @@ async fn killing_the_engine_while_the_relay_publishes_loses_no_event() {
     // in flight to the tap (redeliveries of rows sent before the crash) is received too.
     let deadline = Instant::now() + Duration::from_secs(30);
     let rows = loop {
-        let rows: Vec<pb::OrderEvent> = outbox(&engine.grpc)
+        let rows: Vec<martix_orders::pb::OrderEvent> = outbox(&engine.grpc)
             .await
             .into_iter()
             .filter(|r| ours.contains(&r.order_id))

@@ -60,7 +60,7 @@ name_type!(
     "namespace"
 );
 name_type!(
-    /// The business key of a workflow (`order-1042`).
+    /// The business key of a workflow (`renewal-1042`).
     WorkflowId,
     "workflow_id"
 );

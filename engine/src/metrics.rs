@@ -190,7 +190,7 @@ impl Default for Metrics {
         );
         registry.register(
             "events_projected",
-            "Business events this node folded into the orders read model",
+            "Business events this node folded into the read models",
             m.events_projected.clone(),
         );
         registry.register(
@@ -210,7 +210,7 @@ impl Default for Metrics {
         );
         registry.register(
             "outbox_unprojected",
-            "Business events not yet folded into the orders read model",
+            "Business events not yet folded into the read models",
             m.outbox_unprojected.clone(),
         );
         Self { registry, ..m }

@@ -53,6 +53,13 @@ pub struct Server {
     http_tls: Option<tokio_rustls::TlsAcceptor>,
     routes: axum::Router,
     events: crate::events::EventsConfig,
+    /// gRPC services that domains added, their names (for health) and descriptor sets (for
+    /// reflection).
+    services: tonic::service::RoutesBuilder,
+    service_names: Vec<&'static str>,
+    descriptors: Vec<&'static [u8]>,
+    projections: Vec<Arc<dyn crate::events::Projection>>,
+    translators: Vec<Arc<dyn crate::events::inbound::Translator>>,
 }
 
 impl Server {
@@ -88,7 +95,55 @@ impl Server {
             http_tls,
             routes: axum::Router::new(),
             events: config.events.clone(),
+            services: tonic::service::RoutesBuilder::default(),
+            service_names: Vec::new(),
+            descriptors: Vec::new(),
+            projections: Vec::new(),
+            translators: Vec::new(),
         })
+    }
+
+    /// Serves a domain's gRPC service on the gRPC port too, with `descriptor_set` (its encoded
+    /// `FileDescriptorSet`) for reflection. The service answers through [`crate::api::handle`]
+    /// to get the same authentication, limits and spans as the engine's own.
+    pub fn grpc_service<S>(mut self, service: S, descriptor_set: &'static [u8]) -> Self
+    where
+        S: tonic::codegen::Service<
+                tonic::codegen::http::Request<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.services.add_service(service);
+        self.service_names.push(S::NAME);
+        self.descriptors.push(descriptor_set);
+        self
+    }
+
+    /// Runs `projection` in this node's relay: it folds the events it takes, in order.
+    pub fn projection(mut self, projection: Arc<dyn crate::events::Projection>) -> Self {
+        self.projections.push(projection);
+        self
+    }
+
+    /// Publishes the subject of `workflow_type`'s events under `name` too (see
+    /// [`crate::events::envelope`]).
+    pub fn subject_name(mut self, workflow_type: &str, name: &str) -> Self {
+        self.events
+            .subject_names
+            .push((workflow_type.to_owned(), name.to_owned()));
+        self
+    }
+
+    /// Lets the inbound consumer turn a domain's own message shapes into signals.
+    pub fn translator(mut self, translator: Arc<dyn crate::events::inbound::Translator>) -> Self {
+        self.translators.push(translator);
+        self
     }
 
     /// The edge guarding this server's ports (for routes merged with [`Server::route`]).
@@ -133,8 +188,17 @@ impl Server {
             .set_serving::<WorkflowServiceServer<WorkflowApi>>()
             .await;
         health.set_serving::<WorkerServiceServer<WorkerApi>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(martix_proto::FILE_DESCRIPTOR_SET)
+        for name in &self.service_names {
+            health
+                .set_service_status(*name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        let mut reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(martix_proto::FILE_DESCRIPTOR_SET);
+        for set in &self.descriptors {
+            reflection = reflection.register_encoded_file_descriptor_set(set);
+        }
+        let reflection = reflection
             .build_v1()
             .map_err(|e| anyhow_free::Error(format!("reflection: {e}")))?;
         let mut builder = tonic::transport::Server::builder();
@@ -144,6 +208,7 @@ impl Server {
                 .map_err(|e| anyhow_free::Error(format!("gRPC TLS: {e}")))?;
         }
         let grpc = builder
+            .add_routes(self.services.routes())
             .add_service(health_service)
             .add_service(reflection)
             .add_service(
@@ -158,15 +223,6 @@ impl Server {
                     engine: engine.clone(),
                     edge: edge.clone(),
                 })
-                .max_decoding_message_size(limit),
-            )
-            .add_service(
-                martix_proto::v1::order_service_server::OrderServiceServer::new(
-                    crate::api::OrderApi {
-                        engine: engine.clone(),
-                        edge: edge.clone(),
-                    },
-                )
                 .max_decoding_message_size(limit),
             );
         let mut tasks = JoinSet::new();
@@ -218,15 +274,17 @@ impl Server {
             Ok(())
         });
         let (token, relay, events) = (shutdown.clone(), engine.clone(), self.events.clone());
+        let projections: crate::events::Projections = self.projections.into();
         tasks.spawn(async move {
-            crate::events::run_relay(relay, events, token).await;
+            crate::events::run_relay(relay, events, projections, token).await;
             Ok(())
         });
         if let (Some(url), Some(queue)) = (&self.events.amqp_url, &self.events.consume_queue) {
             let (token, inbound) = (shutdown.clone(), engine.clone());
             let (url, queue) = (url.clone(), queue.clone());
+            let translators: crate::events::inbound::Translators = self.translators.into();
             tasks.spawn(async move {
-                crate::events::inbound::run(inbound, url, queue, token).await;
+                crate::events::inbound::run(inbound, translators, url, queue, token).await;
                 Ok(())
             });
         }

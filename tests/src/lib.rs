@@ -187,15 +187,13 @@ impl TestEngine {
         .await
         .expect("bind free ports");
         let order_queue = unique("orders");
-        let gateway = martix_gateway::router(
-            engine.clone(),
-            server.edge().clone(),
-            martix_gateway::GatewayConfig {
+        let server = martix_orders::install(
+            server,
+            martix_orders::GatewayConfig {
                 namespace: "default".into(),
                 task_queue: order_queue.clone(),
             },
         );
-        let server = server.route(gateway);
         let endpoint = format!("{scheme}://{}", server.grpc_addr());
         let http = format!("{scheme}://{}", server.http_addr());
         let shutdown = CancellationToken::new();

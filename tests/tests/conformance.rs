@@ -116,7 +116,7 @@ async fn the_relay_waits_for_a_transaction_still_writing_the_outbox() {
     assert_eq!(pending.len(), 2, "{pending:?}");
     assert!(pending[0].position < pending[1].position && pending[0].xact < pending[1].xact);
     assert_eq!(ids(pending.clone()), ["first", "second"]);
-    store.project(&pending).await.unwrap();
+    store.project(&pending, &[]).await.unwrap();
     assert!(
         store
             .unprojected_events(&all, 100)

@@ -252,23 +252,27 @@ async fn call(
             .map(drop),
         // Served on the HTTP port; covered there.
         Op::ReadMetrics => Ok(()),
-        Op::ReadOrders => pb::order_service_client::OrderServiceClient::connect(t.endpoint.clone())
-            .await
-            .unwrap()
-            .list_orders(with(token, pb::ListOrdersRequest::default()))
-            .await
-            .map(drop),
-        Op::ReadEvents => pb::order_service_client::OrderServiceClient::connect(t.endpoint.clone())
-            .await
-            .unwrap()
-            .get_outbox_status(with(token, pb::GetOutboxStatusRequest {}))
-            .await
-            .map(drop),
-        Op::RebuildReadModel => {
-            pb::order_service_client::OrderServiceClient::connect(t.endpoint.clone())
+        Op::QueryReadModel => {
+            martix_orders::pb::order_service_client::OrderServiceClient::connect(t.endpoint.clone())
                 .await
                 .unwrap()
-                .rebuild_orders(with(token, pb::RebuildOrdersRequest {}))
+                .list_orders(with(token, martix_orders::pb::ListOrdersRequest::default()))
+                .await
+                .map(drop)
+        }
+        Op::ReadEvents => {
+            martix_orders::pb::order_service_client::OrderServiceClient::connect(t.endpoint.clone())
+                .await
+                .unwrap()
+                .get_outbox_status(with(token, martix_orders::pb::GetOutboxStatusRequest {}))
+                .await
+                .map(drop)
+        }
+        Op::RebuildReadModel => {
+            martix_orders::pb::order_service_client::OrderServiceClient::connect(t.endpoint.clone())
+                .await
+                .unwrap()
+                .rebuild_orders(with(token, martix_orders::pb::RebuildOrdersRequest {}))
                 .await
                 .map(drop)
         }

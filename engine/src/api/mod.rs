@@ -7,7 +7,6 @@ use crate::error::EngineError;
 use crate::history::TaskToken;
 use martix_proto::trace;
 use martix_proto::v1 as pb;
-use pb::order_service_server::OrderService;
 use pb::worker_service_server::WorkerService;
 use pb::workflow_service_server::WorkflowService;
 use std::borrow::Cow;
@@ -29,15 +28,9 @@ pub struct WorkerApi {
     pub edge: Arc<Edge>,
 }
 
-/// `OrderService` on an engine, behind the edge.
-#[derive(Clone)]
-pub struct OrderApi {
-    pub engine: Arc<Engine>,
-    pub edge: Arc<Edge>,
-}
-
-/// The namespace a request acts in, for authorization.
-trait Scoped {
+/// The namespace a request acts in, for authorization (`*`: every namespace). A domain's own
+/// service implements it for its requests and answers through [`handle`].
+pub trait Scoped {
     fn namespace(&self) -> Cow<'_, str>;
 }
 
@@ -66,19 +59,7 @@ macro_rules! scoped {
 scoped!(field: pb::StartWorkflowRequest, pb::DescribeWorkflowRequest, pb::ListWorkflowsRequest,
     pb::GetWorkflowHistoryRequest, pb::GetWorkflowResultRequest, pb::SignalWorkflowRequest,
     pb::CancelWorkflowRequest, pb::TerminateWorkflowRequest, pb::ResetWorkflowRequest,
-    pb::RetryActivityRequest, pb::PollWorkflowTaskRequest, pb::PollActivityTaskRequest,
-    pb::GetOrderRequest, pb::ListOrdersRequest);
-
-/// The outbox of one namespace, or (empty) of all: then a token for every namespace.
-impl Scoped for pb::ListOutboxEventsRequest {
-    fn namespace(&self) -> Cow<'_, str> {
-        Cow::Borrowed(if self.namespace.is_empty() {
-            "*"
-        } else {
-            &self.namespace
-        })
-    }
-}
+    pb::RetryActivityRequest, pb::PollWorkflowTaskRequest, pb::PollActivityTaskRequest);
 
 /// Namespaces are administered by tokens for every namespace (`*`) only.
 macro_rules! scoped_everywhere {
@@ -91,12 +72,7 @@ macro_rules! scoped_everywhere {
     };
 }
 
-scoped_everywhere!(
-    pb::CreateNamespaceRequest,
-    pb::ListNamespacesRequest,
-    pb::RebuildOrdersRequest,
-    pb::GetOutboxStatusRequest
-);
+scoped_everywhere!(pb::CreateNamespaceRequest, pb::ListNamespacesRequest);
 impl Scoped for pb::SignalWithStartWorkflowRequest {
     fn namespace(&self) -> Cow<'_, str> {
         Cow::Borrowed(self.start.as_ref().map_or("", |s| s.namespace.as_str()))
@@ -143,28 +119,43 @@ fn reply<T>(r: Result<T, EngineError>) -> Result<Response<T>, Status> {
     r.map(Response::new).map_err(Status::from)
 }
 
+/// Answers one RPC: a span named after it (a child of the caller's `traceparent`), then
+/// authentication, authorization and limits for `op`, then `run` under the request deadline.
+/// The engine's services and the services domains add to the server all answer through it.
+pub async fn handle<Q: Scoped, T, F>(
+    edge: &Edge,
+    op: Op,
+    rpc: &'static str,
+    request: Request<Q>,
+    run: impl FnOnce(Q) -> F,
+) -> Result<Response<T>, Status>
+where
+    F: std::future::Future<Output = Result<T, EngineError>>,
+{
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = rpc,
+        otel.kind = "server",
+        rpc.method = rpc
+    );
+    if let Some(parent) = request
+        .metadata()
+        .get(trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        trace::set_parent(&span, parent);
+    }
+    guarded(edge, op, request, run).instrument(span).await
+}
+
 macro_rules! service {
     ($trait:path, $ty:ty { $($rpc:ident($req:ty) -> $resp:ty => $method:ident, $op:ident;)* }) => {
         #[tonic::async_trait]
         impl $trait for $ty {
             $(
                 async fn $rpc(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
-                    let span = tracing::info_span!(
-                        concat!("martix.v1.", stringify!($rpc)),
-                        otel.kind = "server",
-                        rpc.method = stringify!($rpc),
-                    );
-                    if let Some(parent) = request
-                        .metadata()
-                        .get(trace::TRACEPARENT)
-                        .and_then(|v| v.to_str().ok())
-                    {
-                        trace::set_parent(&span, parent);
-                    }
                     let engine = &self.engine;
-                    guarded(&self.edge, Op::$op, request, |r| engine.$method(r))
-                        .instrument(span)
-                        .await
+                    handle(&self.edge, Op::$op, concat!("martix.v1.", stringify!($rpc)), request, |r| engine.$method(r)).await
                 }
             )*
         }
@@ -195,12 +186,4 @@ service!(WorkerService, WorkerApi {
     respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest) -> pb::RespondActivityTaskCompletedResponse => complete_activity_task, RespondActivityTask;
     respond_activity_task_failed(pb::RespondActivityTaskFailedRequest) -> pb::RespondActivityTaskFailedResponse => fail_activity_task, RespondActivityTask;
     record_activity_heartbeat(pb::RecordActivityHeartbeatRequest) -> pb::RecordActivityHeartbeatResponse => record_activity_heartbeat, RecordActivityHeartbeat;
-});
-
-service!(OrderService, OrderApi {
-    get_order(pb::GetOrderRequest) -> pb::GetOrderResponse => get_order, ReadOrders;
-    list_orders(pb::ListOrdersRequest) -> pb::ListOrdersResponse => list_orders, ReadOrders;
-    rebuild_orders(pb::RebuildOrdersRequest) -> pb::RebuildOrdersResponse => rebuild_orders, RebuildReadModel;
-    get_outbox_status(pb::GetOutboxStatusRequest) -> pb::GetOutboxStatusResponse => outbox_status, ReadEvents;
-    list_outbox_events(pb::ListOutboxEventsRequest) -> pb::ListOutboxEventsResponse => list_outbox_events, ReadEvents;
 });

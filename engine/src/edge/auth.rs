@@ -77,11 +77,11 @@ pub enum Op {
     ManageNamespaces,
     /// Reading engine-wide state that belongs to no namespace (metrics).
     ReadMetrics,
-    /// Reading the orders read model.
-    ReadOrders,
+    /// Reading a read model a domain keeps (its queries).
+    QueryReadModel,
     /// Reading the outbox (status, tail).
     ReadEvents,
-    /// Rebuilding the read model.
+    /// Rebuilding the read models.
     RebuildReadModel,
 }
 
@@ -105,7 +105,7 @@ impl Op {
         Op::RecordActivityHeartbeat,
         Op::ManageNamespaces,
         Op::ReadMetrics,
-        Op::ReadOrders,
+        Op::QueryReadModel,
         Op::ReadEvents,
         Op::RebuildReadModel,
     ];
@@ -117,7 +117,11 @@ impl Op {
             Role::Admin => true,
             Role::Client => matches!(
                 self,
-                StartWorkflow | DescribeWorkflow | GetWorkflowResult | SignalWorkflow | ReadOrders
+                StartWorkflow
+                    | DescribeWorkflow
+                    | GetWorkflowResult
+                    | SignalWorkflow
+                    | QueryReadModel
             ),
             Role::Worker => matches!(
                 self,
@@ -141,7 +145,7 @@ impl Op {
                     | ResetWorkflow
                     | RetryActivity
                     | ReadMetrics
-                    | ReadOrders
+                    | QueryReadModel
                     | ReadEvents
             ),
         }
@@ -492,7 +496,7 @@ mod tests {
         let allowed = |r: Role| Op::ALL.iter().filter(|op| op.allowed_for(r)).count();
         assert_eq!(allowed(Role::Admin), Op::ALL.len());
         assert_eq!(allowed(Role::Client), 5);
-        assert!(Op::ReadOrders.allowed_for(Role::Client));
+        assert!(Op::QueryReadModel.allowed_for(Role::Client));
         assert!(!Op::ReadEvents.allowed_for(Role::Client));
         assert!(!Op::RebuildReadModel.allowed_for(Role::Operator));
         assert!(!Op::CancelWorkflow.allowed_for(Role::Client));

@@ -11,9 +11,8 @@
 //! - a signal: `{"namespace": "default", "workflow_id": "...", "signal": "name", "input": <any
 //!   JSON>}`; add `"start": {"workflow_type": "...", "task_queue": "...", "input": <any
 //!   JSON>}` for signal-with-start (the run is started if none is open);
-//! - an order cancellation: AMQP type (or routing key) `order.cancel_requested` with body
-//!   `{"order_id": "...", "reason": "..."}` (namespace optional): signal `cancel` to the order
-//!   workflow, which then cancels exactly as `martix workflow cancel` does.
+//! - a domain's own shapes: a [`Translator`] the domain registered turns a message of a type
+//!   it knows (AMQP type or routing key) into one of the above.
 
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -30,9 +29,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The signal an `order.cancel_requested` message becomes.
-pub const CANCEL_SIGNAL: &str = "cancel";
-
 /// A message turned into the request it asks for.
 #[derive(Debug, PartialEq)]
 pub enum Inbound {
@@ -40,14 +36,33 @@ pub enum Inbound {
     SignalWithStart(pb::SignalWithStartWorkflowRequest),
 }
 
-fn json_payload(v: &serde_json::Value) -> pb::Payload {
+/// A domain's own message shapes: turns a message of a type it knows into a request.
+pub trait Translator: Send + Sync + 'static {
+    /// The request `body` (a JSON object) of type `kind` asks for, or why it is malformed;
+    /// `None` if `kind` is not a type of this domain. `message_id` is the request id to signal
+    /// with, `namespace` the body's (or `default`).
+    fn translate(
+        &self,
+        message_id: &str,
+        kind: &str,
+        namespace: &str,
+        body: &serde_json::Value,
+    ) -> Option<Result<Inbound, String>>;
+}
+
+/// The translators a consumer applies, in registration order.
+pub type Translators = Arc<[Arc<dyn Translator>]>;
+
+/// A JSON value as a payload.
+pub fn json_payload(v: &serde_json::Value) -> pb::Payload {
     pb::Payload {
         encoding: "json/plain".into(),
         data: v.to_string().into_bytes(),
     }
 }
 
-fn field<'a>(body: &'a serde_json::Value, name: &str) -> Result<&'a str, String> {
+/// A non-empty string field of `body`, or why not.
+pub fn field<'a>(body: &'a serde_json::Value, name: &str) -> Result<&'a str, String> {
     match body.get(name) {
         Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s),
         Some(_) => Err(format!("field '{name}' must be a non-empty string")),
@@ -55,8 +70,14 @@ fn field<'a>(body: &'a serde_json::Value, name: &str) -> Result<&'a str, String>
     }
 }
 
-/// Parses one message: its id, its type (AMQP `type` or routing key) and its body.
-pub fn parse(message_id: Option<&str>, kind: &str, body: &[u8]) -> Result<Inbound, String> {
+/// Parses one message: its id, its type (AMQP `type` or routing key) and its body, trying the
+/// domains' `translators` before the generic shapes.
+pub fn parse(
+    message_id: Option<&str>,
+    kind: &str,
+    body: &[u8],
+    translators: &[Arc<dyn Translator>],
+) -> Result<Inbound, String> {
     let message_id = match message_id {
         Some(id) if !id.is_empty() && id.len() <= 255 => id.to_owned(),
         Some(_) => return Err("the message id must be 1 to 255 bytes".into()),
@@ -73,23 +94,11 @@ pub fn parse(message_id: Option<&str>, kind: &str, body: &[u8]) -> Result<Inboun
         None => "default".to_owned(),
         Some(_) => field(&body, "namespace")?.to_owned(),
     };
-    if kind == "order.cancel_requested" {
-        let order_id = field(&body, "order_id")?;
-        let reason = body
-            .get("reason")
-            .cloned()
-            .unwrap_or(serde_json::Value::Null);
-        return Ok(Inbound::Signal(pb::SignalWorkflowRequest {
-            namespace,
-            execution: Some(pb::WorkflowExecution {
-                workflow_id: order_id.to_owned(),
-                run_id: String::new(),
-            }),
-            signal_name: CANCEL_SIGNAL.into(),
-            input: Some(json_payload(&serde_json::json!({ "reason": reason }))),
-            identity: "amqp".into(),
-            request_id: message_id,
-        }));
+    if let Some(r) = translators
+        .iter()
+        .find_map(|t| t.translate(&message_id, kind, &namespace, &body))
+    {
+        return r;
     }
     let workflow_id = field(&body, "workflow_id")?.to_owned();
     let signal = field(&body, "signal")?.to_owned();
@@ -135,7 +144,7 @@ enum Outcome {
     Later(String),
 }
 
-async fn handle(engine: &Engine, d: &Delivery) -> Outcome {
+async fn handle(engine: &Engine, translators: &[Arc<dyn Translator>], d: &Delivery) -> Outcome {
     let kind = d
         .properties
         .kind()
@@ -147,7 +156,7 @@ async fn handle(engine: &Engine, d: &Delivery) -> Outcome {
         .message_id()
         .as_ref()
         .map(|m| m.as_str().to_owned());
-    let request = match parse(id.as_deref(), &kind, &d.data) {
+    let request = match parse(id.as_deref(), &kind, &d.data, translators) {
         Ok(r) => r,
         Err(why) => return Outcome::Dead(why),
     };
@@ -165,10 +174,16 @@ async fn handle(engine: &Engine, d: &Delivery) -> Outcome {
 }
 
 /// Consumes `queue` until `stop`, reconnecting with backoff.
-pub async fn run(engine: Arc<Engine>, url: String, queue: String, stop: CancellationToken) {
+pub async fn run(
+    engine: Arc<Engine>,
+    translators: Translators,
+    url: String,
+    queue: String,
+    stop: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match consume(&engine, &url, &queue, &stop).await {
+        match consume(&engine, &translators, &url, &queue, &stop).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, queue = %queue, retry_in = ?backoff, "inbound consumer stopped; reconnecting");
@@ -189,6 +204,7 @@ pub fn dead_letter_queue(queue: &str) -> String {
 
 async fn consume(
     engine: &Engine,
+    translators: &[Arc<dyn Translator>],
     url: &str,
     queue: &str,
     stop: &CancellationToken,
@@ -232,7 +248,7 @@ async fn consume(
             ));
         };
         let d = delivery?;
-        match handle(engine, &d).await {
+        match handle(engine, translators, &d).await {
             Outcome::Done => {
                 d.ack(BasicAckOptions::default()).await?;
             }
@@ -289,19 +305,42 @@ async fn consume(
 mod tests {
     use super::*;
 
+    /// A domain's shape: `thing.stop` with `{"thing": id}` signals `stop` to that workflow.
+    struct Stop;
+
+    impl Translator for Stop {
+        fn translate(
+            &self,
+            message_id: &str,
+            kind: &str,
+            namespace: &str,
+            body: &serde_json::Value,
+        ) -> Option<Result<Inbound, String>> {
+            (kind == "thing.stop").then(|| {
+                Ok(Inbound::Signal(pb::SignalWorkflowRequest {
+                    namespace: namespace.to_owned(),
+                    execution: Some(pb::WorkflowExecution {
+                        workflow_id: field(body, "thing")?.to_owned(),
+                        run_id: String::new(),
+                    }),
+                    signal_name: "stop".into(),
+                    request_id: message_id.to_owned(),
+                    ..Default::default()
+                }))
+            })
+        }
+    }
+
     #[test]
     fn messages_parse_or_say_why_not() {
-        let cancel = parse(
-            Some("m-1"),
-            "order.cancel_requested",
-            br#"{"order_id":"o-1"}"#,
-        );
-        match cancel {
+        let domains: Vec<Arc<dyn Translator>> = vec![Arc::new(Stop)];
+        let stop = parse(Some("m-1"), "thing.stop", br#"{"thing":"t-1"}"#, &domains);
+        match stop {
             Ok(Inbound::Signal(r)) => {
-                assert_eq!(r.signal_name, CANCEL_SIGNAL);
+                assert_eq!(r.signal_name, "stop");
                 assert_eq!(r.request_id, "m-1");
                 assert_eq!(r.namespace, "default");
-                assert_eq!(r.execution.unwrap().workflow_id, "o-1");
+                assert_eq!(r.execution.unwrap().workflow_id, "t-1");
             }
             other => panic!("{other:?}"),
         }
@@ -309,6 +348,7 @@ mod tests {
             Some("m-2"),
             "anything",
             br#"{"workflow_id":"w","signal":"go","input":{"a":1},"start":{"workflow_type":"t","task_queue":"q"}}"#,
+            &domains,
         );
         assert!(matches!(sws, Ok(Inbound::SignalWithStart(ref r)) if r.request_id == "m-2"));
         for (id, kind, body, why) in [
@@ -327,12 +367,7 @@ mod tests {
                 br#"{"workflow_id":"w","signal":7}"#,
                 "'signal' must be",
             ),
-            (
-                Some("m"),
-                "order.cancel_requested",
-                b"{}",
-                "'order_id' is missing",
-            ),
+            (Some("m"), "thing.stop", b"{}", "'thing' is missing"),
             (
                 Some("m"),
                 "x",
@@ -340,7 +375,7 @@ mod tests {
                 "'start' must be",
             ),
         ] {
-            let err = parse(id, kind, body).unwrap_err();
+            let err = parse(id, kind, body, &domains).unwrap_err();
             assert!(err.contains(why), "{err} should say {why}");
         }
     }

@@ -1,16 +1,19 @@
 //! Business events after they are committed: the relay that sends the outbox to RabbitMQ,
-//! the projector that folds it into the orders read model, the purge of what was sent, the
-//! rebuild of the read model from the histories, and inbound messages that become signals.
+//! the projection host that folds it into the read models domains register, the purge of what
+//! was sent, the rebuild of the read models from the histories, and inbound messages that
+//! become signals.
 //!
 //! One loop per node does the outbound work. It leases outbox shards (a subject's events are
 //! all in one shard, so one node at a time sends them, in order) and, for its shards, folds
-//! new events into the read model and publishes unsent ones with publisher confirms, marking
+//! new events into the projections and publishes unsent ones with publisher confirms, marking
 //! them sent only once the broker confirmed. A crash between the confirm and the mark sends a
 //! row again: delivery is at least once, with the same message id and body.
 
 pub mod inbound;
+pub mod projection;
 pub mod service;
-pub mod view;
+
+pub use projection::{Pools, Projection, ProjectionError, ProjectionTx, Projections};
 
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -44,6 +47,9 @@ pub struct EventsConfig {
     /// How long the relay waits after a commit wrote events before it works, so that one
     /// round takes the events of many commits.
     pub linger: Duration,
+    /// A domain's own name for the subject in the published document, by workflow type
+    /// (`("subscription", "subscription_id")`): the envelope carries it beside `subject`.
+    pub subject_names: Vec<(String, String)>,
 }
 
 impl Default for EventsConfig {
@@ -55,38 +61,30 @@ impl Default for EventsConfig {
             shard_lease: Duration::from_secs(10),
             batch: 1024,
             linger: Duration::from_millis(50),
+            subject_names: Vec::new(),
         }
     }
 }
 
-/// The JSON document an event is published as (and shown by `martix events tail`).
-pub fn envelope(e: &StoredEvent) -> serde_json::Value {
-    serde_json::json!({
+/// The JSON document an event is published as (and shown by `martix events tail`):
+/// `subject` is the workflow id that published it, also under the domain's own name for it
+/// when `subject_names` has one for its workflow type.
+pub fn envelope(e: &StoredEvent, subject_names: &[(String, String)]) -> serde_json::Value {
+    let mut doc = serde_json::json!({
         "id": e.event_id,
         "type": e.event_type,
         "namespace": e.namespace,
-        "order_id": e.subject,
+        "subject": e.subject,
         "workflow_type": e.workflow_type,
         "run_id": e.run_id,
         "sequence": e.sequence,
         "time": crate::clock::rfc3339(e.occurred_at),
         "data": serde_json::from_str::<serde_json::Value>(&e.body).unwrap_or(serde_json::Value::Null),
-    })
-}
-
-/// An event in API form.
-pub fn to_proto(e: &StoredEvent) -> pb::OrderEvent {
-    pb::OrderEvent {
-        event_id: e.event_id.clone(),
-        event_type: e.event_type.clone(),
-        order_id: e.subject.clone(),
-        namespace: e.namespace.clone(),
-        sequence: e.sequence,
-        occurred_at: Some(crate::clock::to_timestamp(e.occurred_at)),
-        body_json: e.body.clone(),
-        position: e.position,
-        sent: e.sent,
+    });
+    if let Some((_, name)) = subject_names.iter().find(|(t, _)| *t == e.workflow_type) {
+        doc[name.as_str()] = serde_json::Value::String(e.subject.clone());
     }
+    doc
 }
 
 /// A channel to RabbitMQ with publisher confirms and the exchange declared.
@@ -121,11 +119,15 @@ async fn connect(url: &str) -> Result<Link, lapin::Error> {
 /// Publishes `events` in order, pipelined, and returns how many the broker confirmed: the
 /// longest confirmed prefix (a later event of a subject is never marked sent before an earlier
 /// one) and the error that ended it, if any.
-async fn publish(link: &Link, events: &[StoredEvent]) -> (usize, Option<String>) {
+async fn publish(
+    link: &Link,
+    events: &[StoredEvent],
+    subject_names: &[(String, String)],
+) -> (usize, Option<String>) {
     let mut confirms = Vec::with_capacity(events.len());
     let mut error = None;
     for e in events {
-        let body = envelope(e).to_string();
+        let body = envelope(e, subject_names).to_string();
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_message_id(e.event_id.as_str().into())
@@ -169,8 +171,13 @@ async fn publish(link: &Link, events: &[StoredEvent]) -> (usize, Option<String>)
     (sent, error)
 }
 
-/// The outbound loop of one node, until `stop`.
-pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: CancellationToken) {
+/// The outbound loop of one node, until `stop`: folds into `projections`, sends to RabbitMQ.
+pub async fn run_relay(
+    engine: Arc<Engine>,
+    config: EventsConfig,
+    projections: Projections,
+    stop: CancellationToken,
+) {
     let store = engine.store().clone();
     let owner = format!("node-{}", uuid::Uuid::new_v4().simple());
     let lease_ms = config.shard_lease.as_millis() as i64;
@@ -198,23 +205,26 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
                 }
             }
         }
-        // The read model first: it needs no broker.
+        // The read models first: they need no broker.
         match store.unprojected_events(&shards, config.batch).await {
             Ok(events) if !events.is_empty() => {
                 busy |= events.len() == config.batch;
                 let lag = engine.now() - events[0].occurred_at;
                 engine.metrics().projection_lag(lag);
-                match store.project(&events).await {
+                match store.project(&events, &projections).await {
                     Ok(()) => engine.metrics().projected(events.len()),
                     // A rebuild set the cursors back meanwhile: read again from them.
                     Err(crate::store::StoreError::CursorMoved) => busy = true,
                     Err(e) => {
-                        // One event the read model cannot take must not hold up the others:
+                        // One event a read model cannot take must not hold up the others:
                         // fold them one at a time, and set aside (logged) the one that fails
                         // for a reason other than the database being away.
                         tracing::warn!(error = %e, "projection failed; folding one by one");
                         for event in &events {
-                            match store.project(std::slice::from_ref(event)).await {
+                            match store
+                                .project(std::slice::from_ref(event), &projections)
+                                .await
+                            {
                                 Ok(()) => engine.metrics().projected(1),
                                 Err(crate::store::StoreError::Unavailable(why)) => {
                                     tracing::warn!(error = %why, "projection paused");
@@ -227,7 +237,7 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
                                 Err(e) => {
                                     tracing::error!(
                                         event_id = %event.event_id, error = %e,
-                                        "event set aside: the read model cannot fold it"
+                                        "event set aside: a read model cannot fold it"
                                     );
                                     let _ = store.set_aside(std::slice::from_ref(event)).await;
                                 }
@@ -269,13 +279,15 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
             if let (Some(l), false) = (&link, fenced) {
                 match store.unsent_events(&shards, config.batch).await {
                     Ok(events) if !events.is_empty() => {
-                        let (sent, error) =
-                            match tokio::time::timeout(config.shard_lease / 3, publish(l, &events))
-                                .await
-                            {
-                                Ok(r) => r,
-                                Err(_) => (0, Some("the broker did not confirm in time".into())),
-                            };
+                        let (sent, error) = match tokio::time::timeout(
+                            config.shard_lease / 3,
+                            publish(l, &events, &config.subject_names),
+                        )
+                        .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => (0, Some("the broker did not confirm in time".into())),
+                        };
                         if sent > 0 {
                             match store.mark_sent(&events[..sent]).await {
                                 Ok(()) => engine.metrics().events_sent(sent),
@@ -320,8 +332,11 @@ pub async fn run_relay(engine: Arc<Engine>, config: EventsConfig, stop: Cancella
     let _ = store.release_shards(&owner).await;
 }
 
-/// Every business event the histories hold (of `namespace`, or all), for a rebuild.
-pub async fn events_from_histories(engine: &Engine) -> Result<Vec<StoredEvent>, EngineError> {
+/// Every business event the histories hold that one of `projections` takes, for a rebuild.
+pub async fn events_from_histories(
+    engine: &Engine,
+    projections: &[Arc<dyn Projection>],
+) -> Result<Vec<StoredEvent>, EngineError> {
     let store = engine.store();
     let mut out = Vec::new();
     for ns in store.list_namespaces().await? {
@@ -330,7 +345,6 @@ pub async fn events_from_histories(engine: &Engine) -> Result<Vec<StoredEvent>, 
             let runs = store
                 .list_runs(&crate::store::ListQuery {
                     namespace: ns.clone(),
-                    workflow_type: Some(view::ORDER_WORKFLOW_TYPE.into()),
                     after: after.clone(),
                     limit: 500,
                     ..Default::default()
@@ -348,7 +362,7 @@ pub async fn events_from_histories(engine: &Engine) -> Result<Vec<StoredEvent>, 
                         if let Some(pb::history_event::Attributes::EventPublished(p)) =
                             &ev.attributes
                         {
-                            out.push(StoredEvent {
+                            let event = StoredEvent {
                                 position: 0,
                                 xact: 0,
                                 shard: crate::store::events::shard_of(
@@ -371,7 +385,10 @@ pub async fn events_from_histories(engine: &Engine) -> Result<Vec<StoredEvent>, 
                                 )
                                 .into_owned(),
                                 sent: false,
-                            });
+                            };
+                            if projections.iter().any(|p| p.takes(&event)) {
+                                out.push(event);
+                            }
                         }
                     }
                     if page.len() < 1000 {
@@ -384,10 +401,16 @@ pub async fn events_from_histories(engine: &Engine) -> Result<Vec<StoredEvent>, 
     Ok(out)
 }
 
-/// Rebuilds the orders read model from the histories; returns (orders, events).
-pub async fn rebuild_read_model(engine: &Engine) -> Result<(usize, usize), EngineError> {
-    let events = events_from_histories(engine).await?;
-    let (orders, events) = view::fold_all(events);
-    engine.store().replace_read_model(&orders, &events).await?;
-    Ok((orders.len(), events.len()))
+/// Rebuilds `projections` from the histories; returns how many events they folded.
+pub async fn rebuild(
+    engine: &Engine,
+    projections: &[Arc<dyn Projection>],
+) -> Result<usize, EngineError> {
+    let mut events = events_from_histories(engine, projections).await?;
+    projection::rebuild_order(&mut events);
+    engine
+        .store()
+        .rebuild_projections(projections, &events)
+        .await?;
+    Ok(events.len())
 }

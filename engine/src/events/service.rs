@@ -1,305 +1,37 @@
-//! `OrderService`: the read model and the outbox, as the engine answers about them.
+//! The outbox as operators read it: its backlog and leases, and its rows in order. Domains
+//! answer these over their own services (the order domain's `OrderService`); the checks of
+//! the request live here, once.
 
-use crate::clock::{Millis, from_timestamp, to_timestamp};
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::store::events::{OrderQuery, OrderView};
-use base64::Engine as _;
-use martix_proto::v1 as pb;
-
-const TOKEN_MALFORMED: &str =
-    "is malformed: pass back the next_page_token of the previous page unchanged";
-
-/// The order in API form.
-pub fn order_to_proto(o: &OrderView) -> pb::Order {
-    pb::Order {
-        namespace: o.namespace.clone(),
-        order_id: o.order_id.clone(),
-        customer_id: o.customer_id.clone(),
-        status: o.status.clone(),
-        step: o.step.clone(),
-        currency: o.currency.clone(),
-        items_json: o.items.clone(),
-        subtotal_cents: o.subtotal_cents,
-        discount_cents: o.discount_cents,
-        tax_cents: o.tax_cents,
-        total_cents: o.total_cents,
-        charged_cents: o.charged_cents,
-        refunded_cents: o.refunded_cents,
-        shipment: o.shipment.clone().unwrap_or_default(),
-        last_error: o.last_error.clone().unwrap_or_default(),
-        created_at: Some(to_timestamp(o.created_at)),
-        updated_at: Some(to_timestamp(o.updated_at)),
-        last_sequence: o.last_sequence,
-    }
-}
-
-/// What a page token is bound to: a token of one query is refused for another.
-fn filter_key(q: &OrderQuery) -> u32 {
-    let text = format!(
-        "{}\0{:?}\0{:?}\0{:?}\0{:?}",
-        q.namespace, q.customer_id, q.status, q.created_after, q.created_before
-    );
-    crate::store::events::fnv1a(text.bytes())
-}
-
-/// Page tokens: base64url of `o1:<filter key>:<created_at>:<order id>` (the last row given).
-pub fn encode_page_token(q: &OrderQuery, last: &OrderView) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
-        "o1:{}:{}:{}",
-        filter_key(q),
-        last.created_at,
-        last.order_id
-    ))
-}
-
-/// The position a page token continues from; precise errors for tokens not made by us or
-/// made for other filters.
-pub fn decode_page_token(q: &OrderQuery, token: &str) -> Result<(Millis, String), EngineError> {
-    let bad = || EngineError::invalid("page_token", TOKEN_MALFORMED);
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let mut parts = text.splitn(4, ':');
-    let (Some("o1"), Some(key), Some(time), Some(id)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad());
-    };
-    if key.parse::<u32>().map_err(|_| bad())? != filter_key(q) {
-        return Err(EngineError::invalid(
-            "page_token",
-            "was made for other filters: keep the filters of the first page, or start over \
-             without a token",
-        ));
-    }
-    let time = time.parse::<i64>().map_err(|_| bad())?;
-    if id.is_empty() || id.len() > 255 {
-        return Err(bad());
-    }
-    Ok((time, id.to_owned()))
-}
-
-fn namespace_or_default(ns: &str) -> &str {
-    if ns.is_empty() { "default" } else { ns }
-}
-
-/// Order statuses a filter may name.
-pub const STATUSES: [&str; 11] = [
-    "placed",
-    "priced",
-    "reserved",
-    "charged",
-    "shipped",
-    "compensating",
-    "completed",
-    "compensated",
-    "canceled",
-    "failed",
-    "rejected",
-];
-
-/// Checks and builds a listing query (without the page position).
-pub fn order_query(
-    namespace: &str,
-    customer_id: &str,
-    status: &str,
-    created_after: Option<Millis>,
-    created_before: Option<Millis>,
-    page_size: i64,
-) -> Result<OrderQuery, EngineError> {
-    if customer_id.len() > 255 {
-        return Err(EngineError::invalid(
-            "customer_id",
-            "is longer than 255 bytes",
-        ));
-    }
-    if !status.is_empty() && !STATUSES.contains(&status) {
-        return Err(EngineError::invalid(
-            "status",
-            format!("must be one of {}", STATUSES.join(", ")),
-        ));
-    }
-    if let (Some(a), Some(b)) = (created_after, created_before)
-        && a >= b
-    {
-        return Err(EngineError::invalid(
-            "created_before",
-            "must be later than created_after",
-        ));
-    }
-    let limit = match page_size {
-        0 => 50,
-        n if n < 0 => return Err(EngineError::invalid("page_size", "must not be negative")),
-        n if n > 1000 => return Err(EngineError::invalid("page_size", "must be at most 1000")),
-        n => n as usize,
-    };
-    Ok(OrderQuery {
-        namespace: namespace_or_default(namespace).to_owned(),
-        customer_id: (!customer_id.is_empty()).then(|| customer_id.to_owned()),
-        status: (!status.is_empty()).then(|| status.to_owned()),
-        created_after,
-        created_before,
-        after: None,
-        limit,
-    })
-}
+use crate::store::events::{OutboxStatus, StoredEvent};
 
 impl Engine {
-    /// One order of the read model with its events.
-    pub async fn get_order(
-        &self,
-        req: pb::GetOrderRequest,
-    ) -> Result<pb::GetOrderResponse, EngineError> {
-        let ns = namespace_or_default(&req.namespace);
-        if req.order_id.is_empty() || req.order_id.len() > 255 {
-            return Err(EngineError::invalid("order_id", "must be 1 to 255 bytes"));
-        }
-        let store = self.store();
-        let order = store.get_order(ns, &req.order_id).await?.ok_or_else(|| {
-            EngineError::NotFound(format!("no order '{}' in namespace '{ns}'", req.order_id))
-        })?;
-        let events = store.order_events(ns, &req.order_id).await?;
-        Ok(pb::GetOrderResponse {
-            order: Some(order_to_proto(&order)),
-            events: events.iter().map(super::to_proto).collect(),
-        })
-    }
-
-    /// A page of the read model, newest first.
-    pub async fn list_orders(
-        &self,
-        req: pb::ListOrdersRequest,
-    ) -> Result<pb::ListOrdersResponse, EngineError> {
-        let mut q = order_query(
-            &req.namespace,
-            &req.customer_id,
-            &req.status,
-            req.created_after.as_ref().map(from_timestamp),
-            req.created_before.as_ref().map(from_timestamp),
-            i64::from(req.page_size),
-        )?;
-        if !req.page_token.is_empty() {
-            q.after = Some(decode_page_token(&q, &req.page_token)?);
-        }
-        let (orders, next) = self.orders_page(q).await?;
-        Ok(pb::ListOrdersResponse {
-            orders: orders.iter().map(order_to_proto).collect(),
-            next_page_token: next.unwrap_or_default(),
-        })
-    }
-
-    /// A page of orders and the token of the next one (None: the last page).
-    pub async fn orders_page(
-        &self,
-        mut q: OrderQuery,
-    ) -> Result<(Vec<OrderView>, Option<String>), EngineError> {
-        let limit = q.limit;
-        q.limit = limit + 1;
-        let mut orders = self.store().list_orders(&q).await?;
-        q.limit = limit;
-        let next = if orders.len() > limit {
-            orders.truncate(limit);
-            orders.last().map(|o| encode_page_token(&q, o))
-        } else {
-            None
-        };
-        Ok((orders, next))
-    }
-
-    /// Rebuilds the read model from the histories.
-    pub async fn rebuild_orders(
-        &self,
-        _req: pb::RebuildOrdersRequest,
-    ) -> Result<pb::RebuildOrdersResponse, EngineError> {
-        let (orders, events) = super::rebuild_read_model(self).await?;
-        tracing::info!(
-            orders,
-            events,
-            "orders read model rebuilt from the histories"
-        );
-        Ok(pb::RebuildOrdersResponse {
-            orders: orders as i64,
-            events: events as i64,
-        })
-    }
-
     /// The outbox backlog and leases.
-    pub async fn outbox_status(
-        &self,
-        _req: pb::GetOutboxStatusRequest,
-    ) -> Result<pb::GetOutboxStatusResponse, EngineError> {
-        let s = self.store().outbox_status(self.now()).await?;
-        Ok(pb::GetOutboxStatusResponse {
-            total: s.total,
-            unsent: s.unsent,
-            oldest_unsent: s.oldest_unsent_at.map(to_timestamp),
-            unprojected: s.unprojected,
-            oldest_unprojected: s.oldest_unprojected_at.map(to_timestamp),
-            leases: s
-                .leases
-                .into_iter()
-                .map(|(shard, owner, until)| pb::ShardLease {
-                    shard,
-                    owner,
-                    lease_until: Some(to_timestamp(until)),
-                })
-                .collect(),
-            relay_configured: self.config().relay_configured,
-        })
+    pub async fn outbox_status(&self) -> Result<OutboxStatus, EngineError> {
+        Ok(self.store().outbox_status(self.now()).await?)
     }
 
-    /// Outbox rows after a position.
+    /// Up to `page_size` outbox rows after `after_position` (0: 100; at most 1,000), of
+    /// `namespace` (empty: all).
     pub async fn list_outbox_events(
         &self,
-        req: pb::ListOutboxEventsRequest,
-    ) -> Result<pb::ListOutboxEventsResponse, EngineError> {
-        let limit = match req.page_size {
+        namespace: &str,
+        after_position: i64,
+        page_size: i32,
+    ) -> Result<Vec<StoredEvent>, EngineError> {
+        let limit = match page_size {
             0 => 100,
             n if n < 0 => return Err(EngineError::invalid("page_size", "must not be negative")),
             n => (n as usize).min(1000),
         };
-        if req.after_position < 0 {
+        if after_position < 0 {
             return Err(EngineError::invalid(
                 "after_position",
                 "must not be negative",
             ));
         }
-        let ns = (!req.namespace.is_empty()).then_some(req.namespace.as_str());
-        let events = self
-            .store()
-            .list_outbox(ns, req.after_position, limit)
-            .await?;
-        Ok(pb::ListOutboxEventsResponse {
-            events: events.iter().map(super::to_proto).collect(),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_tokens_round_trip_and_bad_ones_are_named() {
-        let q = order_query("default", "c-1", "completed", None, None, 10).unwrap();
-        let last = OrderView {
-            order_id: "o:1".into(),
-            created_at: 42,
-            ..Default::default()
-        };
-        let t = encode_page_token(&q, &last);
-        assert_eq!(decode_page_token(&q, &t).unwrap(), (42, "o:1".to_owned()));
-        let other = order_query("default", "c-2", "completed", None, None, 10).unwrap();
-        let err = decode_page_token(&other, &t).unwrap_err().to_string();
-        assert!(err.contains("other filters"), "{err}");
-        for garbage in ["", "!!!", "bzE6", "not a token at all", &t[1..]] {
-            let err = decode_page_token(&q, garbage).unwrap_err().to_string();
-            assert!(err.contains("page_token"), "{garbage}: {err}");
-        }
-        assert!(order_query("default", "", "shipped?", None, None, 0).is_err());
-        assert!(order_query("default", "", "", Some(5), Some(5), 0).is_err());
-        assert!(order_query("default", "", "", None, None, 1001).is_err());
+        let ns = (!namespace.is_empty()).then_some(namespace);
+        Ok(self.store().list_outbox(ns, after_position, limit).await?)
     }
 }

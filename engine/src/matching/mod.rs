@@ -366,7 +366,7 @@ mod tests {
     use tokio::time::{Duration, Instant};
 
     fn key() -> QueueKey {
-        QueueKey::new("default", "orders", TaskKind::Workflow)
+        QueueKey::new("default", "jobs", TaskKind::Workflow)
     }
 
     fn task(until: Millis) -> Delivery {
@@ -457,7 +457,7 @@ mod tests {
             "given back, not handed out"
         );
 
-        let activities = QueueKey::new("default", "orders", TaskKind::Activity);
+        let activities = QueueKey::new("default", "jobs", TaskKind::Activity);
         let _seeking = m.seek(&activities);
         assert!(m.reserve(&activities).is_none());
     }

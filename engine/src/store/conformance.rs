@@ -4,11 +4,13 @@
 //! one database.
 
 use crate::clock::Millis;
+use crate::events::projection::{Projection, ProjectionError, ProjectionTx};
 use crate::history::{self, ActivityTask, Lease, Run, RunCommit, StartParams, TaskOp, TimerOp};
 use crate::ids::RunId;
 use crate::store::events::{Consumer, StoredEvent};
 use crate::store::{ListQuery, Store, StoreError};
 use martix_proto::v1 as pb;
+use std::sync::Arc;
 
 const T0: Millis = 1_700_000_000_000;
 
@@ -29,7 +31,7 @@ fn start(ns: &str, workflow_id: &str, queue: &str, at: Millis) -> RunCommit {
     let params = StartParams {
         namespace: ns.into(),
         workflow_id: workflow_id.into(),
-        workflow_type: "order".into(),
+        workflow_type: "thing".into(),
         task_queue: queue.into(),
         ..Default::default()
     };
@@ -120,10 +122,10 @@ pub async fn a_stale_version_conflicts_and_writes_nothing(store: &dyn Store) {
 pub async fn one_open_run_per_workflow_id(store: &dyn Store) {
     let ns = namespace(store).await;
     let q = unique("q");
-    let first = start(&ns, "order-7", &q, T0);
+    let first = start(&ns, "w-7", &q, T0);
     store.commit(&first).await.unwrap();
     let err = store
-        .commit(&start(&ns, "order-7", &q, T0 + 1))
+        .commit(&start(&ns, "w-7", &q, T0 + 1))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::AlreadyOpen), "{err}");
@@ -132,12 +134,12 @@ pub async fn one_open_run_per_workflow_id(store: &dyn Store) {
         .commit(&history::terminate(&run, "test", "t", T0 + 2).unwrap())
         .await
         .unwrap();
-    let next = start(&ns, "order-7", &q, T0 + 3);
+    let next = start(&ns, "w-7", &q, T0 + 3);
     store
         .commit(&next)
         .await
         .expect("a closed id may run again");
-    let latest = store.latest_run(&ns, "order-7").await.unwrap().unwrap();
+    let latest = store.latest_run(&ns, "w-7").await.unwrap().unwrap();
     assert_eq!(latest.run_id, next.run.run_id);
 }
 
@@ -147,7 +149,7 @@ pub async fn a_start_on_a_fresh_id_is_refused_once_the_id_has_run(store: &dyn St
     let ns = namespace(store).await;
     let q = unique("q");
     let fresh = |at| {
-        let mut c = start(&ns, "order-9", &q, at);
+        let mut c = start(&ns, "w-9", &q, at);
         c.fresh_id = true;
         c
     };
@@ -172,9 +174,9 @@ pub async fn a_start_on_a_fresh_id_is_refused_once_the_id_has_run(store: &dyn St
             .unwrap()
             .is_empty()
     );
-    let read = start(&ns, "order-9", &q, T0 + 4);
+    let read = start(&ns, "w-9", &q, T0 + 4);
     store.commit(&read).await.expect("a start that read the id");
-    let latest = store.latest_run(&ns, "order-9").await.unwrap().unwrap();
+    let latest = store.latest_run(&ns, "w-9").await.unwrap().unwrap();
     assert_eq!(latest.run_id, read.run.run_id);
 }
 
@@ -539,11 +541,11 @@ pub async fn runs_are_listed_filtered_and_paged(store: &dyn Store) {
     let ns = namespace(store).await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        let c = start(&ns, &format!("order-{i}"), "orders", T0 + i);
+        let c = start(&ns, &format!("w-{i}"), "q", T0 + i);
         store.commit(&c).await.unwrap();
         ids.push(c.run.run_id);
     }
-    let other = start(&ns, "invoice-1", "billing", T0 + 10);
+    let other = start(&ns, "bill-1", "billing", T0 + 10);
     store.commit(&other).await.unwrap();
     let run = store.load_run(ids[0]).await.unwrap().unwrap();
     store
@@ -562,16 +564,16 @@ pub async fn runs_are_listed_filtered_and_paged(store: &dyn Store) {
     };
     let all = store.list_runs(&q(&|_| {})).await.unwrap();
     assert_eq!(all.len(), 6);
-    assert_eq!(all[0].workflow_id, "invoice-1", "newest first");
+    assert_eq!(all[0].workflow_id, "bill-1", "newest first");
     let ids_of = |runs: Vec<Run>| runs.into_iter().map(|r| r.workflow_id).collect::<Vec<_>>();
     assert_eq!(
         ids_of(
             store
-                .list_runs(&q(&|q| q.workflow_id_prefix = Some("order-".into())))
+                .list_runs(&q(&|q| q.workflow_id_prefix = Some("w-".into())))
                 .await
                 .unwrap()
         ),
-        ["order-4", "order-3", "order-2", "order-1", "order-0"]
+        ["w-4", "w-3", "w-2", "w-1", "w-0"]
     );
     assert_eq!(
         ids_of(
@@ -580,7 +582,7 @@ pub async fn runs_are_listed_filtered_and_paged(store: &dyn Store) {
                 .await
                 .unwrap()
         ),
-        ["order-0"]
+        ["w-0"]
     );
     assert_eq!(
         ids_of(
@@ -589,7 +591,7 @@ pub async fn runs_are_listed_filtered_and_paged(store: &dyn Store) {
                 .await
                 .unwrap()
         ),
-        ["invoice-1"]
+        ["bill-1"]
     );
     assert_eq!(
         ids_of(
@@ -601,7 +603,7 @@ pub async fn runs_are_listed_filtered_and_paged(store: &dyn Store) {
                 .await
                 .unwrap()
         ),
-        ["order-2", "order-1"]
+        ["w-2", "w-1"]
     );
     // Pages of two, each continuing after the last row of the previous one.
     let mut seen = Vec::new();
@@ -908,42 +910,24 @@ fn outbox_event(
 }
 
 /// Outbox rows are written with the run change that publishes them, or not at all; a signal
-/// request id is recorded once; the relay's two cursors move apart and never back; projecting
-/// events twice folds them once; sent and folded rows are purged; orders page by keyset
-/// without gaps or repeats.
+/// request id is recorded once; the relay's two cursors move apart and never back; the host
+/// hands a projection the events it takes in the cursor's transaction; a rebuild sets the
+/// cursor back; sent and folded rows are purged.
 pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
     let ns = namespace(store).await;
-    let c = start(&ns, "order-1", &unique("q"), T0);
+    let c = start(&ns, "w-1", &unique("q"), T0);
     store.commit(&c).await.unwrap();
     let run = store.load_run(c.run.run_id).await.unwrap().unwrap();
     let mut change = history::signal(&run, "go", None, "t", T0 + 1).unwrap();
     change.request_id = Some("req-1".into());
     change.outbox = vec![
-        outbox_event(
-            &run,
-            1,
-            "order.placed",
-            T0 + 1,
-            r#"{"customer_id":"c-1","currency":"EUR","items":[]}"#,
-        ),
-        outbox_event(
-            &run,
-            2,
-            "order.priced",
-            T0 + 1,
-            r#"{"subtotal_cents":1000,"discount_cents":100,"tax_cents":180,"total_cents":1080}"#,
-        ),
-        outbox_event(
-            &run,
-            3,
-            "payment.charged",
-            T0 + 1,
-            r#"{"charge":"k","amount_cents":1080}"#,
-        ),
+        outbox_event(&run, 1, "thing.made", T0 + 1, r#"{"owner":"c-1"}"#),
+        outbox_event(&run, 2, "thing.priced", T0 + 1, r#"{"cents":1080}"#),
+        outbox_event(&run, 3, "thing.paid", T0 + 1, r#"{"cents":1080}"#),
     ];
     // A stale twin of the change: refused, and none of its rows is written.
     let mut stale = history::signal(&run, "late", None, "t", T0 + 2).unwrap();
-    stale.outbox = vec![outbox_event(&run, 9, "order.failed", T0 + 2, "{}")];
+    stale.outbox = vec![outbox_event(&run, 9, "thing.failed", T0 + 2, "{}")];
     store
         .commit(&change)
         .await
@@ -959,20 +943,16 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
         .collect();
     assert_eq!(
         seqs,
-        [
-            (1, "order.placed"),
-            (2, "order.priced"),
-            (3, "payment.charged")
-        ]
+        [(1, "thing.made"), (2, "thing.priced"), (3, "thing.paid")]
     );
     assert!(
         rows.windows(2)
             .all(|w| (w[0].xact, w[0].position) < (w[1].xact, w[1].position))
     );
-    let shard = crate::store::events::shard_of(&ns, "order-1");
+    let shard = crate::store::events::shard_of(&ns, "w-1");
     assert!(
         rows.iter()
-            .all(|e| !e.sent && e.subject == "order-1" && e.shard == shard)
+            .all(|e| !e.sent && e.subject == "w-1" && e.shard == shard)
     );
 
     // The same request id again: refused as a duplicate, nothing written.
@@ -998,43 +978,48 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
     assert_eq!(ours(&pending), ids);
     // A batch that is not the next past the cursor (the first event skipped) is refused and
     // folds nothing.
+    let tally = Arc::new(Tally::default());
+    let projections: Vec<Arc<dyn Projection>> = vec![tally.clone()];
     let first = pending.iter().position(|e| e.namespace == ns).unwrap();
     let mut skipping = pending.clone();
     skipping.remove(first);
     assert!(matches!(
-        store.project(&skipping).await,
+        store.project(&skipping, &projections).await,
         Err(StoreError::CursorMoved)
     ));
-    assert_eq!(store.get_order(&ns, "order-1").await.unwrap(), None);
-    // Folded twice (a relay that lost its lease mid-batch): counted once.
-    store.project(&pending).await.unwrap();
-    store.project(&pending).await.unwrap();
-    let order = store
-        .get_order(&ns, "order-1")
-        .await
-        .unwrap()
-        .expect("in the read model");
-    assert_eq!((order.total_cents, order.charged_cents), (1080, 1080));
-    assert_eq!((order.status.as_str(), order.last_sequence), ("charged", 3));
-    assert_eq!(store.order_events(&ns, "order-1").await.unwrap().len(), 3);
+    assert!(tally.folded(&ns).is_empty());
+    // Folded: each event the projection takes, in order, once per call.
+    store.project(&pending, &projections).await.unwrap();
+    assert_eq!(tally.folded(&ns), ids);
     // The cursor is past them, and a batch folded again behind it does not move it back.
-    store.project(&pending[..1]).await.unwrap();
+    store.project(&pending[..1], &projections).await.unwrap();
     let all: Vec<i32> = (0..crate::store::events::SHARDS).collect();
     let left = store.unprojected_events(&all, 100_000).await.unwrap();
     assert!(ours(&left).is_empty(), "{left:?}");
     assert_eq!(store.outbox_status(T0 + 5).await.unwrap().unprojected, 0);
 
-    // A rebuild sets the cursors back: a batch read before it is refused, not folded past
-    // what the rebuild wiped; read again from the start, everything is folded once more.
-    store.replace_read_model(&[], &[]).await.unwrap();
+    // A rebuild clears the projection, folds what it is given and sets the cursors back: a
+    // batch read before it is refused, not folded past what the rebuild wiped; read again from
+    // the start, everything is offered once more.
+    let rebuilt = Arc::new(Tally::default());
+    let projections: Vec<Arc<dyn Projection>> = vec![rebuilt.clone()];
+    store
+        .rebuild_projections(&projections, &pending[first..first + 1])
+        .await
+        .unwrap();
+    assert_eq!(rebuilt.cleared.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(rebuilt.folded(&ns), ids[..1]);
     assert!(matches!(
-        store.project(&pending[first + 1..]).await,
+        store.project(&pending[first + 1..], &projections).await,
         Err(StoreError::CursorMoved)
     ));
     let again = relay_view(store, Consumer::Projected, |e| ours(e) == ids).await;
-    store.project(&again).await.unwrap();
-    let order = store.get_order(&ns, "order-1").await.unwrap();
-    assert_eq!(order.map(|o| o.last_sequence), Some(3));
+    store.project(&again, &projections).await.unwrap();
+    assert_eq!(
+        rebuilt.folded(&ns).len(),
+        4,
+        "the first again, then the three"
+    );
 
     // The broker's cursor is its own: folding sent nothing.
     let unsent = relay_view(store, Consumer::Sent, |e| ours(e) == ids).await;
@@ -1051,7 +1036,7 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
     );
     assert_eq!(store.outbox_status(T0 + 7).await.unwrap().unsent, 0);
 
-    // Sent and folded rows go after the retention; the read model keeps its events.
+    // Sent and folded rows go after the retention.
     assert!(store.purge_events(T0 + 8, 1_000_000).await.unwrap() >= 3);
     assert!(
         store
@@ -1060,46 +1045,56 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(store.order_events(&ns, "order-1").await.unwrap().len(), 3);
+}
 
-    // Keyset pages: 7 orders, pages of 3, newest first, each once.
-    for i in 0..7 {
-        let mut c = start(&ns, &format!("o-{i}"), &unique("q"), T0);
-        // Two orders share a creation time: the order id breaks the tie.
-        let event = outbox_event(
-            &c.run,
-            1,
-            "order.placed",
-            T0 + 10 + i.min(5),
-            r#"{"customer_id":"c-2"}"#,
+/// A projection that notes what it is given (the kit checks the host, not a read model).
+#[derive(Default)]
+struct Tally {
+    folded: std::sync::Mutex<Vec<(String, String)>>,
+    cleared: std::sync::atomic::AtomicUsize,
+}
+
+impl Tally {
+    /// The ids folded of namespace `ns`, in order.
+    fn folded(&self, ns: &str) -> Vec<String> {
+        let folded = self.folded.lock().unwrap();
+        folded
+            .iter()
+            .filter(|(n, _)| n == ns)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Projection for Tally {
+    fn name(&self) -> &'static str {
+        "tally"
+    }
+
+    fn takes(&self, event: &StoredEvent) -> bool {
+        event.event_type.starts_with("thing.")
+    }
+
+    async fn fold(
+        &self,
+        _tx: &mut ProjectionTx<'_>,
+        batch: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut folded = self.folded.lock().unwrap();
+        folded.extend(
+            batch
+                .iter()
+                .map(|e| (e.namespace.clone(), e.event_id.clone())),
         );
-        c.outbox.push(event);
-        store.commit(&c).await.unwrap();
+        Ok(())
     }
-    let placed = relay_view(store, Consumer::Projected, |e| ours(e).len() == 7).await;
-    assert_eq!(ours(&placed).len(), 7);
-    store.project(&placed).await.unwrap();
-    // Sent too, so the purge of a later run of this suite finds nothing of this one left.
-    let unsent = relay_view(store, Consumer::Sent, |e| ours(e).len() == 7).await;
-    store.mark_sent(&unsent).await.unwrap();
-    let mut q = crate::store::events::OrderQuery {
-        namespace: ns.clone(),
-        customer_id: Some("c-2".into()),
-        limit: 3,
-        ..Default::default()
-    };
-    let mut seen = Vec::new();
-    loop {
-        let page = store.list_orders(&q).await.unwrap();
-        seen.extend(page.iter().map(|o| o.order_id.clone()));
-        match page.last() {
-            Some(last) if page.len() == 3 => {
-                q.after = Some((last.created_at, last.order_id.clone()))
-            }
-            _ => break,
-        }
+
+    async fn clear(&self, _tx: &mut ProjectionTx<'_>) -> Result<(), ProjectionError> {
+        self.cleared
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
-    assert_eq!(seen, ["o-6", "o-5", "o-4", "o-3", "o-2", "o-1", "o-0"]);
 }
 
 /// Shard leases: live nodes share the shards evenly, never one shard at a time by two, and a

@@ -1,9 +1,12 @@
 //! The event side of the store: the outbox the relay sends from, the shards relays lease, and
-//! the orders read model the projector writes. Same pattern as the run store: one macro body
-//! for both backends.
+//! the cursors of the projection host, which folds batches into the read models that domains
+//! register (`events::projection`), in the transaction that moves its cursor. Same pattern as
+//! the run store: one macro body for both backends.
 
 use crate::clock::Millis;
+use crate::events::projection::{Pools, Projection};
 use crate::store::StoreError;
+use std::sync::Arc;
 
 /// Outbox shards: a subject's events all fall in one, and one node at a time sends a shard.
 pub const SHARDS: i32 = 16;
@@ -33,7 +36,7 @@ pub struct StoredEvent {
     pub shard: i32,
     pub event_id: String,
     pub namespace: String,
-    /// The workflow id that published it; for orders, the order id.
+    /// The workflow id that published it (the business key).
     pub subject: String,
     pub workflow_type: String,
     pub run_id: String,
@@ -58,48 +61,6 @@ pub struct OutboxStatus {
     pub oldest_unprojected_at: Option<Millis>,
     /// Shards with a live lease: (shard, owner, lease until).
     pub leases: Vec<(i32, String, Millis)>,
-}
-
-/// One order as the read model holds it. Amounts in integer cents.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct OrderView {
-    pub namespace: String,
-    pub order_id: String,
-    pub customer_id: String,
-    /// `placed`, `priced`, `reserved`, `charged`, `shipped`, `compensating`, then one of the
-    /// final ones: `completed`, `compensated`, `canceled`, `failed`, `rejected`.
-    pub status: String,
-    /// The type of the last event folded in.
-    pub step: String,
-    pub currency: String,
-    /// The order's lines, as JSON.
-    pub items: String,
-    pub subtotal_cents: i64,
-    pub discount_cents: i64,
-    pub tax_cents: i64,
-    pub total_cents: i64,
-    pub charged_cents: i64,
-    pub refunded_cents: i64,
-    pub shipment: Option<String>,
-    pub last_error: Option<String>,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-    pub last_sequence: i64,
-}
-
-/// Filters and page position of an order listing, newest first.
-#[derive(Clone, Debug, Default)]
-pub struct OrderQuery {
-    pub namespace: String,
-    pub customer_id: Option<String>,
-    pub status: Option<String>,
-    /// Created at or after.
-    pub created_after: Option<Millis>,
-    /// Created before.
-    pub created_before: Option<Millis>,
-    /// Continue after this `(created_at, order_id)`.
-    pub after: Option<(Millis, String)>,
-    pub limit: usize,
 }
 
 /// The event side's transactions.
@@ -135,25 +96,32 @@ pub trait EventStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Folds outbox events into the read model and moves the projection cursors of their
-    /// shards past them, in one transaction: events from `unprojected_events`, a prefix of
-    /// its answer. An event already in the read model (by id) is skipped. `CursorMoved`, and
-    /// nothing folded, if they are not the next rows past the cursors any more.
-    async fn project(&self, events: &[StoredEvent]) -> Result<(), StoreError>;
+    /// Folds outbox events into `projections` (each the events it takes) and moves the
+    /// projection cursors of their shards past them, in one transaction: events from
+    /// `unprojected_events`, a prefix of its answer. `CursorMoved`, and nothing folded, if they
+    /// are not the next rows past the cursors any more.
+    async fn project(
+        &self,
+        events: &[StoredEvent],
+        projections: &[Arc<dyn Projection>],
+    ) -> Result<(), StoreError>;
+
+    /// Rebuilds `projections` from `events` (in `rebuild_order`), in one transaction: each is
+    /// cleared and folds the events it takes, and the projection cursors go back to the start,
+    /// so the relay folds again what the rebuild did not hold (events committed after the
+    /// histories were read; the projections skip those they hold).
+    async fn rebuild_projections(
+        &self,
+        projections: &[Arc<dyn Projection>],
+        events: &[StoredEvent],
+    ) -> Result<(), StoreError>;
+
+    /// The store's connection pools, for a domain's own tables.
+    fn pools(&self) -> Pools;
 
     /// Moves the projection cursors past `events` without folding them: events the read
     /// model cannot take (`CursorMoved` as for `project`).
     async fn set_aside(&self, events: &[StoredEvent]) -> Result<(), StoreError>;
-
-    /// Replaces the whole read model with `orders` and `events` (a rebuild), in one
-    /// transaction, and sets the projection cursors back to the start: the relay reads the
-    /// outbox again and folds what the rebuild did not hold (events committed after the
-    /// histories were read).
-    async fn replace_read_model(
-        &self,
-        orders: &[OrderView],
-        events: &[StoredEvent],
-    ) -> Result<(), StoreError>;
 
     /// Counts and ages of the outbox.
     async fn outbox_status(&self, now: Millis) -> Result<OutboxStatus, StoreError>;
@@ -170,26 +138,6 @@ pub trait EventStore: Send + Sync {
     /// oldest `limit` rows), and signal request ids older than it; returns how many outbox rows
     /// went.
     async fn purge_events(&self, before: Millis, limit: usize) -> Result<u64, StoreError>;
-
-    /// One order of the read model.
-    async fn get_order(
-        &self,
-        namespace: &str,
-        order_id: &str,
-    ) -> Result<Option<OrderView>, StoreError>;
-
-    /// A page of the read model.
-    async fn list_orders(&self, query: &OrderQuery) -> Result<Vec<OrderView>, StoreError>;
-
-    /// The events of one order as the read model holds them, by sequence.
-    async fn order_events(
-        &self,
-        namespace: &str,
-        order_id: &str,
-    ) -> Result<Vec<StoredEvent>, StoreError>;
-
-    /// Every order of the read model (for comparisons after a rebuild), by namespace and id.
-    async fn all_orders(&self) -> Result<Vec<OrderView>, StoreError>;
 
     /// Whether a signal with this request id was recorded (and not yet purged).
     async fn request_recorded(&self, namespace: &str, request_id: &str)
@@ -239,22 +187,14 @@ macro_rules! event_cols {
     };
 }
 
-macro_rules! order_cols {
-    () => {
-        "namespace, order_id, customer_id, status, step, currency, items, subtotal_cents, \
-         discount_cents, tax_cents, total_cents, charged_cents, refunded_cents, shipment, \
-         last_error, created_at, updated_at, last_sequence"
-    };
-}
-
 macro_rules! impl_event_store {
-    ($store:ty, $db:ty, $for_update:literal, $relaxed:literal, $postgres:literal) => {
+    ($store:ty, $db:ty, $backend:ident, $for_update:literal, $relaxed:literal, $postgres:literal) => {
         mod event_store {
             use super::*;
             use crate::clock::Millis;
             use crate::store::classify;
             use crate::store::events::{
-                Consumer, EventStore, OrderQuery, OrderView, OutboxStatus, SHARDS, StoredEvent,
+                Consumer, EventStore, OutboxStatus, SHARDS, StoredEvent,
             };
             use crate::store::StoreError;
 
@@ -277,102 +217,6 @@ macro_rules! impl_event_store {
                     body: r.try_get(11).map_err(classify)?,
                     sent: r.try_get(12).map_err(classify)?,
                 })
-            }
-
-            fn order_from_row(r: &DbRow) -> Result<OrderView, StoreError> {
-                Ok(OrderView {
-                    namespace: r.try_get(0).map_err(classify)?,
-                    order_id: r.try_get(1).map_err(classify)?,
-                    customer_id: r.try_get(2).map_err(classify)?,
-                    status: r.try_get(3).map_err(classify)?,
-                    step: r.try_get(4).map_err(classify)?,
-                    currency: r.try_get(5).map_err(classify)?,
-                    items: r.try_get(6).map_err(classify)?,
-                    subtotal_cents: r.try_get(7).map_err(classify)?,
-                    discount_cents: r.try_get(8).map_err(classify)?,
-                    tax_cents: r.try_get(9).map_err(classify)?,
-                    total_cents: r.try_get(10).map_err(classify)?,
-                    charged_cents: r.try_get(11).map_err(classify)?,
-                    refunded_cents: r.try_get(12).map_err(classify)?,
-                    shipment: r.try_get(13).map_err(classify)?,
-                    last_error: r.try_get(14).map_err(classify)?,
-                    created_at: r.try_get(15).map_err(classify)?,
-                    updated_at: r.try_get(16).map_err(classify)?,
-                    last_sequence: r.try_get(17).map_err(classify)?,
-                })
-            }
-
-            async fn load_order(
-                conn: &mut Conn,
-                namespace: &str,
-                order_id: &str,
-            ) -> Result<Option<OrderView>, StoreError> {
-                sqlx::query(concat!(
-                    "SELECT ", $crate::store::events::order_cols!(),
-                    " FROM orders WHERE namespace = $1 AND order_id = $2"
-                ))
-                .bind(namespace)
-                .bind(order_id)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(classify)?
-                .as_ref()
-                .map(order_from_row)
-                .transpose()
-            }
-
-            async fn save_order(conn: &mut Conn, o: &OrderView) -> Result<(), StoreError> {
-                sqlx::query(concat!(
-                    "INSERT INTO orders (", $crate::store::events::order_cols!(), ") VALUES \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
-                     ON CONFLICT (namespace, order_id) DO UPDATE SET customer_id = $3, \
-                     status = $4, step = $5, currency = $6, items = $7, subtotal_cents = $8, \
-                     discount_cents = $9, tax_cents = $10, total_cents = $11, \
-                     charged_cents = $12, refunded_cents = $13, shipment = $14, \
-                     last_error = $15, created_at = $16, updated_at = $17, last_sequence = $18"
-                ))
-                .bind(&o.namespace)
-                .bind(&o.order_id)
-                .bind(&o.customer_id)
-                .bind(&o.status)
-                .bind(&o.step)
-                .bind(&o.currency)
-                .bind(&o.items)
-                .bind(o.subtotal_cents)
-                .bind(o.discount_cents)
-                .bind(o.tax_cents)
-                .bind(o.total_cents)
-                .bind(o.charged_cents)
-                .bind(o.refunded_cents)
-                .bind(&o.shipment)
-                .bind(&o.last_error)
-                .bind(o.created_at)
-                .bind(o.updated_at)
-                .bind(o.last_sequence)
-                .execute(&mut *conn)
-                .await
-                .map_err(classify)?;
-                Ok(())
-            }
-
-            /// Records the event in the read model's list; false if it was there already.
-            async fn save_event(conn: &mut Conn, e: &StoredEvent) -> Result<bool, StoreError> {
-                let done = sqlx::query(
-                    "INSERT INTO order_events (event_id, namespace, order_id, sequence, \
-                     event_type, occurred_at, body) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                     ON CONFLICT (event_id) DO NOTHING",
-                )
-                .bind(&e.event_id)
-                .bind(&e.namespace)
-                .bind(&e.subject)
-                .bind(e.sequence)
-                .bind(&e.event_type)
-                .bind(e.occurred_at)
-                .bind(&e.body)
-                .execute(&mut *conn)
-                .await
-                .map_err(classify)?;
-                Ok(done.rows_affected() == 1)
             }
 
             /// The relay's own bookkeeping (read model, sent marks) need not wait for the disk
@@ -453,49 +297,6 @@ macro_rules! impl_event_store {
                         .await
                         .map_err(classify)?;
                 }
-                Ok(())
-            }
-
-            /// Inserts or replaces order rows, in one statement.
-            async fn save_orders(conn: &mut Conn, orders: &[&OrderView]) -> Result<(), StoreError> {
-                if orders.is_empty() {
-                    return Ok(());
-                }
-                let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
-                    "INSERT INTO orders (", $crate::store::events::order_cols!(), ") "
-                ));
-                qb.push_values(orders, |mut b, o| {
-                    b.push_bind(o.namespace.clone())
-                        .push_bind(o.order_id.clone())
-                        .push_bind(o.customer_id.clone())
-                        .push_bind(o.status.clone())
-                        .push_bind(o.step.clone())
-                        .push_bind(o.currency.clone())
-                        .push_bind(o.items.clone())
-                        .push_bind(o.subtotal_cents)
-                        .push_bind(o.discount_cents)
-                        .push_bind(o.tax_cents)
-                        .push_bind(o.total_cents)
-                        .push_bind(o.charged_cents)
-                        .push_bind(o.refunded_cents)
-                        .push_bind(o.shipment.clone())
-                        .push_bind(o.last_error.clone())
-                        .push_bind(o.created_at)
-                        .push_bind(o.updated_at)
-                        .push_bind(o.last_sequence);
-                });
-                qb.push(
-                    " ON CONFLICT (namespace, order_id) DO UPDATE SET \
-                     customer_id = excluded.customer_id, status = excluded.status, \
-                     step = excluded.step, currency = excluded.currency, items = excluded.items, \
-                     subtotal_cents = excluded.subtotal_cents, \
-                     discount_cents = excluded.discount_cents, tax_cents = excluded.tax_cents, \
-                     total_cents = excluded.total_cents, charged_cents = excluded.charged_cents, \
-                     refunded_cents = excluded.refunded_cents, shipment = excluded.shipment, \
-                     last_error = excluded.last_error, created_at = excluded.created_at, \
-                     updated_at = excluded.updated_at, last_sequence = excluded.last_sequence",
-                );
-                qb.build().execute(&mut *conn).await.map_err(classify)?;
                 Ok(())
             }
 
@@ -694,117 +495,61 @@ macro_rules! impl_event_store {
                     events_of_shards(&self.read, shards, Consumer::Projected, limit).await
                 }
 
-                async fn project(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
+                async fn project(
+                    &self,
+                    events: &[StoredEvent],
+                    projections: &[std::sync::Arc<dyn crate::events::projection::Projection>],
+                ) -> Result<(), StoreError> {
                     let mut tx = self.write.begin().await.map_err(classify)?;
                     relaxed_commit(&mut tx).await?;
                     follows_cursor(&mut tx, Consumer::Projected, events).await?;
-                    let order_events: Vec<&StoredEvent> = events
-                        .iter()
-                        .filter(|e| crate::events::view::is_order_event(e))
-                        .collect();
-                    // Record the events; those already there (folded before) are skipped.
-                    let mut new_ids = std::collections::HashSet::new();
-                    for chunk in order_events.chunks(200) {
-                        let mut qb = sqlx::QueryBuilder::<$db>::new(
-                            "INSERT INTO order_events (event_id, namespace, order_id, sequence, \
-                             event_type, occurred_at, body) ",
-                        );
-                        qb.push_values(chunk, |mut b, e| {
-                            b.push_bind(e.event_id.clone())
-                                .push_bind(e.namespace.clone())
-                                .push_bind(e.subject.clone())
-                                .push_bind(e.sequence)
-                                .push_bind(e.event_type.clone())
-                                .push_bind(e.occurred_at)
-                                .push_bind(e.body.clone());
-                        });
-                        qb.push(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
-                        for id in qb
-                            .build_query_scalar::<String>()
-                            .fetch_all(&mut *tx)
-                            .await
-                            .map_err(classify)?
-                        {
-                            new_ids.insert(id);
+                    for p in projections {
+                        let taken: Vec<&StoredEvent> = events.iter().filter(|e| p.takes(e)).collect();
+                        if !taken.is_empty() {
+                            let mut ptx = crate::events::projection::ProjectionTx::$backend(&mut *tx);
+                            p.fold(&mut ptx, &taken).await?;
                         }
-                    }
-                    let fresh: Vec<&StoredEvent> = order_events
-                        .into_iter()
-                        .filter(|e| new_ids.contains(&e.event_id))
-                        .collect();
-                    // The orders they touch, locked (PostgreSQL): a node whose lease ran out
-                    // mid-batch waits here instead of folding onto a stale row.
-                    let mut views: std::collections::BTreeMap<(String, String), Option<OrderView>> =
-                        std::collections::BTreeMap::new();
-                    for e in &fresh {
-                        views.insert((e.namespace.clone(), e.subject.clone()), None);
-                    }
-                    let keys: Vec<(String, String)> = views.keys().cloned().collect();
-                    for chunk in keys.chunks(200) {
-                        let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
-                            "SELECT ", $crate::store::events::order_cols!(),
-                            // A list of rows to look up, not a list of ORs: with one namespace
-                            // PostgreSQL scanned every order of it for the ORs (5 ms at 3,000
-                            // orders, growing with the table); VALUES joins on the primary key.
-                            " FROM orders WHERE (namespace, order_id) IN (VALUES "
-                        ));
-                        let mut sep = qb.separated(", ");
-                        for (ns, id) in chunk {
-                            sep.push("(")
-                                .push_bind_unseparated(ns.clone())
-                                .push_unseparated(", ")
-                                .push_bind_unseparated(id.clone())
-                                .push_unseparated(")");
-                        }
-                        qb.push(")").push($for_update);
-                        for row in qb.build().fetch_all(&mut *tx).await.map_err(classify)? {
-                            let view = order_from_row(&row)?;
-                            views.insert((view.namespace.clone(), view.order_id.clone()), Some(view));
-                        }
-                    }
-                    for e in &fresh {
-                        let slot = views
-                            .get_mut(&(e.namespace.clone(), e.subject.clone()))
-                            .expect("every touched order has a slot");
-                        *slot = Some(crate::events::view::fold(slot.take(), e));
-                    }
-                    let folded: Vec<&OrderView> = views.values().flatten().collect();
-                    for chunk in folded.chunks(100) {
-                        save_orders(&mut tx, chunk).await?;
                     }
                     advance(&mut tx, Consumer::Projected, events).await?;
                     tx.commit().await.map_err(classify)
                 }
 
-                async fn set_aside(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
-                    let mut tx = self.write.begin().await.map_err(classify)?;
-                    follows_cursor(&mut tx, Consumer::Projected, events).await?;
-                    advance(&mut tx, Consumer::Projected, events).await?;
-                    tx.commit().await.map_err(classify)
-                }
-
-                async fn replace_read_model(
+                async fn rebuild_projections(
                     &self,
-                    orders: &[OrderView],
+                    projections: &[std::sync::Arc<dyn crate::events::projection::Projection>],
                     events: &[StoredEvent],
                 ) -> Result<(), StoreError> {
                     let mut tx = self.write.begin().await.map_err(classify)?;
                     lock_shards(&mut tx).await?;
                     // Every event is to be folded again unless the rebuild below holds it: one
                     // the relay folded after the histories were read is folded again after.
-                    for statement in [
-                        "UPDATE outbox_shards SET projected_xact = 0, projected_position = 0",
-                        "DELETE FROM orders",
-                        "DELETE FROM order_events",
-                    ] {
-                        sqlx::query(statement).execute(&mut *tx).await.map_err(classify)?;
+                    sqlx::query("UPDATE outbox_shards SET projected_xact = 0, projected_position = 0")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                    for p in projections {
+                        let mut ptx = crate::events::projection::ProjectionTx::$backend(&mut *tx);
+                        p.clear(&mut ptx).await?;
+                        let taken: Vec<&StoredEvent> = events.iter().filter(|e| p.takes(e)).collect();
+                        for chunk in taken.chunks(500) {
+                            let mut ptx = crate::events::projection::ProjectionTx::$backend(&mut *tx);
+                            p.fold(&mut ptx, chunk).await?;
+                        }
                     }
-                    for o in orders {
-                        save_order(&mut tx, o).await?;
+                    tx.commit().await.map_err(classify)
+                }
+
+                fn pools(&self) -> crate::events::projection::Pools {
+                    crate::events::projection::Pools::$backend {
+                        write: self.write.clone(),
+                        read: self.read.clone(),
                     }
-                    for e in events {
-                        save_event(&mut tx, e).await?;
-                    }
+                }
+
+                async fn set_aside(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
+                    let mut tx = self.write.begin().await.map_err(classify)?;
+                    follows_cursor(&mut tx, Consumer::Projected, events).await?;
+                    advance(&mut tx, Consumer::Projected, events).await?;
                     tx.commit().await.map_err(classify)
                 }
 
@@ -914,92 +659,6 @@ macro_rules! impl_event_store {
                     Ok(purged)
                 }
 
-                async fn get_order(
-                    &self,
-                    namespace: &str,
-                    order_id: &str,
-                ) -> Result<Option<OrderView>, StoreError> {
-                    let mut conn = self.read.acquire().await.map_err(classify)?;
-                    load_order(&mut conn, namespace, order_id).await
-                }
-
-                async fn list_orders(&self, q: &OrderQuery) -> Result<Vec<OrderView>, StoreError> {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
-                        "SELECT ", $crate::store::events::order_cols!(),
-                        " FROM orders WHERE namespace = "
-                    ));
-                    qb.push_bind(q.namespace.clone());
-                    if let Some(c) = &q.customer_id {
-                        qb.push(" AND customer_id = ").push_bind(c.clone());
-                    }
-                    if let Some(s) = &q.status {
-                        qb.push(" AND status = ").push_bind(s.clone());
-                    }
-                    if let Some(t) = q.created_after {
-                        qb.push(" AND created_at >= ").push_bind(t);
-                    }
-                    if let Some(t) = q.created_before {
-                        qb.push(" AND created_at < ").push_bind(t);
-                    }
-                    if let Some((t, id)) = &q.after {
-                        qb.push(" AND (created_at < ")
-                            .push_bind(*t)
-                            .push(" OR (created_at = ")
-                            .push_bind(*t)
-                            .push(" AND order_id < ")
-                            .push_bind(id.clone())
-                            .push("))");
-                    }
-                    qb.push(" ORDER BY created_at DESC, order_id DESC LIMIT ")
-                        .push_bind(q.limit as i64);
-                    qb.build()
-                        .fetch_all(&self.read)
-                        .await
-                        .map_err(classify)?
-                        .iter()
-                        .map(order_from_row)
-                        .collect()
-                }
-
-                async fn order_events(
-                    &self,
-                    namespace: &str,
-                    order_id: &str,
-                ) -> Result<Vec<StoredEvent>, StoreError> {
-                    sqlx::query(
-                        "SELECT event_id, namespace, order_id, sequence, \
-                         event_type, occurred_at, body FROM order_events \
-                         WHERE namespace = $1 AND order_id = $2 ORDER BY sequence, occurred_at",
-                    )
-                    .bind(namespace)
-                    .bind(order_id)
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err(classify)?
-                    .iter()
-                    .map(|r| {
-                        let event_id: String = r.try_get(0).map_err(classify)?;
-                        let namespace: String = r.try_get(1).map_err(classify)?;
-                        let subject: String = r.try_get(2).map_err(classify)?;
-                        Ok(StoredEvent {
-                            position: 0,
-                            xact: 0,
-                            shard: $crate::store::events::shard_of(&namespace, &subject),
-                            run_id: event_id.split('/').next().unwrap_or_default().to_owned(),
-                            event_id,
-                            namespace,
-                            subject,
-                            workflow_type: "order".into(),
-                            sequence: r.try_get(3).map_err(classify)?,
-                            event_type: r.try_get(4).map_err(classify)?,
-                            occurred_at: r.try_get(5).map_err(classify)?,
-                            body: r.try_get(6).map_err(classify)?,
-                            sent: false,
-                        })
-                    })
-                    .collect()
-                }
-
                 async fn request_recorded(
                     &self,
                     namespace: &str,
@@ -1015,25 +674,12 @@ macro_rules! impl_event_store {
                     .map_err(classify)?;
                     Ok(found.is_some())
                 }
-
-                async fn all_orders(&self) -> Result<Vec<OrderView>, StoreError> {
-                    sqlx::query(concat!(
-                        "SELECT ", $crate::store::events::order_cols!(),
-                        " FROM orders ORDER BY namespace, order_id"
-                    ))
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err(classify)?
-                    .iter()
-                    .map(order_from_row)
-                    .collect()
-                }
             }
         }
     };
 }
 
-pub(crate) use {event_cols, impl_event_store, order_cols};
+pub(crate) use {event_cols, impl_event_store};
 
 #[cfg(test)]
 mod tests {
@@ -1043,7 +689,7 @@ mod tests {
     fn shards_are_stable_and_spread() {
         let mut seen = std::collections::BTreeSet::new();
         for i in 0..200 {
-            let s = shard_of("default", &format!("order-{i}"));
+            let s = shard_of("default", &format!("w-{i}"));
             assert!((0..SHARDS).contains(&s));
             seen.insert(s);
         }
@@ -1053,7 +699,7 @@ mod tests {
             "200 subjects reach every shard"
         );
         // A fixed value: a change of the hash would move subjects between shards mid-flight.
-        assert_eq!(shard_of("default", "order-1"), 4);
+        assert_eq!(shard_of("default", "w-1"), 13);
         assert_eq!(
             fnv1a(*b"a"),
             0xe40c_292c,

@@ -203,6 +203,7 @@ super::sql::impl_store!(
 super::events::impl_event_store!(
     PostgresStore,
     sqlx::Postgres,
+    Postgres,
     " FOR UPDATE",
     "SET LOCAL synchronous_commit = off",
     true

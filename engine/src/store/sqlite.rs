@@ -517,4 +517,4 @@ async fn outbox_follows_cursor(
     Ok(true)
 }
 
-super::events::impl_event_store!(SqliteStore, sqlx::Sqlite, "", "", false);
+super::events::impl_event_store!(SqliteStore, sqlx::Sqlite, Sqlite, "", "", false);

@@ -6,9 +6,9 @@ const T0: Millis = 1_700_000_000_000;
 fn started_run() -> Run {
     let params = StartParams {
         namespace: "default".into(),
-        workflow_id: "order-1".into(),
-        workflow_type: "order".into(),
-        task_queue: "orders".into(),
+        workflow_id: "w-1".into(),
+        workflow_type: "thing".into(),
+        task_queue: "q".into(),
         ..Default::default()
     };
     let commit = new_run(&params, RunId::new(), T0);

@@ -7,10 +7,7 @@
 //!
 //! Errors always have the shape `{"error": {"code": "...", "message": "...", "field": "..."}}`.
 
-mod steps;
-
-pub use steps::{Step, order_steps};
-
+use crate::steps::{Step, order_steps};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -48,15 +45,18 @@ struct Gateway {
     engine: Arc<Engine>,
     edge: Arc<Edge>,
     config: GatewayConfig,
+    read_model: crate::store::ReadModel,
 }
 
 /// The REST routes; merge them into the engine's HTTP port with `Server::route`, which puts
 /// them behind authentication.
 pub fn router(engine: Arc<Engine>, edge: Arc<Edge>, config: GatewayConfig) -> Router {
+    let read_model = crate::store::ReadModel::new(engine.store().pools());
     let state = Arc::new(Gateway {
         engine,
         edge,
         config,
+        read_model,
     });
     Router::new()
         .route("/v1/orders", post(place_order).get(list_orders))
@@ -305,7 +305,7 @@ async fn place_order(
         .start_workflow(pb::StartWorkflowRequest {
             namespace: ns.clone(),
             workflow_id: order.order_id.clone(),
-            workflow_type: martix_workflows::ORDER.into(),
+            workflow_type: crate::ORDER_WORKFLOW_TYPE.into(),
             task_queue: g.config.task_queue.clone(),
             input: Some(pb::Payload {
                 encoding: "json/plain".into(),
@@ -381,7 +381,7 @@ async fn list_orders(
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<OrderPage>, HttpError> {
     let ns = &g.config.namespace;
-    let _admitted = g.edge.admit(&principal, Op::ReadOrders, ns)?;
+    let _admitted = g.edge.admit(&principal, Op::QueryReadModel, ns)?;
     let Query(p) = params.map_err(|e| EngineError::invalid("query", e.body_text()))?;
     let when = |field: &'static str, v: &Option<String>| -> Result<Option<i64>, EngineError> {
         v.as_deref()
@@ -397,7 +397,7 @@ async fn list_orders(
             })
             .transpose()
     };
-    let mut q = martix_engine::events::service::order_query(
+    let mut q = crate::service::order_query(
         ns,
         p.customer_id.as_deref().unwrap_or(""),
         p.status.as_deref().unwrap_or(""),
@@ -406,16 +406,16 @@ async fn list_orders(
         p.page_size.unwrap_or(0),
     )?;
     if let Some(t) = p.page_token.as_deref().filter(|t| !t.is_empty()) {
-        q.after = Some(martix_engine::events::service::decode_page_token(&q, t)?);
+        q.after = Some(crate::service::decode_page_token(&q, t)?);
     }
-    let (orders, next) = g.engine.orders_page(q).await?;
+    let (orders, next) = crate::service::orders_page(&g.read_model, q).await?;
     Ok(axum::Json(OrderPage {
         orders: orders.iter().map(summary).collect(),
         next_page_token: next,
     }))
 }
 
-fn summary(o: &martix_engine::store::events::OrderView) -> OrderSummary {
+fn summary(o: &crate::view::OrderView) -> OrderSummary {
     OrderSummary {
         order_id: o.order_id.clone(),
         customer_id: o.customer_id.clone(),
@@ -566,12 +566,12 @@ async fn view(g: &Gateway, id: &str) -> Result<OrderView, HttpError> {
         .result
         .filter(|_| result.closed)
         .and_then(|p| serde_json::from_slice(&p.data).ok());
-    let store = g.engine.store();
-    let order = store.get_order(ns, id).await.map_err(EngineError::from)?;
-    let order_events = store
-        .order_events(ns, id)
-        .await
-        .map_err(EngineError::from)?;
+    let (order, order_events) = match crate::service::order_with_events(&g.read_model, ns, id).await
+    {
+        Ok((order, events)) => (Some(order), events),
+        Err(EngineError::NotFound(_)) => (None, Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
     Ok(OrderView {
         order_id: id.to_owned(),
         run_id,

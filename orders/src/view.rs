@@ -14,11 +14,52 @@
 //! - `order.completed`, `order.compensated`, `order.canceled`, `order.failed` (final):
 //!   `status`, `failed_step`, `cause`, `charged_cents`, `notification`
 
-use crate::store::events::{OrderView, StoredEvent};
+use crate::ORDER_WORKFLOW_TYPE;
+use martix_engine::clock::Millis;
+use martix_engine::store::events::StoredEvent;
 use serde_json::Value;
 
-/// The workflow type whose events the read model folds.
-pub const ORDER_WORKFLOW_TYPE: &str = "order";
+/// One order as the read model holds it. Amounts in integer cents.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OrderView {
+    pub namespace: String,
+    pub order_id: String,
+    pub customer_id: String,
+    /// `placed`, `priced`, `reserved`, `charged`, `shipped`, `compensating`, then one of the
+    /// final ones: `completed`, `compensated`, `canceled`, `failed`, `rejected`.
+    pub status: String,
+    /// The type of the last event folded in.
+    pub step: String,
+    pub currency: String,
+    /// The order's lines, as JSON.
+    pub items: String,
+    pub subtotal_cents: i64,
+    pub discount_cents: i64,
+    pub tax_cents: i64,
+    pub total_cents: i64,
+    pub charged_cents: i64,
+    pub refunded_cents: i64,
+    pub shipment: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub last_sequence: i64,
+}
+
+/// Filters and page position of an order listing, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct OrderQuery {
+    pub namespace: String,
+    pub customer_id: Option<String>,
+    pub status: Option<String>,
+    /// Created at or after.
+    pub created_after: Option<Millis>,
+    /// Created before.
+    pub created_before: Option<Millis>,
+    /// Continue after this `(created_at, order_id)`.
+    pub after: Option<(Millis, String)>,
+    pub limit: usize,
+}
 
 /// Whether the read model folds this event.
 pub fn is_order_event(e: &StoredEvent) -> bool {
@@ -112,24 +153,7 @@ pub fn fold(view: Option<OrderView>, e: &StoredEvent) -> OrderView {
 /// folded by sequence; duplicates (one id twice, as a reset copies history) count once.
 pub fn fold_all(mut events: Vec<StoredEvent>) -> (Vec<OrderView>, Vec<StoredEvent>) {
     events.retain(is_order_event);
-    events.sort_by(|a, b| {
-        (
-            &a.namespace,
-            &a.subject,
-            a.sequence,
-            a.occurred_at,
-            &a.event_id,
-        )
-            .cmp(&(
-                &b.namespace,
-                &b.subject,
-                b.sequence,
-                b.occurred_at,
-                &b.event_id,
-            ))
-    });
-    let mut seen = std::collections::HashSet::new();
-    events.retain(|e| seen.insert(e.event_id.clone()));
+    martix_engine::events::projection::rebuild_order(&mut events);
     let mut orders: Vec<OrderView> = Vec::new();
     for e in &events {
         match orders.last_mut() {

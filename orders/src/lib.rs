@@ -1,0 +1,87 @@
+//! The order domain's read side, built on the Martix engine without the engine knowing it:
+//! the orders projection (a read model of the events the `order` saga publishes, folded by the
+//! engine's projection host), `OrderService` over gRPC, the REST gateway, and the inbound
+//! message shape `order.cancel_requested`. [`install`] registers all of it on a server.
+//!
+//! Modules: `view` (the pure fold), `store` (its SQL on both backends), `service` (gRPC),
+//! `rest` and `steps` (HTTP), `inbound` (messages).
+
+pub mod inbound;
+pub mod rest;
+pub mod service;
+pub mod steps;
+pub mod store;
+pub mod view;
+
+use martix_engine::events::{Projection, ProjectionError, ProjectionTx};
+use martix_engine::store::events::StoredEvent;
+use std::sync::Arc;
+
+pub use rest::{GatewayConfig, MAX_BODY_BYTES, router};
+pub use steps::{Step, order_steps};
+pub use store::ReadModel;
+pub use view::{OrderQuery, OrderView};
+
+/// `martix.v1.OrderService`: messages and service (the package the engine's contract shares,
+/// so clients keep their paths).
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)] // generated code
+pub mod pb {
+    tonic::include_proto!("martix.v1");
+    include!(concat!(env!("OUT_DIR"), "/martix.v1.serde.rs"));
+}
+
+/// The encoded `FileDescriptorSet` of `OrderService`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("orders_descriptor");
+
+/// The workflow type whose events the read model folds.
+pub const ORDER_WORKFLOW_TYPE: &str = martix_workflows::ORDER;
+
+/// The orders read model as a projection of the engine's projection host.
+#[derive(Debug, Default)]
+pub struct OrdersProjection;
+
+#[async_trait::async_trait]
+impl Projection for OrdersProjection {
+    fn name(&self) -> &'static str {
+        "orders"
+    }
+
+    fn takes(&self, event: &StoredEvent) -> bool {
+        view::is_order_event(event)
+    }
+
+    async fn fold(
+        &self,
+        tx: &mut ProjectionTx<'_>,
+        batch: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        store::fold_batch(tx, batch).await
+    }
+
+    async fn clear(&self, tx: &mut ProjectionTx<'_>) -> Result<(), ProjectionError> {
+        store::clear(tx).await
+    }
+}
+
+/// Registers the order domain's read side on `server`: the orders projection in the relay,
+/// `OrderService` on the gRPC port, the REST routes on the HTTP port (behind the edge), the
+/// `order.cancel_requested` message shape, and `order_id` as the published events' subject name.
+pub fn install(server: martix_engine::Server, gateway: GatewayConfig) -> martix_engine::Server {
+    let engine = server.engine().clone();
+    let edge = server.edge().clone();
+    let projection = Arc::new(OrdersProjection);
+    let limit = engine.config().max_payload_bytes * 2 + (1 << 20);
+    let service = pb::order_service_server::OrderServiceServer::new(service::OrderApi::new(
+        engine.clone(),
+        edge.clone(),
+        projection.clone(),
+    ))
+    .max_decoding_message_size(limit);
+    let routes = rest::router(engine, edge, gateway);
+    server
+        .projection(projection)
+        .grpc_service(service, FILE_DESCRIPTOR_SET)
+        .route(routes)
+        .translator(Arc::new(inbound::CancelRequested))
+        .subject_name(ORDER_WORKFLOW_TYPE, "order_id")
+}

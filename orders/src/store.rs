@@ -1,0 +1,325 @@
+//! The orders read model's SQL: the `orders` rows and the `order_events` list, folded inside
+//! the projection host's transaction and read for the order service and the REST gateway.
+//!
+//! One body of code for both backends: the statements are the same text on PostgreSQL and
+//! SQLite (but the row lock, which SQLite's one writer does not need), and [`on_conn!`]
+//! compiles each body once per backend's connection type.
+
+use crate::view::{OrderQuery, OrderView, fold};
+use martix_engine::events::{Pools, ProjectionError, ProjectionTx};
+use martix_engine::store::events::{StoredEvent, shard_of};
+use sqlx::Row;
+use std::collections::{BTreeMap, HashSet};
+
+/// Runs `$body` with `$c` bound to the connection of either backend, and `$lock` to the row
+/// lock clause of that backend.
+macro_rules! on_conn {
+    ($tx:expr, |$c:ident, $lock:ident| $body:expr) => {
+        match $tx {
+            ProjectionTx::Postgres($c) => {
+                let $lock = " FOR UPDATE";
+                $body
+            }
+            ProjectionTx::Sqlite($c) => {
+                let $lock = "";
+                let _ = $lock;
+                $body
+            }
+        }
+    };
+}
+
+/// The order columns, in the order `order_from_row` reads them.
+const ORDER_COLS: &str = "namespace, order_id, customer_id, status, step, currency, items, \
+     subtotal_cents, discount_cents, tax_cents, total_cents, charged_cents, refunded_cents, \
+     shipment, last_error, created_at, updated_at, last_sequence";
+
+fn order_from_row<R: Row>(r: &R) -> Result<OrderView, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(OrderView {
+        namespace: r.try_get(0)?,
+        order_id: r.try_get(1)?,
+        customer_id: r.try_get(2)?,
+        status: r.try_get(3)?,
+        step: r.try_get(4)?,
+        currency: r.try_get(5)?,
+        items: r.try_get(6)?,
+        subtotal_cents: r.try_get(7)?,
+        discount_cents: r.try_get(8)?,
+        tax_cents: r.try_get(9)?,
+        total_cents: r.try_get(10)?,
+        charged_cents: r.try_get(11)?,
+        refunded_cents: r.try_get(12)?,
+        shipment: r.try_get(13)?,
+        last_error: r.try_get(14)?,
+        created_at: r.try_get(15)?,
+        updated_at: r.try_get(16)?,
+        last_sequence: r.try_get(17)?,
+    })
+}
+
+fn event_from_row<R: Row>(r: &R) -> Result<StoredEvent, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let event_id: String = r.try_get(0)?;
+    let namespace: String = r.try_get(1)?;
+    let subject: String = r.try_get(2)?;
+    Ok(StoredEvent {
+        position: 0,
+        xact: 0,
+        shard: shard_of(&namespace, &subject),
+        run_id: event_id.split('/').next().unwrap_or_default().to_owned(),
+        event_id,
+        namespace,
+        subject,
+        workflow_type: crate::ORDER_WORKFLOW_TYPE.into(),
+        sequence: r.try_get(3)?,
+        event_type: r.try_get(4)?,
+        occurred_at: r.try_get(5)?,
+        body: r.try_get(6)?,
+        sent: false,
+    })
+}
+
+/// Folds `events` (order events, in outbox order per order) into the read model: records each
+/// in `order_events`, skips those recorded before, and folds the new ones into their orders'
+/// rows, locked (PostgreSQL) so a relay whose lease ran out mid-batch waits instead of folding
+/// onto a stale row.
+pub(crate) async fn fold_batch(
+    tx: &mut ProjectionTx<'_>,
+    events: &[&StoredEvent],
+) -> Result<(), ProjectionError> {
+    on_conn!(tx, |conn, lock| {
+        let mut new_ids = HashSet::new();
+        for chunk in events.chunks(200) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO order_events (event_id, namespace, order_id, sequence, \
+                 event_type, occurred_at, body) ",
+            );
+            qb.push_values(chunk, |mut b, e| {
+                b.push_bind(e.event_id.clone())
+                    .push_bind(e.namespace.clone())
+                    .push_bind(e.subject.clone())
+                    .push_bind(e.sequence)
+                    .push_bind(e.event_type.clone())
+                    .push_bind(e.occurred_at)
+                    .push_bind(e.body.clone());
+            });
+            qb.push(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
+            for id in qb
+                .build_query_scalar::<String>()
+                .fetch_all(&mut **conn)
+                .await?
+            {
+                new_ids.insert(id);
+            }
+        }
+        let fresh: Vec<&StoredEvent> = events
+            .iter()
+            .copied()
+            .filter(|e| new_ids.contains(&e.event_id))
+            .collect();
+        let mut views: BTreeMap<(String, String), Option<OrderView>> = BTreeMap::new();
+        for e in &fresh {
+            views.insert((e.namespace.clone(), e.subject.clone()), None);
+        }
+        let keys: Vec<(String, String)> = views.keys().cloned().collect();
+        for chunk in keys.chunks(200) {
+            // A list of rows to look up (VALUES), which joins on the primary key; a list of
+            // ORs made PostgreSQL scan every order of the namespace.
+            let mut qb = sqlx::QueryBuilder::new(format!(
+                "SELECT {ORDER_COLS} FROM orders WHERE (namespace, order_id) IN (VALUES "
+            ));
+            let mut sep = qb.separated(", ");
+            for (ns, id) in chunk {
+                sep.push("(")
+                    .push_bind_unseparated(ns.clone())
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(id.clone())
+                    .push_unseparated(")");
+            }
+            qb.push(")").push(lock);
+            for row in qb.build().fetch_all(&mut **conn).await? {
+                let view = order_from_row(&row)?;
+                views.insert((view.namespace.clone(), view.order_id.clone()), Some(view));
+            }
+        }
+        for e in &fresh {
+            let slot = views
+                .get_mut(&(e.namespace.clone(), e.subject.clone()))
+                .expect("every touched order has a slot");
+            *slot = Some(fold(slot.take(), e));
+        }
+        let folded: Vec<&OrderView> = views.values().flatten().collect();
+        for chunk in folded.chunks(100) {
+            let mut qb = sqlx::QueryBuilder::new(format!("INSERT INTO orders ({ORDER_COLS}) "));
+            qb.push_values(chunk, |mut b, o| {
+                b.push_bind(o.namespace.clone())
+                    .push_bind(o.order_id.clone())
+                    .push_bind(o.customer_id.clone())
+                    .push_bind(o.status.clone())
+                    .push_bind(o.step.clone())
+                    .push_bind(o.currency.clone())
+                    .push_bind(o.items.clone())
+                    .push_bind(o.subtotal_cents)
+                    .push_bind(o.discount_cents)
+                    .push_bind(o.tax_cents)
+                    .push_bind(o.total_cents)
+                    .push_bind(o.charged_cents)
+                    .push_bind(o.refunded_cents)
+                    .push_bind(o.shipment.clone())
+                    .push_bind(o.last_error.clone())
+                    .push_bind(o.created_at)
+                    .push_bind(o.updated_at)
+                    .push_bind(o.last_sequence);
+            });
+            qb.push(
+                " ON CONFLICT (namespace, order_id) DO UPDATE SET \
+                 customer_id = excluded.customer_id, status = excluded.status, \
+                 step = excluded.step, currency = excluded.currency, items = excluded.items, \
+                 subtotal_cents = excluded.subtotal_cents, \
+                 discount_cents = excluded.discount_cents, tax_cents = excluded.tax_cents, \
+                 total_cents = excluded.total_cents, charged_cents = excluded.charged_cents, \
+                 refunded_cents = excluded.refunded_cents, shipment = excluded.shipment, \
+                 last_error = excluded.last_error, created_at = excluded.created_at, \
+                 updated_at = excluded.updated_at, last_sequence = excluded.last_sequence",
+            );
+            qb.build().execute(&mut **conn).await?;
+        }
+        Ok(())
+    })
+}
+
+/// Empties the read model (a rebuild's first step).
+pub(crate) async fn clear(tx: &mut ProjectionTx<'_>) -> Result<(), ProjectionError> {
+    on_conn!(tx, |conn, _lock| {
+        for statement in ["DELETE FROM orders", "DELETE FROM order_events"] {
+            sqlx::query(statement).execute(&mut **conn).await?;
+        }
+        Ok(())
+    })
+}
+
+/// Reads of the read model, on the store's read pool.
+#[derive(Clone, Debug)]
+pub struct ReadModel {
+    pools: Pools,
+}
+
+/// Runs `$body` with `$p` bound to the read pool of either backend.
+macro_rules! on_read_pool {
+    ($pools:expr, |$p:ident| $body:expr) => {
+        match $pools {
+            Pools::Postgres { read: $p, .. } => $body,
+            Pools::Sqlite { read: $p, .. } => $body,
+        }
+    };
+}
+
+impl ReadModel {
+    /// The read model in the store these pools reach.
+    pub fn new(pools: Pools) -> Self {
+        Self { pools }
+    }
+
+    /// One order.
+    pub async fn get_order(
+        &self,
+        namespace: &str,
+        order_id: &str,
+    ) -> Result<Option<OrderView>, sqlx::Error> {
+        let sql = format!("SELECT {ORDER_COLS} FROM orders WHERE namespace = $1 AND order_id = $2");
+        on_read_pool!(&self.pools, |pool| {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(namespace)
+                .bind(order_id)
+                .fetch_optional(pool)
+                .await?
+                .as_ref()
+                .map(order_from_row)
+                .transpose()
+        })
+    }
+
+    /// A page of orders, newest first.
+    pub async fn list_orders(&self, q: &OrderQuery) -> Result<Vec<OrderView>, sqlx::Error> {
+        on_read_pool!(&self.pools, |pool| {
+            let mut qb = sqlx::QueryBuilder::new(format!(
+                "SELECT {ORDER_COLS} FROM orders WHERE namespace = "
+            ));
+            qb.push_bind(q.namespace.clone());
+            if let Some(c) = &q.customer_id {
+                qb.push(" AND customer_id = ").push_bind(c.clone());
+            }
+            if let Some(s) = &q.status {
+                qb.push(" AND status = ").push_bind(s.clone());
+            }
+            if let Some(t) = q.created_after {
+                qb.push(" AND created_at >= ").push_bind(t);
+            }
+            if let Some(t) = q.created_before {
+                qb.push(" AND created_at < ").push_bind(t);
+            }
+            if let Some((t, id)) = &q.after {
+                qb.push(" AND (created_at < ")
+                    .push_bind(*t)
+                    .push(" OR (created_at = ")
+                    .push_bind(*t)
+                    .push(" AND order_id < ")
+                    .push_bind(id.clone())
+                    .push("))");
+            }
+            qb.push(" ORDER BY created_at DESC, order_id DESC LIMIT ")
+                .push_bind(q.limit as i64);
+            qb.build()
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(order_from_row)
+                .collect()
+        })
+    }
+
+    /// The events of one order as the read model holds them, by sequence.
+    pub async fn order_events(
+        &self,
+        namespace: &str,
+        order_id: &str,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        on_read_pool!(&self.pools, |pool| {
+            sqlx::query(
+                "SELECT event_id, namespace, order_id, sequence, event_type, occurred_at, body \
+                 FROM order_events WHERE namespace = $1 AND order_id = $2 \
+                 ORDER BY sequence, occurred_at",
+            )
+            .bind(namespace)
+            .bind(order_id)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+        })
+    }
+
+    /// Every order (for comparisons after a rebuild), by namespace and id.
+    pub async fn all_orders(&self) -> Result<Vec<OrderView>, sqlx::Error> {
+        let sql = format!("SELECT {ORDER_COLS} FROM orders ORDER BY namespace, order_id");
+        on_read_pool!(&self.pools, |pool| {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(order_from_row)
+                .collect()
+        })
+    }
+}
