@@ -1,0 +1,260 @@
+//! Writing a run's change: the one path by which every change of a run reaches the store.
+//! `update` takes the run (from this node's cache when it has it), lets the caller decide, and
+//! writes; when the store refuses the write because the run moved on, it decides again from the
+//! store's copy, up to `MAX_CONFLICT_RETRIES` times. `write` runs the commit in a task of its
+//! own, so that the commit and what follows it happen together even if the caller goes away:
+//! the tasks a change creates are leased to pollers waiting on this node before the write and
+//! delivered after it, other pollers are woken, timers armed, and a close announced to result
+//! waiters. What a change is belongs to `history`; this module guarantees that a change is
+//! written only onto the version of the run it was decided on (the store checks), and that what
+//! follows a commit happens with it.
+
+use super::Engine;
+use crate::clock::Millis;
+use crate::error::EngineError;
+use crate::history::{Lease, Run, RunCommit, TaskOp, TimerOp};
+use crate::ids::RunId;
+use crate::matching::{Delivery, QueueKey, Reservation, TaskKind};
+use crate::store::StoreError;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// How often a conflicting change is redone before giving up with UNAVAILABLE.
+pub(super) const MAX_CONFLICT_RETRIES: usize = 20;
+
+impl Engine {
+    /// Reads the run, decides, commits; redoes it when the run changed in between.
+    pub(super) async fn update<T>(
+        &self,
+        run_id: RunId,
+        mut decide: impl FnMut(&Run, Millis) -> Result<(Option<RunCommit>, T), EngineError>,
+    ) -> Result<T, EngineError> {
+        let mut trust_cache = true;
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let cached = if trust_cache {
+                self.cached(run_id)
+            } else {
+                None
+            };
+            let from_cache = cached.is_some();
+            let run = match cached {
+                Some(run) => run,
+                None => self.load(run_id).await?,
+            };
+            let (commit, out) = match decide(&run, self.now()) {
+                Ok((Some(commit), out)) => (commit, out),
+                Ok((None, out)) if !from_cache => return Ok(out),
+                Err(e) if !from_cache => return Err(e),
+                // Nothing to write, or refused, on the strength of the cached checkpoint:
+                // decide again from the store (another node may have moved the run on).
+                _ => {
+                    trust_cache = false;
+                    continue;
+                }
+            };
+            match self.write(commit).await {
+                // A request id recorded before: the change was applied then.
+                Ok(()) | Err(StoreError::Duplicate) => return Ok(out),
+                Err(StoreError::Conflict { .. }) => {
+                    trust_cache = false;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Unavailable(format!(
+            "run {run_id} kept changing concurrently; try again"
+        )))
+    }
+
+    /// Writes a commit, handing its tasks to waiting pollers.
+    ///
+    /// Runs in its own task: a queued commit is written even if the caller goes away (a client
+    /// disconnect drops its request), and what follows a commit (handing tasks to the pollers
+    /// reserved for them, waking others, arming timers) must happen with it.
+    pub(super) async fn write(&self, commit: RunCommit) -> Result<(), StoreError> {
+        let Some(me) = self.me.upgrade() else {
+            return Err(StoreError::Unavailable("the engine is stopping".into()));
+        };
+        tokio::spawn(async move { me.write_now(commit).await }.in_current_span())
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("commit task failed: {e}"))))
+    }
+
+    async fn write_now(&self, mut commit: RunCommit) -> Result<(), StoreError> {
+        let reserved = self.reserve_pollers(&mut commit);
+        let span = tracing::info_span!(
+            "store.commit",
+            run_id = %commit.run.run_id,
+            events = commit.events.len()
+        );
+        let began = Instant::now();
+        let commit = Arc::new(commit);
+        let result = self
+            .store
+            .commit_shared(commit.clone())
+            .instrument(span)
+            .await;
+        if result.is_ok() && !commit.outbox.is_empty() {
+            self.outbox_wake.notify_one();
+        }
+        self.metrics.commit(
+            began.elapsed(),
+            matches!(result, Err(StoreError::Conflict { .. })),
+        );
+        match &result {
+            Ok(()) => self.remember(&commit),
+            Err(_) => self.forget(commit.run.run_id),
+        }
+        match result {
+            Ok(()) => {
+                if commit.closed {
+                    self.metrics.closed(&commit.run);
+                }
+                if let Some(next) = &commit.new_run {
+                    self.metrics.started(&next.run.workflow_type);
+                }
+                self.after_commit(&commit, reserved);
+                Ok(())
+            }
+            Err(e) => {
+                for (r, _) in reserved {
+                    self.matching.cancel(r);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Leases the tasks a commit creates to pollers waiting on this node, before it is written.
+    fn reserve_pollers(&self, commit: &mut RunCommit) -> Vec<(Reservation, Delivery)> {
+        let mut out = Vec::new();
+        let now = self.now();
+        let mut one = |c: &mut RunCommit| {
+            let timeout = c.run.state.workflow_task_timeout_ms;
+            let run_id = c.run.run_id;
+            let ns = c.run.namespace.clone();
+            if let Some(wft) = c.run.wft.as_mut()
+                && wft.lease.is_none()
+                && wft.visible_at <= now
+                && let Some(r) =
+                    self.matching
+                        .reserve(&QueueKey::new(&ns, &wft.queue, TaskKind::Workflow))
+            {
+                let lease = Lease::new(now, timeout);
+                wft.lease = Some(lease.clone());
+                out.push((r, Delivery::Workflow { run_id, lease }));
+            }
+            for op in &mut c.tasks {
+                if let TaskOp::Insert(task) = op
+                    && task.visible_at <= now
+                    && task.lease.is_none()
+                    && let Some(r) = self.matching.reserve(&QueueKey::new(
+                        &task.namespace,
+                        &task.task_queue,
+                        TaskKind::Activity,
+                    ))
+                {
+                    task.lease = Some(Lease::new(now, task.first_lease_ms()));
+                    task.started_at = Some(now);
+                    out.push((r, Delivery::Activity(Box::new(task.clone()))));
+                }
+            }
+        };
+        one(commit);
+        if let Some(next) = commit.new_run.as_deref_mut() {
+            one(next);
+        }
+        out
+    }
+
+    /// After a commit: deliver reserved tasks, wake pollers for the rest, arm timers.
+    fn after_commit(&self, commit: &RunCommit, reserved: Vec<(Reservation, Delivery)>) {
+        let now = self.now();
+        for (r, d) in reserved {
+            self.matching.deliver(r, d, now);
+        }
+        let one = |c: &RunCommit| {
+            let ns = &c.run.namespace;
+            if let Some(wft) = &c.run.wft
+                && wft.lease.is_none()
+            {
+                self.wake_at(
+                    QueueKey::new(ns, &wft.queue, TaskKind::Workflow),
+                    wft.visible_at,
+                );
+            }
+            for op in &c.tasks {
+                match op {
+                    TaskOp::Insert(t) if t.lease.is_none() => self.wake_at(
+                        QueueKey::new(ns, &t.task_queue, TaskKind::Activity),
+                        t.visible_at,
+                    ),
+                    TaskOp::RetryNow {
+                        scheduled_event_id, ..
+                    } => {
+                        if let Some(a) = c.run.activity(*scheduled_event_id) {
+                            self.wake_at(
+                                QueueKey::new(ns, &a.task_queue, TaskKind::Activity),
+                                self.now(),
+                            );
+                        }
+                    }
+                    TaskOp::Retry { visible_at, .. } => {
+                        if let Some(a) = c
+                            .run
+                            .state
+                            .activities
+                            .iter()
+                            .find(|a| a.next_attempt_time == *visible_at)
+                        {
+                            self.wake_at(
+                                QueueKey::new(ns, &a.task_queue, TaskKind::Activity),
+                                *visible_at,
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for op in &c.timers {
+                if let TimerOp::Insert { fire_at, .. } = op {
+                    self.arm_timer(*fire_at);
+                }
+            }
+            if c.closed {
+                self.announce_close(&c.run, c.events.last());
+            }
+        };
+        one(commit);
+        if let Some(next) = commit.new_run.as_deref() {
+            one(next);
+        }
+    }
+
+    fn wake_at(&self, key: QueueKey, at: Millis) {
+        let delay = at - self.now();
+        if delay <= 0 {
+            self.matching.notify(&key);
+        } else if let Some(me) = self.self_arc() {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay as u64)).await;
+                me.matching.notify(&key);
+            });
+        }
+    }
+
+    fn self_arc(&self) -> Option<Arc<Self>> {
+        self.me.upgrade()
+    }
+
+    fn arm_timer(&self, fire_at: Millis) {
+        let mut next = self.next_timer.lock().unwrap_or_else(|p| p.into_inner());
+        if next.is_none_or(|n| fire_at < n) {
+            *next = Some(fire_at);
+            self.timer_wake.notify_one();
+        }
+    }
+}

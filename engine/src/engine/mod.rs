@@ -1,0 +1,162 @@
+//! The engine: validates requests, runs the pure decisions of `history` against the current
+//! checkpoint, and commits their changes through the store, retrying on a concurrent change.
+//! Hands new tasks to waiting pollers (`matching`) and schedules local wake-ups for timers.
+//!
+//! This module holds the `Engine` itself: its state, configuration, constructors and plain
+//! accessors. What it does is split by job, each module continuing `impl Engine`:
+//! `commit` (writing a change and redoing it on a conflict, and what follows a commit),
+//! `cache` (the checkpoints this node wrote, so a run's next change needs no read), `waiters`
+//! (result waiters), `requests` (checks of request fields, the run a request names),
+//! `namespaces`, `workflows` (the client's changes to workflows), `reads` (describe, list,
+//! history, result, metrics), `polls` (handing tasks to workers), `worker` (what workers report
+//! about their tasks), `completion` (deciding a workflow task's completion), `decide_ahead` (an
+//! activity's result recorded with the decision made ahead) and `timeouts` (expired leases and
+//! due timers). `crate::events::service` continues it with the business-event operations.
+
+mod cache;
+mod commit;
+mod completion;
+mod decide_ahead;
+mod namespaces;
+mod polls;
+mod reads;
+mod requests;
+mod timeouts;
+mod waiters;
+mod worker;
+mod workflows;
+
+use crate::clock::{Clock, Millis, SystemClock};
+use crate::ids::RunId;
+use crate::matching::{Matching, QueueKey};
+use crate::store::Store;
+use cache::CachedRun;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+use waiters::Closed;
+
+/// Tunables of the engine.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// How long a poll waits for a task before answering empty.
+    pub long_poll_timeout: Duration,
+    /// How often a waiting poller looks in the store for tasks committed elsewhere.
+    pub recheck_interval: Duration,
+    /// Largest payload (input, result, details) accepted, in bytes.
+    pub max_payload_bytes: usize,
+    /// How often the timer loop looks for due timers committed elsewhere.
+    pub timer_poll_interval: Duration,
+    /// How long a workflow task waits on a worker's sticky queue before any worker of the
+    /// run's queue may take it (with full history).
+    pub sticky_schedule_to_start_timeout: Duration,
+    /// A run whose history would grow past this many events is terminated (a workflow that
+    /// runs forever should continue as new long before).
+    pub max_history_events: i64,
+    /// Past this many events the engine warns to continue as new (then once per thousand).
+    pub warn_history_events: i64,
+    /// Whether this node's relay publishes events to RabbitMQ (reported by the outbox status).
+    pub relay_configured: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            long_poll_timeout: Duration::from_secs(30),
+            recheck_interval: Duration::from_secs(1),
+            max_payload_bytes: 2 * 1024 * 1024,
+            timer_poll_interval: Duration::from_secs(1),
+            sticky_schedule_to_start_timeout: Duration::from_secs(5),
+            max_history_events: 50_000,
+            warn_history_events: 10_000,
+            relay_configured: false,
+        }
+    }
+}
+
+/// The engine of one node. Cheap to share behind an `Arc`.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    matching: Matching,
+    config: EngineConfig,
+    namespaces: RwLock<HashSet<String>>,
+    /// Result waiters of this node, by run: a close committed here is handed to its run's
+    /// waiters with the closing event (they need no read), and wakes no one else.
+    close_waiters: std::sync::Mutex<std::collections::HashMap<RunId, Vec<oneshot::Sender<Closed>>>>,
+    /// Woken when a timer was committed on this node, with its fire time.
+    pub(crate) timer_wake: Notify,
+    pub(crate) next_timer: std::sync::Mutex<Option<Millis>>,
+    me: std::sync::Weak<Engine>,
+    /// Cancelled when the node shuts down: long polls answer empty at once.
+    stopping: tokio_util::sync::CancellationToken,
+    metrics: crate::metrics::Metrics,
+    /// Woken when a commit on this node wrote business events: the relay sends them now.
+    pub(crate) outbox_wake: Notify,
+    /// The checkpoints of open runs as this node last wrote them. Most changes of a run go
+    /// through the node that made the one before, so they need no read. A cached checkpoint
+    /// is trusted only through a write, which the store refuses if the run moved on (another
+    /// node changed it); any other outcome decided from it is decided again from the store.
+    runs: std::sync::Mutex<std::collections::HashMap<RunId, CachedRun>>,
+    /// When pollers of a queue last looked for sticky tasks gone unclaimed.
+    sticky_checked: std::sync::Mutex<std::collections::HashMap<QueueKey, Instant>>,
+}
+
+impl Engine {
+    /// An engine on `store`, with the wall clock.
+    pub fn new(store: Arc<dyn Store>, config: EngineConfig) -> Arc<Self> {
+        Self::with_clock(store, config, Arc::new(SystemClock))
+    }
+
+    /// An engine with an injected clock (tests).
+    pub fn with_clock(
+        store: Arc<dyn Store>,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            stopping: tokio_util::sync::CancellationToken::new(),
+            store,
+            clock,
+            matching: Matching::default(),
+            config,
+            namespaces: RwLock::new(HashSet::new()),
+            close_waiters: Default::default(),
+            timer_wake: Notify::new(),
+            next_timer: std::sync::Mutex::new(None),
+            metrics: crate::metrics::Metrics::default(),
+            outbox_wake: Notify::new(),
+            runs: Default::default(),
+            sticky_checked: Default::default(),
+        })
+    }
+
+    /// This node's metrics.
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The store the engine writes to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The engine's clock: what leases, timers and event times are measured against.
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// The matching of this node (for tests and metrics).
+    pub fn matching(&self) -> &Matching {
+        &self.matching
+    }
+}

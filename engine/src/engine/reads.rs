@@ -1,0 +1,312 @@
+//! What a client reads without changing anything: a run's description, the list of runs, a
+//! page of history, a run's outcome (waiting for it with `waiters`), and this node's metrics
+//! text. Reads go to the store, not to this node's cache, since they must show what other nodes
+//! wrote. The page tokens they hand out are versioned text (`l1:`, `h1:`), made and decoded here
+//! and nowhere else.
+
+use super::Engine;
+use crate::clock::{Millis, from_timestamp, to_timestamp};
+use crate::error::{EngineError, duration_field};
+use crate::history::{PendingActivity, Run};
+use crate::ids::RunId;
+use crate::store::ListQuery;
+use martix_proto::v1 as pb;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const PAGE_TOKEN_MALFORMED: &str = "is malformed: pass back the token a previous response gave";
+
+fn page_size(
+    field: &'static str,
+    raw: i32,
+    default: usize,
+    max: usize,
+) -> Result<usize, EngineError> {
+    match raw {
+        0 => Ok(default),
+        n if n < 0 => Err(EngineError::invalid(field, "must not be negative")),
+        n => Ok((n as usize).min(max)),
+    }
+}
+
+impl Engine {
+    /// Status, pending activities, timers and workflow task of a run.
+    pub async fn describe_workflow(
+        &self,
+        req: pb::DescribeWorkflowRequest,
+    ) -> Result<pb::DescribeWorkflowResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        let now = self.now();
+        let leases = self.store.activity_leases(run.run_id).await?;
+        let first = self.store.history(run.run_id, 1, 1).await?;
+        let memo = match first.first().and_then(|e| e.attributes.as_ref()) {
+            Some(pb::history_event::Attributes::WorkflowExecutionStarted(s)) => s.memo.clone(),
+            _ => Default::default(),
+        };
+        let pending_activities = run
+            .state
+            .activities
+            .iter()
+            .map(|a: &PendingActivity| {
+                let lease = leases
+                    .iter()
+                    .find(|l| l.scheduled_event_id == a.scheduled_event_id);
+                let started = lease.and_then(|l| l.lease_until).is_some_and(|u| u > now);
+                let state = if started {
+                    pb::PendingActivityState::Started
+                } else if a.next_attempt_time > now {
+                    pb::PendingActivityState::BackingOff
+                } else {
+                    pb::PendingActivityState::Scheduled
+                };
+                pb::PendingActivityInfo {
+                    activity_id: a.activity_id.clone(),
+                    activity_type: a.activity_type.clone(),
+                    state: state as i32,
+                    attempt: a.attempt,
+                    last_failure: a.last_failure.clone(),
+                    next_attempt_time: (a.next_attempt_time > now)
+                        .then(|| to_timestamp(a.next_attempt_time)),
+                    scheduled_time: Some(to_timestamp(a.scheduled_time)),
+                    scheduled_event_id: a.scheduled_event_id,
+                    task_queue: a.task_queue.clone(),
+                }
+            })
+            .collect();
+        let pending_timers = run
+            .state
+            .timers
+            .iter()
+            .map(|t| pb::PendingTimerInfo {
+                timer_id: t.timer_id.clone(),
+                fire_time: Some(to_timestamp(t.fire_at)),
+                started_event_id: t.started_event_id,
+            })
+            .collect();
+        let pending_workflow_task = run.wft.as_ref().map(|w| pb::PendingWorkflowTaskInfo {
+            attempt: w.attempt,
+            scheduled_time: Some(to_timestamp(w.visible_at)),
+            started: w.in_flight(now),
+            last_failure: run.state.wft_last_failure.clone(),
+        });
+        let open_breakers = self
+            .store
+            .open_breakers()
+            .await?
+            .into_iter()
+            .map(|(worker, adapter, since)| pb::OpenBreaker {
+                worker,
+                adapter,
+                since: Some(to_timestamp(since)),
+            })
+            .collect();
+        Ok(pb::DescribeWorkflowResponse {
+            open_breakers,
+            info: Some(info(&run, memo)),
+            pending_activities,
+            pending_timers,
+            pending_workflow_task,
+            cancel_requested: run.state.cancel_requested,
+        })
+    }
+
+    /// Runs of a namespace, newest first, filtered and paginated.
+    pub async fn list_workflows(
+        &self,
+        req: pb::ListWorkflowsRequest,
+    ) -> Result<pb::ListWorkflowsResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let limit = page_size("page_size", req.page_size, 100, 1000)?;
+        let after = if req.next_page_token.is_empty() {
+            None
+        } else {
+            Some(decode_list_token(&req.next_page_token)?)
+        };
+        let statuses = req
+            .statuses
+            .iter()
+            .map(|s| {
+                pb::WorkflowStatus::try_from(*s)
+                    .ok()
+                    .filter(|s| *s != pb::WorkflowStatus::Unspecified)
+                    .ok_or_else(|| {
+                        EngineError::invalid("statuses", format!("{s} is not a workflow status"))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let query = ListQuery {
+            namespace: ns.to_string(),
+            statuses,
+            workflow_type: opt(&req.workflow_type),
+            task_queue: opt(&req.task_queue),
+            workflow_id_prefix: opt(&req.workflow_id_prefix),
+            start_time_from: req.start_time_from.as_ref().map(from_timestamp),
+            start_time_to: req.start_time_to.as_ref().map(from_timestamp),
+            after,
+            limit: limit + 1,
+        };
+        let mut runs = self.store.list_runs(&query).await?;
+        let next_page_token = if runs.len() > limit {
+            runs.truncate(limit);
+            let last = runs.last().expect("limit >= 1");
+            format!("l1:{}:{}", last.start_time, last.run_id).into_bytes()
+        } else {
+            Vec::new()
+        };
+        Ok(pb::ListWorkflowsResponse {
+            executions: runs.iter().map(|r| info(r, Default::default())).collect(),
+            next_page_token,
+        })
+    }
+
+    /// A page of a run's history.
+    pub async fn workflow_history(
+        &self,
+        req: pb::GetWorkflowHistoryRequest,
+    ) -> Result<pb::GetWorkflowHistoryResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let limit = page_size("page_size", req.page_size, 1000, 1000)?;
+        let from = if req.next_page_token.is_empty() {
+            1
+        } else {
+            std::str::from_utf8(&req.next_page_token)
+                .ok()
+                .and_then(|s| s.strip_prefix("h1:"))
+                .and_then(|s| s.parse::<i64>().ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| EngineError::invalid("next_page_token", PAGE_TOKEN_MALFORMED))?
+        };
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        let events = self.store.history(run.run_id, from, limit).await?;
+        let next = events.last().map_or(from, |e| e.event_id + 1);
+        let next_page_token = if next < run.next_event_id && events.len() == limit {
+            format!("h1:{next}").into_bytes()
+        } else {
+            Vec::new()
+        };
+        Ok(pb::GetWorkflowHistoryResponse {
+            events,
+            next_page_token,
+        })
+    }
+
+    /// The outcome of a run, waiting up to `wait` for it to close.
+    pub async fn workflow_result(
+        &self,
+        req: pb::GetWorkflowResultRequest,
+    ) -> Result<pb::GetWorkflowResultResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let wait = duration_field("wait", req.wait.as_ref())?.unwrap_or_default();
+        let deadline = Instant::now() + wait.min(Duration::from_secs(3600));
+        let (run, closing_event) = self
+            .wait_closed(&ns, req.execution.as_ref(), deadline)
+            .await?;
+        if run.is_open() {
+            return Ok(pb::GetWorkflowResultResponse {
+                status: run.status as i32,
+                closed: false,
+                run_id: run.run_id.to_text(),
+                ..Default::default()
+            });
+        }
+        let last = match closing_event {
+            Some(e) => Some(e),
+            None => self.store.last_event(run.run_id).await?,
+        };
+        let mut out = pb::GetWorkflowResultResponse {
+            status: run.status as i32,
+            closed: true,
+            run_id: run.run_id.to_text(),
+            ..Default::default()
+        };
+        use pb::history_event::Attributes as A;
+        match last.and_then(|e| e.attributes) {
+            Some(A::WorkflowExecutionCompleted(a)) => out.result = a.result,
+            Some(A::WorkflowExecutionFailed(a)) => out.failure = a.failure,
+            Some(A::WorkflowExecutionCanceled(a)) => {
+                out.failure = Some(pb::Failure {
+                    message: "workflow canceled".into(),
+                    r#type: "Canceled".into(),
+                    details: a.details,
+                    ..Default::default()
+                })
+            }
+            Some(A::WorkflowExecutionTerminated(a)) => {
+                out.failure = Some(pb::Failure {
+                    message: format!("workflow terminated: {}", a.reason),
+                    r#type: "Terminated".into(),
+                    ..Default::default()
+                })
+            }
+            Some(A::WorkflowExecutionContinuedAsNew(a)) => out.new_run_id = a.new_run_id,
+            Some(A::WorkflowExecutionTimedOut(_)) => {
+                out.failure = Some(pb::Failure {
+                    message: "workflow timed out".into(),
+                    r#type: "TimedOut".into(),
+                    ..Default::default()
+                })
+            }
+            _ => {
+                return Err(EngineError::Internal(format!(
+                    "closed run {} does not end with a closing event",
+                    run.run_id
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The Prometheus text of this node's metrics, with the store's backlog and breakers.
+    pub async fn metrics_text(&self) -> Result<String, EngineError> {
+        let (workflow, activity) = self.matching.waiting_by_kind();
+        let backlog = self.store.backlog(self.now()).await?;
+        let mut breakers: Vec<String> = self
+            .store
+            .open_breakers()
+            .await?
+            .into_iter()
+            .map(|(_, adapter, _)| adapter)
+            .collect();
+        breakers.sort();
+        breakers.dedup();
+        let now = self.now();
+        self.metrics
+            .outbox(&self.store.outbox_status(now).await?, now);
+        Ok(self.metrics.encode(
+            &[("workflow", workflow), ("activity", activity)],
+            &backlog,
+            &breakers,
+        ))
+    }
+}
+
+fn decode_list_token(raw: &[u8]) -> Result<(Millis, String), EngineError> {
+    let bad = || EngineError::invalid("next_page_token", PAGE_TOKEN_MALFORMED);
+    let s = std::str::from_utf8(raw).map_err(|_| bad())?;
+    let rest = s.strip_prefix("l1:").ok_or_else(bad)?;
+    let (time, run) = rest.split_once(':').ok_or_else(bad)?;
+    let time = time.parse::<i64>().map_err(|_| bad())?;
+    RunId::parse("next_page_token", run).map_err(|_| bad())?;
+    Ok((time, run.to_owned()))
+}
+
+fn info(
+    run: &Run,
+    memo: std::collections::HashMap<String, pb::Payload>,
+) -> pb::WorkflowExecutionInfo {
+    pb::WorkflowExecutionInfo {
+        execution: Some(pb::WorkflowExecution {
+            workflow_id: run.workflow_id.clone(),
+            run_id: run.run_id.to_text(),
+        }),
+        workflow_type: run.workflow_type.clone(),
+        task_queue: run.task_queue.clone(),
+        status: run.status as i32,
+        start_time: Some(to_timestamp(run.start_time)),
+        close_time: run.close_time.map(to_timestamp),
+        history_length: run.next_event_id - 1,
+        memo,
+    }
+}

@@ -1,0 +1,316 @@
+//! The client's changes to workflows: start (per the id-reuse policy), signal-with-start,
+//! signal, cancel, terminate, reset, and running now the activities that wait for their next
+//! attempt. Each checks its request, names the run, and writes `history`'s decision through
+//! `commit`. A start and a reset redo their own write on a conflict instead of going through
+//! `update`: a start decides from the workflow id's latest run (or from none, for an id never
+//! used), a reset from the run's whole history. What the client reads is in `reads`.
+
+use super::Engine;
+use super::commit::MAX_CONFLICT_RETRIES;
+use super::requests::{identity, payload_len, request_id};
+use crate::error::{EngineError, duration_field};
+use crate::history::{self, StartParams};
+use crate::ids::{RunId, TaskQueue, WorkflowId, WorkflowType};
+use crate::store::StoreError;
+use martix_proto::v1 as pb;
+
+impl Engine {
+    /// Starts a run, or returns the open run of the workflow id.
+    pub async fn start_workflow(
+        &self,
+        req: pb::StartWorkflowRequest,
+    ) -> Result<pb::StartWorkflowResponse, EngineError> {
+        self.start_run(req, None).await
+    }
+
+    /// Signals the open run of the id, or starts one that begins with the signal.
+    pub async fn signal_with_start_workflow(
+        &self,
+        req: pb::SignalWithStartWorkflowRequest,
+    ) -> Result<pb::SignalWithStartWorkflowResponse, EngineError> {
+        if req.signal_name.is_empty() || req.signal_name.len() > 255 {
+            return Err(EngineError::invalid(
+                "signal_name",
+                "must be 1 to 255 bytes",
+            ));
+        }
+        self.check_payload("signal_input", payload_len(req.signal_input.as_ref()))?;
+        let start = req
+            .start
+            .ok_or_else(|| EngineError::invalid("start", "is required"))?;
+        let request_id = request_id(&req.request_id)?;
+        let r = self
+            .start_run(start, Some((req.signal_name, req.signal_input, request_id)))
+            .await?;
+        Ok(pb::SignalWithStartWorkflowResponse {
+            run_id: r.run_id,
+            started: r.started,
+        })
+    }
+
+    /// Starts a run (with a first signal for signal-with-start), or finds the open one (and,
+    /// for signal-with-start, signals it).
+    async fn start_run(
+        &self,
+        req: pb::StartWorkflowRequest,
+        signal: Option<(String, Option<pb::Payload>, Option<String>)>,
+    ) -> Result<pb::StartWorkflowResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let wid = WorkflowId::parse(&req.workflow_id)?;
+        let wtype = WorkflowType::parse(&req.workflow_type)?;
+        let queue = TaskQueue::parse(&req.task_queue)?;
+        let ident = identity(&req.identity)?;
+        self.check_payload("input", payload_len(req.input.as_ref()))?;
+        let memo_len: usize = req.memo.iter().map(|(k, v)| k.len() + v.data.len()).sum();
+        self.check_payload("memo", memo_len)?;
+        let ms = |field, d: Option<&pbjson_types::Duration>| -> Result<i64, EngineError> {
+            Ok(duration_field(field, d)?.map_or(0, |d| d.as_millis() as i64))
+        };
+        let mut params = StartParams {
+            namespace: ns.to_string(),
+            workflow_id: wid.to_string(),
+            workflow_type: wtype.to_string(),
+            task_queue: queue.to_string(),
+            input: req.input,
+            execution_timeout_ms: ms(
+                "workflow_execution_timeout",
+                req.workflow_execution_timeout.as_ref(),
+            )?,
+            run_timeout_ms: ms("workflow_run_timeout", req.workflow_run_timeout.as_ref())?,
+            task_timeout_ms: ms("workflow_task_timeout", req.workflow_task_timeout.as_ref())?,
+            identity: ident.to_owned(),
+            memo: req.memo,
+            continued_from: None,
+            first_run_id: None,
+            execution_deadline: None,
+            // The RPC's span: a child of the caller's trace when it sent one.
+            traceparent: martix_proto::trace::current(),
+            initial_signal: signal.as_ref().map(|(n, i, _)| (n.clone(), i.clone())),
+            events_published: 0,
+        };
+        let policy = pb::IdReusePolicy::try_from(req.id_reuse_policy)
+            .map_err(|_| EngineError::invalid("id_reuse_policy", "is not a known policy"))?;
+        // A plain start goes first as if the id was never used (order ids are new): the insert
+        // checks that, and saves reading the id's latest run. A used id is read and decided on
+        // as usual. Signal-with-start mostly meets a running workflow: it reads first.
+        let mut fresh = signal.is_none();
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let last = if fresh {
+                None
+            } else {
+                self.store.latest_run(ns.as_str(), wid.as_str()).await?
+            };
+            if let Some(last) = last {
+                // A new run of a used id goes on with its events' sequence: per workflow id
+                // (per order), sequence numbers never repeat.
+                params.events_published = last.state.events_published;
+                if last.is_open() {
+                    if let Some((name, input, request_id)) = &signal {
+                        let signalled = self
+                            .update(last.run_id, |run, now| {
+                                let mut c = history::signal(run, name, input.clone(), ident, now)?;
+                                c.request_id.clone_from(request_id);
+                                Ok((Some(c), ()))
+                            })
+                            .await;
+                        match signalled {
+                            Ok(()) => {}
+                            // It closed meanwhile: start a new run (per the policy).
+                            Err(EngineError::FailedPrecondition(_)) => continue,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    return Ok(pb::StartWorkflowResponse {
+                        run_id: last.run_id.to_text(),
+                        started: false,
+                    });
+                }
+                let allowed = match policy {
+                    pb::IdReusePolicy::Unspecified | pb::IdReusePolicy::AllowDuplicate => true,
+                    pb::IdReusePolicy::RejectDuplicate => false,
+                    pb::IdReusePolicy::AllowDuplicateFailedOnly => matches!(
+                        last.status,
+                        pb::WorkflowStatus::Failed
+                            | pb::WorkflowStatus::Canceled
+                            | pb::WorkflowStatus::Terminated
+                            | pb::WorkflowStatus::TimedOut
+                    ),
+                };
+                if !allowed {
+                    return Err(EngineError::AlreadyExists(format!(
+                        "workflow '{wid}' already ran (run {}, {}) and the id-reuse policy forbids another run",
+                        last.run_id,
+                        last.status.as_str_name()
+                    )));
+                }
+            }
+            let run_id = RunId::new();
+            let mut commit = history::new_run(&params, run_id, self.now());
+            commit.request_id = signal.as_ref().and_then(|(_, _, r)| r.clone());
+            commit.fresh_id = fresh;
+            match self.write(commit).await {
+                Ok(()) => {
+                    self.metrics.started(wtype.as_str());
+                    tracing::debug!(namespace = %ns, workflow_id = %wid, run_id = %run_id, "workflow started");
+                    return Ok(pb::StartWorkflowResponse {
+                        run_id: run_id.to_text(),
+                        started: true,
+                    });
+                }
+                // The id was used, or another start of it won the race: read its runs.
+                Err(StoreError::IdUsed | StoreError::AlreadyOpen) => {
+                    fresh = false;
+                    continue;
+                }
+                // Signal-with-start whose request id was recorded: it was applied before.
+                Err(StoreError::Duplicate) => {
+                    return Ok(pb::StartWorkflowResponse {
+                        run_id: self
+                            .store
+                            .latest_run(ns.as_str(), wid.as_str())
+                            .await?
+                            .map(|r| r.run_id.to_text())
+                            .unwrap_or_default(),
+                        started: false,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Unavailable(
+            "workflow start kept conflicting; try again".into(),
+        ))
+    }
+
+    /// Delivers a signal to an open run.
+    pub async fn signal_workflow(
+        &self,
+        req: pb::SignalWorkflowRequest,
+    ) -> Result<pb::SignalWorkflowResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        if req.signal_name.is_empty() || req.signal_name.len() > 255 {
+            return Err(EngineError::invalid(
+                "signal_name",
+                "must be 1 to 255 bytes",
+            ));
+        }
+        self.check_payload("input", payload_len(req.input.as_ref()))?;
+        let ident = identity(&req.identity)?;
+        let request_id = request_id(&req.request_id)?;
+        if let Some(id) = &request_id
+            && self.store.request_recorded(ns.as_str(), id).await?
+        {
+            // Applied before (a retry, a redelivered message): even if the run has closed
+            // since, the answer is the same.
+            return Ok(pb::SignalWorkflowResponse {});
+        }
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        self.update(run.run_id, |run, now| {
+            let mut c = history::signal(run, &req.signal_name, req.input.clone(), ident, now)?;
+            c.request_id.clone_from(&request_id);
+            Ok((Some(c), ()))
+        })
+        .await?;
+        Ok(pb::SignalWorkflowResponse {})
+    }
+
+    /// Asks a run to cancel.
+    pub async fn cancel_workflow(
+        &self,
+        req: pb::CancelWorkflowRequest,
+    ) -> Result<pb::CancelWorkflowResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let ident = identity(&req.identity)?;
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        self.update(run.run_id, |run, now| {
+            Ok((history::request_cancel(run, &req.reason, ident, now)?, ()))
+        })
+        .await?;
+        Ok(pb::CancelWorkflowResponse {})
+    }
+
+    /// Stops a run now.
+    pub async fn terminate_workflow(
+        &self,
+        req: pb::TerminateWorkflowRequest,
+    ) -> Result<pb::TerminateWorkflowResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let ident = identity(&req.identity)?;
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        self.update(run.run_id, |run, now| {
+            Ok((Some(history::terminate(run, &req.reason, ident, now)?), ()))
+        })
+        .await?;
+        Ok(pb::TerminateWorkflowResponse {})
+    }
+
+    /// Starts a new run from a workflow-task boundary of a run and terminates the old one.
+    pub async fn reset_workflow(
+        &self,
+        req: pb::ResetWorkflowRequest,
+    ) -> Result<pb::ResetWorkflowResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let ident = identity(&req.identity)?;
+        if req.reason.is_empty() {
+            return Err(EngineError::invalid(
+                "reason",
+                "must say why the workflow is reset",
+            ));
+        }
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        let mut new_run = None;
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let current = self.load(run.run_id).await?;
+            if !current.is_open() {
+                return Err(EngineError::FailedPrecondition(format!(
+                    "run {} is closed; reset a running workflow",
+                    current.run_id
+                )));
+            }
+            let history = self
+                .store
+                .history(
+                    current.run_id,
+                    1,
+                    (current.next_event_id - 1).max(0) as usize,
+                )
+                .await?;
+            let point = history::reset_point(&history, req.workflow_task_finish_event_id)?;
+            let (commit, id) =
+                history::reset(&current, &history, point, &req.reason, ident, self.now())?;
+            match self.write(commit).await {
+                Ok(()) => {
+                    new_run = Some(id);
+                    break;
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let id = new_run.ok_or_else(|| {
+            EngineError::Unavailable("the run kept changing during the reset; try again".into())
+        })?;
+        tracing::info!(run_id = %run.run_id, new_run_id = %id, reason = %req.reason, "workflow reset");
+        Ok(pb::ResetWorkflowResponse {
+            run_id: id.to_text(),
+        })
+    }
+
+    /// Runs now the activities of a run that wait for their next attempt.
+    pub async fn retry_activity(
+        &self,
+        req: pb::RetryActivityRequest,
+    ) -> Result<pb::RetryActivityResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        let activity_ids = self
+            .update(run.run_id, |run, now| {
+                let (commit, ids) =
+                    history::retry_activities_now(run, &req.activity_id, req.reset_attempts, now)?;
+                Ok((Some(commit), ids))
+            })
+            .await?;
+        tracing::info!(run_id = %run.run_id, ?activity_ids, "activities retried now by an operator");
+        Ok(pb::RetryActivityResponse { activity_ids })
+    }
+}
