@@ -1,7 +1,8 @@
 //! `martix bench`: the reference workload of `shared/BENCHMARK.md` against an in-process
 //! engine (SQLite or PostgreSQL) with the order worker, measured from the outside: sagas per
 //! second, start-to-result latency (HDR histogram), engine write transactions per saga, CPU
-//! per saga of this process and of the PostgreSQL backends, peak RSS.
+//! per saga of this process and of the PostgreSQL backends, peak RSS. Its latency histogram
+//! (`Latencies`) and memory figures serve `martix dev --demo` and `--scale` too.
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
@@ -80,6 +81,29 @@ pub(crate) fn memory_mib(field: &str) -> f64 {
         })
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Latencies, kept in microseconds (HDR histogram, 3 significant figures), read in
+/// milliseconds.
+pub(crate) struct Latencies(Histogram<u64>);
+
+impl Latencies {
+    pub(crate) fn new() -> Self {
+        Self(Histogram::new(3).expect("3 significant figures are within 0..=5"))
+    }
+
+    pub(crate) fn record(&mut self, took: Duration) {
+        let _ = self.0.record(took.as_micros() as u64);
+    }
+
+    /// The latency at `quantile` (0.5: the median), in milliseconds.
+    pub(crate) fn ms(&self, quantile: f64) -> f64 {
+        self.0.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    pub(crate) fn max_ms(&self) -> f64 {
+        self.0.max() as f64 / 1000.0
+    }
 }
 
 /// One measured level.
@@ -209,10 +233,10 @@ fn summarize(
     m: Measure,
     results: impl Iterator<Item = (Duration, Option<OrderOutcome>)>,
 ) -> Result<Level> {
-    let mut hist = Histogram::<u64>::new(3).context("histogram")?;
+    let mut latencies = Latencies::new();
     let (mut done, mut errors, mut completed, mut compensated) = (0u64, 0u64, 0u64, 0u64);
     for (took, outcome) in results {
-        let _ = hist.record(took.as_micros() as u64);
+        latencies.record(took);
         match outcome {
             Some(o) => {
                 done += 1;
@@ -226,7 +250,6 @@ fn summarize(
         }
     }
     let n = done.max(1) as f64;
-    let q = |x: f64| hist.value_at_quantile(x) as f64 / 1000.0;
     Ok(Level {
         concurrency: m.concurrency,
         rate: m.rate,
@@ -234,10 +257,10 @@ fn summarize(
         errors,
         seconds: m.seconds,
         sagas_per_second: done as f64 / m.seconds,
-        p50_ms: q(0.5),
-        p95_ms: q(0.95),
-        p99_ms: q(0.99),
-        max_ms: hist.max() as f64 / 1000.0,
+        p50_ms: latencies.ms(0.5),
+        p95_ms: latencies.ms(0.95),
+        p99_ms: latencies.ms(0.99),
+        max_ms: latencies.max_ms(),
         write_transactions_per_saga: m.writes as f64 / n,
         database_transactions_per_saga: None,
         process_cpu_ms_per_saga: m.cpu_ms / n,

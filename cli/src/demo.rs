@@ -1,6 +1,7 @@
 //! `martix dev --demo N`: places N random orders through the real engine and checks that
 //! money and stock add up.
 
+use crate::bench::Latencies;
 use anyhow::{Result, bail};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -67,11 +68,11 @@ pub(crate) async fn run(
     bar.finish_and_clear();
 
     let mut by_outcome: BTreeMap<String, usize> = BTreeMap::new();
-    let mut latency = hdrhistogram::Histogram::<u64>::new(3).expect("valid histogram");
+    let mut latency = Latencies::new();
     let mut errors = 0;
     let mut completed: Vec<&Order> = Vec::new();
     for (order, outcome, took) in &results {
-        let _ = latency.record(took.as_micros() as u64);
+        latency.record(*took);
         match outcome {
             Ok(o) => {
                 let key = match &o.failed_step {
@@ -96,15 +97,14 @@ pub(crate) async fn run(
     }
     println!("{:<28} {:>8}", "errors", errors);
     println!();
-    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "{n} orders in {:.2} s: {:.1} orders/s; latency p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         elapsed.as_secs_f64(),
         n as f64 / elapsed.as_secs_f64(),
-        ms(0.50),
-        ms(0.95),
-        ms(0.99),
-        latency.max() as f64 / 1000.0
+        latency.ms(0.50),
+        latency.ms(0.95),
+        latency.ms(0.99),
+        latency.max_ms()
     );
 
     let checks = adapters.check_ledger(&prefix, &completed).await?;

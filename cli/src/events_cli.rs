@@ -1,17 +1,11 @@
-//! `martix order list|show` (the read model), `martix orders rebuild` and
-//! `martix events status|tail`: the read side and the outbox, over `OrderService`.
+//! `martix events status|tail`: the business events' outbox (its backlog, the relays'
+//! shards, its events), over `OrderService`.
 
-use crate::ops::{Conn, Output, print_json, time};
+use crate::ops::format::{print_json, time};
+use crate::ops::{Conn, Output, order_client};
 use anyhow::Result;
 use clap::Subcommand;
-use martix_orders::pb::order_service_client::OrderServiceClient;
 use std::time::Duration;
-
-#[derive(Subcommand)]
-pub(crate) enum OrdersCmd {
-    /// Rebuild the orders read model from the workflow histories (admin).
-    Rebuild,
-}
 
 #[derive(Subcommand)]
 pub(crate) enum EventsCmd {
@@ -30,129 +24,7 @@ pub(crate) enum EventsCmd {
     },
 }
 
-async fn client(conn: &Conn) -> Result<OrderServiceClient<martix_sdk::connection::Transport>> {
-    Ok(OrderServiceClient::new(crate::ops::transport(conn).await?))
-}
-
-fn money(cents: i64, currency: &str) -> String {
-    format!("{}.{:02} {currency}", cents / 100, (cents % 100).abs())
-}
-
-/// `martix order list`.
-pub(crate) async fn list_orders(
-    conn: &Conn,
-    mut request: martix_orders::pb::ListOrdersRequest,
-    all: bool,
-) -> Result<()> {
-    let mut c = client(conn).await?;
-    if conn.output() == Output::Table {
-        println!(
-            "{:<28} {:<20} {:<13} {:>14} {:>14}  created",
-            "ORDER", "CUSTOMER", "STATUS", "TOTAL", "CHARGED"
-        );
-    }
-    loop {
-        let page = c.list_orders(request.clone()).await?.into_inner();
-        for o in &page.orders {
-            match conn.output() {
-                Output::Json => print_json(o)?,
-                Output::Table => println!(
-                    "{:<28} {:<20} {:<13} {:>14} {:>14}  {}",
-                    o.order_id,
-                    o.customer_id,
-                    o.status,
-                    money(o.total_cents, &o.currency),
-                    money(o.charged_cents - o.refunded_cents, &o.currency),
-                    time(o.created_at.as_ref())
-                ),
-            }
-        }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        if !all {
-            if conn.output() == Output::Table {
-                println!("next page: --page-token {}", page.next_page_token);
-            }
-            break;
-        }
-        request.page_token = page.next_page_token;
-    }
-    Ok(())
-}
-
-/// The read model's part of `martix order show`.
-pub(crate) async fn show_view(conn: &Conn, order_id: &str) -> Result<()> {
-    let mut c = client(conn).await?;
-    let got = c
-        .get_order(martix_orders::pb::GetOrderRequest {
-            namespace: conn.namespace().to_owned(),
-            order_id: order_id.to_owned(),
-        })
-        .await;
-    let r = match got {
-        Ok(r) => r.into_inner(),
-        Err(s) if s.code() == tonic::Code::NotFound => {
-            println!("read model: (not yet: its first event is still to be folded in)");
-            return Ok(());
-        }
-        Err(s) => return Err(s.into()),
-    };
-    let o = r.order.unwrap_or_default();
-    let cur = o.currency.as_str();
-    println!(
-        "read model: {} (step {}), customer {}, created {}",
-        o.status,
-        o.step,
-        o.customer_id,
-        time(o.created_at.as_ref())
-    );
-    println!(
-        "  subtotal {}  discount {}  tax {}  total {}  charged {}  refunded {}",
-        money(o.subtotal_cents, cur),
-        money(o.discount_cents, cur),
-        money(o.tax_cents, cur),
-        money(o.total_cents, cur),
-        money(o.charged_cents, cur),
-        money(o.refunded_cents, cur)
-    );
-    if !o.shipment.is_empty() {
-        println!("  shipment {}", o.shipment);
-    }
-    if !o.last_error.is_empty() {
-        println!("  last error: {}", o.last_error);
-    }
-    println!("events:");
-    for e in &r.events {
-        println!(
-            "  {:>3} {:<22} {}  {}",
-            e.sequence,
-            e.event_type,
-            time(e.occurred_at.as_ref()),
-            e.body_json
-        );
-    }
-    Ok(())
-}
-
-/// `martix orders ...`.
-pub(crate) async fn orders(conn: Conn, cmd: OrdersCmd) -> Result<()> {
-    let mut c = client(&conn).await?;
-    match cmd {
-        OrdersCmd::Rebuild => {
-            let r = c
-                .rebuild_orders(martix_orders::pb::RebuildOrdersRequest {})
-                .await?
-                .into_inner();
-            println!(
-                "read model rebuilt from the histories: {} orders, {} events",
-                r.orders, r.events
-            );
-        }
-    }
-    Ok(())
-}
-
+/// One line of `martix events tail`.
 fn event_json(e: &martix_orders::pb::OrderEvent) -> serde_json::Value {
     serde_json::json!({
         "position": e.position,
@@ -169,7 +41,7 @@ fn event_json(e: &martix_orders::pb::OrderEvent) -> serde_json::Value {
 
 /// `martix events ...`.
 pub(crate) async fn events(conn: Conn, cmd: EventsCmd) -> Result<()> {
-    let mut c = client(&conn).await?;
+    let mut c = order_client(&conn).await?;
     match cmd {
         EventsCmd::Status => {
             let s = c

@@ -69,7 +69,7 @@ enum Command {
         #[command(flatten)]
         conn: ops::Conn,
         #[command(subcommand)]
-        command: events_cli::OrdersCmd,
+        command: ops::OrdersCmd,
     },
     /// The business events' outbox: its backlog, its events.
     Events {
@@ -328,7 +328,7 @@ async fn main() -> Result<()> {
         Command::Workflow { conn, command } => ops::run(conn, command).await,
         Command::Order { conn, command } => ops::order(conn, command).await,
         Command::Namespace { conn, command } => ops::namespace(conn, command).await,
-        Command::Orders { conn, command } => events_cli::orders(conn, command).await,
+        Command::Orders { conn, command } => ops::orders(conn, command).await,
         Command::Events { conn, command } => events_cli::events(conn, command).await,
         Command::Stuck {
             conn,

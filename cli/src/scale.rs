@@ -7,6 +7,7 @@
 //! - `timers`: N workflows (default 100,000) wait on a one-hour timer; a new saga's latency and
 //!   the process's memory before and after.
 
+use crate::bench::Latencies;
 use anyhow::{Context, Result, ensure};
 use martix_sdk::{ActivityContext, ActivityError, ActivityOptions, Client, StartOptions, Worker};
 use martix_sdk::{WorkerOptions, WorkflowContext, WorkflowError};
@@ -144,7 +145,7 @@ pub(crate) async fn queues(
         }
     }
     let started = Instant::now();
-    let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut latencies = Latencies::new();
     let mut errors = 0u64;
     use futures::StreamExt;
     let results: Vec<(Duration, bool)> = futures::stream::iter(0..sagas)
@@ -172,7 +173,7 @@ pub(crate) async fn queues(
         .await;
     let secs = started.elapsed().as_secs_f64();
     for (took, ok) in &results {
-        let _ = hist.record(took.as_micros() as u64);
+        latencies.record(*took);
         if !ok {
             errors += 1;
         }
@@ -185,8 +186,8 @@ pub(crate) async fn queues(
         "queues: {queues} task queues x {per_queue} workers: {sagas} sagas at C=64 in {secs:.1} s \
          ({:.0}/s), p50 {:.0} ms, p99 {:.0} ms, {errors} errors",
         sagas as f64 / secs,
-        hist.value_at_quantile(0.5) as f64 / 1000.0,
-        hist.value_at_quantile(0.99) as f64 / 1000.0
+        latencies.ms(0.5),
+        latencies.ms(0.99)
     );
     ensure!(errors == 0, "{errors} sagas failed");
     Ok(())
@@ -198,7 +199,7 @@ pub(crate) async fn timers(address: &str, client: &Client, saga_queue: &str, n: 
     let probe = |label: &'static str| {
         let run = run.clone();
         async move {
-            let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
+            let mut latencies = Latencies::new();
             for i in 0..50u64 {
                 let order = crate::bench::bench_order(&format!("{run}-{label}"), i);
                 let t = Instant::now();
@@ -209,9 +210,9 @@ pub(crate) async fn timers(address: &str, client: &Client, saga_queue: &str, n: 
                     )
                     .await?;
                 h.result::<martix_workflows::OrderOutcome>().await?;
-                let _ = hist.record(t.elapsed().as_micros() as u64);
+                latencies.record(t.elapsed());
             }
-            anyhow::Ok(hist.value_at_quantile(0.5) as f64 / 1000.0)
+            anyhow::Ok(latencies.ms(0.5))
         }
     };
     let before_ms = probe("before").await?;

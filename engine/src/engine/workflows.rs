@@ -90,7 +90,7 @@ impl Engine {
         };
         let policy = pb::IdReusePolicy::try_from(req.id_reuse_policy)
             .map_err(|_| EngineError::invalid("id_reuse_policy", "is not a known policy"))?;
-        // A plain start goes first as if the id was never used (order ids are new): the insert
+        // A plain start goes first as if the id was never used (business keys are mostly new): the insert
         // checks that, and saves reading the id's latest run. A used id is read and decided on
         // as usual. Signal-with-start mostly meets a running workflow: it reads first.
         let mut fresh = signal.is_none();
@@ -102,7 +102,7 @@ impl Engine {
             };
             if let Some(last) = last {
                 // A new run of a used id goes on with its events' sequence: per workflow id
-                // (per order), sequence numbers never repeat.
+                // (per business key), sequence numbers never repeat.
                 params.events_published = last.state.events_published;
                 if last.is_open() {
                     if let Some((name, input, request_id)) = &signal {

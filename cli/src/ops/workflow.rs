@@ -1,0 +1,422 @@
+//! `martix workflow ...`: start, list, describe, history, result and signal one workflow,
+//! and the steering commands (cancel, terminate, reset, retry), whose batch form is in
+//! `batch`.
+
+use super::batch::{Batch, Op, steer};
+use super::format::{activity_state_name, event_line, print_json, show_payload, status_name, time};
+use super::{Conn, Output, execution, full_history, result_wait, workflow_client};
+use anyhow::{Context, Result, bail};
+use clap::{Subcommand, ValueEnum};
+use martix_proto::v1 as pb;
+use std::time::Duration;
+
+/// A status `martix workflow list --status` filters on.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum Status {
+    Running,
+    Completed,
+    Failed,
+    Canceled,
+    Terminated,
+    ContinuedAsNew,
+    TimedOut,
+    Compensated,
+}
+
+impl From<Status> for pb::WorkflowStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Running => pb::WorkflowStatus::Running,
+            Status::Completed => pb::WorkflowStatus::Completed,
+            Status::Failed => pb::WorkflowStatus::Failed,
+            Status::Canceled => pb::WorkflowStatus::Canceled,
+            Status::Terminated => pb::WorkflowStatus::Terminated,
+            Status::ContinuedAsNew => pb::WorkflowStatus::ContinuedAsNew,
+            Status::TimedOut => pb::WorkflowStatus::TimedOut,
+            Status::Compensated => pb::WorkflowStatus::Compensated,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum WorkflowCmd {
+    /// Start a workflow (or find the running run of its id).
+    Start {
+        #[arg(long = "type")]
+        workflow_type: String,
+        #[arg(long)]
+        id: String,
+        /// JSON, or @file to read it from a file.
+        #[arg(long, default_value = "null")]
+        input: String,
+        #[arg(long, default_value = "orders")]
+        task_queue: String,
+    },
+    /// List runs, newest first.
+    List {
+        #[arg(long, value_enum)]
+        status: Vec<Status>,
+        #[arg(long = "type")]
+        workflow_type: Option<String>,
+        /// Workflow ids starting with this.
+        #[arg(long)]
+        query: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i32,
+    },
+    /// Status, pending activities and timers of a workflow's latest run.
+    Describe { id: String },
+    /// The history of a workflow's latest run (`--output json` is what the replayer reads).
+    History {
+        id: String,
+        /// Keep printing new events until the run closes.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// The result of a workflow.
+    Result {
+        id: String,
+        /// Wait for the run to close.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Send a signal.
+    Signal {
+        id: String,
+        name: String,
+        #[arg(long, default_value = "null")]
+        input: String,
+        /// Signal at most once per request id (a retried command does not signal twice).
+        #[arg(long, default_value = "")]
+        request_id: String,
+    },
+    /// Ask a workflow to cancel (it decides; a saga compensates).
+    Cancel {
+        #[arg(required_unless_present = "query")]
+        id: Option<String>,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        batch: Batch,
+    },
+    /// Stop a workflow now.
+    Terminate {
+        #[arg(required_unless_present = "query")]
+        id: Option<String>,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        batch: Batch,
+    },
+    /// Start a new run from a workflow-task boundary; the old run is terminated.
+    Reset {
+        #[arg(required_unless_present = "query")]
+        id: Option<String>,
+        /// `last-good`, `first`, or a WorkflowTaskCompleted event id.
+        #[arg(long, default_value = "last-good")]
+        to: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        batch: Batch,
+    },
+    /// Run now the activities that wait for their next attempt.
+    Retry {
+        #[arg(required_unless_present = "query")]
+        id: Option<String>,
+        /// Only this activity.
+        #[arg(long)]
+        activity: Option<String>,
+        /// Start again from attempt 1.
+        #[arg(long)]
+        reset_attempts: bool,
+        #[command(flatten)]
+        batch: Batch,
+    },
+}
+
+/// `--input`: JSON, or `@file` to read it from a file.
+fn json_payload(raw: &str) -> Result<pb::Payload> {
+    let text = match raw.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+        None => raw.to_owned(),
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).context("--input is not valid JSON")?;
+    Ok(pb::Payload {
+        encoding: "json/plain".into(),
+        data: serde_json::to_vec(&value)?,
+    })
+}
+
+/// Runs one `martix workflow` command.
+pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
+    let mut c = workflow_client(&conn).await?;
+    let ns = conn.namespace.clone();
+    let json = conn.output == Output::Json;
+    let identity = format!(
+        "martix-cli@{}",
+        std::env::var("USER").unwrap_or_else(|_| "operator".into())
+    );
+    match cmd {
+        WorkflowCmd::Start {
+            workflow_type,
+            id,
+            input,
+            task_queue,
+        } => {
+            let r = c
+                .start_workflow(pb::StartWorkflowRequest {
+                    namespace: ns,
+                    workflow_id: id.clone(),
+                    workflow_type,
+                    task_queue,
+                    input: Some(json_payload(&input)?),
+                    identity,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&r)?;
+            } else if r.started {
+                println!("started {id} run {}", r.run_id);
+            } else {
+                println!("{id} is already running: run {}", r.run_id);
+            }
+        }
+        WorkflowCmd::List {
+            status,
+            workflow_type,
+            query,
+            limit,
+        } => {
+            let r = c
+                .list_workflows(pb::ListWorkflowsRequest {
+                    namespace: ns,
+                    page_size: limit,
+                    statuses: status
+                        .into_iter()
+                        .map(|s| pb::WorkflowStatus::from(s) as i32)
+                        .collect(),
+                    workflow_type: workflow_type.unwrap_or_default(),
+                    workflow_id_prefix: query.unwrap_or_default(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "{:<40} {:<14} {:<12} {:<21} {:>7}",
+                    "WORKFLOW ID", "TYPE", "STATUS", "STARTED", "EVENTS"
+                );
+                for w in &r.executions {
+                    let id = w.execution.as_ref().map_or("", |e| e.workflow_id.as_str());
+                    println!(
+                        "{id:<40} {:<14} {:<12} {:<21} {:>7}",
+                        w.workflow_type,
+                        status_name(w.status),
+                        time(w.start_time.as_ref()),
+                        w.history_length
+                    );
+                }
+                if !r.next_page_token.is_empty() {
+                    println!("(more: raise --limit)");
+                }
+            }
+        }
+        WorkflowCmd::Describe { id } => {
+            let d = c
+                .describe_workflow(pb::DescribeWorkflowRequest {
+                    namespace: ns,
+                    execution: execution(&id),
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&d)?;
+            } else {
+                let info = d.info.clone().unwrap_or_default();
+                let run = info.execution.as_ref().map_or("", |e| e.run_id.as_str());
+                println!("workflow   {id}");
+                println!("run        {run}");
+                println!("type       {}", info.workflow_type);
+                println!("queue      {}", info.task_queue);
+                println!(
+                    "status     {}{}",
+                    status_name(info.status),
+                    if d.cancel_requested {
+                        " (cancel requested)"
+                    } else {
+                        ""
+                    }
+                );
+                println!("started    {}", time(info.start_time.as_ref()));
+                println!("closed     {}", time(info.close_time.as_ref()));
+                println!("events     {}", info.history_length);
+                if let Some(w) = &d.pending_workflow_task {
+                    println!(
+                        "workflow task: attempt {}{}{}",
+                        w.attempt,
+                        if w.started {
+                            ", running"
+                        } else {
+                            ", waiting for a worker"
+                        },
+                        w.last_failure
+                            .as_ref()
+                            .map_or(String::new(), |f| format!(", last failure: {}", f.message))
+                    );
+                }
+                if !d.pending_activities.is_empty() {
+                    println!("pending activities:");
+                    for a in &d.pending_activities {
+                        let state = activity_state_name(a.state);
+                        println!(
+                            "  {:<8} {:<20} {:<12} attempt {:<3} next {:<21} last failure: {}",
+                            a.activity_id,
+                            a.activity_type,
+                            state,
+                            a.attempt,
+                            time(a.next_attempt_time.as_ref()),
+                            a.last_failure
+                                .as_ref()
+                                .map_or("-".into(), |f| format!("{} ({})", f.message, f.r#type))
+                        );
+                    }
+                }
+                for t in &d.pending_timers {
+                    println!("timer {} fires {}", t.timer_id, time(t.fire_time.as_ref()));
+                }
+                for b in &d.open_breakers {
+                    println!(
+                        "open breaker: {} on worker {} since {}",
+                        b.adapter,
+                        b.worker,
+                        time(b.since.as_ref())
+                    );
+                }
+            }
+        }
+        WorkflowCmd::History { id, follow } => {
+            let mut next = 1i64;
+            let mut all = Vec::new();
+            loop {
+                for e in full_history(&mut c, &ns, &id).await? {
+                    if e.event_id >= next {
+                        next = e.event_id + 1;
+                        if json {
+                            all.push(e);
+                        } else {
+                            println!("{}", event_line(&e));
+                        }
+                    }
+                }
+                if !follow {
+                    break;
+                }
+                let d = c
+                    .describe_workflow(pb::DescribeWorkflowRequest {
+                        namespace: ns.clone(),
+                        execution: execution(&id),
+                    })
+                    .await?
+                    .into_inner();
+                if d.info
+                    .is_some_and(|i| i.status != pb::WorkflowStatus::Running as i32)
+                    && next > 1
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if json {
+                print_json(&pb::GetWorkflowHistoryResponse {
+                    events: all,
+                    next_page_token: Vec::new(),
+                })?;
+            }
+        }
+        WorkflowCmd::Result { id, wait } => {
+            let r = c
+                .get_workflow_result(pb::GetWorkflowResultRequest {
+                    namespace: ns,
+                    execution: execution(&id),
+                    wait: wait.then_some(result_wait()),
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&r)?;
+            } else if !r.closed {
+                println!("{id} is still {}", status_name(r.status));
+            } else {
+                println!("status  {}", status_name(r.status));
+                match &r.failure {
+                    Some(f) => println!("failure {} ({})", f.message, f.r#type),
+                    None => println!("result  {}", show_payload(r.result.as_ref())),
+                }
+            }
+            let succeeded = r.status == pb::WorkflowStatus::Completed as i32
+                || r.status == pb::WorkflowStatus::Compensated as i32;
+            if r.closed && !succeeded && r.new_run_id.is_empty() {
+                bail!("workflow {id} did not complete");
+            }
+        }
+        WorkflowCmd::Signal {
+            id,
+            name,
+            input,
+            request_id,
+        } => {
+            c.signal_workflow(pb::SignalWorkflowRequest {
+                namespace: ns,
+                execution: execution(&id),
+                signal_name: name.clone(),
+                input: Some(json_payload(&input)?),
+                identity,
+                request_id,
+            })
+            .await?;
+            println!("signal {name} sent to {id}");
+        }
+        WorkflowCmd::Cancel { id, reason, batch } => {
+            steer(&mut c, &ns, &identity, Op::Cancel(reason), id, batch).await?;
+        }
+        WorkflowCmd::Terminate { id, reason, batch } => {
+            steer(&mut c, &ns, &identity, Op::Terminate(reason), id, batch).await?;
+        }
+        WorkflowCmd::Reset {
+            id,
+            to,
+            reason,
+            batch,
+        } => {
+            let to = match to.as_str() {
+                "last-good" => 0,
+                "first" => -1,
+                n => n
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .context("--to takes last-good, first or an event id")?,
+            };
+            steer(&mut c, &ns, &identity, Op::Reset { to, reason }, id, batch).await?;
+        }
+        WorkflowCmd::Retry {
+            id,
+            activity,
+            reset_attempts,
+            batch,
+        } => {
+            let op = Op::Retry {
+                activity: activity.unwrap_or_default(),
+                reset_attempts,
+            };
+            steer(&mut c, &ns, &identity, op, id, batch).await?;
+        }
+    }
+    Ok(())
+}
