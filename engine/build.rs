@@ -1,5 +1,5 @@
 //! Rebuild when a migration is added: `sqlx::migrate!` embeds the directory at compile time.
 
 fn main() {
-    println!("cargo:rerun-if-changed=../migrations");
+    println!("cargo:rerun-if-changed=../migrations/engine");
 }

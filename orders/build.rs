@@ -7,6 +7,8 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = "proto/martix/v1/order_service.proto";
     println!("cargo:rerun-if-changed={file}");
+    // `sqlx::migrate!` embeds the migrations at compile time.
+    println!("cargo:rerun-if-changed=../migrations/orders");
     let fds = protox::compile([file], ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor = fds.encode_to_vec();

@@ -30,8 +30,13 @@ impl AdapterError {
     }
 }
 
-static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
-static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+/// The reference adapters' tables (inventory, reservations, payments, shipments,
+/// notifications, pricing's order attempts), tracked as owner `adapters`.
+pub static MIGRATIONS: martix_migrate::Owner = martix_migrate::Owner {
+    name: "adapters",
+    postgres: sqlx::migrate!("../migrations/adapters/postgres"),
+    sqlite: sqlx::migrate!("../migrations/adapters/sqlite"),
+};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -71,11 +76,14 @@ impl ReferenceAdapters {
                 .await
                 .map_err(AdapterError::db)?;
         }
-        let migrator = if sqlite { &SQLITE } else { &POSTGRES };
-        migrator
-            .run(&pool)
-            .await
-            .map_err(|e| AdapterError::Unavailable(format!("migrations: {e}")))?;
+        let mut conn = pool.acquire().await.map_err(AdapterError::db)?;
+        let applied = martix_migrate::apply_any(&mut conn, &MIGRATIONS).await;
+        if applied.is_err() {
+            // Closing the session releases the migrations' lock it may still hold.
+            conn.close_on_drop();
+        }
+        applied.map_err(|e| AdapterError::Unavailable(format!("migrations: {e}")))?;
+        drop(conn);
         Ok(Self { pool })
     }
 

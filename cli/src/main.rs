@@ -336,10 +336,20 @@ async fn main() -> Result<()> {
             min_attempts,
         } => ops::stuck(conn, older_than, min_attempts).await,
         Command::Migrate { database_url } => {
+            let context = || format!("migrating {}", redact(&database_url));
             let store = martix_engine::store::connect(&database_url)
                 .await
-                .with_context(|| format!("migrating {}", redact(&database_url)))?;
-            println!("migrations applied ({})", store.backend());
+                .with_context(context)?;
+            martix_engine::events::projection::migrate(&store.pools(), &martix_orders::MIGRATIONS)
+                .await
+                .with_context(context)?;
+            martix_activities::ReferenceAdapters::connect(&database_url)
+                .await
+                .with_context(context)?;
+            println!(
+                "migrations applied ({}): engine, orders read model, reference adapters",
+                store.backend()
+            );
             Ok(())
         }
     }

@@ -582,13 +582,13 @@ fn stuck_lists_orders_whose_payment_keeps_failing_with_why() {
     let order = r#"{"order_id":"stuck-1","customer_id":"cust-1","currency":"EUR",
         "items":[{"sku":"stuck-sku","qty":1,"unit_price_cents":100}],
         "shipping_address":{"country":"FR"}}"#;
-    let (code, _, _) = cli(
+    let (code, _, err) = cli(
         g,
         &[
             "start", "--type", "order", "--id", "stuck-1", "--input", order,
         ],
     );
-    assert_eq!(code, 0);
+    assert_eq!(code, 0, "{err}");
     let stuck = || {
         let out = Command::new(env!("CARGO_BIN_EXE_martix"))
             .args([

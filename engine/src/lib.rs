@@ -23,4 +23,5 @@ pub mod timers;
 
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
+pub use martix_migrate;
 pub use server::{Server, ServerConfig};

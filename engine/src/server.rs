@@ -181,6 +181,14 @@ impl Server {
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow_free::Result<()> {
         let engine = self.engine;
         let edge = self.edge;
+        let pools = engine.store().pools();
+        for p in &self.projections {
+            if let Some(owner) = p.migrations() {
+                crate::events::projection::migrate(&pools, owner)
+                    .await
+                    .map_err(|e| anyhow_free::Error(e.to_string()))?;
+            }
+        }
         let grace = self.grace;
         let limit = engine.config().max_payload_bytes * 2 + (1 << 20);
         let (health, health_service) = tonic_health::server::health_reporter();

@@ -61,7 +61,19 @@ impl Projection for OrdersProjection {
     async fn clear(&self, tx: &mut ProjectionTx<'_>) -> Result<(), ProjectionError> {
         store::clear(tx).await
     }
+
+    fn migrations(&self) -> Option<&'static martix_engine::martix_migrate::Owner> {
+        Some(&MIGRATIONS)
+    }
 }
+
+/// The read model's tables (`orders`, `order_events`), tracked as owner `orders`.
+pub static MIGRATIONS: martix_engine::martix_migrate::Owner =
+    martix_engine::martix_migrate::Owner {
+        name: "orders",
+        postgres: sqlx::migrate!("../migrations/orders/postgres"),
+        sqlite: sqlx::migrate!("../migrations/orders/sqlite"),
+    };
 
 /// Registers the order domain's read side on `server`: the orders projection in the relay,
 /// `OrderService` on the gRPC port, the REST routes on the HTTP port (behind the edge), the

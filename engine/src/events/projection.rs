@@ -9,6 +9,7 @@
 //! between the fold and the commit rolled both back. A projection therefore skips an event it
 //! already holds (by [`StoredEvent::event_id`]).
 
+use crate::store::StoreError;
 use crate::store::events::StoredEvent;
 
 /// A transaction (or, for reads, a connection) of the store's database, lent to a
@@ -69,6 +70,35 @@ pub trait Projection: Send + Sync + 'static {
 
     /// Empties the read model (the first step of a rebuild, in the rebuild's transaction).
     async fn clear(&self, tx: &mut ProjectionTx<'_>) -> Result<(), ProjectionError>;
+
+    /// The migrations of the read model's tables, tracked under the projection's own name; the
+    /// server applies them before it serves (see [`migrate`]).
+    fn migrations(&self) -> Option<&'static martix_migrate::Owner> {
+        None
+    }
+}
+
+/// Applies `owner`'s migrations to the database `pools` reach, one migrator at a time.
+pub async fn migrate(pools: &Pools, owner: &martix_migrate::Owner) -> Result<(), StoreError> {
+    let failed = |e: sqlx::migrate::MigrateError| {
+        StoreError::Unavailable(format!("migrations of {} failed: {e}", owner.name))
+    };
+    match pools {
+        Pools::Postgres { write, .. } => {
+            let mut conn = write.acquire().await.map_err(crate::store::classify)?;
+            let applied = martix_migrate::apply_postgres(&mut conn, owner).await;
+            if applied.is_err() {
+                conn.close_on_drop();
+            }
+            applied.map_err(failed)
+        }
+        Pools::Sqlite { write, .. } => {
+            let mut conn = write.acquire().await.map_err(crate::store::classify)?;
+            martix_migrate::apply_sqlite(&mut conn, owner)
+                .await
+                .map_err(failed)
+        }
+    }
 }
 
 /// The projections a server runs, in registration order.

@@ -55,6 +55,14 @@ pub enum StoreError {
     CursorMoved,
 }
 
+/// The engine's own tables: runs, histories, tasks, timers, the outbox and its cursors,
+/// signal request ids, breaker reports.
+pub static MIGRATIONS: martix_migrate::Owner = martix_migrate::Owner {
+    name: "engine",
+    postgres: sqlx::migrate!("../migrations/engine/postgres"),
+    sqlite: sqlx::migrate!("../migrations/engine/sqlite"),
+};
+
 /// Most run changes one group-commit transaction carries.
 pub(crate) const MAX_BATCH: usize = 64;
 

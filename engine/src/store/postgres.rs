@@ -17,44 +17,14 @@ pub struct PostgresStore {
     notices: tokio::sync::broadcast::Sender<crate::store::TaskNotice>,
 }
 
-/// Applies the migrations, one node at a time. Nodes that start together wait for the lock
-/// by polling (`pg_try_advisory_lock`), not blocked in `pg_advisory_lock` as sqlx's migrator
-/// waits: a session blocked there is a transaction that `CREATE INDEX CONCURRENTLY`
-/// (migration 0009) must wait out while it waits for the lock that build's node holds, and
-/// PostgreSQL breaks that deadlock by failing one node's start. The holder then takes sqlx's
-/// own lock as well (uncontended among nodes of this version; it keeps nodes of older versions,
-/// which take only that one, out of the same migrations).
+/// Applies the engine's migrations (`martix_migrate`: one migrator at a time per database,
+/// tracked apart from other owners').
 async fn migrate(pool: &sqlx::PgPool) -> Result<(), StoreError> {
-    /// "martix" in ASCII: the advisory lock of this schema's migrations.
-    const LOCK: i64 = 0x6d61_7274_6978;
     let mut conn = pool.acquire().await.map_err(classify)?;
-    let waiting = std::time::Instant::now();
-    let mut told = Duration::ZERO;
-    while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-        .bind(LOCK)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(classify)?
-    {
-        if waiting.elapsed() >= told + Duration::from_secs(10) {
-            told = waiting.elapsed();
-            tracing::warn!(
-                waited_s = told.as_secs(),
-                "waiting for another node to finish the migrations (advisory lock {LOCK})"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let applied = sqlx::migrate!("../migrations/postgres")
-        .run(&mut *conn)
-        .await;
-    let released = sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1)")
-        .bind(LOCK)
-        .fetch_one(&mut *conn)
-        .await;
-    if !matches!(released, Ok(true)) {
-        // Never hand a session that may still hold the lock back to the pool: closing it
-        // releases the lock.
+    let applied = martix_migrate::apply_postgres(&mut conn, &super::MIGRATIONS).await;
+    if applied.is_err() {
+        // Never hand a session that may still hold the migrations' lock back to the pool:
+        // closing it releases the lock.
         conn.close_on_drop();
     }
     applied.map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))
@@ -62,7 +32,7 @@ async fn migrate(pool: &sqlx::PgPool) -> Result<(), StoreError> {
 
 impl PostgresStore {
     /// Connects with a pool of `MARTIX_DB_POOL_SIZE` (default 16) connections and applies
-    /// the migrations in `migrations/postgres`.
+    /// the engine's migrations (`migrations/engine/postgres`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let size = std::env::var("MARTIX_DB_POOL_SIZE")
             .ok()

@@ -17,7 +17,7 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating it if missing) the database `url` names (`sqlite://path` or
-    /// `sqlite::memory:`) and applies the migrations in `migrations/sqlite`.
+    /// `sqlite::memory:`) and applies the engine's migrations (`migrations/engine/sqlite`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let memory = url.contains(":memory:") || url.contains("mode=memory");
         let options = SqliteConnectOptions::from_str(url)
@@ -43,10 +43,12 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(classify)?;
-        sqlx::migrate!("../migrations/sqlite")
-            .run(&write)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+        {
+            let mut conn = write.acquire().await.map_err(classify)?;
+            martix_migrate::apply_sqlite(&mut conn, &super::MIGRATIONS)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+        }
         // An in-memory database exists once per connection: readers must share the writer.
         let read = if memory {
             write.clone()

@@ -1,0 +1,2 @@
+CREATE TABLE race_b (id INTEGER PRIMARY KEY);
+INSERT INTO race_b (id) VALUES (1);
