@@ -6,12 +6,12 @@
 use crate::adapters::{FraudCheck, Inventory, Noop, Notifier, PaymentGateway, Shipping};
 use crate::breaker::{Breaker, BreakerRegistry, Guarded};
 use crate::faults::Faults;
-use crate::model::{Order, StepInput, names};
+use crate::fraud::{self, FraudRules, Rejection};
 use crate::notify::AmqpNotifier;
-use crate::pricing::{self, FraudRules, Invoice, Rejection};
 use crate::reference::{AdapterError, ReferenceAdapters};
+use martix_order_contract::{Invoice, NotificationInput, Order, StepInput, failures, names};
 use martix_sdk::{ActivityContext, ActivityError, Worker};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -53,14 +53,6 @@ impl Backend {
             fraud: Arc::new(Noop),
         }
     }
-}
-
-/// Input of `send_notification`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct NotificationInput {
-    pub order_id: String,
-    pub outcome: String,
-    pub body: serde_json::Value,
 }
 
 /// Counters of calls that reached each adapter (past its breaker).
@@ -224,9 +216,9 @@ impl OrderActivities {
         let refuse = |r: Rejection| ActivityError::non_retryable(r.kind, r.message);
         order
             .validate()
-            .map_err(|e| ActivityError::non_retryable("InvalidOrder", e.to_string()))?;
-        let invoice = pricing::invoice(order);
-        pricing::check_amount(&self.fraud_rules, &invoice).map_err(refuse)?;
+            .map_err(|e| ActivityError::non_retryable(failures::INVALID_ORDER, e.to_string()))?;
+        let invoice = martix_order_contract::invoice(order);
+        fraud::check_amount(&self.fraud_rules, &invoice).map_err(refuse)?;
         let recent = self
             .guarded(
                 Adapter::Fraud,
@@ -235,7 +227,7 @@ impl OrderActivities {
                     .recent_orders(&order.customer_id, &order.order_id),
             )
             .await?;
-        pricing::check_velocity(&self.fraud_rules, recent).map_err(refuse)?;
+        fraud::check_velocity(&self.fraud_rules, recent).map_err(refuse)?;
         Ok(invoice)
     }
 

@@ -3,8 +3,8 @@
 //! without touching the saga. Reference implementations live in `reference`; `Noop` answers
 //! at once.
 
-use crate::model::{Charge, Order};
 use crate::reference::{AdapterError, ReferenceAdapters};
+use martix_order_contract::{Charge, Order};
 
 /// Stock and reservations.
 #[async_trait::async_trait]
@@ -18,7 +18,7 @@ pub trait Inventory: Send + Sync {
 /// Charges and refunds.
 #[async_trait::async_trait]
 pub trait PaymentGateway: Send + Sync {
-    /// Charges the order's invoice total (`crate::pricing::invoice`) under `key`, once.
+    /// Charges the order's invoice total (`martix_order_contract::invoice`) under `key`, once.
     async fn charge(&self, key: &str, order: &Order) -> Result<Charge, AdapterError>;
     /// Refunds a charge in full, once.
     async fn refund(&self, charge_key: &str) -> Result<(), AdapterError>;
@@ -151,7 +151,7 @@ impl PaymentGateway for Noop {
         }
         Ok(Charge {
             key: key.to_owned(),
-            amount_cents: crate::pricing::invoice(order).total_cents,
+            amount_cents: martix_order_contract::invoice(order).total_cents,
         })
     }
     async fn refund(&self, _charge_key: &str) -> Result<(), AdapterError> {

@@ -2,8 +2,7 @@
 //! `sqlx::Any` so one SQL text serves both. Stock never goes negative (a CHECK and a guarded
 //! UPDATE), and every effect is keyed by an idempotency key, so a retried step applies once.
 
-use crate::model::{Charge, Order};
-use crate::pricing;
+use martix_order_contract::{Charge, Order, pricing};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use std::collections::BTreeMap;

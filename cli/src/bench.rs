@@ -8,9 +8,8 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use martix_activities::{Address, Item, Order};
+use martix_order_contract::{Address, Item, ORDER_WORKFLOW_TYPE, Order, OrderOutcome};
 use martix_sdk::{Client, StartOptions};
-use martix_workflows::OrderOutcome;
 use std::time::{Duration, Instant};
 
 /// The fixed workload: order `i` is declined iff `floor((i+1)*0.1) != floor(i*0.1)`, that is
@@ -188,7 +187,7 @@ pub(crate) async fn closed_loop(
                     let outcome = async {
                         let run = client
                             .start_workflow(
-                                StartOptions::new(martix_workflows::ORDER, &order.order_id, queue),
+                                StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, queue),
                                 &order,
                             )
                             .await?;
@@ -308,7 +307,7 @@ pub(crate) async fn open_loop(
             let outcome = async {
                 let run = client
                     .start_workflow(
-                        StartOptions::new(martix_workflows::ORDER, &order.order_id, &queue),
+                        StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, &queue),
                         &order,
                     )
                     .await?;

@@ -5,10 +5,9 @@ use crate::bench::Latencies;
 use anyhow::{Result, bail};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use martix_activities::model::random_order;
-use martix_activities::{Order, ReferenceAdapters};
+use martix_activities::{ReferenceAdapters, random_order};
+use martix_order_contract::{ORDER_WORKFLOW_TYPE, Order, OrderOutcome};
 use martix_sdk::{Client, StartOptions};
-use martix_workflows::OrderOutcome;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -49,7 +48,7 @@ pub(crate) async fn run(
                 let outcome = async {
                     let run = client
                         .start_workflow(
-                            StartOptions::new(martix_workflows::ORDER, &order.order_id, task_queue),
+                            StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, task_queue),
                             &order,
                         )
                         .await?;

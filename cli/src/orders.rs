@@ -61,7 +61,10 @@ pub(crate) async fn run_worker(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut worker = Worker::connect_with(address, connection, WorkerOptions::new(task_queue))?;
-    worker.register_workflow(martix_workflows::ORDER, martix_workflows::order);
+    worker.register_workflow(
+        martix_order_contract::ORDER_WORKFLOW_TYPE,
+        martix_workflows::order,
+    );
     activities.register(&mut worker);
     worker.run(shutdown).await;
     Ok(())

@@ -9,6 +9,7 @@
 
 use crate::bench::Latencies;
 use anyhow::{Context, Result, ensure};
+use martix_order_contract::{ORDER_WORKFLOW_TYPE, OrderOutcome};
 use martix_sdk::{ActivityContext, ActivityError, ActivityOptions, Client, StartOptions, Worker};
 use martix_sdk::{WorkerOptions, WorkflowContext, WorkflowError};
 use std::sync::Arc;
@@ -139,7 +140,7 @@ pub(crate) async fn queues(
     for name in &names {
         for _ in 0..per_queue {
             let mut w = Worker::new(address, WorkerOptions::new(name))?;
-            w.register_workflow(martix_workflows::ORDER, martix_workflows::order);
+            w.register_workflow(ORDER_WORKFLOW_TYPE, martix_workflows::order);
             activities.register(&mut w);
             handles.push(spawn(w, &stop));
         }
@@ -157,11 +158,11 @@ pub(crate) async fn queues(
                 let ok = async {
                     let h = client
                         .start_workflow(
-                            StartOptions::new(martix_workflows::ORDER, &order.order_id, &queue),
+                            StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, &queue),
                             &order,
                         )
                         .await?;
-                    h.result::<martix_workflows::OrderOutcome>().await
+                    h.result::<OrderOutcome>().await
                 }
                 .await
                 .is_ok();
@@ -205,11 +206,11 @@ pub(crate) async fn timers(address: &str, client: &Client, saga_queue: &str, n: 
                 let t = Instant::now();
                 let h = client
                     .start_workflow(
-                        StartOptions::new(martix_workflows::ORDER, &order.order_id, saga_queue),
+                        StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, saga_queue),
                         &order,
                     )
                     .await?;
-                h.result::<martix_workflows::OrderOutcome>().await?;
+                h.result::<OrderOutcome>().await?;
                 latencies.record(t.elapsed());
             }
             anyhow::Ok(latencies.ms(0.5))

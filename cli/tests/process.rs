@@ -160,16 +160,16 @@ async fn server_and_worker_processes_run_an_order_on_postgres_with_tokens() {
         .seed_stock(&format!("{prefix}-sku"), 5)
         .await
         .unwrap();
-    let order = martix_activities::Order {
+    let order = martix_order_contract::Order {
         order_id: format!("{prefix}-order-1"),
         customer_id: format!("cust-{prefix}"),
         currency: "EUR".into(),
-        items: vec![martix_activities::Item {
+        items: vec![martix_order_contract::Item {
             sku: format!("{prefix}-sku"),
             qty: 2,
             unit_price_cents: 1000,
         }],
-        shipping_address: martix_activities::Address {
+        shipping_address: martix_order_contract::Address {
             country: "FR".into(),
             ..Default::default()
         },
@@ -204,7 +204,7 @@ async fn server_and_worker_processes_run_an_order_on_postgres_with_tokens() {
         )
         .await
         .unwrap();
-    let outcome: martix_workflows::OrderOutcome =
+    let outcome: martix_order_contract::OrderOutcome =
         tokio::time::timeout(Duration::from_secs(60), run.result())
             .await
             .expect("the worker process runs the order")
@@ -361,7 +361,10 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     let (code, json, _) = cli(g, &["history", "cli-1", "--output", "json"]);
     assert_eq!(code, 0);
     let mut replayer = martix_sdk::Replayer::new();
-    replayer.register_workflow("order", martix_workflows::order);
+    replayer.register_workflow(
+        martix_order_contract::ORDER_WORKFLOW_TYPE,
+        martix_workflows::order,
+    );
     replayer
         .replay_json(&json)
         .expect("the exported history replays");

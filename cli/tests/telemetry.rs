@@ -155,7 +155,7 @@ async fn an_order_is_one_trace_across_a_worker_restart() {
     first.kill().unwrap();
     first.wait().unwrap();
     let mut second = worker(&url, &server.grpc, &queue, &otel);
-    let outcome: martix_workflows::OrderOutcome =
+    let outcome: martix_order_contract::OrderOutcome =
         tokio::time::timeout(Duration::from_secs(60), client.handle(&order_id).result())
             .await
             .expect("the second worker finishes the order")

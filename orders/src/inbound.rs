@@ -35,7 +35,7 @@ impl Translator for CancelRequested {
                     workflow_id: order_id.to_owned(),
                     run_id: String::new(),
                 }),
-                signal_name: martix_workflows::order::CANCEL_SIGNAL.into(),
+                signal_name: martix_order_contract::CANCEL_SIGNAL.into(),
                 input: Some(json_payload(&serde_json::json!({ "reason": reason }))),
                 identity: "amqp".into(),
                 request_id: message_id.to_owned(),

@@ -15,6 +15,7 @@ pub mod view;
 
 use martix_engine::events::{Projection, ProjectionError, ProjectionTx};
 use martix_engine::store::events::StoredEvent;
+use martix_order_contract::ORDER_WORKFLOW_TYPE;
 use std::sync::Arc;
 
 pub use rest::{GatewayConfig, MAX_BODY_BYTES, router};
@@ -32,9 +33,6 @@ pub mod pb {
 
 /// The encoded `FileDescriptorSet` of `OrderService`, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("orders_descriptor");
-
-/// The workflow type whose events the read model folds.
-pub const ORDER_WORKFLOW_TYPE: &str = martix_workflows::ORDER;
 
 /// The orders read model as a projection of the engine's projection host.
 #[derive(Debug, Default)]

@@ -15,10 +15,10 @@ use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use martix_activities::{Address, Item, Order};
 use martix_engine::edge::{Edge, Op, Principal};
 use martix_engine::http::HttpError;
 use martix_engine::{Engine, EngineError};
+use martix_order_contract::{Address, Item, ORDER_WORKFLOW_TYPE, Order};
 use martix_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -305,7 +305,7 @@ async fn place_order(
         .start_workflow(pb::StartWorkflowRequest {
             namespace: ns.clone(),
             workflow_id: order.order_id.clone(),
-            workflow_type: crate::ORDER_WORKFLOW_TYPE.into(),
+            workflow_type: ORDER_WORKFLOW_TYPE.into(),
             task_queue: g.config.task_queue.clone(),
             input: Some(pb::Payload {
                 encoding: "json/plain".into(),

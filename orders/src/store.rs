@@ -80,7 +80,7 @@ where
         event_id,
         namespace,
         subject,
-        workflow_type: crate::ORDER_WORKFLOW_TYPE.into(),
+        workflow_type: martix_order_contract::ORDER_WORKFLOW_TYPE.into(),
         sequence: r.try_get(3)?,
         event_type: r.try_get(4)?,
         occurred_at: r.try_get(5)?,

@@ -1,22 +1,18 @@
 //! The orders read model: how order events fold into one `OrderView` row. Pure; the store
 //! runs it inside the projection transaction, and a rebuild runs it over the histories.
 //!
-//! Event bodies (JSON objects, amounts in integer cents), as the `order` workflow publishes
-//! them:
-//! - `order.placed`: `order_id`, `customer_id`, `currency`, `items`, `shipping_address`
-//! - `order.priced`: `subtotal_cents`, `discount_cents`, `discount`, `tax_rate_bp`,
-//!   `tax_cents`, `total_cents`
-//! - `order.rejected`: `kind`, `reason` (final)
-//! - `inventory.reserved`: `reservation`; `inventory.released`: `reservation`
-//! - `payment.charged`: `charge`, `amount_cents`; `payment.declined`: `reason`;
-//!   `payment.refunded`: `charge`, `amount_cents`
-//! - `shipment.created`: `shipment`
-//! - `order.completed`, `order.compensated`, `order.canceled`, `order.failed` (final):
-//!   `status`, `failed_step`, `cause`, `charged_cents`, `notification`
+//! The event types and their bodies are the order contract's (`martix_order_contract::events`).
+//! Bodies are read here as JSON values, field by field, with a default for what is missing:
+//! a body of an older run, or one that does not parse, still folds.
 
-use crate::ORDER_WORKFLOW_TYPE;
 use martix_engine::clock::Millis;
 use martix_engine::store::events::StoredEvent;
+use martix_order_contract::ORDER_WORKFLOW_TYPE;
+use martix_order_contract::events::{
+    INVENTORY_RELEASED, INVENTORY_RESERVED, ORDER_CANCELED, ORDER_COMPENSATED, ORDER_COMPLETED,
+    ORDER_FAILED, ORDER_PLACED, ORDER_PRICED, ORDER_REJECTED, PAYMENT_CHARGED, PAYMENT_DECLINED,
+    PAYMENT_REFUNDED, SHIPMENT_CREATED,
+};
 use serde_json::Value;
 
 /// One order as the read model holds it. Amounts in integer cents.
@@ -91,11 +87,11 @@ pub fn fold(view: Option<OrderView>, e: &StoredEvent) -> OrderView {
         ..Default::default()
     };
     let mut v = match view {
-        Some(v) if e.event_type != "order.placed" => v,
+        Some(v) if e.event_type != ORDER_PLACED => v,
         _ => fresh(),
     };
     let status = match e.event_type.as_str() {
-        "order.placed" => {
+        ORDER_PLACED => {
             v.customer_id = text(&body, "customer_id").unwrap_or_default();
             v.currency = text(&body, "currency").unwrap_or_default();
             v.items = body
@@ -103,36 +99,36 @@ pub fn fold(view: Option<OrderView>, e: &StoredEvent) -> OrderView {
                 .map_or_else(|| "[]".to_owned(), Value::to_string);
             Some("placed")
         }
-        "order.priced" => {
+        ORDER_PRICED => {
             v.subtotal_cents = cents(&body, "subtotal_cents");
             v.discount_cents = cents(&body, "discount_cents");
             v.tax_cents = cents(&body, "tax_cents");
             v.total_cents = cents(&body, "total_cents");
             Some("priced")
         }
-        "order.rejected" => {
+        ORDER_REJECTED => {
             v.last_error = text(&body, "reason");
             Some("rejected")
         }
-        "inventory.reserved" => Some("reserved"),
-        "payment.charged" => {
+        INVENTORY_RESERVED => Some("reserved"),
+        PAYMENT_CHARGED => {
             v.charged_cents += cents(&body, "amount_cents");
             Some("charged")
         }
-        "payment.declined" => {
+        PAYMENT_DECLINED => {
             v.last_error = text(&body, "reason");
             Some("compensating")
         }
-        "shipment.created" => {
+        SHIPMENT_CREATED => {
             v.shipment = text(&body, "shipment");
             Some("shipped")
         }
-        "payment.refunded" => {
+        PAYMENT_REFUNDED => {
             v.refunded_cents += cents(&body, "amount_cents");
             Some("compensating")
         }
-        "inventory.released" => Some("compensating"),
-        t @ ("order.completed" | "order.compensated" | "order.canceled" | "order.failed") => {
+        INVENTORY_RELEASED => Some("compensating"),
+        t @ (ORDER_COMPLETED | ORDER_COMPENSATED | ORDER_CANCELED | ORDER_FAILED) => {
             if let Some(cause) = text(&body, "cause") {
                 v.last_error = Some(cause);
             }

@@ -7,14 +7,13 @@
 
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use martix_activities::model::random_order;
-use martix_activities::{BreakerSettings, Faults, Order};
+use martix_activities::{BreakerSettings, Faults, random_order};
 use martix_engine::EngineConfig;
 use martix_engine::events::EventsConfig;
+use martix_order_contract::{ORDER_WORKFLOW_TYPE, Order, OrderOutcome};
 use martix_proto::v1 as pb;
 use martix_sdk::StartOptions;
 use martix_tests::{EventTap, OrderShop, TappedEvent, TcpProxy, TestEngine, fast_config, unique};
-use martix_workflows::OrderOutcome;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -50,7 +49,7 @@ impl Shop {
             let run = self
                 .client
                 .start_workflow(
-                    StartOptions::new(martix_workflows::ORDER, &o.order_id, &self.queue),
+                    StartOptions::new(ORDER_WORKFLOW_TYPE, &o.order_id, &self.queue),
                     o,
                 )
                 .await
@@ -457,7 +456,7 @@ async fn an_inbound_cancel_delivered_twice_cancels_once_and_garbage_is_dead_lett
     let run = shop
         .client
         .start_workflow(
-            StartOptions::new(martix_workflows::ORDER, &order.order_id, &shop.queue),
+            StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, &shop.queue),
             &order,
         )
         .await
@@ -636,7 +635,7 @@ async fn the_read_model_is_what_the_histories_say_and_a_rebuild_gives_the_same_r
         if history.iter().any(|e| e.0 == "order.priced") {
             assert_eq!(
                 row.total_cents,
-                martix_activities::invoice(order).total_cents
+                martix_order_contract::invoice(order).total_cents
             );
         }
         assert_eq!(

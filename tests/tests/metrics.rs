@@ -1,12 +1,10 @@
 //! `/metrics` after a run of orders: the counts are the ones the run produced.
 
-use martix_activities::{
-    Address, Backend as Adapters, Item, Order, OrderActivities, ReferenceAdapters,
-};
+use martix_activities::{Backend as Adapters, OrderActivities, ReferenceAdapters};
 use martix_engine::EngineConfig;
+use martix_order_contract::{Address, Item, ORDER_WORKFLOW_TYPE, Order, OrderOutcome};
 use martix_sdk::{Client, StartOptions, Worker, WorkerOptions};
 use martix_tests::{Backend, TestEngine, unique};
-use martix_workflows::OrderOutcome;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +29,7 @@ async fn metrics_count_what_a_run_of_orders_did() {
     adapters.seed_stock(&sku, 100).await.unwrap();
     let queue = unique("orders");
     let mut worker = Worker::new(&t.endpoint, WorkerOptions::new(&queue)).unwrap();
-    worker.register_workflow(martix_workflows::ORDER, martix_workflows::order);
+    worker.register_workflow(ORDER_WORKFLOW_TYPE, martix_workflows::order);
     OrderActivities::new(
         Adapters::reference(adapters.clone(), None),
         Default::default(),

@@ -1,11 +1,10 @@
 //! The order saga end to end on PostgreSQL and SQLite, with the reference adapters: every
 //! outcome, duplicates, a payment outage behind the breaker, and the ledger after many orders.
 
-use martix_activities::model::random_order;
-use martix_activities::{Address, BreakerSettings, Faults, Item, Order};
+use martix_activities::{BreakerSettings, Faults, random_order};
+use martix_order_contract::{Address, Item, ORDER_WORKFLOW_TYPE, Order, OrderOutcome};
 use martix_sdk::StartOptions;
 use martix_tests::{Backend, OrderShop, TestEngine, fast_config, on_both_backends};
-use martix_workflows::OrderOutcome;
 use rand::SeedableRng;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -56,7 +55,7 @@ impl Env {
         let run = self
             .client
             .start_workflow(
-                StartOptions::new(martix_workflows::ORDER, &order.order_id, &self.queue),
+                StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, &self.queue),
                 order,
             )
             .await
@@ -93,7 +92,7 @@ async fn every_outcome_path(backend: Backend) {
     let o = env.place(&ok).await;
     assert_eq!(
         (o.status.as_str(), o.charged_cents),
-        ("completed", martix_activities::invoice(&ok).total_cents)
+        ("completed", martix_order_contract::invoice(&ok).total_cents)
     );
     assert_eq!(o.notification, "sent");
     assert_eq!(
@@ -197,7 +196,7 @@ async fn a_cancelled_order_is_refunded_and_released(backend: Backend) {
     let run = env
         .client
         .start_workflow(
-            StartOptions::new(martix_workflows::ORDER, &order.order_id, &env.queue),
+            StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, &env.queue),
             &order,
         )
         .await
@@ -215,7 +214,7 @@ async fn a_cancelled_order_is_refunded_and_released(backend: Backend) {
 async fn a_duplicate_start_charges_once(backend: Backend) {
     let env = Env::start(backend, Faults::default(), BreakerSettings::default()).await;
     let order = env.order("dup", "cust-1", "FR", 1);
-    let opts = StartOptions::new(martix_workflows::ORDER, &order.order_id, &env.queue);
+    let opts = StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, &env.queue);
     let first = env
         .client
         .start_workflow(opts.clone(), &order)
@@ -247,7 +246,7 @@ async fn a_payment_outage_opens_the_breaker_and_orders_finish_after_it(backend: 
         runs.push(
             env.client
                 .start_workflow(
-                    StartOptions::new(martix_workflows::ORDER, &o.order_id, &env.queue),
+                    StartOptions::new(ORDER_WORKFLOW_TYPE, &o.order_id, &env.queue),
                     o,
                 )
                 .await

@@ -4,9 +4,9 @@
 //! (invoice, invalid order, amount limit, too many orders).
 
 use martix_activities::{
-    Address, Backend as Adapters, BreakerSettings, Faults, FraudCheck, Invoice, Item, Order,
-    OrderActivities, ReferenceAdapters, StepInput, names,
+    Backend as Adapters, BreakerSettings, Faults, FraudCheck, OrderActivities, ReferenceAdapters,
 };
+use martix_order_contract::{Address, Invoice, Item, Order, StepInput, names};
 use martix_sdk::{
     ActivityOptions, Client, StartOptions, Worker, WorkerOptions, WorkflowContext, WorkflowError,
 };

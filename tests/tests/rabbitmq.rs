@@ -7,13 +7,12 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, Que
 use lapin::types::FieldTable;
 use martix_activities::notify::{AmqpNotifier, EXCHANGE};
 use martix_activities::{
-    Address, Backend as Adapters, BreakerSettings, Faults, Item, Order, OrderActivities,
-    ReferenceAdapters,
+    Backend as Adapters, BreakerSettings, Faults, OrderActivities, ReferenceAdapters,
 };
 use martix_engine::EngineConfig;
+use martix_order_contract::{Address, Item, ORDER_WORKFLOW_TYPE, Order, OrderOutcome};
 use martix_sdk::{Client, StartOptions, Worker, WorkerOptions};
 use martix_tests::{Backend, TestEngine, unique};
-use martix_workflows::OrderOutcome;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -73,7 +72,7 @@ async fn confirmations_are_published_and_read_back() {
     );
     let q = unique("orders");
     let mut worker = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
-    worker.register_workflow(martix_workflows::ORDER, martix_workflows::order);
+    worker.register_workflow(ORDER_WORKFLOW_TYPE, martix_workflows::order);
     activities.register(&mut worker);
     let shutdown = CancellationToken::new();
     tokio::spawn(worker.run(shutdown.clone()));

@@ -48,7 +48,10 @@ fn worker(t: &TestEngine) -> CancellationToken {
         martix_sdk::WorkerOptions::new(&t.order_queue),
     )
     .unwrap();
-    w.register_workflow(martix_workflows::ORDER, martix_workflows::order);
+    w.register_workflow(
+        martix_order_contract::ORDER_WORKFLOW_TYPE,
+        martix_workflows::order,
+    );
     martix_activities::OrderActivities::new(
         martix_activities::Backend::noop(),
         Default::default(),

@@ -3,10 +3,10 @@
 //! orders read model and the reference adapters each adopt their part of it (their files up to
 //! 15 marked applied, not run again), what the database held stays, and orders run on it.
 
-use martix_activities::model::random_order;
+use martix_activities::random_order;
 use martix_engine::events::EventsConfig;
+use martix_order_contract::{ORDER_WORKFLOW_TYPE, OrderOutcome};
 use martix_tests::{OrderShop, TestEngine, fast_config};
-use martix_workflows::OrderOutcome;
 use rand::SeedableRng;
 use sqlx::Row;
 use std::time::Duration;
@@ -29,11 +29,7 @@ async fn place(shop: &OrderShop, n: usize) -> Vec<OrderOutcome> {
         let run = shop
             .client
             .start_workflow(
-                martix_sdk::StartOptions::new(
-                    martix_workflows::ORDER,
-                    &order.order_id,
-                    &shop.queue,
-                ),
+                martix_sdk::StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, &shop.queue),
                 &order,
             )
             .await

@@ -1,8 +1,6 @@
-//! Workflow definitions run by Martix. The order saga first.
+//! Workflow definitions run by Martix. The order saga first; its types, names and events are
+//! in `martix-order-contract`.
 
 pub mod order;
 
-pub use order::{OrderOutcome, order};
-
-/// The workflow type name of the order saga.
-pub const ORDER: &str = "order";
+pub use order::order;

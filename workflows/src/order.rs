@@ -14,34 +14,17 @@
 //! - A notification that keeps failing never undoes an order: it is retried, then recorded as
 //!   failed in the outcome.
 
-use martix_activities::NotificationInput;
-use martix_activities::model::{Charge, Order, StepInput, names};
-use martix_activities::pricing::Invoice;
+use martix_order_contract::events::{
+    self, InventoryReleased, InventoryReserved, OrderEnded, OrderPlaced, PaymentCharged,
+    PaymentDeclined, PaymentRefunded, ShipmentCreated,
+};
+use martix_order_contract::{
+    CANCEL_SIGNAL, Charge, Invoice, NotificationInput, Order, OrderOutcome, StepInput, failures,
+    names,
+};
 use martix_sdk::{ActivityFailure, ActivityOptions, Saga, WorkflowContext, WorkflowError};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::time::Duration;
-
-/// How an order ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderOutcome {
-    pub order_id: String,
-    /// `completed`, `compensated`, `failed` or `rejected`.
-    pub status: String,
-    /// The step that failed (`validate`, `reserve`, `payment`, `shipment`, `cancel`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_step: Option<String>,
-    /// Why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<String>,
-    /// Money taken and kept: the order's total if it completed, else 0.
-    pub charged_cents: i64,
-    /// `sent` or `failed`.
-    pub notification: String,
-    /// Compensations that failed after all their retries (reported, never dropped).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub compensation_failures: Vec<String>,
-}
 
 /// Each step may take 10 s per attempt (an attempt lost with a crashed worker is retried after
 /// that), retried from 200 ms doubling to 10 s, without limit for outages; business rejections
@@ -61,15 +44,9 @@ fn cause(f: &ActivityFailure) -> String {
     }
 }
 
-/// The signal that cancels an order like a cancel request does (inbound
-/// `order.cancel_requested` messages send it).
-pub const CANCEL_SIGNAL: &str = "cancel";
-
-/// Activity failure types that reject an order (fraud rules): it ends `rejected`.
-const REJECTIONS: [&str; 2] = ["AmountLimit", "TooManyOrders"];
-
 /// The order saga, workflow type `order`. Every business step is published as an event (see
-/// `martix_engine::events::view` for the bodies); the last one is the terminal event.
+/// `martix_order_contract::events` for the types and bodies); the last one is the terminal
+/// event.
 pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, WorkflowError> {
     let mut outcome = OrderOutcome {
         order_id: order.order_id.clone(),
@@ -80,17 +57,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
         notification: "sent".into(),
         compensation_failures: Vec::new(),
     };
-    ctx.publish(
-        "order.placed",
-        &json!({
-            "order_id": order.order_id,
-            "customer_id": order.customer_id,
-            "currency": order.currency,
-            "items": order.items,
-            "shipping_address": order.shipping_address,
-            "discount_code": order.discount_code,
-        }),
-    );
+    ctx.publish(events::ORDER_PLACED, &OrderPlaced::from(&order));
     if let Err(why) = order.validate() {
         outcome.status = "failed".into();
         outcome.failed_step = Some("validate".into());
@@ -110,14 +77,14 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
     {
         Ok(i) => i,
         Err(f) => {
-            let rejected = REJECTIONS.contains(&f.error_type());
+            let rejected = failures::is_rejection(f.error_type());
             outcome.status = if rejected { "rejected" } else { "failed" }.into();
             outcome.failed_step = Some("validate".into());
             outcome.cause = Some(cause(&f));
             return finish(&ctx, outcome, &order, None).await;
         }
     };
-    ctx.publish("order.priced", &invoice);
+    ctx.publish(events::ORDER_PRICED, &invoice);
     let mut saga = Saga::new();
 
     let reservation: String = match ctx
@@ -132,13 +99,20 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
             return finish(&ctx, outcome, &order, Some(&invoice)).await;
         }
     };
-    ctx.publish("inventory.reserved", &json!({ "reservation": reservation }));
+    ctx.publish(
+        events::INVENTORY_RESERVED,
+        &InventoryReserved {
+            reservation: reservation.clone(),
+        },
+    );
     saga.add_with_event(
         names::RELEASE_INVENTORY,
         &input(&reservation),
         opts.clone(),
-        "inventory.released",
-        &json!({ "reservation": reservation }),
+        events::INVENTORY_RELEASED,
+        &InventoryReleased {
+            reservation: reservation.clone(),
+        },
     );
 
     let failed = if cancelled() {
@@ -149,20 +123,29 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
             .await
         {
             Err(f) => {
-                ctx.publish("payment.declined", &json!({ "reason": cause(&f) }));
+                ctx.publish(
+                    events::PAYMENT_DECLINED,
+                    &PaymentDeclined { reason: cause(&f) },
+                );
                 Some(("payment", cause(&f)))
             }
             Ok(charge) => {
                 ctx.publish(
-                    "payment.charged",
-                    &json!({ "charge": charge.key, "amount_cents": charge.amount_cents }),
+                    events::PAYMENT_CHARGED,
+                    &PaymentCharged {
+                        amount_cents: charge.amount_cents,
+                        charge: charge.key.clone(),
+                    },
                 );
                 saga.add_with_event(
                     names::REFUND_PAYMENT,
                     &input(&charge.key),
                     opts.clone(),
-                    "payment.refunded",
-                    &json!({ "charge": charge.key, "amount_cents": charge.amount_cents }),
+                    events::PAYMENT_REFUNDED,
+                    &PaymentRefunded {
+                        amount_cents: charge.amount_cents,
+                        charge: charge.key.clone(),
+                    },
                 );
                 if cancelled() {
                     Some(("cancel", "cancelled before shipment".to_owned()))
@@ -177,7 +160,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
                     {
                         Err(f) => Some(("shipment", cause(&f))),
                         Ok(shipment) => {
-                            ctx.publish("shipment.created", &json!({ "shipment": shipment }));
+                            ctx.publish(events::SHIPMENT_CREATED, &ShipmentCreated { shipment });
                             outcome.charged_cents = charge.amount_cents;
                             None
                         }
@@ -234,23 +217,6 @@ async fn finish(
     if sent.is_err() {
         outcome.notification = "failed".into();
     }
-    let terminal = match (outcome.status.as_str(), outcome.failed_step.as_deref()) {
-        ("compensated", Some("cancel")) => "order.canceled",
-        ("compensated", _) => "order.compensated",
-        ("rejected", _) => "order.rejected",
-        ("failed", _) => "order.failed",
-        _ => "order.completed",
-    };
-    ctx.publish(
-        terminal,
-        &json!({
-            "status": outcome.status,
-            "failed_step": outcome.failed_step,
-            "cause": outcome.cause,
-            "reason": outcome.cause,
-            "charged_cents": outcome.charged_cents,
-            "notification": outcome.notification,
-        }),
-    );
+    ctx.publish(outcome.terminal_event(), &OrderEnded::from(&outcome));
     Ok(outcome)
 }

@@ -72,10 +72,10 @@ pub(crate) enum OrdersCmd {
 }
 
 /// `--item SKU:QTY:UNIT_PRICE_CENTS`.
-fn parse_item(raw: &str) -> Result<martix_activities::Item> {
+fn parse_item(raw: &str) -> Result<martix_order_contract::Item> {
     let parts: Vec<&str> = raw.split(':').collect();
     match parts.as_slice() {
-        [sku, qty, price] => Ok(martix_activities::Item {
+        [sku, qty, price] => Ok(martix_order_contract::Item {
             sku: (*sku).to_owned(),
             qty: qty
                 .parse()
@@ -121,12 +121,12 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
             task_queue,
             wait,
         } => {
-            let order = martix_activities::Order {
+            let order = martix_order_contract::Order {
                 order_id: id.clone(),
                 customer_id: customer,
                 currency,
                 items: items.iter().map(|i| parse_item(i)).collect::<Result<_>>()?,
-                shipping_address: martix_activities::Address {
+                shipping_address: martix_order_contract::Address {
                     country,
                     ..Default::default()
                 },

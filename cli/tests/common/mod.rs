@@ -114,10 +114,9 @@ pub(crate) mod orders {
     //! A workload of random orders run through crashes: start, wait, count, verify.
 
     use futures::StreamExt;
-    use martix_activities::model::random_order;
-    use martix_activities::{Order, ReferenceAdapters};
+    use martix_activities::{ReferenceAdapters, random_order};
+    use martix_order_contract::{Order, OrderOutcome};
     use martix_sdk::{Client, StartOptions};
-    use martix_workflows::OrderOutcome;
     use rand::SeedableRng;
     use std::process::{Command, Stdio};
     use std::sync::Arc;

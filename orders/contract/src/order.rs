@@ -1,41 +1,35 @@
-//! The order saga's data: what the workflow sends its activities and gets back. Shared by
-//! `martix-workflows` (which names these activities) and the adapters here.
+//! The order: what a customer asks for (the input of the `order` workflow) and the one check
+//! that decides whether it can be accepted at all.
+//!
+//! [`Order::validate`] bounds every number so that pricing cannot overflow `i64` cents (see
+//! `crate::pricing`); the saga and the REST gateway both call it, so an order refused at the
+//! edge is refused for the same reason by the saga.
 
 use serde::{Deserialize, Serialize};
 
-/// Activity type names of the order saga.
-pub mod names {
-    /// Price the order and apply the fraud rules (returns the `Invoice`).
-    pub const PRICE_ORDER: &str = "price_order";
-    /// Reserve the order's stock.
-    pub const RESERVE_INVENTORY: &str = "reserve_inventory";
-    /// Give a reservation's stock back.
-    pub const RELEASE_INVENTORY: &str = "release_inventory";
-    /// Charge the customer.
-    pub const CHARGE_PAYMENT: &str = "charge_payment";
-    /// Refund a charge.
-    pub const REFUND_PAYMENT: &str = "refund_payment";
-    /// Ship the reserved stock.
-    pub const CREATE_SHIPMENT: &str = "create_shipment";
-    /// Tell the customer how the order ended.
-    pub const SEND_NOTIFICATION: &str = "send_notification";
-}
-
 /// One line of an order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Item {
+    /// The stock keeping unit.
     pub sku: String,
+    /// How many, 1 to 10 000.
     pub qty: i64,
+    /// Price of one, in cents, 0 to 100 000 000.
     pub unit_price_cents: i64,
 }
 
 /// Where an order goes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Address {
+    /// Who receives it.
     #[serde(default)]
     pub name: String,
+    /// Street and number.
     #[serde(default)]
     pub line1: String,
+    /// City.
     #[serde(default)]
     pub city: String,
     /// ISO country code; the reference shipper does not ship to `ZZ`.
@@ -44,12 +38,17 @@ pub struct Address {
 }
 
 /// The input of the `order` workflow.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
+    /// The order's id, also the workflow id of its saga.
     pub order_id: String,
+    /// Who ordered.
     pub customer_id: String,
+    /// ISO 4217, upper case (`EUR`).
     pub currency: String,
+    /// The order's lines, at least one.
     pub items: Vec<Item>,
+    /// Where it goes; its country decides the tax rate.
     #[serde(default)]
     pub shipping_address: Address,
     /// A discount code (`WELCOME10`, `SPRING5`); see `crate::pricing`.
@@ -127,68 +126,55 @@ pub(crate) const MAX_ITEMS: usize = 100;
 pub(crate) const MAX_QTY: i64 = 10_000;
 pub(crate) const MAX_UNIT_PRICE_CENTS: i64 = 100_000_000;
 
-/// Why an order was refused: the field at fault and what is wrong with it.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{field} {message}")]
+/// Why an order was refused: the field at fault and what is wrong with it. Displays as
+/// `{field} {message}` (`currency is not an ISO 4217 code`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidOrder {
+    /// The field at fault, as a path (`items[2].qty`).
     pub field: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
-/// Input of every step: the order and the step's idempotency key (stable across retries).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StepInput {
-    pub order: Order,
-    /// For compensations: the key of the step being undone.
-    #[serde(default)]
-    pub undo_key: String,
+impl std::fmt::Display for InvalidOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.field, self.message)
+    }
 }
 
-/// A charge that was made.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Charge {
-    pub key: String,
-    pub amount_cents: i64,
-}
+impl std::error::Error for InvalidOrder {}
 
-/// A random order for demos, tests and benchmarks: one to three lines over `skus` SKUs named
-/// `{prefix}-sku-{n}`, for customer `{prefix}-cust-{i}` (so runs under different prefixes do
-/// not share customers for the velocity rule); about 10% of customers are declined
-/// (`declined-{prefix}-{i}`), about 5% of addresses unshippable (country `ZZ`) and about 20%
-/// of orders carry a discount code.
-pub fn random_order(rng: &mut impl rand::Rng, prefix: &str, i: usize, skus: usize) -> Order {
-    let items = (0..rng.random_range(1..=3))
-        .map(|_| Item {
-            sku: format!("{prefix}-sku-{}", rng.random_range(0..skus)),
-            qty: rng.random_range(1..=3),
-            unit_price_cents: rng.random_range(100..=5_000),
-        })
-        .collect();
-    let declined = rng.random_bool(0.10);
-    let unshippable = rng.random_bool(0.05);
-    let discount_code = rng.random_bool(0.20).then(|| {
-        let codes = crate::pricing::DISCOUNT_CODES;
-        codes[rng.random_range(0..codes.len())].0.to_owned()
-    });
-    Order {
-        order_id: format!("{prefix}-order-{i}"),
-        customer_id: if declined {
-            format!("declined-{prefix}-{i}")
-        } else {
-            format!("{prefix}-cust-{i}")
-        },
-        currency: "EUR".into(),
-        items,
-        shipping_address: Address {
-            name: format!("Customer {i}"),
-            line1: "1 Demo Street".into(),
-            city: "Lyon".into(),
-            country: if unshippable {
-                "ZZ".into()
-            } else {
-                "FR".into()
-            },
-        },
-        discount_code,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order() -> Order {
+        Order {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            currency: "EUR".into(),
+            items: vec![Item {
+                sku: "sku".into(),
+                qty: 1,
+                unit_price_cents: 100,
+            }],
+            shipping_address: Address::default(),
+            discount_code: None,
+        }
+    }
+
+    #[test]
+    fn the_first_field_at_fault_is_named() {
+        assert_eq!(order().validate(), Ok(()));
+        let mut o = order();
+        o.currency = "eur".into();
+        o.items[0].qty = 0;
+        let e = o.validate().unwrap_err();
+        assert_eq!(e.to_string(), "currency is not an ISO 4217 code");
+        o.currency = "EUR".into();
+        assert_eq!(
+            o.validate().unwrap_err().to_string(),
+            "items[0].qty must be 1 to 10000"
+        );
     }
 }

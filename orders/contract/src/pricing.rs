@@ -1,5 +1,7 @@
-//! Pricing and fraud rules of the order saga's first step (`price_order`): what an order
-//! costs, and whether it may be charged at all. Pure code on integer cents; no floats.
+//! Pricing: what an order costs. Pure code on integer cents, no floats, no I/O; the
+//! `price_order` activity computes the invoice with it and the saga publishes it as
+//! `order.priced`. Whether an order may be charged at all (the fraud rules) is the
+//! activity's business, not this module's.
 //!
 //! The invoice of an order:
 //!
@@ -22,13 +24,8 @@
 //! the cent. No overflow: `Order::validate` bounds a subtotal by 100 items x 10 000 x
 //! 100 000 000 cents = 10^14 cents, and `10^14 * 10 000 + 5 000 < i64::MAX` (checked at
 //! compile time below); orders are validated before they are priced.
-//!
-//! Fraud rules ([`FraudRules`]): an invoice total above `max_total_cents` is refused
-//! (`AmountLimit`), and so is a customer's order beyond `max_orders_per_minute` orders in the
-//! minute ending with it (`TooManyOrders`; counted by the `FraudCheck` adapter).
 
-use crate::model::{MAX_ITEMS, MAX_QTY, MAX_UNIT_PRICE_CENTS, Order};
-use crate::reference::AdapterError;
+use crate::order::{MAX_ITEMS, MAX_QTY, MAX_UNIT_PRICE_CENTS, Order};
 use serde::{Deserialize, Serialize};
 
 /// 100%, in basis points.
@@ -61,10 +58,11 @@ pub const TAX_RATES_BP: &[(&str, i64)] = &[
 ];
 
 /// What an order costs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invoice {
     /// Sum of `qty * unit_price_cents`.
     pub subtotal_cents: i64,
+    /// The discount taken off the subtotal.
     pub discount_cents: i64,
     /// The discount rule applied (`volume 10%`, `code WELCOME10`), if any.
     pub discount: Option<String>,
@@ -72,6 +70,7 @@ pub struct Invoice {
     pub country: String,
     /// Tax rate in basis points (2000 = 20%).
     pub tax_rate_bp: i64,
+    /// The tax on `subtotal - discount`.
     pub tax_cents: i64,
     /// `subtotal - discount + tax`: what is charged.
     pub total_cents: i64,
@@ -147,75 +146,10 @@ pub fn invoice(order: &Order) -> Invoice {
     }
 }
 
-/// Limits of the fraud rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FraudRules {
-    /// The largest invoice total accepted, in cents.
-    pub max_total_cents: i64,
-    /// How many orders a customer may place in a minute.
-    pub max_orders_per_minute: i64,
-}
-
-impl Default for FraudRules {
-    /// 10 000.00 per order, 5 orders a minute per customer.
-    fn default() -> Self {
-        Self {
-            max_total_cents: 1_000_000,
-            max_orders_per_minute: 5,
-        }
-    }
-}
-
-/// Why the fraud rules refuse an order: `kind` is `AmountLimit` or `TooManyOrders`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{kind}: {message}")]
-pub struct Rejection {
-    pub kind: &'static str,
-    pub message: String,
-}
-
-impl From<Rejection> for AdapterError {
-    fn from(r: Rejection) -> Self {
-        AdapterError::Rejected {
-            kind: r.kind,
-            message: r.message,
-        }
-    }
-}
-
-/// Refuses an invoice whose total is above `rules.max_total_cents` (`AmountLimit`).
-pub fn check_amount(rules: &FraudRules, invoice: &Invoice) -> Result<(), Rejection> {
-    if invoice.total_cents > rules.max_total_cents {
-        return Err(Rejection {
-            kind: "AmountLimit",
-            message: format!(
-                "order total {} cents is above the limit of {} cents",
-                invoice.total_cents, rules.max_total_cents
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// Refuses an order that is the customer's `recent`-th in a minute when that is more than
-/// `rules.max_orders_per_minute` (`TooManyOrders`).
-pub fn check_velocity(rules: &FraudRules, recent: i64) -> Result<(), Rejection> {
-    if recent > rules.max_orders_per_minute {
-        return Err(Rejection {
-            kind: "TooManyOrders",
-            message: format!(
-                "{recent} orders of this customer within a minute, at most {} allowed",
-                rules.max_orders_per_minute
-            ),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Address, Item};
+    use crate::order::{Address, Item};
 
     /// An order of `subtotal` cents (one line) to `country`, with `code`.
     fn order(subtotal: i64, country: &str, code: Option<&str>) -> Order {
@@ -388,60 +322,6 @@ mod tests {
         assert_eq!(inv.subtotal_cents, MAX_SUBTOTAL_CENTS);
         assert_eq!(inv.discount_cents, MAX_SUBTOTAL_CENTS / 10);
         assert_eq!(inv.total_cents, MAX_SUBTOTAL_CENTS / 10 * 9 / 100 * 122);
-    }
-
-    #[test]
-    fn amount_limit() {
-        let rules = FraudRules::default();
-        assert_eq!(rules.max_total_cents, 1_000_000);
-        assert_eq!(rules.max_orders_per_minute, 5);
-        let with_total = |total_cents| Invoice {
-            total_cents,
-            ..invoice(&order(1, "US", None))
-        };
-        // (total, accepted)
-        for (total, ok) in [
-            (0, true),
-            (999_999, true),
-            (1_000_000, true),
-            (1_000_001, false),
-            (i64::MAX, false),
-        ] {
-            let r = check_amount(&rules, &with_total(total));
-            assert_eq!(r.is_ok(), ok, "{total}");
-            if let Err(e) = r {
-                assert_eq!(e.kind, "AmountLimit");
-            }
-        }
-        // Through the invoice: 11 111.11 less 10% (1 111.111 -> 1 111.11) is the limit.
-        let at_limit = invoice(&order(1_111_111, "US", None));
-        assert_eq!(at_limit.total_cents, 1_000_000);
-        assert!(check_amount(&rules, &at_limit).is_ok());
-        let above = invoice(&order(1_111_112, "US", None));
-        assert_eq!(above.total_cents, 1_000_001);
-        assert_eq!(
-            check_amount(&rules, &above).unwrap_err().kind,
-            "AmountLimit"
-        );
-        let rules = FraudRules {
-            max_total_cents: 100,
-            ..rules
-        };
-        let e = check_amount(&rules, &invoice(&order(100, "FR", None))).unwrap_err();
-        assert_eq!(e.kind, "AmountLimit");
-        assert!(e.message.contains("120 cents"), "{}", e.message);
-    }
-
-    #[test]
-    fn velocity() {
-        let rules = FraudRules::default();
-        for (recent, ok) in [(1, true), (5, true), (6, false), (100, false)] {
-            let r = check_velocity(&rules, recent);
-            assert_eq!(r.is_ok(), ok, "{recent}");
-            if let Err(e) = r {
-                assert_eq!(e.kind, "TooManyOrders");
-            }
-        }
     }
 
     #[test]

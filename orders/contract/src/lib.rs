@@ -1,0 +1,30 @@
+//! The order domain's contract: the types and names the order saga (`martix-workflows`),
+//! its activities (`martix-activities`) and the read side (`martix-orders`) share, so that
+//! none of them has to import another to agree on them.
+//!
+//! It holds the order and its validation ([`Order`]), its pricing ([`pricing`],
+//! [`Invoice`]), what the saga passes its activities and gets back ([`names`], [`StepInput`],
+//! [`Charge`], [`NotificationInput`], [`failures`]), how an order ends ([`OrderOutcome`]),
+//! the events the saga publishes ([`events`]), and the names a client uses to start and
+//! cancel an order ([`ORDER_WORKFLOW_TYPE`], [`CANCEL_SIGNAL`]). Everything here is plain data
+//! and pure code: no I/O, no engine, no SDK, so the deterministic saga can link it.
+//!
+//! Feature `openapi` derives `utoipa::ToSchema` for the types the REST gateway describes.
+
+pub mod events;
+mod order;
+mod outcome;
+pub mod pricing;
+mod steps;
+
+pub use order::{Address, InvalidOrder, Item, Order};
+pub use outcome::OrderOutcome;
+pub use pricing::{Invoice, invoice};
+pub use steps::{Charge, NotificationInput, StepInput, failures, names};
+
+/// The workflow type of the order saga.
+pub const ORDER_WORKFLOW_TYPE: &str = "order";
+
+/// The signal that cancels an order like a cancel request does (inbound
+/// `order.cancel_requested` messages send it).
+pub const CANCEL_SIGNAL: &str = "cancel";

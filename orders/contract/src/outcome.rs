@@ -1,0 +1,70 @@
+//! How an order ended: the result of the `order` workflow, as the saga returns it and its
+//! callers (the CLI, benchmarks, tests) read it back, and which terminal event says so.
+
+use crate::events;
+use serde::{Deserialize, Serialize};
+
+/// How an order ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderOutcome {
+    /// The order's id.
+    pub order_id: String,
+    /// `completed`, `compensated`, `failed` or `rejected`.
+    pub status: String,
+    /// The step that failed (`validate`, `reserve`, `payment`, `shipment`, `cancel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// Money taken and kept: the order's total if it completed, else 0.
+    pub charged_cents: i64,
+    /// `sent` or `failed`.
+    pub notification: String,
+    /// Compensations that failed after all their retries (reported, never dropped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compensation_failures: Vec<String>,
+}
+
+impl OrderOutcome {
+    /// The terminal event type this outcome is published as: `order.canceled` for an order
+    /// compensated at step `cancel`, else the one named after its status; `order.completed`
+    /// for `completed` and for a status it does not know.
+    pub fn terminal_event(&self) -> &'static str {
+        match (self.status.as_str(), self.failed_step.as_deref()) {
+            ("compensated", Some("cancel")) => events::ORDER_CANCELED,
+            ("compensated", _) => events::ORDER_COMPENSATED,
+            ("rejected", _) => events::ORDER_REJECTED,
+            ("failed", _) => events::ORDER_FAILED,
+            _ => events::ORDER_COMPLETED,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancellation_ends_as_order_canceled() {
+        let outcome = |status: &str, step: Option<&str>| OrderOutcome {
+            order_id: "o-1".into(),
+            status: status.into(),
+            failed_step: step.map(str::to_owned),
+            cause: None,
+            charged_cents: 0,
+            notification: "sent".into(),
+            compensation_failures: Vec::new(),
+        };
+        let cases = [
+            ("completed", None, "order.completed"),
+            ("compensated", Some("cancel"), "order.canceled"),
+            ("compensated", Some("payment"), "order.compensated"),
+            ("rejected", Some("validate"), "order.rejected"),
+            ("failed", Some("reserve"), "order.failed"),
+        ];
+        for (status, step, event) in cases {
+            assert_eq!(outcome(status, step).terminal_event(), event, "{status}");
+        }
+    }
+}
