@@ -3,6 +3,11 @@
 //! PostgreSQL is the one on `MARTIX_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/martix_test`, created if missing). A test that needs it
 //! fails, with how to start it, when it does not answer; it never skips.
+//!
+//! [`subscriptions`] is a second domain beside the order one, built on the engine without a
+//! change to it.
+
+pub mod subscriptions;
 
 use martix_engine::edge::EdgeConfig;
 use martix_engine::edge::tls::TlsFiles;
@@ -164,12 +169,45 @@ impl TestEngine {
         .await
     }
 
+    /// Starts an engine on the database `url`, as [`TestEngine::start_on`], with more domains:
+    /// `install` registers them on the server (after the order domain).
+    pub async fn start_with_domains(
+        url: &str,
+        config: EngineConfig,
+        events: martix_engine::events::EventsConfig,
+        install: impl FnOnce(Server) -> Server,
+    ) -> Self {
+        let store = martix_engine::store::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
+        Self::start_domains(
+            (store, url.to_owned()),
+            config,
+            EdgeConfig::default(),
+            None,
+            events,
+            install,
+        )
+        .await
+    }
+
     async fn start_full(
+        store: (Arc<dyn Store>, String),
+        config: EngineConfig,
+        edge: EdgeConfig,
+        tls: Option<TlsFiles>,
+        events: martix_engine::events::EventsConfig,
+    ) -> Self {
+        Self::start_domains(store, config, edge, tls, events, |s| s).await
+    }
+
+    async fn start_domains(
         (store, database_url): (Arc<dyn Store>, String),
         config: EngineConfig,
         edge: EdgeConfig,
         tls: Option<TlsFiles>,
         events: martix_engine::events::EventsConfig,
+        install: impl FnOnce(Server) -> Server,
     ) -> Self {
         let engine = Engine::new(store, config);
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -194,6 +232,7 @@ impl TestEngine {
                 task_queue: order_queue.clone(),
             },
         );
+        let server = install(server);
         let endpoint = format!("{scheme}://{}", server.grpc_addr());
         let http = format!("{scheme}://{}", server.http_addr());
         let shutdown = CancellationToken::new();
