@@ -8,6 +8,7 @@
 //! the waits read the whole outbox, which other tests' engines would share.
 
 use martix_engine::events::{EventsConfig, Pools, Projection};
+use martix_order_contract::{ORDER_WORKFLOW_TYPE, OrderOutcome};
 use martix_proto::v1 as pb;
 use martix_sdk::{Client, Replayer, StartOptions, Worker, WorkerOptions, WorkflowHandle};
 use martix_tests::subscriptions::{
@@ -15,7 +16,6 @@ use martix_tests::subscriptions::{
     SubscriptionRow, Subscriptions, SubscriptionsProjection,
 };
 use martix_tests::{Backend, OrderShop, TestEngine, fast_config, on_both_backends, unique};
-use martix_workflows::OrderOutcome;
 use rand::SeedableRng;
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,12 +126,12 @@ impl World {
     /// Places one order and waits for its outcome.
     async fn place_order(&self) -> (String, OrderOutcome) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(21);
-        let order = martix_activities::model::random_order(&mut rng, &self.shop.prefix, 0, 4);
+        let order = martix_activities::random_order(&mut rng, &self.shop.prefix, 0, 4);
         let run = self
             .shop
             .client
             .start_workflow(
-                StartOptions::new(martix_workflows::ORDER, &order.order_id, &self.shop.queue),
+                StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, &self.shop.queue),
                 &order,
             )
             .await
