@@ -49,6 +49,15 @@ impl EngineError {
     }
 }
 
+impl From<crate::ids::InvalidId> for EngineError {
+    fn from(e: crate::ids::InvalidId) -> Self {
+        Self::InvalidArgument {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for EngineError {
     fn from(e: crate::store::StoreError) -> Self {
         use crate::store::StoreError as S;

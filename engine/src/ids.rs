@@ -1,26 +1,42 @@
 //! Validated names and ids. Input is parsed once at the edge; inside the engine a `WorkflowId`
-//! is known to be good.
+//! is known to be good. At the bottom of the engine's module graph: it depends on nothing else
+//! of the engine (its error becomes an `EngineError` in `error`).
 
-use crate::error::EngineError;
 use std::fmt;
+
+/// Why a name or id was refused: the request field and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {message}")]
+pub struct InvalidId {
+    /// The request field that carried it.
+    pub field: &'static str,
+    /// What is wrong, said so that it reads after the field's name.
+    pub message: String,
+}
+
+impl InvalidId {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
 
 /// Longest id or name the engine accepts, in bytes.
 pub const MAX_ID_BYTES: usize = 255;
 
-fn check(field: &'static str, raw: &str) -> Result<(), EngineError> {
+fn check(field: &'static str, raw: &str) -> Result<(), InvalidId> {
     match raw.len() {
-        0 => Err(EngineError::invalid(field, "must not be empty")),
+        0 => Err(InvalidId::new(field, "must not be empty")),
         1..=MAX_ID_BYTES => {
             if raw.chars().any(char::is_control) {
-                Err(EngineError::invalid(
-                    field,
-                    "must not contain control characters",
-                ))
+                Err(InvalidId::new(field, "must not contain control characters"))
             } else {
                 Ok(())
             }
         }
-        n => Err(EngineError::invalid(
+        n => Err(InvalidId::new(
             field,
             format!("is {n} bytes, at most {MAX_ID_BYTES}"),
         )),
@@ -35,7 +51,7 @@ macro_rules! name_type {
 
         impl $name {
             /// Parses and validates `raw`: 1 to 255 bytes, no control characters.
-            pub fn parse(raw: &str) -> Result<Self, EngineError> {
+            pub fn parse(raw: &str) -> Result<Self, InvalidId> {
                 check($field, raw)?;
                 Ok(Self(raw.to_owned()))
             }
@@ -86,10 +102,10 @@ impl RunId {
     }
 
     /// Parses a run id given by a client; `field` names it in the error.
-    pub fn parse(field: &'static str, raw: &str) -> Result<Self, EngineError> {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, InvalidId> {
         uuid::Uuid::parse_str(raw)
             .map(Self)
-            .map_err(|_| EngineError::invalid(field, format!("'{raw}' is not a UUID")))
+            .map_err(|_| InvalidId::new(field, format!("'{raw}' is not a UUID")))
     }
 
     /// The canonical hyphenated text form, as stored.

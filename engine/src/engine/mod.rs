@@ -11,13 +11,14 @@
 //! history, result, metrics), `polls` (handing tasks to workers), `worker` (what workers report
 //! about their tasks), `completion` (deciding a workflow task's completion), `decide_ahead` (an
 //! activity's result recorded with the decision made ahead) and `timeouts` (expired leases and
-//! due timers). `crate::events::service` continues it with the business-event operations.
+//! due timers), and `outbox` (the outbox as operators read it).
 
 mod cache;
 mod commit;
 mod completion;
 mod decide_ahead;
 mod namespaces;
+mod outbox;
 mod polls;
 mod reads;
 mod requests;

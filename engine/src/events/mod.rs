@@ -11,7 +11,6 @@
 
 pub mod inbound;
 pub mod projection;
-pub mod service;
 
 pub use projection::{Pools, Projection, ProjectionError, ProjectionTx, Projections};
 

@@ -18,7 +18,6 @@
 //! | `order.completed`, `order.compensated`, `order.canceled`, `order.failed`, `order.rejected` (terminal, exactly one) | [`OrderEnded`] |
 
 use crate::order::{Address, Item, Order};
-use crate::outcome::OrderOutcome;
 use serde::{Deserialize, Serialize, Serializer};
 
 /// The saga started; body [`OrderPlaced`].
@@ -145,19 +144,6 @@ pub struct OrderEnded {
     pub status: String,
 }
 
-impl From<&OrderOutcome> for OrderEnded {
-    fn from(o: &OrderOutcome) -> Self {
-        Self {
-            cause: o.cause.clone(),
-            charged_cents: o.charged_cents,
-            failed_step: o.failed_step.clone(),
-            notification: o.notification.clone(),
-            reason: o.cause.clone(),
-            status: o.status.clone(),
-        }
-    }
-}
-
 /// Serializes through a `serde_json::Value`, whose maps keep their keys sorted: the nested
 /// objects of `order.placed` keep the bytes they had when the body was built as a JSON map.
 fn keys_sorted<T: Serialize, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -169,6 +155,7 @@ fn keys_sorted<T: Serialize, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::OrderOutcome;
     use serde_json::json;
 
     fn order() -> Order {

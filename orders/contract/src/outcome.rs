@@ -68,3 +68,16 @@ mod tests {
         }
     }
 }
+
+impl From<&OrderOutcome> for events::OrderEnded {
+    fn from(o: &OrderOutcome) -> Self {
+        Self {
+            cause: o.cause.clone(),
+            charged_cents: o.charged_cents,
+            failed_step: o.failed_step.clone(),
+            notification: o.notification.clone(),
+            reason: o.cause.clone(),
+            status: o.status.clone(),
+        }
+    }
+}

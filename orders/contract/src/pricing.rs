@@ -25,6 +25,7 @@
 //! 100 000 000 cents = 10^14 cents, and `10^14 * 10 000 + 5 000 < i64::MAX` (checked at
 //! compile time below); orders are validated before they are priced.
 
+pub use crate::order::{DISCOUNT_CODES, discount_code_bp, is_known_code};
 use crate::order::{MAX_ITEMS, MAX_QTY, MAX_UNIT_PRICE_CENTS, Order};
 use serde::{Deserialize, Serialize};
 
@@ -40,9 +41,6 @@ const _: () = assert!(MAX_SUBTOTAL_CENTS <= (i64::MAX - FULL_BP / 2) / FULL_BP);
 /// Volume discounts: (minimum subtotal in cents, rate in bp, label), best first.
 pub const VOLUME_DISCOUNTS: &[(i64, i64, &str)] =
     &[(200_000, 1_000, "volume 10%"), (50_000, 500, "volume 5%")];
-
-/// Discount codes and their rates in basis points.
-pub const DISCOUNT_CODES: &[(&str, i64)] = &[("WELCOME10", 1_000), ("SPRING5", 500)];
 
 /// Tax rates by destination country (ISO 3166 alpha-2), in basis points. Any other country: 0.
 pub const TAX_RATES_BP: &[(&str, i64)] = &[
@@ -84,19 +82,6 @@ pub fn percentage(amount_cents: i64, bp: i64) -> i64 {
     } else {
         -((-exact + FULL_BP / 2) / FULL_BP)
     }
-}
-
-/// The rate of a discount code in basis points, if the code is known (exact, upper case).
-pub fn discount_code_bp(code: &str) -> Option<i64> {
-    DISCOUNT_CODES
-        .iter()
-        .find(|(c, _)| *c == code)
-        .map(|(_, bp)| *bp)
-}
-
-/// Whether `code` is a discount code.
-pub fn is_known_code(code: &str) -> bool {
-    discount_code_bp(code).is_some()
 }
 
 /// The tax rate of a destination country in basis points (0 if not in [`TAX_RATES_BP`]).

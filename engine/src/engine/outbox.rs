@@ -2,7 +2,7 @@
 //! answer these over their own services (the order domain's `OrderService`); the checks of
 //! the request live here, once.
 
-use crate::engine::Engine;
+use super::Engine;
 use crate::error::EngineError;
 use crate::store::events::{OutboxStatus, StoredEvent};
 
