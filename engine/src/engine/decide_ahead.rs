@@ -4,7 +4,8 @@
 //! buffered, the same length) and its time is plausible; otherwise the result is recorded alone
 //! and the decision is made again in a workflow task, as if it had never been sent. This module
 //! checks the decision and decides whether it fits; the completion itself is `completion`'s, and
-//! the request is answered by `worker`.
+//! the request is answered by `worker`. Which events the worker expected for the result is
+//! agreed in `martix_proto::decide_ahead`.
 
 use super::Engine;
 use super::completion::Completion;
@@ -13,6 +14,7 @@ use crate::clock::{Millis, from_timestamp};
 use crate::error::EngineError;
 use crate::history::{self, Lease, Run, RunCommit, TaskToken};
 use crate::ids::TaskQueue;
+use martix_proto::decide_ahead::ResultEvents;
 use martix_proto::v1 as pb;
 use prost::Message;
 
@@ -97,14 +99,14 @@ impl Engine {
             return Ok(None);
         }
         let first = history::complete_activity(run, token, result, ident, at)?;
-        // The result's two events, then the workflow task that would deliver them.
+        // The decision was made after the events the worker expected for the result: they
+        // must be the ones appended.
+        if !ResultEvents::new(d.history_len, token.scheduled_event_id).recorded_in(&first.events) {
+            return Ok(None);
+        }
         let mut base = first.run.clone();
         let timeout = base.state.workflow_task_timeout_ms;
-        let Some(wft) = base
-            .wft
-            .as_mut()
-            .filter(|w| w.scheduled_event_id == d.history_len + 3 && w.lease.is_none())
-        else {
+        let Some(wft) = base.wft.as_mut().filter(|w| w.lease.is_none()) else {
             return Ok(None);
         };
         let lease = Lease::new(at, timeout);
