@@ -105,7 +105,7 @@ impl Engine {
         }
         Ok(pb::RespondWorkflowTaskCompletedResponse {
             activity_tasks: eager
-                .iter()
+                .into_iter()
                 .map(|t| self.activity_task_response(t))
                 .collect::<Result<_, _>>()?,
             history: events,
@@ -188,7 +188,7 @@ impl Engine {
                 decision_recorded: true,
                 history: events,
                 activity_tasks: eager
-                    .iter()
+                    .into_iter()
                     .map(|t| self.activity_task_response(t))
                     .collect::<Result<_, _>>()?,
             }),

@@ -31,6 +31,9 @@ pub enum TimerOp {
 }
 
 /// Changes to activity task rows of a run.
+// Most ops a change holds insert a task: boxing them would cost an allocation per task for the
+// little memory the other, smaller variants would save.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum TaskOp {
     Insert(ActivityTask),

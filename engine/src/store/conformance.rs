@@ -5,7 +5,9 @@
 
 use crate::clock::Millis;
 use crate::events::projection::{Projection, ProjectionError, ProjectionTx};
-use crate::history::{self, ActivityTask, Lease, Run, RunCommit, StartParams, TaskOp, TimerOp};
+use crate::history::{
+    self, ActivityTask, Lease, Run, RunCommit, ScheduledActivity, StartParams, TaskOp, TimerOp,
+};
 use crate::ids::RunId;
 use crate::store::events::{Consumer, StoredEvent};
 use crate::store::{ListQuery, Store, StoreError};
@@ -261,7 +263,15 @@ fn activity(run: &Run, queue: &str, visible_at: Millis) -> ActivityTask {
         visible_at,
         lease: None,
         lease_ms: 5_000,
-        info: vec![1, 2, 3],
+        activity: ScheduledActivity {
+            activity_id: "a-1".into(),
+            activity_type: "reserve".into(),
+            input: Some(pb::Payload {
+                data: vec![1, 2, 3],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
         heartbeat_details: None,
         heartbeat_ms: 0,
         started_at: None,
@@ -294,7 +304,7 @@ pub async fn activity_tasks_are_leased_and_guarded(store: &dyn Store) {
         .await
         .unwrap()
         .expect("visible now");
-    assert_eq!(task.info, vec![1, 2, 3]);
+    assert_eq!(task.activity, activity(&run, &q, T0 + 1000).activity);
     assert_eq!(
         task.lease,
         Some(Lease {

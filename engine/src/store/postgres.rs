@@ -402,7 +402,7 @@ impl BatchArrays {
                     self.t_lease_id.push(t.lease.as_ref().map(|l| l.id.clone()));
                     self.t_lease_until.push(t.lease.as_ref().map(|l| l.until));
                     self.t_lease_ms.push(t.lease_ms);
-                    self.t_info.push(t.info.clone());
+                    self.t_info.push(prost::Message::encode_to_vec(&t.activity));
                     self.t_details.push(t.heartbeat_details.clone());
                     self.t_heartbeat_ms.push(t.heartbeat_ms);
                     self.t_started.push(t.started_at);

@@ -75,8 +75,7 @@ pub(super) fn schedule(
         schedule_to_start_timer: duration_to_ms(c.schedule_to_start_timeout.as_ref()) > 0,
     });
     let run = t.run();
-    let info = pb::PollActivityTaskResponse {
-        task_token: Vec::new(),
+    let activity = ScheduledActivity {
         workflow_execution: Some(pb::WorkflowExecution {
             workflow_id: run.workflow_id.clone(),
             run_id: run.run_id.to_text(),
@@ -85,17 +84,12 @@ pub(super) fn schedule(
         activity_id: c.activity_id.clone(),
         activity_type: c.activity_type.clone(),
         input: c.input.clone(),
-        attempt: 0,
         scheduled_time: Some(crate::clock::to_timestamp(now)),
         start_to_close_timeout: Some(ms_to_duration(st2c)),
         heartbeat_timeout: c.heartbeat_timeout,
-        heartbeat_details: None,
         namespace: run.namespace.clone(),
         traceparent: run.state.traceparent.clone(),
-        // Set, with the token and attempt, when handed out (the row has it).
-        scheduled_event_id: 0,
-    }
-    .encode_to_vec();
+    };
     let task = ActivityTask {
         namespace: run.namespace.clone(),
         task_queue: queue,
@@ -105,7 +99,7 @@ pub(super) fn schedule(
         visible_at: now,
         lease: None,
         lease_ms: st2c,
-        info,
+        activity,
         heartbeat_details: None,
         heartbeat_ms: duration_to_ms(c.heartbeat_timeout.as_ref()),
         started_at: None,
