@@ -10,7 +10,7 @@ use super::Engine;
 use super::requests::identity;
 use crate::clock::{Millis, to_timestamp};
 use crate::error::EngineError;
-use crate::history::{self, ActivityTask, Lease, Run, TOKEN_KIND_ACTIVITY, TaskToken};
+use crate::history::{self, ActivityTask, Decided, Lease, Run, TOKEN_KIND_ACTIVITY, TaskToken};
 use crate::ids::TaskQueue;
 use crate::matching::{Delivery, QueueKey, TaskKind};
 use crate::store::StoreError;
@@ -236,7 +236,7 @@ impl Engine {
         if !run.state.buffered.is_empty() {
             // A previous holder's lease ran out while events waited: deliver them now.
             run = self
-                .update(run.run_id, |r, now| {
+                .update(run.run_id, |r, now, _| {
                     let holds = r
                         .wft
                         .as_ref()
@@ -245,10 +245,11 @@ impl Engine {
                     if !holds {
                         return Ok((None, None));
                     }
+                    // The task is held: the change hands nothing to anyone.
                     let commit = history::flush_for_claim(r, now);
                     let mut after = commit.as_ref().map_or_else(|| r.clone(), |c| c.run.clone());
                     after.version += 1;
-                    Ok((commit, Some(after)))
+                    Ok((commit.map(Decided::from), Some(after)))
                 })
                 .await?
                 .unwrap_or(run);

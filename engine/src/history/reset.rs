@@ -40,7 +40,8 @@ pub fn reset(
     reason: &str,
     identity: &str,
     now: Millis,
-) -> Result<(RunCommit, RunId), EngineError> {
+    d: Dispatch<'_>,
+) -> Result<(Decided, RunId), EngineError> {
     let completed = history
         .iter()
         .find(|e| e.event_id == point)
@@ -226,5 +227,5 @@ pub fn reset(
         }),
     );
     old.set_new_run(new_commit);
-    Ok((old.finish(), new_id))
+    Ok((dispatch::hand_out(old.finish(), d), new_id))
 }

@@ -219,7 +219,8 @@ pub fn complete_activity(
     result: Option<pb::Payload>,
     identity: &str,
     now: Millis,
-) -> Result<RunCommit, EngineError> {
+    d: Dispatch<'_>,
+) -> Result<Decided, EngineError> {
     let act = current_activity(run, token)?.clone();
     let mut t = Transition::new(run, now);
     remove_activity(&mut t, act.scheduled_event_id);
@@ -236,11 +237,14 @@ pub fn complete_activity(
         scheduled_event_id: act.scheduled_event_id,
         lease_id: Some(token.lease_id.clone()),
     });
-    Ok(t.finish())
+    Ok(hand_out(t.finish(), d))
 }
 
 /// An activity attempt failed (or, with `timed_out`, its lease ran out): retried per its
 /// policy, or its failure reaches the workflow. `jitter` in `[0, 1)` spreads the retry delay.
+// The report (token, failure, identity, whether a timeout), its time, its randomness and who
+// is there: each is an input of the decision, and a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn fail_activity(
     run: &Run,
     token: &TaskToken,
@@ -249,7 +253,8 @@ pub fn fail_activity(
     now: Millis,
     jitter: f64,
     timed_out: bool,
-) -> Result<RunCommit, EngineError> {
+    d: Dispatch<'_>,
+) -> Result<Decided, EngineError> {
     let act = current_activity(run, token)?.clone();
     let mut t = Transition::new(run, now);
     let policy = act.retry_policy.as_ref();
@@ -299,7 +304,7 @@ pub fn fail_activity(
             lease_id: Some(token.lease_id.clone()),
         });
     }
-    Ok(t.finish())
+    Ok(hand_out(t.finish(), d))
 }
 
 /// Runs now the activities waiting for their next attempt (`activity_id` empty: all of
@@ -309,7 +314,8 @@ pub fn retry_activities_now(
     activity_id: &str,
     reset_attempts: bool,
     now: Millis,
-) -> Result<(RunCommit, Vec<String>), EngineError> {
+    d: Dispatch<'_>,
+) -> Result<(Decided, Vec<String>), EngineError> {
     require_open(run)?;
     let mut t = Transition::new(run, now);
     let mut retried = Vec::new();
@@ -349,7 +355,7 @@ pub fn retry_activities_now(
             visible_at: now,
         });
     }
-    Ok((t.finish(), ids))
+    Ok((hand_out(t.finish(), d), ids))
 }
 
 /// An activity's schedule-to-close (`kind` `s2c`) or schedule-to-start (`s2s`) timer came due:

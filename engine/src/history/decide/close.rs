@@ -106,7 +106,7 @@ pub(super) fn continue_as_new(
         events_published: run.state.events_published,
         ..Default::default()
     };
-    t.set_new_run(new_run(&params, new_id, now));
+    t.set_new_run(first_change(&params, new_id, now));
     Ok(())
 }
 

@@ -18,6 +18,7 @@ pub use signals::{request_cancel, signal};
 pub use timers::fire_timer;
 pub use workflow_task::{complete_workflow_task, fail_workflow_task, flush_for_claim};
 
+use super::dispatch::hand_out;
 use super::*;
 use crate::error::EngineError;
 use crate::ids::RunId;
@@ -113,7 +114,12 @@ pub struct StartParams {
 }
 
 /// A new run: its first events, its first workflow task.
-pub fn new_run(p: &StartParams, run_id: RunId, now: Millis) -> RunCommit {
+pub fn new_run(p: &StartParams, run_id: RunId, now: Millis, d: Dispatch<'_>) -> Decided {
+    hand_out(first_change(p, run_id, now), d)
+}
+
+/// The change that creates a run (a start's, or continue-as-new's next run).
+fn first_change(p: &StartParams, run_id: RunId, now: Millis) -> RunCommit {
     let task_timeout = if p.task_timeout_ms > 0 {
         p.task_timeout_ms
     } else {
@@ -194,11 +200,11 @@ pub fn new_run(p: &StartParams, run_id: RunId, now: Millis) -> RunCommit {
 #[derive(Debug)]
 pub enum WftOutcome {
     /// The commands were applied.
-    Applied(RunCommit),
-    /// The commands were refused; `commit` records that (and schedules what comes next), and
+    Applied(Decided),
+    /// The commands were refused; `decided` records that (and schedules what comes next), and
     /// `error` is the answer to the worker.
     Rejected {
-        commit: RunCommit,
+        decided: Decided,
         error: EngineError,
     },
 }
@@ -234,5 +240,7 @@ fn require_open(run: &Run) -> Result<(), EngineError> {
     }
 }
 
+#[cfg(test)]
+mod dispatch_tests;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,8 @@ pub fn signal(
     input: Option<pb::Payload>,
     identity: &str,
     now: Millis,
-) -> Result<RunCommit, EngineError> {
+    d: Dispatch<'_>,
+) -> Result<Decided, EngineError> {
     require_open(run)?;
     let mut t = Transition::new(run, now);
     t.add_external([Attributes::WorkflowExecutionSignaled(
@@ -21,7 +22,7 @@ pub fn signal(
             identity: identity.to_owned(),
         },
     )]);
-    Ok(t.finish())
+    Ok(hand_out(t.finish(), d))
 }
 
 /// Asks the workflow to cancel. Asking twice changes nothing (`None`).
@@ -30,7 +31,8 @@ pub fn request_cancel(
     reason: &str,
     identity: &str,
     now: Millis,
-) -> Result<Option<RunCommit>, EngineError> {
+    d: Dispatch<'_>,
+) -> Result<Option<Decided>, EngineError> {
     require_open(run)?;
     if run.state.cancel_requested {
         return Ok(None);
@@ -43,5 +45,5 @@ pub fn request_cancel(
             identity: identity.to_owned(),
         },
     )]);
-    Ok(Some(t.finish()))
+    Ok(Some(hand_out(t.finish(), d)))
 }

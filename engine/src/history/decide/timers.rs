@@ -79,7 +79,17 @@ pub(super) fn cancel(
 /// A timer row came due. `None` when it no longer matters (cancelled, or the run closed);
 /// the caller then only deletes the row.
 /// `activity_started`: for a schedule-to-start timer, whether the activity was picked up.
-pub fn fire_timer(run: &Run, key: &str, now: Millis, activity_started: bool) -> Option<RunCommit> {
+pub fn fire_timer(
+    run: &Run,
+    key: &str,
+    now: Millis,
+    activity_started: bool,
+    d: Dispatch<'_>,
+) -> Option<Decided> {
+    fired(run, key, now, activity_started).map(|commit| hand_out(commit, d))
+}
+
+fn fired(run: &Run, key: &str, now: Millis, activity_started: bool) -> Option<RunCommit> {
     if !run.is_open() {
         return None;
     }

@@ -60,23 +60,25 @@ fn ensure_scheduled(t: &mut Transition, wft: &WorkflowTask) -> i64 {
     ))
 }
 
-/// Applies the commands of a completed workflow task, all or none.
+/// Applies the commands of a completed workflow task, all or none. The run's next workflow
+/// task goes to `d.sticky`, the completing worker's sticky queue, if it has one.
 pub fn complete_workflow_task(
     run: &Run,
     token: &TaskToken,
     commands: &[pb::Command],
     identity: &str,
-    sticky_queue: &str,
     now: Millis,
+    d: Dispatch<'_>,
 ) -> Result<WftOutcome, EngineError> {
     let wft = current_wft(run, token)?.clone();
     let mut t = Transition::new(run, now);
     // The next task goes to the worker that keeps the run cached, with only what it lacks.
-    t.run_mut().state.sticky_queue = sticky_queue.to_owned();
-    t.run_mut().state.sticky_from = if sticky_queue.is_empty() {
-        0
-    } else {
+    let sticky = d.sticky;
+    t.run_mut().state.sticky_queue = sticky.map(|s| s.queue.to_owned()).unwrap_or_default();
+    t.run_mut().state.sticky_from = if sticky.is_some() {
         token.history_len + 1
+    } else {
+        0
     };
 
     if commands.iter().any(is_closing) && !run.state.buffered.is_empty() {
@@ -89,7 +91,7 @@ pub fn complete_workflow_task(
             ..wft
         });
         return Ok(WftOutcome::Rejected {
-            commit: t.finish(),
+            decided: hand_out(t.finish(), d),
             error: EngineError::FailedPrecondition(format!(
                 "unhandled events: {n} new event(s) arrived while the workflow task ran; a new workflow task is scheduled"
             )),
@@ -135,7 +137,7 @@ pub fn complete_workflow_task(
                 now,
             );
             return Ok(WftOutcome::Rejected {
-                commit,
+                decided: hand_out(commit, d),
                 error: EngineError::invalid("commands", message),
             });
         }
@@ -143,7 +145,11 @@ pub fn complete_workflow_task(
     if t.run().is_open() && t.flush_buffered() {
         t.schedule_workflow_task();
     }
-    Ok(WftOutcome::Applied(t.finish()))
+    if sticky.is_some_and(|s| s.returns_history) {
+        // The worker is answered with this change's events: it lacks none of them.
+        t.run_mut().state.sticky_from = t.run().next_event_id;
+    }
+    Ok(WftOutcome::Applied(hand_out(t.finish(), d)))
 }
 
 /// Applies one command of a completion; `completed` is the WorkflowTaskCompleted event.
@@ -219,9 +225,13 @@ pub fn fail_workflow_task(
     failure: pb::Failure,
     identity: &str,
     now: Millis,
-) -> Result<RunCommit, EngineError> {
+    d: Dispatch<'_>,
+) -> Result<Decided, EngineError> {
     let wft = current_wft(run, token)?.clone();
-    Ok(fail_wft(run, &wft, cause, failure, identity, now))
+    Ok(hand_out(
+        fail_wft(run, &wft, cause, failure, identity, now),
+        d,
+    ))
 }
 
 /// After a workflow task was claimed from the store whose run has buffered events (its
