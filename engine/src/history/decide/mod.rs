@@ -2,7 +2,9 @@
 //! of its own: `workflow_task` (a worker's completion or failure, which routes each command to
 //! its family), `activities`, `timers`, `signals` (and cancellation requests), `markers`,
 //! `publish` and `close` (the commands that end a run, and terminating it). Shared here: task
-//! tokens, starting a run, and the checks every family uses.
+//! tokens, starting a run, and the checks every family uses. Each decision that can leave a
+//! task due takes a `Dispatch` and ends by leasing its tasks to whom it names
+//! (`dispatch::hand_out`), so what it returns is final.
 
 mod activities;
 mod close;
