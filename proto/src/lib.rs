@@ -5,6 +5,7 @@
 //! reflection.
 
 pub mod codec;
+pub mod decide_ahead;
 pub mod time;
 pub mod trace;
 

@@ -1,20 +1,20 @@
 //! Writing a run's change: the one path by which every change of a run reaches the store.
-//! `update` takes the run (from this node's cache when it has it), lets the caller decide, and
-//! writes; when the store refuses the write because the run moved on, it decides again from the
-//! store's copy, up to `MAX_CONFLICT_RETRIES` times. `write` runs the commit in a task of its
-//! own, so that the commit and what follows it happen together even if the caller goes away:
-//! the tasks a change creates are leased to pollers waiting on this node before the write and
-//! delivered after it, other pollers are woken, timers armed, and a close announced to result
-//! waiters. What a change is belongs to `history`; this module guarantees that a change is
-//! written only onto the version of the run it was decided on (the store checks), and that what
-//! follows a commit happens with it.
+//! `update` takes the run (from this node's cache when it has it), lets the caller decide with
+//! the pollers waiting on this node, and writes; when the store refuses the write because the
+//! run moved on, it decides again from the store's copy, up to `MAX_CONFLICT_RETRIES` times.
+//! `write` runs the commit in a task of its own, so that the commit and what follows it happen
+//! together even if the caller goes away: the tasks the decision leased to waiting pollers are
+//! delivered, other pollers are woken, timers armed, and a close announced to result waiters.
+//! What a change is, and who holds its tasks, belongs to `history`; this module guarantees
+//! that a change is written only onto the version of the run it was decided on (the store
+//! checks), as decided, and that what follows a commit happens with it.
 
 use super::Engine;
 use crate::clock::Millis;
 use crate::error::EngineError;
-use crate::history::{Lease, Run, RunCommit, TaskOp, TimerOp};
+use crate::history::{Decided, Run, RunCommit, TaskOp, TimerOp, ToPoller};
 use crate::ids::RunId;
-use crate::matching::{Delivery, QueueKey, Reservation, TaskKind};
+use crate::matching::{QueueKey, Reserved, TaskKind};
 use crate::store::StoreError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,12 +25,14 @@ use tracing::Instrument;
 pub(super) const MAX_CONFLICT_RETRIES: usize = 20;
 
 impl Engine {
-    /// Reads the run, decides, commits; redoes it when the run changed in between.
-    pub(super) async fn update<T>(
-        &self,
-        run_id: RunId,
-        mut decide: impl FnMut(&Run, Millis) -> Result<(Option<RunCommit>, T), EngineError>,
-    ) -> Result<T, EngineError> {
+    /// Reads the run, decides, commits; redoes it when the run changed in between. `decide`
+    /// is given the run, the time and the pollers waiting on this node (to pass to `history` in
+    /// its `Dispatch`); what its decision leases to the reporting worker is its own to hand
+    /// over, what it leases to pollers is delivered here once written.
+    pub(super) async fn update<T, D>(&self, run_id: RunId, mut decide: D) -> Result<T, EngineError>
+    where
+        D: FnMut(&Run, Millis, &mut Reserved) -> Result<(Option<Decided>, T), EngineError>,
+    {
         let mut trust_cache = true;
         for _ in 0..MAX_CONFLICT_RETRIES {
             let cached = if trust_cache {
@@ -43,8 +45,9 @@ impl Engine {
                 Some(run) => run,
                 None => self.load(run_id).await?,
             };
-            let (commit, out) = match decide(&run, self.now()) {
-                Ok((Some(commit), out)) => (commit, out),
+            let mut pollers = self.matching.reserving();
+            let (decided, out) = match decide(&run, self.now(), &mut pollers) {
+                Ok((Some(decided), out)) => (decided, out),
                 Ok((None, out)) if !from_cache => return Ok(out),
                 Err(e) if !from_cache => return Err(e),
                 // Nothing to write, or refused, on the strength of the cached checkpoint:
@@ -54,7 +57,7 @@ impl Engine {
                     continue;
                 }
             };
-            match self.write(commit).await {
+            match self.write(decided, pollers).await {
                 // A request id recorded before: the change was applied then.
                 Ok(()) | Err(StoreError::Duplicate) => return Ok(out),
                 Err(StoreError::Conflict { .. }) => {
@@ -69,22 +72,36 @@ impl Engine {
         )))
     }
 
-    /// Writes a commit, handing its tasks to waiting pollers.
+    /// Writes a decided change, then hands its tasks to the pollers it leased them to (taken
+    /// from `pollers`, which gives back any other it holds). What it leased to the reporting
+    /// worker is the caller's to hand over (taken out of `decided` before).
     ///
     /// Runs in its own task: a queued commit is written even if the caller goes away (a client
     /// disconnect drops its request), and what follows a commit (handing tasks to the pollers
-    /// reserved for them, waking others, arming timers) must happen with it.
-    pub(super) async fn write(&self, commit: RunCommit) -> Result<(), StoreError> {
+    /// taken for them, waking others, arming timers) must happen with it.
+    pub(super) async fn write(
+        &self,
+        decided: Decided,
+        pollers: Reserved,
+    ) -> Result<(), StoreError> {
         let Some(me) = self.me.upgrade() else {
             return Err(StoreError::Unavailable("the engine is stopping".into()));
         };
-        tokio::spawn(async move { me.write_now(commit).await }.in_current_span())
+        tokio::spawn(async move { me.write_now(decided, pollers).await }.in_current_span())
             .await
             .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("commit task failed: {e}"))))
     }
 
-    async fn write_now(&self, mut commit: RunCommit) -> Result<(), StoreError> {
-        let reserved = self.reserve_pollers(&mut commit);
+    async fn write_now(&self, decided: Decided, mut pollers: Reserved) -> Result<(), StoreError> {
+        let Decided {
+            commit,
+            to_reporter,
+            to_pollers,
+        } = decided;
+        debug_assert!(
+            to_reporter.is_empty(),
+            "the tasks leased to the reporting worker are its caller's to hand over"
+        );
         let span = tracing::info_span!(
             "store.commit",
             run_id = %commit.run.run_id,
@@ -108,73 +125,24 @@ impl Engine {
             Ok(()) => self.remember(&commit),
             Err(_) => self.forget(commit.run.run_id),
         }
-        match result {
-            Ok(()) => {
-                if commit.closed {
-                    self.metrics.closed(&commit.run);
-                }
-                if let Some(next) = &commit.new_run {
-                    self.metrics.started(&next.run.workflow_type);
-                }
-                self.after_commit(&commit, reserved);
-                Ok(())
-            }
-            Err(e) => {
-                for (r, _) in reserved {
-                    self.matching.cancel(r);
-                }
-                Err(e)
-            }
+        // On a failure, dropping `pollers` gives back every poller taken for the change.
+        result?;
+        if commit.closed {
+            self.metrics.closed(&commit.run);
         }
+        if let Some(next) = &commit.new_run {
+            self.metrics.started(&next.run.workflow_type);
+        }
+        self.after_commit(&commit, to_pollers, &mut pollers);
+        Ok(())
     }
 
-    /// Leases the tasks a commit creates to pollers waiting on this node, before it is written.
-    fn reserve_pollers(&self, commit: &mut RunCommit) -> Vec<(Reservation, Delivery)> {
-        let mut out = Vec::new();
+    /// After a commit: deliver the tasks leased to pollers, wake pollers for the rest, arm
+    /// timers.
+    fn after_commit(&self, commit: &RunCommit, to_pollers: Vec<ToPoller>, pollers: &mut Reserved) {
         let now = self.now();
-        let mut one = |c: &mut RunCommit| {
-            let timeout = c.run.state.workflow_task_timeout_ms;
-            let run_id = c.run.run_id;
-            let ns = c.run.namespace.clone();
-            if let Some(wft) = c.run.wft.as_mut()
-                && wft.lease.is_none()
-                && wft.visible_at <= now
-                && let Some(r) =
-                    self.matching
-                        .reserve(&QueueKey::new(&ns, &wft.queue, TaskKind::Workflow))
-            {
-                let lease = Lease::new(now, timeout);
-                wft.lease = Some(lease.clone());
-                out.push((r, Delivery::Workflow { run_id, lease }));
-            }
-            for op in &mut c.tasks {
-                if let TaskOp::Insert(task) = op
-                    && task.visible_at <= now
-                    && task.lease.is_none()
-                    && let Some(r) = self.matching.reserve(&QueueKey::new(
-                        &task.namespace,
-                        &task.task_queue,
-                        TaskKind::Activity,
-                    ))
-                {
-                    task.lease = Some(Lease::new(now, task.first_lease_ms()));
-                    task.started_at = Some(now);
-                    out.push((r, Delivery::Activity(Box::new(task.clone()))));
-                }
-            }
-        };
-        one(commit);
-        if let Some(next) = commit.new_run.as_deref_mut() {
-            one(next);
-        }
-        out
-    }
-
-    /// After a commit: deliver reserved tasks, wake pollers for the rest, arm timers.
-    fn after_commit(&self, commit: &RunCommit, reserved: Vec<(Reservation, Delivery)>) {
-        let now = self.now();
-        for (r, d) in reserved {
-            self.matching.deliver(r, d, now);
+        for ToPoller { poller, task } in to_pollers {
+            pollers.deliver(poller, task, now);
         }
         let one = |c: &RunCommit| {
             let ns = &c.run.namespace;

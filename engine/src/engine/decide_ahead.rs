@@ -4,15 +4,18 @@
 //! buffered, the same length) and its time is plausible; otherwise the result is recorded alone
 //! and the decision is made again in a workflow task, as if it had never been sent. This module
 //! checks the decision and decides whether it fits; the completion itself is `completion`'s, and
-//! the request is answered by `worker`.
+//! the request is answered by `worker`. Which events the worker expected for the result is
+//! agreed in `martix_proto::decide_ahead`.
 
 use super::Engine;
-use super::completion::Completion;
 use super::requests::sticky_queue_field;
 use crate::clock::{Millis, from_timestamp};
 use crate::error::EngineError;
-use crate::history::{self, Lease, Run, RunCommit, TaskToken};
+use crate::history::{
+    self, Decided, Dispatch, EagerSlots, Pollers, Run, Sticky, TaskToken, WftOutcome,
+};
 use crate::ids::TaskQueue;
+use martix_proto::decide_ahead::ResultEvents;
 use martix_proto::v1 as pb;
 use prost::Message;
 
@@ -22,10 +25,11 @@ use prost::Message;
 /// in queues: ten seconds allows a loaded machine.
 const DECISION_CLOCK_SKEW_MS: i64 = 10_000;
 
-/// A decision made ahead, validated: its time, its eager activity slots, and whether its
-/// commands are within the payload limit.
+/// A decision made ahead, validated: the decision, its time, its eager activity slots, and
+/// whether its commands are within the payload limit.
 #[derive(Clone, Copy)]
-pub(super) struct CheckedDecision {
+pub(super) struct CheckedDecision<'a> {
+    decision: &'a pb::WorkflowDecision,
     at: Millis,
     slots: usize,
     within_limit: bool,
@@ -35,10 +39,10 @@ impl Engine {
     /// Validates a decision made ahead. (Commands over the payload limit are not an error
     /// here: the result is recorded alone, and the workflow task that follows refuses them as
     /// usual.)
-    pub(super) fn check_decision(
+    pub(super) fn check_decision<'a>(
         &self,
-        d: &pb::WorkflowDecision,
-    ) -> Result<CheckedDecision, EngineError> {
+        d: &'a pb::WorkflowDecision,
+    ) -> Result<CheckedDecision<'a>, EngineError> {
         sticky_queue_field("decision.sticky_queue", &d.sticky_queue)?;
         if d.history_len < 1 {
             return Err(EngineError::invalid(
@@ -57,6 +61,7 @@ impl Engine {
         }
         let size: usize = d.commands.iter().map(Message::encoded_len).sum();
         Ok(CheckedDecision {
+            decision: d,
             at,
             slots,
             within_limit: size <= self.config.max_payload_bytes,
@@ -68,17 +73,23 @@ impl Engine {
     /// workflow task, nothing buffered, the same length) and the decision's time is at most
     /// `DECISION_CLOCK_SKEW_MS` before the engine's and not after it. `None`: record the result
     /// alone. The events are written at the decision's time, so that a replay sees the time
-    /// the decision saw.
+    /// the decision saw; the tasks of the change are held as usual, from the engine's clock,
+    /// with `pollers` waiting.
+    // The report (run, token, result, identity), the decision, the time and the pollers
+    // waiting: each an input of the decision, which a struct would only rename.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn decide_ahead(
         &self,
         run: &Run,
         token: &TaskToken,
         result: Option<pb::Payload>,
         ident: &str,
-        (d, checked): (&pb::WorkflowDecision, CheckedDecision),
+        checked: CheckedDecision<'_>,
         now: Millis,
-    ) -> Result<Option<(RunCommit, Vec<crate::history::ActivityTask>)>, EngineError> {
+        pollers: &mut dyn Pollers,
+    ) -> Result<Option<Decided>, EngineError> {
         let CheckedDecision {
+            decision: d,
             at,
             slots,
             within_limit,
@@ -96,35 +107,57 @@ impl Engine {
         if !fits {
             return Ok(None);
         }
-        let first = history::complete_activity(run, token, result, ident, at)?;
-        // The result's two events, then the workflow task that would deliver them.
-        let mut base = first.run.clone();
-        let timeout = base.state.workflow_task_timeout_ms;
-        let Some(wft) = base
-            .wft
-            .as_mut()
-            .filter(|w| w.scheduled_event_id == d.history_len + 3 && w.lease.is_none())
+        // The result, with the workflow task that delivers it taken by the reporting worker:
+        // the one whose decision it made.
+        let first = history::complete_activity(
+            run,
+            token,
+            result,
+            ident,
+            at,
+            Dispatch {
+                eager_workflow_queue: Some(&d.sticky_queue),
+                ..Dispatch::nobody(now)
+            },
+        )?;
+        // The decision was made after the events the worker expected for the result: they
+        // must be the ones appended.
+        let expected = ResultEvents::new(d.history_len, token.scheduled_event_id);
+        let (Some(lease), Some(wft)) = (&first.to_reporter.workflow_task, &first.commit.run.wft)
         else {
             return Ok(None);
         };
-        let lease = Lease::new(at, timeout);
-        let wft_token = TaskToken::for_workflow_task(&first.run, wft, &lease.id);
-        wft.lease = Some(lease);
+        if !expected.recorded_in(&first.commit.events) {
+            return Ok(None);
+        }
+        let wft_token = TaskToken::for_workflow_task(&first.commit.run, wft, &lease.id);
+        let completion = Dispatch {
+            sticky: Some(Sticky {
+                queue: &d.sticky_queue,
+                returns_history: true,
+            }),
+            eager_activities: EagerSlots {
+                queue: &d.eager_activity_queue,
+                slots,
+            },
+            ..Dispatch::pollers(pollers, now)
+        };
+        // History at the decision's time.
         match self.decide_completion(
-            &base,
+            &first.commit.run,
             &wft_token,
             &d.commands,
             ident,
-            &d.sticky_queue,
-            true,
-            (&d.eager_activity_queue, slots),
-            // History at the decision's time, leases from the engine's clock.
-            (at, now),
+            at,
+            completion,
         )? {
-            Completion::Applied { commit, eager } => Ok(Some((first.then(commit), eager))),
+            WftOutcome::Applied(second) => Ok(Some(Decided {
+                commit: first.commit.then(second.commit),
+                ..second
+            })),
             // A decision the engine refuses is made again in a workflow task, which records
             // the refusal as usual.
-            Completion::Refused { .. } => Ok(None),
+            WftOutcome::Rejected { .. } => Ok(None),
         }
     }
 }

@@ -82,7 +82,9 @@ impl Default for EngineConfig {
 pub struct Engine {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    matching: Matching,
+    /// Shared with the pollers a change being decided takes (`matching::Reserved`), which
+    /// outlive the caller when the write goes on without it.
+    matching: Arc<Matching>,
     config: EngineConfig,
     namespaces: RwLock<HashSet<String>>,
     /// Result waiters of this node, by run: a close committed here is handed to its run's
@@ -123,7 +125,7 @@ impl Engine {
             stopping: tokio_util::sync::CancellationToken::new(),
             store,
             clock,
-            matching: Matching::default(),
+            matching: Arc::default(),
             config,
             namespaces: RwLock::new(HashSet::new()),
             close_waiters: Default::default(),

@@ -10,7 +10,7 @@ use super::Engine;
 use super::requests::identity;
 use crate::clock::{Millis, to_timestamp};
 use crate::error::EngineError;
-use crate::history::{self, Lease, Run, TOKEN_KIND_ACTIVITY, TaskToken};
+use crate::history::{self, ActivityTask, Decided, Lease, Run, TOKEN_KIND_ACTIVITY, TaskToken};
 use crate::ids::TaskQueue;
 use crate::matching::{Delivery, QueueKey, TaskKind};
 use crate::store::StoreError;
@@ -110,13 +110,13 @@ impl Engine {
                         self.store
                             .claim_activity_task(ns.as_str(), queue.as_str(), &lease_id, now);
                     if let Some(task) = self.claim_unless_empty(&key, now, claim).await? {
-                        return self.activity_task_response(&task);
+                        return self.activity_task_response(task);
                     }
                     self.wait_delivery(&key, epoch, deadline).await
                 }
             };
             match delivery {
-                Some(Delivery::Activity(task)) => return self.activity_task_response(&task),
+                Some(Delivery::Activity(task)) => return self.activity_task_response(*task),
                 Some(Delivery::Workflow { .. }) => {
                     return Err(EngineError::Internal(
                         "workflow task delivered to an activity poller".into(),
@@ -236,7 +236,7 @@ impl Engine {
         if !run.state.buffered.is_empty() {
             // A previous holder's lease ran out while events waited: deliver them now.
             run = self
-                .update(run.run_id, |r, now| {
+                .update(run.run_id, |r, now, _| {
                     let holds = r
                         .wft
                         .as_ref()
@@ -245,10 +245,11 @@ impl Engine {
                     if !holds {
                         return Ok((None, None));
                     }
+                    // The task is held: the change hands nothing to anyone.
                     let commit = history::flush_for_claim(r, now);
                     let mut after = commit.as_ref().map_or_else(|| r.clone(), |c| c.run.clone());
                     after.version += 1;
-                    Ok((commit, Some(after)))
+                    Ok((commit.map(Decided::from), Some(after)))
                 })
                 .await?
                 .unwrap_or(run);
@@ -296,36 +297,57 @@ impl Engine {
         }))
     }
 
-    /// The answer to an activity poll for `task`, counting how long it waited.
+    /// The answer to an activity poll for `task` (leased to the poller), counting how long it
+    /// waited: the activity as scheduled, with this attempt's token, number and the details of
+    /// the last attempt's heartbeat.
     pub(super) fn activity_task_response(
         &self,
-        task: &crate::history::ActivityTask,
+        task: ActivityTask,
     ) -> Result<pb::PollActivityTaskResponse, EngineError> {
-        let mut resp = pb::PollActivityTaskResponse::decode(&task.info[..])
-            .map_err(|e| EngineError::Internal(format!("corrupt activity task: {e}")))?;
-        let lease = task.lease.as_ref().ok_or_else(|| {
+        let ActivityTask {
+            namespace,
+            run_id,
+            scheduled_event_id,
+            attempt,
+            visible_at,
+            lease,
+            activity,
+            heartbeat_details,
+            ..
+        } = task;
+        let lease = lease.ok_or_else(|| {
             EngineError::Internal("activity task handed out without a lease".into())
         })?;
-        resp.attempt = task.attempt;
-        resp.scheduled_event_id = task.scheduled_event_id;
         self.metrics.schedule_to_start(
             "activity",
-            Duration::from_millis((self.now() - task.visible_at).max(0) as u64),
+            Duration::from_millis((self.now() - visible_at).max(0) as u64),
         );
-        if let Some(d) = &task.heartbeat_details {
-            resp.heartbeat_details = pb::Payload::decode(&d[..]).ok();
-        }
-        resp.task_token = TaskToken {
-            namespace: task.namespace.clone(),
-            run_id: task.run_id.to_text(),
+        let task_token = TaskToken {
+            namespace,
+            run_id: run_id.to_text(),
             kind: TOKEN_KIND_ACTIVITY,
-            scheduled_event_id: task.scheduled_event_id,
-            attempt: task.attempt,
-            lease_id: lease.id.clone(),
+            scheduled_event_id,
+            attempt,
+            lease_id: lease.id,
             history_len: 0,
         }
         .encode_to_vec();
-        Ok(resp)
+        Ok(pb::PollActivityTaskResponse {
+            task_token,
+            workflow_execution: activity.workflow_execution,
+            workflow_type: activity.workflow_type,
+            activity_id: activity.activity_id,
+            activity_type: activity.activity_type,
+            input: activity.input,
+            attempt,
+            scheduled_time: activity.scheduled_time,
+            start_to_close_timeout: activity.start_to_close_timeout,
+            heartbeat_timeout: activity.heartbeat_timeout,
+            heartbeat_details: heartbeat_details.and_then(|d| pb::Payload::decode(&d[..]).ok()),
+            namespace: activity.namespace,
+            traceparent: activity.traceparent,
+            scheduled_event_id,
+        })
     }
 
     /// Another node committed a task nobody there took: wake a poller of its queue here.

@@ -5,7 +5,7 @@
 
 use super::Engine;
 use crate::error::EngineError;
-use crate::history::{self, TOKEN_KIND_ACTIVITY, TaskToken};
+use crate::history::{self, Dispatch, TOKEN_KIND_ACTIVITY, TaskToken};
 use crate::ids::RunId;
 use martix_proto::v1 as pb;
 
@@ -43,17 +43,23 @@ impl Engine {
             };
             let jitter: f64 = rand::random();
             let result = self
-                .activity_update(e.run_id, e.scheduled_event_id, "timed_out", |run, now| {
-                    history::fail_activity(
-                        run,
-                        &token,
-                        failure.clone(),
-                        "engine",
-                        now,
-                        jitter,
-                        true,
-                    )
-                })
+                .activity_update(
+                    e.run_id,
+                    e.scheduled_event_id,
+                    "timed_out",
+                    |run, now, d| {
+                        history::fail_activity(
+                            run,
+                            &token,
+                            failure.clone(),
+                            "engine",
+                            now,
+                            jitter,
+                            true,
+                            d,
+                        )
+                    },
+                )
                 .await;
             match result {
                 Ok(_) => {
@@ -87,8 +93,9 @@ impl Engine {
             false
         };
         let result = self
-            .update(run_id, |run, now| {
-                match history::fire_timer(run, key, now, started) {
+            .update(run_id, |run, now, pollers| {
+                let d = Dispatch::pollers(pollers, now);
+                match history::fire_timer(run, key, now, started, d) {
                     Some(c) => Ok((Some(c), true)),
                     None => Ok((None, false)),
                 }

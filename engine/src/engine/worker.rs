@@ -2,16 +2,17 @@
 //! activity's result (with the workflow's next decision when made ahead, see `decide_ahead`) or
 //! failure, and heartbeats. A report names its task by the token it was handed; its change is
 //! decided by `history` on the run as it is and written through `commit`, so a report whose
-//! lease moved on or whose run closed is refused there. Also here: handing the reporting worker
-//! the tasks its report creates (eager dispatch), and counting activity attempts for metrics.
+//! lease moved on or whose run closed is refused there. Also here: telling `history` what the
+//! reporting worker can take of the tasks its report creates (eager dispatch) and answering it
+//! with what the decision leased to it, and counting activity attempts for metrics.
 
 use super::Engine;
-use super::completion::Completion;
 use super::requests::{failure_len, identity, payload_len, sticky_queue_field};
 use crate::clock::Millis;
 use crate::error::EngineError;
 use crate::history::{
-    self, Lease, Run, RunCommit, TOKEN_KIND_ACTIVITY, TOKEN_KIND_WORKFLOW, TaskToken,
+    self, ActivityTask, Decided, Dispatch, EagerSlots, Run, Sticky, TOKEN_KIND_ACTIVITY,
+    TOKEN_KIND_WORKFLOW, TaskToken, WftOutcome,
 };
 use crate::ids::{RunId, TaskQueue};
 use martix_proto::v1 as pb;
@@ -23,28 +24,32 @@ enum Answer {
     /// leased to the worker.
     Decided {
         events: Vec<pb::HistoryEvent>,
-        eager: Vec<crate::history::ActivityTask>,
+        eager: Vec<ActivityTask>,
     },
-    /// The result alone; the workflow task it scheduled, if leased to the worker (its lease id
-    /// and the run as written).
-    Recorded(Option<Box<(String, Run)>>),
+    /// The result alone, and the workflow task it scheduled if leased to the worker.
+    Recorded {
+        workflow_task: Option<Box<EagerWorkflowTask>>,
+    },
 }
 
-/// Leases to the reporting worker the workflow task a change schedules on `queue`, due now
-/// (eager workflow task); returns its lease id and the run as it will be stored.
-fn lease_workflow_task(commit: &mut RunCommit, queue: &str, now: Millis) -> Option<(String, Run)> {
-    let timeout = commit.run.state.workflow_task_timeout_ms;
-    let wft = commit
-        .run
-        .wft
-        .as_mut()
-        .filter(|w| w.queue == queue && w.lease.is_none() && w.visible_at <= now)?;
-    let lease = Lease::new(now, timeout);
-    let id = lease.id.clone();
-    wft.lease = Some(lease);
-    let mut written = commit.run.clone();
-    written.version += 1;
-    Some((id, written))
+/// The workflow task a change leased to the reporting worker: its lease and the run as
+/// written, to answer the worker with.
+struct EagerWorkflowTask {
+    lease_id: String,
+    run: Run,
+}
+
+impl EagerWorkflowTask {
+    /// The workflow task `decided` leases to the reporting worker, taken out of it.
+    fn take(decided: &mut Decided) -> Option<Box<Self>> {
+        let lease = decided.to_reporter.workflow_task.take()?;
+        let mut run = decided.commit.run.clone();
+        run.version += 1;
+        Some(Box::new(Self {
+            lease_id: lease.id,
+            run,
+        }))
+    }
 }
 
 /// The type of `run`'s pending activity `scheduled_event_id` (empty if it is not pending), for
@@ -72,32 +77,38 @@ impl Engine {
         if eager_slots > 0 {
             TaskQueue::parse(&req.eager_activity_queue)?;
         }
-        let return_history = req.return_history && !req.sticky_queue.is_empty();
+        let sticky = (!req.sticky_queue.is_empty()).then_some(Sticky {
+            queue: &req.sticky_queue,
+            returns_history: req.return_history,
+        });
+        let return_history = sticky.is_some_and(|s| s.returns_history);
+        let eager_activities = EagerSlots {
+            queue: &req.eager_activity_queue,
+            slots: eager_slots,
+        };
         let (rejected, eager, events) = self
-            .update(run_id, |run, now| {
-                let decided = self.decide_completion(
-                    run,
-                    &token,
-                    &req.commands,
-                    ident,
-                    &req.sticky_queue,
-                    return_history,
-                    (&req.eager_activity_queue, eager_slots),
-                    (now, now),
-                )?;
-                Ok(match decided {
-                    Completion::Applied { commit, eager } => {
-                        let events = if return_history {
-                            commit.events.clone()
-                        } else {
-                            Vec::new()
-                        };
-                        (Some(commit), (None, eager, events))
-                    }
-                    Completion::Refused { commit, error } => {
-                        (Some(commit), (Some(error), Vec::new(), Vec::new()))
-                    }
-                })
+            .update(run_id, |run, now, pollers| {
+                let d = Dispatch {
+                    sticky,
+                    eager_activities,
+                    ..Dispatch::pollers(pollers, now)
+                };
+                Ok(
+                    match self.decide_completion(run, &token, &req.commands, ident, now, d)? {
+                        WftOutcome::Applied(mut decided) => {
+                            let events = if return_history {
+                                decided.commit.events.clone()
+                            } else {
+                                Vec::new()
+                            };
+                            let eager = std::mem::take(&mut decided.to_reporter.activities);
+                            (Some(decided), (None, eager, events))
+                        }
+                        WftOutcome::Rejected { decided, error } => {
+                            (Some(decided), (Some(error), Vec::new(), Vec::new()))
+                        }
+                    },
+                )
             })
             .await?;
         if let Some(error) = rejected {
@@ -105,7 +116,7 @@ impl Engine {
         }
         Ok(pb::RespondWorkflowTaskCompletedResponse {
             activity_tasks: eager
-                .iter()
+                .into_iter()
                 .map(|t| self.activity_task_response(t))
                 .collect::<Result<_, _>>()?,
             history: events,
@@ -124,8 +135,10 @@ impl Engine {
             .unwrap_or(pb::WorkflowTaskFailedCause::Unspecified);
         let failure = req.failure.unwrap_or_default();
         tracing::warn!(run_id = %run_id, cause = cause.as_str_name(), message = %failure.message, "workflow task failed");
-        self.update(run_id, |run, now| {
-            let c = history::fail_workflow_task(run, &token, cause, failure.clone(), ident, now)?;
+        self.update(run_id, |run, now, pollers| {
+            let d = Dispatch::pollers(pollers, now);
+            let c =
+                history::fail_workflow_task(run, &token, cause, failure.clone(), ident, now, d)?;
             Ok((Some(c), ()))
         })
         .await?;
@@ -149,32 +162,38 @@ impl Engine {
         let decision = req
             .decision
             .as_ref()
-            .map(|d| self.check_decision(d).map(|checked| (d, checked)))
+            .map(|d| self.check_decision(d))
             .transpose()?;
         let (activity_type, answer) = self
-            .update(run_id, |run, now| {
+            .update(run_id, |run, now, pollers| {
                 let activity_type = activity_type_of(run, token.scheduled_event_id);
-                if let Some((d, checked)) = decision
-                    && let Some((commit, eager)) = self.decide_ahead(
+                if let Some(checked) = decision
+                    && let Some(mut decided) = self.decide_ahead(
                         run,
                         &token,
                         req.result.clone(),
                         ident,
-                        (d, checked),
+                        checked,
                         now,
+                        pollers,
                     )?
                 {
-                    let events = commit.events.clone();
+                    let events = decided.commit.events.clone();
+                    let eager = std::mem::take(&mut decided.to_reporter.activities);
                     let answer = Answer::Decided { events, eager };
-                    return Ok((Some(commit), (activity_type, answer)));
+                    return Ok((Some(decided), (activity_type, answer)));
                 }
-                let mut commit =
-                    history::complete_activity(run, &token, req.result.clone(), ident, now)?;
-                let eager = eager_queue
-                    .as_ref()
-                    .and_then(|q| lease_workflow_task(&mut commit, q.as_str(), now))
-                    .map(Box::new);
-                Ok((Some(commit), (activity_type, Answer::Recorded(eager))))
+                let d = Dispatch {
+                    eager_workflow_queue: eager_queue.as_ref().map(TaskQueue::as_str),
+                    ..Dispatch::pollers(pollers, now)
+                };
+                let mut decided =
+                    history::complete_activity(run, &token, req.result.clone(), ident, now, d)?;
+                let workflow_task = EagerWorkflowTask::take(&mut decided);
+                Ok((
+                    Some(decided),
+                    (activity_type, Answer::Recorded { workflow_task }),
+                ))
             })
             .await?;
         self.metrics.attempt(&activity_type, "completed", false);
@@ -188,17 +207,17 @@ impl Engine {
                 decision_recorded: true,
                 history: events,
                 activity_tasks: eager
-                    .iter()
+                    .into_iter()
                     .map(|t| self.activity_task_response(t))
                     .collect::<Result<_, _>>()?,
             }),
             // The result is recorded: a failure to build the eager task only leaves it to be
             // polled once its lease runs out, it must not fail the answer.
-            Answer::Recorded(eager) => {
-                let workflow_task = match eager.map(|b| *b) {
+            Answer::Recorded { workflow_task } => {
+                let workflow_task = match workflow_task {
                     None => None,
-                    Some((lease_id, run)) => self
-                        .workflow_task_response(run, &lease_id)
+                    Some(eager) => self
+                        .workflow_task_response(eager.run, &eager.lease_id)
                         .await
                         .unwrap_or(None),
                 };
@@ -220,8 +239,8 @@ impl Engine {
         self.check_payload("failure", failure_len(req.failure.as_ref()))?;
         let failure = req.failure.unwrap_or_default();
         let jitter: f64 = rand::random();
-        self.activity_update(run_id, token.scheduled_event_id, "failed", |run, now| {
-            history::fail_activity(run, &token, failure.clone(), ident, now, jitter, false)
+        self.activity_update(run_id, token.scheduled_event_id, "failed", |run, now, d| {
+            history::fail_activity(run, &token, failure.clone(), ident, now, jitter, false, d)
         })
         .await?;
         Ok(pb::RespondActivityTaskFailedResponse {})
@@ -272,15 +291,15 @@ impl Engine {
         run_id: RunId,
         scheduled_event_id: i64,
         outcome: &str,
-        decide: impl Fn(&Run, Millis) -> Result<RunCommit, EngineError>,
+        decide: impl Fn(&Run, Millis, Dispatch<'_>) -> Result<Decided, EngineError>,
     ) -> Result<(), EngineError> {
         let (activity_type, retried) = self
-            .update(run_id, |run, now| {
-                let commit = decide(run, now)?;
+            .update(run_id, |run, now, pollers| {
+                let decided = decide(run, now, Dispatch::pollers(pollers, now))?;
                 let activity_type = activity_type_of(run, scheduled_event_id);
                 // Still pending after a failure: another attempt was scheduled.
-                let retried = commit.run.activity(scheduled_event_id).is_some();
-                Ok((Some(commit), (activity_type, retried)))
+                let retried = decided.commit.run.activity(scheduled_event_id).is_some();
+                Ok((Some(decided), (activity_type, retried)))
             })
             .await?;
         self.metrics.attempt(&activity_type, outcome, retried);

@@ -9,7 +9,7 @@ use super::Engine;
 use super::commit::MAX_CONFLICT_RETRIES;
 use super::requests::{identity, payload_len, request_id};
 use crate::error::{EngineError, duration_field};
-use crate::history::{self, StartParams};
+use crate::history::{self, Dispatch, StartParams};
 use crate::ids::{RunId, TaskQueue, WorkflowId, WorkflowType};
 use crate::store::StoreError;
 use martix_proto::v1 as pb;
@@ -107,9 +107,11 @@ impl Engine {
                 if last.is_open() {
                     if let Some((name, input, request_id)) = &signal {
                         let signalled = self
-                            .update(last.run_id, |run, now| {
-                                let mut c = history::signal(run, name, input.clone(), ident, now)?;
-                                c.request_id.clone_from(request_id);
+                            .update(last.run_id, |run, now, pollers| {
+                                let d = Dispatch::pollers(pollers, now);
+                                let mut c =
+                                    history::signal(run, name, input.clone(), ident, now, d)?;
+                                c.commit.request_id.clone_from(request_id);
                                 Ok((Some(c), ()))
                             })
                             .await;
@@ -145,10 +147,13 @@ impl Engine {
                 }
             }
             let run_id = RunId::new();
-            let mut commit = history::new_run(&params, run_id, self.now());
-            commit.request_id = signal.as_ref().and_then(|(_, _, r)| r.clone());
-            commit.fresh_id = fresh;
-            match self.write(commit).await {
+            let mut pollers = self.matching.reserving();
+            let now = self.now();
+            let d = Dispatch::pollers(&mut pollers, now);
+            let mut decided = history::new_run(&params, run_id, now, d);
+            decided.commit.request_id = signal.as_ref().and_then(|(_, _, r)| r.clone());
+            decided.commit.fresh_id = fresh;
+            match self.write(decided, pollers).await {
                 Ok(()) => {
                     self.metrics.started(wtype.as_str());
                     tracing::debug!(namespace = %ns, workflow_id = %wid, run_id = %run_id, "workflow started");
@@ -205,9 +210,10 @@ impl Engine {
             return Ok(pb::SignalWorkflowResponse {});
         }
         let run = self.resolve(&ns, req.execution.as_ref()).await?;
-        self.update(run.run_id, |run, now| {
-            let mut c = history::signal(run, &req.signal_name, req.input.clone(), ident, now)?;
-            c.request_id.clone_from(&request_id);
+        self.update(run.run_id, |run, now, pollers| {
+            let d = Dispatch::pollers(pollers, now);
+            let mut c = history::signal(run, &req.signal_name, req.input.clone(), ident, now, d)?;
+            c.commit.request_id.clone_from(&request_id);
             Ok((Some(c), ()))
         })
         .await?;
@@ -222,8 +228,12 @@ impl Engine {
         let ns = self.namespace(&req.namespace).await?;
         let ident = identity(&req.identity)?;
         let run = self.resolve(&ns, req.execution.as_ref()).await?;
-        self.update(run.run_id, |run, now| {
-            Ok((history::request_cancel(run, &req.reason, ident, now)?, ()))
+        self.update(run.run_id, |run, now, pollers| {
+            let d = Dispatch::pollers(pollers, now);
+            Ok((
+                history::request_cancel(run, &req.reason, ident, now, d)?,
+                (),
+            ))
         })
         .await?;
         Ok(pb::CancelWorkflowResponse {})
@@ -237,8 +247,9 @@ impl Engine {
         let ns = self.namespace(&req.namespace).await?;
         let ident = identity(&req.identity)?;
         let run = self.resolve(&ns, req.execution.as_ref()).await?;
-        self.update(run.run_id, |run, now| {
-            Ok((Some(history::terminate(run, &req.reason, ident, now)?), ()))
+        self.update(run.run_id, |run, now, _| {
+            let closed = history::terminate(run, &req.reason, ident, now)?;
+            Ok((Some(closed.into()), ()))
         })
         .await?;
         Ok(pb::TerminateWorkflowResponse {})
@@ -276,9 +287,12 @@ impl Engine {
                 )
                 .await?;
             let point = history::reset_point(&history, req.workflow_task_finish_event_id)?;
-            let (commit, id) =
-                history::reset(&current, &history, point, &req.reason, ident, self.now())?;
-            match self.write(commit).await {
+            let mut pollers = self.matching.reserving();
+            let now = self.now();
+            let d = Dispatch::pollers(&mut pollers, now);
+            let (decided, id) =
+                history::reset(&current, &history, point, &req.reason, ident, now, d)?;
+            match self.write(decided, pollers).await {
                 Ok(()) => {
                     new_run = Some(id);
                     break;
@@ -304,10 +318,16 @@ impl Engine {
         let ns = self.namespace(&req.namespace).await?;
         let run = self.resolve(&ns, req.execution.as_ref()).await?;
         let activity_ids = self
-            .update(run.run_id, |run, now| {
-                let (commit, ids) =
-                    history::retry_activities_now(run, &req.activity_id, req.reset_attempts, now)?;
-                Ok((Some(commit), ids))
+            .update(run.run_id, |run, now, pollers| {
+                let d = Dispatch::pollers(pollers, now);
+                let (decided, ids) = history::retry_activities_now(
+                    run,
+                    &req.activity_id,
+                    req.reset_attempts,
+                    now,
+                    d,
+                )?;
+                Ok((Some(decided), ids))
             })
             .await?;
         tracing::info!(run_id = %run.run_id, ?activity_ids, "activities retried now by an operator");

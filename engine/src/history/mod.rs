@@ -1,6 +1,9 @@
 //! History and state machine: pure functions from a run's checkpoint and a request to the
 //! changes of one transaction (`RunCommit`). No I/O here; the store writes what these return,
-//! all or nothing, and time comes in as an argument.
+//! all or nothing, and time comes in as an argument. So does who is there to take the tasks a
+//! change creates (`Dispatch`: the reporting worker's sticky queue and free slots, the pollers
+//! waiting on the node): a decision leases them in its change and says who gets which
+//! (`Decided`), and the engine writes it and hands them out as it says, changing nothing.
 //!
 //! Rules kept here:
 //! - event ids are dense from 1; history is only appended to;
@@ -9,11 +12,15 @@
 //! - only the final outcome of an activity reaches history (retries live in the checkpoint).
 
 mod decide;
+mod dispatch;
 mod reset;
 mod retry;
 pub(crate) mod state;
 
 pub use decide::*;
+pub use dispatch::{
+    Decided, Dispatch, EagerSlots, LeasedTask, PollerId, Pollers, Sticky, ToPoller, ToReporter,
+};
 pub use reset::{reset, reset_point};
 pub use retry::retry_delay;
 pub use state::*;
@@ -31,6 +38,9 @@ pub enum TimerOp {
 }
 
 /// Changes to activity task rows of a run.
+// Most ops a change holds insert a task: boxing them would cost an allocation per task for the
+// little memory the other, smaller variants would save.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum TaskOp {
     Insert(ActivityTask),

@@ -7,7 +7,6 @@
 use super::*;
 use crate::error::EngineError;
 use crate::ids::RunId;
-use prost::Message;
 
 /// The WorkflowTaskCompleted event to reset to: `0` the last, `-1` the first, else that id.
 pub fn reset_point(history: &[pb::HistoryEvent], requested: i64) -> Result<i64, EngineError> {
@@ -41,7 +40,8 @@ pub fn reset(
     reason: &str,
     identity: &str,
     now: Millis,
-) -> Result<(RunCommit, RunId), EngineError> {
+    d: Dispatch<'_>,
+) -> Result<(Decided, RunId), EngineError> {
     let completed = history
         .iter()
         .find(|e| e.event_id == point)
@@ -143,7 +143,7 @@ pub fn reset(
             // The reset copy writes user timers only.
             schedule_to_start_timer: false,
         });
-        let info = pb::PollActivityTaskResponse {
+        let activity = ScheduledActivity {
             workflow_execution: Some(pb::WorkflowExecution {
                 workflow_id: run.workflow_id.clone(),
                 run_id: new_id.to_text(),
@@ -157,9 +157,7 @@ pub fn reset(
             heartbeat_timeout: a.heartbeat_timeout,
             namespace: run.namespace.clone(),
             traceparent: run.state.traceparent.clone(),
-            ..Default::default()
-        }
-        .encode_to_vec();
+        };
         tasks.push(TaskOp::Insert(ActivityTask {
             namespace: run.namespace.clone(),
             task_queue: a.task_queue.clone(),
@@ -169,7 +167,7 @@ pub fn reset(
             visible_at: now,
             lease: None,
             lease_ms: st2c,
-            info,
+            activity,
             heartbeat_details: None,
             heartbeat_ms: duration_to_ms(a.heartbeat_timeout.as_ref()),
             started_at: None,
@@ -229,5 +227,5 @@ pub fn reset(
         }),
     );
     old.set_new_run(new_commit);
-    Ok((old.finish(), new_id))
+    Ok((dispatch::hand_out(old.finish(), d), new_id))
 }

@@ -163,6 +163,36 @@ impl Run {
     }
 }
 
+/// An activity as scheduled, with its run: what the worker of each attempt is told about it
+/// besides what the task row keeps per attempt (attempt, lease, last heartbeat). The task row
+/// keeps it encoded, so that a poll needs no read of the run; the engine builds the worker's
+/// `PollActivityTaskResponse` from it when it hands the task out. Its fields and tags are those
+/// of that response, whose encoding rows held before, so that every stored row reads the same.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ScheduledActivity {
+    #[prost(message, optional, tag = "2")]
+    pub workflow_execution: Option<pb::WorkflowExecution>,
+    #[prost(string, tag = "3")]
+    pub workflow_type: String,
+    #[prost(string, tag = "4")]
+    pub activity_id: String,
+    #[prost(string, tag = "5")]
+    pub activity_type: String,
+    #[prost(message, optional, tag = "6")]
+    pub input: Option<pb::Payload>,
+    #[prost(message, optional, tag = "8")]
+    pub scheduled_time: Option<pbjson_types::Timestamp>,
+    #[prost(message, optional, tag = "9")]
+    pub start_to_close_timeout: Option<pbjson_types::Duration>,
+    #[prost(message, optional, tag = "10")]
+    pub heartbeat_timeout: Option<pbjson_types::Duration>,
+    #[prost(string, tag = "12")]
+    pub namespace: String,
+    /// W3C trace context of the run (empty: none).
+    #[prost(string, tag = "13")]
+    pub traceparent: String,
+}
+
 /// An activity task row: what a polling worker needs, without reading the run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ActivityTask {
@@ -175,8 +205,8 @@ pub struct ActivityTask {
     pub lease: Option<Lease>,
     /// Lease length for each attempt: the start-to-close timeout.
     pub lease_ms: i64,
-    /// An encoded `PollActivityTaskResponse` without token and attempt.
-    pub info: Vec<u8>,
+    /// The activity as scheduled: what its worker is told about it.
+    pub activity: ScheduledActivity,
     /// Details of the last heartbeat of an earlier attempt, handed to the next one.
     pub heartbeat_details: Option<Vec<u8>>,
     /// The longest gap between heartbeats; 0: none required.
@@ -194,5 +224,49 @@ impl ActivityTask {
         } else {
             self.lease_ms
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    /// Task rows written before `ScheduledActivity` held an encoded `PollActivityTaskResponse`
+    /// without token, attempt and scheduled event: such a row reads the same, and a row
+    /// written now is that encoding.
+    #[test]
+    fn a_scheduled_activity_is_stored_as_task_rows_always_were() {
+        let response = pb::PollActivityTaskResponse {
+            workflow_execution: Some(pb::WorkflowExecution {
+                workflow_id: "order-1".into(),
+                run_id: "r-1".into(),
+            }),
+            workflow_type: "order".into(),
+            activity_id: "a-1".into(),
+            activity_type: "reserve".into(),
+            input: Some(pb::Payload {
+                encoding: "json/plain".into(),
+                data: b"{}".to_vec(),
+            }),
+            scheduled_time: Some(crate::clock::to_timestamp(1_700_000_000_123)),
+            start_to_close_timeout: Some(super::super::ms_to_duration(30_000)),
+            heartbeat_timeout: Some(super::super::ms_to_duration(5_000)),
+            namespace: "default".into(),
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            task_token: Vec::new(),
+            attempt: 0,
+            heartbeat_details: None,
+            scheduled_event_id: 0,
+        };
+        let stored = response.encode_to_vec();
+        let activity = ScheduledActivity::decode(&stored[..]).unwrap();
+        assert_eq!(activity.activity_type, "reserve");
+        assert_eq!(activity.traceparent, response.traceparent);
+        assert_eq!(activity.encode_to_vec(), stored);
+        assert_eq!(
+            pb::PollActivityTaskResponse::decode(&activity.encode_to_vec()[..]).unwrap(),
+            response
+        );
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! A task is always committed to the store before it is offered here; this module only
 //! shortens the wait. When a change creates a task while a poller of its queue waits on this
-//! node, the engine reserves that poller *before* committing, writes the task already leased
-//! to it (so the hand-off costs no extra commit), and delivers it after the commit. Losing
+//! node, the decision takes that poller (`Reserved`, history's `Pollers`) and leases the task
+//! to it in the change (so the hand-off costs no extra commit); the engine delivers it after
+//! the commit, and gives back a poller whose change was not written. Losing
 //! everything in here on a crash loses no work: leases run out and the store hands the tasks
 //! out again.
 //!
@@ -19,11 +20,11 @@
 //! timeout, which a wait here must not eat into.
 
 use crate::clock::Millis;
-use crate::history::{ActivityTask, Lease};
+use crate::history::{ActivityTask, Lease, LeasedTask, PollerId, Pollers};
 use crate::ids::RunId;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 /// Which kind of task a queue holds.
@@ -60,6 +61,15 @@ pub enum Delivery {
     Activity(Box<ActivityTask>),
     /// Something may be claimable in the store: look again.
     Recheck,
+}
+
+impl From<LeasedTask> for Delivery {
+    fn from(task: LeasedTask) -> Self {
+        match task {
+            LeasedTask::Workflow { run_id, lease } => Delivery::Workflow { run_id, lease },
+            LeasedTask::Activity(task) => Delivery::Activity(task),
+        }
+    }
 }
 
 impl Delivery {
@@ -101,6 +111,48 @@ pub struct Reservation {
     waiter: Option<Waiter>,
 }
 
+/// The pollers one change takes while it is decided (as `history::Pollers`), until it is
+/// written: each is then delivered the task the decision leased to it (`deliver`), and every
+/// one not delivered is given back when this drops (the write failed, or the decision that
+/// took it was not the one written).
+pub struct Reserved {
+    matching: Arc<Matching>,
+    taken: Vec<Option<Reservation>>,
+}
+
+impl Reserved {
+    fn take(&mut self, key: QueueKey) -> Option<PollerId> {
+        let reservation = self.matching.reserve(&key)?;
+        self.taken.push(Some(reservation));
+        Some(PollerId(self.taken.len() - 1))
+    }
+
+    /// Hands the written task leased to `poller` to it.
+    pub fn deliver(&mut self, poller: PollerId, task: LeasedTask, now: Millis) {
+        if let Some(reservation) = self.taken.get_mut(poller.0).and_then(Option::take) {
+            self.matching.deliver(reservation, task.into(), now);
+        }
+    }
+}
+
+impl Pollers for Reserved {
+    fn take_workflow(&mut self, namespace: &str, queue: &str) -> Option<PollerId> {
+        self.take(QueueKey::new(namespace, queue, TaskKind::Workflow))
+    }
+
+    fn take_activity(&mut self, namespace: &str, queue: &str) -> Option<PollerId> {
+        self.take(QueueKey::new(namespace, queue, TaskKind::Activity))
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        for reservation in self.taken.drain(..).flatten() {
+            self.matching.cancel(reservation);
+        }
+    }
+}
+
 /// The waiting pollers and undelivered leased tasks of this node.
 #[derive(Default)]
 pub struct Matching {
@@ -138,6 +190,14 @@ impl Matching {
     /// How many pollers wait on the queue now.
     pub fn waiting(&self, key: &QueueKey) -> usize {
         self.with(key, |q| q.waiters.len())
+    }
+
+    /// The pollers a change about to be decided may take (see `Reserved`).
+    pub fn reserving(self: &Arc<Self>) -> Reserved {
+        Reserved {
+            matching: Arc::clone(self),
+            taken: Vec::new(),
+        }
     }
 
     /// Takes a poller waiting on `key`, if any; else holds the task for a poll on its way,
@@ -514,6 +574,52 @@ mod tests {
         assert!(m.known_empty(&key(), 900, 1000));
         m.notify_all();
         assert!(!m.known_empty(&key(), 900, 1000));
+    }
+
+    #[tokio::test]
+    async fn pollers_a_change_took_are_delivered_its_tasks_or_given_back() {
+        let m = Arc::new(Matching::default());
+        let deadline = || Instant::now() + Duration::from_secs(1);
+        let w = m.register(&key(), m.epoch(&key()), 0).ok().unwrap();
+        let mut reserved = m.reserving();
+        let poller = reserved
+            .take_workflow("default", "jobs")
+            .expect("one waits");
+        assert!(
+            reserved.take_workflow("default", "jobs").is_none(),
+            "only one"
+        );
+        let lease = Lease {
+            id: "l".into(),
+            until: 100,
+        };
+        let run_id = RunId::new();
+        reserved.deliver(poller, LeasedTask::Workflow { run_id, lease }, 0);
+        drop(reserved);
+        assert!(matches!(
+            m.wait(w, deadline()).await,
+            Some(Delivery::Workflow { run_id: r, .. }) if r == run_id
+        ));
+
+        // Taken for a change that was not written: told to look in the store again.
+        let w = m.register(&key(), m.epoch(&key()), 0).ok().unwrap();
+        let mut reserved = m.reserving();
+        assert!(reserved.take_workflow("default", "jobs").is_some());
+        drop(reserved);
+        assert!(matches!(
+            m.wait(w, deadline()).await,
+            Some(Delivery::Recheck)
+        ));
+        // A hold for a poll on its way is given back too.
+        let k = key();
+        let _seeking = m.seek(&k);
+        let mut reserved = m.reserving();
+        assert!(reserved.take_workflow("default", "jobs").is_some());
+        drop(reserved);
+        assert!(
+            m.reserve(&k).is_some(),
+            "the poll can be promised a task again"
+        );
     }
 
     #[tokio::test(start_paused = true)]

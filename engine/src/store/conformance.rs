@@ -5,7 +5,10 @@
 
 use crate::clock::Millis;
 use crate::events::projection::{Projection, ProjectionError, ProjectionTx};
-use crate::history::{self, ActivityTask, Lease, Run, RunCommit, StartParams, TaskOp, TimerOp};
+use crate::history::{
+    self, ActivityTask, Dispatch, Lease, Run, RunCommit, ScheduledActivity, StartParams, TaskOp,
+    TimerOp,
+};
 use crate::ids::RunId;
 use crate::store::events::{Consumer, StoredEvent};
 use crate::store::{ListQuery, Store, StoreError};
@@ -35,7 +38,7 @@ fn start(ns: &str, workflow_id: &str, queue: &str, at: Millis) -> RunCommit {
         task_queue: queue.into(),
         ..Default::default()
     };
-    history::new_run(&params, RunId::new(), at)
+    history::new_run(&params, RunId::new(), at, Dispatch::nobody(at)).commit
 }
 
 /// The run as stored after `commit` (version moved on).
@@ -107,8 +110,12 @@ pub async fn a_stale_version_conflicts_and_writes_nothing(store: &dyn Store) {
     let c = start(&ns, "wf", &unique("q"), T0);
     store.commit(&c).await.unwrap();
     let run = store.load_run(c.run.run_id).await.unwrap().unwrap();
-    let first = history::signal(&run, "a", None, "t", T0 + 1).unwrap();
-    let second = history::signal(&run, "b", None, "t", T0 + 2).unwrap();
+    let first = history::signal(&run, "a", None, "t", T0 + 1, Dispatch::nobody(T0 + 1))
+        .unwrap()
+        .commit;
+    let second = history::signal(&run, "b", None, "t", T0 + 2, Dispatch::nobody(T0 + 2))
+        .unwrap()
+        .commit;
     store.commit(&first).await.expect("first writer wins");
     let err = store.commit(&second).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
@@ -261,7 +268,15 @@ fn activity(run: &Run, queue: &str, visible_at: Millis) -> ActivityTask {
         visible_at,
         lease: None,
         lease_ms: 5_000,
-        info: vec![1, 2, 3],
+        activity: ScheduledActivity {
+            activity_id: "a-1".into(),
+            activity_type: "reserve".into(),
+            input: Some(pb::Payload {
+                data: vec![1, 2, 3],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
         heartbeat_details: None,
         heartbeat_ms: 0,
         started_at: None,
@@ -276,7 +291,9 @@ pub async fn activity_tasks_are_leased_and_guarded(store: &dyn Store) {
     let c = start(&ns, "wf", &q, T0);
     store.commit(&c).await.unwrap();
     let run = stored(&c);
-    let mut change = history::signal(&run, "s", None, "t", T0).unwrap();
+    let mut change = history::signal(&run, "s", None, "t", T0, Dispatch::nobody(T0))
+        .unwrap()
+        .commit;
     change
         .tasks
         .push(TaskOp::Insert(activity(&run, &q, T0 + 1000)));
@@ -294,7 +311,7 @@ pub async fn activity_tasks_are_leased_and_guarded(store: &dyn Store) {
         .await
         .unwrap()
         .expect("visible now");
-    assert_eq!(task.info, vec![1, 2, 3]);
+    assert_eq!(task.activity, activity(&run, &q, T0 + 1000).activity);
     assert_eq!(
         task.lease,
         Some(Lease {
@@ -323,7 +340,16 @@ pub async fn activity_tasks_are_leased_and_guarded(store: &dyn Store) {
     );
 
     let run = stored(&change);
-    let mut wrong = history::signal(&run, "s2", None, "t", T0 + 2000).unwrap();
+    let mut wrong = history::signal(
+        &run,
+        "s2",
+        None,
+        "t",
+        T0 + 2000,
+        Dispatch::nobody(T0 + 2000),
+    )
+    .unwrap()
+    .commit;
     wrong.tasks.push(TaskOp::Delete {
         scheduled_event_id: 3,
         lease_id: Some("forged".into()),
@@ -340,7 +366,16 @@ pub async fn activity_tasks_are_leased_and_guarded(store: &dyn Store) {
         run.next_event_id - 1
     );
 
-    let mut retry = history::signal(&run, "s3", None, "t", T0 + 2000).unwrap();
+    let mut retry = history::signal(
+        &run,
+        "s3",
+        None,
+        "t",
+        T0 + 2000,
+        Dispatch::nobody(T0 + 2000),
+    )
+    .unwrap()
+    .commit;
     retry.tasks.push(TaskOp::Retry {
         scheduled_event_id: 3,
         attempt: 2,
@@ -361,7 +396,16 @@ pub async fn activity_tasks_are_leased_and_guarded(store: &dyn Store) {
 
     // An activity scheduled and cancelled by one change leaves no task behind.
     let run = stored(&retry);
-    let mut both = history::signal(&run, "s4", None, "t", T0 + 4000).unwrap();
+    let mut both = history::signal(
+        &run,
+        "s4",
+        None,
+        "t",
+        T0 + 4000,
+        Dispatch::nobody(T0 + 4000),
+    )
+    .unwrap()
+    .commit;
     let mut task = activity(&run, &q, T0 + 4000);
     task.scheduled_event_id = 90;
     both.tasks.push(TaskOp::Insert(task));
@@ -388,7 +432,9 @@ pub async fn expired_leases_are_reaped_not_reclaimed(store: &dyn Store) {
     let c = start(&ns, "wf", &q, T0);
     store.commit(&c).await.unwrap();
     let run = stored(&c);
-    let mut change = history::signal(&run, "s", None, "t", T0).unwrap();
+    let mut change = history::signal(&run, "s", None, "t", T0, Dispatch::nobody(T0))
+        .unwrap()
+        .commit;
     let mut task = activity(&run, &q, T0);
     task.heartbeat_ms = 1_000;
     change.tasks.push(TaskOp::Insert(task));
@@ -476,7 +522,9 @@ pub async fn timers_come_due_and_fire_once(store: &dyn Store) {
     let c = start(&ns, "wf", &unique("q"), T0);
     store.commit(&c).await.unwrap();
     let run = stored(&c);
-    let mut change = history::signal(&run, "s", None, "t", T0).unwrap();
+    let mut change = history::signal(&run, "s", None, "t", T0, Dispatch::nobody(T0))
+        .unwrap()
+        .commit;
     change.timers.push(TimerOp::Insert {
         key: "t:nap".into(),
         fire_at: T0 + 500,
@@ -492,10 +540,28 @@ pub async fn timers_come_due_and_fire_once(store: &dyn Store) {
     let due = mine(store.due_timers(T0 + 500, 1000).await.unwrap());
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].key, "t:nap");
-    let mut fire = history::signal(&run, "fired", None, "t", T0 + 500).unwrap();
+    let mut fire = history::signal(
+        &run,
+        "fired",
+        None,
+        "t",
+        T0 + 500,
+        Dispatch::nobody(T0 + 500),
+    )
+    .unwrap()
+    .commit;
     fire.fired_timer = Some("t:nap".into());
     store.commit(&fire).await.unwrap();
-    let mut again = history::signal(&stored(&fire), "fired", None, "t", T0 + 501).unwrap();
+    let mut again = history::signal(
+        &stored(&fire),
+        "fired",
+        None,
+        "t",
+        T0 + 501,
+        Dispatch::nobody(T0 + 501),
+    )
+    .unwrap()
+    .commit;
     again.fired_timer = Some("t:nap".into());
     let err = store.commit(&again).await.unwrap_err();
     assert!(matches!(err, StoreError::StaleTask), "{err}");
@@ -509,7 +575,9 @@ pub async fn closing_a_run_drops_its_tasks_and_timers(store: &dyn Store) {
     let c = start(&ns, "wf", &q, T0);
     store.commit(&c).await.unwrap();
     let run = stored(&c);
-    let mut change = history::signal(&run, "s", None, "t", T0).unwrap();
+    let mut change = history::signal(&run, "s", None, "t", T0, Dispatch::nobody(T0))
+        .unwrap()
+        .commit;
     change.tasks.push(TaskOp::Insert(activity(&run, &q, T0)));
     change.timers.push(TimerOp::Insert {
         key: "t:x".into(),
@@ -651,11 +719,19 @@ pub async fn continue_as_new_writes_both_runs(store: &dyn Store) {
     let cmd = pb::Command {
         attributes: Some(pb::command::Attributes::ContinueAsNew(Default::default())),
     };
-    let commit =
-        match history::complete_workflow_task(&run, &token, &[cmd], "w", "", T0 + 1).unwrap() {
-            history::WftOutcome::Applied(c) => c,
-            history::WftOutcome::Rejected { error, .. } => panic!("{error}"),
-        };
+    let commit = match history::complete_workflow_task(
+        &run,
+        &token,
+        &[cmd],
+        "w",
+        T0 + 1,
+        Dispatch::nobody(T0 + 1),
+    )
+    .unwrap()
+    {
+        history::WftOutcome::Applied(c) => c.commit,
+        history::WftOutcome::Rejected { error, .. } => panic!("{error}"),
+    };
     store.commit(&commit).await.unwrap();
     let old = store.load_run(run.run_id).await.unwrap().unwrap();
     assert_eq!(old.status, pb::WorkflowStatus::ContinuedAsNew);
@@ -680,10 +756,23 @@ pub async fn concurrent_changes_commit_together_and_fail_alone(store: &dyn Store
     let mut changes = Vec::new();
     for c in &starts {
         let run = store.load_run(c.run.run_id).await.unwrap().unwrap();
-        changes.push(history::signal(&run, "go", None, "t", T0 + 100).unwrap());
+        changes.push(
+            history::signal(&run, "go", None, "t", T0 + 100, Dispatch::nobody(T0 + 100))
+                .unwrap()
+                .commit,
+        );
     }
     let victim = store.load_run(starts[7].run.run_id).await.unwrap().unwrap();
-    let stale = history::signal(&victim, "late", None, "t", T0 + 101).unwrap();
+    let stale = history::signal(
+        &victim,
+        "late",
+        None,
+        "t",
+        T0 + 101,
+        Dispatch::nobody(T0 + 101),
+    )
+    .unwrap()
+    .commit;
     let mut all: Vec<&RunCommit> = changes.iter().collect();
     all.insert(3, &stale);
     let results = futures::future::join_all(all.iter().map(|c| store.commit(c))).await;
@@ -738,18 +827,38 @@ pub async fn concurrent_changes_commit_together_and_fail_alone(store: &dyn Store
     let holder = start(&ns, &unique("wf"), &q, T0 + 400);
     store.commit(&holder).await.unwrap();
     let run = stored(&holder);
-    let mut with_task = history::signal(&run, "s", None, "t", T0 + 401).unwrap();
+    let mut with_task = history::signal(&run, "s", None, "t", T0 + 401, Dispatch::nobody(T0 + 401))
+        .unwrap()
+        .commit;
     with_task
         .tasks
         .push(TaskOp::Insert(activity(&run, &q, T0 + 401)));
     store.commit(&with_task).await.unwrap();
     let run = stored(&with_task);
-    let mut forged = history::signal(&run, "forged", None, "t", T0 + 402).unwrap();
+    let mut forged = history::signal(
+        &run,
+        "forged",
+        None,
+        "t",
+        T0 + 402,
+        Dispatch::nobody(T0 + 402),
+    )
+    .unwrap()
+    .commit;
     forged.tasks.push(TaskOp::Delete {
         scheduled_event_id: 3,
         lease_id: Some("forged".into()),
     });
-    let mut stale = history::signal(&stored(&holder), "stale", None, "t", T0 + 402).unwrap();
+    let mut stale = history::signal(
+        &stored(&holder),
+        "stale",
+        None,
+        "t",
+        T0 + 402,
+        Dispatch::nobody(T0 + 402),
+    )
+    .unwrap()
+    .commit;
     stale.tasks.push(TaskOp::Delete {
         scheduled_event_id: 3,
         lease_id: Some("forged".into()),
@@ -794,7 +903,18 @@ pub async fn concurrent_changes_commit_together_and_fail_alone(store: &dyn Store
     assert!(started.iter().all(Result::is_ok), "{started:?}");
     let signals: Vec<RunCommit> = runs
         .iter()
-        .map(|c| history::signal(&stored(c), "go", None, "t", T0 + 510).unwrap())
+        .map(|c| {
+            history::signal(
+                &stored(c),
+                "go",
+                None,
+                "t",
+                T0 + 510,
+                Dispatch::nobody(T0 + 510),
+            )
+            .unwrap()
+            .commit
+        })
         .collect();
     let mut bad = signals[3].clone();
     bad.events[0].event_id = 1;
@@ -836,7 +956,16 @@ pub async fn concurrent_changes_commit_together_and_fail_alone(store: &dyn Store
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let mut s = history::signal(&stored(c), "go", None, "t", T0 + 610).unwrap();
+            let mut s = history::signal(
+                &stored(c),
+                "go",
+                None,
+                "t",
+                T0 + 610,
+                Dispatch::nobody(T0 + 610),
+            )
+            .unwrap()
+            .commit;
             if i == 1 || i == 3 {
                 s.request_id = Some(request.clone());
             }
@@ -918,7 +1047,9 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
     let c = start(&ns, "w-1", &unique("q"), T0);
     store.commit(&c).await.unwrap();
     let run = store.load_run(c.run.run_id).await.unwrap().unwrap();
-    let mut change = history::signal(&run, "go", None, "t", T0 + 1).unwrap();
+    let mut change = history::signal(&run, "go", None, "t", T0 + 1, Dispatch::nobody(T0 + 1))
+        .unwrap()
+        .commit;
     change.request_id = Some("req-1".into());
     change.outbox = vec![
         outbox_event(&run, 1, "thing.made", T0 + 1, r#"{"owner":"c-1"}"#),
@@ -926,7 +1057,9 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
         outbox_event(&run, 3, "thing.paid", T0 + 1, r#"{"cents":1080}"#),
     ];
     // A stale twin of the change: refused, and none of its rows is written.
-    let mut stale = history::signal(&run, "late", None, "t", T0 + 2).unwrap();
+    let mut stale = history::signal(&run, "late", None, "t", T0 + 2, Dispatch::nobody(T0 + 2))
+        .unwrap()
+        .commit;
     stale.outbox = vec![outbox_event(&run, 9, "thing.failed", T0 + 2, "{}")];
     store
         .commit(&change)
@@ -957,7 +1090,9 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
 
     // The same request id again: refused as a duplicate, nothing written.
     let run = store.load_run(c.run.run_id).await.unwrap().unwrap();
-    let mut again = history::signal(&run, "go", None, "t", T0 + 3).unwrap();
+    let mut again = history::signal(&run, "go", None, "t", T0 + 3, Dispatch::nobody(T0 + 3))
+        .unwrap()
+        .commit;
     again.request_id = Some("req-1".into());
     assert!(matches!(
         store.commit(&again).await,

@@ -55,11 +55,9 @@ impl PostgresStore {
         // One writer: everything that queues while a batch is in flight goes into the next
         // one. A second writer overlaps batches (a change waits for no batch in flight), which
         // helps while the machine has cores to spare, but splits the batches once it has
-        // not, and a batch costs the server about as much as the changes in it. Measured at
-        // C = 64 (session 8, four alternating pairs): 1 writer 0.37 write transactions per
-        // saga against 0.66, PostgreSQL CPU per saga 0.505 against 0.618 ms, 1,251 against
-        // 1,126 sagas/s; at C = 16, 776-781 against 857-887 sagas/s (p50 19.7 against 17.6
-        // ms); C = 1 the same. `MARTIX_DB_WRITERS=2` for the moderate loads.
+        // not, and a batch costs the server about as much as the changes in it; so one is the
+        // default, and `MARTIX_DB_WRITERS=2` serves moderate loads on a machine with cores to
+        // spare (the measurements are in docs/performance.md).
         let writers = std::env::var("MARTIX_DB_WRITERS")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -372,7 +370,7 @@ impl BatchArrays {
                     self.t_lease_id.push(t.lease.as_ref().map(|l| l.id.clone()));
                     self.t_lease_until.push(t.lease.as_ref().map(|l| l.until));
                     self.t_lease_ms.push(t.lease_ms);
-                    self.t_info.push(t.info.clone());
+                    self.t_info.push(prost::Message::encode_to_vec(&t.activity));
                     self.t_details.push(t.heartbeat_details.clone());
                     self.t_heartbeat_ms.push(t.heartbeat_ms);
                     self.t_started.push(t.started_at);

@@ -23,7 +23,8 @@ macro_rules! impl_store {
     ($store:ty, $db:ty, $backend:literal, $skip_locked:literal) => {
         use crate::clock::Millis;
         use crate::history::{
-            ActivityTask, Lease, Run, RunCommit, RunState, TaskOp, TimerOp, WorkflowTask,
+            ActivityTask, Lease, Run, RunCommit, RunState, ScheduledActivity, TaskOp, TimerOp,
+            WorkflowTask,
         };
         use crate::ids::RunId;
         use crate::store::{
@@ -96,7 +97,8 @@ macro_rules! impl_store {
                     until: lease_until.unwrap_or(0),
                 }),
                 lease_ms: row.try_get(8).map_err(corrupt)?,
-                info: row.try_get(9).map_err(corrupt)?,
+                activity: ScheduledActivity::decode(row.try_get::<&[u8], _>(9).map_err(corrupt)?)
+                    .map_err(corrupt)?,
                 heartbeat_details: row.try_get(10).map_err(corrupt)?,
                 heartbeat_ms: row.try_get(11).map_err(corrupt)?,
                 started_at: row.try_get(12).map_err(corrupt)?,

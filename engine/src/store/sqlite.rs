@@ -399,7 +399,7 @@ async fn insert_tasks(
                 .push_bind(t.lease.as_ref().map(|l| l.id.clone()))
                 .push_bind(t.lease.as_ref().map(|l| l.until))
                 .push_bind(t.lease_ms)
-                .push_bind(t.info.clone())
+                .push_bind(prost::Message::encode_to_vec(&t.activity))
                 .push_bind(t.heartbeat_details.clone())
                 .push_bind(t.heartbeat_ms)
                 .push_bind(t.started_at);

@@ -6,6 +6,7 @@
 
 use super::{Worker, spawn_holding};
 use crate::workflow::RunDriver;
+use martix_proto::decide_ahead::ResultEvents;
 use martix_proto::v1 as pb;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
@@ -141,41 +142,19 @@ impl Worker {
         }
         let history_len = d.processed;
         let at = d.decision_time();
-        let time = Some(martix_proto::time::to_timestamp(at));
-        use pb::history_event::Attributes as A;
-        let identity = self.options.identity.clone();
-        let events = [
-            A::ActivityTaskStarted(pb::ActivityTaskStartedAttributes {
-                scheduled_event_id: task.scheduled_event_id,
-                attempt: task.attempt,
-                identity: identity.clone(),
-                last_failure: None,
-            }),
-            A::ActivityTaskCompleted(pb::ActivityTaskCompletedAttributes {
-                scheduled_event_id: task.scheduled_event_id,
-                started_event_id: 0,
-                result: Some(result.clone()),
-                identity,
-            }),
-            A::WorkflowTaskScheduled(pb::WorkflowTaskScheduledAttributes {
-                task_queue: self.sticky_queue.clone(),
-                start_to_close_timeout: None,
-                attempt: 1,
-            }),
-        ]
-        .into_iter()
-        .zip(history_len + 1..)
-        .map(|(attributes, event_id)| pb::HistoryEvent {
-            event_id,
-            event_time: time,
-            attributes: Some(attributes),
-        })
-        .collect::<Vec<_>>();
+        let time = martix_proto::time::to_timestamp(at);
+        let events = ResultEvents::new(history_len, task.scheduled_event_id).events(
+            task.attempt,
+            &self.options.identity,
+            Some(result.clone()),
+            &self.sticky_queue,
+            time,
+        );
         match d.apply_history(&events).and_then(|()| d.activate_live()) {
             Ok(commands) => {
                 let decision = pb::WorkflowDecision {
                     history_len,
-                    decided_at: time,
+                    decided_at: Some(time),
                     commands,
                     sticky_queue: self.sticky_queue.clone(),
                     eager_activity_queue: self.options.task_queue.clone(),

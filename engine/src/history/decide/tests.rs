@@ -3,6 +3,11 @@ use pb::command::Attributes as C;
 
 const T0: Millis = 1_700_000_000_000;
 
+/// Nobody to hand tasks to, at `at`: every decision's tasks stay in the store.
+pub(super) fn nobody(at: Millis) -> Dispatch<'static> {
+    Dispatch::nobody(at)
+}
+
 fn started_run() -> Run {
     let params = StartParams {
         namespace: "default".into(),
@@ -11,7 +16,7 @@ fn started_run() -> Run {
         task_queue: "q".into(),
         ..Default::default()
     };
-    let commit = new_run(&params, RunId::new(), T0);
+    let commit = new_run(&params, RunId::new(), T0, nobody(T0)).commit;
     assert_eq!(commit.events.len(), 2);
     commit.run
 }
@@ -57,7 +62,7 @@ fn complete() -> pb::Command {
 
 fn applied_outcome(o: WftOutcome) -> RunCommit {
     match o {
-        WftOutcome::Applied(c) => c,
+        WftOutcome::Applied(c) => c.commit,
         WftOutcome::Rejected { error, .. } => panic!("rejected: {error}"),
     }
 }
@@ -87,8 +92,15 @@ fn a_completion_records_started_and_completed_then_the_commands_in_order() {
     let mut run = started_run();
     let token = lease(&mut run, T0);
     let c = applied_outcome(
-        complete_workflow_task(&run, &token, &[schedule("a"), schedule("b")], "w1", "", T0)
-            .unwrap(),
+        complete_workflow_task(
+            &run,
+            &token,
+            &[schedule("a"), schedule("b")],
+            "w1",
+            T0,
+            nobody(T0),
+        )
+        .unwrap(),
     );
     assert_eq!(
         kinds(&c.events),
@@ -110,11 +122,15 @@ fn a_completion_records_started_and_completed_then_the_commands_in_order() {
 fn events_arriving_during_a_workflow_task_are_buffered_then_delivered() {
     let mut run = started_run();
     let token = lease(&mut run, T0);
-    let c = signal(&run, "go", None, "ops", T0 + 1).unwrap();
+    let c = signal(&run, "go", None, "ops", T0 + 1, nobody(T0 + 1))
+        .unwrap()
+        .commit;
     assert!(c.events.is_empty(), "buffered, not appended");
     let run = applied(&c);
     assert_eq!(run.state.buffered.len(), 1);
-    let c = applied_outcome(complete_workflow_task(&run, &token, &[], "w1", "", T0 + 2).unwrap());
+    let c = applied_outcome(
+        complete_workflow_task(&run, &token, &[], "w1", T0 + 2, nobody(T0 + 2)).unwrap(),
+    );
     assert_eq!(
         kinds(&c.events),
         ["wft_started", "wft_completed", "signaled", "wft_scheduled"]
@@ -129,9 +145,17 @@ fn events_arriving_during_a_workflow_task_are_buffered_then_delivered() {
 fn closing_with_unhandled_events_is_rejected_and_the_events_delivered() {
     let mut run = started_run();
     let token = lease(&mut run, T0);
-    let run = applied(&signal(&run, "late", None, "ops", T0 + 1).unwrap());
-    match complete_workflow_task(&run, &token, &[complete()], "w1", "", T0 + 2).unwrap() {
-        WftOutcome::Rejected { commit, error } => {
+    let run = applied(
+        &signal(&run, "late", None, "ops", T0 + 1, nobody(T0 + 1))
+            .unwrap()
+            .commit,
+    );
+    match complete_workflow_task(&run, &token, &[complete()], "w1", T0 + 2, nobody(T0 + 2)).unwrap()
+    {
+        WftOutcome::Rejected {
+            decided: Decided { commit, .. },
+            error,
+        } => {
             assert!(error.to_string().contains("unhandled events"), "{error}");
             assert_eq!(kinds(&commit.events), ["signaled"]);
             assert!(commit.run.is_open());
@@ -159,8 +183,11 @@ fn bad_commands_fail_the_task_and_leave_history_intact() {
     for (commands, why) in cases {
         let mut run = started_run();
         let token = lease(&mut run, T0);
-        match complete_workflow_task(&run, &token, &commands, "w1", "", T0).unwrap() {
-            WftOutcome::Rejected { commit, error } => {
+        match complete_workflow_task(&run, &token, &commands, "w1", T0, nobody(T0)).unwrap() {
+            WftOutcome::Rejected {
+                decided: Decided { commit, .. },
+                error,
+            } => {
                 assert!(error.to_string().contains(why), "{error} should say {why}");
                 assert_eq!(
                     kinds(&commit.events),
@@ -186,14 +213,14 @@ fn stale_and_forged_workflow_tokens_are_rejected() {
         ..token.clone()
     };
     assert!(matches!(
-        complete_workflow_task(&run, &forged, &[], "w", "", T0),
+        complete_workflow_task(&run, &forged, &[], "w", T0, nobody(T0)),
         Err(EngineError::NotFound(_))
     ));
     let done = applied(&applied_outcome(
-        complete_workflow_task(&run, &token, &[complete()], "w", "", T0).unwrap(),
+        complete_workflow_task(&run, &token, &[complete()], "w", T0, nobody(T0)).unwrap(),
     ));
     assert!(matches!(
-        complete_workflow_task(&done, &token, &[complete()], "w", "", T0),
+        complete_workflow_task(&done, &token, &[complete()], "w", T0, nobody(T0)),
         Err(EngineError::NotFound(_))
     ));
 }
@@ -209,7 +236,7 @@ fn with_activity() -> (Run, TaskToken) {
         });
     }
     let run = applied(&applied_outcome(
-        complete_workflow_task(&run, &token, &[cmd], "w", "", T0).unwrap(),
+        complete_workflow_task(&run, &token, &[cmd], "w", T0, nobody(T0)).unwrap(),
     ));
     let act = run.state.activities[0].clone();
     let token = TaskToken {
@@ -231,7 +258,18 @@ fn a_retried_activity_writes_no_history_and_only_the_final_outcome_arrives() {
         message: "io".into(),
         ..Default::default()
     };
-    let c = fail_activity(&run, &token, failure.clone(), "w", T0 + 10, 0.0, false).unwrap();
+    let c = fail_activity(
+        &run,
+        &token,
+        failure.clone(),
+        "w",
+        T0 + 10,
+        0.0,
+        false,
+        nobody(T0 + 10),
+    )
+    .unwrap()
+    .commit;
     assert!(c.events.is_empty(), "a retry is not in history");
     assert!(
         matches!(c.tasks[0], TaskOp::Retry { attempt: 2, visible_at, .. } if visible_at == T0 + 1010)
@@ -239,13 +277,24 @@ fn a_retried_activity_writes_no_history_and_only_the_final_outcome_arrives() {
     let run = applied(&c);
     assert_eq!(run.state.activities[0].attempt, 2);
     // The first attempt's token is stale now.
-    assert!(complete_activity(&run, &token, None, "w", T0).is_err());
+    assert!(complete_activity(&run, &token, None, "w", T0, nobody(T0)).is_err());
     let token2 = TaskToken {
         attempt: 2,
         lease_id: "l2".into(),
         ..token
     };
-    let c = fail_activity(&run, &token2, failure, "w", T0 + 2000, 0.0, false).unwrap();
+    let c = fail_activity(
+        &run,
+        &token2,
+        failure,
+        "w",
+        T0 + 2000,
+        0.0,
+        false,
+        nobody(T0 + 2000),
+    )
+    .unwrap()
+    .commit;
     assert_eq!(
         kinds(&c.events),
         ["act_started", "act_failed", "wft_scheduled"],
@@ -261,14 +310,18 @@ fn non_retryable_failures_and_retry_hints_are_honoured() {
         non_retryable: true,
         ..Default::default()
     };
-    let c = fail_activity(&run, &token, declined, "w", T0, 0.0, false).unwrap();
+    let c = fail_activity(&run, &token, declined, "w", T0, 0.0, false, nobody(T0))
+        .unwrap()
+        .commit;
     assert_eq!(kinds(&c.events)[1], "act_failed");
     let open = pb::Failure {
         message: "circuit open".into(),
         next_retry_delay: Some(ms_to_duration(7_000)),
         ..Default::default()
     };
-    let c = fail_activity(&run, &token, open, "w", T0, 0.0, false).unwrap();
+    let c = fail_activity(&run, &token, open, "w", T0, 0.0, false, nobody(T0))
+        .unwrap()
+        .commit;
     assert!(matches!(c.tasks[0], TaskOp::Retry { visible_at, .. } if visible_at == T0 + 7_000));
 }
 
@@ -283,13 +336,24 @@ fn a_timer_fires_once_and_a_cancelled_one_not_at_all() {
         })),
     };
     let run = applied(&applied_outcome(
-        complete_workflow_task(&run, &token, &[start], "w", "", T0).unwrap(),
+        complete_workflow_task(&run, &token, &[start], "w", T0, nobody(T0)).unwrap(),
     ));
     assert_eq!(run.state.timers[0].fire_at, T0 + 5_000);
-    let fired = fire_timer(&run, "t:t1", T0 + 5_000, false).expect("pending timer fires");
+    let fired = fire_timer(&run, "t:t1", T0 + 5_000, false, nobody(T0 + 5_000))
+        .expect("pending timer fires")
+        .commit;
     assert_eq!(kinds(&fired.events), ["timer_fired", "wft_scheduled"]);
     assert_eq!(fired.fired_timer.as_deref(), Some("t:t1"));
-    assert!(fire_timer(&applied(&fired), "t:t1", T0 + 6_000, false).is_none());
+    assert!(
+        fire_timer(
+            &applied(&fired),
+            "t:t1",
+            T0 + 6_000,
+            false,
+            nobody(T0 + 6_000)
+        )
+        .is_none()
+    );
 }
 
 #[test]
@@ -300,7 +364,7 @@ fn terminate_closes_at_once_and_later_requests_are_refused() {
     let run = applied(&c);
     assert_eq!(run.status, pb::WorkflowStatus::Terminated);
     assert!(matches!(
-        signal(&run, "x", None, "ops", T0),
+        signal(&run, "x", None, "ops", T0, nobody(T0)),
         Err(EngineError::FailedPrecondition(_))
     ));
 }
@@ -312,7 +376,8 @@ fn continue_as_new_closes_this_run_and_starts_the_next_in_one_commit() {
     let can = pb::Command {
         attributes: Some(C::ContinueAsNew(Default::default())),
     };
-    let c = applied_outcome(complete_workflow_task(&run, &token, &[can], "w", "", T0).unwrap());
+    let c =
+        applied_outcome(complete_workflow_task(&run, &token, &[can], "w", T0, nobody(T0)).unwrap());
     assert_eq!(c.run.status, pb::WorkflowStatus::ContinuedAsNew);
     let next = c.new_run.as_ref().expect("next run");
     assert_eq!(next.run.workflow_id, run.workflow_id);

@@ -1,0 +1,248 @@
+//! The decisions: one pure function per way a run can change, each command family in a file
+//! of its own: `workflow_task` (a worker's completion or failure, which routes each command to
+//! its family), `activities`, `timers`, `signals` (and cancellation requests), `markers`,
+//! `publish` and `close` (the commands that end a run, and terminating it). Shared here: task
+//! tokens, starting a run, and the checks every family uses. Each decision that can leave a
+//! task due takes a `Dispatch` and ends by leasing its tasks to whom it names
+//! (`dispatch::hand_out`), so what it returns is final.
+
+mod activities;
+mod close;
+mod markers;
+mod publish;
+mod signals;
+mod timers;
+mod workflow_task;
+
+pub use activities::{complete_activity, fail_activity, retry_activities_now};
+pub use close::terminate;
+pub use signals::{request_cancel, signal};
+pub use timers::fire_timer;
+pub use workflow_task::{complete_workflow_task, fail_workflow_task, flush_for_claim};
+
+use super::dispatch::hand_out;
+use super::*;
+use crate::error::EngineError;
+use crate::ids::RunId;
+use prost::Message;
+use std::collections::HashMap;
+
+/// Default start-to-close timeout of an activity that names none.
+pub const DEFAULT_ACTIVITY_TIMEOUT_MS: i64 = 10 * 60 * 1000;
+/// Default time a worker may hold a workflow task.
+pub const DEFAULT_WORKFLOW_TASK_TIMEOUT_MS: i64 = 10_000;
+/// Longest wait between attempts of a failing workflow task.
+const MAX_WFT_BACKOFF_MS: i64 = 60_000;
+
+/// Kinds of task a token can name.
+pub const TOKEN_KIND_WORKFLOW: i32 = 1;
+/// An activity task token.
+pub const TOKEN_KIND_ACTIVITY: i32 = 2;
+
+/// What a worker hands back to complete a task. Opaque to clients; a forged or stale one names
+/// no current lease and is rejected.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TaskToken {
+    #[prost(string, tag = "1")]
+    pub namespace: String,
+    #[prost(string, tag = "2")]
+    pub run_id: String,
+    #[prost(int32, tag = "3")]
+    pub kind: i32,
+    #[prost(int64, tag = "4")]
+    pub scheduled_event_id: i64,
+    #[prost(int32, tag = "5")]
+    pub attempt: i32,
+    #[prost(string, tag = "6")]
+    pub lease_id: String,
+    /// Workflow tasks: the history length the worker was given.
+    #[prost(int64, tag = "7")]
+    pub history_len: i64,
+}
+
+impl TaskToken {
+    /// The token of `run`'s workflow task `wft`, leased as `lease_id`, for a worker given the
+    /// run's history as it stands.
+    pub fn for_workflow_task(run: &Run, wft: &WorkflowTask, lease_id: &str) -> Self {
+        Self {
+            namespace: run.namespace.clone(),
+            run_id: run.run_id.to_text(),
+            kind: TOKEN_KIND_WORKFLOW,
+            scheduled_event_id: wft.scheduled_event_id,
+            attempt: wft.attempt,
+            lease_id: lease_id.to_owned(),
+            history_len: run.next_event_id - 1,
+        }
+    }
+
+    /// Decodes a token from the wire; garbage is an `InvalidArgument`.
+    pub fn decode_from(raw: &[u8]) -> Result<(Self, RunId), EngineError> {
+        if raw.is_empty() {
+            return Err(EngineError::invalid("task_token", "must not be empty"));
+        }
+        let token = Self::decode(raw)
+            .map_err(|_| EngineError::invalid("task_token", "is not a Martix task token"))?;
+        let run_id = RunId::parse("task_token", &token.run_id)?;
+        if token.lease_id.is_empty() {
+            return Err(EngineError::invalid("task_token", "names no lease"));
+        }
+        Ok((token, run_id))
+    }
+}
+
+/// A validated request to start a run.
+#[derive(Clone, Debug, Default)]
+pub struct StartParams {
+    pub namespace: String,
+    pub workflow_id: String,
+    pub workflow_type: String,
+    pub task_queue: String,
+    pub input: Option<pb::Payload>,
+    pub execution_timeout_ms: i64,
+    pub run_timeout_ms: i64,
+    pub task_timeout_ms: i64,
+    pub identity: String,
+    pub memo: HashMap<String, pb::Payload>,
+    pub continued_from: Option<RunId>,
+    pub first_run_id: Option<String>,
+    /// Carried along a continue-as-new chain: when the whole workflow times out.
+    pub execution_deadline: Option<Millis>,
+    /// W3C trace context of the start (empty: none).
+    pub traceparent: String,
+    /// Signal-with-start: a signal recorded right after the start, in the same transaction.
+    pub initial_signal: Option<(String, Option<pb::Payload>)>,
+    /// Carried along a continue-as-new chain: events published so far.
+    pub events_published: i64,
+}
+
+/// A new run: its first events, its first workflow task.
+pub fn new_run(p: &StartParams, run_id: RunId, now: Millis, d: Dispatch<'_>) -> Decided {
+    hand_out(first_change(p, run_id, now), d)
+}
+
+/// The change that creates a run (a start's, or continue-as-new's next run).
+fn first_change(p: &StartParams, run_id: RunId, now: Millis) -> RunCommit {
+    let task_timeout = if p.task_timeout_ms > 0 {
+        p.task_timeout_ms
+    } else {
+        DEFAULT_WORKFLOW_TASK_TIMEOUT_MS
+    };
+    let first_run_id = p.first_run_id.clone().unwrap_or_else(|| run_id.to_text());
+    let run = Run {
+        namespace: p.namespace.clone(),
+        workflow_id: p.workflow_id.clone(),
+        run_id,
+        workflow_type: p.workflow_type.clone(),
+        task_queue: p.task_queue.clone(),
+        status: pb::WorkflowStatus::Running,
+        start_time: now,
+        close_time: None,
+        next_event_id: 1,
+        version: 0,
+        wft: None,
+        state: RunState {
+            workflow_task_timeout_ms: task_timeout,
+            first_run_id: first_run_id.clone(),
+            traceparent: p.traceparent.clone(),
+            events_published: p.events_published,
+            ..Default::default()
+        },
+    };
+    let mut t = Transition::for_new_run(run, now);
+    let opt = |ms: i64| (ms > 0).then(|| ms_to_duration(ms));
+    t.append(Attributes::WorkflowExecutionStarted(
+        pb::WorkflowExecutionStartedAttributes {
+            workflow_type: p.workflow_type.clone(),
+            task_queue: p.task_queue.clone(),
+            input: p.input.clone(),
+            workflow_execution_timeout: opt(p.execution_timeout_ms),
+            workflow_run_timeout: opt(p.run_timeout_ms),
+            workflow_task_timeout: Some(ms_to_duration(task_timeout)),
+            identity: p.identity.clone(),
+            continued_from_run_id: p.continued_from.map(RunId::to_text).unwrap_or_default(),
+            first_run_id,
+            memo: p.memo.clone(),
+            traceparent: p.traceparent.clone(),
+        },
+    ));
+    if let Some((name, input)) = &p.initial_signal {
+        t.append(Attributes::WorkflowExecutionSignaled(
+            pb::WorkflowExecutionSignaledAttributes {
+                signal_name: name.clone(),
+                input: input.clone(),
+                identity: p.identity.clone(),
+            },
+        ));
+    }
+    t.schedule_workflow_task();
+    if p.run_timeout_ms > 0 {
+        t.push_timer(TimerOp::Insert {
+            key: RUN_TIMEOUT_KEY.into(),
+            fire_at: now + p.run_timeout_ms,
+        });
+    }
+    let deadline = p
+        .execution_deadline
+        .unwrap_or(if p.execution_timeout_ms > 0 {
+            now + p.execution_timeout_ms
+        } else {
+            0
+        });
+    if deadline > 0 {
+        t.run_mut().state.execution_deadline = deadline;
+        t.push_timer(TimerOp::Insert {
+            key: EXECUTION_TIMEOUT_KEY.into(),
+            fire_at: deadline,
+        });
+    }
+    t.finish()
+}
+
+/// The outcome of a workflow task completion.
+#[derive(Debug)]
+pub enum WftOutcome {
+    /// The commands were applied.
+    Applied(Decided),
+    /// The commands were refused; `decided` records that (and schedules what comes next), and
+    /// `error` is the answer to the worker.
+    Rejected {
+        decided: Decided,
+        error: EngineError,
+    },
+}
+
+/// A task token speaks for its run only in the namespace it names: a token edited to name
+/// another namespace (where its bearer may be authorized) finds nothing.
+pub(crate) fn same_namespace(run: &Run, token: &TaskToken) -> Result<(), EngineError> {
+    if run.namespace == token.namespace {
+        Ok(())
+    } else {
+        Err(EngineError::NotFound(
+            "the task is no longer current".into(),
+        ))
+    }
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), String> {
+    match id.len() {
+        0 => Err(format!("{field} must not be empty")),
+        1..=255 => Ok(()),
+        n => Err(format!("{field} is {n} bytes, at most 255")),
+    }
+}
+
+fn require_open(run: &Run) -> Result<(), EngineError> {
+    if run.is_open() {
+        Ok(())
+    } else {
+        Err(EngineError::FailedPrecondition(format!(
+            "workflow {} run {} is already closed",
+            run.workflow_id, run.run_id
+        )))
+    }
+}
+
+#[cfg(test)]
+mod dispatch_tests;
+#[cfg(test)]
+mod tests;
