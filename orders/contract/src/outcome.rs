@@ -41,6 +41,19 @@ impl OrderOutcome {
     }
 }
 
+impl From<&OrderOutcome> for events::OrderEnded {
+    fn from(o: &OrderOutcome) -> Self {
+        Self {
+            cause: o.cause.clone(),
+            charged_cents: o.charged_cents,
+            failed_step: o.failed_step.clone(),
+            notification: o.notification.clone(),
+            reason: o.cause.clone(),
+            status: o.status.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,19 +78,6 @@ mod tests {
         ];
         for (status, step, event) in cases {
             assert_eq!(outcome(status, step).terminal_event(), event, "{status}");
-        }
-    }
-}
-
-impl From<&OrderOutcome> for events::OrderEnded {
-    fn from(o: &OrderOutcome) -> Self {
-        Self {
-            cause: o.cause.clone(),
-            charged_cents: o.charged_cents,
-            failed_step: o.failed_step.clone(),
-            notification: o.notification.clone(),
-            reason: o.cause.clone(),
-            status: o.status.clone(),
         }
     }
 }
