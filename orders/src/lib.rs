@@ -48,6 +48,10 @@ impl Projection for OrdersProjection {
         view::is_order_event(event)
     }
 
+    fn workflow_types(&self) -> &[&'static str] {
+        &[ORDER_WORKFLOW_TYPE]
+    }
+
     async fn fold(
         &self,
         tx: &mut ProjectionTx<'_>,

@@ -47,7 +47,7 @@ pub struct EventsConfig {
     /// round takes the events of many commits.
     pub linger: Duration,
     /// A domain's own name for the subject in the published document, by workflow type
-    /// (`("subscription", "subscription_id")`): the envelope carries it beside `subject`.
+    /// (for example `("renewal", "renewal_id")`): the envelope carries it beside `subject`.
     pub subject_names: Vec<(String, String)>,
 }
 
@@ -337,13 +337,34 @@ pub async fn events_from_histories(
     projections: &[Arc<dyn Projection>],
 ) -> Result<Vec<StoredEvent>, EngineError> {
     let store = engine.store();
+    // The workflow types whose histories to read: those the projections name, or every type
+    // if one of them names none.
+    let mut types: Vec<Option<String>> = Vec::new();
+    for p in projections {
+        match p.workflow_types() {
+            [] => {
+                types = vec![None];
+                break;
+            }
+            named => types.extend(named.iter().map(|t| Some((*t).to_owned()))),
+        }
+    }
+    types.sort();
+    types.dedup();
     let mut out = Vec::new();
+    let mut scans = Vec::new();
     for ns in store.list_namespaces().await? {
+        for t in &types {
+            scans.push((ns.clone(), t.clone()));
+        }
+    }
+    for (ns, workflow_type) in scans {
         let mut after = None;
         loop {
             let runs = store
                 .list_runs(&crate::store::ListQuery {
                     namespace: ns.clone(),
+                    workflow_type: workflow_type.clone(),
                     after: after.clone(),
                     limit: 500,
                     ..Default::default()

@@ -60,6 +60,12 @@ pub trait Projection: Send + Sync + 'static {
     /// Whether this projection folds `event` (by workflow type, event type, ...).
     fn takes(&self, event: &StoredEvent) -> bool;
 
+    /// The workflow types whose events it may take, so that a rebuild reads only their
+    /// histories; empty (the default): any type.
+    fn workflow_types(&self) -> &[&'static str] {
+        &[]
+    }
+
     /// Folds `batch` (events it takes, in outbox order per subject) inside the transaction
     /// that moves the host's cursor past them. Skips events it holds already (by id).
     async fn fold(

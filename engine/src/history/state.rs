@@ -239,10 +239,10 @@ mod tests {
     fn a_scheduled_activity_is_stored_as_task_rows_always_were() {
         let response = pb::PollActivityTaskResponse {
             workflow_execution: Some(pb::WorkflowExecution {
-                workflow_id: "order-1".into(),
+                workflow_id: "w-1".into(),
                 run_id: "r-1".into(),
             }),
-            workflow_type: "order".into(),
+            workflow_type: "thing".into(),
             activity_id: "a-1".into(),
             activity_type: "reserve".into(),
             input: Some(pb::Payload {

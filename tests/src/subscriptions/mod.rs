@@ -44,6 +44,10 @@ impl Projection for SubscriptionsProjection {
         event.workflow_type == SUBSCRIPTION
     }
 
+    fn workflow_types(&self) -> &[&'static str] {
+        &[SUBSCRIPTION]
+    }
+
     async fn fold(
         &self,
         tx: &mut ProjectionTx<'_>,
