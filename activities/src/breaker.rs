@@ -9,50 +9,42 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A breaker's state as operators see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
-}
+pub use martix_sdk::BreakerState;
 
-/// Where state changes go: (adapter, new state).
-pub type BreakerSink = tokio::sync::mpsc::UnboundedSender<(&'static str, BreakerState)>;
-
-/// The states of all breakers of this process, by adapter name. State changes can also be
-/// sent to a sink (the worker reports them to the engine's database for operators).
+/// The states of all breakers of this process, by adapter name, and a signal of their changes
+/// (the worker reports them to the engine, for operators).
 #[derive(Clone, Default)]
-pub struct BreakerRegistry(
-    Arc<Mutex<BTreeMap<&'static str, (BreakerState, u64)>>>,
-    Arc<Mutex<Option<BreakerSink>>>,
-);
+pub struct BreakerRegistry {
+    states: Arc<Mutex<BTreeMap<&'static str, (BreakerState, u64)>>>,
+    changed: Arc<tokio::sync::Notify>,
+}
 
 impl BreakerRegistry {
     /// Each breaker's state and how many calls it rejected.
     pub fn snapshot(&self) -> BTreeMap<&'static str, (BreakerState, u64)> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    /// Sends every later state change to `sink`.
-    pub fn report_to(
-        &self,
-        sink: tokio::sync::mpsc::UnboundedSender<(&'static str, BreakerState)>,
-    ) {
-        *self.1.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    /// Waits until a breaker changes state (a change since the last wait counts).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a change while nobody waits is kept for the next wait.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     fn set(&self, name: &'static str, f: impl FnOnce(&mut (BreakerState, u64))) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.states.lock().unwrap_or_else(|p| p.into_inner());
         let entry = m.entry(name).or_insert((BreakerState::Closed, 0));
         let before = entry.0;
         f(entry);
         let after = entry.0;
         drop(m);
-        if before != after
-            && let Some(sink) = self.1.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-        {
-            let _ = sink.send((name, after));
+        if before != after {
+            self.changed.notify_one();
         }
     }
 }

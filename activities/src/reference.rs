@@ -405,46 +405,6 @@ impl ReferenceAdapters {
         .map_err(AdapterError::db)
     }
 
-    /// Records a breaker's state as `worker` reports it.
-    pub async fn record_breaker(
-        &self,
-        worker: &str,
-        adapter: &str,
-        state: &str,
-    ) -> Result<(), AdapterError> {
-        sqlx::query(
-            "INSERT INTO breakers (worker, adapter, state, changed_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (worker, adapter) DO UPDATE SET state = $3, changed_at = $4",
-        )
-        .bind(worker)
-        .bind(adapter)
-        .bind(state)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await
-        .map_err(AdapterError::db)?;
-        Ok(())
-    }
-
-    /// Reports this worker's breaker state changes to the database until the registry goes.
-    pub fn report_breakers(&self, registry: &crate::breaker::BreakerRegistry, worker: String) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        registry.report_to(tx);
-        let me = self.clone();
-        tokio::spawn(async move {
-            while let Some((adapter, state)) = rx.recv().await {
-                let state = match state {
-                    crate::breaker::BreakerState::Open => "open",
-                    crate::breaker::BreakerState::HalfOpen => "half-open",
-                    crate::breaker::BreakerState::Closed => "closed",
-                };
-                if let Err(e) = me.record_breaker(&worker, adapter, state).await {
-                    tracing::warn!(error = %e, adapter, "cannot report a breaker state");
-                }
-            }
-        });
-    }
-
     /// The notifications recorded for an order.
     pub async fn notifications(&self, order_id: &str) -> Result<Vec<String>, AdapterError> {
         let rows: Vec<(String,)> =

@@ -52,7 +52,7 @@ pub use error::{ActivityError, ActivityFailure, ClientError, WorkflowError};
 pub use martix_proto::v1 as proto;
 pub use replayer::{ReplayError, Replayer};
 pub use saga::{CompensationFailure, Saga};
-pub use worker::{Worker, WorkerOptions, WorkerStats};
+pub use worker::{BreakerReporter, BreakerState, Worker, WorkerOptions, WorkerStats};
 pub use workflow::{ActivityOptions, Nondeterminism, SignalStream, WorkflowContext, WorkflowInfo};
 
 /// The largest answer the SDK's clients accept from the engine: an answer may carry several

@@ -1719,7 +1719,72 @@ async fn a_task_held_for_a_poll_on_its_way_is_handed_over_or_given_back(backend:
     );
 }
 
+/// A worker reports its breakers over the API; an open one shows in every describe until it
+/// closes, and a report the engine refuses changes nothing.
+async fn workers_report_breakers_and_operators_see_the_open_ones(backend: Backend) {
+    let t = TestEngine::start(backend, fast()).await;
+    let (mut wf, mut wk) = (t.workflows().await, t.workers().await);
+    let id = unique("b");
+    start(&mut wf, &id, &unique("q")).await;
+    let worker = unique("w");
+    let report = |state: pb::BreakerState| pb::ReportBreakersRequest {
+        namespace: "default".into(),
+        identity: worker.clone(),
+        breakers: vec![pb::BreakerReport {
+            adapter: "payment".into(),
+            state: state as i32,
+        }],
+    };
+    let open_here = |d: &pb::DescribeWorkflowResponse| {
+        d.open_breakers
+            .iter()
+            .filter(|b| b.worker == worker)
+            .map(|b| b.adapter.clone())
+            .collect::<Vec<_>>()
+    };
+    wk.report_breakers(report(pb::BreakerState::Open))
+        .await
+        .unwrap();
+    assert_eq!(open_here(&describe(&mut wf, &id).await), ["payment"]);
+    // Refused, and the open breaker stays as it was.
+    for bad in [
+        report(pb::BreakerState::Unspecified),
+        pb::ReportBreakersRequest {
+            identity: String::new(),
+            ..report(pb::BreakerState::Closed)
+        },
+        pb::ReportBreakersRequest {
+            breakers: vec![
+                pb::BreakerReport {
+                    adapter: "x".repeat(256),
+                    state: pb::BreakerState::Closed as i32,
+                };
+                1
+            ],
+            ..report(pb::BreakerState::Closed)
+        },
+        pb::ReportBreakersRequest {
+            breakers: (0..65)
+                .map(|i| pb::BreakerReport {
+                    adapter: format!("a{i}"),
+                    state: pb::BreakerState::Closed as i32,
+                })
+                .collect(),
+            ..report(pb::BreakerState::Closed)
+        },
+    ] {
+        let e = wk.report_breakers(bad).await.expect_err("refused");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    }
+    assert_eq!(open_here(&describe(&mut wf, &id).await), ["payment"]);
+    wk.report_breakers(report(pb::BreakerState::Closed))
+        .await
+        .unwrap();
+    assert!(open_here(&describe(&mut wf, &id).await).is_empty());
+}
+
 on_both_backends!(
+    workers_report_breakers_and_operators_see_the_open_ones,
     a_task_held_for_a_poll_on_its_way_is_handed_over_or_given_back,
     many_runs_left_on_a_sticky_queue_go_back_together,
     a_decision_made_ahead_is_recorded_with_the_result_or_not_at_all,

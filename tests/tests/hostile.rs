@@ -85,6 +85,7 @@ const METHODS: &[&str] = &[
     "WorkerService/RespondActivityTaskCompleted",
     "WorkerService/RespondActivityTaskFailed",
     "WorkerService/RecordActivityHeartbeat",
+    "WorkerService/ReportBreakers",
     "OrderService/GetOrder",
     "OrderService/ListOrders",
     "OrderService/RebuildOrders",

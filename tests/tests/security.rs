@@ -250,6 +250,20 @@ async fn call(
             ))
             .await
             .map(drop),
+        Op::ReportBreakers => wk
+            .report_breakers(with(
+                token,
+                pb::ReportBreakersRequest {
+                    namespace: String::new(),
+                    identity: "w-1".into(),
+                    breakers: vec![pb::BreakerReport {
+                        adapter: "payment".into(),
+                        state: pb::BreakerState::Closed as i32,
+                    }],
+                },
+            ))
+            .await
+            .map(drop),
         // Served on the HTTP port; covered there.
         Op::ReadMetrics => Ok(()),
         Op::QueryReadModel => {

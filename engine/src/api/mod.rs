@@ -59,7 +59,8 @@ macro_rules! scoped {
 scoped!(field: pb::StartWorkflowRequest, pb::DescribeWorkflowRequest, pb::ListWorkflowsRequest,
     pb::GetWorkflowHistoryRequest, pb::GetWorkflowResultRequest, pb::SignalWorkflowRequest,
     pb::CancelWorkflowRequest, pb::TerminateWorkflowRequest, pb::ResetWorkflowRequest,
-    pb::RetryActivityRequest, pb::PollWorkflowTaskRequest, pb::PollActivityTaskRequest);
+    pb::RetryActivityRequest, pb::PollWorkflowTaskRequest, pb::PollActivityTaskRequest,
+    pb::ReportBreakersRequest);
 
 /// Namespaces are administered by tokens for every namespace (`*`) only.
 macro_rules! scoped_everywhere {
@@ -186,4 +187,5 @@ service!(WorkerService, WorkerApi {
     respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest) -> pb::RespondActivityTaskCompletedResponse => complete_activity_task, RespondActivityTask;
     respond_activity_task_failed(pb::RespondActivityTaskFailedRequest) -> pb::RespondActivityTaskFailedResponse => fail_activity_task, RespondActivityTask;
     record_activity_heartbeat(pb::RecordActivityHeartbeatRequest) -> pb::RecordActivityHeartbeatResponse => record_activity_heartbeat, RecordActivityHeartbeat;
+    report_breakers(pb::ReportBreakersRequest) -> pb::ReportBreakersResponse => report_breakers, ReportBreakers;
 });

@@ -74,6 +74,8 @@ pub enum Op {
     PollActivityTask,
     RespondActivityTask,
     RecordActivityHeartbeat,
+    /// A worker reporting its circuit breakers' states.
+    ReportBreakers,
     ManageNamespaces,
     /// Reading engine-wide state that belongs to no namespace (metrics).
     ReadMetrics,
@@ -87,7 +89,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, for tables and tests.
-    pub const ALL: [Op; 20] = [
+    pub const ALL: [Op; 21] = [
         Op::StartWorkflow,
         Op::DescribeWorkflow,
         Op::GetWorkflowResult,
@@ -103,6 +105,7 @@ impl Op {
         Op::PollActivityTask,
         Op::RespondActivityTask,
         Op::RecordActivityHeartbeat,
+        Op::ReportBreakers,
         Op::ManageNamespaces,
         Op::ReadMetrics,
         Op::QueryReadModel,
@@ -130,6 +133,7 @@ impl Op {
                     | PollActivityTask
                     | RespondActivityTask
                     | RecordActivityHeartbeat
+                    | ReportBreakers
                     | GetWorkflowHistory
             ),
             Role::Operator => matches!(

@@ -400,6 +400,15 @@ pub trait Store: events::EventStore + Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ExpiredLease>, StoreError>;
 
+    /// Records the states workers report of their circuit breakers (`closed`, `open`,
+    /// `half-open`), each `(adapter, state)` of `worker`; a state unchanged keeps its time.
+    async fn record_breakers(
+        &self,
+        worker: &str,
+        reports: &[(String, &'static str)],
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
     /// Circuit breakers workers report open: (worker, adapter, since).
     async fn open_breakers(&self) -> Result<Vec<(String, String, Millis)>, StoreError>;
 

@@ -632,6 +632,31 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            async fn record_breakers(
+                &self,
+                worker: &str,
+                reports: &[(String, &'static str)],
+                now: Millis,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.write.begin().await.map_err(classify)?;
+                for (adapter, state) in reports {
+                    sqlx::query(
+                        "INSERT INTO breakers (worker, adapter, state, changed_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (worker, adapter) DO UPDATE \
+                         SET state = excluded.state, changed_at = excluded.changed_at \
+                         WHERE breakers.state <> excluded.state",
+                    )
+                    .bind(worker)
+                    .bind(adapter)
+                    .bind(*state)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                }
+                tx.commit().await.map_err(classify)
+            }
+
             async fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
                 let rows = sqlx::query(
                     "SELECT run_id, timer_key, fire_at FROM timers WHERE fire_at <= $1 \

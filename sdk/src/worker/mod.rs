@@ -10,12 +10,14 @@
 //! over with a report, and deciding ahead).
 
 mod activity_task;
+mod breakers;
 mod cache;
 mod eager;
 mod options;
 mod pollers;
 mod workflow_task;
 
+pub use breakers::{BreakerReporter, BreakerState};
 pub use options::WorkerOptions;
 
 use crate::activity::{ActivityContext, ActivityFn};
@@ -154,6 +156,16 @@ impl Worker {
         self.activities
             .insert(name.to_owned(), crate::activity::erase(f));
         self
+    }
+
+    /// A handle that reports this worker's circuit breakers to the engine under its identity
+    /// and namespace; it stays usable while the worker runs.
+    pub fn breaker_reporter(&self) -> BreakerReporter {
+        BreakerReporter {
+            client: self.client.clone(),
+            namespace: self.options.namespace.clone(),
+            identity: self.options.identity.clone(),
+        }
     }
 
     /// What the worker did so far.
