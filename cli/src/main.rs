@@ -5,6 +5,7 @@ mod demo;
 mod events_cli;
 mod ops;
 mod orders;
+mod report;
 mod scale;
 mod security;
 mod telemetry;
@@ -38,6 +39,10 @@ struct Cli {
         default_value = "text"
     )]
     log_format: telemetry::LogFormat,
+    /// On failure, print the error's causes one per line (and its backtrace when
+    /// RUST_BACKTRACE=1) after the one-line message.
+    #[arg(long, global = true)]
+    debug: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -248,9 +253,22 @@ struct ServerArgs {
     listen: Listen,
 }
 
+/// Runs the command; a failure is told on stderr in one line (see `report`) and exits 1. A
+/// usage error is clap's and exits 2.
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let debug = cli.debug;
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            report::failure(&e, debug);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
     let service = match &cli.command {
         Command::Worker(_) => "martix-worker",
         Command::Server(_) | Command::Dev(_) => "martix-engine",

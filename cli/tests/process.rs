@@ -536,10 +536,13 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     let (_, listed, _) = cli(g, &["list", "--query", "batch-", "--status", "terminated"]);
     assert_eq!(listed.lines().count(), 4, "{listed}");
 
-    // Failures exit 1 with the engine's message; usage errors exit 2.
+    // Failures exit 1 with one line saying what failed; usage errors exit 2.
     let (code, _, err) = cli(g, &["terminate", "no-such-order", "--reason", "x"]);
     assert_eq!(code, 1);
-    assert!(err.contains("no run"), "{err}");
+    assert_eq!(
+        err,
+        "martix: workflow 'no-such-order' not found in namespace 'default'\n"
+    );
     let (code, _, _) = cli(g, &["retry"]);
     assert_eq!(code, 2);
     let (code, _, err) = cli(
@@ -555,10 +558,91 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
         ],
     );
     assert_eq!(code, 1);
-    assert!(err.contains("--input is not valid JSON"), "{err}");
+    assert!(
+        err.starts_with("martix: --input is not valid JSON: ") && err.lines().count() == 1,
+        "{err}"
+    );
 
     terminate(dev);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What an operator sees for a workflow id that does not exist: one line naming the id and
+/// the namespace, exit 1, and no backtrace even when the environment asks for them.
+#[test]
+fn an_unknown_workflow_is_one_line_on_stderr_even_with_backtraces_on() {
+    let dev = spawn(&["dev", "--ephemeral", "--no-worker"]);
+    let created = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args(["namespace", "--address", &dev.grpc, "create", "shop"])
+        .output()
+        .unwrap();
+    assert!(created.status.success());
+    for (args, namespace) in [
+        (&["describe", "o-17"][..], "default"),
+        (&["result", "o-17", "--wait"][..], "default"),
+        (&["history", "o-17", "--follow"][..], "default"),
+        (&["cancel", "o-17", "--reason", "x"][..], "default"),
+        (
+            &["signal", "o-17", "poke", "--namespace", "shop"][..],
+            "shop",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+            .args(["workflow", "--address", &dev.grpc])
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LIB_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+        assert_eq!(
+            err,
+            format!("martix: workflow 'o-17' not found in namespace '{namespace}'\n"),
+            "{args:?}"
+        );
+    }
+    // Asked for, the causes and the backtrace follow the line.
+    let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args([
+            "workflow",
+            "--address",
+            &dev.grpc,
+            "describe",
+            "o-17",
+            "--debug",
+        ])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.starts_with("martix: workflow 'o-17' not found in namespace 'default'\n")
+            && err.contains("backtrace"),
+        "{err}"
+    );
+    terminate(dev);
+}
+
+/// Nothing listening: the line says where and what to do.
+#[test]
+fn an_engine_that_is_not_running_is_one_line_saying_how_to_start_it() {
+    let addr = common::free_addr();
+    let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args(["workflow", "--address", &format!("http://{addr}"), "list"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "martix: cannot reach the engine at http://{addr}: connection refused \
+             (start it with 'martix dev')\n"
+        )
+    );
 }
 
 #[test]
@@ -784,10 +868,16 @@ async fn the_cli_needs_a_token_of_the_right_role() {
         )
     };
     let (ok, err) = list(None);
-    assert!(!ok && err.contains("missing credentials"), "{err}");
+    assert!(
+        !ok && err.starts_with("martix: missing credentials") && err.lines().count() == 1,
+        "{err}"
+    );
     let client = issue_token(&["client"], "default");
     let (ok, err) = list(Some(&client));
-    assert!(!ok && err.contains("permission denied"), "{err}");
+    assert!(
+        !ok && err.starts_with("martix: permission denied") && err.lines().count() == 1,
+        "{err}"
+    );
     assert!(
         !err.contains(&client),
         "the token must not be printed: {err}"

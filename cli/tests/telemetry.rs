@@ -169,9 +169,11 @@ async fn an_order_is_one_trace_across_a_worker_restart() {
     assert!(terminate(server).success());
 
     let spans = collector.0.lock().unwrap().clone();
+    // The workers' spans of the order (the cli's call span names the workflow too).
     let of_order: Vec<&Received> = spans
         .iter()
         .filter(|r| text(&r.span.attributes, "workflow_id").as_deref() == Some(&order_id))
+        .filter(|r| r.service != "martix-cli")
         .collect();
     let root = spans
         .iter()
@@ -193,11 +195,18 @@ async fn an_order_is_one_trace_across_a_worker_restart() {
         "the client span is the root"
     );
     let trace = &root.span.trace_id;
+    // The SDK's client span of the call, then the engine's.
+    let call = spans
+        .iter()
+        .find(|r| r.span.name == "start_workflow" && &r.span.trace_id == trace)
+        .expect("the SDK's start_workflow span in the client's trace");
+    assert_eq!(call.span.parent_span_id, root.span.span_id);
+    assert_eq!(call.service, "martix-cli");
     let start = spans
         .iter()
         .find(|r| r.span.name == "martix.v1.start_workflow" && &r.span.trace_id == trace)
         .expect("the engine's StartWorkflow span in the client's trace");
-    assert_eq!(start.span.parent_span_id, root.span.span_id);
+    assert_eq!(start.span.parent_span_id, call.span.span_id);
     assert_eq!(start.service, "martix-engine");
     assert!(!of_order.is_empty());
     for r in &of_order {

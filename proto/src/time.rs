@@ -2,6 +2,7 @@
 //! Martix uses (engine and SDK alike).
 
 use pbjson_types::Timestamp;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the epoch as a protobuf timestamp.
 pub fn to_timestamp(ms: i64) -> Timestamp {
@@ -19,9 +20,29 @@ pub fn from_timestamp(ts: &Timestamp) -> i64 {
         .saturating_add(i64::from(ts.nanos) / 1_000_000)
 }
 
+/// A system time as a protobuf timestamp, to the nanosecond; times before 1970 count as
+/// 1970-01-01T00:00:00Z.
+pub fn system_time_to_timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_times_keep_their_nanoseconds_and_stop_at_the_epoch() {
+        let t = UNIX_EPOCH + std::time::Duration::new(1_732_000_000, 123_456_789);
+        let ts = system_time_to_timestamp(t);
+        assert_eq!((ts.seconds, ts.nanos), (1_732_000_000, 123_456_789));
+        let before = UNIX_EPOCH - std::time::Duration::from_secs(5);
+        let ts = system_time_to_timestamp(before);
+        assert_eq!((ts.seconds, ts.nanos), (0, 0));
+    }
 
     #[test]
     fn timestamps_round_trip_including_before_the_epoch() {

@@ -1,14 +1,23 @@
-//! `Client`: start workflows, wait for their results, inspect and steer them.
+//! `Client`: start workflows, list them, administer namespaces; `WorkflowHandle`: wait for a
+//! workflow's result, inspect its history, steer it (signal, cancel, terminate, reset, retry).
+//!
+//! Per-workflow operations are methods of the handle, the rest of the client. Listings come a
+//! page at a time with an opaque [`PageToken`] for the next page, or all at once. Every call
+//! answers with a [`ClientError`] the caller can show as it is; an operation on a workflow
+//! that does not exist is [`ClientError::WorkflowNotFound`].
 
 use crate::connection::{ConnectOptions, Transport};
 use crate::error::ClientError;
 use crate::payload::{from_payload, to_payload};
 use crate::workflow::context::dur;
+use futures::Stream;
+use martix_proto::time::system_time_to_timestamp;
 use martix_proto::v1 as pb;
 use pb::workflow_service_client::WorkflowServiceClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
 use tonic::transport::Channel;
 use tracing::Instrument;
 
@@ -66,6 +75,165 @@ impl StartOptions {
     }
 }
 
+/// Where the next page of a listing starts: made by the engine, passed back as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PageToken(Vec<u8>);
+
+impl PageToken {
+    /// The token's bytes, to keep it (in a URL, a file) until the next page is asked for.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A token kept as bytes by [`PageToken::as_bytes`].
+    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
+        Self(bytes.into())
+    }
+
+    /// The engine's `next_page_token`: empty means the last page.
+    fn next(raw: Vec<u8>) -> Option<Self> {
+        (!raw.is_empty()).then_some(Self(raw))
+    }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Page<T> {
+    /// The page's items, in the listing's order.
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_page_token: Option<PageToken>,
+}
+
+/// Which runs [`Client::list_workflows`] returns (newest first), and which page. Every filter
+/// given must hold.
+///
+/// ```
+/// use martix_sdk::{ListOptions, proto::WorkflowStatus};
+/// let stuck = ListOptions::new()
+///     .status(WorkflowStatus::Running)
+///     .workflow_id_prefix("order-")
+///     .page_size(500);
+/// ```
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ListOptions {
+    /// Runs in any of these statuses; empty: any status.
+    pub statuses: Vec<pb::WorkflowStatus>,
+    /// Runs of this workflow type.
+    pub workflow_type: Option<String>,
+    /// Runs on this task queue.
+    pub task_queue: Option<String>,
+    /// Runs whose workflow id starts with this.
+    pub workflow_id_prefix: Option<String>,
+    /// Runs started at this time or later.
+    pub started_from: Option<SystemTime>,
+    /// Runs started before this time.
+    pub started_before: Option<SystemTime>,
+    /// Runs per page: 0 for the engine's default (100); the engine serves at most 1000.
+    pub page_size: u32,
+    /// The page to return: the token of the previous page; `None`: the first.
+    pub page_token: Option<PageToken>,
+}
+
+impl ListOptions {
+    /// Every run, first page, the engine's page size.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a status runs may be in.
+    pub fn status(mut self, status: pb::WorkflowStatus) -> Self {
+        self.statuses.push(status);
+        self
+    }
+
+    /// Only runs of this workflow type.
+    pub fn workflow_type(mut self, workflow_type: impl Into<String>) -> Self {
+        self.workflow_type = Some(workflow_type.into());
+        self
+    }
+
+    /// Only runs on this task queue.
+    pub fn task_queue(mut self, task_queue: impl Into<String>) -> Self {
+        self.task_queue = Some(task_queue.into());
+        self
+    }
+
+    /// Only runs whose workflow id starts with `prefix`.
+    pub fn workflow_id_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.workflow_id_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only runs started at `time` or later.
+    pub fn started_from(mut self, time: SystemTime) -> Self {
+        self.started_from = Some(time);
+        self
+    }
+
+    /// Only runs started before `time`.
+    pub fn started_before(mut self, time: SystemTime) -> Self {
+        self.started_before = Some(time);
+        self
+    }
+
+    /// Runs per page (0: the engine's default).
+    pub fn page_size(mut self, page_size: u32) -> Self {
+        self.page_size = page_size;
+        self
+    }
+
+    /// The page after the one that gave `token`.
+    pub fn page_token(mut self, token: PageToken) -> Self {
+        self.page_token = Some(token);
+        self
+    }
+
+    fn request(&self, namespace: &str) -> pb::ListWorkflowsRequest {
+        pb::ListWorkflowsRequest {
+            namespace: namespace.to_owned(),
+            page_size: i32::try_from(self.page_size).unwrap_or(i32::MAX),
+            next_page_token: self
+                .page_token
+                .as_ref()
+                .map_or_else(Vec::new, |t| t.0.clone()),
+            statuses: self.statuses.iter().map(|s| *s as i32).collect(),
+            workflow_type: self.workflow_type.clone().unwrap_or_default(),
+            task_queue: self.task_queue.clone().unwrap_or_default(),
+            workflow_id_prefix: self.workflow_id_prefix.clone().unwrap_or_default(),
+            start_time_from: self.started_from.map(system_time_to_timestamp),
+            start_time_to: self.started_before.map(system_time_to_timestamp),
+        }
+    }
+}
+
+/// The workflow-task boundary [`WorkflowHandle::reset`] starts the new run from: history up
+/// to it is copied, what came after is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetPoint {
+    /// The last completed workflow task ("last good").
+    LastGood,
+    /// The first completed workflow task: the run starts over.
+    First,
+    /// The completed workflow task with this `WorkflowTaskCompleted` event id.
+    Event(i64),
+}
+
+impl ResetPoint {
+    fn event_id(self) -> i64 {
+        match self {
+            ResetPoint::LastGood => 0,
+            ResetPoint::First => -1,
+            ResetPoint::Event(id) => id,
+        }
+    }
+}
+
+/// How often [`WorkflowHandle::follow_history`] looks for new events.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+
 /// A connection to the engine's `WorkflowService`. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
@@ -113,6 +281,18 @@ impl Client {
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
         self
+    }
+
+    /// The same client under another identity, recorded with what it starts, signals,
+    /// cancels, terminates and resets (default: `<pid>@<host>`).
+    pub fn with_identity(mut self, identity: impl Into<String>) -> Self {
+        self.identity = identity.into();
+        self
+    }
+
+    /// The namespace this client works in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     fn start_request<I: Serialize>(
@@ -199,26 +379,95 @@ impl Client {
 
     /// A handle on the latest run of a workflow id.
     pub fn handle(&self, workflow_id: impl Into<String>) -> WorkflowHandle {
+        self.run_handle(workflow_id, String::new())
+    }
+
+    /// A handle on one run of a workflow id (an empty `run_id`: the latest).
+    pub fn run_handle(
+        &self,
+        workflow_id: impl Into<String>,
+        run_id: impl Into<String>,
+    ) -> WorkflowHandle {
         WorkflowHandle {
             client: self.clone(),
             workflow_id: workflow_id.into(),
-            run_id: String::new(),
+            run_id: run_id.into(),
             started: false,
         }
     }
 
-    /// Runs matching the request's filters (its namespace is this client's).
+    /// One page of the runs `options` selects, newest first, in this client's namespace.
+    ///
+    /// ```no_run
+    /// # async fn run(client: martix_sdk::Client) -> Result<(), martix_sdk::ClientError> {
+    /// use martix_sdk::{ListOptions, proto::WorkflowStatus};
+    /// let mut options = ListOptions::new().status(WorkflowStatus::Failed);
+    /// loop {
+    ///     let page = client.list_workflows(&options).await?;
+    ///     for run in &page.items {
+    ///         println!("{:?}", run.execution);
+    ///     }
+    ///     let Some(next) = page.next_page_token else { break };
+    ///     options = options.page_token(next);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn list_workflows(
         &self,
-        mut request: pb::ListWorkflowsRequest,
-    ) -> Result<pb::ListWorkflowsResponse, ClientError> {
-        request.namespace = self.namespace.clone();
+        options: &ListOptions,
+    ) -> Result<Page<pb::WorkflowExecutionInfo>, ClientError> {
+        let r = self
+            .inner
+            .clone()
+            .list_workflows(options.request(&self.namespace))
+            .await?
+            .into_inner();
+        Ok(Page {
+            items: r.executions,
+            next_page_token: PageToken::next(r.next_page_token),
+        })
+    }
+
+    /// Every run `options` selects, newest first, from its page on: all pages, one request
+    /// each.
+    pub async fn list_all_workflows(
+        &self,
+        options: &ListOptions,
+    ) -> Result<Vec<pb::WorkflowExecutionInfo>, ClientError> {
+        let mut options = options.clone();
+        let mut runs = Vec::new();
+        loop {
+            let page = self.list_workflows(&options).await?;
+            runs.extend(page.items);
+            match page.next_page_token {
+                Some(next) => options.page_token = Some(next),
+                None => return Ok(runs),
+            }
+        }
+    }
+
+    /// Creates a namespace (an admin's call); `false` when it existed already, unchanged.
+    pub async fn create_namespace(&self, namespace: &str) -> Result<bool, ClientError> {
         Ok(self
             .inner
             .clone()
-            .list_workflows(request)
+            .create_namespace(pb::CreateNamespaceRequest {
+                namespace: namespace.to_owned(),
+            })
             .await?
-            .into_inner())
+            .into_inner()
+            .created)
+    }
+
+    /// Every namespace (an admin's call).
+    pub async fn list_namespaces(&self) -> Result<Vec<String>, ClientError> {
+        Ok(self
+            .inner
+            .clone()
+            .list_namespaces(pb::ListNamespacesRequest {})
+            .await?
+            .into_inner()
+            .namespaces)
     }
 }
 
@@ -250,29 +499,33 @@ impl WorkflowHandle {
         })
     }
 
+    /// The engine's answer as this handle's error: `NOT_FOUND` names this workflow.
+    fn error(&self, status: tonic::Status) -> ClientError {
+        if status.code() == tonic::Code::NotFound {
+            ClientError::WorkflowNotFound {
+                namespace: self.client.namespace.clone(),
+                workflow_id: self.workflow_id.clone(),
+                run_id: self.run_id.clone(),
+            }
+        } else {
+            ClientError::Status(status)
+        }
+    }
+
+    fn inner(&self) -> WorkflowServiceClient<Transport> {
+        self.client.inner.clone()
+    }
+
     /// Waits for the workflow's result, following continue-as-new to the last run.
     pub async fn result<O: DeserializeOwned>(&self) -> Result<O, ClientError> {
-        let mut run_id = self.run_id.clone();
+        let mut run = self.clone();
         loop {
-            let r = self
-                .client
-                .inner
-                .clone()
-                .get_workflow_result(pb::GetWorkflowResultRequest {
-                    namespace: self.client.namespace.clone(),
-                    execution: Some(pb::WorkflowExecution {
-                        workflow_id: self.workflow_id.clone(),
-                        run_id: run_id.clone(),
-                    }),
-                    wait: Some(dur(Duration::from_secs(30))),
-                })
-                .await?
-                .into_inner();
+            let r = run.poll_result(Duration::from_secs(30)).await?;
             if !r.closed {
                 continue;
             }
             if !r.new_run_id.is_empty() {
-                run_id = r.new_run_id;
+                run.run_id = r.new_run_id;
                 continue;
             }
             if r.status == pb::WorkflowStatus::Completed as i32
@@ -294,23 +547,139 @@ impl WorkflowHandle {
         }
     }
 
+    /// Asks once how the run ended, waiting at most `wait` for it to close (zero: answers at
+    /// once). The answer says whether it closed, its status, its result or failure, and the
+    /// next run's id if it continued as new; unlike [`WorkflowHandle::result`] it does not
+    /// follow continue-as-new, and a run that failed is an answer, not an error.
+    ///
+    /// ```no_run
+    /// # async fn run(client: martix_sdk::Client) -> Result<(), martix_sdk::ClientError> {
+    /// let r = client.handle("order-17").poll_result(std::time::Duration::ZERO).await?;
+    /// if !r.closed {
+    ///     println!("still running");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn poll_result(
+        &self,
+        wait: Duration,
+    ) -> Result<pb::GetWorkflowResultResponse, ClientError> {
+        self.inner()
+            .get_workflow_result(pb::GetWorkflowResultRequest {
+                namespace: self.client.namespace.clone(),
+                execution: self.execution(),
+                wait: (!wait.is_zero()).then(|| dur(wait)),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.error(s))
+    }
+
     /// Status, pending activities and timers.
     pub async fn describe(&self) -> Result<pb::DescribeWorkflowResponse, ClientError> {
-        Ok(self
-            .client
-            .inner
-            .clone()
+        self.inner()
             .describe_workflow(pb::DescribeWorkflowRequest {
                 namespace: self.client.namespace.clone(),
                 execution: self.execution(),
             })
-            .await?
-            .into_inner())
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.error(s))
     }
 
     /// The whole history, all pages.
     pub async fn history(&self) -> Result<Vec<pb::HistoryEvent>, ClientError> {
-        Ok(read_history(&self.client.inner, &self.client.namespace, self.execution()).await?)
+        read_history(&self.client.inner, &self.client.namespace, self.execution())
+            .await
+            .map_err(|s| self.error(s))
+    }
+
+    /// One page of the history (the engine's page size, up to 1000 events), from the start
+    /// or from where the page that gave `page_token` stopped.
+    pub async fn history_page(
+        &self,
+        page_token: Option<&PageToken>,
+    ) -> Result<Page<pb::HistoryEvent>, ClientError> {
+        let r = self
+            .inner()
+            .get_workflow_history(pb::GetWorkflowHistoryRequest {
+                namespace: self.client.namespace.clone(),
+                execution: self.execution(),
+                page_size: 0,
+                next_page_token: page_token.map_or_else(Vec::new, |t| t.0.clone()),
+            })
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner();
+        Ok(Page {
+            items: r.events,
+            next_page_token: PageToken::next(r.next_page_token),
+        })
+    }
+
+    /// The run's events as they are recorded: those there already, then new ones as they
+    /// come (looked for twice a second), ending after the event that closes the run. A handle
+    /// on the latest run follows the run that is latest when the stream starts, not the runs
+    /// it continues as.
+    ///
+    /// ```no_run
+    /// # async fn run(client: martix_sdk::Client) -> Result<(), martix_sdk::ClientError> {
+    /// use futures::StreamExt;
+    /// let mut events = std::pin::pin!(client.handle("order-17").follow_history());
+    /// while let Some(event) = events.next().await {
+    ///     println!("{}", event?.event_id);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn follow_history(
+        &self,
+    ) -> impl Stream<Item = Result<pb::HistoryEvent, ClientError>> + Send + 'static {
+        struct Follow {
+            run: WorkflowHandle,
+            pinned: bool,
+            next_event_id: i64,
+            ready: VecDeque<pb::HistoryEvent>,
+            closed: bool,
+            looked: bool,
+        }
+        let state = Follow {
+            run: self.clone(),
+            pinned: !self.run_id.is_empty(),
+            next_event_id: 1,
+            ready: VecDeque::new(),
+            closed: false,
+            looked: false,
+        };
+        futures::stream::try_unfold(state, |mut s| async move {
+            loop {
+                if let Some(event) = s.ready.pop_front() {
+                    return Ok(Some((event, s)));
+                }
+                if s.closed {
+                    return Ok(None);
+                }
+                if s.looked {
+                    tokio::time::sleep(FOLLOW_INTERVAL).await;
+                }
+                s.looked = true;
+                // Status first: when it says closed, the history read after it holds the
+                // closing event.
+                let info = s.run.describe().await?.info.unwrap_or_default();
+                if !s.pinned {
+                    if let Some(e) = &info.execution {
+                        s.run.run_id = e.run_id.clone();
+                    }
+                    s.pinned = true;
+                }
+                s.closed = info.status != pb::WorkflowStatus::Running as i32;
+                for e in s.run.history().await? {
+                    if e.event_id >= s.next_event_id {
+                        s.next_event_id = e.event_id + 1;
+                        s.ready.push_back(e);
+                    }
+                }
+            }
+        })
     }
 
     /// Sends a signal.
@@ -326,9 +695,7 @@ impl WorkflowHandle {
         input: &I,
         request_id: &str,
     ) -> Result<(), ClientError> {
-        self.client
-            .inner
-            .clone()
+        self.inner()
             .signal_workflow(pb::SignalWorkflowRequest {
                 namespace: self.client.namespace.clone(),
                 execution: self.execution(),
@@ -337,38 +704,90 @@ impl WorkflowHandle {
                 identity: self.client.identity.clone(),
                 request_id: request_id.to_owned(),
             })
-            .await?;
+            .await
+            .map_err(|s| self.error(s))?;
         Ok(())
     }
 
-    /// Asks the workflow to cancel.
+    /// Asks the workflow to cancel; its code decides what that means (a saga compensates).
     pub async fn cancel(&self, reason: &str) -> Result<(), ClientError> {
-        self.client
-            .inner
-            .clone()
+        self.inner()
             .cancel_workflow(pb::CancelWorkflowRequest {
                 namespace: self.client.namespace.clone(),
                 execution: self.execution(),
                 reason: reason.to_owned(),
                 identity: self.client.identity.clone(),
             })
-            .await?;
+            .await
+            .map_err(|s| self.error(s))?;
         Ok(())
     }
 
-    /// Stops the run now.
+    /// Stops the run now, without running any more workflow code.
     pub async fn terminate(&self, reason: &str) -> Result<(), ClientError> {
-        self.client
-            .inner
-            .clone()
+        self.inner()
             .terminate_workflow(pb::TerminateWorkflowRequest {
                 namespace: self.client.namespace.clone(),
                 execution: self.execution(),
                 reason: reason.to_owned(),
                 identity: self.client.identity.clone(),
             })
-            .await?;
+            .await
+            .map_err(|s| self.error(s))?;
         Ok(())
+    }
+
+    /// Starts a new run from a workflow-task boundary of this one (its history up to `to` is
+    /// copied and `reason` recorded); this run is terminated and names the new one. Returns
+    /// a handle on the new run.
+    pub async fn reset(&self, to: ResetPoint, reason: &str) -> Result<WorkflowHandle, ClientError> {
+        let r = self
+            .inner()
+            .reset_workflow(pb::ResetWorkflowRequest {
+                namespace: self.client.namespace.clone(),
+                execution: self.execution(),
+                workflow_task_finish_event_id: to.event_id(),
+                reason: reason.to_owned(),
+                identity: self.client.identity.clone(),
+            })
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner();
+        Ok(self
+            .client
+            .started_handle(self.workflow_id.clone(), r.run_id, true))
+    }
+
+    /// Runs now the activities waiting for their next attempt: all of them, or only the one
+    /// with id `activity_id`; `reset_attempts` counts attempts from 1 again. Returns the ids of
+    /// the activities retried.
+    ///
+    /// # Errors
+    ///
+    /// With an `activity_id`, `NOT_FOUND` may mean that no such activity waits, so it is
+    /// [`ClientError::Status`] with the engine's message, not
+    /// [`ClientError::WorkflowNotFound`]. When no activity waits for its next attempt, the
+    /// engine answers `FAILED_PRECONDITION`.
+    pub async fn retry_activities(
+        &self,
+        activity_id: Option<&str>,
+        reset_attempts: bool,
+    ) -> Result<Vec<String>, ClientError> {
+        let r = self
+            .inner()
+            .retry_activity(pb::RetryActivityRequest {
+                namespace: self.client.namespace.clone(),
+                execution: self.execution(),
+                activity_id: activity_id.unwrap_or_default().to_owned(),
+                reset_attempts,
+            })
+            .await
+            .map_err(|s| match activity_id {
+                Some(_) => ClientError::Status(s),
+                None => self.error(s),
+            })?
+            .into_inner();
+        Ok(r.activity_ids)
     }
 }
 

@@ -68,7 +68,15 @@ impl ConnectOptions {
     /// system's roots); a CA or TLS domain with a plaintext address is refused, so a token
     /// meant for TLS is never sent in the clear.
     pub fn endpoint(&self, address: &str) -> Result<Endpoint, ClientError> {
-        let mut endpoint = Endpoint::from_shared(address.to_owned())?;
+        if !(address.starts_with("http://") || address.starts_with("https://")) {
+            return Err(ClientError::Config(format!(
+                "the engine's address '{address}' must start with http:// or https:// \
+                 (like http://127.0.0.1:7233)"
+            )));
+        }
+        let mut endpoint = Endpoint::from_shared(address.to_owned()).map_err(|e| {
+            ClientError::Config(format!("the engine's address '{address}' is invalid: {e}"))
+        })?;
         let tls_asked = self.ca_certificate.is_some() || self.tls_domain.is_some();
         if tls_asked && !address.starts_with("https://") {
             return Err(ClientError::Config(format!(
@@ -84,7 +92,9 @@ impl ConnectOptions {
             if let Some(d) = &self.tls_domain {
                 tls = tls.domain_name(d.clone());
             }
-            endpoint = endpoint.tls_config(tls)?;
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| ClientError::Config(format!("TLS settings for {address}: {e}")))?;
         }
         Ok(endpoint)
     }
@@ -104,9 +114,16 @@ impl ConnectOptions {
         Ok(Credentials(value))
     }
 
-    /// Connects now.
+    /// Connects now; [`ClientError::Unreachable`] when nothing answers at `address`.
     pub async fn connect(&self, address: &str) -> Result<Transport, ClientError> {
-        let channel = self.endpoint(address)?.connect().await?;
+        let channel =
+            self.endpoint(address)?
+                .connect()
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    address: address.to_owned(),
+                    source,
+                })?;
         Ok(InterceptedService::new(channel, self.credentials()?))
     }
 
@@ -162,6 +179,34 @@ mod tests {
             ConnectOptions::default()
                 .endpoint("http://127.0.0.1:7233")
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_address_without_a_scheme_is_refused_naming_it() {
+        let e = ConnectOptions::default()
+            .endpoint("127.0.0.1:7233")
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Config(_)));
+        assert!(e.to_string().contains("'127.0.0.1:7233'"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_unreachable_with_the_address_and_why() {
+        // A port just freed: nothing listens on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("http://127.0.0.1:{port}");
+        let Err(e) = ConnectOptions::default().connect(&address).await else {
+            panic!("connected to a closed port");
+        };
+        assert!(matches!(e, ClientError::Unreachable { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!("cannot reach the engine at {address}: connection refused")
         );
     }
 

@@ -3,17 +3,40 @@
 use martix_proto::v1 as pb;
 use std::time::Duration;
 
-/// A call to the engine failed.
+/// A call to the engine failed. Its `Display` is one line a person can act on: the engine's
+/// message (which names the field or the thing at fault), with what kind of failure it is when
+/// the message does not say.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// The engine answered with an error status.
-    #[error("{}: {}", .0.code(), .0.message())]
+    #[error("{}", status_line(.0))]
     Status(#[from] tonic::Status),
-    /// The engine could not be reached.
-    #[error("cannot reach the engine: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    /// The connection settings are unusable (a CA file, a token).
+    /// The workflow has no run in the namespace (or not the run named): the engine answered
+    /// `NOT_FOUND` to an operation on a [`WorkflowHandle`](crate::WorkflowHandle).
+    #[error(
+        "{}workflow '{workflow_id}' not found in namespace '{namespace}'",
+        if run_id.is_empty() { String::new() } else { format!("run '{run_id}' of ") }
+    )]
+    WorkflowNotFound {
+        /// The client's namespace.
+        namespace: String,
+        /// The workflow id asked for.
+        workflow_id: String,
+        /// The run asked for; empty: the latest.
+        run_id: String,
+    },
+    /// The engine could not be reached at `address` (nothing listens there, a name that does
+    /// not resolve, a TLS handshake that failed).
+    #[error("cannot reach the engine at {address}: {}", transport_reason(source))]
+    Unreachable {
+        /// The address dialled.
+        address: String,
+        /// What the connection attempt failed with.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The connection settings are unusable (an address, a CA file, a token).
     #[error("connection settings: {0}")]
     Config(String),
     /// A value could not be encoded or decoded as JSON.
@@ -27,6 +50,84 @@ pub enum ClientError {
         /// Why.
         failure: String,
     },
+}
+
+/// A status as one line: the engine's messages name what is wrong (`invalid workflow_id: must
+/// not be empty`, `permission denied: ...`), so they stand alone; a code whose message may come
+/// from elsewhere (a proxy, the transport) says what kind of failure it is first.
+fn status_line(s: &tonic::Status) -> String {
+    use tonic::Code;
+    let message = s.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    let kind = match s.code() {
+        Code::Ok => "no error",
+        Code::Cancelled => "canceled",
+        Code::Unknown => "unknown error",
+        Code::InvalidArgument => "invalid argument",
+        Code::DeadlineExceeded => "the engine did not answer in time",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::PermissionDenied => "permission denied",
+        Code::ResourceExhausted => "over a limit",
+        Code::FailedPrecondition => "not possible now",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out of range",
+        Code::Unimplemented => "not implemented by this engine",
+        Code::Internal => "internal error",
+        Code::Unavailable => "the engine is unavailable",
+        Code::DataLoss => "data loss",
+        Code::Unauthenticated => "not authenticated",
+    };
+    let line = match s.code() {
+        _ if message.is_empty() => kind.to_owned(),
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::FailedPrecondition
+        | Code::Unauthenticated
+        | Code::ResourceExhausted => message,
+        _ if message.starts_with(kind) => message,
+        _ => format!("{kind}: {message}"),
+    };
+    match s
+        .metadata()
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(ms) => format!("{line} (retry in {ms} ms)"),
+        None => line,
+    }
+}
+
+/// Why a connection failed, from the innermost cause: `connection refused`, `timed out`, a
+/// name that does not resolve, a certificate refused.
+fn transport_reason(e: &tonic::transport::Error) -> String {
+    let mut innermost: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = innermost.source() {
+        innermost = next;
+    }
+    if let Some(io) = innermost.downcast_ref::<std::io::Error>() {
+        use std::io::ErrorKind as K;
+        match io.kind() {
+            K::ConnectionRefused => return "connection refused".into(),
+            K::TimedOut => return "timed out".into(),
+            K::ConnectionReset => return "connection reset".into(),
+            _ => {}
+        }
+    }
+    let text = innermost.to_string();
+    // `Connection refused (os error 111)` and the like: the number helps no one.
+    let text = match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_owned(),
+        _ => text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) if !chars.as_str().starts_with(char::is_uppercase) => {
+            first.to_lowercase().chain(chars).collect()
+        }
+        _ => text,
+    }
 }
 
 /// How a workflow ends other than with a result. Returned from workflow code with `?` or
@@ -167,5 +268,63 @@ impl ActivityError {
 impl From<serde_json::Error> for ActivityError {
     fn from(e: serde_json::Error) -> Self {
         Self::non_retryable("BadPayload", e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_workflow_is_named_with_its_namespace() {
+        let latest = ClientError::WorkflowNotFound {
+            namespace: "default".into(),
+            workflow_id: "o-17".into(),
+            run_id: String::new(),
+        };
+        assert_eq!(
+            latest.to_string(),
+            "workflow 'o-17' not found in namespace 'default'"
+        );
+        let run = ClientError::WorkflowNotFound {
+            namespace: "shop".into(),
+            workflow_id: "o-17".into(),
+            run_id: "r1".into(),
+        };
+        assert_eq!(
+            run.to_string(),
+            "run 'r1' of workflow 'o-17' not found in namespace 'shop'"
+        );
+    }
+
+    #[test]
+    fn statuses_read_as_one_line_without_the_code_spelled_out() {
+        let line = |s: tonic::Status| ClientError::from(s).to_string();
+        assert_eq!(
+            line(tonic::Status::invalid_argument(
+                "invalid workflow_id: must not be empty"
+            )),
+            "invalid workflow_id: must not be empty"
+        );
+        assert_eq!(
+            line(tonic::Status::unavailable("store unavailable: gone")),
+            "the engine is unavailable: store unavailable: gone"
+        );
+        assert_eq!(
+            line(tonic::Status::internal("internal error: corrupt")),
+            "internal error: corrupt"
+        );
+        assert_eq!(line(tonic::Status::unknown("")), "unknown error");
+        assert_eq!(
+            line(tonic::Status::failed_precondition(
+                "run is closed\nfor good"
+            )),
+            "run is closed for good"
+        );
+        let mut limited = tonic::Status::resource_exhausted("start rate limit");
+        limited
+            .metadata_mut()
+            .insert("retry-after-ms", "250".parse().unwrap());
+        assert_eq!(line(limited), "start rate limit (retry in 250 ms)");
     }
 }

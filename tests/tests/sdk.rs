@@ -1078,7 +1078,226 @@ async fn the_replayer_checks_changes_against_real_histories(backend: Backend) {
         .expect("the change behind patched() is accepted");
 }
 
+/// The workflow ids of runs, in order.
+fn ids(runs: &[martix_sdk::proto::WorkflowExecutionInfo]) -> Vec<String> {
+    runs.iter()
+        .map(|r| r.execution.clone().unwrap_or_default().workflow_id)
+        .collect()
+}
+
+async fn the_client_lists_in_pages_and_steers_runs_by_handle(backend: Backend) {
+    use futures::TryStreamExt;
+    use martix_sdk::proto::WorkflowStatus;
+    use martix_sdk::proto::history_event::Attributes as A;
+    use martix_sdk::{ClientError, ListOptions, PageToken};
+    let engine = TestEngine::start(backend, config()).await;
+    let client = Client::connect(engine.endpoint.clone()).await.unwrap();
+    let prefix = unique("listed");
+    let q = unique("nobody");
+    for i in 0..3 {
+        client
+            .start_workflow(StartOptions::new("idle", format!("{prefix}-{i}"), &q), &())
+            .await
+            .unwrap();
+    }
+    // Pages of two: every run once across them, the token kept as bytes in between.
+    let options = ListOptions::new()
+        .workflow_id_prefix(&prefix)
+        .status(WorkflowStatus::Running)
+        .page_size(2);
+    let first = client.list_workflows(&options).await.unwrap();
+    assert_eq!(first.items.len(), 2);
+    let kept = first
+        .next_page_token
+        .expect("a second page")
+        .as_bytes()
+        .to_vec();
+    let second = client
+        .list_workflows(&options.clone().page_token(PageToken::from_bytes(kept)))
+        .await
+        .unwrap();
+    assert_eq!(second.items.len(), 1);
+    assert!(second.next_page_token.is_none(), "the last page");
+    let all = client.list_all_workflows(&options).await.unwrap();
+    assert_eq!(ids(&all), [ids(&first.items), ids(&second.items)].concat());
+    let mut sorted = ids(&all);
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        (0..3).map(|i| format!("{prefix}-{i}")).collect::<Vec<_>>()
+    );
+    // Filters: all must hold.
+    let by_queue = ListOptions::new().task_queue(&q).workflow_type("idle");
+    assert_eq!(client.list_all_workflows(&by_queue).await.unwrap().len(), 3);
+    let later = by_queue
+        .clone()
+        .started_from(std::time::SystemTime::now() + Duration::from_secs(3600));
+    assert!(client.list_all_workflows(&later).await.unwrap().is_empty());
+    let other_type = ListOptions::new().task_queue(&q).workflow_type("busy");
+    assert!(
+        client
+            .list_all_workflows(&other_type)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // One run steered by its handle, its history followed until it closes.
+    let run = client.handle(format!("{prefix}-0"));
+    let r = run.poll_result(Duration::ZERO).await.unwrap();
+    assert!(!r.closed);
+    assert_eq!(r.status, WorkflowStatus::Running as i32);
+    run.cancel("changed my mind").await.unwrap();
+    assert!(run.describe().await.unwrap().cancel_requested);
+    let follower = tokio::spawn({
+        let run = run.clone();
+        async move { run.follow_history().try_collect::<Vec<_>>().await }
+    });
+    run.signal("poke", &1).await.unwrap();
+    run.terminate("done").await.unwrap();
+    let followed = tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .expect("the stream ends when the run closes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(followed, run.history().await.unwrap());
+    assert!(matches!(
+        followed.last().and_then(|e| e.attributes.as_ref()),
+        Some(A::WorkflowExecutionTerminated(_))
+    ));
+    let r = run.poll_result(Duration::from_secs(5)).await.unwrap();
+    assert!(r.closed);
+    assert_eq!(r.status, WorkflowStatus::Terminated as i32);
+    let page = run.history_page(None).await.unwrap();
+    assert_eq!(page.items, followed);
+    assert!(page.next_page_token.is_none());
+
+    // A workflow that does not exist is named, with the namespace asked in.
+    let missing = client
+        .handle("no-such-workflow")
+        .describe()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&missing, ClientError::WorkflowNotFound { workflow_id, namespace, run_id }
+            if workflow_id == "no-such-workflow" && namespace == "default" && run_id.is_empty()),
+        "{missing:?}"
+    );
+    assert_eq!(
+        missing.to_string(),
+        "workflow 'no-such-workflow' not found in namespace 'default'"
+    );
+
+    // Namespaces: created once, listed, and a run of one is not in another.
+    let ns = unique("ns");
+    assert!(client.create_namespace(&ns).await.unwrap());
+    assert!(
+        !client.create_namespace(&ns).await.unwrap(),
+        "exists already"
+    );
+    assert!(client.list_namespaces().await.unwrap().contains(&ns));
+    let shop = client.clone().with_namespace(&ns);
+    assert_eq!(shop.namespace(), ns);
+    let elsewhere = shop
+        .handle(format!("{prefix}-1"))
+        .terminate("wrong namespace")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        elsewhere.to_string(),
+        format!("workflow '{prefix}-1' not found in namespace '{ns}'")
+    );
+}
+
+async fn succeeds_second(ctx: ActivityContext, _: ()) -> Result<i32, ActivityError> {
+    if ctx.attempt() < 2 {
+        return Err(ActivityError::retryable("NotYet", "not yet"));
+    }
+    Ok(ctx.attempt())
+}
+
+/// An activity that fails its first attempt and would wait an hour for the next.
+async fn patient(ctx: WorkflowContext, _: ()) -> Result<i32, WorkflowError> {
+    let opts =
+        ActivityOptions::new(Duration::from_secs(10)).initial_interval(Duration::from_secs(3600));
+    Ok(ctx.activity("succeeds_second", &(), opts).await?)
+}
+
+/// Waits until the latest run of `run`'s id has an activity waiting for its next attempt.
+async fn backing_off(
+    run: &martix_sdk::WorkflowHandle,
+) -> martix_sdk::proto::DescribeWorkflowResponse {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = run.describe().await.unwrap();
+        if d.pending_activities
+            .iter()
+            .any(|a| a.state == martix_sdk::proto::PendingActivityState::BackingOff as i32)
+        {
+            return d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the activity never waited for its next attempt: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn an_operator_resets_a_run_and_retries_its_activity_now(backend: Backend) {
+    use martix_sdk::proto::WorkflowStatus;
+    use martix_sdk::{ClientError, ResetPoint};
+    let engine = TestEngine::start(backend, config()).await;
+    let q = unique("patient");
+    let (_running, client) = start_worker(&engine, &q, |w| {
+        w.register_workflow("patient", patient)
+            .register_activity("succeeds_second", succeeds_second);
+    })
+    .await;
+    let id = unique("patient");
+    let first = client
+        .start_workflow(StartOptions::new("patient", &id, &q), &())
+        .await
+        .unwrap();
+    backing_off(&first).await;
+    // A new run from the first workflow task: the old one is terminated.
+    let second = first
+        .reset(ResetPoint::First, "try from scratch")
+        .await
+        .unwrap();
+    assert_eq!(second.workflow_id, id);
+    assert_ne!(second.run_id, first.run_id);
+    let old = client
+        .run_handle(&id, &first.run_id)
+        .poll_result(Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(old.closed);
+    assert_eq!(old.status, WorkflowStatus::Terminated as i32);
+    let latest = client.handle(&id);
+    backing_off(&latest).await;
+    // An activity id that does not wait is the engine's message, not a missing workflow.
+    let none = latest
+        .retry_activities(Some("no-such-activity"), false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&none, ClientError::Status(s) if s.code() == tonic::Code::NotFound),
+        "{none:?}"
+    );
+    // Run now instead of in an hour.
+    let retried = latest.retry_activities(None, false).await.unwrap();
+    assert_eq!(retried.len(), 1, "{retried:?}");
+    let attempt: i32 = tokio::time::timeout(Duration::from_secs(30), second.result())
+        .await
+        .expect("the retried activity completes the new run")
+        .unwrap();
+    assert_eq!(attempt, 2);
+}
+
 on_both_backends!(
+    the_client_lists_in_pages_and_steers_runs_by_handle,
+    an_operator_resets_a_run_and_retries_its_activity_now,
     a_decision_made_ahead_sees_the_time_history_records,
     a_signal_during_an_activity_reaches_a_workflow_that_decides_ahead,
     a_decision_the_engine_refuses_is_made_again_in_a_workflow_task,

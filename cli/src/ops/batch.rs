@@ -2,12 +2,10 @@
 //! workflow, or paced (`--rate`), once confirmed (`--yes`), on every running workflow whose
 //! id starts with `--query`.
 
-use super::execution;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use martix_proto::v1 as pb;
-use martix_sdk::connection::Transport;
-use pb::workflow_service_client::WorkflowServiceClient;
+use martix_sdk::{Client, ListOptions, ResetPoint};
 use std::time::Duration;
 
 /// The batch form of an operation: every running workflow whose id starts with `--query`.
@@ -24,121 +22,77 @@ pub(crate) struct Batch {
     rate: u32,
 }
 
-/// One steering operation on one workflow.
+/// One steering operation on one workflow. Its `Debug` form is what a batch without `--yes`
+/// says it would apply.
 #[derive(Clone, Debug)]
 pub(super) enum Op {
     Cancel(String),
     Terminate(String),
     Reset {
+        /// The API's number for the boundary: 0 the last good, -1 the first, else an event id.
         to: i64,
         reason: String,
     },
     Retry {
+        /// Only this activity; empty: every activity waiting for its next attempt.
         activity: String,
         reset_attempts: bool,
     },
 }
 
 /// Applies `op` to workflow `id`; what happened, for the operator.
-async fn apply(
-    c: &mut WorkflowServiceClient<Transport>,
-    ns: &str,
-    identity: &str,
-    op: &Op,
-    id: &str,
-) -> Result<String> {
-    let ns = ns.to_owned();
-    let identity = identity.to_owned();
+async fn apply(c: &Client, op: &Op, id: &str) -> Result<String> {
+    let run = c.handle(id);
     Ok(match op {
         Op::Cancel(reason) => {
-            c.cancel_workflow(pb::CancelWorkflowRequest {
-                namespace: ns,
-                execution: execution(id),
-                reason: reason.clone(),
-                identity,
-            })
-            .await?;
+            run.cancel(reason).await?;
             format!("cancellation of {id} requested")
         }
         Op::Terminate(reason) => {
-            c.terminate_workflow(pb::TerminateWorkflowRequest {
-                namespace: ns,
-                execution: execution(id),
-                reason: reason.clone(),
-                identity,
-            })
-            .await?;
+            run.terminate(reason).await?;
             format!("{id} terminated")
         }
         Op::Reset { to, reason } => {
-            let r = c
-                .reset_workflow(pb::ResetWorkflowRequest {
-                    namespace: ns,
-                    execution: execution(id),
-                    workflow_task_finish_event_id: *to,
-                    reason: reason.clone(),
-                    identity,
-                })
-                .await?
-                .into_inner();
-            format!("{id} reset: new run {}", r.run_id)
+            let to = match *to {
+                0 => ResetPoint::LastGood,
+                -1 => ResetPoint::First,
+                event_id => ResetPoint::Event(event_id),
+            };
+            let new = run.reset(to, reason).await?;
+            format!("{id} reset: new run {}", new.run_id)
         }
         Op::Retry {
             activity,
             reset_attempts,
         } => {
-            let r = c
-                .retry_activity(pb::RetryActivityRequest {
-                    namespace: ns,
-                    execution: execution(id),
-                    activity_id: activity.clone(),
-                    reset_attempts: *reset_attempts,
-                })
-                .await?
-                .into_inner();
-            format!("{id}: retried now {}", r.activity_ids.join(", "))
+            let retried = run
+                .retry_activities(
+                    Some(activity.as_str()).filter(|a| !a.is_empty()),
+                    *reset_attempts,
+                )
+                .await?;
+            format!("{id}: retried now {}", retried.join(", "))
         }
     })
 }
 
 /// Applies `op` to one workflow, or paced to every running workflow `batch.query` matches.
-pub(super) async fn steer(
-    c: &mut WorkflowServiceClient<Transport>,
-    ns: &str,
-    identity: &str,
-    op: Op,
-    id: Option<String>,
-    batch: Batch,
-) -> Result<()> {
+pub(super) async fn steer(c: &Client, op: Op, id: Option<String>, batch: Batch) -> Result<()> {
     let Some(prefix) = batch.query else {
         let id = id.context("give a workflow id or --query")?;
-        println!("{}", apply(c, ns, identity, &op, &id).await?);
+        println!("{}", apply(c, &op, &id).await?);
         return Ok(());
     };
-    let mut ids = Vec::new();
-    let mut token = Vec::new();
-    loop {
-        let page = c
-            .list_workflows(pb::ListWorkflowsRequest {
-                namespace: ns.to_owned(),
-                page_size: 1000,
-                next_page_token: token,
-                statuses: vec![pb::WorkflowStatus::Running as i32],
-                workflow_id_prefix: prefix.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        ids.extend(
-            page.executions
-                .into_iter()
-                .filter_map(|e| e.execution.map(|x| x.workflow_id)),
-        );
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+    let options = ListOptions::new()
+        .status(pb::WorkflowStatus::Running)
+        .workflow_id_prefix(&prefix)
+        .page_size(1000);
+    let ids: Vec<String> = c
+        .list_all_workflows(&options)
+        .await?
+        .into_iter()
+        .filter_map(|e| e.execution.map(|x| x.workflow_id))
+        .collect();
     if !batch.yes {
         println!(
             "{} running workflows match '{prefix}'; add --yes to apply {op:?} to them",
@@ -152,7 +106,7 @@ pub(super) async fn steer(
     let (mut done, mut failed) = (0, Vec::new());
     for id in &ids {
         pace.tick().await;
-        match apply(c, ns, identity, &op, id).await {
+        match apply(c, &op, id).await {
             Ok(_) => done += 1,
             Err(e) => failed.push(format!("{id}: {e}")),
         }

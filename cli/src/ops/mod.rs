@@ -1,8 +1,9 @@
 //! The operators' commands over gRPC, one module per command group (`martix workflow`,
 //! `stuck`, `namespace`, `order` and `orders`), and what they and `martix events` share: the
-//! connection flags (`Conn`, `ClientAuth`), `--output`, the clients, a workflow's whole
-//! history, and the API's timestamps and durations from std's. Printing is in `format`.
-//! Exit codes: 0 success, 1 the operation failed, 2 a usage error (clap's).
+//! connection flags (`Conn`, `ClientAuth`), `--output`, the SDK's `Client` for workflows and
+//! namespaces, and the order domain's `OrderService` client on the same connection options.
+//! Printing is in `format`; a failure is told in one line by `crate::report`. Exit codes: 0
+//! success, 1 the operation failed, 2 a usage error (clap's).
 
 mod batch;
 pub(crate) mod format;
@@ -19,10 +20,9 @@ pub(crate) use workflow::{WorkflowCmd, run};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use martix_orders::pb::order_service_client::OrderServiceClient;
-use martix_proto::v1 as pb;
+use martix_sdk::Client;
 use martix_sdk::connection::Transport;
-use pb::workflow_service_client::WorkflowServiceClient;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Output {
@@ -92,72 +92,24 @@ impl ClientAuth {
     }
 }
 
-/// A channel to the engine `conn` names, with its credentials.
-async fn transport(conn: &Conn) -> Result<Transport> {
-    conn.auth
-        .options()?
-        .connect(&conn.address)
-        .await
-        .with_context(|| format!("cannot reach the engine at {}", conn.address))
+/// The SDK's client of the engine `conn` names, in its namespace, as the operator.
+async fn client(conn: &Conn) -> Result<Client> {
+    let identity = format!(
+        "martix-cli@{}",
+        std::env::var("USER").unwrap_or_else(|_| "operator".into())
+    );
+    Ok(Client::connect_with(&conn.address, &conn.auth.options()?)
+        .await?
+        .with_namespace(&conn.namespace)
+        .with_identity(identity))
 }
 
-/// A `WorkflowService` client of the engine `conn` names.
-async fn workflow_client(conn: &Conn) -> Result<WorkflowServiceClient<Transport>> {
-    Ok(WorkflowServiceClient::new(transport(conn).await?))
-}
-
-/// An `OrderService` client (read model, outbox) of the engine `conn` names.
+/// An `OrderService` client (read model, outbox) of the engine `conn` names: the order
+/// domain's service, on the SDK's connection.
 pub(crate) async fn order_client(conn: &Conn) -> Result<OrderServiceClient<Transport>> {
-    Ok(OrderServiceClient::new(transport(conn).await?))
-}
-
-/// The latest run of workflow `id`.
-fn execution(id: &str) -> Option<pb::WorkflowExecution> {
-    Some(pb::WorkflowExecution {
-        workflow_id: id.to_owned(),
-        run_id: String::new(),
-    })
-}
-
-/// A workflow's whole history, all pages.
-async fn full_history(
-    c: &mut WorkflowServiceClient<Transport>,
-    ns: &str,
-    id: &str,
-) -> Result<Vec<pb::HistoryEvent>> {
-    let mut events = Vec::new();
-    let mut token = Vec::new();
-    loop {
-        let page = c
-            .get_workflow_history(pb::GetWorkflowHistoryRequest {
-                namespace: ns.to_owned(),
-                execution: execution(id),
-                page_size: 0,
-                next_page_token: token,
-            })
-            .await?
-            .into_inner();
-        events.extend(page.events);
-        if page.next_page_token.is_empty() {
-            return Ok(events);
-        }
-        token = page.next_page_token;
-    }
+    let transport = conn.auth.options()?.connect(&conn.address).await?;
+    Ok(OrderServiceClient::new(transport))
 }
 
 /// How long `--wait` waits for a run to close.
 const RESULT_WAIT: Duration = Duration::from_secs(3600);
-
-/// `--wait`'s wait, as the API's duration.
-fn result_wait() -> pbjson_types::Duration {
-    RESULT_WAIT.into()
-}
-
-/// A time as the API's timestamp; times before 1970 count as 1970-01-01T00:00:00Z.
-fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    pbjson_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}

@@ -1,9 +1,8 @@
 //! `martix namespace create|list` (admin).
 
-use super::{Conn, workflow_client};
+use super::{Conn, client};
 use anyhow::Result;
 use clap::Subcommand;
-use martix_proto::v1 as pb;
 
 #[derive(Subcommand)]
 pub(crate) enum NamespaceCmd {
@@ -15,28 +14,17 @@ pub(crate) enum NamespaceCmd {
 
 /// Runs one `martix namespace` command.
 pub(crate) async fn namespace(conn: Conn, cmd: NamespaceCmd) -> Result<()> {
-    let mut c = workflow_client(&conn).await?;
+    let c = client(&conn).await?;
     match cmd {
         NamespaceCmd::Create { name } => {
-            let r = c
-                .create_namespace(pb::CreateNamespaceRequest {
-                    namespace: name.clone(),
-                })
-                .await?
-                .into_inner();
-            if r.created {
+            if c.create_namespace(&name).await? {
                 println!("namespace '{name}' created");
             } else {
                 println!("namespace '{name}' exists already");
             }
         }
         NamespaceCmd::List => {
-            for n in c
-                .list_namespaces(pb::ListNamespacesRequest {})
-                .await?
-                .into_inner()
-                .namespaces
-            {
+            for n in c.list_namespaces().await? {
                 println!("{n}");
             }
         }

@@ -3,12 +3,13 @@
 //! admin).
 
 use super::format::{print_json, show_payload, status_name, time};
-use super::{
-    Conn, Output, execution, full_history, order_client, result_wait, timestamp, workflow_client,
-};
+use super::{Conn, Output, RESULT_WAIT, client, order_client};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use martix_order_contract::ORDER_WORKFLOW_TYPE;
+use martix_proto::time::system_time_to_timestamp;
 use martix_proto::v1 as pb;
+use martix_sdk::StartOptions;
 use tracing::Instrument;
 
 #[derive(Subcommand)]
@@ -90,7 +91,7 @@ fn parse_item(raw: &str) -> Result<martix_order_contract::Item> {
 
 /// Runs one `martix order` command.
 pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
-    let mut c = workflow_client(&conn).await?;
+    let c = client(&conn).await?;
     match cmd {
         OrderCmd::List {
             customer,
@@ -105,8 +106,8 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
                 namespace: conn.namespace.clone(),
                 customer_id: customer.unwrap_or_default(),
                 status: status.unwrap_or_default(),
-                created_after: created_after.map(timestamp),
-                created_before: created_before.map(timestamp),
+                created_after: created_after.map(system_time_to_timestamp),
+                created_before: created_before.map(system_time_to_timestamp),
                 page_size,
                 page_token: page_token.unwrap_or_default(),
             };
@@ -132,37 +133,23 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
                 },
                 discount_code: None,
             };
-            // The root of the order's trace when tracing is on.
-            let span = tracing::info_span!("order.place", otel.kind = "client", order_id = %id);
-            let r = c
-                .start_workflow(pb::StartWorkflowRequest {
-                    namespace: conn.namespace.clone(),
-                    workflow_id: id.clone(),
-                    workflow_type: "order".into(),
-                    task_queue,
-                    input: Some(pb::Payload {
-                        encoding: "json/plain".into(),
-                        data: serde_json::to_vec(&order)?,
-                    }),
-                    ..Default::default()
-                })
+            // The root of the order's trace when tracing is on; the SDK's client span of the
+            // start is its child.
+            let span = tracing::info_span!("order.place", order_id = %id);
+            let run = c
+                .start_workflow(
+                    StartOptions::new(ORDER_WORKFLOW_TYPE, &id, task_queue),
+                    &order,
+                )
                 .instrument(span)
-                .await?
-                .into_inner();
+                .await?;
             println!(
                 "order {id} placed (run {}, subtotal {} cents)",
-                r.run_id,
+                run.run_id,
                 order.total_cents()
             );
             if wait {
-                let res = c
-                    .get_workflow_result(pb::GetWorkflowResultRequest {
-                        namespace: conn.namespace,
-                        execution: execution(&id),
-                        wait: Some(result_wait()),
-                    })
-                    .await?
-                    .into_inner();
+                let res = c.handle(&id).poll_result(RESULT_WAIT).await?;
                 println!("outcome {}", show_payload(res.result.as_ref()));
             }
         }
@@ -170,17 +157,12 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
             order_id,
             database_url,
         } => {
-            let d = c
-                .describe_workflow(pb::DescribeWorkflowRequest {
-                    namespace: conn.namespace.clone(),
-                    execution: execution(&order_id),
-                })
-                .await?
-                .into_inner();
+            let run = c.handle(&order_id);
+            let d = run.describe().await?;
             let info = d.info.unwrap_or_default();
             println!("order {order_id}: {}", status_name(info.status));
             show_view(&conn, &order_id).await?;
-            let history = full_history(&mut c, &conn.namespace, &order_id).await?;
+            let history = run.history().await?;
             println!("steps:");
             let mut steps: Vec<(i64, String, String)> = Vec::new();
             for e in &history {

@@ -2,43 +2,32 @@
 //! activity at its `--min-attempts`th attempt or later), each with why.
 
 use super::format::{print_json, time};
-use super::{Conn, Output, timestamp, workflow_client};
+use super::{Conn, Output, client};
 use anyhow::Result;
 use martix_proto::v1 as pb;
+use martix_sdk::ListOptions;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `martix stuck`: running workflows that are not progressing, each with why.
 pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -> Result<()> {
-    let mut c = workflow_client(&conn).await?;
+    let c = client(&conn).await?;
     // The bound in whole seconds.
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let before = UNIX_EPOCH + Duration::from_secs(now.saturating_sub(older_than.as_secs()));
-    let mut token = Vec::new();
+    let mut options = ListOptions::new()
+        .status(pb::WorkflowStatus::Running)
+        .started_before(before)
+        .page_size(500);
     let mut found = Vec::new();
     loop {
-        let page = c
-            .list_workflows(pb::ListWorkflowsRequest {
-                namespace: conn.namespace.clone(),
-                page_size: 500,
-                next_page_token: token,
-                statuses: vec![pb::WorkflowStatus::Running as i32],
-                start_time_to: Some(timestamp(before)),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        for w in &page.executions {
+        let page = c.list_workflows(&options).await?;
+        for w in &page.items {
+            let run = w.execution.clone().unwrap_or_default();
             let d = c
-                .describe_workflow(pb::DescribeWorkflowRequest {
-                    namespace: conn.namespace.clone(),
-                    execution: w.execution.clone(),
-                })
-                .await?
-                .into_inner();
-            let id = w
-                .execution
-                .as_ref()
-                .map_or(String::new(), |e| e.workflow_id.clone());
+                .run_handle(&run.workflow_id, &run.run_id)
+                .describe()
+                .await?;
+            let id = run.workflow_id;
             let mut why = Vec::new();
             if let Some(t) = d.pending_workflow_task.as_ref().filter(|t| t.attempt >= 2) {
                 why.push(format!(
@@ -73,10 +62,10 @@ pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -
                 found.push(serde_json::json!({"workflow_id": id, "why": why}));
             }
         }
-        if page.next_page_token.is_empty() {
-            break;
+        match page.next_page_token {
+            Some(next) => options = options.page_token(next),
+            None => break,
         }
-        token = page.next_page_token;
     }
     if conn.output == Output::Json {
         print_json(&found)?;

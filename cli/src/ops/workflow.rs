@@ -4,10 +4,12 @@
 
 use super::batch::{Batch, Op, steer};
 use super::format::{activity_state_name, event_line, print_json, show_payload, status_name, time};
-use super::{Conn, Output, execution, full_history, result_wait, workflow_client};
+use super::{Conn, Output, RESULT_WAIT, client};
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
+use futures::TryStreamExt;
 use martix_proto::v1 as pb;
+use martix_sdk::{ListOptions, StartOptions};
 use std::time::Duration;
 
 /// A status `martix workflow list --status` filters on.
@@ -62,7 +64,7 @@ pub(crate) enum WorkflowCmd {
         #[arg(long)]
         query: Option<String>,
         #[arg(long, default_value_t = 50)]
-        limit: i32,
+        limit: u32,
     },
     /// Status, pending activities and timers of a workflow's latest run.
     Describe { id: String },
@@ -136,28 +138,18 @@ pub(crate) enum WorkflowCmd {
 }
 
 /// `--input`: JSON, or `@file` to read it from a file.
-fn json_payload(raw: &str) -> Result<pb::Payload> {
+fn json_input(raw: &str) -> Result<serde_json::Value> {
     let text = match raw.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
         None => raw.to_owned(),
     };
-    let value: serde_json::Value =
-        serde_json::from_str(&text).context("--input is not valid JSON")?;
-    Ok(pb::Payload {
-        encoding: "json/plain".into(),
-        data: serde_json::to_vec(&value)?,
-    })
+    serde_json::from_str(&text).context("--input is not valid JSON")
 }
 
 /// Runs one `martix workflow` command.
 pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
-    let mut c = workflow_client(&conn).await?;
-    let ns = conn.namespace.clone();
+    let c = client(&conn).await?;
     let json = conn.output == Output::Json;
-    let identity = format!(
-        "martix-cli@{}",
-        std::env::var("USER").unwrap_or_else(|_| "operator".into())
-    );
     match cmd {
         WorkflowCmd::Start {
             workflow_type,
@@ -165,24 +157,19 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             input,
             task_queue,
         } => {
-            let r = c
-                .start_workflow(pb::StartWorkflowRequest {
-                    namespace: ns,
-                    workflow_id: id.clone(),
-                    workflow_type,
-                    task_queue,
-                    input: Some(json_payload(&input)?),
-                    identity,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
+            let input = json_input(&input)?;
+            let run = c
+                .start_workflow(StartOptions::new(workflow_type, &id, task_queue), &input)
+                .await?;
             if json {
-                print_json(&r)?;
-            } else if r.started {
-                println!("started {id} run {}", r.run_id);
+                print_json(&pb::StartWorkflowResponse {
+                    run_id: run.run_id,
+                    started: run.started,
+                })?;
+            } else if run.started {
+                println!("started {id} run {}", run.run_id);
             } else {
-                println!("{id} is already running: run {}", r.run_id);
+                println!("{id} is already running: run {}", run.run_id);
             }
         }
         WorkflowCmd::List {
@@ -191,28 +178,30 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             query,
             limit,
         } => {
-            let r = c
-                .list_workflows(pb::ListWorkflowsRequest {
-                    namespace: ns,
-                    page_size: limit,
-                    statuses: status
-                        .into_iter()
-                        .map(|s| pb::WorkflowStatus::from(s) as i32)
-                        .collect(),
-                    workflow_type: workflow_type.unwrap_or_default(),
-                    workflow_id_prefix: query.unwrap_or_default(),
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
+            let mut options = ListOptions::new().page_size(limit);
+            for s in status {
+                options = options.status(s.into());
+            }
+            if let Some(t) = workflow_type {
+                options = options.workflow_type(t);
+            }
+            if let Some(q) = query {
+                options = options.workflow_id_prefix(q);
+            }
+            let page = c.list_workflows(&options).await?;
             if json {
-                print_json(&r)?;
+                print_json(&pb::ListWorkflowsResponse {
+                    executions: page.items,
+                    next_page_token: page
+                        .next_page_token
+                        .map_or_else(Vec::new, |t| t.as_bytes().to_vec()),
+                })?;
             } else {
                 println!(
                     "{:<40} {:<14} {:<12} {:<21} {:>7}",
                     "WORKFLOW ID", "TYPE", "STATUS", "STARTED", "EVENTS"
                 );
-                for w in &r.executions {
+                for w in &page.items {
                     let id = w.execution.as_ref().map_or("", |e| e.workflow_id.as_str());
                     println!(
                         "{id:<40} {:<14} {:<12} {:<21} {:>7}",
@@ -222,132 +211,51 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
                         w.history_length
                     );
                 }
-                if !r.next_page_token.is_empty() {
+                if page.next_page_token.is_some() {
                     println!("(more: raise --limit)");
                 }
             }
         }
         WorkflowCmd::Describe { id } => {
-            let d = c
-                .describe_workflow(pb::DescribeWorkflowRequest {
-                    namespace: ns,
-                    execution: execution(&id),
-                })
-                .await?
-                .into_inner();
+            let d = c.handle(&id).describe().await?;
             if json {
                 print_json(&d)?;
             } else {
-                let info = d.info.clone().unwrap_or_default();
-                let run = info.execution.as_ref().map_or("", |e| e.run_id.as_str());
-                println!("workflow   {id}");
-                println!("run        {run}");
-                println!("type       {}", info.workflow_type);
-                println!("queue      {}", info.task_queue);
-                println!(
-                    "status     {}{}",
-                    status_name(info.status),
-                    if d.cancel_requested {
-                        " (cancel requested)"
-                    } else {
-                        ""
-                    }
-                );
-                println!("started    {}", time(info.start_time.as_ref()));
-                println!("closed     {}", time(info.close_time.as_ref()));
-                println!("events     {}", info.history_length);
-                if let Some(w) = &d.pending_workflow_task {
-                    println!(
-                        "workflow task: attempt {}{}{}",
-                        w.attempt,
-                        if w.started {
-                            ", running"
-                        } else {
-                            ", waiting for a worker"
-                        },
-                        w.last_failure
-                            .as_ref()
-                            .map_or(String::new(), |f| format!(", last failure: {}", f.message))
-                    );
-                }
-                if !d.pending_activities.is_empty() {
-                    println!("pending activities:");
-                    for a in &d.pending_activities {
-                        let state = activity_state_name(a.state);
-                        println!(
-                            "  {:<8} {:<20} {:<12} attempt {:<3} next {:<21} last failure: {}",
-                            a.activity_id,
-                            a.activity_type,
-                            state,
-                            a.attempt,
-                            time(a.next_attempt_time.as_ref()),
-                            a.last_failure
-                                .as_ref()
-                                .map_or("-".into(), |f| format!("{} ({})", f.message, f.r#type))
-                        );
-                    }
-                }
-                for t in &d.pending_timers {
-                    println!("timer {} fires {}", t.timer_id, time(t.fire_time.as_ref()));
-                }
-                for b in &d.open_breakers {
-                    println!(
-                        "open breaker: {} on worker {} since {}",
-                        b.adapter,
-                        b.worker,
-                        time(b.since.as_ref())
-                    );
-                }
+                print_description(&id, &d);
             }
         }
         WorkflowCmd::History { id, follow } => {
-            let mut next = 1i64;
-            let mut all = Vec::new();
-            loop {
-                for e in full_history(&mut c, &ns, &id).await? {
-                    if e.event_id >= next {
-                        next = e.event_id + 1;
-                        if json {
-                            all.push(e);
-                        } else {
-                            println!("{}", event_line(&e));
-                        }
+            let run = c.handle(&id);
+            let events = if follow {
+                let mut all = Vec::new();
+                let mut events = std::pin::pin!(run.follow_history());
+                while let Some(e) = events.try_next().await? {
+                    if json {
+                        all.push(e);
+                    } else {
+                        println!("{}", event_line(&e));
                     }
                 }
-                if !follow {
-                    break;
+                all
+            } else {
+                let all = run.history().await?;
+                if !json {
+                    for e in &all {
+                        println!("{}", event_line(e));
+                    }
                 }
-                let d = c
-                    .describe_workflow(pb::DescribeWorkflowRequest {
-                        namespace: ns.clone(),
-                        execution: execution(&id),
-                    })
-                    .await?
-                    .into_inner();
-                if d.info
-                    .is_some_and(|i| i.status != pb::WorkflowStatus::Running as i32)
-                    && next > 1
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+                all
+            };
             if json {
                 print_json(&pb::GetWorkflowHistoryResponse {
-                    events: all,
+                    events,
                     next_page_token: Vec::new(),
                 })?;
             }
         }
         WorkflowCmd::Result { id, wait } => {
-            let r = c
-                .get_workflow_result(pb::GetWorkflowResultRequest {
-                    namespace: ns,
-                    execution: execution(&id),
-                    wait: wait.then_some(result_wait()),
-                })
-                .await?
-                .into_inner();
+            let wait = if wait { RESULT_WAIT } else { Duration::ZERO };
+            let r = c.handle(&id).poll_result(wait).await?;
             if json {
                 print_json(&r)?;
             } else if !r.closed {
@@ -362,7 +270,10 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             let succeeded = r.status == pb::WorkflowStatus::Completed as i32
                 || r.status == pb::WorkflowStatus::Compensated as i32;
             if r.closed && !succeeded && r.new_run_id.is_empty() {
-                bail!("workflow {id} did not complete");
+                bail!(
+                    "workflow '{id}' did not complete: it is {}",
+                    status_name(r.status)
+                );
             }
         }
         WorkflowCmd::Signal {
@@ -371,22 +282,17 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             input,
             request_id,
         } => {
-            c.signal_workflow(pb::SignalWorkflowRequest {
-                namespace: ns,
-                execution: execution(&id),
-                signal_name: name.clone(),
-                input: Some(json_payload(&input)?),
-                identity,
-                request_id,
-            })
-            .await?;
+            let input = json_input(&input)?;
+            c.handle(&id)
+                .signal_once(&name, &input, &request_id)
+                .await?;
             println!("signal {name} sent to {id}");
         }
         WorkflowCmd::Cancel { id, reason, batch } => {
-            steer(&mut c, &ns, &identity, Op::Cancel(reason), id, batch).await?;
+            steer(&c, Op::Cancel(reason), id, batch).await?;
         }
         WorkflowCmd::Terminate { id, reason, batch } => {
-            steer(&mut c, &ns, &identity, Op::Terminate(reason), id, batch).await?;
+            steer(&c, Op::Terminate(reason), id, batch).await?;
         }
         WorkflowCmd::Reset {
             id,
@@ -403,7 +309,7 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
                     .filter(|n| *n > 0)
                     .context("--to takes last-good, first or an event id")?,
             };
-            steer(&mut c, &ns, &identity, Op::Reset { to, reason }, id, batch).await?;
+            steer(&c, Op::Reset { to, reason }, id, batch).await?;
         }
         WorkflowCmd::Retry {
             id,
@@ -415,8 +321,72 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
                 activity: activity.unwrap_or_default(),
                 reset_attempts,
             };
-            steer(&mut c, &ns, &identity, op, id, batch).await?;
+            steer(&c, op, id, batch).await?;
         }
     }
     Ok(())
+}
+
+/// `martix workflow describe` as a table.
+fn print_description(id: &str, d: &pb::DescribeWorkflowResponse) {
+    let info = d.info.clone().unwrap_or_default();
+    let run = info.execution.as_ref().map_or("", |e| e.run_id.as_str());
+    println!("workflow   {id}");
+    println!("run        {run}");
+    println!("type       {}", info.workflow_type);
+    println!("queue      {}", info.task_queue);
+    println!(
+        "status     {}{}",
+        status_name(info.status),
+        if d.cancel_requested {
+            " (cancel requested)"
+        } else {
+            ""
+        }
+    );
+    println!("started    {}", time(info.start_time.as_ref()));
+    println!("closed     {}", time(info.close_time.as_ref()));
+    println!("events     {}", info.history_length);
+    if let Some(w) = &d.pending_workflow_task {
+        println!(
+            "workflow task: attempt {}{}{}",
+            w.attempt,
+            if w.started {
+                ", running"
+            } else {
+                ", waiting for a worker"
+            },
+            w.last_failure
+                .as_ref()
+                .map_or(String::new(), |f| format!(", last failure: {}", f.message))
+        );
+    }
+    if !d.pending_activities.is_empty() {
+        println!("pending activities:");
+        for a in &d.pending_activities {
+            let state = activity_state_name(a.state);
+            println!(
+                "  {:<8} {:<20} {:<12} attempt {:<3} next {:<21} last failure: {}",
+                a.activity_id,
+                a.activity_type,
+                state,
+                a.attempt,
+                time(a.next_attempt_time.as_ref()),
+                a.last_failure
+                    .as_ref()
+                    .map_or("-".into(), |f| format!("{} ({})", f.message, f.r#type))
+            );
+        }
+    }
+    for t in &d.pending_timers {
+        println!("timer {} fires {}", t.timer_id, time(t.fire_time.as_ref()));
+    }
+    for b in &d.open_breakers {
+        println!(
+            "open breaker: {} on worker {} since {}",
+            b.adapter,
+            b.worker,
+            time(b.since.as_ref())
+        );
+    }
 }
