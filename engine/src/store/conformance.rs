@@ -2,6 +2,9 @@
 //! file expands `store_conformance!` with a function that makes a fresh store; each case is a
 //! test of its own. Cases isolate themselves by namespace and task queue, so they may share
 //! one database.
+//!
+//! Compiled only with the `conformance` feature, which the tests crate turns on: nothing here
+//! ships in the engine.
 
 use crate::clock::Millis;
 use crate::events::projection::{Projection, ProjectionError, ProjectionTx};

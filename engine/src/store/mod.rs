@@ -7,8 +7,10 @@
 //! `sql::impl_store!` and differ where the dialects do (claims use `FOR UPDATE SKIP LOCKED` on
 //! PostgreSQL) and in how a group-commit batch is written: SQLite runs its statements
 //! (`sqlite.rs`), PostgreSQL sends the whole batch to one function call, one round trip
-//! (`postgres.rs`, migration 0012), both under the rules of `Groups`.
+//! (`postgres.rs`, migration 0012), both under the rules of `Groups`. `conformance` (feature
+//! `conformance`, for tests only) is the behaviour kit every backend passes.
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod events;
 mod postgres;
