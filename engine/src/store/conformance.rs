@@ -14,7 +14,7 @@ use crate::history::{
 };
 use crate::ids::RunId;
 use crate::store::events::{Consumer, StoredEvent};
-use crate::store::{ListQuery, Store, StoreError};
+use crate::store::{ListAfter, ListQuery, Store, StoreError};
 use martix_proto::v1 as pb;
 use std::sync::Arc;
 
@@ -691,7 +691,10 @@ pub async fn runs_are_listed_filtered_and_paged(store: &dyn Store) {
             break;
         }
         let last = page.last().unwrap();
-        after = Some((last.start_time, last.run_id.to_text()));
+        after = Some(ListAfter {
+            start_time: last.start_time,
+            run_id: last.run_id.to_text(),
+        });
         seen.extend(page.into_iter().map(|r| r.workflow_id));
     }
     assert_eq!(seen.len(), 6, "{seen:?}");
@@ -1257,7 +1260,7 @@ pub async fn outbox_shards_are_leased_apart(store: &dyn Store) {
     store.release_shards(&a).await.unwrap();
     store.release_shards(&b).await.unwrap();
     let status = store.outbox_status(now + 3).await.unwrap();
-    assert!(status.leases.iter().all(|(_, o, _)| o != &a && o != &b));
+    assert!(status.leases.iter().all(|l| l.owner != a && l.owner != b));
 }
 
 /// Expands to one `#[tokio::test]` per conformance case, each on a store from `$make`

@@ -1,7 +1,10 @@
-//! The event side of the store: the outbox the relay sends from, the shards relays lease, and
-//! the cursors of the projection host, which folds batches into the read models that domains
-//! register (`events::projection`), in the transaction that moves its cursor. Same pattern as
-//! the run store: one macro body for both backends.
+//! Events: the outbox the relay sends from, the shards relays lease, and the cursors of the
+//! projection host, which folds batches into the read models that domains register
+//! (`events::projection`), in the transaction that moves its cursor.
+//!
+//! Outbox rows are written by `RunStore::commit`, with the change that publishes them; from
+//! there each shard has two cursors, the broker's (sent) and the read models' (projected),
+//! which move forward only, over rows in `(xact, position)` order.
 
 use crate::clock::Millis;
 use crate::events::projection::{Pools, Projection};
@@ -59,11 +62,20 @@ pub struct OutboxStatus {
     pub oldest_unsent_at: Option<Millis>,
     pub unprojected: i64,
     pub oldest_unprojected_at: Option<Millis>,
-    /// Shards with a live lease: (shard, owner, lease until).
-    pub leases: Vec<(i32, String, Millis)>,
+    /// Shards with a live lease.
+    pub leases: Vec<ShardLease>,
 }
 
-/// The event side's transactions.
+/// A relay's lease of an outbox shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardLease {
+    pub shard: i32,
+    /// The relay holding it.
+    pub owner: String,
+    pub until: Millis,
+}
+
+/// The outbox, its shards and the projection cursors. Every method is atomic.
 #[async_trait::async_trait]
 pub trait EventStore: Send + Sync {
     /// Renews this owner's shard leases and takes or gives back shards so live owners share
@@ -138,10 +150,6 @@ pub trait EventStore: Send + Sync {
     /// oldest `limit` rows), and signal request ids older than it; returns how many outbox rows
     /// went.
     async fn purge_events(&self, before: Millis, limit: usize) -> Result<u64, StoreError>;
-
-    /// Whether a signal with this request id was recorded (and not yet purged).
-    async fn request_recorded(&self, namespace: &str, request_id: &str)
-    -> Result<bool, StoreError>;
 }
 
 /// The relay's two readers of the outbox, each with a cursor per shard in `outbox_shards`.
@@ -194,7 +202,7 @@ macro_rules! impl_event_store {
             use crate::clock::Millis;
             use crate::store::classify;
             use crate::store::events::{
-                Consumer, EventStore, OutboxStatus, SHARDS, StoredEvent,
+                Consumer, EventStore, OutboxStatus, SHARDS, ShardLease, StoredEvent,
             };
             use crate::store::StoreError;
 
@@ -589,11 +597,11 @@ macro_rules! impl_event_store {
                     .map_err(classify)?
                     .iter()
                     .map(|r| {
-                        Ok((
-                            r.try_get::<i32, _>(0).map_err(classify)?,
-                            r.try_get::<Option<String>, _>(1).map_err(classify)?.unwrap_or_default(),
-                            r.try_get::<i64, _>(2).map_err(classify)?,
-                        ))
+                        Ok(ShardLease {
+                            shard: r.try_get(0).map_err(classify)?,
+                            owner: r.try_get::<Option<String>, _>(1).map_err(classify)?.unwrap_or_default(),
+                            until: r.try_get(2).map_err(classify)?,
+                        })
                     })
                     .collect::<Result<Vec<_>, StoreError>>()?;
                     Ok(OutboxStatus {
@@ -659,21 +667,6 @@ macro_rules! impl_event_store {
                     Ok(purged)
                 }
 
-                async fn request_recorded(
-                    &self,
-                    namespace: &str,
-                    request_id: &str,
-                ) -> Result<bool, StoreError> {
-                    let found: Option<i32> = sqlx::query_scalar(
-                        "SELECT 1 FROM signal_requests WHERE namespace = $1 AND request_id = $2",
-                    )
-                    .bind(namespace)
-                    .bind(request_id)
-                    .fetch_optional(&self.read)
-                    .await
-                    .map_err(classify)?;
-                    Ok(found.is_some())
-                }
             }
         }
     };

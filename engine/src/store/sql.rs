@@ -28,7 +28,9 @@ macro_rules! impl_store {
         };
         use crate::ids::RunId;
         use crate::store::{
-            classify, ActivityLease, DueTimer, ListQuery, Store, StoreError,
+            classify, ActivityLease, Backlog, BreakerReport, BreakerStore, DueTimer,
+            Introspection, ListQuery, NamespaceStore, OpenBreaker, RunStore, StoreError, TaskKind,
+            TaskStore, TimerStore,
         };
         use martix_proto::v1 as pb;
         use prost::Message as _;
@@ -240,54 +242,7 @@ macro_rules! impl_store {
         }
 
         #[async_trait::async_trait]
-        impl Store for $store {
-            fn backend(&self) -> &'static str {
-                $backend
-            }
-
-            async fn database_transactions(&self) -> Result<Option<i64>, StoreError> {
-                self.count_transactions().await
-            }
-
-            fn write_transactions(&self) -> u64 {
-                self.writes.load(std::sync::atomic::Ordering::Relaxed)
-            }
-
-            fn subscribe_tasks(
-                &self,
-            ) -> Option<tokio::sync::broadcast::Receiver<$crate::store::TaskNotice>> {
-                self.notices().map(|n| n.subscribe())
-            }
-
-            async fn namespace_exists(&self, namespace: &str) -> Result<bool, StoreError> {
-                let row = sqlx::query("SELECT 1 FROM namespaces WHERE name = $1")
-                    .bind(namespace)
-                    .fetch_optional(&self.read)
-                    .await
-                    .map_err(classify)?;
-                Ok(row.is_some())
-            }
-
-            async fn create_namespace(&self, namespace: &str, now: Millis) -> Result<bool, StoreError> {
-                let done = sqlx::query(
-                    "INSERT INTO namespaces (name, created_at) VALUES ($1, $2) \
-                     ON CONFLICT (name) DO NOTHING",
-                )
-                .bind(namespace)
-                .bind(now)
-                .execute(&self.write)
-                .await
-                .map_err(classify)?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn list_namespaces(&self) -> Result<Vec<String>, StoreError> {
-                sqlx::query_scalar("SELECT name FROM namespaces ORDER BY name")
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err(classify)
-            }
-
+        impl RunStore for $store {
             async fn commit(&self, commit: &RunCommit) -> Result<(), StoreError> {
                 self.commit_shared(std::sync::Arc::new(commit.clone())).await
             }
@@ -388,6 +343,77 @@ macro_rules! impl_store {
                         Ok(events_from_row(last, &data)?.pop())
                     }
                 }
+            }
+
+            async fn list_runs(&self, q: &ListQuery) -> Result<Vec<Run>, StoreError> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT ", $crate::store::sql::run_cols!(), " FROM executions WHERE namespace = "
+                ));
+                qb.push_bind(q.namespace.clone());
+                if !q.statuses.is_empty() {
+                    qb.push(" AND status IN (");
+                    let mut sep = qb.separated(", ");
+                    for s in &q.statuses {
+                        sep.push_bind(*s as i32);
+                    }
+                    qb.push(")");
+                }
+                if let Some(t) = &q.workflow_type {
+                    qb.push(" AND workflow_type = ").push_bind(t.clone());
+                }
+                if let Some(t) = &q.task_queue {
+                    qb.push(" AND task_queue = ").push_bind(t.clone());
+                }
+                if let Some(p) = &q.workflow_id_prefix {
+                    qb.push(" AND substr(workflow_id, 1, ")
+                        .push_bind(p.chars().count() as i32)
+                        .push(") = ")
+                        .push_bind(p.clone());
+                }
+                if let Some(from) = q.start_time_from {
+                    qb.push(" AND start_time >= ").push_bind(from);
+                }
+                if let Some(to) = q.start_time_to {
+                    qb.push(" AND start_time < ").push_bind(to);
+                }
+                if let Some(after) = &q.after {
+                    qb.push(" AND (start_time < ")
+                        .push_bind(after.start_time)
+                        .push(" OR (start_time = ")
+                        .push_bind(after.start_time)
+                        .push(" AND run_id < ")
+                        .push_bind(after.run_id.clone())
+                        .push("))");
+                }
+                qb.push(" ORDER BY start_time DESC, run_id DESC LIMIT ")
+                    .push_bind(q.limit as i64);
+                let rows = qb.build().fetch_all(&self.read).await.map_err(classify)?;
+                rows.iter().map(run_from_row).collect()
+            }
+
+            async fn request_recorded(
+                &self,
+                namespace: &str,
+                request_id: &str,
+            ) -> Result<bool, StoreError> {
+                let found: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM signal_requests WHERE namespace = $1 AND request_id = $2",
+                )
+                .bind(namespace)
+                .bind(request_id)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(classify)?;
+                Ok(found.is_some())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl TaskStore for $store {
+            fn subscribe_tasks(
+                &self,
+            ) -> Option<tokio::sync::broadcast::Receiver<$crate::store::TaskNotice>> {
+                self.notices().map(|n| n.subscribe())
             }
 
             async fn claim_workflow_task(
@@ -527,26 +553,6 @@ macro_rules! impl_store {
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn activity_leases(&self, run_id: RunId) -> Result<Vec<ActivityLease>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT scheduled_event_id, attempt, lease_until FROM activity_tasks \
-                     WHERE run_id = $1 ORDER BY scheduled_event_id",
-                )
-                .bind(run_id.to_text())
-                .fetch_all(&self.read)
-                .await
-                .map_err(classify)?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(ActivityLease {
-                            scheduled_event_id: r.try_get(0).map_err(corrupt)?,
-                            attempt: r.try_get(1).map_err(corrupt)?,
-                            lease_until: r.try_get(2).map_err(corrupt)?,
-                        })
-                    })
-                    .collect()
-            }
-
             async fn expired_activity_leases(
                 &self,
                 now: Millis,
@@ -583,80 +589,29 @@ macro_rules! impl_store {
                     .collect()
             }
 
-            async fn backlog(
-                &self,
-                now: Millis,
-            ) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+            async fn activity_leases(&self, run_id: RunId) -> Result<Vec<ActivityLease>, StoreError> {
                 let rows = sqlx::query(
-                    "SELECT namespace, wft_queue, 'workflow', COUNT(*) FROM executions \
-                     WHERE wft_queue IS NOT NULL AND wft_visible_at <= $1 \
-                       AND (wft_lease_until IS NULL OR wft_lease_until <= $1) \
-                     GROUP BY namespace, wft_queue \
-                     UNION ALL \
-                     SELECT namespace, task_queue, 'activity', COUNT(*) FROM activity_tasks \
-                     WHERE visible_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
-                     GROUP BY namespace, task_queue",
+                    "SELECT scheduled_event_id, attempt, lease_until FROM activity_tasks \
+                     WHERE run_id = $1 ORDER BY scheduled_event_id",
                 )
-                .bind(now)
+                .bind(run_id.to_text())
                 .fetch_all(&self.read)
                 .await
                 .map_err(classify)?;
                 rows.iter()
                     .map(|r| {
-                        Ok((
-                            r.try_get(0).map_err(corrupt)?,
-                            r.try_get(1).map_err(corrupt)?,
-                            r.try_get(2).map_err(corrupt)?,
-                            r.try_get(3).map_err(corrupt)?,
-                        ))
+                        Ok(ActivityLease {
+                            scheduled_event_id: r.try_get(0).map_err(corrupt)?,
+                            attempt: r.try_get(1).map_err(corrupt)?,
+                            lease_until: r.try_get(2).map_err(corrupt)?,
+                        })
                     })
                     .collect()
             }
+        }
 
-            async fn open_breakers(&self) -> Result<Vec<(String, String, Millis)>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT worker, adapter, changed_at FROM breakers WHERE state = 'open' \
-                     ORDER BY changed_at DESC LIMIT 100",
-                )
-                .fetch_all(&self.read)
-                .await
-                .map_err(classify)?;
-                rows.iter()
-                    .map(|r| {
-                        Ok((
-                            r.try_get(0).map_err(corrupt)?,
-                            r.try_get(1).map_err(corrupt)?,
-                            r.try_get(2).map_err(corrupt)?,
-                        ))
-                    })
-                    .collect()
-            }
-
-            async fn record_breakers(
-                &self,
-                worker: &str,
-                reports: &[(String, &'static str)],
-                now: Millis,
-            ) -> Result<(), StoreError> {
-                let mut tx = self.write.begin().await.map_err(classify)?;
-                for (adapter, state) in reports {
-                    sqlx::query(
-                        "INSERT INTO breakers (worker, adapter, state, changed_at) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (worker, adapter) DO UPDATE \
-                         SET state = excluded.state, changed_at = excluded.changed_at \
-                         WHERE breakers.state <> excluded.state",
-                    )
-                    .bind(worker)
-                    .bind(adapter)
-                    .bind(*state)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                }
-                tx.commit().await.map_err(classify)
-            }
-
+        #[async_trait::async_trait]
+        impl TimerStore for $store {
             async fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
                 let rows = sqlx::query(
                     "SELECT run_id, timer_key, fire_at FROM timers WHERE fire_at <= $1 \
@@ -689,51 +644,134 @@ macro_rules! impl_store {
                     .map_err(classify)?;
                 Ok(())
             }
+        }
 
-            async fn list_runs(&self, q: &ListQuery) -> Result<Vec<Run>, StoreError> {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
-                    "SELECT ", $crate::store::sql::run_cols!(), " FROM executions WHERE namespace = "
-                ));
-                qb.push_bind(q.namespace.clone());
-                if !q.statuses.is_empty() {
-                    qb.push(" AND status IN (");
-                    let mut sep = qb.separated(", ");
-                    for s in &q.statuses {
-                        sep.push_bind(*s as i32);
-                    }
-                    qb.push(")");
+        #[async_trait::async_trait]
+        impl NamespaceStore for $store {
+            async fn namespace_exists(&self, namespace: &str) -> Result<bool, StoreError> {
+                let row = sqlx::query("SELECT 1 FROM namespaces WHERE name = $1")
+                    .bind(namespace)
+                    .fetch_optional(&self.read)
+                    .await
+                    .map_err(classify)?;
+                Ok(row.is_some())
+            }
+
+            async fn create_namespace(&self, namespace: &str, now: Millis) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "INSERT INTO namespaces (name, created_at) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(namespace)
+                .bind(now)
+                .execute(&self.write)
+                .await
+                .map_err(classify)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn list_namespaces(&self) -> Result<Vec<String>, StoreError> {
+                sqlx::query_scalar("SELECT name FROM namespaces ORDER BY name")
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err(classify)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl BreakerStore for $store {
+            async fn record_breakers(
+                &self,
+                worker: &str,
+                reports: &[BreakerReport],
+                now: Millis,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.write.begin().await.map_err(classify)?;
+                for report in reports {
+                    sqlx::query(
+                        "INSERT INTO breakers (worker, adapter, state, changed_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (worker, adapter) DO UPDATE \
+                         SET state = excluded.state, changed_at = excluded.changed_at \
+                         WHERE breakers.state <> excluded.state",
+                    )
+                    .bind(worker)
+                    .bind(&report.adapter)
+                    .bind(report.state.as_str())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
                 }
-                if let Some(t) = &q.workflow_type {
-                    qb.push(" AND workflow_type = ").push_bind(t.clone());
-                }
-                if let Some(t) = &q.task_queue {
-                    qb.push(" AND task_queue = ").push_bind(t.clone());
-                }
-                if let Some(p) = &q.workflow_id_prefix {
-                    qb.push(" AND substr(workflow_id, 1, ")
-                        .push_bind(p.chars().count() as i32)
-                        .push(") = ")
-                        .push_bind(p.clone());
-                }
-                if let Some(from) = q.start_time_from {
-                    qb.push(" AND start_time >= ").push_bind(from);
-                }
-                if let Some(to) = q.start_time_to {
-                    qb.push(" AND start_time < ").push_bind(to);
-                }
-                if let Some((t, id)) = &q.after {
-                    qb.push(" AND (start_time < ")
-                        .push_bind(*t)
-                        .push(" OR (start_time = ")
-                        .push_bind(*t)
-                        .push(" AND run_id < ")
-                        .push_bind(id.clone())
-                        .push("))");
-                }
-                qb.push(" ORDER BY start_time DESC, run_id DESC LIMIT ")
-                    .push_bind(q.limit as i64);
-                let rows = qb.build().fetch_all(&self.read).await.map_err(classify)?;
-                rows.iter().map(run_from_row).collect()
+                tx.commit().await.map_err(classify)
+            }
+
+            async fn open_breakers(&self) -> Result<Vec<OpenBreaker>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT worker, adapter, changed_at FROM breakers WHERE state = 'open' \
+                     ORDER BY changed_at DESC LIMIT 100",
+                )
+                .fetch_all(&self.read)
+                .await
+                .map_err(classify)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(OpenBreaker {
+                            worker: r.try_get(0).map_err(corrupt)?,
+                            adapter: r.try_get(1).map_err(corrupt)?,
+                            since: r.try_get(2).map_err(corrupt)?,
+                        })
+                    })
+                    .collect()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Introspection for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            fn write_transactions(&self) -> u64 {
+                self.writes.load(std::sync::atomic::Ordering::Relaxed)
+            }
+
+            async fn database_transactions(&self) -> Result<Option<i64>, StoreError> {
+                self.count_transactions().await
+            }
+
+            async fn backlog(
+                &self,
+                now: Millis,
+            ) -> Result<Vec<Backlog>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT namespace, wft_queue, 'workflow', COUNT(*) FROM executions \
+                     WHERE wft_queue IS NOT NULL AND wft_visible_at <= $1 \
+                       AND (wft_lease_until IS NULL OR wft_lease_until <= $1) \
+                     GROUP BY namespace, wft_queue \
+                     UNION ALL \
+                     SELECT namespace, task_queue, 'activity', COUNT(*) FROM activity_tasks \
+                     WHERE visible_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
+                     GROUP BY namespace, task_queue",
+                )
+                .bind(now)
+                .fetch_all(&self.read)
+                .await
+                .map_err(classify)?;
+                rows.iter()
+                    .map(|r| {
+                        let kind: String = r.try_get(2).map_err(corrupt)?;
+                        Ok(Backlog {
+                            namespace: r.try_get(0).map_err(corrupt)?,
+                            queue: r.try_get(1).map_err(corrupt)?,
+                            kind: match kind.as_str() {
+                                "workflow" => TaskKind::Workflow,
+                                "activity" => TaskKind::Activity,
+                                other => return Err(corrupt(format!("a backlog of kind {other:?}"))),
+                            },
+                            tasks: r.try_get(3).map_err(corrupt)?,
+                        })
+                    })
+                    .collect()
             }
         }
     };
