@@ -6,9 +6,9 @@
 //!
 //! The trait impls live by concern: `runs.rs` (runs, namespaces), `tasks.rs` (claims, leases,
 //! timers), `events.rs` (the outbox and its cursors), `introspect.rs` (figures, backlog,
-//! breakers). Each carries the same
-//! `where` clause, the types the shared statements bind and read, which both sqlx backends
-//! meet; Rust does not let one trait name them once.
+//! breakers). Each carries the same `where` clause, the types the shared statements bind and
+//! read, which both sqlx backends meet; Rust does not let one trait name them once (bounds on
+//! other types than `Self` are not implied by a trait).
 
 mod events;
 mod introspect;
