@@ -329,7 +329,7 @@ impl Metrics {
     pub(crate) fn encode(
         &self,
         polls_waiting: &[(&str, usize)],
-        backlog: &[(String, String, String, i64)],
+        backlog: &[crate::store::Backlog],
         open_breakers: &[String],
     ) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
@@ -341,14 +341,14 @@ impl Metrics {
                 .set(*n as i64);
         }
         self.backlog.clear();
-        for (namespace, task_queue, kind, n) in backlog {
+        for b in backlog {
             self.backlog
                 .get_or_create(&Backlog {
-                    namespace: namespace.clone(),
-                    task_queue: task_queue.clone(),
-                    kind: kind.clone(),
+                    namespace: b.namespace.clone(),
+                    task_queue: b.queue.clone(),
+                    kind: b.kind.as_str().into(),
                 })
-                .set(*n);
+                .set(b.tasks);
         }
         self.breaker_open.clear();
         for adapter in open_breakers {

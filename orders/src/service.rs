@@ -308,10 +308,10 @@ impl OrderApi {
             leases: s
                 .leases
                 .into_iter()
-                .map(|(shard, owner, until)| pb::ShardLease {
-                    shard,
-                    owner,
-                    lease_until: Some(to_timestamp(until)),
+                .map(|l| pb::ShardLease {
+                    shard: l.shard,
+                    owner: l.owner,
+                    lease_until: Some(to_timestamp(l.until)),
                 })
                 .collect(),
             relay_configured: self.engine.config().relay_configured,

@@ -14,7 +14,7 @@ mod sqlite {
 #[tokio::test]
 async fn history_rows_of_both_layouts_read_together() {
     use martix_engine::ids::RunId;
-    use martix_engine::store::{PostgresStore, Store};
+    use martix_engine::store::{PostgresStore, RunStore};
     use martix_proto::v1 as pb;
     use prost::Message;
 

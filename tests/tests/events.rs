@@ -364,7 +364,7 @@ async fn two_nodes_share_the_outbox_and_send_each_event_once() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let s = store.outbox_status(now_ms()).await.unwrap();
-        let owners: HashSet<&String> = s.leases.iter().map(|(_, o, _)| o).collect();
+        let owners: HashSet<&String> = s.leases.iter().map(|l| &l.owner).collect();
         if owners.len() == 2 && s.leases.len() == 16 {
             break;
         }

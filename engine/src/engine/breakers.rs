@@ -5,6 +5,7 @@
 use super::Engine;
 use super::requests::identity;
 use crate::error::EngineError;
+use crate::store::{BreakerReport, BreakerState};
 use martix_proto::v1 as pb;
 
 /// Most breakers one report carries.
@@ -39,9 +40,9 @@ impl Engine {
                 ));
             }
             let state = match pb::BreakerState::try_from(b.state) {
-                Ok(pb::BreakerState::Closed) => "closed",
-                Ok(pb::BreakerState::Open) => "open",
-                Ok(pb::BreakerState::HalfOpen) => "half-open",
+                Ok(pb::BreakerState::Closed) => BreakerState::Closed,
+                Ok(pb::BreakerState::Open) => BreakerState::Open,
+                Ok(pb::BreakerState::HalfOpen) => BreakerState::HalfOpen,
                 _ => {
                     return Err(EngineError::invalid(
                         "breakers.state",
@@ -49,7 +50,10 @@ impl Engine {
                     ));
                 }
             };
-            reports.push((b.adapter.clone(), state));
+            reports.push(BreakerReport {
+                adapter: b.adapter.clone(),
+                state,
+            });
         }
         self.store()
             .record_breakers(worker, &reports, self.now())

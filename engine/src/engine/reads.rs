@@ -5,11 +5,11 @@
 //! and nowhere else.
 
 use super::Engine;
-use crate::clock::{Millis, from_timestamp, to_timestamp};
+use crate::clock::{from_timestamp, to_timestamp};
 use crate::error::{EngineError, duration_field};
 use crate::history::{PendingActivity, Run};
 use crate::ids::RunId;
-use crate::store::ListQuery;
+use crate::store::{ListAfter, ListQuery};
 use martix_proto::v1 as pb;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -95,10 +95,10 @@ impl Engine {
             .open_breakers()
             .await?
             .into_iter()
-            .map(|(worker, adapter, since)| pb::OpenBreaker {
-                worker,
-                adapter,
-                since: Some(to_timestamp(since)),
+            .map(|b| pb::OpenBreaker {
+                worker: b.worker,
+                adapter: b.adapter,
+                since: Some(to_timestamp(b.since)),
             })
             .collect();
         Ok(pb::DescribeWorkflowResponse {
@@ -267,7 +267,7 @@ impl Engine {
             .open_breakers()
             .await?
             .into_iter()
-            .map(|(_, adapter, _)| adapter)
+            .map(|b| b.adapter)
             .collect();
         breakers.sort();
         breakers.dedup();
@@ -282,14 +282,17 @@ impl Engine {
     }
 }
 
-fn decode_list_token(raw: &[u8]) -> Result<(Millis, String), EngineError> {
+fn decode_list_token(raw: &[u8]) -> Result<ListAfter, EngineError> {
     let bad = || EngineError::invalid("next_page_token", PAGE_TOKEN_MALFORMED);
     let s = std::str::from_utf8(raw).map_err(|_| bad())?;
     let rest = s.strip_prefix("l1:").ok_or_else(bad)?;
     let (time, run) = rest.split_once(':').ok_or_else(bad)?;
     let time = time.parse::<i64>().map_err(|_| bad())?;
     RunId::parse("next_page_token", run).map_err(|_| bad())?;
-    Ok((time, run.to_owned()))
+    Ok(ListAfter {
+        start_time: time,
+        run_id: run.to_owned(),
+    })
 }
 
 fn info(

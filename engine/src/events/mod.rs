@@ -371,7 +371,10 @@ pub async fn events_from_histories(
                 })
                 .await?;
             let Some(last) = runs.last() else { break };
-            after = Some((last.start_time, last.run_id.to_text()));
+            after = Some(crate::store::ListAfter {
+                start_time: last.start_time,
+                run_id: last.run_id.to_text(),
+            });
             for run in &runs {
                 let mut from = 1;
                 loop {

@@ -1,27 +1,53 @@
 //! The store: the transactions the engine needs, each atomic, on PostgreSQL or SQLite.
 //!
-//! Not generic CRUD: every method is one unit of the engine's work. `commit` writes
-//! everything one change of a run produces (events, checkpoint, tasks, timers, a continued
-//! run) in one transaction, guarded by the checkpoint's version, or nothing. SQL lives in this
-//! module (and the migrations) only; both backends share their reads and claims through
-//! `sql::impl_store!` and differ where the dialects do (claims use `FOR UPDATE SKIP LOCKED` on
-//! PostgreSQL) and in how a group-commit batch is written: SQLite runs its statements
-//! (`sqlite.rs`), PostgreSQL sends the whole batch to one function call, one round trip
-//! (`postgres.rs`, migration 0012), both under the rules of `Groups`.
+//! Not generic CRUD: every method is one unit of the engine's work, and the methods are
+//! grouped by concern into traits: [`RunStore`] (a run's changes, checkpoint and history),
+//! [`TaskStore`] (claims and leases of tasks), [`TimerStore`], [`NamespaceStore`],
+//! [`EventStore`] (the outbox, its shards and the projection cursors), [`BreakerStore`] (the
+//! circuit breakers workers report) and [`Introspection`] (what the store tells about itself
+//! and the work waiting in it). [`Store`] is all of them: the engine holds one
+//! `Arc<dyn Store>`; a part that needs one concern may take just its trait.
+//! `RunStore::commit` writes everything one change of a run produces (events, checkpoint,
+//! tasks, timers, outbox rows, a continued run) in one transaction, guarded by the
+//! checkpoint's version, or nothing.
+//!
+//! SQL lives in this module (and the migrations) only. Both backends are one implementation,
+//! `sql::SqlStore`, generic over the sqlx backend and sending the same statement text wherever
+//! the dialects agree; `postgres/` and `sqlite/` connect it and hold what differs: claims
+//! (`FOR UPDATE SKIP LOCKED` on PostgreSQL), the relay's locks and cursor checks, and how a
+//! group-commit batch (`batch`) is written: SQLite runs its statements, PostgreSQL sends the
+//! whole batch to one function call, one round trip (migration 0012).
+//!
+//! `conformance` (feature `conformance`, for tests only) is the behaviour kit every backend
+//! passes.
 
+mod batch;
+mod breakers;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod events;
+mod introspect;
+mod namespaces;
 mod postgres;
+mod runs;
 mod sql;
 mod sqlite;
+mod tasks;
+mod timers;
 
+pub use breakers::{BreakerReport, BreakerState, BreakerStore, OpenBreaker};
+pub use events::EventStore;
+pub use introspect::{Backlog, Introspection, TaskKind};
+pub use namespaces::NamespaceStore;
 pub use postgres::PostgresStore;
+pub use runs::{ListAfter, ListQuery, RunStore};
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
+pub(crate) use tasks::TASK_CHANNEL;
+pub use tasks::{ActivityLease, ExpiredLease, TaskNotice, TaskStore};
+pub use timers::{DueTimer, TimerStore};
 
-use crate::clock::Millis;
-use crate::history::{ActivityTask, Run, RunCommit};
 use crate::ids::RunId;
-use martix_proto::v1 as pb;
 use std::sync::Arc;
 
 /// Why a store operation failed.
@@ -63,369 +89,34 @@ pub static MIGRATIONS: martix_migrate::Owner = martix_migrate::Owner {
     sqlite: sqlx::migrate!("../migrations/engine/sqlite"),
 };
 
-/// Most run changes one group-commit transaction carries.
-pub(crate) const MAX_BATCH: usize = 64;
-
-/// Events of one change per `history_events` row, at most (a reset copying a long history
-/// writes several rows).
-pub(crate) const EVENTS_PER_ROW: usize = 256;
-
-/// Filters and page position of a run listing.
-#[derive(Clone, Debug, Default)]
-pub struct ListQuery {
-    pub namespace: String,
-    pub statuses: Vec<pb::WorkflowStatus>,
-    pub workflow_type: Option<String>,
-    pub task_queue: Option<String>,
-    pub workflow_id_prefix: Option<String>,
-    pub start_time_from: Option<Millis>,
-    pub start_time_to: Option<Millis>,
-    /// Continue after this `(start_time, run_id)`, newest first.
-    pub after: Option<(Millis, String)>,
-    pub limit: usize,
+/// The transactions of the engine, of every concern: what the engine holds. Whatever
+/// implements all the concerns' traits is a `Store`.
+pub trait Store:
+    RunStore
+    + TaskStore
+    + TimerStore
+    + NamespaceStore
+    + EventStore
+    + BreakerStore
+    + Introspection
+    + Send
+    + Sync
+    + 'static
+{
 }
 
-/// A queue that got a claimable task on another node (PostgreSQL `LISTEN/NOTIFY`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TaskNotice {
-    pub namespace: String,
-    pub queue: String,
-    /// `true`: a workflow task; `false`: an activity task.
-    pub workflow: bool,
-}
-
-/// The channel commits notify on (`martix_write_batch_v1`, migration 0012, names it too).
-pub(crate) const TASK_CHANNEL: &str = "martix_tasks";
-
-/// The notices a commit sends: one per queue that got a task no poller of this node took.
-pub(crate) fn notices(commit: &RunCommit) -> Vec<String> {
-    let mut out = Vec::new();
-    for c in std::iter::once(commit).chain(commit.new_run.as_deref()) {
-        let ns = &c.run.namespace;
-        if let Some(w) = &c.run.wft
-            && w.lease.is_none()
-        {
-            // The run id keeps notices of several runs in one group-commit transaction apart:
-            // PostgreSQL folds identical payloads of one transaction into one.
-            out.push(format!("{ns}\tW\t{}\t{}", w.queue, c.run.run_id));
-        }
-        for op in &c.tasks {
-            if let crate::history::TaskOp::Insert(t) = op
-                && t.lease.is_none()
-            {
-                out.push(format!("{ns}\tA\t{}\t{}", t.task_queue, c.run.run_id));
-            }
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// Whether a run's new activity tasks may be written at the batch's end: not when a
-/// later statement of the change touches them (an activity scheduled and cancelled
-/// by one completion; a closing run's deletes).
-pub(crate) fn inserts_can_wait(c: &RunCommit) -> bool {
-    !c.closed
-        && c.tasks.iter().all(|op| match op {
-            crate::history::TaskOp::Insert(_) => true,
-            crate::history::TaskOp::Retry {
-                scheduled_event_id: id,
-                ..
-            }
-            | crate::history::TaskOp::RetryNow {
-                scheduled_event_id: id,
-                ..
-            }
-            | crate::history::TaskOp::Delete {
-                scheduled_event_id: id,
-                ..
-            } => !c.tasks.iter().any(
-                |o| matches!(o, crate::history::TaskOp::Insert(t) if t.scheduled_event_id == *id),
-            ),
-        })
-}
-
-/// How writing a group of a batch failed.
-pub(crate) enum Failed {
-    /// Change `i` was refused or failed after it wrote (or broke the transaction): the
-    /// group is rolled back and written again without it.
-    Change(usize, StoreError),
-    /// A statement the whole group shares failed: each change is written alone.
-    Batch(StoreError),
-    /// The group could not be written at all (no connection, a failed commit), or its
-    /// outcome could not be read.
-    All(StoreError),
-}
-
-/// The outcomes of a batch written in groups, one transaction each: first all its changes
-/// together; a change refused or failing after it wrote is answered with that and the others
-/// are written again without it (rare: a lease or a request id lost since the change was
-/// decided, a broken row); if a statement the group shares fails, each change is written
-/// alone, so a bad change fails by itself.
-pub(crate) struct Groups {
-    out: Vec<Option<Result<(), StoreError>>>,
-    alone: bool,
-    /// A group failed as a whole (`Failed::All`): the connection may be broken.
-    pub(crate) broken: bool,
-}
-
-/// Writes one group of a batch (indices into it, in order) in one transaction, each backend
-/// its way.
-pub(crate) trait GroupWriter {
-    fn write_group(
-        &mut self,
-        group: &[usize],
-    ) -> impl std::future::Future<Output = Result<Vec<Result<(), StoreError>>, Failed>> + Send;
-}
-
-impl Groups {
-    /// Writes a batch of `n` changes with `writer`, group after group, until each change is
-    /// answered.
-    pub(crate) async fn write(n: usize, writer: &mut impl GroupWriter) -> Groups {
-        let mut groups = Groups::new(n);
-        loop {
-            let next = groups.next();
-            if next.is_empty() {
-                return groups;
-            }
-            for group in next {
-                let written = writer.write_group(&group).await;
-                groups.record(&group, written);
-            }
-        }
-    }
-
-    fn new(n: usize) -> Self {
-        Self {
-            out: (0..n).map(|_| None).collect(),
-            alone: false,
-            broken: false,
-        }
-    }
-
-    /// The groups to write next (indices, in order); none once every change is answered.
-    fn next(&self) -> Vec<Vec<usize>> {
-        let live: Vec<usize> = (0..self.out.len())
-            .filter(|&i| self.out[i].is_none())
-            .collect();
-        if live.is_empty() {
-            Vec::new()
-        } else if self.alone {
-            live.iter().map(|&i| vec![i]).collect()
-        } else {
-            vec![live]
-        }
-    }
-
-    /// What writing `group` came to.
-    fn record(&mut self, group: &[usize], written: Result<Vec<Result<(), StoreError>>, Failed>) {
-        match written {
-            Ok(outcomes) => {
-                for (&i, o) in group.iter().zip(outcomes) {
-                    self.out[i] = Some(o);
-                }
-            }
-            Err(Failed::Change(i, e)) => self.out[i] = Some(Err(e)),
-            Err(Failed::Batch(e)) if group.len() == 1 => self.out[group[0]] = Some(Err(e)),
-            Err(Failed::Batch(_)) => self.alone = true,
-            Err(Failed::All(e)) => {
-                // Only an unreachable database may have broken the connection; a result that
-                // could not be decoded is answered as corrupt, not as worth retrying.
-                let corrupt = matches!(e, StoreError::Corrupt(_));
-                self.broken |= !corrupt;
-                let why = e.to_string();
-                for &i in group {
-                    self.out[i] = Some(Err(if corrupt {
-                        StoreError::Corrupt(why.clone())
-                    } else {
-                        StoreError::Unavailable(why.clone())
-                    }));
-                }
-            }
-        }
-    }
-
-    /// One outcome per change, in order.
-    pub(crate) fn outcomes(self) -> Vec<Result<(), StoreError>> {
-        self.out
-            .into_iter()
-            .map(|o| o.expect("every change answered"))
-            .collect()
-    }
-}
-
-/// A timer row that has come due.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DueTimer {
-    pub run_id: RunId,
-    pub key: String,
-    pub fire_at: Millis,
-}
-
-/// An activity attempt whose lease ran out.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExpiredLease {
-    pub run_id: RunId,
-    pub namespace: String,
-    pub scheduled_event_id: i64,
-    pub attempt: i32,
-    pub lease_id: String,
-    /// The lease was cut short by a missed heartbeat, not by the start-to-close timeout.
-    pub heartbeat: bool,
-}
-
-/// What a held activity task row says about its attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ActivityLease {
-    pub scheduled_event_id: i64,
-    pub attempt: i32,
-    pub lease_until: Option<Millis>,
-}
-
-/// The transactions of the engine. Every method is atomic.
-#[async_trait::async_trait]
-pub trait Store: events::EventStore + Send + Sync + 'static {
-    /// Which backend this is ("postgres", "sqlite").
-    fn backend(&self) -> &'static str;
-
-    /// How many write transactions this store has committed (or tried to): the figure the
-    /// commit budget is about.
-    fn write_transactions(&self) -> u64;
-
-    /// Transactions the whole database has committed or rolled back so far, as the database
-    /// counts them (`pg_stat_database`; reads and other clients included), if it can tell.
-    async fn database_transactions(&self) -> Result<Option<i64>, StoreError>;
-
-    /// Tasks made claimable by other nodes sharing the database, if the backend can tell.
-    fn subscribe_tasks(&self) -> Option<tokio::sync::broadcast::Receiver<TaskNotice>> {
-        None
-    }
-
-    /// Whether the namespace exists.
-    async fn namespace_exists(&self, namespace: &str) -> Result<bool, StoreError>;
-
-    /// Creates a namespace (true) or finds it exists (false, nothing changed).
-    async fn create_namespace(&self, namespace: &str, now: Millis) -> Result<bool, StoreError>;
-
-    /// All namespaces, by name.
-    async fn list_namespaces(&self) -> Result<Vec<String>, StoreError>;
-
-    /// Writes one change of a run (and of the run it continues into), or nothing.
-    /// `Conflict` if the run is no longer at `expected_version`; `AlreadyOpen` if a new run's
-    /// workflow id has an open run; `StaleTask` if a task or timer it names is not as assumed.
-    async fn commit(&self, commit: &RunCommit) -> Result<(), StoreError>;
-
-    /// `commit` of a change the caller shares: queued for the writer without a copy.
-    async fn commit_shared(&self, commit: std::sync::Arc<RunCommit>) -> Result<(), StoreError> {
-        self.commit(&commit).await
-    }
-
-    /// The checkpoint of a run.
-    async fn load_run(&self, run_id: RunId) -> Result<Option<Run>, StoreError>;
-
-    /// The newest run of a workflow id.
-    async fn latest_run(
-        &self,
-        namespace: &str,
-        workflow_id: &str,
-    ) -> Result<Option<Run>, StoreError>;
-
-    /// Up to `limit` events from `from_event_id` on, in order.
-    async fn history(
-        &self,
-        run_id: RunId,
-        from_event_id: i64,
-        limit: usize,
-    ) -> Result<Vec<pb::HistoryEvent>, StoreError>;
-
-    /// The last event of a run's history.
-    async fn last_event(&self, run_id: RunId) -> Result<Option<pb::HistoryEvent>, StoreError>;
-
-    /// Leases the oldest available workflow task of a queue to `lease_id`, for the run's
-    /// workflow task timeout. Returns the run with the lease, at its new version.
-    async fn claim_workflow_task(
-        &self,
-        namespace: &str,
-        queue: &str,
-        lease_id: &str,
-        now: Millis,
-    ) -> Result<Option<Run>, StoreError>;
-
-    /// Gives back a workflow task leased to `lease_id` that nobody took: it becomes claimable
-    /// at once, at the run's next version. False if the run no longer holds that lease.
-    async fn release_workflow_task(
-        &self,
-        run_id: RunId,
-        lease_id: &str,
-    ) -> Result<bool, StoreError>;
-
-    /// Moves to its run's own queue, and leases to `lease_id`, the oldest workflow task of
-    /// `queue`'s runs that has waited on a sticky queue since `stale_before` unclaimed (the
-    /// worker that cached the run is gone).
-    async fn claim_expired_sticky(
-        &self,
-        namespace: &str,
-        queue: &str,
-        lease_id: &str,
-        now: Millis,
-        stale_before: Millis,
-    ) -> Result<Option<Run>, StoreError>;
-
-    /// Leases the oldest available activity task of a queue to `lease_id`, for its
-    /// start-to-close timeout.
-    async fn claim_activity_task(
-        &self,
-        namespace: &str,
-        queue: &str,
-        lease_id: &str,
-        now: Millis,
-    ) -> Result<Option<ActivityTask>, StoreError>;
-
-    /// Records heartbeat details on the activity task held by `lease_id`. `false` if no task is
-    /// held by it.
-    async fn heartbeat_activity(
-        &self,
-        run_id: RunId,
-        scheduled_event_id: i64,
-        lease_id: &str,
-        details: Option<&[u8]>,
-        now: Millis,
-    ) -> Result<bool, StoreError>;
-
-    /// Activity attempts whose lease ran out (the worker died, hung, or missed a heartbeat).
-    async fn expired_activity_leases(
-        &self,
-        now: Millis,
-        limit: usize,
-    ) -> Result<Vec<ExpiredLease>, StoreError>;
-
-    /// Records the states workers report of their circuit breakers (`closed`, `open`,
-    /// `half-open`), each `(adapter, state)` of `worker`; a state unchanged keeps its time.
-    async fn record_breakers(
-        &self,
-        worker: &str,
-        reports: &[(String, &'static str)],
-        now: Millis,
-    ) -> Result<(), StoreError>;
-
-    /// Circuit breakers workers report open: (worker, adapter, since).
-    async fn open_breakers(&self) -> Result<Vec<(String, String, Millis)>, StoreError>;
-
-    /// Tasks due at `now` that no worker holds: (namespace, queue, `workflow`|`activity`, count).
-    async fn backlog(&self, now: Millis) -> Result<Vec<(String, String, String, i64)>, StoreError>;
-
-    /// The activity task rows of a run (for describing it).
-    async fn activity_leases(&self, run_id: RunId) -> Result<Vec<ActivityLease>, StoreError>;
-
-    /// Timers due at `now`, oldest first.
-    async fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<DueTimer>, StoreError>;
-
-    /// Deletes a timer row that no longer matters.
-    async fn delete_timer(&self, run_id: RunId, key: &str) -> Result<(), StoreError>;
-
-    /// Runs matching the query, newest first.
-    async fn list_runs(&self, query: &ListQuery) -> Result<Vec<Run>, StoreError>;
+impl<S> Store for S where
+    S: RunStore
+        + TaskStore
+        + TimerStore
+        + NamespaceStore
+        + EventStore
+        + BreakerStore
+        + Introspection
+        + Send
+        + Sync
+        + 'static
+{
 }
 
 /// Opens the store a database URL names (`postgres://...`, `sqlite://path`, `sqlite::memory:`)
@@ -450,7 +141,7 @@ pub(crate) fn connection_lost(code: &str) -> bool {
 }
 
 /// Classifies a database error: the one place SQLSTATEs and driver errors are interpreted
-/// (besides `martix_write_batch_v1`'s own MX001 refusals, read in `postgres.rs`).
+/// (besides `martix_write_batch_v1`'s own MX001 refusals, read in `postgres/batch.rs`).
 pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) => {

@@ -1,103 +1,38 @@
-//! The SQLite backend: the embedded store of `martix dev`. One writer connection (SQLite has
-//! one writer at a time; queueing in the pool beats retrying on `SQLITE_BUSY`) and a few
-//! readers, in WAL mode with `synchronous = FULL`, so a commit survives a power cut.
+//! The SQLite group-commit writer: a group of a batch is written by its statements in one
+//! `BEGIN IMMEDIATE` transaction, without savepoints. Each change's version-checked
+//! checkpoint goes first, so a refusal there writes nothing; the history rows, outbox rows and
+//! new activity tasks of the whole group go in multi-row statements at its end.
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use std::str::FromStr;
-use std::time::Duration;
+use crate::history::{ActivityTask, OutboxEvent, RunCommit, TaskOp, TimerOp};
+use crate::store::batch::{
+    Failed, GroupWriter, Groups, HistoryRow, history_rows, inserts_can_wait,
+};
+use crate::store::events::shard_of;
+use crate::store::sql::ACTIVITY_COLUMNS;
+use crate::store::{StoreError, classify};
+use prost::Message as _;
 
-/// The store on SQLite.
-#[derive(Clone, Debug)]
-pub struct SqliteStore {
-    write: sqlx::SqlitePool,
-    read: sqlx::SqlitePool,
-    writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    committer: tokio::sync::mpsc::UnboundedSender<Pending>,
-}
+/// A new run's checkpoint, if no run of its workflow id was ever started (the start assumed a
+/// fresh id and did not read its runs).
+const INSERT_FRESH_RUN: &str = "INSERT INTO executions (run_id, namespace, workflow_id, \
+    workflow_type, task_queue, status, start_time, close_time, next_event_id, version, \
+    wft_queue, wft_attempt, wft_scheduled_event_id, wft_visible_at, wft_lease_id, \
+    wft_lease_until, state, wft_timeout_ms) \
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11, $12, $13, $14, $15, $16, $17 \
+    WHERE NOT EXISTS (SELECT 1 FROM executions WHERE namespace = $2 AND workflow_id = $3)";
 
-impl SqliteStore {
-    /// Opens (creating it if missing) the database `url` names (`sqlite://path` or
-    /// `sqlite::memory:`) and applies the engine's migrations (`migrations/engine/sqlite`).
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let memory = url.contains(":memory:") || url.contains("mode=memory");
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad database URL: {e}")))?
-            .create_if_missing(true)
-            .journal_mode(if memory {
-                SqliteJournalMode::Memory
-            } else {
-                SqliteJournalMode::Wal
-            })
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        // No ping before each use (a round trip to the connection's thread): a SQLite
-        // connection does not die idle.
-        let write = SqlitePoolOptions::new()
-            .test_before_acquire(false)
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
-            .await
-            .map_err(classify)?;
-        {
-            let mut conn = write.acquire().await.map_err(classify)?;
-            martix_migrate::apply_sqlite(&mut conn, &super::MIGRATIONS)
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
-        }
-        // An in-memory database exists once per connection: readers must share the writer.
-        let read = if memory {
-            write.clone()
-        } else {
-            SqlitePoolOptions::new()
-                .test_before_acquire(false)
-                .max_connections(4)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options.read_only(true))
-                .await
-                .map_err(classify)?
-        };
-        let writes = std::sync::Arc::default();
-        Ok(Self {
-            // One writer: SQLite has one write connection.
-            committer: spawn_committer(
-                write.clone(),
-                None,
-                std::sync::Arc::clone(&writes),
-                1,
-                false,
-            ),
-            write,
-            read,
-            writes,
-        })
-    }
-}
+/// A new run's checkpoint.
+const INSERT_RUN: &str = "INSERT INTO executions (run_id, namespace, workflow_id, \
+    workflow_type, task_queue, status, start_time, close_time, next_event_id, version, \
+    wft_queue, wft_attempt, wft_scheduled_event_id, wft_visible_at, wft_lease_id, \
+    wft_lease_until, state, wft_timeout_ms) VALUES \
+    ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11, $12, $13, $14, $15, $16, $17)";
 
-impl SqliteStore {
-    /// SQLite keeps no such count.
-    async fn count_transactions(&self) -> Result<Option<i64>, StoreError> {
-        Ok(None)
-    }
-
-    fn notices(&self) -> Option<&tokio::sync::broadcast::Sender<crate::store::TaskNotice>> {
-        None
-    }
-}
-
-super::sql::impl_store!(SqliteStore, sqlx::Sqlite, "sqlite", "");
-
-use crate::store::Failed;
-
-/// Writes one run's part of a commit inside `tx`, the parts every change of a batch
-/// shares (history events, outbox rows, new activity tasks) left in `later` to be
-/// written for the whole batch at its end. On a refusal, `later.tainted` says whether
-/// the transaction holds anything of the change (or was broken by it): a refusal at
-/// the first statement, the version-checked checkpoint, writes nothing.
+/// Writes one run's part of a commit inside the transaction on `conn`, the parts every change
+/// of a batch shares (history events, outbox rows, new activity tasks) left in `later` to be
+/// written for the whole batch at its end. On a refusal, `later.tainted` says whether the
+/// transaction holds anything of the change (or was broken by it): a refusal at the first
+/// statement, the version-checked checkpoint, writes nothing.
 async fn write_run<'a>(
     conn: &mut sqlx::SqliteConnection,
     c: &'a RunCommit,
@@ -119,21 +54,9 @@ async fn write_run<'a>(
     match c.expected_version {
         None => {
             let sql = if c.fresh_id {
-                // Only if the id was never used: the start did not read its runs.
-                concat!(
-                    "INSERT INTO executions (",
-                    crate::store::sql::run_cols!(),
-                    ", wft_timeout_ms) ",
-                    "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11, $12, $13, $14, $15, $16, $17 ",
-                    "WHERE NOT EXISTS (SELECT 1 FROM executions WHERE namespace = $2 AND workflow_id = $3)"
-                )
+                INSERT_FRESH_RUN
             } else {
-                concat!(
-                    "INSERT INTO executions (",
-                    crate::store::sql::run_cols!(),
-                    ", wft_timeout_ms) VALUES ",
-                    "($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11, $12, $13, $14, $15, $16, $17)"
-                )
+                INSERT_RUN
             };
             let done = sqlx::query(sql)
                 .bind(&run_id)
@@ -192,7 +115,7 @@ async fn write_run<'a>(
             }
         }
     }
-    later.events.extend(event_rows(&run_id, &c.events));
+    later.events.extend(history_rows(&run_id, &c.events));
     later.outbox.extend(c.outbox.iter());
     if let Some(request_id) = &c.request_id {
         let done = sqlx::query(
@@ -220,7 +143,7 @@ async fn write_run<'a>(
             return Err(StoreError::StaleTask);
         }
     }
-    let defer_inserts = crate::store::inserts_can_wait(c);
+    let defer_inserts = inserts_can_wait(c);
     for op in &c.tasks {
         // Every statement but a plain delete must find the row its change assumed.
         let (statement, must_find) = match op {
@@ -331,20 +254,20 @@ async fn write_run<'a>(
     Ok(())
 }
 
-/// History rows (`event_rows`), in multi-row statements.
+/// History rows (`history_rows`), in multi-row statements.
 async fn insert_events(
     conn: &mut sqlx::SqliteConnection,
-    rows: &[(String, i64, i64, Vec<u8>)],
+    rows: &[HistoryRow],
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(200) {
         let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO history_events (run_id, event_id, last_event_id, data) ",
         );
-        qb.push_values(chunk, |mut b, (run_id, first, last, data)| {
-            b.push_bind(run_id.clone())
-                .push_bind(*first)
-                .push_bind(*last)
-                .push_bind(data.clone());
+        qb.push_values(chunk, |mut b, row| {
+            b.push_bind(row.run_id.clone())
+                .push_bind(row.first)
+                .push_bind(row.last)
+                .push_bind(row.data.clone());
         });
         qb.build().execute(&mut *conn).await.map_err(classify)?;
     }
@@ -354,7 +277,7 @@ async fn insert_events(
 /// Outbox rows, in multi-row statements.
 async fn insert_outbox(
     conn: &mut sqlx::SqliteConnection,
-    rows: &[&crate::history::OutboxEvent],
+    rows: &[&OutboxEvent],
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(200) {
         let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
@@ -363,7 +286,7 @@ async fn insert_outbox(
         );
         qb.push_values(chunk, |mut b, e| {
             b.push_bind(e.event_id.clone())
-                .push_bind(crate::store::events::shard_of(&e.namespace, &e.subject))
+                .push_bind(shard_of(&e.namespace, &e.subject))
                 .push_bind(e.namespace.clone())
                 .push_bind(e.subject.clone())
                 .push_bind(e.workflow_type.clone())
@@ -384,11 +307,8 @@ async fn insert_tasks(
     rows: &[&ActivityTask],
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(200) {
-        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
-            "INSERT INTO activity_tasks (",
-            crate::store::sql::activity_cols!(),
-            ") "
-        ));
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO activity_tasks (");
+        qb.push(ACTIVITY_COLUMNS).push(") ");
         qb.push_values(chunk, |mut b, t| {
             b.push_bind(t.run_id.to_text())
                 .push_bind(t.scheduled_event_id)
@@ -414,8 +334,8 @@ async fn insert_tasks(
 struct Later<'a> {
     /// The transaction holds part of the change being written, or was broken by it.
     tainted: bool,
-    events: Vec<(String, i64, i64, Vec<u8>)>,
-    outbox: Vec<&'a crate::history::OutboxEvent>,
+    events: Vec<HistoryRow>,
+    outbox: Vec<&'a OutboxEvent>,
     tasks: Vec<&'a ActivityTask>,
 }
 
@@ -461,7 +381,7 @@ struct SqliteBatch<'a> {
     commits: &'a [&'a RunCommit],
 }
 
-impl crate::store::GroupWriter for SqliteBatch<'_> {
+impl GroupWriter for SqliteBatch<'_> {
     async fn write_group(
         &mut self,
         group: &[usize],
@@ -484,39 +404,27 @@ impl crate::store::GroupWriter for SqliteBatch<'_> {
 
 /// Writes the commits on `conn`, one transaction per group (`Groups` has the rules). SQLite
 /// sends no notices: it has one node.
-async fn write_batch(
+pub(super) async fn write_batch(
     conn: &mut sqlx::SqliteConnection,
     commits: &[&RunCommit],
-    _notify_as: Option<&str>,
-) -> crate::store::Groups {
-    crate::store::Groups::write(commits.len(), &mut SqliteBatch { conn, commits }).await
+) -> Groups {
+    Groups::write(commits.len(), &mut SqliteBatch { conn, commits }).await
 }
 
-/// The relay's check that a batch is the next past `consumer`'s cursors of its shards
-/// (`follows_cursor` in store/events.rs): SQLite has one writer, so nothing to lock, and
-/// `xact` is always 0.
-async fn outbox_follows_cursor(
-    conn: &mut sqlx::SqliteConnection,
-    consumer: crate::store::events::Consumer,
-    first: &std::collections::BTreeMap<i32, (i64, i64)>,
-) -> Result<bool, StoreError> {
-    let cursor = consumer.cursor();
-    for (shard, (_, position)) in first {
-        let between: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT EXISTS (SELECT 1 FROM outbox o JOIN outbox_shards s ON s.shard = o.shard \
-             WHERE o.shard = $1 AND o.xact = 0 AND o.position > s.{cursor}_position \
-             AND o.position < $2)"
-        )))
-        .bind(shard)
-        .bind(position)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(classify)?;
-        if between {
-            return Ok(false);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sql::RUN_COLUMNS;
+
+    #[test]
+    fn run_inserts_write_the_run_columns() {
+        for sql in [INSERT_FRESH_RUN, INSERT_RUN] {
+            assert!(
+                sql.starts_with(&format!(
+                    "INSERT INTO executions ({RUN_COLUMNS}, wft_timeout_ms)"
+                )),
+                "{sql}"
+            );
         }
     }
-    Ok(true)
 }
-
-super::events::impl_event_store!(SqliteStore, sqlx::Sqlite, Sqlite, "", "", false);

@@ -1,211 +1,11 @@
-//! The PostgreSQL backend: the production store. Several engine nodes may share one database;
-//! claims use `FOR UPDATE SKIP LOCKED` so they never hand one task to two nodes.
+//! The PostgreSQL group-commit writer: a group of a batch goes as arrays to one call of
+//! `martix_write_batch_v1` (migration 0012), one round trip and one transaction, whose
+//! answer and refusals (SQLSTATE MX001) are read back into each change's outcome.
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use std::str::FromStr;
-use std::time::Duration;
-
-use crate::store::Failed;
-
-/// The store on PostgreSQL.
-#[derive(Clone, Debug)]
-pub struct PostgresStore {
-    write: sqlx::PgPool,
-    read: sqlx::PgPool,
-    writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    committer: tokio::sync::mpsc::UnboundedSender<Pending>,
-    notices: tokio::sync::broadcast::Sender<crate::store::TaskNotice>,
-}
-
-/// Applies the engine's migrations (`martix_migrate`: one migrator at a time per database,
-/// tracked apart from other owners').
-async fn migrate(pool: &sqlx::PgPool) -> Result<(), StoreError> {
-    let mut conn = pool.acquire().await.map_err(classify)?;
-    let applied = martix_migrate::apply_postgres(&mut conn, &super::MIGRATIONS).await;
-    if applied.is_err() {
-        // Never hand a session that may still hold the migrations' lock back to the pool:
-        // closing it releases the lock.
-        conn.close_on_drop();
-    }
-    applied.map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))
-}
-
-impl PostgresStore {
-    /// Connects with a pool of `MARTIX_DB_POOL_SIZE` (default 16) connections and applies
-    /// the engine's migrations (`migrations/engine/postgres`).
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let size = std::env::var("MARTIX_DB_POOL_SIZE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(16);
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad database URL: {e}")))?
-            .application_name("martix");
-        let pool = PgPoolOptions::new()
-            .max_connections(size)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .map_err(classify)?;
-        migrate(&pool).await?;
-        let node = uuid::Uuid::new_v4().simple().to_string();
-        let (notices, _) = tokio::sync::broadcast::channel(4096);
-        tokio::spawn(listen(pool.clone(), node.clone(), notices.clone()));
-        let writes = std::sync::Arc::default();
-        // One writer: everything that queues while a batch is in flight goes into the next
-        // one. A second writer overlaps batches (a change waits for no batch in flight), which
-        // helps while the machine has cores to spare, but splits the batches once it has
-        // not, and a batch costs the server about as much as the changes in it; so one is the
-        // default, and `MARTIX_DB_WRITERS=2` serves moderate loads on a machine with cores to
-        // spare (the measurements are in docs/performance.md).
-        let writers = std::env::var("MARTIX_DB_WRITERS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1usize)
-            .clamp(1, size as usize);
-        Ok(Self {
-            committer: spawn_committer(
-                pool.clone(),
-                Some(node.clone()),
-                std::sync::Arc::clone(&writes),
-                writers,
-                // Writers keep their connections when that leaves two for the rest (besides
-                // the one LISTEN holds).
-                size as usize >= writers + 3,
-            ),
-            write: pool.clone(),
-            read: pool,
-            writes,
-            notices,
-        })
-    }
-
-    /// The connection pool, for tests and tools that inspect the database.
-    pub fn pool(&self) -> &sqlx::PgPool {
-        &self.write
-    }
-}
-
-impl PostgresStore {
-    /// `xact_commit + xact_rollback` of this database. Backends report their counts about a
-    /// second after they go idle: read after a pause to see a burst whole.
-    async fn count_transactions(&self) -> Result<Option<i64>, StoreError> {
-        let mut conn = self.read.acquire().await.map_err(classify)?;
-        sqlx::query("SELECT pg_stat_clear_snapshot()")
-            .execute(&mut *conn)
-            .await
-            .map_err(classify)?;
-        let n: i64 = sqlx::query_scalar(
-            "SELECT (xact_commit + xact_rollback)::BIGINT FROM pg_stat_database \
-             WHERE datname = current_database()",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(classify)?;
-        Ok(Some(n))
-    }
-
-    fn notices(&self) -> Option<&tokio::sync::broadcast::Sender<crate::store::TaskNotice>> {
-        Some(&self.notices)
-    }
-}
-
-/// Forwards other nodes' task notifications until the pool closes. `PgListener` reconnects
-/// by itself; notices sent while it was away are covered by the pollers' periodic recheck.
-async fn listen(
-    pool: sqlx::PgPool,
-    node: String,
-    out: tokio::sync::broadcast::Sender<crate::store::TaskNotice>,
-) {
-    let mut listener = loop {
-        match sqlx::postgres::PgListener::connect_with(&pool).await {
-            Ok(mut l) => match l.listen(crate::store::TASK_CHANNEL).await {
-                Ok(()) => break l,
-                Err(e) => tracing::warn!(error = %e, "LISTEN failed; retrying"),
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot open the notification connection; retrying")
-            }
-        }
-        if pool.is_closed() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
-    loop {
-        match listener.recv().await {
-            Ok(n) => {
-                let mut parts = n.payload().split('\t');
-                let (Some(from), Some(ns), Some(kind), Some(queue)) =
-                    (parts.next(), parts.next(), parts.next(), parts.next())
-                else {
-                    continue;
-                };
-                if from == node {
-                    continue;
-                }
-                let _ = out.send(crate::store::TaskNotice {
-                    namespace: ns.to_owned(),
-                    queue: queue.to_owned(),
-                    workflow: kind == "W",
-                });
-            }
-            Err(e) => {
-                if pool.is_closed() {
-                    return;
-                }
-                tracing::warn!(error = %e, "notification connection lost; reconnecting");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
-super::sql::impl_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    "postgres",
-    " FOR UPDATE SKIP LOCKED"
-);
-
-super::events::impl_event_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    Postgres,
-    " FOR UPDATE",
-    "SET LOCAL synchronous_commit = off",
-    true
-);
-
-/// The relay's check that a batch is the next past `consumer`'s cursors of its shards
-/// (`follows_cursor` in store/events.rs), in one statement: the shards' rows locked in shard
-/// order, and a look for a row between each cursor and the batch's first row of the shard
-/// (`first`: shard -> its first `(xact, position)`).
-async fn outbox_follows_cursor(
-    conn: &mut sqlx::PgConnection,
-    consumer: crate::store::events::Consumer,
-    first: &std::collections::BTreeMap<i32, (i64, i64)>,
-) -> Result<bool, StoreError> {
-    let cursor = consumer.cursor();
-    let shards: Vec<i32> = first.keys().copied().collect();
-    let xacts: Vec<i64> = first.values().map(|f| f.0).collect();
-    let positions: Vec<i64> = first.values().map(|f| f.1).collect();
-    let gaps: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT COUNT(*) FROM (SELECT shard, {cursor}_xact AS x, {cursor}_position AS p \
-         FROM outbox_shards WHERE shard = ANY($1) ORDER BY shard FOR UPDATE) c \
-         JOIN (SELECT unnest($1::INTEGER[]) AS shard, unnest($2::BIGINT[]) AS x, \
-         unnest($3::BIGINT[]) AS p) f ON f.shard = c.shard \
-         WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.shard = c.shard \
-         AND (o.xact, o.position) > (c.x, c.p) AND (o.xact, o.position) < (f.x, f.p))"
-    )))
-    .bind(&shards)
-    .bind(&xacts)
-    .bind(&positions)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(classify)?;
-    Ok(gaps == 0)
-}
+use crate::history::{RunCommit, TaskOp, TimerOp};
+use crate::store::batch::{Failed, GroupWriter, Groups, history_rows, inserts_can_wait, notices};
+use crate::store::{StoreError, classify, connection_lost};
+use prost::Message as _;
 
 /// A group of a batch as the arrays `martix_write_batch_v1` takes (migration 0012 explains
 /// them): one call, one round trip, one transaction.
@@ -287,7 +87,7 @@ impl BatchArrays {
     fn push(&mut self, change: i32, c: &RunCommit, notify_as: Option<&str>) {
         let notices = notify_as
             .map(|node| {
-                crate::store::notices(c)
+                notices(c)
                     .into_iter()
                     .map(|n| format!("{node}\t{n}"))
                     .collect()
@@ -356,7 +156,7 @@ impl BatchArrays {
         if let Some(key) = &c.fired_timer {
             self.push_op(op::FIRED_TIMER, Some(key), None, None, None);
         }
-        let in_place = !crate::store::inserts_can_wait(c);
+        let in_place = !inserts_can_wait(c);
         for t in &c.tasks {
             match t {
                 TaskOp::Insert(t) => {
@@ -431,11 +231,11 @@ impl BatchArrays {
         if c.closed {
             self.push_op(op::CLOSE, None, None, None, None);
         }
-        for (_, first, last, data) in event_rows(&run_id, &c.events) {
+        for row in history_rows(&run_id, &c.events) {
             self.h_checkpoint.push(checkpoint);
-            self.h_first.push(first);
-            self.h_last.push(last);
-            self.h_data.push(data);
+            self.h_first.push(row.first);
+            self.h_last.push(row.last);
+            self.h_data.push(row.data);
         }
         for e in &c.outbox {
             debug_assert_eq!(e.namespace, r.namespace);
@@ -580,13 +380,9 @@ async fn write_group(
         }
         // The connection was lost or the server is going away (a restart's FATAL 57P01):
         // nothing was written; the connection is not reused.
-        Err(sqlx::Error::Database(db))
-            if db.code().is_some_and(|c| crate::store::connection_lost(&c)) =>
-        {
-            Err(Failed::All(StoreError::Unavailable(
-                db.message().to_owned(),
-            )))
-        }
+        Err(sqlx::Error::Database(db)) if db.code().is_some_and(|c| connection_lost(&c)) => Err(
+            Failed::All(StoreError::Unavailable(db.message().to_owned())),
+        ),
         // A statement failed (a constraint, a deadlock): which change broke it is not known,
         // so each is written alone and answered with its own error.
         Err(e @ sqlx::Error::Database(_)) => Err(Failed::Batch(classify(e))),
@@ -601,7 +397,7 @@ struct PgBatch<'a> {
     notify_as: Option<&'a str>,
 }
 
-impl crate::store::GroupWriter for PgBatch<'_> {
+impl GroupWriter for PgBatch<'_> {
     async fn write_group(
         &mut self,
         group: &[usize],
@@ -612,15 +408,15 @@ impl crate::store::GroupWriter for PgBatch<'_> {
 
 /// Writes the commits on `conn`, one call and one transaction per group (`Groups` has the
 /// rules).
-async fn write_batch(
+pub(super) async fn write_batch(
     conn: &mut sqlx::PgConnection,
     commits: &[&RunCommit],
     notify_as: Option<&str>,
-) -> crate::store::Groups {
+) -> Groups {
     let mut batch = PgBatch {
         conn,
         commits,
         notify_as,
     };
-    crate::store::Groups::write(commits.len(), &mut batch).await
+    Groups::write(commits.len(), &mut batch).await
 }

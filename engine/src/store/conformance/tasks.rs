@@ -1,0 +1,398 @@
+//! Conformance cases of tasks and timers: a task claimed once per lease, leases guarded and
+//! reaped, timers due and fired once, a closing run's tasks and timers dropped.
+
+use super::{T0, activity, namespace, start, stored, unique};
+use crate::history::{self, Dispatch, Lease, TaskOp, TimerOp};
+use crate::store::{Store, StoreError};
+
+/// A workflow task is leased to one claimer until its lease runs out.
+pub async fn a_workflow_task_is_claimed_once_per_lease(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let q = unique("q");
+    let c = start(&ns, "wf", &q, T0);
+    store.commit(&c).await.unwrap();
+    let run = store
+        .claim_workflow_task(&ns, &q, "lease-a", T0)
+        .await
+        .unwrap()
+        .expect("claimable");
+    let wft = run.wft.as_ref().unwrap();
+    assert_eq!(wft.lease.as_ref().unwrap().id, "lease-a");
+    assert_eq!(
+        wft.lease.as_ref().unwrap().until,
+        T0 + history::DEFAULT_WORKFLOW_TASK_TIMEOUT_MS
+    );
+    assert_eq!(run.version, 2, "a claim is a change of the run");
+    assert!(
+        store
+            .claim_workflow_task(&ns, &q, "lease-b", T0 + 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .claim_workflow_task(&ns, &unique("other"), "x", T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let later = T0 + history::DEFAULT_WORKFLOW_TASK_TIMEOUT_MS;
+    let again = store
+        .claim_workflow_task(&ns, &q, "lease-b", later)
+        .await
+        .unwrap();
+    let again = again.unwrap();
+    assert_eq!(
+        again.wft.as_ref().unwrap().lease.as_ref().unwrap().id,
+        "lease-b",
+        "an expired lease makes the task available again"
+    );
+    // Given back by its holder (not by anyone else), it is claimable at once.
+    assert!(
+        !store
+            .release_workflow_task(again.run_id, "lease-a")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .release_workflow_task(again.run_id, "lease-b")
+            .await
+            .unwrap()
+    );
+    let released = store.load_run(again.run_id).await.unwrap().unwrap();
+    assert_eq!(
+        released.version,
+        again.version + 1,
+        "a release is a change of the run"
+    );
+    assert!(released.wft.as_ref().unwrap().lease.is_none());
+    let taken = store
+        .claim_workflow_task(&ns, &q, "lease-c", later + 1)
+        .await
+        .unwrap()
+        .expect("claimable again");
+    assert_eq!(taken.wft.unwrap().lease.unwrap().id, "lease-c");
+}
+
+/// Activity tasks: claimed once, invisible before their time, and a change that assumes a
+/// lease it does not hold is rolled back whole.
+pub async fn activity_tasks_are_leased_and_guarded(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let q = unique("q");
+    let c = start(&ns, "wf", &q, T0);
+    store.commit(&c).await.unwrap();
+    let run = stored(&c);
+    let mut change = history::signal(&run, "s", None, "t", T0, Dispatch::nobody(T0))
+        .unwrap()
+        .commit;
+    change
+        .tasks
+        .push(TaskOp::Insert(activity(&run, &q, T0 + 1000)));
+    store.commit(&change).await.unwrap();
+    assert!(
+        store
+            .claim_activity_task(&ns, &q, "l1", T0)
+            .await
+            .unwrap()
+            .is_none(),
+        "not visible before visible_at"
+    );
+    let task = store
+        .claim_activity_task(&ns, &q, "l1", T0 + 1000)
+        .await
+        .unwrap()
+        .expect("visible now");
+    assert_eq!(task.activity, activity(&run, &q, T0 + 1000).activity);
+    assert_eq!(
+        task.lease,
+        Some(Lease {
+            id: "l1".into(),
+            until: T0 + 6000
+        })
+    );
+    assert!(
+        store
+            .claim_activity_task(&ns, &q, "l2", T0 + 1001)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .heartbeat_activity(run.run_id, 3, "l1", Some(b"hb"), T0 + 1000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .heartbeat_activity(run.run_id, 3, "l2", None, T0 + 1000)
+            .await
+            .unwrap()
+    );
+
+    let run = stored(&change);
+    let mut wrong = history::signal(
+        &run,
+        "s2",
+        None,
+        "t",
+        T0 + 2000,
+        Dispatch::nobody(T0 + 2000),
+    )
+    .unwrap()
+    .commit;
+    wrong.tasks.push(TaskOp::Delete {
+        scheduled_event_id: 3,
+        lease_id: Some("forged".into()),
+    });
+    let err = store.commit(&wrong).await.unwrap_err();
+    assert!(matches!(err, StoreError::StaleTask), "{err}");
+    let after = store.load_run(run.run_id).await.unwrap().unwrap();
+    assert_eq!(
+        after.version, run.version,
+        "nothing of the change was written"
+    );
+    assert_eq!(
+        store.history(run.run_id, 1, 100).await.unwrap().len() as i64,
+        run.next_event_id - 1
+    );
+
+    let mut retry = history::signal(
+        &run,
+        "s3",
+        None,
+        "t",
+        T0 + 2000,
+        Dispatch::nobody(T0 + 2000),
+    )
+    .unwrap()
+    .commit;
+    retry.tasks.push(TaskOp::Retry {
+        scheduled_event_id: 3,
+        attempt: 2,
+        visible_at: T0 + 3000,
+        lease_id: "l1".into(),
+    });
+    store.commit(&retry).await.expect("the holder may retry");
+    let task = store
+        .claim_activity_task(&ns, &q, "l3", T0 + 3000)
+        .await
+        .unwrap()
+        .expect("retried attempt");
+    assert_eq!(task.attempt, 2);
+    assert_eq!(task.heartbeat_details.as_deref(), Some(&b"hb"[..]));
+    let leases = store.activity_leases(run.run_id).await.unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].attempt, 2);
+
+    // An activity scheduled and cancelled by one change leaves no task behind.
+    let run = stored(&retry);
+    let mut both = history::signal(
+        &run,
+        "s4",
+        None,
+        "t",
+        T0 + 4000,
+        Dispatch::nobody(T0 + 4000),
+    )
+    .unwrap()
+    .commit;
+    let mut task = activity(&run, &q, T0 + 4000);
+    task.scheduled_event_id = 90;
+    both.tasks.push(TaskOp::Insert(task));
+    both.tasks.push(TaskOp::Delete {
+        scheduled_event_id: 90,
+        lease_id: None,
+    });
+    store.commit(&both).await.unwrap();
+    assert!(
+        store
+            .claim_activity_task(&ns, &q, "l4", T0 + 4000)
+            .await
+            .unwrap()
+            .is_none(),
+        "the cancelled activity's task is gone"
+    );
+}
+
+/// A lease that runs out is listed for the reaper and never claimed again as is; heartbeats
+/// extend a heartbeat-timed lease up to the start-to-close limit.
+pub async fn expired_leases_are_reaped_not_reclaimed(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let q = unique("q");
+    let c = start(&ns, "wf", &q, T0);
+    store.commit(&c).await.unwrap();
+    let run = stored(&c);
+    let mut change = history::signal(&run, "s", None, "t", T0, Dispatch::nobody(T0))
+        .unwrap()
+        .commit;
+    let mut task = activity(&run, &q, T0);
+    task.heartbeat_ms = 1_000;
+    change.tasks.push(TaskOp::Insert(task));
+    store.commit(&change).await.unwrap();
+    let claimed = store
+        .claim_activity_task(&ns, &q, "l1", T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        claimed.lease.as_ref().unwrap().until,
+        T0 + 1_000,
+        "the heartbeat timeout is shorter"
+    );
+    assert_eq!(claimed.started_at, Some(T0));
+    // A heartbeat at +800 extends the lease to +1800; one at +4500 only to +5000 (start-to-close).
+    assert!(
+        store
+            .heartbeat_activity(run.run_id, 3, "l1", None, T0 + 800)
+            .await
+            .unwrap()
+    );
+    let mine = |v: Vec<crate::store::ExpiredLease>| {
+        v.into_iter()
+            .filter(|e| e.run_id == run.run_id)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        mine(
+            store
+                .expired_activity_leases(T0 + 1_500, 100)
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
+    for at in [1_700, 2_600, 3_500, 4_400] {
+        assert!(
+            store
+                .heartbeat_activity(run.run_id, 3, "l1", None, T0 + at)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        mine(
+            store
+                .expired_activity_leases(T0 + 4_999, 100)
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
+    let expired = mine(
+        store
+            .expired_activity_leases(T0 + 5_000, 100)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].lease_id, "l1");
+    assert!(
+        !expired[0].heartbeat,
+        "start-to-close ran out, not the heartbeat"
+    );
+    assert!(
+        store
+            .claim_activity_task(&ns, &q, "l2", T0 + 9_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "an expired lease waits for the reaper"
+    );
+    assert!(
+        !store
+            .heartbeat_activity(run.run_id, 3, "l1", None, T0 + 9_000)
+            .await
+            .unwrap()
+    );
+}
+
+/// A due timer is listed, and firing it twice is refused.
+pub async fn timers_come_due_and_fire_once(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let c = start(&ns, "wf", &unique("q"), T0);
+    store.commit(&c).await.unwrap();
+    let run = stored(&c);
+    let mut change = history::signal(&run, "s", None, "t", T0, Dispatch::nobody(T0))
+        .unwrap()
+        .commit;
+    change.timers.push(TimerOp::Insert {
+        key: "t:nap".into(),
+        fire_at: T0 + 500,
+    });
+    store.commit(&change).await.unwrap();
+    let run = stored(&change);
+    let mine = |due: Vec<crate::store::DueTimer>| {
+        due.into_iter()
+            .filter(|t| t.run_id == run.run_id)
+            .collect::<Vec<_>>()
+    };
+    assert!(mine(store.due_timers(T0 + 499, 1000).await.unwrap()).is_empty());
+    let due = mine(store.due_timers(T0 + 500, 1000).await.unwrap());
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].key, "t:nap");
+    let mut fire = history::signal(
+        &run,
+        "fired",
+        None,
+        "t",
+        T0 + 500,
+        Dispatch::nobody(T0 + 500),
+    )
+    .unwrap()
+    .commit;
+    fire.fired_timer = Some("t:nap".into());
+    store.commit(&fire).await.unwrap();
+    let mut again = history::signal(
+        &stored(&fire),
+        "fired",
+        None,
+        "t",
+        T0 + 501,
+        Dispatch::nobody(T0 + 501),
+    )
+    .unwrap()
+    .commit;
+    again.fired_timer = Some("t:nap".into());
+    let err = store.commit(&again).await.unwrap_err();
+    assert!(matches!(err, StoreError::StaleTask), "{err}");
+    assert!(mine(store.due_timers(T0 + 10_000, 1000).await.unwrap()).is_empty());
+}
+
+/// Closing a run drops its task rows and timers.
+pub async fn closing_a_run_drops_its_tasks_and_timers(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let q = unique("q");
+    let c = start(&ns, "wf", &q, T0);
+    store.commit(&c).await.unwrap();
+    let run = stored(&c);
+    let mut change = history::signal(&run, "s", None, "t", T0, Dispatch::nobody(T0))
+        .unwrap()
+        .commit;
+    change.tasks.push(TaskOp::Insert(activity(&run, &q, T0)));
+    change.timers.push(TimerOp::Insert {
+        key: "t:x".into(),
+        fire_at: T0,
+    });
+    store.commit(&change).await.unwrap();
+    let end = history::terminate(&stored(&change), "done", "t", T0 + 1).unwrap();
+    store.commit(&end).await.unwrap();
+    assert!(store.activity_leases(run.run_id).await.unwrap().is_empty());
+    assert!(
+        store
+            .due_timers(T0 + 10, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.run_id != run.run_id)
+    );
+    assert!(
+        store
+            .claim_workflow_task(&ns, &q, "l", T0 + 2)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

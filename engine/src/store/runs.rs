@@ -1,0 +1,77 @@
+//! Runs: the transactions of a run's change and the reads of its checkpoint and history.
+//!
+//! `commit` is the store's one write of a run: everything a change produces (events, the
+//! checkpoint, tasks, timers, outbox rows, a continued run) in one transaction, guarded by the
+//! checkpoint's version, or nothing. Claims and leases of the tasks it writes are
+//! `TaskStore`'s; its timers come due through `TimerStore`.
+
+use crate::clock::Millis;
+use crate::history::{Run, RunCommit};
+use crate::ids::RunId;
+use crate::store::StoreError;
+use martix_proto::v1 as pb;
+
+/// Where a page of a run listing continues: after this run, newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListAfter {
+    pub start_time: Millis,
+    pub run_id: String,
+}
+
+/// Filters and page position of a run listing.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub namespace: String,
+    pub statuses: Vec<pb::WorkflowStatus>,
+    pub workflow_type: Option<String>,
+    pub task_queue: Option<String>,
+    pub workflow_id_prefix: Option<String>,
+    pub start_time_from: Option<Millis>,
+    pub start_time_to: Option<Millis>,
+    /// Continue after this run (by start time, then run id), newest first.
+    pub after: Option<ListAfter>,
+    pub limit: usize,
+}
+
+/// A run's changes and what they wrote. Every method is atomic.
+#[async_trait::async_trait]
+pub trait RunStore: Send + Sync {
+    /// Writes one change of a run (and of the run it continues into), or nothing.
+    /// `Conflict` if the run is no longer at `expected_version`; `AlreadyOpen` if a new run's
+    /// workflow id has an open run; `StaleTask` if a task or timer it names is not as assumed.
+    async fn commit(&self, commit: &RunCommit) -> Result<(), StoreError>;
+
+    /// `commit` of a change the caller shares: queued for the writer without a copy.
+    async fn commit_shared(&self, commit: std::sync::Arc<RunCommit>) -> Result<(), StoreError> {
+        self.commit(&commit).await
+    }
+
+    /// The checkpoint of a run.
+    async fn load_run(&self, run_id: RunId) -> Result<Option<Run>, StoreError>;
+
+    /// The newest run of a workflow id.
+    async fn latest_run(
+        &self,
+        namespace: &str,
+        workflow_id: &str,
+    ) -> Result<Option<Run>, StoreError>;
+
+    /// Up to `limit` events from `from_event_id` on, in order.
+    async fn history(
+        &self,
+        run_id: RunId,
+        from_event_id: i64,
+        limit: usize,
+    ) -> Result<Vec<pb::HistoryEvent>, StoreError>;
+
+    /// The last event of a run's history.
+    async fn last_event(&self, run_id: RunId) -> Result<Option<pb::HistoryEvent>, StoreError>;
+
+    /// Runs matching the query, newest first.
+    async fn list_runs(&self, query: &ListQuery) -> Result<Vec<Run>, StoreError>;
+
+    /// Whether a signal with this request id was recorded (by the `commit` that delivered it)
+    /// and not yet purged (`EventStore::purge_events`).
+    async fn request_recorded(&self, namespace: &str, request_id: &str)
+    -> Result<bool, StoreError>;
+}

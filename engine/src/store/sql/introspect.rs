@@ -1,0 +1,135 @@
+//! What operators see on both backends: the store's own figures, the tasks waiting, and the
+//! circuit breakers workers report. Same statement text on PostgreSQL and SQLite.
+
+use super::{Backend, Column, SqlStore, corrupt};
+use crate::clock::Millis;
+use crate::store::{
+    Backlog, BreakerReport, BreakerStore, Introspection, OpenBreaker, StoreError, TaskKind,
+    classify,
+};
+use sqlx::Row as _;
+use std::sync::atomic::Ordering;
+
+#[async_trait::async_trait]
+impl<DB> Introspection for SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    String: Column<DB>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    Vec<u8>: Column<DB>,
+    for<'r> &'r [u8]: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q [u8]>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    fn backend(&self) -> &'static str {
+        <DB as Backend>::NAME
+    }
+
+    fn write_transactions(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    async fn database_transactions(&self) -> Result<Option<i64>, StoreError> {
+        DB::count_transactions(&self.read).await
+    }
+
+    async fn backlog(&self, now: Millis) -> Result<Vec<Backlog>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT namespace, wft_queue, 'workflow', COUNT(*) FROM executions \
+             WHERE wft_queue IS NOT NULL AND wft_visible_at <= $1 \
+               AND (wft_lease_until IS NULL OR wft_lease_until <= $1) \
+             GROUP BY namespace, wft_queue \
+             UNION ALL \
+             SELECT namespace, task_queue, 'activity', COUNT(*) FROM activity_tasks \
+             WHERE visible_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
+             GROUP BY namespace, task_queue",
+        )
+        .bind(now)
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get(2).map_err(corrupt)?;
+                Ok(Backlog {
+                    namespace: r.try_get(0).map_err(corrupt)?,
+                    queue: r.try_get(1).map_err(corrupt)?,
+                    kind: match kind.as_str() {
+                        "workflow" => TaskKind::Workflow,
+                        "activity" => TaskKind::Activity,
+                        other => return Err(corrupt(format!("a backlog of kind {other:?}"))),
+                    },
+                    tasks: r.try_get(3).map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl<DB> BreakerStore for SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    String: Column<DB>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    Vec<u8>: Column<DB>,
+    for<'r> &'r [u8]: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q [u8]>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    async fn record_breakers(
+        &self,
+        worker: &str,
+        reports: &[BreakerReport],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await.map_err(classify)?;
+        for report in reports {
+            sqlx::query(
+                "INSERT INTO breakers (worker, adapter, state, changed_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (worker, adapter) DO UPDATE \
+                 SET state = excluded.state, changed_at = excluded.changed_at \
+                 WHERE breakers.state <> excluded.state",
+            )
+            .bind(worker)
+            .bind(&report.adapter)
+            .bind(report.state.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn open_breakers(&self) -> Result<Vec<OpenBreaker>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT worker, adapter, changed_at FROM breakers WHERE state = 'open' \
+             ORDER BY changed_at DESC LIMIT 100",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                Ok(OpenBreaker {
+                    worker: r.try_get(0).map_err(corrupt)?,
+                    adapter: r.try_get(1).map_err(corrupt)?,
+                    since: r.try_get(2).map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,261 @@
+//! Runs and their namespaces on both backends: a run's commit (queued for the group-commit
+//! writer), the reads of its checkpoint, history and listing, signal request ids, and the
+//! namespaces. Same statement text on PostgreSQL and SQLite.
+
+use super::{Backend, Column, RUN_COLUMNS, SqlStore, corrupt, events_from_row};
+use crate::clock::Millis;
+use crate::history::{Run, RunCommit};
+use crate::ids::RunId;
+use crate::store::batch::Pending;
+use crate::store::{ListQuery, NamespaceStore, RunStore, StoreError, classify};
+use martix_proto::v1 as pb;
+use sqlx::Row as _;
+use std::sync::Arc;
+
+/// The run `$1`.
+const LOAD_RUN: &str = "SELECT run_id, namespace, workflow_id, workflow_type, task_queue, \
+    status, start_time, close_time, next_event_id, version, wft_queue, wft_attempt, \
+    wft_scheduled_event_id, wft_visible_at, wft_lease_id, wft_lease_until, state \
+    FROM executions WHERE run_id = $1";
+
+/// The newest run of workflow id `$2` of namespace `$1`.
+const LATEST_RUN: &str = "SELECT run_id, namespace, workflow_id, workflow_type, task_queue, \
+    status, start_time, close_time, next_event_id, version, wft_queue, wft_attempt, \
+    wft_scheduled_event_id, wft_visible_at, wft_lease_id, wft_lease_until, state \
+    FROM executions WHERE namespace = $1 AND workflow_id = $2 \
+    ORDER BY start_time DESC, run_id DESC LIMIT 1";
+
+#[async_trait::async_trait]
+impl<DB> RunStore for SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    String: Column<DB>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    Vec<u8>: Column<DB>,
+    for<'r> &'r [u8]: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q [u8]>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    async fn commit(&self, commit: &RunCommit) -> Result<(), StoreError> {
+        self.commit_shared(Arc::new(commit.clone())).await
+    }
+
+    async fn commit_shared(&self, commit: Arc<RunCommit>) -> Result<(), StoreError> {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.committer
+            .send(Pending { commit, done })
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        outcome
+            .await
+            .map_err(|_| StoreError::Unavailable("the commit writer stopped".into()))?
+    }
+
+    async fn load_run(&self, run_id: RunId) -> Result<Option<Run>, StoreError> {
+        let row = sqlx::query(LOAD_RUN)
+            .bind(run_id.to_text())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(Self::run_from_row).transpose()
+    }
+
+    async fn latest_run(
+        &self,
+        namespace: &str,
+        workflow_id: &str,
+    ) -> Result<Option<Run>, StoreError> {
+        let row = sqlx::query(LATEST_RUN)
+            .bind(namespace)
+            .bind(workflow_id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(Self::run_from_row).transpose()
+    }
+
+    async fn history(
+        &self,
+        run_id: RunId,
+        from_event_id: i64,
+        limit: usize,
+    ) -> Result<Vec<pb::HistoryEvent>, StoreError> {
+        // The row holding `from_event_id` (the last row starting at or before it) and those
+        // after it, up to the row holding the last event asked for (event ids have no gaps);
+        // `limit` rows hold at least `limit` events.
+        let limit_rows = limit.min(i64::MAX as usize) as i64;
+        let rows = sqlx::query(
+            "SELECT last_event_id, data FROM history_events WHERE run_id = $1 \
+             AND event_id >= (SELECT COALESCE(MAX(event_id), 0) FROM history_events \
+             WHERE run_id = $1 AND event_id <= $2) AND event_id < $3 \
+             ORDER BY event_id LIMIT $4",
+        )
+        .bind(run_id.to_text())
+        .bind(from_event_id)
+        .bind(from_event_id.saturating_add(limit_rows))
+        .bind(limit_rows)
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let last: Option<i64> = r.try_get(0).map_err(corrupt)?;
+            let data: Vec<u8> = r.try_get(1).map_err(corrupt)?;
+            out.extend(
+                events_from_row(last, &data)?
+                    .into_iter()
+                    .filter(|e| e.event_id >= from_event_id),
+            );
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn last_event(&self, run_id: RunId) -> Result<Option<pb::HistoryEvent>, StoreError> {
+        let row = sqlx::query(
+            "SELECT last_event_id, data FROM history_events WHERE run_id = $1 \
+             ORDER BY event_id DESC LIMIT 1",
+        )
+        .bind(run_id.to_text())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(classify)?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                let last: Option<i64> = r.try_get(0).map_err(corrupt)?;
+                let data: Vec<u8> = r.try_get(1).map_err(corrupt)?;
+                Ok(events_from_row(last, &data)?.pop())
+            }
+        }
+    }
+
+    async fn list_runs(&self, q: &ListQuery) -> Result<Vec<Run>, StoreError> {
+        let mut qb = sqlx::QueryBuilder::<DB>::new("SELECT ");
+        qb.push(RUN_COLUMNS)
+            .push(" FROM executions WHERE namespace = ")
+            .push_bind(q.namespace.clone());
+        if !q.statuses.is_empty() {
+            qb.push(" AND status IN (");
+            let mut sep = qb.separated(", ");
+            for s in &q.statuses {
+                sep.push_bind(*s as i32);
+            }
+            qb.push(")");
+        }
+        if let Some(t) = &q.workflow_type {
+            qb.push(" AND workflow_type = ").push_bind(t.clone());
+        }
+        if let Some(t) = &q.task_queue {
+            qb.push(" AND task_queue = ").push_bind(t.clone());
+        }
+        if let Some(p) = &q.workflow_id_prefix {
+            qb.push(" AND substr(workflow_id, 1, ")
+                .push_bind(p.chars().count() as i32)
+                .push(") = ")
+                .push_bind(p.clone());
+        }
+        if let Some(from) = q.start_time_from {
+            qb.push(" AND start_time >= ").push_bind(from);
+        }
+        if let Some(to) = q.start_time_to {
+            qb.push(" AND start_time < ").push_bind(to);
+        }
+        if let Some(after) = &q.after {
+            qb.push(" AND (start_time < ")
+                .push_bind(after.start_time)
+                .push(" OR (start_time = ")
+                .push_bind(after.start_time)
+                .push(" AND run_id < ")
+                .push_bind(after.run_id.clone())
+                .push("))");
+        }
+        qb.push(" ORDER BY start_time DESC, run_id DESC LIMIT ")
+            .push_bind(q.limit as i64);
+        let rows = qb.build().fetch_all(&self.read).await.map_err(classify)?;
+        rows.iter().map(Self::run_from_row).collect()
+    }
+
+    async fn request_recorded(
+        &self,
+        namespace: &str,
+        request_id: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM signal_requests WHERE namespace = $1 AND request_id = $2",
+        )
+        .bind(namespace)
+        .bind(request_id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(classify)?;
+        Ok(found.is_some())
+    }
+}
+
+#[async_trait::async_trait]
+impl<DB> NamespaceStore for SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    String: Column<DB>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    Vec<u8>: Column<DB>,
+    for<'r> &'r [u8]: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q [u8]>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    async fn namespace_exists(&self, namespace: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM namespaces WHERE name = $1")
+            .bind(namespace)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(classify)?;
+        Ok(row.is_some())
+    }
+
+    async fn create_namespace(&self, namespace: &str, now: Millis) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO namespaces (name, created_at) VALUES ($1, $2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(namespace)
+        .bind(now)
+        .execute(&self.write)
+        .await
+        .map_err(classify)?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    async fn list_namespaces(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT name FROM namespaces ORDER BY name")
+            .fetch_all(&self.read)
+            .await
+            .map_err(classify)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_reads_select_the_run_columns() {
+        for sql in [LOAD_RUN, LATEST_RUN] {
+            assert!(sql.contains(RUN_COLUMNS), "{sql}");
+        }
+    }
+}
