@@ -33,6 +33,7 @@ impl AdapterError {
 /// notifications, pricing's order attempts), tracked as owner `adapters`.
 pub static MIGRATIONS: martix_migrate::Owner = martix_migrate::Owner {
     name: "adapters",
+    shared_history: true,
     postgres: sqlx::migrate!("../migrations/adapters/postgres"),
     sqlite: sqlx::migrate!("../migrations/adapters/sqlite"),
 };

@@ -11,9 +11,10 @@
 //! again where it stopped.
 //!
 //! Databases made before owners kept their own migrations tracked every owner's files in
-//! sqlx's `_sqlx_migrations`, numbered 1 to [`SHARED_LAST`]. An owner that finds that table
-//! and not its own adopts its part of that history: its files numbered up to what was applied
-//! there are marked applied (not run again), and the rest run as usual.
+//! sqlx's `_sqlx_migrations`, numbered 1 to [`SHARED_LAST`]. An owner of that history
+//! ([`Owner::shared_history`]) that finds that table adopts its part of it: its files numbered
+//! up to what was applied there are marked applied (not run again), and the rest run as usual.
+//! A failed row there stops the migration (`Dirty`), as sqlx's own migrator would.
 
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{AnyConnection, PgConnection, SqliteConnection};
@@ -30,6 +31,10 @@ const LOCK: i64 = 0x6d61_7274_6978;
 pub struct Owner {
     /// `[a-z_]+`: the tracking table is `martix_migrations_<name>`.
     pub name: &'static str,
+    /// Whether this owner's files numbered up to [`SHARED_LAST`] were part of the history all
+    /// owners shared (the engine, the orders read model, the reference adapters): only such an
+    /// owner adopts that history. An owner that came later runs all of its files.
+    pub shared_history: bool,
     pub postgres: Migrator,
     pub sqlite: Migrator,
 }
@@ -177,9 +182,17 @@ async fn adopt_and_run<C: Dialect>(conn: &mut C, owner: &Owner) -> Result<(), Mi
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1"
     };
     let migrator = owner.migrator(postgres);
-    if conn.count(exists, "_sqlx_migrations").await? > 0
-        && conn.count(exists, &owner.table()).await? == 0
-    {
+    // Idempotent: a start that stopped halfway through adopting marks the rest next time.
+    if owner.shared_history && conn.count(exists, "_sqlx_migrations").await? > 0 {
+        let failed = conn
+            .scalar_i64(
+                "SELECT COALESCE(MIN(version), 0) FROM _sqlx_migrations WHERE success = FALSE",
+            )
+            .await?;
+        if failed > 0 {
+            // sqlx's own migrator refuses such a database too: someone must look at it.
+            return Err(MigrateError::Dirty(failed));
+        }
         let shared = conn
             .scalar_i64(
                 "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success = TRUE",
@@ -187,11 +200,6 @@ async fn adopt_and_run<C: Dialect>(conn: &mut C, owner: &Owner) -> Result<(), Mi
             .await?
             .min(SHARED_LAST);
         if shared > 0 {
-            tracing::info!(
-                owner = owner.name,
-                up_to = shared,
-                "adopting this owner's part of the shared migration history"
-            );
             migrator.run_direct(Some(shared), conn, true).await?;
         }
     }
@@ -205,6 +213,7 @@ mod tests {
 
     static ONE: Owner = Owner {
         name: "unit",
+        shared_history: false,
         postgres: Migrator::DEFAULT,
         sqlite: Migrator::DEFAULT,
     };
@@ -230,6 +239,7 @@ mod tests {
 
     static RACE: Owner = Owner {
         name: "race",
+        shared_history: false,
         postgres: sqlx::migrate!("testdata/race"),
         sqlite: sqlx::migrate!("testdata/race"),
     };

@@ -73,6 +73,7 @@ impl Projection for OrdersProjection {
 pub static MIGRATIONS: martix_engine::martix_migrate::Owner =
     martix_engine::martix_migrate::Owner {
         name: "orders",
+        shared_history: true,
         postgres: sqlx::migrate!("../migrations/orders/postgres"),
         sqlite: sqlx::migrate!("../migrations/orders/sqlite"),
     };

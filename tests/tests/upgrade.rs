@@ -184,3 +184,75 @@ async fn a_fresh_database_gets_each_owners_tables_tracked_apart() {
     pool.close().await;
     martix_tests::drop_postgres_database(&url).await;
 }
+
+/// Makes a v15 database at a fresh PostgreSQL URL (the shared history, nothing else).
+async fn v15_postgres() -> String {
+    let url = martix_tests::fresh_postgres_url().await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::migrate!("fixtures/migrations_v15/postgres")
+        .run(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    url
+}
+
+/// An owner that was never part of the shared history (a domain added later) runs all of its
+/// files on an upgraded database, not adopting versions it never had.
+#[tokio::test]
+async fn a_new_owner_on_an_upgraded_database_runs_its_own_files() {
+    let url = v15_postgres().await;
+    let store = martix_engine::store::connect(&url).await.unwrap();
+    martix_engine::events::projection::migrate(
+        &store.pools(),
+        &martix_tests::subscriptions::MIGRATIONS,
+    )
+    .await
+    .unwrap();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    assert_eq!(applied(&pool, "subscriptions").await, [1]);
+    let rows: i64 = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) FROM subscriptions")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "its table exists");
+    pool.close().await;
+    drop(store);
+    martix_tests::drop_postgres_database(&url).await;
+}
+
+/// A shared history with a failed migration is refused, as sqlx's own migrator refuses it,
+/// and nothing of the engine's is adopted.
+#[tokio::test]
+async fn a_shared_history_with_a_failed_migration_is_refused() {
+    let url = v15_postgres().await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE _sqlx_migrations SET success = FALSE WHERE version = 14")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = martix_engine::store::connect(&url)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("14"), "{err}");
+    let adopted: Option<String> =
+        sqlx::query_scalar("SELECT CAST(to_regclass('martix_migrations_engine') AS TEXT)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let recorded: i64 = if adopted.is_some() {
+        sqlx::query_scalar("SELECT COUNT(*) FROM martix_migrations_engine")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    } else {
+        0
+    };
+    assert_eq!(recorded, 0, "nothing adopted");
+    pool.close().await;
+    martix_tests::drop_postgres_database(&url).await;
+}

@@ -1,5 +1,5 @@
 //! The outbox as operators read it: its backlog and leases, and its rows in order. Domains
-//! answer these over their own services (the order domain's `OrderService`); the checks of
+//! answer these over their own services; the checks of
 //! the request live here, once.
 
 use super::Engine;

@@ -1,114 +1,10 @@
-//! The projection host's contract: what a domain implements to keep a read model of the
-//! events its workflows publish, and the database handles the host lends it.
-//!
-//! The engine knows no domain. A domain registers its projections when the server is built
-//! ([`crate::Server::projection`]); the relay then feeds each one, in outbox order per subject,
-//! the events it [`takes`](Projection::takes), inside the transaction that moves the host's
-//! cursor past them, so a read model never holds half a batch and never misses one. Delivery is
-//! at least once: a rebuild sets the cursor back, and a batch may come again after a crash
-//! between the fold and the commit rolled both back. A projection therefore skips an event it
-//! already holds (by [`StoredEvent::event_id`]).
+//! The projection host's side in `events`: the contract (defined with the store, which calls
+//! it, and re-exported here for domains), the order a rebuild folds in, and the projections'
+//! own migrations.
 
 use crate::store::StoreError;
-use crate::store::events::StoredEvent;
-
-/// A transaction (or, for reads, a connection) of the store's database, lent to a
-/// projection. Each backend's SQL dialect is the projection's business.
-pub enum ProjectionTx<'a> {
-    /// PostgreSQL.
-    Postgres(&'a mut sqlx::PgConnection),
-    /// SQLite (`martix dev`).
-    Sqlite(&'a mut sqlx::SqliteConnection),
-}
-
-/// The store's connection pools, for a domain's reads of its own tables (its read model) and
-/// its migrations.
-#[derive(Clone, Debug)]
-pub enum Pools {
-    /// PostgreSQL: one pool for writes and one for reads (today the same pool).
-    Postgres {
-        write: sqlx::PgPool,
-        read: sqlx::PgPool,
-    },
-    /// SQLite: the one write connection, and the readers.
-    Sqlite {
-        write: sqlx::SqlitePool,
-        read: sqlx::SqlitePool,
-    },
-}
-
-/// Why a projection could not fold a batch. The host folds the batch's events one by one after
-/// a failure, and sets aside (logged) one that fails alone, so one bad event never holds up the
-/// others; a failure of the database itself pauses the relay instead.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProjectionError {
-    /// The database failed (connection lost, conflict, ...): the batch is tried again.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The event cannot be folded (its body is not what the projection expects).
-    #[error("{0}")]
-    Rejected(String),
-}
-
-/// A read model that a domain keeps from the events its workflows publish.
-#[async_trait::async_trait]
-pub trait Projection: Send + Sync + 'static {
-    /// Stable name, for logs and the rebuild.
-    fn name(&self) -> &'static str;
-
-    /// Whether this projection folds `event` (by workflow type, event type, ...).
-    fn takes(&self, event: &StoredEvent) -> bool;
-
-    /// The workflow types whose events it may take, so that a rebuild reads only their
-    /// histories; empty (the default): any type.
-    fn workflow_types(&self) -> &[&'static str] {
-        &[]
-    }
-
-    /// Folds `batch` (events it takes, in outbox order per subject) inside the transaction
-    /// that moves the host's cursor past them. Skips events it holds already (by id).
-    async fn fold(
-        &self,
-        tx: &mut ProjectionTx<'_>,
-        batch: &[&StoredEvent],
-    ) -> Result<(), ProjectionError>;
-
-    /// Empties the read model (the first step of a rebuild, in the rebuild's transaction).
-    async fn clear(&self, tx: &mut ProjectionTx<'_>) -> Result<(), ProjectionError>;
-
-    /// The migrations of the read model's tables, tracked under the projection's own name; the
-    /// server applies them before it serves (see [`migrate`]).
-    fn migrations(&self) -> Option<&'static martix_migrate::Owner> {
-        None
-    }
-}
-
-/// Applies `owner`'s migrations to the database `pools` reach, one migrator at a time.
-pub async fn migrate(pools: &Pools, owner: &martix_migrate::Owner) -> Result<(), StoreError> {
-    let failed = |e: sqlx::migrate::MigrateError| {
-        StoreError::Unavailable(format!("migrations of {} failed: {e}", owner.name))
-    };
-    match pools {
-        Pools::Postgres { write, .. } => {
-            let mut conn = write.acquire().await.map_err(crate::store::classify)?;
-            let applied = martix_migrate::apply_postgres(&mut conn, owner).await;
-            if applied.is_err() {
-                conn.close_on_drop();
-            }
-            applied.map_err(failed)
-        }
-        Pools::Sqlite { write, .. } => {
-            let mut conn = write.acquire().await.map_err(crate::store::classify)?;
-            martix_migrate::apply_sqlite(&mut conn, owner)
-                .await
-                .map_err(failed)
-        }
-    }
-}
-
-/// The projections a server runs, in registration order.
-pub type Projections = std::sync::Arc<[std::sync::Arc<dyn Projection>]>;
+pub use crate::store::event::StoredEvent;
+pub use crate::store::projection::{Pools, Projection, ProjectionError, ProjectionTx, Projections};
 
 /// Sorts events of a rebuild into folding order (per namespace and subject, by sequence) and
 /// drops repeats (one id twice, as a reset copies history): what a fold of the histories sees.
@@ -133,11 +29,25 @@ pub fn rebuild_order(events: &mut Vec<StoredEvent>) {
     events.retain(|e| seen.insert(e.event_id.clone()));
 }
 
-impl From<ProjectionError> for crate::store::StoreError {
-    fn from(e: ProjectionError) -> Self {
-        match e {
-            ProjectionError::Database(e) => crate::store::classify(e),
-            ProjectionError::Rejected(why) => crate::store::StoreError::Corrupt(why),
+/// Applies `owner`'s migrations to the database `pools` reach, one migrator at a time.
+pub async fn migrate(pools: &Pools, owner: &martix_migrate::Owner) -> Result<(), StoreError> {
+    let failed = |e: sqlx::migrate::MigrateError| {
+        StoreError::Unavailable(format!("migrations of {} failed: {e}", owner.name))
+    };
+    match pools {
+        Pools::Postgres { write, .. } => {
+            let mut conn = write.acquire().await.map_err(crate::store::classify)?;
+            let applied = martix_migrate::apply_postgres(&mut conn, owner).await;
+            if applied.is_err() {
+                conn.close_on_drop();
+            }
+            applied.map_err(failed)
+        }
+        Pools::Sqlite { write, .. } => {
+            let mut conn = write.acquire().await.map_err(crate::store::classify)?;
+            martix_migrate::apply_sqlite(&mut conn, owner)
+                .await
+                .map_err(failed)
         }
     }
 }

@@ -119,7 +119,7 @@ pub struct OutboxEvent {
     /// Stable: "<run id>/<history event id>".
     pub event_id: String,
     pub namespace: String,
-    /// The workflow id that published it (for orders, the order id).
+    /// The workflow id that published it (the business key).
     pub subject: String,
     pub workflow_type: String,
     pub run_id: RunId,

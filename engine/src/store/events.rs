@@ -6,8 +6,9 @@
 //! there each shard has two cursors, the broker's (sent) and the read models' (projected),
 //! which move forward only, over rows in `(xact, position)` order.
 
+pub use super::event::StoredEvent;
+use super::projection::{Pools, Projection};
 use crate::clock::Millis;
-use crate::events::projection::{Pools, Projection};
 use crate::store::StoreError;
 use std::sync::Arc;
 
@@ -25,31 +26,6 @@ pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u32 {
 pub fn shard_of(namespace: &str, subject: &str) -> i32 {
     let h = fnv1a(namespace.bytes().chain([0]).chain(subject.bytes()));
     (h % SHARDS as u32) as i32
-}
-
-/// An event as stored: in the outbox (with its place and delivery state) or in the read
-/// model's event list (position 0).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredEvent {
-    pub position: i64,
-    /// The id of the transaction that wrote the outbox row (PostgreSQL; 0 on SQLite, where
-    /// positions follow commit order): the relay's cursors move in `(xact, position)` order.
-    pub xact: i64,
-    /// `shard_of(namespace, subject)`.
-    pub shard: i32,
-    pub event_id: String,
-    pub namespace: String,
-    /// The workflow id that published it (the business key).
-    pub subject: String,
-    pub workflow_type: String,
-    pub run_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub occurred_at: Millis,
-    /// A JSON object.
-    pub body: String,
-    /// The broker confirmed it (its shard's sent cursor is at or past it).
-    pub sent: bool,
 }
 
 /// The outbox at a glance.

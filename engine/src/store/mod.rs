@@ -21,14 +21,15 @@
 //! `conformance` (feature `conformance`, for tests only) is the behaviour kit every backend
 //! passes.
 
-mod batch;
 mod breakers;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod event;
 pub mod events;
 mod introspect;
 mod namespaces;
 mod postgres;
+pub mod projection;
 mod runs;
 mod sql;
 mod sqlite;
@@ -85,6 +86,7 @@ pub enum StoreError {
 /// signal request ids, breaker reports.
 pub static MIGRATIONS: martix_migrate::Owner = martix_migrate::Owner {
     name: "engine",
+    shared_history: true,
     postgres: sqlx::migrate!("../migrations/engine/postgres"),
     sqlite: sqlx::migrate!("../migrations/engine/sqlite"),
 };

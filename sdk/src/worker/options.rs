@@ -44,7 +44,12 @@ impl WorkerOptions {
         Self {
             task_queue: task_queue.into(),
             namespace: "default".into(),
-            identity: format!("worker-{}", std::process::id()),
+            // The host too: workers in containers are all process 1.
+            identity: format!(
+                "worker-{}@{}",
+                std::process::id(),
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into())
+            ),
             max_cached_workflows: 1000,
             max_concurrent_workflow_tasks: 64,
             max_concurrent_activities: 256,

@@ -69,6 +69,7 @@ impl Projection for SubscriptionsProjection {
 /// `subscriptions`; the server applies them before it serves.
 pub static MIGRATIONS: Owner = Owner {
     name: "subscriptions",
+    shared_history: false,
     postgres: sqlx::migrate!("migrations/subscriptions/postgres"),
     sqlite: sqlx::migrate!("migrations/subscriptions/sqlite"),
 };

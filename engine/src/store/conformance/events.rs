@@ -4,9 +4,9 @@
 
 use super::{T0, namespace, start, unique};
 use crate::clock::Millis;
-use crate::events::projection::{Projection, ProjectionError, ProjectionTx};
 use crate::history::{self, Dispatch, Run};
 use crate::store::events::{Consumer, StoredEvent};
+use crate::store::projection::{Projection, ProjectionError, ProjectionTx};
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 

@@ -3,7 +3,9 @@
 //! answer and refusals (SQLSTATE MX001) are read back into each change's outcome.
 
 use crate::history::{RunCommit, TaskOp, TimerOp};
-use crate::store::batch::{Failed, GroupWriter, Groups, history_rows, inserts_can_wait, notices};
+use crate::store::sql::batch::{
+    Failed, GroupWriter, Groups, history_rows, inserts_can_wait, notices,
+};
 use crate::store::{StoreError, classify, connection_lost};
 use prost::Message as _;
 

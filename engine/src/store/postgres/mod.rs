@@ -8,10 +8,10 @@
 
 mod batch;
 
-use crate::events::projection::{Pools, ProjectionTx};
 use crate::history::RunCommit;
-use crate::store::batch::{Groups, spawn_committer};
 use crate::store::events::Consumer;
+use crate::store::projection::{Pools, ProjectionTx};
+use crate::store::sql::batch::{Groups, spawn_committer};
 use crate::store::sql::{Backend, Place, SqlStore};
 use crate::store::{StoreError, TASK_CHANNEL, TaskNotice, classify};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

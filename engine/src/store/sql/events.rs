@@ -5,8 +5,8 @@
 
 use super::{Backend, Column, SqlStore};
 use crate::clock::Millis;
-use crate::events::projection::{Pools, Projection};
 use crate::store::events::{Consumer, EventStore, OutboxStatus, SHARDS, ShardLease, StoredEvent};
+use crate::store::projection::{Pools, Projection};
 use crate::store::{StoreError, classify};
 use sqlx::Row as _;
 use std::collections::BTreeMap;

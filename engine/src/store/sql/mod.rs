@@ -2,7 +2,7 @@
 //! PostgreSQL and SQLite the same statement text wherever their dialects agree (both take
 //! `$N` placeholders). What differs is a `Backend`'s, implemented in `postgres/` and
 //! `sqlite/`: the claims (row locks), the relay's locks and cursor checks, how a group-commit
-//! batch is written (`store::batch`), and the handles lent to projections.
+//! batch is written (`store::sql::batch`), and the handles lent to projections.
 //!
 //! The trait impls live by concern: `runs.rs` (runs, namespaces), `tasks.rs` (claims, leases,
 //! timers), `events.rs` (the outbox and its cursors), `introspect.rs` (figures, backlog,
@@ -10,6 +10,7 @@
 //! read, which both sqlx backends meet; Rust does not let one trait name them once (bounds on
 //! other types than `Self` are not implied by a trait).
 
+pub(crate) mod batch;
 mod events;
 mod introspect;
 mod runs;
@@ -17,13 +18,13 @@ mod tasks;
 
 pub(crate) use events::Place;
 
-use crate::events::projection::{Pools, ProjectionTx};
 use crate::history::{
     ActivityTask, Lease, Run, RunCommit, RunState, ScheduledActivity, WorkflowTask,
 };
 use crate::ids::RunId;
-use crate::store::batch::{Groups, Pending};
 use crate::store::events::Consumer;
+use crate::store::projection::{Pools, ProjectionTx};
+use crate::store::sql::batch::{Groups, Pending};
 use crate::store::{StoreError, TaskNotice, classify};
 use martix_proto::v1 as pb;
 use prost::Message as _;
@@ -50,7 +51,7 @@ pub struct SqlStore<DB: sqlx::Database> {
     pub(in crate::store) read: sqlx::Pool<DB>,
     /// Write transactions committed or tried (`Introspection::write_transactions`).
     pub(in crate::store) writes: Arc<AtomicU64>,
-    /// The group-commit writer (`store::batch`) that `RunStore::commit` queues for.
+    /// The group-commit writer (`store::sql::batch`) that `RunStore::commit` queues for.
     pub(in crate::store) committer: tokio::sync::mpsc::UnboundedSender<Pending>,
     /// Other nodes' task notices, where the backend hears them (PostgreSQL).
     pub(in crate::store) notices: Option<tokio::sync::broadcast::Sender<TaskNotice>>,

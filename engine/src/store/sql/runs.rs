@@ -6,7 +6,7 @@ use super::{Backend, Column, RUN_COLUMNS, SqlStore, corrupt, events_from_row};
 use crate::clock::Millis;
 use crate::history::{Run, RunCommit};
 use crate::ids::RunId;
-use crate::store::batch::Pending;
+use crate::store::sql::batch::Pending;
 use crate::store::{ListQuery, NamespaceStore, RunStore, StoreError, classify};
 use martix_proto::v1 as pb;
 use sqlx::Row as _;

@@ -4,11 +4,11 @@
 //! new activity tasks of the whole group go in multi-row statements at its end.
 
 use crate::history::{ActivityTask, OutboxEvent, RunCommit, TaskOp, TimerOp};
-use crate::store::batch::{
-    Failed, GroupWriter, Groups, HistoryRow, history_rows, inserts_can_wait,
-};
 use crate::store::events::shard_of;
 use crate::store::sql::ACTIVITY_COLUMNS;
+use crate::store::sql::batch::{
+    Failed, GroupWriter, Groups, HistoryRow, history_rows, inserts_can_wait,
+};
 use crate::store::{StoreError, classify};
 use prost::Message as _;
 

@@ -7,8 +7,8 @@
 //! group is sent is each backend's (`postgres/batch.rs`: one function call, one round trip;
 //! `sqlite/batch.rs`: its statements in one transaction).
 
+use super::Backend;
 use crate::history::{RunCommit, TaskOp};
-use crate::store::sql::Backend;
 use crate::store::{StoreError, classify};
 use martix_proto::v1 as pb;
 use prost::Message as _;
