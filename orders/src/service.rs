@@ -170,8 +170,19 @@ pub fn event_to_proto(e: &StoredEvent) -> pb::OrderEvent {
     }
 }
 
+/// A read of the read model that failed: the database away is `Unavailable` (try again);
+/// anything else is ours to fix, logged and answered as `Internal`.
 fn read_error(e: sqlx::Error) -> EngineError {
-    EngineError::Unavailable(format!("orders read model: {e}"))
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => EngineError::Unavailable(format!("orders read model: {e}")),
+        e => {
+            tracing::error!(error = %e, "orders read model read failed");
+            EngineError::Internal("orders read model read failed".into())
+        }
+    }
 }
 
 /// A page of orders and the token of the next one (None: the last page).
@@ -277,12 +288,7 @@ impl OrderApi {
         let projections: [Arc<dyn martix_engine::events::Projection>; 1] =
             [self.projection.clone()];
         let events = martix_engine::events::rebuild(&self.engine, &projections).await?;
-        let orders = self
-            .read_model
-            .all_orders()
-            .await
-            .map_err(read_error)?
-            .len();
+        let orders = self.read_model.count().await.map_err(read_error)?;
         tracing::info!(
             orders,
             events,

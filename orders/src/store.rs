@@ -310,6 +310,16 @@ impl ReadModel {
         })
     }
 
+    /// How many orders it holds.
+    pub async fn count(&self) -> Result<usize, sqlx::Error> {
+        on_read_pool!(&self.pools, |pool| {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+                .fetch_one(pool)
+                .await?;
+            Ok(usize::try_from(n).unwrap_or(0))
+        })
+    }
+
     /// Every order (for comparisons after a rebuild), by namespace and id.
     pub async fn all_orders(&self) -> Result<Vec<OrderView>, sqlx::Error> {
         let sql = format!("SELECT {ORDER_COLS} FROM orders ORDER BY namespace, order_id");

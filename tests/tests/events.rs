@@ -669,6 +669,19 @@ async fn the_read_model_is_what_the_histories_say_and_a_rebuild_gives_the_same_r
         rows,
         "a rebuild gives the same rows"
     );
+    // The same over gRPC, which answers how many orders and events it rebuilt.
+    let rebuilt = martix_orders::pb::order_service_client::OrderServiceClient::connect(
+        shop.engine.endpoint.clone(),
+    )
+    .await
+    .unwrap()
+    .rebuild_orders(martix_orders::pb::RebuildOrdersRequest {})
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(rebuilt.orders as usize, orders.len());
+    assert_eq!(rebuilt.events as usize, folded);
+    assert_eq!(store.all_orders().await.unwrap(), rows);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
