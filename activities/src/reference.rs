@@ -77,11 +77,13 @@ impl ReferenceAdapters {
                 .map_err(AdapterError::db)?;
         }
         let mut conn = pool.acquire().await.map_err(AdapterError::db)?;
-        let applied = martix_migrate::apply_any(&mut conn, &MIGRATIONS).await;
-        if applied.is_err() {
-            // Closing the session releases the migrations' lock it may still hold.
+        if !sqlite {
+            // Closed after, whatever happens: a session that may hold the migrations' lock
+            // never goes back to the pool (an error midway, or this future dropped). SQLite
+            // takes no lock, and its one connection carries the busy timeout set above.
             conn.close_on_drop();
         }
+        let applied = martix_migrate::apply_any(&mut conn, &MIGRATIONS).await;
         applied.map_err(|e| AdapterError::Unavailable(format!("migrations: {e}")))?;
         drop(conn);
         Ok(Self { pool })

@@ -107,6 +107,11 @@ dialect!(SqliteConnection, |_c| false);
 dialect!(AnyConnection, |c| c.backend_name() == "PostgreSQL");
 
 /// Applies `owner`'s migrations on a PostgreSQL connection.
+///
+/// # Cancel safety
+/// The session holds the migrations' advisory lock while this runs: a caller that may drop the
+/// future (or meets an error) closes the connection rather than returning it to a pool
+/// (`PoolConnection::close_on_drop`), which releases the lock.
 pub async fn apply_postgres(conn: &mut PgConnection, owner: &Owner) -> Result<(), MigrateError> {
     apply(conn, owner).await
 }

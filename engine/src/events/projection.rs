@@ -37,11 +37,12 @@ pub async fn migrate(pools: &Pools, owner: &martix_migrate::Owner) -> Result<(),
     match pools {
         Pools::Postgres { write, .. } => {
             let mut conn = write.acquire().await.map_err(crate::store::classify)?;
-            let applied = martix_migrate::apply_postgres(&mut conn, owner).await;
-            if applied.is_err() {
-                conn.close_on_drop();
-            }
-            applied.map_err(failed)
+            // Closed after, whatever happens: a session that may hold the migrations' lock
+            // never goes back to the pool (an error midway, or this future dropped).
+            conn.close_on_drop();
+            martix_migrate::apply_postgres(&mut conn, owner)
+                .await
+                .map_err(failed)
         }
         Pools::Sqlite { write, .. } => {
             let mut conn = write.acquire().await.map_err(crate::store::classify)?;

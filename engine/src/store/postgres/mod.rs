@@ -27,13 +27,12 @@ pub type PostgresStore = SqlStore<sqlx::Postgres>;
 /// tracked apart from other owners').
 async fn migrate(pool: &sqlx::PgPool) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await.map_err(classify)?;
-    let applied = martix_migrate::apply_postgres(&mut conn, &super::MIGRATIONS).await;
-    if applied.is_err() {
-        // Never hand a session that may still hold the migrations' lock back to the pool:
-        // closing it releases the lock.
-        conn.close_on_drop();
-    }
-    applied.map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))
+    // Never hand a session that may still hold the migrations' lock back to the pool (an error
+    // midway, or this future dropped): closing it releases the lock.
+    conn.close_on_drop();
+    martix_migrate::apply_postgres(&mut conn, &super::MIGRATIONS)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))
 }
 
 impl SqlStore<sqlx::Postgres> {
