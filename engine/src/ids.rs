@@ -52,7 +52,12 @@ macro_rules! name_type {
         impl $name {
             /// Parses and validates `raw`: 1 to 255 bytes, no control characters.
             pub fn parse(raw: &str) -> Result<Self, InvalidId> {
-                check($field, raw)?;
+                Self::parse_field($field, raw)
+            }
+
+            /// As `parse`, for a request field of another name (`sticky_queue`).
+            pub fn parse_field(field: &'static str, raw: &str) -> Result<Self, InvalidId> {
+                check(field, raw)?;
                 Ok(Self(raw.to_owned()))
             }
 
@@ -65,6 +70,39 @@ macro_rules! name_type {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
+            }
+        }
+
+        /// Read access as text: a valid name is a string (for SQL binds, keys and messages).
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(name: $name) -> String {
+                name.0
             }
         }
     };
@@ -89,6 +127,22 @@ name_type!(
     /// A registered workflow type name.
     WorkflowType,
     "workflow_type"
+);
+
+name_type!(
+    /// The type of an activity a workflow schedules (`charge_card`).
+    ActivityType,
+    "activity_type"
+);
+name_type!(
+    /// An activity's id, unique among a run's pending activities.
+    ActivityId,
+    "activity_id"
+);
+name_type!(
+    /// The name of a signal a workflow takes.
+    SignalName,
+    "signal_name"
 );
 
 /// One run of a workflow id: a UUID v7, so runs sort by creation time.

@@ -395,10 +395,11 @@ async fn a_decision_made_ahead_can_continue_as_new(backend: Backend) {
         .engine
         .store()
         .list_runs(&martix_engine::store::ListQuery {
-            namespace: "default".into(),
             workflow_id_prefix: Some(id.clone()),
-            limit: 10,
-            ..Default::default()
+            ..martix_engine::store::ListQuery::new(
+                martix_engine::ids::Namespace::parse("default").unwrap(),
+                10,
+            )
         })
         .await
         .unwrap();

@@ -25,13 +25,15 @@ use prost::Message;
 /// in queues: ten seconds allows a loaded machine.
 const DECISION_CLOCK_SKEW_MS: i64 = 10_000;
 
-/// A decision made ahead, validated: the decision, its time, its eager activity slots, and
-/// whether its commands are within the payload limit.
-#[derive(Clone, Copy)]
+/// A decision made ahead, validated: the decision, its worker's sticky queue, its time, its
+/// eager activity slots (and their queue), and whether its commands are within the payload
+/// limit.
 pub(super) struct CheckedDecision<'a> {
     decision: &'a pb::WorkflowDecision,
+    sticky_queue: TaskQueue,
     at: Millis,
     slots: usize,
+    eager_queue: Option<TaskQueue>,
     within_limit: bool,
 }
 
@@ -43,7 +45,7 @@ impl Engine {
         &self,
         d: &'a pb::WorkflowDecision,
     ) -> Result<CheckedDecision<'a>, EngineError> {
-        sticky_queue_field("decision.sticky_queue", &d.sticky_queue)?;
+        let sticky_queue = sticky_queue_field("decision.sticky_queue", &d.sticky_queue)?;
         if d.history_len < 1 {
             return Err(EngineError::invalid(
                 "decision.history_len",
@@ -56,14 +58,21 @@ impl Engine {
             .map(from_timestamp)
             .ok_or_else(|| EngineError::invalid("decision.decided_at", "is required"))?;
         let slots = usize::try_from(d.eager_activity_slots.clamp(0, 64)).unwrap_or(0);
-        if slots > 0 {
-            TaskQueue::parse(&d.eager_activity_queue)?;
-        }
+        let eager_queue = if slots > 0 {
+            Some(TaskQueue::parse_field(
+                "decision.eager_activity_queue",
+                &d.eager_activity_queue,
+            )?)
+        } else {
+            None
+        };
         let size: usize = d.commands.iter().map(Message::encoded_len).sum();
         Ok(CheckedDecision {
             decision: d,
+            sticky_queue,
             at,
             slots,
+            eager_queue,
             within_limit: size <= self.config.max_payload_bytes,
         })
     }
@@ -84,14 +93,16 @@ impl Engine {
         token: &TaskToken,
         result: Option<pb::Payload>,
         ident: &str,
-        checked: CheckedDecision<'_>,
+        checked: &CheckedDecision<'_>,
         now: Millis,
         pollers: &mut dyn Pollers,
     ) -> Result<Option<Decided>, EngineError> {
-        let CheckedDecision {
+        let &CheckedDecision {
             decision: d,
+            ref sticky_queue,
             at,
             slots,
+            ref eager_queue,
             within_limit,
         } = checked;
         // The decision's time: not after the engine's (history's times never go back), and
@@ -100,7 +111,7 @@ impl Engine {
             && run.state.buffered.is_empty()
             && run.next_event_id - 1 == d.history_len
             && !run.state.sticky_queue.is_empty()
-            && run.state.sticky_queue == d.sticky_queue
+            && *sticky_queue == run.state.sticky_queue
             && at <= now
             && now.saturating_sub(at) <= DECISION_CLOCK_SKEW_MS
             && within_limit;
@@ -116,7 +127,7 @@ impl Engine {
             ident,
             at,
             Dispatch {
-                eager_workflow_queue: Some(&d.sticky_queue),
+                eager_workflow_queue: Some(sticky_queue),
                 ..Dispatch::nobody(now)
             },
         )?;
@@ -133,11 +144,11 @@ impl Engine {
         let wft_token = TaskToken::for_workflow_task(&first.commit.run, wft, &lease.id);
         let completion = Dispatch {
             sticky: Some(Sticky {
-                queue: &d.sticky_queue,
+                queue: sticky_queue,
                 returns_history: true,
             }),
             eager_activities: EagerSlots {
-                queue: &d.eager_activity_queue,
+                queue: eager_queue.as_deref().unwrap_or_default(),
                 slots,
             },
             ..Dispatch::pollers(pollers, now)

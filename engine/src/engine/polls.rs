@@ -285,14 +285,14 @@ impl Engine {
         Ok(Some(pb::PollWorkflowTaskResponse {
             task_token: token.encode_to_vec(),
             workflow_execution: Some(pb::WorkflowExecution {
-                workflow_id: run.workflow_id.clone(),
+                workflow_id: run.workflow_id.to_string(),
                 run_id: run.run_id.to_text(),
             }),
-            workflow_type: run.workflow_type.clone(),
+            workflow_type: run.workflow_type.to_string(),
             history,
             attempt: wft.attempt,
             scheduled_time: Some(to_timestamp(wft.visible_at)),
-            namespace: run.namespace.clone(),
+            namespace: run.namespace.to_string(),
             traceparent: run.state.traceparent.clone(),
         }))
     }
@@ -323,7 +323,7 @@ impl Engine {
             Duration::from_millis((self.now() - visible_at).max(0) as u64),
         );
         let task_token = TaskToken {
-            namespace,
+            namespace: namespace.into(),
             run_id: run_id.to_text(),
             kind: TOKEN_KIND_ACTIVITY,
             scheduled_event_id,

@@ -8,7 +8,7 @@ use super::Engine;
 use crate::clock::{from_timestamp, to_timestamp};
 use crate::error::{EngineError, duration_field};
 use crate::history::{PendingActivity, Run};
-use crate::ids::RunId;
+use crate::ids::{InvalidId, RunId, TaskQueue, WorkflowType};
 use crate::store::{ListAfter, ListQuery};
 use martix_proto::v1 as pb;
 use std::time::Duration;
@@ -135,17 +135,16 @@ impl Engine {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let query = ListQuery {
-            namespace: ns.to_string(),
             statuses,
-            workflow_type: opt(&req.workflow_type),
-            task_queue: opt(&req.task_queue),
-            workflow_id_prefix: opt(&req.workflow_id_prefix),
+            workflow_type: optional(WorkflowType::parse, &req.workflow_type)?,
+            task_queue: optional(TaskQueue::parse, &req.task_queue)?,
+            workflow_id_prefix: (!req.workflow_id_prefix.is_empty())
+                .then(|| req.workflow_id_prefix.clone()),
             start_time_from: req.start_time_from.as_ref().map(from_timestamp),
             start_time_to: req.start_time_to.as_ref().map(from_timestamp),
             after,
-            limit: limit + 1,
+            ..ListQuery::new(ns, limit + 1)
         };
         let mut runs = self.store.list_runs(&query).await?;
         let next_page_token = if runs.len() > limit {
@@ -282,6 +281,18 @@ impl Engine {
     }
 }
 
+/// An optional filter: none when empty, else by its kind's rules.
+fn optional<T>(
+    parse: fn(&str) -> Result<T, InvalidId>,
+    raw: &str,
+) -> Result<Option<T>, EngineError> {
+    if raw.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(parse(raw)?))
+    }
+}
+
 fn decode_list_token(raw: &[u8]) -> Result<ListAfter, EngineError> {
     let bad = || EngineError::invalid("next_page_token", PAGE_TOKEN_MALFORMED);
     let s = std::str::from_utf8(raw).map_err(|_| bad())?;
@@ -301,11 +312,11 @@ fn info(
 ) -> pb::WorkflowExecutionInfo {
     pb::WorkflowExecutionInfo {
         execution: Some(pb::WorkflowExecution {
-            workflow_id: run.workflow_id.clone(),
+            workflow_id: run.workflow_id.to_string(),
             run_id: run.run_id.to_text(),
         }),
-        workflow_type: run.workflow_type.clone(),
-        task_queue: run.task_queue.clone(),
+        workflow_type: run.workflow_type.to_string(),
+        task_queue: run.task_queue.to_string(),
         status: run.status as i32,
         start_time: Some(to_timestamp(run.start_time)),
         close_time: run.close_time.map(to_timestamp),

@@ -1,13 +1,14 @@
-//! The checks an operation makes of its request before it decides anything: identities,
-//! request ids, payload sizes, sticky queues, and the run an execution names. A malformed or
-//! oversized request is refused here, with the field it is wrong in, so that `history`'s
-//! decisions see only well-formed input. Namespaces are checked by `namespaces`; task tokens by
-//! `worker`, which reads them.
+//! Requests parsed once, at the edge: each operation turns its protobuf request into typed
+//! values here (ids by `ids`' rules, identities, request ids, payload sizes, sticky queues,
+//! the execution a request names, a signal) before it decides anything. A malformed or
+//! oversized request is refused with the field it is wrong in, so that `history`'s decisions
+//! see only well-formed input. Namespaces are checked by `namespaces`; task tokens by `worker`,
+//! which reads them.
 
 use super::Engine;
 use crate::error::EngineError;
 use crate::history::Run;
-use crate::ids::{Namespace, RunId, TaskQueue, WorkflowId};
+use crate::ids::{Namespace, RunId, SignalName, TaskQueue, WorkflowId};
 use martix_proto::v1 as pb;
 
 pub(super) fn payload_len(p: Option<&pb::Payload>) -> usize {
@@ -43,10 +44,37 @@ pub(super) fn request_id(id: &str) -> Result<Option<String>, EngineError> {
 }
 
 /// Validates a worker's sticky queue, given in request field `field`.
-pub(super) fn sticky_queue_field(field: &'static str, raw: &str) -> Result<(), EngineError> {
-    TaskQueue::parse(raw)
-        .map(|_| ())
-        .map_err(|_| EngineError::invalid(field, "must be 1 to 255 bytes, no control characters"))
+pub(super) fn sticky_queue_field(field: &'static str, raw: &str) -> Result<TaskQueue, EngineError> {
+    Ok(TaskQueue::parse_field(field, raw)?)
+}
+
+/// The run a request names: a workflow id, and one of its runs or (none) its newest.
+pub(super) struct Execution {
+    pub(super) workflow_id: WorkflowId,
+    pub(super) run_id: Option<RunId>,
+}
+
+impl Execution {
+    /// Parses the request's `execution` field.
+    pub(super) fn parse(execution: Option<&pb::WorkflowExecution>) -> Result<Self, EngineError> {
+        let execution =
+            execution.ok_or_else(|| EngineError::invalid("execution", "must be given"))?;
+        Ok(Self {
+            workflow_id: WorkflowId::parse_field("execution.workflow_id", &execution.workflow_id)?,
+            run_id: if execution.run_id.is_empty() {
+                None
+            } else {
+                Some(RunId::parse("execution.run_id", &execution.run_id)?)
+            },
+        })
+    }
+}
+
+/// A signal as a request gives it: its name, input and request id (for deduplication).
+pub(super) struct Signal {
+    pub(super) name: SignalName,
+    pub(super) input: Option<pb::Payload>,
+    pub(super) request_id: Option<String>,
 }
 
 impl Engine {
@@ -65,33 +93,42 @@ impl Engine {
         Ok(())
     }
 
+    /// Parses a signal's fields (`signal_name`, its input, `request_id`).
+    pub(super) fn signal(
+        &self,
+        name: &str,
+        input: Option<pb::Payload>,
+        request_id: &str,
+    ) -> Result<Signal, EngineError> {
+        let name = SignalName::parse(name)?;
+        self.check_payload("signal_input", payload_len(input.as_ref()))?;
+        Ok(Signal {
+            name,
+            input,
+            request_id: self::request_id(request_id)?,
+        })
+    }
+
     /// The run an execution names: the given run id, or the newest run of the workflow id.
     pub(super) async fn resolve(
         &self,
         ns: &Namespace,
         execution: Option<&pb::WorkflowExecution>,
     ) -> Result<Run, EngineError> {
-        let execution =
-            execution.ok_or_else(|| EngineError::invalid("execution", "must be given"))?;
-        let wid = WorkflowId::parse(&execution.workflow_id)?;
-        let run = if execution.run_id.is_empty() {
-            self.store.latest_run(ns.as_str(), wid.as_str()).await?
-        } else {
-            let run_id = RunId::parse("execution.run_id", &execution.run_id)?;
-            self.store
+        let e = Execution::parse(execution)?;
+        let wid = &e.workflow_id;
+        let run = match e.run_id {
+            None => self.store.latest_run(ns, wid).await?,
+            Some(run_id) => self
+                .store
                 .load_run(run_id)
                 .await?
-                .filter(|r| r.namespace == ns.as_str() && r.workflow_id == wid.as_str())
+                .filter(|r| r.namespace == *ns && r.workflow_id == *wid),
         };
         run.ok_or_else(|| {
             EngineError::NotFound(format!(
-                "workflow '{}' has no run{} in namespace '{ns}'",
-                wid,
-                if execution.run_id.is_empty() {
-                    String::new()
-                } else {
-                    format!(" '{}'", execution.run_id)
-                }
+                "workflow '{wid}' has no run{} in namespace '{ns}'",
+                e.run_id.map(|r| format!(" '{r}'")).unwrap_or_default()
             ))
         })
     }

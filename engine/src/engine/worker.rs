@@ -68,22 +68,27 @@ impl Engine {
     ) -> Result<pb::RespondWorkflowTaskCompletedResponse, EngineError> {
         let (token, run_id) = self.decode_token(&req.task_token, TOKEN_KIND_WORKFLOW)?;
         let ident = identity(&req.identity)?;
-        if !req.sticky_queue.is_empty() {
-            sticky_queue_field("sticky_queue", &req.sticky_queue)?;
-        }
+        let sticky_queue = (!req.sticky_queue.is_empty())
+            .then(|| sticky_queue_field("sticky_queue", &req.sticky_queue))
+            .transpose()?;
         let size: usize = req.commands.iter().map(Message::encoded_len).sum();
         self.check_payload("commands", size)?;
         let eager_slots = usize::try_from(req.eager_activity_slots.clamp(0, 64)).unwrap_or(0);
-        if eager_slots > 0 {
-            TaskQueue::parse(&req.eager_activity_queue)?;
-        }
-        let sticky = (!req.sticky_queue.is_empty()).then_some(Sticky {
-            queue: &req.sticky_queue,
+        let eager_queue = if eager_slots > 0 {
+            Some(TaskQueue::parse_field(
+                "eager_activity_queue",
+                &req.eager_activity_queue,
+            )?)
+        } else {
+            None
+        };
+        let sticky = sticky_queue.as_ref().map(|queue| Sticky {
+            queue,
             returns_history: req.return_history,
         });
         let return_history = sticky.is_some_and(|s| s.returns_history);
         let eager_activities = EagerSlots {
-            queue: &req.eager_activity_queue,
+            queue: eager_queue.as_deref().unwrap_or_default(),
             slots: eager_slots,
         };
         let (rejected, eager, events) = self
@@ -157,7 +162,10 @@ impl Engine {
         let eager_queue = if req.eager_workflow_queue.is_empty() {
             None
         } else {
-            Some(TaskQueue::parse(&req.eager_workflow_queue)?)
+            Some(TaskQueue::parse_field(
+                "eager_workflow_queue",
+                &req.eager_workflow_queue,
+            )?)
         };
         let decision = req
             .decision
@@ -167,7 +175,7 @@ impl Engine {
         let (activity_type, answer) = self
             .update(run_id, |run, now, pollers| {
                 let activity_type = activity_type_of(run, token.scheduled_event_id);
-                if let Some(checked) = decision
+                if let Some(checked) = &decision
                     && let Some(mut decided) = self.decide_ahead(
                         run,
                         &token,

@@ -7,7 +7,7 @@
 
 use super::Engine;
 use super::commit::MAX_CONFLICT_RETRIES;
-use super::requests::{identity, payload_len, request_id};
+use super::requests::{Signal, identity, payload_len};
 use crate::error::{EngineError, duration_field};
 use crate::history::{self, Dispatch, StartParams};
 use crate::ids::{RunId, TaskQueue, WorkflowId, WorkflowType};
@@ -20,7 +20,8 @@ impl Engine {
         &self,
         req: pb::StartWorkflowRequest,
     ) -> Result<pb::StartWorkflowResponse, EngineError> {
-        self.start_run(req, None).await
+        let start = self.parse_start(req).await?;
+        self.start_run(start, None).await
     }
 
     /// Signals the open run of the id, or starts one that begins with the signal.
@@ -28,33 +29,23 @@ impl Engine {
         &self,
         req: pb::SignalWithStartWorkflowRequest,
     ) -> Result<pb::SignalWithStartWorkflowResponse, EngineError> {
-        if req.signal_name.is_empty() || req.signal_name.len() > 255 {
-            return Err(EngineError::invalid(
-                "signal_name",
-                "must be 1 to 255 bytes",
-            ));
-        }
-        self.check_payload("signal_input", payload_len(req.signal_input.as_ref()))?;
         let start = req
             .start
             .ok_or_else(|| EngineError::invalid("start", "is required"))?;
-        let request_id = request_id(&req.request_id)?;
-        let r = self
-            .start_run(start, Some((req.signal_name, req.signal_input, request_id)))
-            .await?;
+        let start = self.parse_start(start).await?;
+        let signal = self.signal(&req.signal_name, req.signal_input, &req.request_id)?;
+        let r = self.start_run(start, Some(signal)).await?;
         Ok(pb::SignalWithStartWorkflowResponse {
             run_id: r.run_id,
             started: r.started,
         })
     }
 
-    /// Starts a run (with a first signal for signal-with-start), or finds the open one (and,
-    /// for signal-with-start, signals it).
-    async fn start_run(
+    /// Parses a start request: the new run's parameters and the id-reuse policy.
+    async fn parse_start(
         &self,
         req: pb::StartWorkflowRequest,
-        signal: Option<(String, Option<pb::Payload>, Option<String>)>,
-    ) -> Result<pb::StartWorkflowResponse, EngineError> {
+    ) -> Result<(StartParams, pb::IdReusePolicy), EngineError> {
         let ns = self.namespace(&req.namespace).await?;
         let wid = WorkflowId::parse(&req.workflow_id)?;
         let wtype = WorkflowType::parse(&req.workflow_type)?;
@@ -66,11 +57,9 @@ impl Engine {
         let ms = |field, d: Option<&pbjson_types::Duration>| -> Result<i64, EngineError> {
             Ok(duration_field(field, d)?.map_or(0, |d| d.as_millis() as i64))
         };
-        let mut params = StartParams {
-            namespace: ns.to_string(),
-            workflow_id: wid.to_string(),
-            workflow_type: wtype.to_string(),
-            task_queue: queue.to_string(),
+        let policy = pb::IdReusePolicy::try_from(req.id_reuse_policy)
+            .map_err(|_| EngineError::invalid("id_reuse_policy", "is not a known policy"))?;
+        let params = StartParams {
             input: req.input,
             execution_timeout_ms: ms(
                 "workflow_execution_timeout",
@@ -80,16 +69,23 @@ impl Engine {
             task_timeout_ms: ms("workflow_task_timeout", req.workflow_task_timeout.as_ref())?,
             identity: ident.to_owned(),
             memo: req.memo,
-            continued_from: None,
-            first_run_id: None,
-            execution_deadline: None,
             // The RPC's span: a child of the caller's trace when it sent one.
             traceparent: martix_proto::trace::current(),
-            initial_signal: signal.as_ref().map(|(n, i, _)| (n.clone(), i.clone())),
-            events_published: 0,
+            ..StartParams::new(ns, wid, wtype, queue)
         };
-        let policy = pb::IdReusePolicy::try_from(req.id_reuse_policy)
-            .map_err(|_| EngineError::invalid("id_reuse_policy", "is not a known policy"))?;
+        Ok((params, policy))
+    }
+
+    /// Starts a run (with a first signal for signal-with-start), or finds the open one (and,
+    /// for signal-with-start, signals it).
+    async fn start_run(
+        &self,
+        (mut params, policy): (StartParams, pb::IdReusePolicy),
+        signal: Option<Signal>,
+    ) -> Result<pb::StartWorkflowResponse, EngineError> {
+        params.initial_signal = signal.as_ref().map(|s| (s.name.clone(), s.input.clone()));
+        let (ns, wid) = (params.namespace.clone(), params.workflow_id.clone());
+        let ident = params.identity.clone();
         // A plain start goes first as if the id was never used (business keys are mostly new): the insert
         // checks that, and saves reading the id's latest run. A used id is read and decided on
         // as usual. Signal-with-start mostly meets a running workflow: it reads first.
@@ -105,13 +101,19 @@ impl Engine {
                 // (per business key), sequence numbers never repeat.
                 params.events_published = last.state.events_published;
                 if last.is_open() {
-                    if let Some((name, input, request_id)) = &signal {
+                    if let Some(signal) = &signal {
                         let signalled = self
                             .update(last.run_id, |run, now, pollers| {
                                 let d = Dispatch::pollers(pollers, now);
-                                let mut c =
-                                    history::signal(run, name, input.clone(), ident, now, d)?;
-                                c.commit.request_id.clone_from(request_id);
+                                let mut c = history::signal(
+                                    run,
+                                    &signal.name,
+                                    signal.input.clone(),
+                                    &ident,
+                                    now,
+                                    d,
+                                )?;
+                                c.commit.request_id.clone_from(&signal.request_id);
                                 Ok((Some(c), ()))
                             })
                             .await;
@@ -151,11 +153,11 @@ impl Engine {
             let now = self.now();
             let d = Dispatch::pollers(&mut pollers, now);
             let mut decided = history::new_run(&params, run_id, now, d);
-            decided.commit.request_id = signal.as_ref().and_then(|(_, _, r)| r.clone());
+            decided.commit.request_id = signal.as_ref().and_then(|s| s.request_id.clone());
             decided.commit.fresh_id = fresh;
             match self.write(decided, pollers).await {
                 Ok(()) => {
-                    self.metrics.started(wtype.as_str());
+                    self.metrics.started(&params.workflow_type);
                     tracing::debug!(namespace = %ns, workflow_id = %wid, run_id = %run_id, "workflow started");
                     return Ok(pb::StartWorkflowResponse {
                         run_id: run_id.to_text(),
@@ -193,17 +195,10 @@ impl Engine {
         req: pb::SignalWorkflowRequest,
     ) -> Result<pb::SignalWorkflowResponse, EngineError> {
         let ns = self.namespace(&req.namespace).await?;
-        if req.signal_name.is_empty() || req.signal_name.len() > 255 {
-            return Err(EngineError::invalid(
-                "signal_name",
-                "must be 1 to 255 bytes",
-            ));
-        }
-        self.check_payload("input", payload_len(req.input.as_ref()))?;
+        let signal = self.signal(&req.signal_name, req.input, &req.request_id)?;
         let ident = identity(&req.identity)?;
-        let request_id = request_id(&req.request_id)?;
-        if let Some(id) = &request_id
-            && self.store.request_recorded(ns.as_str(), id).await?
+        if let Some(id) = &signal.request_id
+            && self.store.request_recorded(&ns, id).await?
         {
             // Applied before (a retry, a redelivered message): even if the run has closed
             // since, the answer is the same.
@@ -212,8 +207,8 @@ impl Engine {
         let run = self.resolve(&ns, req.execution.as_ref()).await?;
         self.update(run.run_id, |run, now, pollers| {
             let d = Dispatch::pollers(pollers, now);
-            let mut c = history::signal(run, &req.signal_name, req.input.clone(), ident, now, d)?;
-            c.commit.request_id.clone_from(&request_id);
+            let mut c = history::signal(run, &signal.name, signal.input.clone(), ident, now, d)?;
+            c.commit.request_id.clone_from(&signal.request_id);
             Ok((Some(c), ()))
         })
         .await?;

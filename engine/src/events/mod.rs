@@ -16,6 +16,7 @@ pub use projection::{Pools, Projection, ProjectionError, ProjectionTx, Projectio
 
 use crate::engine::Engine;
 use crate::error::EngineError;
+use crate::ids::{Namespace, WorkflowType};
 use crate::store::events::StoredEvent;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
@@ -339,14 +340,21 @@ pub async fn events_from_histories(
     let store = engine.store();
     // The workflow types whose histories to read: those the projections name, or every type
     // if one of them names none.
-    let mut types: Vec<Option<String>> = Vec::new();
+    let mut types: Vec<Option<WorkflowType>> = Vec::new();
     for p in projections {
         match p.workflow_types() {
             [] => {
                 types = vec![None];
                 break;
             }
-            named => types.extend(named.iter().map(|t| Some((*t).to_owned()))),
+            named => {
+                for t in named {
+                    let t = WorkflowType::parse(t).map_err(|e| {
+                        EngineError::Internal(format!("projection '{}': {e}", p.name()))
+                    })?;
+                    types.push(Some(t));
+                }
+            }
         }
     }
     types.sort();
@@ -354,6 +362,8 @@ pub async fn events_from_histories(
     let mut out = Vec::new();
     let mut scans = Vec::new();
     for ns in store.list_namespaces().await? {
+        let ns = Namespace::parse(&ns)
+            .map_err(|e| EngineError::Internal(format!("stored namespace: {e}")))?;
         for t in &types {
             scans.push((ns.clone(), t.clone()));
         }
@@ -363,11 +373,9 @@ pub async fn events_from_histories(
         loop {
             let runs = store
                 .list_runs(&crate::store::ListQuery {
-                    namespace: ns.clone(),
                     workflow_type: workflow_type.clone(),
                     after: after.clone(),
-                    limit: 500,
-                    ..Default::default()
+                    ..crate::store::ListQuery::new(ns.clone(), 500)
                 })
                 .await?;
             let Some(last) = runs.last() else { break };
@@ -393,9 +401,9 @@ pub async fn events_from_histories(
                                     &run.workflow_id,
                                 ),
                                 event_id: p.event_id.clone(),
-                                namespace: run.namespace.clone(),
-                                subject: run.workflow_id.clone(),
-                                workflow_type: run.workflow_type.clone(),
+                                namespace: run.namespace.to_string(),
+                                subject: run.workflow_id.to_string(),
+                                workflow_type: run.workflow_type.to_string(),
                                 run_id: p.event_id.split('/').next().unwrap_or_default().into(),
                                 sequence: p.sequence,
                                 event_type: p.event_type.clone(),

@@ -26,7 +26,7 @@ pub use retry::retry_delay;
 pub use state::*;
 
 use crate::clock::{Millis, to_timestamp};
-use crate::ids::RunId;
+use crate::ids::{RunId, TaskQueue};
 use martix_proto::v1 as pb;
 use pb::history_event::Attributes;
 
@@ -226,15 +226,13 @@ impl Transition {
 
     /// Schedules the run's workflow task (first attempt) on the workflow's task queue.
     pub(crate) fn schedule_workflow_task(&mut self) {
-        let queue = if self.run.state.sticky_queue.is_empty() {
-            self.run.task_queue.clone()
-        } else {
-            self.run.state.sticky_queue.clone()
-        };
+        // The sticky queue was checked when a worker named it.
+        let queue = TaskQueue::parse(&self.run.state.sticky_queue)
+            .unwrap_or_else(|_| self.run.task_queue.clone());
         let timeout = self.run.state.workflow_task_timeout_ms;
         let id = self.append(Attributes::WorkflowTaskScheduled(
             pb::WorkflowTaskScheduledAttributes {
-                task_queue: queue.clone(),
+                task_queue: queue.to_string(),
                 start_to_close_timeout: Some(ms_to_duration(timeout)),
                 attempt: 1,
             },
@@ -277,9 +275,9 @@ impl Transition {
         }));
         self.outbox.push(OutboxEvent {
             event_id,
-            namespace: self.run.namespace.clone(),
-            subject: self.run.workflow_id.clone(),
-            workflow_type: self.run.workflow_type.clone(),
+            namespace: self.run.namespace.to_string(),
+            subject: self.run.workflow_id.to_string(),
+            workflow_type: self.run.workflow_type.to_string(),
             run_id: self.run.run_id,
             sequence,
             event_type: event_type.to_owned(),

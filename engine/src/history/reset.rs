@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::error::EngineError;
-use crate::ids::RunId;
+use crate::ids::{RunId, TaskQueue};
 
 /// The WorkflowTaskCompleted event to reset to: `0` the last, `-1` the first, else that id.
 pub fn reset_point(history: &[pb::HistoryEvent], requested: i64) -> Result<i64, EngineError> {
@@ -145,22 +145,25 @@ pub fn reset(
         });
         let activity = ScheduledActivity {
             workflow_execution: Some(pb::WorkflowExecution {
-                workflow_id: run.workflow_id.clone(),
+                workflow_id: run.workflow_id.to_string(),
                 run_id: new_id.to_text(),
             }),
-            workflow_type: run.workflow_type.clone(),
+            workflow_type: run.workflow_type.to_string(),
             activity_id: a.activity_id.clone(),
             activity_type: a.activity_type.clone(),
             input: a.input.clone(),
             scheduled_time: Some(crate::clock::to_timestamp(*at)),
             start_to_close_timeout: a.start_to_close_timeout,
             heartbeat_timeout: a.heartbeat_timeout,
-            namespace: run.namespace.clone(),
+            namespace: run.namespace.to_string(),
             traceparent: run.state.traceparent.clone(),
         };
         tasks.push(TaskOp::Insert(ActivityTask {
             namespace: run.namespace.clone(),
-            task_queue: a.task_queue.clone(),
+            // Checked when the activity was scheduled.
+            task_queue: TaskQueue::parse(&a.task_queue).map_err(|e| {
+                EngineError::Internal(format!("history of run {}: {e}", run.run_id))
+            })?,
             run_id: new_id,
             scheduled_event_id: *id,
             attempt: 1,

@@ -2,7 +2,7 @@
 //! transaction as the events that change it.
 
 use crate::clock::Millis;
-use crate::ids::RunId;
+use crate::ids::{Namespace, RunId, TaskQueue, WorkflowId, WorkflowType};
 use martix_proto::v1 as pb;
 
 /// The part of the checkpoint kept as one encoded blob. The fields the store must query
@@ -113,7 +113,7 @@ impl Lease {
 /// workers can claim it by queue).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkflowTask {
-    pub queue: String,
+    pub queue: TaskQueue,
     pub attempt: i32,
     /// The WorkflowTaskScheduled event; 0 for a retried attempt, whose events are written only
     /// when it completes.
@@ -132,11 +132,11 @@ impl WorkflowTask {
 /// The checkpoint of one run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Run {
-    pub namespace: String,
-    pub workflow_id: String,
+    pub namespace: Namespace,
+    pub workflow_id: WorkflowId,
     pub run_id: RunId,
-    pub workflow_type: String,
-    pub task_queue: String,
+    pub workflow_type: WorkflowType,
+    pub task_queue: TaskQueue,
     pub status: pb::WorkflowStatus,
     pub start_time: Millis,
     pub close_time: Option<Millis>,
@@ -196,8 +196,8 @@ pub struct ScheduledActivity {
 /// An activity task row: what a polling worker needs, without reading the run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ActivityTask {
-    pub namespace: String,
-    pub task_queue: String,
+    pub namespace: Namespace,
+    pub task_queue: TaskQueue,
     pub run_id: RunId,
     pub scheduled_event_id: i64,
     pub attempt: i32,

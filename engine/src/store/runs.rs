@@ -7,7 +7,7 @@
 
 use crate::clock::Millis;
 use crate::history::{Run, RunCommit};
-use crate::ids::RunId;
+use crate::ids::{Namespace, RunId, TaskQueue, WorkflowType};
 use crate::store::StoreError;
 use martix_proto::v1 as pb;
 
@@ -19,18 +19,35 @@ pub struct ListAfter {
 }
 
 /// Filters and page position of a run listing.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ListQuery {
-    pub namespace: String,
+    pub namespace: Namespace,
     pub statuses: Vec<pb::WorkflowStatus>,
-    pub workflow_type: Option<String>,
-    pub task_queue: Option<String>,
+    pub workflow_type: Option<WorkflowType>,
+    pub task_queue: Option<TaskQueue>,
     pub workflow_id_prefix: Option<String>,
     pub start_time_from: Option<Millis>,
     pub start_time_to: Option<Millis>,
     /// Continue after this run (by start time, then run id), newest first.
     pub after: Option<ListAfter>,
     pub limit: usize,
+}
+
+impl ListQuery {
+    /// The newest `limit` runs of `namespace`, unfiltered.
+    pub fn new(namespace: Namespace, limit: usize) -> Self {
+        Self {
+            namespace,
+            statuses: Vec::new(),
+            workflow_type: None,
+            task_queue: None,
+            workflow_id_prefix: None,
+            start_time_from: None,
+            start_time_to: None,
+            after: None,
+            limit,
+        }
+    }
 }
 
 /// A run's changes and what they wrote. Every method is atomic.

@@ -15,8 +15,8 @@ pub(super) fn schedule(
     completed: i64,
 ) -> Result<(), String> {
     let now = t.now();
-    check_id("activity_id", &c.activity_id)?;
-    check_id("activity_type", &c.activity_type)?;
+    parse_id(ActivityId::parse, &c.activity_id)?;
+    parse_id(ActivityType::parse, &c.activity_type)?;
     if t.run()
         .state
         .activities
@@ -28,12 +28,7 @@ pub(super) fn schedule(
             c.activity_id
         ));
     }
-    let queue = if c.task_queue.is_empty() {
-        t.run().task_queue.clone()
-    } else {
-        check_id("task_queue", &c.task_queue)?;
-        c.task_queue.clone()
-    };
+    let queue = queue_or(t.run(), &c.task_queue)?;
     let s2c = duration_to_ms(c.schedule_to_close_timeout.as_ref());
     let mut st2c = duration_to_ms(c.start_to_close_timeout.as_ref());
     if st2c <= 0 {
@@ -50,7 +45,7 @@ pub(super) fn schedule(
         pb::ActivityTaskScheduledAttributes {
             activity_id: c.activity_id.clone(),
             activity_type: c.activity_type.clone(),
-            task_queue: queue.clone(),
+            task_queue: queue.to_string(),
             input: c.input.clone(),
             schedule_to_close_timeout: c.schedule_to_close_timeout,
             schedule_to_start_timeout: c.schedule_to_start_timeout,
@@ -64,7 +59,7 @@ pub(super) fn schedule(
         scheduled_event_id,
         activity_id: c.activity_id.clone(),
         activity_type: c.activity_type.clone(),
-        task_queue: queue.clone(),
+        task_queue: queue.to_string(),
         attempt: 1,
         scheduled_time: now,
         next_attempt_time: 0,
@@ -77,17 +72,17 @@ pub(super) fn schedule(
     let run = t.run();
     let activity = ScheduledActivity {
         workflow_execution: Some(pb::WorkflowExecution {
-            workflow_id: run.workflow_id.clone(),
+            workflow_id: run.workflow_id.to_string(),
             run_id: run.run_id.to_text(),
         }),
-        workflow_type: run.workflow_type.clone(),
+        workflow_type: run.workflow_type.to_string(),
         activity_id: c.activity_id.clone(),
         activity_type: c.activity_type.clone(),
         input: c.input.clone(),
         scheduled_time: Some(crate::clock::to_timestamp(now)),
         start_to_close_timeout: Some(ms_to_duration(st2c)),
         heartbeat_timeout: c.heartbeat_timeout,
-        namespace: run.namespace.clone(),
+        namespace: run.namespace.to_string(),
         traceparent: run.state.traceparent.clone(),
     };
     let task = ActivityTask {

@@ -68,33 +68,23 @@ pub(super) fn continue_as_new(
     let workflow_type = if c.workflow_type.is_empty() {
         run.workflow_type.clone()
     } else {
-        check_id("workflow_type", &c.workflow_type)?;
-        c.workflow_type.clone()
+        parse_id(WorkflowType::parse, &c.workflow_type)?
     };
-    let task_queue = if c.task_queue.is_empty() {
-        run.task_queue.clone()
-    } else {
-        check_id("task_queue", &c.task_queue)?;
-        c.task_queue.clone()
-    };
+    let task_queue = queue_or(&run, &c.task_queue)?;
     let new_id = RunId::new();
     t.close(
         pb::WorkflowStatus::ContinuedAsNew,
         Attributes::WorkflowExecutionContinuedAsNew(
             pb::WorkflowExecutionContinuedAsNewAttributes {
                 new_run_id: new_id.to_text(),
-                workflow_type: workflow_type.clone(),
-                task_queue: task_queue.clone(),
+                workflow_type: workflow_type.to_string(),
+                task_queue: task_queue.to_string(),
                 input: c.input.clone(),
                 workflow_task_completed_event_id: completed,
             },
         ),
     );
     let params = StartParams {
-        namespace: run.namespace.clone(),
-        workflow_id: run.workflow_id.clone(),
-        workflow_type,
-        task_queue,
         input: c.input.clone(),
         run_timeout_ms: duration_to_ms(c.workflow_run_timeout.as_ref()),
         task_timeout_ms: duration_to_ms(c.workflow_task_timeout.as_ref()),
@@ -104,7 +94,12 @@ pub(super) fn continue_as_new(
             .then_some(run.state.execution_deadline),
         traceparent: run.state.traceparent.clone(),
         events_published: run.state.events_published,
-        ..Default::default()
+        ..StartParams::new(
+            run.namespace.clone(),
+            run.workflow_id.clone(),
+            workflow_type,
+            task_queue,
+        )
     };
     t.set_new_run(first_change(&params, new_id, now));
     Ok(())

@@ -55,13 +55,12 @@ impl Pollers for Waiting {
 }
 
 fn params() -> StartParams {
-    StartParams {
-        namespace: "default".into(),
-        workflow_id: "w-1".into(),
-        workflow_type: "thing".into(),
-        task_queue: "q".into(),
-        ..Default::default()
-    }
+    StartParams::new(
+        Namespace::parse("default").unwrap(),
+        WorkflowId::parse("w-1").unwrap(),
+        WorkflowType::parse("thing").unwrap(),
+        TaskQueue::parse("q").unwrap(),
+    )
 }
 
 /// A started run (as stored) whose first workflow task is leased; the token of that lease.
@@ -336,7 +335,7 @@ fn an_activity_result_hands_its_workflow_task_to_the_reporting_worker_on_its_que
     run.version += 1;
     let act = &run.state.activities[0];
     let token = TaskToken {
-        namespace: run.namespace.clone(),
+        namespace: run.namespace.to_string(),
         run_id: run.run_id.to_text(),
         kind: TOKEN_KIND_ACTIVITY,
         scheduled_event_id: act.scheduled_event_id,

@@ -23,7 +23,9 @@ pub use workflow_task::{complete_workflow_task, fail_workflow_task, flush_for_cl
 use super::dispatch::hand_out;
 use super::*;
 use crate::error::EngineError;
-use crate::ids::RunId;
+use crate::ids::{
+    ActivityId, ActivityType, Namespace, RunId, SignalName, TaskQueue, WorkflowId, WorkflowType,
+};
 use prost::Message;
 use std::collections::HashMap;
 
@@ -65,7 +67,7 @@ impl TaskToken {
     /// run's history as it stands.
     pub fn for_workflow_task(run: &Run, wft: &WorkflowTask, lease_id: &str) -> Self {
         Self {
-            namespace: run.namespace.clone(),
+            namespace: run.namespace.to_string(),
             run_id: run.run_id.to_text(),
             kind: TOKEN_KIND_WORKFLOW,
             scheduled_event_id: wft.scheduled_event_id,
@@ -91,12 +93,12 @@ impl TaskToken {
 }
 
 /// A validated request to start a run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct StartParams {
-    pub namespace: String,
-    pub workflow_id: String,
-    pub workflow_type: String,
-    pub task_queue: String,
+    pub namespace: Namespace,
+    pub workflow_id: WorkflowId,
+    pub workflow_type: WorkflowType,
+    pub task_queue: TaskQueue,
     pub input: Option<pb::Payload>,
     pub execution_timeout_ms: i64,
     pub run_timeout_ms: i64,
@@ -110,9 +112,39 @@ pub struct StartParams {
     /// W3C trace context of the start (empty: none).
     pub traceparent: String,
     /// Signal-with-start: a signal recorded right after the start, in the same transaction.
-    pub initial_signal: Option<(String, Option<pb::Payload>)>,
+    pub initial_signal: Option<(SignalName, Option<pb::Payload>)>,
     /// Carried along a continue-as-new chain: events published so far.
     pub events_published: i64,
+}
+
+impl StartParams {
+    /// A start of `workflow_type` on `task_queue` with nothing else set (no input, timeouts,
+    /// memo or signal; a run of its own chain).
+    pub fn new(
+        namespace: Namespace,
+        workflow_id: WorkflowId,
+        workflow_type: WorkflowType,
+        task_queue: TaskQueue,
+    ) -> Self {
+        Self {
+            namespace,
+            workflow_id,
+            workflow_type,
+            task_queue,
+            input: None,
+            execution_timeout_ms: 0,
+            run_timeout_ms: 0,
+            task_timeout_ms: 0,
+            identity: String::new(),
+            memo: HashMap::new(),
+            continued_from: None,
+            first_run_id: None,
+            execution_deadline: None,
+            traceparent: String::new(),
+            initial_signal: None,
+            events_published: 0,
+        }
+    }
 }
 
 /// A new run: its first events, its first workflow task.
@@ -152,8 +184,8 @@ fn first_change(p: &StartParams, run_id: RunId, now: Millis) -> RunCommit {
     let opt = |ms: i64| (ms > 0).then(|| ms_to_duration(ms));
     t.append(Attributes::WorkflowExecutionStarted(
         pb::WorkflowExecutionStartedAttributes {
-            workflow_type: p.workflow_type.clone(),
-            task_queue: p.task_queue.clone(),
+            workflow_type: p.workflow_type.to_string(),
+            task_queue: p.task_queue.to_string(),
             input: p.input.clone(),
             workflow_execution_timeout: opt(p.execution_timeout_ms),
             workflow_run_timeout: opt(p.run_timeout_ms),
@@ -168,7 +200,7 @@ fn first_change(p: &StartParams, run_id: RunId, now: Millis) -> RunCommit {
     if let Some((name, input)) = &p.initial_signal {
         t.append(Attributes::WorkflowExecutionSignaled(
             pb::WorkflowExecutionSignaledAttributes {
-                signal_name: name.clone(),
+                signal_name: name.to_string(),
                 input: input.clone(),
                 identity: p.identity.clone(),
             },
@@ -223,11 +255,30 @@ pub(crate) fn same_namespace(run: &Run, token: &TaskToken) -> Result<(), EngineE
     }
 }
 
+/// A command's own name (a timer id, a marker's name): 1 to 255 bytes.
 fn check_id(field: &str, id: &str) -> Result<(), String> {
     match id.len() {
         0 => Err(format!("{field} must not be empty")),
         1..=255 => Ok(()),
         n => Err(format!("{field} is {n} bytes, at most 255")),
+    }
+}
+
+/// A command's name or id, by the same rules as the requests' (`ids`): a command cannot
+/// schedule onto a task queue that no worker may poll.
+fn parse_id<T>(
+    parse: fn(&str) -> Result<T, crate::ids::InvalidId>,
+    raw: &str,
+) -> Result<T, String> {
+    parse(raw).map_err(|e| e.to_string())
+}
+
+/// A command's optional task queue: the run's own when empty.
+fn queue_or(run: &Run, raw: &str) -> Result<TaskQueue, String> {
+    if raw.is_empty() {
+        Ok(run.task_queue.clone())
+    } else {
+        parse_id(TaskQueue::parse, raw)
     }
 }
 

@@ -9,13 +9,12 @@ pub(super) fn nobody(at: Millis) -> Dispatch<'static> {
 }
 
 fn started_run() -> Run {
-    let params = StartParams {
-        namespace: "default".into(),
-        workflow_id: "w-1".into(),
-        workflow_type: "thing".into(),
-        task_queue: "q".into(),
-        ..Default::default()
-    };
+    let params = StartParams::new(
+        Namespace::parse("default").unwrap(),
+        WorkflowId::parse("w-1").unwrap(),
+        WorkflowType::parse("thing").unwrap(),
+        TaskQueue::parse("q").unwrap(),
+    );
     let commit = new_run(&params, RunId::new(), T0, nobody(T0)).commit;
     assert_eq!(commit.events.len(), 2);
     commit.run
@@ -34,7 +33,7 @@ fn lease(run: &mut Run, now: Millis) -> TaskToken {
     let l = Lease::new(now, 10_000);
     wft.lease = Some(l.clone());
     TaskToken {
-        namespace: run.namespace.clone(),
+        namespace: run.namespace.to_string(),
         run_id: run.run_id.to_text(),
         kind: TOKEN_KIND_WORKFLOW,
         scheduled_event_id: wft.scheduled_event_id,
@@ -179,6 +178,29 @@ fn bad_commands_fail_the_task_and_leave_history_intact() {
             "never started",
         ),
         (vec![pb::Command { attributes: None }], "no attributes"),
+        // Ids in commands follow the requests' rules: no queue a worker could not poll.
+        (
+            vec![pb::Command {
+                attributes: Some(C::ScheduleActivity(pb::ScheduleActivityTaskCommand {
+                    activity_id: "a".into(),
+                    activity_type: "reserve".into(),
+                    task_queue: "billing\n".into(),
+                    ..Default::default()
+                })),
+            }],
+            "task_queue must not contain control characters",
+        ),
+        (
+            vec![pb::Command {
+                attributes: Some(C::ContinueAsNew(
+                    pb::ContinueAsNewWorkflowExecutionCommand {
+                        workflow_type: "x".repeat(256),
+                        ..Default::default()
+                    },
+                )),
+            }],
+            "workflow_type is 256 bytes, at most 255",
+        ),
     ];
     for (commands, why) in cases {
         let mut run = started_run();
@@ -240,7 +262,7 @@ fn with_activity() -> (Run, TaskToken) {
     ));
     let act = run.state.activities[0].clone();
     let token = TaskToken {
-        namespace: run.namespace.clone(),
+        namespace: run.namespace.to_string(),
         run_id: run.run_id.to_text(),
         kind: TOKEN_KIND_ACTIVITY,
         scheduled_event_id: act.scheduled_event_id,

@@ -53,7 +53,7 @@ fn ensure_scheduled(t: &mut Transition, wft: &WorkflowTask) -> i64 {
     let timeout = t.run().state.workflow_task_timeout_ms;
     t.append(Attributes::WorkflowTaskScheduled(
         pb::WorkflowTaskScheduledAttributes {
-            task_queue: wft.queue.clone(),
+            task_queue: wft.queue.to_string(),
             start_to_close_timeout: Some(ms_to_duration(timeout)),
             attempt: wft.attempt,
         },

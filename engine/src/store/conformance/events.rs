@@ -42,9 +42,9 @@ fn outbox_event(
 ) -> history::OutboxEvent {
     history::OutboxEvent {
         event_id: format!("{}/{}", run.run_id.to_text(), 100 + seq),
-        namespace: run.namespace.clone(),
-        subject: run.workflow_id.clone(),
-        workflow_type: run.workflow_type.clone(),
+        namespace: run.namespace.to_string(),
+        subject: run.workflow_id.to_string(),
+        workflow_type: run.workflow_type.to_string(),
         run_id: run.run_id,
         sequence: seq,
         event_type: event_type.into(),

@@ -19,7 +19,7 @@ use crate::clock::Millis;
 use crate::history::{
     self, ActivityTask, Dispatch, Run, RunCommit, ScheduledActivity, StartParams,
 };
-use crate::ids::RunId;
+use crate::ids::{Namespace, RunId, TaskQueue, WorkflowId, WorkflowType};
 use crate::store::Store;
 use martix_proto::v1 as pb;
 
@@ -39,13 +39,12 @@ pub(super) async fn namespace(store: &dyn Store) -> String {
 }
 
 pub(super) fn start(ns: &str, workflow_id: &str, queue: &str, at: Millis) -> RunCommit {
-    let params = StartParams {
-        namespace: ns.into(),
-        workflow_id: workflow_id.into(),
-        workflow_type: "thing".into(),
-        task_queue: queue.into(),
-        ..Default::default()
-    };
+    let params = StartParams::new(
+        Namespace::parse(ns).unwrap(),
+        WorkflowId::parse(workflow_id).unwrap(),
+        WorkflowType::parse("thing").unwrap(),
+        TaskQueue::parse(queue).unwrap(),
+    );
     history::new_run(&params, RunId::new(), at, Dispatch::nobody(at)).commit
 }
 
@@ -53,7 +52,7 @@ pub(super) fn start(ns: &str, workflow_id: &str, queue: &str, at: Millis) -> Run
 pub(super) fn activity(run: &Run, queue: &str, visible_at: Millis) -> ActivityTask {
     ActivityTask {
         namespace: run.namespace.clone(),
-        task_queue: queue.into(),
+        task_queue: TaskQueue::parse(queue).unwrap(),
         run_id: run.run_id,
         scheduled_event_id: 3,
         attempt: 1,

@@ -4,6 +4,7 @@
 
 use super::{T0, activity, namespace, start, stored, unique};
 use crate::history::{self, Dispatch, Run, RunCommit, TaskOp};
+use crate::ids::{Namespace, TaskQueue};
 use crate::store::{ListAfter, ListQuery, Store, StoreError};
 use martix_proto::v1 as pb;
 
@@ -164,11 +165,7 @@ pub async fn runs_are_listed_filtered_and_paged(store: &dyn Store) {
         .unwrap();
 
     let q = |f: &dyn Fn(&mut ListQuery)| {
-        let mut q = ListQuery {
-            namespace: ns.clone(),
-            limit: 100,
-            ..Default::default()
-        };
+        let mut q = ListQuery::new(Namespace::parse(&ns).unwrap(), 100);
         f(&mut q);
         q
     };
@@ -197,7 +194,9 @@ pub async fn runs_are_listed_filtered_and_paged(store: &dyn Store) {
     assert_eq!(
         ids_of(
             store
-                .list_runs(&q(&|q| q.task_queue = Some("billing".into())))
+                .list_runs(&q(
+                    &|q| q.task_queue = Some(TaskQueue::parse("billing").unwrap())
+                ))
                 .await
                 .unwrap()
         ),

@@ -126,11 +126,17 @@ impl BatchArrays {
         self.c_run.push(run_id.clone());
         self.c_expected.push(c.expected_version);
         self.c_fresh.push(c.fresh_id);
-        self.c_namespace.push(r.namespace.clone());
+        self.c_namespace.push(r.namespace.to_string());
         // Only an insert writes the run's names; an update leaves them empty (no copies, fewer
         // bytes for the server to read).
         let inserted = c.expected_version.is_none();
-        let name = |n: &String| if inserted { n.clone() } else { String::new() };
+        let name = |n: &str| {
+            if inserted {
+                n.to_owned()
+            } else {
+                String::new()
+            }
+        };
         self.c_workflow_id.push(name(&r.workflow_id));
         self.c_workflow_type.push(name(&r.workflow_type));
         self.c_task_queue.push(name(&r.task_queue));
@@ -138,7 +144,7 @@ impl BatchArrays {
         self.c_start.push(r.start_time);
         self.c_close.push(r.close_time);
         self.c_next.push(r.next_event_id);
-        self.c_wft_queue.push(wft.map(|w| w.queue.clone()));
+        self.c_wft_queue.push(wft.map(|w| w.queue.to_string()));
         self.c_wft_attempt.push(wft.map_or(0, |w| w.attempt));
         self.c_wft_sched
             .push(wft.map_or(0, |w| w.scheduled_event_id));
@@ -166,7 +172,7 @@ impl BatchArrays {
                     self.t_checkpoint.push(checkpoint);
                     self.t_in_place.push(in_place);
                     self.t_sched.push(t.scheduled_event_id);
-                    self.t_queue.push(t.task_queue.clone());
+                    self.t_queue.push(t.task_queue.to_string());
                     self.t_attempt.push(t.attempt);
                     self.t_visible.push(t.visible_at);
                     self.t_lease_id.push(t.lease.as_ref().map(|l| l.id.clone()));
@@ -240,7 +246,7 @@ impl BatchArrays {
             self.h_data.push(row.data);
         }
         for e in &c.outbox {
-            debug_assert_eq!(e.namespace, r.namespace);
+            debug_assert_eq!(r.namespace, e.namespace);
             self.x_checkpoint.push(checkpoint);
             self.x_event_id.push(e.event_id.clone());
             self.x_shard

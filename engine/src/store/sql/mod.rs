@@ -21,7 +21,7 @@ pub(crate) use events::Place;
 use crate::history::{
     ActivityTask, Lease, Run, RunCommit, RunState, ScheduledActivity, WorkflowTask,
 };
-use crate::ids::RunId;
+use crate::ids::{InvalidId, Namespace, RunId, TaskQueue, WorkflowId, WorkflowType};
 use crate::store::events::Consumer;
 use crate::store::projection::{Pools, ProjectionTx};
 use crate::store::sql::batch::{Groups, Pending};
@@ -163,6 +163,14 @@ pub(crate) trait Backend: sqlx::Database {
     fn pools(write: &sqlx::Pool<Self>, read: &sqlx::Pool<Self>) -> Pools;
 }
 
+/// A name or id read from a column, checked by the rules it was written under.
+fn name<T>(
+    raw: Result<String, sqlx::Error>,
+    parse: fn(&str) -> Result<T, InvalidId>,
+) -> Result<T, StoreError> {
+    parse(&raw.map_err(corrupt)?).map_err(corrupt)
+}
+
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
@@ -239,7 +247,7 @@ where
         let wft = match wft_queue {
             None => None,
             Some(queue) => Some(WorkflowTask {
-                queue,
+                queue: TaskQueue::parse(&queue).map_err(corrupt)?,
                 attempt: row.try_get(11).map_err(corrupt)?,
                 scheduled_event_id: row.try_get(12).map_err(corrupt)?,
                 visible_at: row.try_get(13).map_err(corrupt)?,
@@ -251,10 +259,10 @@ where
         };
         Ok(Run {
             run_id: RunId::parse("run_id", &run_id).map_err(corrupt)?,
-            namespace: row.try_get(1).map_err(corrupt)?,
-            workflow_id: row.try_get(2).map_err(corrupt)?,
-            workflow_type: row.try_get(3).map_err(corrupt)?,
-            task_queue: row.try_get(4).map_err(corrupt)?,
+            namespace: name(row.try_get(1), Namespace::parse)?,
+            workflow_id: name(row.try_get(2), WorkflowId::parse)?,
+            workflow_type: name(row.try_get(3), WorkflowType::parse)?,
+            task_queue: name(row.try_get(4), TaskQueue::parse)?,
             status: pb::WorkflowStatus::try_from(status).map_err(corrupt)?,
             start_time: row.try_get(6).map_err(corrupt)?,
             close_time: row.try_get(7).map_err(corrupt)?,
@@ -273,8 +281,8 @@ where
         Ok(ActivityTask {
             run_id: RunId::parse("run_id", &run_id).map_err(corrupt)?,
             scheduled_event_id: row.try_get(1).map_err(corrupt)?,
-            namespace: row.try_get(2).map_err(corrupt)?,
-            task_queue: row.try_get(3).map_err(corrupt)?,
+            namespace: name(row.try_get(2), Namespace::parse)?,
+            task_queue: name(row.try_get(3), TaskQueue::parse)?,
             attempt: row.try_get(4).map_err(corrupt)?,
             visible_at: row.try_get(5).map_err(corrupt)?,
             lease: lease_id.map(|id| Lease {

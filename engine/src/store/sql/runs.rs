@@ -142,7 +142,7 @@ where
         let mut qb = sqlx::QueryBuilder::<DB>::new("SELECT ");
         qb.push(RUN_COLUMNS)
             .push(" FROM executions WHERE namespace = ")
-            .push_bind(q.namespace.clone());
+            .push_bind(q.namespace.to_string());
         if !q.statuses.is_empty() {
             qb.push(" AND status IN (");
             let mut sep = qb.separated(", ");
@@ -152,10 +152,10 @@ where
             qb.push(")");
         }
         if let Some(t) = &q.workflow_type {
-            qb.push(" AND workflow_type = ").push_bind(t.clone());
+            qb.push(" AND workflow_type = ").push_bind(t.to_string());
         }
         if let Some(t) = &q.task_queue {
-            qb.push(" AND task_queue = ").push_bind(t.clone());
+            qb.push(" AND task_queue = ").push_bind(t.to_string());
         }
         if let Some(p) = &q.workflow_id_prefix {
             qb.push(" AND substr(workflow_id, 1, ")

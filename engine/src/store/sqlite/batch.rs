@@ -45,7 +45,7 @@ async fn write_run<'a>(
     let run_id = r.run_id.to_text();
     let state = r.state.encode_to_vec();
     let wft = r.wft.as_ref();
-    let wft_queue = wft.map(|w| w.queue.clone());
+    let wft_queue = wft.map(|w| w.queue.as_str());
     let wft_attempt = wft.map_or(0, |w| w.attempt);
     let wft_sched = wft.map_or(0, |w| w.scheduled_event_id);
     let wft_visible = wft.map_or(0, |w| w.visible_at);
@@ -60,10 +60,10 @@ async fn write_run<'a>(
             };
             let done = sqlx::query(sql)
                 .bind(&run_id)
-                .bind(&r.namespace)
-                .bind(&r.workflow_id)
-                .bind(&r.workflow_type)
-                .bind(&r.task_queue)
+                .bind(r.namespace.as_str())
+                .bind(r.workflow_id.as_str())
+                .bind(r.workflow_type.as_str())
+                .bind(r.task_queue.as_str())
                 .bind(r.status as i32)
                 .bind(r.start_time)
                 .bind(r.close_time)
@@ -122,7 +122,7 @@ async fn write_run<'a>(
             "INSERT INTO signal_requests (namespace, request_id, received_at) \
              VALUES ($1, $2, $3) ON CONFLICT (namespace, request_id) DO NOTHING",
         )
-        .bind(&r.namespace)
+        .bind(r.namespace.as_str())
         .bind(request_id)
         .bind(c.at)
         .execute(&mut *conn)
@@ -312,8 +312,8 @@ async fn insert_tasks(
         qb.push_values(chunk, |mut b, t| {
             b.push_bind(t.run_id.to_text())
                 .push_bind(t.scheduled_event_id)
-                .push_bind(t.namespace.clone())
-                .push_bind(t.task_queue.clone())
+                .push_bind(t.namespace.to_string())
+                .push_bind(t.task_queue.to_string())
                 .push_bind(t.attempt)
                 .push_bind(t.visible_at)
                 .push_bind(t.lease.as_ref().map(|l| l.id.clone()))
