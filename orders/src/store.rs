@@ -2,7 +2,7 @@
 //! the projection host's transaction and read for the order service and the REST gateway.
 //!
 //! One body of code for both backends: the statements are the same text on PostgreSQL and
-//! SQLite (but the row lock, which SQLite's one writer does not need), and [`on_conn!`]
+//! SQLite (but the row lock, which SQLite's one writer does not need), and [`martix_engine::on_projection_conn!`]
 //! compiles each body once per backend's connection type.
 
 use crate::view::{OrderQuery, OrderView, fold};
@@ -10,24 +10,6 @@ use martix_engine::events::{Pools, ProjectionError, ProjectionTx};
 use martix_engine::store::events::{StoredEvent, shard_of};
 use sqlx::Row;
 use std::collections::{BTreeMap, HashSet};
-
-/// Runs `$body` with `$c` bound to the connection of either backend, and `$lock` to the row
-/// lock clause of that backend.
-macro_rules! on_conn {
-    ($tx:expr, |$c:ident, $lock:ident| $body:expr) => {
-        match $tx {
-            ProjectionTx::Postgres($c) => {
-                let $lock = " FOR UPDATE";
-                $body
-            }
-            ProjectionTx::Sqlite($c) => {
-                let $lock = "";
-                let _ = $lock;
-                $body
-            }
-        }
-    };
-}
 
 /// The order columns, in the order `order_from_row` reads them.
 const ORDER_COLS: &str = "namespace, order_id, customer_id, status, step, currency, items, \
@@ -97,7 +79,7 @@ pub(crate) async fn fold_batch(
     tx: &mut ProjectionTx<'_>,
     events: &[&StoredEvent],
 ) -> Result<(), ProjectionError> {
-    on_conn!(tx, |conn, lock| {
+    martix_engine::on_projection_conn!(tx, |conn, lock| {
         let mut new_ids = HashSet::new();
         for chunk in events.chunks(200) {
             let mut qb = sqlx::QueryBuilder::new(
@@ -200,7 +182,7 @@ pub(crate) async fn fold_batch(
 
 /// Empties the read model (a rebuild's first step).
 pub(crate) async fn clear(tx: &mut ProjectionTx<'_>) -> Result<(), ProjectionError> {
-    on_conn!(tx, |conn, _lock| {
+    martix_engine::on_projection_conn!(tx, |conn, _lock| {
         for statement in ["DELETE FROM orders", "DELETE FROM order_events"] {
             sqlx::query(statement).execute(&mut **conn).await?;
         }
@@ -212,16 +194,6 @@ pub(crate) async fn clear(tx: &mut ProjectionTx<'_>) -> Result<(), ProjectionErr
 #[derive(Clone, Debug)]
 pub struct ReadModel {
     pools: Pools,
-}
-
-/// Runs `$body` with `$p` bound to the read pool of either backend.
-macro_rules! on_read_pool {
-    ($pools:expr, |$p:ident| $body:expr) => {
-        match $pools {
-            Pools::Postgres { read: $p, .. } => $body,
-            Pools::Sqlite { read: $p, .. } => $body,
-        }
-    };
 }
 
 impl ReadModel {
@@ -237,7 +209,7 @@ impl ReadModel {
         order_id: &str,
     ) -> Result<Option<OrderView>, sqlx::Error> {
         let sql = format!("SELECT {ORDER_COLS} FROM orders WHERE namespace = $1 AND order_id = $2");
-        on_read_pool!(&self.pools, |pool| {
+        martix_engine::on_read_pool!(&self.pools, |pool| {
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(namespace)
                 .bind(order_id)
@@ -251,7 +223,7 @@ impl ReadModel {
 
     /// A page of orders, newest first.
     pub async fn list_orders(&self, q: &OrderQuery) -> Result<Vec<OrderView>, sqlx::Error> {
-        on_read_pool!(&self.pools, |pool| {
+        martix_engine::on_read_pool!(&self.pools, |pool| {
             let mut qb = sqlx::QueryBuilder::new(format!(
                 "SELECT {ORDER_COLS} FROM orders WHERE namespace = "
             ));
@@ -294,7 +266,7 @@ impl ReadModel {
         namespace: &str,
         order_id: &str,
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        on_read_pool!(&self.pools, |pool| {
+        martix_engine::on_read_pool!(&self.pools, |pool| {
             sqlx::query(
                 "SELECT event_id, namespace, order_id, sequence, event_type, occurred_at, body \
                  FROM order_events WHERE namespace = $1 AND order_id = $2 \
@@ -312,7 +284,7 @@ impl ReadModel {
 
     /// How many orders it holds.
     pub async fn count(&self) -> Result<usize, sqlx::Error> {
-        on_read_pool!(&self.pools, |pool| {
+        martix_engine::on_read_pool!(&self.pools, |pool| {
             let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
                 .fetch_one(pool)
                 .await?;
@@ -323,7 +295,7 @@ impl ReadModel {
     /// Every order (for comparisons after a rebuild), by namespace and id.
     pub async fn all_orders(&self) -> Result<Vec<OrderView>, sqlx::Error> {
         let sql = format!("SELECT {ORDER_COLS} FROM orders ORDER BY namespace, order_id");
-        on_read_pool!(&self.pools, |pool| {
+        martix_engine::on_read_pool!(&self.pools, |pool| {
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .fetch_all(pool)
                 .await?

@@ -116,7 +116,7 @@ impl RunCommit {
 /// A business event as the outbox holds it until it is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxEvent {
-    /// Stable: "<run id>/<history event id>".
+    /// Stable: `<run id>/<history event id>`.
     pub event_id: String,
     pub namespace: String,
     /// The workflow id that published it (the business key).

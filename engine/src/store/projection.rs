@@ -13,6 +13,45 @@
 
 use super::event::StoredEvent;
 
+/// Runs `$body` once per backend with `$c` bound to the connection a [`ProjectionTx`] lends
+/// (`&mut PgConnection` or `&mut SqliteConnection`) and `$lock` to that backend's row-lock
+/// clause (`" FOR UPDATE"`, or `""` on SQLite, whose one writer needs none): a domain writes
+/// its SQL once when the text is the same on both.
+///
+/// ```ignore
+/// martix_engine::on_projection_conn!(tx, |c, lock| {
+///     sqlx::query(&format!("SELECT n FROM counts WHERE id = $1{lock}")).bind(id).fetch_optional(&mut *c).await
+/// })
+/// ```
+#[macro_export]
+macro_rules! on_projection_conn {
+    ($tx:expr, |$c:ident, $lock:ident| $body:expr) => {
+        match $tx {
+            $crate::events::ProjectionTx::Postgres($c) => {
+                let $lock = " FOR UPDATE";
+                $body
+            }
+            $crate::events::ProjectionTx::Sqlite($c) => {
+                let $lock = "";
+                let _ = $lock;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` once per backend with `$p` bound to the read pool of [`Pools`] (`&PgPool` or
+/// `&SqlitePool`), for a domain's reads of its read model.
+#[macro_export]
+macro_rules! on_read_pool {
+    ($pools:expr, |$p:ident| $body:expr) => {
+        match $pools {
+            $crate::events::Pools::Postgres { read: $p, .. } => $body,
+            $crate::events::Pools::Sqlite { read: $p, .. } => $body,
+        }
+    };
+}
+
 /// A transaction (or, for reads, a connection) of the store's database, lent to a
 /// projection. Each backend's SQL dialect is the projection's business.
 pub enum ProjectionTx<'a> {
@@ -79,7 +118,7 @@ pub trait Projection: Send + Sync + 'static {
     async fn clear(&self, tx: &mut ProjectionTx<'_>) -> Result<(), ProjectionError>;
 
     /// The migrations of the read model's tables, tracked under the projection's own name; the
-    /// server applies them before it serves (see [`migrate`]).
+    /// server applies them before it serves (see `events::projection::migrate`).
     fn migrations(&self) -> Option<&'static martix_migrate::Owner> {
         None
     }

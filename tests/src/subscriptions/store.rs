@@ -15,33 +15,6 @@ use std::collections::BTreeMap;
 const COLS: &str = "namespace, subscription_id, customer, plan, price_cents, status, renewals, \
      charged_cents, last_charge_id, reason, started_at, updated_at, last_event_id, last_sequence";
 
-/// Runs `$body` with `$c` bound to the connection of either backend, and `$lock` to that
-/// backend's row lock clause.
-macro_rules! on_conn {
-    ($tx:expr, |$c:ident, $lock:ident| $body:expr) => {
-        match $tx {
-            ProjectionTx::Postgres($c) => {
-                let $lock = " FOR UPDATE";
-                $body
-            }
-            ProjectionTx::Sqlite($c) => {
-                let $lock = "";
-                $body
-            }
-        }
-    };
-}
-
-/// Runs `$body` with `$p` bound to the read pool of either backend.
-macro_rules! on_read_pool {
-    ($pools:expr, |$p:ident| $body:expr) => {
-        match $pools {
-            Pools::Postgres { read: $p, .. } => $body,
-            Pools::Sqlite { read: $p, .. } => $body,
-        }
-    };
-}
-
 /// Folds `events` (subscription events, in outbox order per subscription): skips those
 /// recorded before, folds the others into their rows (locked on PostgreSQL, so a relay whose
 /// lease ran out mid-batch waits rather than folds onto a stale row), writes the rows back.
@@ -49,7 +22,7 @@ pub(crate) async fn fold_batch(
     tx: &mut ProjectionTx<'_>,
     events: &[&StoredEvent],
 ) -> Result<(), ProjectionError> {
-    on_conn!(tx, |conn, lock| {
+    martix_engine::on_projection_conn!(tx, |conn, lock| {
         let select = format!(
             "SELECT {COLS} FROM subscriptions WHERE namespace = $1 AND subscription_id = $2{lock}"
         );
@@ -118,7 +91,7 @@ pub(crate) async fn fold_batch(
 
 /// Empties the read model (a rebuild's first step).
 pub(crate) async fn clear(tx: &mut ProjectionTx<'_>) -> Result<(), ProjectionError> {
-    on_conn!(tx, |conn, _lock| {
+    martix_engine::on_projection_conn!(tx, |conn, _lock| {
         for statement in [
             "DELETE FROM subscriptions",
             "DELETE FROM subscription_events",
@@ -158,7 +131,7 @@ impl Subscriptions {
         let sql = format!(
             "SELECT {COLS} FROM subscriptions WHERE namespace = $1 AND subscription_id = $2"
         );
-        on_read_pool!(&self.pools, |pool| {
+        martix_engine::on_read_pool!(&self.pools, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(namespace)
                 .bind(subscription_id)
@@ -170,7 +143,7 @@ impl Subscriptions {
     /// Every subscription, by namespace and id.
     pub async fn all(&self) -> Result<Vec<SubscriptionRow>, sqlx::Error> {
         let sql = format!("SELECT {COLS} FROM subscriptions ORDER BY namespace, subscription_id");
-        on_read_pool!(&self.pools, |pool| {
+        martix_engine::on_read_pool!(&self.pools, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .fetch_all(pool)
                 .await
@@ -179,7 +152,7 @@ impl Subscriptions {
 
     /// Every event the read model folded, by id.
     pub async fn events(&self) -> Result<Vec<FoldedEvent>, sqlx::Error> {
-        on_read_pool!(&self.pools, |pool| {
+        martix_engine::on_read_pool!(&self.pools, |pool| {
             sqlx::query_as(
                 "SELECT event_id, subscription_id, event_type FROM subscription_events \
                  ORDER BY event_id",
