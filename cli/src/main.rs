@@ -111,7 +111,7 @@ enum Command {
     /// Apply the database migrations and exit.
     Migrate {
         /// postgres://... or sqlite://path
-        #[arg(long, env = "MARTIX_DATABASE_URL")]
+        #[arg(long, env = "MARTIX_DATABASE_URL", hide_env_values = true)]
         database_url: String,
     },
 }
@@ -124,6 +124,10 @@ struct Listen {
     /// Address of the HTTP port (health).
     #[arg(long, env = "MARTIX_HTTP_ADDR", default_value = "127.0.0.1:8233")]
     http_addr: SocketAddr,
+    /// Serve without authentication (`martix dev`, `--insecure`) on an address other
+    /// machines can reach: anyone there may then do anything.
+    #[arg(long, env = "MARTIX_ALLOW_UNAUTHENTICATED_REMOTE")]
+    allow_unauthenticated_remote: bool,
     /// How long a worker's poll waits for a task before answering empty.
     #[arg(long, env = "MARTIX_LONG_POLL_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     long_poll_timeout: Duration,
@@ -175,7 +179,7 @@ struct OrderArgs {
     #[arg(long, env = "MARTIX_TASK_QUEUE", default_value = "orders")]
     task_queue: String,
     /// Publish order confirmations on RabbitMQ (else they go to the notifications table).
-    #[arg(long, env = "MARTIX_AMQP_URL")]
+    #[arg(long, env = "MARTIX_AMQP_URL", hide_env_values = true)]
     amqp_url: Option<String>,
     /// Which adapters the activities use.
     #[arg(long, value_enum, default_value = "reference")]
@@ -227,7 +231,7 @@ struct WorkerArgs {
     #[arg(long, env = "MARTIX_ADDRESS", default_value = "http://127.0.0.1:7233")]
     address: String,
     /// The database of the reference adapters (the engine's).
-    #[arg(long, env = "MARTIX_DATABASE_URL")]
+    #[arg(long, env = "MARTIX_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     #[command(flatten)]
     auth: ops::ClientAuth,
@@ -238,7 +242,7 @@ struct WorkerArgs {
 #[derive(Args)]
 struct ServerArgs {
     /// postgres://user@host/db
-    #[arg(long, env = "MARTIX_DATABASE_URL")]
+    #[arg(long, env = "MARTIX_DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// The task queue of the order saga (for orders placed over REST).
     #[arg(long, env = "MARTIX_TASK_QUEUE", default_value = "orders")]
@@ -373,16 +377,41 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The URL without its password, for messages.
+/// The URL without its secrets, for messages: the password of its user part and the value of
+/// any query parameter that names a password, secret or token (`?password=`, `sslpassword=`).
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (head.find("://"), head.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}://{user}:***@{}", &url[..s], &url[at + 1..])
+            let creds = &head[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***@{}", &head[..s], &head[at + 1..]),
+                None => head.to_owned(),
+            }
         }
-        _ => url.to_owned(),
+        _ => head.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _))
+                    if ["password", "secret", "token"]
+                        .iter()
+                        .any(|s| k.to_ascii_lowercase().contains(s)) =>
+                {
+                    format!("{k}=***")
+                }
+                _ => kv.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 /// Opens the store and binds the engine's ports, printing where it listens.
@@ -395,6 +424,20 @@ async fn bind(
     order_queue: &str,
     amqp_url: Option<&str>,
 ) -> Result<Server> {
+    if auth.is_none() && !listen.allow_unauthenticated_remote {
+        for (flag, addr) in [
+            ("--grpc-addr", listen.grpc_addr),
+            ("--http-addr", listen.http_addr),
+        ] {
+            if !addr.ip().is_loopback() {
+                anyhow::bail!(
+                    "{flag} {addr} is reachable from other machines and authentication is off: \
+                     listen on 127.0.0.1, give a token key (martix server), or pass \
+                     --allow-unauthenticated-remote"
+                );
+            }
+        }
+    }
     if listen.consume_queue.is_some() && amqp_url.is_none() {
         anyhow::bail!("--consume-queue needs MARTIX_AMQP_URL (--amqp-url) to reach RabbitMQ");
     }
@@ -671,5 +714,17 @@ mod tests {
             "postgres://martix:***@db:5432/martix"
         );
         assert_eq!(redact("sqlite://./x.db"), "sqlite://./x.db");
+        assert_eq!(
+            redact("postgres://db/martix?user=m&password=s3cret&sslmode=require"),
+            "postgres://db/martix?user=m&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact("postgres://m@db/x?sslpassword=k3y"),
+            "postgres://m@db/x?sslpassword=***"
+        );
+        assert_eq!(
+            redact("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
     }
 }

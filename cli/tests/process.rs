@@ -845,6 +845,56 @@ fn server_refuses_to_start_without_a_key_unless_insecure() {
     assert!(err.contains("--insecure"), "{err}");
 }
 
+#[test]
+fn serving_without_authentication_beyond_loopback_needs_the_override() {
+    let dir = std::env::temp_dir().join(format!("martix-remote-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("dev.db");
+    let refused = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args(["dev", "--no-worker", "--db", db.to_str().unwrap()])
+        .args(["--grpc-addr", "0.0.0.0:0", "--http-addr", "127.0.0.1:0"])
+        .env_remove("MARTIX_ALLOW_UNAUTHENTICATED_REMOTE")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("--grpc-addr 0.0.0.0:0 is reachable from other machines")
+            && err.contains("--allow-unauthenticated-remote"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(!db.exists(), "nothing was created: the check comes first");
+
+    let insecure = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args([
+            "server",
+            "--insecure",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/none",
+        ])
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "[::]:0"])
+        .env_remove("MARTIX_AUTH_SECRET")
+        .env_remove("MARTIX_ALLOW_UNAUTHENTICATED_REMOTE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&insecure.stderr);
+    assert!(err.contains("--http-addr [::]:0 is reachable"), "{err}");
+
+    let allowed = common::spawn_with(
+        &[
+            "dev",
+            "--no-worker",
+            "--ephemeral",
+            "--allow-unauthenticated-remote",
+        ],
+        "0.0.0.0:0",
+        &[],
+    );
+    assert!(allowed.grpc.contains(":"), "it serves: {}", allowed.grpc);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn the_cli_needs_a_token_of_the_right_role() {
     drop(martix_tests::postgres_store().await);

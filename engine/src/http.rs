@@ -23,6 +23,10 @@ pub fn router(engine: Arc<Engine>, edge: Arc<Edge>, guarded: Router) -> Router {
         .with_state((engine.clone(), edge.clone()));
     let guarded = guarded
         .merge(metrics)
+        .layer(axum::middleware::from_fn_with_state(
+            edge.clone(),
+            request_deadline,
+        ))
         .layer(axum::middleware::from_fn_with_state(edge, authenticate));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -53,16 +57,35 @@ async fn trace_request(req: Request, next: Next) -> Response {
     resp
 }
 
-async fn readyz(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
+/// Ready or not; why not goes to the log, not to whoever asks (the store's error may name
+/// hosts and users).
+async fn readyz(State(engine): State<Arc<Engine>>) -> (StatusCode, &'static str) {
     match engine.store().namespace_exists("default").await {
-        Ok(_) => (
-            StatusCode::OK,
-            format!("ready ({})\n", engine.store().backend()),
-        ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("store unavailable: {e}\n"),
-        ),
+        Ok(_) => (StatusCode::OK, "ready\n"),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: the store does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        }
+    }
+}
+
+/// The edge's request deadline on the HTTP routes behind authentication, as on gRPC: a
+/// request that runs over it is answered 504 `DEADLINE_EXCEEDED` (its work is dropped).
+async fn request_deadline(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Response {
+    let Some(deadline) = edge.request_timeout() else {
+        return next.run(req).await;
+    };
+    match tokio::time::timeout(deadline, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => HttpError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "DEADLINE_EXCEEDED",
+            format!(
+                "the request ran over the engine's {} ms deadline",
+                deadline.as_millis()
+            ),
+        )
+        .into_response(),
     }
 }
 

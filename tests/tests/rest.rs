@@ -272,6 +272,33 @@ async fn errors_have_one_shape_and_change_nothing() {
     assert_eq!(health.status().as_u16(), 200);
 }
 
+/// REST requests run under the edge's request deadline, as gRPC requests do.
+#[tokio::test]
+async fn a_rest_request_over_the_deadline_is_answered_504() {
+    let t = TestEngine::start_with(
+        Backend::Sqlite,
+        EngineConfig::default(),
+        EdgeConfig {
+            auth: Some(AuthConfig::hs256(SECRET)),
+            limits: LimitsConfig {
+                // Shorter than any read of the store.
+                request_timeout: Duration::from_nanos(1),
+                ..LimitsConfig::default()
+            },
+        },
+        None,
+    )
+    .await;
+    let api = Api::new(&t, token(&[Role::Client]));
+    let (status, e) = api.get("any-order").await;
+    assert_eq!(status, 504, "{e}");
+    assert_eq!(e["error"]["code"], json!("DEADLINE_EXCEEDED"));
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("deadline"),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn the_openapi_document_describes_the_routes() {
     let t = engine(Backend::Sqlite).await;

@@ -869,3 +869,90 @@ async fn a_task_token_edited_to_name_another_namespace_finds_nothing() {
         assert_eq!(fingerprint(&t).await, before);
     }
 }
+
+/// Result waits hold long-poll slots of their identity (over the cap: RESOURCE_EXHAUSTED), and
+/// the waiters of one run on a node share one read of it per recheck interval.
+#[tokio::test]
+async fn result_waits_are_capped_and_share_their_rechecks() {
+    let t = secured(LimitsConfig {
+        max_polls_per_identity: 40,
+        ..LimitsConfig::unlimited()
+    })
+    .await;
+    let client = token_for("waiter", &[Role::Client, Role::Operator], &["default"]);
+    let mut wf = pb::workflow_service_client::WorkflowServiceClient::connect(t.endpoint.clone())
+        .await
+        .unwrap();
+    let id = unique("waited");
+    wf.start_workflow(with(
+        Some(&client),
+        pb::StartWorkflowRequest {
+            workflow_id: id.clone(),
+            workflow_type: "thing".into(),
+            // Nobody polls it: the run stays open while the waits wait.
+            task_queue: unique("idle"),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    let wait = |secs: i64| {
+        let (endpoint, client, id) = (t.endpoint.clone(), client.clone(), id.clone());
+        async move {
+            let mut wf = pb::workflow_service_client::WorkflowServiceClient::connect(endpoint)
+                .await
+                .unwrap();
+            wf.get_workflow_result(with(
+                Some(&client),
+                pb::GetWorkflowResultRequest {
+                    execution: Some(pb::WorkflowExecution {
+                        workflow_id: id,
+                        run_id: String::new(),
+                    }),
+                    wait: Some(pbjson_types::Duration {
+                        seconds: secs,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+        }
+    };
+    let waits: Vec<_> = (0..40).map(|_| tokio::spawn(wait(30))).collect();
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while t.engine.result_waiters() < 40 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the 40 waits did not register"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let over = wait(30).await.unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
+
+    // 40 waiters, one run: about one read of it per recheck interval (1 s), not 40.
+    let before = t.engine.store().run_reads();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reads = t.engine.store().run_reads() - before;
+    assert!(reads <= 6, "{reads} reads of the run in 3 s for 40 waiters");
+
+    wf.terminate_workflow(with(
+        Some(&client),
+        pb::TerminateWorkflowRequest {
+            execution: Some(pb::WorkflowExecution {
+                workflow_id: id.clone(),
+                run_id: String::new(),
+            }),
+            reason: "test over".into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    for w in waits {
+        let r = w.await.unwrap().unwrap().into_inner();
+        assert!(r.closed);
+        assert_eq!(r.status, pb::WorkflowStatus::Terminated as i32);
+    }
+}

@@ -113,3 +113,19 @@ pub(crate) async fn order_client(conn: &Conn) -> Result<OrderServiceClient<Trans
 
 /// How long `--wait` waits for a run to close.
 const RESULT_WAIT: Duration = Duration::from_secs(3600);
+
+/// The run's outcome, waiting up to `wait` for it to close: the engine answers each ask within
+/// 5 minutes, so this asks again until the run closed or `wait` passed.
+async fn wait_result(
+    handle: &martix_sdk::WorkflowHandle,
+    wait: Duration,
+) -> Result<martix_proto::v1::GetWorkflowResultResponse, martix_sdk::ClientError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let r = handle.poll_result(left).await?;
+        if r.closed || left.is_zero() {
+            return Ok(r);
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! admin).
 
 use super::format::{print_json, show_payload, status_name, time};
-use super::{Conn, Output, RESULT_WAIT, client, order_client};
+use super::{Conn, Output, RESULT_WAIT, client, order_client, wait_result};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use martix_order_contract::ORDER_WORKFLOW_TYPE;
@@ -61,7 +61,7 @@ pub(crate) enum OrderCmd {
     Show {
         order_id: String,
         /// The database of the reference adapters, for the ledger lines.
-        #[arg(long, env = "MARTIX_DATABASE_URL")]
+        #[arg(long, env = "MARTIX_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
     },
 }
@@ -149,7 +149,7 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
                 order.total_cents()
             );
             if wait {
-                let res = c.handle(&id).poll_result(RESULT_WAIT).await?;
+                let res = wait_result(&c.handle(&id), RESULT_WAIT).await?;
                 println!("outcome {}", show_payload(res.result.as_ref()));
             }
         }

@@ -4,7 +4,7 @@
 
 use super::batch::{Batch, Op, steer};
 use super::format::{activity_state_name, event_line, print_json, show_payload, status_name, time};
-use super::{Conn, Output, RESULT_WAIT, client};
+use super::{Conn, Output, RESULT_WAIT, client, wait_result};
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
 use futures::TryStreamExt;
@@ -255,7 +255,7 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
         }
         WorkflowCmd::Result { id, wait } => {
             let wait = if wait { RESULT_WAIT } else { Duration::ZERO };
-            let r = c.handle(&id).poll_result(wait).await?;
+            let r = wait_result(&c.handle(&id), wait).await?;
             if json {
                 print_json(&r)?;
             } else if !r.closed {

@@ -141,6 +141,13 @@ impl Edge {
             });
         }
         self.limits.request(&principal.subject)?;
+        if op.waits() {
+            // A result wait is a request (counted above) that holds a long-poll slot while it
+            // waits: an identity cannot open more waits than polls.
+            return Ok(Admission {
+                _poll: Some(self.limits.poll(&principal.subject)?),
+            });
+        }
         if op == Op::StartWorkflow {
             let ns = if namespace.is_empty() {
                 "default"

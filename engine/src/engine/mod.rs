@@ -36,9 +36,8 @@ use cache::CachedRun;
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tokio::time::Instant;
-use waiters::Closed;
 
 /// Tunables of the engine.
 #[derive(Clone, Debug)]
@@ -90,7 +89,7 @@ pub struct Engine {
     namespaces: RwLock<HashSet<String>>,
     /// Result waiters of this node, by run: a close committed here is handed to its run's
     /// waiters with the closing event (they need no read), and wakes no one else.
-    close_waiters: std::sync::Mutex<std::collections::HashMap<RunId, Vec<oneshot::Sender<Closed>>>>,
+    close_waiters: std::sync::Mutex<std::collections::HashMap<RunId, waiters::RunWaiters>>,
     /// Woken when a timer was committed on this node, with its fire time.
     pub(crate) timer_wake: Notify,
     pub(crate) next_timer: std::sync::Mutex<Option<Millis>>,

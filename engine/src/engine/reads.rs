@@ -198,7 +198,7 @@ impl Engine {
     ) -> Result<pb::GetWorkflowResultResponse, EngineError> {
         let ns = self.namespace(&req.namespace).await?;
         let wait = duration_field("wait", req.wait.as_ref())?.unwrap_or_default();
-        let deadline = Instant::now() + wait.min(Duration::from_secs(3600));
+        let deadline = Instant::now() + wait.min(MAX_RESULT_WAIT);
         let (run, closing_event) = self
             .wait_closed(&ns, req.execution.as_ref(), deadline)
             .await?;
@@ -280,6 +280,10 @@ impl Engine {
         ))
     }
 }
+
+/// Longest a result wait waits: a client that wants longer asks again (the SDK's `result`
+/// does), so that no wait holds a slot of its identity's long polls for an hour.
+pub(crate) const MAX_RESULT_WAIT: Duration = Duration::from_secs(300);
 
 /// An optional filter: none when empty, else by its kind's rules.
 fn optional<T>(

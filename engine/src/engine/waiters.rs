@@ -1,8 +1,10 @@
 //! Result waiters: clients waiting for a run to close. A waiter registers for the run's close
 //! before it looks at the run, so that a close committed on this node in between is not missed:
 //! the commit hands it over with the closing event, and no read is needed. A close on another
-//! node is found by reading the run again each recheck interval. This module owns the
-//! registrations and the wait; what the outcome says is built by `reads`.
+//! node is found by reading the run again each recheck interval, once per run for all its
+//! waiters on this node: the waiter whose turn it is reads, and hands a close it finds to the
+//! others. This module owns the registrations and the wait; what the outcome says is built by
+//! `reads`.
 
 use super::Engine;
 use crate::error::EngineError;
@@ -15,6 +17,13 @@ use tokio::time::Instant;
 
 /// A run that closed on this node, with its closing event.
 pub(super) type Closed = Arc<(Run, Option<pb::HistoryEvent>)>;
+
+/// The waiters of one run on this node, and when one of them last read the run.
+#[derive(Default)]
+pub(super) struct RunWaiters {
+    senders: Vec<oneshot::Sender<Closed>>,
+    read_at: Option<Instant>,
+}
 
 /// A result waiter's registration for one run's close (see `Engine::watch_close`); removed
 /// when dropped.
@@ -32,9 +41,9 @@ impl Drop for CloseWatch<'_> {
             .close_waiters
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(list) = waiters.get_mut(&self.run_id) {
-            list.retain(|tx| !tx.is_closed());
-            if list.is_empty() {
+        if let Some(w) = waiters.get_mut(&self.run_id) {
+            w.senders.retain(|tx| !tx.is_closed());
+            if w.senders.is_empty() {
                 waiters.remove(&self.run_id);
             }
         }
@@ -48,7 +57,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .map(Vec::len)
+            .map(|w| w.senders.len())
             .sum()
     }
 
@@ -61,6 +70,7 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .entry(run_id)
             .or_default()
+            .senders
             .push(tx);
         CloseWatch {
             engine: self,
@@ -78,8 +88,25 @@ impl Engine {
             .remove(&run.run_id);
         if let Some(waiters) = waiters {
             let closed: Closed = Arc::new((run.clone(), last.cloned()));
-            for tx in waiters {
+            for tx in waiters.senders {
                 let _ = tx.send(closed.clone());
+            }
+        }
+    }
+
+    /// Whether it is this waiter's turn to read `run_id` again: no waiter of the run on this
+    /// node read it within the recheck interval. Taking the turn marks the read.
+    fn take_read_turn(&self, run_id: RunId) -> bool {
+        let mut waiters = self.close_waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(w) = waiters.get_mut(&run_id) else {
+            return true;
+        };
+        let now = Instant::now();
+        match w.read_at {
+            Some(at) if now.duration_since(at) < self.config.recheck_interval => false,
+            _ => {
+                w.read_at = Some(now);
+                true
             }
         }
     }
@@ -172,14 +199,25 @@ impl Engine {
                 )
             };
             match seen {
-                Some(c) if closes(&c.1) => {
+                // Closed: by a commit on this node (with its closing event), or found closed
+                // by another waiter's read (the outcome is read from history).
+                Some(c) if !c.0.is_open() => {
                     run = c.0.clone();
-                    closing_event = c.1.clone();
+                    closing_event = c.1.clone().filter(|_| closes(&c.1));
                 }
-                _ => {
+                Some(_) => {
                     run = self.load(run.run_id).await?;
                     from_copy = false;
                 }
+                // The interval passed: one waiter of the run reads it for all.
+                None if self.take_read_turn(run.run_id) => {
+                    run = self.load(run.run_id).await?;
+                    from_copy = false;
+                    if !run.is_open() {
+                        self.announce_close(&run, None);
+                    }
+                }
+                None => {}
             }
         }
         Ok((run, closing_event))

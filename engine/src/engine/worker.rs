@@ -60,6 +60,22 @@ fn activity_type_of(run: &Run, scheduled_event_id: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Longest part of a worker's failure message written to the log: a message may be as large
+/// as a payload (2 MiB), the whole of it stays in history.
+const LOGGED_MESSAGE_BYTES: usize = 512;
+
+/// `text` cut to at most `max` bytes on a character boundary, with how much was left out.
+fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} more bytes)", &text[..end], text.len() - end).into()
+}
+
 impl Engine {
     /// Applies the commands of a workflow task.
     pub async fn complete_workflow_task(
@@ -139,7 +155,12 @@ impl Engine {
         let cause = pb::WorkflowTaskFailedCause::try_from(req.cause)
             .unwrap_or(pb::WorkflowTaskFailedCause::Unspecified);
         let failure = req.failure.unwrap_or_default();
-        tracing::warn!(run_id = %run_id, cause = cause.as_str_name(), message = %failure.message, "workflow task failed");
+        tracing::warn!(
+            run_id = %run_id,
+            cause = cause.as_str_name(),
+            message = %clip(&failure.message, LOGGED_MESSAGE_BYTES),
+            "workflow task failed"
+        );
         self.update(run_id, |run, now, pollers| {
             let d = Dispatch::pollers(pollers, now);
             let c =
@@ -327,5 +348,19 @@ impl Engine {
             ));
         }
         Ok((token, run_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip;
+
+    #[test]
+    fn long_messages_are_clipped_on_a_character_boundary() {
+        assert_eq!(clip("short", 512), "short");
+        let long = "é".repeat(400); // 800 bytes
+        let clipped = clip(&long, 511);
+        assert!(clipped.starts_with(&"é".repeat(255)), "{clipped}");
+        assert!(clipped.ends_with("... (290 more bytes)"), "{clipped}");
     }
 }

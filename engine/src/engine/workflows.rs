@@ -59,6 +59,9 @@ impl Engine {
         };
         let policy = pb::IdReusePolicy::try_from(req.id_reuse_policy)
             .map_err(|_| EngineError::invalid("id_reuse_policy", "is not a known policy"))?;
+        let task_timeout_ms = ms("workflow_task_timeout", req.workflow_task_timeout.as_ref())?;
+        history::check_task_timeout(task_timeout_ms)
+            .map_err(|e| EngineError::invalid("workflow_task_timeout", e))?;
         let params = StartParams {
             input: req.input,
             execution_timeout_ms: ms(
@@ -66,7 +69,7 @@ impl Engine {
                 req.workflow_execution_timeout.as_ref(),
             )?,
             run_timeout_ms: ms("workflow_run_timeout", req.workflow_run_timeout.as_ref())?,
-            task_timeout_ms: ms("workflow_task_timeout", req.workflow_task_timeout.as_ref())?,
+            task_timeout_ms,
             identity: ident.to_owned(),
             memo: req.memo,
             // The RPC's span: a child of the caller's trace when it sent one.

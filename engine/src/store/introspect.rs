@@ -41,6 +41,9 @@ pub trait Introspection: Send + Sync {
     /// commit budget is about.
     fn write_transactions(&self) -> u64;
 
+    /// How many times this store has read one run by its id (`RunStore::load_run`).
+    fn run_reads(&self) -> u64;
+
     /// Transactions the whole database has committed or rolled back so far, as the database
     /// counts them (`pg_stat_database`; reads and other clients included), if it can tell.
     async fn database_transactions(&self) -> Result<Option<i64>, StoreError>;

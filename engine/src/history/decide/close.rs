@@ -71,6 +71,8 @@ pub(super) fn continue_as_new(
         parse_id(WorkflowType::parse, &c.workflow_type)?
     };
     let task_queue = queue_or(&run, &c.task_queue)?;
+    let task_timeout_ms = duration_to_ms(c.workflow_task_timeout.as_ref());
+    check_task_timeout(task_timeout_ms).map_err(|e| format!("workflow_task_timeout {e}"))?;
     let new_id = RunId::new();
     t.close(
         pb::WorkflowStatus::ContinuedAsNew,
@@ -87,7 +89,7 @@ pub(super) fn continue_as_new(
     let params = StartParams {
         input: c.input.clone(),
         run_timeout_ms: duration_to_ms(c.workflow_run_timeout.as_ref()),
-        task_timeout_ms: duration_to_ms(c.workflow_task_timeout.as_ref()),
+        task_timeout_ms,
         continued_from: Some(run.run_id),
         first_run_id: Some(run.state.first_run_id.clone()),
         execution_deadline: (run.state.execution_deadline > 0)

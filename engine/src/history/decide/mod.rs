@@ -33,6 +33,21 @@ use std::collections::HashMap;
 pub const DEFAULT_ACTIVITY_TIMEOUT_MS: i64 = 10 * 60 * 1000;
 /// Default time a worker may hold a workflow task.
 pub const DEFAULT_WORKFLOW_TASK_TIMEOUT_MS: i64 = 10_000;
+/// Range of the time a worker may hold a workflow task, when a start names one: a crashed
+/// worker's lease must not wedge a run for longer than this.
+pub const WORKFLOW_TASK_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<i64> = 1_000..=600_000;
+
+/// Checks a workflow task timeout a start or continue-as-new names (0: the default); the
+/// error reads after the field's name.
+pub fn check_task_timeout(ms: i64) -> Result<(), String> {
+    if ms == 0 || WORKFLOW_TASK_TIMEOUT_RANGE_MS.contains(&ms) {
+        Ok(())
+    } else {
+        Err(format!(
+            "is {ms} ms; it must be between 1s and 10m (or unset for 10s)"
+        ))
+    }
+}
 /// Longest wait between attempts of a failing workflow task.
 const MAX_WFT_BACKOFF_MS: i64 = 60_000;
 

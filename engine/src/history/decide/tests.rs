@@ -201,6 +201,17 @@ fn bad_commands_fail_the_task_and_leave_history_intact() {
             }],
             "workflow_type is 256 bytes, at most 255",
         ),
+        (
+            vec![pb::Command {
+                attributes: Some(C::ContinueAsNew(
+                    pb::ContinueAsNewWorkflowExecutionCommand {
+                        workflow_task_timeout: Some(ms_to_duration(3_600_000)),
+                        ..Default::default()
+                    },
+                )),
+            }],
+            "workflow_task_timeout is 3600000 ms; it must be between 1s and 10m",
+        ),
     ];
     for (commands, why) in cases {
         let mut run = started_run();

@@ -81,6 +81,7 @@ impl SqlStore<sqlx::Postgres> {
             write: pool.clone(),
             read: pool,
             writes,
+            run_reads: Arc::default(),
             notices: Some(notices),
         })
     }

@@ -35,6 +35,10 @@ where
         self.writes.load(Ordering::Relaxed)
     }
 
+    fn run_reads(&self) -> u64 {
+        self.run_reads.load(Ordering::Relaxed)
+    }
+
     async fn database_transactions(&self) -> Result<Option<i64>, StoreError> {
         DB::count_transactions(&self.read).await
     }

@@ -51,6 +51,8 @@ pub struct SqlStore<DB: sqlx::Database> {
     pub(in crate::store) read: sqlx::Pool<DB>,
     /// Write transactions committed or tried (`Introspection::write_transactions`).
     pub(in crate::store) writes: Arc<AtomicU64>,
+    /// Reads of one run by id (`Introspection::run_reads`).
+    pub(in crate::store) run_reads: Arc<AtomicU64>,
     /// The group-commit writer (`store::sql::batch`) that `RunStore::commit` queues for.
     pub(in crate::store) committer: tokio::sync::mpsc::UnboundedSender<Pending>,
     /// Other nodes' task notices, where the backend hears them (PostgreSQL).
@@ -63,6 +65,7 @@ impl<DB: sqlx::Database> Clone for SqlStore<DB> {
             write: self.write.clone(),
             read: self.read.clone(),
             writes: Arc::clone(&self.writes),
+            run_reads: Arc::clone(&self.run_reads),
             committer: self.committer.clone(),
             notices: self.notices.clone(),
         }

@@ -11,6 +11,7 @@ use crate::store::{ListQuery, NamespaceStore, RunStore, StoreError, classify};
 use martix_proto::v1 as pb;
 use sqlx::Row as _;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// The run `$1`.
 const LOAD_RUN: &str = "SELECT run_id, namespace, workflow_id, workflow_type, task_queue, \
@@ -57,6 +58,7 @@ where
     }
 
     async fn load_run(&self, run_id: RunId) -> Result<Option<Run>, StoreError> {
+        self.run_reads.fetch_add(1, Ordering::Relaxed);
         let row = sqlx::query(LOAD_RUN)
             .bind(run_id.to_text())
             .fetch_optional(&self.read)

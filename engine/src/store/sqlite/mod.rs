@@ -77,6 +77,7 @@ impl SqlStore<sqlx::Sqlite> {
             write,
             read,
             writes,
+            run_reads: Arc::default(),
             notices: None,
         })
     }
