@@ -140,6 +140,11 @@ struct Listen {
     /// A run whose history would grow past this many events is terminated.
     #[arg(long, env = "MARTIX_MAX_HISTORY_EVENTS", default_value_t = 50_000)]
     max_history_events: i64,
+    /// A run whose history would grow past this many bytes is terminated (a signal that would
+    /// take it there is refused); at most 50331648 (48 MiB).
+    #[arg(long, env = "MARTIX_MAX_HISTORY_BYTES", default_value_t = martix_engine::MAX_HISTORY_BYTES,
+          value_parser = clap::value_parser!(i64).range(1024..=martix_engine::MAX_HISTORY_BYTES))]
+    max_history_bytes: i64,
     /// A RabbitMQ queue whose messages become signals (see `martix_engine::events::inbound`
     /// for the message shapes); needs MARTIX_AMQP_URL.
     #[arg(long, env = "MARTIX_CONSUME_QUEUE")]
@@ -449,6 +454,7 @@ async fn bind(
     config.max_payload_bytes = listen.max_payload_bytes;
     config.max_history_events = listen.max_history_events;
     config.warn_history_events = listen.max_history_events / 5;
+    config.max_history_bytes = listen.max_history_bytes;
     config.relay_configured = amqp_url.is_some();
     let mut events = martix_engine::events::EventsConfig::default();
     events.amqp_url = amqp_url.map(str::to_owned);

@@ -21,7 +21,7 @@ pub mod server;
 pub mod store;
 pub mod timers;
 
-pub use engine::{Engine, EngineConfig};
+pub use engine::{Engine, EngineConfig, MAX_HISTORY_BYTES};
 pub use error::EngineError;
 pub use martix_migrate;
 pub use server::{Server, ServerConfig};

@@ -1855,3 +1855,141 @@ async fn health_and_readiness_answer() {
     );
     assert!(body.ends_with("\r\n\r\nready\n"), "{body}");
 }
+
+on_both_backends!(history_limits_hold_on_every_append);
+/// The history's byte limit holds for every change that appends, not only for a workflow
+/// task's commands: a signal past it is refused with the reason (the run goes on, and a fresh
+/// worker gets its whole history), an activity result past it terminates the run.
+async fn history_limits_hold_on_every_append(backend: Backend) {
+    const MIB: usize = 1024 * 1024;
+    let mut config = fast();
+    config.max_payload_bytes = MIB + 1024;
+    config.max_history_bytes = 4 * MIB as i64;
+    let engine = TestEngine::start(backend, config).await;
+    let mut wf = engine.workflows().await;
+    let mut w = engine.workers().await;
+    let blob = json(&format!("\"{}\"", "s".repeat(MIB - 16)));
+    let signal = |id: &str| pb::SignalWorkflowRequest {
+        namespace: "default".into(),
+        execution: exec(id),
+        signal_name: "blob".into(),
+        input: blob.clone(),
+        ..Default::default()
+    };
+
+    let q = unique("q");
+    let id = unique("signalled");
+    start(&mut wf, &id, &q).await;
+    let mut accepted = 0;
+    for _ in 0..10 {
+        match wf.signal_workflow(signal(&id)).await {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+                assert!(
+                    e.message().contains("over the limit of 4194304")
+                        && e.message().contains("the run continues"),
+                    "{}",
+                    e.message()
+                );
+            }
+        }
+    }
+    assert_eq!(accepted, 3, "1 MiB signals under a 4 MiB history");
+    // A fresh worker gets the whole history and completes the run.
+    let task = poll_wft(&mut w, &q).await;
+    let signals = task
+        .history
+        .iter()
+        .filter(|e| matches!(e.attributes, Some(A::WorkflowExecutionSignaled(_))))
+        .count();
+    assert_eq!(signals, 3);
+    complete(&mut w, &task.task_token, vec![complete_wf("\"done\"")])
+        .await
+        .unwrap();
+    let info = describe(&mut wf, &id).await.info.unwrap();
+    assert_eq!(info.status, pb::WorkflowStatus::Completed as i32);
+
+    // Past the limit by an activity's result: the run cannot go on without it, it ends.
+    let q = unique("q");
+    let id = unique("resulted");
+    start(&mut wf, &id, &q).await;
+    for _ in 0..3 {
+        wf.signal_workflow(signal(&id)).await.unwrap();
+    }
+    let task = poll_wft(&mut w, &q).await;
+    complete(&mut w, &task.task_token, vec![schedule("big")])
+        .await
+        .unwrap();
+    let act = poll_act(&mut w, &q).await;
+    w.respond_activity_task_completed(pb::RespondActivityTaskCompletedRequest {
+        task_token: act.task_token,
+        result: blob.clone(),
+        identity: "test-worker".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let info = describe(&mut wf, &id).await.info.unwrap();
+    assert_eq!(info.status, pb::WorkflowStatus::Terminated as i32);
+    let last = history(&mut wf, &id).await.pop().unwrap();
+    match last.attributes {
+        Some(A::WorkflowExecutionTerminated(t)) => {
+            assert!(
+                t.reason.contains("over the limit of 4194304"),
+                "{}",
+                t.reason
+            )
+        }
+        other => panic!("ends terminated, not {other:?}"),
+    }
+}
+
+on_both_backends!(what_waits_for_a_workflow_task_is_bounded);
+/// Signals that arrive while a workflow task is in flight wait in the checkpoint, which every
+/// change rewrites: past `max_buffered_events` one is refused (UNAVAILABLE, try again), and
+/// those taken are delivered after the task.
+async fn what_waits_for_a_workflow_task_is_bounded(backend: Backend) {
+    let mut config = fast();
+    config.max_buffered_events = 2;
+    let engine = TestEngine::start(backend, config).await;
+    let mut wf = engine.workflows().await;
+    let mut w = engine.workers().await;
+    let q = unique("q");
+    let id = unique("busy");
+    start(&mut wf, &id, &q).await;
+    let task = poll_wft(&mut w, &q).await;
+    let mut outcomes = Vec::new();
+    for i in 0..3 {
+        outcomes.push(
+            wf.signal_workflow(pb::SignalWorkflowRequest {
+                namespace: "default".into(),
+                execution: exec(&id),
+                signal_name: format!("s{i}"),
+                ..Default::default()
+            })
+            .await,
+        );
+    }
+    assert!(outcomes[0].is_ok() && outcomes[1].is_ok(), "{outcomes:?}");
+    let refused = outcomes[2].as_ref().unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("2 events waiting for its workflow task"),
+        "{}",
+        refused.message()
+    );
+    complete(&mut w, &task.task_token, vec![]).await.unwrap();
+    let next = poll_wft(&mut w, &q).await;
+    let names: Vec<_> = next
+        .history
+        .iter()
+        .filter_map(|e| match &e.attributes {
+            Some(A::WorkflowExecutionSignaled(s)) => Some(s.signal_name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["s0", "s1"]);
+}

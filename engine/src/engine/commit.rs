@@ -10,6 +10,7 @@
 //! checks), as decided, and that what follows a commit happens with it.
 
 use super::Engine;
+use super::limits::OverLimit;
 use crate::clock::Millis;
 use crate::error::EngineError;
 use crate::history::{Decided, Run, RunCommit, TaskOp, TimerOp, ToPoller};
@@ -29,7 +30,37 @@ impl Engine {
     /// is given the run, the time and the pollers waiting on this node (to pass to `history` in
     /// its `Dispatch`); what its decision leases to the reporting worker is its own to hand
     /// over, what it leases to pollers is delivered here once written.
-    pub(super) async fn update<T, D>(&self, run_id: RunId, mut decide: D) -> Result<T, EngineError>
+    ///
+    /// A change that would take the run over a history limit terminates the run instead (see
+    /// `limits`); [`Engine::update_refusing`] refuses it.
+    pub(super) async fn update<T, D>(&self, run_id: RunId, decide: D) -> Result<T, EngineError>
+    where
+        D: FnMut(&Run, Millis, &mut Reserved) -> Result<(Option<Decided>, T), EngineError>,
+    {
+        self.update_within(run_id, OverLimit::Terminate, decide)
+            .await
+    }
+
+    /// As `update`, for a change anyone may ask for (a signal, a cancellation request): one
+    /// that would take the run over a history limit, or past what may wait for its workflow
+    /// task, is refused and the run left as it was.
+    pub(super) async fn update_refusing<T, D>(
+        &self,
+        run_id: RunId,
+        decide: D,
+    ) -> Result<T, EngineError>
+    where
+        D: FnMut(&Run, Millis, &mut Reserved) -> Result<(Option<Decided>, T), EngineError>,
+    {
+        self.update_within(run_id, OverLimit::Refuse, decide).await
+    }
+
+    async fn update_within<T, D>(
+        &self,
+        run_id: RunId,
+        over: OverLimit,
+        mut decide: D,
+    ) -> Result<T, EngineError>
     where
         D: FnMut(&Run, Millis, &mut Reserved) -> Result<(Option<Decided>, T), EngineError>,
     {
@@ -46,7 +77,12 @@ impl Engine {
                 None => self.load(run_id).await?,
             };
             let mut pollers = self.matching.reserving();
-            let (decided, out) = match decide(&run, self.now(), &mut pollers) {
+            let now = self.now();
+            let decided = decide(&run, now, &mut pollers).and_then(|(d, out)| match d {
+                Some(d) => Ok((Some(self.hold_to_limits(&run, d, now, over)?), out)),
+                None => Ok((None, out)),
+            });
+            let (decided, out) = match decided {
                 Ok((Some(decided), out)) => (decided, out),
                 Ok((None, out)) if !from_cache => return Ok(out),
                 Err(e) if !from_cache => return Err(e),

@@ -1,7 +1,8 @@
 //! Deciding a workflow task's completion: the commands applied by `history` (which also leases
 //! to the completing worker the activities they schedule on its queue, up to its free slots, and
-//! sends the run's next workflow task to its sticky queue), and the history-length limit
-//! enforced (a run that would pass it is terminated instead) and warned about as it nears.
+//! sends the run's next workflow task to its sticky queue), and the history limits enforced
+//! (a run that would pass one is terminated instead, see `limits`) and warned about as it
+//! nears them.
 //! Shared by a workflow task completed as usual (`worker`) and a decision made ahead
 //! (`decide_ahead`), so that both are held to the same rules; the caller writes the change.
 
@@ -28,31 +29,19 @@ impl Engine {
             rejected @ WftOutcome::Rejected { .. } => return Ok(rejected),
         };
         let c = &decided.commit;
-        let len = c.run.next_event_id - 1;
-        if !c.closed && len > self.config.max_history_events {
-            let why = format!(
-                "the history would hold {len} events, over the limit of {}: the run is \
-                 terminated; a workflow this long should continue as new",
-                self.config.max_history_events
-            );
-            tracing::warn!(run_id = %run.run_id, "{why}");
+        if !c.closed
+            && let Some(why) = self.over_history_limit(&c.run)
+        {
+            let terminated = self.terminate_over_limit(run, &why, now)?;
             return Ok(WftOutcome::Rejected {
-                decided: history::terminate(run, &why, "martix-engine", now)?.into(),
-                error: EngineError::FailedPrecondition(why),
+                decided: terminated,
+                error: EngineError::FailedPrecondition(format!(
+                    "{why}: the run is terminated; a workflow this long should continue as new"
+                )),
             });
         }
-        // Once when the history passes the mark, then once per thousand events.
-        let before = run.next_event_id - 1;
-        if !c.closed
-            && len > self.config.warn_history_events
-            && (before <= self.config.warn_history_events || before / 1000 != len / 1000)
-        {
-            tracing::warn!(
-                run_id = %run.run_id,
-                events = len,
-                limit = self.config.max_history_events,
-                "long history: continue as new before the limit terminates the run"
-            );
+        if !c.closed {
+            self.warn_long_history(run, &c.run);
         }
         Ok(WftOutcome::Applied(decided))
     }

@@ -18,6 +18,7 @@ mod cache;
 mod commit;
 mod completion;
 mod decide_ahead;
+mod limits;
 mod namespaces;
 mod outbox;
 mod polls;
@@ -39,6 +40,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// The largest history a run may have, in bytes: below the 64 MiB a worker of the SDK
+/// accepts in one message, with room for the rest of a poll's answer.
+pub const MAX_HISTORY_BYTES: i64 = 48 * 1024 * 1024;
+
 /// Tunables of the engine.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -59,6 +64,16 @@ pub struct EngineConfig {
     pub max_history_events: i64,
     /// Past this many events the engine warns to continue as new (then once per thousand).
     pub warn_history_events: i64,
+    /// A run whose history would grow past this many bytes is terminated, as for
+    /// `max_history_events`; a signal that would take it there is refused. At most
+    /// [`MAX_HISTORY_BYTES`], so that the whole history always fits in the answer to a poll.
+    pub max_history_bytes: i64,
+    /// Events buffered while a workflow task is in flight: past this many, or past
+    /// `max_buffered_bytes`, a signal or cancellation is refused (UNAVAILABLE, try again once
+    /// the task is done) instead of growing the checkpoint every change rewrites.
+    pub max_buffered_events: usize,
+    /// Bytes of the events buffered while a workflow task is in flight (see above).
+    pub max_buffered_bytes: usize,
     /// Whether this node's relay publishes events to RabbitMQ (reported by the outbox status).
     pub relay_configured: bool,
 }
@@ -73,6 +88,9 @@ impl Default for EngineConfig {
             sticky_schedule_to_start_timeout: Duration::from_secs(5),
             max_history_events: 50_000,
             warn_history_events: 10_000,
+            max_history_bytes: MAX_HISTORY_BYTES,
+            max_buffered_events: 1_000,
+            max_buffered_bytes: 16 * 1024 * 1024,
             relay_configured: false,
         }
     }

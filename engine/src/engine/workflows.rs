@@ -106,7 +106,7 @@ impl Engine {
                 if last.is_open() {
                     if let Some(signal) = &signal {
                         let signalled = self
-                            .update(last.run_id, |run, now, pollers| {
+                            .update_refusing(last.run_id, |run, now, pollers| {
                                 let d = Dispatch::pollers(pollers, now);
                                 let mut c = history::signal(
                                     run,
@@ -208,7 +208,7 @@ impl Engine {
             return Ok(pb::SignalWorkflowResponse {});
         }
         let run = self.resolve(&ns, req.execution.as_ref()).await?;
-        self.update(run.run_id, |run, now, pollers| {
+        self.update_refusing(run.run_id, |run, now, pollers| {
             let d = Dispatch::pollers(pollers, now);
             let mut c = history::signal(run, &signal.name, signal.input.clone(), ident, now, d)?;
             c.commit.request_id.clone_from(&signal.request_id);
@@ -226,7 +226,7 @@ impl Engine {
         let ns = self.namespace(&req.namespace).await?;
         let ident = identity(&req.identity)?;
         let run = self.resolve(&ns, req.execution.as_ref()).await?;
-        self.update(run.run_id, |run, now, pollers| {
+        self.update_refusing(run.run_id, |run, now, pollers| {
             let d = Dispatch::pollers(pollers, now);
             Ok((
                 history::request_cancel(run, &req.reason, ident, now, d)?,

@@ -183,12 +183,18 @@ impl Transition {
     pub(crate) fn append(&mut self, attributes: Attributes) -> i64 {
         let event_id = self.run.next_event_id;
         self.run.next_event_id += 1;
-        self.events.push(pb::HistoryEvent {
+        self.push_event(pb::HistoryEvent {
             event_id,
             event_time: Some(to_timestamp(self.now)),
             attributes: Some(attributes),
         });
         event_id
+    }
+
+    /// Adds an event to the change, counting its bytes into the run's history size.
+    fn push_event(&mut self, event: pb::HistoryEvent) {
+        self.run.state.history_bytes += prost::Message::encoded_len(&event) as i64;
+        self.events.push(event);
     }
 
     /// Records events that come from outside the workflow (activity result, timer, signal):
@@ -219,7 +225,7 @@ impl Transition {
         for ev in buffered {
             let event_id = self.run.next_event_id;
             self.run.next_event_id += 1;
-            self.events.push(pb::HistoryEvent { event_id, ..ev });
+            self.push_event(pb::HistoryEvent { event_id, ..ev });
         }
         any
     }

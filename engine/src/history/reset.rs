@@ -70,6 +70,10 @@ pub fn reset(
         execution_deadline: run.state.execution_deadline,
         traceparent: run.state.traceparent.clone(),
         events_published: run.state.events_published,
+        history_bytes: prefix
+            .iter()
+            .map(|e| prost::Message::encoded_len(e) as i64)
+            .sum(),
         ..Default::default()
     };
     let mut scheduled: Vec<(i64, pb::ActivityTaskScheduledAttributes, Millis)> = Vec::new();

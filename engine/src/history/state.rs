@@ -46,6 +46,17 @@ pub struct RunState {
     /// resets: the last event's sequence number.
     #[prost(int64, tag = "12")]
     pub events_published: i64,
+    /// Bytes of the run's history (its events as encoded), counted as they are appended; a
+    /// checkpoint written before this was counted starts from 0 at its next change.
+    #[prost(int64, tag = "13")]
+    pub history_bytes: i64,
+}
+
+impl RunState {
+    /// Bytes of the events buffered for the next workflow task.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.iter().map(prost::Message::encoded_len).sum()
+    }
 }
 
 /// An activity between its scheduling and its final outcome.
