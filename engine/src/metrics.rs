@@ -52,6 +52,11 @@ struct Backlog {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabel {
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Adapter {
     adapter: String,
 }
@@ -87,6 +92,8 @@ pub struct Metrics {
     outbox_unsent: Gauge,
     outbox_unsent_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     outbox_unprojected: Gauge,
+    runs_purged: Counter,
+    oldest_closed_run_age: Family<NamespaceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Label values seen, per label: callers choose type names, so their number is capped.
     seen: std::sync::Mutex<std::collections::HashSet<(u8, String)>>,
     /// One scrape at a time: scrapes reset the store gauges.
@@ -118,6 +125,8 @@ impl Default for Metrics {
             outbox_unsent: Gauge::default(),
             outbox_unsent_age: Gauge::default(),
             outbox_unprojected: Gauge::default(),
+            runs_purged: Counter::default(),
+            oldest_closed_run_age: Family::default(),
             registry: Registry::default(),
             seen: Default::default(),
             scrape: Default::default(),
@@ -212,6 +221,16 @@ impl Default for Metrics {
             "outbox_unprojected",
             "Business events not yet folded into the read models",
             m.outbox_unprojected.clone(),
+        );
+        registry.register(
+            "runs_purged",
+            "Closed runs deleted with their histories once older than their namespace's retention",
+            m.runs_purged.clone(),
+        );
+        registry.register(
+            "oldest_closed_run_age_seconds",
+            "Age since close of the oldest closed run a namespace keeps (0: none)",
+            m.oldest_closed_run_age.clone(),
         );
         Self { registry, ..m }
     }
@@ -312,6 +331,20 @@ impl Metrics {
 
     pub(crate) fn projection_lag(&self, lag_ms: i64) {
         self.projection_lag.set(lag_ms.max(0) as f64 / 1000.0);
+    }
+
+    /// Closed runs the retention deleted.
+    pub(crate) fn runs_purged(&self, n: u64) {
+        self.runs_purged.inc_by(n);
+    }
+
+    /// The age since close of the oldest closed run `namespace` keeps (none: 0).
+    pub(crate) fn oldest_closed_run(&self, namespace: &str, closed_at: Option<i64>, now: i64) {
+        self.oldest_closed_run_age
+            .get_or_create(&NamespaceLabel {
+                namespace: namespace.to_owned(),
+            })
+            .set(closed_at.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0));
     }
 
     /// The outbox gauges, from the store's figures read now.

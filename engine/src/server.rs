@@ -281,6 +281,11 @@ impl Server {
             crate::timers::run(timers, token).await;
             Ok(())
         });
+        let (token, retention) = (shutdown.clone(), engine.clone());
+        tasks.spawn(async move {
+            crate::engine::retention::run(retention, token).await;
+            Ok(())
+        });
         let (token, relay, events) = (shutdown.clone(), engine.clone(), self.events.clone());
         let projections: crate::events::Projections = self.projections.into();
         tasks.spawn(async move {

@@ -46,7 +46,9 @@ pub mod worker;
 pub mod workflow;
 
 pub use activity::ActivityContext;
-pub use client::{Client, ListOptions, Page, PageToken, ResetPoint, StartOptions, WorkflowHandle};
+pub use client::{
+    Client, ListOptions, NamespaceInfo, Page, PageToken, ResetPoint, StartOptions, WorkflowHandle,
+};
 pub use connection::ConnectOptions;
 pub use error::{ActivityError, ActivityFailure, ClientError, WorkflowError};
 pub use martix_proto::v1 as proto;

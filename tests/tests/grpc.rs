@@ -1993,3 +1993,140 @@ async fn what_waits_for_a_workflow_task_is_bounded(backend: Backend) {
         .collect();
     assert_eq!(names, ["s0", "s1"]);
 }
+
+on_both_backends!(closed_runs_are_deleted_after_their_namespaces_retention);
+/// A namespace's retention deletes its closed runs, with their histories, once they have been
+/// closed that long; open runs, and another namespace's closed runs, are kept.
+async fn closed_runs_are_deleted_after_their_namespaces_retention(backend: Backend) {
+    let mut config = fast();
+    config.retention_interval = Duration::from_millis(100);
+    let engine = TestEngine::start(backend, config).await;
+    let mut wf = engine.workflows().await;
+    let short = unique("short");
+    for (ns, secs) in [(short.as_str(), 1), ("default", 0)] {
+        if secs > 0 {
+            let created = wf
+                .create_namespace(pb::CreateNamespaceRequest {
+                    namespace: ns.into(),
+                    retention: Some(pbjson_types::Duration {
+                        seconds: secs,
+                        nanos: 0,
+                    }),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(created.created);
+        }
+    }
+    let listed = wf
+        .list_namespaces(pb::ListNamespacesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let info = listed.infos.iter().find(|i| i.namespace == short).unwrap();
+    assert_eq!(info.retention.unwrap().seconds, 1);
+
+    let start_in = |ns: &str, id: &str| pb::StartWorkflowRequest {
+        namespace: ns.into(),
+        workflow_id: id.into(),
+        workflow_type: "thing".into(),
+        task_queue: unique("idle"),
+        ..Default::default()
+    };
+    let terminate_in = |ns: &str, id: &str| pb::TerminateWorkflowRequest {
+        namespace: ns.into(),
+        execution: exec(id),
+        reason: "done".into(),
+        ..Default::default()
+    };
+    let describe_in = |ns: &str, id: &str| pb::DescribeWorkflowRequest {
+        namespace: ns.into(),
+        execution: exec(id),
+    };
+    let (closed, open, other) = (unique("closed"), unique("open"), unique("other"));
+    wf.start_workflow(start_in(&short, &closed)).await.unwrap();
+    wf.start_workflow(start_in(&short, &open)).await.unwrap();
+    wf.start_workflow(start_in("default", &other))
+        .await
+        .unwrap();
+    wf.terminate_workflow(terminate_in(&short, &closed))
+        .await
+        .unwrap();
+    wf.terminate_workflow(terminate_in("default", &other))
+        .await
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match wf.describe_workflow(describe_in(&short, &closed)).await {
+            Err(e) if e.code() == Code::NotFound => break,
+            Ok(_) => assert!(
+                std::time::Instant::now() < deadline,
+                "a run closed 10 s ago in a namespace keeping 1 s is still there"
+            ),
+            Err(e) => panic!("{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let history = wf
+        .get_workflow_history(pb::GetWorkflowHistoryRequest {
+            namespace: short.clone(),
+            execution: exec(&closed),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(history.unwrap_err().code(), Code::NotFound);
+    let open_run = wf
+        .describe_workflow(describe_in(&short, &open))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        open_run.info.unwrap().status,
+        pb::WorkflowStatus::Running as i32
+    );
+    let other_run = wf
+        .describe_workflow(describe_in("default", &other))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        other_run.info.unwrap().status,
+        pb::WorkflowStatus::Terminated as i32,
+        "the default namespace keeps closed runs 7 days"
+    );
+    // The id is free again once its runs are gone.
+    wf.start_workflow(pb::StartWorkflowRequest {
+        id_reuse_policy: pb::IdReusePolicy::RejectDuplicate as i32,
+        ..start_in(&short, &closed)
+    })
+    .await
+    .unwrap();
+
+    // A retention is changed in place, within its bounds.
+    let updated = wf
+        .update_namespace(pb::UpdateNamespaceRequest {
+            namespace: short.clone(),
+            retention: Some(pbjson_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.info.unwrap().retention.unwrap().seconds, 3600);
+    let too_short = wf
+        .update_namespace(pb::UpdateNamespaceRequest {
+            namespace: short.clone(),
+            retention: Some(pbjson_types::Duration {
+                seconds: 0,
+                nanos: 5_000_000,
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_short.code(), Code::InvalidArgument);
+    assert!(too_short.message().contains("between 1s and 10 years"));
+}

@@ -196,6 +196,7 @@ async fn call(
                 token,
                 pb::CreateNamespaceRequest {
                     namespace: unique("ns"),
+                    retention: None,
                 },
             ))
             .await

@@ -73,7 +73,11 @@ macro_rules! scoped_everywhere {
     };
 }
 
-scoped_everywhere!(pb::CreateNamespaceRequest, pb::ListNamespacesRequest);
+scoped_everywhere!(
+    pb::CreateNamespaceRequest,
+    pb::ListNamespacesRequest,
+    pb::UpdateNamespaceRequest
+);
 impl Scoped for pb::SignalWithStartWorkflowRequest {
     fn namespace(&self) -> Cow<'_, str> {
         Cow::Borrowed(self.start.as_ref().map_or("", |s| s.namespace.as_str()))
@@ -177,6 +181,7 @@ service!(WorkflowService, WorkflowApi {
     retry_activity(pb::RetryActivityRequest) -> pb::RetryActivityResponse => retry_activity, RetryActivity;
     create_namespace(pb::CreateNamespaceRequest) -> pb::CreateNamespaceResponse => create_namespace, ManageNamespaces;
     list_namespaces(pb::ListNamespacesRequest) -> pb::ListNamespacesResponse => list_namespaces, ManageNamespaces;
+    update_namespace(pb::UpdateNamespaceRequest) -> pb::UpdateNamespaceResponse => update_namespace, ManageNamespaces;
 });
 
 service!(WorkerService, WorkerApi {

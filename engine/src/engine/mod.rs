@@ -24,6 +24,7 @@ mod outbox;
 mod polls;
 mod reads;
 mod requests;
+pub mod retention;
 mod timeouts;
 mod waiters;
 mod worker;
@@ -76,6 +77,8 @@ pub struct EngineConfig {
     pub max_buffered_bytes: usize,
     /// Whether this node's relay publishes events to RabbitMQ (reported by the outbox status).
     pub relay_configured: bool,
+    /// How often the retention looks for closed runs past their namespace's retention.
+    pub retention_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -92,6 +95,7 @@ impl Default for EngineConfig {
             max_buffered_events: 1_000,
             max_buffered_bytes: 16 * 1024 * 1024,
             relay_configured: false,
+            retention_interval: Duration::from_secs(60),
         }
     }
 }

@@ -311,9 +311,12 @@ pub async fn run_relay(
         if tokio::time::Instant::now() >= next_purge {
             next_purge = tokio::time::Instant::now() + Duration::from_secs(60);
             let before = engine.now() - config.retention.as_millis() as i64;
-            match store.purge_events(before, 10_000).await {
+            // Without a broker nothing is ever sent: what the read models folded goes. (Every
+            // node of a database must agree on whether there is a broker.)
+            let sent_required = config.amqp_url.is_some();
+            match store.purge_events(before, 10_000, sent_required).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "purged sent events past retention"),
+                Ok(n) => tracing::info!(rows = n, "purged events past retention"),
                 Err(e) => tracing::warn!(error = %e, "outbox purge failed"),
             }
         }

@@ -122,10 +122,16 @@ pub trait EventStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Deletes rows sent and projected that occurred before `before` (looking at each shard's
+    /// Deletes rows projected, and sent if `sent_required` (a broker is configured: without
+    /// one nothing is ever sent), that occurred before `before` (looking at each shard's
     /// oldest `limit` rows), and signal request ids older than it; returns how many outbox rows
     /// went.
-    async fn purge_events(&self, before: Millis, limit: usize) -> Result<u64, StoreError>;
+    async fn purge_events(
+        &self,
+        before: Millis,
+        limit: usize,
+        sent_required: bool,
+    ) -> Result<u64, StoreError>;
 }
 
 /// The relay's two readers of the outbox, each with a cursor per shard in `outbox_shards`.

@@ -39,7 +39,7 @@ mod timers;
 pub use breakers::{BreakerReport, BreakerState, BreakerStore, OpenBreaker};
 pub use events::EventStore;
 pub use introspect::{Backlog, Introspection, TaskKind};
-pub use namespaces::NamespaceStore;
+pub use namespaces::{DEFAULT_RETENTION_MS, NamespaceSettings, NamespaceStore};
 pub use postgres::PostgresStore;
 pub use runs::{ListAfter, ListQuery, RunStore};
 pub use sql::SqlStore;

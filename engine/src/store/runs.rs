@@ -91,4 +91,17 @@ pub trait RunStore: Send + Sync {
     /// and not yet purged (`EventStore::purge_events`).
     async fn request_recorded(&self, namespace: &str, request_id: &str)
     -> Result<bool, StoreError>;
+
+    /// Deletes up to `limit` runs of `namespace` that closed before `closed_before`, oldest
+    /// first, with their histories (their tasks and timers went when they closed); returns
+    /// how many. Open runs are never touched.
+    async fn purge_closed_runs(
+        &self,
+        namespace: &str,
+        closed_before: Millis,
+        limit: usize,
+    ) -> Result<u64, StoreError>;
+
+    /// When the oldest closed run `namespace` keeps closed, if it keeps any.
+    async fn oldest_closed_run(&self, namespace: &str) -> Result<Option<Millis>, StoreError>;
 }

@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 mod options;
 
-pub use options::{ListOptions, Page, PageToken, ResetPoint, StartOptions};
+pub use options::{ListOptions, NamespaceInfo, Page, PageToken, ResetPoint, StartOptions};
 
 /// How often [`WorkflowHandle::follow_history`] looks for new events.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
@@ -240,28 +240,77 @@ impl Client {
         }
     }
 
-    /// Creates a namespace (an admin's call); `false` when it existed already, unchanged.
+    /// Creates a namespace (an admin's call) keeping closed runs for 7 days; `false` when it
+    /// existed already, unchanged.
     pub async fn create_namespace(&self, namespace: &str) -> Result<bool, ClientError> {
+        self.create_namespace_with_retention(namespace, None).await
+    }
+
+    /// Creates a namespace keeping its closed runs for `retention` (none: 7 days; 1 second to
+    /// 10 years); `false` when it existed already, unchanged.
+    pub async fn create_namespace_with_retention(
+        &self,
+        namespace: &str,
+        retention: Option<Duration>,
+    ) -> Result<bool, ClientError> {
         Ok(self
             .inner
             .clone()
             .create_namespace(pb::CreateNamespaceRequest {
                 namespace: namespace.to_owned(),
+                retention: retention.map(dur),
             })
             .await?
             .into_inner()
             .created)
     }
 
-    /// Every namespace (an admin's call).
+    /// Every namespace's name (an admin's call).
     pub async fn list_namespaces(&self) -> Result<Vec<String>, ClientError> {
         Ok(self
+            .namespaces()
+            .await?
+            .into_iter()
+            .map(|n| n.name)
+            .collect())
+    }
+
+    /// Every namespace with its settings (an admin's call).
+    pub async fn namespaces(&self) -> Result<Vec<NamespaceInfo>, ClientError> {
+        let r = self
             .inner
             .clone()
             .list_namespaces(pb::ListNamespacesRequest {})
             .await?
-            .into_inner()
-            .namespaces)
+            .into_inner();
+        Ok(r.infos.into_iter().map(namespace_info).collect())
+    }
+
+    /// Sets how long a namespace keeps its closed runs (an admin's call).
+    pub async fn set_retention(
+        &self,
+        namespace: &str,
+        retention: Duration,
+    ) -> Result<NamespaceInfo, ClientError> {
+        let r = self
+            .inner
+            .clone()
+            .update_namespace(pb::UpdateNamespaceRequest {
+                namespace: namespace.to_owned(),
+                retention: Some(dur(retention)),
+            })
+            .await?
+            .into_inner();
+        Ok(namespace_info(r.info.unwrap_or_default()))
+    }
+}
+
+fn namespace_info(i: pb::NamespaceInfo) -> NamespaceInfo {
+    NamespaceInfo {
+        name: i.namespace,
+        retention: i.retention.map_or(Duration::ZERO, |d| {
+            Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
+        }),
     }
 }
 

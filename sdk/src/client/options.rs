@@ -214,3 +214,12 @@ impl ResetPoint {
         }
     }
 }
+
+/// A namespace and its settings, as an administrator sees them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    /// The namespace's name.
+    pub name: String,
+    /// How long its closed runs are kept, with their histories, before they are deleted.
+    pub retention: std::time::Duration,
+}

@@ -147,6 +147,12 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
     let left = store.unprojected_events(&all, 100_000).await.unwrap();
     assert!(ours(&left).is_empty(), "{left:?}");
     assert_eq!(store.outbox_status(T0 + 5).await.unwrap().unprojected, 0);
+    // While a broker is configured, folded rows wait to be sent before they go.
+    store.purge_events(T0 + 8, 1_000_000, true).await.unwrap();
+    assert_eq!(
+        ours(&store.list_outbox(Some(&ns), 0, 100).await.unwrap()),
+        ids
+    );
 
     // A rebuild clears the projection, folds what it is given and sets the cursors back: a
     // batch read before it is refused, not folded past what the rebuild wiped; read again from
@@ -187,13 +193,39 @@ pub async fn outbox_rows_travel_with_their_change(store: &dyn Store) {
     assert_eq!(store.outbox_status(T0 + 7).await.unwrap().unsent, 0);
 
     // Sent and folded rows go after the retention.
-    assert!(store.purge_events(T0 + 8, 1_000_000).await.unwrap() >= 3);
+    assert!(store.purge_events(T0 + 8, 1_000_000, true).await.unwrap() >= 3);
     assert!(
         store
             .list_outbox(Some(&ns), 0, 100)
             .await
             .unwrap()
             .is_empty()
+    );
+
+    // Without a broker nothing is ever sent: folded rows go after the retention all the same.
+    let run = store.load_run(c.run.run_id).await.unwrap().unwrap();
+    let mut later = history::signal(&run, "more", None, "t", T0 + 9, Dispatch::nobody(T0 + 9))
+        .unwrap()
+        .commit;
+    later.outbox = vec![outbox_event(&run, 4, "thing.shipped", T0 + 9, "{}")];
+    store.commit(&later).await.unwrap();
+    let id = vec![later.outbox[0].event_id.clone()];
+    let pending = relay_view(store, Consumer::Projected, |e| ours(e) == id).await;
+    store.project(&pending, &projections).await.unwrap();
+    store.purge_events(T0 + 10, 1_000_000, true).await.unwrap();
+    assert_eq!(
+        ours(&store.list_outbox(Some(&ns), 0, 100).await.unwrap()),
+        id,
+        "unsent: kept while a broker is configured"
+    );
+    store.purge_events(T0 + 10, 1_000_000, false).await.unwrap();
+    assert!(
+        store
+            .list_outbox(Some(&ns), 0, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "folded, no broker: purged"
     );
 }
 

@@ -32,7 +32,7 @@ pub(super) fn unique(prefix: &str) -> String {
 pub(super) async fn namespace(store: &dyn Store) -> String {
     let ns = unique("ns");
     store
-        .create_namespace(&ns, T0)
+        .create_namespace(&ns, crate::store::DEFAULT_RETENTION_MS, T0)
         .await
         .expect("create namespace");
     ns
@@ -98,6 +98,7 @@ macro_rules! store_conformance {
             timers_come_due_and_fire_once,
             closing_a_run_drops_its_tasks_and_timers,
             runs_are_listed_filtered_and_paged,
+            closed_runs_past_retention_are_purged,
             continue_as_new_writes_both_runs,
             concurrent_changes_commit_together_and_fail_alone,
             outbox_rows_travel_with_their_change,

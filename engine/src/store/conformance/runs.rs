@@ -538,3 +538,53 @@ pub async fn concurrent_changes_commit_together_and_fail_alone(store: &dyn Store
         }
     }
 }
+
+/// Closed runs past a cutoff are deleted with their histories, oldest first, a batch at a
+/// time; open runs and runs closed after the cutoff are kept.
+pub async fn closed_runs_past_retention_are_purged(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let q = unique("q");
+    let mut runs = Vec::new();
+    for (i, close_at) in [Some(T0 + 10), Some(T0 + 20), Some(T0 + 30), None]
+        .into_iter()
+        .enumerate()
+    {
+        let c = start(&ns, &format!("kept-{i}"), &q, T0);
+        store.commit(&c).await.unwrap();
+        if let Some(at) = close_at {
+            let run = store.load_run(c.run.run_id).await.unwrap().unwrap();
+            store
+                .commit(&history::terminate(&run, "done", "t", at).unwrap())
+                .await
+                .unwrap();
+        }
+        runs.push(c.run.run_id);
+    }
+    assert_eq!(store.oldest_closed_run(&ns).await.unwrap(), Some(T0 + 10));
+    // Closed before T0 + 25, one per batch: the oldest first.
+    assert_eq!(store.purge_closed_runs(&ns, T0 + 25, 1).await.unwrap(), 1);
+    assert!(store.load_run(runs[0]).await.unwrap().is_none());
+    assert!(store.history(runs[0], 1, 100).await.unwrap().is_empty());
+    assert!(store.load_run(runs[1]).await.unwrap().is_some());
+    assert_eq!(store.purge_closed_runs(&ns, T0 + 25, 10).await.unwrap(), 1);
+    assert!(store.load_run(runs[1]).await.unwrap().is_none());
+    assert_eq!(store.purge_closed_runs(&ns, T0 + 25, 10).await.unwrap(), 0);
+    // Closed after the cutoff, and open: kept, with their histories.
+    assert!(store.load_run(runs[2]).await.unwrap().is_some());
+    let open = store.load_run(runs[3]).await.unwrap().unwrap();
+    assert!(open.is_open());
+    assert_eq!(
+        store.history(runs[3], 1, 100).await.unwrap().len() as i64,
+        open.next_event_id - 1
+    );
+    assert_eq!(store.oldest_closed_run(&ns).await.unwrap(), Some(T0 + 30));
+    assert_eq!(
+        store.purge_closed_runs(&ns, T0 + 1_000, 10).await.unwrap(),
+        1
+    );
+    assert_eq!(store.oldest_closed_run(&ns).await.unwrap(), None);
+    assert!(
+        store.load_run(runs[3]).await.unwrap().is_some(),
+        "never an open run"
+    );
+}

@@ -19,6 +19,24 @@ const EVENT_COLUMNS: &str = "o.position, o.xact, o.shard, o.event_id, o.namespac
     (o.xact, o.position) <= (s.sent_xact, s.sent_position)";
 
 /// Outbox rows after position `$1` (of namespace `$2`, or all), in order, up to `$3`.
+/// Deletes outbox rows of shard `$1` among its oldest `$2` that occurred before `$3` and are
+/// behind its projected cursor (`PURGE_FOLDED`) and its sent one too.
+macro_rules! purge_outbox {
+    ($sent:literal) => {
+        concat!(
+            "DELETE FROM outbox WHERE position IN (SELECT w.position FROM \
+             (SELECT position, xact, occurred_at FROM outbox WHERE shard = $1 \
+              ORDER BY xact, position LIMIT $2) w \
+             JOIN outbox_shards s ON s.shard = $1 WHERE w.occurred_at < $3 ",
+            $sent,
+            "AND (w.xact, w.position) <= (s.projected_xact, s.projected_position))"
+        )
+    };
+}
+const PURGE_SENT_AND_FOLDED: &str =
+    purge_outbox!("AND (w.xact, w.position) <= (s.sent_xact, s.sent_position) ");
+const PURGE_FOLDED: &str = purge_outbox!("");
+
 const LIST_OUTBOX: &str = "SELECT o.position, o.xact, o.shard, o.event_id, o.namespace, \
     o.subject, o.workflow_type, o.run_id, o.sequence, o.event_type, o.occurred_at, o.body, \
     (o.xact, o.position) <= (s.sent_xact, s.sent_position) \
@@ -482,26 +500,30 @@ where
             .collect()
     }
 
-    async fn purge_events(&self, before: Millis, limit: usize) -> Result<u64, StoreError> {
+    async fn purge_events(
+        &self,
+        before: Millis,
+        limit: usize,
+        sent_required: bool,
+    ) -> Result<u64, StoreError> {
         // Each shard's oldest rows (its range of `outbox_pending`), those of them behind both
-        // cursors: a look at `limit` rows a shard, not a scan of every row kept, and a shard
-        // that lags holds back only its own rows.
+        // cursors (behind the projected one only, without a broker): a look at `limit` rows a
+        // shard, not a scan of every row kept, and a shard that lags holds back only its own
+        // rows.
+        let sql = if sent_required {
+            PURGE_SENT_AND_FOLDED
+        } else {
+            PURGE_FOLDED
+        };
         let mut purged = 0;
         for shard in 0..SHARDS {
-            let done = sqlx::query(
-                "DELETE FROM outbox WHERE position IN (SELECT w.position FROM \
-                 (SELECT position, xact, occurred_at FROM outbox WHERE shard = $1 \
-                  ORDER BY xact, position LIMIT $2) w \
-                 JOIN outbox_shards s ON s.shard = $1 WHERE w.occurred_at < $3 \
-                 AND (w.xact, w.position) <= (s.sent_xact, s.sent_position) \
-                 AND (w.xact, w.position) <= (s.projected_xact, s.projected_position))",
-            )
-            .bind(shard)
-            .bind(limit as i64)
-            .bind(before)
-            .execute(&self.write)
-            .await
-            .map_err(classify)?;
+            let done = sqlx::query(sql)
+                .bind(shard)
+                .bind(limit as i64)
+                .bind(before)
+                .execute(&self.write)
+                .await
+                .map_err(classify)?;
             purged += DB::rows_affected(&done);
         }
         sqlx::query("DELETE FROM signal_requests WHERE received_at < $1")

@@ -7,7 +7,7 @@ use crate::clock::Millis;
 use crate::history::{Run, RunCommit};
 use crate::ids::RunId;
 use crate::store::sql::batch::Pending;
-use crate::store::{ListQuery, NamespaceStore, RunStore, StoreError, classify};
+use crate::store::{ListQuery, NamespaceSettings, NamespaceStore, RunStore, StoreError, classify};
 use martix_proto::v1 as pb;
 use sqlx::Row as _;
 use std::sync::Arc;
@@ -65,6 +65,54 @@ where
             .await
             .map_err(classify)?;
         row.as_ref().map(Self::run_from_row).transpose()
+    }
+
+    async fn purge_closed_runs(
+        &self,
+        namespace: &str,
+        closed_before: Millis,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT run_id FROM executions WHERE namespace = $1 AND status <> 1 \
+             AND close_time < $2 ORDER BY close_time LIMIT $3",
+        )
+        .bind(namespace)
+        .bind(closed_before)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.write.begin().await.map_err(classify)?;
+        let mut purged = 0;
+        // History first, then the runs; a run is deleted only while closed.
+        for (table, guard) in [("history_events", ""), ("executions", " AND status <> 1")] {
+            let mut qb =
+                sqlx::QueryBuilder::<DB>::new(format!("DELETE FROM {table} WHERE run_id IN ("));
+            let mut ids_list = qb.separated(", ");
+            for id in &ids {
+                ids_list.push_bind(id.as_str());
+            }
+            qb.push(")").push(guard);
+            let done = qb.build().execute(&mut *tx).await.map_err(classify)?;
+            purged = DB::rows_affected(&done);
+        }
+        tx.commit().await.map_err(classify)?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(purged)
+    }
+
+    async fn oldest_closed_run(&self, namespace: &str) -> Result<Option<Millis>, StoreError> {
+        sqlx::query_scalar::<DB, Option<i64>>(
+            "SELECT MIN(close_time) FROM executions WHERE namespace = $1 AND status <> 1",
+        )
+        .bind(namespace)
+        .fetch_one(&self.read)
+        .await
+        .map_err(classify)
     }
 
     async fn latest_run(
@@ -229,17 +277,52 @@ where
         Ok(row.is_some())
     }
 
-    async fn create_namespace(&self, namespace: &str, now: Millis) -> Result<bool, StoreError> {
+    async fn create_namespace(
+        &self,
+        namespace: &str,
+        retention_ms: Millis,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "INSERT INTO namespaces (name, created_at) VALUES ($1, $2) \
+            "INSERT INTO namespaces (name, created_at, retention_ms) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(namespace)
         .bind(now)
+        .bind(retention_ms)
         .execute(&self.write)
         .await
         .map_err(classify)?;
         Ok(DB::rows_affected(&done) == 1)
+    }
+
+    async fn namespace_settings(&self) -> Result<Vec<NamespaceSettings>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, retention_ms FROM namespaces ORDER BY name")
+                .fetch_all(&self.read)
+                .await
+                .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, retention_ms)| NamespaceSettings { name, retention_ms })
+            .collect())
+    }
+
+    async fn set_retention(
+        &self,
+        namespace: &str,
+        retention_ms: Millis,
+    ) -> Result<Option<NamespaceSettings>, StoreError> {
+        let done = sqlx::query("UPDATE namespaces SET retention_ms = $1 WHERE name = $2")
+            .bind(retention_ms)
+            .bind(namespace)
+            .execute(&self.write)
+            .await
+            .map_err(classify)?;
+        Ok((DB::rows_affected(&done) == 1).then(|| NamespaceSettings {
+            name: namespace.to_owned(),
+            retention_ms,
+        }))
     }
 
     async fn list_namespaces(&self) -> Result<Vec<String>, StoreError> {
