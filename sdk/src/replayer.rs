@@ -22,6 +22,9 @@ pub enum ReplayError {
     /// No workflow of the history's type is registered.
     #[error("workflow type '{0}' is not registered with the replayer")]
     UnknownType(String),
+    /// The code never settled in an activation: it kept waking itself (a busy loop).
+    #[error("{0}")]
+    Stuck(String),
 }
 
 /// Replays histories against registered workflow code.
@@ -89,6 +92,9 @@ impl Replayer {
             Err(ActivationError::Nondeterminism(n)) => Err(n.into()),
             Err(ActivationError::Panic(p)) => Err(ReplayError::Panic(p)),
             Err(e @ ActivationError::Gap { .. }) => Err(ReplayError::BadHistory(e.to_string())),
+            Err(e @ (ActivationError::Spinning(_) | ActivationError::BlockedOnNothingDurable)) => {
+                Err(ReplayError::Stuck(e.to_string()))
+            }
         }
     }
 

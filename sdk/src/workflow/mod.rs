@@ -2,11 +2,16 @@
 //!
 //! A workflow function takes a [`WorkflowContext`] and its input and returns its result. It may
 //! await activities, timers and signals, in sequence or together (`futures::join!`,
-//! `futures::select!`); everything it does that must survive a crash goes through the context,
-//! which turns it into commands for the engine and, on replay, matches them against history.
+//! `futures::select!`, `join_all`, `FuturesUnordered`, `select_all`, `buffer_unordered`: the
+//! context's futures wake the task that polls them when the engine resolves them); everything
+//! it does that must survive a crash goes through the context, which turns it into commands
+//! for the engine and, on replay, matches them against history. A workflow must not await
+//! anything else that waits (`tokio::time::sleep`, a channel fed from outside): nothing would
+//! wake it, and its workflow task fails saying so.
 
 pub(crate) mod context;
 mod driver;
+mod wake;
 
 pub use context::{ActivityOptions, SignalStream, WorkflowContext, WorkflowInfo};
 pub use driver::Nondeterminism;

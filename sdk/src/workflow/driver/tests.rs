@@ -548,3 +548,5 @@ fn events_are_published_once_and_replayed_not_republished() {
     assert!(err.contains("PublishEvent(order.placed)"), "{err}");
     assert!(err.contains("PublishEvent(order.accepted)"), "{err}");
 }
+
+mod combinators;
