@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-/// What a workflow knows about its own run.
-#[derive(Clone, Debug)]
+/// What a workflow knows about its own run. The same in the worker and in the
+/// [`Replayer`](crate::Replayer) (from an exported history that carries the run's ids).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkflowInfo {
     /// The namespace of the run.
     pub namespace: String,
@@ -24,10 +25,41 @@ pub struct WorkflowInfo {
     pub workflow_id: String,
     /// This run.
     pub run_id: String,
+    /// The first run of the chain of runs continued as new that this one belongs to; this
+    /// run's id if it continues none.
+    pub first_run_id: String,
+    /// The run this one continues (it was started by a continue-as-new), if any.
+    pub continued_from_run_id: Option<String>,
     /// The registered type name.
     pub workflow_type: String,
     /// The queue its tasks go to.
     pub task_queue: String,
+}
+
+impl WorkflowInfo {
+    /// The info of the run `run_id` of `workflow_id` in `namespace` that `started` began: the
+    /// type, queue, first run and the run it continues are the start event's.
+    pub(crate) fn of_run(
+        namespace: String,
+        workflow_id: String,
+        run_id: String,
+        started: &pb::WorkflowExecutionStartedAttributes,
+    ) -> Self {
+        Self {
+            first_run_id: if started.first_run_id.is_empty() {
+                run_id.clone()
+            } else {
+                started.first_run_id.clone()
+            },
+            continued_from_run_id: Some(started.continued_from_run_id.clone())
+                .filter(|id| !id.is_empty()),
+            namespace,
+            workflow_id,
+            run_id,
+            workflow_type: started.workflow_type.clone(),
+            task_queue: started.task_queue.clone(),
+        }
+    }
 }
 
 /// Options of one activity call. Unset timeouts take the engine's defaults; unset retry

@@ -217,6 +217,9 @@ pub(crate) struct RunDriver {
 }
 
 impl RunDriver {
+    /// The driver of the run `info` names, before any event. The workflow's randomness is
+    /// seeded from `info.run_id`: each run of a chain continued as new draws its own numbers,
+    /// and every replay of a run draws that run's.
     pub(crate) fn new(workflow: WorkflowFn, info: WorkflowInfo) -> Self {
         Self {
             shared: Arc::new(Mutex::new(Shared::new(seed_of(&info.run_id)))),

@@ -22,6 +22,24 @@ use futures::future::BoxFuture;
 use martix_proto::v1 as pb;
 use std::sync::Arc;
 
+/// Begins the replay of one run: the one place the worker and the
+/// [`Replayer`](crate::Replayer) build a workflow's driver and context, so both give the code
+/// the same [`WorkflowInfo`] (from the run's ids and its start event) and the same seed for
+/// `ctx.random()` / `ctx.uuid()` (the run id, see [`RunDriver::new`]). A replay of an
+/// unchanged workflow then draws the numbers and reads the ids its run did.
+pub(crate) fn run_driver(
+    workflow: WorkflowFn,
+    namespace: String,
+    workflow_id: String,
+    run_id: String,
+    started: &pb::WorkflowExecutionStartedAttributes,
+) -> RunDriver {
+    RunDriver::new(
+        workflow,
+        WorkflowInfo::of_run(namespace, workflow_id, run_id, started),
+    )
+}
+
 /// A workflow as the worker runs it: context and input in, result payload out.
 pub(crate) type WorkflowFn = Arc<
     dyn Fn(

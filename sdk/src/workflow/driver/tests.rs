@@ -193,6 +193,8 @@ fn driver(f: WorkflowFn) -> RunDriver {
             namespace: "default".into(),
             workflow_id: "wf".into(),
             run_id: "run-1".into(),
+            first_run_id: "run-1".into(),
+            continued_from_run_id: None,
             workflow_type: "t".into(),
             task_queue: "q".into(),
         },
