@@ -360,6 +360,13 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     // The JSON history is what the replay tester reads: the order saga replays it.
     let (code, json, _) = cli(g, &["history", "cli-1", "--output", "json"]);
     assert_eq!(code, 0);
+    // With the ids of its run, which the replayer gives the workflow's code.
+    let exported: martix_sdk::WorkflowHistory = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (exported.namespace.as_str(), exported.workflow_id.as_str()),
+        ("default", "cli-1")
+    );
+    assert!(!exported.run_id.is_empty() && exported.first_run_id == exported.run_id);
     let mut replayer = martix_sdk::Replayer::new();
     replayer.register_workflow(
         martix_order_contract::ORDER_WORKFLOW_TYPE,

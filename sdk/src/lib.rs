@@ -39,6 +39,7 @@ pub mod activity;
 pub mod client;
 pub mod connection;
 pub mod error;
+pub mod history;
 pub mod payload;
 pub mod replayer;
 pub mod saga;
@@ -51,6 +52,7 @@ pub use client::{
 };
 pub use connection::ConnectOptions;
 pub use error::{ActivityError, ActivityFailure, ClientError, WorkflowError};
+pub use history::WorkflowHistory;
 pub use martix_proto::v1 as proto;
 pub use replayer::{ReplayError, Replayer};
 pub use saga::{CompensationFailure, Saga};

@@ -1,8 +1,11 @@
 //! `Replayer`: runs stored histories against the current workflow code, so a change can be
-//! checked against real runs before it ships.
+//! checked against real runs before it ships. It builds the workflow's context through the
+//! same function as the worker (`workflow::run_driver`), from the ids an exported history
+//! carries, so an unchanged workflow replays exactly as it ran.
 
 use crate::error::WorkflowError;
-use crate::workflow::{ActivationError, RunDriver, WorkflowContext, WorkflowFn, WorkflowInfo};
+use crate::history::WorkflowHistory;
+use crate::workflow::{ActivationError, Nondeterminism, WorkflowContext, WorkflowFn, run_driver};
 use martix_proto::v1 as pb;
 use std::collections::HashMap;
 
@@ -22,6 +25,9 @@ pub enum ReplayError {
     /// No workflow of the history's type is registered.
     #[error("workflow type '{0}' is not registered with the replayer")]
     UnknownType(String),
+    /// The code never settled in an activation: it kept waking itself (a busy loop).
+    #[error("{0}")]
+    Stuck(String),
 }
 
 /// Replays histories against registered workflow code.
@@ -56,58 +62,100 @@ impl Replayer {
         self
     }
 
-    /// Replays one history (as `GetWorkflowHistory` gives it); `Ok` if the code is
-    /// deterministic against it.
+    /// Replays one run's events (as `GetWorkflowHistory` gives them); `Ok` if the code is
+    /// deterministic against them. The events do not name their run: the code sees namespace
+    /// `default`, workflow id `replay` and, as its run id (which also seeds `ctx.random()` and
+    /// `ctx.uuid()`), the first run id of the start event, which is the run's own id unless
+    /// it continues another. [`Replayer::replay_history`] with the run's ids gives the code
+    /// exactly what its run gave it.
     pub fn replay(&self, history: &[pb::HistoryEvent]) -> Result<(), ReplayError> {
-        let started = match history.first().and_then(|e| e.attributes.as_ref()) {
-            Some(pb::history_event::Attributes::WorkflowExecutionStarted(s)) => s,
-            _ => {
-                return Err(ReplayError::BadHistory(
-                    "it must start with WorkflowExecutionStarted".into(),
-                ));
-            }
-        };
+        self.replay_run(history, "", "", "")
+    }
+
+    /// Replays one run's history with the ids that name the run (what
+    /// `martix workflow history ID --output json` exports, or [`WorkflowHandle::export_history`]
+    /// returns): the workflow's context is built as the worker builds it, so `ctx.info()`,
+    /// `ctx.random()` and `ctx.uuid()` give what they gave the run. Ids left empty fall back as
+    /// in [`Replayer::replay`].
+    ///
+    /// [`WorkflowHandle::export_history`]: crate::WorkflowHandle::export_history
+    pub fn replay_history(&self, history: &WorkflowHistory) -> Result<(), ReplayError> {
+        self.replay_run(
+            &history.events,
+            &history.namespace,
+            &history.workflow_id,
+            &history.run_id,
+        )
+    }
+
+    fn replay_run(
+        &self,
+        events: &[pb::HistoryEvent],
+        namespace: &str,
+        workflow_id: &str,
+        run_id: &str,
+    ) -> Result<(), ReplayError> {
+        let started = crate::history::started(events).ok_or_else(|| {
+            ReplayError::BadHistory("it must start with WorkflowExecutionStarted".into())
+        })?;
         let workflow = self
             .workflows
             .get(&started.workflow_type)
             .cloned()
             .ok_or_else(|| ReplayError::UnknownType(started.workflow_type.clone()))?;
-        let info = WorkflowInfo {
-            namespace: "replay".into(),
-            workflow_id: "replay".into(),
-            run_id: if started.first_run_id.is_empty() {
-                "replay".into()
+        let or = |id: &str, fallback: &str| {
+            if id.is_empty() {
+                fallback.to_owned()
             } else {
-                started.first_run_id.clone()
-            },
-            workflow_type: started.workflow_type.clone(),
-            task_queue: started.task_queue.clone(),
+                id.to_owned()
+            }
         };
-        let mut driver = RunDriver::new(workflow, info);
-        match driver.apply_history(history) {
-            Ok(()) => Ok(driver.finish_replay()?),
+        // Without the run's id, the first run's is the best guess: right unless the run
+        // continues another.
+        let guessed_run_id = run_id.is_empty() && !started.continued_from_run_id.is_empty();
+        let mut driver = run_driver(
+            workflow,
+            or(namespace, "default"),
+            or(workflow_id, "replay"),
+            or(run_id, &or(&started.first_run_id, "replay")),
+            started,
+        );
+        match driver
+            .apply_history(events)
+            .and_then(|()| Ok(driver.finish_replay()?))
+        {
+            Ok(()) => Ok(()),
+            Err(ActivationError::Nondeterminism(n)) if guessed_run_id => {
+                Err(ReplayError::Nondeterminism(Nondeterminism(format!(
+                    "{}; note: this history does not name its run, which continues another, so \
+                     the replay ran with the first run's id (ctx.random(), ctx.uuid() and \
+                     ctx.info() may differ from the run's): export it with its ids \
+                     (martix workflow history ID --output json) and replay that",
+                    n.0
+                ))))
+            }
             Err(ActivationError::Nondeterminism(n)) => Err(n.into()),
             Err(ActivationError::Panic(p)) => Err(ReplayError::Panic(p)),
             Err(e @ ActivationError::Gap { .. }) => Err(ReplayError::BadHistory(e.to_string())),
+            Err(e @ (ActivationError::Spinning(_) | ActivationError::BlockedOnNothingDurable)) => {
+                Err(ReplayError::Stuck(e.to_string()))
+            }
         }
     }
 
-    /// Replays a history in proto3 JSON: a `GetWorkflowHistoryResponse` object
-    /// (`{"events": [...]}`, what `martix workflow history ID --output json` prints) or a bare
-    /// array of events.
+    /// Replays a history in JSON: a [`WorkflowHistory`] (what
+    /// `martix workflow history ID --output json` prints: the events and the ids of their
+    /// run), a `GetWorkflowHistoryResponse` in proto3 JSON (`{"events": [...]}`, as exports
+    /// were before they carried the ids) or a bare array of events; ids it lacks fall back as
+    /// in [`Replayer::replay`].
     pub fn replay_json(&self, json: &str) -> Result<(), ReplayError> {
-        let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| ReplayError::BadHistory(e.to_string()))?;
-        let events: Vec<pb::HistoryEvent> = if value.is_array() {
-            serde_json::from_value(value)
-        } else {
-            serde_json::from_value::<pb::GetWorkflowHistoryResponse>(value).map(|h| h.events)
-        }
-        .map_err(|e| ReplayError::BadHistory(e.to_string()))?;
-        self.replay(&events)
+        let history =
+            WorkflowHistory::from_json(json).map_err(|e| ReplayError::BadHistory(e.to_string()))?;
+        self.replay_history(&history)
     }
 
-    /// Replays a history encoded as protobuf `GetWorkflowHistoryResponse` bytes.
+    /// Replays a history encoded as protobuf `GetWorkflowHistoryResponse` bytes, whose ids
+    /// fall back as in [`Replayer::replay`].
     pub fn replay_encoded(&self, bytes: &[u8]) -> Result<(), ReplayError> {
         let h = <pb::GetWorkflowHistoryResponse as prost::Message>::decode(bytes)
             .map_err(|e| ReplayError::BadHistory(e.to_string()))?;

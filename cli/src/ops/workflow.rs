@@ -68,7 +68,8 @@ pub(crate) enum WorkflowCmd {
     },
     /// Status, pending activities and timers of a workflow's latest run.
     Describe { id: String },
-    /// The history of a workflow's latest run (`--output json` is what the replayer reads).
+    /// The history of a workflow's latest run (`--output json`: its events and the ids of the
+    /// run, what the replayer reads).
     History {
         id: String,
         /// Keep printing new events until the run closes.
@@ -225,7 +226,8 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             }
         }
         WorkflowCmd::History { id, follow } => {
-            let run = c.handle(&id);
+            // Pinned to the run latest now: the JSON names the run its events are of.
+            let run = c.handle(&id).pinned().await?;
             let events = if follow {
                 let mut all = Vec::new();
                 let mut events = std::pin::pin!(run.follow_history());
@@ -247,10 +249,13 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
                 all
             };
             if json {
-                print_json(&pb::GetWorkflowHistoryResponse {
+                // The events with the ids of their run, which the Replayer gives the code.
+                print_json(&martix_sdk::WorkflowHistory::new(
+                    c.namespace(),
+                    run.workflow_id,
+                    run.run_id,
                     events,
-                    next_page_token: Vec::new(),
-                })?;
+                ))?;
             }
         }
         WorkflowCmd::Result { id, wait } => {

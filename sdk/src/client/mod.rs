@@ -8,6 +8,7 @@
 
 use crate::connection::{ConnectOptions, Transport};
 use crate::error::ClientError;
+use crate::history::WorkflowHistory;
 use crate::payload::{from_payload, to_payload};
 use crate::workflow::context::dur;
 use futures::Stream;
@@ -435,6 +436,43 @@ impl WorkflowHandle {
         read_history(&self.client.inner, &self.client.namespace, self.execution())
             .await
             .map_err(|s| self.error(s))
+    }
+
+    /// The run's history with the ids that name the run (namespace, workflow id, run id,
+    /// first and continued-from run ids): what `martix workflow history ID --output json`
+    /// exports and [`Replayer::replay_history`](crate::Replayer::replay_history) replays as the
+    /// worker ran it. A handle on the latest run exports the run that is latest when called.
+    ///
+    /// ```no_run
+    /// # async fn run(client: martix_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let history = client.handle("order-17").export_history().await?;
+    /// std::fs::write("order-17.json", serde_json::to_string_pretty(&history)?)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn export_history(&self) -> Result<WorkflowHistory, ClientError> {
+        let run = self.pinned().await?;
+        let events = run.history().await?;
+        Ok(WorkflowHistory::new(
+            self.client.namespace.clone(),
+            run.workflow_id,
+            run.run_id,
+            events,
+        ))
+    }
+
+    /// This handle if it names its run, else one on the run that is latest now.
+    pub async fn pinned(&self) -> Result<WorkflowHandle, ClientError> {
+        let mut run = self.clone();
+        if run.run_id.is_empty() {
+            run.run_id = self
+                .describe()
+                .await?
+                .info
+                .and_then(|i| i.execution)
+                .map(|e| e.run_id)
+                .unwrap_or_default();
+        }
+        Ok(run)
     }
 
     /// One page of the history (the engine's page size, up to 1000 events), from the start

@@ -4,7 +4,7 @@
 //! what the engine answered.
 
 use super::{Worker, retry_unavailable};
-use crate::workflow::{RunDriver, WorkflowInfo};
+use crate::workflow::run_driver;
 use martix_proto::v1 as pb;
 use std::sync::Arc;
 use tracing::Instrument;
@@ -98,14 +98,28 @@ impl Worker {
                         }
                     }
                 }
-                let info = WorkflowInfo {
-                    namespace: task.namespace.clone(),
-                    workflow_id: exec.workflow_id.clone(),
-                    run_id: run_id.clone(),
-                    workflow_type: task.workflow_type.clone(),
-                    task_queue: self.options.task_queue.clone(),
+                // The history starts with the run's start event here; should it not, the
+                // task's type and this worker's queue stand in for it.
+                let fallback;
+                let started = match crate::history::started(&task.history) {
+                    Some(s) => s,
+                    None => {
+                        fallback = pb::WorkflowExecutionStartedAttributes {
+                            workflow_type: task.workflow_type.clone(),
+                            task_queue: self.options.task_queue.clone(),
+                            ..Default::default()
+                        };
+                        &fallback
+                    }
                 };
-                let d = Arc::new(tokio::sync::Mutex::new(RunDriver::new(workflow, info)));
+                let driver = run_driver(
+                    workflow,
+                    task.namespace.clone(),
+                    exec.workflow_id.clone(),
+                    run_id.clone(),
+                    started,
+                );
+                let d = Arc::new(tokio::sync::Mutex::new(driver));
                 let guard = d.clone().lock_owned().await;
                 self.cache
                     .lock()

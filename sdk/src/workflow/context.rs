@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-/// What a workflow knows about its own run.
-#[derive(Clone, Debug)]
+/// What a workflow knows about its own run. The same in the worker and in the
+/// [`Replayer`](crate::Replayer) (from an exported history that carries the run's ids).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkflowInfo {
     /// The namespace of the run.
     pub namespace: String,
@@ -24,10 +25,41 @@ pub struct WorkflowInfo {
     pub workflow_id: String,
     /// This run.
     pub run_id: String,
+    /// The first run of the chain of runs continued as new that this one belongs to; this
+    /// run's id if it continues none.
+    pub first_run_id: String,
+    /// The run this one continues (it was started by a continue-as-new), if any.
+    pub continued_from_run_id: Option<String>,
     /// The registered type name.
     pub workflow_type: String,
     /// The queue its tasks go to.
     pub task_queue: String,
+}
+
+impl WorkflowInfo {
+    /// The info of the run `run_id` of `workflow_id` in `namespace` that `started` began: the
+    /// type, queue, first run and the run it continues are the start event's.
+    pub(crate) fn of_run(
+        namespace: String,
+        workflow_id: String,
+        run_id: String,
+        started: &pb::WorkflowExecutionStartedAttributes,
+    ) -> Self {
+        Self {
+            first_run_id: if started.first_run_id.is_empty() {
+                run_id.clone()
+            } else {
+                started.first_run_id.clone()
+            },
+            continued_from_run_id: Some(started.continued_from_run_id.clone())
+                .filter(|id| !id.is_empty()),
+            namespace,
+            workflow_id,
+            run_id,
+            workflow_type: started.workflow_type.clone(),
+            task_queue: started.task_queue.clone(),
+        }
+    }
 }
 
 /// Options of one activity call. Unset timeouts take the engine's defaults; unset retry
@@ -186,9 +218,11 @@ impl WorkflowContext {
     /// The signals named `name`, in the order they arrived, including those that arrived
     /// before this call.
     pub fn signal<T: DeserializeOwned>(&self, name: &str) -> SignalStream<T> {
+        let token = self.state().waiters.token();
         SignalStream {
             shared: self.shared.clone(),
             name: name.to_owned(),
+            token,
             _t: PhantomData,
         }
     }
@@ -278,8 +312,10 @@ impl WorkflowContext {
 
     /// Resolves when cancellation of the run is asked for.
     pub fn cancelled(&self) -> CancelledFuture {
+        let token = self.state().waiters.token();
         CancelledFuture {
             shared: self.shared.clone(),
+            token,
         }
     }
 
@@ -323,7 +359,7 @@ impl<O> ActivityFuture<O> {
 impl<O: DeserializeOwned> Future for ActivityFuture<O> {
     type Output = Result<O, ActivityFailure>;
 
-    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let mut s = this.shared.lock().unwrap_or_else(|p| p.into_inner());
         let id = match &this.id {
@@ -348,9 +384,14 @@ impl<O: DeserializeOwned> Future for ActivityFuture<O> {
             }
         };
         match s.activities.get(&id).cloned().flatten() {
-            None => Poll::Pending,
+            None => {
+                // Woken when the driver applies the activity's outcome.
+                s.waiters.wait_activity(&id, cx.waker());
+                Poll::Pending
+            }
             Some(outcome) => {
                 s.activities.remove(&id);
+                s.waiters.forget_activity(&id);
                 this.done = true;
                 Poll::Ready(match outcome {
                     Ok(p) => from_payload(p.as_ref()).map_err(|e| ActivityFailure {
@@ -371,6 +412,7 @@ impl<O> Drop for ActivityFuture<O> {
     fn drop(&mut self) {
         if let (Some(id), false) = (&self.id, self.done) {
             let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            s.waiters.forget_activity(id);
             if s.activities.remove(id).is_some() {
                 s.push_command(C::RequestCancelActivity(
                     pb::RequestCancelActivityTaskCommand {
@@ -394,7 +436,7 @@ pub struct TimerFuture {
 impl Future for TimerFuture {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         let mut s = this.shared.lock().unwrap_or_else(|p| p.into_inner());
         let id = match &this.id {
@@ -412,9 +454,12 @@ impl Future for TimerFuture {
         };
         if s.timers.get(&id).copied().unwrap_or(false) {
             s.timers.remove(&id);
+            s.waiters.forget_timer(&id);
             this.done = true;
             Poll::Ready(())
         } else {
+            // Woken when the driver applies the timer's firing.
+            s.waiters.wait_timer(&id, cx.waker());
             Poll::Pending
         }
     }
@@ -424,6 +469,7 @@ impl Drop for TimerFuture {
     fn drop(&mut self) {
         if let (Some(id), false) = (&self.id, self.done) {
             let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            s.waiters.forget_timer(id);
             if s.timers.remove(id).is_some() {
                 s.push_command(C::CancelTimer(pb::CancelTimerCommand {
                     timer_id: id.clone(),
@@ -437,6 +483,8 @@ impl Drop for TimerFuture {
 pub struct SignalStream<T> {
     shared: Arc<Mutex<Shared>>,
     name: String,
+    /// Its key among the futures waiting for signals (see `Waiters`).
+    token: u64,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -445,33 +493,61 @@ impl<T> Unpin for SignalStream<T> {}
 impl<T: DeserializeOwned> Stream for SignalStream<T> {
     type Item = Result<T, serde_json::Error>;
 
-    fn poll_next(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         match s.signals.get_mut(&self.name).and_then(|q| q.pop_front()) {
-            Some(p) => Poll::Ready(Some(from_payload(p.as_ref()))),
-            None => Poll::Pending,
+            Some(p) => {
+                s.waiters.forget_signal(self.token);
+                Poll::Ready(Some(from_payload(p.as_ref())))
+            }
+            None => {
+                // Woken when the driver applies a signal of this name.
+                s.waiters.wait_signal(self.token, &self.name, cx.waker());
+                Poll::Pending
+            }
         }
+    }
+}
+
+impl<T> Drop for SignalStream<T> {
+    fn drop(&mut self) {
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .waiters
+            .forget_signal(self.token);
     }
 }
 
 /// Resolves when cancellation is asked for.
 pub struct CancelledFuture {
     shared: Arc<Mutex<Shared>>,
+    /// Its key among the futures waiting for cancellation (see `Waiters`).
+    token: u64,
 }
 
 impl Future for CancelledFuture {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
-        if self
-            .shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .cancel_requested
-        {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if s.cancel_requested {
+            s.waiters.forget_cancellation(self.token);
             Poll::Ready(())
         } else {
+            // Woken when the driver applies the cancellation request.
+            s.waiters.wait_cancellation(self.token, cx.waker());
             Poll::Pending
         }
+    }
+}
+
+impl Drop for CancelledFuture {
+    fn drop(&mut self) {
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .waiters
+            .forget_cancellation(self.token);
     }
 }

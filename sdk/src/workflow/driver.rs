@@ -2,11 +2,21 @@
 //! collects its commands, and checks on replay that it issues the commands history recorded.
 //!
 //! An *activation* is one run of the workflow code: the inputs that arrived since the last
-//! one (activity results, timers, signals, cancellation) are applied, then the workflow future
-//! is polled once. Our leaf futures resolve from state alone, so one poll runs the workflow
-//! until every branch waits on something not yet in history. In history, an activation ends
-//! at WorkflowTaskCompleted and its commands are the command events that follow it.
+//! one (activity results, timers, signals, cancellation) are applied, waking the futures that
+//! wait for them (see [`super::wake`]), then the workflow future is polled until it is
+//! quiescent: polled again as long as a poll woke it, so combinators that poll only woken
+//! children get to every child that became ready. The wake-ups follow the order of history,
+//! so a replay polls the same futures in the same order. In history, an activation ends at
+//! WorkflowTaskCompleted and its commands are the command events that follow it.
+//!
+//! A live activation that leaves the workflow pending while none of its futures waits on
+//! anything durable (no activity or timer in flight, no signal stream or cancellation future
+//! waiting) fails its workflow task: nothing the engine can deliver would ever wake it, so it
+//! awaits something that is not Martix's (`tokio::time::sleep`, a channel, ...). The engine
+//! records the failure and retries the task, where operators see it (`describe`, `stuck`),
+//! instead of the run waiting forever in silence.
 
+use super::wake::{Waiters, WakeFlag};
 use super::{WorkflowContext, WorkflowFn, WorkflowInfo};
 use crate::error::WorkflowError;
 use crate::payload::{from_payload, to_payload};
@@ -16,10 +26,16 @@ use pb::command::Attributes as C;
 use pb::history_event::Attributes as A;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 pub(crate) const SIDE_EFFECT_MARKER: &str = "side_effect";
 pub(crate) const PATCH_MARKER: &str = "patch";
+
+/// How many times one activation may poll the workflow. Each poll after the first follows a
+/// wake-up from the previous one; a workflow that never stops waking itself (a busy loop
+/// around `yield_now`) would otherwise hold the worker's thread forever. A combinator of
+/// thousands of futures needs a handful of polls, far below this.
+const MAX_POLLS_PER_ACTIVATION: u32 = 1_000_000;
 
 /// The workflow's replayed code issued other commands than its history holds.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +51,18 @@ pub(crate) enum ActivationError {
     Panic(String),
     #[error("history is not contiguous: expected event {expected}, got {got}")]
     Gap { expected: i64, got: i64 },
+    #[error(
+        "workflow is blocked on nothing durable: it awaits a future that is not Martix's \
+         (tokio::time::sleep, a channel, a lock...), which no activity result, timer, signal or \
+         cancellation can wake; await only futures of the WorkflowContext (ctx.sleep, \
+         ctx.activity, ctx.signal, ctx.cancelled)"
+    )]
+    BlockedOnNothingDurable,
+    #[error(
+        "workflow code woke itself {0} times in one workflow task without waiting on anything \
+         durable (a busy loop?)"
+    )]
+    Spinning(u32),
 }
 
 /// State shared between the driver and the workflow's context and futures.
@@ -50,6 +78,8 @@ pub(crate) struct Shared {
     pub(crate) cancel_requested: bool,
     /// The workflow said it undid its effects: its completion ends the run COMPENSATED.
     pub(crate) compensated: bool,
+    /// The wakers of the futures waiting on activities, timers, signals and cancellation.
+    pub(crate) waiters: Waiters,
     pub(crate) now_ms: i64,
     rng: u64,
     replaying: bool,
@@ -69,6 +99,7 @@ impl Shared {
             signals: HashMap::new(),
             cancel_requested: false,
             compensated: false,
+            waiters: Waiters::default(),
             now_ms: 0,
             rng: seed,
             replaying: false,
@@ -118,6 +149,14 @@ impl Shared {
         yes
     }
 
+    /// Whether the workflow waits on something the engine will deliver: an activity or a timer
+    /// in flight, or a signal stream or cancellation future that was polled and waits.
+    fn waits_on_something_durable(&self) -> bool {
+        self.activities.values().any(Option::is_none)
+            || self.timers.values().any(|fired| !fired)
+            || self.waiters.waits_for_signal_or_cancellation()
+    }
+
     /// SplitMix64: small, stable across versions, good enough for workflow randomness.
     pub(crate) fn next_random(&mut self) -> u64 {
         self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -162,6 +201,8 @@ pub(crate) struct RunDriver {
     info: WorkflowInfo,
     workflow: WorkflowFn,
     future: Option<BoxFuture<'static, Result<pb::Payload, WorkflowError>>>,
+    /// The waker `future` is polled with: set when something asks for another poll.
+    wake_flag: Arc<WakeFlag>,
     input: Option<pb::Payload>,
     /// The last event applied.
     pub(crate) processed: i64,
@@ -176,12 +217,16 @@ pub(crate) struct RunDriver {
 }
 
 impl RunDriver {
+    /// The driver of the run `info` names, before any event. The workflow's randomness is
+    /// seeded from `info.run_id`: each run of a chain continued as new draws its own numbers,
+    /// and every replay of a run draws that run's.
     pub(crate) fn new(workflow: WorkflowFn, info: WorkflowInfo) -> Self {
         Self {
             shared: Arc::new(Mutex::new(Shared::new(seed_of(&info.run_id)))),
             info,
             workflow,
             future: None,
+            wake_flag: Arc::default(),
             input: None,
             processed: 0,
             expected: VecDeque::new(),
@@ -413,96 +458,133 @@ impl RunDriver {
     }
 
     fn activate(&mut self, replaying: bool) -> Result<Vec<pb::Command>, ActivationError> {
-        let pending = std::mem::take(&mut self.pending);
         {
             let mut s = self.shared();
             s.replaying = replaying;
             s.now_ms = self.last_time;
             s.commands.clear();
-            for ev in pending {
-                match ev.attributes {
-                    Some(A::ActivityTaskCompleted(a)) => {
-                        if let Some(id) = self.activity_ids.get(&a.scheduled_event_id)
-                            && let Some(slot) = s.activities.get_mut(id)
-                        {
-                            *slot = Some(Ok(a.result));
-                        }
-                    }
-                    Some(A::ActivityTaskFailed(a)) => {
-                        if let Some(id) = self.activity_ids.get(&a.scheduled_event_id)
-                            && let Some(slot) = s.activities.get_mut(id)
-                        {
-                            *slot = Some(Err(a.failure.unwrap_or_default()));
-                        }
-                    }
-                    Some(A::ActivityTaskTimedOut(a)) => {
-                        if let Some(id) = self.activity_ids.get(&a.scheduled_event_id)
-                            && let Some(slot) = s.activities.get_mut(id)
-                        {
-                            *slot = Some(Err(a.failure.unwrap_or(pb::Failure {
-                                message: "activity timed out".into(),
-                                r#type: "TimedOut".into(),
-                                ..Default::default()
-                            })));
-                        }
-                    }
-                    Some(A::TimerFired(t)) => {
-                        if let Some(fired) = s.timers.get_mut(&t.timer_id) {
-                            *fired = true;
-                        }
-                    }
-                    Some(A::WorkflowExecutionSignaled(sig)) => {
-                        s.signals
-                            .entry(sig.signal_name)
-                            .or_default()
-                            .push_back(sig.input);
-                    }
-                    Some(A::WorkflowExecutionCancelRequested(_)) => s.cancel_requested = true,
-                    _ => {}
-                }
-            }
+        }
+        // Woken outside the lock: a waker may run code of its own.
+        for waker in self.apply_pending() {
+            waker.wake();
         }
         if self.future.is_none() {
             let ctx = WorkflowContext::new(self.shared.clone(), self.info.clone());
             self.future = Some((self.workflow)(ctx, self.input.clone()));
         }
-        let fut = self.future.as_mut().expect("created above");
-        let waker = futures::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        let polled =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
-        let polled = match polled {
-            Ok(p) => p,
-            Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                return Err(ActivationError::Panic(msg));
+        let polled = self.poll_until_quiescent()?;
+        match polled {
+            Poll::Ready(outcome) => {
+                self.future = None;
+                let compensated = self.shared().compensated;
+                let close = match outcome {
+                    Ok(result) => C::CompleteWorkflow(pb::CompleteWorkflowExecutionCommand {
+                        result: Some(result),
+                        compensated,
+                    }),
+                    Err(WorkflowError::ContinueAsNew(c)) => C::ContinueAsNew(*c),
+                    Err(WorkflowError::Canceled) => {
+                        C::CancelWorkflow(pb::CancelWorkflowExecutionCommand { details: None })
+                    }
+                    Err(e) => C::FailWorkflow(pb::FailWorkflowExecutionCommand {
+                        failure: Some(e.to_failure()),
+                    }),
+                };
+                let mut s = self.shared();
+                s.push_command(close);
+                s.accepting = false;
             }
-        };
-        if let Poll::Ready(outcome) = polled {
-            self.future = None;
-            let compensated = self.shared().compensated;
-            let close = match outcome {
-                Ok(result) => C::CompleteWorkflow(pb::CompleteWorkflowExecutionCommand {
-                    result: Some(result),
-                    compensated,
-                }),
-                Err(WorkflowError::ContinueAsNew(c)) => C::ContinueAsNew(*c),
-                Err(WorkflowError::Canceled) => {
-                    C::CancelWorkflow(pb::CancelWorkflowExecutionCommand { details: None })
-                }
-                Err(e) => C::FailWorkflow(pb::FailWorkflowExecutionCommand {
-                    failure: Some(e.to_failure()),
-                }),
-            };
-            let mut s = self.shared();
-            s.push_command(close);
-            s.accepting = false;
+            // Only live: a replay reproduces what was recorded, stuck or not.
+            Poll::Pending if !replaying && !self.shared().waits_on_something_durable() => {
+                return Err(ActivationError::BlockedOnNothingDurable);
+            }
+            Poll::Pending => {}
         }
         Ok(std::mem::take(&mut self.shared().commands))
+    }
+
+    /// Applies the events that arrived since the last activation to the shared state and
+    /// returns the wakers of the futures they resolve, in the order of the events.
+    fn apply_pending(&mut self) -> Vec<Waker> {
+        let pending = std::mem::take(&mut self.pending);
+        let mut wake = Vec::new();
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let s = &mut *s;
+        for ev in pending {
+            let (scheduled_event_id, outcome) = match ev.attributes {
+                Some(A::ActivityTaskCompleted(a)) => (a.scheduled_event_id, Ok(a.result)),
+                Some(A::ActivityTaskFailed(a)) => {
+                    (a.scheduled_event_id, Err(a.failure.unwrap_or_default()))
+                }
+                Some(A::ActivityTaskTimedOut(a)) => (
+                    a.scheduled_event_id,
+                    Err(a.failure.unwrap_or(pb::Failure {
+                        message: "activity timed out".into(),
+                        r#type: "TimedOut".into(),
+                        ..Default::default()
+                    })),
+                ),
+                Some(A::TimerFired(t)) => {
+                    if let Some(fired) = s.timers.get_mut(&t.timer_id) {
+                        *fired = true;
+                        s.waiters.timer_fired(&t.timer_id, &mut wake);
+                    }
+                    continue;
+                }
+                Some(A::WorkflowExecutionSignaled(sig)) => {
+                    s.waiters.signal_arrived(&sig.signal_name, &mut wake);
+                    s.signals
+                        .entry(sig.signal_name)
+                        .or_default()
+                        .push_back(sig.input);
+                    continue;
+                }
+                Some(A::WorkflowExecutionCancelRequested(_)) => {
+                    s.cancel_requested = true;
+                    s.waiters.cancellation_requested(&mut wake);
+                    continue;
+                }
+                _ => continue,
+            };
+            if let Some(id) = self.activity_ids.get(&scheduled_event_id)
+                && let Some(slot) = s.activities.get_mut(id)
+            {
+                *slot = Some(outcome);
+                s.waiters.activity_resolved(id, &mut wake);
+            }
+        }
+        wake
+    }
+
+    /// Polls the workflow's future until it is ready or a poll ends without a wake-up: every
+    /// future woken by the events just applied, or by another future during a poll (a
+    /// combinator that yields, a channel between two branches), is polled in this activation.
+    fn poll_until_quiescent(
+        &mut self,
+    ) -> Result<Poll<Result<pb::Payload, WorkflowError>>, ActivationError> {
+        let fut = self.future.as_mut().expect("created before polling");
+        let waker = Waker::from(self.wake_flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..MAX_POLLS_PER_ACTIVATION {
+            // Wake-ups from before this poll are served by it.
+            self.wake_flag.take();
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                fut.as_mut().poll(&mut cx)
+            }));
+            match polled {
+                Ok(Poll::Pending) if self.wake_flag.take() => continue,
+                Ok(p) => return Ok(p),
+                Err(panic) => {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    return Err(ActivationError::Panic(msg));
+                }
+            }
+        }
+        Err(ActivationError::Spinning(MAX_POLLS_PER_ACTIVATION))
     }
 }
 

@@ -193,6 +193,8 @@ fn driver(f: WorkflowFn) -> RunDriver {
             namespace: "default".into(),
             workflow_id: "wf".into(),
             run_id: "run-1".into(),
+            first_run_id: "run-1".into(),
+            continued_from_run_id: None,
             workflow_type: "t".into(),
             task_queue: "q".into(),
         },
@@ -548,3 +550,5 @@ fn events_are_published_once_and_replayed_not_republished() {
     assert!(err.contains("PublishEvent(order.placed)"), "{err}");
     assert!(err.contains("PublishEvent(order.accepted)"), "{err}");
 }
+
+mod combinators;
