@@ -34,6 +34,9 @@ pub enum EngineError {
     /// The store could not be reached, or kept conflicting; the caller may retry.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The node has more work queued than it takes; the caller retries after `retry_after`.
+    #[error("{what}; retry after {} ms", retry_after.as_millis())]
+    Overloaded { what: String, retry_after: Duration },
     /// A bug or corrupt data; never caused by input.
     #[error("internal error: {0}")]
     Internal(String),
@@ -69,6 +72,10 @@ impl From<crate::store::StoreError> for EngineError {
             S::AlreadyOpen | S::IdUsed => Self::Unavailable(e.to_string()),
             S::Duplicate => Self::AlreadyExists(e.to_string()),
             S::Corrupt(m) => Self::Internal(m),
+            S::Overloaded(what) => Self::Overloaded {
+                what,
+                retry_after: Duration::from_millis(100),
+            },
         }
     }
 }
@@ -84,12 +91,20 @@ impl From<EngineError> for tonic::Status {
             EngineError::AlreadyExists(_) => Code::AlreadyExists,
             EngineError::Unimplemented(_) => Code::Unimplemented,
             EngineError::Unavailable(_) => Code::Unavailable,
+            EngineError::Overloaded { .. } => Code::ResourceExhausted,
             EngineError::Internal(_) => Code::Internal,
         };
         if matches!(e, EngineError::Internal(_)) {
             tracing::error!(error = %e, "internal error");
         }
-        tonic::Status::new(code, e.to_string())
+        let mut status = tonic::Status::new(code, e.to_string());
+        if let EngineError::Overloaded { retry_after, .. } = &e
+            && let Ok(v) = retry_after.as_millis().to_string().parse()
+        {
+            // As the edge's rate limits answer.
+            status.metadata_mut().insert("retry-after-ms", v);
+        }
+        status
     }
 }
 

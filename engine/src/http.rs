@@ -202,6 +202,16 @@ impl From<EngineError> for HttpError {
             EngineError::AlreadyExists(_) => (StatusCode::CONFLICT, "ALREADY_EXISTS"),
             EngineError::Unimplemented(_) => (StatusCode::NOT_IMPLEMENTED, "UNIMPLEMENTED"),
             EngineError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            EngineError::Overloaded { retry_after, .. } => {
+                return Self {
+                    retry_after: Some(*retry_after),
+                    ..Self::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "RESOURCE_EXHAUSTED",
+                        e.to_string(),
+                    )
+                };
+            }
             EngineError::Internal(_) => {
                 tracing::error!(error = %e, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")

@@ -281,6 +281,11 @@ impl Server {
             crate::timers::run(timers, token).await;
             Ok(())
         });
+        let (token, wakes) = (shutdown.clone(), engine.clone());
+        tasks.spawn(async move {
+            crate::timers::run_wakes(wakes, token).await;
+            Ok(())
+        });
         let (token, retention) = (shutdown.clone(), engine.clone());
         tasks.spawn(async move {
             crate::engine::retention::run(retention, token).await;

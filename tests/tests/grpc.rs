@@ -2130,3 +2130,47 @@ async fn closed_runs_are_deleted_after_their_namespaces_retention(backend: Backe
     assert_eq!(too_short.code(), Code::InvalidArgument);
     assert!(too_short.message().contains("between 1s and 10 years"));
 }
+
+/// Queue names nobody polls again (random or misspelled, on starts and on polls that were
+/// cancelled) leave no entry behind in the node's matching once they are idle.
+#[tokio::test]
+async fn random_queue_names_are_forgotten_once_idle() {
+    let engine = TestEngine::start(Backend::Sqlite, fast()).await;
+    let e = &engine.engine;
+    let before = e.matching_queues();
+    for i in 0..500 {
+        e.start_workflow(pb::StartWorkflowRequest {
+            namespace: "default".into(),
+            workflow_id: unique("w"),
+            workflow_type: "thing".into(),
+            task_queue: unique(&format!("start-{i}")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let poll = e.poll_activity_task(pb::PollActivityTaskRequest {
+            namespace: "default".into(),
+            task_queue: unique(&format!("poll-{i}")),
+            identity: "cancelled".into(),
+        });
+        // The client goes away while the poll waits.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(2), poll)
+                .await
+                .is_err()
+        );
+    }
+    assert!(
+        e.matching_queues() >= before + 1000,
+        "{}",
+        e.matching_queues()
+    );
+    // One sweep marks, the next forgets what stayed idle in between.
+    e.sweep_idle_queues();
+    e.sweep_idle_queues();
+    assert!(
+        e.matching_queues() <= before,
+        "{} queues kept, {before} before",
+        e.matching_queues()
+    );
+}

@@ -18,9 +18,13 @@ use crate::ids::RunId;
 use crate::matching::{QueueKey, Reserved, TaskKind};
 use crate::store::StoreError;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
+
+/// Distinct times of delayed wake-ups a node keeps (see `Engine::wake_at`).
+const MAX_DELAYED_WAKES: usize = 10_000;
+/// How far ahead a delayed wake-up is kept: an hour.
+const MAX_WAKE_AHEAD_MS: Millis = 3_600_000;
 
 /// How often a conflicting change is redone before giving up with UNAVAILABLE.
 pub(super) const MAX_CONFLICT_RETRIES: usize = 20;
@@ -238,20 +242,46 @@ impl Engine {
         }
     }
 
+    /// Wakes a poller of `key` at `at` (now if it is due): a task written for later. Kept in
+    /// one map for the wake loop (`timers::run_wakes`), at most `MAX_DELAYED_WAKES` times
+    /// and `MAX_WAKE_AHEAD` ahead: past those, waiting pollers find the task by their
+    /// periodic look in the store instead (a second later at most).
     fn wake_at(&self, key: QueueKey, at: Millis) {
-        let delay = at - self.now();
-        if delay <= 0 {
+        let now = self.now();
+        if at <= now {
             self.matching.notify(&key);
-        } else if let Some(me) = self.self_arc() {
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(delay as u64)).await;
-                me.matching.notify(&key);
-            });
+            return;
+        }
+        if at - now > MAX_WAKE_AHEAD_MS {
+            return;
+        }
+        let mut wakes = self.delayed_wakes.lock().unwrap_or_else(|p| p.into_inner());
+        if wakes.len() >= MAX_DELAYED_WAKES && !wakes.contains_key(&at) {
+            return;
+        }
+        let earliest = wakes.first_key_value().is_none_or(|(first, _)| at < *first);
+        wakes.entry(at).or_default().insert(key);
+        drop(wakes);
+        if earliest {
+            self.wakes_changed.notify_one();
         }
     }
 
-    fn self_arc(&self) -> Option<Arc<Self>> {
-        self.me.upgrade()
+    /// Wakes the queues whose delayed tasks are due at `now`; returns when the next one is.
+    pub(crate) fn wake_due(&self, now: Millis) -> Option<Millis> {
+        let due = {
+            let mut wakes = self.delayed_wakes.lock().unwrap_or_else(|p| p.into_inner());
+            let later = wakes.split_off(&(now + 1));
+            std::mem::replace(&mut *wakes, later)
+        };
+        for key in due.into_values().flatten() {
+            self.matching.notify(&key);
+        }
+        self.delayed_wakes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first_key_value()
+            .map(|(at, _)| *at)
     }
 
     fn arm_timer(&self, fire_at: Millis) {

@@ -128,6 +128,12 @@ pub struct Engine {
     runs: std::sync::Mutex<std::collections::HashMap<RunId, CachedRun>>,
     /// When pollers of a queue last looked for sticky tasks gone unclaimed.
     sticky_checked: std::sync::Mutex<std::collections::HashMap<QueueKey, Instant>>,
+    /// Queues to wake when a task written for later becomes due (a retry's backoff), by
+    /// time: one loop (`timers::run_wakes`) serves them all.
+    pub(crate) delayed_wakes:
+        std::sync::Mutex<std::collections::BTreeMap<Millis, std::collections::HashSet<QueueKey>>>,
+    /// Woken when a wake-up earlier than all others was added.
+    pub(crate) wakes_changed: Notify,
 }
 
 impl Engine {
@@ -157,6 +163,8 @@ impl Engine {
             outbox_wake: Notify::new(),
             runs: Default::default(),
             sticky_checked: Default::default(),
+            delayed_wakes: Default::default(),
+            wakes_changed: Notify::new(),
         })
     }
 

@@ -377,6 +377,21 @@ impl Engine {
     /// come for them within the recheck interval (see `matching`), so that any poller of any
     /// node can claim them. Returns how many were given back (one that cannot be is left
     /// leased, and claimable when its lease runs out).
+    /// Forgets the matching entries of queues idle since the last call (see
+    /// `Matching::sweep_idle`); the timer loop calls it every half minute.
+    pub fn sweep_idle_queues(&self) -> usize {
+        self.sticky_checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, at| at.elapsed() < Duration::from_secs(60));
+        self.matching.sweep_idle()
+    }
+
+    /// Queues this node keeps a matching entry for.
+    pub fn matching_queues(&self) -> usize {
+        self.matching.queues()
+    }
+
     pub async fn release_stale_holds(&self) -> usize {
         let before = self.now() - self.config.recheck_interval.as_millis() as Millis;
         let stale = self.matching.take_stale(before);

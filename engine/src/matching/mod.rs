@@ -18,6 +18,12 @@
 //! within a short time is given back to the store (`Matching::take_stale`), so any poller of
 //! any node can claim it. Only workflow tasks are held: an activity's lease is its attempt's
 //! timeout, which a wait here must not eat into.
+//!
+//! Queues are forgotten when idle: an entry with no waiter, nothing kept, no poll on its way
+//! and no hold, untouched between two sweeps (`Matching::sweep_idle`, every half minute), goes,
+//! so random or misspelled queue names do not grow the map for ever. Epochs come from one
+//! counter for all queues, so a queue forgotten and met again never shows an epoch a poller
+//! saw before it was forgotten.
 
 use crate::clock::Millis;
 use crate::history::{ActivityTask, Lease, LeasedTask, PollerId, Pollers};
@@ -99,8 +105,21 @@ struct QueueState {
     holds: usize,
     /// When a look in the store last found nothing, and the epoch it began at.
     empty: Option<(u64, Millis)>,
-    /// Bumped whenever a task became claimable in the store without a reserved poller.
+    /// Bumped whenever a task became claimable in the store without a reserved poller (from
+    /// the node's one counter, `Matching::epochs`).
     epoch: u64,
+    /// Used since the last sweep.
+    touched: bool,
+}
+
+impl QueueState {
+    /// Nothing here but the epoch: no live waiter, nothing kept, no poll on its way, no hold.
+    fn idle(&self) -> bool {
+        self.waiters.iter().all(|w| w.tx.is_closed())
+            && self.ready.is_empty()
+            && self.seeking == 0
+            && self.holds == 0
+    }
 }
 
 /// A poller taken from a queue for a task about to be committed: one that waits, or (a hold)
@@ -158,6 +177,8 @@ impl Drop for Reserved {
 pub struct Matching {
     queues: Mutex<HashMap<QueueKey, QueueState>>,
     next_id: AtomicU64,
+    /// The last epoch given to any queue.
+    epochs: AtomicU64,
 }
 
 /// A registered wait: await `rx`, then call `Matching::forget` if it timed out.
@@ -170,7 +191,33 @@ pub struct Wait {
 impl Matching {
     fn with<R>(&self, key: &QueueKey, f: impl FnOnce(&mut QueueState) -> R) -> R {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        f(queues.entry(key.clone()).or_default())
+        let q = queues.entry(key.clone()).or_insert_with(|| QueueState {
+            epoch: self.next_epoch(),
+            ..QueueState::default()
+        });
+        q.touched = true;
+        f(q)
+    }
+
+    fn next_epoch(&self) -> u64 {
+        self.epochs.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Forgets the queues idle since the last sweep; returns how many went.
+    pub fn sweep_idle(&self) -> usize {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let before = queues.len();
+        queues.retain(|_, q| {
+            let keep = !q.idle() || q.touched;
+            q.touched = false;
+            keep
+        });
+        before - queues.len()
+    }
+
+    /// How many queues this node keeps an entry for.
+    pub fn queues(&self) -> usize {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Pollers waiting on this node: (workflow, activity).
@@ -327,18 +374,21 @@ impl Matching {
 
     /// A task of `key` became claimable in the store: wake one poller to claim it.
     pub fn notify(&self, key: &QueueKey) {
-        self.with(key, Self::wake_one);
+        let epoch = self.next_epoch();
+        self.with(key, |q| Self::wake_one(q, epoch));
     }
 
     /// Tasks of any queue may have become claimable unannounced (notices from other nodes
     /// were lost): every queue's next poll looks in the store.
     pub fn notify_all(&self) {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        queues.values_mut().for_each(Self::wake_one);
+        for q in queues.values_mut() {
+            Self::wake_one(q, self.next_epoch());
+        }
     }
 
-    fn wake_one(q: &mut QueueState) {
-        q.epoch += 1;
+    fn wake_one(q: &mut QueueState, epoch: u64) {
+        q.epoch = epoch;
         while let Some(waiter) = q.waiters.pop_front() {
             if waiter.tx.send(Delivery::Recheck).is_ok() {
                 break;
@@ -453,20 +503,20 @@ mod tests {
     #[tokio::test]
     async fn a_task_for_a_vanished_poller_goes_to_the_next_one() {
         let m = Matching::default();
-        let w = m.register(&key(), 0, 0).ok().unwrap();
+        let w = m.register(&key(), m.epoch(&key()), 0).ok().unwrap();
         let r = m.reserve(&key()).unwrap();
         drop(w);
         m.deliver(r, task(100), 0);
         assert!(matches!(
-            m.register(&key(), 0, 50),
+            m.register(&key(), m.epoch(&key()), 50),
             Err(Delivery::Workflow { .. })
         ));
         // An expired lease is not handed out: the store will give the task out again.
-        let w = m.register(&key(), 0, 50).ok().unwrap();
+        let w = m.register(&key(), m.epoch(&key()), 50).ok().unwrap();
         let r = m.reserve(&key()).unwrap();
         drop(w);
         m.deliver(r, task(100), 0);
-        assert!(m.register(&key(), 0, 200).is_ok());
+        assert!(m.register(&key(), m.epoch(&key()), 200).is_ok());
     }
 
     #[tokio::test]
@@ -625,10 +675,41 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_wait_times_out_empty_and_unregisters() {
         let m = Matching::default();
-        let w = m.register(&key(), 0, 0).ok().unwrap();
+        let w = m.register(&key(), m.epoch(&key()), 0).ok().unwrap();
         let got = m.wait(w, Instant::now() + Duration::from_secs(30)).await;
         assert!(got.is_none());
         assert_eq!(m.waiting(&key()), 0);
         assert!(m.reserve(&key()).is_none());
+    }
+
+    #[tokio::test]
+    async fn idle_queues_are_forgotten_and_their_epochs_never_come_back() {
+        let m = Matching::default();
+        for i in 0..1000 {
+            let k = QueueKey::new("default", &format!("typo-{i}"), TaskKind::Activity);
+            m.notify(&k);
+            let seen = m.epoch(&k);
+            // A poll that was cancelled while it waited.
+            drop(m.register(&k, seen, 0).ok().unwrap());
+        }
+        let kept = QueueKey::new("default", "busy", TaskKind::Workflow);
+        let seen = m.epoch(&kept);
+        let wait = m.register(&kept, seen, 0).ok().unwrap();
+        assert_eq!(m.queues(), 1001);
+        // Used since the last sweep: kept once; then the idle ones go, the waited-on stays.
+        assert_eq!(m.sweep_idle(), 0);
+        assert_eq!(m.sweep_idle(), 1000);
+        assert_eq!(m.queues(), 1);
+        // A forgotten queue met again starts from an epoch no poller has seen: a poller that
+        // read the old one looks again instead of waiting past a notify.
+        let k = QueueKey::new("default", "typo-7", TaskKind::Activity);
+        let old = m.epoch(&k);
+        m.sweep_idle();
+        m.sweep_idle();
+        m.notify(&k);
+        m.sweep_idle();
+        m.sweep_idle();
+        assert!(matches!(m.register(&k, old, 0), Err(Delivery::Recheck)));
+        drop(wait);
     }
 }

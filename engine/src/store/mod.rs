@@ -80,6 +80,9 @@ pub enum StoreError {
     /// set it back while they were read): read again from the cursor.
     #[error("the outbox cursor moved since these events were read")]
     CursorMoved,
+    /// The store's write queue is full: the change was not queued (nothing written).
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 /// The engine's own tables: runs, histories, tasks, timers, the outbox and its cursors,

@@ -1,6 +1,6 @@
 //! Timers: fires durable timers when they come due, reaps activity attempts whose lease ran
-//! out (start-to-close or heartbeat timeout), so they are retried per their policy, and gives
-//! back workflow tasks held for polls that did not come.
+//! out (start-to-close or heartbeat timeout), so they are retried per their policy, gives
+//! back workflow tasks held for polls that did not come, and forgets idle queues.
 //!
 //! Timers live in the store; this loop only decides when to look. It sleeps until the
 //! earliest timer committed on this node, or at most `timer_poll_interval` (for timers
@@ -12,12 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// How often idle queues' matching entries are looked for (one sweep marks, the next forgets).
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
 /// Runs the timer loop until `shutdown` is cancelled.
 ///
 /// # Cancel safety
 /// Stopping between firings loses nothing: due timers stay in the store.
 pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
     let poll = engine.config().timer_poll_interval;
+    let mut next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
     loop {
         let now = engine.now();
         match engine.store().due_timers(now, 256).await {
@@ -38,6 +42,10 @@ pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
             tracing::warn!(error = %e, "cannot read expired activity leases");
         }
         engine.release_stale_holds().await;
+        if tokio::time::Instant::now() >= next_sweep {
+            next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
+            engine.sweep_idle_queues();
+        }
         let sleep = {
             let mut next = engine.next_timer.lock().unwrap_or_else(|p| p.into_inner());
             let now = engine.now();
@@ -53,6 +61,23 @@ pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
             biased;
             () = shutdown.cancelled() => break,
             () = engine.timer_wake.notified() => {}
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// Wakes pollers when tasks written for later (a retry's backoff) come due, until `shutdown`
+/// is cancelled: one loop for every such task of the node (`Engine::wake_at`).
+pub async fn run_wakes(engine: Arc<Engine>, shutdown: CancellationToken) {
+    loop {
+        let next = engine.wake_due(engine.now());
+        let sleep = next.map_or(Duration::from_secs(3600), |at| {
+            Duration::from_millis((at - engine.now()).max(1) as u64)
+        });
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            () = engine.wakes_changed.notified() => {}
             () = tokio::time::sleep(sleep) => {}
         }
     }

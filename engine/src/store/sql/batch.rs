@@ -29,6 +29,10 @@ pub(crate) struct Pending {
     pub(crate) done: oneshot::Sender<Result<(), StoreError>>,
 }
 
+/// Changes a store's writer queue holds: past this a change is refused as `Overloaded` (the
+/// caller retries after a moment) instead of the queue growing without bound.
+pub(crate) const COMMIT_QUEUE: usize = 8_192;
+
 /// Group commit: one task writes every change of this store. What queued up while a
 /// transaction ran goes into the next one together (up to `MAX_BATCH`), so changes to
 /// different runs share a commit (and its fsync), each still all or nothing
@@ -39,8 +43,8 @@ pub(crate) fn spawn_committer<DB: Backend>(
     writes: Arc<AtomicU64>,
     writers: usize,
     hold_connection: bool,
-) -> mpsc::UnboundedSender<Pending> {
-    let (tx, rx) = mpsc::unbounded_channel::<Pending>();
+) -> mpsc::Sender<Pending> {
+    let (tx, rx) = mpsc::channel::<Pending>(COMMIT_QUEUE);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     for _ in 0..writers.max(1) {
         let (pool, notify_as, writes, rx) =

@@ -54,7 +54,7 @@ pub struct SqlStore<DB: sqlx::Database> {
     /// Reads of one run by id (`Introspection::run_reads`).
     pub(in crate::store) run_reads: Arc<AtomicU64>,
     /// The group-commit writer (`store::sql::batch`) that `RunStore::commit` queues for.
-    pub(in crate::store) committer: tokio::sync::mpsc::UnboundedSender<Pending>,
+    pub(in crate::store) committer: tokio::sync::mpsc::Sender<Pending>,
     /// Other nodes' task notices, where the backend hears them (PostgreSQL).
     pub(in crate::store) notices: Option<tokio::sync::broadcast::Sender<TaskNotice>>,
 }

@@ -50,8 +50,16 @@ where
     async fn commit_shared(&self, commit: Arc<RunCommit>) -> Result<(), StoreError> {
         let (done, outcome) = tokio::sync::oneshot::channel();
         self.committer
-            .send(Pending { commit, done })
-            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+            .try_send(Pending { commit, done })
+            .map_err(|e| match e {
+                tokio::sync::mpsc::error::TrySendError::Full(_) => StoreError::Overloaded(format!(
+                    "the store's write queue is full ({} changes wait for the database)",
+                    crate::store::sql::batch::COMMIT_QUEUE
+                )),
+                tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                    StoreError::Unavailable("the store is closed".into())
+                }
+            })?;
         outcome
             .await
             .map_err(|_| StoreError::Unavailable("the commit writer stopped".into()))?
