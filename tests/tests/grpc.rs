@@ -2174,3 +2174,74 @@ async fn random_queue_names_are_forgotten_once_idle() {
         e.matching_queues()
     );
 }
+
+on_both_backends!(signal_request_ids_are_per_workflow_and_refuse_another_signal);
+/// A request id deduplicates the retries of one signal to one workflow: the same id on a
+/// signal to another workflow is delivered there, and the same id with another signal to the
+/// same workflow is refused (ALREADY_EXISTS), never answered OK and dropped.
+async fn signal_request_ids_are_per_workflow_and_refuse_another_signal(backend: Backend) {
+    let engine = TestEngine::start(backend, fast()).await;
+    let mut wf = engine.workflows().await;
+    let q = unique("idle");
+    let (a, b) = (unique("a"), unique("b"));
+    start(&mut wf, &a, &q).await;
+    start(&mut wf, &b, &q).await;
+    let signal = |id: &str, input: &str| pb::SignalWorkflowRequest {
+        namespace: "default".into(),
+        execution: exec(id),
+        signal_name: "pay".into(),
+        input: json(input),
+        request_id: "msg-1".into(),
+        ..Default::default()
+    };
+    wf.signal_workflow(signal(&a, "100")).await.unwrap();
+    wf.signal_workflow(signal(&b, "100")).await.unwrap();
+    // A retry: answered OK, recorded once.
+    wf.signal_workflow(signal(&a, "100")).await.unwrap();
+    let err = wf.signal_workflow(signal(&a, "999")).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(
+        err.message()
+            .contains("'msg-1' was used for another signal"),
+        "{}",
+        err.message()
+    );
+    let signals = |events: Vec<pb::HistoryEvent>| {
+        events
+            .into_iter()
+            .filter(|e| matches!(e.attributes, Some(A::WorkflowExecutionSignaled(_))))
+            .count()
+    };
+    assert_eq!(signals(history(&mut wf, &a).await), 1);
+    assert_eq!(signals(history(&mut wf, &b).await), 1, "delivered to b too");
+
+    // Signal-with-start: the same rules.
+    let c = unique("c");
+    let sws = |input: &str| pb::SignalWithStartWorkflowRequest {
+        start: Some(pb::StartWorkflowRequest {
+            namespace: "default".into(),
+            workflow_id: c.clone(),
+            workflow_type: "thing".into(),
+            task_queue: q.clone(),
+            ..Default::default()
+        }),
+        signal_name: "pay".into(),
+        signal_input: json(input),
+        request_id: "msg-1".into(),
+    };
+    let first = wf
+        .signal_with_start_workflow(sws("5"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.started);
+    let again = wf
+        .signal_with_start_workflow(sws("5"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((again.started, again.run_id), (false, first.run_id));
+    let err = wf.signal_with_start_workflow(sws("6")).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert_eq!(signals(history(&mut wf, &c).await), 1);
+}

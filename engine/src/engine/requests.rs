@@ -77,6 +77,67 @@ pub(super) struct Signal {
     pub(super) request_id: Option<String>,
 }
 
+/// Separates the workflow id from the request id in a recorded request key (a control
+/// character: no id contains one).
+const KEY_SEPARATOR: char = '\u{1f}';
+
+impl Signal {
+    /// The request id as recorded: scoped by the workflow it signals, so that two workflows'
+    /// signals that happen to share an id (a message id, a client's counter) are both taken.
+    pub(super) fn key(&self, workflow_id: &str) -> Option<String> {
+        self.request_id
+            .as_ref()
+            .map(|id| format!("{workflow_id}{KEY_SEPARATOR}{id}"))
+    }
+
+    /// The keys a recorded request of this signal may have: scoped, then as recorded before
+    /// ids were scoped (still there until purged).
+    pub(super) fn recorded_keys<'a>(&'a self, scoped: &'a str) -> Vec<&'a str> {
+        let mut keys = vec![scoped];
+        keys.extend(self.request_id.as_deref());
+        keys
+    }
+
+    /// What the signal says, as a number recorded with its request id: FNV-1a over its name
+    /// and payload (stable across versions and nodes). A retry has the same; another signal
+    /// reusing the id, almost surely not.
+    pub(super) fn fingerprint(&self) -> i64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            // A separator, so that ("ab", "c") and ("a", "bc") differ.
+            h ^= 0xff;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        };
+        eat(self.name.as_bytes());
+        if let Some(p) = &self.input {
+            eat(p.encoding.as_bytes());
+            eat(&p.data);
+        }
+        h as i64
+    }
+
+    /// A request id recorded before: a retry (the same signal, answered as applied) or the id
+    /// reused for another signal (refused).
+    pub(super) fn check_recorded(
+        &self,
+        workflow_id: &str,
+        recorded: Option<i64>,
+    ) -> Result<(), EngineError> {
+        match recorded {
+            Some(f) if f != self.fingerprint() => Err(EngineError::AlreadyExists(format!(
+                "request id '{}' was used for another signal to workflow '{workflow_id}'; \
+                 a retry must send the same signal, another signal needs another id",
+                self.request_id.as_deref().unwrap_or_default()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Engine {
     pub(super) fn check_payload(
         &self,

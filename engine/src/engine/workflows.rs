@@ -7,7 +7,7 @@
 
 use super::Engine;
 use super::commit::MAX_CONFLICT_RETRIES;
-use super::requests::{Signal, identity, payload_len};
+use super::requests::{Execution, Signal, identity, payload_len};
 use crate::error::{EngineError, duration_field};
 use crate::history::{self, Dispatch, StartParams};
 use crate::ids::{RunId, TaskQueue, WorkflowId, WorkflowType};
@@ -34,6 +34,21 @@ impl Engine {
             .ok_or_else(|| EngineError::invalid("start", "is required"))?;
         let start = self.parse_start(start).await?;
         let signal = self.signal(&req.signal_name, req.signal_input, &req.request_id)?;
+        let (ns, wid) = (&start.0.namespace, &start.0.workflow_id);
+        if let Some(key) = signal.key(wid)
+            && let Some(recorded) = self
+                .store
+                .request_recorded(ns, &signal.recorded_keys(&key))
+                .await?
+        {
+            // Applied before: the same answer (the id reused for another signal is refused).
+            signal.check_recorded(wid, recorded)?;
+            let latest = self.store.latest_run(ns, wid).await?;
+            return Ok(pb::SignalWithStartWorkflowResponse {
+                run_id: latest.map(|r| r.run_id.to_text()).unwrap_or_default(),
+                started: false,
+            });
+        }
         let r = self.start_run(start, Some(signal)).await?;
         Ok(pb::SignalWithStartWorkflowResponse {
             run_id: r.run_id,
@@ -116,7 +131,8 @@ impl Engine {
                                     now,
                                     d,
                                 )?;
-                                c.commit.request_id.clone_from(&signal.request_id);
+                                c.commit.request_id = signal.key(&wid);
+                                c.commit.request_fingerprint = signal.fingerprint();
                                 Ok((Some(c), ()))
                             })
                             .await;
@@ -156,7 +172,8 @@ impl Engine {
             let now = self.now();
             let d = Dispatch::pollers(&mut pollers, now);
             let mut decided = history::new_run(&params, run_id, now, d);
-            decided.commit.request_id = signal.as_ref().and_then(|s| s.request_id.clone());
+            decided.commit.request_id = signal.as_ref().and_then(|s| s.key(&wid));
+            decided.commit.request_fingerprint = signal.as_ref().map_or(0, Signal::fingerprint);
             decided.commit.fresh_id = fresh;
             match self.write(decided, pollers).await {
                 Ok(()) => {
@@ -200,18 +217,26 @@ impl Engine {
         let ns = self.namespace(&req.namespace).await?;
         let signal = self.signal(&req.signal_name, req.input, &req.request_id)?;
         let ident = identity(&req.identity)?;
-        if let Some(id) = &signal.request_id
-            && self.store.request_recorded(&ns, id).await?
+        let execution = Execution::parse(req.execution.as_ref())?;
+        let key = signal.key(&execution.workflow_id);
+        if let Some(key) = &key
+            && let Some(recorded) = self
+                .store
+                .request_recorded(&ns, &signal.recorded_keys(key))
+                .await?
         {
             // Applied before (a retry, a redelivered message): even if the run has closed
-            // since, the answer is the same.
+            // since, the answer is the same; the id reused for another signal is refused.
+            signal.check_recorded(&execution.workflow_id, recorded)?;
             return Ok(pb::SignalWorkflowResponse {});
         }
         let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        let fingerprint = signal.fingerprint();
         self.update_refusing(run.run_id, |run, now, pollers| {
             let d = Dispatch::pollers(pollers, now);
             let mut c = history::signal(run, &signal.name, signal.input.clone(), ident, now, d)?;
-            c.commit.request_id.clone_from(&signal.request_id);
+            c.commit.request_id.clone_from(&key);
+            c.commit.request_fingerprint = fingerprint;
             Ok((Some(c), ()))
         })
         .await?;

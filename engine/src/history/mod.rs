@@ -84,9 +84,13 @@ pub struct RunCommit {
     pub new_run: Option<Box<RunCommit>>,
     /// Business events to write to the outbox (published by this change's workflow task).
     pub outbox: Vec<OutboxEvent>,
-    /// A request id recorded with the change (a signal's): a change whose id was recorded
-    /// before fails with `StoreError::Duplicate` and writes nothing.
+    /// A request id recorded with the change (a signal's, scoped to its workflow id, see
+    /// `engine::requests::Signal::key`): a change whose id was recorded before fails with
+    /// `StoreError::Duplicate` and writes nothing.
     pub request_id: Option<String>,
+    /// What the request said (`engine::requests::Signal::fingerprint`), recorded with its id
+    /// so that the id reused for another signal is told apart from a retry.
+    pub request_fingerprint: i64,
     /// When the change was decided.
     pub at: Millis,
     /// A new run (`expected_version: None`) whose workflow id must never have been used:
@@ -320,6 +324,7 @@ impl Transition {
             new_run: self.new_run,
             outbox: self.outbox,
             request_id: None,
+            request_fingerprint: 0,
             at: self.now,
             fresh_id: false,
         }

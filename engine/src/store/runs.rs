@@ -87,10 +87,15 @@ pub trait RunStore: Send + Sync {
     /// Runs matching the query, newest first.
     async fn list_runs(&self, query: &ListQuery) -> Result<Vec<Run>, StoreError>;
 
-    /// Whether a signal with this request id was recorded (by the `commit` that delivered it)
-    /// and not yet purged (`EventStore::purge_events`).
-    async fn request_recorded(&self, namespace: &str, request_id: &str)
-    -> Result<bool, StoreError>;
+    /// The fingerprint recorded with a signal's request id (by the `commit` that delivered
+    /// it), if it was recorded and not yet purged (`EventStore::purge_events`): `Some(None)`
+    /// for an id recorded without one (before fingerprints were). Looks for each of `keys`
+    /// (the id as recorded now, and as recorded before ids were scoped by workflow).
+    async fn request_recorded(
+        &self,
+        namespace: &str,
+        keys: &[&str],
+    ) -> Result<Option<Option<i64>>, StoreError>;
 
     /// Deletes up to `limit` runs of `namespace` that closed before `closed_before`, oldest
     /// first, with their histories (their tasks and timers went when they closed); returns

@@ -159,7 +159,13 @@ impl BatchArrays {
             self.push_op(op::NOTIFY, Some(n), None, None, None);
         }
         if let Some(request_id) = &c.request_id {
-            self.push_op(op::REQUEST_ID, Some(request_id), Some(c.at), None, None);
+            self.push_op(
+                op::REQUEST_ID,
+                Some(request_id),
+                Some(c.at),
+                Some(c.request_fingerprint),
+                None,
+            );
         }
         if let Some(key) = &c.fired_timer {
             self.push_op(op::FIRED_TIMER, Some(key), None, None, None);

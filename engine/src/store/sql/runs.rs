@@ -245,17 +245,22 @@ where
     async fn request_recorded(
         &self,
         namespace: &str,
-        request_id: &str,
-    ) -> Result<bool, StoreError> {
-        let found: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM signal_requests WHERE namespace = $1 AND request_id = $2",
-        )
-        .bind(namespace)
-        .bind(request_id)
-        .fetch_optional(&self.read)
-        .await
-        .map_err(classify)?;
-        Ok(found.is_some())
+        keys: &[&str],
+    ) -> Result<Option<Option<i64>>, StoreError> {
+        for key in keys {
+            let found: Option<Option<i64>> = sqlx::query_scalar(
+                "SELECT fingerprint FROM signal_requests WHERE namespace = $1 AND request_id = $2",
+            )
+            .bind(namespace)
+            .bind(*key)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(classify)?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -119,12 +119,13 @@ async fn write_run<'a>(
     later.outbox.extend(c.outbox.iter());
     if let Some(request_id) = &c.request_id {
         let done = sqlx::query(
-            "INSERT INTO signal_requests (namespace, request_id, received_at) \
-             VALUES ($1, $2, $3) ON CONFLICT (namespace, request_id) DO NOTHING",
+            "INSERT INTO signal_requests (namespace, request_id, received_at, fingerprint) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (namespace, request_id) DO NOTHING",
         )
         .bind(r.namespace.as_str())
         .bind(request_id)
         .bind(c.at)
+        .bind(c.request_fingerprint)
         .execute(&mut *conn)
         .await
         .map_err(classify)?;
