@@ -8,6 +8,7 @@ mod orders;
 mod report;
 mod scale;
 mod security;
+mod soak;
 mod telemetry;
 
 use anyhow::{Context, Result};
@@ -228,6 +229,13 @@ struct BenchArgs {
     /// Activities of the long run of `--scale history` (about 4 events each).
     #[arg(long, default_value_t = 2_500)]
     scale_activities: u32,
+    /// Run this many sagas at the first concurrency level instead of the levels, printing the
+    /// throughput and the engine's table sizes each minute (with `--soak-retention`).
+    #[arg(long, value_name = "SAGAS")]
+    soak: Option<u64>,
+    /// How long the soak keeps closed runs and sent events.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    soak_retention: Duration,
 }
 
 #[derive(Args)]
@@ -516,7 +524,13 @@ async fn bench(args: BenchArgs) -> Result<()> {
     let store = martix_engine::store::connect(&url)
         .await
         .with_context(|| format!("opening {}", redact(&url)))?;
-    let engine = Engine::new(store, EngineConfig::default());
+    let mut config = EngineConfig::default();
+    let mut events = martix_engine::events::EventsConfig::default();
+    if args.soak.is_some() {
+        config.retention_interval = Duration::from_secs(5);
+        events.retention = args.soak_retention;
+    }
+    let engine = Engine::new(store, config);
     let server = Server::bind(
         engine.clone(),
         &ServerConfig {
@@ -528,7 +542,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
                 limits: martix_engine::edge::LimitsConfig::unlimited(),
             },
             tls: None,
-            events: Default::default(),
+            events,
         },
     )
     .await?;
@@ -588,6 +602,21 @@ async fn bench(args: BenchArgs) -> Result<()> {
     };
     bench::closed_loop(&target, &format!("{run}-w"), 16, args.warmup, args.max_time).await?;
     let target = bench::Target { progress, ..target };
+    if let Some(sagas) = args.soak {
+        engine
+            .update_namespace(martix_proto::v1::UpdateNamespaceRequest {
+                namespace: "default".into(),
+                retention: Some(pbjson_types::Duration {
+                    seconds: args.soak_retention.as_secs() as i64,
+                    nanos: 0,
+                }),
+            })
+            .await?;
+        let c = args.concurrency.first().copied().unwrap_or(64);
+        println!("martix bench --soak on {label}; engine and workers in this process");
+        soak::run(&engine, &target, &run, c, sagas, args.soak_retention).await?;
+        return stop.await;
+    }
     let mut levels = Vec::new();
     // PostgreSQL's own count of transactions; backends report it about a second after they
     // go idle, so it is read after a pause on both sides of a level.
