@@ -150,6 +150,25 @@ struct Listen {
     /// for the message shapes); needs MARTIX_AMQP_URL.
     #[arg(long, env = "MARTIX_CONSUME_QUEUE")]
     consume_queue: Option<String>,
+    /// Namespaces the inbound consumer may signal and start in (`*`: all).
+    #[arg(
+        long,
+        env = "MARTIX_CONSUME_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
+    consume_namespaces: Vec<String>,
+    /// Signal names the inbound consumer may send (`*`: any).
+    #[arg(
+        long,
+        env = "MARTIX_CONSUME_SIGNALS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    consume_signals: Vec<String>,
+    /// Workflow types an inbound signal-with-start may start (none unless listed; `*`: any).
+    #[arg(long, env = "MARTIX_CONSUME_WORKFLOW_TYPES", value_delimiter = ',')]
+    consume_workflow_types: Vec<String>,
     /// Outbox rows sent to RabbitMQ and folded into the read model are purged once they
     /// occurred longer ago than this (signal request ids likewise).
     #[arg(long, env = "MARTIX_EVENT_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
@@ -467,6 +486,11 @@ async fn bind(
     let mut events = martix_engine::events::EventsConfig::default();
     events.amqp_url = amqp_url.map(str::to_owned);
     events.consume_queue = listen.consume_queue.clone();
+    events.inbound = martix_engine::events::inbound::InboundRules {
+        namespaces: listen.consume_namespaces.clone(),
+        signals: listen.consume_signals.clone(),
+        workflow_types: listen.consume_workflow_types.clone(),
+    };
     events.retention = listen.event_retention;
     let engine = Engine::new(store, config);
     let server = Server::bind(

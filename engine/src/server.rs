@@ -298,11 +298,13 @@ impl Server {
             Ok(())
         });
         if let (Some(url), Some(queue)) = (&self.events.amqp_url, &self.events.consume_queue) {
-            let (token, inbound) = (shutdown.clone(), engine.clone());
+            let (token, inbound, edge) = (shutdown.clone(), engine.clone(), edge.clone());
             let (url, queue) = (url.clone(), queue.clone());
             let translators: crate::events::inbound::Translators = self.translators.into();
+            let rules = self.events.inbound.clone();
             tasks.spawn(async move {
-                crate::events::inbound::run(inbound, translators, url, queue, token).await;
+                crate::events::inbound::run(inbound, edge, translators, rules, url, queue, token)
+                    .await;
                 Ok(())
             });
         }

@@ -37,6 +37,8 @@ pub struct EventsConfig {
     pub amqp_url: Option<String>,
     /// A queue whose messages become signals (`--consume-queue`).
     pub consume_queue: Option<String>,
+    /// What the consumer of that queue may do.
+    pub inbound: inbound::InboundRules,
     /// Outbox rows sent and folded that occurred longer ago than this (and signal request ids
     /// older than it) are purged.
     pub retention: Duration,
@@ -57,6 +59,7 @@ impl Default for EventsConfig {
         Self {
             amqp_url: None,
             consume_queue: None,
+            inbound: inbound::InboundRules::default(),
             retention: Duration::from_secs(7 * 24 * 3600),
             shard_lease: Duration::from_secs(10),
             batch: 1024,

@@ -121,15 +121,22 @@ pub async fn activity_tasks_are_leased_and_guarded(store: &dyn Store) {
     );
     assert!(
         store
-            .heartbeat_activity(run.run_id, 3, "l1", Some(b"hb"), T0 + 1000)
+            .heartbeat_activity(&run.namespace, run.run_id, 3, "l1", Some(b"hb"), T0 + 1000)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .heartbeat_activity(run.run_id, 3, "l2", None, T0 + 1000)
+            .heartbeat_activity(&run.namespace, run.run_id, 3, "l2", None, T0 + 1000)
             .await
             .unwrap()
+    );
+    assert!(
+        !store
+            .heartbeat_activity("another-namespace", run.run_id, 3, "l1", None, T0 + 1000)
+            .await
+            .unwrap(),
+        "a lease holds only in its run's namespace"
     );
 
     let run = stored(&change);
@@ -246,7 +253,7 @@ pub async fn expired_leases_are_reaped_not_reclaimed(store: &dyn Store) {
     // A heartbeat at +800 extends the lease to +1800; one at +4500 only to +5000 (start-to-close).
     assert!(
         store
-            .heartbeat_activity(run.run_id, 3, "l1", None, T0 + 800)
+            .heartbeat_activity(&run.namespace, run.run_id, 3, "l1", None, T0 + 800)
             .await
             .unwrap()
     );
@@ -267,7 +274,7 @@ pub async fn expired_leases_are_reaped_not_reclaimed(store: &dyn Store) {
     for at in [1_700, 2_600, 3_500, 4_400] {
         assert!(
             store
-                .heartbeat_activity(run.run_id, 3, "l1", None, T0 + at)
+                .heartbeat_activity(&run.namespace, run.run_id, 3, "l1", None, T0 + at)
                 .await
                 .unwrap()
         );
@@ -303,7 +310,7 @@ pub async fn expired_leases_are_reaped_not_reclaimed(store: &dyn Store) {
     );
     assert!(
         !store
-            .heartbeat_activity(run.run_id, 3, "l1", None, T0 + 9_000)
+            .heartbeat_activity(&run.namespace, run.run_id, 3, "l1", None, T0 + 9_000)
             .await
             .unwrap()
     );
