@@ -1788,6 +1788,25 @@ async fn workers_report_breakers_and_operators_see_the_open_ones(backend: Backen
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     }
     assert_eq!(open_here(&describe(&mut wf, &id).await), ["payment"]);
+    // A breaker reported in another namespace is that namespace's: not shown here.
+    let elsewhere = unique("ns");
+    wf.create_namespace(pb::CreateNamespaceRequest {
+        namespace: elsewhere.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    wk.report_breakers(pb::ReportBreakersRequest {
+        namespace: elsewhere,
+        breakers: vec![pb::BreakerReport {
+            adapter: "stock".into(),
+            state: pb::BreakerState::Open as i32,
+        }],
+        ..report(pb::BreakerState::Open)
+    })
+    .await
+    .unwrap();
+    assert_eq!(open_here(&describe(&mut wf, &id).await), ["payment"]);
     wk.report_breakers(report(pb::BreakerState::Closed))
         .await
         .unwrap();

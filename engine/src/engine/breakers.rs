@@ -17,7 +17,7 @@ impl Engine {
         &self,
         req: pb::ReportBreakersRequest,
     ) -> Result<pb::ReportBreakersResponse, EngineError> {
-        self.namespace(&req.namespace).await?;
+        let namespace = self.namespace(&req.namespace).await?;
         let worker = identity(&req.identity)?;
         if worker.is_empty() {
             return Err(EngineError::invalid("identity", "must name the worker"));
@@ -56,7 +56,7 @@ impl Engine {
             });
         }
         self.store()
-            .record_breakers(worker, &reports, self.now())
+            .record_breakers(&namespace, worker, &reports, self.now())
             .await?;
         Ok(pb::ReportBreakersResponse {})
     }

@@ -90,9 +90,13 @@ impl Engine {
             started: w.in_flight(now),
             last_failure: run.state.wft_last_failure.clone(),
         });
+        // The breakers of workers in the run's own namespace, reported lately.
         let open_breakers = self
             .store
-            .open_breakers()
+            .open_breakers(
+                Some(&run.namespace),
+                now - crate::store::BREAKER_REPORT_FRESH_MS,
+            )
             .await?
             .into_iter()
             .map(|b| pb::OpenBreaker {
@@ -263,7 +267,7 @@ impl Engine {
         let backlog = self.store.backlog(self.now()).await?;
         let mut breakers: Vec<String> = self
             .store
-            .open_breakers()
+            .open_breakers(None, self.now() - crate::store::BREAKER_REPORT_FRESH_MS)
             .await?
             .into_iter()
             .map(|b| b.adapter)

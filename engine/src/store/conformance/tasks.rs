@@ -403,3 +403,87 @@ pub async fn closing_a_run_drops_its_tasks_and_timers(store: &dyn Store) {
             .is_none()
     );
 }
+
+/// Breakers are kept per namespace, each report renews when it was reported (not when its
+/// state changed), old reports stop showing and are purged.
+pub async fn breakers_are_kept_per_namespace_and_forgotten_when_stale(store: &dyn Store) {
+    use crate::store::{BreakerReport, BreakerState, OpenBreaker};
+    let (a, b) = (namespace(store).await, namespace(store).await);
+    let worker = unique("w");
+    let report = |adapter: &str, state| BreakerReport {
+        adapter: adapter.into(),
+        state,
+    };
+    let mine = |found: Vec<OpenBreaker>| {
+        found
+            .into_iter()
+            .filter(|o| o.worker == worker)
+            .map(|o| (o.adapter, o.since))
+            .collect::<Vec<_>>()
+    };
+    store
+        .record_breakers(&a, &worker, &[report("payment", BreakerState::Open)], T0)
+        .await
+        .unwrap();
+    store
+        .record_breakers(&b, &worker, &[report("stock", BreakerState::Open)], T0 + 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        mine(store.open_breakers(Some(&a), T0).await.unwrap()),
+        [("payment".to_owned(), T0)],
+        "each namespace sees its own"
+    );
+    assert_eq!(
+        mine(store.open_breakers(Some(&b), T0).await.unwrap()),
+        [("stock".to_owned(), T0 + 10)]
+    );
+    // Reported again, still open: it opened at T0 and was reported at T0 + 500.
+    store
+        .record_breakers(
+            &a,
+            &worker,
+            &[report("payment", BreakerState::Open)],
+            T0 + 500,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        mine(store.open_breakers(Some(&a), T0 + 100).await.unwrap()),
+        [("payment".to_owned(), T0)]
+    );
+    assert!(
+        mine(store.open_breakers(Some(&b), T0 + 100).await.unwrap()).is_empty(),
+        "a report older than asked for no longer shows"
+    );
+    // Purged: b's report (T0 + 10) goes, a's (T0 + 500) stays.
+    assert!(store.purge_breakers(T0 + 100).await.unwrap() >= 1);
+    store
+        .record_breakers(
+            &b,
+            &worker,
+            &[report("stock", BreakerState::Open)],
+            T0 + 700,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        mine(store.open_breakers(Some(&b), T0).await.unwrap()),
+        [("stock".to_owned(), T0 + 700)],
+        "b's row was deleted: reported anew, it opened now"
+    );
+    assert_eq!(
+        mine(store.open_breakers(Some(&a), T0).await.unwrap()),
+        [("payment".to_owned(), T0)]
+    );
+    store
+        .record_breakers(
+            &a,
+            &worker,
+            &[report("payment", BreakerState::Closed)],
+            T0 + 800,
+        )
+        .await
+        .unwrap();
+    assert!(mine(store.open_breakers(Some(&a), T0).await.unwrap()).is_empty());
+}
