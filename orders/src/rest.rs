@@ -474,26 +474,21 @@ fn execution(id: &str) -> Option<pb::WorkflowExecution> {
     })
 }
 
-/// The whole history of the latest run of `id`.
-async fn history(g: &Gateway, id: &str) -> Result<Vec<pb::HistoryEvent>, EngineError> {
-    let mut events = Vec::new();
-    let mut token = Vec::new();
-    loop {
-        let page = g
-            .engine
-            .workflow_history(pb::GetWorkflowHistoryRequest {
-                namespace: g.config.namespace.clone(),
-                execution: execution(id),
-                page_size: 1000,
-                next_page_token: token,
-            })
-            .await?;
-        events.extend(page.events);
-        if page.next_page_token.is_empty() {
-            return Ok(events);
-        }
-        token = page.next_page_token;
-    }
+/// Most history events one order view reads: an order's steps are in its first few dozen
+/// events, and a view must not cost a read of a history grown long by signals.
+const VIEW_HISTORY_EVENTS: i32 = 1000;
+
+/// The first events of the latest run of `id` (at most [`VIEW_HISTORY_EVENTS`]).
+async fn history_head(g: &Gateway, id: &str) -> Result<Vec<pb::HistoryEvent>, EngineError> {
+    Ok(g.engine
+        .workflow_history(pb::GetWorkflowHistoryRequest {
+            namespace: g.config.namespace.clone(),
+            execution: execution(id),
+            page_size: VIEW_HISTORY_EVENTS,
+            next_page_token: Vec::new(),
+        })
+        .await?
+        .events)
 }
 
 /// The order the latest run of `id` was started with.
@@ -550,18 +545,22 @@ async fn view(g: &Gateway, id: &str) -> Result<OrderView, HttpError> {
         .await?;
     let info = d.info.clone().unwrap_or_default();
     let run_id = info.execution.clone().unwrap_or_default().run_id;
-    let events = history(g, id).await?;
-    let result = g
-        .engine
-        .workflow_result(pb::GetWorkflowResultRequest {
-            namespace: ns.clone(),
-            execution: Some(pb::WorkflowExecution {
-                workflow_id: id.to_owned(),
-                run_id: run_id.clone(),
-            }),
-            ..Default::default()
-        })
-        .await?;
+    let events = history_head(g, id).await?;
+    // Only a closed run has a result to read.
+    let result = if info.status == pb::WorkflowStatus::Running as i32 {
+        pb::GetWorkflowResultResponse::default()
+    } else {
+        g.engine
+            .workflow_result(pb::GetWorkflowResultRequest {
+                namespace: ns.clone(),
+                execution: Some(pb::WorkflowExecution {
+                    workflow_id: id.to_owned(),
+                    run_id: run_id.clone(),
+                }),
+                ..Default::default()
+            })
+            .await?
+    };
     let outcome = result
         .result
         .filter(|_| result.closed)
