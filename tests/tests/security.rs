@@ -1098,3 +1098,72 @@ async fn a_port_holds_at_most_its_connections() {
         .await
         .unwrap();
 }
+
+/// The group-commit queue is bounded: with the database's one write connection held (SQLite),
+/// changes queue up to the cap, the next are refused as RESOURCE_EXHAUSTED with a wait and
+/// write nothing, and the queued ones commit once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_queue_is_bounded_and_pushes_back() {
+    let t = TestEngine::start(Backend::Sqlite, EngineConfig::default()).await;
+    let martix_engine::events::Pools::Sqlite { write, .. } = t.engine.store().pools() else {
+        panic!("a SQLite store");
+    };
+    let held = write.acquire().await.unwrap();
+    let queue = unique("q");
+    let starts: Vec<_> = (0..9_000)
+        .map(|i| {
+            let (engine, queue) = (t.engine.clone(), queue.clone());
+            tokio::spawn(async move {
+                engine
+                    .start_workflow(pb::StartWorkflowRequest {
+                        workflow_id: format!("{queue}-{i}"),
+                        workflow_type: "t".into(),
+                        task_queue: queue,
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    // Every start has either queued or been refused before the database comes back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(held);
+    let (mut accepted, mut refused) = (0, 0);
+    for s in starts {
+        match s.await.unwrap() {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                let status = tonic::Status::from(e);
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(status.metadata().get("retry-after-ms").is_some());
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "9,000 changes must not all fit the queue");
+    assert!(
+        (8_192..=8_192 + 64).contains(&accepted),
+        "the queue and one batch are accepted: {accepted}"
+    );
+    // What was accepted is stored, what was refused is not.
+    let mut stored = 0;
+    let mut token = Vec::new();
+    loop {
+        let page = t
+            .engine
+            .list_workflows(pb::ListWorkflowsRequest {
+                page_size: 1000,
+                task_queue: queue.clone(),
+                next_page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        stored += page.executions.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(stored, accepted);
+}
