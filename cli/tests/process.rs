@@ -731,8 +731,8 @@ fn stuck_lists_orders_whose_payment_keeps_failing_with_why() {
         report.contains("outage") || report.contains("CircuitOpen"),
         "says why: {report}"
     );
-    // The operator resets it to its first task: a new run replays from the start (the
-    // reservation is keyed by the workflow id, so it is not made twice).
+    // The operator resets it to its first task: a new run replays from the start (its
+    // activities' keys name the run it reset, so the reservation is found, not made twice).
     let (code, out, err) = cli(
         g,
         &[

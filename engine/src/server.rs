@@ -145,6 +145,18 @@ impl Server {
         self
     }
 
+    /// Declares the id-reuse policy a start of `workflow_type` gets when it names none (a
+    /// domain whose workflow id is a business key, such as an order id, declares
+    /// reject-duplicate: one run per id, a start again with the same input answered with it).
+    pub fn id_reuse_default(
+        self,
+        workflow_type: &str,
+        policy: martix_proto::v1::IdReusePolicy,
+    ) -> Self {
+        self.engine.declare_id_reuse(workflow_type, policy);
+        self
+    }
+
     /// Lets the inbound consumer turn a domain's own message shapes into signals.
     pub fn translator(mut self, translator: Arc<dyn crate::events::inbound::Translator>) -> Self {
         self.translators.push(translator);

@@ -1,5 +1,6 @@
-//! `martix stuck`: running workflows that are not progressing (a failing workflow task, an
-//! activity at its `--min-attempts`th attempt or later), each with why.
+//! `martix stuck`: running workflows that are not progressing (waiting for an operator, a
+//! failing workflow task, an activity at its `--min-attempts`th attempt or later), each with
+//! why.
 
 use super::format::{print_json, time};
 use super::{Conn, Output, client};
@@ -29,6 +30,13 @@ pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -
                 .await?;
             let id = run.workflow_id;
             let mut why = Vec::new();
+            if let Some(info) = d.info.as_ref().filter(|i| !i.attention.is_empty()) {
+                why.push(format!(
+                    "needs attention since {}: {}",
+                    time(info.attention_since.as_ref()),
+                    info.attention
+                ));
+            }
             if let Some(t) = d.pending_workflow_task.as_ref().filter(|t| t.attempt >= 2) {
                 why.push(format!(
                     "workflow task failing, attempt {}: {}",

@@ -349,6 +349,13 @@ fn print_description(id: &str, d: &pb::DescribeWorkflowResponse) {
             ""
         }
     );
+    if !info.attention.is_empty() {
+        println!(
+            "attention  since {}: {}",
+            time(info.attention_since.as_ref()),
+            info.attention
+        );
+    }
     println!("started    {}", time(info.start_time.as_ref()));
     println!("closed     {}", time(info.close_time.as_ref()));
     println!("events     {}", info.history_length);

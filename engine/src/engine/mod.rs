@@ -109,6 +109,9 @@ pub struct Engine {
     matching: Arc<Matching>,
     config: EngineConfig,
     namespaces: RwLock<HashSet<String>>,
+    /// The id-reuse policy a start of each workflow type gets when it names none, as the
+    /// domains declared them (`Server::id_reuse_default`).
+    id_reuse_defaults: RwLock<std::collections::HashMap<String, martix_proto::v1::IdReusePolicy>>,
     /// Result waiters of this node, by run: a close committed here is handed to its run's
     /// waiters with the closing event (they need no read), and wakes no one else.
     close_waiters: std::sync::Mutex<std::collections::HashMap<RunId, waiters::RunWaiters>>,
@@ -156,6 +159,7 @@ impl Engine {
             matching: Arc::default(),
             config,
             namespaces: RwLock::new(HashSet::new()),
+            id_reuse_defaults: RwLock::default(),
             close_waiters: Default::default(),
             timer_wake: Notify::new(),
             next_timer: std::sync::Mutex::new(None),

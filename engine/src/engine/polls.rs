@@ -347,6 +347,7 @@ impl Engine {
             namespace: activity.namespace,
             traceparent: activity.traceparent,
             scheduled_event_id,
+            idempotency_run_id: activity.idempotency_run_id,
         })
     }
 

@@ -330,5 +330,8 @@ fn info(
         close_time: run.close_time.map(to_timestamp),
         history_length: run.next_event_id - 1,
         memo,
+        attention: run.state.attention.clone(),
+        attention_since: (!run.state.attention.is_empty())
+            .then(|| to_timestamp(run.state.attention_since)),
     }
 }
