@@ -105,7 +105,28 @@ impl Engine {
                 since: Some(to_timestamp(b.since)),
             })
             .collect();
+        // Who polls the queue matters while the run waits for work: not once it closed.
+        let pollers = if run.is_open() {
+            self.store
+                .pollers(
+                    &run.namespace,
+                    &run.task_queue,
+                    now - super::breakers::POLLERS_RECENT_MS,
+                )
+                .await?
+        } else {
+            Vec::new()
+        };
+        let pollers = pollers
+            .into_iter()
+            .map(|p| pb::PollerInfo {
+                identity: p.identity,
+                kind: p.kind,
+                last_seen: Some(to_timestamp(p.last_seen)),
+            })
+            .collect();
         Ok(pb::DescribeWorkflowResponse {
+            pollers,
             open_breakers,
             info: Some(info(&run, memo)),
             pending_activities,

@@ -1,6 +1,7 @@
 //! Breakers: the circuit breakers workers report, recorded by the engine in its own table so
 //! that operators see the open ones (`DescribeWorkflow`, `martix stuck`, `/metrics`) whatever
-//! adapters a worker guards.
+//! adapters a worker guards. With them, the workers seen polling each task queue, so that a
+//! queue nobody polls is told apart from a busy one.
 
 use crate::clock::Millis;
 use crate::store::StoreError;
@@ -69,4 +70,35 @@ pub trait BreakerStore: Send + Sync {
 
     /// Deletes the reports not renewed since `before`; how many went.
     async fn purge_breakers(&self, before: Millis) -> Result<u64, StoreError>;
+
+    /// Records that `identity` polled `kind` (`workflow` or `activity`) tasks of `task_queue`
+    /// at `now`.
+    async fn record_poller(
+        &self,
+        namespace: &str,
+        task_queue: &str,
+        kind: &str,
+        identity: &str,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// The workers seen polling `task_queue` since `since`, the latest first (at most 20).
+    async fn pollers(
+        &self,
+        namespace: &str,
+        task_queue: &str,
+        since: Millis,
+    ) -> Result<Vec<PollerSeen>, StoreError>;
+
+    /// Deletes the pollers not seen since `before`.
+    async fn purge_pollers(&self, before: Millis) -> Result<u64, StoreError>;
+}
+
+/// A worker seen polling a task queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PollerSeen {
+    pub identity: String,
+    /// `workflow` or `activity`.
+    pub kind: String,
+    pub last_seen: Millis,
 }

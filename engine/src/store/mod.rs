@@ -38,7 +38,7 @@ mod timers;
 
 pub use breakers::{
     BREAKER_REPORT_FRESH_MS, BREAKER_REPORT_KEPT_MS, BreakerReport, BreakerState, BreakerStore,
-    OpenBreaker,
+    OpenBreaker, PollerSeen,
 };
 pub use events::EventStore;
 pub use introspect::{Backlog, Introspection, TaskKind};

@@ -487,3 +487,38 @@ pub async fn breakers_are_kept_per_namespace_and_forgotten_when_stale(store: &dy
         .unwrap();
     assert!(mine(store.open_breakers(Some(&a), T0).await.unwrap()).is_empty());
 }
+
+/// The workers seen polling a queue: the latest sighting per worker and kind, only those seen
+/// since the time asked, purged once old.
+pub async fn pollers_are_kept_per_queue_and_forgotten_when_old(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let queue = unique("q");
+    store
+        .record_poller(&ns, &queue, "workflow", "w-1", T0)
+        .await
+        .unwrap();
+    store
+        .record_poller(&ns, &queue, "workflow", "w-1", T0 + 100)
+        .await
+        .unwrap();
+    store
+        .record_poller(&ns, &queue, "activity", "w-2", T0 + 50)
+        .await
+        .unwrap();
+    store
+        .record_poller(&ns, &unique("other"), "workflow", "w-3", T0 + 100)
+        .await
+        .unwrap();
+    let seen = store.pollers(&ns, &queue, T0).await.unwrap();
+    let seen: Vec<_> = seen
+        .iter()
+        .map(|p| (p.identity.as_str(), p.kind.as_str(), p.last_seen))
+        .collect();
+    assert_eq!(
+        seen,
+        [("w-1", "workflow", T0 + 100), ("w-2", "activity", T0 + 50)]
+    );
+    assert_eq!(store.pollers(&ns, &queue, T0 + 60).await.unwrap().len(), 1);
+    assert!(store.purge_pollers(T0 + 60).await.unwrap() >= 1);
+    assert_eq!(store.pollers(&ns, &queue, 0).await.unwrap().len(), 1);
+}

@@ -4,8 +4,8 @@
 use super::{Backend, Column, SqlStore, corrupt};
 use crate::clock::Millis;
 use crate::store::{
-    Backlog, BreakerReport, BreakerStore, Introspection, OpenBreaker, StoreError, TaskKind,
-    classify,
+    Backlog, BreakerReport, BreakerStore, Introspection, OpenBreaker, PollerSeen, StoreError,
+    TaskKind, classify,
 };
 use sqlx::Row as _;
 use std::sync::atomic::Ordering;
@@ -153,6 +153,67 @@ where
                 })
             })
             .collect()
+    }
+
+    async fn record_poller(
+        &self,
+        namespace: &str,
+        task_queue: &str,
+        kind: &str,
+        identity: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO pollers (namespace, task_queue, kind, identity, last_seen) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (namespace, task_queue, kind, identity) \
+             DO UPDATE SET last_seen = excluded.last_seen",
+        )
+        .bind(namespace)
+        .bind(task_queue)
+        .bind(kind)
+        .bind(identity)
+        .bind(now)
+        .execute(&self.write)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn pollers(
+        &self,
+        namespace: &str,
+        task_queue: &str,
+        since: Millis,
+    ) -> Result<Vec<PollerSeen>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT identity, kind, last_seen FROM pollers \
+             WHERE namespace = $1 AND task_queue = $2 AND last_seen >= $3 \
+             ORDER BY last_seen DESC LIMIT 20",
+        )
+        .bind(namespace)
+        .bind(task_queue)
+        .bind(since)
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                Ok(PollerSeen {
+                    identity: r.try_get(0).map_err(corrupt)?,
+                    kind: r.try_get(1).map_err(corrupt)?,
+                    last_seen: r.try_get(2).map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn purge_pollers(&self, before: Millis) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM pollers WHERE last_seen < $1")
+            .bind(before)
+            .execute(&self.write)
+            .await
+            .map_err(classify)?;
+        Ok(DB::rows_affected(&done))
     }
 
     async fn purge_breakers(&self, before: Millis) -> Result<u64, StoreError> {
