@@ -4,6 +4,7 @@
 //! request changes nothing.
 
 pub mod auth;
+mod jwks;
 pub mod limits;
 pub mod tls;
 
@@ -113,14 +114,16 @@ impl Edge {
     }
 
     /// Who sent a request with this `authorization` header from `peer`. With authentication
-    /// off every caller is an admin, told apart by address for the rate limits.
-    pub fn authenticate(
+    /// off every caller is an admin, told apart by address for the rate limits. Async only
+    /// for a token whose key a JWKS URL has yet to serve (key rotation): every other token
+    /// is checked without waiting.
+    pub async fn authenticate(
         &self,
         authorization: Option<&[u8]>,
         peer: Option<IpAddr>,
     ) -> Result<Principal, Refusal> {
         match &self.auth {
-            Some(a) => Ok(a.authenticate(authorization)?),
+            Some(a) => Ok(a.authenticate(authorization).await?),
             None => Ok(Principal::unauthenticated(
                 peer.map_or_else(|| "local".to_owned(), |ip| ip.to_string()),
             )),
