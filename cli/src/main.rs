@@ -53,7 +53,8 @@ enum Command {
     /// Run the engine on an embedded SQLite file: nothing to install.
     Dev(DevArgs),
     /// Run the engine on PostgreSQL.
-    Server(ServerArgs),
+    // Boxed: its flags outweigh every other command's.
+    Server(Box<ServerArgs>),
     /// Run the order worker (the order saga and its activities) against an engine.
     Worker(WorkerArgs),
     /// Inspect and steer workflows (over gRPC).

@@ -4,7 +4,6 @@
 //! request changes nothing.
 
 pub mod auth;
-mod jwks;
 pub mod limits;
 pub mod tls;
 

@@ -12,7 +12,7 @@
 //! certificates, `SSL_CERT_FILE`/`SSL_CERT_DIR` honoured): both are in the tree already for
 //! tonic and axum, so fetching adds no crate.
 
-use super::auth::{KeySet, key_set};
+use super::keys::{KeySet, key_set, pick};
 use axum::body::Bytes;
 use axum::http::{Request, Uri, header};
 use http_body_util::{BodyExt, Empty, Limited};
@@ -73,7 +73,7 @@ struct Target {
 }
 
 /// A JWKS URL's keys, cached.
-pub(crate) struct Remote {
+pub(super) struct Remote {
     config: RemoteJwks,
     target: Target,
     keys: RwLock<Arc<KeySet>>,
@@ -161,7 +161,7 @@ fn client_tls() -> Result<TlsConnector, String> {
 
 impl Remote {
     /// Checks the URL; fetches nothing yet (see [`Remote::prefetch`]).
-    pub(crate) fn new(config: &RemoteJwks) -> Result<Self, String> {
+    pub(super) fn new(config: &RemoteJwks) -> Result<Self, String> {
         Ok(Self {
             target: target(&config.url)?,
             config: config.clone(),
@@ -175,26 +175,26 @@ impl Remote {
     }
 
     /// The keys held now.
-    pub(crate) fn keys(&self) -> Arc<KeySet> {
+    pub(super) fn keys(&self) -> Arc<KeySet> {
         // A poisoned lock still holds a whole set: it is only ever replaced, never edited.
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// How many fetches were attempted (for tests and logs).
-    pub(crate) fn fetches(&self) -> u64 {
+    pub(super) fn fetches(&self) -> u64 {
         self.fetches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Refetches unless another request just did or the last attempt is too recent; returns
     /// the keys held afterwards.
-    pub(crate) async fn refetch_for(&self, kid: &Option<String>) -> Arc<KeySet> {
+    pub(super) async fn refetch_for(&self, kid: &Option<String>) -> Arc<KeySet> {
         self.refresh(Want::Kid(kid)).await;
         self.keys()
     }
 
     /// Starts a background refresh when the set is older than `max_age` (or was never
     /// fetched); never waits.
-    pub(crate) fn refresh_if_stale(self: &Arc<Self>) {
+    pub(super) fn refresh_if_stale(self: &Arc<Self>) {
         let due = self.attempts.try_lock().is_ok_and(|a| {
             a.last_success
                 .is_none_or(|t| t.elapsed() >= self.config.max_age)
@@ -210,7 +210,7 @@ impl Remote {
     async fn refresh(&self, want: Want<'_>) {
         let mut attempts = self.attempts.lock().await;
         let still_wanted = match want {
-            Want::Kid(kid) => super::auth::pick(&self.keys(), kid).is_none(),
+            Want::Kid(kid) => pick(&self.keys(), kid).is_none(),
             Want::Fresh => attempts
                 .last_success
                 .is_none_or(|t| t.elapsed() >= self.config.max_age),
