@@ -116,7 +116,7 @@ async fn authenticate(State(edge): State<Arc<Edge>>, mut req: Request, next: Nex
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    match edge.authenticate(auth, peer).await {
+    match edge.authenticate(auth, peer) {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             next.run(req).await

@@ -991,16 +991,32 @@ async fn an_identity_providers_tokens_verify_from_its_jwks_url_across_a_key_rota
     assert!(s.message().contains("unknown key"), "{s:?}");
     *published.lock().unwrap() = serde_json::json!({"keys": [jwk1, jwk2]});
     tokio::time::sleep(refetch + Duration::from_millis(200)).await;
-    let d = wf
-        .describe_workflow(with(
-            Some(&rotated),
-            pb::DescribeWorkflowRequest {
-                namespace: runs[1].0.clone(),
-                execution: execution(&runs[1].1),
-            },
-        ))
-        .await
-        .expect("k2 verifies once published");
+    // The next k2 token starts a refetch in the background (and is told to retry); a retry
+    // a moment later verifies.
+    let describe = || {
+        let mut wf = wf.clone();
+        let (ns, id, token) = (runs[1].0.clone(), runs[1].1.clone(), rotated.clone());
+        async move {
+            wf.describe_workflow(with(
+                Some(&token),
+                pb::DescribeWorkflowRequest {
+                    namespace: ns,
+                    execution: execution(&id),
+                },
+            ))
+            .await
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let d = loop {
+        match describe().await {
+            Err(s) if s.code() == Code::Unauthenticated && std::time::Instant::now() < deadline => {
+                assert!(s.message().contains("unknown key"), "{s:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            r => break r.expect("k2 verifies once published and refetched"),
+        }
+    };
     assert!(d.into_inner().info.is_some());
 }
 

@@ -99,15 +99,13 @@ async fn guarded<Q: Scoped, T, F>(
 where
     F: std::future::Future<Output = Result<T, EngineError>>,
 {
-    let principal = edge
-        .authenticate(
-            request
-                .metadata()
-                .get("authorization")
-                .map(|v| v.as_bytes()),
-            request.remote_addr().map(|a| a.ip()),
-        )
-        .await?;
+    let principal = edge.authenticate(
+        request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes()),
+        request.remote_addr().map(|a| a.ip()),
+    )?;
     let _admission = edge.admit(&principal, op, &request.get_ref().namespace())?;
     let work = run(request.into_inner());
     match edge.request_timeout().filter(|_| !op.waits()) {

@@ -113,16 +113,14 @@ impl Edge {
     }
 
     /// Who sent a request with this `authorization` header from `peer`. With authentication
-    /// off every caller is an admin, told apart by address for the rate limits. Async only
-    /// for a token whose key a JWKS URL has yet to serve (key rotation): every other token
-    /// is checked without waiting.
-    pub async fn authenticate(
+    /// off every caller is an admin, told apart by address for the rate limits.
+    pub fn authenticate(
         &self,
         authorization: Option<&[u8]>,
         peer: Option<IpAddr>,
     ) -> Result<Principal, Refusal> {
         match &self.auth {
-            Some(a) => Ok(a.authenticate(authorization).await?),
+            Some(a) => Ok(a.authenticate(authorization)?),
             None => Ok(Principal::unauthenticated(
                 peer.map_or_else(|| "local".to_owned(), |ip| ip.to_string()),
             )),

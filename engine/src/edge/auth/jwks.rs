@@ -1,12 +1,13 @@
 //! Verification keys from an identity provider's JWKS URL (its `jwks_uri`), cached.
 //!
-//! Requests verify against the cached set and never wait for the IdP, except a token whose
-//! `kid` the set lacks: that one waits for a refetch (key rotation), which happens at most
-//! once per [`RemoteJwks::min_refetch_interval`], so a flood of made-up `kid`s costs the IdP
-//! one fetch per interval. Concurrent requests share one fetch. The set is also refetched in
-//! the background once older than [`RemoteJwks::max_age`], so a key the IdP withdrew stops
-//! verifying. A failed fetch keeps the keys held (an IdP outage does not lock everyone out)
-//! and is logged.
+//! Requests verify against the cached set and never wait for the IdP: authentication stays
+//! synchronous (it runs in tonic's interceptor, before a body is decoded). A token whose
+//! `kid` the set lacks is refused and starts a refetch in the background (key rotation), at
+//! most once per [`RemoteJwks::min_refetch_interval`], so a flood of made-up `kid`s costs the
+//! IdP one fetch per interval; once the new key is in, the caller's retry verifies. One fetch
+//! runs at a time. The set is also refetched once older than [`RemoteJwks::max_age`], so a
+//! key the IdP withdrew stops verifying. A failed fetch keeps the keys held (an IdP outage
+//! does not lock everyone out) and is logged.
 //!
 //! The client is hyper's HTTP/1.1 connection over tokio-rustls (ring, the system's CA
 //! certificates, `SSL_CERT_FILE`/`SSL_CERT_DIR` honoured): both are in the tree already for
@@ -52,9 +53,9 @@ impl RemoteJwks {
 }
 
 /// Why a fetch is wanted; decides, under the fetch lock, whether it still is.
-enum Want<'a> {
+enum Want {
     /// A token names this `kid` (`None`: no `kid`) and the set lacks it.
-    Kid(&'a Option<String>),
+    Kid(Option<String>),
     /// The set is older than `max_age`, or was never fetched.
     Fresh,
 }
@@ -185,31 +186,45 @@ impl Remote {
         self.fetches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Refetches unless another request just did or the last attempt is too recent; returns
-    /// the keys held afterwards.
-    pub(super) async fn refetch_for(&self, kid: &Option<String>) -> Arc<KeySet> {
-        self.refresh(Want::Kid(kid)).await;
-        self.keys()
+    /// For a token whose `kid` the set lacks: starts a refetch in the background unless the
+    /// last attempt is too recent. Whether a fetch is under way (just started, or running);
+    /// never waits.
+    pub(super) fn refetch_for(self: &Arc<Self>, kid: &Option<String>) -> bool {
+        self.start(Want::Kid(kid.clone()), |_| true)
     }
 
-    /// Starts a background refresh when the set is older than `max_age` (or was never
+    /// Starts a background refetch when the set is older than `max_age` (or was never
     /// fetched); never waits.
     pub(super) fn refresh_if_stale(self: &Arc<Self>) {
-        let due = self.attempts.try_lock().is_ok_and(|a| {
-            a.last_success
-                .is_none_or(|t| t.elapsed() >= self.config.max_age)
-                && a.last_attempt
-                    .is_none_or(|t| t.elapsed() >= self.config.min_refetch_interval)
+        let max_age = self.config.max_age;
+        self.start(Want::Fresh, |a| {
+            a.last_success.is_none_or(|t| t.elapsed() >= max_age)
         });
-        if due && let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let me = self.clone();
-            rt.spawn(async move { me.refresh(Want::Fresh).await });
-        }
     }
 
-    async fn refresh(&self, want: Want<'_>) {
+    fn start(self: &Arc<Self>, want: Want, due: impl FnOnce(&Attempts) -> bool) -> bool {
+        let Ok(attempts) = self.attempts.try_lock() else {
+            return true; // a fetch is running
+        };
+        let allowed = attempts
+            .last_attempt
+            .is_none_or(|t| t.elapsed() >= self.config.min_refetch_interval);
+        if !(allowed && due(&attempts)) {
+            return false;
+        }
+        drop(attempts);
+        // Without a runtime (a synchronous caller) nothing can fetch; no such caller serves.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let me = self.clone();
+        rt.spawn(async move { me.refresh(want).await });
+        true
+    }
+
+    async fn refresh(&self, want: Want) {
         let mut attempts = self.attempts.lock().await;
-        let still_wanted = match want {
+        let still_wanted = match &want {
             Want::Kid(kid) => pick(&self.keys(), kid).is_none(),
             Want::Fresh => attempts
                 .last_success

@@ -378,8 +378,8 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// Loads the keys; a missing or unreadable key is an error naming the file. A JWKS URL is
-    /// checked here and fetched in the background when a runtime is running, else on the
-    /// first token.
+    /// checked here and fetched in the background (from a tokio runtime); tokens are refused
+    /// as signed with an unknown key until its keys are in.
     pub fn new(config: &AuthConfig) -> Result<Self, String> {
         let mut keys = KeySet::new();
         let keys = match &config.keys {
@@ -426,9 +426,9 @@ impl Authenticator {
         }
     }
 
-    /// Verifies the value of an `authorization` header. Waits only for a token whose `kid`
-    /// a JWKS URL's cached keys lack (see [`RemoteJwks`]).
-    pub async fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, Unauthenticated> {
+    /// Verifies the value of an `authorization` header, without waiting: a JWKS URL's keys
+    /// are cached and refetched in the background (see [`RemoteJwks`]).
+    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, Unauthenticated> {
         let header = header.ok_or(Unauthenticated::Missing)?;
         let header = std::str::from_utf8(header).map_err(|_| Unauthenticated::Malformed)?;
         let token = header
@@ -443,11 +443,16 @@ impl Authenticator {
             Keys::Fixed(keys) => self.verify(token, pick(keys, &head.kid))?,
             Keys::Remote(remote) => {
                 remote.refresh_if_stale();
-                let mut keys = remote.keys();
-                if pick(&keys, &head.kid).is_none() {
-                    keys = remote.refetch_for(&head.kid).await;
+                let keys = remote.keys();
+                let key = pick(&keys, &head.kid);
+                if key.is_none() && remote.refetch_for(&head.kid) {
+                    return Err(Unauthenticated::Invalid(
+                        "signed with an unknown key; the identity provider's keys are being \
+                         fetched again: retry in a few seconds"
+                            .into(),
+                    ));
                 }
-                self.verify(token, pick(&keys, &head.kid))?
+                self.verify(token, key)?
             }
         };
         claims::principal(&self.claims, claims)
