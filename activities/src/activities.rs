@@ -257,11 +257,23 @@ impl OrderActivities {
             Payment,
             |b, key, i: StepInput| async move { b.payment.charge(&key, &i.order).await },
         );
+        let refused = self.faults.refunds_refused.clone();
         self.step(
             worker,
             names::REFUND_PAYMENT,
             Payment,
-            |b, _, i: StepInput| async move { b.payment.refund(&i.undo_key).await },
+            move |b, _, i: StepInput| {
+                let refused = refused.load(Ordering::Relaxed);
+                async move {
+                    if refused {
+                        return Err(AdapterError::Rejected {
+                            kind: "RefundRefused",
+                            message: format!("the gateway refuses to refund {}", i.undo_key),
+                        });
+                    }
+                    b.payment.refund(&i.undo_key).await
+                }
+            },
         );
         self.step(worker, names::CREATE_SHIPMENT, Shipping, |b, key, i: StepInput| async move {
             b.shipping.ship(&key, &i.order, &i.undo_key).await

@@ -28,6 +28,9 @@ pub struct Faults {
     pub payment_outage: Arc<AtomicBool>,
     /// While this file exists, the payment gateway is out too (flip it from a shell).
     pub payment_outage_file: Option<PathBuf>,
+    /// While set, the payment gateway refuses every refund for good (`RefundRefused`): the
+    /// compensation that fails non-retryably, which makes an order need attention.
+    pub refunds_refused: Arc<AtomicBool>,
 }
 
 fn knob(prefix: &str) -> Knob {
@@ -47,7 +50,7 @@ fn knob(prefix: &str) -> Knob {
 impl Faults {
     /// Knobs from
     /// `MARTIX_FAULT_{INVENTORY,PAYMENT,SHIPPING,NOTIFICATION,FRAUD}_{LATENCY_MS,FAILURE_RATE}`,
-    /// `MARTIX_PAYMENT_OUTAGE=1` and `MARTIX_PAYMENT_OUTAGE_FILE`.
+    /// `MARTIX_PAYMENT_OUTAGE=1`, `MARTIX_PAYMENT_OUTAGE_FILE` and `MARTIX_REFUNDS_REFUSED=1`.
     pub fn from_env() -> Self {
         Self {
             inventory: knob("INVENTORY"),
@@ -59,6 +62,9 @@ impl Faults {
                 std::env::var("MARTIX_PAYMENT_OUTAGE").is_ok_and(|v| v == "1" || v == "true"),
             )),
             payment_outage_file: std::env::var_os("MARTIX_PAYMENT_OUTAGE_FILE").map(PathBuf::from),
+            refunds_refused: Arc::new(AtomicBool::new(
+                std::env::var("MARTIX_REFUNDS_REFUSED").is_ok_and(|v| v == "1" || v == "true"),
+            )),
         }
     }
 

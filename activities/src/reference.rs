@@ -38,6 +38,15 @@ pub static MIGRATIONS: martix_migrate::Owner = martix_migrate::Owner {
     sqlite: sqlx::migrate!("../migrations/adapters/sqlite"),
 };
 
+/// A key that was used for another effect, or for one since undone: a bug in the caller (a
+/// key not unique per effect), refused rather than answered as success.
+fn key_reused(key: &str, recorded: &str) -> AdapterError {
+    AdapterError::Rejected {
+        kind: "IdempotencyKeyReused",
+        message: format!("idempotency key {key} was used for {recorded}"),
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -125,7 +134,24 @@ impl ReferenceAdapters {
         .map_err(AdapterError::db)?
         .rows_affected();
         if inserted == 0 {
-            // A retry of a reservation that was made: the same answer.
+            // A retry of a reservation that was made: the same answer, if it is the same
+            // reservation and it is still what it was.
+            let (order_id, recorded, status): (String, String, String) = sqlx::query_as(
+                "SELECT order_id, items, status FROM reservations WHERE reservation_key = $1",
+            )
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(AdapterError::db)?;
+            if order_id != order.order_id || recorded != items {
+                return Err(key_reused(
+                    key,
+                    &format!("order {order_id} items {recorded}"),
+                ));
+            }
+            if status == "released" {
+                return Err(key_reused(key, "a reservation that was released"));
+            }
             return Ok(key.to_owned());
         }
         for (sku, qty) in &per_sku {
@@ -210,7 +236,7 @@ impl ReferenceAdapters {
             });
         }
         let amount = pricing::invoice(order).total_cents;
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO payments (payment_key, order_id, kind, amount_cents, currency, charge_key, created_at) \
              VALUES ($1, $2, 'charge', $3, $4, NULL, $5) ON CONFLICT (payment_key) DO NOTHING",
         )
@@ -221,7 +247,30 @@ impl ReferenceAdapters {
         .bind(now_ms())
         .execute(&self.pool)
         .await
-        .map_err(AdapterError::db)?;
+        .map_err(AdapterError::db)?
+        .rows_affected();
+        if inserted == 0 {
+            // A retry: the charge that was recorded, never another amount or a refunded one.
+            let (order_id, recorded, currency, refunds): (String, i64, String, i64) =
+                sqlx::query_as(
+                    "SELECT c.order_id, c.amount_cents, c.currency, \
+                     CAST((SELECT COUNT(*) FROM payments r WHERE r.charge_key = c.payment_key) AS BIGINT) \
+                     FROM payments c WHERE c.payment_key = $1 AND c.kind = 'charge'",
+                )
+                .bind(key)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(AdapterError::db)?;
+            if order_id != order.order_id || recorded != amount || currency != order.currency {
+                return Err(key_reused(
+                    key,
+                    &format!("order {order_id}, {recorded} {currency}"),
+                ));
+            }
+            if refunds > 0 {
+                return Err(key_reused(key, "a charge that was refunded"));
+            }
+        }
         Ok(Charge {
             key: key.to_owned(),
             amount_cents: amount,
@@ -272,7 +321,21 @@ impl ReferenceAdapters {
         .await
         .map_err(AdapterError::db)?
         .rows_affected();
-        if inserted == 1 {
+        if inserted == 0 {
+            let (order_id, recorded): (String, String) = sqlx::query_as(
+                "SELECT order_id, reservation_key FROM shipments WHERE shipment_key = $1",
+            )
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(AdapterError::db)?;
+            if order_id != order.order_id || recorded != reservation_key {
+                return Err(key_reused(
+                    key,
+                    &format!("order {order_id} reservation {recorded}"),
+                ));
+            }
+        } else {
             let moved = Self::move_reserved(
                 &mut tx,
                 reservation_key,
@@ -373,15 +436,8 @@ impl ReferenceAdapters {
     /// Net money per order (charges minus refunds), for orders whose id starts with `prefix`,
     /// and how many charges each order got.
     pub async fn ledger(&self, prefix: &str) -> Result<BTreeMap<String, (i64, i64)>, AdapterError> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT order_id, kind, amount_cents FROM payments WHERE substr(order_id, 1, length($1)) = $1",
-        )
-        .bind(prefix)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(AdapterError::db)?;
         let mut out: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-        for (order, kind, amount) in rows {
+        for (order, kind, amount) in self.lines(prefix).await? {
             let e = out.entry(order).or_default();
             if kind == "charge" {
                 e.0 += amount;
@@ -391,6 +447,18 @@ impl ReferenceAdapters {
             }
         }
         Ok(out)
+    }
+
+    /// Every ledger line of orders whose id starts with `prefix`: (order, kind, amount).
+    async fn lines(&self, prefix: &str) -> Result<Vec<(String, String, i64)>, AdapterError> {
+        sqlx::query_as(
+            "SELECT order_id, kind, amount_cents FROM payments \
+             WHERE substr(order_id, 1, length($1)) = $1",
+        )
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(AdapterError::db)
     }
 
     /// An order's ledger lines: (kind, amount in cents, currency, payment key), oldest first.
@@ -439,24 +507,58 @@ impl ReferenceAdapters {
         prefix: &str,
         completed: &[&Order],
     ) -> Result<Vec<Check>, AdapterError> {
-        let ledger = self.ledger(prefix).await?;
+        self.check_ledger_setting_aside(prefix, completed, &[])
+            .await
+    }
+
+    /// [`Self::check_ledger`], with the money of `set_aside` orders left out: orders that
+    /// need attention, or whose failed compensation an operator settled by hand (`done`) or
+    /// gave up (`fail`): what they hold is the operator's to settle, and is shown apart.
+    pub async fn check_ledger_setting_aside(
+        &self,
+        prefix: &str,
+        completed: &[&Order],
+        set_aside: &[&str],
+    ) -> Result<Vec<Check>, AdapterError> {
+        let mut ledger = self.ledger(prefix).await?;
+        let aside: i64 = set_aside
+            .iter()
+            .filter_map(|id| ledger.remove(*id))
+            .map(|(net, _)| net)
+            .sum();
         let net: i64 = ledger.values().map(|(net, _)| net).sum();
-        let double_charged = ledger.values().filter(|(_, charges)| *charges > 1).count();
+        // Charges not refunded: a second run of an order id may charge again once the first
+        // run's charge was refunded, never while it is held.
+        let mut held: BTreeMap<String, i64> = BTreeMap::new();
+        for (order, kind, _) in self.lines(prefix).await? {
+            if !set_aside.contains(&order.as_str()) {
+                *held.entry(order).or_default() += if kind == "charge" { 1 } else { -1 };
+            }
+        }
+        let double_charged = held.values().filter(|n| **n > 1).count();
         let expected_net: i64 = completed
             .iter()
             .map(|o| pricing::invoice(o).total_cents)
             .sum();
         let expected_shipped: i64 = completed.iter().flat_map(|o| &o.items).map(|i| i.qty).sum();
         let stock = self.stock(&format!("{prefix}-sku")).await?;
-        Ok(vec![
+        let mut checks = Vec::new();
+        if !set_aside.is_empty() {
+            checks.push(Check {
+                what: "orders set aside for an operator (not counted below)",
+                figures: format!("{} orders holding {aside}", set_aside.len()),
+                ok: true,
+            });
+        }
+        checks.extend([
             Check {
                 what: "charges - refunds = invoice totals of completed orders",
                 figures: format!("{net} = {expected_net}"),
                 ok: net == expected_net,
             },
             Check {
-                what: "no order charged twice",
-                figures: format!("{double_charged} double charges"),
+                what: "no order holds two charges",
+                figures: format!("{double_charged} orders holding two"),
                 ok: double_charged == 0,
             },
             Check {
@@ -477,6 +579,7 @@ impl ReferenceAdapters {
                 figures: format!("{} = {expected_shipped}", stock.shipped),
                 ok: stock.shipped == expected_shipped,
             },
-        ])
+        ]);
+        Ok(checks)
     }
 }

@@ -53,8 +53,7 @@ enum Command {
     /// Run the engine on an embedded SQLite file: nothing to install.
     Dev(DevArgs),
     /// Run the engine on PostgreSQL.
-    // Boxed: its flags outweigh every other command's.
-    Server(Box<ServerArgs>),
+    Server(ServerArgs),
     /// Run the order worker (the order saga and its activities) against an engine.
     Worker(WorkerArgs),
     /// Inspect and steer workflows (over gRPC).
@@ -151,6 +150,25 @@ struct Listen {
     /// for the message shapes); needs MARTIX_AMQP_URL.
     #[arg(long, env = "MARTIX_CONSUME_QUEUE")]
     consume_queue: Option<String>,
+    /// Namespaces the inbound consumer may signal and start in (`*`: all).
+    #[arg(
+        long,
+        env = "MARTIX_CONSUME_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
+    consume_namespaces: Vec<String>,
+    /// Signal names the inbound consumer may send (`*`: any).
+    #[arg(
+        long,
+        env = "MARTIX_CONSUME_SIGNALS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    consume_signals: Vec<String>,
+    /// Workflow types an inbound signal-with-start may start (none unless listed; `*`: any).
+    #[arg(long, env = "MARTIX_CONSUME_WORKFLOW_TYPES", value_delimiter = ',')]
+    consume_workflow_types: Vec<String>,
     /// Outbox rows sent to RabbitMQ and folded into the read model are purged once they
     /// occurred longer ago than this (signal request ids likewise).
     #[arg(long, env = "MARTIX_EVENT_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
@@ -265,8 +283,9 @@ struct ServerArgs {
     /// stay in the outbox (`martix events tail`).
     #[arg(long, env = "MARTIX_AMQP_URL", hide_env_values = true)]
     amqp_url: Option<String>,
+    // Boxed: the token flags would make `server` the one large command.
     #[command(flatten)]
-    auth: security::AuthArgs,
+    auth: Box<security::AuthArgs>,
     #[command(flatten)]
     listen: Listen,
 }
@@ -468,6 +487,11 @@ async fn bind(
     let mut events = martix_engine::events::EventsConfig::default();
     events.amqp_url = amqp_url.map(str::to_owned);
     events.consume_queue = listen.consume_queue.clone();
+    events.inbound = martix_engine::events::inbound::InboundRules {
+        namespaces: listen.consume_namespaces.clone(),
+        signals: listen.consume_signals.clone(),
+        workflow_types: listen.consume_workflow_types.clone(),
+    };
     events.retention = listen.event_retention;
     let engine = Engine::new(store, config);
     let server = Server::bind(

@@ -123,6 +123,17 @@ pub(crate) struct EdgeArgs {
     /// Deadline of requests that do not wait by design (0s: none).
     #[arg(long, env = "MARTIX_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
+    /// Failed authentications per second from one address; past it the address is refused for
+    /// a while without its tokens being verified (PER_SEC/BURST; 0: no limit).
+    #[arg(long, env = "MARTIX_FAILED_AUTH_RATE_LIMIT", default_value = "10/50")]
+    failed_auth_rate_limit: Rate,
+    /// Connections each port (gRPC, HTTP) holds at once; more are closed as accepted (0: no cap).
+    #[arg(long, env = "MARTIX_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// Concurrent calls on one gRPC connection (HTTP/2 streams).
+    #[arg(long, env = "MARTIX_MAX_STREAMS_PER_CONNECTION", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_streams_per_connection: u32,
 }
 
 impl EdgeArgs {
@@ -133,6 +144,9 @@ impl EdgeArgs {
             starts_per_namespace: self.namespace_start_rate_limit,
             max_polls_per_identity: self.max_polls_per_identity,
             request_timeout: self.request_timeout,
+            failed_auth_per_peer: self.failed_auth_rate_limit,
+            max_connections: self.max_connections,
+            max_streams_per_connection: self.max_streams_per_connection,
         }
     }
 

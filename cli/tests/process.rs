@@ -326,7 +326,15 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     let (code, out, err) = cli(
         g,
         &[
-            "start", "--type", "order", "--id", "cli-1", "--input", order,
+            "start",
+            "--type",
+            "order",
+            "--id",
+            "cli-1",
+            "--input",
+            order,
+            "--task-queue",
+            "orders",
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
@@ -407,6 +415,23 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     assert!(
         again.starts_with("cli-2 is already running: run "),
         "{again}"
+    );
+    // Nobody polls queue `nobody`: describe and stuck say so.
+    let (code, out, _) = cli(g, &["describe", "cli-2"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("queue      nobody (no worker has polled it in the last minute)"),
+        "{out}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args(["stuck", "--address", g, "--older-than", "0s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.contains("cli-2") && out.contains("no worker has polled queue 'nobody'"),
+        "{out}"
     );
     let (code, out, _) = cli(g, &["signal", "cli-2", "poke", "--input", "{\"n\":1}"]);
     assert_eq!((code, out.trim()), (0, "signal poke sent to cli-2"));
@@ -562,6 +587,8 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
             "x",
             "--input",
             "{not json",
+            "--task-queue",
+            "orders",
         ],
     );
     assert_eq!(code, 1);
@@ -679,7 +706,15 @@ fn stuck_lists_orders_whose_payment_keeps_failing_with_why() {
     let (code, _, err) = cli(
         g,
         &[
-            "start", "--type", "order", "--id", "stuck-1", "--input", order,
+            "start",
+            "--type",
+            "order",
+            "--id",
+            "stuck-1",
+            "--input",
+            order,
+            "--task-queue",
+            "orders",
         ],
     );
     assert_eq!(code, 0, "{err}");
@@ -731,8 +766,8 @@ fn stuck_lists_orders_whose_payment_keeps_failing_with_why() {
         report.contains("outage") || report.contains("CircuitOpen"),
         "says why: {report}"
     );
-    // The operator resets it to its first task: a new run replays from the start (the
-    // reservation is keyed by the workflow id, so it is not made twice).
+    // The operator resets it to its first task: a new run replays from the start (its
+    // activities' keys name the run it reset, so the reservation is found, not made twice).
     let (code, out, err) = cli(
         g,
         &[

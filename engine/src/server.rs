@@ -2,8 +2,9 @@
 //! everything down gracefully when the token is cancelled.
 
 use crate::api::{WorkerApi, WorkflowApi};
+use crate::edge::conns::ConnectionCap;
 use crate::edge::tls::{EdgeListener, TlsFiles};
-use crate::edge::{Edge, EdgeConfig};
+use crate::edge::{Authenticate, Edge, EdgeConfig};
 use crate::engine::Engine;
 use martix_proto::v1::worker_service_server::WorkerServiceServer;
 use martix_proto::v1::workflow_service_server::WorkflowServiceServer;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 
 /// Where the engine listens.
 #[derive(Clone, Debug)]
@@ -110,16 +112,19 @@ impl Server {
     where
         S: tonic::codegen::Service<
                 tonic::codegen::http::Request<tonic::body::Body>,
+                Response = tonic::codegen::http::Response<tonic::body::Body>,
                 Error = std::convert::Infallible,
             > + tonic::server::NamedService
             + Clone
             + Send
             + Sync
             + 'static,
-        S::Response: axum::response::IntoResponse,
         S::Future: Send + 'static,
     {
-        self.services.add_service(service);
+        self.services.add_service(InterceptedService::new(
+            service,
+            Authenticate(self.edge.clone()),
+        ));
         self.service_names.push(S::NAME);
         self.descriptors.push(descriptor_set);
         self
@@ -137,6 +142,18 @@ impl Server {
         self.events
             .subject_names
             .push((workflow_type.to_owned(), name.to_owned()));
+        self
+    }
+
+    /// Declares the id-reuse policy a start of `workflow_type` gets when it names none (a
+    /// domain whose workflow id is a business key, such as an order id, declares
+    /// reject-duplicate: one run per id, a start again with the same input answered with it).
+    pub fn id_reuse_default(
+        self,
+        workflow_type: &str,
+        policy: martix_proto::v1::IdReusePolicy,
+    ) -> Self {
+        self.engine.declare_id_reuse(workflow_type, policy);
         self
     }
 
@@ -209,7 +226,9 @@ impl Server {
         let reflection = reflection
             .build_v1()
             .map_err(|e| anyhow_free::Error(format!("reflection: {e}")))?;
-        let mut builder = tonic::transport::Server::builder();
+        // Each port holds at most so many connections, each connection so many calls at once.
+        let mut builder = tonic::transport::Server::builder()
+            .max_concurrent_streams(edge.max_streams_per_connection());
         if let Some(tls) = self.grpc_tls {
             builder = builder
                 .tls_config(tls)
@@ -219,25 +238,34 @@ impl Server {
             .add_routes(self.services.routes())
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(
+            .add_service(InterceptedService::new(
                 WorkflowServiceServer::new(WorkflowApi {
                     engine: engine.clone(),
                     edge: edge.clone(),
                 })
                 .max_decoding_message_size(limit),
-            )
-            .add_service(
+                Authenticate(edge.clone()),
+            ))
+            .add_service(InterceptedService::new(
                 WorkerServiceServer::new(WorkerApi {
                     engine: engine.clone(),
                     edge: edge.clone(),
                 })
                 .max_decoding_message_size(limit),
-            );
+                Authenticate(edge.clone()),
+            ));
         let mut tasks = JoinSet::new();
         // No Nagle: a small response must not wait for the client's delayed ACK (~40 ms).
         let incoming = tonic::transport::server::TcpIncoming::from(self.grpc)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
+        let cap = Arc::new(ConnectionCap::new("grpc", edge.max_connections()));
+        let incoming = futures::StreamExt::filter_map(incoming, move |accepted| {
+            std::future::ready(match accepted {
+                Ok(stream) => cap.admit(stream).map(Ok),
+                Err(e) => Some(Err(e)),
+            })
+        });
         let token = shutdown.clone();
         tasks.spawn(async move {
             grpc.serve_with_incoming_shutdown(incoming, token.cancelled())
@@ -246,7 +274,8 @@ impl Server {
         });
         let router = crate::http::router(engine.clone(), edge.clone(), self.routes);
         let token = shutdown.clone();
-        let http = EdgeListener::new(self.http, self.http_tls)
+        let http_cap = Arc::new(ConnectionCap::new("http", edge.max_connections()));
+        let http = EdgeListener::new(self.http, self.http_tls, http_cap)
             .map_err(|e| anyhow_free::Error(format!("HTTP listener: {e}")))?;
         tasks.spawn(async move {
             axum::serve(
@@ -298,11 +327,13 @@ impl Server {
             Ok(())
         });
         if let (Some(url), Some(queue)) = (&self.events.amqp_url, &self.events.consume_queue) {
-            let (token, inbound) = (shutdown.clone(), engine.clone());
+            let (token, inbound, edge) = (shutdown.clone(), engine.clone(), edge.clone());
             let (url, queue) = (url.clone(), queue.clone());
             let translators: crate::events::inbound::Translators = self.translators.into();
+            let rules = self.events.inbound.clone();
             tasks.spawn(async move {
-                crate::events::inbound::run(inbound, translators, url, queue, token).await;
+                crate::events::inbound::run(inbound, edge, translators, rules, url, queue, token)
+                    .await;
                 Ok(())
             });
         }

@@ -99,4 +99,10 @@ pub fn install(server: martix_engine::Server, gateway: GatewayConfig) -> martix_
         .route(routes)
         .translator(Arc::new(inbound::CancelRequested))
         .subject_name(ORDER_WORKFLOW_TYPE, "order_id")
+        // An order id is placed once, whatever the way in (REST, gRPC, CLI, messages): the same
+        // order again is answered with its run, another order under the id is a conflict.
+        .id_reuse_default(
+            ORDER_WORKFLOW_TYPE,
+            martix_proto::v1::IdReusePolicy::RejectDuplicate,
+        )
 }

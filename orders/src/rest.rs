@@ -62,6 +62,7 @@ pub fn router(engine: Arc<Engine>, edge: Arc<Edge>, config: GatewayConfig) -> Ro
         .route("/v1/orders", post(place_order).get(list_orders))
         .route("/v1/orders/{id}", get(get_order))
         .route("/v1/orders/{id}/cancel", post(cancel_order))
+        .route("/v1/orders/{id}/resolve", post(resolve_order))
         .route("/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -114,8 +115,8 @@ pub struct OrderView {
 pub struct OrderSummary {
     pub order_id: String,
     pub customer_id: String,
-    /// placed, priced, reserved, charged, shipped, compensating; final: completed,
-    /// compensated, canceled, failed, rejected.
+    /// placed, priced, reserved, charged, shipped, compensating, needs_attention; final:
+    /// completed, compensated, canceled, failed, rejected.
     pub status: String,
     /// The type of the last event.
     pub step: String,
@@ -190,9 +191,10 @@ pub struct ErrorDetail {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Martix orders API", description = "Place, read and cancel order sagas."),
-    paths(place_order, list_orders, get_order, cancel_order),
+    paths(place_order, list_orders, get_order, cancel_order, resolve_order),
     components(schemas(
         PlaceOrder,
+        ResolveOrder,
         OrderView,
         OrderSummary,
         OrderEvent,
@@ -467,6 +469,74 @@ async fn cancel_order(
     Ok((StatusCode::ACCEPTED, axum::Json(view(&g, &id).await?)).into_response())
 }
 
+/// An operator's decision on an order that needs attention.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ResolveOrder {
+    /// `retry` (run the failed compensations again), `done` (they were done by hand: the
+    /// order ends compensated) or `fail` (give up: the order ends failed).
+    pub action: String,
+    /// Why; required with `done` and `fail`, recorded in the order's history.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Decides on an order whose compensation failed for good (status `needs_attention`). An
+/// operator's call: it needs the operator role, as retrying a step does.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/resolve",
+    params(("id" = String, Path, description = "The order id")),
+    request_body = ResolveOrder,
+    responses(
+        (status = 202, description = "Decision sent", body = OrderView),
+        (status = 400, description = "Not a decision", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The order does not wait for a decision", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)
+    )
+)]
+async fn resolve_order(
+    State(g): State<Arc<Gateway>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Result<axum::Json<ResolveOrder>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, HttpError> {
+    let ns = &g.config.namespace;
+    let _admitted = g.edge.admit(&principal, Op::RetryActivity, ns)?;
+    let axum::Json(req) = body.map_err(|e| HttpError::invalid("body", e.body_text()))?;
+    let decision = martix_order_contract::Resolution::new(&req.action, &req.reason)
+        .map_err(|e| HttpError::invalid("action", e))?;
+    let d = g
+        .engine
+        .describe_workflow(pb::DescribeWorkflowRequest {
+            namespace: ns.clone(),
+            execution: execution(&id),
+        })
+        .await?;
+    if d.info.as_ref().is_none_or(|i| i.attention.is_empty()) {
+        return Err(HttpError::new(
+            StatusCode::CONFLICT,
+            "FAILED_PRECONDITION",
+            format!("order '{id}' does not wait for a decision"),
+        ));
+    }
+    let input = serde_json::to_vec(&decision).map_err(|e| EngineError::Internal(e.to_string()))?;
+    g.engine
+        .signal_workflow(pb::SignalWorkflowRequest {
+            namespace: ns.clone(),
+            execution: execution(&id),
+            signal_name: martix_order_contract::RESOLVE_SIGNAL.into(),
+            input: Some(pb::Payload {
+                encoding: "json/plain".into(),
+                data: input,
+            }),
+            identity: principal.subject.clone(),
+            request_id: String::new(),
+        })
+        .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(view(&g, &id).await?)).into_response())
+}
+
 fn execution(id: &str) -> Option<pb::WorkflowExecution> {
     Some(pb::WorkflowExecution {
         workflow_id: id.to_owned(),
@@ -474,26 +544,21 @@ fn execution(id: &str) -> Option<pb::WorkflowExecution> {
     })
 }
 
-/// The whole history of the latest run of `id`.
-async fn history(g: &Gateway, id: &str) -> Result<Vec<pb::HistoryEvent>, EngineError> {
-    let mut events = Vec::new();
-    let mut token = Vec::new();
-    loop {
-        let page = g
-            .engine
-            .workflow_history(pb::GetWorkflowHistoryRequest {
-                namespace: g.config.namespace.clone(),
-                execution: execution(id),
-                page_size: 1000,
-                next_page_token: token,
-            })
-            .await?;
-        events.extend(page.events);
-        if page.next_page_token.is_empty() {
-            return Ok(events);
-        }
-        token = page.next_page_token;
-    }
+/// Most history events one order view reads: an order's steps are in its first few dozen
+/// events, and a view must not cost a read of a history grown long by signals.
+const VIEW_HISTORY_EVENTS: i32 = 1000;
+
+/// The first events of the latest run of `id` (at most [`VIEW_HISTORY_EVENTS`]).
+async fn history_head(g: &Gateway, id: &str) -> Result<Vec<pb::HistoryEvent>, EngineError> {
+    Ok(g.engine
+        .workflow_history(pb::GetWorkflowHistoryRequest {
+            namespace: g.config.namespace.clone(),
+            execution: execution(id),
+            page_size: VIEW_HISTORY_EVENTS,
+            next_page_token: Vec::new(),
+        })
+        .await?
+        .events)
 }
 
 /// The order the latest run of `id` was started with.
@@ -550,18 +615,22 @@ async fn view(g: &Gateway, id: &str) -> Result<OrderView, HttpError> {
         .await?;
     let info = d.info.clone().unwrap_or_default();
     let run_id = info.execution.clone().unwrap_or_default().run_id;
-    let events = history(g, id).await?;
-    let result = g
-        .engine
-        .workflow_result(pb::GetWorkflowResultRequest {
-            namespace: ns.clone(),
-            execution: Some(pb::WorkflowExecution {
-                workflow_id: id.to_owned(),
-                run_id: run_id.clone(),
-            }),
-            ..Default::default()
-        })
-        .await?;
+    let events = history_head(g, id).await?;
+    // Only a closed run has a result to read.
+    let result = if info.status == pb::WorkflowStatus::Running as i32 {
+        pb::GetWorkflowResultResponse::default()
+    } else {
+        g.engine
+            .workflow_result(pb::GetWorkflowResultRequest {
+                namespace: ns.clone(),
+                execution: Some(pb::WorkflowExecution {
+                    workflow_id: id.to_owned(),
+                    run_id: run_id.clone(),
+                }),
+                ..Default::default()
+            })
+            .await?
+    };
     let outcome = result
         .result
         .filter(|_| result.closed)

@@ -95,13 +95,14 @@ fn namespace_or_default(ns: &str) -> &str {
 }
 
 /// Order statuses a filter may name.
-pub const STATUSES: [&str; 11] = [
+pub const STATUSES: [&str; 12] = [
     "placed",
     "priced",
     "reserved",
     "charged",
     "shipped",
     "compensating",
+    "needs_attention",
     "completed",
     "compensated",
     "canceled",

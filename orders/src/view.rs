@@ -10,8 +10,8 @@ use martix_engine::store::events::StoredEvent;
 use martix_order_contract::ORDER_WORKFLOW_TYPE;
 use martix_order_contract::events::{
     INVENTORY_RELEASED, INVENTORY_RESERVED, ORDER_CANCELED, ORDER_COMPENSATED, ORDER_COMPLETED,
-    ORDER_FAILED, ORDER_PLACED, ORDER_PRICED, ORDER_REJECTED, PAYMENT_CHARGED, PAYMENT_DECLINED,
-    PAYMENT_REFUNDED, SHIPMENT_CREATED,
+    ORDER_FAILED, ORDER_NEEDS_ATTENTION, ORDER_PLACED, ORDER_PRICED, ORDER_REJECTED,
+    PAYMENT_CHARGED, PAYMENT_DECLINED, PAYMENT_REFUNDED, SHIPMENT_CREATED,
 };
 use serde_json::Value;
 
@@ -21,8 +21,9 @@ pub struct OrderView {
     pub namespace: String,
     pub order_id: String,
     pub customer_id: String,
-    /// `placed`, `priced`, `reserved`, `charged`, `shipped`, `compensating`, then one of the
-    /// final ones: `completed`, `compensated`, `canceled`, `failed`, `rejected`.
+    /// `placed`, `priced`, `reserved`, `charged`, `shipped`, `compensating`,
+    /// `needs_attention` (a compensation failed for good; an operator decides), then one of
+    /// the final ones: `completed`, `compensated`, `canceled`, `failed`, `rejected`.
     pub status: String,
     /// The type of the last event folded in.
     pub step: String,
@@ -128,6 +129,13 @@ pub fn fold(view: Option<OrderView>, e: &StoredEvent) -> OrderView {
             Some("compensating")
         }
         INVENTORY_RELEASED => Some("compensating"),
+        ORDER_NEEDS_ATTENTION => {
+            if let Some(Value::Array(failed)) = body.get("failed") {
+                let failed: Vec<&str> = failed.iter().filter_map(Value::as_str).collect();
+                v.last_error = Some(failed.join("; "));
+            }
+            Some("needs_attention")
+        }
         t @ (ORDER_COMPLETED | ORDER_COMPENSATED | ORDER_CANCELED | ORDER_FAILED) => {
             if let Some(cause) = text(&body, "cause") {
                 v.last_error = Some(cause);

@@ -38,13 +38,32 @@ impl ActivityContext {
         self.info.attempt
     }
 
-    /// `{namespace}/{workflow_id}/{activity_id}`: the same for every attempt of this activity,
-    /// so a downstream system can apply its effect once.
+    /// The run this activity belongs to.
+    pub fn run_id(&self) -> &str {
+        self.info
+            .workflow_execution
+            .as_ref()
+            .map_or("", |e| e.run_id.as_str())
+    }
+
+    /// `{namespace}/{workflow_id}/{run}/{activity_id}`: the same for every attempt of this
+    /// activity, so a downstream system can apply its effect once, and different in another
+    /// run of the same workflow id (a second order under an id whose first run was undone, a
+    /// run continued as new), whose effects are its own. `{run}` is this run, except in a run
+    /// made by a reset: there it is the run that was reset, so the steps after the reset point
+    /// find what the old run did (a reservation still held, a charge) instead of doing it
+    /// again, and an effect the old run undid is refused by an adapter that checks its keys.
     pub fn idempotency_key(&self) -> String {
+        let run = if self.info.idempotency_run_id.is_empty() {
+            self.run_id()
+        } else {
+            self.info.idempotency_run_id.as_str()
+        };
         format!(
-            "{}/{}/{}",
+            "{}/{}/{}/{}",
             self.info.namespace,
             self.workflow_id(),
+            run,
             self.info.activity_id
         )
     }

@@ -5,6 +5,7 @@ use crate::workflow::{ActivityOptions, WorkflowContext};
 use martix_proto::v1 as pb;
 use serde::Serialize;
 
+#[derive(Clone, Debug)]
 struct Compensation {
     activity_type: String,
     input: Option<pb::Payload>,
@@ -36,13 +37,41 @@ pub struct Saga {
     parallel: bool,
 }
 
-/// A compensation that failed after all its retries.
+/// A compensation that failed after all its retries. It can be run again
+/// ([`CompensationFailure::retry`]), for example once an operator fixed its cause.
 #[derive(Debug, Clone)]
 pub struct CompensationFailure {
     /// The compensating activity's type.
     pub activity_type: String,
     /// Why it failed.
     pub failure: ActivityFailure,
+    compensation: Compensation,
+}
+
+impl CompensationFailure {
+    /// Runs the compensation again (a new activity, with its own retries); publishes its event
+    /// when it succeeds, or gives back the new failure.
+    pub async fn retry(self, ctx: &WorkflowContext) -> Result<(), CompensationFailure> {
+        run(ctx, self.compensation).await.map_or(Ok(()), Err)
+    }
+}
+
+/// Runs one compensation: `None` when it succeeded (its event published).
+async fn run(ctx: &WorkflowContext, c: Compensation) -> Option<CompensationFailure> {
+    let fut = ctx.activity::<(), serde_json::Value>(&c.activity_type, &(), c.options.clone());
+    match fut.with_payload(c.input.clone()).await {
+        Ok(_) => {
+            if let Some((event_type, body)) = &c.event {
+                ctx.publish(event_type, body);
+            }
+            None
+        }
+        Err(failure) => Some(CompensationFailure {
+            activity_type: c.activity_type.clone(),
+            failure,
+            compensation: c,
+        }),
+    }
 }
 
 impl Saga {
@@ -88,6 +117,11 @@ impl Saga {
         self.steps.len()
     }
 
+    /// The compensating activities' types, in the order they were registered.
+    pub fn activity_types(&self) -> Vec<String> {
+        self.steps.iter().map(|c| c.activity_type.clone()).collect()
+    }
+
     /// Whether no compensation is registered.
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
@@ -97,25 +131,7 @@ impl Saga {
     /// retry policy. Returns every compensation that failed; none is silently dropped.
     pub async fn compensate(self, ctx: &WorkflowContext) -> Vec<CompensationFailure> {
         let steps: Vec<_> = self.steps.into_iter().rev().collect();
-        let run = |c: Compensation| {
-            let fut =
-                ctx.activity::<(), serde_json::Value>(&c.activity_type, &(), c.options.clone());
-            let fut = fut.with_payload(c.input);
-            async move {
-                match fut.await {
-                    Ok(_) => {
-                        if let Some((event_type, body)) = &c.event {
-                            ctx.publish(event_type, body);
-                        }
-                        None
-                    }
-                    Err(failure) => Some(CompensationFailure {
-                        activity_type: c.activity_type,
-                        failure,
-                    }),
-                }
-            }
-        };
+        let run = |c: Compensation| run(ctx, c);
         if self.parallel {
             futures::future::join_all(steps.into_iter().map(run))
                 .await

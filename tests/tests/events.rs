@@ -431,6 +431,9 @@ async fn an_inbound_cancel_delivered_twice_cancels_once_and_garbage_is_dead_lett
     let inbound = unique("inbound");
     let mut events = relaying();
     events.consume_queue = Some(inbound.clone());
+    // The consumer may send these signals and start orders, in namespace `default` only.
+    events.inbound.signals = vec!["cancel".into(), "note".into()];
+    events.inbound.workflow_types = vec!["order".into()];
     // A slow payment: the cancellation arrives while the charge is under way.
     let mut faults = Faults::default();
     faults.payment.latency = Duration::from_millis(1500);
@@ -509,6 +512,25 @@ async fn an_inbound_cancel_delivered_twice_cancels_once_and_garbage_is_dead_lett
     )
     .await;
 
+    // Outside the consumer's rules: another namespace, a signal it may not send, a workflow
+    // type it may not start. Each is dead-lettered with the reason and changes nothing.
+    let outside = [
+        serde_json::json!({"namespace": "payroll", "workflow_id": order.order_id, "signal": "cancel"}),
+        serde_json::json!({"workflow_id": order.order_id, "signal": "refund_everything"}),
+        serde_json::json!({"workflow_id": unique("wf"), "signal": "note",
+            "start": {"workflow_type": "payroll", "task_queue": shop.queue}}),
+    ];
+    for body in &outside {
+        publish_raw(
+            &ch,
+            &inbound,
+            Some(&unique("msg")),
+            "signal",
+            body.to_string().as_bytes(),
+        )
+        .await;
+    }
+
     let outcome: OrderOutcome = tokio::time::timeout(Duration::from_secs(60), run.result())
         .await
         .unwrap()
@@ -556,10 +578,10 @@ async fn an_inbound_cancel_delivered_twice_cancels_once_and_garbage_is_dead_lett
         Some(pb::history_event::Attributes::WorkflowExecutionSignaled(s)) if s.signal_name == "note"
     ));
 
-    // The two bad messages wait in the dead-letter queue with their reasons.
+    // The five bad messages wait in the dead-letter queue with their reasons.
     let mut reasons = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while reasons.len() < 2 && tokio::time::Instant::now() < deadline {
+    while reasons.len() < 5 && tokio::time::Instant::now() < deadline {
         match ch
             .basic_get(
                 format!("{inbound}.dead").as_str().into(),
@@ -582,7 +604,20 @@ async fn an_inbound_cancel_delivered_twice_cancels_once_and_garbage_is_dead_lett
             None => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    for (body, why) in [
+        (&outside[0], "namespace 'payroll' is not one"),
+        (&outside[1], "signal 'refund_everything' is not one"),
+        (&outside[2], "workflow type 'payroll' is not one"),
+    ] {
+        let body = body.to_string();
+        assert!(
+            reasons
+                .iter()
+                .any(|(b, reason)| *b == body && reason.contains(why)),
+            "{body} should be dead-lettered saying {why}: {reasons:?}"
+        );
+    }
     assert!(
         reasons
             .iter()

@@ -1730,6 +1730,31 @@ async fn a_task_held_for_a_poll_on_its_way_is_handed_over_or_given_back(backend:
     );
 }
 
+/// Describe names the workers seen polling the run's queue in the last minute, and none for a
+/// queue nobody polls (what `martix stuck` reports).
+async fn describe_names_the_pollers_of_the_runs_queue(backend: Backend) {
+    let t = TestEngine::start(backend, fast()).await;
+    let (mut wf, mut wk) = (t.workflows().await, t.workers().await);
+    let (id, q) = (unique("p"), unique("q"));
+    start(&mut wf, &id, &q).await;
+    assert!(describe(&mut wf, &id).await.pollers.is_empty());
+    poll_wft(&mut wk, &q).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = describe(&mut wf, &id).await;
+        if let Some(p) = d.pollers.first() {
+            assert_eq!(p.kind, "workflow");
+            assert!(!p.identity.is_empty());
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the poll was never noted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A worker reports its breakers over the API; an open one shows in every describe until it
 /// closes, and a report the engine refuses changes nothing.
 async fn workers_report_breakers_and_operators_see_the_open_ones(backend: Backend) {
@@ -1788,6 +1813,25 @@ async fn workers_report_breakers_and_operators_see_the_open_ones(backend: Backen
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     }
     assert_eq!(open_here(&describe(&mut wf, &id).await), ["payment"]);
+    // A breaker reported in another namespace is that namespace's: not shown here.
+    let elsewhere = unique("ns");
+    wf.create_namespace(pb::CreateNamespaceRequest {
+        namespace: elsewhere.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    wk.report_breakers(pb::ReportBreakersRequest {
+        namespace: elsewhere,
+        breakers: vec![pb::BreakerReport {
+            adapter: "stock".into(),
+            state: pb::BreakerState::Open as i32,
+        }],
+        ..report(pb::BreakerState::Open)
+    })
+    .await
+    .unwrap();
+    assert_eq!(open_here(&describe(&mut wf, &id).await), ["payment"]);
     wk.report_breakers(report(pb::BreakerState::Closed))
         .await
         .unwrap();
@@ -1795,6 +1839,7 @@ async fn workers_report_breakers_and_operators_see_the_open_ones(backend: Backen
 }
 
 on_both_backends!(
+    describe_names_the_pollers_of_the_runs_queue,
     workers_report_breakers_and_operators_see_the_open_ones,
     a_task_held_for_a_poll_on_its_way_is_handed_over_or_given_back,
     many_runs_left_on_a_sticky_queue_go_back_together,

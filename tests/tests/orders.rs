@@ -228,6 +228,243 @@ async fn a_duplicate_start_charges_once(backend: Backend) {
     env.assert_ledger(&[&order]).await;
 }
 
+/// An order id is placed once: the same order again is answered with its run, another order
+/// under the id is a conflict naming it. A run the caller explicitly allows is its own: it
+/// charges anew under its own keys (the first run's keys would answer "reserved" and
+/// "charged" for what was released and refunded), and the ledger adds up.
+async fn a_second_run_of_an_order_id_is_its_own(backend: Backend) {
+    let env = Env::start(backend, Faults::default(), BreakerSettings::default()).await;
+    let order = env.order("again", "cust-1", "ZZ", 1);
+    let first = env.place(&order).await;
+    assert_eq!(first.status, "compensated", "unshippable: {first:?}");
+    let first_run = env
+        .client
+        .handle(&order.order_id)
+        .describe()
+        .await
+        .unwrap()
+        .info
+        .unwrap()
+        .execution
+        .unwrap()
+        .run_id;
+    let opts = || StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, &env.queue);
+    let again = env.client.start_workflow(opts(), &order).await.unwrap();
+    assert!(!again.started);
+    assert_eq!(again.run_id, first_run, "the same order is its first run");
+    let mut other = order.clone();
+    other.shipping_address.country = "FR".into();
+    match env.client.start_workflow(opts(), &other).await {
+        Err(martix_sdk::ClientError::Status(s)) => {
+            assert_eq!(s.code(), tonic::Code::AlreadyExists, "{s:?}");
+            assert!(s.message().contains(&order.order_id), "{s:?}");
+        }
+        Err(e) => panic!("another order under the id must be ALREADY_EXISTS: {e}"),
+        Ok(run) => panic!("another order under the id was started: run {}", run.run_id),
+    }
+    let second = env
+        .client
+        .start_workflow(
+            opts().id_reuse_policy(martix_proto::v1::IdReusePolicy::AllowDuplicate),
+            &other,
+        )
+        .await
+        .unwrap();
+    assert!(second.started && second.run_id != first_run);
+    let o: OrderOutcome = tokio::time::timeout(Duration::from_secs(60), second.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.status, "completed", "{o:?}");
+    let lines = env.adapters.payments(&order.order_id).await.unwrap();
+    let kinds: Vec<&str> = lines.iter().map(|l| l.0.as_str()).collect();
+    assert_eq!(kinds, ["charge", "refund", "charge"], "{lines:?}");
+    assert_ne!(lines[0].3, lines[2].3, "each run charges under its own key");
+    env.assert_ledger(&[&other]).await;
+}
+
+/// A cancel that is there before the first step: nothing priced, reserved or charged, the
+/// order ends canceled.
+async fn a_cancel_before_the_first_step_reserves_and_charges_nothing(backend: Backend) {
+    let env = Env::start(backend, Faults::default(), BreakerSettings::default()).await;
+    let order = env.order("early", "cust-1", "FR", 1);
+    let stock_before = env.adapters.stock(&env.prefix).await.unwrap();
+    let run = env
+        .client
+        .signal_with_start(
+            StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, &env.queue),
+            &order,
+            martix_order_contract::CANCEL_SIGNAL,
+            &serde_json::json!({"reason": "changed my mind"}),
+        )
+        .await
+        .unwrap();
+    let o: OrderOutcome = tokio::time::timeout(Duration::from_secs(60), run.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.status, "compensated", "{o:?}");
+    assert_eq!(o.failed_step.as_deref(), Some("cancel"));
+    assert_eq!(
+        o.terminal_event(),
+        martix_order_contract::events::ORDER_CANCELED
+    );
+    assert!(o.compensation_failures.is_empty());
+    let history = run.history().await.unwrap();
+    assert!(
+        !history.iter().any(|e| matches!(
+            &e.attributes,
+            Some(martix_proto::v1::history_event::Attributes::ActivityTaskScheduled(a))
+                if a.activity_type != martix_order_contract::names::SEND_NOTIFICATION
+        )),
+        "no step but the notification ran"
+    );
+    assert!(
+        env.adapters
+            .payments(&order.order_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(env.adapters.stock(&env.prefix).await.unwrap(), stock_before);
+}
+
+/// A refund refused for good: the order does not end "compensated". It needs attention
+/// (describe says why, the event is published, the read model shows it) and waits for an
+/// operator; each decision leads to its end: `retry` refunds (once the gateway takes refunds
+/// again), `done` ends compensated with the reason, `fail` ends failed.
+async fn a_refund_refused_for_good_waits_for_an_operator(backend: Backend) {
+    let faults = Faults::default();
+    faults.refunds_refused.store(true, Ordering::Relaxed);
+    let env = Env::start(backend, faults.clone(), BreakerSettings::default()).await;
+    let orders: Vec<Order> = ["retry", "done", "fail"]
+        .iter()
+        .map(|d| env.order(&format!("attention-{d}"), "cust-1", "ZZ", 1))
+        .collect();
+    let mut runs = Vec::new();
+    for o in &orders {
+        runs.push(
+            env.client
+                .start_workflow(
+                    StartOptions::new(ORDER_WORKFLOW_TYPE, &o.order_id, &env.queue),
+                    o,
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    for run in &runs {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let info = run.describe().await.unwrap().info.unwrap();
+            if !info.attention.is_empty() {
+                assert!(info.attention.contains("RefundRefused"), "{info:?}");
+                assert!(info.attention_since.is_some());
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the order never asked for attention"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let published: Vec<String> = run
+            .history()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.attributes {
+                Some(martix_proto::v1::history_event::Attributes::EventPublished(p)) => {
+                    Some(p.event_type)
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(
+            published.contains(&"order.needs_attention".to_owned())
+                && published.contains(&"inventory.released".to_owned())
+                && !published.contains(&"payment.refunded".to_owned()),
+            "{published:?}"
+        );
+    }
+    // The gateway takes refunds again; an operator decides on each.
+    faults.refunds_refused.store(false, Ordering::Relaxed);
+    for (run, (action, reason)) in runs.iter().zip([
+        ("retry", ""),
+        ("done", "refunded by hand, ticket 42"),
+        ("fail", "customer keeps the charge as credit"),
+    ]) {
+        let decision = martix_order_contract::Resolution::new(action, reason).unwrap();
+        run.signal(martix_order_contract::RESOLVE_SIGNAL, &decision)
+            .await
+            .unwrap();
+    }
+    let mut outcomes = Vec::new();
+    for run in &runs {
+        let o: OrderOutcome = tokio::time::timeout(Duration::from_secs(60), run.result())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            run.describe()
+                .await
+                .unwrap()
+                .info
+                .unwrap()
+                .attention
+                .is_empty()
+        );
+        outcomes.push(o);
+    }
+    assert_eq!(outcomes[0].status, "compensated", "{:?}", outcomes[0]);
+    assert!(outcomes[0].compensation_failures.is_empty());
+    assert_eq!(outcomes[1].status, "compensated", "{:?}", outcomes[1]);
+    assert!(
+        outcomes[1].compensation_failures[0].contains("done by hand: refunded by hand"),
+        "{:?}",
+        outcomes[1]
+    );
+    assert_eq!(outcomes[2].status, "failed", "{:?}", outcomes[2]);
+    assert!(
+        outcomes[2]
+            .cause
+            .as_deref()
+            .unwrap()
+            .contains("given up: customer keeps"),
+        "{:?}",
+        outcomes[2]
+    );
+    let kinds = |id: &str| {
+        let adapters = env.adapters.clone();
+        let id = id.to_owned();
+        async move {
+            adapters
+                .payments(&id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|l| l.0)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(kinds(&orders[0].order_id).await, ["charge", "refund"]);
+    assert_eq!(kinds(&orders[1].order_id).await, ["charge"]);
+    assert_eq!(kinds(&orders[2].order_id).await, ["charge"]);
+    // The ledger: the first order adds up; the two the operator settled by hand are set aside.
+    for c in env
+        .adapters
+        .check_ledger_setting_aside(
+            &env.prefix,
+            &[],
+            &[&orders[1].order_id, &orders[2].order_id],
+        )
+        .await
+        .unwrap()
+    {
+        assert!(c.ok, "{}: {}", c.what, c.figures);
+    }
+}
+
 async fn a_payment_outage_opens_the_breaker_and_orders_finish_after_it(backend: Backend) {
     let breakers = BreakerSettings {
         failures: 3,
@@ -329,6 +566,9 @@ on_both_backends!(
     every_outcome_path,
     a_cancelled_order_is_refunded_and_released,
     a_duplicate_start_charges_once,
+    a_second_run_of_an_order_id_is_its_own,
+    a_cancel_before_the_first_step_reserves_and_charges_nothing,
+    a_refund_refused_for_good_waits_for_an_operator,
     a_payment_outage_opens_the_breaker_and_orders_finish_after_it,
     the_ledger_adds_up_after_500_mixed_orders,
 );

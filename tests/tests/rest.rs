@@ -281,7 +281,7 @@ async fn a_rest_request_over_the_deadline_is_answered_504() {
         EdgeConfig {
             auth: Some(AuthConfig::hs256(SECRET)),
             limits: LimitsConfig {
-                // Shorter than any read of the store.
+                // Shorter than any commit.
                 request_timeout: Duration::from_nanos(1),
                 ..LimitsConfig::default()
             },
@@ -290,7 +290,9 @@ async fn a_rest_request_over_the_deadline_is_answered_504() {
     )
     .await;
     let api = Api::new(&t, token(&[Role::Client]));
-    let (status, e) = api.get("any-order").await;
+    // A placement, which waits for a commit: a deadline is rounded up to the timer's
+    // millisecond, which a read of a missing order can beat.
+    let (status, e) = api.place(&order(Some("late")), None).await;
     assert_eq!(status, 504, "{e}");
     assert_eq!(e["error"]["code"], json!("DEADLINE_EXCEEDED"));
     assert!(

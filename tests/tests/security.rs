@@ -1134,3 +1134,213 @@ async fn result_waits_are_capped_and_share_their_rechecks() {
         assert_eq!(r.status, pb::WorkflowStatus::Terminated as i32);
     }
 }
+
+#[tokio::test]
+async fn callers_are_authenticated_before_their_message_is_decoded() {
+    let t = secured(LimitsConfig::unlimited()).await;
+    let mut wf = t.workflows().await;
+    // Past the engine's decoding limit (twice the payload limit and 1 MiB): decoding it
+    // before authenticating would answer OUT_OF_RANGE to anyone.
+    let big = pb::StartWorkflowRequest {
+        workflow_id: unique("big"),
+        workflow_type: "t".into(),
+        task_queue: "q".into(),
+        input: Some(pb::Payload {
+            encoding: "binary/plain".into(),
+            data: vec![7; 8 << 20],
+        }),
+        ..Default::default()
+    };
+    let s = wf
+        .start_workflow(with(None, big.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    let s = wf
+        .start_workflow(with(Some("not-a-jwt"), big.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    // An authenticated caller reaches the decoder, which refuses the size.
+    let admin = token_for("admin", &[Role::Admin], &["*"]);
+    let s = wf
+        .start_workflow(with(Some(&admin), big))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
+    assert_eq!(fingerprint(&t).await.1, Vec::new(), "nothing was started");
+}
+
+#[tokio::test]
+async fn a_peer_guessing_tokens_is_refused_then_let_back() {
+    let t = secured(LimitsConfig {
+        failed_auth_per_peer: Rate {
+            per_sec: 2,
+            burst: 3,
+        },
+        ..LimitsConfig::unlimited()
+    })
+    .await;
+    let admin = token_for("admin", &[Role::Admin], &["*"]);
+    let (id, task_token) = fresh_run(&t, &admin).await;
+    for guess in 0..3 {
+        let s = call(&t, Op::DescribeWorkflow, Some("guess"), &id, &task_token)
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::Unauthenticated, "guess {guess}: {s:?}");
+    }
+    let s = call(&t, Op::DescribeWorkflow, Some("guess"), &id, &task_token)
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    assert!(s.message().contains("failed authentications"), "{s:?}");
+    let wait: u64 = s
+        .metadata()
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("retry-after-ms");
+    assert!(wait > 0 && wait <= 500, "{wait}");
+    // While blocked even a good token from that address is not looked at ...
+    let s = call(&t, Op::DescribeWorkflow, Some(&admin), &id, &task_token)
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    // ... and once the wait is over it is let back.
+    tokio::time::sleep(Duration::from_millis(wait + 50)).await;
+    call(&t, Op::DescribeWorkflow, Some(&admin), &id, &task_token)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_port_holds_at_most_its_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestEngine::start_with(
+        Backend::Sqlite,
+        EngineConfig::default(),
+        EdgeConfig {
+            auth: None,
+            limits: LimitsConfig {
+                max_connections: 2,
+                ..LimitsConfig::unlimited()
+            },
+        },
+        None,
+    )
+    .await;
+    let addr = t.http.trim_start_matches("http://").to_owned();
+    let get = |mut c: tokio::net::TcpStream| async move {
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = vec![0; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        (n > 0).then(|| (String::from_utf8_lossy(&buf[..n]).into_owned(), c))
+    };
+    let (answer, a) = get(tokio::net::TcpStream::connect(&addr).await.unwrap())
+        .await
+        .expect("first connection served");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (_, _b) = get(tokio::net::TcpStream::connect(&addr).await.unwrap())
+        .await
+        .expect("second connection served");
+    // The third is accepted by the kernel and closed by the node.
+    assert!(
+        get(tokio::net::TcpStream::connect(&addr).await.unwrap())
+            .await
+            .is_none(),
+        "a third connection must be closed"
+    );
+    // Once one closes, a new one is served.
+    drop(a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        if get(c).await.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a closed connection's place was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The gRPC port counts its own connections: a fresh channel still works there.
+    let mut wf = t.workflows().await;
+    wf.list_namespaces(pb::ListNamespacesRequest::default())
+        .await
+        .unwrap();
+}
+
+/// The group-commit queue is bounded: with the database's one write connection held (SQLite),
+/// changes queue up to the cap, the next are refused as RESOURCE_EXHAUSTED with a wait and
+/// write nothing, and the queued ones commit once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_queue_is_bounded_and_pushes_back() {
+    let t = TestEngine::start(Backend::Sqlite, EngineConfig::default()).await;
+    let martix_engine::events::Pools::Sqlite { write, .. } = t.engine.store().pools() else {
+        panic!("a SQLite store");
+    };
+    let held = write.acquire().await.unwrap();
+    let queue = unique("q");
+    let starts: Vec<_> = (0..9_000)
+        .map(|i| {
+            let (engine, queue) = (t.engine.clone(), queue.clone());
+            tokio::spawn(async move {
+                engine
+                    .start_workflow(pb::StartWorkflowRequest {
+                        workflow_id: format!("{queue}-{i}"),
+                        workflow_type: "t".into(),
+                        task_queue: queue,
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    // Every start has either queued or been refused before the database comes back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(held);
+    let (mut accepted, mut refused) = (0, 0);
+    for s in starts {
+        match s.await.unwrap() {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                let status = tonic::Status::from(e);
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(status.metadata().get("retry-after-ms").is_some());
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "9,000 changes must not all fit the queue");
+    assert!(
+        (8_192..=8_192 + 64).contains(&accepted),
+        "the queue and one batch are accepted: {accepted}"
+    );
+    // What was accepted is stored, what was refused is not.
+    let mut stored = 0;
+    let mut token = Vec::new();
+    loop {
+        let page = t
+            .engine
+            .list_workflows(pb::ListWorkflowsRequest {
+                page_size: 1000,
+                task_queue: queue.clone(),
+                next_page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        stored += page.executions.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(stored, accepted);
+}

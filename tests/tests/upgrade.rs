@@ -114,7 +114,9 @@ async fn each_owner_adopted_its_part(url: &str) {
     let pool = sqlx::AnyPool::connect(url).await.unwrap();
     assert_eq!(
         applied(&pool, "engine").await,
-        [1, 2, 4, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
+        [
+            1, 2, 4, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20
+        ]
     );
     assert_eq!(applied(&pool, "orders").await, [7]);
     assert_eq!(applied(&pool, "adapters").await, [3, 6]);

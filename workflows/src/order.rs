@@ -4,7 +4,7 @@
 //! - Payment declined: the inventory is released; the order ends `compensated`.
 //! - Shipment impossible: the payment is refunded and the inventory released: `compensated`.
 //! - Cancelled by an operator before shipment: refund and release: `compensated` (step
-//!   `cancel`). After the shipment is created a cancellation is ignored and the order
+//!   `cancel`); cancelled before anything was reserved, nothing is reserved or charged. After the shipment is created a cancellation is ignored and the order
 //!   completes: the goods are on their way.
 //! - Invalid input or no stock: nothing happened, nothing to undo: `failed`.
 //! - Refused by the fraud rules of the pricing step (amount limit, too many orders a minute):
@@ -13,16 +13,22 @@
 //!   operator.
 //! - A notification that keeps failing never undoes an order: it is retried, then recorded as
 //!   failed in the outcome.
+//! - A compensation that fails for good (refused, or still failing after 10 attempts): the
+//!   order needs attention (`order.needs_attention`) and waits for an operator's decision
+//!   (signal `resolve`: retry, done by hand, or fail).
 
+use futures::StreamExt;
 use martix_order_contract::events::{
-    self, InventoryReleased, InventoryReserved, OrderEnded, OrderPlaced, PaymentCharged,
-    PaymentDeclined, PaymentRefunded, ShipmentCreated,
+    self, InventoryReleased, InventoryReserved, NeedsAttention, OrderEnded, OrderPlaced,
+    PaymentCharged, PaymentDeclined, PaymentRefunded, ShipmentCreated,
 };
 use martix_order_contract::{
-    CANCEL_SIGNAL, Charge, Invoice, NotificationInput, Order, OrderOutcome, StepInput, failures,
-    names,
+    CANCEL_SIGNAL, Charge, Invoice, NotificationInput, Order, OrderOutcome, RESOLVE_SIGNAL,
+    Resolution, StepInput, failures, names,
 };
-use martix_sdk::{ActivityFailure, ActivityOptions, Saga, WorkflowContext, WorkflowError};
+use martix_sdk::{
+    ActivityFailure, ActivityOptions, CompensationFailure, Saga, WorkflowContext, WorkflowError,
+};
 use serde_json::json;
 use std::time::Duration;
 
@@ -33,6 +39,12 @@ fn step_options() -> ActivityOptions {
     ActivityOptions::new(Duration::from_secs(10))
         .initial_interval(Duration::from_millis(200))
         .maximum_interval(Duration::from_secs(10))
+}
+
+/// A compensation is retried like a step, but not forever: after 10 attempts (about a minute)
+/// an operator decides (see `until_resolved`).
+fn compensation_options() -> ActivityOptions {
+    step_options().maximum_attempts(10)
 }
 
 fn cause(f: &ActivityFailure) -> String {
@@ -70,6 +82,19 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
         undo_key: undo_key.to_owned(),
     };
     let cancelled = || ctx.is_cancel_requested() || ctx.has_signal(CANCEL_SIGNAL);
+    // Cancelled before anything was reserved or charged: nothing to undo.
+    // The run ends COMPENSATED, as every cancelled order does.
+    let cancel_early = |mut outcome: OrderOutcome, before: &str| {
+        ctx.mark_compensated();
+        outcome.status = "compensated".into();
+        outcome.failed_step = Some("cancel".into());
+        outcome.cause = Some(format!("cancelled before {before}"));
+        outcome
+    };
+    if cancelled() {
+        let outcome = cancel_early(outcome, "pricing");
+        return finish(&ctx, outcome, &order, None).await;
+    }
 
     let invoice: Invoice = match ctx
         .activity(names::PRICE_ORDER, &input(""), opts.clone())
@@ -85,6 +110,10 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
         }
     };
     ctx.publish(events::ORDER_PRICED, &invoice);
+    if cancelled() {
+        let outcome = cancel_early(outcome, "reservation");
+        return finish(&ctx, outcome, &order, Some(&invoice)).await;
+    }
     let mut saga = Saga::new();
 
     let reservation: String = match ctx
@@ -108,7 +137,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
     saga.add_with_event(
         names::RELEASE_INVENTORY,
         &input(&reservation),
-        opts.clone(),
+        compensation_options(),
         events::INVENTORY_RELEASED,
         &InventoryReleased {
             reservation: reservation.clone(),
@@ -140,7 +169,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
                 saga.add_with_event(
                     names::REFUND_PAYMENT,
                     &input(&charge.key),
-                    opts.clone(),
+                    compensation_options(),
                     events::PAYMENT_REFUNDED,
                     &PaymentRefunded {
                         amount_cents: charge.amount_cents,
@@ -170,18 +199,97 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
         }
     };
     if let Some((step, why)) = failed {
-        ctx.mark_compensated();
-        outcome.status = "compensated".into();
         outcome.failed_step = Some(step.into());
         outcome.cause = Some(why.to_string());
-        outcome.compensation_failures = saga
-            .compensate(&ctx)
-            .await
-            .into_iter()
-            .map(|c| format!("{}: {}", c.activity_type, c.failure))
-            .collect();
+        let registered = saga.activity_types();
+        let failures = saga.compensate(&ctx).await;
+        outcome.status = "compensated".into();
+        if !failures.is_empty() {
+            until_resolved(&ctx, &mut outcome, failures, registered).await;
+        }
+        if outcome.status == "compensated" {
+            ctx.mark_compensated();
+        }
     }
     finish(&ctx, outcome, &order, Some(&invoice)).await
+}
+
+/// A compensation failed for good: the order does not end as if it were undone. It says it
+/// needs attention (event `order.needs_attention`, the run's attention note) and waits for an
+/// operator's decision (signal `resolve`): `retry` runs the failed compensations again (and
+/// waits again if one still fails), `done` records that they were done by hand (the order
+/// ends compensated, the failures and the reason in its outcome), `fail` ends it failed.
+async fn until_resolved(
+    ctx: &WorkflowContext,
+    outcome: &mut OrderOutcome,
+    mut failed: Vec<CompensationFailure>,
+    registered: Vec<String>,
+) {
+    let mut decisions = ctx.signal::<Resolution>(RESOLVE_SIGNAL);
+    loop {
+        let what: Vec<String> = failed
+            .iter()
+            .map(|c| format!("{}: {}", c.activity_type, c.failure))
+            .collect();
+        let undone = registered
+            .iter()
+            .filter(|t| !failed.iter().any(|f| &f.activity_type == *t))
+            .cloned()
+            .collect();
+        ctx.publish(
+            events::ORDER_NEEDS_ATTENTION,
+            &NeedsAttention {
+                failed: what.clone(),
+                undone,
+            },
+        );
+        ctx.needs_attention(&format!(
+            "compensation failed: {}; decide with `martix order resolve`",
+            what.join("; ")
+        ));
+        // A decision that is not one (not a decision's shape, an unknown action) is ignored:
+        // the order keeps waiting (the signal stays in history for whoever looks).
+        let decision = loop {
+            match decisions.next().await {
+                Some(Ok(d)) if Resolution::ACTIONS.contains(&d.action.as_str()) => break d,
+                Some(_) => continue,
+                // The signal stream never ends while the run is open.
+                None => return,
+            }
+        };
+        ctx.attention_resolved();
+        match decision.action.as_str() {
+            "retry" => {
+                let mut still = Vec::new();
+                for f in failed {
+                    if let Err(again) = f.retry(ctx).await {
+                        still.push(again);
+                    }
+                }
+                if still.is_empty() {
+                    return;
+                }
+                failed = still;
+            }
+            "done" => {
+                outcome.compensation_failures = what
+                    .into_iter()
+                    .map(|w| format!("{w} (done by hand: {})", decision.reason))
+                    .collect();
+                return;
+            }
+            _ => {
+                outcome.status = "failed".into();
+                outcome.compensation_failures = what;
+                outcome.cause = Some(format!(
+                    "{}; compensation given up: {}",
+                    outcome.cause.as_deref().unwrap_or("failed"),
+                    decision.reason
+                ));
+                return;
+            }
+        }
+    }
 }
 
 /// Sends the confirmation (a notification that keeps failing is recorded, never undoes),

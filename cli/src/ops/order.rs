@@ -1,4 +1,4 @@
-//! The order domain's commands: `martix order place|list|show` (the `order` saga, the orders
+//! The order domain's commands: `martix order place|list|show|resolve` (the `order` saga, the orders
 //! read model, the saga's steps, the ledger) and `martix orders rebuild` (the read model,
 //! admin).
 
@@ -37,8 +37,8 @@ pub(crate) enum OrderCmd {
     List {
         #[arg(long)]
         customer: Option<String>,
-        /// placed, priced, reserved, charged, shipped, compensating, completed, compensated,
-        /// canceled, failed, rejected.
+        /// placed, priced, reserved, charged, shipped, compensating, needs_attention,
+        /// completed, compensated, canceled, failed, rejected.
         #[arg(long)]
         status: Option<String>,
         /// Created at or after (RFC 3339, e.g. 2026-11-25T10:00:00Z).
@@ -55,6 +55,23 @@ pub(crate) enum OrderCmd {
         /// Every page.
         #[arg(long)]
         all: bool,
+    },
+    /// Decide on an order that needs attention (a compensation failed for good): run the
+    /// failed compensations again, record that they were done by hand, or give up as failed.
+    Resolve {
+        order_id: String,
+        /// Run the failed compensations again.
+        #[arg(long, conflicts_with_all = ["done", "fail"], required_unless_present_any = ["done", "fail"])]
+        retry: bool,
+        /// They were done by hand (say how in --reason): the order ends compensated.
+        #[arg(long, conflicts_with = "fail")]
+        done: bool,
+        /// Give up: the order ends failed, the money or stock left as it is.
+        #[arg(long)]
+        fail: bool,
+        /// Why; recorded in the order's history (required with --done and --fail).
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// An order: the read model's row and events, the saga's steps and, with --database-url,
     /// its ledger lines.
@@ -152,6 +169,35 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
                 let res = wait_result(&c.handle(&id), RESULT_WAIT).await?;
                 println!("outcome {}", show_payload(res.result.as_ref()));
             }
+        }
+        OrderCmd::Resolve {
+            order_id,
+            retry,
+            done,
+            fail: _,
+            reason,
+        } => {
+            let action = if retry {
+                "retry"
+            } else if done {
+                "done"
+            } else {
+                "fail"
+            };
+            let decision = martix_order_contract::Resolution::new(action, &reason)
+                .map_err(|e| anyhow::anyhow!("{e} (--reason)"))?;
+            let run = c.handle(&order_id);
+            let d = run.describe().await?;
+            let info = d.info.unwrap_or_default();
+            if info.attention.is_empty() {
+                bail!(
+                    "order {order_id} does not wait for a decision (status {}); nothing sent",
+                    status_name(info.status)
+                );
+            }
+            run.signal(martix_order_contract::RESOLVE_SIGNAL, &decision)
+                .await?;
+            println!("order {order_id}: decision '{action}' sent");
         }
         OrderCmd::Show {
             order_id,

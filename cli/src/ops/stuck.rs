@@ -1,5 +1,6 @@
-//! `martix stuck`: running workflows that are not progressing (a failing workflow task, an
-//! activity at its `--min-attempts`th attempt or later), each with why.
+//! `martix stuck`: running workflows that are not progressing (no worker polls their queue,
+//! waiting for an operator, a failing workflow task, an activity at its `--min-attempts`th
+//! attempt or later), each with why.
 
 use super::format::{print_json, time};
 use super::{Conn, Output, client};
@@ -11,9 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// `martix stuck`: running workflows that are not progressing, each with why.
 pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -> Result<()> {
     let c = client(&conn).await?;
-    // The bound in whole seconds.
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let before = UNIX_EPOCH + Duration::from_secs(now.saturating_sub(older_than.as_secs()));
+    // Runs started before now less the age asked (to the millisecond: `--older-than 0s` takes
+    // a run started a moment ago).
+    let before = SystemTime::now()
+        .checked_sub(older_than)
+        .unwrap_or(UNIX_EPOCH);
     let mut options = ListOptions::new()
         .status(pb::WorkflowStatus::Running)
         .started_before(before)
@@ -29,6 +32,19 @@ pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -
                 .await?;
             let id = run.workflow_id;
             let mut why = Vec::new();
+            if d.pollers.is_empty() {
+                why.push(format!(
+                    "no worker has polled queue '{}' in the last minute (a misspelled queue, or its workers are down)",
+                    w.task_queue
+                ));
+            }
+            if let Some(info) = d.info.as_ref().filter(|i| !i.attention.is_empty()) {
+                why.push(format!(
+                    "needs attention since {}: {}",
+                    time(info.attention_since.as_ref()),
+                    info.attention
+                ));
+            }
             if let Some(t) = d.pending_workflow_task.as_ref().filter(|t| t.attempt >= 2) {
                 why.push(format!(
                     "workflow task failing, attempt {}: {}",

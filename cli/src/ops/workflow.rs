@@ -51,7 +51,9 @@ pub(crate) enum WorkflowCmd {
         /// JSON, or @file to read it from a file.
         #[arg(long, default_value = "null")]
         input: String,
-        #[arg(long, default_value = "orders")]
+        /// The queue its workers poll (no default: a misspelled or forgotten queue would wait
+        /// for a worker forever).
+        #[arg(long)]
         task_queue: String,
     },
     /// List runs, newest first.
@@ -339,7 +341,27 @@ fn print_description(id: &str, d: &pb::DescribeWorkflowResponse) {
     println!("workflow   {id}");
     println!("run        {run}");
     println!("type       {}", info.workflow_type);
-    println!("queue      {}", info.task_queue);
+    let open = info.status == pb::WorkflowStatus::Running as i32;
+    if !open {
+        println!("queue      {}", info.task_queue);
+    } else if d.pollers.is_empty() {
+        println!(
+            "queue      {} (no worker has polled it in the last minute)",
+            info.task_queue
+        );
+    } else {
+        let mut who: Vec<String> = d
+            .pollers
+            .iter()
+            .map(|p| format!("{} ({})", p.identity, p.kind))
+            .collect();
+        who.dedup();
+        println!(
+            "queue      {} (polled by {})",
+            info.task_queue,
+            who.join(", ")
+        );
+    }
     println!(
         "status     {}{}",
         status_name(info.status),
@@ -349,6 +371,13 @@ fn print_description(id: &str, d: &pb::DescribeWorkflowResponse) {
             ""
         }
     );
+    if !info.attention.is_empty() {
+        println!(
+            "attention  since {}: {}",
+            time(info.attention_since.as_ref()),
+            info.attention
+        );
+    }
     println!("started    {}", time(info.start_time.as_ref()));
     println!("closed     {}", time(info.close_time.as_ref()));
     println!("events     {}", info.history_length);

@@ -1,7 +1,7 @@
 //! gRPC: the `martix.v1` services. Handlers are thin: call the engine, map the error once
 //! (`From<EngineError> for Status`).
 
-use crate::edge::{Edge, Op};
+use crate::edge::{Edge, Op, Principal};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::history::TaskToken;
@@ -99,13 +99,19 @@ async fn guarded<Q: Scoped, T, F>(
 where
     F: std::future::Future<Output = Result<T, EngineError>>,
 {
-    let principal = edge.authenticate(
-        request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes()),
-        request.remote_addr().map(|a| a.ip()),
-    )?;
+    let mut request = request;
+    // Authenticated before decoding by the server's interceptor; a service mounted without
+    // it is authenticated here.
+    let principal = match request.extensions_mut().remove::<Principal>() {
+        Some(p) => p,
+        None => edge.authenticate(
+            request
+                .metadata()
+                .get("authorization")
+                .map(|v| v.as_bytes()),
+            request.remote_addr().map(|a| a.ip()),
+        )?,
+    };
     let _admission = edge.admit(&principal, op, &request.get_ref().namespace())?;
     let work = run(request.into_inner());
     match edge.request_timeout().filter(|_| !op.waits()) {

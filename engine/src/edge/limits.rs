@@ -4,10 +4,11 @@
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A rate: `per_sec` tokens a second, up to `burst` at once. `per_sec == 0`: unlimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +67,13 @@ pub struct LimitsConfig {
     pub max_polls_per_identity: usize,
     /// How long a request that does not wait by design may run (0: no deadline).
     pub request_timeout: Duration,
+    /// Failed authentications from one peer address; past them the address is refused
+    /// without its token being looked at until the limiter says when.
+    pub failed_auth_per_peer: Rate,
+    /// Connections each port holds at once; one more is closed as it is accepted (0: none).
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams (calls) on one gRPC connection.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for LimitsConfig {
@@ -76,6 +84,12 @@ impl Default for LimitsConfig {
             starts_per_namespace: Rate::per_sec(10_000),
             max_polls_per_identity: 1_000,
             request_timeout: Duration::from_secs(30),
+            failed_auth_per_peer: Rate {
+                per_sec: 10,
+                burst: 50,
+            },
+            max_connections: 4_096,
+            max_streams_per_connection: 1_024,
         }
     }
 }
@@ -89,6 +103,9 @@ impl LimitsConfig {
             starts_per_namespace: Rate::UNLIMITED,
             max_polls_per_identity: 0,
             request_timeout: Duration::ZERO,
+            failed_auth_per_peer: Rate::UNLIMITED,
+            max_connections: 0,
+            max_streams_per_connection: 1_024,
         }
     }
 }
@@ -143,7 +160,16 @@ pub struct Limiter {
     polls: Arc<Mutex<HashMap<String, usize>>>,
     checks: AtomicU64,
     pub(crate) request_timeout: Duration,
+    failed_auth: Bucket,
+    /// Peers past their failed-authentication budget, until when.
+    blocked: Mutex<HashMap<IpAddr, Instant>>,
+    pub(crate) max_connections: usize,
+    pub(crate) max_streams_per_connection: u32,
 }
+
+/// Most peers remembered as blocked; past it the oldest expired go, and if none has, a new
+/// one is only rate-limited (not remembered), so memory stays bounded under a spread attack.
+const MAX_BLOCKED_PEERS: usize = 10_000;
 
 /// Holds one of an identity's long-poll slots until dropped.
 pub struct PollSlot {
@@ -173,7 +199,47 @@ impl Limiter {
             polls: Arc::default(),
             checks: AtomicU64::new(0),
             request_timeout: config.request_timeout,
+            failed_auth: Bucket::new(
+                config.failed_auth_per_peer,
+                "failed authentications per address",
+            ),
+            blocked: Mutex::default(),
+            max_connections: config.max_connections,
+            max_streams_per_connection: config.max_streams_per_connection,
         }
+    }
+
+    /// Refuses `peer` while it is past its failed-authentication budget: its token is not even
+    /// verified then.
+    pub fn auth_allowed(&self, peer: IpAddr) -> Result<(), Limited> {
+        let blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        match blocked.get(&peer) {
+            Some(until) => match until.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Err(Limited {
+                    what: self.failed_auth.what,
+                    retry_after: left,
+                }),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed authentication of `peer`; past the budget the peer is blocked for the
+    /// time the bucket gives, and that refusal is returned.
+    pub fn auth_failed(&self, peer: IpAddr) -> Result<(), Limited> {
+        let Err(limited) = self.failed_auth.take(&peer.to_string()) else {
+            return Ok(());
+        };
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if blocked.len() >= MAX_BLOCKED_PEERS {
+            blocked.retain(|_, until| *until > now);
+        }
+        if blocked.len() < MAX_BLOCKED_PEERS {
+            blocked.insert(peer, now + limited.retry_after);
+        }
+        Err(limited)
     }
 
     /// Counts one request of `identity` (not a long poll).
@@ -183,6 +249,12 @@ impl Limiter {
             self.requests.forget_idle();
             self.starts_identity.forget_idle();
             self.starts_namespace.forget_idle();
+            self.failed_auth.forget_idle();
+            let now = Instant::now();
+            self.blocked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|_, until| *until > now);
         }
         self.requests.take(identity)
     }
@@ -244,6 +316,34 @@ mod tests {
         l.poll("other").unwrap();
         drop(a);
         l.poll("w").unwrap();
+    }
+
+    #[test]
+    fn a_peer_failing_to_authenticate_is_blocked_then_let_back() {
+        let l = Limiter::new(&LimitsConfig {
+            failed_auth_per_peer: Rate {
+                per_sec: 20,
+                burst: 2,
+            },
+            ..LimitsConfig::default()
+        });
+        let (bad, good): (IpAddr, IpAddr) = (
+            "203.0.113.9".parse().unwrap(),
+            "198.51.100.1".parse().unwrap(),
+        );
+        l.auth_failed(bad).unwrap();
+        l.auth_failed(bad).unwrap();
+        l.auth_allowed(bad).unwrap();
+        let e = l.auth_failed(bad).unwrap_err();
+        assert!(e.what.contains("failed authentications"));
+        let refused = l.auth_allowed(bad).unwrap_err();
+        assert!(
+            refused.retry_after <= Duration::from_millis(50),
+            "{refused:?}"
+        );
+        l.auth_allowed(good).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        l.auth_allowed(bad).unwrap();
     }
 
     #[test]

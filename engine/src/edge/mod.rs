@@ -4,6 +4,7 @@
 //! request changes nothing.
 
 pub mod auth;
+pub mod conns;
 pub mod limits;
 pub mod tls;
 
@@ -102,6 +103,16 @@ impl Edge {
         })
     }
 
+    /// Connections each port holds at once (0: no cap).
+    pub fn max_connections(&self) -> usize {
+        self.limits.max_connections
+    }
+
+    /// Concurrent calls on one gRPC connection.
+    pub fn max_streams_per_connection(&self) -> u32 {
+        self.limits.max_streams_per_connection
+    }
+
     /// Whether callers must present a token.
     pub fn requires_auth(&self) -> bool {
         self.auth.is_some()
@@ -120,7 +131,18 @@ impl Edge {
         peer: Option<IpAddr>,
     ) -> Result<Principal, Refusal> {
         match &self.auth {
-            Some(a) => Ok(a.authenticate(authorization)?),
+            Some(a) => {
+                if let Some(ip) = peer {
+                    self.limits.auth_allowed(ip)?;
+                }
+                a.authenticate(authorization).map_err(|refused| {
+                    // A peer guessing tokens is slowed down, then not listened to for a while.
+                    match peer.map(|ip| self.limits.auth_failed(ip)) {
+                        Some(Err(limited)) => Refusal::from(limited),
+                        _ => Refusal::from(refused),
+                    }
+                })
+            }
             None => Ok(Principal::unauthenticated(
                 peer.map_or_else(|| "local".to_owned(), |ip| ip.to_string()),
             )),
@@ -157,5 +179,28 @@ impl Edge {
             self.limits.start(&principal.subject, ns)?;
         }
         Ok(Admission { _poll: None })
+    }
+}
+
+/// Authenticates a gRPC call from its metadata before tonic decodes its body, so an
+/// unauthenticated caller costs no decoding of a message up to the payload limit; the
+/// [`Principal`] rides in the request's extensions to [`crate::api::handle`].
+#[derive(Clone)]
+pub struct Authenticate(pub std::sync::Arc<Edge>);
+
+impl tonic::service::Interceptor for Authenticate {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let principal = self.0.authenticate(
+            request
+                .metadata()
+                .get("authorization")
+                .map(|v| v.as_bytes()),
+            request.remote_addr().map(|a| a.ip()),
+        )?;
+        request.extensions_mut().insert(principal);
+        Ok(request)
     }
 }

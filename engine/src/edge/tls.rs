@@ -87,7 +87,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HANDSHAKES: usize = 256;
 
 impl EdgeListener {
-    pub fn new(tcp: TcpListener, tls: Option<TlsAcceptor>) -> std::io::Result<Self> {
+    /// Accepts on `tcp`, at most as many connections at once as `cap` lets through.
+    pub fn new(
+        tcp: TcpListener,
+        tls: Option<TlsAcceptor>,
+        cap: Arc<super::conns::ConnectionCap>,
+    ) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
@@ -103,6 +108,9 @@ impl EdgeListener {
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let Some(stream) = cap.admit(stream) else {
+                    continue;
+                };
                 match &tls {
                     None => {
                         if tx

@@ -31,7 +31,8 @@ impl Engine {
     ) -> Result<pb::PollWorkflowTaskResponse, EngineError> {
         let ns = self.namespace(&req.namespace).await?;
         let queue = TaskQueue::parse(&req.task_queue)?;
-        identity(&req.identity)?;
+        let ident = identity(&req.identity)?;
+        self.note_poller(&ns, &queue, "workflow", ident);
         let key = QueueKey::new(ns.as_str(), queue.as_str(), TaskKind::Workflow);
         let deadline = Instant::now() + self.config.long_poll_timeout;
         loop {
@@ -96,7 +97,8 @@ impl Engine {
     ) -> Result<pb::PollActivityTaskResponse, EngineError> {
         let ns = self.namespace(&req.namespace).await?;
         let queue = TaskQueue::parse(&req.task_queue)?;
-        identity(&req.identity)?;
+        let ident = identity(&req.identity)?;
+        self.note_poller(&ns, &queue, "activity", ident);
         let key = QueueKey::new(ns.as_str(), queue.as_str(), TaskKind::Activity);
         let deadline = Instant::now() + self.config.long_poll_timeout;
         loop {
@@ -347,6 +349,7 @@ impl Engine {
             namespace: activity.namespace,
             traceparent: activity.traceparent,
             scheduled_event_id,
+            idempotency_run_id: activity.idempotency_run_id,
         })
     }
 

@@ -90,9 +90,13 @@ impl Engine {
             started: w.in_flight(now),
             last_failure: run.state.wft_last_failure.clone(),
         });
+        // The breakers of workers in the run's own namespace, reported lately.
         let open_breakers = self
             .store
-            .open_breakers()
+            .open_breakers(
+                Some(&run.namespace),
+                now - crate::store::BREAKER_REPORT_FRESH_MS,
+            )
             .await?
             .into_iter()
             .map(|b| pb::OpenBreaker {
@@ -101,7 +105,28 @@ impl Engine {
                 since: Some(to_timestamp(b.since)),
             })
             .collect();
+        // Who polls the queue matters while the run waits for work: not once it closed.
+        let pollers = if run.is_open() {
+            self.store
+                .pollers(
+                    &run.namespace,
+                    &run.task_queue,
+                    now - super::breakers::POLLERS_RECENT_MS,
+                )
+                .await?
+        } else {
+            Vec::new()
+        };
+        let pollers = pollers
+            .into_iter()
+            .map(|p| pb::PollerInfo {
+                identity: p.identity,
+                kind: p.kind,
+                last_seen: Some(to_timestamp(p.last_seen)),
+            })
+            .collect();
         Ok(pb::DescribeWorkflowResponse {
+            pollers,
             open_breakers,
             info: Some(info(&run, memo)),
             pending_activities,
@@ -263,7 +288,7 @@ impl Engine {
         let backlog = self.store.backlog(self.now()).await?;
         let mut breakers: Vec<String> = self
             .store
-            .open_breakers()
+            .open_breakers(None, self.now() - crate::store::BREAKER_REPORT_FRESH_MS)
             .await?
             .into_iter()
             .map(|b| b.adapter)
@@ -326,5 +351,8 @@ fn info(
         close_time: run.close_time.map(to_timestamp),
         history_length: run.next_event_id - 1,
         memo,
+        attention: run.state.attention.clone(),
+        attention_since: (!run.state.attention.is_empty())
+            .then(|| to_timestamp(run.state.attention_since)),
     }
 }

@@ -45,6 +45,13 @@ impl Engine {
         if total > 0 {
             tracing::debug!(runs = total, "closed runs past their retention deleted");
         }
+        // Breakers and pollers of workers gone quiet for a day: worker identities come and go.
+        self.store
+            .purge_breakers(self.now() - crate::store::BREAKER_REPORT_KEPT_MS)
+            .await?;
+        self.store
+            .purge_pollers(self.now() - super::breakers::POLLERS_KEPT_MS)
+            .await?;
         Ok(total)
     }
 }

@@ -286,6 +286,9 @@ impl Engine {
         let held = self
             .store
             .heartbeat_activity(
+                // The token's namespace, which the edge authorized: a token edited to name
+                // another namespace holds nothing there.
+                &token.namespace,
                 run_id,
                 token.scheduled_event_id,
                 &token.lease_id,

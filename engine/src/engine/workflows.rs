@@ -9,7 +9,7 @@ use super::Engine;
 use super::commit::MAX_CONFLICT_RETRIES;
 use super::requests::{Execution, Signal, identity, payload_len};
 use crate::error::{EngineError, duration_field};
-use crate::history::{self, Dispatch, StartParams};
+use crate::history::{self, Dispatch, Run, StartParams};
 use crate::ids::{RunId, TaskQueue, WorkflowId, WorkflowType};
 use crate::store::StoreError;
 use martix_proto::v1 as pb;
@@ -72,8 +72,12 @@ impl Engine {
         let ms = |field, d: Option<&pbjson_types::Duration>| -> Result<i64, EngineError> {
             Ok(duration_field(field, d)?.map_or(0, |d| d.as_millis() as i64))
         };
-        let policy = pb::IdReusePolicy::try_from(req.id_reuse_policy)
-            .map_err(|_| EngineError::invalid("id_reuse_policy", "is not a known policy"))?;
+        let policy = match pb::IdReusePolicy::try_from(req.id_reuse_policy)
+            .map_err(|_| EngineError::invalid("id_reuse_policy", "is not a known policy"))?
+        {
+            pb::IdReusePolicy::Unspecified => self.id_reuse_default(&wtype),
+            given => given,
+        };
         let task_timeout_ms = ms("workflow_task_timeout", req.workflow_task_timeout.as_ref())?;
         history::check_task_timeout(task_timeout_ms)
             .map_err(|e| EngineError::invalid("workflow_task_timeout", e))?;
@@ -118,6 +122,16 @@ impl Engine {
                 // A new run of a used id goes on with its events' sequence: per workflow id
                 // (per business key), sequence numbers never repeat.
                 params.events_published = last.state.events_published;
+                if signal.is_none() && policy == pb::IdReusePolicy::RejectDuplicate {
+                    // One run per id: a start again with the same input is answered with that
+                    // run (a retry, a second placement of the same order), with another input
+                    // it is a conflict naming the id, whether the run is open or closed.
+                    self.same_start(&last, &params).await?;
+                    return Ok(pb::StartWorkflowResponse {
+                        run_id: last.run_id.to_text(),
+                        started: false,
+                    });
+                }
                 if last.is_open() {
                     if let Some(signal) = &signal {
                         let signalled = self
@@ -207,6 +221,48 @@ impl Engine {
         Err(EngineError::Unavailable(
             "workflow start kept conflicting; try again".into(),
         ))
+    }
+
+    /// Declares the id-reuse policy a start of `workflow_type` gets when it names none.
+    pub fn declare_id_reuse(&self, workflow_type: &str, policy: pb::IdReusePolicy) {
+        self.id_reuse_defaults
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(workflow_type.to_owned(), policy);
+    }
+
+    /// The policy of a start of `workflow_type` that names none: the declared one, else
+    /// allow-duplicate.
+    fn id_reuse_default(&self, workflow_type: &str) -> pb::IdReusePolicy {
+        self.id_reuse_defaults
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(workflow_type)
+            .copied()
+            .unwrap_or(pb::IdReusePolicy::AllowDuplicate)
+    }
+
+    /// Whether `params` starts what `last` was started as (type and input), or the conflict.
+    async fn same_start(&self, last: &Run, params: &StartParams) -> Result<(), EngineError> {
+        let first = self.store.history(last.run_id, 1, 1).await?;
+        let started = first.first().and_then(|e| match &e.attributes {
+            Some(pb::history_event::Attributes::WorkflowExecutionStarted(s)) => Some(s),
+            _ => None,
+        });
+        let same = started.is_some_and(|s| {
+            s.workflow_type == *params.workflow_type
+                && s.input.as_ref().map(|p| &p.data) == params.input.as_ref().map(|p| &p.data)
+        });
+        if same {
+            return Ok(());
+        }
+        Err(EngineError::AlreadyExists(format!(
+            "workflow '{}' was started before (run {}, {}) with another type or input; \
+             its id-reuse policy allows one run per id",
+            params.workflow_id,
+            last.run_id,
+            last.status.as_str_name()
+        )))
     }
 
     /// Delivers a signal to an open run.

@@ -7,6 +7,12 @@
 //! acknowledged: never lost, never retried forever. When the engine cannot commit (database
 //! down), the message is returned to the queue and the consumer backs off.
 //!
+//! The consumer is an identity of its own at the edge (`amqp:<queue>`, role client): it acts
+//! only in the namespaces, with the signal names and starting only the workflow types its
+//! [`InboundRules`] allow (a message outside them is dead-lettered with the reason), and its
+//! requests and starts count against the edge's rate limits like any caller's (past them it
+//! waits, the message unacknowledged).
+//!
 //! The message shapes (content type JSON; the AMQP `message_id` property is required):
 //! - a signal: `{"namespace": "default", "workflow_id": "...", "signal": "name", "input": <any
 //!   JSON>}`; add `"start": {"workflow_type": "...", "task_queue": "...", "input": <any
@@ -14,6 +20,8 @@
 //! - a domain's own shapes: a [`Translator`] the domain registered turns a message of a type
 //!   it knows (AMQP type or routing key) into one of the above.
 
+use crate::edge::auth::Denied;
+use crate::edge::{Edge, Op, Principal, Refusal, Role};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use futures::StreamExt;
@@ -28,6 +36,70 @@ use martix_proto::v1 as pb;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// What the inbound consumer may do; `*` in a list allows anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundRules {
+    /// Namespaces it may signal and start in (`--consume-namespaces`; default `default`).
+    pub namespaces: Vec<String>,
+    /// Signal names it may send (`--consume-signals`; default `*`: a signal only reaches a
+    /// run that is already open).
+    pub signals: Vec<String>,
+    /// Workflow types a signal-with-start may start (`--consume-workflow-types`; default none:
+    /// starting work from a message is opted into type by type).
+    pub workflow_types: Vec<String>,
+}
+
+impl Default for InboundRules {
+    fn default() -> Self {
+        Self {
+            namespaces: vec!["default".into()],
+            signals: vec!["*".into()],
+            workflow_types: Vec::new(),
+        }
+    }
+}
+
+fn allows(list: &[String], name: &str) -> bool {
+    list.iter().any(|n| n == "*" || n == name)
+}
+
+impl InboundRules {
+    /// The consumer of `queue` as a caller of the edge: a client in the allowed namespaces.
+    pub fn principal(&self, queue: &str) -> Principal {
+        Principal {
+            subject: format!("amqp:{queue}"),
+            roles: vec![Role::Client],
+            namespaces: (!self.namespaces.iter().any(|n| n == "*"))
+                .then(|| self.namespaces.clone()),
+            namespace_roles: Default::default(),
+        }
+    }
+
+    /// Whether the signal name and any workflow type `request` asks for are allowed, or why
+    /// not (the namespace is the edge's to check).
+    pub fn check(&self, request: &Inbound) -> Result<(), String> {
+        let (signal, start) = match request {
+            Inbound::Signal(r) => (&r.signal_name, None),
+            Inbound::SignalWithStart(r) => (
+                &r.signal_name,
+                Some(r.start.as_ref().map_or("", |s| s.workflow_type.as_str())),
+            ),
+        };
+        if !allows(&self.signals, signal) {
+            return Err(format!(
+                "signal '{signal}' is not one the inbound consumer may send (--consume-signals)"
+            ));
+        }
+        match start {
+            Some(t) if !allows(&self.workflow_types, t) => Err(format!(
+                "workflow type '{t}' is not one the inbound consumer may start \
+                 (--consume-workflow-types)"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// A message turned into the request it asks for.
 #[derive(Debug, PartialEq)]
@@ -142,9 +214,20 @@ enum Outcome {
     Dead(String),
     /// May succeed later (the engine is unavailable).
     Later(String),
+    /// The node is stopping: the broker gives the unacknowledged message to another consumer.
+    Stopped,
 }
 
-async fn handle(engine: &Engine, translators: &[Arc<dyn Translator>], d: &Delivery) -> Outcome {
+/// Where the consumer stands at the edge.
+struct Consumer<'a> {
+    engine: &'a Engine,
+    edge: &'a Edge,
+    translators: &'a [Arc<dyn Translator>],
+    rules: &'a InboundRules,
+    principal: Principal,
+}
+
+async fn handle(c: &Consumer<'_>, d: &Delivery, stop: &CancellationToken) -> Outcome {
     let kind = d
         .properties
         .kind()
@@ -156,13 +239,41 @@ async fn handle(engine: &Engine, translators: &[Arc<dyn Translator>], d: &Delive
         .message_id()
         .as_ref()
         .map(|m| m.as_str().to_owned());
-    let request = match parse(id.as_deref(), &kind, &d.data, translators) {
+    let request = match parse(id.as_deref(), &kind, &d.data, c.translators) {
         Ok(r) => r,
         Err(why) => return Outcome::Dead(why),
     };
+    if let Err(why) = c.rules.check(&request) {
+        return Outcome::Dead(why);
+    }
+    let (op, namespace) = match &request {
+        Inbound::Signal(r) => (Op::SignalWorkflow, r.namespace.as_str()),
+        Inbound::SignalWithStart(r) => (
+            Op::StartWorkflow,
+            r.start.as_ref().map_or("", |s| s.namespace.as_str()),
+        ),
+    };
+    // Past a rate limit the consumer waits as any caller would be told to, then asks again;
+    // the message stays unacknowledged meanwhile (the prefetch bounds how many wait).
+    let _admission = loop {
+        match c.edge.admit(&c.principal, op, namespace) {
+            Ok(a) => break a,
+            Err(Refusal::Limited(l)) => tokio::select! {
+                () = stop.cancelled() => return Outcome::Stopped,
+                () = tokio::time::sleep(l.retry_after) => {}
+            },
+            Err(Refusal::Denied(Denied::Namespace(ns))) => {
+                return Outcome::Dead(format!(
+                    "namespace '{ns}' is not one the inbound consumer may act in \
+                     (--consume-namespaces)"
+                ));
+            }
+            Err(refused) => return Outcome::Dead(refused.to_string()),
+        }
+    };
     let result = match request {
-        Inbound::Signal(r) => engine.signal_workflow(r).await.map(drop),
-        Inbound::SignalWithStart(r) => engine.signal_with_start_workflow(r).await.map(drop),
+        Inbound::Signal(r) => c.engine.signal_workflow(r).await.map(drop),
+        Inbound::SignalWithStart(r) => c.engine.signal_with_start_workflow(r).await.map(drop),
     };
     match result {
         Ok(()) => Outcome::Done,
@@ -176,14 +287,23 @@ async fn handle(engine: &Engine, translators: &[Arc<dyn Translator>], d: &Delive
 /// Consumes `queue` until `stop`, reconnecting with backoff.
 pub async fn run(
     engine: Arc<Engine>,
+    edge: Arc<Edge>,
     translators: Translators,
+    rules: InboundRules,
     url: String,
     queue: String,
     stop: CancellationToken,
 ) {
+    let consumer = Consumer {
+        engine: &engine,
+        edge: &edge,
+        translators: &translators,
+        rules: &rules,
+        principal: rules.principal(&queue),
+    };
     let mut backoff = Duration::from_millis(200);
     loop {
-        match consume(&engine, &translators, &url, &queue, &stop).await {
+        match consume(&consumer, &url, &queue, &stop).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, queue = %queue, retry_in = ?backoff, "inbound consumer stopped; reconnecting");
@@ -203,8 +323,7 @@ pub fn dead_letter_queue(queue: &str) -> String {
 }
 
 async fn consume(
-    engine: &Engine,
-    translators: &[Arc<dyn Translator>],
+    c: &Consumer<'_>,
     url: &str,
     queue: &str,
     stop: &CancellationToken,
@@ -248,7 +367,7 @@ async fn consume(
             ));
         };
         let d = delivery?;
-        match handle(engine, translators, &d).await {
+        match handle(c, &d, stop).await {
             Outcome::Done => {
                 d.ack(BasicAckOptions::default()).await?;
             }
@@ -288,6 +407,7 @@ async fn consume(
                     .await?;
                 }
             }
+            Outcome::Stopped => return Ok(()),
             Outcome::Later(why) => {
                 tracing::warn!(reason = %why, "inbound message returned to the queue");
                 d.nack(BasicNackOptions {
@@ -329,6 +449,75 @@ mod tests {
                 }))
             })
         }
+    }
+
+    #[test]
+    fn the_consumer_is_held_to_its_rules_and_to_the_edges_limits() {
+        use crate::edge::{EdgeConfig, LimitsConfig, Rate};
+        let rules = InboundRules {
+            namespaces: vec!["default".into(), "eu".into()],
+            signals: vec!["cancel".into()],
+            workflow_types: vec!["order".into()],
+        };
+        let signal = |name: &str| {
+            Inbound::Signal(pb::SignalWorkflowRequest {
+                signal_name: name.into(),
+                ..Default::default()
+            })
+        };
+        let start = |t: &str| {
+            Inbound::SignalWithStart(pb::SignalWithStartWorkflowRequest {
+                signal_name: "cancel".into(),
+                start: Some(pb::StartWorkflowRequest {
+                    workflow_type: t.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
+        assert_eq!(rules.check(&signal("cancel")), Ok(()));
+        assert!(rules.check(&signal("pay")).unwrap_err().contains("'pay'"));
+        assert_eq!(rules.check(&start("order")), Ok(()));
+        assert!(
+            rules
+                .check(&start("payroll"))
+                .unwrap_err()
+                .contains("'payroll'")
+        );
+        let defaults = InboundRules::default();
+        assert_eq!(defaults.check(&signal("anything")), Ok(()));
+        assert!(
+            defaults.check(&start("order")).is_err(),
+            "no start by default"
+        );
+
+        let limits = LimitsConfig {
+            requests_per_identity: Rate {
+                per_sec: 1,
+                burst: 1,
+            },
+            ..LimitsConfig::default()
+        };
+        let edge = Edge::new(&EdgeConfig { auth: None, limits }).unwrap();
+        let me = rules.principal("q");
+        assert_eq!(me.subject, "amqp:q");
+        assert!(matches!(
+            edge.admit(&me, Op::SignalWorkflow, "payroll"),
+            Err(Refusal::Denied(Denied::Namespace(ns))) if ns == "payroll"
+        ));
+        assert!(edge.admit(&me, Op::SignalWorkflow, "eu").is_ok());
+        assert!(matches!(
+            edge.admit(&me, Op::SignalWorkflow, "eu"),
+            Err(Refusal::Limited(_))
+        ));
+        let everywhere = InboundRules {
+            namespaces: vec!["*".into()],
+            ..InboundRules::default()
+        };
+        assert!(
+            edge.admit(&everywhere.principal("r"), Op::SignalWorkflow, "payroll")
+                .is_ok()
+        );
     }
 
     #[test]

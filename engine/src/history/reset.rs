@@ -63,8 +63,18 @@ pub fn reset(
         .collect();
     let new_id = RunId::new();
 
+    // The new run acts for the old one: its activities' idempotency keys name the run whose
+    // effects they continue, so a step after the reset point finds what the old run did (a
+    // reservation still held, a charge) instead of doing it again; an effect the old run undid
+    // is refused by the adapter as a key reused, never answered as done.
+    let effects_run_id = if run.state.effects_run_id.is_empty() {
+        run.run_id.to_text()
+    } else {
+        run.state.effects_run_id.clone()
+    };
     // The new run: the copied prefix, checkpoint rebuilt from it.
     let mut state = RunState {
+        effects_run_id: effects_run_id.clone(),
         workflow_task_timeout_ms: run.state.workflow_task_timeout_ms,
         first_run_id: run.state.first_run_id.clone(),
         execution_deadline: run.state.execution_deadline,
@@ -112,6 +122,12 @@ pub fn reset(
             Some(Attributes::TimerFired(t)) => state.timers.retain(|x| x.timer_id != t.timer_id),
             Some(Attributes::TimerCanceled(t)) => state.timers.retain(|x| x.timer_id != t.timer_id),
             Some(Attributes::WorkflowExecutionCancelRequested(_)) => state.cancel_requested = true,
+            Some(Attributes::MarkerRecorded(m))
+                if m.marker_name == decide::markers::ATTENTION_MARKER =>
+            {
+                state.attention = decide::markers::attention_reason(&m.details);
+                state.attention_since = if state.attention.is_empty() { 0 } else { at };
+            }
             _ => {}
         }
     }
@@ -161,6 +177,7 @@ pub fn reset(
             heartbeat_timeout: a.heartbeat_timeout,
             namespace: run.namespace.to_string(),
             traceparent: run.state.traceparent.clone(),
+            idempotency_run_id: effects_run_id.clone(),
         };
         tasks.push(TaskOp::Insert(ActivityTask {
             namespace: run.namespace.clone(),

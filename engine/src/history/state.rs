@@ -50,6 +50,17 @@ pub struct RunState {
     /// checkpoint written before this was counted starts from 0 at its next change.
     #[prost(int64, tag = "13")]
     pub history_bytes: i64,
+    /// Why the workflow waits for an operator (it recorded an `attention` marker); empty when
+    /// it does not.
+    #[prost(string, tag = "14")]
+    pub attention: String,
+    /// When it started waiting.
+    #[prost(int64, tag = "15")]
+    pub attention_since: Millis,
+    /// The run whose effects this run's activities continue (their idempotency keys name it):
+    /// set by a reset to the run reset (or what that one continued); empty: this run.
+    #[prost(string, tag = "16")]
+    pub effects_run_id: String,
 }
 
 impl RunState {
@@ -202,6 +213,9 @@ pub struct ScheduledActivity {
     /// W3C trace context of the run (empty: none).
     #[prost(string, tag = "13")]
     pub traceparent: String,
+    /// The run whose effects the activity's idempotency key names (empty: its own run).
+    #[prost(string, tag = "15")]
+    pub idempotency_run_id: String,
 }
 
 /// An activity task row: what a polling worker needs, without reading the run.
@@ -269,6 +283,7 @@ mod tests {
             attempt: 0,
             heartbeat_details: None,
             scheduled_event_id: 0,
+            idempotency_run_id: "r-0".into(),
         };
         let stored = response.encode_to_vec();
         let activity = ScheduledActivity::decode(&stored[..]).unwrap();

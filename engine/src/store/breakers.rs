@@ -1,6 +1,7 @@
 //! Breakers: the circuit breakers workers report, recorded by the engine in its own table so
 //! that operators see the open ones (`DescribeWorkflow`, `martix stuck`, `/metrics`) whatever
-//! adapters a worker guards.
+//! adapters a worker guards. With them, the workers seen polling each task queue, so that a
+//! queue nobody polls is told apart from a busy one.
 
 use crate::clock::Millis;
 use crate::store::StoreError;
@@ -40,17 +41,64 @@ pub struct OpenBreaker {
     pub since: Millis,
 }
 
+/// How long a report stands: workers report every minute, so a breaker not reported for this
+/// long belongs to a worker that is gone and no longer shows.
+pub const BREAKER_REPORT_FRESH_MS: Millis = 5 * 60 * 1000;
+/// Reports older than this are deleted by the retention loop.
+pub const BREAKER_REPORT_KEPT_MS: Millis = 24 * 3600 * 1000;
+
 /// The breakers workers report. Every method is atomic.
 #[async_trait::async_trait]
 pub trait BreakerStore: Send + Sync {
-    /// Records the states `worker` reports of its breakers; a state unchanged keeps its time.
+    /// Records the states `worker` reports of its breakers in `namespace`; a state unchanged
+    /// keeps the time it changed, every report moves the time it was reported.
     async fn record_breakers(
         &self,
+        namespace: &str,
         worker: &str,
         reports: &[BreakerReport],
         now: Millis,
     ) -> Result<(), StoreError>;
 
-    /// Circuit breakers workers report open, the most recently opened first (at most 100).
-    async fn open_breakers(&self) -> Result<Vec<OpenBreaker>, StoreError>;
+    /// Circuit breakers reported open since `reported_since`, in `namespace` (`None`: every
+    /// namespace), the most recently opened first (at most 100).
+    async fn open_breakers(
+        &self,
+        namespace: Option<&str>,
+        reported_since: Millis,
+    ) -> Result<Vec<OpenBreaker>, StoreError>;
+
+    /// Deletes the reports not renewed since `before`; how many went.
+    async fn purge_breakers(&self, before: Millis) -> Result<u64, StoreError>;
+
+    /// Records that `identity` polled `kind` (`workflow` or `activity`) tasks of `task_queue`
+    /// at `now`.
+    async fn record_poller(
+        &self,
+        namespace: &str,
+        task_queue: &str,
+        kind: &str,
+        identity: &str,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// The workers seen polling `task_queue` since `since`, the latest first (at most 20).
+    async fn pollers(
+        &self,
+        namespace: &str,
+        task_queue: &str,
+        since: Millis,
+    ) -> Result<Vec<PollerSeen>, StoreError>;
+
+    /// Deletes the pollers not seen since `before`.
+    async fn purge_pollers(&self, before: Millis) -> Result<u64, StoreError>;
+}
+
+/// A worker seen polling a task queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PollerSeen {
+    pub identity: String,
+    /// `workflow` or `activity`.
+    pub kind: String,
+    pub last_seen: Millis,
 }

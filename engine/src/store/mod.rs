@@ -36,7 +36,10 @@ mod sqlite;
 mod tasks;
 mod timers;
 
-pub use breakers::{BreakerReport, BreakerState, BreakerStore, OpenBreaker};
+pub use breakers::{
+    BREAKER_REPORT_FRESH_MS, BREAKER_REPORT_KEPT_MS, BreakerReport, BreakerState, BreakerStore,
+    OpenBreaker, PollerSeen,
+};
 pub use events::EventStore;
 pub use introspect::{Backlog, Introspection, TaskKind};
 pub use namespaces::{DEFAULT_RETENTION_MS, NamespaceSettings, NamespaceStore};

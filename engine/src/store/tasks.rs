@@ -94,6 +94,7 @@ pub trait TaskStore: Send + Sync {
     /// held by it.
     async fn heartbeat_activity(
         &self,
+        namespace: &str,
         run_id: RunId,
         scheduled_event_id: i64,
         lease_id: &str,

@@ -15,6 +15,7 @@
 //! | `payment.charged` / `payment.declined` | [`PaymentCharged`] / [`PaymentDeclined`] |
 //! | `shipment.created` | [`ShipmentCreated`] |
 //! | `payment.refunded`, `inventory.released` (compensations) | [`PaymentRefunded`], [`InventoryReleased`] |
+//! | `order.needs_attention` (a compensation failed for good; the order waits for an operator, maybe more than once) | [`NeedsAttention`] |
 //! | `order.completed`, `order.compensated`, `order.canceled`, `order.failed`, `order.rejected` (terminal, exactly one) | [`OrderEnded`] |
 
 use crate::order::{Address, Item, Order};
@@ -36,6 +37,9 @@ pub const PAYMENT_DECLINED: &str = "payment.declined";
 pub const PAYMENT_REFUNDED: &str = "payment.refunded";
 /// The order was shipped; body [`ShipmentCreated`].
 pub const SHIPMENT_CREATED: &str = "shipment.created";
+/// A compensation failed for good: the order waits for an operator's decision (retry the
+/// compensation, mark it done by hand, or give up as failed); body [`NeedsAttention`].
+pub const ORDER_NEEDS_ATTENTION: &str = "order.needs_attention";
 /// Terminal: the order completed; body [`OrderEnded`].
 pub const ORDER_COMPLETED: &str = "order.completed";
 /// Terminal: a step failed and the order was undone; body [`OrderEnded`].
@@ -123,6 +127,15 @@ pub struct PaymentRefunded {
 pub struct ShipmentCreated {
     /// The shipment's id.
     pub shipment: String,
+}
+
+/// Body of `order.needs_attention`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeedsAttention {
+    /// The compensations that failed, each `activity type: why`.
+    pub failed: Vec<String>,
+    /// The compensations that succeeded (activity types): what is already undone.
+    pub undone: Vec<String>,
 }
 
 /// Body of every terminal event (`order.completed`, `order.compensated`, `order.canceled`,

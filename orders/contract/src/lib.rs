@@ -28,3 +28,36 @@ pub const ORDER_WORKFLOW_TYPE: &str = "order";
 /// The signal that cancels an order like a cancel request does (inbound
 /// `order.cancel_requested` messages send it).
 pub const CANCEL_SIGNAL: &str = "cancel";
+
+/// The signal carrying an operator's decision on an order that needs attention (body
+/// [`Resolution`]; `martix order resolve` and `POST /v1/orders/{id}/resolve` send it).
+pub const RESOLVE_SIGNAL: &str = "resolve";
+
+/// An operator's decision on an order whose compensation failed for good.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resolution {
+    /// `retry`: run the failed compensations again; `done`: they were done by hand (the
+    /// order ends compensated, the reason recorded); `fail`: give up, the order ends failed.
+    pub action: String,
+    /// Why, recorded in the order's history.
+    pub reason: String,
+}
+
+impl Resolution {
+    /// The decisions an operator can take.
+    pub const ACTIONS: [&'static str; 3] = ["retry", "done", "fail"];
+
+    /// A decision, or why it is not one.
+    pub fn new(action: &str, reason: &str) -> Result<Self, String> {
+        if !Self::ACTIONS.contains(&action) {
+            return Err(format!("action '{action}' is not one of retry, done, fail"));
+        }
+        if action != "retry" && reason.trim().is_empty() {
+            return Err(format!("a '{action}' decision needs a reason"));
+        }
+        Ok(Self {
+            action: action.to_owned(),
+            reason: reason.to_owned(),
+        })
+    }
+}

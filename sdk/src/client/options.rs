@@ -15,7 +15,9 @@ pub struct StartOptions {
     pub workflow_id: String,
     /// The queue its workers poll.
     pub task_queue: String,
-    /// What to do when the id was used by a closed run.
+    /// What to do when the id was used before. `Unspecified` (the default): the policy the
+    /// workflow type's domain declared on the server (the order saga: reject-duplicate, one
+    /// run per order id), else allow-duplicate.
     pub id_reuse_policy: pb::IdReusePolicy,
     /// Longest time the whole workflow (all runs) may take.
     pub execution_timeout: Option<Duration>,
@@ -38,7 +40,7 @@ impl StartOptions {
             workflow_type: workflow_type.into(),
             workflow_id: workflow_id.into(),
             task_queue: task_queue.into(),
-            id_reuse_policy: pb::IdReusePolicy::AllowDuplicate,
+            id_reuse_policy: pb::IdReusePolicy::Unspecified,
             execution_timeout: None,
             run_timeout: None,
             task_timeout: None,

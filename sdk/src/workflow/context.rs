@@ -10,6 +10,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::marker::PhantomData;
+
+/// The marker by which a workflow says it waits for an operator (the engine shows it).
+const ATTENTION_MARKER: &str = "attention";
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -290,6 +293,29 @@ impl WorkflowContext {
                     body: Some(body),
                 },
             ));
+    }
+
+    /// Says the run waits for an operator, and why: describe, list and `martix stuck` show the
+    /// reason and since when until [`WorkflowContext::attention_resolved`]. The workflow then
+    /// typically waits for a signal carrying the operator's decision. Recorded in history, so
+    /// a replay says it at the same point.
+    pub fn needs_attention(&self, reason: &str) {
+        let mut details = std::collections::HashMap::new();
+        details.insert("reason".to_owned(), to_payload(&reason).unwrap_or_default());
+        self.state()
+            .push_command(C::RecordMarker(pb::RecordMarkerCommand {
+                marker_name: ATTENTION_MARKER.to_owned(),
+                details,
+            }));
+    }
+
+    /// Says the run no longer waits for an operator.
+    pub fn attention_resolved(&self) {
+        self.state()
+            .push_command(C::RecordMarker(pb::RecordMarkerCommand {
+                marker_name: ATTENTION_MARKER.to_owned(),
+                details: std::collections::HashMap::new(),
+            }));
     }
 
     /// Whether the code after a change identified by `change_id` should run. New runs (and

@@ -84,6 +84,7 @@ pub(super) fn schedule(
         heartbeat_timeout: c.heartbeat_timeout,
         namespace: run.namespace.to_string(),
         traceparent: run.state.traceparent.clone(),
+        idempotency_run_id: run.state.effects_run_id.clone(),
     };
     let task = ActivityTask {
         namespace: run.namespace.clone(),

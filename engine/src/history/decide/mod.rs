@@ -8,7 +8,7 @@
 
 mod activities;
 mod close;
-mod markers;
+pub(super) mod markers;
 mod publish;
 mod signals;
 mod timers;

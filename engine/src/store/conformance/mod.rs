@@ -103,6 +103,8 @@ macro_rules! store_conformance {
             concurrent_changes_commit_together_and_fail_alone,
             outbox_rows_travel_with_their_change,
             outbox_shards_are_leased_apart,
+            breakers_are_kept_per_namespace_and_forgotten_when_stale,
+            pollers_are_kept_per_queue_and_forgotten_when_old,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {

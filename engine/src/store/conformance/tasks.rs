@@ -121,15 +121,22 @@ pub async fn activity_tasks_are_leased_and_guarded(store: &dyn Store) {
     );
     assert!(
         store
-            .heartbeat_activity(run.run_id, 3, "l1", Some(b"hb"), T0 + 1000)
+            .heartbeat_activity(&run.namespace, run.run_id, 3, "l1", Some(b"hb"), T0 + 1000)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .heartbeat_activity(run.run_id, 3, "l2", None, T0 + 1000)
+            .heartbeat_activity(&run.namespace, run.run_id, 3, "l2", None, T0 + 1000)
             .await
             .unwrap()
+    );
+    assert!(
+        !store
+            .heartbeat_activity("another-namespace", run.run_id, 3, "l1", None, T0 + 1000)
+            .await
+            .unwrap(),
+        "a lease holds only in its run's namespace"
     );
 
     let run = stored(&change);
@@ -246,7 +253,7 @@ pub async fn expired_leases_are_reaped_not_reclaimed(store: &dyn Store) {
     // A heartbeat at +800 extends the lease to +1800; one at +4500 only to +5000 (start-to-close).
     assert!(
         store
-            .heartbeat_activity(run.run_id, 3, "l1", None, T0 + 800)
+            .heartbeat_activity(&run.namespace, run.run_id, 3, "l1", None, T0 + 800)
             .await
             .unwrap()
     );
@@ -267,7 +274,7 @@ pub async fn expired_leases_are_reaped_not_reclaimed(store: &dyn Store) {
     for at in [1_700, 2_600, 3_500, 4_400] {
         assert!(
             store
-                .heartbeat_activity(run.run_id, 3, "l1", None, T0 + at)
+                .heartbeat_activity(&run.namespace, run.run_id, 3, "l1", None, T0 + at)
                 .await
                 .unwrap()
         );
@@ -303,7 +310,7 @@ pub async fn expired_leases_are_reaped_not_reclaimed(store: &dyn Store) {
     );
     assert!(
         !store
-            .heartbeat_activity(run.run_id, 3, "l1", None, T0 + 9_000)
+            .heartbeat_activity(&run.namespace, run.run_id, 3, "l1", None, T0 + 9_000)
             .await
             .unwrap()
     );
@@ -395,4 +402,123 @@ pub async fn closing_a_run_drops_its_tasks_and_timers(store: &dyn Store) {
             .unwrap()
             .is_none()
     );
+}
+
+/// Breakers are kept per namespace, each report renews when it was reported (not when its
+/// state changed), old reports stop showing and are purged.
+pub async fn breakers_are_kept_per_namespace_and_forgotten_when_stale(store: &dyn Store) {
+    use crate::store::{BreakerReport, BreakerState, OpenBreaker};
+    let (a, b) = (namespace(store).await, namespace(store).await);
+    let worker = unique("w");
+    let report = |adapter: &str, state| BreakerReport {
+        adapter: adapter.into(),
+        state,
+    };
+    let mine = |found: Vec<OpenBreaker>| {
+        found
+            .into_iter()
+            .filter(|o| o.worker == worker)
+            .map(|o| (o.adapter, o.since))
+            .collect::<Vec<_>>()
+    };
+    store
+        .record_breakers(&a, &worker, &[report("payment", BreakerState::Open)], T0)
+        .await
+        .unwrap();
+    store
+        .record_breakers(&b, &worker, &[report("stock", BreakerState::Open)], T0 + 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        mine(store.open_breakers(Some(&a), T0).await.unwrap()),
+        [("payment".to_owned(), T0)],
+        "each namespace sees its own"
+    );
+    assert_eq!(
+        mine(store.open_breakers(Some(&b), T0).await.unwrap()),
+        [("stock".to_owned(), T0 + 10)]
+    );
+    // Reported again, still open: it opened at T0 and was reported at T0 + 500.
+    store
+        .record_breakers(
+            &a,
+            &worker,
+            &[report("payment", BreakerState::Open)],
+            T0 + 500,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        mine(store.open_breakers(Some(&a), T0 + 100).await.unwrap()),
+        [("payment".to_owned(), T0)]
+    );
+    assert!(
+        mine(store.open_breakers(Some(&b), T0 + 100).await.unwrap()).is_empty(),
+        "a report older than asked for no longer shows"
+    );
+    // Purged: b's report (T0 + 10) goes, a's (T0 + 500) stays.
+    assert!(store.purge_breakers(T0 + 100).await.unwrap() >= 1);
+    store
+        .record_breakers(
+            &b,
+            &worker,
+            &[report("stock", BreakerState::Open)],
+            T0 + 700,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        mine(store.open_breakers(Some(&b), T0).await.unwrap()),
+        [("stock".to_owned(), T0 + 700)],
+        "b's row was deleted: reported anew, it opened now"
+    );
+    assert_eq!(
+        mine(store.open_breakers(Some(&a), T0).await.unwrap()),
+        [("payment".to_owned(), T0)]
+    );
+    store
+        .record_breakers(
+            &a,
+            &worker,
+            &[report("payment", BreakerState::Closed)],
+            T0 + 800,
+        )
+        .await
+        .unwrap();
+    assert!(mine(store.open_breakers(Some(&a), T0).await.unwrap()).is_empty());
+}
+
+/// The workers seen polling a queue: the latest sighting per worker and kind, only those seen
+/// since the time asked, purged once old.
+pub async fn pollers_are_kept_per_queue_and_forgotten_when_old(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let queue = unique("q");
+    store
+        .record_poller(&ns, &queue, "workflow", "w-1", T0)
+        .await
+        .unwrap();
+    store
+        .record_poller(&ns, &queue, "workflow", "w-1", T0 + 100)
+        .await
+        .unwrap();
+    store
+        .record_poller(&ns, &queue, "activity", "w-2", T0 + 50)
+        .await
+        .unwrap();
+    store
+        .record_poller(&ns, &unique("other"), "workflow", "w-3", T0 + 100)
+        .await
+        .unwrap();
+    let seen = store.pollers(&ns, &queue, T0).await.unwrap();
+    let seen: Vec<_> = seen
+        .iter()
+        .map(|p| (p.identity.as_str(), p.kind.as_str(), p.last_seen))
+        .collect();
+    assert_eq!(
+        seen,
+        [("w-1", "workflow", T0 + 100), ("w-2", "activity", T0 + 50)]
+    );
+    assert_eq!(store.pollers(&ns, &queue, T0 + 60).await.unwrap().len(), 1);
+    assert!(store.purge_pollers(T0 + 60).await.unwrap() >= 1);
+    assert_eq!(store.pollers(&ns, &queue, 0).await.unwrap().len(), 1);
 }

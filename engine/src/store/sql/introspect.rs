@@ -4,8 +4,8 @@
 use super::{Backend, Column, SqlStore, corrupt};
 use crate::clock::Millis;
 use crate::store::{
-    Backlog, BreakerReport, BreakerStore, Introspection, OpenBreaker, StoreError, TaskKind,
-    classify,
+    Backlog, BreakerReport, BreakerStore, Introspection, OpenBreaker, PollerSeen, StoreError,
+    TaskKind, classify,
 };
 use sqlx::Row as _;
 use std::sync::atomic::Ordering;
@@ -95,6 +95,7 @@ where
 {
     async fn record_breakers(
         &self,
+        namespace: &str,
         worker: &str,
         reports: &[BreakerReport],
         now: Millis,
@@ -102,11 +103,13 @@ where
         let mut tx = self.write.begin().await.map_err(classify)?;
         for report in reports {
             sqlx::query(
-                "INSERT INTO breakers (worker, adapter, state, changed_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (worker, adapter) DO UPDATE \
-                 SET state = excluded.state, changed_at = excluded.changed_at \
-                 WHERE breakers.state <> excluded.state",
+                "INSERT INTO breakers (namespace, worker, adapter, state, changed_at, reported_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (namespace, worker, adapter) \
+                 DO UPDATE SET changed_at = CASE WHEN breakers.state <> excluded.state \
+                   THEN excluded.changed_at ELSE breakers.changed_at END, \
+                 state = excluded.state, reported_at = excluded.reported_at",
             )
+            .bind(namespace)
             .bind(worker)
             .bind(&report.adapter)
             .bind(report.state.as_str())
@@ -118,11 +121,26 @@ where
         tx.commit().await.map_err(classify)
     }
 
-    async fn open_breakers(&self) -> Result<Vec<OpenBreaker>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT worker, adapter, changed_at FROM breakers WHERE state = 'open' \
-             ORDER BY changed_at DESC LIMIT 100",
-        )
+    async fn open_breakers(
+        &self,
+        namespace: Option<&str>,
+        reported_since: Millis,
+    ) -> Result<Vec<OpenBreaker>, StoreError> {
+        let rows = match namespace {
+            Some(ns) => sqlx::query(
+                "SELECT worker, adapter, changed_at FROM breakers \
+                 WHERE namespace = $1 AND state = 'open' AND reported_at >= $2 \
+                 ORDER BY changed_at DESC LIMIT 100",
+            )
+            .bind(ns)
+            .bind(reported_since),
+            None => sqlx::query(
+                "SELECT worker, adapter, changed_at FROM breakers \
+                 WHERE state = 'open' AND reported_at >= $1 \
+                 ORDER BY changed_at DESC LIMIT 100",
+            )
+            .bind(reported_since),
+        }
         .fetch_all(&self.read)
         .await
         .map_err(classify)?;
@@ -135,5 +153,75 @@ where
                 })
             })
             .collect()
+    }
+
+    async fn record_poller(
+        &self,
+        namespace: &str,
+        task_queue: &str,
+        kind: &str,
+        identity: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO pollers (namespace, task_queue, kind, identity, last_seen) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (namespace, task_queue, kind, identity) \
+             DO UPDATE SET last_seen = excluded.last_seen",
+        )
+        .bind(namespace)
+        .bind(task_queue)
+        .bind(kind)
+        .bind(identity)
+        .bind(now)
+        .execute(&self.write)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn pollers(
+        &self,
+        namespace: &str,
+        task_queue: &str,
+        since: Millis,
+    ) -> Result<Vec<PollerSeen>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT identity, kind, last_seen FROM pollers \
+             WHERE namespace = $1 AND task_queue = $2 AND last_seen >= $3 \
+             ORDER BY last_seen DESC LIMIT 20",
+        )
+        .bind(namespace)
+        .bind(task_queue)
+        .bind(since)
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                Ok(PollerSeen {
+                    identity: r.try_get(0).map_err(corrupt)?,
+                    kind: r.try_get(1).map_err(corrupt)?,
+                    last_seen: r.try_get(2).map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn purge_pollers(&self, before: Millis) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM pollers WHERE last_seen < $1")
+            .bind(before)
+            .execute(&self.write)
+            .await
+            .map_err(classify)?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    async fn purge_breakers(&self, before: Millis) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM breakers WHERE reported_at < $1")
+            .bind(before)
+            .execute(&self.write)
+            .await
+            .map_err(classify)?;
+        Ok(DB::rows_affected(&done))
     }
 }

@@ -126,6 +126,7 @@ where
 
     async fn heartbeat_activity(
         &self,
+        namespace: &str,
         run_id: RunId,
         scheduled_event_id: i64,
         lease_id: &str,
@@ -138,13 +139,15 @@ where
              lease_until = CASE WHEN heartbeat_ms = 0 THEN lease_until \
                WHEN started_at + lease_ms < $5 + heartbeat_ms THEN started_at + lease_ms \
                ELSE $5 + heartbeat_ms END \
-             WHERE run_id = $2 AND scheduled_event_id = $3 AND lease_id = $4 AND lease_until > $5",
+             WHERE run_id = $2 AND scheduled_event_id = $3 AND lease_id = $4 AND lease_until > $5 \
+             AND namespace = $6",
         )
         .bind(details)
         .bind(run_id.to_text())
         .bind(scheduled_event_id)
         .bind(lease_id)
         .bind(now)
+        .bind(namespace)
         .execute(&self.write)
         .await
         .map_err(classify)?;
