@@ -283,8 +283,9 @@ struct ServerArgs {
     /// stay in the outbox (`martix events tail`).
     #[arg(long, env = "MARTIX_AMQP_URL", hide_env_values = true)]
     amqp_url: Option<String>,
+    // Boxed: the token flags would make `server` the one large command.
     #[command(flatten)]
-    auth: security::AuthArgs,
+    auth: Box<security::AuthArgs>,
     #[command(flatten)]
     listen: Listen,
 }

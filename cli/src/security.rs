@@ -2,7 +2,9 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use martix_engine::edge::auth::{self, AuthConfig, KeySource, Role, SigningKey, TokenRequest};
+use martix_engine::edge::auth::{
+    self, AuthConfig, ClaimMapping, KeySource, RemoteJwks, Role, SigningKey, TokenRequest,
+};
 use martix_engine::edge::tls::TlsFiles;
 use martix_engine::edge::{LimitsConfig, Rate};
 use std::path::PathBuf;
@@ -20,12 +22,34 @@ pub(crate) struct AuthArgs {
     /// JWKS file whose keys (by `kid`) verify tokens.
     #[arg(long, env = "MARTIX_AUTH_JWKS")]
     auth_jwks: Option<PathBuf>,
+    /// An identity provider's JWKS URL (https; its `jwks_uri`): keys cached, refetched when
+    /// a token names an unknown `kid` (at most every 30 s) and hourly.
+    #[arg(long, env = "MARTIX_AUTH_JWKS_URL")]
+    auth_jwks_url: Option<String>,
     /// The issuer (`iss`) tokens must carry.
     #[arg(long, env = "MARTIX_AUTH_ISSUER", default_value = auth::DEFAULT_ISSUER)]
     auth_issuer: String,
-    /// The audience (`aud`) tokens must carry.
+    /// The audience tokens must carry (`aud`: this string, or an array holding it).
     #[arg(long, env = "MARTIX_AUTH_AUDIENCE", default_value = auth::DEFAULT_AUDIENCE)]
     auth_audience: String,
+    /// The longest a token may live, from `iat` to `exp` (0s: no limit).
+    #[arg(long, env = "MARTIX_AUTH_MAX_TOKEN_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration)]
+    auth_max_token_lifetime: Duration,
+    /// The claim holding the token's roles: a name or a dotted path (`realm_access.roles`).
+    /// Names other than client, worker, operator and admin are ignored.
+    #[arg(long, env = "MARTIX_AUTH_ROLES_CLAIM", default_value = "roles")]
+    auth_roles_claim: String,
+    /// The claim holding the namespaces those roles apply to (`*`: all).
+    #[arg(
+        long,
+        env = "MARTIX_AUTH_NAMESPACES_CLAIM",
+        default_value = "namespaces"
+    )]
+    auth_namespaces_claim: String,
+    /// A claim holding roles per namespace, an object such as
+    /// `{"orders-eu": ["operator"], "orders-us": ["client"]}` (default: none).
+    #[arg(long, env = "MARTIX_AUTH_NAMESPACE_ROLES_CLAIM")]
+    auth_namespace_roles_claim: Option<String>,
     /// Serve without authentication: anyone who reaches the ports may do anything.
     #[arg(long)]
     insecure: bool,
@@ -34,16 +58,25 @@ pub(crate) struct AuthArgs {
 impl AuthArgs {
     /// The authentication to run with, or why the server must not start.
     pub(crate) fn config(&self) -> Result<Option<AuthConfig>> {
-        let keys = match (&self.auth_secret, &self.auth_public_key, &self.auth_jwks) {
-            (Some(s), None, None) => KeySource::Secret(s.as_bytes().to_vec()),
-            (None, Some(p), None) => KeySource::PublicKeyPem(p.clone()),
-            (None, None, Some(p)) => KeySource::Jwks(p.clone()),
-            (None, None, None) if self.insecure => return Ok(None),
-            (None, None, None) => bail!(
-                "no token key: give --auth-secret (MARTIX_AUTH_SECRET), --auth-public-key or \
-                 --auth-jwks, or --insecure to serve without authentication"
+        let keys = match (
+            &self.auth_secret,
+            &self.auth_public_key,
+            &self.auth_jwks,
+            &self.auth_jwks_url,
+        ) {
+            (Some(s), None, None, None) => KeySource::Secret(s.as_bytes().to_vec()),
+            (None, Some(p), None, None) => KeySource::PublicKeyPem(p.clone()),
+            (None, None, Some(p), None) => KeySource::Jwks(p.clone()),
+            (None, None, None, Some(u)) => KeySource::JwksUrl(RemoteJwks::new(u.clone())),
+            (None, None, None, None) if self.insecure => return Ok(None),
+            (None, None, None, None) => bail!(
+                "no token key: give --auth-secret (MARTIX_AUTH_SECRET), --auth-public-key, \
+                 --auth-jwks or --auth-jwks-url, or --insecure to serve without authentication"
             ),
-            _ => bail!("give only one of --auth-secret, --auth-public-key and --auth-jwks"),
+            _ => bail!(
+                "give only one of --auth-secret, --auth-public-key, --auth-jwks and \
+                 --auth-jwks-url"
+            ),
         };
         if self.insecure {
             bail!("--insecure and a token key contradict each other: give one");
@@ -52,6 +85,12 @@ impl AuthArgs {
             keys,
             issuer: self.auth_issuer.clone(),
             audience: self.auth_audience.clone(),
+            max_token_lifetime: self.auth_max_token_lifetime,
+            claims: ClaimMapping {
+                roles: self.auth_roles_claim.clone(),
+                namespaces: self.auth_namespaces_claim.clone(),
+                namespace_roles: self.auth_namespace_roles_claim.clone(),
+            },
         }))
     }
 }
@@ -133,7 +172,8 @@ pub(crate) struct IssueArgs {
     /// A namespace the token may touch, `*` for all (repeatable).
     #[arg(long = "namespace", default_value = "default")]
     namespaces: Vec<String>,
-    /// How long the token is valid.
+    /// How long the token is valid (servers refuse longer than their
+    /// --auth-max-token-lifetime, 24h by default).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     ttl: Duration,
     /// Who the token names (rate limits are per subject); default: the first role and a
@@ -143,7 +183,8 @@ pub(crate) struct IssueArgs {
     /// HS256 secret to sign with.
     #[arg(long, env = "MARTIX_AUTH_SECRET", hide_env_values = true)]
     secret: Option<String>,
-    /// RSA or EC private key (PEM file) to sign with (RS256/ES256).
+    /// EC P-256 private key (PEM file) to sign with (ES256). RSA keys are refused: the RSA
+    /// implementation's signing is open to a timing attack (RUSTSEC-2023-0071).
     #[arg(long, conflicts_with = "secret")]
     private_key: Option<PathBuf>,
     /// Key id for the header, to pick a key from the engine's JWKS.
@@ -191,4 +232,60 @@ pub(crate) fn token(cmd: TokenCmd) -> Result<()> {
     .map_err(anyhow::Error::msg)?;
     println!("{token}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Server {
+        #[command(flatten)]
+        auth: AuthArgs,
+    }
+
+    fn config(args: &[&str]) -> Result<Option<AuthConfig>> {
+        let parsed = Server::try_parse_from(std::iter::once("server").chain(args.iter().copied()))?;
+        parsed.auth.config()
+    }
+
+    #[test]
+    fn an_identity_provider_is_configured_by_flags() {
+        let c = config(&[
+            "--auth-jwks-url",
+            "https://idp.example/realms/martix/protocol/openid-connect/certs",
+            "--auth-roles-claim",
+            "realm_access.roles",
+            "--auth-namespace-roles-claim",
+            "martix_namespaces",
+            "--auth-max-token-lifetime",
+            "1h",
+        ])
+        .unwrap()
+        .unwrap();
+        assert!(matches!(&c.keys, KeySource::JwksUrl(r) if r.url.ends_with("/certs")));
+        assert_eq!(c.claims.roles, "realm_access.roles");
+        assert_eq!(c.claims.namespaces, "namespaces");
+        assert_eq!(
+            c.claims.namespace_roles.as_deref(),
+            Some("martix_namespaces")
+        );
+        assert_eq!(c.max_token_lifetime, Duration::from_secs(3600));
+        let defaults = config(&["--auth-jwks", "jwks.json"]).unwrap().unwrap();
+        assert_eq!(
+            defaults.max_token_lifetime,
+            auth::DEFAULT_MAX_TOKEN_LIFETIME
+        );
+        assert_eq!(defaults.claims, ClaimMapping::default());
+        let e = config(&[
+            "--auth-jwks",
+            "a.json",
+            "--auth-jwks-url",
+            "https://idp/jwks",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("only one of"), "{e}");
+    }
 }

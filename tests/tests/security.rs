@@ -420,9 +420,17 @@ async fn missing_expired_forged_and_misaddressed_tokens_are_refused() {
         },
         SECRET,
     );
-    let cases: [(Option<&str>, &str); 5] = [
+    let too_long = sign(
+        &auth::Claims {
+            exp: now + 2 * 24 * 3600,
+            ..claims.clone()
+        },
+        SECRET,
+    );
+    let cases: [(Option<&str>, &str); 6] = [
         (None, "missing credentials"),
         (Some(expired.as_str()), "expired"),
+        (Some(too_long.as_str()), "--auth-max-token-lifetime"),
         (Some(forged.as_str()), "bad signature"),
         (Some(wrong_audience.as_str()), "wrong audience"),
         (Some("not-a-jwt"), "not a JWT"),
@@ -808,11 +816,7 @@ async fn es256_keys_from_a_pem_file_or_a_jwks_file_verify_tokens() {
             Backend::Sqlite,
             EngineConfig::default(),
             EdgeConfig {
-                auth: Some(AuthConfig {
-                    keys,
-                    issuer: auth::DEFAULT_ISSUER.into(),
-                    audience: auth::DEFAULT_AUDIENCE.into(),
-                }),
+                auth: Some(AuthConfig::new(keys)),
                 limits: LimitsConfig::default(),
             },
             None,
@@ -841,6 +845,179 @@ async fn es256_keys_from_a_pem_file_or_a_jwks_file_verify_tokens() {
             .unwrap_err();
         assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
     }
+}
+
+/// A P-256 key pair: the private key (PEM) and the public key as a JWK named `kid`.
+fn es256_jwk(kid: &str) -> (rcgen::KeyPair, serde_json::Value) {
+    use base64::Engine as _;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let raw = key.public_key_raw(); // 0x04 || x || y
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
+        "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+    });
+    (key, jwk)
+}
+
+#[tokio::test]
+async fn an_identity_providers_tokens_verify_from_its_jwks_url_across_a_key_rotation() {
+    use std::sync::{Arc, Mutex};
+    let (k1, jwk1) = es256_jwk("k1");
+    let (k2, jwk2) = es256_jwk("k2");
+    // The identity provider's `jwks_uri`, serving k1 only for now.
+    let published = Arc::new(Mutex::new(serde_json::json!({"keys": [jwk1.clone()]})));
+    let served = published.clone();
+    let app = axum::Router::new().route(
+        "/certs",
+        axum::routing::get(move || {
+            let doc = served.lock().unwrap().clone();
+            async move { axum::Json(doc) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/certs", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let refetch = Duration::from_secs(1);
+    let t = TestEngine::start_with(
+        Backend::Sqlite,
+        EngineConfig::default(),
+        EdgeConfig {
+            auth: Some(AuthConfig {
+                claims: auth::ClaimMapping {
+                    roles: "realm_access.roles".into(),
+                    namespaces: "namespaces".into(),
+                    namespace_roles: Some("martix_namespaces".into()),
+                },
+                ..AuthConfig::new(auth::KeySource::JwksUrl(auth::RemoteJwks {
+                    min_refetch_interval: refetch,
+                    ..auth::RemoteJwks::new(url)
+                }))
+            }),
+            limits: LimitsConfig::unlimited(),
+        },
+        None,
+    )
+    .await;
+    // Tokens shaped as Keycloak issues them: `aud` an array, roles nested among the IdP's
+    // own, and here roles per namespace.
+    let sign = |key: &rcgen::KeyPair, kid: &str, grants: serde_json::Value| {
+        let now = jsonwebtoken::get_current_timestamp();
+        let mut claims = serde_json::json!({
+            "sub": "alice", "iss": auth::DEFAULT_ISSUER, "aud": ["account", auth::DEFAULT_AUDIENCE],
+            "iat": now, "exp": now + 300, "azp": "martix-cli",
+        });
+        for (k, v) in grants.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let admin = sign(
+        &k1,
+        "k1",
+        serde_json::json!({"realm_access": {"roles": ["offline_access", "admin"]}, "namespaces": ["*"]}),
+    );
+    let (eu, us) = (unique("orders-eu"), unique("orders-us"));
+    let mut wf = t.workflows().await;
+    let mut runs = Vec::new();
+    for ns in [&eu, &us] {
+        wf.create_namespace(with(
+            Some(&admin),
+            pb::CreateNamespaceRequest {
+                namespace: ns.clone(),
+                retention: None,
+            },
+        ))
+        .await
+        .expect("an admin through the JWKS URL");
+        let id = unique("run");
+        wf.start_workflow(with(
+            Some(&admin),
+            pb::StartWorkflowRequest {
+                namespace: ns.clone(),
+                workflow_id: id.clone(),
+                workflow_type: "t".into(),
+                task_queue: "q".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+        runs.push((ns.clone(), id));
+    }
+    let operator_eu_client_us = serde_json::json!({
+        "realm_access": {"roles": ["offline_access", "uma_authorization"]},
+        "martix_namespaces": {eu.clone(): ["operator"], us.clone(): ["client"]},
+    });
+    let cancel = |token: String, ns: String, id: String| {
+        let mut wf = wf.clone();
+        async move {
+            wf.cancel_workflow(with(
+                Some(&token),
+                pb::CancelWorkflowRequest {
+                    namespace: ns,
+                    execution: execution(&id),
+                    ..Default::default()
+                },
+            ))
+            .await
+        }
+    };
+    let user = sign(&k1, "k1", operator_eu_client_us.clone());
+    cancel(user.clone(), runs[0].0.clone(), runs[0].1.clone())
+        .await
+        .expect("an operator in orders-eu cancels there");
+    let s = cancel(user.clone(), runs[1].0.clone(), runs[1].1.clone())
+        .await
+        .expect_err("a client in orders-us may not cancel");
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    assert!(s.message().contains("client"), "{s:?}");
+
+    // The IdP rotates to k2: a token signed with it is refused until k2 is published and
+    // the engine has refetched (no sooner than the refetch interval).
+    let rotated = sign(&k2, "k2", operator_eu_client_us);
+    let s = cancel(rotated.clone(), runs[0].0.clone(), runs[0].1.clone())
+        .await
+        .expect_err("k2 is not published yet");
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    assert!(s.message().contains("unknown key"), "{s:?}");
+    *published.lock().unwrap() = serde_json::json!({"keys": [jwk1, jwk2]});
+    tokio::time::sleep(refetch + Duration::from_millis(200)).await;
+    // The next k2 token starts a refetch in the background (and is told to retry); a retry
+    // a moment later verifies.
+    let describe = || {
+        let mut wf = wf.clone();
+        let (ns, id, token) = (runs[1].0.clone(), runs[1].1.clone(), rotated.clone());
+        async move {
+            wf.describe_workflow(with(
+                Some(&token),
+                pb::DescribeWorkflowRequest {
+                    namespace: ns,
+                    execution: execution(&id),
+                },
+            ))
+            .await
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let d = loop {
+        match describe().await {
+            Err(s) if s.code() == Code::Unauthenticated && std::time::Instant::now() < deadline => {
+                assert!(s.message().contains("unknown key"), "{s:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            r => break r.expect("k2 verifies once published and refetched"),
+        }
+    };
+    assert!(d.into_inner().info.is_some());
 }
 
 #[tokio::test]

@@ -72,6 +72,7 @@ impl InboundRules {
             roles: vec![Role::Client],
             namespaces: (!self.namespaces.iter().any(|n| n == "*"))
                 .then(|| self.namespaces.clone()),
+            namespace_roles: Default::default(),
         }
     }
 

@@ -1,14 +1,27 @@
 //! Who is calling, and what they may do: JWT bearer tokens, roles and namespaces.
 //!
-//! A token's claims name a subject, its roles and the namespaces it may touch (`*`: all).
-//! Keys: an HS256 shared secret, or an RS256/ES256 public key as a PEM file or a JWKS file
-//! (the token's `kid` picks the key). Issuer and audience are always checked, expiry with a
-//! small leeway.
+//! A token's claims name a subject, its roles and the namespaces it may touch (`*`: all),
+//! and may grant roles per namespace; which claims hold them is configurable
+//! ([`ClaimMapping`]), so that an identity provider's tokens serve as they are.
+//! Keys: an HS256 shared secret, or RS256/ES256 public keys as a PEM file, a JWKS file or a
+//! JWKS URL (the token's `kid` picks the key). Issuer and audience (a string or an array) are
+//! always checked, expiry with a small leeway, and a token may not live longer than
+//! configured.
 
+mod claims;
+mod jwks;
+mod keys;
+
+pub use claims::ClaimMapping;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jwks::Remote;
+pub use jwks::RemoteJwks;
+use keys::{KeySet, key_set, pick, public_pem, read};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 10;
@@ -16,6 +29,8 @@ pub const LEEWAY_SECS: u64 = 10;
 pub const DEFAULT_AUDIENCE: &str = "martix";
 /// The issuer Martix tokens carry unless configured otherwise.
 pub const DEFAULT_ISSUER: &str = "martix";
+/// The longest a token may live unless configured otherwise.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// A role a token grants. Each role is a fixed set of operations (see [`Op::allowed_for`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -166,7 +181,8 @@ impl Op {
     }
 }
 
-/// The claims of a Martix token.
+/// The claims of a token `martix token issue` signs. Tokens from an identity provider may
+/// carry their roles and namespaces elsewhere (see [`ClaimMapping`]) and an `aud` array.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
     /// Who the caller is (rate limits are per subject).
@@ -184,9 +200,12 @@ pub struct Claims {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
     pub subject: String,
+    /// Roles held in every namespace of `namespaces`.
     pub roles: Vec<Role>,
     /// `None`: every namespace.
     pub namespaces: Option<Vec<String>>,
+    /// Roles held in one namespace only (`*`: in all), from a namespace-roles claim.
+    pub namespace_roles: HashMap<String, Vec<Role>>,
 }
 
 impl Principal {
@@ -197,44 +216,64 @@ impl Principal {
             subject,
             roles: vec![Role::Admin],
             namespaces: None,
+            namespace_roles: HashMap::new(),
         }
     }
 
-    fn from_claims(c: Claims) -> Self {
-        let all = c.namespaces.iter().any(|n| n == "*");
-        Self {
-            subject: c.sub,
-            roles: c.roles,
-            namespaces: (!all).then_some(c.namespaces),
+    /// The roles held in `namespace`: the token-wide roles if the namespace is granted, and
+    /// the roles granted in that namespace alone.
+    fn roles_in(&self, namespace: &str) -> Vec<Role> {
+        let granted = match &self.namespaces {
+            None => true,
+            Some(list) => list.iter().any(|n| n == namespace),
+        };
+        let mut roles: Vec<Role> = if granted {
+            self.roles.clone()
+        } else {
+            Vec::new()
+        };
+        for key in [namespace, "*"] {
+            for r in self.namespace_roles.get(key).into_iter().flatten() {
+                if !roles.contains(r) {
+                    roles.push(*r);
+                }
+            }
         }
+        roles
     }
 
-    /// Allows `op` on `namespace` (empty = `default`), or says why not.
+    /// Allows `op` on `namespace` (empty = `default`; `*`: engine-wide, such as metrics), or
+    /// says why not.
     pub fn authorize(&self, op: Op, namespace: &str) -> Result<(), Denied> {
-        if !self.roles.iter().any(|r| op.allowed_for(*r)) {
-            return Err(Denied::Role {
-                op,
-                roles: self.roles.iter().map(|r| r.as_str()).collect(),
-            });
-        }
         let namespace = if namespace.is_empty() {
             "default"
         } else {
             namespace
         };
-        match &self.namespaces {
-            None => Ok(()),
-            Some(list) if list.iter().any(|n| n == namespace) => Ok(()),
-            Some(_) => Err(Denied::Namespace(namespace.to_owned())),
+        let roles = self.roles_in(namespace);
+        if roles.iter().any(|r| op.allowed_for(*r)) {
+            return Ok(());
         }
+        if roles.is_empty() {
+            return Err(Denied::Namespace(namespace.to_owned()));
+        }
+        Err(Denied::Role {
+            op,
+            roles: roles.iter().map(|r| r.as_str()).collect(),
+            namespace: namespace.to_owned(),
+        })
     }
 }
 
 /// Why an authenticated caller may not do something (PERMISSION_DENIED).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Denied {
-    #[error("permission denied: {op:?} needs another role than {}", roles.join(", "))]
-    Role { op: Op, roles: Vec<&'static str> },
+    #[error("permission denied: {op:?} needs another role than {} in namespace '{namespace}'", roles.join(", "))]
+    Role {
+        op: Op,
+        roles: Vec<&'static str>,
+        namespace: String,
+    },
     #[error("permission denied: the token does not grant namespace '{0}'")]
     Namespace(String),
 }
@@ -260,6 +299,9 @@ pub enum KeySource {
     PublicKeyPem(std::path::PathBuf),
     /// RS256 or ES256 keys from a JWKS file (chosen by the token's `kid`).
     Jwks(std::path::PathBuf),
+    /// RS256 or ES256 keys from an identity provider's JWKS URL, cached and refetched on an
+    /// unknown `kid` (key rotation).
+    JwksUrl(RemoteJwks),
 }
 
 impl std::fmt::Debug for KeySource {
@@ -269,6 +311,7 @@ impl std::fmt::Debug for KeySource {
             KeySource::Secret(_) => f.write_str("Secret(<redacted>)"),
             KeySource::PublicKeyPem(p) => f.debug_tuple("PublicKeyPem").field(p).finish(),
             KeySource::Jwks(p) => f.debug_tuple("Jwks").field(p).finish(),
+            KeySource::JwksUrl(r) => f.debug_tuple("JwksUrl").field(&r.url).finish(),
         }
     }
 }
@@ -278,61 +321,68 @@ impl std::fmt::Debug for KeySource {
 pub struct AuthConfig {
     pub keys: KeySource,
     pub issuer: String,
+    /// Accepted when `aud` is this string or an array holding it.
     pub audience: String,
+    /// The longest a token may live, from `iat` (or now, if later or absent) to `exp`; zero:
+    /// no limit.
+    pub max_token_lifetime: Duration,
+    pub claims: ClaimMapping,
 }
 
 impl AuthConfig {
-    /// HS256 with `secret`, the default issuer and audience.
-    pub fn hs256(secret: impl Into<Vec<u8>>) -> Self {
+    /// Keys from `keys`, the default issuer, audience, lifetime and claims.
+    pub fn new(keys: KeySource) -> Self {
         Self {
-            keys: KeySource::Secret(secret.into()),
+            keys,
             issuer: DEFAULT_ISSUER.into(),
             audience: DEFAULT_AUDIENCE.into(),
+            max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+            claims: ClaimMapping::default(),
         }
     }
+
+    /// HS256 with `secret`, the default issuer and audience.
+    pub fn hs256(secret: impl Into<Vec<u8>>) -> Self {
+        Self::new(KeySource::Secret(secret.into()))
+    }
+}
+
+enum Keys {
+    Fixed(KeySet),
+    Remote(Arc<Remote>),
 }
 
 /// Checks bearer tokens against configured keys.
 pub struct Authenticator {
-    /// Keys by `kid`; the key under `None` serves tokens without a `kid`.
-    keys: HashMap<Option<String>, (DecodingKey, Algorithm)>,
+    keys: Keys,
     issuer: String,
     audience: String,
+    max_lifetime: Duration,
+    claims: ClaimMapping,
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator")
-            .field("keys", &self.keys.len())
-            .field("issuer", &self.issuer)
+        let mut d = f.debug_struct("Authenticator");
+        match &self.keys {
+            Keys::Fixed(k) => d.field("keys", &k.len()),
+            Keys::Remote(r) => d.field("keys", r),
+        };
+        d.field("issuer", &self.issuer)
             .field("audience", &self.audience)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("claims", &self.claims)
             .finish()
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
-/// RS256 for RSA keys, ES256 for EC keys (P-256).
-fn public_pem(pem: &[u8], path: &Path) -> Result<(DecodingKey, Algorithm), String> {
-    if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
-        return Ok((k, Algorithm::RS256));
-    }
-    if let Ok(k) = DecodingKey::from_ec_pem(pem) {
-        return Ok((k, Algorithm::ES256));
-    }
-    Err(format!(
-        "{} holds no RSA or EC (P-256) public key in PEM form",
-        path.display()
-    ))
-}
-
 impl Authenticator {
-    /// Loads the keys; a missing or unreadable key is an error naming the file.
+    /// Loads the keys; a missing or unreadable key is an error naming the file. A JWKS URL is
+    /// checked here and fetched in the background (from a tokio runtime); tokens are refused
+    /// as signed with an unknown key until its keys are in.
     pub fn new(config: &AuthConfig) -> Result<Self, String> {
-        let mut keys = HashMap::new();
-        match &config.keys {
+        let mut keys = KeySet::new();
+        let keys = match &config.keys {
             KeySource::Secret(s) => {
                 if s.len() < 32 {
                     return Err(format!(
@@ -341,44 +391,43 @@ impl Authenticator {
                     ));
                 }
                 keys.insert(None, (DecodingKey::from_secret(s), Algorithm::HS256));
+                Keys::Fixed(keys)
             }
             KeySource::PublicKeyPem(path) => {
                 keys.insert(None, public_pem(&read(path)?, path)?);
+                Keys::Fixed(keys)
             }
             KeySource::Jwks(path) => {
-                let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&read(path)?)
-                    .map_err(|e| format!("{} is not a JWKS document: {e}", path.display()))?;
-                for jwk in &set.keys {
-                    let alg = match &jwk.algorithm {
-                        jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                        jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => {
-                            Algorithm::ES256
-                        }
-                        _ => continue,
-                    };
-                    let key = DecodingKey::from_jwk(jwk)
-                        .map_err(|e| format!("{}: a key is unusable: {e}", path.display()))?;
-                    if keys.insert(jwk.common.key_id.clone(), (key, alg)).is_some() {
-                        return Err(format!(
-                            "{}: two keys share the kid {:?}; give each key its own",
-                            path.display(),
-                            jwk.common.key_id
-                        ));
-                    }
-                }
-                if keys.is_empty() {
-                    return Err(format!("{} holds no RSA or EC key", path.display()));
-                }
+                Keys::Fixed(key_set(&read(path)?, &path.display().to_string())?)
             }
-        }
+            KeySource::JwksUrl(remote) => {
+                let remote = Arc::new(Remote::new(remote)?);
+                // Early, so that a wrong URL shows in the log at start rather than at the
+                // first caller.
+                remote.refresh_if_stale();
+                Keys::Remote(remote)
+            }
+        };
+        config.claims.check()?;
         Ok(Self {
             keys,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
+            max_lifetime: config.max_token_lifetime,
+            claims: config.claims.clone(),
         })
     }
 
-    /// Verifies the value of an `authorization` header.
+    /// How many times the JWKS URL was fetched (zero without one).
+    pub fn jwks_fetches(&self) -> u64 {
+        match &self.keys {
+            Keys::Fixed(_) => 0,
+            Keys::Remote(r) => r.fetches(),
+        }
+    }
+
+    /// Verifies the value of an `authorization` header, without waiting: a JWKS URL's keys
+    /// are cached and refetched in the background (see [`RemoteJwks`]).
     pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, Unauthenticated> {
         let header = header.ok_or(Unauthenticated::Missing)?;
         let header = std::str::from_utf8(header).map_err(|_| Unauthenticated::Malformed)?;
@@ -390,39 +439,90 @@ impl Authenticator {
             .ok_or(Unauthenticated::Malformed)?;
         let head = jsonwebtoken::decode_header(token)
             .map_err(|_| Unauthenticated::Invalid("not a JWT".into()))?;
-        let (key, alg) = self
-            .keys
-            .get(&head.kid)
-            .or_else(|| self.keys.get(&None).filter(|_| self.keys.len() == 1))
-            .ok_or_else(|| Unauthenticated::Invalid("signed with an unknown key".into()))?;
+        let claims = match &self.keys {
+            Keys::Fixed(keys) => self.verify(token, pick(keys, &head.kid))?,
+            Keys::Remote(remote) => {
+                remote.refresh_if_stale();
+                let keys = remote.keys();
+                let key = pick(&keys, &head.kid);
+                if key.is_none() && remote.refetch_for(&head.kid) {
+                    return Err(Unauthenticated::Invalid(
+                        "signed with an unknown key; the identity provider's keys are being \
+                         fetched again: retry in a few seconds"
+                            .into(),
+                    ));
+                }
+                self.verify(token, key)?
+            }
+        };
+        claims::principal(&self.claims, claims)
+    }
+
+    /// Checks the signature, issuer, audience, times and lifetime; the claims.
+    fn verify(
+        &self,
+        token: &str,
+        key: Option<&(DecodingKey, Algorithm)>,
+    ) -> Result<Map<String, Value>, Unauthenticated> {
+        let invalid = |why: String| Unauthenticated::Invalid(why);
+        let (key, alg) = key.ok_or_else(|| invalid("signed with an unknown key".into()))?;
         let mut v = Validation::new(*alg);
         v.leeway = LEEWAY_SECS;
         v.validate_nbf = true;
         v.set_issuer(&[&self.issuer]);
+        // A string or an array of strings (Keycloak, Auth0, Okta): it must hold ours.
         v.set_audience(&[&self.audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(|e| {
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &v).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
-            Unauthenticated::Invalid(
-                match e.kind() {
-                    K::ExpiredSignature => "expired",
-                    K::InvalidSignature => "bad signature",
-                    K::InvalidAudience => "wrong audience",
-                    K::InvalidIssuer => "wrong issuer",
-                    K::ImmatureSignature => "not valid yet",
-                    K::InvalidAlgorithm => "wrong algorithm",
-                    K::MissingRequiredClaim(_) | K::InvalidClaimFormat(_) | K::Json(_) => {
-                        "claims are malformed"
-                    }
-                    _ => "cannot be verified",
-                }
-                .into(),
-            )
+            invalid(match e.kind() {
+                K::ExpiredSignature => "expired".into(),
+                K::InvalidSignature => "bad signature".into(),
+                K::InvalidAudience => "wrong audience".into(),
+                K::InvalidIssuer => "wrong issuer".into(),
+                K::ImmatureSignature => "not valid yet".into(),
+                K::InvalidAlgorithm => "wrong algorithm".into(),
+                K::MissingRequiredClaim(c) => format!("has no '{c}' claim"),
+                K::InvalidClaimFormat(c) => format!("claim '{c}' is malformed"),
+                K::Json(_) => "claims are malformed".into(),
+                _ => "cannot be verified".into(),
+            })
         })?;
-        if data.claims.roles.is_empty() {
-            return Err(Unauthenticated::Invalid("grants no role".into()));
+        let claims = data.claims;
+        if !claims.get("sub").is_some_and(Value::is_string) {
+            return Err(invalid("claim 'sub' is not a string".into()));
         }
-        Ok(Principal::from_claims(data.claims))
+        // The validation above parsed `exp` as a number; `iat` is optional.
+        let exp = claims.get("exp").and_then(Value::as_u64);
+        let iat = match claims.get("iat") {
+            None => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or_else(|| invalid("claim 'iat' is malformed".into()))?,
+            ),
+        };
+        if !self.max_lifetime.is_zero()
+            && let Some(exp) = exp
+        {
+            // From issue to expiry; a token dated in the future counts from now, so that a
+            // late `iat` cannot hide a long life.
+            let now = jsonwebtoken::get_current_timestamp();
+            let from = iat.map_or(now, |iat| iat.min(now));
+            let lifetime = exp.saturating_sub(from);
+            if lifetime > self.max_lifetime.as_secs() {
+                return Err(invalid(format!(
+                    "lives {lifetime} s from {} to exp, over the {} s the server accepts \
+                     (--auth-max-token-lifetime): issue shorter-lived tokens",
+                    if iat.is_some_and(|i| i <= now) {
+                        "iat"
+                    } else {
+                        "now"
+                    },
+                    self.max_lifetime.as_secs()
+                )));
+            }
+        }
+        Ok(claims)
     }
 }
 
@@ -437,7 +537,12 @@ pub struct TokenRequest {
     pub audience: String,
 }
 
-/// The signing key for [`issue`]: an HS256 secret, or an RSA/EC private key in PEM form.
+/// The signing key for [`issue`]: an HS256 secret, or an EC (P-256) private key in PEM
+/// form.
+///
+/// RSA keys are refused: the `rsa` crate's private-key operations are not constant-time
+/// (RUSTSEC-2023-0071, the Marvin attack), and signing is one. Verifying RS256 tokens from an
+/// identity provider only uses public keys, which the advisory does not concern.
 pub enum SigningKey {
     Secret(Vec<u8>),
     PrivateKeyPem { pem: Vec<u8>, kid: Option<String> },
@@ -458,14 +563,21 @@ pub fn issue(key: &SigningKey, req: &TokenRequest) -> Result<String, String> {
     let (header, key) = match key {
         SigningKey::Secret(s) => (Header::new(Algorithm::HS256), EncodingKey::from_secret(s)),
         SigningKey::PrivateKeyPem { pem, kid } => {
-            let (alg, key) = if let Ok(k) = EncodingKey::from_rsa_pem(pem) {
-                (Algorithm::RS256, k)
-            } else if let Ok(k) = EncodingKey::from_ec_pem(pem) {
-                (Algorithm::ES256, k)
-            } else {
-                return Err("the key is not an RSA or EC (P-256) private key in PEM form".into());
+            let key = match EncodingKey::from_ec_pem(pem) {
+                Ok(k) => k,
+                // Parsing only, to say what is wrong; nothing is signed with it.
+                Err(_) if EncodingKey::from_rsa_pem(pem).is_ok() => {
+                    return Err(
+                        "RSA keys do not sign Martix tokens (their signing is open to \
+                                a timing attack, RUSTSEC-2023-0071): use an EC P-256 key \
+                                (ES256) or a secret (HS256); RS256 tokens from an identity \
+                                provider still verify"
+                            .into(),
+                    );
+                }
+                Err(_) => return Err("the key is not an EC (P-256) private key in PEM form".into()),
             };
-            let mut h = Header::new(alg);
+            let mut h = Header::new(Algorithm::ES256);
             h.kid = kid.clone();
             (h, key)
         }
@@ -474,111 +586,4 @@ pub fn issue(key: &SigningKey, req: &TokenRequest) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
-
-    fn request(roles: Vec<Role>, ns: &[&str]) -> TokenRequest {
-        TokenRequest {
-            subject: "svc-a".into(),
-            roles,
-            namespaces: ns.iter().map(|s| s.to_string()).collect(),
-            ttl: Duration::from_secs(60),
-            issuer: DEFAULT_ISSUER.into(),
-            audience: DEFAULT_AUDIENCE.into(),
-        }
-    }
-
-    fn bearer(t: &str) -> Vec<u8> {
-        format!("Bearer {t}").into_bytes()
-    }
-
-    #[test]
-    fn permission_table_matches_the_roles() {
-        let allowed = |r: Role| Op::ALL.iter().filter(|op| op.allowed_for(r)).count();
-        assert_eq!(allowed(Role::Admin), Op::ALL.len());
-        assert_eq!(allowed(Role::Client), 5);
-        assert!(Op::QueryReadModel.allowed_for(Role::Client));
-        assert!(!Op::ReadEvents.allowed_for(Role::Client));
-        assert!(!Op::RebuildReadModel.allowed_for(Role::Operator));
-        assert!(!Op::CancelWorkflow.allowed_for(Role::Client));
-        assert!(!Op::StartWorkflow.allowed_for(Role::Worker));
-        assert!(Op::GetWorkflowHistory.allowed_for(Role::Worker));
-        assert!(!Op::PollWorkflowTask.allowed_for(Role::Operator));
-        assert!(!Op::ManageNamespaces.allowed_for(Role::Operator));
-    }
-
-    #[test]
-    fn a_signed_token_authenticates_and_names_its_grants() {
-        let auth = Authenticator::new(&AuthConfig::hs256(SECRET)).unwrap();
-        let t = issue(
-            &SigningKey::Secret(SECRET.to_vec()),
-            &request(vec![Role::Client], &["shop"]),
-        )
-        .unwrap();
-        let p = auth.authenticate(Some(&bearer(&t))).unwrap();
-        assert_eq!(p.subject, "svc-a");
-        assert!(p.authorize(Op::StartWorkflow, "shop").is_ok());
-        assert_eq!(
-            p.authorize(Op::StartWorkflow, "default"),
-            Err(Denied::Namespace("default".into()))
-        );
-        assert!(matches!(
-            p.authorize(Op::TerminateWorkflow, "shop"),
-            Err(Denied::Role { .. })
-        ));
-    }
-
-    #[test]
-    fn bad_tokens_are_refused_with_a_reason_that_hides_the_token() {
-        let auth = Authenticator::new(&AuthConfig::hs256(SECRET)).unwrap();
-        assert_eq!(auth.authenticate(None), Err(Unauthenticated::Missing));
-        assert_eq!(
-            auth.authenticate(Some(b"Basic abc")),
-            Err(Unauthenticated::Malformed)
-        );
-        let other = issue(
-            &SigningKey::Secret(b"another-secret-another-secret-xx".to_vec()),
-            &request(vec![Role::Admin], &["*"]),
-        )
-        .unwrap();
-        let e = auth.authenticate(Some(&bearer(&other))).unwrap_err();
-        assert_eq!(e, Unauthenticated::Invalid("bad signature".into()));
-        assert!(!e.to_string().contains(&other));
-        let mut wrong_aud = request(vec![Role::Admin], &["*"]);
-        wrong_aud.audience = "someone-else".into();
-        let t = issue(&SigningKey::Secret(SECRET.to_vec()), &wrong_aud).unwrap();
-        assert_eq!(
-            auth.authenticate(Some(&bearer(&t))),
-            Err(Unauthenticated::Invalid("wrong audience".into()))
-        );
-        // Expired beyond the leeway.
-        let now = jsonwebtoken::get_current_timestamp();
-        let past = Claims {
-            sub: "x".into(),
-            roles: vec![Role::Admin],
-            namespaces: vec!["*".into()],
-            iss: DEFAULT_ISSUER.into(),
-            aud: DEFAULT_AUDIENCE.into(),
-            iat: now - 600,
-            exp: now - 300,
-        };
-        let claims_past = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &past,
-            &EncodingKey::from_secret(SECRET),
-        )
-        .unwrap();
-        assert_eq!(
-            auth.authenticate(Some(&bearer(&claims_past))),
-            Err(Unauthenticated::Invalid("expired".into()))
-        );
-    }
-
-    #[test]
-    fn short_secrets_are_refused() {
-        assert!(Authenticator::new(&AuthConfig::hs256(b"short".to_vec())).is_err());
-    }
-}
+mod tests;
