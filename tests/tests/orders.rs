@@ -66,6 +66,23 @@ impl Env {
             .unwrap()
     }
 
+    /// Starts every order's saga without waiting for it.
+    async fn start_all(&self, orders: &[Order]) -> Vec<martix_sdk::WorkflowHandle> {
+        let mut runs = Vec::new();
+        for o in orders {
+            runs.push(
+                self.client
+                    .start_workflow(
+                        StartOptions::new(ORDER_WORKFLOW_TYPE, &o.order_id, &self.queue),
+                        o,
+                    )
+                    .await
+                    .unwrap(),
+            );
+        }
+        runs
+    }
+
     async fn assert_ledger(&self, completed: &[&Order]) {
         for c in self
             .adapters
@@ -341,18 +358,7 @@ async fn a_refund_refused_for_good_waits_for_an_operator(backend: Backend) {
         .iter()
         .map(|d| env.order(&format!("attention-{d}"), "cust-1", "ZZ", 1))
         .collect();
-    let mut runs = Vec::new();
-    for o in &orders {
-        runs.push(
-            env.client
-                .start_workflow(
-                    StartOptions::new(ORDER_WORKFLOW_TYPE, &o.order_id, &env.queue),
-                    o,
-                )
-                .await
-                .unwrap(),
-        );
-    }
+    let runs = env.start_all(&orders).await;
     for run in &runs {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -478,18 +484,7 @@ async fn a_payment_outage_opens_the_breaker_and_orders_finish_after_it(backend: 
     let orders: Vec<Order> = (0..4)
         .map(|i| env.order(&format!("outage-{i}"), "cust-1", "FR", 1))
         .collect();
-    let mut runs = Vec::new();
-    for o in &orders {
-        runs.push(
-            env.client
-                .start_workflow(
-                    StartOptions::new(ORDER_WORKFLOW_TYPE, &o.order_id, &env.queue),
-                    o,
-                )
-                .await
-                .unwrap(),
-        );
-    }
+    let runs = env.start_all(&orders).await;
     // Wait until the breaker has opened and turned calls away.
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
