@@ -156,6 +156,9 @@ pub enum WorkflowError {
     /// A value could not be encoded or decoded.
     #[error("payload: {0}")]
     Payload(#[from] serde_json::Error),
+    /// A signal's payload could not be decoded as the type its stream reads.
+    #[error(transparent)]
+    Signal(#[from] SignalError),
 }
 
 impl WorkflowError {
@@ -190,6 +193,19 @@ impl WorkflowError {
             },
         }
     }
+}
+
+/// A signal whose payload is not the type its [`SignalStream`](crate::SignalStream) reads:
+/// which signal, and why. The item of the stream, not a skip: the workflow decides whether to
+/// wait for the next one or fail (`?` turns it into [`WorkflowError::Signal`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("signal '{signal}': cannot decode its payload: {reason}")]
+#[non_exhaustive]
+pub struct SignalError {
+    /// The signal's name.
+    pub signal: String,
+    /// Why its payload did not decode.
+    pub reason: String,
 }
 
 /// The final failure of an activity, as the workflow sees it (after all retries).

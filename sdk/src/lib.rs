@@ -51,7 +51,7 @@ pub use client::{
     Client, ListOptions, NamespaceInfo, Page, PageToken, ResetPoint, StartOptions, WorkflowHandle,
 };
 pub use connection::ConnectOptions;
-pub use error::{ActivityError, ActivityFailure, ClientError, WorkflowError};
+pub use error::{ActivityError, ActivityFailure, ClientError, SignalError, WorkflowError};
 pub use history::WorkflowHistory;
 pub use martix_proto::v1 as proto;
 pub use replayer::{ReplayError, Replayer};

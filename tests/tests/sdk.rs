@@ -981,16 +981,12 @@ async fn long_running(ctx: ActivityContext, _: ()) -> Result<(), ActivityError> 
 }
 
 async fn with_deadline(ctx: WorkflowContext, _: ()) -> Result<&'static str, WorkflowError> {
-    use futures::FutureExt;
-    let work = ctx
-        .activity::<_, ()>(
-            "long_running",
-            &(),
-            opts().heartbeat_timeout(Duration::from_secs(5)),
-        )
-        .fuse();
-    let deadline = ctx.sleep(Duration::from_millis(300)).fuse();
-    futures::pin_mut!(work, deadline);
+    let mut work = ctx.activity::<_, ()>(
+        "long_running",
+        &(),
+        opts().heartbeat_timeout(Duration::from_secs(5)),
+    );
+    let mut deadline = ctx.sleep(Duration::from_millis(300));
     let winner = futures::select! {
         _ = work => "work",
         () = deadline => "deadline",

@@ -1,9 +1,11 @@
 //! `WorkflowContext`: the only door from workflow code to the world.
 
 use super::driver::Shared;
-use crate::error::{ActivityFailure, WorkflowError};
+use crate::error::{ActivityFailure, SignalError, WorkflowError};
 use crate::payload::{from_payload, to_payload};
 use futures::Stream;
+use futures::future::FusedFuture;
+use futures::stream::FusedStream;
 use martix_proto::v1 as pb;
 use pb::command::Attributes as C;
 use serde::Serialize;
@@ -342,6 +344,7 @@ impl WorkflowContext {
         CancelledFuture {
             shared: self.shared.clone(),
             token,
+            done: false,
         }
     }
 
@@ -387,6 +390,10 @@ impl<O: DeserializeOwned> Future for ActivityFuture<O> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        if this.done {
+            // Polled after it resolved (a `select!` loop): it never resolves again.
+            return Poll::Pending;
+        }
         let mut s = this.shared.lock().unwrap_or_else(|p| p.into_inner());
         let id = match &this.id {
             Some(id) => id.clone(),
@@ -434,6 +441,13 @@ impl<O: DeserializeOwned> Future for ActivityFuture<O> {
     }
 }
 
+/// Terminated once it resolved: `futures::select!` skips it then, so it needs no `.fuse()`.
+impl<O: DeserializeOwned> FusedFuture for ActivityFuture<O> {
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
 impl<O> Drop for ActivityFuture<O> {
     fn drop(&mut self) {
         if let (Some(id), false) = (&self.id, self.done) {
@@ -464,6 +478,9 @@ impl Future for TimerFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        if this.done {
+            return Poll::Pending;
+        }
         let mut s = this.shared.lock().unwrap_or_else(|p| p.into_inner());
         let id = match &this.id {
             Some(id) => id.clone(),
@@ -491,6 +508,13 @@ impl Future for TimerFuture {
     }
 }
 
+/// Terminated once it fired: `futures::select!` needs no `.fuse()`.
+impl FusedFuture for TimerFuture {
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
 impl Drop for TimerFuture {
     fn drop(&mut self) {
         if let (Some(id), false) = (&self.id, self.done) {
@@ -505,7 +529,26 @@ impl Drop for TimerFuture {
     }
 }
 
-/// The signals of one name, as a stream that never ends.
+/// The signals of one name, in the order they arrived, as a stream that never ends (it is
+/// never terminated, so `futures::select!` takes it without `.fuse()`).
+///
+/// Each signal's payload is decoded once, when it is taken: an item is the value, or a
+/// [`SignalError`] naming the signal and why its payload is not a `T`. A bad signal is an
+/// item like any other, never skipped in silence; the workflow decides (`?` fails the run).
+///
+/// ```no_run
+/// # use martix_sdk::{WorkflowContext, WorkflowError};
+/// use futures::StreamExt;
+/// async fn approval(ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+///     let mut approvals = ctx.signal::<String>("approve");
+///     // One that already arrived, without waiting...
+///     if let Some(early) = approvals.try_next() {
+///         return Ok(early?);
+///     }
+///     // ...else the next to arrive.
+///     Ok(approvals.next().await.expect("a signal stream never ends")?)
+/// }
+/// ```
 pub struct SignalStream<T> {
     shared: Arc<Mutex<Shared>>,
     name: String,
@@ -516,15 +559,43 @@ pub struct SignalStream<T> {
 
 impl<T> Unpin for SignalStream<T> {}
 
+impl<T: DeserializeOwned> SignalStream<T> {
+    /// The signal's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The next signal that already arrived and was not taken yet, without waiting; `None`
+    /// when there is none. Deterministic: on replay it sees the signals the run saw at this
+    /// point.
+    ///
+    /// This inherent method takes precedence over `futures::TryStreamExt::try_next` (a future
+    /// that waits); use `StreamExt::next` to wait.
+    pub fn try_next(&mut self) -> Option<Result<T, SignalError>> {
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let payload = s.signals.get_mut(&self.name).and_then(|q| q.pop_front())?;
+        drop(s);
+        Some(self.decode(payload))
+    }
+
+    fn decode(&self, payload: Option<pb::Payload>) -> Result<T, SignalError> {
+        from_payload(payload.as_ref()).map_err(|e| SignalError {
+            signal: self.name.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
 impl<T: DeserializeOwned> Stream for SignalStream<T> {
-    type Item = Result<T, serde_json::Error>;
+    type Item = Result<T, SignalError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         match s.signals.get_mut(&self.name).and_then(|q| q.pop_front()) {
             Some(p) => {
                 s.waiters.forget_signal(self.token);
-                Poll::Ready(Some(from_payload(p.as_ref())))
+                drop(s);
+                Poll::Ready(Some(self.decode(p)))
             }
             None => {
                 // Woken when the driver applies a signal of this name.
@@ -532,6 +603,13 @@ impl<T: DeserializeOwned> Stream for SignalStream<T> {
                 Poll::Pending
             }
         }
+    }
+}
+
+/// Never terminated: a workflow's signal stream ends only with its run.
+impl<T: DeserializeOwned> FusedStream for SignalStream<T> {
+    fn is_terminated(&self) -> bool {
+        false
     }
 }
 
@@ -550,21 +628,34 @@ pub struct CancelledFuture {
     shared: Arc<Mutex<Shared>>,
     /// Its key among the futures waiting for cancellation (see `Waiters`).
     token: u64,
+    done: bool,
 }
 
 impl Future for CancelledFuture {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.done {
+            return Poll::Pending;
+        }
         let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         if s.cancel_requested {
             s.waiters.forget_cancellation(self.token);
+            drop(s);
+            self.done = true;
             Poll::Ready(())
         } else {
             // Woken when the driver applies the cancellation request.
             s.waiters.wait_cancellation(self.token, cx.waker());
             Poll::Pending
         }
+    }
+}
+
+/// Terminated once it resolved: `futures::select!` needs no `.fuse()`.
+impl FusedFuture for CancelledFuture {
+    fn is_terminated(&self) -> bool {
+        self.done
     }
 }
 

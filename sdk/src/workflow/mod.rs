@@ -13,7 +13,10 @@ pub(crate) mod context;
 mod driver;
 mod wake;
 
-pub use context::{ActivityOptions, SignalStream, WorkflowContext, WorkflowInfo};
+pub use context::{
+    ActivityFuture, ActivityOptions, CancelledFuture, SignalStream, TimerFuture, WorkflowContext,
+    WorkflowInfo,
+};
 pub use driver::Nondeterminism;
 pub(crate) use driver::{ActivationError, RunDriver};
 

@@ -280,9 +280,9 @@ fn parallel_activities_are_scheduled_together_and_joined() {
 }
 
 async fn race(ctx: WorkflowContext, _: ()) -> Result<&'static str, WorkflowError> {
-    let act = ctx.activity::<_, String>("slow", &(), opts()).fuse();
-    let timer = ctx.sleep(Duration::from_secs(30)).fuse();
-    futures::pin_mut!(act, timer);
+    // The SDK's futures are fused and `Unpin`: `select!` takes them as they are.
+    let mut act = ctx.activity::<_, String>("slow", &(), opts());
+    let mut timer = ctx.sleep(Duration::from_secs(30));
     futures::select! {
         _ = act => Ok("activity"),
         () = timer => Ok("timer"),
@@ -335,10 +335,130 @@ fn signals_sent_before_and_after_the_workflow_waits_are_delivered_in_order() {
     );
 }
 
+/// Waits for `go` signals and a timer in one `select_biased!` loop (no `.fuse()`): the timer, once
+/// fired, is terminated and skipped; the stream never ends.
+async fn select_loop(ctx: WorkflowContext, _: ()) -> Result<(Vec<String>, bool), WorkflowError> {
+    let mut go = ctx.signal::<String>("go");
+    let mut timer = ctx.sleep(Duration::from_secs(10));
+    let mut seen = Vec::new();
+    let mut fired = false;
+    while seen.len() < 2 {
+        futures::select_biased! {
+            s = go.next() => seen.push(s.expect("never ends")?),
+            () = timer => fired = true,
+        }
+    }
+    Ok((seen, fired))
+}
+
+#[test]
+fn sdk_futures_and_streams_are_fused_for_select_loops() {
+    use futures::future::FusedFuture;
+    use futures::stream::FusedStream;
+    let f = erase(select_loop);
+    let mut d = driver(f.clone());
+    let mut h = Hist::start("");
+    assert_eq!(step(&mut d, &mut h), ["StartTimer(id=1)"]);
+    h.timer_fired("1");
+    h.signal("go", "a");
+    h.wft();
+    assert!(step(&mut d, &mut h).is_empty(), "one signal so far");
+    h.signal("go", "b");
+    h.wft();
+    assert_eq!(step(&mut d, &mut h), ["CompleteWorkflow"]);
+    replays(f, &h).unwrap();
+    let result = h.events.iter().find_map(|e| match &e.attributes {
+        Some(A::WorkflowExecutionCompleted(c)) => c.result.clone(),
+        _ => None,
+    });
+    assert_eq!(
+        from_payload::<(Vec<String>, bool)>(result.as_ref()).unwrap(),
+        (vec!["a".to_owned(), "b".to_owned()], true)
+    );
+    // A stream that never ends is never terminated; a future not polled yet is not either.
+    let shared = Arc::new(Mutex::new(Shared::new(0)));
+    let ctx = WorkflowContext::new(shared, d.info.clone());
+    assert!(!ctx.signal::<String>("go").is_terminated());
+    assert!(!ctx.sleep(Duration::from_secs(1)).is_terminated());
+    assert!(!ctx.cancelled().is_terminated());
+}
+
+/// Takes the signals that already arrived without waiting, then says what it found.
+async fn early_signals(ctx: WorkflowContext, _: ()) -> Result<Vec<String>, WorkflowError> {
+    let mut go = ctx.signal::<u32>("go");
+    let mut found = Vec::new();
+    while let Some(s) = go.try_next() {
+        found.push(match s {
+            Ok(n) => n.to_string(),
+            Err(e) => e.to_string(),
+        });
+    }
+    Ok(found)
+}
+
+#[test]
+fn try_next_takes_the_signals_that_arrived_and_names_one_that_does_not_decode() {
+    let f = erase(early_signals);
+    let mut d = driver(f.clone());
+    let mut h = Hist::start("");
+    h.push(A::WorkflowExecutionSignaled(
+        pb::WorkflowExecutionSignaledAttributes {
+            signal_name: "go".into(),
+            input: Some(to_payload(&7).unwrap()),
+            identity: String::new(),
+        },
+    ));
+    h.signal("go", "not a number");
+    assert_eq!(step(&mut d, &mut h), ["CompleteWorkflow"]);
+    replays(f, &h).unwrap();
+    let result = h.events.iter().find_map(|e| match &e.attributes {
+        Some(A::WorkflowExecutionCompleted(c)) => c.result.clone(),
+        _ => None,
+    });
+    let found = from_payload::<Vec<String>>(result.as_ref()).unwrap();
+    assert_eq!(found[0], "7");
+    assert!(
+        found[1].starts_with("signal 'go': cannot decode its payload: invalid type: string"),
+        "{found:?}"
+    );
+    assert_eq!(
+        found.len(),
+        2,
+        "no signal left: try_next answers None at once"
+    );
+}
+
+/// `?` on a signal that does not decode fails the run, naming the signal.
+async fn strict_signal(ctx: WorkflowContext, _: ()) -> Result<u32, WorkflowError> {
+    Ok(ctx
+        .signal::<u32>("amount")
+        .next()
+        .await
+        .expect("never ends")?)
+}
+
+#[test]
+fn a_signal_that_does_not_decode_fails_the_run_naming_it() {
+    let mut d = driver(erase(strict_signal));
+    let mut h = Hist::start("");
+    h.signal("amount", "ten");
+    d.apply_history(&h.events).unwrap();
+    let cmds = d.activate_live().unwrap();
+    match &cmds[0].attributes {
+        Some(C::FailWorkflow(f)) => {
+            let f = f.failure.as_ref().unwrap();
+            assert!(
+                f.message.starts_with("signal 'amount': cannot decode"),
+                "{f:?}"
+            );
+        }
+        other => panic!("expected FailWorkflow, got {other:?}"),
+    }
+}
+
 async fn cancellable(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
-    let act = ctx.activity::<_, ()>("ship", &(), opts()).fuse();
-    let cancelled = ctx.cancelled().fuse();
-    futures::pin_mut!(act, cancelled);
+    let mut act = ctx.activity::<_, ()>("ship", &(), opts());
+    let mut cancelled = ctx.cancelled();
     futures::select! {
         r = act => Ok(r?),
         () = cancelled => Err(WorkflowError::Canceled),

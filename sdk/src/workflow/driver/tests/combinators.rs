@@ -239,10 +239,9 @@ fn a_workflow_blocked_on_nothing_durable_fails_its_task_saying_why() {
 /// Waits only for a signal or for cancellation: durable, however long it takes.
 async fn waits_for_the_engine(ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
     let mut go = ctx.signal::<String>("go");
-    let cancelled = ctx.cancelled().fuse();
-    futures::pin_mut!(cancelled);
+    let mut cancelled = ctx.cancelled();
     futures::select! {
-        s = go.next().fuse() => Ok(s.expect("signals never end")?),
+        s = go.next() => Ok(s.expect("signals never end")?),
         () = cancelled => Err(WorkflowError::Canceled),
     }
 }
