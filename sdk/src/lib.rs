@@ -57,7 +57,9 @@ pub use martix_proto::v1 as proto;
 pub use replayer::{ReplayError, Replayer};
 pub use saga::{CompensationFailure, Saga};
 pub use worker::{BreakerReporter, BreakerState, Worker, WorkerOptions, WorkerStats};
-pub use workflow::{ActivityOptions, Nondeterminism, SignalStream, WorkflowContext, WorkflowInfo};
+pub use workflow::{
+    ActivityOptions, Nondeterminism, RetryPolicy, SignalStream, WorkflowContext, WorkflowInfo,
+};
 
 /// The largest answer the SDK's clients accept from the engine: an answer may carry several
 /// payloads of the engine's limit (a result, the events a completion appended, the inputs of

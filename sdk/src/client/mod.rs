@@ -10,7 +10,7 @@ use crate::connection::{ConnectOptions, Transport};
 use crate::error::ClientError;
 use crate::history::WorkflowHistory;
 use crate::payload::{from_payload, to_payload};
-use crate::workflow::context::dur;
+use crate::workflow::options::dur;
 use futures::Stream;
 
 use martix_proto::v1 as pb;

@@ -1,6 +1,7 @@
 //! `WorkflowContext`: the only door from workflow code to the world.
 
 use super::driver::Shared;
+use super::options::{ActivityOptions, dur};
 use crate::error::{ActivityFailure, SignalError, WorkflowError};
 use crate::payload::{from_payload, to_payload};
 use futures::Stream;
@@ -67,99 +68,15 @@ impl WorkflowInfo {
     }
 }
 
-/// Options of one activity call. Unset timeouts take the engine's defaults; unset retry
-/// policy fields take the engine's defaults (1 s doubling to 100 s, unlimited attempts).
-#[derive(Clone, Debug, Default)]
-#[non_exhaustive]
-pub struct ActivityOptions {
-    /// Run it on another queue than the workflow's.
-    pub task_queue: Option<String>,
-    /// Longest time one attempt may take.
-    pub start_to_close_timeout: Option<Duration>,
-    /// Longest time all attempts together may take.
-    pub schedule_to_close_timeout: Option<Duration>,
-    /// Longest time the activity may wait for a worker.
-    pub schedule_to_start_timeout: Option<Duration>,
-    /// Longest gap between heartbeats.
-    pub heartbeat_timeout: Option<Duration>,
-    /// How failed attempts are retried.
-    pub retry_policy: Option<pb::RetryPolicy>,
-}
-
-impl ActivityOptions {
-    /// Options with a start-to-close timeout, the one most activities need.
-    pub fn new(start_to_close_timeout: Duration) -> Self {
-        Self {
-            start_to_close_timeout: Some(start_to_close_timeout),
-            ..Default::default()
-        }
-    }
-
-    /// Sets the retry policy.
-    pub fn retry_policy(mut self, policy: pb::RetryPolicy) -> Self {
-        self.retry_policy = Some(policy);
-        self
-    }
-
-    /// Allows at most `n` attempts.
-    pub fn maximum_attempts(mut self, n: i32) -> Self {
-        self.retry_policy
-            .get_or_insert_with(Default::default)
-            .maximum_attempts = n;
-        self
-    }
-
-    /// Sets the first retry interval.
-    pub fn initial_interval(mut self, d: Duration) -> Self {
-        self.retry_policy
-            .get_or_insert_with(Default::default)
-            .initial_interval = Some(dur(d));
-        self
-    }
-
-    /// Caps the interval between retries.
-    pub fn maximum_interval(mut self, d: Duration) -> Self {
-        self.retry_policy
-            .get_or_insert_with(Default::default)
-            .maximum_interval = Some(dur(d));
-        self
-    }
-
-    /// Failures of these types are not retried.
-    pub fn non_retryable(mut self, types: &[&str]) -> Self {
-        self.retry_policy
-            .get_or_insert_with(Default::default)
-            .non_retryable_error_types
-            .extend(types.iter().map(|t| (*t).to_owned()));
-        self
-    }
-
-    /// Runs the activity on `queue`.
-    pub fn task_queue(mut self, queue: impl Into<String>) -> Self {
-        self.task_queue = Some(queue.into());
-        self
-    }
-
-    /// Sets the heartbeat timeout.
-    pub fn heartbeat_timeout(mut self, d: Duration) -> Self {
-        self.heartbeat_timeout = Some(d);
-        self
-    }
-}
-
-pub(crate) fn dur(d: Duration) -> pbjson_types::Duration {
-    pbjson_types::Duration {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
 /// The workflow's handle on its run: activities, timers, signals, time, randomness,
 /// cancellation and versioning, all deterministic on replay. Cheap to clone.
 #[derive(Clone)]
 pub struct WorkflowContext {
     pub(crate) shared: Arc<Mutex<Shared>>,
     info: Arc<WorkflowInfo>,
+    /// What the activities started through this context inherit (see
+    /// [`WorkflowContext::with_activity_defaults`]).
+    activity_defaults: Arc<ActivityOptions>,
 }
 
 impl WorkflowContext {
@@ -167,7 +84,40 @@ impl WorkflowContext {
         Self {
             shared,
             info: Arc::new(info),
+            activity_defaults: Arc::default(),
         }
+    }
+
+    /// The same run, whose activities inherit `defaults` for the options their call leaves
+    /// unset: timeouts, queue, each retry policy field. A call's own options win; what
+    /// neither sets is the engine's default (see [`ActivityOptions`]). Set it once at the top
+    /// of a workflow; the defaults are not recorded in history, only the options of each
+    /// activity they produce.
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{WorkflowContext, WorkflowError, ActivityOptions};
+    /// # use std::time::Duration;
+    /// async fn order(ctx: WorkflowContext, sku: String) -> Result<(), WorkflowError> {
+    ///     let ctx = ctx.with_activity_defaults(
+    ///         ActivityOptions::new(Duration::from_secs(10)).initial_interval(Duration::from_millis(200)),
+    ///     );
+    ///     // 10 s per attempt, retried from 200 ms, at most 3 attempts.
+    ///     let _: String = ctx
+    ///         .activity("reserve", &sku, ActivityOptions::default().maximum_attempts(3))
+    ///         .await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn with_activity_defaults(&self, defaults: ActivityOptions) -> WorkflowContext {
+        WorkflowContext {
+            activity_defaults: Arc::new(defaults),
+            ..self.clone()
+        }
+    }
+
+    /// The options activities started through this context inherit.
+    pub fn activity_defaults(&self) -> &ActivityOptions {
+        &self.activity_defaults
     }
 
     fn state(&self) -> MutexGuard<'_, Shared> {
@@ -180,7 +130,8 @@ impl WorkflowContext {
     }
 
     /// Runs activity `activity_type` with `input` and waits for its final outcome (after the
-    /// engine's retries). The input is JSON-encoded; the output decoded from JSON.
+    /// engine's retries). The input is JSON-encoded; the output decoded from JSON. Options
+    /// `options` leaves unset are the context's [defaults](WorkflowContext::with_activity_defaults).
     ///
     /// ```no_run
     /// # use martix_sdk::{WorkflowContext, WorkflowError, ActivityOptions};
@@ -203,7 +154,7 @@ impl WorkflowContext {
             shared: self.shared.clone(),
             activity_type: activity_type.to_owned(),
             input,
-            options,
+            options: options.or(&self.activity_defaults),
             id: None,
             done: false,
             _out: PhantomData,
@@ -399,18 +350,11 @@ impl<O: DeserializeOwned> Future for ActivityFuture<O> {
             Some(id) => id.clone(),
             None => {
                 let id = s.next_seq().to_string();
-                let o = &this.options;
-                s.push_command(C::ScheduleActivity(pb::ScheduleActivityTaskCommand {
-                    activity_id: id.clone(),
-                    activity_type: this.activity_type.clone(),
-                    task_queue: o.task_queue.clone().unwrap_or_default(),
-                    input: this.input.take(),
-                    schedule_to_close_timeout: o.schedule_to_close_timeout.map(dur),
-                    schedule_to_start_timeout: o.schedule_to_start_timeout.map(dur),
-                    start_to_close_timeout: o.start_to_close_timeout.map(dur),
-                    heartbeat_timeout: o.heartbeat_timeout.map(dur),
-                    retry_policy: o.retry_policy.clone(),
-                }));
+                s.push_command(C::ScheduleActivity(this.options.schedule_command(
+                    id.clone(),
+                    this.activity_type.clone(),
+                    this.input.take(),
+                )));
                 s.activities.insert(id.clone(), None);
                 this.id = Some(id.clone());
                 id

@@ -456,6 +456,42 @@ fn a_signal_that_does_not_decode_fails_the_run_naming_it() {
     }
 }
 
+async fn with_defaults(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+    let ctx = ctx.with_activity_defaults(
+        ActivityOptions::new(Duration::from_secs(7)).initial_interval(Duration::from_millis(200)),
+    );
+    let a = ctx.activity::<_, ()>("a", &(), ActivityOptions::default().maximum_attempts(3));
+    let b = ctx.activity::<_, ()>("b", &(), opts());
+    let (a, b) = futures::join!(a, b);
+    Ok(a.and(b)?)
+}
+
+#[test]
+fn workflow_defaults_fill_what_a_call_leaves_unset() {
+    let mut d = driver(erase(with_defaults));
+    let h = Hist::start("");
+    d.apply_history(&h.events).unwrap();
+    let scheduled: Vec<_> = d
+        .activate_live()
+        .unwrap()
+        .into_iter()
+        .map(|c| match c.attributes {
+            Some(C::ScheduleActivity(s)) => s,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let secs = |d: &Option<pbjson_types::Duration>| d.as_ref().map(|d| d.seconds);
+    assert_eq!(secs(&scheduled[0].start_to_close_timeout), Some(7));
+    let policy = scheduled[0].retry_policy.clone().unwrap();
+    assert_eq!(policy.maximum_attempts, 3);
+    assert_eq!(policy.initial_interval.unwrap().nanos, 200_000_000);
+    assert_eq!(
+        secs(&scheduled[1].start_to_close_timeout),
+        Some(5),
+        "the call's own timeout wins"
+    );
+}
+
 async fn cancellable(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
     let mut act = ctx.activity::<_, ()>("ship", &(), opts());
     let mut cancelled = ctx.cancelled();
