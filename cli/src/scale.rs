@@ -64,10 +64,9 @@ pub(crate) async fn history(address: &str, client: &Client, activities: u32) -> 
     // Built when the run waits for the signal: its last event is a completed workflow task.
     loop {
         let d = run.describe().await?;
-        let info = d.info.unwrap_or_default();
         if d.pending_activities.is_empty()
             && d.pending_workflow_task.is_none()
-            && info.history_length >= i64::from(activities) * 4
+            && d.summary.history_length >= i64::from(activities) * 4
         {
             break;
         }

@@ -48,11 +48,19 @@ pub mod workflow;
 
 pub use activity::ActivityContext;
 pub use client::{
-    Client, ListOptions, NamespaceInfo, Page, PageToken, ResetPoint, StartOptions, WorkflowHandle,
+    Client, IdReusePolicy, ListOptions, NamespaceInfo, Page, PageToken, ResetPoint, RunOutcome,
+    StartOptions, WorkflowDescription, WorkflowHandle, WorkflowStatus, WorkflowSummary,
 };
 pub use connection::ConnectOptions;
-pub use error::{ActivityError, ActivityFailure, ClientError, SignalError, WorkflowError};
+pub use error::{
+    ActivityError, ActivityFailure, ClientError, ContinueAsNew, Failure, SignalError, WorkflowError,
+};
 pub use history::WorkflowHistory;
+/// The engine's wire types (protobuf), the low-level escape hatch: history events (what
+/// [`WorkflowHandle::history`] reads and the [`Replayer`] replays) are these, and
+/// `into_proto` on [`WorkflowDescription`], [`WorkflowSummary`] and [`RunOutcome`] gives the
+/// engine's answer as it came, for tools that print the wire form. No other high-level call
+/// takes or returns them.
 pub use martix_proto::v1 as proto;
 pub use replayer::{ReplayError, Replayer};
 pub use saga::{CompensationFailure, Saga};

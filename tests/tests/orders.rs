@@ -126,8 +126,8 @@ async fn every_outcome_path(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        run.info.unwrap().status,
-        martix_sdk::proto::WorkflowStatus::Compensated as i32,
+        run.summary.status,
+        martix_sdk::WorkflowStatus::Compensated,
         "a saga that compensated ends COMPENSATED"
     );
     assert_eq!(o.failed_step.as_deref(), Some("payment"));
@@ -260,10 +260,7 @@ async fn a_second_run_of_an_order_id_is_its_own(backend: Backend) {
         .describe()
         .await
         .unwrap()
-        .info
-        .unwrap()
-        .execution
-        .unwrap()
+        .summary
         .run_id;
     let opts = || StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, &env.queue);
     let again = env.client.start_workflow(opts(), &order).await.unwrap();
@@ -282,7 +279,7 @@ async fn a_second_run_of_an_order_id_is_its_own(backend: Backend) {
     let second = env
         .client
         .start_workflow(
-            opts().id_reuse_policy(martix_proto::v1::IdReusePolicy::AllowDuplicate),
+            opts().id_reuse_policy(martix_sdk::IdReusePolicy::AllowDuplicate),
             &other,
         )
         .await
@@ -362,10 +359,10 @@ async fn a_refund_refused_for_good_waits_for_an_operator(backend: Backend) {
     for run in &runs {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let info = run.describe().await.unwrap().info.unwrap();
-            if !info.attention.is_empty() {
-                assert!(info.attention.contains("RefundRefused"), "{info:?}");
-                assert!(info.attention_since.is_some());
+            let info = run.describe().await.unwrap().summary;
+            if let Some(attention) = &info.attention {
+                assert!(attention.reason.contains("RefundRefused"), "{info:?}");
+                assert!(attention.since.is_some());
                 break;
             }
             assert!(
@@ -411,15 +408,7 @@ async fn a_refund_refused_for_good_waits_for_an_operator(backend: Backend) {
             .await
             .unwrap()
             .unwrap();
-        assert!(
-            run.describe()
-                .await
-                .unwrap()
-                .info
-                .unwrap()
-                .attention
-                .is_empty()
-        );
+        assert!(run.describe().await.unwrap().summary.attention.is_none());
         outcomes.push(o);
     }
     assert_eq!(outcomes[0].status, "compensated", "{:?}", outcomes[0]);

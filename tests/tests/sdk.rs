@@ -1084,17 +1084,14 @@ async fn the_replayer_checks_changes_against_real_histories(backend: Backend) {
 }
 
 /// The workflow ids of runs, in order.
-fn ids(runs: &[martix_sdk::proto::WorkflowExecutionInfo]) -> Vec<String> {
-    runs.iter()
-        .map(|r| r.execution.clone().unwrap_or_default().workflow_id)
-        .collect()
+fn ids(runs: &[martix_sdk::WorkflowSummary]) -> Vec<String> {
+    runs.iter().map(|r| r.workflow_id.clone()).collect()
 }
 
 async fn the_client_lists_in_pages_and_steers_runs_by_handle(backend: Backend) {
     use futures::TryStreamExt;
-    use martix_sdk::proto::WorkflowStatus;
     use martix_sdk::proto::history_event::Attributes as A;
-    use martix_sdk::{ClientError, ListOptions, PageToken};
+    use martix_sdk::{ClientError, ListOptions, PageToken, WorkflowStatus};
     let engine = TestEngine::start(backend, config()).await;
     let client = Client::connect(engine.endpoint.clone()).await.unwrap();
     let prefix = unique("listed");
@@ -1151,7 +1148,7 @@ async fn the_client_lists_in_pages_and_steers_runs_by_handle(backend: Backend) {
     let run = client.handle(format!("{prefix}-0"));
     let r = run.poll_result(Duration::ZERO).await.unwrap();
     assert!(!r.closed);
-    assert_eq!(r.status, WorkflowStatus::Running as i32);
+    assert_eq!(r.status, WorkflowStatus::Running);
     run.cancel("changed my mind").await.unwrap();
     assert!(run.describe().await.unwrap().cancel_requested);
     let follower = tokio::spawn({
@@ -1172,7 +1169,7 @@ async fn the_client_lists_in_pages_and_steers_runs_by_handle(backend: Backend) {
     ));
     let r = run.poll_result(Duration::from_secs(5)).await.unwrap();
     assert!(r.closed);
-    assert_eq!(r.status, WorkflowStatus::Terminated as i32);
+    assert_eq!(r.status, WorkflowStatus::Terminated);
     let page = run.history_page(None).await.unwrap();
     assert_eq!(page.items, followed);
     assert!(page.next_page_token.is_none());
@@ -1229,15 +1226,13 @@ async fn patient(ctx: WorkflowContext, _: ()) -> Result<i32, WorkflowError> {
 }
 
 /// Waits until the latest run of `run`'s id has an activity waiting for its next attempt.
-async fn backing_off(
-    run: &martix_sdk::WorkflowHandle,
-) -> martix_sdk::proto::DescribeWorkflowResponse {
+async fn backing_off(run: &martix_sdk::WorkflowHandle) -> martix_sdk::WorkflowDescription {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let d = run.describe().await.unwrap();
         if d.pending_activities
             .iter()
-            .any(|a| a.state == martix_sdk::proto::PendingActivityState::BackingOff as i32)
+            .any(|a| a.state == martix_sdk::client::PendingActivityState::BackingOff)
         {
             return d;
         }
@@ -1250,8 +1245,7 @@ async fn backing_off(
 }
 
 async fn an_operator_resets_a_run_and_retries_its_activity_now(backend: Backend) {
-    use martix_sdk::proto::WorkflowStatus;
-    use martix_sdk::{ClientError, ResetPoint};
+    use martix_sdk::{ClientError, ResetPoint, WorkflowStatus};
     let engine = TestEngine::start(backend, config()).await;
     let q = unique("patient");
     let (_running, client) = start_worker(&engine, &q, |w| {
@@ -1278,7 +1272,7 @@ async fn an_operator_resets_a_run_and_retries_its_activity_now(backend: Backend)
         .await
         .unwrap();
     assert!(old.closed);
-    assert_eq!(old.status, WorkflowStatus::Terminated as i32);
+    assert_eq!(old.status, WorkflowStatus::Terminated);
     let latest = client.handle(&id);
     backing_off(&latest).await;
     // An activity id that does not wait is the engine's message, not a missing workflow.

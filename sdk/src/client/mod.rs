@@ -9,7 +9,7 @@
 use crate::connection::{ConnectOptions, Transport};
 use crate::error::ClientError;
 use crate::history::WorkflowHistory;
-use crate::payload::{from_payload, to_payload};
+use crate::payload::to_payload;
 use crate::workflow::options::dur;
 use futures::Stream;
 
@@ -22,9 +22,16 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use tracing::Instrument;
 
+mod description;
 mod options;
 
-pub use options::{ListOptions, NamespaceInfo, Page, PageToken, ResetPoint, StartOptions};
+pub use description::{
+    Attention, OpenBreaker, PendingActivity, PendingActivityState, PendingTimer,
+    PendingWorkflowTask, Poller, RunOutcome, WorkflowDescription, WorkflowStatus, WorkflowSummary,
+};
+pub use options::{
+    IdReusePolicy, ListOptions, NamespaceInfo, Page, PageToken, ResetPoint, StartOptions,
+};
 
 /// How often [`WorkflowHandle::follow_history`] looks for new events.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
@@ -108,7 +115,7 @@ impl Client {
             workflow_execution_timeout: options.execution_timeout.map(dur),
             workflow_run_timeout: options.run_timeout.map(dur),
             workflow_task_timeout: options.task_timeout.map(dur),
-            id_reuse_policy: options.id_reuse_policy as i32,
+            id_reuse_policy: pb::IdReusePolicy::from(options.id_reuse_policy) as i32,
             identity: self.identity.clone(),
             memo,
         })
@@ -195,12 +202,12 @@ impl Client {
     ///
     /// ```no_run
     /// # async fn run(client: martix_sdk::Client) -> Result<(), martix_sdk::ClientError> {
-    /// use martix_sdk::{ListOptions, proto::WorkflowStatus};
+    /// use martix_sdk::{ListOptions, WorkflowStatus};
     /// let mut options = ListOptions::new().status(WorkflowStatus::Failed);
     /// loop {
     ///     let page = client.list_workflows(&options).await?;
     ///     for run in &page.items {
-    ///         println!("{:?}", run.execution);
+    ///         println!("{} {}", run.workflow_id, run.run_id);
     ///     }
     ///     let Some(next) = page.next_page_token else { break };
     ///     options = options.page_token(next);
@@ -210,7 +217,7 @@ impl Client {
     pub async fn list_workflows(
         &self,
         options: &ListOptions,
-    ) -> Result<Page<pb::WorkflowExecutionInfo>, ClientError> {
+    ) -> Result<Page<WorkflowSummary>, ClientError> {
         let r = self
             .inner
             .clone()
@@ -218,7 +225,7 @@ impl Client {
             .await?
             .into_inner();
         Ok(Page {
-            items: r.executions,
+            items: r.executions.into_iter().map(Into::into).collect(),
             next_page_token: PageToken::next(r.next_page_token),
         })
     }
@@ -228,7 +235,7 @@ impl Client {
     pub async fn list_all_workflows(
         &self,
         options: &ListOptions,
-    ) -> Result<Vec<pb::WorkflowExecutionInfo>, ClientError> {
+    ) -> Result<Vec<WorkflowSummary>, ClientError> {
         let mut options = options.clone();
         let mut runs = Vec::new();
         loop {
@@ -368,24 +375,15 @@ impl WorkflowHandle {
             if !r.closed {
                 continue;
             }
-            if !r.new_run_id.is_empty() {
-                run.run_id = r.new_run_id;
+            if let Some(next) = r.new_run_id {
+                run.run_id = next;
                 continue;
             }
-            if r.status == pb::WorkflowStatus::Completed as i32
-                || r.status == pb::WorkflowStatus::Compensated as i32
-            {
-                return Ok(from_payload(r.result.as_ref())?);
+            if r.status.is_success() {
+                return r.result();
             }
-            let status = pb::WorkflowStatus::try_from(r.status)
-                .map(|s| {
-                    s.as_str_name()
-                        .trim_start_matches("WORKFLOW_STATUS_")
-                        .to_lowercase()
-                })
-                .unwrap_or_default();
             return Err(ClientError::WorkflowFailed {
-                status,
+                status: r.status.to_string(),
                 failure: r.failure.map(|f| f.message).unwrap_or_default(),
             });
         }
@@ -404,10 +402,7 @@ impl WorkflowHandle {
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn poll_result(
-        &self,
-        wait: Duration,
-    ) -> Result<pb::GetWorkflowResultResponse, ClientError> {
+    pub async fn poll_result(&self, wait: Duration) -> Result<RunOutcome, ClientError> {
         self.inner()
             .get_workflow_result(pb::GetWorkflowResultRequest {
                 namespace: self.client.namespace.clone(),
@@ -415,23 +410,36 @@ impl WorkflowHandle {
                 wait: (!wait.is_zero()).then(|| dur(wait)),
             })
             .await
-            .map(tonic::Response::into_inner)
+            .map(|r| r.into_inner().into())
             .map_err(|s| self.error(s))
     }
 
-    /// Status, pending activities and timers.
-    pub async fn describe(&self) -> Result<pb::DescribeWorkflowResponse, ClientError> {
+    /// The run's status, what it waits for (activities, timers, its workflow task), and who
+    /// polls its queue.
+    ///
+    /// ```no_run
+    /// # async fn run(client: martix_sdk::Client) -> Result<(), martix_sdk::ClientError> {
+    /// let d = client.handle("order-17").describe().await?;
+    /// println!("{} is {}", d.summary.workflow_id, d.summary.status);
+    /// for a in &d.pending_activities {
+    ///     println!("  {} attempt {}", a.activity_type, a.attempt);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn describe(&self) -> Result<WorkflowDescription, ClientError> {
         self.inner()
             .describe_workflow(pb::DescribeWorkflowRequest {
                 namespace: self.client.namespace.clone(),
                 execution: self.execution(),
             })
             .await
-            .map(tonic::Response::into_inner)
+            .map(|r| r.into_inner().into())
             .map_err(|s| self.error(s))
     }
 
-    /// The whole history, all pages.
+    /// The whole history, all pages. History events are the engine's wire form
+    /// ([`crate::proto::HistoryEvent`]): what the [`Replayer`](crate::Replayer) replays and
+    /// `martix workflow history` exports.
     pub async fn history(&self) -> Result<Vec<pb::HistoryEvent>, ClientError> {
         read_history(&self.client.inner, &self.client.namespace, self.execution())
             .await
@@ -464,13 +472,7 @@ impl WorkflowHandle {
     pub async fn pinned(&self) -> Result<WorkflowHandle, ClientError> {
         let mut run = self.clone();
         if run.run_id.is_empty() {
-            run.run_id = self
-                .describe()
-                .await?
-                .info
-                .and_then(|i| i.execution)
-                .map(|e| e.run_id)
-                .unwrap_or_default();
+            run.run_id = self.describe().await?.summary.run_id;
         }
         Ok(run)
     }
@@ -545,14 +547,12 @@ impl WorkflowHandle {
                 s.looked = true;
                 // Status first: when it says closed, the history read after it holds the
                 // closing event.
-                let info = s.run.describe().await?.info.unwrap_or_default();
+                let run = s.run.describe().await?.summary;
                 if !s.pinned {
-                    if let Some(e) = &info.execution {
-                        s.run.run_id = e.run_id.clone();
-                    }
+                    s.run.run_id = run.run_id;
                     s.pinned = true;
                 }
-                s.closed = info.status != pb::WorkflowStatus::Running as i32;
+                s.closed = run.status != WorkflowStatus::Running;
                 for e in s.run.history().await? {
                     if e.event_id >= s.next_event_id {
                         s.next_event_id = e.event_id + 1;

@@ -2,7 +2,7 @@
 
 use super::driver::Shared;
 use super::options::{ActivityOptions, dur};
-use crate::error::{ActivityFailure, SignalError, WorkflowError};
+use crate::error::{ActivityFailure, ContinueAsNew, Failure, SignalError, WorkflowError};
 use crate::payload::{from_payload, to_payload};
 use futures::Stream;
 use futures::future::FusedFuture;
@@ -303,12 +303,12 @@ impl WorkflowContext {
     /// `return Err(ctx.continue_as_new(&next))`.
     pub fn continue_as_new<I: Serialize>(&self, input: &I) -> WorkflowError {
         match to_payload(input) {
-            Ok(p) => {
-                WorkflowError::ContinueAsNew(Box::new(pb::ContinueAsNewWorkflowExecutionCommand {
+            Ok(p) => WorkflowError::ContinueAsNew(Box::new(ContinueAsNew {
+                command: pb::ContinueAsNewWorkflowExecutionCommand {
                     input: Some(p),
                     ..Default::default()
-                }))
-            }
+                },
+            })),
             Err(e) => WorkflowError::Payload(e),
         }
     }
@@ -372,13 +372,17 @@ impl<O: DeserializeOwned> Future for ActivityFuture<O> {
                 this.done = true;
                 Poll::Ready(match outcome {
                     Ok(p) => from_payload(p.as_ref()).map_err(|e| ActivityFailure {
-                        failure: pb::Failure {
-                            message: format!("cannot decode the activity's result: {e}"),
-                            r#type: "BadPayload".into(),
-                            ..Default::default()
-                        },
+                        failure: Failure::new(
+                            "BadPayload",
+                            format!(
+                                "activity '{}': cannot decode its result: {e}",
+                                this.activity_type
+                            ),
+                        ),
                     }),
-                    Err(failure) => Err(ActivityFailure { failure }),
+                    Err(failure) => Err(ActivityFailure {
+                        failure: failure.into(),
+                    }),
                 })
             }
         }
