@@ -87,7 +87,10 @@ impl ActivityContext {
             .clone()
             .record_activity_heartbeat(pb::RecordActivityHeartbeatRequest {
                 task_token: self.info.task_token.clone(),
-                details: Some(to_payload(details)?),
+                details: Some(to_payload(details).map_err(|source| ClientError::Encode {
+                    what: "heartbeat details".into(),
+                    source,
+                })?),
             })
             .await?
             .into_inner();

@@ -39,9 +39,18 @@ pub enum ClientError {
     /// The connection settings are unusable (an address, a CA file, a token).
     #[error("connection settings: {0}")]
     Config(String),
-    /// A value could not be encoded or decoded as JSON.
+    /// A value the engine sent could not be decoded as JSON into the type asked for.
     #[error("payload: {0}")]
     Payload(#[from] serde_json::Error),
+    /// A value to send could not be encoded as JSON; nothing was sent.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        /// What it was: `the input of workflow 'order'`, `signal 'approve'`, ...
+        what: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The workflow ended without a result.
     #[error("workflow {status}: {failure}")]
     WorkflowFailed {
@@ -377,6 +386,21 @@ mod tests {
         assert_eq!(
             run.to_string(),
             "run 'r1' of workflow 'o-17' not found in namespace 'shop'"
+        );
+    }
+
+    #[test]
+    fn a_value_that_does_not_encode_is_named() {
+        let mut map = std::collections::HashMap::new();
+        map.insert((1, 2), "a tuple key is not a JSON key");
+        let e = ClientError::Encode {
+            what: "signal 'approve'".into(),
+            source: serde_json::to_vec(&map).unwrap_err(),
+        };
+        assert!(
+            e.to_string()
+                .starts_with("cannot encode signal 'approve': key must be a string"),
+            "{e}"
         );
     }
 

@@ -5,6 +5,7 @@ use martix_activities::{BreakerSettings, Faults, random_order};
 use martix_order_contract::{Address, Item, ORDER_WORKFLOW_TYPE, Order, OrderOutcome};
 use martix_sdk::StartOptions;
 use martix_tests::{Backend, OrderShop, TestEngine, fast_config, on_both_backends};
+use martix_workflows::OrderSaga;
 use rand::SeedableRng;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -54,8 +55,9 @@ impl Env {
     async fn place(&self, order: &Order) -> OrderOutcome {
         let run = self
             .client
-            .start_workflow(
-                StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, &self.queue),
+            .start(
+                OrderSaga,
+                StartOptions::for_id(&order.order_id, &self.queue),
                 order,
             )
             .await
@@ -72,10 +74,7 @@ impl Env {
         for o in orders {
             runs.push(
                 self.client
-                    .start_workflow(
-                        StartOptions::new(ORDER_WORKFLOW_TYPE, &o.order_id, &self.queue),
-                        o,
-                    )
+                    .start(OrderSaga, StartOptions::for_id(&o.order_id, &self.queue), o)
                     .await
                     .unwrap(),
             );
@@ -398,7 +397,7 @@ async fn a_refund_refused_for_good_waits_for_an_operator(backend: Backend) {
         ("fail", "customer keeps the charge as credit"),
     ]) {
         let decision = martix_order_contract::Resolution::new(action, reason).unwrap();
-        run.signal(martix_order_contract::RESOLVE_SIGNAL, &decision)
+        run.signal(martix_order_contract::saga::Resolve, &decision)
             .await
             .unwrap();
     }

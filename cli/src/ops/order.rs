@@ -6,7 +6,6 @@ use super::format::{print_json, show_payload, time};
 use super::{Conn, Output, RESULT_WAIT, client, order_client, wait_result};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use martix_order_contract::ORDER_WORKFLOW_TYPE;
 use martix_proto::time::system_time_to_timestamp;
 use martix_proto::v1 as pb;
 use martix_sdk::StartOptions;
@@ -154,8 +153,9 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
             // start is its child.
             let span = tracing::info_span!("order.place", order_id = %id);
             let run = c
-                .start_workflow(
-                    StartOptions::new(ORDER_WORKFLOW_TYPE, &id, task_queue),
+                .start(
+                    martix_workflows::OrderSaga,
+                    StartOptions::for_id(&id, task_queue),
                     &order,
                 )
                 .instrument(span)
@@ -194,7 +194,7 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
                     d.summary.status
                 );
             }
-            run.signal(martix_order_contract::RESOLVE_SIGNAL, &decision)
+            run.signal(martix_order_contract::saga::Resolve, &decision)
                 .await?;
             println!("order {order_id}: decision '{action}' sent");
         }

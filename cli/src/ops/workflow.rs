@@ -295,7 +295,7 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
         } => {
             let input = json_input(&input)?;
             c.handle(&id)
-                .signal_once(&name, &input, &request_id)
+                .signal_by_name_once(&name, &input, &request_id)
                 .await?;
             println!("signal {name} sent to {id}");
         }

@@ -7,6 +7,7 @@
 //! that does not exist is [`ClientError::WorkflowNotFound`].
 
 use crate::connection::{ConnectOptions, Transport};
+use crate::definition::{Signal, Workflow};
 use crate::error::ClientError;
 use crate::history::WorkflowHistory;
 use crate::payload::to_payload;
@@ -97,21 +98,23 @@ impl Client {
         &self.namespace
     }
 
-    fn start_request<I: Serialize>(
+    fn start_request<I: Serialize + ?Sized>(
         &self,
         options: &StartOptions,
         input: &I,
     ) -> Result<pb::StartWorkflowRequest, ClientError> {
         let mut memo = std::collections::HashMap::new();
         for (k, v) in &options.memo {
-            memo.insert(k.clone(), to_payload(v)?);
+            memo.insert(k.clone(), encode(v, || format!("memo '{k}'"))?);
         }
         Ok(pb::StartWorkflowRequest {
             namespace: self.namespace.clone(),
             workflow_id: options.workflow_id.clone(),
             workflow_type: options.workflow_type.clone(),
             task_queue: options.task_queue.clone(),
-            input: Some(to_payload(input)?),
+            input: Some(encode(input, || {
+                format!("the input of workflow '{}'", options.workflow_type)
+            })?),
             workflow_execution_timeout: options.execution_timeout.map(dur),
             workflow_run_timeout: options.run_timeout.map(dur),
             workflow_task_timeout: options.task_timeout.map(dur),
@@ -139,8 +142,38 @@ impl Client {
         }
     }
 
-    /// Starts a workflow, or finds the running run of its id.
-    pub async fn start_workflow<I: Serialize>(
+    /// Starts workflow `W` with `input` (its type checked at compile time), or finds the
+    /// running run of the id. The workflow type is `W::NAME`, whatever `options` says: make
+    /// them with [`StartOptions::for_id`].
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{Client, StartOptions, Workflow};
+    /// struct Greet;
+    /// impl Workflow for Greet {
+    ///     const NAME: &'static str = "greet";
+    ///     type Input = String;
+    ///     type Output = String;
+    /// }
+    /// # async fn run(client: Client) -> Result<(), martix_sdk::ClientError> {
+    /// let run = client
+    ///     .start(Greet, StartOptions::for_id("greet-1", "hello"), &"world".to_owned())
+    ///     .await?;
+    /// let greeting: String = run.result().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start<W: Workflow>(
+        &self,
+        _workflow: W,
+        mut options: StartOptions,
+        input: &W::Input,
+    ) -> Result<WorkflowHandle, ClientError> {
+        options.workflow_type = W::NAME.to_owned();
+        self.start_workflow(options, input).await
+    }
+
+    /// Starts a workflow by its type name, or finds the running run of its id: the string
+    /// form of [`Client::start`].
+    pub async fn start_workflow<I: Serialize + ?Sized>(
         &self,
         options: StartOptions,
         input: &I,
@@ -167,7 +200,7 @@ impl Client {
         let request = pb::SignalWithStartWorkflowRequest {
             start: Some(self.start_request(&options, input)?),
             signal_name: signal_name.to_owned(),
-            signal_input: Some(to_payload(signal_input)?),
+            signal_input: Some(encode(signal_input, || format!("signal '{signal_name}'"))?),
             request_id: String::new(),
         };
         let mut inner = self.inner.clone();
@@ -311,6 +344,17 @@ impl Client {
             .into_inner();
         Ok(namespace_info(r.info.unwrap_or_default()))
     }
+}
+
+/// `value` as a payload, or an error naming `what` it is.
+fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    what: impl FnOnce() -> String,
+) -> Result<pb::Payload, ClientError> {
+    to_payload(value).map_err(|source| ClientError::Encode {
+        what: what(),
+        source,
+    })
 }
 
 fn namespace_info(i: pb::NamespaceInfo) -> NamespaceInfo {
@@ -563,14 +607,50 @@ impl WorkflowHandle {
         })
     }
 
-    /// Sends a signal.
-    pub async fn signal<I: Serialize>(&self, name: &str, input: &I) -> Result<(), ClientError> {
-        self.signal_once(name, input, "").await
+    /// Sends signal `S` with `payload` (its type checked at compile time).
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{Client, Signal};
+    /// struct Approve;
+    /// impl Signal for Approve {
+    ///     const NAME: &'static str = "approve";
+    ///     type Payload = String;
+    /// }
+    /// # async fn run(client: Client) -> Result<(), martix_sdk::ClientError> {
+    /// client.handle("order-17").signal(Approve, &"alice".to_owned()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn signal<S: Signal>(
+        &self,
+        _signal: S,
+        payload: &S::Payload,
+    ) -> Result<(), ClientError> {
+        self.signal_by_name_once(S::NAME, payload, "").await
     }
 
-    /// Sends a signal at most once per `request_id` (empty: no deduplication): a retry after
-    /// a lost answer, or a redelivered message, does not signal twice.
-    pub async fn signal_once<I: Serialize>(
+    /// Sends signal `S` at most once per `request_id` (empty: no deduplication): a retry
+    /// after a lost answer, or a redelivered message, does not signal twice.
+    pub async fn signal_once<S: Signal>(
+        &self,
+        _signal: S,
+        payload: &S::Payload,
+        request_id: &str,
+    ) -> Result<(), ClientError> {
+        self.signal_by_name_once(S::NAME, payload, request_id).await
+    }
+
+    /// Sends the signal named `name`: the string form of [`WorkflowHandle::signal`].
+    pub async fn signal_by_name<I: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        input: &I,
+    ) -> Result<(), ClientError> {
+        self.signal_by_name_once(name, input, "").await
+    }
+
+    /// Sends the signal named `name` at most once per `request_id`: the string form of
+    /// [`WorkflowHandle::signal_once`].
+    pub async fn signal_by_name_once<I: Serialize + ?Sized>(
         &self,
         name: &str,
         input: &I,
@@ -581,7 +661,7 @@ impl WorkflowHandle {
                 namespace: self.client.namespace.clone(),
                 execution: self.execution(),
                 signal_name: name.to_owned(),
-                input: Some(to_payload(input)?),
+                input: Some(encode(input, || format!("signal '{name}'"))?),
                 identity: self.client.identity.clone(),
                 request_id: request_id.to_owned(),
             })

@@ -78,6 +78,12 @@ impl StartOptions {
         }
     }
 
+    /// Starts a workflow as `workflow_id` on `task_queue`, its type left to
+    /// [`Client::start`](crate::Client::start), which takes it from the workflow's definition.
+    pub fn for_id(workflow_id: impl Into<String>, task_queue: impl Into<String>) -> Self {
+        Self::new("", workflow_id, task_queue)
+    }
+
     /// Sets the id-reuse policy.
     pub fn id_reuse_policy(mut self, policy: IdReusePolicy) -> Self {
         self.id_reuse_policy = policy;

@@ -2,6 +2,7 @@
 
 use super::driver::Shared;
 use super::options::{ActivityOptions, dur};
+use crate::definition::{Activity, Signal};
 use crate::error::{ActivityFailure, ContinueAsNew, Failure, SignalError, WorkflowError};
 use crate::payload::{from_payload, to_payload};
 use futures::Stream;
@@ -103,7 +104,7 @@ impl WorkflowContext {
     ///     );
     ///     // 10 s per attempt, retried from 200 ms, at most 3 attempts.
     ///     let _: String = ctx
-    ///         .activity("reserve", &sku, ActivityOptions::default().maximum_attempts(3))
+    ///         .activity_by_name("reserve", &sku, ActivityOptions::default().maximum_attempts(3))
     ///         .await?;
     ///     Ok(())
     /// }
@@ -129,32 +130,85 @@ impl WorkflowContext {
         &self.info
     }
 
-    /// Runs activity `activity_type` with `input` and waits for its final outcome (after the
-    /// engine's retries). The input is JSON-encoded; the output decoded from JSON. Options
-    /// `options` leaves unset are the context's [defaults](WorkflowContext::with_activity_defaults).
+    /// Runs activity `A` with `input` and waits for its final outcome (after the engine's
+    /// retries); the input and output types are `A`'s, checked at compile time. Its options
+    /// are the context's [defaults](WorkflowContext::with_activity_defaults) over
+    /// [`A::options()`](Activity::options); the call can override them with
+    /// [`ActivityFuture::with_options`].
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{Activity, WorkflowContext, WorkflowError, ActivityOptions};
+    /// # use std::time::Duration;
+    /// struct Reserve;
+    /// impl Activity for Reserve {
+    ///     const NAME: &'static str = "reserve_inventory";
+    ///     type Input = String;
+    ///     type Output = String;
+    /// }
+    ///
+    /// async fn order(ctx: WorkflowContext, sku: String) -> Result<String, WorkflowError> {
+    ///     let reservation = ctx.activity(Reserve, &sku).await?;
+    ///     let again = ctx
+    ///         .activity(Reserve, &sku)
+    ///         .with_options(ActivityOptions::new(Duration::from_secs(30)))
+    ///         .await?;
+    ///     Ok(reservation + &again)
+    /// }
+    /// ```
+    pub fn activity<A: Activity>(
+        &self,
+        _activity: A,
+        input: &A::Input,
+    ) -> ActivityFuture<A::Output> {
+        self.schedule(
+            A::NAME,
+            to_payload(input),
+            (*self.activity_defaults).clone().or(&A::options()),
+        )
+    }
+
+    /// Runs activity `activity_type` by its name, the string form of
+    /// [`WorkflowContext::activity`] (for activities without a Rust definition, written in
+    /// another language). The input is JSON-encoded; the output decoded from JSON. Options
+    /// `options` leaves unset are the context's
+    /// [defaults](WorkflowContext::with_activity_defaults).
     ///
     /// ```no_run
     /// # use martix_sdk::{WorkflowContext, WorkflowError, ActivityOptions};
     /// # use std::time::Duration;
     /// async fn order(ctx: WorkflowContext, sku: String) -> Result<String, WorkflowError> {
     ///     let reservation: String = ctx
-    ///         .activity("reserve_inventory", &sku, ActivityOptions::new(Duration::from_secs(10)))
+    ///         .activity_by_name("reserve_inventory", &sku, ActivityOptions::new(Duration::from_secs(10)))
     ///         .await?;
     ///     Ok(reservation)
     /// }
     /// ```
-    pub fn activity<I: Serialize, O: DeserializeOwned>(
+    pub fn activity_by_name<I: Serialize + ?Sized, O: DeserializeOwned>(
         &self,
         activity_type: &str,
         input: &I,
         options: ActivityOptions,
     ) -> ActivityFuture<O> {
-        let input = to_payload(input).ok();
+        self.schedule(
+            activity_type,
+            to_payload(input),
+            options.or(&self.activity_defaults),
+        )
+    }
+
+    /// An activity future that schedules `activity_type` when first polled. An input that did
+    /// not encode resolves it at once with a failure saying so, scheduling nothing.
+    fn schedule<O>(
+        &self,
+        activity_type: &str,
+        input: Result<pb::Payload, serde_json::Error>,
+        options: ActivityOptions,
+    ) -> ActivityFuture<O> {
         ActivityFuture {
             shared: self.shared.clone(),
             activity_type: activity_type.to_owned(),
-            input,
-            options: options.or(&self.activity_defaults),
+            input: input.map(Some).map_err(|e| e.to_string()),
+            options,
             id: None,
             done: false,
             _out: PhantomData,
@@ -171,9 +225,30 @@ impl WorkflowContext {
         }
     }
 
+    /// The signals `S`, in the order they arrived, including those that arrived before this
+    /// call, each decoded as `S::Payload`.
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{Signal, WorkflowContext, WorkflowError};
+    /// use futures::StreamExt;
+    /// struct Approve;
+    /// impl Signal for Approve {
+    ///     const NAME: &'static str = "approve";
+    ///     type Payload = String;
+    /// }
+    ///
+    /// async fn approval(ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+    ///     let mut approvals = ctx.signal(Approve);
+    ///     Ok(approvals.next().await.expect("a signal stream never ends")?)
+    /// }
+    /// ```
+    pub fn signal<S: Signal>(&self, _signal: S) -> SignalStream<S::Payload> {
+        self.signal_by_name(S::NAME)
+    }
+
     /// The signals named `name`, in the order they arrived, including those that arrived
-    /// before this call.
-    pub fn signal<T: DeserializeOwned>(&self, name: &str) -> SignalStream<T> {
+    /// before this call, each decoded as `T`: the string form of [`WorkflowContext::signal`].
+    pub fn signal_by_name<T: DeserializeOwned>(&self, name: &str) -> SignalStream<T> {
         let token = self.state().waiters.token();
         SignalStream {
             shared: self.shared.clone(),
@@ -319,7 +394,8 @@ impl WorkflowContext {
 pub struct ActivityFuture<O> {
     shared: Arc<Mutex<Shared>>,
     activity_type: String,
-    input: Option<pb::Payload>,
+    /// The encoded input, or why it could not be encoded.
+    input: Result<Option<pb::Payload>, String>,
     options: ActivityOptions,
     id: Option<String>,
     done: bool,
@@ -329,9 +405,27 @@ pub struct ActivityFuture<O> {
 impl<O> Unpin for ActivityFuture<O> {}
 
 impl<O> ActivityFuture<O> {
+    /// These options over the call's: what `options` sets wins, what it leaves unset stays
+    /// as the call had it (the context's defaults over the activity type's). Only before the
+    /// future is first polled, when the activity is scheduled.
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{WorkflowContext, WorkflowError, ActivityOptions};
+    /// # async fn f(ctx: WorkflowContext) -> Result<(), WorkflowError> {
+    /// let _: () = ctx
+    ///     .activity_by_name("notify", &"o-1", ActivityOptions::default())
+    ///     .with_options(ActivityOptions::default().maximum_attempts(1))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_options(mut self, options: ActivityOptions) -> Self {
+        self.options = options.or(&self.options);
+        self
+    }
+
     /// Replaces the input with an already encoded payload.
     pub(crate) fn with_payload(mut self, input: Option<pb::Payload>) -> Self {
-        self.input = input;
+        self.input = Ok(input);
         self
     }
 }
@@ -345,15 +439,29 @@ impl<O: DeserializeOwned> Future for ActivityFuture<O> {
             // Polled after it resolved (a `select!` loop): it never resolves again.
             return Poll::Pending;
         }
+        if let (None, Err(why)) = (&this.id, &this.input) {
+            // Nothing was scheduled: the same on every replay, as the encoding is.
+            this.done = true;
+            return Poll::Ready(Err(ActivityFailure {
+                failure: Failure::new(
+                    "BadPayload",
+                    format!(
+                        "activity '{}': cannot encode its input: {why}",
+                        this.activity_type
+                    ),
+                ),
+            }));
+        }
         let mut s = this.shared.lock().unwrap_or_else(|p| p.into_inner());
         let id = match &this.id {
             Some(id) => id.clone(),
             None => {
                 let id = s.next_seq().to_string();
+                let input = std::mem::replace(&mut this.input, Ok(None)).unwrap_or_default();
                 s.push_command(C::ScheduleActivity(this.options.schedule_command(
                     id.clone(),
                     this.activity_type.clone(),
-                    this.input.take(),
+                    input,
                 )));
                 s.activities.insert(id.clone(), None);
                 this.id = Some(id.clone());
@@ -488,7 +596,7 @@ impl Drop for TimerFuture {
 /// # use martix_sdk::{WorkflowContext, WorkflowError};
 /// use futures::StreamExt;
 /// async fn approval(ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
-///     let mut approvals = ctx.signal::<String>("approve");
+///     let mut approvals = ctx.signal_by_name::<String>("approve");
 ///     // One that already arrived, without waiting...
 ///     if let Some(early) = approvals.try_next() {
 ///         return Ok(early?);

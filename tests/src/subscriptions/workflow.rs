@@ -60,7 +60,7 @@ pub async fn subscription(
             renewals: sub.renewals,
         },
     );
-    let mut cancels = ctx.signal::<CancelRequest>(CANCEL_SIGNAL);
+    let mut cancels = ctx.signal_by_name::<CancelRequest>(CANCEL_SIGNAL);
     for renewal in 1..=sub.renewals {
         let mut period = ctx.sleep(Duration::from_millis(sub.period_ms));
         // Biased, not `select!`: when both are ready in one activation, a replay must take the
@@ -73,7 +73,7 @@ pub async fn subscription(
             return Ok(cancel_now(&ctx, outcome, request));
         }
         let charged = ctx
-            .activity::<_, Charge>(
+            .activity_by_name::<_, Charge>(
                 names::CHARGE_RENEWAL,
                 &Renewal {
                     subscription_id: sub.subscription_id.clone(),
@@ -113,7 +113,7 @@ pub async fn subscription(
                     reason: reason.clone(),
                 };
                 let notified = ctx
-                    .activity::<_, ()>(
+                    .activity_by_name::<_, ()>(
                         names::NOTIFY_CUSTOMER,
                         &notice,
                         ActivityOptions::new(Duration::from_secs(10))
