@@ -535,6 +535,57 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
         );
         assert_eq!(code, 0);
     }
+    // Pause and resume, one and by query: shown by list, describe and stuck.
+    let (code, out, err) = cli(g, &["pause", "batch-1", "--reason", "stock count"]);
+    assert_eq!((code, out.as_str()), (0, "batch-1 paused\n"), "{err}");
+    let (code, out, _) = cli(g, &["pause", "--query", "batch-", "--reason", "audit"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("3 running workflows match 'batch-'"),
+        "{out}"
+    );
+    let (_, listed, _) = cli(g, &["list", "--query", "batch-", "--status", "paused"]);
+    assert_eq!(listed.lines().count(), 2, "one paused: {listed}");
+    assert!(
+        listed.contains("batch-1") && listed.contains("paused"),
+        "{listed}"
+    );
+    let (_, described, _) = cli(g, &["describe", "batch-1"]);
+    assert!(
+        described.contains("paused     since ") && described.contains(": stock count"),
+        "{described}"
+    );
+    let stuck = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args(["stuck", "--address", g, "--older-than", "0s"])
+        .output()
+        .unwrap();
+    let stuck = String::from_utf8_lossy(&stuck.stdout);
+    assert!(
+        stuck.contains("paused since ") && stuck.contains(": stock count"),
+        "{stuck}"
+    );
+    let (code, out, _) = cli(
+        g,
+        &["pause", "--query", "batch-", "--reason", "audit", "--yes"],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("3 done, 0 failed"), "{out}");
+    let (_, listed, _) = cli(g, &["list", "--query", "batch-", "--status", "paused"]);
+    assert_eq!(listed.lines().count(), 4, "{listed}");
+    let (code, out, _) = cli(g, &["resume", "--query", "batch-", "--yes"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("3 done, 0 failed"), "{out}");
+    let (_, listed, _) = cli(g, &["list", "--query", "batch-", "--status", "paused"]);
+    assert_eq!(listed.lines().count(), 1, "none paused: {listed}");
+    let (code, out, _) = cli(g, &["resume", "batch-2"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "batch-2 was not paused (unchanged)\n")
+    );
+    let (code, _, err) = cli(g, &["pause", "batch-2", "--reason", " "]);
+    assert_eq!(code, 1);
+    assert!(err.contains("reason") && err.lines().count() == 1, "{err}");
+
     let (code, out, _) = cli(
         g,
         &["terminate", "--query", "batch-", "--reason", "cleanup"],

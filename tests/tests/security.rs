@@ -180,6 +180,17 @@ async fn call(
             ))
             .await
             .map(drop),
+        Op::PauseWorkflow => wf
+            .pause_workflow(with(
+                token,
+                pb::PauseWorkflowRequest {
+                    execution: execution(id),
+                    reason: "test".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
         Op::RetryActivity => wf
             .retry_activity(with(
                 token,

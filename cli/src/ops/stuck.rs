@@ -1,6 +1,6 @@
 //! `martix stuck`: running workflows that are not progressing (no worker polls their queue,
-//! waiting for an operator, a failing workflow task, an activity at its `--min-attempts`th
-//! attempt or later), each with why.
+//! waiting for an operator, paused by one, a failing workflow task, an activity at its
+//! `--min-attempts`th attempt or later), each with why.
 
 use super::format::{print_json, time};
 use super::{Conn, Output, client};
@@ -36,6 +36,14 @@ pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -
                 why.push(format!(
                     "no worker has polled queue '{}' in the last minute (a misspelled queue, or its workers are down)",
                     w.task_queue
+                ));
+            }
+            if let Some(info) = d.info.as_ref().filter(|i| i.paused_since.is_some()) {
+                why.push(format!(
+                    "paused since {} by {}: {}",
+                    time(info.paused_since.as_ref()),
+                    info.paused_by,
+                    info.paused_reason
                 ));
             }
             if let Some(info) = d.info.as_ref().filter(|i| !i.attention.is_empty()) {

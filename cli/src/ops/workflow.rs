@@ -23,6 +23,8 @@ pub(crate) enum Status {
     ContinuedAsNew,
     TimedOut,
     Compensated,
+    /// Running and paused by an operator.
+    Paused,
 }
 
 impl From<Status> for pb::WorkflowStatus {
@@ -36,6 +38,8 @@ impl From<Status> for pb::WorkflowStatus {
             Status::ContinuedAsNew => pb::WorkflowStatus::ContinuedAsNew,
             Status::TimedOut => pb::WorkflowStatus::TimedOut,
             Status::Compensated => pb::WorkflowStatus::Compensated,
+            // A paused run is running; `list` keeps those with a pause.
+            Status::Paused => pb::WorkflowStatus::Running,
         }
     }
 }
@@ -138,6 +142,25 @@ pub(crate) enum WorkflowCmd {
         #[command(flatten)]
         batch: Batch,
     },
+    /// Pause a workflow: none of its tasks is handed out until it is resumed (tasks running
+    /// now finish; results, timers and signals are recorded).
+    Pause {
+        #[arg(required_unless_present = "query")]
+        id: Option<String>,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        batch: Batch,
+    },
+    /// Resume a paused workflow.
+    Resume {
+        #[arg(required_unless_present = "query")]
+        id: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        batch: Batch,
+    },
 }
 
 /// `--input`: JSON, or `@file` to read it from a file.
@@ -181,6 +204,10 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             query,
             limit,
         } => {
+            let paused_only = status.iter().any(|s| matches!(s, Status::Paused));
+            if paused_only && status.len() > 1 {
+                bail!("--status paused cannot be combined with another status");
+            }
             let mut options = ListOptions::new().page_size(limit);
             for s in status {
                 options = options.status(s.into());
@@ -191,7 +218,11 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             if let Some(q) = query {
                 options = options.workflow_id_prefix(q);
             }
-            let page = c.list_workflows(&options).await?;
+            let mut page = c.list_workflows(&options).await?;
+            if paused_only {
+                // Paused runs are running runs with a pause: the page's others are left out.
+                page.items.retain(|w| w.paused_since.is_some());
+            }
             if json {
                 print_json(&pb::ListWorkflowsResponse {
                     executions: page.items,
@@ -206,10 +237,15 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
                 );
                 for w in &page.items {
                     let id = w.execution.as_ref().map_or("", |e| e.workflow_id.as_str());
+                    let status = if w.paused_since.is_some() {
+                        "paused".to_owned()
+                    } else {
+                        status_name(w.status)
+                    };
                     println!(
                         "{id:<40} {:<14} {:<12} {:<21} {:>7}",
                         w.workflow_type,
-                        status_name(w.status),
+                        status,
                         time(w.start_time.as_ref()),
                         w.history_length
                     );
@@ -318,6 +354,12 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             };
             steer(&c, Op::Reset { to, reason }, id, batch).await?;
         }
+        WorkflowCmd::Pause { id, reason, batch } => {
+            steer(&c, Op::Pause(reason), id, batch).await?;
+        }
+        WorkflowCmd::Resume { id, reason, batch } => {
+            steer(&c, Op::Resume(reason), id, batch).await?;
+        }
         WorkflowCmd::Retry {
             id,
             activity,
@@ -371,6 +413,14 @@ fn print_description(id: &str, d: &pb::DescribeWorkflowResponse) {
             ""
         }
     );
+    if let Some(since) = info.paused_since.as_ref() {
+        println!(
+            "paused     since {} by {}: {} (martix workflow resume {id})",
+            time(Some(since)),
+            info.paused_by,
+            info.paused_reason
+        );
+    }
     if !info.attention.is_empty() {
         println!(
             "attention  since {}: {}",

@@ -59,6 +59,7 @@ macro_rules! scoped {
 scoped!(field: pb::StartWorkflowRequest, pb::DescribeWorkflowRequest, pb::ListWorkflowsRequest,
     pb::GetWorkflowHistoryRequest, pb::GetWorkflowResultRequest, pb::SignalWorkflowRequest,
     pb::CancelWorkflowRequest, pb::TerminateWorkflowRequest, pb::ResetWorkflowRequest,
+    pb::PauseWorkflowRequest, pb::ResumeWorkflowRequest,
     pb::RetryActivityRequest, pb::PollWorkflowTaskRequest, pb::PollActivityTaskRequest,
     pb::ReportBreakersRequest);
 
@@ -184,6 +185,8 @@ service!(WorkflowService, WorkflowApi {
     cancel_workflow(pb::CancelWorkflowRequest) -> pb::CancelWorkflowResponse => cancel_workflow, CancelWorkflow;
     terminate_workflow(pb::TerminateWorkflowRequest) -> pb::TerminateWorkflowResponse => terminate_workflow, TerminateWorkflow;
     reset_workflow(pb::ResetWorkflowRequest) -> pb::ResetWorkflowResponse => reset_workflow, ResetWorkflow;
+    pause_workflow(pb::PauseWorkflowRequest) -> pb::PauseWorkflowResponse => pause_workflow, PauseWorkflow;
+    resume_workflow(pb::ResumeWorkflowRequest) -> pb::ResumeWorkflowResponse => resume_workflow, PauseWorkflow;
     retry_activity(pb::RetryActivityRequest) -> pb::RetryActivityResponse => retry_activity, RetryActivity;
     create_namespace(pb::CreateNamespaceRequest) -> pb::CreateNamespaceResponse => create_namespace, ManageNamespaces;
     list_namespaces(pb::ListNamespacesRequest) -> pb::ListNamespacesResponse => list_namespaces, ManageNamespaces;

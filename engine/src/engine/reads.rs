@@ -354,5 +354,11 @@ fn info(
         attention: run.state.attention.clone(),
         attention_since: (!run.state.attention.is_empty())
             .then(|| to_timestamp(run.state.attention_since)),
+        paused_since: run
+            .state
+            .is_paused()
+            .then(|| to_timestamp(run.state.paused_at)),
+        paused_by: run.state.paused_by.clone(),
+        paused_reason: run.state.paused_reason.clone(),
     }
 }

@@ -618,6 +618,40 @@ impl WorkflowHandle {
         Ok(())
     }
 
+    /// Pauses the run: none of its workflow or activity tasks is handed out until it is
+    /// resumed; tasks running now finish and their results, timers coming due and signals are
+    /// recorded. `reason` is required and shown by describe and list. Returns `false` if the
+    /// run was paused already (nothing changed).
+    pub async fn pause(&self, reason: &str) -> Result<bool, ClientError> {
+        let r = self
+            .inner()
+            .pause_workflow(pb::PauseWorkflowRequest {
+                namespace: self.client.namespace.clone(),
+                execution: self.execution(),
+                reason: reason.to_owned(),
+                identity: self.client.identity.clone(),
+            })
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(r.into_inner().changed)
+    }
+
+    /// Resumes a paused run: its tasks are available again, an activity waiting for its next
+    /// attempt at that attempt's time. Returns `false` if the run was not paused.
+    pub async fn resume(&self, reason: &str) -> Result<bool, ClientError> {
+        let r = self
+            .inner()
+            .resume_workflow(pb::ResumeWorkflowRequest {
+                namespace: self.client.namespace.clone(),
+                execution: self.execution(),
+                reason: reason.to_owned(),
+                identity: self.client.identity.clone(),
+            })
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(r.into_inner().changed)
+    }
+
     /// Starts a new run from a workflow-task boundary of this one (its history up to `to` is
     /// copied and `reason` recorded); this run is terminated and names the new one. Returns
     /// a handle on the new run.

@@ -83,6 +83,8 @@ pub enum Op {
     CancelWorkflow,
     TerminateWorkflow,
     ResetWorkflow,
+    /// Pausing and resuming a run.
+    PauseWorkflow,
     RetryActivity,
     PollWorkflowTask,
     RespondWorkflowTask,
@@ -104,7 +106,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, for tables and tests.
-    pub const ALL: [Op; 21] = [
+    pub const ALL: [Op; 22] = [
         Op::StartWorkflow,
         Op::DescribeWorkflow,
         Op::GetWorkflowResult,
@@ -114,6 +116,7 @@ impl Op {
         Op::CancelWorkflow,
         Op::TerminateWorkflow,
         Op::ResetWorkflow,
+        Op::PauseWorkflow,
         Op::RetryActivity,
         Op::PollWorkflowTask,
         Op::RespondWorkflowTask,
@@ -162,6 +165,7 @@ impl Op {
                     | CancelWorkflow
                     | TerminateWorkflow
                     | ResetWorkflow
+                    | PauseWorkflow
                     | RetryActivity
                     | ReadMetrics
                     | QueryReadModel

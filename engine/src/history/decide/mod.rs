@@ -9,6 +9,7 @@
 mod activities;
 mod close;
 pub(super) mod markers;
+mod pause;
 mod publish;
 mod signals;
 mod timers;
@@ -16,6 +17,7 @@ mod workflow_task;
 
 pub use activities::{complete_activity, fail_activity, retry_activities_now};
 pub use close::terminate;
+pub use pause::{pause, resume};
 pub use signals::{request_cancel, signal};
 pub use timers::fire_timer;
 pub use workflow_task::{complete_workflow_task, fail_workflow_task, flush_for_claim};

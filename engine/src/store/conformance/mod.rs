@@ -94,6 +94,7 @@ macro_rules! store_conformance {
             a_start_on_a_fresh_id_is_refused_once_the_id_has_run,
             a_workflow_task_is_claimed_once_per_lease,
             activity_tasks_are_leased_and_guarded,
+            held_tasks_wait_and_held_rows_are_left_alone,
             expired_leases_are_reaped_not_reclaimed,
             timers_come_due_and_fire_once,
             closing_a_run_drops_its_tasks_and_timers,

@@ -2,7 +2,8 @@
 //! reaped, timers due and fired once, a closing run's tasks and timers dropped.
 
 use super::{T0, activity, namespace, start, stored, unique};
-use crate::history::{self, Dispatch, Lease, TaskOp, TimerOp};
+use crate::clock::Millis;
+use crate::history::{self, Dispatch, Lease, Run, TaskOp, TimerOp};
 use crate::store::{Store, StoreError};
 
 /// A workflow task is leased to one claimer until its lease runs out.
@@ -222,6 +223,82 @@ pub async fn activity_tasks_are_leased_and_guarded(store: &dyn Store) {
             .is_none(),
         "the cancelled activity's task is gone"
     );
+}
+
+/// Holding a task (pausing parks, resuming releases) moves when a row nobody holds becomes
+/// available; a held row and a missing one are left as they are, and the change still writes.
+pub async fn held_tasks_wait_and_held_rows_are_left_alone(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let q = unique("q");
+    let c = start(&ns, "wf", &q, T0);
+    store.commit(&c).await.unwrap();
+    let run = stored(&c);
+    let mut change = history::signal(&run, "s", None, "t", T0, Dispatch::nobody(T0))
+        .unwrap()
+        .commit;
+    let mut second = activity(&run, &q, T0);
+    second.scheduled_event_id = 4;
+    change.tasks.push(TaskOp::Insert(activity(&run, &q, T0)));
+    change.tasks.push(TaskOp::Insert(second));
+    store.commit(&change).await.unwrap();
+    let held = store
+        .claim_activity_task(&ns, &q, "l1", T0)
+        .await
+        .unwrap()
+        .expect("one is claimed");
+    let hold = |run: &Run, at: Millis, visible_at: Millis| {
+        let mut c = history::signal(run, "s", None, "t", at, Dispatch::nobody(at))
+            .unwrap()
+            .commit;
+        for scheduled_event_id in [3, 4, 99] {
+            c.tasks.push(TaskOp::Hold {
+                scheduled_event_id,
+                visible_at,
+            });
+        }
+        c
+    };
+    let run = stored(&change);
+    let parked = hold(&run, T0 + 1, history::PARKED_UNTIL);
+    store
+        .commit(&parked)
+        .await
+        .expect("a held row and a missing one do not refuse the change");
+    assert!(
+        store
+            .claim_activity_task(&ns, &q, "l2", T0 + 10_000_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "the row nobody held is parked"
+    );
+    let leases = store.activity_leases(run.run_id).await.unwrap();
+    let held_row = leases
+        .iter()
+        .find(|l| l.scheduled_event_id == held.scheduled_event_id)
+        .expect("the held row is there");
+    assert_eq!(
+        held_row.lease_until,
+        held.lease.as_ref().map(|l| l.until),
+        "the held row keeps its lease"
+    );
+
+    let run = stored(&parked);
+    store.commit(&hold(&run, T0 + 2, T0 + 5_000)).await.unwrap();
+    assert!(
+        store
+            .claim_activity_task(&ns, &q, "l3", T0 + 4_999)
+            .await
+            .unwrap()
+            .is_none(),
+        "released at the time given"
+    );
+    let task = store
+        .claim_activity_task(&ns, &q, "l3", T0 + 5_000)
+        .await
+        .unwrap()
+        .expect("released");
+    assert_ne!(task.scheduled_event_id, held.scheduled_event_id);
 }
 
 /// A lease that runs out is listed for the reaper and never claimed again as is; heartbeats

@@ -1,5 +1,5 @@
 //! The PostgreSQL group-commit writer: a group of a batch goes as arrays to one call of
-//! `martix_write_batch_v1` (migration 0012), one round trip and one transaction, whose
+//! `martix_write_batch_v1` (migration 0012; 0021 its latest form), one round trip and one transaction, whose
 //! answer and refusals (SQLSTATE MX001) are read back into each change's outcome.
 
 use crate::history::{RunCommit, TaskOp, TimerOp};
@@ -81,6 +81,7 @@ mod op {
     pub(super) const TIMER_INSERT: i16 = 9;
     pub(super) const TIMER_DELETE: i16 = 10;
     pub(super) const CLOSE: i16 = 11;
+    pub(super) const HOLD: i16 = 12;
 }
 
 impl BatchArrays {
@@ -214,6 +215,16 @@ impl BatchArrays {
                     None,
                     Some(*scheduled_event_id),
                     Some(i64::from(*attempt)),
+                    Some(*visible_at),
+                ),
+                TaskOp::Hold {
+                    scheduled_event_id,
+                    visible_at,
+                } => self.push_op(
+                    op::HOLD,
+                    None,
+                    Some(*scheduled_event_id),
+                    None,
                     Some(*visible_at),
                 ),
                 TaskOp::Delete {

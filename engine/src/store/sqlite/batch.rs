@@ -189,6 +189,19 @@ async fn write_run<'a>(
                 .bind(scheduled_event_id),
                 true,
             ),
+            TaskOp::Hold {
+                scheduled_event_id,
+                visible_at,
+            } => (
+                sqlx::query(
+                    "UPDATE activity_tasks SET visible_at = $1 \
+                     WHERE run_id = $2 AND scheduled_event_id = $3 AND lease_id IS NULL",
+                )
+                .bind(visible_at)
+                .bind(&run_id)
+                .bind(scheduled_event_id),
+                false,
+            ),
             TaskOp::Delete {
                 scheduled_event_id,
                 lease_id: Some(lease_id),
