@@ -36,6 +36,41 @@ impl BreakerRegistry {
         self.changed.notified().await;
     }
 
+    /// Reports the breakers' states to the engine with `reporter` when one changes (and every
+    /// minute, so an engine that lost them learns them again) until `stop` completes; a report
+    /// that fails is sent again a second later. The engine parks the tasks a breaker refused
+    /// and releases them once the latest report says closed.
+    pub async fn report_to(
+        self,
+        reporter: martix_sdk::BreakerReporter,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let states: Vec<(String, BreakerState)> = self
+                .snapshot()
+                .into_iter()
+                .map(|(adapter, (state, _))| (adapter.to_owned(), state))
+                .collect();
+            let wait = if states.is_empty() {
+                Duration::from_secs(60)
+            } else {
+                match reporter.report(&states).await {
+                    Ok(()) => Duration::from_secs(60),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "breaker report not delivered; sending again");
+                        Duration::from_secs(1)
+                    }
+                }
+            };
+            tokio::select! {
+                () = &mut stop => return,
+                () = self.changed() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
     fn set(&self, name: &'static str, f: impl FnOnce(&mut (BreakerState, u64))) {
         let mut m = self.states.lock().unwrap_or_else(|p| p.into_inner());
         let entry = m.entry(name).or_insert((BreakerState::Closed, 0));

@@ -803,7 +803,10 @@ fn stuck_lists_orders_whose_payment_keeps_failing_with_why() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (_, d) = cli_out(g, &["describe", "stuck-1"]);
-        if d.contains("open breaker: payment on worker") {
+        // Its charge then waits parked behind the breaker, attempts no longer counted.
+        if d.contains("open breaker: payment on worker")
+            && d.contains("parked behind the payment breaker since")
+        {
             break;
         }
         assert!(
@@ -812,7 +815,15 @@ fn stuck_lists_orders_whose_payment_keeps_failing_with_why() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(stuck().contains("breaker open: payment"), "stuck says why");
+    let now_stuck = stuck();
+    assert!(
+        now_stuck.contains("breaker open: payment"),
+        "stuck says why"
+    );
+    assert!(
+        now_stuck.contains("parked behind the payment breaker"),
+        "{now_stuck}"
+    );
     assert!(
         report.contains("outage") || report.contains("CircuitOpen"),
         "says why: {report}"

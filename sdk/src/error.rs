@@ -224,6 +224,9 @@ pub struct ActivityError {
     pub non_retryable: bool,
     /// Retry no sooner than this (for example an open circuit breaker's hint).
     pub retry_after: Option<Duration>,
+    /// The circuit breaker that refused the attempt without calling (see
+    /// [`ActivityError::circuit_open`]).
+    pub breaker: Option<String>,
 }
 
 impl ActivityError {
@@ -234,6 +237,25 @@ impl ActivityError {
             error_type: error_type.into(),
             non_retryable: false,
             retry_after: None,
+            breaker: None,
+        }
+    }
+
+    /// The worker's circuit breaker `breaker` refused the attempt without calling the system
+    /// behind it. This is no attempt: the engine keeps the attempt count and parks the task
+    /// behind the breaker until a worker reports it closed (with [`crate::BreakerReporter`]),
+    /// sending one task now and then meanwhile to probe; `describe`
+    /// shows it parked. `retry_after`, the breaker's remaining wait, is kept for engines that
+    /// retry instead.
+    pub fn circuit_open(breaker: impl Into<String>, retry_after: Duration) -> Self {
+        let breaker = breaker.into();
+        Self {
+            breaker: Some(breaker.clone()),
+            ..Self::retryable(
+                "CircuitOpen",
+                format!("circuit breaker {breaker} is open; nothing was called"),
+            )
+            .with_retry_after(retry_after)
         }
     }
 
@@ -260,6 +282,7 @@ impl ActivityError {
                 seconds: d.as_secs() as i64,
                 nanos: d.subsec_nanos() as i32,
             }),
+            breaker: self.breaker.clone().unwrap_or_default(),
             ..Default::default()
         }
     }

@@ -63,7 +63,21 @@ pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -
             for a in d
                 .pending_activities
                 .iter()
-                .filter(|a| a.attempt >= min_attempts)
+                .filter(|a| !a.parked_behind.is_empty())
+            {
+                why.push(format!(
+                    "activity {} ({}) parked behind the {} breaker since {}, at attempt {}",
+                    a.activity_id,
+                    a.activity_type,
+                    a.parked_behind,
+                    time(a.parked_since.as_ref()),
+                    a.attempt
+                ));
+            }
+            for a in d
+                .pending_activities
+                .iter()
+                .filter(|a| a.attempt >= min_attempts && a.parked_behind.is_empty())
             {
                 why.push(format!(
                     "activity {} ({}) attempt {}, next {}, last error: {}",

@@ -460,6 +460,13 @@ fn print_description(id: &str, d: &pb::DescribeWorkflowResponse) {
                     .as_ref()
                     .map_or("-".into(), |f| format!("{} ({})", f.message, f.r#type))
             );
+            if !a.parked_behind.is_empty() {
+                println!(
+                    "           parked behind the {} breaker since {} (no attempt counted; released when a worker reports it closed)",
+                    a.parked_behind,
+                    time(a.parked_since.as_ref())
+                );
+            }
         }
     }
     for t in &d.pending_timers {

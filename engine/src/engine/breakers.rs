@@ -2,13 +2,56 @@
 //! states (its own `breakers` table) so that operators see open ones in `DescribeWorkflow`,
 //! `martix stuck` and `/metrics`, whatever adapters the worker guards; and the workers seen
 //! polling each task queue (`pollers`), so that a run on a queue nobody polls says so.
+//!
+//! An attempt a worker's breaker refused without calling is no attempt: its task is parked
+//! behind that breaker (`history::fail_activity`), costing no attempt and no poll, and released
+//! here. While the latest change reported of the breaker is to open (or half-open: a trial
+//! call is under way), one parked task goes every 5 seconds: the probe (a worker whose breaker
+//! has waited long enough lets it through as its trial call; one whose breaker has not refuses
+//! it again, and it is parked again). Once a worker reports the breaker closed, the parked
+//! tasks go paced: 1, then 4, 16, 64, ... a second, up to 256 a second per node, so the system
+//! that just came back is not met by all of them at once.
 
 use super::Engine;
 use super::requests::identity;
 use crate::clock::Millis;
 use crate::error::EngineError;
-use crate::store::{BreakerReport, BreakerState};
+use crate::history::{self, Dispatch};
+use crate::store::{BREAKER_REPORT_FRESH_MS, BreakerReport, BreakerState};
 use martix_proto::v1 as pb;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often parked tasks are looked at.
+const RELEASE_EVERY: Duration = Duration::from_secs(1);
+/// While a breaker is open, one of its parked tasks goes this often.
+const PROBE_EVERY_MS: Millis = 5_000;
+/// The most tasks released per breaker and second once it lets calls through.
+const MAX_RELEASED_PER_PASS: usize = 256;
+
+/// How fast the tasks parked behind one breaker go.
+struct Pace {
+    /// Tasks the next pass may release if the breaker lets calls through.
+    allowance: usize,
+    /// When the last probe went while it was open.
+    last_probe: Millis,
+}
+
+/// Releases the tasks parked behind breakers, paced (see the module doc), until `shutdown`.
+pub(crate) async fn run_release(engine: Arc<Engine>, shutdown: CancellationToken) {
+    let mut paces = HashMap::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(RELEASE_EVERY) => {}
+        }
+        if let Err(e) = engine.release_parked(&mut paces).await {
+            tracing::warn!(error = %e, "releasing tasks parked behind breakers failed; will retry");
+        }
+    }
+}
 
 /// Most breakers one report carries.
 const MAX_REPORTS: usize = 64;
@@ -116,5 +159,58 @@ impl Engine {
                 tracing::debug!(error = %e, "poller not recorded");
             }
         });
+    }
+}
+
+impl Engine {
+    /// One pass of `run_release`.
+    async fn release_parked(
+        &self,
+        paces: &mut HashMap<(String, String), Pace>,
+    ) -> Result<(), EngineError> {
+        let parked = self.store().parked_breakers().await?;
+        paces.retain(|key, _| parked.contains(key));
+        for key in parked {
+            let now = self.now();
+            let (namespace, breaker) = &key;
+            let open = self
+                .store()
+                .breaker_open(namespace, breaker, now - BREAKER_REPORT_FRESH_MS)
+                .await?;
+            let pace = paces.entry(key.clone()).or_insert(Pace {
+                allowance: 1,
+                last_probe: 0,
+            });
+            let n = if open {
+                pace.allowance = 1;
+                if now - pace.last_probe < PROBE_EVERY_MS {
+                    continue;
+                }
+                pace.last_probe = now;
+                1
+            } else {
+                let n = pace.allowance;
+                pace.allowance = (n * 4).min(MAX_RELEASED_PER_PASS);
+                n
+            };
+            for (run_id, scheduled_event_id) in
+                self.store().parked_tasks(namespace, breaker, n).await?
+            {
+                let released = self
+                    .update(run_id, |run, now, pollers| {
+                        let d = Dispatch::pollers(pollers, now);
+                        Ok((
+                            history::unpark(run, scheduled_event_id, breaker, now, d),
+                            (),
+                        ))
+                    })
+                    .await;
+                if let Err(e) = released {
+                    // Another node released it, or the run closed meanwhile.
+                    tracing::debug!(%run_id, error = %e, "parked task not released");
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -208,6 +208,11 @@ impl Engine {
                     | TaskOp::Hold {
                         scheduled_event_id,
                         visible_at,
+                    }
+                    | TaskOp::Unpark {
+                        scheduled_event_id,
+                        visible_at,
+                        ..
                     } => {
                         if let Some(a) = c.run.activity(*scheduled_event_id) {
                             self.wake_at(

@@ -13,7 +13,7 @@
 //! activity's result recorded with the decision made ahead) and `timeouts` (expired leases and
 //! due timers), and `outbox` (the outbox as operators read it).
 
-mod breakers;
+pub(crate) mod breakers;
 mod cache;
 mod commit;
 mod completion;

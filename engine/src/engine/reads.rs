@@ -53,7 +53,9 @@ impl Engine {
                     .iter()
                     .find(|l| l.scheduled_event_id == a.scheduled_event_id);
                 let started = lease.and_then(|l| l.lease_until).is_some_and(|u| u > now);
-                let state = if started {
+                let state = if !a.parked_behind.is_empty() {
+                    pb::PendingActivityState::Parked
+                } else if started {
                     pb::PendingActivityState::Started
                 } else if a.next_attempt_time > now {
                     pb::PendingActivityState::BackingOff
@@ -71,6 +73,9 @@ impl Engine {
                     scheduled_time: Some(to_timestamp(a.scheduled_time)),
                     scheduled_event_id: a.scheduled_event_id,
                     task_queue: a.task_queue.clone(),
+                    parked_behind: a.parked_behind.clone(),
+                    parked_since: (!a.parked_behind.is_empty())
+                        .then(|| to_timestamp(a.parked_since)),
                 }
             })
             .collect();

@@ -65,6 +65,21 @@ pub enum TaskOp {
         scheduled_event_id: i64,
         visible_at: Millis,
     },
+    /// A circuit breaker of the holder's worker refused the attempt: the row is parked behind
+    /// `breaker` (held by no worker, at the same attempt, until `Unpark`). Requires the row to
+    /// be held by `lease_id`.
+    Park {
+        scheduled_event_id: i64,
+        lease_id: String,
+        breaker: String,
+    },
+    /// The breaker a row is parked behind lets calls through: the row becomes available at
+    /// `visible_at`. A row not parked behind `breaker` is left as it is.
+    Unpark {
+        scheduled_event_id: i64,
+        breaker: String,
+        visible_at: Millis,
+    },
     /// The activity is resolved. With `lease_id`, requires the row to be held by it.
     Delete {
         scheduled_event_id: i64,
@@ -73,8 +88,14 @@ pub enum TaskOp {
 }
 
 /// When a parked task becomes available: never, until something releases it (9999-12-31, a
-/// time every timestamp type holds). A paused run's tasks are parked.
+/// time every timestamp type holds). A paused run's tasks are parked; so are tasks behind a
+/// circuit breaker, whose rows are also held until then by the breaker (`breaker_lease`).
 pub const PARKED_UNTIL: Millis = 253_402_300_799_000;
+
+/// The lease id of a task row parked behind circuit breaker `breaker`.
+pub fn breaker_lease(breaker: &str) -> String {
+    format!("breaker:{breaker}")
+}
 
 /// Everything one transaction writes for one run (and, on continue-as-new, the next run).
 #[derive(Clone, Debug, PartialEq)]
@@ -356,8 +377,9 @@ impl Transition {
             match op {
                 TaskOp::Insert(ActivityTask { visible_at, .. })
                 | TaskOp::Retry { visible_at, .. }
-                | TaskOp::RetryNow { visible_at, .. } => *visible_at = PARKED_UNTIL,
-                TaskOp::Hold { .. } | TaskOp::Delete { .. } => {}
+                | TaskOp::RetryNow { visible_at, .. }
+                | TaskOp::Unpark { visible_at, .. } => *visible_at = PARKED_UNTIL,
+                TaskOp::Hold { .. } | TaskOp::Park { .. } | TaskOp::Delete { .. } => {}
             }
         }
     }

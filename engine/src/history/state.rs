@@ -116,6 +116,13 @@ pub struct PendingActivity {
     /// A schedule-to-start timer row exists for the first attempt.
     #[prost(bool, tag = "12")]
     pub schedule_to_start_timer: bool,
+    /// The circuit breaker that refused its last attempt: its task is parked behind it (see
+    /// `TaskOp::Park`); empty when not parked.
+    #[prost(string, tag = "13")]
+    pub parked_behind: String,
+    /// When it was parked.
+    #[prost(int64, tag = "14")]
+    pub parked_since: Millis,
 }
 
 /// A timer started by the workflow.

@@ -68,6 +68,29 @@ pub trait BreakerStore: Send + Sync {
         reported_since: Millis,
     ) -> Result<Vec<OpenBreaker>, StoreError>;
 
+    /// Whether the latest change of state reported (since `reported_since`) of the breakers
+    /// of `adapter` in `namespace`, by any worker, was to open or half-open (a trial call is
+    /// under way): while it is, the engine keeps the tasks parked behind that breaker, but for
+    /// a probe now and then.
+    async fn breaker_open(
+        &self,
+        namespace: &str,
+        adapter: &str,
+        reported_since: Millis,
+    ) -> Result<bool, StoreError>;
+
+    /// The namespaces and breakers with tasks parked behind them (at most 100 pairs).
+    async fn parked_breakers(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Up to `limit` tasks parked behind `breaker` in `namespace`: their runs and scheduled
+    /// event ids.
+    async fn parked_tasks(
+        &self,
+        namespace: &str,
+        breaker: &str,
+        limit: usize,
+    ) -> Result<Vec<(crate::ids::RunId, i64)>, StoreError>;
+
     /// Deletes the reports not renewed since `before`; how many went.
     async fn purge_breakers(&self, before: Millis) -> Result<u64, StoreError>;
 

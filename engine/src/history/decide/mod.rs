@@ -15,7 +15,7 @@ mod signals;
 mod timers;
 mod workflow_task;
 
-pub use activities::{complete_activity, fail_activity, retry_activities_now};
+pub use activities::{complete_activity, fail_activity, retry_activities_now, unpark};
 pub use close::terminate;
 pub use pause::{pause, resume};
 pub use signals::{request_cancel, signal};

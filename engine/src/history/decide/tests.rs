@@ -515,3 +515,72 @@ impl Pollers for AllWaiting {
         Some(PollerId(self.0))
     }
 }
+
+#[test]
+fn an_attempt_a_breaker_refused_costs_nothing_and_waits_behind_it() {
+    let (run, token) = with_activity();
+    let act = run.state.activities[0].scheduled_event_id;
+    let refused = pb::Failure {
+        message: "circuit breaker payment is open; nothing was called".into(),
+        r#type: "CircuitOpen".into(),
+        breaker: "payment".into(),
+        next_retry_delay: Some(ms_to_duration(30_000)),
+        ..Default::default()
+    };
+    let c = fail_activity(&run, &token, refused, "w", T0 + 10, 0.0, false, nobody(T0))
+        .unwrap()
+        .commit;
+    assert!(c.events.is_empty());
+    assert_eq!(
+        c.tasks,
+        [TaskOp::Park {
+            scheduled_event_id: act,
+            lease_id: token.lease_id.clone(),
+            breaker: "payment".into()
+        }]
+    );
+    let run = applied(&c);
+    let a = &run.state.activities[0];
+    assert_eq!((a.attempt, a.parked_behind.as_str()), (1, "payment"));
+    assert_eq!((a.parked_since, a.next_attempt_time), (T0 + 10, 0));
+
+    assert!(unpark(&run, act, "inventory", T0 + 20, nobody(T0 + 20)).is_none());
+    let mut pollers = AllWaiting::default();
+    let r = unpark(
+        &run,
+        act,
+        "payment",
+        T0 + 20,
+        Dispatch::pollers(&mut pollers, T0 + 20),
+    )
+    .expect("released");
+    assert_eq!(
+        r.commit.tasks,
+        [TaskOp::Unpark {
+            scheduled_event_id: act,
+            breaker: "payment".into(),
+            visible_at: T0 + 20
+        }]
+    );
+    let released = applied(&r.commit);
+    assert!(released.state.activities[0].parked_behind.is_empty());
+    assert!(
+        unpark(&released, act, "payment", T0 + 30, nobody(T0 + 30)).is_none(),
+        "released once"
+    );
+
+    // Released while the run is paused: it stays parked for the pause.
+    let paused = applied(&pause(&run, "audit", "ops", T0 + 15).unwrap().unwrap());
+    let r = unpark(&paused, act, "payment", T0 + 20, nobody(T0 + 20)).unwrap();
+    assert!(matches!(
+        r.commit.tasks[..],
+        [TaskOp::Unpark { visible_at, .. }] if visible_at == PARKED_UNTIL
+    ));
+
+    // A breaker's refusal of a non-retryable kind, or a bad breaker name, is no parking.
+    let bad = pb::Failure {
+        breaker: "pay\nment".into(),
+        ..Default::default()
+    };
+    assert!(fail_activity(&run, &token, bad, "w", T0, 0.0, false, nobody(T0)).is_err());
+}

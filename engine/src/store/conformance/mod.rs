@@ -95,6 +95,8 @@ macro_rules! store_conformance {
             a_workflow_task_is_claimed_once_per_lease,
             activity_tasks_are_leased_and_guarded,
             held_tasks_wait_and_held_rows_are_left_alone,
+            tasks_parked_behind_a_breaker_wait_until_released,
+            a_breaker_is_open_while_its_latest_report_says_so,
             expired_leases_are_reaped_not_reclaimed,
             timers_come_due_and_fire_once,
             closing_a_run_drops_its_tasks_and_timers,

@@ -171,6 +171,14 @@ pub(crate) fn inserts_can_wait(c: &RunCommit) -> bool {
                 scheduled_event_id: id,
                 ..
             }
+            | TaskOp::Park {
+                scheduled_event_id: id,
+                ..
+            }
+            | TaskOp::Unpark {
+                scheduled_event_id: id,
+                ..
+            }
             | TaskOp::Delete {
                 scheduled_event_id: id,
                 ..

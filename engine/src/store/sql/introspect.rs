@@ -3,9 +3,11 @@
 
 use super::{Backend, Column, SqlStore, corrupt};
 use crate::clock::Millis;
+use crate::history;
+use crate::ids::RunId;
 use crate::store::{
-    Backlog, BreakerReport, BreakerStore, Introspection, OpenBreaker, PollerSeen, StoreError,
-    TaskKind, classify,
+    Backlog, BreakerReport, BreakerState, BreakerStore, Introspection, OpenBreaker, PollerSeen,
+    StoreError, TaskKind, classify,
 };
 use sqlx::Row as _;
 use std::sync::atomic::Ordering;
@@ -214,6 +216,74 @@ where
             .await
             .map_err(classify)?;
         Ok(DB::rows_affected(&done))
+    }
+
+    async fn breaker_open(
+        &self,
+        namespace: &str,
+        adapter: &str,
+        reported_since: Millis,
+    ) -> Result<bool, StoreError> {
+        let state: Option<String> = sqlx::query_scalar(
+            "SELECT state FROM breakers WHERE namespace = $1 AND adapter = $2 \
+             AND reported_at >= $3 ORDER BY changed_at DESC LIMIT 1",
+        )
+        .bind(namespace)
+        .bind(adapter)
+        .bind(reported_since)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(classify)?;
+        Ok(state.is_some_and(|s| s != BreakerState::Closed.as_str()))
+    }
+
+    async fn parked_breakers(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT namespace, lease_id FROM activity_tasks \
+             WHERE lease_until = $1 LIMIT 100",
+        )
+        .bind(history::PARKED_UNTIL)
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .filter_map(|r| {
+                let lease: String = match r.try_get(1) {
+                    Ok(l) => l,
+                    Err(e) => return Some(Err(corrupt(e))),
+                };
+                let breaker = lease.strip_prefix("breaker:")?.to_owned();
+                Some(r.try_get(0).map_err(corrupt).map(|ns| (ns, breaker)))
+            })
+            .collect()
+    }
+
+    async fn parked_tasks(
+        &self,
+        namespace: &str,
+        breaker: &str,
+        limit: usize,
+    ) -> Result<Vec<(RunId, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, scheduled_event_id FROM activity_tasks \
+             WHERE namespace = $1 AND lease_id = $2 AND lease_until = $3 LIMIT $4",
+        )
+        .bind(namespace)
+        .bind(history::breaker_lease(breaker))
+        .bind(history::PARKED_UNTIL)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                let run_id: String = r.try_get(0).map_err(corrupt)?;
+                Ok((
+                    RunId::parse("run_id", &run_id).map_err(corrupt)?,
+                    r.try_get(1).map_err(corrupt)?,
+                ))
+            })
+            .collect()
     }
 
     async fn purge_breakers(&self, before: Millis) -> Result<u64, StoreError> {
