@@ -586,6 +586,39 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     assert_eq!(code, 1);
     assert!(err.contains("reason") && err.lines().count() == 1, "{err}");
 
+    // Breakers: held open and released by hand, listed.
+    let breaker = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+            .args(["breaker", "--address", g])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = breaker(&["open", "payment", "--reason", "gateway maintenance"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "breaker payment held open\n"),
+        "{err}"
+    );
+    let (_, listed, _) = breaker(&["list"]);
+    assert!(
+        listed.contains("payment  open, 0 task(s) parked behind it")
+            && listed.contains(": gateway maintenance"),
+        "{listed}"
+    );
+    let (code, _, err) = breaker(&["close", "payment", "--reason", ""]);
+    assert_eq!(code, 1);
+    assert!(err.contains("reason") && err.lines().count() == 1, "{err}");
+    let (code, out, _) = breaker(&["release", "payment"]);
+    assert_eq!(code, 0, "{out}");
+    let (_, listed, _) = breaker(&["list"]);
+    assert!(!listed.contains("held"), "{listed}");
+
     let (code, out, _) = cli(
         g,
         &["terminate", "--query", "batch-", "--reason", "cleanup"],

@@ -56,7 +56,7 @@ pub use history::WorkflowHistory;
 pub use martix_proto::v1 as proto;
 pub use replayer::{ReplayError, Replayer};
 pub use saga::{CompensationFailure, Saga};
-pub use worker::{BreakerReporter, BreakerState, Worker, WorkerOptions, WorkerStats};
+pub use worker::{BreakerHold, BreakerReporter, BreakerState, Worker, WorkerOptions, WorkerStats};
 pub use workflow::{ActivityOptions, Nondeterminism, SignalStream, WorkflowContext, WorkflowInfo};
 
 /// The largest answer the SDK's clients accept from the engine: an answer may carry several

@@ -559,6 +559,77 @@ async fn a_payment_outage_parks_charges_behind_the_breaker_until_it_closes(backe
     env.assert_ledger(&refs).await;
 }
 
+/// An operator holds the payment breaker open (gateway maintenance): no charge reaches the
+/// gateway, not even a probe, the charges wait parked; released, every order completes.
+async fn a_breaker_held_open_by_an_operator_parks_charges_until_released(backend: Backend) {
+    let env = Env::start(backend, Faults::default(), BreakerSettings::default()).await;
+    let breakers = env.activities.breakers().clone();
+    let held = |want: Option<martix_sdk::BreakerHold>| {
+        let breakers = breakers.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(15), async {
+                while breakers.hold("payment") != want {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await
+            .expect("the worker learns the hold from its next report");
+        }
+    };
+    env.client
+        .set_breaker(
+            "payment",
+            Some(martix_sdk::BreakerHold::Open),
+            "maintenance",
+        )
+        .await
+        .unwrap();
+    held(Some(martix_sdk::BreakerHold::Open)).await;
+    let orders: Vec<Order> = (0..20)
+        .map(|i| env.order(&format!("held-{i}"), &format!("c{i}"), "FR", 1))
+        .collect();
+    let runs = env.start_all(&orders).await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let mut n = 0;
+            for run in &runs {
+                let d = run.describe().await.unwrap();
+                n += usize::from(
+                    d.pending_activities
+                        .iter()
+                        .any(|a| a.parked_behind == "payment" && a.attempt == 1),
+                );
+            }
+            if n == runs.len() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("every charge is parked at its first attempt");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        env.activities.calls().payment.load(Ordering::SeqCst),
+        0,
+        "held open: nothing reaches the gateway, not even a probe"
+    );
+    let listed = env.client.list_breakers().await.unwrap();
+    let payment = listed.iter().find(|b| b.breaker == "payment").unwrap();
+    assert!(payment.open && payment.parked == 20, "{payment:?}");
+    env.client.set_breaker("payment", None, "").await.unwrap();
+    held(None).await;
+    for run in &runs {
+        let o: OrderOutcome = tokio::time::timeout(Duration::from_secs(60), run.result())
+            .await
+            .expect("orders finish once the hold is released")
+            .unwrap();
+        assert_eq!(o.status, "completed");
+    }
+    let refs: Vec<&Order> = orders.iter().collect();
+    env.assert_ledger(&refs).await;
+}
+
 async fn the_ledger_adds_up_after_500_mixed_orders(backend: Backend) {
     let env = Env::start(backend, Faults::default(), BreakerSettings::default()).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -598,5 +669,6 @@ on_both_backends!(
     a_cancel_before_the_first_step_reserves_and_charges_nothing,
     a_refund_refused_for_good_waits_for_an_operator,
     a_payment_outage_parks_charges_behind_the_breaker_until_it_closes,
+    a_breaker_held_open_by_an_operator_parks_charges_until_released,
     the_ledger_adds_up_after_500_mixed_orders,
 );

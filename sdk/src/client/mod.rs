@@ -266,6 +266,47 @@ impl Client {
             .created)
     }
 
+    /// Holds circuit breaker `breaker` of this client's namespace open or closed by hand
+    /// (`reason` required), or lifts the hold (`None`): its workers apply the hold within
+    /// seconds, whatever their breaker's state (an operator's call).
+    pub async fn set_breaker(
+        &self,
+        breaker: &str,
+        hold: Option<crate::BreakerHold>,
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        let hold = match hold {
+            None => pb::BreakerHold::None,
+            Some(crate::BreakerHold::Open) => pb::BreakerHold::Open,
+            Some(crate::BreakerHold::Closed) => pb::BreakerHold::Closed,
+        };
+        self.inner
+            .clone()
+            .set_breaker(pb::SetBreakerRequest {
+                namespace: self.namespace.clone(),
+                breaker: breaker.to_owned(),
+                hold: hold as i32,
+                reason: reason.to_owned(),
+                identity: self.identity.clone(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The circuit breakers of this client's namespace: what each worker reports, an
+    /// operator's hold, the tasks parked behind each (an operator's call).
+    pub async fn list_breakers(&self) -> Result<Vec<pb::BreakerInfo>, ClientError> {
+        Ok(self
+            .inner
+            .clone()
+            .list_breakers(pb::ListBreakersRequest {
+                namespace: self.namespace.clone(),
+            })
+            .await?
+            .into_inner()
+            .breakers)
+    }
+
     /// Every namespace's name (an admin's call).
     pub async fn list_namespaces(&self) -> Result<Vec<String>, ClientError> {
         Ok(self

@@ -85,6 +85,10 @@ pub enum Op {
     ResetWorkflow,
     /// Pausing and resuming a run.
     PauseWorkflow,
+    /// Holding a circuit breaker open or closed by hand.
+    ManageBreakers,
+    /// Reading the breakers of a namespace.
+    ListBreakers,
     RetryActivity,
     PollWorkflowTask,
     RespondWorkflowTask,
@@ -106,7 +110,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, for tables and tests.
-    pub const ALL: [Op; 22] = [
+    pub const ALL: [Op; 24] = [
         Op::StartWorkflow,
         Op::DescribeWorkflow,
         Op::GetWorkflowResult,
@@ -117,6 +121,8 @@ impl Op {
         Op::TerminateWorkflow,
         Op::ResetWorkflow,
         Op::PauseWorkflow,
+        Op::ManageBreakers,
+        Op::ListBreakers,
         Op::RetryActivity,
         Op::PollWorkflowTask,
         Op::RespondWorkflowTask,
@@ -166,6 +172,8 @@ impl Op {
                     | TerminateWorkflow
                     | ResetWorkflow
                     | PauseWorkflow
+                    | ManageBreakers
+                    | ListBreakers
                     | RetryActivity
                     | ReadMetrics
                     | QueryReadModel
