@@ -100,11 +100,7 @@ impl Default for BreakerSettings {
 
 fn to_activity_error(e: Guarded<AdapterError>, adapter: &str) -> ActivityError {
     match e {
-        Guarded::Open { retry_after } => ActivityError::retryable(
-            "CircuitOpen",
-            format!("circuit breaker of the {adapter} adapter is open"),
-        )
-        .with_retry_after(retry_after),
+        Guarded::Open { retry_after } => ActivityError::circuit_open(adapter, retry_after),
         Guarded::Failed(AdapterError::Rejected { kind, message }) => {
             ActivityError::non_retryable(kind, message)
         }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use martix_sdk::BreakerState;
+pub use martix_sdk::{BreakerHold, BreakerState};
 
 /// The states of all breakers of this process, by adapter name, and a signal of their changes
 /// (the worker reports them to the engine, for operators).
@@ -17,6 +17,8 @@ pub use martix_sdk::BreakerState;
 pub struct BreakerRegistry {
     states: Arc<Mutex<BTreeMap<&'static str, (BreakerState, u64)>>>,
     changed: Arc<tokio::sync::Notify>,
+    /// The operators' holds the engine last answered with, by breaker name.
+    holds: Arc<Mutex<BTreeMap<String, BreakerHold>>>,
 }
 
 impl BreakerRegistry {
@@ -36,6 +38,64 @@ impl BreakerRegistry {
         self.changed.notified().await;
     }
 
+    /// Reports the breakers' states to the engine with `reporter` when one changes (and every
+    /// 5 seconds, so an engine that lost them learns them again and an operator's hold in the
+    /// answer applies soon) until `stop` completes; a report that fails is sent again a second
+    /// later. The engine parks the tasks a breaker refused and releases them once the latest
+    /// report says closed.
+    pub async fn report_to(
+        self,
+        reporter: martix_sdk::BreakerReporter,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let states: Vec<(String, BreakerState)> = self
+                .snapshot()
+                .into_iter()
+                .map(|(adapter, (state, _))| (adapter.to_owned(), state))
+                .collect();
+            let wait = if states.is_empty() {
+                REPORT_EVERY
+            } else {
+                match reporter.report(&states).await {
+                    Ok(holds) => {
+                        self.set_holds(holds);
+                        REPORT_EVERY
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "breaker report not delivered; sending again");
+                        Duration::from_secs(1)
+                    }
+                }
+            };
+            tokio::select! {
+                () = &mut stop => return,
+                () = self.changed() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// The operator's hold on breaker `name`, if any.
+    pub fn hold(&self, name: &str) -> Option<BreakerHold> {
+        self.holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
+    }
+
+    /// Applies the holds the engine answered with (those not named are lifted).
+    fn set_holds(&self, holds: Vec<(String, BreakerHold)>) {
+        let holds: BTreeMap<String, BreakerHold> = holds.into_iter().collect();
+        let mut held = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        if *held != holds {
+            tracing::info!(?holds, "breaker holds changed");
+            *held = holds;
+        }
+    }
+
     fn set(&self, name: &'static str, f: impl FnOnce(&mut (BreakerState, u64))) {
         let mut m = self.states.lock().unwrap_or_else(|p| p.into_inner());
         let entry = m.entry(name).or_insert((BreakerState::Closed, 0));
@@ -48,6 +108,9 @@ impl BreakerRegistry {
         }
     }
 }
+
+/// How often a worker reports its breakers when nothing changes.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 struct Observer {
@@ -89,6 +152,7 @@ pub struct Breaker {
     name: &'static str,
     machine: Machine,
     open_for: Duration,
+    registry: BreakerRegistry,
 }
 
 /// The outcome of a call through a breaker.
@@ -124,6 +188,7 @@ impl Breaker {
             name,
             machine,
             open_for,
+            registry: registry.clone(),
         }
     }
 
@@ -133,7 +198,8 @@ impl Breaker {
     }
 
     /// Runs `call` through the breaker. Only `is_failure` errors count against it (a declined
-    /// card is an answer, not an outage).
+    /// card is an answer, not an outage). An operator's hold comes first: held open, nothing
+    /// is called; held closed, the call runs whatever the breaker's state.
     pub async fn call<T, E, F>(
         &self,
         is_failure: impl Fn(&E) -> bool,
@@ -142,6 +208,16 @@ impl Breaker {
     where
         F: std::future::Future<Output = Result<T, E>>,
     {
+        match self.registry.hold(self.name) {
+            Some(BreakerHold::Open) => {
+                self.registry.set(self.name, |s| s.1 += 1);
+                return Err(Guarded::Open {
+                    retry_after: self.open_for,
+                });
+            }
+            Some(BreakerHold::Closed) => return call.await.map_err(Guarded::Failed),
+            None => {}
+        }
         match self.machine.call_with(is_failure, call).await {
             Ok(v) => Ok(v),
             Err(failsafe::Error::Inner(e)) => Err(Guarded::Failed(e)),

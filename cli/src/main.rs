@@ -91,6 +91,13 @@ enum Command {
         #[command(subcommand)]
         command: ops::NamespaceCmd,
     },
+    /// Circuit breakers: list them, hold one open or closed by hand (operators).
+    Breaker {
+        #[command(flatten)]
+        conn: ops::Conn,
+        #[command(subcommand)]
+        command: ops::BreakerCmd,
+    },
     /// Running workflows that are not progressing, each with why.
     Stuck {
         #[command(flatten)]
@@ -383,6 +390,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Workflow { conn, command } => ops::run(conn, command).await,
         Command::Order { conn, command } => ops::order(conn, command).await,
         Command::Namespace { conn, command } => ops::namespace(conn, command).await,
+        Command::Breaker { conn, command } => ops::breaker(conn, command).await,
         Command::Orders { conn, command } => ops::orders(conn, command).await,
         Command::Events { conn, command } => events_cli::events(conn, command).await,
         Command::Stuck {

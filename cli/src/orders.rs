@@ -4,7 +4,6 @@ use anyhow::{Context, Result};
 use martix_activities::{Backend, BreakerSettings, Faults, OrderActivities, ReferenceAdapters};
 use martix_sdk::{Worker, WorkerOptions};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Which adapters the activities use.
@@ -56,43 +55,15 @@ pub(crate) async fn run_worker(
     let mut worker = Worker::connect_with(address, connection, WorkerOptions::new(task_queue))?;
     worker.workflow(martix_workflows::OrderSaga, martix_workflows::order);
     activities.register(&mut worker);
-    tokio::spawn(report_breakers(
-        activities.breakers().clone(),
-        worker.breaker_reporter(),
-        shutdown.clone(),
-    ));
+    let stop = shutdown.clone();
+    tokio::spawn(
+        activities
+            .breakers()
+            .clone()
+            .report_to(worker.breaker_reporter(), async move {
+                stop.cancelled().await;
+            }),
+    );
     worker.run(shutdown).await;
     Ok(())
-}
-
-/// Reports the breakers' states to the engine when one changes (and every minute, so an engine
-/// that lost them learns them again) until `stop`; a report that fails is sent again.
-async fn report_breakers(
-    registry: martix_activities::breaker::BreakerRegistry,
-    reporter: martix_sdk::BreakerReporter,
-    stop: CancellationToken,
-) {
-    loop {
-        let states: Vec<(String, martix_sdk::BreakerState)> = registry
-            .snapshot()
-            .into_iter()
-            .map(|(adapter, (state, _))| (adapter.to_owned(), state))
-            .collect();
-        let wait = if states.is_empty() {
-            Duration::from_secs(60)
-        } else {
-            match reporter.report(&states).await {
-                Ok(()) => Duration::from_secs(60),
-                Err(e) => {
-                    tracing::debug!(error = %e, "breaker report not delivered; sending again");
-                    Duration::from_secs(1)
-                }
-            }
-        };
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = registry.changed() => {}
-            () = tokio::time::sleep(wait) => {}
-        }
-    }
 }

@@ -532,6 +532,90 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
         );
         assert_eq!(code, 0);
     }
+    // Pause and resume, one and by query: shown by list, describe and stuck.
+    let (code, out, err) = cli(g, &["pause", "batch-1", "--reason", "stock count"]);
+    assert_eq!((code, out.as_str()), (0, "batch-1 paused\n"), "{err}");
+    let (code, out, _) = cli(g, &["pause", "--query", "batch-", "--reason", "audit"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("3 running workflows match 'batch-'"),
+        "{out}"
+    );
+    let (_, listed, _) = cli(g, &["list", "--query", "batch-", "--status", "paused"]);
+    assert_eq!(listed.lines().count(), 2, "one paused: {listed}");
+    assert!(
+        listed.contains("batch-1") && listed.contains("paused"),
+        "{listed}"
+    );
+    let (_, described, _) = cli(g, &["describe", "batch-1"]);
+    assert!(
+        described.contains("paused     since ") && described.contains(": stock count"),
+        "{described}"
+    );
+    let stuck = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args(["stuck", "--address", g, "--older-than", "0s"])
+        .output()
+        .unwrap();
+    let stuck = String::from_utf8_lossy(&stuck.stdout);
+    assert!(
+        stuck.contains("paused since ") && stuck.contains(": stock count"),
+        "{stuck}"
+    );
+    let (code, out, _) = cli(
+        g,
+        &["pause", "--query", "batch-", "--reason", "audit", "--yes"],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("3 done, 0 failed"), "{out}");
+    let (_, listed, _) = cli(g, &["list", "--query", "batch-", "--status", "paused"]);
+    assert_eq!(listed.lines().count(), 4, "{listed}");
+    let (code, out, _) = cli(g, &["resume", "--query", "batch-", "--yes"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("3 done, 0 failed"), "{out}");
+    let (_, listed, _) = cli(g, &["list", "--query", "batch-", "--status", "paused"]);
+    assert_eq!(listed.lines().count(), 1, "none paused: {listed}");
+    let (code, out, _) = cli(g, &["resume", "batch-2"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "batch-2 was not paused (unchanged)\n")
+    );
+    let (code, _, err) = cli(g, &["pause", "batch-2", "--reason", " "]);
+    assert_eq!(code, 1);
+    assert!(err.contains("reason") && err.lines().count() == 1, "{err}");
+
+    // Breakers: held open and released by hand, listed.
+    let breaker = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+            .args(["breaker", "--address", g])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = breaker(&["open", "payment", "--reason", "gateway maintenance"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "breaker payment held open\n"),
+        "{err}"
+    );
+    let (_, listed, _) = breaker(&["list"]);
+    assert!(
+        listed.contains("payment  open, 0 task(s) parked behind it")
+            && listed.contains(": gateway maintenance"),
+        "{listed}"
+    );
+    let (code, _, err) = breaker(&["close", "payment", "--reason", ""]);
+    assert_eq!(code, 1);
+    assert!(err.contains("reason") && err.lines().count() == 1, "{err}");
+    let (code, out, _) = breaker(&["release", "payment"]);
+    assert_eq!(code, 0, "{out}");
+    let (_, listed, _) = breaker(&["list"]);
+    assert!(!listed.contains("held"), "{listed}");
+
     let (code, out, _) = cli(
         g,
         &["terminate", "--query", "batch-", "--reason", "cleanup"],
@@ -749,7 +833,10 @@ fn stuck_lists_orders_whose_payment_keeps_failing_with_why() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (_, d) = cli_out(g, &["describe", "stuck-1"]);
-        if d.contains("open breaker: payment on worker") {
+        // Its charge then waits parked behind the breaker, attempts no longer counted.
+        if d.contains("open breaker: payment on worker")
+            && d.contains("parked behind the payment breaker since")
+        {
             break;
         }
         assert!(
@@ -758,7 +845,15 @@ fn stuck_lists_orders_whose_payment_keeps_failing_with_why() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(stuck().contains("breaker open: payment"), "stuck says why");
+    let now_stuck = stuck();
+    assert!(
+        now_stuck.contains("breaker open: payment"),
+        "stuck says why"
+    );
+    assert!(
+        now_stuck.contains("parked behind the payment breaker"),
+        "{now_stuck}"
+    );
     assert!(
         report.contains("outage") || report.contains("CircuitOpen"),
         "says why: {report}"

@@ -320,6 +320,11 @@ impl Server {
             crate::engine::retention::run(retention, token).await;
             Ok(())
         });
+        let (token, release) = (shutdown.clone(), engine.clone());
+        tasks.spawn(async move {
+            crate::engine::breakers::run_release(release, token).await;
+            Ok(())
+        });
         let (token, relay, events) = (shutdown.clone(), engine.clone(), self.events.clone());
         let projections: crate::events::Projections = self.projections.into();
         tasks.spawn(async move {

@@ -277,6 +277,7 @@ impl From<&Failure> for pb::Failure {
             details: None,
             cause: f.cause.as_deref().map(|c| Box::new(pb::Failure::from(c))),
             next_retry_delay: f.next_retry_delay.map(crate::workflow::options::dur),
+            breaker: String::new(),
         }
     }
 }
@@ -319,6 +320,9 @@ pub struct ActivityError {
     pub non_retryable: bool,
     /// Retry no sooner than this (for example an open circuit breaker's hint).
     pub retry_after: Option<Duration>,
+    /// The circuit breaker that refused the attempt without calling (see
+    /// [`ActivityError::circuit_open`]).
+    pub breaker: Option<String>,
 }
 
 impl ActivityError {
@@ -329,6 +333,25 @@ impl ActivityError {
             error_type: error_type.into(),
             non_retryable: false,
             retry_after: None,
+            breaker: None,
+        }
+    }
+
+    /// The worker's circuit breaker `breaker` refused the attempt without calling the system
+    /// behind it. This is no attempt: the engine keeps the attempt count and parks the task
+    /// behind the breaker until a worker reports it closed (with [`crate::BreakerReporter`]),
+    /// sending one task now and then meanwhile to probe; `describe`
+    /// shows it parked. `retry_after`, the breaker's remaining wait, is kept for engines that
+    /// retry instead.
+    pub fn circuit_open(breaker: impl Into<String>, retry_after: Duration) -> Self {
+        let breaker = breaker.into();
+        Self {
+            breaker: Some(breaker.clone()),
+            ..Self::retryable(
+                "CircuitOpen",
+                format!("circuit breaker {breaker} is open; nothing was called"),
+            )
+            .with_retry_after(retry_after)
         }
     }
 
@@ -352,6 +375,7 @@ impl ActivityError {
             r#type: self.error_type.clone(),
             non_retryable: self.non_retryable,
             next_retry_delay: self.retry_after.map(crate::workflow::options::dur),
+            breaker: self.breaker.clone().unwrap_or_default(),
             ..Default::default()
         }
     }

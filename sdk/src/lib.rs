@@ -72,8 +72,9 @@ pub mod workflow;
 
 pub use activity::ActivityContext;
 pub use client::{
-    Client, IdReusePolicy, ListOptions, NamespaceInfo, Page, PageToken, ResetPoint, RunOutcome,
-    StartOptions, WorkflowDescription, WorkflowHandle, WorkflowStatus, WorkflowSummary,
+    Client, IdReusePolicy, ListOptions, NamespaceInfo, Page, PageToken, PendingActivityState,
+    ResetPoint, RunOutcome, StartOptions, WorkflowDescription, WorkflowHandle, WorkflowStatus,
+    WorkflowSummary,
 };
 pub use connection::ConnectOptions;
 pub use definition::{Activity, Signal, Workflow};
@@ -89,7 +90,7 @@ pub use history::WorkflowHistory;
 pub use martix_proto::v1 as proto;
 pub use replayer::{ReplayError, Replayer};
 pub use saga::{CompensationFailure, Saga};
-pub use worker::{BreakerReporter, BreakerState, Worker, WorkerOptions, WorkerStats};
+pub use worker::{BreakerHold, BreakerReporter, BreakerState, Worker, WorkerOptions, WorkerStats};
 pub use workflow::{
     ActivityOptions, Nondeterminism, RetryPolicy, SignalStream, WorkflowContext, WorkflowInfo,
 };

@@ -604,6 +604,13 @@ impl OrderShop {
         worker.workflow(martix_workflows::OrderSaga, martix_workflows::order);
         activities.register(&mut worker);
         let stop = CancellationToken::new();
+        let reported = stop.clone();
+        tokio::spawn(activities.breakers().clone().report_to(
+            worker.breaker_reporter(),
+            async move {
+                reported.cancelled().await;
+            },
+        ));
         tokio::spawn(worker.run(stop.clone()));
         let client = martix_sdk::Client::connect(engine.endpoint.clone())
             .await

@@ -1838,7 +1838,127 @@ async fn workers_report_breakers_and_operators_see_the_open_ones(backend: Backen
     assert!(open_here(&describe(&mut wf, &id).await).is_empty());
 }
 
+/// An operator holds a breaker open or closed and lifts the hold; workers learn the holds in
+/// the answers to their reports; `ListBreakers` shows reports and holds; bad requests change
+/// nothing.
+async fn operators_hold_breakers_and_workers_learn_the_holds(backend: Backend) {
+    let t = TestEngine::start(backend, fast()).await;
+    let (mut wf, mut wk) = (t.workflows().await, t.workers().await);
+    let ns = unique("ns");
+    wf.create_namespace(pb::CreateNamespaceRequest {
+        namespace: ns.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let report = |state: pb::BreakerState| pb::ReportBreakersRequest {
+        namespace: ns.clone(),
+        identity: "w-1".into(),
+        breakers: vec![pb::BreakerReport {
+            adapter: "payment".into(),
+            state: state as i32,
+        }],
+    };
+    let holds = wk
+        .report_breakers(report(pb::BreakerState::Closed))
+        .await
+        .unwrap()
+        .into_inner()
+        .holds;
+    assert!(holds.is_empty());
+    let hold = |h: pb::BreakerHold, reason: &str| pb::SetBreakerRequest {
+        namespace: ns.clone(),
+        breaker: "payment".into(),
+        hold: h as i32,
+        reason: reason.into(),
+        identity: "ops@host".into(),
+    };
+    for (bad, why) in [
+        (hold(pb::BreakerHold::Open, " "), "reason"),
+        (
+            pb::SetBreakerRequest {
+                breaker: String::new(),
+                ..hold(pb::BreakerHold::Open, "x")
+            },
+            "breaker",
+        ),
+        (
+            pb::SetBreakerRequest {
+                hold: 9,
+                ..hold(pb::BreakerHold::Open, "x")
+            },
+            "hold",
+        ),
+    ] {
+        let e = wf.set_breaker(bad).await.expect_err("refused");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(why), "{e:?}");
+    }
+    let list = |wf: &mut Workflows| {
+        let ns = ns.clone();
+        let mut wf = wf.clone();
+        async move {
+            wf.list_breakers(pb::ListBreakersRequest { namespace: ns })
+                .await
+                .unwrap()
+                .into_inner()
+                .breakers
+        }
+    };
+    let listed = list(&mut wf).await;
+    assert_eq!(listed.len(), 1);
+    assert!(!listed[0].open && listed[0].hold == pb::BreakerHold::None as i32);
+    assert_eq!(listed[0].workers[0].state, "closed");
+
+    wf.set_breaker(hold(pb::BreakerHold::Open, "gateway maintenance"))
+        .await
+        .unwrap();
+    let listed = list(&mut wf).await;
+    assert!(listed[0].open);
+    assert_eq!(
+        (listed[0].hold_reason.as_str(), listed[0].hold_by.as_str()),
+        ("gateway maintenance", "ops@host")
+    );
+    let holds = wk
+        .report_breakers(report(pb::BreakerState::Closed))
+        .await
+        .unwrap()
+        .into_inner()
+        .holds;
+    assert_eq!(
+        holds,
+        [pb::BreakerHoldInfo {
+            breaker: "payment".into(),
+            hold: pb::BreakerHold::Open as i32
+        }]
+    );
+    wk.report_breakers(report(pb::BreakerState::Open))
+        .await
+        .unwrap();
+    wf.set_breaker(hold(pb::BreakerHold::Closed, "gateway is back"))
+        .await
+        .unwrap();
+    assert!(
+        !list(&mut wf).await[0].open,
+        "held closed whatever the workers report"
+    );
+    wf.set_breaker(hold(pb::BreakerHold::None, ""))
+        .await
+        .unwrap();
+    let listed = list(&mut wf).await;
+    assert!(listed[0].open && listed[0].hold == pb::BreakerHold::None as i32);
+    assert!(
+        wk.report_breakers(report(pb::BreakerState::Open))
+            .await
+            .unwrap()
+            .into_inner()
+            .holds
+            .is_empty()
+    );
+}
+
 on_both_backends!(
+    operators_hold_breakers_and_workers_learn_the_holds,
     describe_names_the_pollers_of_the_runs_queue,
     workers_report_breakers_and_operators_see_the_open_ones,
     a_task_held_for_a_poll_on_its_way_is_handed_over_or_given_back,

@@ -459,54 +459,161 @@ async fn a_refund_refused_for_good_waits_for_an_operator(backend: Backend) {
     }
 }
 
-async fn a_payment_outage_opens_the_breaker_and_orders_finish_after_it(backend: Backend) {
+/// A payment outage with 200 orders in flight and two workers (the demo's shape, the outage
+/// shortened to 6 s): once the breaker is open, the charges wait parked behind it instead of
+/// burning attempts, only probes reach the gateway, every order completes after the outage,
+/// and the released charges reach the gateway paced.
+async fn a_payment_outage_parks_charges_behind_the_breaker_until_it_closes(backend: Backend) {
     let breakers = BreakerSettings {
         failures: 3,
-        open_for: Duration::from_millis(800),
+        open_for: Duration::from_millis(1500),
     };
     let env = Env::start(backend, Faults::default(), breakers).await;
-    env.activities
-        .faults()
-        .payment_outage
-        .store(true, Ordering::SeqCst);
-    let orders: Vec<Order> = (0..4)
-        .map(|i| env.order(&format!("outage-{i}"), "cust-1", "FR", 1))
+    let mut second = martix_sdk::Worker::new(
+        &env.engine.endpoint,
+        martix_sdk::WorkerOptions::new(&env.queue),
+    )
+    .unwrap();
+    second.register_workflow(ORDER_WORKFLOW_TYPE, martix_workflows::order);
+    env.activities.register(&mut second);
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(second.run(stop.clone()));
+    let _stop = stop.drop_guard();
+    let outage = &env.activities.faults().payment_outage;
+    outage.store(true, Ordering::SeqCst);
+    let orders: Vec<Order> = (0..200)
+        .map(|i| env.order(&format!("outage-{i}"), &format!("cust-{}", i % 50), "FR", 1))
         .collect();
     let runs = env.start_all(&orders).await;
-    // Wait until the breaker has opened and turned calls away.
-    tokio::time::timeout(Duration::from_secs(30), async {
+    // Every order reaches its charge and waits behind the breaker.
+    let parked = |d: &martix_sdk::WorkflowDescription| {
+        d.pending_activities.iter().any(|a| {
+            a.parked_behind
+                .as_ref()
+                .is_some_and(|(b, _)| b == "payment")
+                && a.state == martix_sdk::PendingActivityState::Parked
+        })
+    };
+    let most_attempts = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let (state, rejected) = env.activities.breakers().snapshot()["payment"];
-            if rejected >= 3 {
-                return state;
+            let (mut n, mut most) = (0, 0);
+            for run in &runs {
+                let d = run.describe().await.unwrap();
+                if parked(&d) {
+                    n += 1;
+                    most = most.max(
+                        d.pending_activities
+                            .iter()
+                            .map(|a| a.attempt)
+                            .max()
+                            .unwrap(),
+                    );
+                }
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            if n == runs.len() {
+                return most;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
     .await
-    .expect("the payment breaker opens and rejects calls");
-    // While the outage lasts, the open breaker turns calls away before the gateway; only
-    // trial calls in its half-open moments (about one open period, 0.8 s, apart) reach it.
-    // Without the breaker, the 4 orders' retries would reach the gateway about 12 times in
-    // this window.
-    let (_, rejected_before) = env.activities.breakers().snapshot()["payment"];
-    let reached_before = env.activities.calls().payment.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(2400)).await;
-    let reached = env.activities.calls().payment.load(Ordering::SeqCst) - reached_before;
-    let (_, rejected) = env.activities.breakers().snapshot()["payment"];
-    let rejected = rejected - rejected_before;
+    .expect("every charge is parked behind the open breaker");
+    // Only the calls that opened the breaker (3 failures; attempts 2 to 4) were attempts.
     assert!(
-        reached <= 8 && rejected >= 3,
-        "while open, calls are limited: {reached} reached the gateway, {rejected} were turned away"
+        most_attempts <= 4,
+        "a refused attempt is no attempt: attempt {most_attempts}"
     );
-    env.activities
-        .faults()
-        .payment_outage
-        .store(false, Ordering::SeqCst);
+    let reached_before = env.activities.calls().payment.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let reached = env.activities.calls().payment.load(Ordering::SeqCst) - reached_before;
+    assert!(
+        reached <= 3,
+        "while open, only probes (one per 5 s) reach the gateway: {reached} did"
+    );
+    outage.store(false, Ordering::SeqCst);
+    let closed_at = std::time::Instant::now();
     for run in &runs {
         let o: OrderOutcome = tokio::time::timeout(Duration::from_secs(60), run.result())
             .await
             .expect("orders finish after the outage")
+            .unwrap();
+        assert_eq!(o.status, "completed", "{}", o.order_id);
+    }
+    // Released paced (1, 4, 16, 64, 256 a second): 200 charges take seconds, not one burst.
+    assert!(
+        closed_at.elapsed() >= Duration::from_secs(3),
+        "released all at once: {:?}",
+        closed_at.elapsed()
+    );
+    let refs: Vec<&Order> = orders.iter().collect();
+    env.assert_ledger(&refs).await;
+}
+
+/// An operator holds the payment breaker open (gateway maintenance): no charge reaches the
+/// gateway, not even a probe, the charges wait parked; released, every order completes.
+async fn a_breaker_held_open_by_an_operator_parks_charges_until_released(backend: Backend) {
+    let env = Env::start(backend, Faults::default(), BreakerSettings::default()).await;
+    let breakers = env.activities.breakers().clone();
+    let held = |want: Option<martix_sdk::BreakerHold>| {
+        let breakers = breakers.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(15), async {
+                while breakers.hold("payment") != want {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await
+            .expect("the worker learns the hold from its next report");
+        }
+    };
+    env.client
+        .set_breaker(
+            "payment",
+            Some(martix_sdk::BreakerHold::Open),
+            "maintenance",
+        )
+        .await
+        .unwrap();
+    held(Some(martix_sdk::BreakerHold::Open)).await;
+    let orders: Vec<Order> = (0..20)
+        .map(|i| env.order(&format!("held-{i}"), &format!("c{i}"), "FR", 1))
+        .collect();
+    let runs = env.start_all(&orders).await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let mut n = 0;
+            for run in &runs {
+                let d = run.describe().await.unwrap();
+                n += usize::from(d.pending_activities.iter().any(|a| {
+                    a.parked_behind
+                        .as_ref()
+                        .is_some_and(|(b, _)| b == "payment")
+                        && a.attempt == 1
+                }));
+            }
+            if n == runs.len() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("every charge is parked at its first attempt");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        env.activities.calls().payment.load(Ordering::SeqCst),
+        0,
+        "held open: nothing reaches the gateway, not even a probe"
+    );
+    let listed = env.client.list_breakers().await.unwrap();
+    let payment = listed.iter().find(|b| b.breaker == "payment").unwrap();
+    assert!(payment.open && payment.parked == 20, "{payment:?}");
+    env.client.set_breaker("payment", None, "").await.unwrap();
+    held(None).await;
+    for run in &runs {
+        let o: OrderOutcome = tokio::time::timeout(Duration::from_secs(60), run.result())
+            .await
+            .expect("orders finish once the hold is released")
             .unwrap();
         assert_eq!(o.status, "completed");
     }
@@ -552,6 +659,7 @@ on_both_backends!(
     a_second_run_of_an_order_id_is_its_own,
     a_cancel_before_the_first_step_reserves_and_charges_nothing,
     a_refund_refused_for_good_waits_for_an_operator,
-    a_payment_outage_opens_the_breaker_and_orders_finish_after_it,
+    a_payment_outage_parks_charges_behind_the_breaker_until_it_closes,
+    a_breaker_held_open_by_an_operator_parks_charges_until_released,
     the_ledger_adds_up_after_500_mixed_orders,
 );

@@ -180,6 +180,31 @@ async fn call(
             ))
             .await
             .map(drop),
+        Op::PauseWorkflow => wf
+            .pause_workflow(with(
+                token,
+                pb::PauseWorkflowRequest {
+                    execution: execution(id),
+                    reason: "test".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        Op::ManageBreakers => wf
+            .set_breaker(with(
+                token,
+                pb::SetBreakerRequest {
+                    breaker: "payment".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        Op::ListBreakers => wf
+            .list_breakers(with(token, pb::ListBreakersRequest::default()))
+            .await
+            .map(drop),
         Op::RetryActivity => wf
             .retry_activity(with(
                 token,

@@ -37,6 +37,8 @@ pub(super) enum Op {
         activity: String,
         reset_attempts: bool,
     },
+    Pause(String),
+    Resume(String),
 }
 
 /// Applies `op` to workflow `id`; what happened, for the operator.
@@ -71,6 +73,20 @@ async fn apply(c: &Client, op: &Op, id: &str) -> Result<String> {
                 )
                 .await?;
             format!("{id}: retried now {}", retried.join(", "))
+        }
+        Op::Pause(reason) => {
+            if run.pause(reason).await? {
+                format!("{id} paused")
+            } else {
+                format!("{id} was paused already (unchanged)")
+            }
+        }
+        Op::Resume(reason) => {
+            if run.resume(reason).await? {
+                format!("{id} resumed")
+            } else {
+                format!("{id} was not paused (unchanged)")
+            }
         }
     })
 }

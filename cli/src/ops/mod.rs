@@ -6,12 +6,14 @@
 //! success, 1 the operation failed, 2 a usage error (clap's).
 
 mod batch;
+mod breaker;
 pub(crate) mod format;
 mod namespace;
 mod order;
 mod stuck;
 mod workflow;
 
+pub(crate) use breaker::{BreakerCmd, breaker};
 pub(crate) use namespace::{NamespaceCmd, namespace};
 pub(crate) use order::{OrderCmd, OrdersCmd, order, orders};
 pub(crate) use stuck::stuck;

@@ -1,6 +1,6 @@
 //! `martix stuck`: running workflows that are not progressing (no worker polls their queue,
-//! waiting for an operator, a failing workflow task, an activity at its `--min-attempts`th
-//! attempt or later), each with why.
+//! waiting for an operator, paused by one, a failing workflow task, an activity at its
+//! `--min-attempts`th attempt or later), each with why.
 
 use super::format::{print_json, when};
 use super::{Conn, Output, client};
@@ -33,6 +33,14 @@ pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -
                     w.task_queue
                 ));
             }
+            if let Some(pause) = &d.summary.paused {
+                why.push(format!(
+                    "paused since {} by {}: {}",
+                    when(pause.since),
+                    pause.by,
+                    pause.reason
+                ));
+            }
             if let Some(attention) = &d.summary.attention {
                 why.push(format!(
                     "needs attention since {}: {}",
@@ -47,10 +55,21 @@ pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -
                     t.last_failure.as_ref().map_or("-", |f| f.message.as_str())
                 ));
             }
+            for a in &d.pending_activities {
+                if let Some((breaker, since)) = &a.parked_behind {
+                    why.push(format!(
+                        "activity {} ({}) parked behind the {breaker} breaker since {}, at attempt {}",
+                        a.activity_id,
+                        a.activity_type,
+                        when(*since),
+                        a.attempt
+                    ));
+                }
+            }
             for a in d
                 .pending_activities
                 .iter()
-                .filter(|a| a.attempt >= min_attempts)
+                .filter(|a| a.attempt >= min_attempts && a.parked_behind.is_none())
             {
                 why.push(format!(
                     "activity {} ({}) attempt {}, next {}, last error: {}",

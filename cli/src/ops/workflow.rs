@@ -23,6 +23,8 @@ pub(crate) enum Status {
     ContinuedAsNew,
     TimedOut,
     Compensated,
+    /// Running and paused by an operator.
+    Paused,
 }
 
 impl From<Status> for WorkflowStatus {
@@ -36,6 +38,8 @@ impl From<Status> for WorkflowStatus {
             Status::ContinuedAsNew => WorkflowStatus::ContinuedAsNew,
             Status::TimedOut => WorkflowStatus::TimedOut,
             Status::Compensated => WorkflowStatus::Compensated,
+            // A paused run is running; `list` keeps those with a pause.
+            Status::Paused => WorkflowStatus::Running,
         }
     }
 }
@@ -138,6 +142,25 @@ pub(crate) enum WorkflowCmd {
         #[command(flatten)]
         batch: Batch,
     },
+    /// Pause a workflow: none of its tasks is handed out until it is resumed (tasks running
+    /// now finish; results, timers and signals are recorded).
+    Pause {
+        #[arg(required_unless_present = "query")]
+        id: Option<String>,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        batch: Batch,
+    },
+    /// Resume a paused workflow.
+    Resume {
+        #[arg(required_unless_present = "query")]
+        id: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        batch: Batch,
+    },
 }
 
 /// `--input`: JSON, or `@file` to read it from a file.
@@ -181,6 +204,10 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             query,
             limit,
         } => {
+            let paused_only = status.iter().any(|s| matches!(s, Status::Paused));
+            if paused_only && status.len() > 1 {
+                bail!("--status paused cannot be combined with another status");
+            }
             let mut options = ListOptions::new().page_size(limit);
             for s in status {
                 options = options.status(s.into());
@@ -191,7 +218,11 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             if let Some(q) = query {
                 options = options.workflow_id_prefix(q);
             }
-            let page = c.list_workflows(&options).await?;
+            let mut page = c.list_workflows(&options).await?;
+            if paused_only {
+                // Paused runs are running runs with a pause: the page's others are left out.
+                page.items.retain(|w| w.paused.is_some());
+            }
             if json {
                 // The wire form, as the engine answered.
                 print_json(&pb::ListWorkflowsResponse {
@@ -210,11 +241,16 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
                     "WORKFLOW ID", "TYPE", "STATUS", "STARTED", "EVENTS"
                 );
                 for w in &page.items {
+                    let status = if w.paused.is_some() {
+                        "paused".to_owned()
+                    } else {
+                        w.status.to_string()
+                    };
                     println!(
                         "{:<40} {:<14} {:<12} {:<21} {:>7}",
                         w.workflow_id,
                         w.workflow_type,
-                        w.status.to_string(),
+                        status,
                         when(w.start_time),
                         w.history_length
                     );
@@ -322,6 +358,12 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             };
             steer(&c, Op::Reset { to, reason }, id, batch).await?;
         }
+        WorkflowCmd::Pause { id, reason, batch } => {
+            steer(&c, Op::Pause(reason), id, batch).await?;
+        }
+        WorkflowCmd::Resume { id, reason, batch } => {
+            steer(&c, Op::Resume(reason), id, batch).await?;
+        }
         WorkflowCmd::Retry {
             id,
             activity,
@@ -374,6 +416,14 @@ fn print_description(id: &str, d: &WorkflowDescription) {
             ""
         }
     );
+    if let Some(pause) = &info.paused {
+        println!(
+            "paused     since {} by {}: {} (martix workflow resume {id})",
+            when(pause.since),
+            pause.by,
+            pause.reason
+        );
+    }
     if let Some(attention) = &info.attention {
         println!(
             "attention  since {}: {}",
@@ -413,6 +463,12 @@ fn print_description(id: &str, d: &WorkflowDescription) {
                     .as_ref()
                     .map_or("-".into(), |f| format!("{} ({})", f.message, f.error_type))
             );
+            if let Some((breaker, since)) = &a.parked_behind {
+                println!(
+                    "           parked behind the {breaker} breaker since {} (no attempt counted; released when a worker reports it closed)",
+                    when(*since)
+                );
+            }
         }
     }
     for t in &d.pending_timers {

@@ -59,6 +59,8 @@ macro_rules! scoped {
 scoped!(field: pb::StartWorkflowRequest, pb::DescribeWorkflowRequest, pb::ListWorkflowsRequest,
     pb::GetWorkflowHistoryRequest, pb::GetWorkflowResultRequest, pb::SignalWorkflowRequest,
     pb::CancelWorkflowRequest, pb::TerminateWorkflowRequest, pb::ResetWorkflowRequest,
+    pb::PauseWorkflowRequest, pb::ResumeWorkflowRequest, pb::SetBreakerRequest,
+    pb::ListBreakersRequest,
     pb::RetryActivityRequest, pb::PollWorkflowTaskRequest, pb::PollActivityTaskRequest,
     pb::ReportBreakersRequest);
 
@@ -184,7 +186,11 @@ service!(WorkflowService, WorkflowApi {
     cancel_workflow(pb::CancelWorkflowRequest) -> pb::CancelWorkflowResponse => cancel_workflow, CancelWorkflow;
     terminate_workflow(pb::TerminateWorkflowRequest) -> pb::TerminateWorkflowResponse => terminate_workflow, TerminateWorkflow;
     reset_workflow(pb::ResetWorkflowRequest) -> pb::ResetWorkflowResponse => reset_workflow, ResetWorkflow;
+    pause_workflow(pb::PauseWorkflowRequest) -> pb::PauseWorkflowResponse => pause_workflow, PauseWorkflow;
+    resume_workflow(pb::ResumeWorkflowRequest) -> pb::ResumeWorkflowResponse => resume_workflow, PauseWorkflow;
     retry_activity(pb::RetryActivityRequest) -> pb::RetryActivityResponse => retry_activity, RetryActivity;
+    set_breaker(pb::SetBreakerRequest) -> pb::SetBreakerResponse => set_breaker, ManageBreakers;
+    list_breakers(pb::ListBreakersRequest) -> pb::ListBreakersResponse => list_breakers, ListBreakers;
     create_namespace(pb::CreateNamespaceRequest) -> pb::CreateNamespaceResponse => create_namespace, ManageNamespaces;
     list_namespaces(pb::ListNamespacesRequest) -> pb::ListNamespacesResponse => list_namespaces, ManageNamespaces;
     update_namespace(pb::UpdateNamespaceRequest) -> pb::UpdateNamespaceResponse => update_namespace, ManageNamespaces;

@@ -201,12 +201,23 @@ impl Engine {
                         t.visible_at,
                     ),
                     TaskOp::RetryNow {
-                        scheduled_event_id, ..
+                        scheduled_event_id,
+                        visible_at,
+                        ..
+                    }
+                    | TaskOp::Hold {
+                        scheduled_event_id,
+                        visible_at,
+                    }
+                    | TaskOp::Unpark {
+                        scheduled_event_id,
+                        visible_at,
+                        ..
                     } => {
                         if let Some(a) = c.run.activity(*scheduled_event_id) {
                             self.wake_at(
                                 QueueKey::new(ns, &a.task_queue, TaskKind::Activity),
-                                self.now(),
+                                *visible_at,
                             );
                         }
                     }

@@ -13,7 +13,7 @@
 //! activity's result recorded with the decision made ahead) and `timeouts` (expired leases and
 //! due timers), and `outbox` (the outbox as operators read it).
 
-mod breakers;
+pub(crate) mod breakers;
 mod cache;
 mod commit;
 mod completion;
@@ -115,6 +115,9 @@ pub struct Engine {
     id_reuse_defaults: RwLock<std::collections::HashMap<String, martix_proto::v1::IdReusePolicy>>,
     /// When this node last recorded each (namespace, queue, kind, identity) polling.
     pollers_noted: std::sync::Mutex<std::collections::HashMap<PollerKey, Millis>>,
+    /// Breaker reports written lately, by namespace and worker: what they said and when
+    /// (an unchanged report is written at most every `breakers::REPORT_WRITE_EVERY_MS`).
+    breakers_noted: std::sync::Mutex<breakers::BreakersNoted>,
     /// Result waiters of this node, by run: a close committed here is handed to its run's
     /// waiters with the closing event (they need no read), and wakes no one else.
     close_waiters: std::sync::Mutex<std::collections::HashMap<RunId, waiters::RunWaiters>>,
@@ -164,6 +167,7 @@ impl Engine {
             namespaces: RwLock::new(HashSet::new()),
             id_reuse_defaults: RwLock::default(),
             pollers_noted: Default::default(),
+            breakers_noted: Default::default(),
             close_waiters: Default::default(),
             timer_wake: Notify::new(),
             next_timer: std::sync::Mutex::new(None),

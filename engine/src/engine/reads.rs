@@ -53,7 +53,9 @@ impl Engine {
                     .iter()
                     .find(|l| l.scheduled_event_id == a.scheduled_event_id);
                 let started = lease.and_then(|l| l.lease_until).is_some_and(|u| u > now);
-                let state = if started {
+                let state = if !a.parked_behind.is_empty() {
+                    pb::PendingActivityState::Parked
+                } else if started {
                     pb::PendingActivityState::Started
                 } else if a.next_attempt_time > now {
                     pb::PendingActivityState::BackingOff
@@ -71,6 +73,9 @@ impl Engine {
                     scheduled_time: Some(to_timestamp(a.scheduled_time)),
                     scheduled_event_id: a.scheduled_event_id,
                     task_queue: a.task_queue.clone(),
+                    parked_behind: a.parked_behind.clone(),
+                    parked_since: (!a.parked_behind.is_empty())
+                        .then(|| to_timestamp(a.parked_since)),
                 }
             })
             .collect();
@@ -354,5 +359,11 @@ fn info(
         attention: run.state.attention.clone(),
         attention_since: (!run.state.attention.is_empty())
             .then(|| to_timestamp(run.state.attention_since)),
+        paused_since: run
+            .state
+            .is_paused()
+            .then(|| to_timestamp(run.state.paused_at)),
+        paused_by: run.state.paused_by.clone(),
+        paused_reason: run.state.paused_reason.clone(),
     }
 }

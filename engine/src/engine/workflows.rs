@@ -334,6 +334,53 @@ impl Engine {
         Ok(pb::TerminateWorkflowResponse {})
     }
 
+    /// Pauses a run: none of its tasks is handed out until it is resumed (see
+    /// `history::pause`). Pausing a paused run changes nothing.
+    pub async fn pause_workflow(
+        &self,
+        req: pb::PauseWorkflowRequest,
+    ) -> Result<pb::PauseWorkflowResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let ident = identity(&req.identity)?;
+        let reason = operator_reason(&req.reason, true)?;
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        let changed = self
+            .update(run.run_id, |run, now, _| {
+                let paused = history::pause(run, reason, ident, now)?;
+                let changed = paused.is_some();
+                Ok((paused.map(history::Decided::from), changed))
+            })
+            .await?;
+        if changed {
+            tracing::info!(workflow_id = %run.workflow_id, run_id = %run.run_id, identity = ident, reason, "workflow paused");
+        }
+        Ok(pb::PauseWorkflowResponse { changed })
+    }
+
+    /// Resumes a paused run: its tasks are available again. A run not paused is left as it
+    /// is.
+    pub async fn resume_workflow(
+        &self,
+        req: pb::ResumeWorkflowRequest,
+    ) -> Result<pb::ResumeWorkflowResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let ident = identity(&req.identity)?;
+        let reason = operator_reason(&req.reason, false)?;
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        let changed = self
+            .update(run.run_id, |run, now, pollers| {
+                let d = Dispatch::pollers(pollers, now);
+                let resumed = history::resume(run, now, d)?;
+                let changed = resumed.is_some();
+                Ok((resumed, changed))
+            })
+            .await?;
+        if changed {
+            tracing::info!(workflow_id = %run.workflow_id, run_id = %run.run_id, identity = ident, reason, "workflow resumed");
+        }
+        Ok(pb::ResumeWorkflowResponse { changed })
+    }
+
     /// Starts a new run from a workflow-task boundary of a run and terminates the old one.
     pub async fn reset_workflow(
         &self,
@@ -412,4 +459,21 @@ impl Engine {
         tracing::info!(run_id = %run.run_id, ?activity_ids, "activities retried now by an operator");
         Ok(pb::RetryActivityResponse { activity_ids })
     }
+}
+
+/// The longest reason an operator may give for a pause (kept in the run's checkpoint).
+const MAX_REASON_BYTES: usize = 1_000;
+
+/// An operator's reason, checked: at most `MAX_REASON_BYTES`, and given when `required`.
+fn operator_reason(raw: &str, required: bool) -> Result<&str, EngineError> {
+    if required && raw.trim().is_empty() {
+        return Err(EngineError::invalid("reason", "must say why"));
+    }
+    if raw.len() > MAX_REASON_BYTES {
+        return Err(EngineError::invalid(
+            "reason",
+            format!("is {} bytes, at most {MAX_REASON_BYTES}", raw.len()),
+        ));
+    }
+    Ok(raw)
 }

@@ -59,11 +59,42 @@ pub enum TaskOp {
         attempt: i32,
         visible_at: Millis,
     },
+    /// The row's next attempt becomes available at `visible_at` if no worker holds it; a row
+    /// a worker holds, or none, is left as it is (pausing parks, resuming releases).
+    Hold {
+        scheduled_event_id: i64,
+        visible_at: Millis,
+    },
+    /// A circuit breaker of the holder's worker refused the attempt: the row is parked behind
+    /// `breaker` (held by no worker, at the same attempt, until `Unpark`). Requires the row to
+    /// be held by `lease_id`.
+    Park {
+        scheduled_event_id: i64,
+        lease_id: String,
+        breaker: String,
+    },
+    /// The breaker a row is parked behind lets calls through: the row becomes available at
+    /// `visible_at`. A row not parked behind `breaker` is left as it is.
+    Unpark {
+        scheduled_event_id: i64,
+        breaker: String,
+        visible_at: Millis,
+    },
     /// The activity is resolved. With `lease_id`, requires the row to be held by it.
     Delete {
         scheduled_event_id: i64,
         lease_id: Option<String>,
     },
+}
+
+/// When a parked task becomes available: never, until something releases it (9999-12-31, a
+/// time every timestamp type holds). A paused run's tasks are parked; so are tasks behind a
+/// circuit breaker, whose rows are also held until then by the breaker (`breaker_lease`).
+pub const PARKED_UNTIL: Millis = 253_402_300_799_000;
+
+/// The lease id of a task row parked behind circuit breaker `breaker`.
+pub fn breaker_lease(breaker: &str) -> String {
+    format!("breaker:{breaker}")
 }
 
 /// Everything one transaction writes for one run (and, on continue-as-new, the next run).
@@ -312,7 +343,10 @@ impl Transition {
         self.closed = true;
     }
 
-    pub(crate) fn finish(self) -> RunCommit {
+    pub(crate) fn finish(mut self) -> RunCommit {
+        if self.run.state.is_paused() && !self.closed {
+            self.park();
+        }
         RunCommit {
             run: self.run,
             expected_version: self.expected_version,
@@ -327,6 +361,26 @@ impl Transition {
             request_fingerprint: 0,
             at: self.now,
             fresh_id: false,
+        }
+    }
+}
+
+impl Transition {
+    /// Parks what a paused run's change would make available: its workflow task (also one a
+    /// worker holds: should its lease run out, no one claims it) and the activity attempts the
+    /// change inserts, retries or runs now. The checkpoint keeps when each attempt is due.
+    fn park(&mut self) {
+        if let Some(wft) = self.run.wft.as_mut() {
+            wft.visible_at = PARKED_UNTIL;
+        }
+        for op in &mut self.tasks {
+            match op {
+                TaskOp::Insert(ActivityTask { visible_at, .. })
+                | TaskOp::Retry { visible_at, .. }
+                | TaskOp::RetryNow { visible_at, .. }
+                | TaskOp::Unpark { visible_at, .. } => *visible_at = PARKED_UNTIL,
+                TaskOp::Hold { .. } | TaskOp::Park { .. } | TaskOp::Delete { .. } => {}
+            }
         }
     }
 }

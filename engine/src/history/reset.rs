@@ -162,6 +162,7 @@ pub fn reset(
             start_to_close_ms: st2c,
             // The reset copy writes user timers only.
             schedule_to_start_timer: false,
+            ..Default::default()
         });
         let activity = ScheduledActivity {
             workflow_execution: Some(pb::WorkflowExecution {

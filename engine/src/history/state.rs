@@ -61,9 +61,24 @@ pub struct RunState {
     /// set by a reset to the run reset (or what that one continued); empty: this run.
     #[prost(string, tag = "16")]
     pub effects_run_id: String,
+    /// When an operator paused the run; 0: not paused. While paused, its workflow task and
+    /// its activity tasks nobody holds are parked (`super::PARKED_UNTIL`).
+    #[prost(int64, tag = "17")]
+    pub paused_at: Millis,
+    /// Who paused it.
+    #[prost(string, tag = "18")]
+    pub paused_by: String,
+    /// Why.
+    #[prost(string, tag = "19")]
+    pub paused_reason: String,
 }
 
 impl RunState {
+    /// Whether an operator has the run paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused_at != 0
+    }
+
     /// Bytes of the events buffered for the next workflow task.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered.iter().map(prost::Message::encoded_len).sum()
@@ -101,6 +116,13 @@ pub struct PendingActivity {
     /// A schedule-to-start timer row exists for the first attempt.
     #[prost(bool, tag = "12")]
     pub schedule_to_start_timer: bool,
+    /// The circuit breaker that refused its last attempt: its task is parked behind it (see
+    /// `TaskOp::Park`); empty when not parked.
+    #[prost(string, tag = "13")]
+    pub parked_behind: String,
+    /// When it was parked.
+    #[prost(int64, tag = "14")]
+    pub parked_since: Millis,
 }
 
 /// A timer started by the workflow.

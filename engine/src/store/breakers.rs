@@ -25,6 +25,21 @@ impl BreakerState {
     }
 }
 
+impl std::str::FromStr for BreakerState {
+    type Err = String;
+    /// The name the `breakers` table keeps.
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ]
+        .into_iter()
+        .find(|b| b.as_str() == s)
+        .ok_or_else(|| format!("'{s}' is not a breaker state"))
+    }
+}
+
 /// One breaker of a worker's report: the adapter it guards and its state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BreakerReport {
@@ -39,6 +54,26 @@ pub struct OpenBreaker {
     pub adapter: String,
     /// When it opened.
     pub since: Millis,
+}
+
+/// An operator's hold on a breaker: held open or closed by hand, whatever workers report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakerHold {
+    /// `Open` or `Closed`.
+    pub state: BreakerState,
+    pub reason: String,
+    pub by: String,
+    pub since: Millis,
+}
+
+/// A breaker's state as one worker reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerBreaker {
+    pub worker: String,
+    pub adapter: String,
+    pub state: BreakerState,
+    pub changed_at: Millis,
+    pub reported_at: Millis,
 }
 
 /// How long a report stands: workers report every minute, so a breaker not reported for this
@@ -67,6 +102,53 @@ pub trait BreakerStore: Send + Sync {
         namespace: Option<&str>,
         reported_since: Millis,
     ) -> Result<Vec<OpenBreaker>, StoreError>;
+
+    /// Whether the latest change of state reported (since `reported_since`) of the breakers
+    /// of `adapter` in `namespace`, by any worker, was to open or half-open (a trial call is
+    /// under way): while it is, the engine keeps the tasks parked behind that breaker, but for
+    /// a probe now and then.
+    async fn breaker_open(
+        &self,
+        namespace: &str,
+        adapter: &str,
+        reported_since: Millis,
+    ) -> Result<bool, StoreError>;
+
+    /// Holds `breaker` of `namespace` as `hold` says, or lifts its hold (`None`).
+    async fn set_breaker_hold(
+        &self,
+        namespace: &str,
+        breaker: &str,
+        hold: Option<&BreakerHold>,
+    ) -> Result<(), StoreError>;
+
+    /// The holds on breakers of `namespace`, by breaker name (at most 100).
+    async fn breaker_holds(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<(String, BreakerHold)>, StoreError>;
+
+    /// What workers reported since `since` of the breakers of `namespace` (at most 1,000).
+    async fn breaker_reports(
+        &self,
+        namespace: &str,
+        since: Millis,
+    ) -> Result<Vec<WorkerBreaker>, StoreError>;
+
+    /// How many tasks of `namespace` are parked behind each breaker (counted up to 10,000).
+    async fn parked_counts(&self, namespace: &str) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// The namespaces and breakers with tasks parked behind them (at most 100 pairs).
+    async fn parked_breakers(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Up to `limit` tasks parked behind `breaker` in `namespace`: their runs and scheduled
+    /// event ids.
+    async fn parked_tasks(
+        &self,
+        namespace: &str,
+        breaker: &str,
+        limit: usize,
+    ) -> Result<Vec<(crate::ids::RunId, i64)>, StoreError>;
 
     /// Deletes the reports not renewed since `before`; how many went.
     async fn purge_breakers(&self, before: Millis) -> Result<u64, StoreError>;

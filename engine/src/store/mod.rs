@@ -37,8 +37,8 @@ mod tasks;
 mod timers;
 
 pub use breakers::{
-    BREAKER_REPORT_FRESH_MS, BREAKER_REPORT_KEPT_MS, BreakerReport, BreakerState, BreakerStore,
-    OpenBreaker, PollerSeen,
+    BREAKER_REPORT_FRESH_MS, BREAKER_REPORT_KEPT_MS, BreakerHold, BreakerReport, BreakerState,
+    BreakerStore, OpenBreaker, PollerSeen, WorkerBreaker,
 };
 pub use events::EventStore;
 pub use introspect::{Backlog, Introspection, TaskKind};

@@ -138,7 +138,22 @@ pub struct WorkflowSummary {
     pub memo: BTreeMap<String, serde_json::Value>,
     /// Why it waits for an operator (`WorkflowContext::needs_attention`), and since when.
     pub attention: Option<Attention>,
+    /// Who paused it, why and since when ([`WorkflowHandle::pause`](crate::WorkflowHandle::pause));
+    /// `None` while it is not paused.
+    pub paused: Option<Pause>,
     raw: pb::WorkflowExecutionInfo,
+}
+
+/// An operator's pause of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Pause {
+    /// Who paused it (the caller's identity).
+    pub by: String,
+    /// Why.
+    pub reason: String,
+    /// Since when.
+    pub since: Option<SystemTime>,
 }
 
 /// Why a run waits for an operator, and since when.
@@ -181,6 +196,11 @@ impl From<pb::WorkflowExecutionInfo> for WorkflowSummary {
                 reason: i.attention,
                 since: time(i.attention_since),
             }),
+            paused: i.paused_since.map(|since| Pause {
+                by: i.paused_by,
+                reason: i.paused_reason,
+                since: time(Some(since)),
+            }),
             raw,
         }
     }
@@ -198,6 +218,9 @@ pub enum PendingActivityState {
     CancelRequested,
     /// An attempt failed; waiting for the next one.
     BackingOff,
+    /// A worker's circuit breaker refused the attempt: it waits behind the breaker, at the
+    /// same attempt ([`PendingActivity::parked_behind`]).
+    Parked,
     /// A state this SDK does not know (a newer engine).
     Unknown,
 }
@@ -210,6 +233,7 @@ impl PendingActivityState {
             Self::Started => "started",
             Self::CancelRequested => "cancel_requested",
             Self::BackingOff => "backing_off",
+            Self::Parked => "parked",
             Self::Unknown => "",
         }
     }
@@ -223,6 +247,7 @@ impl From<i32> for PendingActivityState {
             Ok(P::Started) => Self::Started,
             Ok(P::CancelRequested) => Self::CancelRequested,
             Ok(P::BackingOff) => Self::BackingOff,
+            Ok(P::Parked) => Self::Parked,
             Ok(P::Unspecified) | Err(_) => Self::Unknown,
         }
     }
@@ -250,6 +275,8 @@ pub struct PendingActivity {
     pub scheduled_event_id: i64,
     /// The queue its attempts go to.
     pub task_queue: String,
+    /// The circuit breaker it is parked behind (state `Parked`), and since when.
+    pub parked_behind: Option<(String, Option<SystemTime>)>,
 }
 
 impl From<pb::PendingActivityInfo> for PendingActivity {
@@ -264,6 +291,8 @@ impl From<pb::PendingActivityInfo> for PendingActivity {
             scheduled_time: time(a.scheduled_time),
             scheduled_event_id: a.scheduled_event_id,
             task_queue: a.task_queue,
+            parked_behind: (!a.parked_behind.is_empty())
+                .then(|| (a.parked_behind, time(a.parked_since))),
         }
     }
 }

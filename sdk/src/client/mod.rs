@@ -27,7 +27,7 @@ mod description;
 mod options;
 
 pub use description::{
-    Attention, OpenBreaker, PendingActivity, PendingActivityState, PendingTimer,
+    Attention, OpenBreaker, Pause, PendingActivity, PendingActivityState, PendingTimer,
     PendingWorkflowTask, Poller, RunOutcome, WorkflowDescription, WorkflowStatus, WorkflowSummary,
 };
 pub use options::{
@@ -304,6 +304,47 @@ impl Client {
             .await?
             .into_inner()
             .created)
+    }
+
+    /// Holds circuit breaker `breaker` of this client's namespace open or closed by hand
+    /// (`reason` required), or lifts the hold (`None`): its workers apply the hold within
+    /// seconds, whatever their breaker's state (an operator's call).
+    pub async fn set_breaker(
+        &self,
+        breaker: &str,
+        hold: Option<crate::BreakerHold>,
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        let hold = match hold {
+            None => pb::BreakerHold::None,
+            Some(crate::BreakerHold::Open) => pb::BreakerHold::Open,
+            Some(crate::BreakerHold::Closed) => pb::BreakerHold::Closed,
+        };
+        self.inner
+            .clone()
+            .set_breaker(pb::SetBreakerRequest {
+                namespace: self.namespace.clone(),
+                breaker: breaker.to_owned(),
+                hold: hold as i32,
+                reason: reason.to_owned(),
+                identity: self.identity.clone(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The circuit breakers of this client's namespace: what each worker reports, an
+    /// operator's hold, the tasks parked behind each (an operator's call).
+    pub async fn list_breakers(&self) -> Result<Vec<pb::BreakerInfo>, ClientError> {
+        Ok(self
+            .inner
+            .clone()
+            .list_breakers(pb::ListBreakersRequest {
+                namespace: self.namespace.clone(),
+            })
+            .await?
+            .into_inner()
+            .breakers)
     }
 
     /// Every namespace's name (an admin's call).
@@ -696,6 +737,40 @@ impl WorkflowHandle {
             .await
             .map_err(|s| self.error(s))?;
         Ok(())
+    }
+
+    /// Pauses the run: none of its workflow or activity tasks is handed out until it is
+    /// resumed; tasks running now finish and their results, timers coming due and signals are
+    /// recorded. `reason` is required and shown by describe and list. Returns `false` if the
+    /// run was paused already (nothing changed).
+    pub async fn pause(&self, reason: &str) -> Result<bool, ClientError> {
+        let r = self
+            .inner()
+            .pause_workflow(pb::PauseWorkflowRequest {
+                namespace: self.client.namespace.clone(),
+                execution: self.execution(),
+                reason: reason.to_owned(),
+                identity: self.client.identity.clone(),
+            })
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(r.into_inner().changed)
+    }
+
+    /// Resumes a paused run: its tasks are available again, an activity waiting for its next
+    /// attempt at that attempt's time. Returns `false` if the run was not paused.
+    pub async fn resume(&self, reason: &str) -> Result<bool, ClientError> {
+        let r = self
+            .inner()
+            .resume_workflow(pb::ResumeWorkflowRequest {
+                namespace: self.client.namespace.clone(),
+                execution: self.execution(),
+                reason: reason.to_owned(),
+                identity: self.client.identity.clone(),
+            })
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(r.into_inner().changed)
     }
 
     /// Starts a new run from a workflow-task boundary of this one (its history up to `to` is

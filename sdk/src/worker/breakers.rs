@@ -16,6 +16,16 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+/// An operator's hold on a breaker (`martix breaker open|close`), which the worker applies to
+/// its own breaker of that name whatever its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerHold {
+    /// Refuse every call (the tasks are parked in the engine).
+    Open,
+    /// Call through whatever the breaker's state.
+    Closed,
+}
+
 /// Sends this worker's breaker states to the engine (cheap to clone; see
 /// [`crate::Worker::breaker_reporter`]).
 #[derive(Clone, Debug)]
@@ -27,7 +37,8 @@ pub struct BreakerReporter {
 
 impl BreakerReporter {
     /// Reports the current state of each `(adapter, state)`. The engine keeps the latest state
-    /// per worker and adapter, and the time it changed.
+    /// per worker and adapter, and the time it changed, and answers with the operators' holds
+    /// on the namespace's breakers, for the worker to apply.
     ///
     /// # Errors
     /// The engine refused the report (an adapter name over 255 bytes, more than 64 reports)
@@ -35,7 +46,7 @@ impl BreakerReporter {
     pub async fn report(
         &self,
         breakers: &[(String, BreakerState)],
-    ) -> Result<(), crate::ClientError> {
+    ) -> Result<Vec<(String, BreakerHold)>, crate::ClientError> {
         let request = pb::ReportBreakersRequest {
             namespace: self.namespace.clone(),
             identity: self.identity.clone(),
@@ -51,7 +62,19 @@ impl BreakerReporter {
                 })
                 .collect(),
         };
-        self.client.clone().report_breakers(request).await?;
-        Ok(())
+        let answer = self.client.clone().report_breakers(request).await?;
+        Ok(answer
+            .into_inner()
+            .holds
+            .into_iter()
+            .filter_map(|h| {
+                let hold = match pb::BreakerHold::try_from(h.hold) {
+                    Ok(pb::BreakerHold::Open) => BreakerHold::Open,
+                    Ok(pb::BreakerHold::Closed) => BreakerHold::Closed,
+                    _ => return None,
+                };
+                Some((h.breaker, hold))
+            })
+            .collect())
     }
 }

@@ -17,7 +17,7 @@ mod options;
 mod pollers;
 mod workflow_task;
 
-pub use breakers::{BreakerReporter, BreakerState};
+pub use breakers::{BreakerHold, BreakerReporter, BreakerState};
 pub use options::WorkerOptions;
 
 use crate::activity::{ActivityContext, ActivityFn};

@@ -83,6 +83,12 @@ pub enum Op {
     CancelWorkflow,
     TerminateWorkflow,
     ResetWorkflow,
+    /// Pausing and resuming a run.
+    PauseWorkflow,
+    /// Holding a circuit breaker open or closed by hand.
+    ManageBreakers,
+    /// Reading the breakers of a namespace.
+    ListBreakers,
     RetryActivity,
     PollWorkflowTask,
     RespondWorkflowTask,
@@ -104,7 +110,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, for tables and tests.
-    pub const ALL: [Op; 21] = [
+    pub const ALL: [Op; 24] = [
         Op::StartWorkflow,
         Op::DescribeWorkflow,
         Op::GetWorkflowResult,
@@ -114,6 +120,9 @@ impl Op {
         Op::CancelWorkflow,
         Op::TerminateWorkflow,
         Op::ResetWorkflow,
+        Op::PauseWorkflow,
+        Op::ManageBreakers,
+        Op::ListBreakers,
         Op::RetryActivity,
         Op::PollWorkflowTask,
         Op::RespondWorkflowTask,
@@ -162,6 +171,9 @@ impl Op {
                     | CancelWorkflow
                     | TerminateWorkflow
                     | ResetWorkflow
+                    | PauseWorkflow
+                    | ManageBreakers
+                    | ListBreakers
                     | RetryActivity
                     | ReadMetrics
                     | QueryReadModel

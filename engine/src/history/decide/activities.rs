@@ -68,6 +68,7 @@ pub(super) fn schedule(
         schedule_to_close_ms: s2c,
         start_to_close_ms: st2c,
         schedule_to_start_timer: duration_to_ms(c.schedule_to_start_timeout.as_ref()) > 0,
+        ..Default::default()
     });
     let run = t.run();
     let activity = ScheduledActivity {
@@ -253,6 +254,28 @@ pub fn fail_activity(
 ) -> Result<Decided, EngineError> {
     let act = current_activity(run, token)?.clone();
     let mut t = Transition::new(run, now);
+    if !failure.breaker.is_empty() && !failure.non_retryable && !timed_out {
+        // Refused by the worker's breaker without a call: not an attempt. The task waits
+        // behind the breaker until the engine releases it (`unpark`).
+        let breaker = failure.breaker.clone();
+        if breaker.len() > 255 || breaker.chars().any(char::is_control) {
+            return Err(EngineError::invalid(
+                "failure.breaker",
+                "must be at most 255 bytes without control characters",
+            ));
+        }
+        let pending = pending_mut(&mut t, act.scheduled_event_id);
+        pending.parked_behind.clone_from(&breaker);
+        pending.parked_since = now;
+        pending.next_attempt_time = 0;
+        pending.last_failure = Some(failure);
+        t.push_task(TaskOp::Park {
+            scheduled_event_id: act.scheduled_event_id,
+            lease_id: token.lease_id.clone(),
+            breaker,
+        });
+        return Ok(hand_out(t.finish(), d));
+    }
     let policy = act.retry_policy.as_ref();
     let delay_ms = match failure.next_retry_delay.as_ref() {
         Some(hint) if duration_to_ms(Some(hint)) > 0 => duration_to_ms(Some(hint)),
@@ -262,13 +285,7 @@ pub fn fail_activity(
     let in_time =
         act.schedule_to_close_ms == 0 || next_at < act.scheduled_time + act.schedule_to_close_ms;
     if !failure.non_retryable && in_time && may_retry(policy, act.attempt, &failure.r#type) {
-        let pending = t
-            .run_mut()
-            .state
-            .activities
-            .iter_mut()
-            .find(|a| a.scheduled_event_id == act.scheduled_event_id)
-            .expect("checked above");
+        let pending = pending_mut(&mut t, act.scheduled_event_id);
         pending.attempt += 1;
         pending.last_failure = Some(failure);
         pending.next_attempt_time = next_at;
@@ -301,6 +318,44 @@ pub fn fail_activity(
         });
     }
     Ok(hand_out(t.finish(), d))
+}
+
+/// The pending activity scheduled by event `id` of the change's run, which the caller found.
+fn pending_mut(t: &mut Transition, id: i64) -> &mut PendingActivity {
+    t.run_mut()
+        .state
+        .activities
+        .iter_mut()
+        .find(|a| a.scheduled_event_id == id)
+        .expect("the activity is pending")
+}
+
+/// The breaker an activity is parked behind lets calls through: its task becomes available
+/// now. An activity no longer parked behind it (released already, resolved) stays as it is
+/// (`None`).
+pub fn unpark(
+    run: &Run,
+    scheduled_event_id: i64,
+    breaker: &str,
+    now: Millis,
+    d: Dispatch<'_>,
+) -> Option<Decided> {
+    let parked = run
+        .activity(scheduled_event_id)
+        .is_some_and(|a| a.parked_behind == breaker);
+    if !run.is_open() || !parked {
+        return None;
+    }
+    let mut t = Transition::new(run, now);
+    let pending = pending_mut(&mut t, scheduled_event_id);
+    pending.parked_behind.clear();
+    pending.parked_since = 0;
+    t.push_task(TaskOp::Unpark {
+        scheduled_event_id,
+        breaker: breaker.to_owned(),
+        visible_at: now,
+    });
+    Some(hand_out(t.finish(), d))
 }
 
 /// Runs now the activities waiting for their next attempt (`activity_id` empty: all of

@@ -9,13 +9,15 @@
 mod activities;
 mod close;
 pub(super) mod markers;
+mod pause;
 mod publish;
 mod signals;
 mod timers;
 mod workflow_task;
 
-pub use activities::{complete_activity, fail_activity, retry_activities_now};
+pub use activities::{complete_activity, fail_activity, retry_activities_now, unpark};
 pub use close::terminate;
+pub use pause::{pause, resume};
 pub use signals::{request_cancel, signal};
 pub use timers::fire_timer;
 pub use workflow_task::{complete_workflow_task, fail_workflow_task, flush_for_claim};

@@ -417,3 +417,170 @@ fn continue_as_new_closes_this_run_and_starts_the_next_in_one_commit() {
     assert!(next.run.is_open() && next.run.wft.is_some());
     assert_eq!(next.run.state.first_run_id, run.run_id.to_text());
 }
+
+#[test]
+fn a_paused_run_parks_its_tasks_records_results_and_resumes_them_when_due() {
+    let (run, token) = with_activity();
+    let act = run.state.activities[0].scheduled_event_id;
+    let c = pause(&run, "supplier outage", "ops@host", T0 + 5)
+        .unwrap()
+        .expect("a running run pauses");
+    assert!(c.events.is_empty(), "a pause is not in history");
+    assert_eq!(
+        c.tasks,
+        [TaskOp::Hold {
+            scheduled_event_id: act,
+            visible_at: PARKED_UNTIL
+        }]
+    );
+    let run = applied(&c);
+    assert_eq!(run.state.paused_by, "ops@host");
+    assert_eq!(run.state.paused_reason, "supplier outage");
+    assert!(
+        pause(&run, "again", "other", T0 + 6).unwrap().is_none(),
+        "pausing a paused run changes nothing"
+    );
+
+    // The attempt running when it was paused fails: its retry is parked, its time kept.
+    let failure = pb::Failure {
+        message: "io".into(),
+        ..Default::default()
+    };
+    let d = fail_activity(&run, &token, failure, "w", T0 + 10, 0.0, false, nobody(T0))
+        .unwrap()
+        .commit;
+    assert!(matches!(d.tasks[0], TaskOp::Retry { visible_at, .. } if visible_at == PARKED_UNTIL));
+    let run = applied(&d);
+    assert_eq!(run.state.activities[0].next_attempt_time, T0 + 1010);
+
+    // A signal is recorded; the workflow task that delivers it is parked and handed to no one.
+    let mut pollers = AllWaiting::default();
+    let s = signal(
+        &run,
+        "go",
+        None,
+        "c",
+        T0 + 20,
+        Dispatch::pollers(&mut pollers, T0 + 20),
+    )
+    .unwrap();
+    assert_eq!(kinds(&s.commit.events), ["signaled", "wft_scheduled"]);
+    assert_eq!(s.commit.run.wft.as_ref().unwrap().visible_at, PARKED_UNTIL);
+    assert!(s.to_pollers.is_empty());
+    let run = applied(&s.commit);
+
+    // Resumed before the retry is due: the workflow task goes now, the attempt at its time.
+    let mut pollers = AllWaiting::default();
+    let r = resume(&run, T0 + 30, Dispatch::pollers(&mut pollers, T0 + 30))
+        .unwrap()
+        .expect("a paused run resumes");
+    assert_eq!(
+        r.commit.tasks,
+        [TaskOp::Hold {
+            scheduled_event_id: act,
+            visible_at: T0 + 1010
+        }]
+    );
+    assert_eq!(r.to_pollers.len(), 1, "the workflow task is handed out");
+    let run = applied(&r.commit);
+    assert!(!run.state.is_paused() && run.state.paused_by.is_empty());
+    assert!(resume(&run, T0 + 40, nobody(T0 + 40)).unwrap().is_none());
+}
+
+#[test]
+fn a_closed_run_can_be_neither_paused_nor_resumed() {
+    let run = started_run();
+    let run = applied(&terminate(&run, "done", "ops", T0).unwrap());
+    assert!(matches!(
+        pause(&run, "x", "ops", T0),
+        Err(EngineError::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        resume(&run, T0, nobody(T0)),
+        Err(EngineError::FailedPrecondition(_))
+    ));
+}
+
+/// A poller waits on every queue.
+#[derive(Default)]
+struct AllWaiting(usize);
+
+impl Pollers for AllWaiting {
+    fn take_workflow(&mut self, _: &str, _: &str) -> Option<PollerId> {
+        self.0 += 1;
+        Some(PollerId(self.0))
+    }
+    fn take_activity(&mut self, _: &str, _: &str) -> Option<PollerId> {
+        self.0 += 1;
+        Some(PollerId(self.0))
+    }
+}
+
+#[test]
+fn an_attempt_a_breaker_refused_costs_nothing_and_waits_behind_it() {
+    let (run, token) = with_activity();
+    let act = run.state.activities[0].scheduled_event_id;
+    let refused = pb::Failure {
+        message: "circuit breaker payment is open; nothing was called".into(),
+        r#type: "CircuitOpen".into(),
+        breaker: "payment".into(),
+        next_retry_delay: Some(ms_to_duration(30_000)),
+        ..Default::default()
+    };
+    let c = fail_activity(&run, &token, refused, "w", T0 + 10, 0.0, false, nobody(T0))
+        .unwrap()
+        .commit;
+    assert!(c.events.is_empty());
+    assert_eq!(
+        c.tasks,
+        [TaskOp::Park {
+            scheduled_event_id: act,
+            lease_id: token.lease_id.clone(),
+            breaker: "payment".into()
+        }]
+    );
+    let run = applied(&c);
+    let a = &run.state.activities[0];
+    assert_eq!((a.attempt, a.parked_behind.as_str()), (1, "payment"));
+    assert_eq!((a.parked_since, a.next_attempt_time), (T0 + 10, 0));
+
+    assert!(unpark(&run, act, "inventory", T0 + 20, nobody(T0 + 20)).is_none());
+    let mut pollers = AllWaiting::default();
+    let r = unpark(
+        &run,
+        act,
+        "payment",
+        T0 + 20,
+        Dispatch::pollers(&mut pollers, T0 + 20),
+    )
+    .expect("released");
+    assert_eq!(
+        r.commit.tasks,
+        [TaskOp::Unpark {
+            scheduled_event_id: act,
+            breaker: "payment".into(),
+            visible_at: T0 + 20
+        }]
+    );
+    let released = applied(&r.commit);
+    assert!(released.state.activities[0].parked_behind.is_empty());
+    assert!(
+        unpark(&released, act, "payment", T0 + 30, nobody(T0 + 30)).is_none(),
+        "released once"
+    );
+
+    // Released while the run is paused: it stays parked for the pause.
+    let paused = applied(&pause(&run, "audit", "ops", T0 + 15).unwrap().unwrap());
+    let r = unpark(&paused, act, "payment", T0 + 20, nobody(T0 + 20)).unwrap();
+    assert!(matches!(
+        r.commit.tasks[..],
+        [TaskOp::Unpark { visible_at, .. }] if visible_at == PARKED_UNTIL
+    ));
+
+    // A breaker's refusal of a non-retryable kind, or a bad breaker name, is no parking.
+    let bad = pb::Failure {
+        breaker: "pay\nment".into(),
+        ..Default::default()
+    };
+    assert!(fail_activity(&run, &token, bad, "w", T0, 0.0, false, nobody(T0)).is_err());
+}

@@ -2,8 +2,9 @@
 //! reaped, timers due and fired once, a closing run's tasks and timers dropped.
 
 use super::{T0, activity, namespace, start, stored, unique};
-use crate::history::{self, Dispatch, Lease, TaskOp, TimerOp};
-use crate::store::{Store, StoreError};
+use crate::clock::Millis;
+use crate::history::{self, Dispatch, Lease, Run, TaskOp, TimerOp};
+use crate::store::{BreakerReport, BreakerState, Store, StoreError};
 
 /// A workflow task is leased to one claimer until its lease runs out.
 pub async fn a_workflow_task_is_claimed_once_per_lease(store: &dyn Store) {
@@ -221,6 +222,247 @@ pub async fn activity_tasks_are_leased_and_guarded(store: &dyn Store) {
             .unwrap()
             .is_none(),
         "the cancelled activity's task is gone"
+    );
+}
+
+/// Holding a task (pausing parks, resuming releases) moves when a row nobody holds becomes
+/// available; a held row and a missing one are left as they are, and the change still writes.
+pub async fn held_tasks_wait_and_held_rows_are_left_alone(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let q = unique("q");
+    let c = start(&ns, "wf", &q, T0);
+    store.commit(&c).await.unwrap();
+    let run = stored(&c);
+    let mut change = history::signal(&run, "s", None, "t", T0, Dispatch::nobody(T0))
+        .unwrap()
+        .commit;
+    let mut second = activity(&run, &q, T0);
+    second.scheduled_event_id = 4;
+    change.tasks.push(TaskOp::Insert(activity(&run, &q, T0)));
+    change.tasks.push(TaskOp::Insert(second));
+    store.commit(&change).await.unwrap();
+    let held = store
+        .claim_activity_task(&ns, &q, "l1", T0)
+        .await
+        .unwrap()
+        .expect("one is claimed");
+    let hold = |run: &Run, at: Millis, visible_at: Millis| {
+        let mut c = history::signal(run, "s", None, "t", at, Dispatch::nobody(at))
+            .unwrap()
+            .commit;
+        for scheduled_event_id in [3, 4, 99] {
+            c.tasks.push(TaskOp::Hold {
+                scheduled_event_id,
+                visible_at,
+            });
+        }
+        c
+    };
+    let run = stored(&change);
+    let parked = hold(&run, T0 + 1, history::PARKED_UNTIL);
+    store
+        .commit(&parked)
+        .await
+        .expect("a held row and a missing one do not refuse the change");
+    assert!(
+        store
+            .claim_activity_task(&ns, &q, "l2", T0 + 10_000_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "the row nobody held is parked"
+    );
+    let leases = store.activity_leases(run.run_id).await.unwrap();
+    let held_row = leases
+        .iter()
+        .find(|l| l.scheduled_event_id == held.scheduled_event_id)
+        .expect("the held row is there");
+    assert_eq!(
+        held_row.lease_until,
+        held.lease.as_ref().map(|l| l.until),
+        "the held row keeps its lease"
+    );
+
+    let run = stored(&parked);
+    store.commit(&hold(&run, T0 + 2, T0 + 5_000)).await.unwrap();
+    assert!(
+        store
+            .claim_activity_task(&ns, &q, "l3", T0 + 4_999)
+            .await
+            .unwrap()
+            .is_none(),
+        "released at the time given"
+    );
+    let task = store
+        .claim_activity_task(&ns, &q, "l3", T0 + 5_000)
+        .await
+        .unwrap()
+        .expect("released");
+    assert_ne!(task.scheduled_event_id, held.scheduled_event_id);
+}
+
+/// A task parked behind a breaker is held by it: not claimed, not reaped, found by the
+/// breaker's queries, and claimable again at its attempt once released.
+pub async fn tasks_parked_behind_a_breaker_wait_until_released(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let q = unique("q");
+    let breaker = unique("payment");
+    let c = start(&ns, "wf", &q, T0);
+    store.commit(&c).await.unwrap();
+    let run = stored(&c);
+    let mut change = history::signal(&run, "s", None, "t", T0, Dispatch::nobody(T0))
+        .unwrap()
+        .commit;
+    change.tasks.push(TaskOp::Insert(activity(&run, &q, T0)));
+    store.commit(&change).await.unwrap();
+    let task = store
+        .claim_activity_task(&ns, &q, "l1", T0)
+        .await
+        .unwrap()
+        .expect("claimed");
+    let change_with = |run: &Run, at: Millis, op: TaskOp| {
+        let mut c = history::signal(run, "s", None, "t", at, Dispatch::nobody(at))
+            .unwrap()
+            .commit;
+        c.tasks.push(op);
+        c
+    };
+    let run = stored(&change);
+    let forged = change_with(
+        &run,
+        T0 + 1,
+        TaskOp::Park {
+            scheduled_event_id: task.scheduled_event_id,
+            lease_id: "forged".into(),
+            breaker: breaker.clone(),
+        },
+    );
+    assert!(matches!(
+        store.commit(&forged).await.unwrap_err(),
+        StoreError::StaleTask
+    ));
+    let parked = change_with(
+        &run,
+        T0 + 1,
+        TaskOp::Park {
+            scheduled_event_id: task.scheduled_event_id,
+            lease_id: "l1".into(),
+            breaker: breaker.clone(),
+        },
+    );
+    store.commit(&parked).await.unwrap();
+    let far = T0 + 10_000_000_000;
+    assert!(
+        store
+            .claim_activity_task(&ns, &q, "l2", far)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !store
+            .expired_activity_leases(far, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| l.run_id == run.run_id),
+        "a parked task is no lease that ran out"
+    );
+    assert!(
+        store
+            .parked_breakers()
+            .await
+            .unwrap()
+            .contains(&(ns.clone(), breaker.clone()))
+    );
+    assert_eq!(
+        store.parked_tasks(&ns, &breaker, 10).await.unwrap(),
+        [(run.run_id, task.scheduled_event_id)]
+    );
+    let run = stored(&parked);
+    let released = change_with(
+        &run,
+        T0 + 2,
+        TaskOp::Unpark {
+            scheduled_event_id: task.scheduled_event_id,
+            breaker: breaker.clone(),
+            visible_at: T0 + 2,
+        },
+    );
+    store.commit(&released).await.unwrap();
+    assert!(
+        store
+            .parked_tasks(&ns, &breaker, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store
+        .claim_activity_task(&ns, &q, "l3", T0 + 2)
+        .await
+        .unwrap()
+        .expect("released");
+    assert_eq!(again.attempt, task.attempt, "parking costs no attempt");
+    // Releasing what is not parked behind the breaker changes nothing and refuses nothing.
+    let run = stored(&released);
+    store
+        .commit(&change_with(
+            &run,
+            T0 + 3,
+            TaskOp::Unpark {
+                scheduled_event_id: task.scheduled_event_id,
+                breaker,
+                visible_at: T0 + 3,
+            },
+        ))
+        .await
+        .unwrap();
+    let leases = store.activity_leases(run.run_id).await.unwrap();
+    assert!(
+        leases[0].lease_until.is_some(),
+        "the new holder keeps its lease"
+    );
+}
+
+/// The latest change of a breaker's state reported by any worker says whether it is open.
+pub async fn a_breaker_is_open_while_its_latest_report_says_so(store: &dyn Store) {
+    let ns = namespace(store).await;
+    let report = |state| {
+        [BreakerReport {
+            adapter: "payment".into(),
+            state,
+        }]
+    };
+    assert!(!store.breaker_open(&ns, "payment", T0).await.unwrap());
+    store
+        .record_breakers(&ns, "w1", &report(BreakerState::Open), T0)
+        .await
+        .unwrap();
+    store
+        .record_breakers(&ns, "w2", &report(BreakerState::Open), T0 + 1)
+        .await
+        .unwrap();
+    assert!(store.breaker_open(&ns, "payment", T0).await.unwrap());
+    assert!(!store.breaker_open(&ns, "inventory", T0).await.unwrap());
+    store
+        .record_breakers(&ns, "w1", &report(BreakerState::HalfOpen), T0 + 2)
+        .await
+        .unwrap();
+    assert!(
+        store.breaker_open(&ns, "payment", T0).await.unwrap(),
+        "a trial call is under way"
+    );
+    store
+        .record_breakers(&ns, "w1", &report(BreakerState::Closed), T0 + 3)
+        .await
+        .unwrap();
+    assert!(
+        !store.breaker_open(&ns, "payment", T0).await.unwrap(),
+        "the latest change wins"
+    );
+    assert!(
+        !store.breaker_open(&ns, "payment", T0 + 4).await.unwrap(),
+        "reports older than asked do not count"
     );
 }
 

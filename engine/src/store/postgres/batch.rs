@@ -1,8 +1,8 @@
 //! The PostgreSQL group-commit writer: a group of a batch goes as arrays to one call of
-//! `martix_write_batch_v1` (migration 0012), one round trip and one transaction, whose
+//! `martix_write_batch_v1` (migration 0012; 0022 its latest form), one round trip and one transaction, whose
 //! answer and refusals (SQLSTATE MX001) are read back into each change's outcome.
 
-use crate::history::{RunCommit, TaskOp, TimerOp};
+use crate::history::{self, RunCommit, TaskOp, TimerOp};
 use crate::store::sql::batch::{
     Failed, GroupWriter, Groups, history_rows, inserts_can_wait, notices,
 };
@@ -81,6 +81,9 @@ mod op {
     pub(super) const TIMER_INSERT: i16 = 9;
     pub(super) const TIMER_DELETE: i16 = 10;
     pub(super) const CLOSE: i16 = 11;
+    pub(super) const HOLD: i16 = 12;
+    pub(super) const PARK: i16 = 13;
+    pub(super) const UNPARK: i16 = 14;
 }
 
 impl BatchArrays {
@@ -214,6 +217,41 @@ impl BatchArrays {
                     None,
                     Some(*scheduled_event_id),
                     Some(i64::from(*attempt)),
+                    Some(*visible_at),
+                ),
+                TaskOp::Hold {
+                    scheduled_event_id,
+                    visible_at,
+                } => self.push_op(
+                    op::HOLD,
+                    None,
+                    Some(*scheduled_event_id),
+                    None,
+                    Some(*visible_at),
+                ),
+                TaskOp::Park {
+                    scheduled_event_id,
+                    lease_id,
+                    breaker,
+                } => self.push_op(
+                    op::PARK,
+                    Some(&format!(
+                        "{lease_id}\u{1f}{}",
+                        history::breaker_lease(breaker)
+                    )),
+                    Some(*scheduled_event_id),
+                    None,
+                    Some(history::PARKED_UNTIL),
+                ),
+                TaskOp::Unpark {
+                    scheduled_event_id,
+                    breaker,
+                    visible_at,
+                } => self.push_op(
+                    op::UNPARK,
+                    Some(&history::breaker_lease(breaker)),
+                    Some(*scheduled_event_id),
+                    None,
                     Some(*visible_at),
                 ),
                 TaskOp::Delete {

@@ -167,6 +167,18 @@ pub(crate) fn inserts_can_wait(c: &RunCommit) -> bool {
                 scheduled_event_id: id,
                 ..
             }
+            | TaskOp::Hold {
+                scheduled_event_id: id,
+                ..
+            }
+            | TaskOp::Park {
+                scheduled_event_id: id,
+                ..
+            }
+            | TaskOp::Unpark {
+                scheduled_event_id: id,
+                ..
+            }
             | TaskOp::Delete {
                 scheduled_event_id: id,
                 ..

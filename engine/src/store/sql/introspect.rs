@@ -3,9 +3,11 @@
 
 use super::{Backend, Column, SqlStore, corrupt};
 use crate::clock::Millis;
+use crate::history;
+use crate::ids::RunId;
 use crate::store::{
-    Backlog, BreakerReport, BreakerStore, Introspection, OpenBreaker, PollerSeen, StoreError,
-    TaskKind, classify,
+    Backlog, BreakerHold, BreakerReport, BreakerState, BreakerStore, Introspection, OpenBreaker,
+    PollerSeen, StoreError, TaskKind, WorkerBreaker, classify,
 };
 use sqlx::Row as _;
 use std::sync::atomic::Ordering;
@@ -214,6 +216,182 @@ where
             .await
             .map_err(classify)?;
         Ok(DB::rows_affected(&done))
+    }
+
+    async fn breaker_open(
+        &self,
+        namespace: &str,
+        adapter: &str,
+        reported_since: Millis,
+    ) -> Result<bool, StoreError> {
+        let state: Option<String> = sqlx::query_scalar(
+            "SELECT state FROM breakers WHERE namespace = $1 AND adapter = $2 \
+             AND reported_at >= $3 ORDER BY changed_at DESC LIMIT 1",
+        )
+        .bind(namespace)
+        .bind(adapter)
+        .bind(reported_since)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(classify)?;
+        Ok(state.is_some_and(|s| s != BreakerState::Closed.as_str()))
+    }
+
+    async fn set_breaker_hold(
+        &self,
+        namespace: &str,
+        breaker: &str,
+        hold: Option<&BreakerHold>,
+    ) -> Result<(), StoreError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        match hold {
+            Some(h) => sqlx::query(
+                "INSERT INTO breaker_holds (namespace, breaker, hold, reason, held_by, held_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (namespace, breaker) DO UPDATE \
+                 SET hold = excluded.hold, reason = excluded.reason, \
+                 held_by = excluded.held_by, held_at = excluded.held_at",
+            )
+            .bind(namespace)
+            .bind(breaker)
+            .bind(h.state.as_str())
+            .bind(h.reason.as_str())
+            .bind(h.by.as_str())
+            .bind(h.since),
+            None => sqlx::query("DELETE FROM breaker_holds WHERE namespace = $1 AND breaker = $2")
+                .bind(namespace)
+                .bind(breaker),
+        }
+        .execute(&self.write)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn breaker_holds(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<(String, BreakerHold)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT breaker, hold, reason, held_by, held_at FROM breaker_holds \
+             WHERE namespace = $1 ORDER BY breaker LIMIT 100",
+        )
+        .bind(namespace)
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get(1).map_err(corrupt)?;
+                Ok((
+                    r.try_get(0).map_err(corrupt)?,
+                    BreakerHold {
+                        state: state.parse().map_err(corrupt)?,
+                        reason: r.try_get(2).map_err(corrupt)?,
+                        by: r.try_get(3).map_err(corrupt)?,
+                        since: r.try_get(4).map_err(corrupt)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn breaker_reports(
+        &self,
+        namespace: &str,
+        since: Millis,
+    ) -> Result<Vec<WorkerBreaker>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT worker, adapter, state, changed_at, reported_at FROM breakers \
+             WHERE namespace = $1 AND reported_at >= $2 ORDER BY adapter, worker LIMIT 1000",
+        )
+        .bind(namespace)
+        .bind(since)
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get(2).map_err(corrupt)?;
+                Ok(WorkerBreaker {
+                    worker: r.try_get(0).map_err(corrupt)?,
+                    adapter: r.try_get(1).map_err(corrupt)?,
+                    state: state.parse().map_err(corrupt)?,
+                    changed_at: r.try_get(3).map_err(corrupt)?,
+                    reported_at: r.try_get(4).map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn parked_counts(&self, namespace: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT lease_id, COUNT(*) FROM (SELECT lease_id FROM activity_tasks \
+             WHERE namespace = $1 AND lease_until = $2 LIMIT 10000) p GROUP BY lease_id",
+        )
+        .bind(namespace)
+        .bind(history::PARKED_UNTIL)
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .filter_map(|r| {
+                let lease: String = match r.try_get(0) {
+                    Ok(l) => l,
+                    Err(e) => return Some(Err(corrupt(e))),
+                };
+                let breaker = lease.strip_prefix("breaker:")?.to_owned();
+                Some(r.try_get(1).map_err(corrupt).map(|n: i64| (breaker, n)))
+            })
+            .collect()
+    }
+
+    async fn parked_breakers(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT namespace, lease_id FROM activity_tasks \
+             WHERE lease_until = $1 LIMIT 100",
+        )
+        .bind(history::PARKED_UNTIL)
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .filter_map(|r| {
+                let lease: String = match r.try_get(1) {
+                    Ok(l) => l,
+                    Err(e) => return Some(Err(corrupt(e))),
+                };
+                let breaker = lease.strip_prefix("breaker:")?.to_owned();
+                Some(r.try_get(0).map_err(corrupt).map(|ns| (ns, breaker)))
+            })
+            .collect()
+    }
+
+    async fn parked_tasks(
+        &self,
+        namespace: &str,
+        breaker: &str,
+        limit: usize,
+    ) -> Result<Vec<(RunId, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, scheduled_event_id FROM activity_tasks \
+             WHERE namespace = $1 AND lease_id = $2 AND lease_until = $3 LIMIT $4",
+        )
+        .bind(namespace)
+        .bind(history::breaker_lease(breaker))
+        .bind(history::PARKED_UNTIL)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                let run_id: String = r.try_get(0).map_err(corrupt)?;
+                Ok((
+                    RunId::parse("run_id", &run_id).map_err(corrupt)?,
+                    r.try_get(1).map_err(corrupt)?,
+                ))
+            })
+            .collect()
     }
 
     async fn purge_breakers(&self, before: Millis) -> Result<u64, StoreError> {

@@ -3,7 +3,7 @@
 //! checkpoint goes first, so a refusal there writes nothing; the history rows, outbox rows and
 //! new activity tasks of the whole group go in multi-row statements at its end.
 
-use crate::history::{ActivityTask, OutboxEvent, RunCommit, TaskOp, TimerOp};
+use crate::history::{self, ActivityTask, OutboxEvent, RunCommit, TaskOp, TimerOp};
 use crate::store::events::shard_of;
 use crate::store::sql::ACTIVITY_COLUMNS;
 use crate::store::sql::batch::{
@@ -188,6 +188,51 @@ async fn write_run<'a>(
                 .bind(&run_id)
                 .bind(scheduled_event_id),
                 true,
+            ),
+            TaskOp::Hold {
+                scheduled_event_id,
+                visible_at,
+            } => (
+                sqlx::query(
+                    "UPDATE activity_tasks SET visible_at = $1 \
+                     WHERE run_id = $2 AND scheduled_event_id = $3 AND lease_id IS NULL",
+                )
+                .bind(visible_at)
+                .bind(&run_id)
+                .bind(scheduled_event_id),
+                false,
+            ),
+            TaskOp::Park {
+                scheduled_event_id,
+                lease_id,
+                breaker,
+            } => (
+                sqlx::query(
+                    "UPDATE activity_tasks SET lease_id = $1, lease_until = $2, visible_at = $2, \
+                     started_at = NULL \
+                     WHERE run_id = $3 AND scheduled_event_id = $4 AND lease_id = $5",
+                )
+                .bind(history::breaker_lease(breaker))
+                .bind(history::PARKED_UNTIL)
+                .bind(&run_id)
+                .bind(scheduled_event_id)
+                .bind(lease_id),
+                true,
+            ),
+            TaskOp::Unpark {
+                scheduled_event_id,
+                breaker,
+                visible_at,
+            } => (
+                sqlx::query(
+                    "UPDATE activity_tasks SET lease_id = NULL, lease_until = NULL, visible_at = $1 \
+                     WHERE run_id = $2 AND scheduled_event_id = $3 AND lease_id = $4",
+                )
+                .bind(visible_at)
+                .bind(&run_id)
+                .bind(scheduled_event_id)
+                .bind(history::breaker_lease(breaker)),
+                false,
             ),
             TaskOp::Delete {
                 scheduled_event_id,
