@@ -146,59 +146,67 @@ async fn fifty_paused_runs_wait_out_their_timers_and_complete_when_resumed(backe
     let ids: Vec<String> = (0..50).map(|i| format!("{prefix}-{i}")).collect();
     for id in &ids {
         r.client
-            .start_workflow(StartOptions::new("paced", id, &q), &3_000u64)
+            .start_workflow(StartOptions::new("paced", id, &q), &5_000u64)
             .await
             .unwrap();
-    }
-    // Every run is in its sleep once every first step ran and its result was taken in.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut sleeping = 0;
-        for id in &ids {
-            let d = r.client.handle(id).describe().await.unwrap();
-            sleeping += usize::from(!d.pending_timers.is_empty());
-        }
-        if sleeping == ids.len() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{sleeping} of 50 runs sleeping");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
         !r.client.handle(&ids[0]).resume("early").await.unwrap(),
         "resuming a run not paused changes nothing"
     );
-    for id in &ids {
-        assert!(r.client.handle(id).pause("stock count").await.unwrap());
+    // Each run is paused once it sleeps (its first step ran and was taken in), its timer 5 s
+    // away.
+    let mut tasks_at_pause = vec![None; ids.len()];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tasks_at_pause.iter().any(Option::is_none) {
+        for (id, at_pause) in ids.iter().zip(&mut tasks_at_pause) {
+            if at_pause.is_some() {
+                continue;
+            }
+            let d = r.client.handle(id).describe().await.unwrap();
+            if !d.pending_timers.is_empty() {
+                assert!(r.client.handle(id).pause("stock count").await.unwrap());
+                *at_pause = Some(completed_tasks(&r.client, id).await);
+            }
+        }
+        assert!(Instant::now() < deadline, "runs never reached their sleep");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
         !r.client.handle(&ids[0]).pause("again").await.unwrap(),
         "pausing a paused run changes nothing"
     );
-    let mut tasks_at_pause = Vec::new();
-    for id in &ids {
-        tasks_at_pause.push(completed_tasks(&r.client, id).await);
-    }
     r.client
         .handle(&ids[0])
         .signal_by_name("note", &" noted")
         .await
         .unwrap();
-    // The timers (3 s from each run's first step) come due while paused.
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    // The timers come due while paused and are recorded.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        loop {
+            let history = r.client.handle(id).history().await.unwrap();
+            if history
+                .iter()
+                .any(|e| matches!(e.attributes, Some(A::TimerFired(_))))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the timer of {id} never came due"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tasks_at_pause: Vec<usize> = tasks_at_pause.into_iter().map(Option::unwrap).collect();
     assert_eq!(r.calls.count("two"), 0, "no activity ran while paused");
     for (id, before) in ids.iter().zip(&tasks_at_pause) {
         assert_eq!(
             completed_tasks(&r.client, id).await,
             *before,
             "no workflow task of {id} ran while paused"
-        );
-        let history = r.client.handle(id).history().await.unwrap();
-        assert!(
-            history
-                .iter()
-                .any(|e| matches!(e.attributes, Some(A::TimerFired(_)))),
-            "the timer of {id} came due and was recorded"
         );
     }
     let d = r.client.handle(&ids[0]).describe().await.unwrap();
