@@ -9,9 +9,12 @@ use crate::faults::Faults;
 use crate::fraud::{self, FraudRules, Rejection};
 use crate::notify::AmqpNotifier;
 use crate::reference::{AdapterError, ReferenceAdapters};
-use martix_order_contract::{Invoice, NotificationInput, Order, StepInput, failures, names};
-use martix_sdk::{ActivityContext, ActivityError, Worker};
-use serde::Serialize;
+use martix_order_contract::saga::{
+    ChargePayment, CreateShipment, PriceOrder, RefundPayment, ReleaseInventory, ReserveInventory,
+    SendNotification,
+};
+use martix_order_contract::{Invoice, NotificationInput, Order, StepInput, failures};
+use martix_sdk::{Activity, ActivityContext, ActivityError, Worker};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -180,22 +183,21 @@ impl OrderActivities {
             .map_err(|e| to_activity_error(e, breaker.name()))
     }
 
-    /// Registers activity `name`: `call` gets the backend, the attempt's idempotency key and
+    /// Registers activity `A`: `call` gets the backend, the attempt's idempotency key and
     /// the input, and runs through `adapter`'s breaker.
-    fn step<I, O, Fut>(
+    fn step<A, Fut>(
         self: &Arc<Self>,
         worker: &mut Worker,
-        name: &str,
+        activity: A,
         adapter: Adapter,
-        call: impl Fn(Backend, String, I) -> Fut + Send + Sync + 'static,
+        call: impl Fn(Backend, String, A::Input) -> Fut + Send + Sync + 'static,
     ) where
-        I: serde::de::DeserializeOwned + Send + 'static,
-        O: Serialize + Send + 'static,
-        Fut: std::future::Future<Output = Result<O, AdapterError>> + Send + 'static,
+        A: Activity,
+        Fut: std::future::Future<Output = Result<A::Output, AdapterError>> + Send + 'static,
     {
         let me = self.clone();
         let call = Arc::new(call);
-        worker.register_activity(name, move |ctx: ActivityContext, input: I| {
+        worker.activity(activity, move |ctx: ActivityContext, input: A::Input| {
             let (me, call) = (me.clone(), call.clone());
             async move {
                 let fut = call(me.backend.clone(), ctx.idempotency_key(), input);
@@ -231,52 +233,47 @@ impl OrderActivities {
     pub fn register(self: &Arc<Self>, worker: &mut Worker) {
         use Adapter::*;
         let me = self.clone();
-        worker.register_activity(names::PRICE_ORDER, move |_, i: StepInput| {
+        worker.activity(PriceOrder, move |_, i: StepInput| {
             let me = me.clone();
             async move { me.price_order(&i.order).await }
         });
         self.step(
             worker,
-            names::RESERVE_INVENTORY,
+            ReserveInventory,
             Inventory,
             |b, key, i: StepInput| async move { b.inventory.reserve(&key, &i.order).await },
         );
         self.step(
             worker,
-            names::RELEASE_INVENTORY,
+            ReleaseInventory,
             Inventory,
             |b, _, i: StepInput| async move { b.inventory.release(&i.undo_key).await },
         );
         self.step(
             worker,
-            names::CHARGE_PAYMENT,
+            ChargePayment,
             Payment,
             |b, key, i: StepInput| async move { b.payment.charge(&key, &i.order).await },
         );
         let refused = self.faults.refunds_refused.clone();
-        self.step(
-            worker,
-            names::REFUND_PAYMENT,
-            Payment,
-            move |b, _, i: StepInput| {
-                let refused = refused.load(Ordering::Relaxed);
-                async move {
-                    if refused {
-                        return Err(AdapterError::Rejected {
-                            kind: "RefundRefused",
-                            message: format!("the gateway refuses to refund {}", i.undo_key),
-                        });
-                    }
-                    b.payment.refund(&i.undo_key).await
+        self.step(worker, RefundPayment, Payment, move |b, _, i: StepInput| {
+            let refused = refused.load(Ordering::Relaxed);
+            async move {
+                if refused {
+                    return Err(AdapterError::Rejected {
+                        kind: "RefundRefused",
+                        message: format!("the gateway refuses to refund {}", i.undo_key),
+                    });
                 }
-            },
-        );
-        self.step(worker, names::CREATE_SHIPMENT, Shipping, |b, key, i: StepInput| async move {
+                b.payment.refund(&i.undo_key).await
+            }
+        });
+        self.step(worker, CreateShipment, Shipping, |b, key, i: StepInput| async move {
             b.shipping.ship(&key, &i.order, &i.undo_key).await
         });
         self.step(
             worker,
-            names::SEND_NOTIFICATION,
+            SendNotification,
             Notification,
             |b, key, i: NotificationInput| async move {
                 let body = serde_json::to_vec(&i.body).map_err(|e| AdapterError::Rejected {

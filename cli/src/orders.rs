@@ -53,10 +53,7 @@ pub(crate) async fn run_worker(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut worker = Worker::connect_with(address, connection, WorkerOptions::new(task_queue))?;
-    worker.register_workflow(
-        martix_order_contract::ORDER_WORKFLOW_TYPE,
-        martix_workflows::order,
-    );
+    worker.workflow(martix_workflows::OrderSaga, martix_workflows::order);
     activities.register(&mut worker);
     let stop = shutdown.clone();
     tokio::spawn(

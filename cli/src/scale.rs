@@ -25,10 +25,13 @@ async fn long_history(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError
     let opts = ActivityOptions::new(Duration::from_secs(30));
     let mut sum = 0u32;
     for i in 0..n {
-        sum = sum.wrapping_add(ctx.activity::<_, u32>("step", &i, opts.clone()).await?);
+        sum = sum.wrapping_add(
+            ctx.activity_by_name::<_, u32>("step", &i, opts.clone())
+                .await?,
+        );
     }
     use futures::StreamExt;
-    let _ = ctx.signal::<()>("finish").next().await;
+    let _ = ctx.signal_by_name::<()>("finish").next().await;
     Ok(sum)
 }
 
@@ -64,10 +67,9 @@ pub(crate) async fn history(address: &str, client: &Client, activities: u32) -> 
     // Built when the run waits for the signal: its last event is a completed workflow task.
     loop {
         let d = run.describe().await?;
-        let info = d.info.unwrap_or_default();
         if d.pending_activities.is_empty()
             && d.pending_workflow_task.is_none()
-            && info.history_length >= i64::from(activities) * 4
+            && d.summary.history_length >= i64::from(activities) * 4
         {
             break;
         }
@@ -87,7 +89,7 @@ pub(crate) async fn history(address: &str, client: &Client, activities: u32) -> 
     let stats = fresh.stats();
     let second = spawn(fresh, &stop);
     let replay = Instant::now();
-    run.signal("finish", &()).await?;
+    run.signal_by_name("finish", &()).await?;
     let sum: u32 = tokio::time::timeout(Duration::from_secs(600), run.result())
         .await
         .context("the replayed run did not finish within 10 minutes")??;
@@ -140,7 +142,7 @@ pub(crate) async fn queues(
     for name in &names {
         for _ in 0..per_queue {
             let mut w = Worker::new(address, WorkerOptions::new(name))?;
-            w.register_workflow(ORDER_WORKFLOW_TYPE, martix_workflows::order);
+            w.workflow(martix_workflows::OrderSaga, martix_workflows::order);
             activities.register(&mut w);
             handles.push(spawn(w, &stop));
         }

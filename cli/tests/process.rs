@@ -376,10 +376,7 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     );
     assert!(!exported.run_id.is_empty() && exported.first_run_id == exported.run_id);
     let mut replayer = martix_sdk::Replayer::new();
-    replayer.register_workflow(
-        martix_order_contract::ORDER_WORKFLOW_TYPE,
-        martix_workflows::order,
-    );
+    replayer.workflow(martix_workflows::OrderSaga, martix_workflows::order);
     replayer
         .replay_json(&json)
         .expect("the exported history replays");

@@ -139,10 +139,10 @@ async fn an_order_is_one_trace_across_a_worker_restart() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let d = client.handle(&order_id).describe().await.unwrap();
-        if d.pending_activities
-            .iter()
-            .any(|a| a.activity_type == "charge_payment" && a.state == 2)
-        {
+        if d.pending_activities.iter().any(|a| {
+            a.activity_type == "charge_payment"
+                && a.state == martix_sdk::client::PendingActivityState::Started
+        }) {
             break;
         }
         assert!(

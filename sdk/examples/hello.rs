@@ -4,22 +4,34 @@
 //! `cargo run -p martix-sdk --example hello -- world`
 
 use martix_sdk::{
-    ActivityContext, ActivityError, ActivityOptions, Client, StartOptions, Worker, WorkerOptions,
-    WorkflowContext, WorkflowError,
+    Activity, ActivityContext, ActivityError, ActivityOptions, Client, StartOptions, Worker,
+    WorkerOptions, Workflow, WorkflowContext, WorkflowError,
 };
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Composes a greeting: takes a name, gives the greeting back.
+struct Compose;
+impl Activity for Compose {
+    const NAME: &'static str = "compose";
+    type Input = String;
+    type Output = String;
+    fn options() -> ActivityOptions {
+        ActivityOptions::new(Duration::from_secs(5))
+    }
+}
+
 /// Greets someone, durably: the greeting is composed by an activity, then the workflow sleeps
 /// on a durable timer before answering.
+struct Greet;
+impl Workflow for Greet {
+    const NAME: &'static str = "greet";
+    type Input = String;
+    type Output = String;
+}
+
 async fn greet(ctx: WorkflowContext, name: String) -> Result<String, WorkflowError> {
-    let greeting: String = ctx
-        .activity(
-            "compose",
-            &name,
-            ActivityOptions::new(Duration::from_secs(5)),
-        )
-        .await?;
+    let greeting = ctx.activity(Compose, &name).await?;
     ctx.sleep(Duration::from_millis(500)).await;
     Ok(greeting)
 }
@@ -35,16 +47,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = std::env::args().nth(1).unwrap_or_else(|| "world".into());
 
     let mut worker = Worker::new(&endpoint, WorkerOptions::new("hello"))?;
-    worker
-        .register_workflow("greet", greet)
-        .register_activity("compose", compose);
+    worker.workflow(Greet, greet).activity(Compose, compose);
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(worker.run(shutdown.clone()));
 
     let client = Client::connect(endpoint).await?;
     let id = format!("greet-{name}-{}", uuid::Uuid::new_v4().simple());
     let run = client
-        .start_workflow(StartOptions::new("greet", &id, "hello"), &name)
+        .start(Greet, StartOptions::for_id(&id, "hello"), &name)
         .await?;
     let greeting: String = run.result().await?;
     println!("{greeting}  (workflow {id})");

@@ -68,9 +68,15 @@ impl ActivityContext {
         )
     }
 
-    /// The details the last attempt recorded with `heartbeat`, if any.
-    pub fn last_heartbeat_details(&self) -> Option<&pb::Payload> {
-        self.info.heartbeat_details.as_ref()
+    /// The details the last attempt recorded with `heartbeat`, decoded as `T`; `Ok(None)` if
+    /// it recorded none (this is the first attempt, or it never heartbeat with details).
+    pub fn last_heartbeat_details<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<Option<T>, ActivityError> {
+        match &self.info.heartbeat_details {
+            None => Ok(None),
+            Some(p) => Ok(Some(crate::payload::from_payload(Some(p))?)),
+        }
     }
 
     /// Reports progress; returns whether the activity was cancelled (and then also cancels
@@ -81,7 +87,10 @@ impl ActivityContext {
             .clone()
             .record_activity_heartbeat(pb::RecordActivityHeartbeatRequest {
                 task_token: self.info.task_token.clone(),
-                details: Some(to_payload(details)?),
+                details: Some(to_payload(details).map_err(|source| ClientError::Encode {
+                    what: "heartbeat details".into(),
+                    source,
+                })?),
             })
             .await?
             .into_inner();

@@ -39,9 +39,18 @@ pub enum ClientError {
     /// The connection settings are unusable (an address, a CA file, a token).
     #[error("connection settings: {0}")]
     Config(String),
-    /// A value could not be encoded or decoded as JSON.
+    /// A value the engine sent could not be decoded as JSON into the type asked for.
     #[error("payload: {0}")]
     Payload(#[from] serde_json::Error),
+    /// A value to send could not be encoded as JSON; nothing was sent.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        /// What it was: `the input of workflow 'order'`, `signal 'approve'`, ...
+        what: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The workflow ended without a result.
     #[error("workflow {status}: {failure}")]
     WorkflowFailed {
@@ -152,10 +161,20 @@ pub enum WorkflowError {
     /// The workflow continues as a new run with this input (see
     /// `WorkflowContext::continue_as_new`).
     #[error("continue as new")]
-    ContinueAsNew(Box<pb::ContinueAsNewWorkflowExecutionCommand>),
+    ContinueAsNew(Box<ContinueAsNew>),
     /// A value could not be encoded or decoded.
     #[error("payload: {0}")]
     Payload(#[from] serde_json::Error),
+    /// A signal's payload could not be decoded as the type its stream reads.
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+}
+
+/// The new run a workflow continues as: made by `WorkflowContext::continue_as_new`, carried
+/// by [`WorkflowError::ContinueAsNew`] to the SDK, which ends the run with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContinueAsNew {
+    pub(crate) command: pb::ContinueAsNewWorkflowExecutionCommand,
 }
 
 impl WorkflowError {
@@ -180,7 +199,7 @@ impl WorkflowError {
             WorkflowError::Activity(a) => pb::Failure {
                 message: self.to_string(),
                 r#type: "ActivityFailed".into(),
-                cause: Some(Box::new(a.failure.clone())),
+                cause: Some(Box::new(pb::Failure::from(&a.failure))),
                 ..Default::default()
             },
             other => pb::Failure {
@@ -192,23 +211,100 @@ impl WorkflowError {
     }
 }
 
+/// A signal whose payload is not the type its [`SignalStream`](crate::SignalStream) reads:
+/// which signal, and why. The item of the stream, not a skip: the workflow decides whether to
+/// wait for the next one or fail (`?` turns it into [`WorkflowError::Signal`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("signal '{signal}': cannot decode its payload: {reason}")]
+#[non_exhaustive]
+pub struct SignalError {
+    /// The signal's name.
+    pub signal: String,
+    /// Why its payload did not decode.
+    pub reason: String,
+}
+
+/// Why something failed, as the engine records it: an activity attempt, a workflow task, a
+/// run. Its `Display` is the message with the type in parentheses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, thiserror::Error)]
+#[error("{message} ({})", if error_type.is_empty() { "error" } else { error_type })]
+#[non_exhaustive]
+pub struct Failure {
+    /// What happened.
+    pub message: String,
+    /// A type name callers and retry policies match on (`Declined`, `TimedOut`, `Canceled`);
+    /// empty when the failing side gave none.
+    pub error_type: String,
+    /// Retrying could not help: the failing side said so.
+    pub non_retryable: bool,
+    /// The failure that caused this one, if any.
+    pub cause: Option<Box<Failure>>,
+    /// The failing side asked for the next attempt no sooner than this.
+    pub next_retry_delay: Option<Duration>,
+}
+
+impl Failure {
+    /// A failure with a type and a message.
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            error_type: error_type.into(),
+            ..Self::default()
+        }
+    }
+}
+
+impl From<pb::Failure> for Failure {
+    fn from(f: pb::Failure) -> Self {
+        Self {
+            message: f.message,
+            error_type: f.r#type,
+            non_retryable: f.non_retryable,
+            cause: f.cause.map(|c| Box::new(Failure::from(*c))),
+            next_retry_delay: f
+                .next_retry_delay
+                .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)),
+        }
+    }
+}
+
+impl From<&Failure> for pb::Failure {
+    fn from(f: &Failure) -> Self {
+        pb::Failure {
+            message: f.message.clone(),
+            r#type: f.error_type.clone(),
+            non_retryable: f.non_retryable,
+            details: None,
+            cause: f.cause.as_deref().map(|c| Box::new(pb::Failure::from(c))),
+            next_retry_delay: f.next_retry_delay.map(crate::workflow::options::dur),
+            breaker: String::new(),
+        }
+    }
+}
+
 /// The final failure of an activity, as the workflow sees it (after all retries).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{} ({})", failure.message, if failure.r#type.is_empty() { "error" } else { &failure.r#type })]
+#[error("{failure}")]
 pub struct ActivityFailure {
-    /// What the activity (or the engine, for timeouts and cancellation) reported.
-    pub failure: pb::Failure,
+    /// What the activity (or the engine, for timeouts and cancellation, or the SDK, for an
+    /// input or result it could not encode) reported.
+    pub failure: Failure,
 }
 
 impl ActivityFailure {
     /// The error type the activity reported.
     pub fn error_type(&self) -> &str {
-        &self.failure.r#type
+        &self.failure.error_type
+    }
+
+    /// What the activity reported.
+    pub fn message(&self) -> &str {
+        &self.failure.message
     }
 
     /// Whether the activity was cancelled rather than failed.
     pub fn is_canceled(&self) -> bool {
-        self.failure.r#type == "Canceled"
+        self.failure.error_type == "Canceled"
     }
 }
 
@@ -278,10 +374,7 @@ impl ActivityError {
             message: self.message.clone(),
             r#type: self.error_type.clone(),
             non_retryable: self.non_retryable,
-            next_retry_delay: self.retry_after.map(|d| pbjson_types::Duration {
-                seconds: d.as_secs() as i64,
-                nanos: d.subsec_nanos() as i32,
-            }),
+            next_retry_delay: self.retry_after.map(crate::workflow::options::dur),
             breaker: self.breaker.clone().unwrap_or_default(),
             ..Default::default()
         }
@@ -317,6 +410,21 @@ mod tests {
         assert_eq!(
             run.to_string(),
             "run 'r1' of workflow 'o-17' not found in namespace 'shop'"
+        );
+    }
+
+    #[test]
+    fn a_value_that_does_not_encode_is_named() {
+        let mut map = std::collections::HashMap::new();
+        map.insert((1, 2), "a tuple key is not a JSON key");
+        let e = ClientError::Encode {
+            what: "signal 'approve'".into(),
+            source: serde_json::to_vec(&map).unwrap_err(),
+        };
+        assert!(
+            e.to_string()
+                .starts_with("cannot encode signal 'approve': key must be a string"),
+            "{e}"
         );
     }
 

@@ -5,14 +5,37 @@
 //! signals, and survives crashes of workers and of the engine: on any worker, it is replayed
 //! from its history to where it was, and no completed step runs twice.
 //!
+//! Activities, workflows and signals are types ([`Activity`], [`Workflow`], [`Signal`]) that
+//! name them and say what they carry, so a call with the wrong input does not compile; the
+//! string forms (`activity_by_name`, `register_activity`, `start_workflow`, ...) remain for
+//! activities and workflows written in other languages.
+//!
 //! ```no_run
-//! use martix_sdk::{ActivityContext, ActivityError, ActivityOptions, Client, StartOptions,
-//!                  Worker, WorkerOptions, WorkflowContext, WorkflowError};
+//! use martix_sdk::{Activity, ActivityContext, ActivityError, ActivityOptions, Client,
+//!                  StartOptions, Worker, WorkerOptions, Workflow, WorkflowContext, WorkflowError};
 //! use std::time::Duration;
 //!
+//! /// Composes a greeting.
+//! struct Compose;
+//! impl Activity for Compose {
+//!     const NAME: &'static str = "compose";
+//!     type Input = String;
+//!     type Output = String;
+//!     fn options() -> ActivityOptions {
+//!         ActivityOptions::new(Duration::from_secs(5))
+//!     }
+//! }
+//!
+//! /// Greets someone, durably.
+//! struct Greet;
+//! impl Workflow for Greet {
+//!     const NAME: &'static str = "greet";
+//!     type Input = String;
+//!     type Output = String;
+//! }
+//!
 //! async fn greet(ctx: WorkflowContext, name: String) -> Result<String, WorkflowError> {
-//!     let opts = ActivityOptions::new(Duration::from_secs(5));
-//!     let greeting: String = ctx.activity("compose", &name, opts).await?;
+//!     let greeting = ctx.activity(Compose, &name).await?;
 //!     ctx.sleep(Duration::from_secs(1)).await;
 //!     Ok(greeting)
 //! }
@@ -23,12 +46,12 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut worker = Worker::new("http://127.0.0.1:7233", WorkerOptions::new("hello"))?;
-//! worker.register_workflow("greet", greet).register_activity("compose", compose);
+//! worker.workflow(Greet, greet).activity(Compose, compose);
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! tokio::spawn(worker.run(shutdown.clone()));
 //!
 //! let client = Client::connect("http://127.0.0.1:7233").await?;
-//! let run = client.start_workflow(StartOptions::new("greet", "greet-1", "hello"), &"world").await?;
+//! let run = client.start(Greet, StartOptions::for_id("greet-1", "hello"), &"world".to_owned()).await?;
 //! let greeting: String = run.result().await?;
 //! # Ok(()) }
 //! ```
@@ -38,6 +61,7 @@
 pub mod activity;
 pub mod client;
 pub mod connection;
+pub mod definition;
 pub mod error;
 pub mod history;
 pub mod payload;
@@ -48,16 +72,28 @@ pub mod workflow;
 
 pub use activity::ActivityContext;
 pub use client::{
-    Client, ListOptions, NamespaceInfo, Page, PageToken, ResetPoint, StartOptions, WorkflowHandle,
+    Client, IdReusePolicy, ListOptions, NamespaceInfo, Page, PageToken, PendingActivityState,
+    ResetPoint, RunOutcome, StartOptions, WorkflowDescription, WorkflowHandle, WorkflowStatus,
+    WorkflowSummary,
 };
 pub use connection::ConnectOptions;
-pub use error::{ActivityError, ActivityFailure, ClientError, WorkflowError};
+pub use definition::{Activity, Signal, Workflow};
+pub use error::{
+    ActivityError, ActivityFailure, ClientError, ContinueAsNew, Failure, SignalError, WorkflowError,
+};
 pub use history::WorkflowHistory;
+/// The engine's wire types (protobuf), the low-level escape hatch: history events (what
+/// [`WorkflowHandle::history`] reads and the [`Replayer`] replays) are these, and
+/// `into_proto` on [`WorkflowDescription`], [`WorkflowSummary`] and [`RunOutcome`] gives the
+/// engine's answer as it came, for tools that print the wire form. No other high-level call
+/// takes or returns them.
 pub use martix_proto::v1 as proto;
 pub use replayer::{ReplayError, Replayer};
 pub use saga::{CompensationFailure, Saga};
 pub use worker::{BreakerHold, BreakerReporter, BreakerState, Worker, WorkerOptions, WorkerStats};
-pub use workflow::{ActivityOptions, Nondeterminism, SignalStream, WorkflowContext, WorkflowInfo};
+pub use workflow::{
+    ActivityOptions, Nondeterminism, RetryPolicy, SignalStream, WorkflowContext, WorkflowInfo,
+};
 
 /// The largest answer the SDK's clients accept from the engine: an answer may carry several
 /// payloads of the engine's limit (a result, the events a completion appended, the inputs of

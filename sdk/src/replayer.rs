@@ -49,7 +49,18 @@ impl Replayer {
         Self::default()
     }
 
-    /// Registers the current code of a workflow type.
+    /// Registers the current code of workflow `W`.
+    pub fn workflow<W, F, Fut>(&mut self, _workflow: W, f: F) -> &mut Self
+    where
+        W: crate::Workflow,
+        F: Fn(WorkflowContext, W::Input) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<W::Output, WorkflowError>> + Send + 'static,
+    {
+        self.register_workflow(W::NAME, f)
+    }
+
+    /// Registers the current code of a workflow type by its name: the string form of
+    /// [`Replayer::workflow`].
     pub fn register_workflow<F, Fut, I, O>(&mut self, name: &str, f: F) -> &mut Self
     where
         F: Fn(WorkflowContext, I) -> Fut + Send + Sync + 'static,

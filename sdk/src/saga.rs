@@ -1,6 +1,7 @@
 //! `Saga`: compensations registered after each successful step, run in reverse on failure.
 
-use crate::error::ActivityFailure;
+use crate::definition::Activity;
+use crate::error::{ActivityFailure, Failure};
 use crate::workflow::{ActivityOptions, WorkflowContext};
 use martix_proto::v1 as pb;
 use serde::Serialize;
@@ -8,23 +9,44 @@ use serde::Serialize;
 #[derive(Clone, Debug)]
 struct Compensation {
     activity_type: String,
-    input: Option<pb::Payload>,
+    /// The encoded input, or why it could not be encoded.
+    input: Result<pb::Payload, String>,
     options: ActivityOptions,
-    /// A business event published when the compensation succeeded.
-    event: Option<(String, serde_json::Value)>,
+    /// Whether `options` are the activity type's defaults, which the context's override.
+    typed: bool,
+    /// A business event published when the compensation succeeded: its type and body, or why
+    /// the body could not be encoded.
+    event: Option<(String, Result<serde_json::Value, String>)>,
 }
 
 /// The compensations of a saga, in the order their steps succeeded.
 ///
 /// ```no_run
-/// # use martix_sdk::{Saga, WorkflowContext, WorkflowError, ActivityOptions};
-/// # use std::time::Duration;
+/// # use martix_sdk::{Activity, Saga, WorkflowContext, WorkflowError};
+/// struct Reserve;
+/// impl Activity for Reserve {
+///     const NAME: &'static str = "reserve";
+///     type Input = String;
+///     type Output = String;
+/// }
+/// struct Release;
+/// impl Activity for Release {
+///     const NAME: &'static str = "release";
+///     type Input = String;
+///     type Output = ();
+/// }
+/// struct Charge;
+/// impl Activity for Charge {
+///     const NAME: &'static str = "charge";
+///     type Input = String;
+///     type Output = u64;
+/// }
+///
 /// async fn order(ctx: WorkflowContext, order_id: String) -> Result<(), WorkflowError> {
-///     let opts = ActivityOptions::new(Duration::from_secs(10));
 ///     let mut saga = Saga::new();
-///     let r: String = ctx.activity("reserve", &order_id, opts.clone()).await?;
-///     saga.add("release", &r, opts.clone());
-///     if let Err(declined) = ctx.activity::<_, String>("charge", &order_id, opts.clone()).await {
+///     let reservation = ctx.activity(Reserve, &order_id).await?;
+///     saga.add(Release, &reservation);
+///     if let Err(declined) = ctx.activity(Charge, &order_id).await {
 ///         saga.compensate(&ctx).await;
 ///         return Err(declined.into());
 ///     }
@@ -56,12 +78,39 @@ impl CompensationFailure {
     }
 }
 
-/// Runs one compensation: `None` when it succeeded (its event published).
+/// Runs one compensation: `None` when it succeeded (its event published). An input or event
+/// body that could not be encoded fails it at once, naming what.
 async fn run(ctx: &WorkflowContext, c: Compensation) -> Option<CompensationFailure> {
-    let fut = ctx.activity::<(), serde_json::Value>(&c.activity_type, &(), c.options.clone());
-    match fut.with_payload(c.input.clone()).await {
+    let bad = |what: &str, why: &str| ActivityFailure {
+        failure: Failure::new(
+            "BadPayload",
+            format!(
+                "compensation '{}': cannot encode its {what}: {why}",
+                c.activity_type
+            ),
+        ),
+    };
+    let encoded = match (&c.input, &c.event) {
+        (Err(why), _) => Err(bad("input", why)),
+        (_, Some((_, Err(why)))) => Err(bad("event body", why)),
+        (Ok(input), _) => Ok(input.clone()),
+    };
+    let outcome = match encoded {
+        Err(failure) => Err(failure),
+        Ok(input) => {
+            let options = if c.typed {
+                ctx.activity_defaults().clone().or(&c.options)
+            } else {
+                c.options.clone().or(ctx.activity_defaults())
+            };
+            ctx.activity_by_name::<(), serde_json::Value>(&c.activity_type, &(), options)
+                .with_payload(Some(input))
+                .await
+        }
+    };
+    match outcome {
         Ok(_) => {
-            if let Some((event_type, body)) = &c.event {
+            if let Some((event_type, Ok(body))) = &c.event {
                 ctx.publish(event_type, body);
             }
             None
@@ -72,6 +121,13 @@ async fn run(ctx: &WorkflowContext, c: Compensation) -> Option<CompensationFailu
             compensation: c,
         }),
     }
+}
+
+fn event<B: Serialize>(event_type: &str, body: &B) -> (String, Result<serde_json::Value, String>) {
+    (
+        event_type.to_owned(),
+        serde_json::to_value(body).map_err(|e| e.to_string()),
+    )
 }
 
 impl Saga {
@@ -86,19 +142,54 @@ impl Saga {
         self
     }
 
-    /// Registers the activity that undoes the step that just succeeded.
-    pub fn add<I: Serialize>(&mut self, activity_type: &str, input: &I, options: ActivityOptions) {
+    /// Registers activity `A` with `input` to undo the step that just succeeded. It runs with
+    /// the options an activity call of `A` would have then (the context's defaults over
+    /// `A::options()`).
+    pub fn add<A: Activity>(&mut self, _activity: A, input: &A::Input) {
         self.steps.push(Compensation {
-            activity_type: activity_type.to_owned(),
-            input: crate::payload::to_payload(input).ok(),
-            options,
+            activity_type: A::NAME.to_owned(),
+            input: crate::payload::to_payload(input).map_err(|e| e.to_string()),
+            options: A::options(),
+            typed: true,
             event: None,
         });
     }
 
-    /// Adds a compensation that, once it succeeded, publishes the business event
+    /// Like [`Saga::add`], and once the compensation succeeded publishes the business event
     /// `event_type` with `body` (see [`WorkflowContext::publish`]).
-    pub fn add_with_event<I: Serialize, B: Serialize>(
+    pub fn add_with_event<A: Activity, B: Serialize>(
+        &mut self,
+        activity: A,
+        input: &A::Input,
+        event_type: &str,
+        body: &B,
+    ) {
+        self.add(activity, input);
+        if let Some(last) = self.steps.last_mut() {
+            last.event = Some(event(event_type, body));
+        }
+    }
+
+    /// Registers the activity named `activity_type` to undo the step that just succeeded: the
+    /// string form of [`Saga::add`].
+    pub fn add_by_name<I: Serialize>(
+        &mut self,
+        activity_type: &str,
+        input: &I,
+        options: ActivityOptions,
+    ) {
+        self.steps.push(Compensation {
+            activity_type: activity_type.to_owned(),
+            input: crate::payload::to_payload(input).map_err(|e| e.to_string()),
+            options,
+            typed: false,
+            event: None,
+        });
+    }
+
+    /// Like [`Saga::add_by_name`], and once the compensation succeeded publishes the business
+    /// event `event_type` with `body`.
+    pub fn add_by_name_with_event<I: Serialize, B: Serialize>(
         &mut self,
         activity_type: &str,
         input: &I,
@@ -106,9 +197,9 @@ impl Saga {
         event_type: &str,
         body: &B,
     ) {
-        self.add(activity_type, input, options);
-        if let (Some(last), Ok(body)) = (self.steps.last_mut(), serde_json::to_value(body)) {
-            last.event = Some((event_type.to_owned(), body));
+        self.add_by_name(activity_type, input, options);
+        if let Some(last) = self.steps.last_mut() {
+            last.event = Some(event(event_type, body));
         }
     }
 

@@ -601,10 +601,7 @@ impl OrderShop {
         let mut worker =
             martix_sdk::Worker::new(&engine.endpoint, martix_sdk::WorkerOptions::new(&queue))
                 .unwrap();
-        worker.register_workflow(
-            martix_order_contract::ORDER_WORKFLOW_TYPE,
-            martix_workflows::order,
-        );
+        worker.workflow(martix_workflows::OrderSaga, martix_workflows::order);
         activities.register(&mut worker);
         let stop = CancellationToken::new();
         let reported = stop.clone();

@@ -2,7 +2,7 @@
 
 use martix_activities::{Backend as Adapters, OrderActivities, ReferenceAdapters};
 use martix_engine::EngineConfig;
-use martix_order_contract::{Address, Item, ORDER_WORKFLOW_TYPE, Order, OrderOutcome};
+use martix_order_contract::{Address, Item, Order, OrderOutcome};
 use martix_sdk::{Client, StartOptions, Worker, WorkerOptions};
 use martix_tests::{Backend, TestEngine, unique};
 use std::collections::HashMap;
@@ -29,7 +29,7 @@ async fn metrics_count_what_a_run_of_orders_did() {
     adapters.seed_stock(&sku, 100).await.unwrap();
     let queue = unique("orders");
     let mut worker = Worker::new(&t.endpoint, WorkerOptions::new(&queue)).unwrap();
-    worker.register_workflow(ORDER_WORKFLOW_TYPE, martix_workflows::order);
+    worker.workflow(martix_workflows::OrderSaga, martix_workflows::order);
     OrderActivities::new(
         Adapters::reference(adapters.clone(), None),
         Default::default(),

@@ -5,6 +5,7 @@ use martix_activities::{BreakerSettings, Faults, random_order};
 use martix_order_contract::{Address, Item, ORDER_WORKFLOW_TYPE, Order, OrderOutcome};
 use martix_sdk::StartOptions;
 use martix_tests::{Backend, OrderShop, TestEngine, fast_config, on_both_backends};
+use martix_workflows::OrderSaga;
 use rand::SeedableRng;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -54,8 +55,9 @@ impl Env {
     async fn place(&self, order: &Order) -> OrderOutcome {
         let run = self
             .client
-            .start_workflow(
-                StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, &self.queue),
+            .start(
+                OrderSaga,
+                StartOptions::for_id(&order.order_id, &self.queue),
                 order,
             )
             .await
@@ -72,10 +74,7 @@ impl Env {
         for o in orders {
             runs.push(
                 self.client
-                    .start_workflow(
-                        StartOptions::new(ORDER_WORKFLOW_TYPE, &o.order_id, &self.queue),
-                        o,
-                    )
+                    .start(OrderSaga, StartOptions::for_id(&o.order_id, &self.queue), o)
                     .await
                     .unwrap(),
             );
@@ -126,8 +125,8 @@ async fn every_outcome_path(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        run.info.unwrap().status,
-        martix_sdk::proto::WorkflowStatus::Compensated as i32,
+        run.summary.status,
+        martix_sdk::WorkflowStatus::Compensated,
         "a saga that compensated ends COMPENSATED"
     );
     assert_eq!(o.failed_step.as_deref(), Some("payment"));
@@ -260,10 +259,7 @@ async fn a_second_run_of_an_order_id_is_its_own(backend: Backend) {
         .describe()
         .await
         .unwrap()
-        .info
-        .unwrap()
-        .execution
-        .unwrap()
+        .summary
         .run_id;
     let opts = || StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, &env.queue);
     let again = env.client.start_workflow(opts(), &order).await.unwrap();
@@ -282,7 +278,7 @@ async fn a_second_run_of_an_order_id_is_its_own(backend: Backend) {
     let second = env
         .client
         .start_workflow(
-            opts().id_reuse_policy(martix_proto::v1::IdReusePolicy::AllowDuplicate),
+            opts().id_reuse_policy(martix_sdk::IdReusePolicy::AllowDuplicate),
             &other,
         )
         .await
@@ -362,10 +358,10 @@ async fn a_refund_refused_for_good_waits_for_an_operator(backend: Backend) {
     for run in &runs {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let info = run.describe().await.unwrap().info.unwrap();
-            if !info.attention.is_empty() {
-                assert!(info.attention.contains("RefundRefused"), "{info:?}");
-                assert!(info.attention_since.is_some());
+            let info = run.describe().await.unwrap().summary;
+            if let Some(attention) = &info.attention {
+                assert!(attention.reason.contains("RefundRefused"), "{info:?}");
+                assert!(attention.since.is_some());
                 break;
             }
             assert!(
@@ -401,7 +397,7 @@ async fn a_refund_refused_for_good_waits_for_an_operator(backend: Backend) {
         ("fail", "customer keeps the charge as credit"),
     ]) {
         let decision = martix_order_contract::Resolution::new(action, reason).unwrap();
-        run.signal(martix_order_contract::RESOLVE_SIGNAL, &decision)
+        run.signal(martix_order_contract::saga::Resolve, &decision)
             .await
             .unwrap();
     }
@@ -411,15 +407,7 @@ async fn a_refund_refused_for_good_waits_for_an_operator(backend: Backend) {
             .await
             .unwrap()
             .unwrap();
-        assert!(
-            run.describe()
-                .await
-                .unwrap()
-                .info
-                .unwrap()
-                .attention
-                .is_empty()
-        );
+        assert!(run.describe().await.unwrap().summary.attention.is_none());
         outcomes.push(o);
     }
     assert_eq!(outcomes[0].status, "compensated", "{:?}", outcomes[0]);
@@ -498,10 +486,12 @@ async fn a_payment_outage_parks_charges_behind_the_breaker_until_it_closes(backe
         .collect();
     let runs = env.start_all(&orders).await;
     // Every order reaches its charge and waits behind the breaker.
-    let parked = |d: &martix_sdk::proto::DescribeWorkflowResponse| {
+    let parked = |d: &martix_sdk::WorkflowDescription| {
         d.pending_activities.iter().any(|a| {
-            a.parked_behind == "payment"
-                && a.state == martix_sdk::proto::PendingActivityState::Parked as i32
+            a.parked_behind
+                .as_ref()
+                .is_some_and(|(b, _)| b == "payment")
+                && a.state == martix_sdk::PendingActivityState::Parked
         })
     };
     let most_attempts = tokio::time::timeout(Duration::from_secs(60), async {
@@ -594,11 +584,12 @@ async fn a_breaker_held_open_by_an_operator_parks_charges_until_released(backend
             let mut n = 0;
             for run in &runs {
                 let d = run.describe().await.unwrap();
-                n += usize::from(
-                    d.pending_activities
-                        .iter()
-                        .any(|a| a.parked_behind == "payment" && a.attempt == 1),
-                );
+                n += usize::from(d.pending_activities.iter().any(|a| {
+                    a.parked_behind
+                        .as_ref()
+                        .is_some_and(|(b, _)| b == "payment")
+                        && a.attempt == 1
+                }));
             }
             if n == runs.len() {
                 return;

@@ -4,11 +4,10 @@
 
 use futures::StreamExt;
 use martix_engine::EngineConfig;
-use martix_proto::v1 as pb;
 use martix_proto::v1::history_event::Attributes as A;
 use martix_sdk::{
     ActivityContext, ActivityError, ActivityOptions, Client, StartOptions, Worker, WorkerOptions,
-    WorkflowContext, WorkflowError,
+    WorkflowContext, WorkflowError, WorkflowStatus,
 };
 use martix_tests::{Backend, TestEngine, on_both_backends, unique};
 use std::sync::{Arc, Mutex};
@@ -60,17 +59,17 @@ impl Calls {
 
 /// Step one, a durable sleep, a signal if one came, step two.
 async fn paced(ctx: WorkflowContext, sleep_ms: u64) -> Result<String, WorkflowError> {
-    let one: String = ctx.activity("one", &(), opts()).await?;
+    let one: String = ctx.activity_by_name("one", &(), opts()).await?;
     ctx.sleep(Duration::from_millis(sleep_ms)).await;
     let note = if ctx.has_signal("note") {
-        ctx.signal::<String>("note")
+        ctx.signal_by_name::<String>("note")
             .next()
             .await
             .expect("a signal arrived")?
     } else {
         String::new()
     };
-    let two: String = ctx.activity("two", &(), opts()).await?;
+    let two: String = ctx.activity_by_name("two", &(), opts()).await?;
     Ok(format!("{one}+{two}{note}"))
 }
 
@@ -179,7 +178,7 @@ async fn fifty_paused_runs_wait_out_their_timers_and_complete_when_resumed(backe
     );
     r.client
         .handle(&ids[0])
-        .signal("note", &" noted")
+        .signal_by_name("note", &" noted")
         .await
         .unwrap();
     // The timers come due while paused and are recorded.
@@ -211,21 +210,22 @@ async fn fifty_paused_runs_wait_out_their_timers_and_complete_when_resumed(backe
         );
     }
     let d = r.client.handle(&ids[0]).describe().await.unwrap();
-    let info = d.info.unwrap();
-    assert_eq!(info.status, pb::WorkflowStatus::Running as i32);
-    assert_eq!(info.paused_reason, "stock count");
-    assert!(info.paused_since.is_some() && !info.paused_by.is_empty());
+    let info = d.summary;
+    assert_eq!(info.status, WorkflowStatus::Running);
+    let pause = info.paused.expect("paused");
+    assert_eq!(pause.reason, "stock count");
+    assert!(pause.since.is_some() && !pause.by.is_empty());
     let listed = r
         .client
         .list_all_workflows(
             &martix_sdk::ListOptions::new()
-                .status(pb::WorkflowStatus::Running)
+                .status(WorkflowStatus::Running)
                 .workflow_id_prefix(&prefix),
         )
         .await
         .unwrap();
     assert_eq!(
-        listed.iter().filter(|w| w.paused_since.is_some()).count(),
+        listed.iter().filter(|w| w.paused.is_some()).count(),
         50,
         "list shows every paused run"
     );
@@ -305,7 +305,7 @@ async fn a_pause_needs_a_reason(backend: Backend) {
     let err = r.client.handle(&id).pause("  ").await.unwrap_err();
     assert!(err.to_string().contains("reason"), "{err}");
     let d = r.client.handle(&id).describe().await.unwrap();
-    assert!(d.info.unwrap().paused_since.is_none(), "nothing changed");
+    assert!(d.summary.paused.is_none(), "nothing changed");
 }
 
 on_both_backends!(

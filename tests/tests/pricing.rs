@@ -119,7 +119,7 @@ async fn price(
         undo_key: String::new(),
     };
     Ok(ctx
-        .activity::<_, Invoice>(names::PRICE_ORDER, &input, opts)
+        .activity_by_name::<_, Invoice>(names::PRICE_ORDER, &input, opts)
         .await
         .map_err(|f| (f.error_type().to_owned(), f.failure.message.clone())))
 }

@@ -10,7 +10,7 @@ use martix_activities::{
     Backend as Adapters, BreakerSettings, Faults, OrderActivities, ReferenceAdapters,
 };
 use martix_engine::EngineConfig;
-use martix_order_contract::{Address, Item, ORDER_WORKFLOW_TYPE, Order, OrderOutcome};
+use martix_order_contract::{Address, Item, Order, OrderOutcome};
 use martix_sdk::{Client, StartOptions, Worker, WorkerOptions};
 use martix_tests::{Backend, TestEngine, unique};
 use std::time::Duration;
@@ -72,7 +72,7 @@ async fn confirmations_are_published_and_read_back() {
     );
     let q = unique("orders");
     let mut worker = Worker::new(&engine.endpoint, WorkerOptions::new(&q)).unwrap();
-    worker.register_workflow(ORDER_WORKFLOW_TYPE, martix_workflows::order);
+    worker.workflow(martix_workflows::OrderSaga, martix_workflows::order);
     activities.register(&mut worker);
     let shutdown = CancellationToken::new();
     tokio::spawn(worker.run(shutdown.clone()));

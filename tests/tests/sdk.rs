@@ -83,12 +83,12 @@ impl Drop for RunningWorker {
 
 async fn order(ctx: WorkflowContext, sku: String) -> Result<String, WorkflowError> {
     let (a, b) = futures::join!(
-        ctx.activity::<_, String>("reserve", &sku, opts()),
-        ctx.activity::<_, u32>("price", &sku, opts())
+        ctx.activity_by_name::<_, String>("reserve", &sku, opts()),
+        ctx.activity_by_name::<_, u32>("price", &sku, opts())
     );
     let (a, b) = (a?, b?);
     ctx.sleep(Duration::from_millis(300)).await;
-    let mut approvals = ctx.signal::<String>("approve");
+    let mut approvals = ctx.signal_by_name::<String>("approve");
     let by = approvals.next().await.expect("signals never end")?;
     Ok(format!("{a}/{b}/approved by {by}"))
 }
@@ -123,7 +123,7 @@ async fn activities_timers_and_signals(backend: Backend) {
         .start_workflow(StartOptions::new("order", &id, &q), &"sku-1")
         .await
         .unwrap();
-    run.signal("approve", &"alice").await.unwrap();
+    run.signal_by_name("approve", &"alice").await.unwrap();
     let out: String = tokio::time::timeout(Duration::from_secs(30), run.result())
         .await
         .expect("the order completes")
@@ -145,7 +145,7 @@ async fn activities_timers_and_signals(backend: Backend) {
 async fn chain(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
     let mut total = 0;
     for i in 0..n {
-        total += ctx.activity::<_, u32>("step", &i, opts()).await?;
+        total += ctx.activity_by_name::<_, u32>("step", &i, opts()).await?;
     }
     Ok(total)
 }
@@ -305,7 +305,7 @@ async fn without_deciding_ahead_each_step_comes_back_eagerly() {
 async fn clocked(ctx: WorkflowContext, n: u32) -> Result<Vec<u64>, WorkflowError> {
     let mut seen = Vec::new();
     for i in 0..n {
-        ctx.activity::<_, u32>("step", &i, opts()).await?;
+        ctx.activity_by_name::<_, u32>("step", &i, opts()).await?;
         let t = ctx.now().duration_since(std::time::UNIX_EPOCH).unwrap();
         seen.push(t.as_millis() as u64);
     }
@@ -356,7 +356,7 @@ async fn a_decision_made_ahead_sees_the_time_history_records(backend: Backend) {
 }
 
 async fn stepping_down(ctx: WorkflowContext, n: u32) -> Result<u32, WorkflowError> {
-    let done: u32 = ctx.activity("step", &n, opts()).await?;
+    let done: u32 = ctx.activity_by_name("step", &n, opts()).await?;
     if n == 0 {
         return Ok(done);
     }
@@ -434,7 +434,8 @@ async fn a_decision_made_ahead_can_continue_as_new(backend: Backend) {
 }
 
 async fn publishes_badly(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
-    ctx.activity::<_, u32>("step", &1u32, opts()).await?;
+    ctx.activity_by_name::<_, u32>("step", &1u32, opts())
+        .await?;
     ctx.publish("not a routing key!", &serde_json::json!({}));
     Ok(())
 }
@@ -492,17 +493,19 @@ async fn signal_own_run(ctx: ActivityContext, endpoint: String) -> Result<u32, A
     let client = Client::connect(endpoint).await.unwrap();
     client
         .handle(ctx.workflow_id())
-        .signal("ping", &"from the activity")
+        .signal_by_name("ping", &"from the activity")
         .await
         .map_err(|e| ActivityError::retryable("Signal", e.to_string()))?;
     Ok(7)
 }
 
 async fn pinged(ctx: WorkflowContext, endpoint: String) -> Result<String, WorkflowError> {
-    let n: u32 = ctx.activity("signal_own_run", &endpoint, opts()).await?;
-    let mut pings = ctx.signal::<String>("ping");
+    let n: u32 = ctx
+        .activity_by_name("signal_own_run", &endpoint, opts())
+        .await?;
+    let mut pings = ctx.signal_by_name::<String>("ping");
     let ping = pings.next().await.expect("signals never end")?;
-    let m: u32 = ctx.activity("step", &n, opts()).await?;
+    let m: u32 = ctx.activity_by_name("step", &n, opts()).await?;
     Ok(format!("{m} {ping}"))
 }
 
@@ -560,7 +563,7 @@ async fn without_eager_dispatch_activities_are_polled() {
         .start_workflow(StartOptions::new("order", unique("order"), &q), &"sku-2")
         .await
         .unwrap();
-    run.signal("approve", &"bob").await.unwrap();
+    run.signal_by_name("approve", &"bob").await.unwrap();
     let out: String = tokio::time::timeout(Duration::from_secs(30), run.result())
         .await
         .unwrap()
@@ -587,8 +590,11 @@ async fn declining(_ctx: ActivityContext, _: ()) -> Result<(), ActivityError> {
 }
 
 async fn retrying(ctx: WorkflowContext, _: ()) -> Result<i32, WorkflowError> {
-    let attempt: i32 = ctx.activity("flaky", &(), opts()).await?;
-    match ctx.activity::<_, ()>("declining", &(), opts()).await {
+    let attempt: i32 = ctx.activity_by_name("flaky", &(), opts()).await?;
+    match ctx
+        .activity_by_name::<_, ()>("declining", &(), opts())
+        .await
+    {
         Err(f) if f.error_type() == "Declined" => Ok(attempt),
         other => Err(WorkflowError::failed("Unexpected", format!("{other:?}"))),
     }
@@ -757,9 +763,11 @@ async fn noop(_ctx: ActivityContext, _: ()) -> Result<(), ActivityError> {
 }
 
 async fn two_steps(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
-    ctx.activity::<_, ()>("step_one", &(), opts()).await?;
+    ctx.activity_by_name::<_, ()>("step_one", &(), opts())
+        .await?;
     ctx.sleep(Duration::from_millis(800)).await;
-    ctx.activity::<_, ()>("step_two", &(), opts()).await?;
+    ctx.activity_by_name::<_, ()>("step_two", &(), opts())
+        .await?;
     Ok(())
 }
 
@@ -817,7 +825,7 @@ async fn sticky_runs_get_only_new_events_and_evicted_ones_still_complete(backend
             .start_workflow(StartOptions::new("order", unique("o"), &q), &"sku")
             .await
             .unwrap();
-        run.signal("approve", &"bob").await.unwrap();
+        run.signal_by_name("approve", &"bob").await.unwrap();
         let out: String = tokio::time::timeout(Duration::from_secs(30), run.result())
             .await
             .unwrap()
@@ -872,7 +880,7 @@ async fn runs_evicted_from_a_small_cache_still_complete(backend: Backend) {
         runs.push(run);
     }
     for run in &runs {
-        run.signal("approve", &"dave").await.unwrap();
+        run.signal_by_name("approve", &"dave").await.unwrap();
     }
     for (i, run) in runs.iter().enumerate() {
         let out: String = tokio::time::timeout(Duration::from_secs(60), run.result())
@@ -910,11 +918,14 @@ fn saga_step(
 
 async fn saga_order(ctx: WorkflowContext, order_id: String) -> Result<String, WorkflowError> {
     let mut saga = martix_sdk::Saga::new();
-    let r: String = ctx.activity("reserve", &order_id, opts()).await?;
-    saga.add("release", &r, opts());
-    let h: String = ctx.activity("hold", &order_id, opts()).await?;
-    saga.add("unhold", &h, opts());
-    match ctx.activity::<_, String>("charge", &order_id, opts()).await {
+    let r: String = ctx.activity_by_name("reserve", &order_id, opts()).await?;
+    saga.add_by_name("release", &r, opts());
+    let h: String = ctx.activity_by_name("hold", &order_id, opts()).await?;
+    saga.add_by_name("unhold", &h, opts());
+    match ctx
+        .activity_by_name::<_, String>("charge", &order_id, opts())
+        .await
+    {
         Ok(_) => Ok("completed".into()),
         Err(cause) => {
             let failed = saga.compensate(&ctx).await;
@@ -981,16 +992,12 @@ async fn long_running(ctx: ActivityContext, _: ()) -> Result<(), ActivityError> 
 }
 
 async fn with_deadline(ctx: WorkflowContext, _: ()) -> Result<&'static str, WorkflowError> {
-    use futures::FutureExt;
-    let work = ctx
-        .activity::<_, ()>(
-            "long_running",
-            &(),
-            opts().heartbeat_timeout(Duration::from_secs(5)),
-        )
-        .fuse();
-    let deadline = ctx.sleep(Duration::from_millis(300)).fuse();
-    futures::pin_mut!(work, deadline);
+    let mut work = ctx.activity_by_name::<_, ()>(
+        "long_running",
+        &(),
+        opts().heartbeat_timeout(Duration::from_secs(5)),
+    );
+    let mut deadline = ctx.sleep(Duration::from_millis(300));
     let winner = futures::select! {
         _ = work => "work",
         () = deadline => "deadline",
@@ -1027,13 +1034,13 @@ async fn a_cancelled_activity_learns_it_at_its_heartbeat(backend: Backend) {
 
 async fn changed_order(ctx: WorkflowContext, sku: String) -> Result<String, WorkflowError> {
     // Changed incompatibly: checks stock before reserving.
-    let _: String = ctx.activity("check_stock", &sku, opts()).await?;
+    let _: String = ctx.activity_by_name("check_stock", &sku, opts()).await?;
     order(ctx, sku).await
 }
 
 async fn patched_order(ctx: WorkflowContext, sku: String) -> Result<String, WorkflowError> {
     if ctx.patched("check-stock") {
-        let _: String = ctx.activity("check_stock", &sku, opts()).await?;
+        let _: String = ctx.activity_by_name("check_stock", &sku, opts()).await?;
     }
     order(ctx, sku).await
 }
@@ -1047,7 +1054,7 @@ async fn the_replayer_checks_changes_against_real_histories(backend: Backend) {
         .start_workflow(StartOptions::new("order", unique("o"), &q), &"sku")
         .await
         .unwrap();
-    run.signal("approve", &"carol").await.unwrap();
+    run.signal_by_name("approve", &"carol").await.unwrap();
     let _: String = tokio::time::timeout(Duration::from_secs(30), run.result())
         .await
         .unwrap()
@@ -1088,17 +1095,14 @@ async fn the_replayer_checks_changes_against_real_histories(backend: Backend) {
 }
 
 /// The workflow ids of runs, in order.
-fn ids(runs: &[martix_sdk::proto::WorkflowExecutionInfo]) -> Vec<String> {
-    runs.iter()
-        .map(|r| r.execution.clone().unwrap_or_default().workflow_id)
-        .collect()
+fn ids(runs: &[martix_sdk::WorkflowSummary]) -> Vec<String> {
+    runs.iter().map(|r| r.workflow_id.clone()).collect()
 }
 
 async fn the_client_lists_in_pages_and_steers_runs_by_handle(backend: Backend) {
     use futures::TryStreamExt;
-    use martix_sdk::proto::WorkflowStatus;
     use martix_sdk::proto::history_event::Attributes as A;
-    use martix_sdk::{ClientError, ListOptions, PageToken};
+    use martix_sdk::{ClientError, ListOptions, PageToken, WorkflowStatus};
     let engine = TestEngine::start(backend, config()).await;
     let client = Client::connect(engine.endpoint.clone()).await.unwrap();
     let prefix = unique("listed");
@@ -1155,14 +1159,14 @@ async fn the_client_lists_in_pages_and_steers_runs_by_handle(backend: Backend) {
     let run = client.handle(format!("{prefix}-0"));
     let r = run.poll_result(Duration::ZERO).await.unwrap();
     assert!(!r.closed);
-    assert_eq!(r.status, WorkflowStatus::Running as i32);
+    assert_eq!(r.status, WorkflowStatus::Running);
     run.cancel("changed my mind").await.unwrap();
     assert!(run.describe().await.unwrap().cancel_requested);
     let follower = tokio::spawn({
         let run = run.clone();
         async move { run.follow_history().try_collect::<Vec<_>>().await }
     });
-    run.signal("poke", &1).await.unwrap();
+    run.signal_by_name("poke", &1).await.unwrap();
     run.terminate("done").await.unwrap();
     let followed = tokio::time::timeout(Duration::from_secs(10), follower)
         .await
@@ -1176,7 +1180,7 @@ async fn the_client_lists_in_pages_and_steers_runs_by_handle(backend: Backend) {
     ));
     let r = run.poll_result(Duration::from_secs(5)).await.unwrap();
     assert!(r.closed);
-    assert_eq!(r.status, WorkflowStatus::Terminated as i32);
+    assert_eq!(r.status, WorkflowStatus::Terminated);
     let page = run.history_page(None).await.unwrap();
     assert_eq!(page.items, followed);
     assert!(page.next_page_token.is_none());
@@ -1229,19 +1233,17 @@ async fn succeeds_second(ctx: ActivityContext, _: ()) -> Result<i32, ActivityErr
 async fn patient(ctx: WorkflowContext, _: ()) -> Result<i32, WorkflowError> {
     let opts =
         ActivityOptions::new(Duration::from_secs(10)).initial_interval(Duration::from_secs(3600));
-    Ok(ctx.activity("succeeds_second", &(), opts).await?)
+    Ok(ctx.activity_by_name("succeeds_second", &(), opts).await?)
 }
 
 /// Waits until the latest run of `run`'s id has an activity waiting for its next attempt.
-async fn backing_off(
-    run: &martix_sdk::WorkflowHandle,
-) -> martix_sdk::proto::DescribeWorkflowResponse {
+async fn backing_off(run: &martix_sdk::WorkflowHandle) -> martix_sdk::WorkflowDescription {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let d = run.describe().await.unwrap();
         if d.pending_activities
             .iter()
-            .any(|a| a.state == martix_sdk::proto::PendingActivityState::BackingOff as i32)
+            .any(|a| a.state == martix_sdk::client::PendingActivityState::BackingOff)
         {
             return d;
         }
@@ -1254,8 +1256,7 @@ async fn backing_off(
 }
 
 async fn an_operator_resets_a_run_and_retries_its_activity_now(backend: Backend) {
-    use martix_sdk::proto::WorkflowStatus;
-    use martix_sdk::{ClientError, ResetPoint};
+    use martix_sdk::{ClientError, ResetPoint, WorkflowStatus};
     let engine = TestEngine::start(backend, config()).await;
     let q = unique("patient");
     let (_running, client) = start_worker(&engine, &q, |w| {
@@ -1282,7 +1283,7 @@ async fn an_operator_resets_a_run_and_retries_its_activity_now(backend: Backend)
         .await
         .unwrap();
     assert!(old.closed);
-    assert_eq!(old.status, WorkflowStatus::Terminated as i32);
+    assert_eq!(old.status, WorkflowStatus::Terminated);
     let latest = client.handle(&id);
     backing_off(&latest).await;
     // An activity id that does not wait is the engine's message, not a missing workflow.

@@ -94,7 +94,7 @@ async fn square(_ctx: ActivityContext, n: u64) -> Result<u64, ActivityError> {
 
 async fn squares(ctx: WorkflowContext, n: u64) -> Result<u64, WorkflowError> {
     let mut running: FuturesUnordered<_> = (0..n)
-        .map(|i| ctx.activity::<_, u64>("square", &i, opts()))
+        .map(|i| ctx.activity_by_name::<_, u64>("square", &i, opts()))
         .collect();
     let mut sum = 0;
     while let Some(r) = running.next().await {
@@ -153,9 +153,9 @@ async fn fast(_ctx: ActivityContext, _: ()) -> Result<String, ActivityError> {
 
 async fn first_of_three(ctx: WorkflowContext, _: ()) -> Result<(usize, String), WorkflowError> {
     let racers = vec![
-        ctx.activity::<_, String>("slow", &(), slow_opts()),
-        ctx.activity::<_, String>("fast", &(), opts()),
-        ctx.activity::<_, String>("slow", &(), slow_opts()),
+        ctx.activity_by_name::<_, String>("slow", &(), slow_opts()),
+        ctx.activity_by_name::<_, String>("fast", &(), opts()),
+        ctx.activity_by_name::<_, String>("slow", &(), slow_opts()),
     ];
     let (won, index, rest) = futures::future::select_all(racers).await;
     // The losers are cancelled when dropped; a timer after shows the workflow goes on.

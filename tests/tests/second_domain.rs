@@ -355,7 +355,7 @@ async fn a_canceled_subscription_reads_canceled(backend: Backend) {
     world
         .wait_row(&sub.subscription_id, |r| r.status == "active")
         .await;
-    run.signal(
+    run.signal_by_name(
         CANCEL_SIGNAL,
         &CancelRequest {
             reason: "moving abroad".into(),
@@ -439,7 +439,7 @@ async fn a_rebuild_gives_the_same_rows_and_folding_again_counts_nothing_twice(ba
     subs.push(lapsing);
     let mut outcomes = world.run_all(&subs).await;
     cancel_run
-        .signal(CANCEL_SIGNAL, &CancelRequest::default())
+        .signal_by_name(CANCEL_SIGNAL, &CancelRequest::default())
         .await
         .unwrap();
     outcomes.push(

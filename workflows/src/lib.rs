@@ -3,4 +3,5 @@
 
 pub mod order;
 
+pub use martix_order_contract::saga::OrderSaga;
 pub use order::order;

@@ -22,43 +22,31 @@ use martix_order_contract::events::{
     self, InventoryReleased, InventoryReserved, NeedsAttention, OrderEnded, OrderPlaced,
     PaymentCharged, PaymentDeclined, PaymentRefunded, ShipmentCreated,
 };
+use martix_order_contract::saga::{
+    CancelOrder, ChargePayment, CreateShipment, PriceOrder, RefundPayment, ReleaseInventory,
+    ReserveInventory, Resolve, SendNotification,
+};
 use martix_order_contract::{
-    CANCEL_SIGNAL, Charge, Invoice, NotificationInput, Order, OrderOutcome, RESOLVE_SIGNAL,
-    Resolution, StepInput, failures, names,
+    Invoice, NotificationInput, Order, OrderOutcome, Resolution, StepInput, failures,
 };
 use martix_sdk::{
-    ActivityFailure, ActivityOptions, CompensationFailure, Saga, WorkflowContext, WorkflowError,
+    ActivityFailure, CompensationFailure, Saga, Signal, WorkflowContext, WorkflowError,
 };
 use serde_json::json;
-use std::time::Duration;
-
-/// Each step may take 10 s per attempt (an attempt lost with a crashed worker is retried after
-/// that), retried from 200 ms doubling to 10 s, without limit for outages; business rejections
-/// are non-retryable and end the step at once.
-fn step_options() -> ActivityOptions {
-    ActivityOptions::new(Duration::from_secs(10))
-        .initial_interval(Duration::from_millis(200))
-        .maximum_interval(Duration::from_secs(10))
-}
-
-/// A compensation is retried like a step, but not forever: after 10 attempts (about a minute)
-/// an operator decides (see `until_resolved`).
-fn compensation_options() -> ActivityOptions {
-    step_options().maximum_attempts(10)
-}
 
 fn cause(f: &ActivityFailure) -> String {
     let t = f.error_type();
     if t.is_empty() {
-        f.failure.message.clone()
+        f.message().to_owned()
     } else {
-        format!("{t}: {}", f.failure.message)
+        format!("{t}: {}", f.message())
     }
 }
 
-/// The order saga, workflow type `order`. Every business step is published as an event (see
-/// `martix_order_contract::events` for the types and bodies); the last one is the terminal
-/// event.
+/// The order saga, workflow type `order` (`martix_order_contract::saga::OrderSaga`). Each
+/// step is a typed activity of `martix_order_contract::saga`, with its retry policy. Every
+/// business step is published as an event (see `martix_order_contract::events` for the types
+/// and bodies); the last one is the terminal event.
 pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, WorkflowError> {
     let mut outcome = OrderOutcome {
         order_id: order.order_id.clone(),
@@ -76,12 +64,11 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
         outcome.cause = Some(why.to_string());
         return finish(&ctx, outcome, &order, None).await;
     }
-    let opts = step_options();
     let input = |undo_key: &str| StepInput {
         order: order.clone(),
         undo_key: undo_key.to_owned(),
     };
-    let cancelled = || ctx.is_cancel_requested() || ctx.has_signal(CANCEL_SIGNAL);
+    let cancelled = || ctx.is_cancel_requested() || ctx.has_signal(CancelOrder::NAME);
     // Cancelled before anything was reserved or charged: nothing to undo.
     // The run ends COMPENSATED, as every cancelled order does.
     let cancel_early = |mut outcome: OrderOutcome, before: &str| {
@@ -96,10 +83,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
         return finish(&ctx, outcome, &order, None).await;
     }
 
-    let invoice: Invoice = match ctx
-        .activity(names::PRICE_ORDER, &input(""), opts.clone())
-        .await
-    {
+    let invoice = match ctx.activity(PriceOrder, &input("")).await {
         Ok(i) => i,
         Err(f) => {
             let rejected = failures::is_rejection(f.error_type());
@@ -116,10 +100,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
     }
     let mut saga = Saga::new();
 
-    let reservation: String = match ctx
-        .activity(names::RESERVE_INVENTORY, &input(""), opts.clone())
-        .await
-    {
+    let reservation = match ctx.activity(ReserveInventory, &input("")).await {
         Ok(r) => r,
         Err(f) => {
             outcome.status = "failed".into();
@@ -135,9 +116,8 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
         },
     );
     saga.add_with_event(
-        names::RELEASE_INVENTORY,
+        ReleaseInventory,
         &input(&reservation),
-        compensation_options(),
         events::INVENTORY_RELEASED,
         &InventoryReleased {
             reservation: reservation.clone(),
@@ -147,10 +127,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
     let failed = if cancelled() {
         Some(("cancel", "cancelled before payment".to_owned()))
     } else {
-        match ctx
-            .activity::<_, Charge>(names::CHARGE_PAYMENT, &input(""), opts.clone())
-            .await
-        {
+        match ctx.activity(ChargePayment, &input("")).await {
             Err(f) => {
                 ctx.publish(
                     events::PAYMENT_DECLINED,
@@ -167,9 +144,8 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
                     },
                 );
                 saga.add_with_event(
-                    names::REFUND_PAYMENT,
+                    RefundPayment,
                     &input(&charge.key),
-                    compensation_options(),
                     events::PAYMENT_REFUNDED,
                     &PaymentRefunded {
                         amount_cents: charge.amount_cents,
@@ -179,14 +155,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
                 if cancelled() {
                     Some(("cancel", "cancelled before shipment".to_owned()))
                 } else {
-                    match ctx
-                        .activity::<_, String>(
-                            names::CREATE_SHIPMENT,
-                            &input(&reservation),
-                            opts.clone(),
-                        )
-                        .await
-                    {
+                    match ctx.activity(CreateShipment, &input(&reservation)).await {
                         Err(f) => Some(("shipment", cause(&f))),
                         Ok(shipment) => {
                             ctx.publish(events::SHIPMENT_CREATED, &ShipmentCreated { shipment });
@@ -225,7 +194,7 @@ async fn until_resolved(
     mut failed: Vec<CompensationFailure>,
     registered: Vec<String>,
 ) {
-    let mut decisions = ctx.signal::<Resolution>(RESOLVE_SIGNAL);
+    let mut decisions = ctx.signal(Resolve);
     loop {
         let what: Vec<String> = failed
             .iter()
@@ -300,9 +269,6 @@ async fn finish(
     order: &Order,
     invoice: Option<&Invoice>,
 ) -> Result<OrderOutcome, WorkflowError> {
-    let opts = ActivityOptions::new(Duration::from_secs(10))
-        .initial_interval(Duration::from_millis(200))
-        .maximum_attempts(5);
     let body = json!({
         "order_id": order.order_id,
         "customer_id": order.customer_id,
@@ -312,14 +278,13 @@ async fn finish(
         "currency": order.currency,
     });
     let sent = ctx
-        .activity::<_, ()>(
-            names::SEND_NOTIFICATION,
+        .activity(
+            SendNotification,
             &NotificationInput {
                 order_id: order.order_id.clone(),
                 outcome: outcome.status.clone(),
                 body,
             },
-            opts,
         )
         .await;
     if sent.is_err() {

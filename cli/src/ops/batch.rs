@@ -4,8 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use martix_proto::v1 as pb;
-use martix_sdk::{Client, ListOptions, ResetPoint};
+use martix_sdk::{Client, ListOptions, ResetPoint, WorkflowStatus};
 use std::time::Duration;
 
 /// The batch form of an operation: every running workflow whose id starts with `--query`.
@@ -100,14 +99,14 @@ pub(super) async fn steer(c: &Client, op: Op, id: Option<String>, batch: Batch) 
         return Ok(());
     };
     let options = ListOptions::new()
-        .status(pb::WorkflowStatus::Running)
+        .status(WorkflowStatus::Running)
         .workflow_id_prefix(&prefix)
         .page_size(1000);
     let ids: Vec<String> = c
         .list_all_workflows(&options)
         .await?
         .into_iter()
-        .filter_map(|e| e.execution.map(|x| x.workflow_id))
+        .map(|e| e.workflow_id)
         .collect();
     if !batch.yes {
         println!(

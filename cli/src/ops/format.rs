@@ -1,5 +1,5 @@
 //! How the operators' commands print: JSON answers, payloads, history event lines, times
-//! (RFC 3339), and the short names of workflow statuses and pending activity states.
+//! (RFC 3339). Status and state names are the SDK's (`WorkflowStatus::as_str`).
 
 use anyhow::Result;
 use martix_proto::v1 as pb;
@@ -33,23 +33,21 @@ pub(crate) fn time(ts: Option<&pbjson_types::Timestamp>) -> String {
     })
 }
 
-/// A workflow status as the cli prints it (`running`, `continued_as_new`), or its number.
-pub(super) fn status_name(s: i32) -> String {
-    pb::WorkflowStatus::try_from(s)
-        .map(|s| short_name(s.as_str_name(), "WORKFLOW_STATUS_"))
-        .unwrap_or_else(|_| s.to_string())
-}
-
-/// A pending activity's state as the cli prints it (`scheduled`, `backing_off`), or nothing.
-pub(super) fn activity_state_name(s: i32) -> String {
-    pb::PendingActivityState::try_from(s)
-        .map(|s| short_name(s.as_str_name(), "PENDING_ACTIVITY_STATE_"))
-        .unwrap_or_default()
-}
-
-/// A proto enum value's name without its type's prefix, in lower case.
-fn short_name(name: &str, prefix: &str) -> String {
-    name.trim_start_matches(prefix).to_lowercase()
+/// A time as [`time`] prints it, `-` if none.
+pub(crate) fn when(t: Option<std::time::SystemTime>) -> String {
+    let ts = t.map(|t| match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => pbjson_types::Timestamp {
+            seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nanos: 0,
+        },
+        // Before 1970: whole seconds, rounded down as protobuf timestamps are.
+        Err(e) => pbjson_types::Timestamp {
+            seconds: -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX)
+                - i64::from(e.duration().subsec_nanos() > 0),
+            nanos: 0,
+        },
+    });
+    time(ts.as_ref())
 }
 
 /// One line of `martix workflow history`: id, time, kind and the attributes (cut at 100
@@ -104,16 +102,12 @@ mod tests {
         };
         assert_eq!(time(Some(&nanos)), "1970-01-01T00:00:01Z");
         assert_eq!(at(-5), "-5s");
-        assert_eq!(at(253_402_300_800), "253402300800s");
-    }
-
-    #[test]
-    fn names_lose_their_prefix() {
+        assert_eq!(when(None), "-");
         assert_eq!(
-            status_name(pb::WorkflowStatus::ContinuedAsNew as i32),
-            "continued_as_new"
+            when(Some(UNIX_EPOCH + Duration::new(1_795_539_541, 5))),
+            "2026-11-24T16:59:01Z"
         );
-        assert_eq!(status_name(999), "999");
-        assert_eq!(activity_state_name(999), "");
+        assert_eq!(when(Some(UNIX_EPOCH - Duration::from_secs(5))), "-5s");
+        assert_eq!(at(253_402_300_800), "253402300800s");
     }
 }

@@ -121,7 +121,7 @@ const RESULT_WAIT: Duration = Duration::from_secs(3600);
 async fn wait_result(
     handle: &martix_sdk::WorkflowHandle,
     wait: Duration,
-) -> Result<martix_proto::v1::GetWorkflowResultResponse, martix_sdk::ClientError> {
+) -> Result<martix_sdk::RunOutcome, martix_sdk::ClientError> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());

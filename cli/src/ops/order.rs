@@ -2,11 +2,10 @@
 //! read model, the saga's steps, the ledger) and `martix orders rebuild` (the read model,
 //! admin).
 
-use super::format::{print_json, show_payload, status_name, time};
+use super::format::{print_json, show_payload, time};
 use super::{Conn, Output, RESULT_WAIT, client, order_client, wait_result};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use martix_order_contract::ORDER_WORKFLOW_TYPE;
 use martix_proto::time::system_time_to_timestamp;
 use martix_proto::v1 as pb;
 use martix_sdk::StartOptions;
@@ -154,8 +153,9 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
             // start is its child.
             let span = tracing::info_span!("order.place", order_id = %id);
             let run = c
-                .start_workflow(
-                    StartOptions::new(ORDER_WORKFLOW_TYPE, &id, task_queue),
+                .start(
+                    martix_workflows::OrderSaga,
+                    StartOptions::for_id(&id, task_queue),
                     &order,
                 )
                 .instrument(span)
@@ -167,7 +167,7 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
             );
             if wait {
                 let res = wait_result(&c.handle(&id), RESULT_WAIT).await?;
-                println!("outcome {}", show_payload(res.result.as_ref()));
+                println!("outcome {}", show_payload(res.into_proto().result.as_ref()));
             }
         }
         OrderCmd::Resolve {
@@ -188,14 +188,13 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e} (--reason)"))?;
             let run = c.handle(&order_id);
             let d = run.describe().await?;
-            let info = d.info.unwrap_or_default();
-            if info.attention.is_empty() {
+            if d.summary.attention.is_none() {
                 bail!(
                     "order {order_id} does not wait for a decision (status {}); nothing sent",
-                    status_name(info.status)
+                    d.summary.status
                 );
             }
-            run.signal(martix_order_contract::RESOLVE_SIGNAL, &decision)
+            run.signal(martix_order_contract::saga::Resolve, &decision)
                 .await?;
             println!("order {order_id}: decision '{action}' sent");
         }
@@ -205,8 +204,7 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
         } => {
             let run = c.handle(&order_id);
             let d = run.describe().await?;
-            let info = d.info.unwrap_or_default();
-            println!("order {order_id}: {}", status_name(info.status));
+            println!("order {order_id}: {}", d.summary.status);
             show_view(&conn, &order_id).await?;
             let history = run.history().await?;
             println!("steps:");

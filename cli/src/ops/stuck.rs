@@ -2,11 +2,10 @@
 //! waiting for an operator, paused by one, a failing workflow task, an activity at its
 //! `--min-attempts`th attempt or later), each with why.
 
-use super::format::{print_json, time};
+use super::format::{print_json, when};
 use super::{Conn, Output, client};
 use anyhow::Result;
-use martix_proto::v1 as pb;
-use martix_sdk::ListOptions;
+use martix_sdk::{ListOptions, WorkflowStatus};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `martix stuck`: running workflows that are not progressing, each with why.
@@ -18,19 +17,15 @@ pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -
         .checked_sub(older_than)
         .unwrap_or(UNIX_EPOCH);
     let mut options = ListOptions::new()
-        .status(pb::WorkflowStatus::Running)
+        .status(WorkflowStatus::Running)
         .started_before(before)
         .page_size(500);
     let mut found = Vec::new();
     loop {
         let page = c.list_workflows(&options).await?;
         for w in &page.items {
-            let run = w.execution.clone().unwrap_or_default();
-            let d = c
-                .run_handle(&run.workflow_id, &run.run_id)
-                .describe()
-                .await?;
-            let id = run.workflow_id;
+            let d = c.run_handle(&w.workflow_id, &w.run_id).describe().await?;
+            let id = w.workflow_id.clone();
             let mut why = Vec::new();
             if d.pollers.is_empty() {
                 why.push(format!(
@@ -38,19 +33,19 @@ pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -
                     w.task_queue
                 ));
             }
-            if let Some(info) = d.info.as_ref().filter(|i| i.paused_since.is_some()) {
+            if let Some(pause) = &d.summary.paused {
                 why.push(format!(
                     "paused since {} by {}: {}",
-                    time(info.paused_since.as_ref()),
-                    info.paused_by,
-                    info.paused_reason
+                    when(pause.since),
+                    pause.by,
+                    pause.reason
                 ));
             }
-            if let Some(info) = d.info.as_ref().filter(|i| !i.attention.is_empty()) {
+            if let Some(attention) = &d.summary.attention {
                 why.push(format!(
                     "needs attention since {}: {}",
-                    time(info.attention_since.as_ref()),
-                    info.attention
+                    when(attention.since),
+                    attention.reason
                 ));
             }
             if let Some(t) = d.pending_workflow_task.as_ref().filter(|t| t.attempt >= 2) {
@@ -60,34 +55,31 @@ pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -
                     t.last_failure.as_ref().map_or("-", |f| f.message.as_str())
                 ));
             }
-            for a in d
-                .pending_activities
-                .iter()
-                .filter(|a| !a.parked_behind.is_empty())
-            {
-                why.push(format!(
-                    "activity {} ({}) parked behind the {} breaker since {}, at attempt {}",
-                    a.activity_id,
-                    a.activity_type,
-                    a.parked_behind,
-                    time(a.parked_since.as_ref()),
-                    a.attempt
-                ));
+            for a in &d.pending_activities {
+                if let Some((breaker, since)) = &a.parked_behind {
+                    why.push(format!(
+                        "activity {} ({}) parked behind the {breaker} breaker since {}, at attempt {}",
+                        a.activity_id,
+                        a.activity_type,
+                        when(*since),
+                        a.attempt
+                    ));
+                }
             }
             for a in d
                 .pending_activities
                 .iter()
-                .filter(|a| a.attempt >= min_attempts && a.parked_behind.is_empty())
+                .filter(|a| a.attempt >= min_attempts && a.parked_behind.is_none())
             {
                 why.push(format!(
                     "activity {} ({}) attempt {}, next {}, last error: {}",
                     a.activity_id,
                     a.activity_type,
                     a.attempt,
-                    time(a.next_attempt_time.as_ref()),
+                    when(a.next_attempt_time),
                     a.last_failure
                         .as_ref()
-                        .map_or("-".into(), |f| format!("{} ({})", f.message, f.r#type))
+                        .map_or("-".into(), |f| format!("{} ({})", f.message, f.error_type))
                 ));
             }
             if !why.is_empty() {

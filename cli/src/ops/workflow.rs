@@ -3,13 +3,13 @@
 //! `batch`.
 
 use super::batch::{Batch, Op, steer};
-use super::format::{activity_state_name, event_line, print_json, show_payload, status_name, time};
+use super::format::{event_line, print_json, show_payload, when};
 use super::{Conn, Output, RESULT_WAIT, client, wait_result};
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
 use futures::TryStreamExt;
 use martix_proto::v1 as pb;
-use martix_sdk::{ListOptions, StartOptions};
+use martix_sdk::{ListOptions, StartOptions, WorkflowDescription, WorkflowStatus, WorkflowSummary};
 use std::time::Duration;
 
 /// A status `martix workflow list --status` filters on.
@@ -27,19 +27,19 @@ pub(crate) enum Status {
     Paused,
 }
 
-impl From<Status> for pb::WorkflowStatus {
+impl From<Status> for WorkflowStatus {
     fn from(s: Status) -> Self {
         match s {
-            Status::Running => pb::WorkflowStatus::Running,
-            Status::Completed => pb::WorkflowStatus::Completed,
-            Status::Failed => pb::WorkflowStatus::Failed,
-            Status::Canceled => pb::WorkflowStatus::Canceled,
-            Status::Terminated => pb::WorkflowStatus::Terminated,
-            Status::ContinuedAsNew => pb::WorkflowStatus::ContinuedAsNew,
-            Status::TimedOut => pb::WorkflowStatus::TimedOut,
-            Status::Compensated => pb::WorkflowStatus::Compensated,
+            Status::Running => WorkflowStatus::Running,
+            Status::Completed => WorkflowStatus::Completed,
+            Status::Failed => WorkflowStatus::Failed,
+            Status::Canceled => WorkflowStatus::Canceled,
+            Status::Terminated => WorkflowStatus::Terminated,
+            Status::ContinuedAsNew => WorkflowStatus::ContinuedAsNew,
+            Status::TimedOut => WorkflowStatus::TimedOut,
+            Status::Compensated => WorkflowStatus::Compensated,
             // A paused run is running; `list` keeps those with a pause.
-            Status::Paused => pb::WorkflowStatus::Running,
+            Status::Paused => WorkflowStatus::Running,
         }
     }
 }
@@ -221,11 +221,16 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             let mut page = c.list_workflows(&options).await?;
             if paused_only {
                 // Paused runs are running runs with a pause: the page's others are left out.
-                page.items.retain(|w| w.paused_since.is_some());
+                page.items.retain(|w| w.paused.is_some());
             }
             if json {
+                // The wire form, as the engine answered.
                 print_json(&pb::ListWorkflowsResponse {
-                    executions: page.items,
+                    executions: page
+                        .items
+                        .into_iter()
+                        .map(WorkflowSummary::into_proto)
+                        .collect(),
                     next_page_token: page
                         .next_page_token
                         .map_or_else(Vec::new, |t| t.as_bytes().to_vec()),
@@ -236,17 +241,17 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
                     "WORKFLOW ID", "TYPE", "STATUS", "STARTED", "EVENTS"
                 );
                 for w in &page.items {
-                    let id = w.execution.as_ref().map_or("", |e| e.workflow_id.as_str());
-                    let status = if w.paused_since.is_some() {
+                    let status = if w.paused.is_some() {
                         "paused".to_owned()
                     } else {
-                        status_name(w.status)
+                        w.status.to_string()
                     };
                     println!(
-                        "{id:<40} {:<14} {:<12} {:<21} {:>7}",
+                        "{:<40} {:<14} {:<12} {:<21} {:>7}",
+                        w.workflow_id,
                         w.workflow_type,
                         status,
-                        time(w.start_time.as_ref()),
+                        when(w.start_time),
                         w.history_length
                     );
                 }
@@ -258,7 +263,7 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
         WorkflowCmd::Describe { id } => {
             let d = c.handle(&id).describe().await?;
             if json {
-                print_json(&d)?;
+                print_json(&d.into_proto())?;
             } else {
                 print_description(&id, &d);
             }
@@ -299,24 +304,23 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
         WorkflowCmd::Result { id, wait } => {
             let wait = if wait { RESULT_WAIT } else { Duration::ZERO };
             let r = wait_result(&c.handle(&id), wait).await?;
+            let (status, closed, continued) = (r.status, r.closed, r.new_run_id.is_some());
+            let failure = r.failure.clone();
+            // The wire form, as the engine answered: JSON, and the result's bytes as they are.
+            let raw = r.into_proto();
             if json {
-                print_json(&r)?;
-            } else if !r.closed {
-                println!("{id} is still {}", status_name(r.status));
+                print_json(&raw)?;
+            } else if !closed {
+                println!("{id} is still {status}");
             } else {
-                println!("status  {}", status_name(r.status));
-                match &r.failure {
-                    Some(f) => println!("failure {} ({})", f.message, f.r#type),
-                    None => println!("result  {}", show_payload(r.result.as_ref())),
+                println!("status  {status}");
+                match &failure {
+                    Some(f) => println!("failure {} ({})", f.message, f.error_type),
+                    None => println!("result  {}", show_payload(raw.result.as_ref())),
                 }
             }
-            let succeeded = r.status == pb::WorkflowStatus::Completed as i32
-                || r.status == pb::WorkflowStatus::Compensated as i32;
-            if r.closed && !succeeded && r.new_run_id.is_empty() {
-                bail!(
-                    "workflow '{id}' did not complete: it is {}",
-                    status_name(r.status)
-                );
+            if closed && !status.is_success() && !continued {
+                bail!("workflow '{id}' did not complete: it is {status}");
             }
         }
         WorkflowCmd::Signal {
@@ -327,7 +331,7 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
         } => {
             let input = json_input(&input)?;
             c.handle(&id)
-                .signal_once(&name, &input, &request_id)
+                .signal_by_name_once(&name, &input, &request_id)
                 .await?;
             println!("signal {name} sent to {id}");
         }
@@ -377,13 +381,12 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
 }
 
 /// `martix workflow describe` as a table.
-fn print_description(id: &str, d: &pb::DescribeWorkflowResponse) {
-    let info = d.info.clone().unwrap_or_default();
-    let run = info.execution.as_ref().map_or("", |e| e.run_id.as_str());
+fn print_description(id: &str, d: &WorkflowDescription) {
+    let info = &d.summary;
     println!("workflow   {id}");
-    println!("run        {run}");
+    println!("run        {}", info.run_id);
     println!("type       {}", info.workflow_type);
-    let open = info.status == pb::WorkflowStatus::Running as i32;
+    let open = info.status == WorkflowStatus::Running;
     if !open {
         println!("queue      {}", info.task_queue);
     } else if d.pollers.is_empty() {
@@ -406,30 +409,30 @@ fn print_description(id: &str, d: &pb::DescribeWorkflowResponse) {
     }
     println!(
         "status     {}{}",
-        status_name(info.status),
+        info.status,
         if d.cancel_requested {
             " (cancel requested)"
         } else {
             ""
         }
     );
-    if let Some(since) = info.paused_since.as_ref() {
+    if let Some(pause) = &info.paused {
         println!(
             "paused     since {} by {}: {} (martix workflow resume {id})",
-            time(Some(since)),
-            info.paused_by,
-            info.paused_reason
+            when(pause.since),
+            pause.by,
+            pause.reason
         );
     }
-    if !info.attention.is_empty() {
+    if let Some(attention) = &info.attention {
         println!(
             "attention  since {}: {}",
-            time(info.attention_since.as_ref()),
-            info.attention
+            when(attention.since),
+            attention.reason
         );
     }
-    println!("started    {}", time(info.start_time.as_ref()));
-    println!("closed     {}", time(info.close_time.as_ref()));
+    println!("started    {}", when(info.start_time));
+    println!("closed     {}", when(info.close_time));
     println!("events     {}", info.history_length);
     if let Some(w) = &d.pending_workflow_task {
         println!(
@@ -448,36 +451,35 @@ fn print_description(id: &str, d: &pb::DescribeWorkflowResponse) {
     if !d.pending_activities.is_empty() {
         println!("pending activities:");
         for a in &d.pending_activities {
-            let state = activity_state_name(a.state);
+            let state = a.state.as_str();
             println!(
                 "  {:<8} {:<20} {:<12} attempt {:<3} next {:<21} last failure: {}",
                 a.activity_id,
                 a.activity_type,
                 state,
                 a.attempt,
-                time(a.next_attempt_time.as_ref()),
+                when(a.next_attempt_time),
                 a.last_failure
                     .as_ref()
-                    .map_or("-".into(), |f| format!("{} ({})", f.message, f.r#type))
+                    .map_or("-".into(), |f| format!("{} ({})", f.message, f.error_type))
             );
-            if !a.parked_behind.is_empty() {
+            if let Some((breaker, since)) = &a.parked_behind {
                 println!(
-                    "           parked behind the {} breaker since {} (no attempt counted; released when a worker reports it closed)",
-                    a.parked_behind,
-                    time(a.parked_since.as_ref())
+                    "           parked behind the {breaker} breaker since {} (no attempt counted; released when a worker reports it closed)",
+                    when(*since)
                 );
             }
         }
     }
     for t in &d.pending_timers {
-        println!("timer {} fires {}", t.timer_id, time(t.fire_time.as_ref()));
+        println!("timer {} fires {}", t.timer_id, when(t.fire_time));
     }
     for b in &d.open_breakers {
         println!(
             "open breaker: {} on worker {} since {}",
             b.adapter,
             b.worker,
-            time(b.since.as_ref())
+            when(b.since)
         );
     }
 }

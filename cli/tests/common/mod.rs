@@ -203,7 +203,7 @@ pub(crate) mod orders {
         loop {
             let attempt = async {
                 let options = StartOptions::new("order", &order.order_id, queue)
-                    .id_reuse_policy(martix_proto::v1::IdReusePolicy::RejectDuplicate);
+                    .id_reuse_policy(martix_sdk::IdReusePolicy::RejectDuplicate);
                 match client.start_workflow(options, order).await {
                     Ok(run) => run.result::<OrderOutcome>().await,
                     Err(martix_sdk::ClientError::Status(s))

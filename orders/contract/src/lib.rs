@@ -7,14 +7,19 @@
 //! [`Charge`], [`NotificationInput`], [`failures`]), how an order ends ([`OrderOutcome`]),
 //! the events the saga publishes ([`events`]), and the names a client uses to start and
 //! cancel an order ([`ORDER_WORKFLOW_TYPE`], [`CANCEL_SIGNAL`]). Everything here is plain data
-//! and pure code: no I/O, no engine, no SDK, so the deterministic saga can link it.
+//! and pure code: no I/O, no engine, and the SDK only behind feature `sdk`, so the
+//! deterministic saga and the read side can link it.
 //!
 //! Feature `openapi` derives `utoipa::ToSchema` for the types the REST gateway describes.
+//! Feature `sdk` adds [`saga`]: the steps, the workflow and the signals as typed SDK
+//! definitions, for the saga and the worker that runs its activities.
 
 pub mod events;
 mod order;
 mod outcome;
 pub mod pricing;
+#[cfg(feature = "sdk")]
+pub mod saga;
 mod steps;
 
 pub use order::{Address, InvalidOrder, Item, Order};

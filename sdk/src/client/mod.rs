@@ -7,10 +7,11 @@
 //! that does not exist is [`ClientError::WorkflowNotFound`].
 
 use crate::connection::{ConnectOptions, Transport};
+use crate::definition::{Signal, Workflow};
 use crate::error::ClientError;
 use crate::history::WorkflowHistory;
-use crate::payload::{from_payload, to_payload};
-use crate::workflow::context::dur;
+use crate::payload::to_payload;
+use crate::workflow::options::dur;
 use futures::Stream;
 
 use martix_proto::v1 as pb;
@@ -22,9 +23,16 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use tracing::Instrument;
 
+mod description;
 mod options;
 
-pub use options::{ListOptions, NamespaceInfo, Page, PageToken, ResetPoint, StartOptions};
+pub use description::{
+    Attention, OpenBreaker, Pause, PendingActivity, PendingActivityState, PendingTimer,
+    PendingWorkflowTask, Poller, RunOutcome, WorkflowDescription, WorkflowStatus, WorkflowSummary,
+};
+pub use options::{
+    IdReusePolicy, ListOptions, NamespaceInfo, Page, PageToken, ResetPoint, StartOptions,
+};
 
 /// How often [`WorkflowHandle::follow_history`] looks for new events.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
@@ -90,25 +98,27 @@ impl Client {
         &self.namespace
     }
 
-    fn start_request<I: Serialize>(
+    fn start_request<I: Serialize + ?Sized>(
         &self,
         options: &StartOptions,
         input: &I,
     ) -> Result<pb::StartWorkflowRequest, ClientError> {
         let mut memo = std::collections::HashMap::new();
         for (k, v) in &options.memo {
-            memo.insert(k.clone(), to_payload(v)?);
+            memo.insert(k.clone(), encode(v, || format!("memo '{k}'"))?);
         }
         Ok(pb::StartWorkflowRequest {
             namespace: self.namespace.clone(),
             workflow_id: options.workflow_id.clone(),
             workflow_type: options.workflow_type.clone(),
             task_queue: options.task_queue.clone(),
-            input: Some(to_payload(input)?),
+            input: Some(encode(input, || {
+                format!("the input of workflow '{}'", options.workflow_type)
+            })?),
             workflow_execution_timeout: options.execution_timeout.map(dur),
             workflow_run_timeout: options.run_timeout.map(dur),
             workflow_task_timeout: options.task_timeout.map(dur),
-            id_reuse_policy: options.id_reuse_policy as i32,
+            id_reuse_policy: pb::IdReusePolicy::from(options.id_reuse_policy) as i32,
             identity: self.identity.clone(),
             memo,
         })
@@ -132,8 +142,38 @@ impl Client {
         }
     }
 
-    /// Starts a workflow, or finds the running run of its id.
-    pub async fn start_workflow<I: Serialize>(
+    /// Starts workflow `W` with `input` (its type checked at compile time), or finds the
+    /// running run of the id. The workflow type is `W::NAME`, whatever `options` says: make
+    /// them with [`StartOptions::for_id`].
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{Client, StartOptions, Workflow};
+    /// struct Greet;
+    /// impl Workflow for Greet {
+    ///     const NAME: &'static str = "greet";
+    ///     type Input = String;
+    ///     type Output = String;
+    /// }
+    /// # async fn run(client: Client) -> Result<(), martix_sdk::ClientError> {
+    /// let run = client
+    ///     .start(Greet, StartOptions::for_id("greet-1", "hello"), &"world".to_owned())
+    ///     .await?;
+    /// let greeting: String = run.result().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start<W: Workflow>(
+        &self,
+        _workflow: W,
+        mut options: StartOptions,
+        input: &W::Input,
+    ) -> Result<WorkflowHandle, ClientError> {
+        options.workflow_type = W::NAME.to_owned();
+        self.start_workflow(options, input).await
+    }
+
+    /// Starts a workflow by its type name, or finds the running run of its id: the string
+    /// form of [`Client::start`].
+    pub async fn start_workflow<I: Serialize + ?Sized>(
         &self,
         options: StartOptions,
         input: &I,
@@ -160,7 +200,7 @@ impl Client {
         let request = pb::SignalWithStartWorkflowRequest {
             start: Some(self.start_request(&options, input)?),
             signal_name: signal_name.to_owned(),
-            signal_input: Some(to_payload(signal_input)?),
+            signal_input: Some(encode(signal_input, || format!("signal '{signal_name}'"))?),
             request_id: String::new(),
         };
         let mut inner = self.inner.clone();
@@ -195,12 +235,12 @@ impl Client {
     ///
     /// ```no_run
     /// # async fn run(client: martix_sdk::Client) -> Result<(), martix_sdk::ClientError> {
-    /// use martix_sdk::{ListOptions, proto::WorkflowStatus};
+    /// use martix_sdk::{ListOptions, WorkflowStatus};
     /// let mut options = ListOptions::new().status(WorkflowStatus::Failed);
     /// loop {
     ///     let page = client.list_workflows(&options).await?;
     ///     for run in &page.items {
-    ///         println!("{:?}", run.execution);
+    ///         println!("{} {}", run.workflow_id, run.run_id);
     ///     }
     ///     let Some(next) = page.next_page_token else { break };
     ///     options = options.page_token(next);
@@ -210,7 +250,7 @@ impl Client {
     pub async fn list_workflows(
         &self,
         options: &ListOptions,
-    ) -> Result<Page<pb::WorkflowExecutionInfo>, ClientError> {
+    ) -> Result<Page<WorkflowSummary>, ClientError> {
         let r = self
             .inner
             .clone()
@@ -218,7 +258,7 @@ impl Client {
             .await?
             .into_inner();
         Ok(Page {
-            items: r.executions,
+            items: r.executions.into_iter().map(Into::into).collect(),
             next_page_token: PageToken::next(r.next_page_token),
         })
     }
@@ -228,7 +268,7 @@ impl Client {
     pub async fn list_all_workflows(
         &self,
         options: &ListOptions,
-    ) -> Result<Vec<pb::WorkflowExecutionInfo>, ClientError> {
+    ) -> Result<Vec<WorkflowSummary>, ClientError> {
         let mut options = options.clone();
         let mut runs = Vec::new();
         loop {
@@ -347,6 +387,17 @@ impl Client {
     }
 }
 
+/// `value` as a payload, or an error naming `what` it is.
+fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    what: impl FnOnce() -> String,
+) -> Result<pb::Payload, ClientError> {
+    to_payload(value).map_err(|source| ClientError::Encode {
+        what: what(),
+        source,
+    })
+}
+
 fn namespace_info(i: pb::NamespaceInfo) -> NamespaceInfo {
     NamespaceInfo {
         name: i.namespace,
@@ -409,24 +460,15 @@ impl WorkflowHandle {
             if !r.closed {
                 continue;
             }
-            if !r.new_run_id.is_empty() {
-                run.run_id = r.new_run_id;
+            if let Some(next) = r.new_run_id {
+                run.run_id = next;
                 continue;
             }
-            if r.status == pb::WorkflowStatus::Completed as i32
-                || r.status == pb::WorkflowStatus::Compensated as i32
-            {
-                return Ok(from_payload(r.result.as_ref())?);
+            if r.status.is_success() {
+                return r.result();
             }
-            let status = pb::WorkflowStatus::try_from(r.status)
-                .map(|s| {
-                    s.as_str_name()
-                        .trim_start_matches("WORKFLOW_STATUS_")
-                        .to_lowercase()
-                })
-                .unwrap_or_default();
             return Err(ClientError::WorkflowFailed {
-                status,
+                status: r.status.to_string(),
                 failure: r.failure.map(|f| f.message).unwrap_or_default(),
             });
         }
@@ -445,10 +487,7 @@ impl WorkflowHandle {
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn poll_result(
-        &self,
-        wait: Duration,
-    ) -> Result<pb::GetWorkflowResultResponse, ClientError> {
+    pub async fn poll_result(&self, wait: Duration) -> Result<RunOutcome, ClientError> {
         self.inner()
             .get_workflow_result(pb::GetWorkflowResultRequest {
                 namespace: self.client.namespace.clone(),
@@ -456,23 +495,36 @@ impl WorkflowHandle {
                 wait: (!wait.is_zero()).then(|| dur(wait)),
             })
             .await
-            .map(tonic::Response::into_inner)
+            .map(|r| r.into_inner().into())
             .map_err(|s| self.error(s))
     }
 
-    /// Status, pending activities and timers.
-    pub async fn describe(&self) -> Result<pb::DescribeWorkflowResponse, ClientError> {
+    /// The run's status, what it waits for (activities, timers, its workflow task), and who
+    /// polls its queue.
+    ///
+    /// ```no_run
+    /// # async fn run(client: martix_sdk::Client) -> Result<(), martix_sdk::ClientError> {
+    /// let d = client.handle("order-17").describe().await?;
+    /// println!("{} is {}", d.summary.workflow_id, d.summary.status);
+    /// for a in &d.pending_activities {
+    ///     println!("  {} attempt {}", a.activity_type, a.attempt);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn describe(&self) -> Result<WorkflowDescription, ClientError> {
         self.inner()
             .describe_workflow(pb::DescribeWorkflowRequest {
                 namespace: self.client.namespace.clone(),
                 execution: self.execution(),
             })
             .await
-            .map(tonic::Response::into_inner)
+            .map(|r| r.into_inner().into())
             .map_err(|s| self.error(s))
     }
 
-    /// The whole history, all pages.
+    /// The whole history, all pages. History events are the engine's wire form
+    /// ([`crate::proto::HistoryEvent`]): what the [`Replayer`](crate::Replayer) replays and
+    /// `martix workflow history` exports.
     pub async fn history(&self) -> Result<Vec<pb::HistoryEvent>, ClientError> {
         read_history(&self.client.inner, &self.client.namespace, self.execution())
             .await
@@ -505,13 +557,7 @@ impl WorkflowHandle {
     pub async fn pinned(&self) -> Result<WorkflowHandle, ClientError> {
         let mut run = self.clone();
         if run.run_id.is_empty() {
-            run.run_id = self
-                .describe()
-                .await?
-                .info
-                .and_then(|i| i.execution)
-                .map(|e| e.run_id)
-                .unwrap_or_default();
+            run.run_id = self.describe().await?.summary.run_id;
         }
         Ok(run)
     }
@@ -586,14 +632,12 @@ impl WorkflowHandle {
                 s.looked = true;
                 // Status first: when it says closed, the history read after it holds the
                 // closing event.
-                let info = s.run.describe().await?.info.unwrap_or_default();
+                let run = s.run.describe().await?.summary;
                 if !s.pinned {
-                    if let Some(e) = &info.execution {
-                        s.run.run_id = e.run_id.clone();
-                    }
+                    s.run.run_id = run.run_id;
                     s.pinned = true;
                 }
-                s.closed = info.status != pb::WorkflowStatus::Running as i32;
+                s.closed = run.status != WorkflowStatus::Running;
                 for e in s.run.history().await? {
                     if e.event_id >= s.next_event_id {
                         s.next_event_id = e.event_id + 1;
@@ -604,14 +648,50 @@ impl WorkflowHandle {
         })
     }
 
-    /// Sends a signal.
-    pub async fn signal<I: Serialize>(&self, name: &str, input: &I) -> Result<(), ClientError> {
-        self.signal_once(name, input, "").await
+    /// Sends signal `S` with `payload` (its type checked at compile time).
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{Client, Signal};
+    /// struct Approve;
+    /// impl Signal for Approve {
+    ///     const NAME: &'static str = "approve";
+    ///     type Payload = String;
+    /// }
+    /// # async fn run(client: Client) -> Result<(), martix_sdk::ClientError> {
+    /// client.handle("order-17").signal(Approve, &"alice".to_owned()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn signal<S: Signal>(
+        &self,
+        _signal: S,
+        payload: &S::Payload,
+    ) -> Result<(), ClientError> {
+        self.signal_by_name_once(S::NAME, payload, "").await
     }
 
-    /// Sends a signal at most once per `request_id` (empty: no deduplication): a retry after
-    /// a lost answer, or a redelivered message, does not signal twice.
-    pub async fn signal_once<I: Serialize>(
+    /// Sends signal `S` at most once per `request_id` (empty: no deduplication): a retry
+    /// after a lost answer, or a redelivered message, does not signal twice.
+    pub async fn signal_once<S: Signal>(
+        &self,
+        _signal: S,
+        payload: &S::Payload,
+        request_id: &str,
+    ) -> Result<(), ClientError> {
+        self.signal_by_name_once(S::NAME, payload, request_id).await
+    }
+
+    /// Sends the signal named `name`: the string form of [`WorkflowHandle::signal`].
+    pub async fn signal_by_name<I: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        input: &I,
+    ) -> Result<(), ClientError> {
+        self.signal_by_name_once(name, input, "").await
+    }
+
+    /// Sends the signal named `name` at most once per `request_id`: the string form of
+    /// [`WorkflowHandle::signal_once`].
+    pub async fn signal_by_name_once<I: Serialize + ?Sized>(
         &self,
         name: &str,
         input: &I,
@@ -622,7 +702,7 @@ impl WorkflowHandle {
                 namespace: self.client.namespace.clone(),
                 execution: self.execution(),
                 signal_name: name.to_owned(),
-                input: Some(to_payload(input)?),
+                input: Some(encode(input, || format!("signal '{name}'"))?),
                 identity: self.client.identity.clone(),
                 request_id: request_id.to_owned(),
             })

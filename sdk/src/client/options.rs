@@ -1,9 +1,39 @@
 //! What the client's calls take: how to start a workflow, what to list and where a listing's
 //! next page starts, and where a reset goes.
 
+use super::WorkflowStatus;
 use martix_proto::time::system_time_to_timestamp;
 use martix_proto::v1 as pb;
 use std::time::{Duration, SystemTime};
+
+/// What a start does when the workflow id was used by a run that has closed. A running id
+/// always answers with the running run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IdReusePolicy {
+    /// The policy the workflow type's domain declared on the server (the order saga:
+    /// `RejectDuplicate`), else `AllowDuplicate`.
+    #[default]
+    Unspecified,
+    /// A new run may reuse the id.
+    AllowDuplicate,
+    /// One run per workflow id: a start with the same type and input is answered with that
+    /// run (open or closed), another is refused (`ALREADY_EXISTS`).
+    RejectDuplicate,
+    /// A new run may reuse the id only if the last run did not complete.
+    AllowDuplicateFailedOnly,
+}
+
+impl From<IdReusePolicy> for pb::IdReusePolicy {
+    fn from(p: IdReusePolicy) -> Self {
+        match p {
+            IdReusePolicy::Unspecified => pb::IdReusePolicy::Unspecified,
+            IdReusePolicy::AllowDuplicate => pb::IdReusePolicy::AllowDuplicate,
+            IdReusePolicy::RejectDuplicate => pb::IdReusePolicy::RejectDuplicate,
+            IdReusePolicy::AllowDuplicateFailedOnly => pb::IdReusePolicy::AllowDuplicateFailedOnly,
+        }
+    }
+}
 
 /// How to start a workflow.
 #[derive(Clone, Debug)]
@@ -18,7 +48,7 @@ pub struct StartOptions {
     /// What to do when the id was used before. `Unspecified` (the default): the policy the
     /// workflow type's domain declared on the server (the order saga: reject-duplicate, one
     /// run per order id), else allow-duplicate.
-    pub id_reuse_policy: pb::IdReusePolicy,
+    pub id_reuse_policy: IdReusePolicy,
     /// Longest time the whole workflow (all runs) may take.
     pub execution_timeout: Option<Duration>,
     /// Longest time one run may take.
@@ -40,7 +70,7 @@ impl StartOptions {
             workflow_type: workflow_type.into(),
             workflow_id: workflow_id.into(),
             task_queue: task_queue.into(),
-            id_reuse_policy: pb::IdReusePolicy::Unspecified,
+            id_reuse_policy: IdReusePolicy::Unspecified,
             execution_timeout: None,
             run_timeout: None,
             task_timeout: None,
@@ -48,8 +78,14 @@ impl StartOptions {
         }
     }
 
+    /// Starts a workflow as `workflow_id` on `task_queue`, its type left to
+    /// [`Client::start`](crate::Client::start), which takes it from the workflow's definition.
+    pub fn for_id(workflow_id: impl Into<String>, task_queue: impl Into<String>) -> Self {
+        Self::new("", workflow_id, task_queue)
+    }
+
     /// Sets the id-reuse policy.
-    pub fn id_reuse_policy(mut self, policy: pb::IdReusePolicy) -> Self {
+    pub fn id_reuse_policy(mut self, policy: IdReusePolicy) -> Self {
         self.id_reuse_policy = policy;
         self
     }
@@ -96,7 +132,7 @@ pub struct Page<T> {
 /// given must hold.
 ///
 /// ```
-/// use martix_sdk::{ListOptions, proto::WorkflowStatus};
+/// use martix_sdk::{ListOptions, WorkflowStatus};
 /// let stuck = ListOptions::new()
 ///     .status(WorkflowStatus::Running)
 ///     .workflow_id_prefix("order-")
@@ -106,7 +142,7 @@ pub struct Page<T> {
 #[non_exhaustive]
 pub struct ListOptions {
     /// Runs in any of these statuses; empty: any status.
-    pub statuses: Vec<pb::WorkflowStatus>,
+    pub statuses: Vec<WorkflowStatus>,
     /// Runs of this workflow type.
     pub workflow_type: Option<String>,
     /// Runs on this task queue.
@@ -130,7 +166,7 @@ impl ListOptions {
     }
 
     /// Adds a status runs may be in.
-    pub fn status(mut self, status: pb::WorkflowStatus) -> Self {
+    pub fn status(mut self, status: WorkflowStatus) -> Self {
         self.statuses.push(status);
         self
     }
@@ -185,7 +221,7 @@ impl ListOptions {
                 .page_token
                 .as_ref()
                 .map_or_else(Vec::new, |t| t.0.clone()),
-            statuses: self.statuses.iter().map(|s| *s as i32).collect(),
+            statuses: self.statuses.iter().map(|s| i32::from(*s)).collect(),
             workflow_type: self.workflow_type.clone().unwrap_or_default(),
             task_queue: self.task_queue.clone().unwrap_or_default(),
             workflow_id_prefix: self.workflow_id_prefix.clone().unwrap_or_default(),

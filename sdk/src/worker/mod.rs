@@ -121,7 +121,63 @@ impl Worker {
         }
     }
 
-    /// Registers a workflow type.
+    /// Registers `f` as the code of workflow `W`; its input and output are `W`'s, checked at
+    /// compile time.
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{Worker, WorkerOptions, Workflow, WorkflowContext, WorkflowError};
+    /// struct Greet;
+    /// impl Workflow for Greet {
+    ///     const NAME: &'static str = "greet";
+    ///     type Input = String;
+    ///     type Output = String;
+    /// }
+    /// async fn greet(_ctx: WorkflowContext, name: String) -> Result<String, WorkflowError> {
+    ///     Ok(format!("hello {name}"))
+    /// }
+    /// # fn main() -> Result<(), martix_sdk::ClientError> {
+    /// let mut worker = Worker::new("http://127.0.0.1:7233", WorkerOptions::new("hello"))?;
+    /// worker.workflow(Greet, greet);
+    /// # Ok(()) }
+    /// ```
+    pub fn workflow<W, F, Fut>(&mut self, _workflow: W, f: F) -> &mut Self
+    where
+        W: crate::Workflow,
+        F: Fn(WorkflowContext, W::Input) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<W::Output, WorkflowError>> + Send + 'static,
+    {
+        self.register_workflow(W::NAME, f)
+    }
+
+    /// Registers `f` as the code of activity `A`; its input and output are `A`'s, checked at
+    /// compile time.
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{Activity, ActivityContext, ActivityError, Worker, WorkerOptions};
+    /// struct Compose;
+    /// impl Activity for Compose {
+    ///     const NAME: &'static str = "compose";
+    ///     type Input = String;
+    ///     type Output = String;
+    /// }
+    /// async fn compose(_ctx: ActivityContext, name: String) -> Result<String, ActivityError> {
+    ///     Ok(format!("hello, {name}"))
+    /// }
+    /// # fn main() -> Result<(), martix_sdk::ClientError> {
+    /// let mut worker = Worker::new("http://127.0.0.1:7233", WorkerOptions::new("hello"))?;
+    /// worker.activity(Compose, compose);
+    /// # Ok(()) }
+    /// ```
+    pub fn activity<A, F, Fut>(&mut self, _activity: A, f: F) -> &mut Self
+    where
+        A: crate::Activity,
+        F: Fn(ActivityContext, A::Input) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<A::Output, ActivityError>> + Send + 'static,
+    {
+        self.register_activity(A::NAME, f)
+    }
+
+    /// Registers a workflow type by its name: the string form of [`Worker::workflow`].
     ///
     /// ```no_run
     /// # use martix_sdk::{Worker, WorkerOptions, WorkflowContext, WorkflowError};
@@ -145,7 +201,7 @@ impl Worker {
         self
     }
 
-    /// Registers an activity type.
+    /// Registers an activity type by its name: the string form of [`Worker::activity`].
     pub fn register_activity<F, Fut, I, O>(&mut self, name: &str, f: F) -> &mut Self
     where
         F: Fn(ActivityContext, I) -> Fut + Send + Sync + 'static,

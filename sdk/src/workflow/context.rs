@@ -1,9 +1,13 @@
 //! `WorkflowContext`: the only door from workflow code to the world.
 
 use super::driver::Shared;
-use crate::error::{ActivityFailure, WorkflowError};
+use super::options::{ActivityOptions, dur};
+use crate::definition::{Activity, Signal};
+use crate::error::{ActivityFailure, ContinueAsNew, Failure, SignalError, WorkflowError};
 use crate::payload::{from_payload, to_payload};
 use futures::Stream;
+use futures::future::FusedFuture;
+use futures::stream::FusedStream;
 use martix_proto::v1 as pb;
 use pb::command::Attributes as C;
 use serde::Serialize;
@@ -65,99 +69,15 @@ impl WorkflowInfo {
     }
 }
 
-/// Options of one activity call. Unset timeouts take the engine's defaults; unset retry
-/// policy fields take the engine's defaults (1 s doubling to 100 s, unlimited attempts).
-#[derive(Clone, Debug, Default)]
-#[non_exhaustive]
-pub struct ActivityOptions {
-    /// Run it on another queue than the workflow's.
-    pub task_queue: Option<String>,
-    /// Longest time one attempt may take.
-    pub start_to_close_timeout: Option<Duration>,
-    /// Longest time all attempts together may take.
-    pub schedule_to_close_timeout: Option<Duration>,
-    /// Longest time the activity may wait for a worker.
-    pub schedule_to_start_timeout: Option<Duration>,
-    /// Longest gap between heartbeats.
-    pub heartbeat_timeout: Option<Duration>,
-    /// How failed attempts are retried.
-    pub retry_policy: Option<pb::RetryPolicy>,
-}
-
-impl ActivityOptions {
-    /// Options with a start-to-close timeout, the one most activities need.
-    pub fn new(start_to_close_timeout: Duration) -> Self {
-        Self {
-            start_to_close_timeout: Some(start_to_close_timeout),
-            ..Default::default()
-        }
-    }
-
-    /// Sets the retry policy.
-    pub fn retry_policy(mut self, policy: pb::RetryPolicy) -> Self {
-        self.retry_policy = Some(policy);
-        self
-    }
-
-    /// Allows at most `n` attempts.
-    pub fn maximum_attempts(mut self, n: i32) -> Self {
-        self.retry_policy
-            .get_or_insert_with(Default::default)
-            .maximum_attempts = n;
-        self
-    }
-
-    /// Sets the first retry interval.
-    pub fn initial_interval(mut self, d: Duration) -> Self {
-        self.retry_policy
-            .get_or_insert_with(Default::default)
-            .initial_interval = Some(dur(d));
-        self
-    }
-
-    /// Caps the interval between retries.
-    pub fn maximum_interval(mut self, d: Duration) -> Self {
-        self.retry_policy
-            .get_or_insert_with(Default::default)
-            .maximum_interval = Some(dur(d));
-        self
-    }
-
-    /// Failures of these types are not retried.
-    pub fn non_retryable(mut self, types: &[&str]) -> Self {
-        self.retry_policy
-            .get_or_insert_with(Default::default)
-            .non_retryable_error_types
-            .extend(types.iter().map(|t| (*t).to_owned()));
-        self
-    }
-
-    /// Runs the activity on `queue`.
-    pub fn task_queue(mut self, queue: impl Into<String>) -> Self {
-        self.task_queue = Some(queue.into());
-        self
-    }
-
-    /// Sets the heartbeat timeout.
-    pub fn heartbeat_timeout(mut self, d: Duration) -> Self {
-        self.heartbeat_timeout = Some(d);
-        self
-    }
-}
-
-pub(crate) fn dur(d: Duration) -> pbjson_types::Duration {
-    pbjson_types::Duration {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
 /// The workflow's handle on its run: activities, timers, signals, time, randomness,
 /// cancellation and versioning, all deterministic on replay. Cheap to clone.
 #[derive(Clone)]
 pub struct WorkflowContext {
     pub(crate) shared: Arc<Mutex<Shared>>,
     info: Arc<WorkflowInfo>,
+    /// What the activities started through this context inherit (see
+    /// [`WorkflowContext::with_activity_defaults`]).
+    activity_defaults: Arc<ActivityOptions>,
 }
 
 impl WorkflowContext {
@@ -165,7 +85,40 @@ impl WorkflowContext {
         Self {
             shared,
             info: Arc::new(info),
+            activity_defaults: Arc::default(),
         }
+    }
+
+    /// The same run, whose activities inherit `defaults` for the options their call leaves
+    /// unset: timeouts, queue, each retry policy field. A call's own options win; what
+    /// neither sets is the engine's default (see [`ActivityOptions`]). Set it once at the top
+    /// of a workflow; the defaults are not recorded in history, only the options of each
+    /// activity they produce.
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{WorkflowContext, WorkflowError, ActivityOptions};
+    /// # use std::time::Duration;
+    /// async fn order(ctx: WorkflowContext, sku: String) -> Result<(), WorkflowError> {
+    ///     let ctx = ctx.with_activity_defaults(
+    ///         ActivityOptions::new(Duration::from_secs(10)).initial_interval(Duration::from_millis(200)),
+    ///     );
+    ///     // 10 s per attempt, retried from 200 ms, at most 3 attempts.
+    ///     let _: String = ctx
+    ///         .activity_by_name("reserve", &sku, ActivityOptions::default().maximum_attempts(3))
+    ///         .await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn with_activity_defaults(&self, defaults: ActivityOptions) -> WorkflowContext {
+        WorkflowContext {
+            activity_defaults: Arc::new(defaults),
+            ..self.clone()
+        }
+    }
+
+    /// The options activities started through this context inherit.
+    pub fn activity_defaults(&self) -> &ActivityOptions {
+        &self.activity_defaults
     }
 
     fn state(&self) -> MutexGuard<'_, Shared> {
@@ -177,30 +130,84 @@ impl WorkflowContext {
         &self.info
     }
 
-    /// Runs activity `activity_type` with `input` and waits for its final outcome (after the
-    /// engine's retries). The input is JSON-encoded; the output decoded from JSON.
+    /// Runs activity `A` with `input` and waits for its final outcome (after the engine's
+    /// retries); the input and output types are `A`'s, checked at compile time. Its options
+    /// are the context's [defaults](WorkflowContext::with_activity_defaults) over
+    /// [`A::options()`](Activity::options); the call can override them with
+    /// [`ActivityFuture::with_options`].
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{Activity, WorkflowContext, WorkflowError, ActivityOptions};
+    /// # use std::time::Duration;
+    /// struct Reserve;
+    /// impl Activity for Reserve {
+    ///     const NAME: &'static str = "reserve_inventory";
+    ///     type Input = String;
+    ///     type Output = String;
+    /// }
+    ///
+    /// async fn order(ctx: WorkflowContext, sku: String) -> Result<String, WorkflowError> {
+    ///     let reservation = ctx.activity(Reserve, &sku).await?;
+    ///     let again = ctx
+    ///         .activity(Reserve, &sku)
+    ///         .with_options(ActivityOptions::new(Duration::from_secs(30)))
+    ///         .await?;
+    ///     Ok(reservation + &again)
+    /// }
+    /// ```
+    pub fn activity<A: Activity>(
+        &self,
+        _activity: A,
+        input: &A::Input,
+    ) -> ActivityFuture<A::Output> {
+        self.schedule(
+            A::NAME,
+            to_payload(input),
+            (*self.activity_defaults).clone().or(&A::options()),
+        )
+    }
+
+    /// Runs activity `activity_type` by its name, the string form of
+    /// [`WorkflowContext::activity`] (for activities without a Rust definition, written in
+    /// another language). The input is JSON-encoded; the output decoded from JSON. Options
+    /// `options` leaves unset are the context's
+    /// [defaults](WorkflowContext::with_activity_defaults).
     ///
     /// ```no_run
     /// # use martix_sdk::{WorkflowContext, WorkflowError, ActivityOptions};
     /// # use std::time::Duration;
     /// async fn order(ctx: WorkflowContext, sku: String) -> Result<String, WorkflowError> {
     ///     let reservation: String = ctx
-    ///         .activity("reserve_inventory", &sku, ActivityOptions::new(Duration::from_secs(10)))
+    ///         .activity_by_name("reserve_inventory", &sku, ActivityOptions::new(Duration::from_secs(10)))
     ///         .await?;
     ///     Ok(reservation)
     /// }
     /// ```
-    pub fn activity<I: Serialize, O: DeserializeOwned>(
+    pub fn activity_by_name<I: Serialize + ?Sized, O: DeserializeOwned>(
         &self,
         activity_type: &str,
         input: &I,
         options: ActivityOptions,
     ) -> ActivityFuture<O> {
-        let input = to_payload(input).ok();
+        self.schedule(
+            activity_type,
+            to_payload(input),
+            options.or(&self.activity_defaults),
+        )
+    }
+
+    /// An activity future that schedules `activity_type` when first polled. An input that did
+    /// not encode resolves it at once with a failure saying so, scheduling nothing.
+    fn schedule<O>(
+        &self,
+        activity_type: &str,
+        input: Result<pb::Payload, serde_json::Error>,
+        options: ActivityOptions,
+    ) -> ActivityFuture<O> {
         ActivityFuture {
             shared: self.shared.clone(),
             activity_type: activity_type.to_owned(),
-            input,
+            input: input.map(Some).map_err(|e| e.to_string()),
             options,
             id: None,
             done: false,
@@ -218,9 +225,30 @@ impl WorkflowContext {
         }
     }
 
+    /// The signals `S`, in the order they arrived, including those that arrived before this
+    /// call, each decoded as `S::Payload`.
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{Signal, WorkflowContext, WorkflowError};
+    /// use futures::StreamExt;
+    /// struct Approve;
+    /// impl Signal for Approve {
+    ///     const NAME: &'static str = "approve";
+    ///     type Payload = String;
+    /// }
+    ///
+    /// async fn approval(ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+    ///     let mut approvals = ctx.signal(Approve);
+    ///     Ok(approvals.next().await.expect("a signal stream never ends")?)
+    /// }
+    /// ```
+    pub fn signal<S: Signal>(&self, _signal: S) -> SignalStream<S::Payload> {
+        self.signal_by_name(S::NAME)
+    }
+
     /// The signals named `name`, in the order they arrived, including those that arrived
-    /// before this call.
-    pub fn signal<T: DeserializeOwned>(&self, name: &str) -> SignalStream<T> {
+    /// before this call, each decoded as `T`: the string form of [`WorkflowContext::signal`].
+    pub fn signal_by_name<T: DeserializeOwned>(&self, name: &str) -> SignalStream<T> {
         let token = self.state().waiters.token();
         SignalStream {
             shared: self.shared.clone(),
@@ -342,6 +370,7 @@ impl WorkflowContext {
         CancelledFuture {
             shared: self.shared.clone(),
             token,
+            done: false,
         }
     }
 
@@ -349,12 +378,12 @@ impl WorkflowContext {
     /// `return Err(ctx.continue_as_new(&next))`.
     pub fn continue_as_new<I: Serialize>(&self, input: &I) -> WorkflowError {
         match to_payload(input) {
-            Ok(p) => {
-                WorkflowError::ContinueAsNew(Box::new(pb::ContinueAsNewWorkflowExecutionCommand {
+            Ok(p) => WorkflowError::ContinueAsNew(Box::new(ContinueAsNew {
+                command: pb::ContinueAsNewWorkflowExecutionCommand {
                     input: Some(p),
                     ..Default::default()
-                }))
-            }
+                },
+            })),
             Err(e) => WorkflowError::Payload(e),
         }
     }
@@ -365,7 +394,8 @@ impl WorkflowContext {
 pub struct ActivityFuture<O> {
     shared: Arc<Mutex<Shared>>,
     activity_type: String,
-    input: Option<pb::Payload>,
+    /// The encoded input, or why it could not be encoded.
+    input: Result<Option<pb::Payload>, String>,
     options: ActivityOptions,
     id: Option<String>,
     done: bool,
@@ -375,9 +405,27 @@ pub struct ActivityFuture<O> {
 impl<O> Unpin for ActivityFuture<O> {}
 
 impl<O> ActivityFuture<O> {
+    /// These options over the call's: what `options` sets wins, what it leaves unset stays
+    /// as the call had it (the context's defaults over the activity type's). Only before the
+    /// future is first polled, when the activity is scheduled.
+    ///
+    /// ```no_run
+    /// # use martix_sdk::{WorkflowContext, WorkflowError, ActivityOptions};
+    /// # async fn f(ctx: WorkflowContext) -> Result<(), WorkflowError> {
+    /// let _: () = ctx
+    ///     .activity_by_name("notify", &"o-1", ActivityOptions::default())
+    ///     .with_options(ActivityOptions::default().maximum_attempts(1))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_options(mut self, options: ActivityOptions) -> Self {
+        self.options = options.or(&self.options);
+        self
+    }
+
     /// Replaces the input with an already encoded payload.
     pub(crate) fn with_payload(mut self, input: Option<pb::Payload>) -> Self {
-        self.input = input;
+        self.input = Ok(input);
         self
     }
 }
@@ -387,23 +435,34 @@ impl<O: DeserializeOwned> Future for ActivityFuture<O> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        if this.done {
+            // Polled after it resolved (a `select!` loop): it never resolves again.
+            return Poll::Pending;
+        }
+        if let (None, Err(why)) = (&this.id, &this.input) {
+            // Nothing was scheduled: the same on every replay, as the encoding is.
+            this.done = true;
+            return Poll::Ready(Err(ActivityFailure {
+                failure: Failure::new(
+                    "BadPayload",
+                    format!(
+                        "activity '{}': cannot encode its input: {why}",
+                        this.activity_type
+                    ),
+                ),
+            }));
+        }
         let mut s = this.shared.lock().unwrap_or_else(|p| p.into_inner());
         let id = match &this.id {
             Some(id) => id.clone(),
             None => {
                 let id = s.next_seq().to_string();
-                let o = &this.options;
-                s.push_command(C::ScheduleActivity(pb::ScheduleActivityTaskCommand {
-                    activity_id: id.clone(),
-                    activity_type: this.activity_type.clone(),
-                    task_queue: o.task_queue.clone().unwrap_or_default(),
-                    input: this.input.take(),
-                    schedule_to_close_timeout: o.schedule_to_close_timeout.map(dur),
-                    schedule_to_start_timeout: o.schedule_to_start_timeout.map(dur),
-                    start_to_close_timeout: o.start_to_close_timeout.map(dur),
-                    heartbeat_timeout: o.heartbeat_timeout.map(dur),
-                    retry_policy: o.retry_policy.clone(),
-                }));
+                let input = std::mem::replace(&mut this.input, Ok(None)).unwrap_or_default();
+                s.push_command(C::ScheduleActivity(this.options.schedule_command(
+                    id.clone(),
+                    this.activity_type.clone(),
+                    input,
+                )));
                 s.activities.insert(id.clone(), None);
                 this.id = Some(id.clone());
                 id
@@ -421,16 +480,27 @@ impl<O: DeserializeOwned> Future for ActivityFuture<O> {
                 this.done = true;
                 Poll::Ready(match outcome {
                     Ok(p) => from_payload(p.as_ref()).map_err(|e| ActivityFailure {
-                        failure: pb::Failure {
-                            message: format!("cannot decode the activity's result: {e}"),
-                            r#type: "BadPayload".into(),
-                            ..Default::default()
-                        },
+                        failure: Failure::new(
+                            "BadPayload",
+                            format!(
+                                "activity '{}': cannot decode its result: {e}",
+                                this.activity_type
+                            ),
+                        ),
                     }),
-                    Err(failure) => Err(ActivityFailure { failure }),
+                    Err(failure) => Err(ActivityFailure {
+                        failure: failure.into(),
+                    }),
                 })
             }
         }
+    }
+}
+
+/// Terminated once it resolved: `futures::select!` skips it then, so it needs no `.fuse()`.
+impl<O: DeserializeOwned> FusedFuture for ActivityFuture<O> {
+    fn is_terminated(&self) -> bool {
+        self.done
     }
 }
 
@@ -464,6 +534,9 @@ impl Future for TimerFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        if this.done {
+            return Poll::Pending;
+        }
         let mut s = this.shared.lock().unwrap_or_else(|p| p.into_inner());
         let id = match &this.id {
             Some(id) => id.clone(),
@@ -491,6 +564,13 @@ impl Future for TimerFuture {
     }
 }
 
+/// Terminated once it fired: `futures::select!` needs no `.fuse()`.
+impl FusedFuture for TimerFuture {
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
 impl Drop for TimerFuture {
     fn drop(&mut self) {
         if let (Some(id), false) = (&self.id, self.done) {
@@ -505,7 +585,26 @@ impl Drop for TimerFuture {
     }
 }
 
-/// The signals of one name, as a stream that never ends.
+/// The signals of one name, in the order they arrived, as a stream that never ends (it is
+/// never terminated, so `futures::select!` takes it without `.fuse()`).
+///
+/// Each signal's payload is decoded once, when it is taken: an item is the value, or a
+/// [`SignalError`] naming the signal and why its payload is not a `T`. A bad signal is an
+/// item like any other, never skipped in silence; the workflow decides (`?` fails the run).
+///
+/// ```no_run
+/// # use martix_sdk::{WorkflowContext, WorkflowError};
+/// use futures::StreamExt;
+/// async fn approval(ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+///     let mut approvals = ctx.signal_by_name::<String>("approve");
+///     // One that already arrived, without waiting...
+///     if let Some(early) = approvals.try_next() {
+///         return Ok(early?);
+///     }
+///     // ...else the next to arrive.
+///     Ok(approvals.next().await.expect("a signal stream never ends")?)
+/// }
+/// ```
 pub struct SignalStream<T> {
     shared: Arc<Mutex<Shared>>,
     name: String,
@@ -516,15 +615,43 @@ pub struct SignalStream<T> {
 
 impl<T> Unpin for SignalStream<T> {}
 
+impl<T: DeserializeOwned> SignalStream<T> {
+    /// The signal's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The next signal that already arrived and was not taken yet, without waiting; `None`
+    /// when there is none. Deterministic: on replay it sees the signals the run saw at this
+    /// point.
+    ///
+    /// This inherent method takes precedence over `futures::TryStreamExt::try_next` (a future
+    /// that waits); use `StreamExt::next` to wait.
+    pub fn try_next(&mut self) -> Option<Result<T, SignalError>> {
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let payload = s.signals.get_mut(&self.name).and_then(|q| q.pop_front())?;
+        drop(s);
+        Some(self.decode(payload))
+    }
+
+    fn decode(&self, payload: Option<pb::Payload>) -> Result<T, SignalError> {
+        from_payload(payload.as_ref()).map_err(|e| SignalError {
+            signal: self.name.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
 impl<T: DeserializeOwned> Stream for SignalStream<T> {
-    type Item = Result<T, serde_json::Error>;
+    type Item = Result<T, SignalError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         match s.signals.get_mut(&self.name).and_then(|q| q.pop_front()) {
             Some(p) => {
                 s.waiters.forget_signal(self.token);
-                Poll::Ready(Some(from_payload(p.as_ref())))
+                drop(s);
+                Poll::Ready(Some(self.decode(p)))
             }
             None => {
                 // Woken when the driver applies a signal of this name.
@@ -532,6 +659,13 @@ impl<T: DeserializeOwned> Stream for SignalStream<T> {
                 Poll::Pending
             }
         }
+    }
+}
+
+/// Never terminated: a workflow's signal stream ends only with its run.
+impl<T: DeserializeOwned> FusedStream for SignalStream<T> {
+    fn is_terminated(&self) -> bool {
+        false
     }
 }
 
@@ -550,21 +684,34 @@ pub struct CancelledFuture {
     shared: Arc<Mutex<Shared>>,
     /// Its key among the futures waiting for cancellation (see `Waiters`).
     token: u64,
+    done: bool,
 }
 
 impl Future for CancelledFuture {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.done {
+            return Poll::Pending;
+        }
         let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         if s.cancel_requested {
             s.waiters.forget_cancellation(self.token);
+            drop(s);
+            self.done = true;
             Poll::Ready(())
         } else {
             // Woken when the driver applies the cancellation request.
             s.waiters.wait_cancellation(self.token, cx.waker());
             Poll::Pending
         }
+    }
+}
+
+/// Terminated once it resolved: `futures::select!` needs no `.fuse()`.
+impl FusedFuture for CancelledFuture {
+    fn is_terminated(&self) -> bool {
+        self.done
     }
 }
 

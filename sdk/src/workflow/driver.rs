@@ -482,7 +482,7 @@ impl RunDriver {
                         result: Some(result),
                         compensated,
                     }),
-                    Err(WorkflowError::ContinueAsNew(c)) => C::ContinueAsNew(*c),
+                    Err(WorkflowError::ContinueAsNew(c)) => C::ContinueAsNew(c.command),
                     Err(WorkflowError::Canceled) => {
                         C::CancelWorkflow(pb::CancelWorkflowExecutionCommand { details: None })
                     }

@@ -11,11 +11,15 @@
 
 pub(crate) mod context;
 mod driver;
+pub(crate) mod options;
 mod wake;
 
-pub use context::{ActivityOptions, SignalStream, WorkflowContext, WorkflowInfo};
+pub use context::{
+    ActivityFuture, CancelledFuture, SignalStream, TimerFuture, WorkflowContext, WorkflowInfo,
+};
 pub use driver::Nondeterminism;
 pub(crate) use driver::{ActivationError, RunDriver};
+pub use options::{ActivityOptions, RetryPolicy};
 
 use crate::error::WorkflowError;
 use futures::future::BoxFuture;

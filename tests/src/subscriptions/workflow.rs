@@ -12,8 +12,8 @@ use super::model::{
     CANCEL_SIGNAL, CancelRequest, Charge, Event, LapseNotice, Outcome, Renewal, Status,
     Subscription, names,
 };
-use futures::{FutureExt, StreamExt};
-use martix_sdk::{ActivityFailure, ActivityOptions, WorkflowContext, WorkflowError};
+use futures::StreamExt;
+use martix_sdk::{ActivityFailure, ActivityOptions, SignalError, WorkflowContext, WorkflowError};
 use std::time::Duration;
 
 /// A charge may take 10 s per attempt, retried from 100 ms doubling to 2 s, 5 attempts; a
@@ -60,22 +60,20 @@ pub async fn subscription(
             renewals: sub.renewals,
         },
     );
-    let mut cancels = ctx.signal::<CancelRequest>(CANCEL_SIGNAL);
+    let mut cancels = ctx.signal_by_name::<CancelRequest>(CANCEL_SIGNAL);
     for renewal in 1..=sub.renewals {
-        let period = ctx.sleep(Duration::from_millis(sub.period_ms)).fuse();
-        let cancel = cancels.next().fuse();
-        futures::pin_mut!(period, cancel);
+        let mut period = ctx.sleep(Duration::from_millis(sub.period_ms));
         // Biased, not `select!`: when both are ready in one activation, a replay must take the
         // same branch as the first run did.
         let canceled = futures::select_biased! {
-            request = cancel => Some(request),
+            request = cancels.next() => Some(request),
             () = period => None,
         };
         if let Some(request) = canceled {
             return Ok(cancel_now(&ctx, outcome, request));
         }
         let charged = ctx
-            .activity::<_, Charge>(
+            .activity_by_name::<_, Charge>(
                 names::CHARGE_RENEWAL,
                 &Renewal {
                     subscription_id: sub.subscription_id.clone(),
@@ -115,7 +113,7 @@ pub async fn subscription(
                     reason: reason.clone(),
                 };
                 let notified = ctx
-                    .activity::<_, ()>(
+                    .activity_by_name::<_, ()>(
                         names::NOTIFY_CUSTOMER,
                         &notice,
                         ActivityOptions::new(Duration::from_secs(10))
@@ -131,7 +129,7 @@ pub async fn subscription(
         }
     }
     // A cancel that came in during the last charge still wins over the end.
-    if let Some(Some(request)) = cancels.next().now_or_never() {
+    if let Some(request) = cancels.try_next() {
         return Ok(cancel_now(&ctx, outcome, Some(request)));
     }
     publish(
@@ -148,7 +146,7 @@ pub async fn subscription(
 fn cancel_now(
     ctx: &WorkflowContext,
     mut outcome: Outcome,
-    request: Option<Result<CancelRequest, serde_json::Error>>,
+    request: Option<Result<CancelRequest, SignalError>>,
 ) -> Outcome {
     let reason = request
         .and_then(Result::ok)

@@ -222,8 +222,8 @@ fn opts() -> ActivityOptions {
 }
 
 async fn sequential(ctx: WorkflowContext, input: String) -> Result<String, WorkflowError> {
-    let a: String = ctx.activity("a", &input, opts()).await?;
-    let b: String = ctx.activity("b", &a, opts()).await?;
+    let a: String = ctx.activity_by_name("a", &input, opts()).await?;
+    let b: String = ctx.activity_by_name("b", &a, opts()).await?;
     Ok(format!("{a}+{b}"))
 }
 
@@ -251,8 +251,8 @@ fn commands_come_in_program_order_and_replay_matches() {
 
 async fn parallel(ctx: WorkflowContext, _: ()) -> Result<Vec<String>, WorkflowError> {
     let (a, b) = futures::join!(
-        ctx.activity::<_, String>("a", &1, opts()),
-        ctx.activity::<_, String>("b", &2, opts())
+        ctx.activity_by_name::<_, String>("a", &1, opts()),
+        ctx.activity_by_name::<_, String>("b", &2, opts())
     );
     Ok(vec![a?, b?])
 }
@@ -280,9 +280,9 @@ fn parallel_activities_are_scheduled_together_and_joined() {
 }
 
 async fn race(ctx: WorkflowContext, _: ()) -> Result<&'static str, WorkflowError> {
-    let act = ctx.activity::<_, String>("slow", &(), opts()).fuse();
-    let timer = ctx.sleep(Duration::from_secs(30)).fuse();
-    futures::pin_mut!(act, timer);
+    // The SDK's futures are fused and `Unpin`: `select!` takes them as they are.
+    let mut act = ctx.activity_by_name::<_, String>("slow", &(), opts());
+    let mut timer = ctx.sleep(Duration::from_secs(30));
     futures::select! {
         _ = act => Ok("activity"),
         () = timer => Ok("timer"),
@@ -308,7 +308,7 @@ fn a_timer_that_wins_a_race_cancels_the_activity() {
 }
 
 async fn approvals(ctx: WorkflowContext, _: ()) -> Result<Vec<String>, WorkflowError> {
-    let mut signals = ctx.signal::<String>("approve");
+    let mut signals = ctx.signal_by_name::<String>("approve");
     let first = signals.next().await.unwrap()?;
     let second = signals.next().await.unwrap()?;
     Ok(vec![first, second])
@@ -335,10 +335,234 @@ fn signals_sent_before_and_after_the_workflow_waits_are_delivered_in_order() {
     );
 }
 
+/// Waits for `go` signals and a timer in one `select_biased!` loop (no `.fuse()`): the timer, once
+/// fired, is terminated and skipped; the stream never ends.
+async fn select_loop(ctx: WorkflowContext, _: ()) -> Result<(Vec<String>, bool), WorkflowError> {
+    let mut go = ctx.signal_by_name::<String>("go");
+    let mut timer = ctx.sleep(Duration::from_secs(10));
+    let mut seen = Vec::new();
+    let mut fired = false;
+    while seen.len() < 2 {
+        futures::select_biased! {
+            s = go.next() => seen.push(s.expect("never ends")?),
+            () = timer => fired = true,
+        }
+    }
+    Ok((seen, fired))
+}
+
+#[test]
+fn sdk_futures_and_streams_are_fused_for_select_loops() {
+    use futures::future::FusedFuture;
+    use futures::stream::FusedStream;
+    let f = erase(select_loop);
+    let mut d = driver(f.clone());
+    let mut h = Hist::start("");
+    assert_eq!(step(&mut d, &mut h), ["StartTimer(id=1)"]);
+    h.timer_fired("1");
+    h.signal("go", "a");
+    h.wft();
+    assert!(step(&mut d, &mut h).is_empty(), "one signal so far");
+    h.signal("go", "b");
+    h.wft();
+    assert_eq!(step(&mut d, &mut h), ["CompleteWorkflow"]);
+    replays(f, &h).unwrap();
+    let result = h.events.iter().find_map(|e| match &e.attributes {
+        Some(A::WorkflowExecutionCompleted(c)) => c.result.clone(),
+        _ => None,
+    });
+    assert_eq!(
+        from_payload::<(Vec<String>, bool)>(result.as_ref()).unwrap(),
+        (vec!["a".to_owned(), "b".to_owned()], true)
+    );
+    // A stream that never ends is never terminated; a future not polled yet is not either.
+    let shared = Arc::new(Mutex::new(Shared::new(0)));
+    let ctx = WorkflowContext::new(shared, d.info.clone());
+    assert!(!ctx.signal_by_name::<String>("go").is_terminated());
+    assert!(!ctx.sleep(Duration::from_secs(1)).is_terminated());
+    assert!(!ctx.cancelled().is_terminated());
+}
+
+/// Takes the signals that already arrived without waiting, then says what it found.
+async fn early_signals(ctx: WorkflowContext, _: ()) -> Result<Vec<String>, WorkflowError> {
+    let mut go = ctx.signal_by_name::<u32>("go");
+    let mut found = Vec::new();
+    while let Some(s) = go.try_next() {
+        found.push(match s {
+            Ok(n) => n.to_string(),
+            Err(e) => e.to_string(),
+        });
+    }
+    Ok(found)
+}
+
+#[test]
+fn try_next_takes_the_signals_that_arrived_and_names_one_that_does_not_decode() {
+    let f = erase(early_signals);
+    let mut d = driver(f.clone());
+    let mut h = Hist::start("");
+    h.push(A::WorkflowExecutionSignaled(
+        pb::WorkflowExecutionSignaledAttributes {
+            signal_name: "go".into(),
+            input: Some(to_payload(&7).unwrap()),
+            identity: String::new(),
+        },
+    ));
+    h.signal("go", "not a number");
+    assert_eq!(step(&mut d, &mut h), ["CompleteWorkflow"]);
+    replays(f, &h).unwrap();
+    let result = h.events.iter().find_map(|e| match &e.attributes {
+        Some(A::WorkflowExecutionCompleted(c)) => c.result.clone(),
+        _ => None,
+    });
+    let found = from_payload::<Vec<String>>(result.as_ref()).unwrap();
+    assert_eq!(found[0], "7");
+    assert!(
+        found[1].starts_with("signal 'go': cannot decode its payload: invalid type: string"),
+        "{found:?}"
+    );
+    assert_eq!(
+        found.len(),
+        2,
+        "no signal left: try_next answers None at once"
+    );
+}
+
+/// `?` on a signal that does not decode fails the run, naming the signal.
+async fn strict_signal(ctx: WorkflowContext, _: ()) -> Result<u32, WorkflowError> {
+    Ok(ctx
+        .signal_by_name::<u32>("amount")
+        .next()
+        .await
+        .expect("never ends")?)
+}
+
+#[test]
+fn a_signal_that_does_not_decode_fails_the_run_naming_it() {
+    let mut d = driver(erase(strict_signal));
+    let mut h = Hist::start("");
+    h.signal("amount", "ten");
+    d.apply_history(&h.events).unwrap();
+    let cmds = d.activate_live().unwrap();
+    match &cmds[0].attributes {
+        Some(C::FailWorkflow(f)) => {
+            let f = f.failure.as_ref().unwrap();
+            assert!(
+                f.message.starts_with("signal 'amount': cannot decode"),
+                "{f:?}"
+            );
+        }
+        other => panic!("expected FailWorkflow, got {other:?}"),
+    }
+}
+
+async fn with_defaults(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+    let ctx = ctx.with_activity_defaults(
+        ActivityOptions::new(Duration::from_secs(7)).initial_interval(Duration::from_millis(200)),
+    );
+    let a = ctx.activity_by_name::<_, ()>("a", &(), ActivityOptions::default().maximum_attempts(3));
+    let b = ctx.activity_by_name::<_, ()>("b", &(), opts());
+    let (a, b) = futures::join!(a, b);
+    Ok(a.and(b)?)
+}
+
+#[test]
+fn workflow_defaults_fill_what_a_call_leaves_unset() {
+    let mut d = driver(erase(with_defaults));
+    let h = Hist::start("");
+    d.apply_history(&h.events).unwrap();
+    let scheduled: Vec<_> = d
+        .activate_live()
+        .unwrap()
+        .into_iter()
+        .map(|c| match c.attributes {
+            Some(C::ScheduleActivity(s)) => s,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let secs = |d: &Option<pbjson_types::Duration>| d.as_ref().map(|d| d.seconds);
+    assert_eq!(secs(&scheduled[0].start_to_close_timeout), Some(7));
+    let policy = scheduled[0].retry_policy.clone().unwrap();
+    assert_eq!(policy.maximum_attempts, 3);
+    assert_eq!(policy.initial_interval.unwrap().nanos, 200_000_000);
+    assert_eq!(
+        secs(&scheduled[1].start_to_close_timeout),
+        Some(5),
+        "the call's own timeout wins"
+    );
+}
+
+/// A typed activity with defaults of its own.
+struct Charge;
+impl crate::Activity for Charge {
+    const NAME: &'static str = "charge";
+    type Input = u64;
+    type Output = String;
+    fn options() -> ActivityOptions {
+        ActivityOptions::new(Duration::from_secs(3)).maximum_attempts(2)
+    }
+}
+
+/// An activity whose input cannot be JSON (a map with tuple keys).
+struct Tally;
+impl crate::Activity for Tally {
+    const NAME: &'static str = "tally";
+    type Input = HashMap<(u8, u8), u8>;
+    type Output = ();
+}
+
+async fn typed(ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+    let bad = ctx.activity(Tally, &HashMap::from([((1, 2), 3)])).await;
+    let why = bad.expect_err("cannot be encoded").to_string();
+    let ctx = ctx.with_activity_defaults(ActivityOptions::default().maximum_attempts(7));
+    let charged = ctx
+        .activity(Charge, &100)
+        .with_options(ActivityOptions::default().heartbeat_timeout(Duration::from_secs(1)))
+        .await?;
+    Ok(format!("{charged}; {why}"))
+}
+
+#[test]
+fn a_typed_activity_layers_its_options_and_an_input_that_does_not_encode_fails_the_call() {
+    let f = erase(typed);
+    let mut d = driver(f.clone());
+    let mut h = Hist::start("");
+    d.apply_history(&h.events).unwrap();
+    let cmds = d.activate_live().unwrap();
+    let Some(C::ScheduleActivity(s)) = &cmds[0].attributes else {
+        panic!("only the charge is scheduled: {cmds:?}")
+    };
+    assert_eq!(
+        (s.activity_id.as_str(), s.activity_type.as_str()),
+        ("1", "charge")
+    );
+    assert_eq!(s.input, Some(to_payload(&100).unwrap()));
+    assert_eq!(s.start_to_close_timeout.unwrap().seconds, 3, "the type's");
+    assert_eq!(s.heartbeat_timeout.unwrap().seconds, 1, "the call's");
+    assert_eq!(
+        s.retry_policy.as_ref().unwrap().maximum_attempts,
+        7,
+        "the workflow's defaults override the type's"
+    );
+    h.record(&cmds);
+    h.activity_done("1", "ch-1");
+    h.wft();
+    assert_eq!(step(&mut d, &mut h), ["CompleteWorkflow"]);
+    replays(f, &h).unwrap();
+    let result = h.events.iter().find_map(|e| match &e.attributes {
+        Some(A::WorkflowExecutionCompleted(c)) => c.result.clone(),
+        _ => None,
+    });
+    let result = from_payload::<String>(result.as_ref()).unwrap();
+    assert!(
+        result.starts_with("ch-1; activity 'tally': cannot encode its input: key must be a string"),
+        "{result}"
+    );
+}
+
 async fn cancellable(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
-    let act = ctx.activity::<_, ()>("ship", &(), opts()).fuse();
-    let cancelled = ctx.cancelled().fuse();
-    futures::pin_mut!(act, cancelled);
+    let mut act = ctx.activity_by_name::<_, ()>("ship", &(), opts());
+    let mut cancelled = ctx.cancelled();
     futures::select! {
         r = act => Ok(r?),
         () = cancelled => Err(WorkflowError::Canceled),
@@ -361,7 +585,7 @@ fn a_cancellation_request_reaches_the_workflow_which_decides() {
 }
 
 async fn declined(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
-    ctx.activity::<_, ()>("charge", &(), opts()).await?;
+    ctx.activity_by_name::<_, ()>("charge", &(), opts()).await?;
     Ok(())
 }
 
@@ -386,7 +610,7 @@ fn an_activity_failure_fails_the_workflow_with_the_cause() {
 
 async fn changed(ctx: WorkflowContext, input: String) -> Result<String, WorkflowError> {
     // Was `a` then `b`; now `c` first.
-    let a: String = ctx.activity("c", &input, opts()).await?;
+    let a: String = ctx.activity_by_name("c", &input, opts()).await?;
     Ok(a)
 }
 
@@ -410,11 +634,11 @@ fn an_incompatible_change_is_reported_naming_the_event_and_the_command() {
 
 async fn patched_v2(ctx: WorkflowContext, input: String) -> Result<String, WorkflowError> {
     let first: String = if ctx.patched("use-c") {
-        ctx.activity("c", &input, opts()).await?
+        ctx.activity_by_name("c", &input, opts()).await?
     } else {
-        ctx.activity("a", &input, opts()).await?
+        ctx.activity_by_name("a", &input, opts()).await?
     };
-    let b: String = ctx.activity("b", &first, opts()).await?;
+    let b: String = ctx.activity_by_name("b", &first, opts()).await?;
     Ok(format!("{first}+{b}"))
 }
 
@@ -504,14 +728,14 @@ fn a_panic_in_workflow_code_fails_the_task_not_the_worker() {
 
 async fn publishing(ctx: WorkflowContext, input: String) -> Result<String, WorkflowError> {
     ctx.publish("order.placed", &serde_json::json!({ "order": input }));
-    let a: String = ctx.activity("a", &input, opts()).await?;
+    let a: String = ctx.activity_by_name("a", &input, opts()).await?;
     ctx.publish("order.completed", &serde_json::json!({ "result": a }));
     Ok(a)
 }
 
 async fn publishing_other(ctx: WorkflowContext, input: String) -> Result<String, WorkflowError> {
     ctx.publish("order.accepted", &serde_json::json!({ "order": input }));
-    let a: String = ctx.activity("a", &input, opts()).await?;
+    let a: String = ctx.activity_by_name("a", &input, opts()).await?;
     Ok(a)
 }
 

@@ -46,7 +46,7 @@ fn join_all_over_forty_timers_completes_when_the_last_fires() {
 /// activity, so a replay that took them in another order would issue another command.
 async fn five_hundred(ctx: WorkflowContext, _: ()) -> Result<u64, WorkflowError> {
     let mut running: FuturesUnordered<_> = (0..500u64)
-        .map(|i| ctx.activity::<_, String>("square", &i, opts()))
+        .map(|i| ctx.activity_by_name::<_, String>("square", &i, opts()))
         .collect();
     let mut sum = 0;
     let mut first = None;
@@ -56,7 +56,7 @@ async fn five_hundred(ctx: WorkflowContext, _: ()) -> Result<u64, WorkflowError>
         sum += n;
     }
     let kind = format!("first-{}", first.unwrap_or_default());
-    let _: String = ctx.activity(&kind, &(), opts()).await?;
+    let _: String = ctx.activity_by_name(&kind, &(), opts()).await?;
     Ok(sum)
 }
 
@@ -90,13 +90,13 @@ fn futures_unordered_over_five_hundred_activities_sums_every_result() {
 
 async fn first_of_three(ctx: WorkflowContext, _: ()) -> Result<(usize, String), WorkflowError> {
     let racers = vec![
-        ctx.activity::<_, String>("a", &(), opts()).boxed(),
+        ctx.activity_by_name::<_, String>("a", &(), opts()).boxed(),
         async {
             ctx.sleep(Duration::from_secs(60)).await;
             Ok("timeout".to_owned())
         }
         .boxed(),
-        ctx.activity::<_, String>("c", &(), opts()).boxed(),
+        ctx.activity_by_name::<_, String>("c", &(), opts()).boxed(),
     ];
     let (won, index, rest) = futures::future::select_all(racers).await;
     drop(rest);
@@ -133,7 +133,7 @@ fn select_all_takes_the_first_ready_and_cancels_the_others() {
 /// Fifty activities, at most five at a time.
 async fn five_at_a_time(ctx: WorkflowContext, _: ()) -> Result<u64, WorkflowError> {
     let results: Vec<Result<String, _>> = futures::stream::iter(0..50u64)
-        .map(|i| ctx.activity::<_, String>("double", &i, opts()))
+        .map(|i| ctx.activity_by_name::<_, String>("double", &i, opts()))
         .buffer_unordered(5)
         .collect()
         .await;
@@ -180,7 +180,7 @@ async fn handed_over(ctx: WorkflowContext, _: ()) -> Result<u32, WorkflowError> 
         ctx.sleep(Duration::from_secs(1)).await;
         let _ = tx.send(7);
     });
-    let _: String = ctx.activity("after", &got, opts()).await?;
+    let _: String = ctx.activity_by_name("after", &got, opts()).await?;
     Ok(got)
 }
 
@@ -238,11 +238,10 @@ fn a_workflow_blocked_on_nothing_durable_fails_its_task_saying_why() {
 
 /// Waits only for a signal or for cancellation: durable, however long it takes.
 async fn waits_for_the_engine(ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
-    let mut go = ctx.signal::<String>("go");
-    let cancelled = ctx.cancelled().fuse();
-    futures::pin_mut!(cancelled);
+    let mut go = ctx.signal_by_name::<String>("go");
+    let mut cancelled = ctx.cancelled();
     futures::select! {
-        s = go.next().fuse() => Ok(s.expect("signals never end")?),
+        s = go.next() => Ok(s.expect("signals never end")?),
         () = cancelled => Err(WorkflowError::Canceled),
     }
 }

@@ -1,0 +1,88 @@
+//! Typed definitions: an activity, a workflow or a signal as a type that names it on the wire
+//! and says what it carries, so that scheduling, starting, signalling and registering it are
+//! checked at compile time.
+//!
+//! A definition is a unit struct and a trait impl, usually in a crate the workflow, its
+//! activities and its clients share (the order saga's are in `martix-order-contract`):
+//!
+//! ```
+//! use martix_sdk::{Activity, ActivityOptions, Signal, Workflow};
+//! use std::time::Duration;
+//!
+//! /// Charges a card; returns the charge id.
+//! pub struct ChargeCard;
+//! impl Activity for ChargeCard {
+//!     const NAME: &'static str = "charge_card";
+//!     type Input = u64;
+//!     type Output = String;
+//!     fn options() -> ActivityOptions {
+//!         ActivityOptions::new(Duration::from_secs(10)).maximum_attempts(5)
+//!     }
+//! }
+//!
+//! /// Approves a payment.
+//! pub struct Approve;
+//! impl Signal for Approve {
+//!     const NAME: &'static str = "approve";
+//!     type Payload = String;
+//! }
+//!
+//! /// Charges after an approval.
+//! pub struct Checkout;
+//! impl Workflow for Checkout {
+//!     const NAME: &'static str = "checkout";
+//!     type Input = u64;
+//!     type Output = String;
+//! }
+//! ```
+//!
+//! Then `ctx.activity(ChargeCard, &amount)`, `ctx.signal(Approve)`,
+//! `worker.activity(ChargeCard, charge)`, `worker.workflow(Checkout, checkout)`,
+//! `client.start(Checkout, options, &amount)` and `handle.signal(Approve, &who)` only compile
+//! with the definition's types. The string forms (`activity_by_name`, `signal_by_name`,
+//! `register_activity`, `start_workflow`, ...) remain, for activities and workflows written in
+//! other languages.
+
+use crate::workflow::ActivityOptions;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// An activity type: its name, what it takes and gives back, and its default options.
+pub trait Activity: Send + Sync + 'static {
+    /// The activity type name: what workers register and workflows schedule.
+    const NAME: &'static str;
+    /// What it takes (JSON on the wire).
+    type Input: Serialize + DeserializeOwned + Send + 'static;
+    /// What it gives back (JSON on the wire).
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// The options a call of this activity starts from. A field left unset here is the
+    /// calling workflow's default ([`WorkflowContext::with_activity_defaults`]), which also
+    /// overrides what is set here, and the call's own options
+    /// ([`ActivityFuture::with_options`]) override both. Default: nothing set (the engine's
+    /// defaults, see [`ActivityOptions`]).
+    ///
+    /// [`WorkflowContext::with_activity_defaults`]: crate::WorkflowContext::with_activity_defaults
+    /// [`ActivityFuture::with_options`]: crate::workflow::ActivityFuture::with_options
+    fn options() -> ActivityOptions {
+        ActivityOptions::default()
+    }
+}
+
+/// A workflow type: its name, what it is started with and what it completes with.
+pub trait Workflow: Send + Sync + 'static {
+    /// The workflow type name: what workers register and clients start.
+    const NAME: &'static str;
+    /// What it is started with (JSON on the wire).
+    type Input: Serialize + DeserializeOwned + Send + 'static;
+    /// What it completes with (JSON on the wire).
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// A signal: its name and what it carries.
+pub trait Signal: Send + Sync + 'static {
+    /// The signal's name: what clients send and workflows wait for.
+    const NAME: &'static str;
+    /// What it carries (JSON on the wire).
+    type Payload: Serialize + DeserializeOwned + Send + 'static;
+}
