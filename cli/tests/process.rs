@@ -174,6 +174,7 @@ async fn server_and_worker_processes_run_an_order_on_postgres_with_tokens() {
             ..Default::default()
         },
         discount_code: None,
+        placed_by: None,
     };
     // Without a token the engine refuses, and nothing is started.
     let anonymous = martix_sdk::Client::connect(server.grpc.clone())
