@@ -26,6 +26,13 @@ pub(crate) enum CatalogCmd {
     },
 }
 
+/// The reference adapters on the database `url` names.
+async fn connect(url: &str) -> Result<ReferenceAdapters> {
+    ReferenceAdapters::connect(url)
+        .await
+        .with_context(|| format!("cannot open the database {}", crate::redact(url)))
+}
+
 /// Runs one `martix catalog` command.
 pub(crate) async fn catalog(cmd: CatalogCmd) -> Result<()> {
     match cmd {
@@ -35,12 +42,12 @@ pub(crate) async fn catalog(cmd: CatalogCmd) -> Result<()> {
                 std::fs::read_to_string(&file).with_context(|| format!("cannot read {shown}"))?;
             let entries =
                 parse_csv(&text).map_err(|e| anyhow::anyhow!("{shown}: {e}; nothing imported"))?;
-            let adapters = ReferenceAdapters::connect(&database_url).await?;
+            let adapters = connect(&database_url).await?;
             adapters.import_catalog(&entries).await?;
             println!("{} prices imported from {shown}", entries.len());
         }
         CatalogCmd::List { database_url } => {
-            let adapters = ReferenceAdapters::connect(&database_url).await?;
+            let adapters = connect(&database_url).await?;
             println!("{:<28} {:>16}  tax class", "SKU", "PRICE");
             for e in adapters.catalog().await? {
                 println!(
