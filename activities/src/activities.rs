@@ -1,10 +1,12 @@
 //! The order activities: each calls one adapter through its circuit breaker, with the fault
 //! knobs applied inside the breaker (injected failures count as outages). `price_order`
-//! first validates and prices the order (pure code, no breaker), then counts the customer's
-//! recent orders through the `fraud` breaker.
+//! validates the order (pure code), checks its prices against the catalogue through the
+//! `catalog` breaker, prices it (pure), then counts the placer's recent orders through the
+//! `fraud` breaker.
 
-use crate::adapters::{FraudCheck, Inventory, Noop, Notifier, PaymentGateway, Shipping};
+use crate::adapters::{Catalog, FraudCheck, Inventory, Noop, Notifier, PaymentGateway, Shipping};
 use crate::breaker::{Breaker, BreakerRegistry, Guarded};
+use crate::catalog;
 use crate::faults::Faults;
 use crate::fraud::{self, FraudRules, Rejection};
 use crate::notify::AmqpNotifier;
@@ -28,6 +30,8 @@ pub struct Backend {
     pub notifier: Arc<dyn Notifier>,
     /// The velocity count of the fraud rules.
     pub fraud: Arc<dyn FraudCheck>,
+    /// The prices an order's items must carry.
+    pub catalog: Arc<dyn Catalog>,
 }
 
 impl Backend {
@@ -39,6 +43,7 @@ impl Backend {
             payment: r.clone(),
             shipping: r.clone(),
             fraud: r.clone(),
+            catalog: r.clone(),
             notifier: match amqp {
                 Some(n) => Arc::new(n),
                 None => r,
@@ -54,6 +59,7 @@ impl Backend {
             shipping: Arc::new(Noop),
             notifier: Arc::new(Noop),
             fraud: Arc::new(Noop),
+            catalog: Arc::new(Noop),
         }
     }
 }
@@ -66,6 +72,7 @@ pub struct CallCounts {
     pub shipping: AtomicU64,
     pub notification: AtomicU64,
     pub fraud: AtomicU64,
+    pub catalog: AtomicU64,
 }
 
 /// The order activities with their adapters, breakers, fault knobs and fraud rules.
@@ -77,6 +84,7 @@ pub struct OrderActivities {
     shipping: Breaker,
     notification: Breaker,
     fraud: Breaker,
+    catalog: Breaker,
     fraud_rules: FraudRules,
     breakers: BreakerRegistry,
     calls: CallCounts,
@@ -119,6 +127,7 @@ impl OrderActivities {
             shipping: b("shipping"),
             notification: b("notification"),
             fraud: b("fraud"),
+            catalog: b("catalog"),
             fraud_rules: FraudRules::default(),
             backend,
             faults,
@@ -162,6 +171,7 @@ impl OrderActivities {
                 &self.calls.notification,
             ),
             Adapter::Fraud => (&self.fraud, &self.faults.fraud, &self.calls.fraud),
+            Adapter::Catalog => (&self.catalog, &self.faults.catalog, &self.calls.catalog),
         };
         let outage = adapter == Adapter::Payment && self.faults.payment_out();
         let run = async {
@@ -206,15 +216,22 @@ impl OrderActivities {
         });
     }
 
-    /// `price_order`: refuses an invalid order (`InvalidOrder`), prices it, applies the
-    /// amount limit (`AmountLimit`), then counts the customer's recent orders through the
-    /// `fraud` breaker and applies the velocity rule (`TooManyOrders`). Refusals are final;
-    /// an unavailable fraud check is retried.
+    /// `price_order`: refuses an invalid order (`InvalidOrder`) and one whose prices are not
+    /// the catalogue's (`PriceMismatch`), prices it, applies the amount limit
+    /// (`AmountLimit`), then counts the recent orders of whoever placed it (`placed_by`, else
+    /// the customer) through the `fraud` breaker and applies the velocity rule
+    /// (`TooManyOrders`). Refusals are final; an unavailable catalogue or fraud check is
+    /// retried.
     async fn price_order(&self, order: &Order) -> Result<Invoice, ActivityError> {
         let refuse = |r: Rejection| ActivityError::non_retryable(r.kind, r.message);
         order
             .validate()
             .map_err(|e| ActivityError::non_retryable(failures::INVALID_ORDER, e.to_string()))?;
+        let skus: Vec<&str> = order.items.iter().map(|i| i.sku.as_str()).collect();
+        let listed = self
+            .guarded(Adapter::Catalog, self.backend.catalog.prices(&skus))
+            .await?;
+        catalog::check_prices(order, &listed).map_err(refuse)?;
         let invoice = martix_order_contract::invoice(order);
         fraud::check_amount(&self.fraud_rules, &invoice).map_err(refuse)?;
         let recent = self
@@ -222,7 +239,7 @@ impl OrderActivities {
                 Adapter::Fraud,
                 self.backend
                     .fraud
-                    .recent_orders(&order.customer_id, &order.order_id),
+                    .recent_orders(order.velocity_key(), &order.order_id),
             )
             .await?;
         fraud::check_velocity(&self.fraud_rules, recent).map_err(refuse)?;
@@ -296,4 +313,5 @@ enum Adapter {
     Shipping,
     Notification,
     Fraud,
+    Catalog,
 }

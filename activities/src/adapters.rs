@@ -1,10 +1,12 @@
 //! The downstream systems of the order saga, behind traits: the activities see only these, so
-//! a real inventory service, payment gateway, carrier, mailer or fraud service plugs in
-//! without touching the saga. Reference implementations live in `reference`; `Noop` answers
+//! a real inventory service, payment gateway, carrier, mailer, fraud service or catalogue
+//! plugs in without touching the saga. Reference implementations live in `reference`; `Noop` answers
 //! at once.
 
+use crate::catalog::CatalogEntry;
 use crate::reference::{AdapterError, ReferenceAdapters};
 use martix_order_contract::{Charge, Order};
+use std::collections::BTreeMap;
 
 /// Stock and reservations.
 #[async_trait::async_trait]
@@ -39,10 +41,18 @@ pub trait Shipping: Send + Sync {
 /// What the velocity rule of the fraud checks needs.
 #[async_trait::async_trait]
 pub trait FraudCheck: Send + Sync {
-    /// Records order `order_id` of `customer_id` (once) and returns how many orders of the
-    /// customer fall in the minute ending with it, itself included. A retried call gives the
-    /// same answer.
-    async fn recent_orders(&self, customer_id: &str, order_id: &str) -> Result<i64, AdapterError>;
+    /// Records order `order_id` against `key` (once; the order's `velocity_key`: who placed
+    /// it, else its customer) and returns how many orders of that key fall in the minute
+    /// ending with it, itself included. A retried call gives the same answer.
+    async fn recent_orders(&self, key: &str, order_id: &str) -> Result<i64, AdapterError>;
+}
+
+/// The shop's prices.
+#[async_trait::async_trait]
+pub trait Catalog: Send + Sync {
+    /// The catalogue's entries of those of `skus` it lists, by SKU; a SKU it does not list is
+    /// absent (its items keep the client's price).
+    async fn prices(&self, skus: &[&str]) -> Result<BTreeMap<String, CatalogEntry>, AdapterError>;
 }
 
 /// Customer notifications.
@@ -92,8 +102,15 @@ impl Shipping for ReferenceAdapters {
 
 #[async_trait::async_trait]
 impl FraudCheck for ReferenceAdapters {
-    async fn recent_orders(&self, customer_id: &str, order_id: &str) -> Result<i64, AdapterError> {
-        ReferenceAdapters::recent_orders(self, customer_id, order_id).await
+    async fn recent_orders(&self, key: &str, order_id: &str) -> Result<i64, AdapterError> {
+        ReferenceAdapters::recent_orders(self, key, order_id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Catalog for ReferenceAdapters {
+    async fn prices(&self, skus: &[&str]) -> Result<BTreeMap<String, CatalogEntry>, AdapterError> {
+        ReferenceAdapters::prices(self, skus).await
     }
 }
 
@@ -126,7 +143,7 @@ impl Notifier for crate::notify::AmqpNotifier {
 
 /// Adapters that do nothing and answer at once, following the reference rules for declines
 /// (`declined...` customers) and unshippable addresses (country `ZZ`); for benchmarks of the
-/// engine alone.
+/// engine alone. Its catalogue is empty: every order keeps its prices.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Noop;
 
@@ -180,12 +197,15 @@ impl Shipping for Noop {
 #[async_trait::async_trait]
 impl FraudCheck for Noop {
     /// Every order is the customer's first.
-    async fn recent_orders(
-        &self,
-        _customer_id: &str,
-        _order_id: &str,
-    ) -> Result<i64, AdapterError> {
+    async fn recent_orders(&self, _key: &str, _order_id: &str) -> Result<i64, AdapterError> {
         Ok(1)
+    }
+}
+
+#[async_trait::async_trait]
+impl Catalog for Noop {
+    async fn prices(&self, _skus: &[&str]) -> Result<BTreeMap<String, CatalogEntry>, AdapterError> {
+        Ok(BTreeMap::new())
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Faults {
     pub notification: Knob,
     /// The fraud check's velocity count (`price_order`).
     pub fraud: Knob,
+    /// The catalogue's price lookup (`price_order`).
+    pub catalog: Knob,
     /// While set, every payment call fails with a retryable `GatewayUnavailable`.
     pub payment_outage: Arc<AtomicBool>,
     /// While this file exists, the payment gateway is out too (flip it from a shell).
@@ -49,7 +51,7 @@ fn knob(prefix: &str) -> Knob {
 
 impl Faults {
     /// Knobs from
-    /// `MARTIX_FAULT_{INVENTORY,PAYMENT,SHIPPING,NOTIFICATION,FRAUD}_{LATENCY_MS,FAILURE_RATE}`,
+    /// `MARTIX_FAULT_{INVENTORY,PAYMENT,SHIPPING,NOTIFICATION,FRAUD,CATALOG}_{LATENCY_MS,FAILURE_RATE}`,
     /// `MARTIX_PAYMENT_OUTAGE=1`, `MARTIX_PAYMENT_OUTAGE_FILE` and `MARTIX_REFUNDS_REFUSED=1`.
     pub fn from_env() -> Self {
         Self {
@@ -58,6 +60,7 @@ impl Faults {
             shipping: knob("SHIPPING"),
             notification: knob("NOTIFICATION"),
             fraud: knob("FRAUD"),
+            catalog: knob("CATALOG"),
             payment_outage: Arc::new(AtomicBool::new(
                 std::env::var("MARTIX_PAYMENT_OUTAGE").is_ok_and(|v| v == "1" || v == "true"),
             )),

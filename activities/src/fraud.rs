@@ -1,8 +1,9 @@
 //! The fraud rules of the saga's first step (`price_order`): whether a priced order may be
 //! charged at all. An invoice total above `max_total_cents` is refused (`AmountLimit`), and
-//! so is a customer's order beyond `max_orders_per_minute` orders in the minute ending with
-//! it (`TooManyOrders`; counted by the `FraudCheck` adapter). Pure; what an order costs is
-//! `martix_order_contract::pricing`.
+//! so is an order beyond `max_orders_per_minute` orders in the minute ending with it of
+//! whoever placed it: the authenticated subject (`Order::placed_by`) when there is one, else
+//! the customer (`TooManyOrders`; counted by the `FraudCheck` adapter under
+//! `Order::velocity_key`). Pure; what an order costs is `martix_order_contract::pricing`.
 
 use crate::reference::AdapterError;
 use martix_order_contract::{Invoice, failures};
@@ -12,12 +13,12 @@ use martix_order_contract::{Invoice, failures};
 pub struct FraudRules {
     /// The largest invoice total accepted, in cents.
     pub max_total_cents: i64,
-    /// How many orders a customer may place in a minute.
+    /// How many orders one placer (subject, else customer) may place in a minute.
     pub max_orders_per_minute: i64,
 }
 
 impl Default for FraudRules {
-    /// 10 000.00 per order, 5 orders a minute per customer.
+    /// 10 000.00 per order, 5 orders a minute per placer.
     fn default() -> Self {
         Self {
             max_total_cents: 1_000_000,
@@ -59,14 +60,14 @@ pub fn check_amount(rules: &FraudRules, invoice: &Invoice) -> Result<(), Rejecti
     Ok(())
 }
 
-/// Refuses an order that is the customer's `recent`-th in a minute when that is more than
+/// Refuses an order that is its placer's `recent`-th in a minute when that is more than
 /// `rules.max_orders_per_minute` (`TooManyOrders`).
 pub fn check_velocity(rules: &FraudRules, recent: i64) -> Result<(), Rejection> {
     if recent > rules.max_orders_per_minute {
         return Err(Rejection {
             kind: failures::TOO_MANY_ORDERS,
             message: format!(
-                "{recent} orders of this customer within a minute, at most {} allowed",
+                "{recent} orders within a minute from whoever placed this one, at most {} allowed",
                 rules.max_orders_per_minute
             ),
         });
@@ -95,6 +96,7 @@ mod tests {
                 ..Default::default()
             },
             discount_code: code.map(str::to_owned),
+            placed_by: None,
         }
     }
 

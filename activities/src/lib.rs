@@ -2,11 +2,12 @@
 //! are the order contract's (`martix-order-contract`); this crate does the I/O.
 //!
 //! - `adapters`: the traits the activities call (inventory, payment gateway, shipping,
-//!   notifier, fraud check) and a no-op implementation;
+//!   notifier, fraud check, catalogue) and a no-op implementation;
 //! - `fraud`: the fraud rules (amount limit, orders per minute);
-//! - `reference`: inventory, payment ledger, shipments, notifications and order attempts
-//!   (for the velocity rule) in the engine's database, idempotent by key, stock never
-//!   negative;
+//! - `catalog`: the catalogue file and the check of an order's prices against it;
+//! - `reference`: inventory, payment ledger, shipments, notifications, order attempts (for
+//!   the velocity rule) and the catalogue in the engine's database, idempotent by key, stock
+//!   never negative;
 //! - `notify`: confirmations on RabbitMQ with publisher confirms;
 //! - `breaker`: a `failsafe` circuit breaker per adapter, open breakers fail fast with a
 //!   retry-after hint;
@@ -17,6 +18,7 @@
 pub mod activities;
 pub mod adapters;
 pub mod breaker;
+pub mod catalog;
 pub mod faults;
 pub mod fraud;
 pub mod notify;
@@ -24,7 +26,8 @@ pub mod reference;
 pub mod sample;
 
 pub use activities::{Backend, BreakerSettings, OrderActivities};
-pub use adapters::FraudCheck;
+pub use adapters::{Catalog, FraudCheck};
+pub use catalog::{CatalogEntry, CsvError, check_prices, parse_csv};
 pub use faults::Faults;
 pub use fraud::{FraudRules, Rejection, check_amount, check_velocity};
 pub use reference::{AdapterError, ReferenceAdapters, StockTotals};

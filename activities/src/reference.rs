@@ -2,6 +2,7 @@
 //! `sqlx::Any` so one SQL text serves both. Stock never goes negative (a CHECK and a guarded
 //! UPDATE), and every effect is keyed by an idempotency key, so a retried step applies once.
 
+use crate::catalog::CatalogEntry;
 use martix_order_contract::{Charge, Order, pricing};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
@@ -30,7 +31,7 @@ impl AdapterError {
 }
 
 /// The reference adapters' tables (inventory, reservations, payments, shipments,
-/// notifications, pricing's order attempts), tracked as owner `adapters`.
+/// notifications, pricing's order attempts, the catalogue), tracked as owner `adapters`.
 pub static MIGRATIONS: martix_migrate::Owner = martix_migrate::Owner {
     name: "adapters",
     shared_history: true,
@@ -357,23 +358,20 @@ impl ReferenceAdapters {
         Ok(key.to_owned())
     }
 
-    /// The velocity rule's count: records order `order_id` of `customer_id` at the current
-    /// time (once: a retry keeps the first record), then returns how many orders of that
-    /// customer fall in the minute ending at this order's recorded time, itself included
+    /// The velocity rule's count: records order `order_id` against `key` (the order's
+    /// `velocity_key`; column `customer_id`, named before orders had another key) at the
+    /// current time (once: a retry keeps the first record), then returns how many orders of
+    /// that key fall in the minute ending at this order's recorded time, itself included
     /// (`at` in `(this - 60 s, this]`, ties on `at` broken by order id). Later orders do not
-    /// change the answer, so a retried call returns the same count. The customer is the one
-    /// first recorded for the order.
-    pub async fn recent_orders(
-        &self,
-        customer_id: &str,
-        order_id: &str,
-    ) -> Result<i64, AdapterError> {
+    /// change the answer, so a retried call returns the same count. The key is the one first
+    /// recorded for the order.
+    pub async fn recent_orders(&self, key: &str, order_id: &str) -> Result<i64, AdapterError> {
         sqlx::query(
             "INSERT INTO order_attempts (order_id, customer_id, at) VALUES ($1, $2, $3) \
              ON CONFLICT (order_id) DO NOTHING",
         )
         .bind(order_id)
-        .bind(customer_id)
+        .bind(key)
         .bind(now_ms())
         .execute(&self.pool)
         .await
@@ -389,6 +387,60 @@ impl ReferenceAdapters {
         .await
         .map_err(AdapterError::db)?;
         Ok(count)
+    }
+
+    /// The catalogue's entries of those of `skus` it lists, by SKU.
+    pub async fn prices(
+        &self,
+        skus: &[&str],
+    ) -> Result<BTreeMap<String, CatalogEntry>, AdapterError> {
+        if skus.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let params: Vec<String> = (1..=skus.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT sku, price_cents, currency, tax_class FROM catalog WHERE sku IN ({})",
+            params.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, CatalogEntry>(sqlx::AssertSqlSafe(sql));
+        for sku in skus {
+            query = query.bind(*sku);
+        }
+        let entries = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(AdapterError::db)?;
+        Ok(entries.into_iter().map(|e| (e.sku.clone(), e)).collect())
+    }
+
+    /// Sets the price of each SKU of `entries` (added or replaced), all in one transaction;
+    /// SKUs not in `entries` keep theirs.
+    pub async fn import_catalog(&self, entries: &[CatalogEntry]) -> Result<(), AdapterError> {
+        let mut tx = self.pool.begin().await.map_err(AdapterError::db)?;
+        for e in entries {
+            sqlx::query(
+                "INSERT INTO catalog (sku, price_cents, currency, tax_class) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (sku) DO UPDATE SET \
+                 price_cents = excluded.price_cents, currency = excluded.currency, \
+                 tax_class = excluded.tax_class",
+            )
+            .bind(&e.sku)
+            .bind(e.price_cents)
+            .bind(&e.currency)
+            .bind(&e.tax_class)
+            .execute(&mut *tx)
+            .await
+            .map_err(AdapterError::db)?;
+        }
+        tx.commit().await.map_err(AdapterError::db)
+    }
+
+    /// The whole catalogue, by SKU.
+    pub async fn catalog(&self) -> Result<Vec<CatalogEntry>, AdapterError> {
+        sqlx::query_as("SELECT sku, price_cents, currency, tax_class FROM catalog ORDER BY sku")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(AdapterError::db)
     }
 
     /// Records a notification under `key` (once).

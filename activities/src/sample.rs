@@ -43,5 +43,6 @@ pub fn random_order(rng: &mut impl rand::Rng, prefix: &str, i: usize, skus: usiz
             },
         },
         discount_code,
+        placed_by: None,
     }
 }

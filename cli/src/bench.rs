@@ -38,6 +38,7 @@ pub(crate) fn bench_order(run: &str, i: u64) -> Order {
             ..Default::default()
         },
         discount_code: None,
+        placed_by: None,
     }
 }
 

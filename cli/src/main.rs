@@ -1,6 +1,7 @@
 //! `martix`: the engine server, the embedded dev mode, the order worker, and migrations.
 
 mod bench;
+mod catalog;
 mod demo;
 mod events_cli;
 mod ops;
@@ -69,6 +70,11 @@ enum Command {
         conn: ops::Conn,
         #[command(subcommand)]
         command: ops::OrderCmd,
+    },
+    /// The catalogue of the reference adapters: the prices orders must carry.
+    Catalog {
+        #[command(subcommand)]
+        command: catalog::CatalogCmd,
     },
     /// The orders read model (admin).
     Orders {
@@ -391,6 +397,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Order { conn, command } => ops::order(conn, command).await,
         Command::Namespace { conn, command } => ops::namespace(conn, command).await,
         Command::Breaker { conn, command } => ops::breaker(conn, command).await,
+        Command::Catalog { command } => catalog::catalog(command).await,
         Command::Orders { conn, command } => ops::orders(conn, command).await,
         Command::Events { conn, command } => events_cli::events(conn, command).await,
         Command::Stuck {

@@ -103,6 +103,68 @@ fn a_bad_database_url_is_a_clear_error() {
     );
 }
 
+#[test]
+fn a_catalogue_file_with_a_bad_line_is_refused_and_nothing_is_imported() {
+    let dir = std::env::temp_dir().join(format!("martix-catalog-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("adapters.db").display());
+    let catalog = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+            .arg("catalog")
+            .args(args)
+            .args(["--database-url", &url])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let file = dir.join("prices.csv");
+    let path = file.to_str().unwrap();
+    std::fs::write(
+        &file,
+        "sku,price,currency,tax_class\nmug,15.00,EUR,standard\nbook,9,50,EUR,reduced\n",
+    )
+    .unwrap();
+    let (ok, _, err) = catalog(&["import", path]);
+    assert!(!ok);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "martix: {path}: line 3: line has 5 fields, expected 4 \
+             (sku,price,currency,tax_class); nothing imported"
+        )
+    );
+    let (ok, listed, _) = catalog(&["list"]);
+    assert!(ok);
+    assert_eq!(listed.lines().count(), 1, "only the header: {listed}");
+
+    std::fs::write(
+        &file,
+        "sku,price,currency,tax_class\nmug,15.00,EUR,standard\nbook,9.5,EUR,reduced\n",
+    )
+    .unwrap();
+    let (ok, out, err) = catalog(&["import", path]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim_end(), format!("2 prices imported from {path}"));
+    let (_, listed, _) = catalog(&["list"]);
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ["book", "9.50", "EUR", "reduced"],
+            ["mug", "15.00", "EUR", "standard"]
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn uuid_like() -> String {
     format!(
         "{}-{}",
@@ -174,6 +236,7 @@ async fn server_and_worker_processes_run_an_order_on_postgres_with_tokens() {
             ..Default::default()
         },
         discount_code: None,
+        placed_by: None,
     };
     // Without a token the engine refuses, and nothing is started.
     let anonymous = martix_sdk::Client::connect(server.grpc.clone())

@@ -157,6 +157,17 @@ impl Server {
         self
     }
 
+    /// Declares what a start of `workflow_type` over gRPC or from a message writes into its
+    /// input, given who starts it (see [`crate::engine::StartInput`]).
+    pub fn start_input(
+        self,
+        workflow_type: &str,
+        stamp: Arc<dyn crate::engine::StartInput>,
+    ) -> Self {
+        self.engine.declare_start_input(workflow_type, stamp);
+        self
+    }
+
     /// Lets the inbound consumer turn a domain's own message shapes into signals.
     pub fn translator(mut self, translator: Arc<dyn crate::events::inbound::Translator>) -> Self {
         self.translators.push(translator);

@@ -1,12 +1,14 @@
 //! The order domain's read side, built on the Martix engine without the engine knowing it:
 //! the orders projection (a read model of the events the `order` saga publishes, folded by the
 //! engine's projection host), `OrderService` over gRPC, the REST gateway, and the inbound
-//! message shape `order.cancel_requested`. [`install`] registers all of it on a server.
+//! message shape `order.cancel_requested`, and who placed an order (`placed_by`). [`install`]
+//! registers all of it on a server.
 //!
 //! Modules: `view` (the pure fold), `store` (its SQL on both backends), `service` (gRPC),
-//! `rest` and `steps` (HTTP), `inbound` (messages).
+//! `rest` and `steps` (HTTP), `inbound` (messages), `placed_by` (the caller of a start).
 
 pub mod inbound;
+pub mod placed_by;
 pub mod rest;
 pub mod service;
 pub mod steps;
@@ -80,7 +82,8 @@ pub static MIGRATIONS: martix_engine::martix_migrate::Owner =
 
 /// Registers the order domain's read side on `server`: the orders projection in the relay,
 /// `OrderService` on the gRPC port, the REST routes on the HTTP port (behind the edge), the
-/// `order.cancel_requested` message shape, and `order_id` as the published events' subject name.
+/// `order.cancel_requested` message shape, `order_id` as the published events' subject name,
+/// and the caller of an order's start as its `placed_by`.
 pub fn install(server: martix_engine::Server, gateway: GatewayConfig) -> martix_engine::Server {
     let engine = server.engine().clone();
     let edge = server.edge().clone();
@@ -98,6 +101,7 @@ pub fn install(server: martix_engine::Server, gateway: GatewayConfig) -> martix_
         .grpc_service(service, FILE_DESCRIPTOR_SET)
         .route(routes)
         .translator(Arc::new(inbound::CancelRequested))
+        .start_input(ORDER_WORKFLOW_TYPE, Arc::new(placed_by::PlacedBy))
         .subject_name(ORDER_WORKFLOW_TYPE, "order_id")
         // An order id is placed once, whatever the way in (REST, gRPC, CLI, messages): the same
         // order again is answered with its run, another order under the id is a conflict.

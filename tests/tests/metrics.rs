@@ -57,6 +57,7 @@ async fn metrics_count_what_a_run_of_orders_did() {
                 ..Default::default()
             },
             discount_code: None,
+            placed_by: None,
         };
         handles.push(
             client

@@ -49,6 +49,7 @@ impl Env {
                 ..Default::default()
             },
             discount_code: None,
+            placed_by: None,
         }
     }
 
@@ -201,6 +202,54 @@ async fn rejected_orders_touch_neither_stock_nor_payment(backend: Backend) {
         "five orders of two lines of one each"
     );
     assert_eq!(stock_after.reserved, 0);
+}
+
+on_both_backends!(
+    a_client_price_that_differs_from_the_catalogue_is_refused_before_anything_is_reserved
+);
+async fn a_client_price_that_differs_from_the_catalogue_is_refused_before_anything_is_reserved(
+    backend: Backend,
+) {
+    let env = Env::start(backend, Faults::default(), BreakerSettings::default()).await;
+    // SKU 0 is listed at 12.50 EUR; SKU 1 is not, so its item keeps the client's price.
+    let listed = martix_activities::parse_csv(&format!(
+        "sku,price,currency,tax_class\n{}-sku-0,12.50,EUR,standard\n",
+        env.prefix
+    ))
+    .unwrap();
+    env.adapters.import_catalog(&listed).await.unwrap();
+    let stock_before = env.adapters.stock(&env.prefix).await.unwrap();
+
+    let mut cheaper = env.order("cheaper", "cust-1", "FR", 2);
+    cheaper.items[0].unit_price_cents = 1_200;
+    let mut dollars = env.order("dollars", "cust-1", "FR", 2);
+    dollars.currency = "USD".into();
+    for (order, says) in [(&cheaper, "12.00 EUR"), (&dollars, "12.50 USD")] {
+        let o = env.place(order).await;
+        assert_eq!(o.status, "rejected", "{o:?}");
+        assert_eq!(o.failed_step.as_deref(), Some("validate"));
+        let cause = o.cause.unwrap();
+        assert!(cause.contains("PriceMismatch"), "{cause}");
+        assert!(
+            cause.contains(&format!(
+                "sku {}-sku-0 costs 12.50 EUR in the catalogue, the order says {says}",
+                env.prefix
+            )),
+            "{cause}"
+        );
+        assert_eq!(env.adapters.payments(&order.order_id).await.unwrap(), []);
+    }
+    assert_eq!(
+        env.adapters.stock(&env.prefix).await.unwrap(),
+        stock_before,
+        "nothing reserved"
+    );
+
+    // The same order at the catalogue's price completes.
+    let at_price = env.order("at-price", "cust-1", "FR", 2);
+    let o = env.place(&at_price).await;
+    assert_eq!(o.status, "completed", "{o:?}");
+    env.assert_ledger(&[&at_price]).await;
 }
 
 async fn a_cancelled_order_is_refunded_and_released(backend: Backend) {

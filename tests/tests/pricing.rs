@@ -1,7 +1,8 @@
 //! The velocity rule of the fraud checks on the reference adapters, on PostgreSQL and SQLite:
 //! `recent_orders` counts a customer's orders in the minute ending with each one, a retried
 //! call gives the same count, other customers do not count; and `price_order` end to end
-//! (invoice, invalid order, amount limit, too many orders).
+//! (invoice, invalid order, amount limit, too many orders per customer or per caller, a price
+//! that is not the catalogue's).
 
 use martix_activities::{
     Backend as Adapters, BreakerSettings, Faults, FraudCheck, OrderActivities, ReferenceAdapters,
@@ -130,7 +131,7 @@ async fn price_order_prices_and_applies_the_fraud_rules(backend: Backend) {
         .await
         .unwrap();
     let activities = OrderActivities::new(
-        Adapters::reference(adapters, None),
+        Adapters::reference(adapters.clone(), None),
         Faults::default(),
         BreakerSettings::default(),
     );
@@ -164,6 +165,7 @@ async fn price_order_prices_and_applies_the_fraud_rules(backend: Backend) {
             ..Default::default()
         },
         discount_code: code.map(str::to_owned),
+        placed_by: None,
     };
     let place = |order: Order| {
         let (client, queue) = (client.clone(), queue.clone());
@@ -226,6 +228,39 @@ async fn price_order_prices_and_applies_the_fraud_rules(backend: Backend) {
     let r: Result<Invoice, (String, String)> = place(order("carol-2", "carol", 100, None)).await;
     assert!(r.is_ok(), "{r:?}");
     let r: Result<Invoice, (String, String)> = place(order("again", "alice", 100, None)).await;
+    assert!(r.is_ok(), "{r:?}");
+
+    // An order placed by an authenticated caller counts against the caller, not the
+    // customer: six customers, one caller, and the caller's sixth is refused.
+    let by_svc = |i: usize| Order {
+        placed_by: Some(format!("{p}-svc")),
+        ..order(&format!("svc-{i}"), &format!("dave-{i}"), 100, None)
+    };
+    for i in 1..=5 {
+        let r: Result<Invoice, (String, String)> = place(by_svc(i)).await;
+        assert!(r.is_ok(), "the caller's order {i}: {r:?}");
+    }
+    let r: Result<Invoice, (String, String)> = place(by_svc(6)).await;
+    assert_eq!(r.unwrap_err().0, "TooManyOrders");
+    // The sixth order's customer placing on their own is their first.
+    let r: Result<Invoice, (String, String)> = place(order("own", "dave-6", 100, None)).await;
+    assert!(r.is_ok(), "{r:?}");
+
+    // A catalogue price refuses a differing client price before the fraud rules count it.
+    let listed = martix_activities::parse_csv(&format!(
+        "sku,price,currency,tax_class\n{p}-sku-0,12.50,EUR,standard\n"
+    ))
+    .unwrap();
+    adapters.import_catalog(&listed).await.unwrap();
+    let r: Result<Invoice, (String, String)> = place(order("listed", "erin", 1_200, None)).await;
+    assert_eq!(
+        r.unwrap_err(),
+        (
+            "PriceMismatch".into(),
+            format!("sku {p}-sku-0 costs 12.50 EUR in the catalogue, the order says 12.00 EUR")
+        )
+    );
+    let r: Result<Invoice, (String, String)> = place(order("listed", "erin", 1_250, None)).await;
     assert!(r.is_ok(), "{r:?}");
     shutdown.cancel();
 }

@@ -91,6 +91,7 @@ async fn confirmations_are_published_and_read_back() {
             ..Default::default()
         },
         discount_code: None,
+        placed_by: None,
     };
     let client = Client::connect(engine.endpoint.clone()).await.unwrap();
     let run = client

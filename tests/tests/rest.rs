@@ -180,6 +180,74 @@ async fn an_order_placed_over_rest_runs_to_completion_and_shows_its_steps(backen
     stop.cancel();
 }
 
+/// The order a run was started with, as recorded.
+async fn started_with(t: &TestEngine, id: &str) -> martix_order_contract::Order {
+    use martix_proto::v1 as pb;
+    let history = t
+        .engine
+        .workflow_history(pb::GetWorkflowHistoryRequest {
+            namespace: "default".into(),
+            execution: Some(pb::WorkflowExecution {
+                workflow_id: id.into(),
+                run_id: String::new(),
+            }),
+            page_size: 1,
+            next_page_token: Vec::new(),
+        })
+        .await
+        .unwrap();
+    match history.events[0].attributes.as_ref() {
+        Some(pb::history_event::Attributes::WorkflowExecutionStarted(s)) => {
+            serde_json::from_slice(&s.input.as_ref().unwrap().data).unwrap()
+        }
+        other => panic!("a run starts with WorkflowExecutionStarted: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_authenticated_caller_is_who_placed_the_order_whatever_the_client_says() {
+    let t = engine(Backend::Sqlite).await;
+    let api = Api::new(&t, token(&[Role::Client]));
+    // Over REST the field is not the client's to send.
+    let mut claimed = order(Some(&unique("claimed")));
+    claimed["placed_by"] = json!("mallory");
+    let (status, refused) = api.place(&claimed, None).await;
+    assert_eq!(status, 400, "{refused}");
+    let id = unique("rest-by");
+    let (status, placed) = api.place(&order(Some(&id)), None).await;
+    assert_eq!(status, 201, "{placed}");
+    assert_eq!(
+        started_with(&t, &id).await.placed_by.as_deref(),
+        Some("rest-test")
+    );
+
+    // Over gRPC what the client wrote there is replaced by the caller.
+    let client = martix_sdk::Client::connect_with(
+        &t.endpoint,
+        &martix_sdk::ConnectOptions::default().token(token(&[Role::Client])),
+    )
+    .await
+    .unwrap();
+    let id = unique("grpc-by");
+    let mut order: martix_order_contract::Order = serde_json::from_value(order(Some(&id))).unwrap();
+    order.placed_by = Some("mallory".into());
+    client
+        .start_workflow(
+            martix_sdk::StartOptions::new(
+                martix_order_contract::ORDER_WORKFLOW_TYPE,
+                &id,
+                &t.order_queue,
+            ),
+            &order,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        started_with(&t, &id).await.placed_by.as_deref(),
+        Some("rest-test")
+    );
+}
+
 #[tokio::test]
 async fn an_idempotency_key_makes_a_retry_return_the_same_order() {
     let t = engine(Backend::Sqlite).await;

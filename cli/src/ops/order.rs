@@ -6,6 +6,7 @@ use super::format::{print_json, show_payload, time};
 use super::{Conn, Output, RESULT_WAIT, client, order_client, wait_result};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use martix_order_contract::pricing::money;
 use martix_proto::time::system_time_to_timestamp;
 use martix_proto::v1 as pb;
 use martix_sdk::StartOptions;
@@ -148,6 +149,7 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
                     ..Default::default()
                 },
                 discount_code: None,
+                placed_by: None,
             };
             // The root of the order's trace when tracing is on; the SDK's client span of the
             // start is its child.
@@ -274,11 +276,6 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// An amount in cents as `12.34 EUR`.
-fn money(cents: i64, currency: &str) -> String {
-    format!("{}.{:02} {currency}", cents / 100, (cents % 100).abs())
 }
 
 /// `martix order list`.

@@ -96,7 +96,7 @@ async fn guarded<Q: Scoped, T, F>(
     edge: &Edge,
     op: Op,
     request: Request<Q>,
-    run: impl FnOnce(Q) -> F,
+    run: impl FnOnce(Q, &Principal) -> F,
 ) -> Result<Response<T>, Status>
 where
     F: std::future::Future<Output = Result<T, EngineError>>,
@@ -115,7 +115,7 @@ where
         )?,
     };
     let _admission = edge.admit(&principal, op, &request.get_ref().namespace())?;
-    let work = run(request.into_inner());
+    let work = run(request.into_inner(), &principal);
     match edge.request_timeout().filter(|_| !op.waits()) {
         None => reply(work.await),
         Some(deadline) => match tokio::time::timeout(deadline, work).await {
@@ -145,6 +145,20 @@ pub async fn handle<Q: Scoped, T, F>(
 where
     F: std::future::Future<Output = Result<T, EngineError>>,
 {
+    handle_as(edge, op, rpc, request, |q, _| run(q)).await
+}
+
+/// [`handle`], with `run` told who is calling.
+pub async fn handle_as<Q: Scoped, T, F>(
+    edge: &Edge,
+    op: Op,
+    rpc: &'static str,
+    request: Request<Q>,
+    run: impl FnOnce(Q, &Principal) -> F,
+) -> Result<Response<T>, Status>
+where
+    F: std::future::Future<Output = Result<T, EngineError>>,
+{
     let span = tracing::info_span!(
         "rpc",
         otel.name = rpc,
@@ -161,14 +175,19 @@ where
     guarded(edge, op, request, run).instrument(span).await
 }
 
+/// One handler per line: `rpc(Request) -> Response => engine_method, Op;`, and
+/// `=> engine_method(caller), Op;` for a method that also takes the caller's authenticated
+/// subject (`Edge::caller`).
 macro_rules! service {
-    ($trait:path, $ty:ty { $($rpc:ident($req:ty) -> $resp:ty => $method:ident, $op:ident;)* }) => {
+    ($trait:path, $ty:ty { $($rpc:ident($req:ty) -> $resp:ty => $method:ident $(($caller:ident))?, $op:ident;)* }) => {
         #[tonic::async_trait]
         impl $trait for $ty {
             $(
                 async fn $rpc(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
-                    let engine = &self.engine;
-                    handle(&self.edge, Op::$op, concat!("martix.v1.", stringify!($rpc)), request, |r| engine.$method(r)).await
+                    let (engine, edge) = (&self.engine, &self.edge);
+                    handle_as(edge, Op::$op, concat!("martix.v1.", stringify!($rpc)), request, |r, _principal| {
+                        engine.$method(r $(, edge.$caller(_principal))?)
+                    }).await
                 }
             )*
         }
@@ -176,13 +195,13 @@ macro_rules! service {
 }
 
 service!(WorkflowService, WorkflowApi {
-    start_workflow(pb::StartWorkflowRequest) -> pb::StartWorkflowResponse => start_workflow, StartWorkflow;
+    start_workflow(pb::StartWorkflowRequest) -> pb::StartWorkflowResponse => start_workflow_as(caller), StartWorkflow;
     describe_workflow(pb::DescribeWorkflowRequest) -> pb::DescribeWorkflowResponse => describe_workflow, DescribeWorkflow;
     list_workflows(pb::ListWorkflowsRequest) -> pb::ListWorkflowsResponse => list_workflows, ListWorkflows;
     get_workflow_history(pb::GetWorkflowHistoryRequest) -> pb::GetWorkflowHistoryResponse => workflow_history, GetWorkflowHistory;
     get_workflow_result(pb::GetWorkflowResultRequest) -> pb::GetWorkflowResultResponse => workflow_result, GetWorkflowResult;
     signal_workflow(pb::SignalWorkflowRequest) -> pb::SignalWorkflowResponse => signal_workflow, SignalWorkflow;
-    signal_with_start_workflow(pb::SignalWithStartWorkflowRequest) -> pb::SignalWithStartWorkflowResponse => signal_with_start_workflow, StartWorkflow;
+    signal_with_start_workflow(pb::SignalWithStartWorkflowRequest) -> pb::SignalWithStartWorkflowResponse => signal_with_start_workflow_as(caller), StartWorkflow;
     cancel_workflow(pb::CancelWorkflowRequest) -> pb::CancelWorkflowResponse => cancel_workflow, CancelWorkflow;
     terminate_workflow(pb::TerminateWorkflowRequest) -> pb::TerminateWorkflowResponse => terminate_workflow, TerminateWorkflow;
     reset_workflow(pb::ResetWorkflowRequest) -> pb::ResetWorkflowResponse => reset_workflow, ResetWorkflow;

@@ -118,6 +118,12 @@ impl Edge {
         self.auth.is_some()
     }
 
+    /// The subject `principal` was authenticated as; `None` with authentication off, where
+    /// the subject is only the caller's address and names no one.
+    pub fn caller(&self, principal: &Principal) -> Option<String> {
+        self.requires_auth().then(|| principal.subject.clone())
+    }
+
     /// The deadline of requests that do not wait by design (`None`: none).
     pub fn request_timeout(&self) -> Option<Duration> {
         Some(self.limits.request_timeout).filter(|d| !d.is_zero())

@@ -30,6 +30,8 @@ mod waiters;
 mod worker;
 mod workflows;
 
+pub use workflows::StartInput;
+
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::ids::RunId;
 use crate::matching::{Matching, QueueKey};
@@ -113,6 +115,9 @@ pub struct Engine {
     /// The id-reuse policy a start of each workflow type gets when it names none, as the
     /// domains declared them (`Server::id_reuse_default`).
     id_reuse_defaults: RwLock<std::collections::HashMap<String, martix_proto::v1::IdReusePolicy>>,
+    /// What the domains write into the input of a start of each workflow type, given the
+    /// caller (`Server::start_input`).
+    start_inputs: RwLock<std::collections::HashMap<String, Arc<dyn workflows::StartInput>>>,
     /// When this node last recorded each (namespace, queue, kind, identity) polling.
     pollers_noted: std::sync::Mutex<std::collections::HashMap<PollerKey, Millis>>,
     /// Breaker reports written lately, by namespace and worker: what they said and when
@@ -166,6 +171,7 @@ impl Engine {
             config,
             namespaces: RwLock::new(HashSet::new()),
             id_reuse_defaults: RwLock::default(),
+            start_inputs: RwLock::default(),
             pollers_noted: Default::default(),
             breakers_noted: Default::default(),
             close_waiters: Default::default(),

@@ -13,6 +13,18 @@ use crate::history::{self, Dispatch, Run, StartParams};
 use crate::ids::{RunId, TaskQueue, WorkflowId, WorkflowType};
 use crate::store::StoreError;
 use martix_proto::v1 as pb;
+use std::sync::Arc;
+
+/// A domain's say over the input of the runs of one workflow type, given who starts them: a
+/// domain whose input records its caller (an order's `placed_by`) writes it there itself, so
+/// no client can name someone else. Applied to starts over gRPC and from messages; a domain's
+/// own edge (REST) writes its input as it builds it.
+pub trait StartInput: Send + Sync + 'static {
+    /// Rewrites `input` for a start by `caller`: the authenticated subject, `None` when
+    /// authentication is off or the start comes from a message. An input it does not know
+    /// is left as it is (the workflow refuses it as it would have).
+    fn stamp(&self, caller: Option<&str>, input: &mut Option<pb::Payload>);
+}
 
 impl Engine {
     /// Starts a run, or returns the open run of the workflow id.
@@ -22,6 +34,28 @@ impl Engine {
     ) -> Result<pb::StartWorkflowResponse, EngineError> {
         let start = self.parse_start(req).await?;
         self.start_run(start, None).await
+    }
+
+    /// [`Self::start_workflow`] by `caller` (see [`StartInput`]).
+    pub async fn start_workflow_as(
+        &self,
+        mut req: pb::StartWorkflowRequest,
+        caller: Option<String>,
+    ) -> Result<pb::StartWorkflowResponse, EngineError> {
+        self.stamp_start(&mut req, caller.as_deref());
+        self.start_workflow(req).await
+    }
+
+    /// [`Self::signal_with_start_workflow`] by `caller` (see [`StartInput`]).
+    pub async fn signal_with_start_workflow_as(
+        &self,
+        mut req: pb::SignalWithStartWorkflowRequest,
+        caller: Option<String>,
+    ) -> Result<pb::SignalWithStartWorkflowResponse, EngineError> {
+        if let Some(start) = req.start.as_mut() {
+            self.stamp_start(start, caller.as_deref());
+        }
+        self.signal_with_start_workflow(req).await
     }
 
     /// Signals the open run of the id, or starts one that begins with the signal.
@@ -229,6 +263,27 @@ impl Engine {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(workflow_type.to_owned(), policy);
+    }
+
+    /// Declares what a start of `workflow_type` writes into its input, given its caller.
+    pub fn declare_start_input(&self, workflow_type: &str, stamp: Arc<dyn StartInput>) {
+        self.start_inputs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(workflow_type.to_owned(), stamp);
+    }
+
+    /// Applies the [`StartInput`] declared for the request's workflow type, if any.
+    fn stamp_start(&self, req: &mut pb::StartWorkflowRequest, caller: Option<&str>) {
+        let stamp = self
+            .start_inputs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&req.workflow_type)
+            .cloned();
+        if let Some(stamp) = stamp {
+            stamp.stamp(caller, &mut req.input);
+        }
     }
 
     /// The policy of a start of `workflow_type` that names none: the declared one, else

@@ -273,7 +273,13 @@ async fn handle(c: &Consumer<'_>, d: &Delivery, stop: &CancellationToken) -> Out
     };
     let result = match request {
         Inbound::Signal(r) => c.engine.signal_workflow(r).await.map(drop),
-        Inbound::SignalWithStart(r) => c.engine.signal_with_start_workflow(r).await.map(drop),
+        // A message names no one: the consumer's identity is the queue's, shared by every
+        // sender, so it is not the caller a domain records (`StartInput`).
+        Inbound::SignalWithStart(r) => c
+            .engine
+            .signal_with_start_workflow_as(r, None)
+            .await
+            .map(drop),
     };
     match result {
         Ok(()) => Outcome::Done,

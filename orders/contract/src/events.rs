@@ -188,6 +188,7 @@ mod tests {
                 country: "FR".into(),
             },
             discount_code: None,
+            placed_by: None,
         }
     }
 

@@ -25,8 +25,8 @@
 //! 100 000 000 cents = 10^14 cents, and `10^14 * 10 000 + 5 000 < i64::MAX` (checked at
 //! compile time below); orders are validated before they are priced.
 
-pub use crate::order::{DISCOUNT_CODES, discount_code_bp, is_known_code};
-use crate::order::{MAX_ITEMS, MAX_QTY, MAX_UNIT_PRICE_CENTS, Order};
+pub use crate::order::{DISCOUNT_CODES, MAX_UNIT_PRICE_CENTS, discount_code_bp, is_known_code};
+use crate::order::{MAX_ITEMS, MAX_QTY, Order};
 use serde::{Deserialize, Serialize};
 
 /// 100%, in basis points.
@@ -82,6 +82,13 @@ pub fn percentage(amount_cents: i64, bp: i64) -> i64 {
     } else {
         -((-exact + FULL_BP / 2) / FULL_BP)
     }
+}
+
+/// An amount in cents as people read it: `1234, "EUR"` is `12.34 EUR`.
+pub fn money(cents: i64, currency: &str) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let abs = cents.unsigned_abs();
+    format!("{sign}{}.{:02} {currency}", abs / 100, abs % 100)
 }
 
 /// The tax rate of a destination country in basis points (0 if not in [`TAX_RATES_BP`]).
@@ -152,7 +159,16 @@ mod tests {
                 ..Default::default()
             },
             discount_code: code.map(str::to_owned),
+            placed_by: None,
         }
+    }
+
+    #[test]
+    fn money_reads_as_units_and_cents() {
+        assert_eq!(money(1_500, "EUR"), "15.00 EUR");
+        assert_eq!(money(5, "USD"), "0.05 USD");
+        assert_eq!(money(-1_234, "EUR"), "-12.34 EUR");
+        assert_eq!(money(-5, "EUR"), "-0.05 EUR");
     }
 
     #[test]

@@ -33,11 +33,14 @@ pub mod failures {
     /// `price_order`: the customer placed too many orders in a minute; the order ends
     /// `rejected`.
     pub const TOO_MANY_ORDERS: &str = "TooManyOrders";
+    /// `price_order`: an item's unit price or the order's currency differs from the
+    /// catalogue's; the order ends `rejected`.
+    pub const PRICE_MISMATCH: &str = "PriceMismatch";
 
-    /// Whether a failure of this type rejects the order (the fraud rules said no) rather than
-    /// fails it.
+    /// Whether a failure of this type rejects the order (the fraud rules or the catalogue
+    /// said no) rather than fails it.
     pub fn is_rejection(error_type: &str) -> bool {
-        [AMOUNT_LIMIT, TOO_MANY_ORDERS].contains(&error_type)
+        [AMOUNT_LIMIT, TOO_MANY_ORDERS, PRICE_MISMATCH].contains(&error_type)
     }
 }
 
