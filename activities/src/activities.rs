@@ -18,7 +18,7 @@ use martix_order_contract::saga::{
 use martix_order_contract::{Invoice, NotificationInput, Order, StepInput, failures};
 use martix_sdk::{Activity, ActivityContext, ActivityError, Worker};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The downstream systems the activities call.
@@ -88,6 +88,9 @@ pub struct OrderActivities {
     fraud_rules: FraudRules,
     breakers: BreakerRegistry,
     calls: CallCounts,
+    /// Whether an item of a SKU the catalogue does not list is refused (`UnknownSku`)
+    /// rather than priced as the client says.
+    closed_catalog: AtomicBool,
 }
 
 /// Breaker settings: consecutive failures to open, and how long it stays open.
@@ -133,7 +136,15 @@ impl OrderActivities {
             faults,
             breakers,
             calls: CallCounts::default(),
+            closed_catalog: AtomicBool::new(false),
         })
+    }
+
+    /// Closes the catalogue (`true`): an order with an item of a SKU it does not list is
+    /// refused (`UnknownSku`) before anything is reserved. Open by default: such items keep the
+    /// client's price.
+    pub fn set_closed_catalog(&self, closed: bool) {
+        self.closed_catalog.store(closed, Ordering::Relaxed);
     }
 
     /// The breakers' states.
@@ -231,7 +242,8 @@ impl OrderActivities {
         let listed = self
             .guarded(Adapter::Catalog, self.backend.catalog.prices(&skus))
             .await?;
-        catalog::check_prices(order, &listed).map_err(refuse)?;
+        catalog::check_prices(order, &listed, self.closed_catalog.load(Ordering::Relaxed))
+            .map_err(refuse)?;
         let invoice = martix_order_contract::invoice(order);
         fraud::check_amount(&self.fraud_rules, &invoice).map_err(refuse)?;
         let recent = self
@@ -239,7 +251,7 @@ impl OrderActivities {
                 Adapter::Fraud,
                 self.backend
                     .fraud
-                    .recent_orders(order.velocity_key(), &order.order_id),
+                    .recent_orders(&order.velocity_key(), &order.order_id),
             )
             .await?;
         fraud::check_velocity(&self.fraud_rules, recent).map_err(refuse)?;

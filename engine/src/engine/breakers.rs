@@ -48,6 +48,9 @@ const REPORT_WRITE_EVERY_MS: Millis = 60_000;
 /// Workers whose last report a node remembers; past it every report is written.
 const MAX_BREAKERS_NOTED: usize = 10_000;
 
+/// The most breakers held by hand in a namespace (what the store reads of them).
+const MAX_HOLDS: usize = 100;
+
 /// The breaker reports a node wrote last, by namespace and worker, with when.
 pub(super) type BreakersNoted = HashMap<(String, String), (Vec<BreakerReport>, Millis)>;
 
@@ -158,6 +161,19 @@ impl Engine {
         Ok(pb::ReportBreakersResponse { holds })
     }
 
+    /// [`Self::set_breaker`] by `caller`: the authenticated subject, when there is one, is who
+    /// holds it.
+    pub async fn set_breaker_as(
+        &self,
+        mut req: pb::SetBreakerRequest,
+        caller: Option<String>,
+    ) -> Result<pb::SetBreakerResponse, EngineError> {
+        if let Some(caller) = caller {
+            req.identity = caller;
+        }
+        self.set_breaker(req).await
+    }
+
     /// Holds a breaker open or closed by hand, or lifts the hold.
     pub async fn set_breaker(
         &self,
@@ -197,6 +213,14 @@ impl Engine {
                 })
             }
         };
+        if hold.is_some() {
+            let held = self.store().breaker_holds(&namespace).await?;
+            if held.len() >= MAX_HOLDS && !held.iter().any(|h| h.0 == req.breaker) {
+                return Err(EngineError::FailedPrecondition(format!(
+                    "namespace {namespace} has {MAX_HOLDS} breakers held already; release one first"
+                )));
+            }
+        }
         self.store()
             .set_breaker_hold(&namespace, &req.breaker, hold.as_ref())
             .await?;
