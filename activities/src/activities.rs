@@ -64,11 +64,34 @@ impl Backend {
     }
 }
 
+/// A payment call under way, counted in `CallCounts::payment_in_flight` until dropped.
+struct InFlight<'a>(&'a CallCounts);
+
+impl<'a> InFlight<'a> {
+    fn enter(calls: &'a CallCounts) -> Self {
+        let now = calls.payment_in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        calls
+            .payment_in_flight_max
+            .fetch_max(now, Ordering::Relaxed);
+        Self(calls)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.payment_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Counters of calls that reached each adapter (past its breaker).
 #[derive(Debug, Default)]
 pub struct CallCounts {
     pub inventory: AtomicU64,
     pub payment: AtomicU64,
+    /// Payment calls under way now, and the most at once since last reset (a herd of retries
+    /// after an outage shows here).
+    pub payment_in_flight: AtomicU64,
+    pub payment_in_flight_max: AtomicU64,
     pub shipping: AtomicU64,
     pub notification: AtomicU64,
     pub fraud: AtomicU64,
@@ -187,6 +210,7 @@ impl OrderActivities {
         let outage = adapter == Adapter::Payment && self.faults.payment_out();
         let run = async {
             counter.fetch_add(1, Ordering::Relaxed);
+            let _in_flight = (adapter == Adapter::Payment).then(|| InFlight::enter(&self.calls));
             if outage {
                 return Err(AdapterError::Unavailable(format!(
                     "{} gateway unavailable (outage)",

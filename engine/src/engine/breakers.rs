@@ -76,10 +76,13 @@ fn breaker_name(field: &'static str, name: &str) -> Result<(), EngineError> {
 /// Releases the tasks parked behind breakers, paced (see the module doc), until `shutdown`.
 pub(crate) async fn run_release(engine: Arc<Engine>, shutdown: CancellationToken) {
     let mut paces = HashMap::new();
+    // A pass spreads its releases over the second: the next starts when it ends, if later.
+    let mut every = tokio::time::interval(RELEASE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(RELEASE_EVERY) => {}
+            _ = every.tick() => {}
         }
         if let Err(e) = engine.release_parked(&mut paces).await {
             tracing::warn!(error = %e, "releasing tasks parked behind breakers failed; will retry");
@@ -400,9 +403,18 @@ impl Engine {
                 pace.allowance = (n * 4).min(MAX_RELEASED_PER_PASS);
                 n
             };
-            for (run_id, scheduled_event_id) in
-                self.store().parked_tasks(namespace, breaker, n).await?
+            // Spread over the second, so the system behind the breaker meets them one by one.
+            let gap = RELEASE_EVERY / u32::try_from(n).unwrap_or(u32::MAX).max(1);
+            for (i, (run_id, scheduled_event_id)) in self
+                .store()
+                .parked_tasks(namespace, breaker, n)
+                .await?
+                .into_iter()
+                .enumerate()
             {
+                if i > 0 && !open {
+                    tokio::time::sleep(gap).await;
+                }
                 let released = self
                     .update(run_id, |run, now, pollers| {
                         let d = Dispatch::pollers(pollers, now);
