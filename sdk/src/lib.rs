@@ -67,6 +67,8 @@ pub mod history;
 pub mod payload;
 pub mod replayer;
 pub mod saga;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod worker;
 pub mod workflow;
 

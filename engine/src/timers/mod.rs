@@ -23,20 +23,8 @@ pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
     let poll = engine.config().timer_poll_interval;
     let mut next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
     loop {
-        let now = engine.now();
-        match engine.store().due_timers(now, 256).await {
-            Ok(due) => {
-                let full = due.len() == 256;
-                for t in due {
-                    if let Err(e) = engine.fire_timer(t.run_id, &t.key).await {
-                        tracing::warn!(run_id = %t.run_id, timer = %t.key, error = %e, "timer not fired; will retry");
-                    }
-                }
-                if full {
-                    continue;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read due timers"),
+        if let Err(e) = engine.fire_due_timers().await {
+            tracing::warn!(error = %e, "cannot read due timers");
         }
         if let Err(e) = engine.reap_expired_leases().await {
             tracing::warn!(error = %e, "cannot read expired activity leases");
