@@ -5,7 +5,8 @@
 //! Timers live in the store; this loop only decides when to look. It sleeps until the
 //! earliest timer committed on this node, or at most `timer_poll_interval` (for timers
 //! committed on other nodes or before a restart). Firing is a commit that deletes the timer
-//! row, so a timer fires once even when several nodes see it due.
+//! row, so a timer fires once even when several nodes see it due. A clock that jumps ahead (a
+//! test environment's) is caught up at once with `Engine::catch_up`, not by this loop.
 
 use crate::engine::Engine;
 use std::sync::Arc;
