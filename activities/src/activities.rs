@@ -18,7 +18,7 @@ use martix_order_contract::saga::{
 use martix_order_contract::{Invoice, NotificationInput, Order, StepInput, failures};
 use martix_sdk::{Activity, ActivityContext, ActivityError, Worker};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The downstream systems the activities call.
@@ -64,11 +64,34 @@ impl Backend {
     }
 }
 
+/// A payment call under way, counted in `CallCounts::payment_in_flight` until dropped.
+struct InFlight<'a>(&'a CallCounts);
+
+impl<'a> InFlight<'a> {
+    fn enter(calls: &'a CallCounts) -> Self {
+        let now = calls.payment_in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        calls
+            .payment_in_flight_max
+            .fetch_max(now, Ordering::Relaxed);
+        Self(calls)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.payment_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Counters of calls that reached each adapter (past its breaker).
 #[derive(Debug, Default)]
 pub struct CallCounts {
     pub inventory: AtomicU64,
     pub payment: AtomicU64,
+    /// Payment calls under way now, and the most at once since last reset (a herd of retries
+    /// after an outage shows here).
+    pub payment_in_flight: AtomicU64,
+    pub payment_in_flight_max: AtomicU64,
     pub shipping: AtomicU64,
     pub notification: AtomicU64,
     pub fraud: AtomicU64,
@@ -88,6 +111,9 @@ pub struct OrderActivities {
     fraud_rules: FraudRules,
     breakers: BreakerRegistry,
     calls: CallCounts,
+    /// Whether an item of a SKU the catalogue does not list is refused (`UnknownSku`)
+    /// rather than priced as the client says.
+    closed_catalog: AtomicBool,
 }
 
 /// Breaker settings: consecutive failures to open, and how long it stays open.
@@ -133,7 +159,15 @@ impl OrderActivities {
             faults,
             breakers,
             calls: CallCounts::default(),
+            closed_catalog: AtomicBool::new(false),
         })
+    }
+
+    /// Closes the catalogue (`true`): an order with an item of a SKU it does not list is
+    /// refused (`UnknownSku`) before anything is reserved. Open by default: such items keep the
+    /// client's price.
+    pub fn set_closed_catalog(&self, closed: bool) {
+        self.closed_catalog.store(closed, Ordering::Relaxed);
     }
 
     /// The breakers' states.
@@ -176,6 +210,7 @@ impl OrderActivities {
         let outage = adapter == Adapter::Payment && self.faults.payment_out();
         let run = async {
             counter.fetch_add(1, Ordering::Relaxed);
+            let _in_flight = (adapter == Adapter::Payment).then(|| InFlight::enter(&self.calls));
             if outage {
                 return Err(AdapterError::Unavailable(format!(
                     "{} gateway unavailable (outage)",
@@ -231,7 +266,8 @@ impl OrderActivities {
         let listed = self
             .guarded(Adapter::Catalog, self.backend.catalog.prices(&skus))
             .await?;
-        catalog::check_prices(order, &listed).map_err(refuse)?;
+        catalog::check_prices(order, &listed, self.closed_catalog.load(Ordering::Relaxed))
+            .map_err(refuse)?;
         let invoice = martix_order_contract::invoice(order);
         fraud::check_amount(&self.fraud_rules, &invoice).map_err(refuse)?;
         let recent = self
@@ -239,7 +275,7 @@ impl OrderActivities {
                 Adapter::Fraud,
                 self.backend
                     .fraud
-                    .recent_orders(order.velocity_key(), &order.order_id),
+                    .recent_orders(&order.velocity_key(), &order.order_id),
             )
             .await?;
         fraud::check_velocity(&self.fraud_rules, recent).map_err(refuse)?;

@@ -162,13 +162,21 @@ fn parse_price(raw: &str) -> Option<i64> {
 
 /// Refuses an order with an item whose SKU the catalogue lists at another price or in another
 /// currency (`PriceMismatch`, naming the first such item). Items of SKUs the catalogue does
-/// not list keep their price.
+/// not list keep their price, unless the catalogue is `closed`: then they are refused
+/// (`UnknownSku`).
 pub fn check_prices(
     order: &Order,
     catalog: &BTreeMap<String, CatalogEntry>,
+    closed: bool,
 ) -> Result<(), Rejection> {
     for item in &order.items {
         let Some(listed) = catalog.get(&item.sku) else {
+            if closed {
+                return Err(Rejection {
+                    kind: failures::UNKNOWN_SKU,
+                    message: format!("sku {} is not in the catalogue", item.sku),
+                });
+            }
             continue;
         };
         if listed.price_cents != item.unit_price_cents || listed.currency != order.currency {
@@ -314,18 +322,27 @@ mod tests {
             discount_code: None,
             placed_by: None,
         };
-        assert_eq!(check_prices(&order("EUR", 1_500), &catalog), Ok(()));
-        let e = check_prices(&order("EUR", 1_400), &catalog).unwrap_err();
+        assert_eq!(check_prices(&order("EUR", 1_500), &catalog, false), Ok(()));
+        let e = check_prices(&order("EUR", 1_400), &catalog, false).unwrap_err();
         assert_eq!(e.kind, "PriceMismatch");
         assert_eq!(
             e.message,
             "sku mug costs 15.00 EUR in the catalogue, the order says 14.00 EUR"
         );
-        let e = check_prices(&order("USD", 1_500), &catalog).unwrap_err();
+        let e = check_prices(&order("USD", 1_500), &catalog, false).unwrap_err();
         assert_eq!(
             e.message,
             "sku mug costs 15.00 EUR in the catalogue, the order says 15.00 USD"
         );
-        assert_eq!(check_prices(&order("USD", 1), &BTreeMap::new()), Ok(()));
+        // Open, an unlisted SKU keeps the client's price; closed, it is refused.
+        assert_eq!(
+            check_prices(&order("USD", 1), &BTreeMap::new(), false),
+            Ok(())
+        );
+        let e = check_prices(&order("EUR", 1_500), &catalog, true).unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            ("UnknownSku", "sku unlisted is not in the catalogue")
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The fraud rules of the saga's first step (`price_order`): whether a priced order may be
 //! charged at all. An invoice total above `max_total_cents` is refused (`AmountLimit`), and
-//! so is an order beyond `max_orders_per_minute` orders in the minute ending with it of
-//! whoever placed it: the authenticated subject (`Order::placed_by`) when there is one, else
-//! the customer (`TooManyOrders`; counted by the `FraudCheck` adapter under
+//! so is an order beyond `max_orders_per_minute` orders in the minute ending with it of its
+//! customer, as the authenticated subject that placed it (`Order::placed_by`) names it when
+//! there is one (`TooManyOrders`; counted by the `FraudCheck` adapter under
 //! `Order::velocity_key`). Pure; what an order costs is `martix_order_contract::pricing`.
 
 use crate::reference::AdapterError;

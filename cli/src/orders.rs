@@ -41,6 +41,7 @@ pub(crate) async fn activities(
         }
     };
     let activities = OrderActivities::new(backend, Faults::from_env(), BreakerSettings::default());
+    activities.set_closed_catalog(closed_catalog()?);
     Ok((activities, reference))
 }
 
@@ -66,4 +67,14 @@ pub(crate) async fn run_worker(
     );
     worker.run(shutdown).await;
     Ok(())
+}
+
+/// `MARTIX_CATALOG`: `open` (the default: an item of a SKU the catalogue does not list keeps
+/// the client's price) or `closed` (it is refused).
+fn closed_catalog() -> Result<bool> {
+    match std::env::var("MARTIX_CATALOG").as_deref() {
+        Err(_) | Ok("open") => Ok(false),
+        Ok("closed") => Ok(true),
+        Ok(other) => anyhow::bail!("MARTIX_CATALOG is '{other}'; it must be open or closed"),
+    }
 }

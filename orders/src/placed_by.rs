@@ -14,7 +14,8 @@ pub struct PlacedBy;
 
 impl StartInput for PlacedBy {
     fn stamp(&self, caller: Option<&str>, input: &mut Option<pb::Payload>) {
-        let Some(payload) = input.as_mut().filter(|p| p.encoding == "json/plain") else {
+        // Whatever encoding it names: the SDK decodes any payload as JSON.
+        let Some(payload) = input.as_mut() else {
             return;
         };
         let Ok(Value::Object(mut order)) = serde_json::from_slice::<Value>(&payload.data) else {
@@ -29,6 +30,7 @@ impl StartInput for PlacedBy {
             None => order.remove("placed_by"),
         };
         payload.data = Value::Object(order).to_string().into_bytes();
+        "json/plain".clone_into(&mut payload.encoding);
     }
 }
 
@@ -62,5 +64,17 @@ mod tests {
         assert_eq!(stamped(None, spaced), spaced);
         // What is not an order is left for the saga to refuse.
         assert_eq!(stamped(Some("svc-shop"), "[1]"), "[1]");
+    }
+
+    #[test]
+    fn an_input_naming_another_encoding_is_stamped_too() {
+        let mut input = Some(pb::Payload {
+            encoding: String::new(),
+            data: br#"{"order_id":"o-1","placed_by":"victim"}"#.to_vec(),
+        });
+        PlacedBy.stamp(Some("svc-shop"), &mut input);
+        let input = input.unwrap();
+        assert_eq!(input.encoding, "json/plain");
+        assert_eq!(input.data, br#"{"order_id":"o-1","placed_by":"svc-shop"}"#);
     }
 }

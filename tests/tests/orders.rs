@@ -517,7 +517,15 @@ async fn a_payment_outage_parks_charges_behind_the_breaker_until_it_closes(backe
         failures: 3,
         open_for: Duration::from_millis(1500),
     };
-    let env = Env::start(backend, Faults::default(), breakers).await;
+    // Each charge takes 50 ms, so charges released at once would be under way at once.
+    let faults = Faults {
+        payment: martix_activities::faults::Knob {
+            latency: Duration::from_millis(50),
+            failure_rate: 0.0,
+        },
+        ..Faults::default()
+    };
+    let env = Env::start(backend, faults, breakers).await;
     let mut second = martix_sdk::Worker::new(
         &env.engine.endpoint,
         martix_sdk::WorkerOptions::new(&env.queue),
@@ -579,6 +587,8 @@ async fn a_payment_outage_parks_charges_behind_the_breaker_until_it_closes(backe
         reached <= 3,
         "while open, only probes (one per 5 s) reach the gateway: {reached} did"
     );
+    let calls = env.activities.calls();
+    calls.payment_in_flight_max.store(0, Ordering::SeqCst);
     outage.store(false, Ordering::SeqCst);
     let closed_at = std::time::Instant::now();
     for run in &runs {
@@ -588,12 +598,16 @@ async fn a_payment_outage_parks_charges_behind_the_breaker_until_it_closes(backe
             .unwrap();
         assert_eq!(o.status, "completed", "{}", o.order_id);
     }
-    // Released paced (1, 4, 16, 64, 256 a second): 200 charges take seconds, not one burst.
+    // Released paced (1, 4, 16, 64, 256 a second): 200 charges take seconds, not one burst,
+    // and the gateway that came back sees a few at a time (64 a second of 50 ms calls: about
+    // 3; all 200 at once would be up to 200).
     assert!(
         closed_at.elapsed() >= Duration::from_secs(3),
         "released all at once: {:?}",
         closed_at.elapsed()
     );
+    let herd = calls.payment_in_flight_max.load(Ordering::SeqCst);
+    assert!(herd <= 40, "{herd} charges were under way at once");
     let refs: Vec<&Order> = orders.iter().collect();
     env.assert_ledger(&refs).await;
 }

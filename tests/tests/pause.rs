@@ -308,8 +308,58 @@ async fn a_pause_needs_a_reason(backend: Backend) {
     assert!(d.summary.paused.is_none(), "nothing changed");
 }
 
+/// A reset of a paused workflow keeps it paused: the new run's tasks wait for a resume.
+async fn a_paused_workflow_reset_stays_paused(backend: Backend) {
+    let engine = TestEngine::start(backend, config()).await;
+    let q = unique("paced");
+    let r = start(&engine, &q).await;
+    let id = unique("reset");
+    r.client
+        .start_workflow(StartOptions::new("paced", &id, &q), &60_000u64)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while r
+        .client
+        .handle(&id)
+        .describe()
+        .await
+        .unwrap()
+        .pending_timers
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the run never sleeps");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(r.client.handle(&id).pause("investigating").await.unwrap());
+    let new = r
+        .client
+        .handle(&id)
+        .reset(martix_sdk::ResetPoint::First, "replay from the start")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let d = new.describe().await.unwrap();
+    let pause = d.summary.paused.as_ref().expect("still paused");
+    assert_eq!(pause.reason, "investigating");
+    assert!(
+        d.pending_workflow_task.as_ref().is_some_and(|t| !t.started),
+        "its first workflow task waits"
+    );
+    assert_eq!(r.calls.count("one"), 1, "the new run ran nothing");
+    assert!(new.resume("done").await.unwrap());
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while new.describe().await.unwrap().pending_timers.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("resumed, it runs to its sleep");
+}
+
 on_both_backends!(
     fifty_paused_runs_wait_out_their_timers_and_complete_when_resumed,
     a_task_running_when_paused_finishes_and_nothing_follows_until_resumed,
     a_pause_needs_a_reason,
+    a_paused_workflow_reset_stays_paused,
 );

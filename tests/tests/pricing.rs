@@ -230,21 +230,28 @@ async fn price_order_prices_and_applies_the_fraud_rules(backend: Backend) {
     let r: Result<Invoice, (String, String)> = place(order("again", "alice", 100, None)).await;
     assert!(r.is_ok(), "{r:?}");
 
-    // An order placed by an authenticated caller counts against the caller, not the
-    // customer: six customers, one caller, and the caller's sixth is refused.
-    let by_svc = |i: usize| Order {
-        placed_by: Some(format!("{p}-svc")),
-        ..order(&format!("svc-{i}"), &format!("dave-{i}"), 100, None)
+    // An order placed by an authenticated caller counts per customer as that caller names
+    // it: a service placing for six customers is not held as one, a caller naming another's
+    // customer fills only its own count.
+    let by = |caller: &str, i: usize, customer: &str| Order {
+        placed_by: Some(format!("{p}-{caller}")),
+        ..order(&format!("{caller}-{i}"), customer, 100, None)
     };
-    for i in 1..=5 {
-        let r: Result<Invoice, (String, String)> = place(by_svc(i)).await;
-        assert!(r.is_ok(), "the caller's order {i}: {r:?}");
+    for i in 1..=6 {
+        let r: Result<Invoice, (String, String)> = place(by("svc", i, &format!("dave-{i}"))).await;
+        assert!(r.is_ok(), "the service's order {i}: {r:?}");
     }
-    let r: Result<Invoice, (String, String)> = place(by_svc(6)).await;
+    for i in 1..=5 {
+        let r: Result<Invoice, (String, String)> = place(by("mallory", i, "frank")).await;
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let r: Result<Invoice, (String, String)> = place(by("mallory", 6, "frank")).await;
     assert_eq!(r.unwrap_err().0, "TooManyOrders");
-    // The sixth order's customer placing on their own is their first.
-    let r: Result<Invoice, (String, String)> = place(order("own", "dave-6", 100, None)).await;
-    assert!(r.is_ok(), "{r:?}");
+    let r: Result<Invoice, (String, String)> = place(by("svc", 7, "frank")).await;
+    assert!(
+        r.is_ok(),
+        "frank through the shop is not held by mallory's orders: {r:?}"
+    );
 
     // A catalogue price refuses a differing client price before the fraud rules count it.
     let listed = martix_activities::parse_csv(&format!(
@@ -262,6 +269,16 @@ async fn price_order_prices_and_applies_the_fraud_rules(backend: Backend) {
     );
     let r: Result<Invoice, (String, String)> = place(order("listed", "erin", 1_250, None)).await;
     assert!(r.is_ok(), "{r:?}");
+    // Closed, the catalogue refuses the item it does not list (sku-1) at any price.
+    activities.set_closed_catalog(true);
+    let r: Result<Invoice, (String, String)> = place(order("closed", "erin", 1_250, None)).await;
+    assert_eq!(
+        r.unwrap_err(),
+        (
+            "UnknownSku".into(),
+            format!("sku {p}-sku-1 is not in the catalogue")
+        )
+    );
     shutdown.cancel();
 }
 

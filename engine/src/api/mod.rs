@@ -205,10 +205,10 @@ service!(WorkflowService, WorkflowApi {
     cancel_workflow(pb::CancelWorkflowRequest) -> pb::CancelWorkflowResponse => cancel_workflow, CancelWorkflow;
     terminate_workflow(pb::TerminateWorkflowRequest) -> pb::TerminateWorkflowResponse => terminate_workflow, TerminateWorkflow;
     reset_workflow(pb::ResetWorkflowRequest) -> pb::ResetWorkflowResponse => reset_workflow, ResetWorkflow;
-    pause_workflow(pb::PauseWorkflowRequest) -> pb::PauseWorkflowResponse => pause_workflow, PauseWorkflow;
-    resume_workflow(pb::ResumeWorkflowRequest) -> pb::ResumeWorkflowResponse => resume_workflow, PauseWorkflow;
+    pause_workflow(pb::PauseWorkflowRequest) -> pb::PauseWorkflowResponse => pause_workflow_as(caller), PauseWorkflow;
+    resume_workflow(pb::ResumeWorkflowRequest) -> pb::ResumeWorkflowResponse => resume_workflow_as(caller), PauseWorkflow;
     retry_activity(pb::RetryActivityRequest) -> pb::RetryActivityResponse => retry_activity, RetryActivity;
-    set_breaker(pb::SetBreakerRequest) -> pb::SetBreakerResponse => set_breaker, ManageBreakers;
+    set_breaker(pb::SetBreakerRequest) -> pb::SetBreakerResponse => set_breaker_as(caller), ManageBreakers;
     list_breakers(pb::ListBreakersRequest) -> pb::ListBreakersResponse => list_breakers, ListBreakers;
     create_namespace(pb::CreateNamespaceRequest) -> pb::CreateNamespaceResponse => create_namespace, ManageNamespaces;
     list_namespaces(pb::ListNamespacesRequest) -> pb::ListNamespacesResponse => list_namespaces, ManageNamespaces;

@@ -48,6 +48,9 @@ const REPORT_WRITE_EVERY_MS: Millis = 60_000;
 /// Workers whose last report a node remembers; past it every report is written.
 const MAX_BREAKERS_NOTED: usize = 10_000;
 
+/// The most breakers held by hand in a namespace (what the store reads of them).
+const MAX_HOLDS: usize = 100;
+
 /// The breaker reports a node wrote last, by namespace and worker, with when.
 pub(super) type BreakersNoted = HashMap<(String, String), (Vec<BreakerReport>, Millis)>;
 
@@ -73,10 +76,13 @@ fn breaker_name(field: &'static str, name: &str) -> Result<(), EngineError> {
 /// Releases the tasks parked behind breakers, paced (see the module doc), until `shutdown`.
 pub(crate) async fn run_release(engine: Arc<Engine>, shutdown: CancellationToken) {
     let mut paces = HashMap::new();
+    // A pass spreads its releases over the second: the next starts when it ends, if later.
+    let mut every = tokio::time::interval(RELEASE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(RELEASE_EVERY) => {}
+            _ = every.tick() => {}
         }
         if let Err(e) = engine.release_parked(&mut paces).await {
             tracing::warn!(error = %e, "releasing tasks parked behind breakers failed; will retry");
@@ -158,6 +164,19 @@ impl Engine {
         Ok(pb::ReportBreakersResponse { holds })
     }
 
+    /// [`Self::set_breaker`] by `caller`: the authenticated subject, when there is one, is who
+    /// holds it.
+    pub async fn set_breaker_as(
+        &self,
+        mut req: pb::SetBreakerRequest,
+        caller: Option<String>,
+    ) -> Result<pb::SetBreakerResponse, EngineError> {
+        if let Some(caller) = caller {
+            req.identity = caller;
+        }
+        self.set_breaker(req).await
+    }
+
     /// Holds a breaker open or closed by hand, or lifts the hold.
     pub async fn set_breaker(
         &self,
@@ -197,6 +216,14 @@ impl Engine {
                 })
             }
         };
+        if hold.is_some() {
+            let held = self.store().breaker_holds(&namespace).await?;
+            if held.len() >= MAX_HOLDS && !held.iter().any(|h| h.0 == req.breaker) {
+                return Err(EngineError::FailedPrecondition(format!(
+                    "namespace {namespace} has {MAX_HOLDS} breakers held already; release one first"
+                )));
+            }
+        }
         self.store()
             .set_breaker_hold(&namespace, &req.breaker, hold.as_ref())
             .await?;
@@ -376,9 +403,18 @@ impl Engine {
                 pace.allowance = (n * 4).min(MAX_RELEASED_PER_PASS);
                 n
             };
-            for (run_id, scheduled_event_id) in
-                self.store().parked_tasks(namespace, breaker, n).await?
+            // Spread over the second, so the system behind the breaker meets them one by one.
+            let gap = RELEASE_EVERY / u32::try_from(n).unwrap_or(u32::MAX).max(1);
+            for (i, (run_id, scheduled_event_id)) in self
+                .store()
+                .parked_tasks(namespace, breaker, n)
+                .await?
+                .into_iter()
+                .enumerate()
             {
+                if i > 0 && !open {
+                    tokio::time::sleep(gap).await;
+                }
                 let released = self
                     .update(run_id, |run, now, pollers| {
                         let d = Dispatch::pollers(pollers, now);

@@ -389,6 +389,31 @@ impl Engine {
         Ok(pb::TerminateWorkflowResponse {})
     }
 
+    /// [`Self::pause_workflow`] by `caller`: the authenticated subject, when there is one, is
+    /// who paused it (not the identity the request names).
+    pub async fn pause_workflow_as(
+        &self,
+        mut req: pb::PauseWorkflowRequest,
+        caller: Option<String>,
+    ) -> Result<pb::PauseWorkflowResponse, EngineError> {
+        if let Some(caller) = caller {
+            req.identity = caller;
+        }
+        self.pause_workflow(req).await
+    }
+
+    /// [`Self::resume_workflow`] by `caller`, as [`Self::pause_workflow_as`].
+    pub async fn resume_workflow_as(
+        &self,
+        mut req: pb::ResumeWorkflowRequest,
+        caller: Option<String>,
+    ) -> Result<pb::ResumeWorkflowResponse, EngineError> {
+        if let Some(caller) = caller {
+            req.identity = caller;
+        }
+        self.resume_workflow(req).await
+    }
+
     /// Pauses a run: none of its tasks is handed out until it is resumed (see
     /// `history::pause`). Pausing a paused run changes nothing.
     pub async fn pause_workflow(

@@ -138,7 +138,8 @@ pub trait BreakerStore: Send + Sync {
     /// How many tasks of `namespace` are parked behind each breaker (counted up to 10,000).
     async fn parked_counts(&self, namespace: &str) -> Result<Vec<(String, i64)>, StoreError>;
 
-    /// The namespaces and breakers with tasks parked behind them (at most 100 pairs).
+    /// The namespaces and breakers with tasks parked behind them, in order (at most 1,000
+    /// pairs).
     async fn parked_breakers(&self) -> Result<Vec<(String, String)>, StoreError>;
 
     /// Up to `limit` tasks parked behind `breaker` in `namespace`: their runs and scheduled

@@ -63,10 +63,17 @@ pub struct Order {
 }
 
 impl Order {
-    /// Whom the fraud velocity rule counts this order against: the authenticated subject that
-    /// placed it if there is one, else the customer.
-    pub fn velocity_key(&self) -> &str {
-        self.placed_by.as_deref().unwrap_or(&self.customer_id)
+    /// Whom the fraud velocity rule counts this order against: the customer as the
+    /// authenticated subject that placed it names it (`<subject>/<customer>`), else the
+    /// customer. So no caller can make another caller's orders of a customer count (a client
+    /// naming a victim's customer id fills only its own count), and a service placing orders
+    /// for many customers with one token is held per customer, not as one; a caller that
+    /// invents customer ids is bounded by the edge's rate limit per subject.
+    pub fn velocity_key(&self) -> String {
+        match &self.placed_by {
+            Some(by) => format!("{by}/{}", self.customer_id),
+            None => self.customer_id.clone(),
+        }
     }
 
     /// The order's value in cents, before discount and tax (what is charged is
@@ -220,7 +227,7 @@ mod tests {
             placed_by: Some("svc-shop".into()),
             ..order()
         };
-        assert_eq!(by.velocity_key(), "svc-shop");
+        assert_eq!(by.velocity_key(), format!("svc-shop/{}", by.customer_id));
         let json = serde_json::to_value(&by).unwrap();
         assert_eq!(json["placed_by"], "svc-shop");
     }

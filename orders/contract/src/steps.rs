@@ -36,11 +36,14 @@ pub mod failures {
     /// `price_order`: an item's unit price or the order's currency differs from the
     /// catalogue's; the order ends `rejected`.
     pub const PRICE_MISMATCH: &str = "PriceMismatch";
+    /// `price_order`: with a closed catalogue, an item's SKU is not in it; the order ends
+    /// `rejected`.
+    pub const UNKNOWN_SKU: &str = "UnknownSku";
 
     /// Whether a failure of this type rejects the order (the fraud rules or the catalogue
     /// said no) rather than fails it.
     pub fn is_rejection(error_type: &str) -> bool {
-        [AMOUNT_LIMIT, TOO_MANY_ORDERS, PRICE_MISMATCH].contains(&error_type)
+        [AMOUNT_LIMIT, TOO_MANY_ORDERS, PRICE_MISMATCH, UNKNOWN_SKU].contains(&error_type)
     }
 }
 

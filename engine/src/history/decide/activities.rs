@@ -168,8 +168,9 @@ fn current_activity<'a>(
             run.run_id
         )));
     }
+    // A task parked behind a breaker is held by no worker: no token names it.
     run.activity(token.scheduled_event_id)
-        .filter(|a| a.attempt == token.attempt)
+        .filter(|a| a.attempt == token.attempt && a.parked_behind.is_empty())
         .ok_or_else(|| {
             EngineError::NotFound(
                 "activity task is no longer current: it was completed, cancelled or retried".into(),

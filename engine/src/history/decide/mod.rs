@@ -105,6 +105,17 @@ impl TaskToken {
         if token.lease_id.is_empty() {
             return Err(EngineError::invalid("task_token", "names no lease"));
         }
+        // Leases the engine hands out are hex; a breaker's hold on a parked task (`breaker:`)
+        // or a lease with control characters is no worker's.
+        if token.lease_id.starts_with("breaker:")
+            || token.lease_id.len() > 64
+            || token.lease_id.chars().any(char::is_control)
+        {
+            return Err(EngineError::invalid(
+                "task_token",
+                "names a lease the engine never handed out",
+            ));
+        }
         Ok((token, run_id))
     }
 }

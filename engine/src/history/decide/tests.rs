@@ -542,6 +542,19 @@ fn an_attempt_a_breaker_refused_costs_nothing_and_waits_behind_it() {
     let run = applied(&c);
     let a = &run.state.activities[0];
     assert_eq!((a.attempt, a.parked_behind.as_str()), (1, "payment"));
+    // No token completes a parked task: not its last holder's, not one naming the breaker.
+    assert!(complete_activity(&run, &token, None, "w", T0 + 11, nobody(T0)).is_err());
+    let forged = TaskToken {
+        lease_id: breaker_lease("payment"),
+        ..token.clone()
+    };
+    let raw = prost::Message::encode_to_vec(&forged);
+    assert!(TaskToken::decode_from(&raw).is_err());
+    let split = TaskToken {
+        lease_id: "l1\u{1f}breaker:x".into(),
+        ..token.clone()
+    };
+    assert!(TaskToken::decode_from(&prost::Message::encode_to_vec(&split)).is_err());
     assert_eq!((a.parked_since, a.next_attempt_time), (T0 + 10, 0));
 
     assert!(unpark(&run, act, "inventory", T0 + 20, nobody(T0 + 20)).is_none());

@@ -324,12 +324,12 @@ where
     }
 
     async fn parked_counts(&self, namespace: &str) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT lease_id, COUNT(*) FROM (SELECT lease_id FROM activity_tasks \
-             WHERE namespace = $1 AND lease_until = $2 LIMIT 10000) p GROUP BY lease_id",
-        )
+             WHERE namespace = $1 AND lease_until = {} LIMIT 10000) p GROUP BY lease_id",
+            history::PARKED_UNTIL
+        )))
         .bind(namespace)
-        .bind(history::PARKED_UNTIL)
         .fetch_all(&self.read)
         .await
         .map_err(classify)?;
@@ -346,11 +346,13 @@ where
     }
 
     async fn parked_breakers(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query(
+        // The time is written in the statement, as the partial index says it, so that the
+        // planner uses that index whatever the plan.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT DISTINCT namespace, lease_id FROM activity_tasks \
-             WHERE lease_until = $1 LIMIT 100",
-        )
-        .bind(history::PARKED_UNTIL)
+             WHERE lease_until = {} ORDER BY namespace, lease_id LIMIT 1000",
+            history::PARKED_UNTIL
+        )))
         .fetch_all(&self.read)
         .await
         .map_err(classify)?;
@@ -372,13 +374,13 @@ where
         breaker: &str,
         limit: usize,
     ) -> Result<Vec<(RunId, i64)>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT run_id, scheduled_event_id FROM activity_tasks \
-             WHERE namespace = $1 AND lease_id = $2 AND lease_until = $3 LIMIT $4",
-        )
+             WHERE namespace = $1 AND lease_id = $2 AND lease_until = {} LIMIT $3",
+            history::PARKED_UNTIL
+        )))
         .bind(namespace)
         .bind(history::breaker_lease(breaker))
-        .bind(history::PARKED_UNTIL)
         .bind(limit as i64)
         .fetch_all(&self.read)
         .await
