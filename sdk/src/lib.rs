@@ -55,6 +55,45 @@
 //! let greeting: String = run.result().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Testing
+//!
+//! With feature `testing` (as a dev-dependency: `martix-sdk = { version = "...", features =
+//! ["testing"] }`), `martix_sdk::testing::TestEnv` runs a real engine in the test's process on an
+//! in-memory database, with a clock the test skips: `env.sleep(Duration::from_secs(86_400))`
+//! fires a day of timers at once. Activities are mocked by type on the test's worker, and
+//! `env.assert_replays` replays the finished run against the code.
+//!
+//! ```no_run
+//! # use martix_sdk::{Activity, ActivityError, StartOptions, Workflow, WorkflowContext, WorkflowError};
+//! # use std::time::Duration;
+//! # struct Compose;
+//! # impl Activity for Compose { const NAME: &'static str = "compose"; type Input = String; type Output = String; }
+//! # struct Greet;
+//! # impl Workflow for Greet { const NAME: &'static str = "greet"; type Input = String; type Output = String; }
+//! # async fn greet(ctx: WorkflowContext, name: String) -> Result<String, WorkflowError> {
+//! #     ctx.sleep(Duration::from_secs(1)).await;
+//! #     Ok(ctx.activity(Compose, &name).await?)
+//! # }
+//! # #[cfg(feature = "testing")]
+//! # async fn test() {
+//! let env = martix_sdk::testing::TestEnv::start().await.unwrap();
+//! let mut worker = env.worker("hello");
+//! worker
+//!     .workflow(Greet, greet)
+//!     .activity(Compose, |_ctx, name: String| async move {
+//!         Ok::<_, ActivityError>(format!("hi {name}")) // the mock of `Compose`
+//!     });
+//! env.run(worker);
+//! let run = env
+//!     .client()
+//!     .start(Greet, StartOptions::for_id("greet-1", "hello"), &"ada".to_owned())
+//!     .await
+//!     .unwrap();
+//! env.sleep(Duration::from_secs(1)).await;
+//! assert_eq!(run.result::<String>().await.unwrap(), "hi ada");
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 
@@ -67,6 +106,8 @@ pub mod history;
 pub mod payload;
 pub mod replayer;
 pub mod saga;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod worker;
 pub mod workflow;
 

@@ -5,7 +5,8 @@
 //! Timers live in the store; this loop only decides when to look. It sleeps until the
 //! earliest timer committed on this node, or at most `timer_poll_interval` (for timers
 //! committed on other nodes or before a restart). Firing is a commit that deletes the timer
-//! row, so a timer fires once even when several nodes see it due.
+//! row, so a timer fires once even when several nodes see it due. A clock that jumps ahead (a
+//! test environment's) is caught up at once with `Engine::catch_up`, not by this loop.
 
 use crate::engine::Engine;
 use std::sync::Arc;
@@ -23,20 +24,8 @@ pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
     let poll = engine.config().timer_poll_interval;
     let mut next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
     loop {
-        let now = engine.now();
-        match engine.store().due_timers(now, 256).await {
-            Ok(due) => {
-                let full = due.len() == 256;
-                for t in due {
-                    if let Err(e) = engine.fire_timer(t.run_id, &t.key).await {
-                        tracing::warn!(run_id = %t.run_id, timer = %t.key, error = %e, "timer not fired; will retry");
-                    }
-                }
-                if full {
-                    continue;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read due timers"),
+        if let Err(e) = engine.fire_due_timers().await {
+            tracing::warn!(error = %e, "cannot read due timers");
         }
         if let Err(e) = engine.reap_expired_leases().await {
             tracing::warn!(error = %e, "cannot read expired activity leases");
