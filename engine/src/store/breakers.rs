@@ -76,8 +76,8 @@ pub struct WorkerBreaker {
     pub reported_at: Millis,
 }
 
-/// How long a report stands: workers report every minute, so a breaker not reported for this
-/// long belongs to a worker that is gone and no longer shows.
+/// How long a report stands: an unchanged report is written once a minute, so a breaker not
+/// reported for this long belongs to a worker that is gone and no longer shows.
 pub const BREAKER_REPORT_FRESH_MS: Millis = 5 * 60 * 1000;
 /// Reports older than this are deleted by the retention loop.
 pub const BREAKER_REPORT_KEPT_MS: Millis = 24 * 3600 * 1000;
