@@ -8,6 +8,9 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use std::collections::BTreeMap;
 
+/// How long the fraud velocity rule keeps an order attempt: a day, far past its minute, so a
+/// `price_order` retried within it gets the same answer.
+pub const ATTEMPTS_KEPT_MS: i64 = 24 * 3600 * 1000;
 /// What an adapter call can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AdapterError {
@@ -364,7 +367,8 @@ impl ReferenceAdapters {
     /// that key fall in the minute ending at this order's recorded time, itself included
     /// (`at` in `(this - 60 s, this]`, ties on `at` broken by order id). Later orders do not
     /// change the answer, so a retried call returns the same count. The key is the one first
-    /// recorded for the order.
+    /// recorded for the order. Attempts older than [`ATTEMPTS_KEPT_MS`] are deleted as new
+    /// ones come (two per call).
     pub async fn recent_orders(&self, key: &str, order_id: &str) -> Result<i64, AdapterError> {
         sqlx::query(
             "INSERT INTO order_attempts (order_id, customer_id, at) VALUES ($1, $2, $3) \
@@ -373,6 +377,15 @@ impl ReferenceAdapters {
         .bind(order_id)
         .bind(key)
         .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(AdapterError::db)?;
+        // Two out for each one in: the table keeps about a day of attempts at any rate.
+        sqlx::query(
+            "DELETE FROM order_attempts WHERE order_id IN (SELECT order_id FROM order_attempts \
+             WHERE at < $1 ORDER BY at LIMIT 2)",
+        )
+        .bind(now_ms() - ATTEMPTS_KEPT_MS)
         .execute(&self.pool)
         .await
         .map_err(AdapterError::db)?;

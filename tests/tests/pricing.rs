@@ -102,6 +102,29 @@ async fn recent_orders_count_per_customer_within_a_minute(backend: Backend) {
     );
     assert_eq!((x.unwrap(), y.unwrap()), (7, 7), "concurrent retries agree");
 
+    // An attempt older than a day (here the oldest there is) goes with the next attempt.
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let ancient = format!("{p}-ancient");
+    sqlx::query("INSERT INTO order_attempts (order_id, customer_id, at) VALUES ($1, $2, 0)")
+        .bind(&ancient)
+        .bind(&bob)
+        .execute(&pool)
+        .await
+        .unwrap();
+    adapters
+        .recent_orders(&bob, &format!("{p}-b03"))
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM order_attempts WHERE order_id = $1",
+    )
+    .bind(&ancient)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "an attempt past a day is deleted");
+    pool.close().await;
+
     drop(adapters);
     drop(store);
     remove_sqlite(&url);

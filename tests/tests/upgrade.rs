@@ -119,7 +119,7 @@ async fn each_owner_adopted_its_part(url: &str) {
         ]
     );
     assert_eq!(applied(&pool, "orders").await, [7]);
-    assert_eq!(applied(&pool, "adapters").await, [3, 6, 22]);
+    assert_eq!(applied(&pool, "adapters").await, [3, 6, 22, 25]);
     pool.close().await;
 }
 
