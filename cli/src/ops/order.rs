@@ -206,8 +206,17 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
         } => {
             let run = c.handle(&order_id);
             let d = run.describe().await?;
-            println!("order {order_id}: {}", d.summary.status);
-            show_view(&conn, &order_id).await?;
+            // The order's status first (the read model's), then its workflow run's.
+            let view = order_view(&conn, &order_id).await?;
+            match view.as_ref().and_then(|v| v.order.as_ref()) {
+                Some(o) if !o.last_error.is_empty() => {
+                    println!("order {order_id}: {} ({})", o.status, o.last_error)
+                }
+                Some(o) => println!("order {order_id}: {}", o.status),
+                None => println!("order {order_id}: not in the read model yet"),
+            }
+            println!("workflow run {}: {}", d.summary.run_id, d.summary.status);
+            show_view(view);
             let history = run.history().await?;
             println!("steps:");
             let mut steps: Vec<(i64, String, String)> = Vec::new();
@@ -322,7 +331,11 @@ async fn list_orders(
 }
 
 /// The read model's part of `martix order show`.
-async fn show_view(conn: &Conn, order_id: &str) -> Result<()> {
+/// The order's read-model row and events; `None` while its first event is not folded in.
+async fn order_view(
+    conn: &Conn,
+    order_id: &str,
+) -> Result<Option<martix_orders::pb::GetOrderResponse>> {
     let mut c = order_client(conn).await?;
     let got = c
         .get_order(martix_orders::pb::GetOrderRequest {
@@ -330,13 +343,17 @@ async fn show_view(conn: &Conn, order_id: &str) -> Result<()> {
             order_id: order_id.to_owned(),
         })
         .await;
-    let r = match got {
-        Ok(r) => r.into_inner(),
-        Err(s) if s.code() == tonic::Code::NotFound => {
-            println!("read model: (not yet: its first event is still to be folded in)");
-            return Ok(());
-        }
-        Err(s) => return Err(s.into()),
+    match got {
+        Ok(r) => Ok(Some(r.into_inner())),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => Err(s.into()),
+    }
+}
+
+fn show_view(view: Option<martix_orders::pb::GetOrderResponse>) {
+    let Some(r) = view else {
+        println!("read model: (not yet: its first event is still to be folded in)");
+        return;
     };
     let o = r.order.unwrap_or_default();
     let cur = o.currency.as_str();
@@ -372,7 +389,6 @@ async fn show_view(conn: &Conn, order_id: &str) -> Result<()> {
             e.body_json
         );
     }
-    Ok(())
 }
 
 /// `martix orders ...`.
