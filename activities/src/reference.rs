@@ -117,6 +117,44 @@ impl ReferenceAdapters {
         Ok(())
     }
 
+    /// Sets how many units of `sku` are available to new orders (0 to 1,000,000,000): what a
+    /// stock count says; reserved and shipped units stay as they are.
+    pub async fn set_stock(&self, sku: &str, available: i64) -> Result<(), AdapterError> {
+        if !(0..=1_000_000_000).contains(&available) {
+            return Err(AdapterError::Rejected {
+                kind: "InvalidStock",
+                message: format!("{available} units: stock must be 0 to 1,000,000,000"),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO inventory (sku, initial, available, reserved, shipped) \
+             VALUES ($1, $2, $2, 0, 0) ON CONFLICT (sku) DO UPDATE SET \
+             initial = inventory.initial + ($2 - inventory.available), available = $2",
+        )
+        .bind(sku)
+        .bind(available)
+        .execute(&self.pool)
+        .await
+        .map_err(AdapterError::db)?;
+        Ok(())
+    }
+
+    /// The stock of the SKUs starting with `prefix`, by SKU (at most 1,000): available,
+    /// reserved and shipped units.
+    pub async fn stock_levels(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, i64, i64, i64)>, AdapterError> {
+        sqlx::query_as(
+            "SELECT sku, available, reserved, shipped FROM inventory \
+             WHERE substr(sku, 1, length($1)) = $1 ORDER BY sku LIMIT 1000",
+        )
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(AdapterError::db)
+    }
+
     /// Reserves the order's stock under `key`; all items or none.
     pub async fn reserve(&self, key: &str, order: &Order) -> Result<String, AdapterError> {
         let mut per_sku: BTreeMap<&str, i64> = BTreeMap::new();

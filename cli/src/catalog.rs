@@ -27,7 +27,7 @@ pub(crate) enum CatalogCmd {
 }
 
 /// The reference adapters on the database `url` names.
-async fn connect(url: &str) -> Result<ReferenceAdapters> {
+pub(crate) async fn connect(url: &str) -> Result<ReferenceAdapters> {
     ReferenceAdapters::connect(url)
         .await
         .with_context(|| format!("cannot open the database {}", crate::redact(url)))

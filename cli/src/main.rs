@@ -10,6 +10,7 @@ mod report;
 mod scale;
 mod security;
 mod soak;
+mod stock;
 mod telemetry;
 
 use anyhow::{Context, Result};
@@ -70,6 +71,11 @@ enum Command {
         conn: ops::Conn,
         #[command(subcommand)]
         command: ops::OrderCmd,
+    },
+    /// The stock of the reference adapters: set a SKU's units, list them.
+    Stock {
+        #[command(subcommand)]
+        command: stock::StockCmd,
     },
     /// The catalogue of the reference adapters: the prices orders must carry.
     Catalog {
@@ -398,6 +404,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Namespace { conn, command } => ops::namespace(conn, command).await,
         Command::Breaker { conn, command } => ops::breaker(conn, command).await,
         Command::Catalog { command } => catalog::catalog(command).await,
+        Command::Stock { command } => stock::stock(command).await,
         Command::Orders { conn, command } => ops::orders(conn, command).await,
         Command::Events { conn, command } => events_cli::events(conn, command).await,
         Command::Stuck {

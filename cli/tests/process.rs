@@ -646,6 +646,41 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     assert_eq!(code, 1);
     assert!(err.contains("reason") && err.lines().count() == 1, "{err}");
 
+    // Stock by hand: set, listed, refused out of range (nothing changes).
+    let stock = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+            .args(["stock", args[0]])
+            .args(["--database-url", &format!("sqlite://{}", db.display())])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = stock(&["set", "cli-stock-1", "7"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "cli-stock-1: 7 available\n"),
+        "{err}"
+    );
+    let (code, _, err) = stock(&["set", "cli-stock-1", "--", "-1"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("stock must be 0 to") && err.lines().count() == 1,
+        "{err}"
+    );
+    let (_, listed, _) = stock(&["list", "--prefix", "cli-stock"]);
+    let row: Vec<&str> = listed
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row, ["cli-stock-1", "7", "0", "0"], "{listed}");
+
     // Breakers: held open and released by hand, listed.
     let breaker = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_martix"))
