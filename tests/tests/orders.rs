@@ -354,9 +354,10 @@ async fn a_cancel_before_the_first_step_reserves_and_charges_nothing(backend: Ba
     let run = env
         .client
         .signal_with_start(
-            StartOptions::new(ORDER_WORKFLOW_TYPE, &order.order_id, &env.queue),
+            martix_order_contract::saga::OrderSaga,
+            StartOptions::for_id(&order.order_id, &env.queue),
             &order,
-            martix_order_contract::CANCEL_SIGNAL,
+            martix_order_contract::saga::CancelOrder,
             &serde_json::json!({"reason": "changed my mind"}),
         )
         .await

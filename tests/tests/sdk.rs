@@ -162,7 +162,7 @@ async fn signal_with_start_starts_once_and_then_signals() {
     let id = unique("sws");
     // No worker yet: the run exists with the signal right after its start.
     let first = client
-        .signal_with_start(
+        .signal_with_start_by_name(
             StartOptions::new("order", &id, &q),
             &"sku-3",
             "approve",
@@ -172,7 +172,7 @@ async fn signal_with_start_starts_once_and_then_signals() {
         .unwrap();
     assert!(first.started);
     let again = client
-        .signal_with_start(
+        .signal_with_start_by_name(
             StartOptions::new("order", &id, &q),
             &"sku-3",
             "approve",

@@ -188,9 +188,25 @@ impl Client {
         Ok(self.started_handle(options.workflow_id, resp.run_id, resp.started))
     }
 
-    /// Signals the running run of the id, or starts one whose first event after the start is
-    /// the signal, in one step: the signal cannot fall between a start and a signal.
-    pub async fn signal_with_start<I: Serialize, S: Serialize>(
+    /// Signals the running run of the id with `S`, or starts workflow `W` with the signal as
+    /// its first event after the start, in one step: the signal cannot fall between a start
+    /// and a signal. Input and payload are checked at compile time.
+    pub async fn signal_with_start<W: Workflow, S: Signal>(
+        &self,
+        _workflow: W,
+        mut options: StartOptions,
+        input: &W::Input,
+        _signal: S,
+        payload: &S::Payload,
+    ) -> Result<WorkflowHandle, ClientError> {
+        options.workflow_type = W::NAME.to_owned();
+        self.signal_with_start_by_name(options, input, S::NAME, payload)
+            .await
+    }
+
+    /// The string form of [`Client::signal_with_start`]: the workflow type in `options`, the
+    /// signal by its name.
+    pub async fn signal_with_start_by_name<I: Serialize, S: Serialize>(
         &self,
         options: StartOptions,
         input: &I,

@@ -300,7 +300,15 @@ impl WorkflowContext {
         }
         drop(s);
         let value = f();
-        let payload = to_payload(&value).unwrap_or_default();
+        // A value that cannot be recorded would be computed again on every replay, silently
+        // different: the workflow task fails instead, naming why (panics in workflow code fail
+        // the task and are retried, visible in describe).
+        let payload = to_payload(&value).unwrap_or_else(|e| {
+            panic!(
+                "side_effect: a {} cannot be recorded as JSON: {e}",
+                std::any::type_name::<T>()
+            )
+        });
         self.state()
             .push_marker_command(crate::workflow::driver::SIDE_EFFECT_MARKER, seq, payload);
         value
@@ -313,7 +321,11 @@ impl WorkflowContext {
     /// again. `body` must serialize to a JSON object; the engine refuses anything else (the
     /// workflow task fails and is retried, visible to operators).
     pub fn publish<T: Serialize>(&self, event_type: &str, body: &T) {
-        let body = to_payload(body).unwrap_or_default();
+        // A body that cannot be encoded fails the workflow task, naming the event, rather than
+        // publishing an empty one.
+        let body = to_payload(body).unwrap_or_else(|e| {
+            panic!("publish {event_type}: the body cannot be encoded as JSON: {e}")
+        });
         self.state()
             .push_command(pb::command::Attributes::PublishEvent(
                 pb::PublishEventCommand {
@@ -329,7 +341,10 @@ impl WorkflowContext {
     /// a replay says it at the same point.
     pub fn needs_attention(&self, reason: &str) {
         let mut details = std::collections::HashMap::new();
-        details.insert("reason".to_owned(), to_payload(&reason).unwrap_or_default());
+        details.insert(
+            "reason".to_owned(),
+            to_payload(&reason).expect("a string encodes as JSON"),
+        );
         self.state()
             .push_command(C::RecordMarker(pb::RecordMarkerCommand {
                 marker_name: ATTENTION_MARKER.to_owned(),

@@ -776,3 +776,45 @@ fn events_are_published_once_and_replayed_not_republished() {
 }
 
 mod combinators;
+
+/// A value JSON cannot hold (a map with non-string keys).
+#[derive(serde::Deserialize)]
+struct Unrecordable(std::collections::HashMap<(u8, u8), u8>);
+
+impl serde::Serialize for Unrecordable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+async fn unrecordable_side_effect(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+    let _ = ctx.side_effect(|| Unrecordable([((1, 2), 3)].into_iter().collect()));
+    Ok(())
+}
+
+async fn unencodable_event(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+    ctx.publish(
+        "thing.done",
+        &Unrecordable([((1, 2), 3)].into_iter().collect()),
+    );
+    Ok(())
+}
+
+#[test]
+fn a_side_effect_or_event_that_cannot_be_encoded_fails_the_task_naming_it() {
+    for (f, says) in [
+        (erase(unrecordable_side_effect), "side_effect: a "),
+        (
+            erase(unencodable_event),
+            "publish thing.done: the body cannot be encoded",
+        ),
+    ] {
+        let mut d = driver(f);
+        let h = Hist::start("");
+        d.apply_history(&h.events).unwrap();
+        match d.activate_live() {
+            Err(ActivationError::Panic(msg)) => assert!(msg.contains(says), "{msg}"),
+            other => panic!("expected the task to fail, got {other:?}"),
+        }
+    }
+}
