@@ -463,7 +463,7 @@ mod tests {
         let rules = InboundRules {
             namespaces: vec!["default".into(), "eu".into()],
             signals: vec!["cancel".into()],
-            workflow_types: vec!["order".into()],
+            workflow_types: vec!["renewal".into()],
         };
         let signal = |name: &str| {
             Inbound::Signal(pb::SignalWorkflowRequest {
@@ -483,7 +483,7 @@ mod tests {
         };
         assert_eq!(rules.check(&signal("cancel")), Ok(()));
         assert!(rules.check(&signal("pay")).unwrap_err().contains("'pay'"));
-        assert_eq!(rules.check(&start("order")), Ok(()));
+        assert_eq!(rules.check(&start("renewal")), Ok(()));
         assert!(
             rules
                 .check(&start("payroll"))
@@ -493,7 +493,7 @@ mod tests {
         let defaults = InboundRules::default();
         assert_eq!(defaults.check(&signal("anything")), Ok(()));
         assert!(
-            defaults.check(&start("order")).is_err(),
+            defaults.check(&start("renewal")).is_err(),
             "no start by default"
         );
 

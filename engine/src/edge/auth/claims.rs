@@ -20,7 +20,7 @@ pub struct ClaimMapping {
     /// Namespaces those roles apply to, `*` for all (default `namespaces`). A token without
     /// this claim holds them in no namespace.
     pub namespaces: String,
-    /// An object of roles per namespace, `{"orders-eu": ["operator"], "*": ["client"]}`
+    /// An object of roles per namespace, `{"shop-eu": ["operator"], "*": ["client"]}`
     /// (default: none).
     pub namespace_roles: Option<String>,
 }

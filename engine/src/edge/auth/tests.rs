@@ -166,16 +166,16 @@ async fn roles_come_from_a_nested_claim_and_unknown_role_names_are_ignored() {
     // Keycloak's shape; the namespaces claim has dots in its name (Auth0's custom claims).
     let keycloak = idp_claims(serde_json::json!({
         "realm_access": {"roles": ["offline_access", "operator", "uma_authorization"]},
-        "https://martix.example/namespaces": ["orders-eu"],
+        "https://martix.example/namespaces": ["shop-eu"],
     }));
     let p = auth.authenticate(Some(&signed(&keycloak))).unwrap();
     assert_eq!(p.roles, vec![Role::Operator]);
-    assert_eq!(p.namespaces, Some(vec!["orders-eu".to_owned()]));
-    assert!(p.authorize(Op::CancelWorkflow, "orders-eu").is_ok());
+    assert_eq!(p.namespaces, Some(vec!["shop-eu".to_owned()]));
+    assert!(p.authorize(Op::CancelWorkflow, "shop-eu").is_ok());
     // Only an IdP's own roles: nothing to grant, said with the claim looked at.
     let none = idp_claims(serde_json::json!({
         "realm_access": {"roles": ["offline_access"]},
-        "https://martix.example/namespaces": ["orders-eu"],
+        "https://martix.example/namespaces": ["shop-eu"],
     }));
     let e = auth.authenticate(Some(&signed(&none))).unwrap_err();
     assert!(e.to_string().contains("'realm_access.roles'"), "{e}");
@@ -191,18 +191,18 @@ async fn roles_per_namespace_grant_in_their_namespace_only() {
         ..ClaimMapping::default()
     });
     let t = idp_claims(serde_json::json!({"martix": {"namespace_roles": {
-        "orders-eu": ["operator", "offline_access"],
-        "orders-us": "client",
+        "shop-eu": ["operator", "offline_access"],
+        "shop-us": "client",
     }}}));
     let p = auth.authenticate(Some(&signed(&t))).unwrap();
-    assert!(p.authorize(Op::CancelWorkflow, "orders-eu").is_ok());
-    assert!(p.authorize(Op::StartWorkflow, "orders-us").is_ok());
+    assert!(p.authorize(Op::CancelWorkflow, "shop-eu").is_ok());
+    assert!(p.authorize(Op::StartWorkflow, "shop-us").is_ok());
     assert_eq!(
-        p.authorize(Op::CancelWorkflow, "orders-us"),
+        p.authorize(Op::CancelWorkflow, "shop-us"),
         Err(Denied::Role {
             op: Op::CancelWorkflow,
             roles: vec!["client"],
-            namespace: "orders-us".into()
+            namespace: "shop-us".into()
         })
     );
     assert_eq!(
@@ -214,12 +214,12 @@ async fn roles_per_namespace_grant_in_their_namespace_only() {
     // Token-wide roles and roles per namespace add up.
     let both = idp_claims(serde_json::json!({
         "roles": ["client"], "namespaces": ["*"],
-        "martix": {"namespace_roles": {"orders-eu": ["operator"]}},
+        "martix": {"namespace_roles": {"shop-eu": ["operator"]}},
     }));
     let p = auth.authenticate(Some(&signed(&both))).unwrap();
-    assert!(p.authorize(Op::CancelWorkflow, "orders-eu").is_ok());
-    assert!(p.authorize(Op::StartWorkflow, "orders-us").is_ok());
-    assert!(p.authorize(Op::CancelWorkflow, "orders-us").is_err());
+    assert!(p.authorize(Op::CancelWorkflow, "shop-eu").is_ok());
+    assert!(p.authorize(Op::StartWorkflow, "shop-us").is_ok());
+    assert!(p.authorize(Op::CancelWorkflow, "shop-us").is_err());
     let malformed = idp_claims(serde_json::json!({"martix": {"namespace_roles": ["operator"]}}));
     let e = auth.authenticate(Some(&signed(&malformed))).unwrap_err();
     assert!(e.to_string().contains("roles per namespace"), "{e}");

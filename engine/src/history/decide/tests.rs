@@ -521,9 +521,9 @@ fn an_attempt_a_breaker_refused_costs_nothing_and_waits_behind_it() {
     let (run, token) = with_activity();
     let act = run.state.activities[0].scheduled_event_id;
     let refused = pb::Failure {
-        message: "circuit breaker payment is open; nothing was called".into(),
+        message: "circuit breaker gateway is open; nothing was called".into(),
         r#type: "CircuitOpen".into(),
-        breaker: "payment".into(),
+        breaker: "gateway".into(),
         next_retry_delay: Some(ms_to_duration(30_000)),
         ..Default::default()
     };
@@ -536,16 +536,16 @@ fn an_attempt_a_breaker_refused_costs_nothing_and_waits_behind_it() {
         [TaskOp::Park {
             scheduled_event_id: act,
             lease_id: token.lease_id.clone(),
-            breaker: "payment".into()
+            breaker: "gateway".into()
         }]
     );
     let run = applied(&c);
     let a = &run.state.activities[0];
-    assert_eq!((a.attempt, a.parked_behind.as_str()), (1, "payment"));
+    assert_eq!((a.attempt, a.parked_behind.as_str()), (1, "gateway"));
     // No token completes a parked task: not its last holder's, not one naming the breaker.
     assert!(complete_activity(&run, &token, None, "w", T0 + 11, nobody(T0)).is_err());
     let forged = TaskToken {
-        lease_id: breaker_lease("payment"),
+        lease_id: breaker_lease("gateway"),
         ..token.clone()
     };
     let raw = prost::Message::encode_to_vec(&forged);
@@ -557,12 +557,12 @@ fn an_attempt_a_breaker_refused_costs_nothing_and_waits_behind_it() {
     assert!(TaskToken::decode_from(&prost::Message::encode_to_vec(&split)).is_err());
     assert_eq!((a.parked_since, a.next_attempt_time), (T0 + 10, 0));
 
-    assert!(unpark(&run, act, "inventory", T0 + 20, nobody(T0 + 20)).is_none());
+    assert!(unpark(&run, act, "mailer", T0 + 20, nobody(T0 + 20)).is_none());
     let mut pollers = AllWaiting::default();
     let r = unpark(
         &run,
         act,
-        "payment",
+        "gateway",
         T0 + 20,
         Dispatch::pollers(&mut pollers, T0 + 20),
     )
@@ -571,20 +571,20 @@ fn an_attempt_a_breaker_refused_costs_nothing_and_waits_behind_it() {
         r.commit.tasks,
         [TaskOp::Unpark {
             scheduled_event_id: act,
-            breaker: "payment".into(),
+            breaker: "gateway".into(),
             visible_at: T0 + 20
         }]
     );
     let released = applied(&r.commit);
     assert!(released.state.activities[0].parked_behind.is_empty());
     assert!(
-        unpark(&released, act, "payment", T0 + 30, nobody(T0 + 30)).is_none(),
+        unpark(&released, act, "gateway", T0 + 30, nobody(T0 + 30)).is_none(),
         "released once"
     );
 
     // Released while the run is paused: it stays parked for the pause.
     let paused = applied(&pause(&run, "audit", "ops", T0 + 15).unwrap().unwrap());
-    let r = unpark(&paused, act, "payment", T0 + 20, nobody(T0 + 20)).unwrap();
+    let r = unpark(&paused, act, "gateway", T0 + 20, nobody(T0 + 20)).unwrap();
     assert!(matches!(
         r.commit.tasks[..],
         [TaskOp::Unpark { visible_at, .. }] if visible_at == PARKED_UNTIL

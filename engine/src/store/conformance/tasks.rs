@@ -306,7 +306,7 @@ pub async fn held_tasks_wait_and_held_rows_are_left_alone(store: &dyn Store) {
 pub async fn tasks_parked_behind_a_breaker_wait_until_released(store: &dyn Store) {
     let ns = namespace(store).await;
     let q = unique("q");
-    let breaker = unique("payment");
+    let breaker = unique("gateway");
     let c = start(&ns, "wf", &q, T0);
     store.commit(&c).await.unwrap();
     let run = stored(&c);
@@ -429,11 +429,11 @@ pub async fn a_breaker_is_open_while_its_latest_report_says_so(store: &dyn Store
     let ns = namespace(store).await;
     let report = |state| {
         [BreakerReport {
-            adapter: "payment".into(),
+            adapter: "gateway".into(),
             state,
         }]
     };
-    assert!(!store.breaker_open(&ns, "payment", T0).await.unwrap());
+    assert!(!store.breaker_open(&ns, "gateway", T0).await.unwrap());
     store
         .record_breakers(&ns, "w1", &report(BreakerState::Open), T0)
         .await
@@ -442,14 +442,14 @@ pub async fn a_breaker_is_open_while_its_latest_report_says_so(store: &dyn Store
         .record_breakers(&ns, "w2", &report(BreakerState::Open), T0 + 1)
         .await
         .unwrap();
-    assert!(store.breaker_open(&ns, "payment", T0).await.unwrap());
-    assert!(!store.breaker_open(&ns, "inventory", T0).await.unwrap());
+    assert!(store.breaker_open(&ns, "gateway", T0).await.unwrap());
+    assert!(!store.breaker_open(&ns, "mailer", T0).await.unwrap());
     store
         .record_breakers(&ns, "w1", &report(BreakerState::HalfOpen), T0 + 2)
         .await
         .unwrap();
     assert!(
-        store.breaker_open(&ns, "payment", T0).await.unwrap(),
+        store.breaker_open(&ns, "gateway", T0).await.unwrap(),
         "a trial call is under way"
     );
     store
@@ -457,11 +457,11 @@ pub async fn a_breaker_is_open_while_its_latest_report_says_so(store: &dyn Store
         .await
         .unwrap();
     assert!(
-        !store.breaker_open(&ns, "payment", T0).await.unwrap(),
+        !store.breaker_open(&ns, "gateway", T0).await.unwrap(),
         "the latest change wins"
     );
     assert!(
-        !store.breaker_open(&ns, "payment", T0 + 4).await.unwrap(),
+        !store.breaker_open(&ns, "gateway", T0 + 4).await.unwrap(),
         "reports older than asked do not count"
     );
 }
@@ -664,7 +664,7 @@ pub async fn breakers_are_kept_per_namespace_and_forgotten_when_stale(store: &dy
             .collect::<Vec<_>>()
     };
     store
-        .record_breakers(&a, &worker, &[report("payment", BreakerState::Open)], T0)
+        .record_breakers(&a, &worker, &[report("gateway", BreakerState::Open)], T0)
         .await
         .unwrap();
     store
@@ -673,7 +673,7 @@ pub async fn breakers_are_kept_per_namespace_and_forgotten_when_stale(store: &dy
         .unwrap();
     assert_eq!(
         mine(store.open_breakers(Some(&a), T0).await.unwrap()),
-        [("payment".to_owned(), T0)],
+        [("gateway".to_owned(), T0)],
         "each namespace sees its own"
     );
     assert_eq!(
@@ -685,14 +685,14 @@ pub async fn breakers_are_kept_per_namespace_and_forgotten_when_stale(store: &dy
         .record_breakers(
             &a,
             &worker,
-            &[report("payment", BreakerState::Open)],
+            &[report("gateway", BreakerState::Open)],
             T0 + 500,
         )
         .await
         .unwrap();
     assert_eq!(
         mine(store.open_breakers(Some(&a), T0 + 100).await.unwrap()),
-        [("payment".to_owned(), T0)]
+        [("gateway".to_owned(), T0)]
     );
     assert!(
         mine(store.open_breakers(Some(&b), T0 + 100).await.unwrap()).is_empty(),
@@ -716,13 +716,13 @@ pub async fn breakers_are_kept_per_namespace_and_forgotten_when_stale(store: &dy
     );
     assert_eq!(
         mine(store.open_breakers(Some(&a), T0).await.unwrap()),
-        [("payment".to_owned(), T0)]
+        [("gateway".to_owned(), T0)]
     );
     store
         .record_breakers(
             &a,
             &worker,
-            &[report("payment", BreakerState::Closed)],
+            &[report("gateway", BreakerState::Closed)],
             T0 + 800,
         )
         .await
