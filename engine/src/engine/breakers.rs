@@ -62,17 +62,6 @@ fn hold_of(state: BreakerState) -> pb::BreakerHold {
     }
 }
 
-/// Checks a breaker's name: 1 to 255 bytes without control characters.
-fn breaker_name(field: &'static str, name: &str) -> Result<(), EngineError> {
-    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
-        return Err(EngineError::invalid(
-            field,
-            "must be 1 to 255 bytes without control characters",
-        ));
-    }
-    Ok(())
-}
-
 /// Releases the tasks parked behind breakers, paced (see the module doc), until `shutdown`.
 pub(crate) async fn run_release(engine: Arc<Engine>, shutdown: CancellationToken) {
     let mut paces = HashMap::new();
@@ -124,7 +113,7 @@ impl Engine {
         }
         let mut reports = Vec::with_capacity(req.breakers.len());
         for (i, b) in req.breakers.iter().enumerate() {
-            breaker_name("breakers.adapter", &b.adapter).map_err(|_| {
+            history::check_breaker_name("breakers.adapter", &b.adapter).map_err(|_| {
                 EngineError::invalid(
                     "breakers.adapter",
                     format!("of report {i} must be 1 to 255 bytes without control characters"),
@@ -171,9 +160,7 @@ impl Engine {
         mut req: pb::SetBreakerRequest,
         caller: Option<String>,
     ) -> Result<pb::SetBreakerResponse, EngineError> {
-        if let Some(caller) = caller {
-            req.identity = caller;
-        }
+        req.identity = caller.unwrap_or(req.identity);
         self.set_breaker(req).await
     }
 
@@ -184,7 +171,7 @@ impl Engine {
     ) -> Result<pb::SetBreakerResponse, EngineError> {
         let namespace = self.namespace(&req.namespace).await?;
         let by = identity(&req.identity)?;
-        breaker_name("breaker", &req.breaker)?;
+        history::check_breaker_name("breaker", &req.breaker)?;
         let state = match pb::BreakerHold::try_from(req.hold) {
             Ok(pb::BreakerHold::None) => None,
             Ok(pb::BreakerHold::Open) => Some(BreakerState::Open),

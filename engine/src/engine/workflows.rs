@@ -396,9 +396,7 @@ impl Engine {
         mut req: pb::PauseWorkflowRequest,
         caller: Option<String>,
     ) -> Result<pb::PauseWorkflowResponse, EngineError> {
-        if let Some(caller) = caller {
-            req.identity = caller;
-        }
+        req.identity = caller.unwrap_or(req.identity);
         self.pause_workflow(req).await
     }
 
@@ -408,9 +406,7 @@ impl Engine {
         mut req: pb::ResumeWorkflowRequest,
         caller: Option<String>,
     ) -> Result<pb::ResumeWorkflowResponse, EngineError> {
-        if let Some(caller) = caller {
-            req.identity = caller;
-        }
+        req.identity = caller.unwrap_or(req.identity);
         self.resume_workflow(req).await
     }
 

@@ -26,6 +26,7 @@ pub use retry::retry_delay;
 pub use state::*;
 
 use crate::clock::{Millis, to_timestamp};
+use crate::error::EngineError;
 use crate::ids::{RunId, TaskQueue};
 use martix_proto::v1 as pb;
 use pb::history_event::Attributes;
@@ -94,7 +95,26 @@ pub const PARKED_UNTIL: Millis = 253_402_300_799_000;
 
 /// The lease id of a task row parked behind circuit breaker `breaker`.
 pub fn breaker_lease(breaker: &str) -> String {
-    format!("breaker:{breaker}")
+    format!("{BREAKER_LEASE_PREFIX}{breaker}")
+}
+
+/// The breaker a task row's lease id says it is parked behind, if it is one.
+pub fn breaker_of_lease(lease_id: &str) -> Option<&str> {
+    lease_id.strip_prefix(BREAKER_LEASE_PREFIX)
+}
+
+const BREAKER_LEASE_PREFIX: &str = "breaker:";
+
+/// Checks a circuit breaker's name as a request gives it in `field`: 1 to 255 bytes without
+/// control characters.
+pub fn check_breaker_name(field: &'static str, name: &str) -> Result<(), EngineError> {
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(EngineError::invalid(
+            field,
+            "must be 1 to 255 bytes without control characters",
+        ));
+    }
+    Ok(())
 }
 
 /// Everything one transaction writes for one run (and, on continue-as-new, the next run).

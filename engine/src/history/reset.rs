@@ -80,17 +80,15 @@ pub fn reset(
         execution_deadline: run.state.execution_deadline,
         traceparent: run.state.traceparent.clone(),
         events_published: run.state.events_published,
-        // A paused workflow stays paused through a reset, as through continue-as-new: the new
-        // run's tasks are parked until an operator resumes it.
-        paused_at: run.state.paused_at,
-        paused_by: run.state.paused_by.clone(),
-        paused_reason: run.state.paused_reason.clone(),
         history_bytes: prefix
             .iter()
             .map(|e| prost::Message::encoded_len(e) as i64)
             .sum(),
         ..Default::default()
     };
+    // A paused workflow stays paused through a reset, as through continue-as-new: the new
+    // run's tasks are parked (`Transition::finish`) until an operator resumes it.
+    state.carry_pause(&run.state);
     let mut scheduled: Vec<(i64, pb::ActivityTaskScheduledAttributes, Millis)> = Vec::new();
     for e in &prefix {
         let at = e

@@ -79,6 +79,14 @@ impl RunState {
         self.paused_at != 0
     }
 
+    /// Takes over `from`'s pause (or its absence): the next run of a workflow an operator
+    /// paused (continue-as-new, reset) is paused as well.
+    pub fn carry_pause(&mut self, from: &RunState) {
+        self.paused_at = from.paused_at;
+        self.paused_by.clone_from(&from.paused_by);
+        self.paused_reason.clone_from(&from.paused_reason);
+    }
+
     /// Bytes of the events buffered for the next workflow task.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered.iter().map(prost::Message::encoded_len).sum()

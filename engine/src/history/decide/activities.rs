@@ -259,12 +259,7 @@ pub fn fail_activity(
         // Refused by the worker's breaker without a call: not an attempt. The task waits
         // behind the breaker until the engine releases it (`unpark`).
         let breaker = failure.breaker.clone();
-        if breaker.len() > 255 || breaker.chars().any(char::is_control) {
-            return Err(EngineError::invalid(
-                "failure.breaker",
-                "must be at most 255 bytes without control characters",
-            ));
-        }
+        check_breaker_name("failure.breaker", &breaker)?;
         let pending = pending_mut(&mut t, act.scheduled_event_id);
         pending.parked_behind.clone_from(&breaker);
         pending.parked_since = now;

@@ -106,10 +106,7 @@ pub(super) fn continue_as_new(
     let mut next = first_change(&params, new_id, now);
     if run.state.is_paused() {
         // The operator paused the workflow, not one run of it: the next run waits as well.
-        let state = &mut next.run.state;
-        state.paused_at = run.state.paused_at;
-        state.paused_by.clone_from(&run.state.paused_by);
-        state.paused_reason.clone_from(&run.state.paused_reason);
+        next.run.state.carry_pause(&run.state);
         if let Some(wft) = next.run.wft.as_mut() {
             wft.visible_at = PARKED_UNTIL;
         }

@@ -107,7 +107,7 @@ impl TaskToken {
         }
         // Leases the engine hands out are hex; a breaker's hold on a parked task (`breaker:`)
         // or a lease with control characters is no worker's.
-        if token.lease_id.starts_with("breaker:")
+        if breaker_of_lease(&token.lease_id).is_some()
             || token.lease_id.len() > 64
             || token.lease_id.chars().any(char::is_control)
         {

@@ -590,10 +590,37 @@ fn an_attempt_a_breaker_refused_costs_nothing_and_waits_behind_it() {
         [TaskOp::Unpark { visible_at, .. }] if visible_at == PARKED_UNTIL
     ));
 
-    // A breaker's refusal of a non-retryable kind, or a bad breaker name, is no parking.
+    // On the run before it was parked: a bad breaker name is refused, changing nothing; a
+    // breaker's refusal said to be non-retryable is a failure, not a parking.
+    let (unparked, token) = with_activity();
     let bad = pb::Failure {
-        breaker: "pay\nment".into(),
+        breaker: "gate\nway".into(),
         ..Default::default()
     };
-    assert!(fail_activity(&run, &token, bad, "w", T0, 0.0, false, nobody(T0)).is_err());
+    match fail_activity(&unparked, &token, bad, "w", T0, 0.0, false, nobody(T0)) {
+        Err(EngineError::InvalidArgument { field, .. }) => assert_eq!(field, "failure.breaker"),
+        other => panic!("expected the breaker's name refused, got {other:?}"),
+    }
+    let final_refusal = pb::Failure {
+        breaker: "gateway".into(),
+        non_retryable: true,
+        ..Default::default()
+    };
+    let c = fail_activity(
+        &unparked,
+        &token,
+        final_refusal,
+        "w",
+        T0,
+        0.0,
+        false,
+        nobody(T0),
+    )
+    .unwrap()
+    .commit;
+    assert!(
+        !c.tasks.iter().any(|t| matches!(t, TaskOp::Park { .. })),
+        "{:?}",
+        c.tasks
+    );
 }

@@ -339,7 +339,7 @@ where
                     Ok(l) => l,
                     Err(e) => return Some(Err(corrupt(e))),
                 };
-                let breaker = lease.strip_prefix("breaker:")?.to_owned();
+                let breaker = history::breaker_of_lease(&lease)?.to_owned();
                 Some(r.try_get(1).map_err(corrupt).map(|n: i64| (breaker, n)))
             })
             .collect()
@@ -362,7 +362,7 @@ where
                     Ok(l) => l,
                     Err(e) => return Some(Err(corrupt(e))),
                 };
-                let breaker = lease.strip_prefix("breaker:")?.to_owned();
+                let breaker = history::breaker_of_lease(&lease)?.to_owned();
                 Some(r.try_get(0).map_err(corrupt).map(|ns| (ns, breaker)))
             })
             .collect()
