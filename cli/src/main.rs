@@ -7,6 +7,7 @@ mod demo;
 mod events_cli;
 mod ops;
 mod orders;
+mod probe;
 mod report;
 mod scale;
 mod security;
@@ -129,6 +130,16 @@ enum Command {
         #[command(subcommand)]
         command: security::TokenCmd,
     },
+    /// Ask a running engine's HTTP port whether it is ready (`/readyz`): exit 0 if it is, 1
+    /// if not. For container health checks in images without a shell or curl.
+    Probe {
+        /// The engine's HTTP port.
+        #[arg(long, env = "MARTIX_HTTP_ADDR", default_value = "127.0.0.1:8233")]
+        http_addr: SocketAddr,
+        /// The path to ask: `/readyz` (the store answers) or `/healthz` (the process is up).
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+    },
     /// Apply the database migrations and exit.
     Migrate {
         /// postgres://... or sqlite://path
@@ -242,6 +253,8 @@ struct WorkerArgs {
     #[command(flatten)]
     auth: ops::ClientAuth,
     #[command(flatten)]
+    signing: security::WorkerSigning,
+    #[command(flatten)]
     orders: OrderArgs,
 }
 
@@ -343,7 +356,7 @@ async fn run(cli: Cli) -> Result<()> {
             );
             orders::run_worker(
                 &args.address,
-                &args.auth.options()?,
+                &args.signing.apply(args.auth.options()?, "default")?,
                 &args.orders.task_queue,
                 activities,
                 shutdown,
@@ -367,6 +380,7 @@ async fn run(cli: Cli) -> Result<()> {
             older_than,
             min_attempts,
         } => ops::stuck(conn, older_than, min_attempts).await,
+        Command::Probe { http_addr, path } => probe::probe(http_addr, &path).await,
         Command::Migrate { database_url } => {
             let context = || format!("migrating {}", redact(&database_url));
             let store = martix_engine::store::connect(&database_url)

@@ -158,6 +158,58 @@ impl EdgeArgs {
     }
 }
 
+/// A worker that holds the engine's HS256 secret signs its own tokens (role worker, its
+/// namespace, an hour each, a new one every half hour) when no `--token` is given: a worker
+/// that runs for months needs no token handed to it and never sends an expired one.
+#[derive(Args)]
+pub(crate) struct WorkerSigning {
+    /// The engine's HS256 secret: with it and no --token, the worker signs its own tokens.
+    #[arg(
+        long = "auth-secret",
+        env = "MARTIX_AUTH_SECRET",
+        hide_env_values = true
+    )]
+    secret: Option<String>,
+    /// The issuer (`iss`) of those tokens.
+    #[arg(long = "auth-issuer", env = "MARTIX_AUTH_ISSUER", default_value = auth::DEFAULT_ISSUER)]
+    issuer: String,
+    /// The audience (`aud`) of those tokens.
+    #[arg(long = "auth-audience", env = "MARTIX_AUTH_AUDIENCE", default_value = auth::DEFAULT_AUDIENCE)]
+    audience: String,
+}
+
+impl WorkerSigning {
+    /// `options`, minting worker tokens for `namespace` when a secret is given.
+    pub(crate) fn apply(
+        &self,
+        options: martix_sdk::ConnectOptions,
+        namespace: &str,
+    ) -> Result<martix_sdk::ConnectOptions> {
+        let Some(secret) = self.secret.as_deref().filter(|s| !s.is_empty()) else {
+            return Ok(options);
+        };
+        if secret.len() < 32 {
+            bail!("the auth secret is {} bytes; use at least 32", secret.len());
+        }
+        let key = SigningKey::Secret(secret.as_bytes().to_vec());
+        let request = TokenRequest {
+            subject: format!(
+                "worker-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ),
+            roles: vec![Role::Worker],
+            namespaces: vec![namespace.to_owned()],
+            ttl: Duration::from_secs(3600),
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+        };
+        Ok(options.token_from(
+            move || auth::issue(&key, &request),
+            Duration::from_secs(1800),
+        ))
+    }
+}
+
 #[derive(Subcommand)]
 pub(crate) enum TokenCmd {
     /// Sign a bearer token and print it.

@@ -204,13 +204,14 @@ async fn server_and_worker_processes_run_an_order_on_postgres_with_tokens() {
         "127.0.0.1:0",
         &[("MARTIX_AUTH_SECRET", SECRET)],
     );
-    let worker_token = issue_token(&["worker"], "default");
     let client_token = issue_token(&["client"], "default");
     let queue = martix_tests::unique("orders");
+    // The worker holds the engine's secret and no token: it signs its own worker tokens.
     let mut worker = Command::new(env!("CARGO_BIN_EXE_martix"))
         .args(["worker", "--database-url", &url, "--address", &server.grpc])
         .args(["--task-queue", &queue])
-        .env("MARTIX_TOKEN", &worker_token)
+        .env("MARTIX_AUTH_SECRET", SECRET)
+        .env_remove("MARTIX_TOKEN")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -855,6 +856,43 @@ fn an_engine_that_is_not_running_is_one_line_saying_how_to_start_it() {
             "martix: cannot reach the engine at http://{addr}: connection refused \
              (start it with 'martix dev')\n"
         )
+    );
+}
+
+/// `martix probe` (the container image's health check): 0 while the engine is ready, 1 with
+/// one line once nothing answers.
+#[test]
+fn probe_says_ready_while_the_engine_runs_and_fails_in_one_line_once_it_stopped() {
+    let dev = spawn(&["dev", "--ephemeral"]);
+    let http = dev.http.clone();
+    let probe = |path: &str| {
+        Command::new(env!("CARGO_BIN_EXE_martix"))
+            .args(["probe", "--http-addr", &http, "--path", path])
+            .output()
+            .unwrap()
+    };
+    let ready = probe("/readyz");
+    assert!(
+        ready.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ready.stderr)
+    );
+    let missing = probe("/no-such-page");
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&missing.stderr),
+        format!(
+            "martix: http://{http}/no-such-page answered 404: not ready (the engine's log says why)\n"
+        )
+    );
+    assert!(terminate(dev).success());
+    let gone = probe("/readyz");
+    assert_eq!(gone.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(
+        err.starts_with(&format!("martix: cannot ask http://{http}/readyz: "))
+            && err.lines().count() == 1,
+        "{err}"
     );
 }
 

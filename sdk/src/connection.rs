@@ -1,6 +1,8 @@
 //! How the SDK reaches an engine: the address, a bearer token, and the CA to trust for TLS.
 
 use crate::ClientError;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -11,6 +13,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 #[derive(Clone, Default)]
 pub struct ConnectOptions {
     token: Option<String>,
+    minter: Option<Arc<Minter>>,
     ca_certificate: Option<Vec<u8>>,
     tls_domain: Option<String>,
 }
@@ -20,6 +23,7 @@ impl std::fmt::Debug for ConnectOptions {
         // Never the token itself.
         f.debug_struct("ConnectOptions")
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("minted_token", &self.minter.is_some())
             .field("ca_certificate", &self.ca_certificate.is_some())
             .field("tls_domain", &self.tls_domain)
             .finish()
@@ -30,6 +34,24 @@ impl ConnectOptions {
     /// Sends `token` as `authorization: Bearer <token>` with every call.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Makes the token with `mint` instead of taking a fixed one: on the first call and again
+    /// on the first call after it is `renew_every` old, so a process that runs for months
+    /// never sends an expired token (`martix worker` signs its own this way when it holds
+    /// the engine's HS256 secret). A token set with [`Self::token`] wins. When `mint` fails
+    /// the call fails `UNAUTHENTICATED` with its reason, and the next call tries again.
+    pub fn token_from(
+        mut self,
+        mint: impl Fn() -> Result<String, String> + Send + Sync + 'static,
+        renew_every: Duration,
+    ) -> Self {
+        self.minter = Some(Arc::new(Minter {
+            mint: Box::new(mint),
+            renew_every,
+            current: Mutex::new(None),
+        }));
         self
     }
 
@@ -101,17 +123,12 @@ impl ConnectOptions {
 
     /// The interceptor that adds the token.
     pub fn credentials(&self) -> Result<Credentials, ClientError> {
-        let value = match &self.token {
-            None => None,
-            Some(t) => {
-                let mut v: MetadataValue<Ascii> = format!("Bearer {t}").parse().map_err(|_| {
-                    ClientError::Config("the token holds characters a header cannot".into())
-                })?;
-                v.set_sensitive(true);
-                Some(v)
-            }
+        let source = match (&self.token, &self.minter) {
+            (Some(t), _) => Source::Fixed(bearer(t).map_err(ClientError::Config)?),
+            (None, Some(m)) => Source::Minted(m.clone()),
+            (None, None) => Source::None,
         };
-        Ok(Credentials(value))
+        Ok(Credentials(source))
     }
 
     /// Connects now; [`ClientError::Unreachable`] when nothing answers at `address`.
@@ -134,14 +151,71 @@ impl ConnectOptions {
     }
 }
 
+/// `Bearer <token>` as a header value that is never logged.
+fn bearer(token: &str) -> Result<MetadataValue<Ascii>, String> {
+    let mut v: MetadataValue<Ascii> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| "the token holds characters a header cannot".to_owned())?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// Tokens made on demand, each used until it is `renew_every` old.
+struct Minter {
+    mint: Box<dyn Fn() -> Result<String, String> + Send + Sync>,
+    renew_every: Duration,
+    current: Mutex<Option<(Instant, MetadataValue<Ascii>)>>,
+}
+
+impl Minter {
+    /// The header value to send now, made anew once the last one is old.
+    fn value(&self) -> Result<MetadataValue<Ascii>, String> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((made, v)) = current.as_ref()
+            && made.elapsed() < self.renew_every
+        {
+            return Ok(v.clone());
+        }
+        let v = bearer(&(self.mint)()?)?;
+        *current = Some((Instant::now(), v.clone()));
+        Ok(v)
+    }
+}
+
+#[derive(Clone, Default)]
+enum Source {
+    #[default]
+    None,
+    Fixed(MetadataValue<Ascii>),
+    Minted(Arc<Minter>),
+}
+
 /// Adds `authorization` to every call (nothing without a token).
-#[derive(Clone, Debug, Default)]
-pub struct Credentials(Option<MetadataValue<Ascii>>);
+#[derive(Clone, Default)]
+pub struct Credentials(Source);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.0 {
+            Source::None => "none",
+            Source::Fixed(_) => "fixed token",
+            Source::Minted(_) => "minted tokens",
+        };
+        f.debug_tuple("Credentials").field(&kind).finish()
+    }
+}
 
 impl Interceptor for Credentials {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
+        let value = match &self.0 {
+            Source::None => None,
+            Source::Fixed(v) => Some(v.clone()),
+            Source::Minted(m) => Some(m.value().map_err(|e| {
+                tonic::Status::unauthenticated(format!("cannot make a token: {e}"))
+            })?),
+        };
+        if let Some(v) = value {
+            req.metadata_mut().insert("authorization", v);
         }
         // The caller's trace continues on the engine (nothing when tracing is off).
         let parent = martix_proto::trace::current();
@@ -214,5 +288,50 @@ mod tests {
     fn the_token_is_not_in_debug_output() {
         let o = ConnectOptions::default().token("very-secret-token");
         assert!(!format!("{o:?}").contains("very-secret-token"));
+    }
+
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn authorization(c: &mut Credentials) -> Result<String, tonic::Status> {
+        let req = c.call(tonic::Request::new(()))?;
+        Ok(req
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default())
+    }
+
+    #[test]
+    fn a_minted_token_is_made_once_and_again_once_it_is_old() {
+        let made = Arc::new(AtomicU32::new(0));
+        let counter = made.clone();
+        let options = ConnectOptions::default().token_from(
+            move || Ok(format!("t{}", counter.fetch_add(1, Ordering::SeqCst))),
+            Duration::from_millis(50),
+        );
+        let mut c = options.credentials().unwrap();
+        assert_eq!(authorization(&mut c).unwrap(), "Bearer t0");
+        assert_eq!(authorization(&mut c.clone()).unwrap(), "Bearer t0");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(authorization(&mut c).unwrap(), "Bearer t1");
+        assert_eq!(made.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_fixed_token_wins_and_a_failed_mint_fails_the_call_unauthenticated() {
+        let fixed = ConnectOptions::default()
+            .token_from(|| Ok("minted".into()), Duration::from_secs(60))
+            .token("fixed");
+        assert_eq!(
+            authorization(&mut fixed.credentials().unwrap()).unwrap(),
+            "Bearer fixed"
+        );
+        let failing =
+            ConnectOptions::default().token_from(|| Err("no key".into()), Duration::from_secs(60));
+        let status = authorization(&mut failing.credentials().unwrap()).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert_eq!(status.message(), "cannot make a token: no key");
+        let none = ConnectOptions::default();
+        assert_eq!(authorization(&mut none.credentials().unwrap()).unwrap(), "");
     }
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 pub(crate) struct Running {
     pub(crate) child: KillOnDrop,
     pub(crate) grpc: String,
+    /// The HTTP port's address (`127.0.0.1:PORT`, no scheme).
+    pub(crate) http: String,
 }
 
 /// A child process killed when dropped, also when the test fails: a process left running
@@ -58,19 +60,24 @@ pub(crate) fn spawn_with(args: &[&str], grpc_addr: &str, envs: &[(&str, &str)]) 
         .expect("run martix");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let grpc = loop {
+    let (mut grpc, mut http) = (None, None);
+    while http.is_none() {
         let line = lines
             .next()
             .expect("martix printed where it listens before exiting")
             .unwrap();
         if let Some(addr) = line.trim().strip_prefix("gRPC") {
-            break addr.trim().to_owned();
+            grpc = Some(addr.trim().to_owned());
+        } else if let Some(rest) = line.trim().strip_prefix("HTTP") {
+            let url = rest.split_whitespace().next().unwrap_or_default();
+            http = Some(url.split_once("://").map_or(url, |(_, a)| a).to_owned());
         }
-    };
+    }
     std::thread::spawn(move || for _ in lines {});
     Running {
         child: KillOnDrop(child),
-        grpc,
+        grpc: grpc.expect("martix printed its gRPC address before its HTTP address"),
+        http: http.unwrap_or_default(),
     }
 }
 
