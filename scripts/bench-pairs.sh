@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Alternating pairs of `martix bench` on PostgreSQL, each run on a fresh database:
 #   scripts/bench-pairs.sh OLD_BINARY NEW_BINARY PAIRS [bench flags...]
-# e.g. scripts/bench-pairs.sh /tmp/old/martix target/release/martix 3 --concurrency 64
+# e.g. scripts/bench-pairs.sh /tmp/old/martix target/dist/martix 3 --concurrency 64
 # Prints each run's output, labelled; compare the runs side by side (this machine's speed
 # drifts within minutes, so only neighbours are comparable).
 set -euo pipefail

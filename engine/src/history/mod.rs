@@ -465,4 +465,22 @@ mod tests {
         let now = 1_764_000_000_000;
         assert!(now + duration_to_ms(d(i64::MAX, 0).as_ref()) > now);
     }
+
+    #[test]
+    fn a_breaker_lease_names_its_breaker_and_no_other_lease_does() {
+        assert_eq!(breaker_lease("payment"), "breaker:payment");
+        assert_eq!(breaker_of_lease(&breaker_lease("payment")), Some("payment"));
+        assert_eq!(breaker_of_lease("worker-7:lease-1"), None);
+        assert_eq!(breaker_of_lease(""), None);
+    }
+
+    #[test]
+    fn a_breaker_name_is_1_to_255_bytes_without_control_characters() {
+        assert!(check_breaker_name("breaker", "payment").is_ok());
+        assert!(check_breaker_name("breaker", &"b".repeat(255)).is_ok());
+        assert!(check_breaker_name("breaker", &"b".repeat(256)).is_err());
+        assert!(check_breaker_name("breaker", "").is_err());
+        assert!(check_breaker_name("breaker", "pay\nment").is_err());
+        assert!(check_breaker_name("breaker", "x").is_ok());
+    }
 }
