@@ -356,7 +356,10 @@ async fn run(cli: Cli) -> Result<()> {
             );
             orders::run_worker(
                 &args.address,
-                &args.signing.apply(args.auth.options()?, "default")?,
+                &args.signing.apply(
+                    args.auth.options()?,
+                    &martix_sdk::WorkerOptions::new(&args.orders.task_queue).namespace,
+                )?,
                 &args.orders.task_queue,
                 activities,
                 shutdown,

@@ -188,15 +188,9 @@ impl WorkerSigning {
         let Some(secret) = self.secret.as_deref().filter(|s| !s.is_empty()) else {
             return Ok(options);
         };
-        if secret.len() < 32 {
-            bail!("the auth secret is {} bytes; use at least 32", secret.len());
-        }
-        let key = SigningKey::Secret(secret.as_bytes().to_vec());
+        let key = secret_key(secret)?;
         let request = TokenRequest {
-            subject: format!(
-                "worker-{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..12]
-            ),
+            subject: random_subject(Role::Worker),
             roles: vec![Role::Worker],
             namespaces: vec![namespace.to_owned()],
             ttl: Duration::from_secs(3600),
@@ -208,6 +202,24 @@ impl WorkerSigning {
             Duration::from_secs(1800),
         ))
     }
+}
+
+/// An HS256 signing key, refused under 32 bytes.
+fn secret_key(secret: &str) -> Result<SigningKey> {
+    if secret.len() < 32 {
+        bail!("the secret is {} bytes; use at least 32", secret.len());
+    }
+    Ok(SigningKey::Secret(secret.as_bytes().to_vec()))
+}
+
+/// A subject for tokens issued apart, so that rate limits (per subject) keep them apart:
+/// the role and a random suffix.
+fn random_subject(role: Role) -> String {
+    format!(
+        "{}-{}",
+        role.as_str(),
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 #[derive(Subcommand)]
@@ -251,25 +263,17 @@ pub(crate) struct IssueArgs {
 pub(crate) fn token(cmd: TokenCmd) -> Result<()> {
     let TokenCmd::Issue(a) = cmd;
     let key = match (&a.secret, &a.private_key) {
-        (Some(s), None) => {
-            if s.len() < 32 {
-                bail!("the secret is {} bytes; use at least 32", s.len());
-            }
-            SigningKey::Secret(s.as_bytes().to_vec())
-        }
+        (Some(s), None) => secret_key(s)?,
         (None, Some(p)) => SigningKey::PrivateKeyPem {
             pem: std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
             kid: a.kid.clone(),
         },
         _ => bail!("give --secret (MARTIX_AUTH_SECRET) or --private-key"),
     };
-    let subject = a.subject.clone().unwrap_or_else(|| {
-        format!(
-            "{}-{}",
-            a.roles[0].as_str(),
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        )
-    });
+    let subject = a
+        .subject
+        .clone()
+        .unwrap_or_else(|| random_subject(a.roles[0]));
     let token = auth::issue(
         &key,
         &TokenRequest {

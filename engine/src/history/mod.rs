@@ -468,15 +468,18 @@ mod tests {
 
     #[test]
     fn a_breaker_lease_names_its_breaker_and_no_other_lease_does() {
-        assert_eq!(breaker_lease("payment"), "breaker:payment");
-        assert_eq!(breaker_of_lease(&breaker_lease("payment")), Some("payment"));
+        assert_eq!(breaker_lease("upstream"), "breaker:upstream");
+        assert_eq!(
+            breaker_of_lease(&breaker_lease("upstream")),
+            Some("upstream")
+        );
         assert_eq!(breaker_of_lease("worker-7:lease-1"), None);
         assert_eq!(breaker_of_lease(""), None);
     }
 
     #[test]
     fn a_breaker_name_is_1_to_255_bytes_without_control_characters() {
-        assert!(check_breaker_name("breaker", "payment").is_ok());
+        assert!(check_breaker_name("breaker", "upstream").is_ok());
         assert!(check_breaker_name("breaker", &"b".repeat(255)).is_ok());
         assert!(check_breaker_name("breaker", &"b".repeat(256)).is_err());
         assert!(check_breaker_name("breaker", "").is_err());
