@@ -61,5 +61,7 @@ ensure_rabbitmq() {
 
 ensure_postgres
 ensure_rabbitmq
+say "static checks of deploy/"
+scripts/check-deploy.sh
 say "cargo test --workspace"
 cargo test --workspace --no-fail-fast

@@ -82,6 +82,7 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<()> {
         &ServerConfig {
             grpc_addr: "127.0.0.1:0".parse()?,
             http_addr: "127.0.0.1:0".parse()?,
+            metrics_addr: None,
             shutdown_grace: Duration::from_secs(2),
             edge: martix_engine::edge::EdgeConfig {
                 auth: None,

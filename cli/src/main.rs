@@ -156,6 +156,10 @@ struct Listen {
     /// Address of the HTTP port (health).
     #[arg(long, env = "MARTIX_HTTP_ADDR", default_value = "127.0.0.1:8233")]
     http_addr: SocketAddr,
+    /// Also serve `GET /metrics` on this address WITHOUT authentication or TLS, for a
+    /// Prometheus on the private network (else metrics need an operator token on the HTTP port).
+    #[arg(long, env = "MARTIX_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// Serve without authentication (`martix dev`, `--insecure`) on an address other
     /// machines can reach: anyone there may then do anything.
     #[arg(long, env = "MARTIX_ALLOW_UNAUTHENTICATED_REMOTE")]
@@ -493,6 +497,7 @@ async fn bind(
         &ServerConfig {
             grpc_addr: listen.grpc_addr,
             http_addr: listen.http_addr,
+            metrics_addr: listen.metrics_addr,
             shutdown_grace: listen.shutdown_grace,
             edge: martix_engine::edge::EdgeConfig {
                 auth,
@@ -521,6 +526,9 @@ async fn bind(
         "  HTTP  {scheme}://{}  (/v1/orders, /openapi.json, /healthz, /readyz)",
         server.http_addr()
     );
+    if let Some(addr) = server.metrics_addr() {
+        println!("  metrics http://{addr}/metrics  (no authentication)");
+    }
     if !server.edge().requires_auth() {
         println!("  authentication is OFF: anyone who reaches these ports may do anything");
     }

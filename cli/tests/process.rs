@@ -3,7 +3,7 @@
 use martix_proto::v1 as pb;
 mod common;
 
-use common::{spawn, spawn_with, terminate};
+use common::{free_port, http_get, spawn, spawn_with, terminate};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -199,8 +199,9 @@ fn the_demo_places_orders_and_the_ledger_adds_up() {
 async fn server_and_worker_processes_run_an_order_on_postgres_with_tokens() {
     drop(martix_tests::postgres_store().await);
     let url = martix_tests::postgres_url();
+    let metrics = free_port();
     let server = spawn_with(
-        &["server", "--database-url", &url],
+        &["server", "--database-url", &url, "--metrics-addr", &metrics],
         "127.0.0.1:0",
         &[("MARTIX_AUTH_SECRET", SECRET)],
     );
@@ -277,6 +278,17 @@ async fn server_and_worker_processes_run_an_order_on_postgres_with_tokens() {
     for c in adapters.check_ledger(&prefix, &[&order]).await.unwrap() {
         assert!(c.ok, "{}: {}", c.what, c.figures);
     }
+    // Metrics: behind a token on the HTTP port, open on the metrics port (for Prometheus).
+    let (status, _) = http_get(&server.http, "/metrics");
+    assert_eq!(status, 401);
+    let (status, text) = http_get(&metrics, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    let started = text
+        .lines()
+        .find_map(|l| l.strip_prefix("martix_workflows_started_total{workflow_type=\"order\"} "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(started.is_some_and(|n| n >= 1), "{text}");
+    assert_eq!(http_get(&metrics, "/readyz").0, 404);
     let _ = worker.kill();
     let _ = worker.wait();
     assert!(terminate(server).success());
@@ -1233,4 +1245,56 @@ fn bench_runs_an_open_loop_at_a_fixed_rate() {
     // 40 sagas scheduled over about one second.
     let seconds = level["seconds"].as_f64().unwrap();
     assert!((0.9..30.0).contains(&seconds), "{seconds} s");
+}
+
+/// The files in deploy/ set only variables `martix` reads: a renamed flag fails here, not in
+/// someone's cluster. (The dashboard's metrics are checked by the engine's metrics tests.)
+#[test]
+fn deploy_files_set_only_settings_that_exist() {
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                files(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    fn names(text: &str, prefix: &str) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for (i, _) in text.match_indices(prefix) {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            out.insert(name);
+        }
+        out
+    }
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let mut all = Vec::new();
+    files(&deploy, &mut all);
+    let text: String = all
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let help: String = ["server", "worker", "migrate", "probe", "dev"]
+        .iter()
+        .map(|c| {
+            let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+                .args([c, "--help"])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        })
+        .collect();
+    let settings = names(&text, "MARTIX_");
+    assert!(settings.len() >= 8, "{settings:?}");
+    for s in &settings {
+        assert!(
+            help.contains(&format!("env: {s}")),
+            "deploy/ sets {s}, which martix does not read"
+        );
+    }
 }

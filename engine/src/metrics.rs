@@ -397,3 +397,80 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Dispatch, StartParams, new_run};
+    use crate::ids::{Namespace, RunId, TaskQueue, WorkflowId, WorkflowType};
+
+    /// Every metric, each with one sample, encoded.
+    fn all_recorded() -> String {
+        let m = Metrics::default();
+        let params = StartParams::new(
+            Namespace::parse("default").unwrap(),
+            WorkflowId::parse("w-1").unwrap(),
+            WorkflowType::parse("thing").unwrap(),
+            TaskQueue::parse("q").unwrap(),
+        );
+        let mut run = new_run(&params, RunId::new(), 1_000, Dispatch::nobody(1_000))
+            .commit
+            .run;
+        run.status = pb::WorkflowStatus::Completed;
+        run.close_time = Some(3_000);
+        m.started("thing");
+        m.closed(&run);
+        m.attempt("call", "failed", true);
+        m.schedule_to_start("activity", Duration::from_millis(5));
+        m.commit(Duration::from_millis(2), true);
+        m.decision_ahead(true);
+        m.events_sent(1);
+        m.projected(1);
+        m.projection_lag(10);
+        m.runs_purged(1);
+        m.oldest_closed_run("default", Some(1_000), 2_000);
+        m.outbox(&crate::store::events::OutboxStatus::default(), 2_000);
+        m.encode(
+            &[("workflow", 1)],
+            &[crate::store::Backlog {
+                namespace: "default".into(),
+                queue: "q".into(),
+                kind: crate::store::TaskKind::Activity,
+                tasks: 2,
+            }],
+            &["upstream".into()],
+        )
+    }
+
+    /// The Grafana dashboard in deploy/ charts only metrics the engine exports: a renamed
+    /// metric fails here, not on someone's empty chart.
+    #[test]
+    fn the_dashboard_charts_only_exported_metrics() {
+        let exported = all_recorded();
+        let dashboard = include_str!("../../deploy/compose/grafana/dashboards/martix.json");
+        let mut charted = 0;
+        for (i, _) in dashboard.match_indices("martix_") {
+            let name: String = dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                exported.contains(&format!("\n{name}{{"))
+                    || exported.contains(&format!("\n{name} ")),
+                "the dashboard charts {name}, which the engine does not export:\n{exported}"
+            );
+            charted += 1;
+        }
+        assert!(charted >= 14, "{charted}");
+        // And every metric the engine exports is on the dashboard but a few internals.
+        for line in exported.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split_whitespace().next().unwrap();
+                if ["martix_decisions_ahead", "martix_outbox_unprojected"].contains(&name) {
+                    continue;
+                }
+                assert!(dashboard.contains(name), "{name} is not on the dashboard");
+            }
+        }
+    }
+}

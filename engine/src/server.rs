@@ -16,11 +16,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
+/// Connections the metrics port holds at once.
+const METRICS_CONNECTIONS: usize = 8;
+
 /// Where the engine listens.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// A port serving only `GET /metrics`, without authentication or TLS (Prometheus on a
+    /// private network); `None`: metrics only on the HTTP port, behind authentication.
+    pub metrics_addr: Option<SocketAddr>,
     /// How long in-flight requests may run on after shutdown begins.
     pub shutdown_grace: Duration,
     /// Authentication and limits of both ports.
@@ -36,6 +42,7 @@ impl Default for ServerConfig {
         Self {
             grpc_addr: ([127, 0, 0, 1], 7233).into(),
             http_addr: ([127, 0, 0, 1], 8233).into(),
+            metrics_addr: None,
             shutdown_grace: Duration::from_secs(10),
             edge: EdgeConfig::default(),
             tls: None,
@@ -51,6 +58,7 @@ pub struct Server {
     grace: Duration,
     grpc: TcpListener,
     http: TcpListener,
+    metrics: Option<TcpListener>,
     grpc_tls: Option<tonic::transport::ServerTlsConfig>,
     http_tls: Option<tokio_rustls::TlsAcceptor>,
     routes: axum::Router,
@@ -79,6 +87,12 @@ impl Server {
                 format!("cannot bind HTTP on {}: {e}", config.http_addr),
             )
         })?;
+        let metrics = match config.metrics_addr {
+            None => None,
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot bind metrics on {addr}: {e}"))
+            })?),
+        };
         let edge = Edge::new(&config.edge).map_err(std::io::Error::other)?;
         let (grpc_tls, http_tls) = match &config.tls {
             None => (None, None),
@@ -93,6 +107,7 @@ impl Server {
             grace: config.shutdown_grace,
             grpc,
             http,
+            metrics,
             grpc_tls,
             http_tls,
             routes: axum::Router::new(),
@@ -204,6 +219,13 @@ impl Server {
             .expect("bound listener has an address")
     }
 
+    /// The bound metrics address, if there is a metrics port.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound listener has an address"))
+    }
+
     /// Serves until `shutdown` is cancelled, then drains: in-flight requests get a grace
     /// period, long polls end at once (their tasks stay in the store).
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow_free::Result<()> {
@@ -297,6 +319,23 @@ impl Server {
             .await
             .map_err(|e| anyhow_free::Error(format!("HTTP server: {e}")))
         });
+        if let Some(listener) = self.metrics {
+            // A few scrapers at most; more connections wait in the kernel's backlog.
+            let cap = Arc::new(ConnectionCap::new("metrics", METRICS_CONNECTIONS));
+            let listener = EdgeListener::new(listener, None, cap)
+                .map_err(|e| anyhow_free::Error(format!("metrics listener: {e}")))?;
+            let router = crate::http::metrics_router(engine.clone());
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<crate::edge::tls::PeerAddr>(),
+                )
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+                .map_err(|e| anyhow_free::Error(format!("metrics server: {e}")))
+            });
+        }
         if let Some(mut notices) = engine.store().subscribe_tasks() {
             let token = shutdown.clone();
             let engine = engine.clone();

@@ -118,6 +118,7 @@ impl TestEnv {
             &ServerConfig {
                 grpc_addr: loopback,
                 http_addr: loopback,
+                metrics_addr: None,
                 shutdown_grace: Duration::from_secs(1),
                 edge: EdgeConfig::default(),
                 tls: None,

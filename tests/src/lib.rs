@@ -216,6 +216,7 @@ impl TestEngine {
             &ServerConfig {
                 grpc_addr: "127.0.0.1:0".parse().unwrap(),
                 http_addr: "127.0.0.1:0".parse().unwrap(),
+                metrics_addr: None,
                 shutdown_grace: std::time::Duration::from_secs(1),
                 edge,
                 tls,
