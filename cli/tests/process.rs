@@ -3,7 +3,7 @@
 use martix_proto::v1 as pb;
 mod common;
 
-use common::{free_port, http_get, spawn, spawn_with, terminate};
+use common::{free_addr, http_get, spawn, spawn_with, terminate};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -199,7 +199,7 @@ fn the_demo_places_orders_and_the_ledger_adds_up() {
 async fn server_and_worker_processes_run_an_order_on_postgres_with_tokens() {
     drop(martix_tests::postgres_store().await);
     let url = martix_tests::postgres_url();
-    let metrics = free_port();
+    let metrics = free_addr();
     let server = spawn_with(
         &["server", "--database-url", &url, "--metrics-addr", &metrics],
         "127.0.0.1:0",
@@ -1217,6 +1217,89 @@ async fn the_cli_needs_a_token_of_the_right_role() {
     let operator = issue_token(&["operator"], "default");
     let (ok, err) = list(Some(&operator));
     assert!(ok, "{err}");
+    // The common errors, each one line, as a person reads them (exit code, then stderr).
+    let nowhere = format!("http://{}", common::free_addr());
+    let long_id = "a".repeat(300);
+    let mut seen = String::new();
+    for (what, address, token, args) in [
+        (
+            "not found",
+            &server.grpc,
+            Some(&operator),
+            &["workflow", "describe", "o-404"][..],
+        ),
+        (
+            "unauthenticated",
+            &server.grpc,
+            None,
+            &["workflow", "list"][..],
+        ),
+        (
+            "permission denied",
+            &server.grpc,
+            Some(&client),
+            &["workflow", "list"][..],
+        ),
+        (
+            "unreachable",
+            &nowhere,
+            Some(&operator),
+            &["workflow", "list"][..],
+        ),
+        (
+            "bad input (engine)",
+            &server.grpc,
+            Some(&operator),
+            &[
+                "workflow",
+                "start",
+                "--type",
+                "t",
+                "--id",
+                &long_id,
+                "--input",
+                "{}",
+                "--task-queue",
+                "q",
+            ][..],
+        ),
+        (
+            "bad input (CLI)",
+            &server.grpc,
+            Some(&operator),
+            &[
+                "workflow",
+                "start",
+                "--type",
+                "t",
+                "--id",
+                "x",
+                "--input",
+                "{bad",
+                "--task-queue",
+                "q",
+            ][..],
+        ),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_martix"));
+        cmd.args(args)
+            .args(["--address", address])
+            .env_remove("MARTIX_TOKEN")
+            .env("RUST_BACKTRACE", "1");
+        if let Some(t) = token {
+            cmd.env("MARTIX_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr)
+            .replace(&nowhere, "http://ADDR")
+            .replace(&server.grpc, "http://ENGINE");
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        seen.push_str(&format!(
+            "{what}: exit {:?}\n{err}",
+            out.status.code().unwrap()
+        ));
+    }
+    insta::assert_snapshot!("common_errors", seen);
     assert!(terminate(server).success());
 }
 

@@ -348,14 +348,6 @@ pub(crate) mod orders {
     }
 }
 
-/// A port free a moment ago on 127.0.0.1 (for a listener whose address the banner does not
-/// print before the HTTP line).
-#[allow(dead_code)]
-pub(crate) fn free_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
 /// `GET path` over plain HTTP/1.1 to `addr`: the status code and the body.
 #[allow(dead_code)]
 pub(crate) fn http_get(addr: &str, path: &str) -> (u16, String) {
