@@ -61,3 +61,36 @@ pub(crate) async fn catalog(cmd: CatalogCmd) -> Result<()> {
     }
     Ok(())
 }
+
+/// What `martix dev` puts in a new database: a few SKUs to place orders with by hand.
+const STARTER: &str = "sku,price,currency,tax_class
+mug,15.00,EUR,standard
+t-shirt,25.00,EUR,standard
+notebook,8.50,EUR,reduced
+poster,12.00,EUR,standard
+";
+
+/// Units of each starter SKU.
+const STARTER_UNITS: i64 = 100;
+
+/// Seeds the starter catalogue and its stock into a database that has neither (a new one), so
+/// that an order placed by hand on `martix dev` succeeds; returns the line to print, or `None`
+/// when the database already had a catalogue or stock.
+pub(crate) async fn seed_starter(adapters: &ReferenceAdapters) -> Result<Option<String>> {
+    if !adapters.catalog().await?.is_empty() || !adapters.stock_levels("").await?.is_empty() {
+        return Ok(None);
+    }
+    let entries = parse_csv(STARTER).expect("the starter catalogue parses");
+    adapters.import_catalog(&entries).await?;
+    for e in &entries {
+        adapters.set_stock(&e.sku, STARTER_UNITS).await?;
+    }
+    let listed: Vec<String> = entries
+        .iter()
+        .map(|e| format!("{} {}", e.sku, money(e.price_cents, &e.currency)))
+        .collect();
+    Ok(Some(format!(
+        "  seeded a starter catalogue, {STARTER_UNITS} units each: {} (--empty: none)",
+        listed.join(", ")
+    )))
+}

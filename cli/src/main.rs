@@ -227,6 +227,10 @@ struct DevArgs {
     /// Do not run the order worker in this process.
     #[arg(long)]
     no_worker: bool,
+    /// Do not seed a new database with the starter catalogue and its stock (four SKUs,
+    /// 100 units each, so that an order placed by hand succeeds).
+    #[arg(long)]
+    empty: bool,
     #[command(flatten)]
     orders: OrderArgs,
     #[command(flatten)]
@@ -563,6 +567,11 @@ async fn dev(url: &str, shown: &str, args: DevArgs) -> Result<()> {
             args.orders.amqp_url.as_deref(),
         )
         .await?;
+        if let (Some(adapters), false, None) = (&r, args.empty, args.demo)
+            && let Some(seeded) = catalog::seed_starter(adapters).await?
+        {
+            println!("{seeded}");
+        }
         reference = r;
         println!("  order worker on task queue '{}'", args.orders.task_queue);
         let (address, queue, stop) = (

@@ -1381,3 +1381,28 @@ fn deploy_files_set_only_settings_that_exist() {
         );
     }
 }
+
+/// A new `martix dev` database holds a starter catalogue with stock, so an order placed by hand
+/// completes; `--empty` leaves it empty, and the same order fails for want of stock.
+#[test]
+fn dev_seeds_a_starter_catalogue_unless_empty() {
+    let place = |grpc: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+            .args(["order", "--address", grpc, "place", "--id", "hand-1"])
+            .args(["--customer", "c-1", "--item", "mug:2:1500", "--wait"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dev = spawn(&["dev", "--ephemeral"]);
+    let out = place(&dev.grpc);
+    assert!(out.contains("\"status\":\"completed\""), "{out}");
+    assert!(terminate(dev).success());
+    let dev = spawn(&["dev", "--ephemeral", "--empty"]);
+    let out = place(&dev.grpc);
+    assert!(
+        out.contains("\"status\":\"failed\"") && out.contains("OutOfStock"),
+        "{out}"
+    );
+    assert!(terminate(dev).success());
+}
