@@ -61,6 +61,7 @@ fn now_ms() -> i64 {
 #[derive(Clone)]
 pub struct ReferenceAdapters {
     pool: AnyPool,
+    sqlite: bool,
 }
 
 /// Stock totals over all SKUs.
@@ -99,7 +100,19 @@ impl ReferenceAdapters {
         let applied = martix_migrate::apply_any(&mut conn, &MIGRATIONS).await;
         applied.map_err(|e| AdapterError::Unavailable(format!("migrations: {e}")))?;
         drop(conn);
-        Ok(Self { pool })
+        Ok(Self { pool, sqlite })
+    }
+
+    /// Begins a transaction that writes: on SQLite with the write lock taken at once, so that it
+    /// waits out the engine's writes (busy timeout) rather than fail `database is locked` when
+    /// its first read turns into a write.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, AdapterError> {
+        let tx = if self.sqlite {
+            self.pool.begin_with("BEGIN IMMEDIATE").await
+        } else {
+            self.pool.begin().await
+        };
+        tx.map_err(AdapterError::db)
     }
 
     /// Sets the stock of `sku` to `qty` available (and `qty` as its initial stock).
@@ -162,7 +175,7 @@ impl ReferenceAdapters {
             *per_sku.entry(item.sku.as_str()).or_default() += item.qty;
         }
         let items = serde_json::to_string(&per_sku).expect("a map of numbers serializes");
-        let mut tx = self.pool.begin().await.map_err(AdapterError::db)?;
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO reservations (reservation_key, order_id, items, status, created_at) \
              VALUES ($1, $2, $3, 'reserved', $4) ON CONFLICT (reservation_key) DO NOTHING",
@@ -256,7 +269,7 @@ impl ReferenceAdapters {
     /// Gives a reservation's stock back. Releasing twice, or what was never reserved or was
     /// shipped, changes nothing.
     pub async fn release(&self, reservation_key: &str) -> Result<(), AdapterError> {
-        let mut tx = self.pool.begin().await.map_err(AdapterError::db)?;
+        let mut tx = self.begin_write().await?;
         Self::move_reserved(
             &mut tx,
             reservation_key,
@@ -349,7 +362,7 @@ impl ReferenceAdapters {
             });
         }
         // The shipment and the stock it takes are one transaction: a retry finds both or none.
-        let mut tx = self.pool.begin().await.map_err(AdapterError::db)?;
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO shipments (shipment_key, order_id, reservation_key, country, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (shipment_key) DO NOTHING",
@@ -467,7 +480,7 @@ impl ReferenceAdapters {
     /// Sets the price of each SKU of `entries` (added or replaced), all in one transaction;
     /// SKUs not in `entries` keep theirs.
     pub async fn import_catalog(&self, entries: &[CatalogEntry]) -> Result<(), AdapterError> {
-        let mut tx = self.pool.begin().await.map_err(AdapterError::db)?;
+        let mut tx = self.begin_write().await?;
         for e in entries {
             sqlx::query(
                 "INSERT INTO catalog (sku, price_cents, currency, tax_class) \

@@ -184,6 +184,12 @@ impl Backend for sqlx::Postgres {
         done.rows_affected()
     }
 
+    async fn begin_write(
+        pool: &sqlx::PgPool,
+    ) -> Result<sqlx::Transaction<'static, Self>, sqlx::Error> {
+        pool.begin().await
+    }
+
     /// `xact_commit + xact_rollback` of this database. Backends report their counts about a
     /// second after they go idle: read after a pause to see a burst whole.
     async fn count_transactions(pool: &sqlx::PgPool) -> Result<Option<i64>, StoreError> {

@@ -262,7 +262,7 @@ where
         lease_ms: i64,
     ) -> Result<Vec<i32>, StoreError> {
         let until = now + lease_ms;
-        let mut tx = self.write.begin().await.map_err(classify)?;
+        let mut tx = DB::begin_write(&self.write).await.map_err(classify)?;
         Self::lock_shards(&mut tx).await?;
         sqlx::query(
             "UPDATE outbox_shards SET lease_until = $1 WHERE owner = $2 AND lease_until > $3",
@@ -332,7 +332,7 @@ where
     }
 
     async fn release_shards(&self, owner: &str) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await.map_err(classify)?;
+        let mut tx = DB::begin_write(&self.write).await.map_err(classify)?;
         Self::lock_shards(&mut tx).await?;
         sqlx::query("UPDATE outbox_shards SET owner = NULL, lease_until = 0 WHERE owner = $1")
             .bind(owner)
@@ -357,7 +357,7 @@ where
     }
 
     async fn mark_sent(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await.map_err(classify)?;
+        let mut tx = DB::begin_write(&self.write).await.map_err(classify)?;
         Self::relaxed_commit(&mut tx).await?;
         Self::advance(&mut tx, Consumer::Sent, events).await?;
         tx.commit().await.map_err(classify)
@@ -377,7 +377,7 @@ where
         events: &[StoredEvent],
         projections: &[Arc<dyn Projection>],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await.map_err(classify)?;
+        let mut tx = DB::begin_write(&self.write).await.map_err(classify)?;
         Self::relaxed_commit(&mut tx).await?;
         Self::follows_cursor(&mut tx, Consumer::Projected, events).await?;
         for p in projections {
@@ -396,7 +396,7 @@ where
         projections: &[Arc<dyn Projection>],
         events: &[StoredEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await.map_err(classify)?;
+        let mut tx = DB::begin_write(&self.write).await.map_err(classify)?;
         Self::lock_shards(&mut tx).await?;
         // Every event is to be folded again unless the rebuild below holds it: one the relay
         // folded after the histories were read is folded again after.
@@ -421,7 +421,7 @@ where
     }
 
     async fn set_aside(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await.map_err(classify)?;
+        let mut tx = DB::begin_write(&self.write).await.map_err(classify)?;
         Self::follows_cursor(&mut tx, Consumer::Projected, events).await?;
         Self::advance(&mut tx, Consumer::Projected, events).await?;
         tx.commit().await.map_err(classify)

@@ -102,7 +102,7 @@ where
         reports: &[BreakerReport],
         now: Millis,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await.map_err(classify)?;
+        let mut tx = DB::begin_write(&self.write).await.map_err(classify)?;
         for report in reports {
             sqlx::query(
                 "INSERT INTO breakers (namespace, worker, adapter, state, changed_at, reported_at) \

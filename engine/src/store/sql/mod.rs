@@ -130,6 +130,14 @@ pub(crate) trait Backend: sqlx::Database {
     /// Rows a statement changed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
 
+    /// Begins a transaction that writes. SQLite takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), waiting out another connection's write under the busy timeout: a
+    /// transaction that read first could not take it once that connection wrote, and would fail
+    /// with `database is locked` whatever the timeout.
+    fn begin_write(
+        pool: &sqlx::Pool<Self>,
+    ) -> impl Future<Output = Result<sqlx::Transaction<'static, Self>, sqlx::Error>> + Send;
+
     /// Transactions the whole database has committed or rolled back, if it counts them.
     fn count_transactions(
         pool: &sqlx::Pool<Self>,

@@ -94,7 +94,7 @@ where
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.write.begin().await.map_err(classify)?;
+        let mut tx = DB::begin_write(&self.write).await.map_err(classify)?;
         let mut purged = 0;
         // History first, then the runs; a run is deleted only while closed.
         for (table, guard) in [("history_events", ""), ("executions", " AND status <> 1")] {

@@ -127,6 +127,12 @@ impl Backend for sqlx::Sqlite {
         done.rows_affected()
     }
 
+    async fn begin_write(
+        pool: &sqlx::SqlitePool,
+    ) -> Result<sqlx::Transaction<'static, Self>, sqlx::Error> {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     /// SQLite keeps no such count.
     async fn count_transactions(_pool: &sqlx::SqlitePool) -> Result<Option<i64>, StoreError> {
         Ok(None)
