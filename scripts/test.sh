@@ -61,6 +61,9 @@ ensure_rabbitmq() {
 
 ensure_postgres
 ensure_rabbitmq
+say "Python test tools"
+MARTIX_TEST_PYTHON="$(scripts/py-venv.sh)/bin/python"
+export MARTIX_TEST_PYTHON
 say "static checks of deploy/"
 scripts/check-deploy.sh
 say "cargo test --workspace"

@@ -1415,3 +1415,55 @@ fn dev_seeds_a_starter_catalogue_unless_empty() {
     );
     assert!(terminate(dev).success());
 }
+
+/// A client that knows nothing of Martix but what server reflection tells (Python's
+/// grpcio-reflection, which speaks `v1alpha` and asks for each file's imports) lists the
+/// services and calls one. The interpreter is MARTIX_TEST_PYTHON (scripts/test.sh makes one
+/// with grpcio from scripts/py-requirements.txt), else `python3`.
+#[test]
+fn a_python_client_lists_and_calls_through_reflection() {
+    let python = std::env::var("MARTIX_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let dev = spawn(&["dev", "--ephemeral"]);
+    let placed = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args(["order", "--address", &dev.grpc, "place", "--id", "refl-1"])
+        .args(["--customer", "c-1", "--item", "mug:1:1500", "--wait"])
+        .output()
+        .unwrap();
+    assert!(placed.status.success());
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/reflect_call.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(dev.grpc.trim_start_matches("http://"))
+        .args(["martix.v1.WorkflowService", "DescribeWorkflow"])
+        .arg(r#"{"namespace": "default", "execution": {"workflowId": "refl-1"}}"#)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}; run scripts/test.sh, or pip install -r scripts/py-requirements.txt"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{python} {}: {stdout}{} (scripts/test.sh installs grpcio into a virtualenv)",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for service in [
+        "martix.v1.WorkflowService",
+        "martix.v1.WorkerService",
+        "martix.v1.OrderService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(
+            stdout.contains(&format!("service {service}\n")),
+            "{service}: {stdout}"
+        );
+    }
+    let response = stdout.lines().last().unwrap_or_default();
+    assert!(
+        response.contains(r#""workflowId": "refl-1""#)
+            && response.contains(r#""status": "WORKFLOW_STATUS_COMPLETED""#),
+        "{response}"
+    );
+    assert!(terminate(dev).success());
+}

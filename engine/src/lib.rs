@@ -17,6 +17,7 @@ pub mod http;
 pub mod ids;
 pub mod matching;
 pub mod metrics;
+pub mod reflection;
 pub mod server;
 pub mod store;
 pub mod timers;

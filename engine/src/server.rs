@@ -251,13 +251,9 @@ impl Server {
                 .set_service_status(*name, tonic_health::ServingStatus::Serving)
                 .await;
         }
-        let mut reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(martix_proto::FILE_DESCRIPTOR_SET);
-        for set in &self.descriptors {
-            reflection = reflection.register_encoded_file_descriptor_set(set);
-        }
-        let reflection = reflection
-            .build_v1()
+        let mut sets = vec![martix_proto::FILE_DESCRIPTOR_SET];
+        sets.extend(self.descriptors.iter().copied());
+        let reflection = crate::reflection::Reflection::new(&sets)
             .map_err(|e| anyhow_free::Error(format!("reflection: {e}")))?;
         // Each port holds at most so many connections, each connection so many calls at once.
         let mut builder = tonic::transport::Server::builder()
@@ -270,7 +266,8 @@ impl Server {
         let grpc = builder
             .add_routes(self.services.routes())
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection.v1())
+            .add_service(reflection.v1alpha())
             .add_service(InterceptedService::new(
                 WorkflowServiceServer::new(WorkflowApi {
                     engine: engine.clone(),
