@@ -1,5 +1,10 @@
-//! Rebuild when a migration is added: `sqlx::migrate!` embeds the directory at compile time.
+//! Embeds the reference adapters' migrations (`martix_migrate::embedded!`).
+
+include!("../migrations/embed.rs");
 
 fn main() {
-    println!("cargo:rerun-if-changed=../migrations/adapters");
+    embed_migrations(&[
+        ("adapters_postgres", "../migrations/adapters/postgres"),
+        ("adapters_sqlite", "../migrations/adapters/sqlite"),
+    ]);
 }

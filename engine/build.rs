@@ -1,5 +1,10 @@
-//! Rebuild when a migration is added: `sqlx::migrate!` embeds the directory at compile time.
+//! Embeds the engine's migrations (`martix_migrate::embedded!`).
+
+include!("../migrations/embed.rs");
 
 fn main() {
-    println!("cargo:rerun-if-changed=../migrations/engine");
+    embed_migrations(&[
+        ("engine_postgres", "../migrations/engine/postgres"),
+        ("engine_sqlite", "../migrations/engine/sqlite"),
+    ]);
 }

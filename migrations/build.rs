@@ -1,5 +1,7 @@
-//! Rebuild when the test migrations change: `sqlx::migrate!` embeds them at compile time.
+//! Embeds the test migrations (`embedded!`).
+
+include!("embed.rs");
 
 fn main() {
-    println!("cargo:rerun-if-changed=testdata");
+    embed_migrations(&[("race", "testdata/race")]);
 }

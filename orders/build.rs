@@ -2,13 +2,17 @@
 //! their paths) with protox, emits its descriptor set for reflection and proto3 JSON (serde).
 
 use prost::Message;
+
+include!("../migrations/embed.rs");
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = "proto/martix/v1/order_service.proto";
     println!("cargo:rerun-if-changed={file}");
-    // `sqlx::migrate!` embeds the migrations at compile time.
-    println!("cargo:rerun-if-changed=../migrations/orders");
+    embed_migrations(&[
+        ("orders_postgres", "../migrations/orders/postgres"),
+        ("orders_sqlite", "../migrations/orders/sqlite"),
+    ]);
     let fds = protox::compile([file], ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor = fds.encode_to_vec();

@@ -1,6 +1,16 @@
-//! Rebuild when a migration of the subscriptions read model is added: `sqlx::migrate!` embeds
-//! the directory at compile time.
+//! Embeds the subscriptions read model's migrations and the fixtures of a version-15 database
+//! (`martix_migrate::embedded!`).
+
+include!("../migrations/embed.rs");
 
 fn main() {
-    println!("cargo:rerun-if-changed=migrations");
+    embed_migrations(&[
+        (
+            "subscriptions_postgres",
+            "migrations/subscriptions/postgres",
+        ),
+        ("subscriptions_sqlite", "migrations/subscriptions/sqlite"),
+        ("v15_postgres", "fixtures/migrations_v15/postgres"),
+        ("v15_sqlite", "fixtures/migrations_v15/sqlite"),
+    ]);
 }

@@ -14,7 +14,7 @@ use martix_order_contract::{Order, failures};
 use std::collections::BTreeMap;
 
 /// One SKU's line of the catalogue.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CatalogEntry {
     pub sku: String,
     /// Price of one, in cents.
@@ -24,6 +24,20 @@ pub struct CatalogEntry {
     /// The SKU's tax class (`standard`, `reduced`, ...), kept with the price for the tax
     /// rules to come; today's pricing taxes by destination country alone.
     pub tax_class: String,
+}
+
+/// A row `SELECT sku, price_cents, currency, tax_class` read.
+pub(crate) type CatalogRow = (String, i64, String, String);
+
+impl From<CatalogRow> for CatalogEntry {
+    fn from((sku, price_cents, currency, tax_class): CatalogRow) -> Self {
+        Self {
+            sku,
+            price_cents,
+            currency,
+            tax_class,
+        }
+    }
 }
 
 /// The columns of a catalogue file, in order: its header line.

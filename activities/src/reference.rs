@@ -38,8 +38,8 @@ impl AdapterError {
 pub static MIGRATIONS: martix_migrate::Owner = martix_migrate::Owner {
     name: "adapters",
     shared_history: true,
-    postgres: sqlx::migrate!("../migrations/adapters/postgres"),
-    sqlite: sqlx::migrate!("../migrations/adapters/sqlite"),
+    postgres: martix_migrate::embedded!("adapters_postgres"),
+    sqlite: martix_migrate::embedded!("adapters_sqlite"),
 };
 
 /// A key that was used for another effect, or for one since undone: a bug in the caller (a
@@ -466,7 +466,7 @@ impl ReferenceAdapters {
             "SELECT sku, price_cents, currency, tax_class FROM catalog WHERE sku IN ({})",
             params.join(", ")
         );
-        let mut query = sqlx::query_as::<_, CatalogEntry>(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query_as::<_, crate::catalog::CatalogRow>(sqlx::AssertSqlSafe(sql));
         for sku in skus {
             query = query.bind(*sku);
         }
@@ -474,7 +474,10 @@ impl ReferenceAdapters {
             .fetch_all(&self.pool)
             .await
             .map_err(AdapterError::db)?;
-        Ok(entries.into_iter().map(|e| (e.sku.clone(), e)).collect())
+        Ok(entries
+            .into_iter()
+            .map(|row| (row.0.clone(), CatalogEntry::from(row)))
+            .collect())
     }
 
     /// Sets the price of each SKU of `entries` (added or replaced), all in one transaction;
@@ -501,10 +504,13 @@ impl ReferenceAdapters {
 
     /// The whole catalogue, by SKU.
     pub async fn catalog(&self) -> Result<Vec<CatalogEntry>, AdapterError> {
-        sqlx::query_as("SELECT sku, price_cents, currency, tax_class FROM catalog ORDER BY sku")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(AdapterError::db)
+        let rows: Vec<crate::catalog::CatalogRow> = sqlx::query_as(
+            "SELECT sku, price_cents, currency, tax_class FROM catalog ORDER BY sku",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(AdapterError::db)?;
+        Ok(rows.into_iter().map(CatalogEntry::from).collect())
     }
 
     /// Records a notification under `key` (once).

@@ -1,6 +1,7 @@
 //! Migrations per owner. Each owner of tables in the database (the engine, the orders read
 //! model, the reference adapters, a domain's projection) embeds its own numbered SQL files with
-//! `sqlx::migrate!` and applies them with [`apply`], tracked in a table of its own
+//! [`embedded!`] (its build script includes `migrations/embed.rs` and names the directories) and
+//! applies them with [`apply`], tracked in a table of its own
 //! (`martix_migrations_<owner>`), so owners add migrations without knowing each other.
 //!
 //! One migrator at a time per database: on PostgreSQL the runner takes an advisory lock by
@@ -16,7 +17,8 @@
 //! up to what was applied there are marked applied (not run again), and the rest run as usual.
 //! A failed row there stops the migration (`Dirty`), as sqlx's own migrator would.
 
-use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::SqlStr;
+use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use sqlx::{AnyConnection, PgConnection, SqliteConnection};
 use std::time::Duration;
 
@@ -25,6 +27,47 @@ pub const SHARED_LAST: i64 = 15;
 
 /// "martix" in ASCII: the advisory lock every owner's migrations take on PostgreSQL.
 const LOCK: i64 = 0x6d61_7274_6978;
+
+/// Migration files embedded at compile time by [`embedded!`]: (file name, SQL), sorted by name.
+#[derive(Clone, Copy, Debug)]
+pub struct Migrations(pub &'static [(&'static str, &'static str)]);
+
+impl Migrations {
+    /// sqlx's migrator of these files, as `sqlx::migrate!` makes it (the same versions,
+    /// descriptions and checksums, so databases migrated before see nothing changed): files
+    /// named `<version>_<description>.sql` (`.up.sql` and `.down.sql`: reversible), a file
+    /// starting `-- no-transaction` runs outside a transaction; other names are ignored.
+    pub fn migrator(&self) -> Migrator {
+        let mut migrations: Vec<Migration> = self
+            .0
+            .iter()
+            .filter_map(|&(name, sql)| {
+                let (version, rest) = name.split_once('_')?;
+                let version = version.parse().ok()?;
+                let kind = MigrationType::from_filename(rest);
+                Some(Migration::new(
+                    version,
+                    rest.trim_end_matches(kind.suffix())
+                        .replace('_', " ")
+                        .into(),
+                    kind,
+                    SqlStr::from_static(sql),
+                    sql.starts_with("-- no-transaction"),
+                ))
+            })
+            .collect();
+        migrations.sort();
+        Migrator::with_migrations(migrations)
+    }
+}
+
+/// The migrations a build script embedded under `key` (see `migrations/embed.rs`).
+#[macro_export]
+macro_rules! embedded {
+    ($key:literal) => {
+        $crate::Migrations(include!(concat!(env!("OUT_DIR"), "/", $key, ".rs")))
+    };
+}
 
 /// An owner of tables and its migrations for each backend.
 #[derive(Debug)]
@@ -35,8 +78,8 @@ pub struct Owner {
     /// owners shared (the engine, the orders read model, the reference adapters): only such an
     /// owner adopts that history. An owner that came later runs all of its files.
     pub shared_history: bool,
-    pub postgres: Migrator,
-    pub sqlite: Migrator,
+    pub postgres: Migrations,
+    pub sqlite: Migrations,
 }
 
 impl Owner {
@@ -46,12 +89,11 @@ impl Owner {
     }
 
     fn migrator(&self, postgres: bool) -> Migrator {
-        let source = if postgres {
-            &self.postgres
+        let mut m = if postgres {
+            self.postgres.migrator()
         } else {
-            &self.sqlite
+            self.sqlite.migrator()
         };
-        let mut m = Migrator::with_migrations(source.iter().cloned().collect());
         m.dangerous_set_table_name(self.table());
         m.set_locking(false);
         m
@@ -219,8 +261,8 @@ mod tests {
     static ONE: Owner = Owner {
         name: "unit",
         shared_history: false,
-        postgres: Migrator::DEFAULT,
-        sqlite: Migrator::DEFAULT,
+        postgres: Migrations(&[]),
+        sqlite: Migrations(&[]),
     };
 
     #[tokio::test]
@@ -245,8 +287,8 @@ mod tests {
     static RACE: Owner = Owner {
         name: "race",
         shared_history: false,
-        postgres: sqlx::migrate!("testdata/race"),
-        sqlite: sqlx::migrate!("testdata/race"),
+        postgres: embedded!("race"),
+        sqlite: embedded!("race"),
     };
 
     /// Processes starting on one SQLite file (an engine and a worker) migrate together: all

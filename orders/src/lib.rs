@@ -76,8 +76,8 @@ pub static MIGRATIONS: martix_engine::martix_migrate::Owner =
     martix_engine::martix_migrate::Owner {
         name: "orders",
         shared_history: true,
-        postgres: sqlx::migrate!("../migrations/orders/postgres"),
-        sqlite: sqlx::migrate!("../migrations/orders/sqlite"),
+        postgres: martix_engine::martix_migrate::embedded!("orders_postgres"),
+        sqlite: martix_engine::martix_migrate::embedded!("orders_sqlite"),
     };
 
 /// Registers the order domain's read side on `server`: the orders projection in the relay,

@@ -202,7 +202,7 @@ async fn the_outbox_flags_become_cursors_on_upgrade() {
 
     let url = martix_tests::fresh_postgres_url().await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    before_0013(sqlx::migrate!("fixtures/migrations_v15/postgres"))
+    before_0013(martix_engine::martix_migrate::embedded!("v15_postgres").migrator())
         .run(&pool)
         .await
         .unwrap();
@@ -225,7 +225,7 @@ async fn the_outbox_flags_become_cursors_on_upgrade_on_sqlite() {
         .unwrap()
         .create_if_missing(true);
     let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    before_0013(sqlx::migrate!("fixtures/migrations_v15/sqlite"))
+    before_0013(martix_engine::martix_migrate::embedded!("v15_sqlite").migrator())
         .run(&pool)
         .await
         .unwrap();

@@ -127,7 +127,8 @@ async fn each_owner_adopted_its_part(url: &str) {
 async fn a_v15_postgres_database_upgrades_in_place_and_runs_orders() {
     let url = martix_tests::fresh_postgres_url().await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::migrate!("fixtures/migrations_v15/postgres")
+    martix_engine::martix_migrate::embedded!("v15_postgres")
+        .migrator()
         .run(&pool)
         .await
         .unwrap();
@@ -147,7 +148,8 @@ async fn a_v15_sqlite_database_upgrades_in_place_and_runs_orders() {
         .unwrap()
         .create_if_missing(true);
     let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    sqlx::migrate!("fixtures/migrations_v15/sqlite")
+    martix_engine::martix_migrate::embedded!("v15_sqlite")
+        .migrator()
         .run(&pool)
         .await
         .unwrap();
@@ -191,7 +193,8 @@ async fn a_fresh_database_gets_each_owners_tables_tracked_apart() {
 async fn v15_postgres() -> String {
     let url = martix_tests::fresh_postgres_url().await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::migrate!("fixtures/migrations_v15/postgres")
+    martix_engine::martix_migrate::embedded!("v15_postgres")
+        .migrator()
         .run(&pool)
         .await
         .unwrap();
@@ -257,4 +260,62 @@ async fn a_shared_history_with_a_failed_migration_is_refused() {
     assert_eq!(recorded, 0, "nothing adopted");
     pool.close().await;
     martix_tests::drop_postgres_database(&url).await;
+}
+
+/// The migrations every owner embeds are the ones `sqlx::migrate!` embedded before (the same
+/// versions, descriptions, checksums and transaction mode), so a database migrated by an
+/// earlier build finds nothing changed.
+#[test]
+fn embedded_migrations_are_what_sqlx_resolves_from_the_files() {
+    use martix_engine::martix_migrate::Owner;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let owners: [(&Owner, &str); 4] = [
+        (&martix_engine::store::MIGRATIONS, "migrations/engine"),
+        (
+            &martix_activities::reference::MIGRATIONS,
+            "migrations/adapters",
+        ),
+        (&martix_orders::MIGRATIONS, "migrations/orders"),
+        (
+            &martix_tests::subscriptions::MIGRATIONS,
+            "tests/migrations/subscriptions",
+        ),
+    ];
+    let mut compared = 0;
+    for (owner, dir) in owners {
+        for (embedded, backend) in [(&owner.postgres, "postgres"), (&owner.sqlite, "sqlite")] {
+            let path = root.join(dir).join(backend);
+            let resolved: Vec<_> = sqlx::migrate::resolve_blocking(&path)
+                .unwrap()
+                .into_iter()
+                .map(|(m, _)| m)
+                .collect();
+            let ours = embedded.migrator();
+            assert_eq!(ours.migrations.len(), resolved.len(), "{}", path.display());
+            assert!(!resolved.is_empty(), "{}", path.display());
+            for (a, b) in ours.migrations.iter().zip(&resolved) {
+                assert_eq!(
+                    (
+                        a.version,
+                        &a.description,
+                        a.migration_type,
+                        &a.checksum,
+                        a.no_tx
+                    ),
+                    (
+                        b.version,
+                        &b.description,
+                        b.migration_type,
+                        &b.checksum,
+                        b.no_tx
+                    ),
+                    "{}",
+                    path.display()
+                );
+                assert_eq!(a.sql.as_str(), b.sql.as_str());
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 40, "{compared}");
 }

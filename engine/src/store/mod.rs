@@ -93,8 +93,8 @@ pub enum StoreError {
 pub static MIGRATIONS: martix_migrate::Owner = martix_migrate::Owner {
     name: "engine",
     shared_history: true,
-    postgres: sqlx::migrate!("../migrations/engine/postgres"),
-    sqlite: sqlx::migrate!("../migrations/engine/sqlite"),
+    postgres: martix_migrate::embedded!("engine_postgres"),
+    sqlite: martix_migrate::embedded!("engine_sqlite"),
 };
 
 /// The transactions of the engine, of every concern: what the engine holds. Whatever

@@ -70,8 +70,8 @@ impl Projection for SubscriptionsProjection {
 pub static MIGRATIONS: Owner = Owner {
     name: "subscriptions",
     shared_history: false,
-    postgres: sqlx::migrate!("migrations/subscriptions/postgres"),
-    sqlite: sqlx::migrate!("migrations/subscriptions/sqlite"),
+    postgres: martix_engine::martix_migrate::embedded!("subscriptions_postgres"),
+    sqlite: martix_engine::martix_migrate::embedded!("subscriptions_sqlite"),
 };
 
 /// Registers the subscription domain's read side on `server`: the `subscriptions` projection
