@@ -467,6 +467,26 @@ mod tests {
     }
 
     #[test]
+    fn durations_keep_their_milliseconds_and_the_longest_is_a_hundred_years() {
+        assert_eq!(
+            ms_to_duration(2_500),
+            pbjson_types::Duration {
+                seconds: 2,
+                nanos: 500_000_000
+            }
+        );
+        assert_eq!(duration_to_ms(Some(&ms_to_duration(86_400_123))), 86_400_123);
+        assert_eq!(MAX_DURATION_MS, 3_153_600_000_000);
+    }
+
+    #[test]
+    fn timer_rows_are_keyed_by_kind_and_name() {
+        assert_eq!(user_timer_key("nap"), "t:nap");
+        assert_eq!(schedule_to_close_key(7), "a:7:s2c");
+        assert_eq!(schedule_to_start_key(7), "a:7:s2s");
+    }
+
+    #[test]
     fn a_breaker_lease_names_its_breaker_and_no_other_lease_does() {
         assert_eq!(breaker_lease("upstream"), "breaker:upstream");
         assert_eq!(

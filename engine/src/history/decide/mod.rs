@@ -322,6 +322,8 @@ fn require_open(run: &Run) -> Result<(), EngineError> {
 }
 
 #[cfg(test)]
+mod change_tests;
+#[cfg(test)]
 mod dispatch_tests;
 #[cfg(test)]
 mod tests;

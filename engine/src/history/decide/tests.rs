@@ -1,14 +1,14 @@
 use super::*;
 use pb::command::Attributes as C;
 
-const T0: Millis = 1_700_000_000_000;
+pub(super) const T0: Millis = 1_700_000_000_000;
 
 /// Nobody to hand tasks to, at `at`: every decision's tasks stay in the store.
 pub(super) fn nobody(at: Millis) -> Dispatch<'static> {
     Dispatch::nobody(at)
 }
 
-fn started_run() -> Run {
+pub(super) fn started_run() -> Run {
     let params = StartParams::new(
         Namespace::parse("default").unwrap(),
         WorkflowId::parse("w-1").unwrap(),
@@ -21,14 +21,14 @@ fn started_run() -> Run {
 }
 
 /// Applies a commit as the store would: the checkpoint moves to the next version.
-fn applied(c: &RunCommit) -> Run {
+pub(super) fn applied(c: &RunCommit) -> Run {
     let mut r = c.run.clone();
     r.version += 1;
     r
 }
 
 /// Leases the pending workflow task and returns the token a worker would get.
-fn lease(run: &mut Run, now: Millis) -> TaskToken {
+pub(super) fn lease(run: &mut Run, now: Millis) -> TaskToken {
     let wft = run.wft.as_mut().expect("a workflow task is pending");
     let l = Lease::new(now, 10_000);
     wft.lease = Some(l.clone());
@@ -53,13 +53,13 @@ fn schedule(id: &str) -> pb::Command {
     }
 }
 
-fn complete() -> pb::Command {
+pub(super) fn complete() -> pb::Command {
     pb::Command {
         attributes: Some(C::CompleteWorkflow(Default::default())),
     }
 }
 
-fn applied_outcome(o: WftOutcome) -> RunCommit {
+pub(super) fn applied_outcome(o: WftOutcome) -> RunCommit {
     match o {
         WftOutcome::Applied(c) => c.commit,
         WftOutcome::Rejected { error, .. } => panic!("rejected: {error}"),
