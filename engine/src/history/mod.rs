@@ -475,7 +475,10 @@ mod tests {
                 nanos: 500_000_000
             }
         );
-        assert_eq!(duration_to_ms(Some(&ms_to_duration(86_400_123))), 86_400_123);
+        assert_eq!(
+            duration_to_ms(Some(&ms_to_duration(86_400_123))),
+            86_400_123
+        );
         assert_eq!(MAX_DURATION_MS, 3_153_600_000_000);
     }
 

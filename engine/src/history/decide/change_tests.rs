@@ -25,7 +25,6 @@ fn publish(event_type: &str, body: &str) -> pb::Command {
             body: Some(pb::Payload {
                 encoding: "json/plain".into(),
                 data: body.as_bytes().to_vec(),
-                ..Default::default()
             }),
         })),
     }
@@ -117,7 +116,10 @@ fn published_events_are_numbered_and_written_to_the_outbox() {
         complete_workflow_task(
             &run,
             &token,
-            &[publish("thing.began", r#"{"n":1}"#), publish("thing.went", "{}")],
+            &[
+                publish("thing.began", r#"{"n":1}"#),
+                publish("thing.went", "{}"),
+            ],
             "w1",
             T0,
             nobody(T0),
@@ -180,11 +182,17 @@ fn a_start_writes_its_timeouts_and_carries_its_chain() {
     };
     assert_eq!(started.workflow_task_timeout, Some(ms_to_duration(5_000)));
     assert_eq!(started.workflow_run_timeout, Some(ms_to_duration(60_000)));
-    assert_eq!(started.workflow_execution_timeout, Some(ms_to_duration(90_000)));
+    assert_eq!(
+        started.workflow_execution_timeout,
+        Some(ms_to_duration(90_000))
+    );
     let Some(Attributes::WorkflowTaskScheduled(scheduled)) = &c.events[1].attributes else {
         panic!()
     };
-    assert_eq!(scheduled.start_to_close_timeout, Some(ms_to_duration(5_000)));
+    assert_eq!(
+        scheduled.start_to_close_timeout,
+        Some(ms_to_duration(5_000))
+    );
     assert_eq!(
         c.timers,
         [
