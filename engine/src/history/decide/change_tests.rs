@@ -259,8 +259,26 @@ fn schedule_on(id: &str) -> pb::Command {
     }
 }
 
-/// A run with history: two activities (one completed), two timers (one cancelled), a cancel
-/// request, three completed workflow tasks (events 4, 13 and 18); all events, in order.
+fn marker(name: &str, reason: &str) -> pb::Command {
+    let mut details = HashMap::new();
+    details.insert(
+        "reason".to_owned(),
+        pb::Payload {
+            encoding: "json/plain".into(),
+            data: serde_json::to_vec(reason).unwrap(),
+        },
+    );
+    pb::Command {
+        attributes: Some(C::RecordMarker(pb::RecordMarkerCommand {
+            marker_name: name.into(),
+            details,
+        })),
+    }
+}
+
+/// A run with history: two activities (one completed), three timers (one fired, one
+/// cancelled), an attention marker and another marker, a cancel request, three completed
+/// workflow tasks; all events, in order.
 fn lived() -> (Run, Vec<pb::HistoryEvent>) {
     let mut p = params();
     p.task_timeout_ms = 7_000;
@@ -282,6 +300,9 @@ fn lived() -> (Run, Vec<pb::HistoryEvent>) {
                 schedule_on("b"),
                 start_timer("t1", 5_000),
                 start_timer("t2", 9_000),
+                start_timer("t3", 100),
+                marker("attention", "call the bank"),
+                marker("patch", "x"),
             ],
             "w",
             T0,
@@ -301,6 +322,10 @@ fn lived() -> (Run, Vec<pb::HistoryEvent>) {
         history_len: 0,
     };
     let c = complete_activity(&run, &token, None, "w", T0 + 100, nobody(T0 + 100))
+        .unwrap()
+        .commit;
+    run = step(c, &mut history);
+    let c = fire_timer(&run, "t:t3", T0 + 150, false, nobody(T0 + 150))
         .unwrap()
         .commit;
     run = step(c, &mut history);
@@ -422,6 +447,8 @@ fn a_reset_copies_history_to_its_point_and_rebuilds_what_was_pending() {
     assert_eq!(s.traceparent, run.state.traceparent);
     assert_eq!(s.execution_deadline, run.state.execution_deadline);
     assert!(s.cancel_requested);
+    assert_eq!(s.attention, "call the bank");
+    assert_eq!(s.attention_since, T0);
     let pending: Vec<&str> = s
         .activities
         .iter()
