@@ -158,13 +158,10 @@ pub fn reset(
             task_queue: a.task_queue.clone(),
             attempt: 1,
             scheduled_time: *at,
-            next_attempt_time: 0,
-            last_failure: None,
             retry_policy: a.retry_policy.clone(),
-            schedule_to_close_ms: 0,
             start_to_close_ms: st2c,
-            // The reset copy writes user timers only.
-            schedule_to_start_timer: false,
+            // A first attempt due now, no failure yet, no schedule-to-close or -to-start
+            // timeout: the reset copy writes user timers only.
             ..Default::default()
         });
         let activity = ScheduledActivity {

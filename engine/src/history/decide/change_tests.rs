@@ -254,6 +254,10 @@ fn schedule_on(id: &str) -> pb::Command {
             activity_type: "call".into(),
             task_queue: "q".into(),
             start_to_close_timeout: Some(ms_to_duration(30_000)),
+            retry_policy: Some(pb::RetryPolicy {
+                maximum_attempts: 4,
+                ..Default::default()
+            }),
             ..Default::default()
         })),
     }
@@ -430,6 +434,12 @@ fn a_reset_copies_history_to_its_point_and_rebuilds_what_was_pending() {
             Attributes::WorkflowTaskStarted(_) => "wft_started",
             Attributes::WorkflowTaskFailed(f) => {
                 assert_eq!(f.cause, pb::WorkflowTaskFailedCause::Reset as i32);
+                let failure = f.failure.as_ref().unwrap();
+                assert_eq!(failure.r#type, "Reset");
+                assert_eq!(
+                    failure.message,
+                    format!("reset from run {} at event {point}: bad deploy", run.run_id)
+                );
                 "wft_failed"
             }
             Attributes::WorkflowTaskScheduled(_) => "wft_scheduled",
@@ -455,7 +465,14 @@ fn a_reset_copies_history_to_its_point_and_rebuilds_what_was_pending() {
         .map(|a| a.activity_id.as_str())
         .collect();
     assert_eq!(pending, ["b"]);
-    assert_eq!(s.activities[0].start_to_close_ms, 30_000);
+    let b = &s.activities[0];
+    assert_eq!(b.start_to_close_ms, 30_000);
+    assert_eq!(
+        (b.activity_type.as_str(), b.task_queue.as_str()),
+        ("call", "q")
+    );
+    assert_eq!((b.attempt, b.scheduled_time), (1, T0));
+    assert_eq!(b.retry_policy.as_ref().map(|p| p.maximum_attempts), Some(4));
     let timers: Vec<&str> = s.timers.iter().map(|t| t.timer_id.as_str()).collect();
     assert_eq!(timers, ["t1"]);
     assert_eq!(
