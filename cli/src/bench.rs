@@ -52,6 +52,17 @@ fn cpu_ms(pid: &str) -> Option<f64> {
 }
 
 /// CPU of every process whose command is `postgres` (the server and its backends).
+/// CPU used so far by this process and by PostgreSQL's backends, in milliseconds.
+pub(crate) fn cpu_now() -> (f64, f64) {
+    (cpu_ms("self").unwrap_or(0.0), postgres_cpu_ms())
+}
+
+/// CPU used since `before` (`cpu_now`), by this process and by PostgreSQL.
+pub(crate) fn cpu_since(before: &(f64, f64)) -> (f64, f64) {
+    let now = cpu_now();
+    (now.0 - before.0, now.1 - before.1)
+}
+
 fn postgres_cpu_ms() -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0.0;
@@ -99,6 +110,10 @@ impl Latencies {
     /// The latency at `quantile` (0.5: the median), in milliseconds.
     pub(crate) fn ms(&self, quantile: f64) -> f64 {
         self.0.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    pub(crate) fn merge(&mut self, other: &Self) {
+        let _ = self.0.add(&other.0);
     }
 
     pub(crate) fn max_ms(&self) -> f64 {

@@ -49,6 +49,10 @@ pub(crate) struct BenchArgs {
     /// throughput and the engine's table sizes each minute (with `--soak-retention`).
     #[arg(long, value_name = "SAGAS")]
     soak: Option<u64>,
+    /// Place --sagas orders, then read them (`GET /v1/orders/{id}`, the REST gateway) this long
+    /// at each concurrency level instead of the saga levels.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    order_reads: Option<Duration>,
     /// How long the soak keeps closed runs and sent events.
     #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
     soak_retention: Duration,
@@ -93,6 +97,20 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<()> {
         },
     )
     .await?;
+    // The REST gateway and its read model only where the reads are measured: elsewhere the
+    // figures are the engine's alone.
+    let server = if args.order_reads.is_some() {
+        martix_orders::install(
+            server,
+            martix_orders::GatewayConfig {
+                namespace: "default".into(),
+                task_queue: "bench".into(),
+            },
+        )
+    } else {
+        server
+    };
+    let http = server.http_addr();
     let address = format!("http://{}", server.grpc_addr());
     let shutdown = CancellationToken::new();
     let serving = tokio::spawn(server.serve(shutdown.clone()));
@@ -162,6 +180,21 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<()> {
         let c = args.concurrency.first().copied().unwrap_or(64);
         println!("martix bench --soak on {label}; engine and workers in this process");
         soak::run(&engine, &target, &run, c, sagas, args.soak_retention).await?;
+        return stop.await;
+    }
+    if let Some(duration) = args.order_reads {
+        bench::closed_loop(&target, &format!("{run}-r"), 16, args.sagas, args.max_time).await?;
+        let ids: Vec<String> = (0..args.sagas)
+            .map(|i| bench::bench_order(&format!("{run}-r"), i).order_id)
+            .collect();
+        // The read model follows the histories: let it catch up before measuring.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let levels = crate::reads::run(http, &ids, &args.concurrency, duration).await?;
+        if args.output == "json" {
+            println!("{}", serde_json::to_string_pretty(&levels)?);
+        } else {
+            crate::reads::print(&label, &levels);
+        }
         return stop.await;
     }
     let mut levels = Vec::new();

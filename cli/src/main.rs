@@ -8,6 +8,7 @@ mod events_cli;
 mod ops;
 mod orders;
 mod probe;
+mod reads;
 mod report;
 mod scale;
 mod security;
