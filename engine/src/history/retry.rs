@@ -91,5 +91,8 @@ mod tests {
         assert!(!may_retry(Some(&p), 3, "Io"));
         assert!(!may_retry(Some(&p), 1, "Declined"));
         assert!(may_retry(None, 1000, "Declined"));
+        // Zero attempts: no limit.
+        let unlimited = RetryPolicy::default();
+        assert!(may_retry(Some(&unlimited), 1000, "Io"));
     }
 }

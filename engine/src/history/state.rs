@@ -287,6 +287,50 @@ mod tests {
     use super::*;
     use prost::Message;
 
+    #[test]
+    fn a_pause_is_carried_over_whole_and_so_is_its_absence() {
+        let paused = RunState {
+            paused_at: 5,
+            paused_by: "ops".into(),
+            paused_reason: "audit".into(),
+            ..Default::default()
+        };
+        let mut next = RunState::default();
+        next.carry_pause(&paused);
+        assert!(next.is_paused());
+        assert_eq!(
+            (
+                next.paused_at,
+                next.paused_by.as_str(),
+                next.paused_reason.as_str()
+            ),
+            (5, "ops", "audit")
+        );
+        next.carry_pause(&RunState::default());
+        assert!(!next.is_paused());
+        assert!(next.paused_by.is_empty() && next.paused_reason.is_empty());
+    }
+
+    #[test]
+    fn buffered_bytes_are_the_buffered_events_encoded() {
+        let mut s = RunState::default();
+        assert_eq!(s.buffered_bytes(), 0);
+        let event = pb::HistoryEvent {
+            event_id: 0,
+            event_time: None,
+            attributes: Some(pb::history_event::Attributes::WorkflowExecutionSignaled(
+                pb::WorkflowExecutionSignaledAttributes {
+                    signal_name: "go".into(),
+                    input: None,
+                    identity: "ops".into(),
+                },
+            )),
+        };
+        s.buffered = vec![event.clone(), event.clone()];
+        assert_eq!(s.buffered_bytes(), 2 * event.encoded_len());
+        assert!(s.buffered_bytes() > 1);
+    }
+
     /// Task rows written before `ScheduledActivity` held an encoded `PollActivityTaskResponse`
     /// without token, attempt and scheduled event: such a row reads the same, and a row
     /// written now is that encoding.
