@@ -288,6 +288,46 @@ mod tests {
     use prost::Message;
 
     #[test]
+    fn a_workflow_task_is_in_flight_while_its_lease_runs() {
+        let mut wft = WorkflowTask {
+            queue: TaskQueue::parse("q").unwrap(),
+            attempt: 1,
+            scheduled_event_id: 2,
+            visible_at: 0,
+            lease: None,
+        };
+        assert!(!wft.in_flight(100));
+        wft.lease = Some(Lease::new(100, 50));
+        assert_eq!(wft.lease.as_ref().unwrap().until, 150);
+        assert!(wft.in_flight(100));
+        assert!(wft.in_flight(149));
+        assert!(!wft.in_flight(150), "a lease ends when it runs out");
+    }
+
+    #[test]
+    fn a_first_lease_is_the_shorter_of_the_timeout_and_the_heartbeat() {
+        let task = |lease_ms, heartbeat_ms| ActivityTask {
+            namespace: Namespace::parse("default").unwrap(),
+            task_queue: TaskQueue::parse("q").unwrap(),
+            run_id: RunId::new(),
+            scheduled_event_id: 5,
+            attempt: 1,
+            visible_at: 0,
+            lease: None,
+            lease_ms,
+            activity: ScheduledActivity::default(),
+            heartbeat_details: None,
+            heartbeat_ms,
+            started_at: None,
+        };
+        assert_eq!(task(30_000, 0).first_lease_ms(), 30_000);
+        assert_eq!(task(30_000, 5_000).first_lease_ms(), 5_000);
+        assert_eq!(task(30_000, 30_000).first_lease_ms(), 30_000);
+        assert_eq!(task(30_000, 60_000).first_lease_ms(), 30_000);
+        assert_eq!(task(30_000, -1).first_lease_ms(), 30_000);
+    }
+
+    #[test]
     fn a_pause_is_carried_over_whole_and_so_is_its_absence() {
         let paused = RunState {
             paused_at: 5,
