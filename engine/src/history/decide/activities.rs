@@ -136,22 +136,23 @@ pub(super) fn request_cancel(
             c.activity_id
         ));
     };
-    let act = t.run_mut().state.activities.remove(pos);
-    remove_activity(t, act.scheduled_event_id);
+    // Looked up before it goes: which timer rows it has decides which are deleted.
+    let id = t.run().state.activities[pos].scheduled_event_id;
+    remove_activity(t, id);
     t.append(Attributes::ActivityTaskCancelRequested(
         pb::ActivityTaskCancelRequestedAttributes {
-            scheduled_event_id: act.scheduled_event_id,
+            scheduled_event_id: id,
             workflow_task_completed_event_id: completed,
         },
     ));
     t.append(Attributes::ActivityTaskCanceled(
         pb::ActivityTaskCanceledAttributes {
-            scheduled_event_id: act.scheduled_event_id,
+            scheduled_event_id: id,
             details: None,
         },
     ));
     t.push_task(TaskOp::Delete {
-        scheduled_event_id: act.scheduled_event_id,
+        scheduled_event_id: id,
         lease_id: None,
     });
     Ok(())

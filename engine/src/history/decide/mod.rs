@@ -322,6 +322,8 @@ fn require_open(run: &Run) -> Result<(), EngineError> {
 }
 
 #[cfg(test)]
+mod activity_tests;
+#[cfg(test)]
 mod change_tests;
 #[cfg(test)]
 mod dispatch_tests;
