@@ -29,6 +29,7 @@ pub(super) fn schedule(
         ));
     }
     let queue = queue_or(t.run(), &c.task_queue)?;
+    // `duration_to_ms` clamps a caller's timeouts to zero and a hundred years.
     let s2c = duration_to_ms(c.schedule_to_close_timeout.as_ref());
     let mut st2c = duration_to_ms(c.start_to_close_timeout.as_ref());
     if st2c <= 0 {
@@ -37,9 +38,6 @@ pub(super) fn schedule(
         } else {
             DEFAULT_ACTIVITY_TIMEOUT_MS
         };
-    }
-    if s2c < 0 || st2c < 0 {
-        return Err("timeouts must not be negative".into());
     }
     let scheduled_event_id = t.append(Attributes::ActivityTaskScheduled(
         pb::ActivityTaskScheduledAttributes {
