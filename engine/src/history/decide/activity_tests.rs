@@ -428,3 +428,95 @@ fn retry_now_runs_waiting_activities_at_once() {
     ));
     let _ = b;
 }
+
+/// A failed workflow task: its first failure is in history (started, failed) and retried at
+/// once on the workflow's queue, by any worker; later failures leave history alone and back
+/// off (2 s, 4 s, ... at most a minute); the completion of a retried attempt writes its
+/// scheduled event with its attempt.
+#[test]
+fn a_failing_workflow_task_is_retried_with_backoff_and_history_left_alone() {
+    let failure = pb::Failure {
+        message: "non-determinism".into(),
+        ..Default::default()
+    };
+    let mut run = started_run();
+    run.state.sticky_queue = "sticky-1".into();
+    run.state.sticky_from = 3;
+    let mut at = T0;
+    let mut expected_delay = [0, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000].into_iter();
+    for attempt in 1..=8 {
+        let token = lease(&mut run, at);
+        let c = fail_workflow_task(
+            &run,
+            &token,
+            pb::WorkflowTaskFailedCause::NonDeterminism,
+            failure.clone(),
+            "w",
+            at,
+            nobody(at),
+        )
+        .unwrap()
+        .commit;
+        let wft = c.run.wft.clone().unwrap();
+        assert_eq!(wft.attempt, attempt + 1);
+        assert_eq!(
+            wft.visible_at,
+            at + expected_delay.next().unwrap(),
+            "attempt {attempt}"
+        );
+        assert_eq!(wft.scheduled_event_id, 0);
+        assert_eq!(wft.queue.as_str(), "q");
+        assert!(c.run.state.sticky_queue.is_empty());
+        assert_eq!(c.run.state.sticky_from, 0);
+        assert_eq!(c.run.state.wft_last_failure.as_ref(), Some(&failure));
+        if attempt == 1 {
+            let n = c.events.len();
+            assert_eq!(n, 2, "started and failed");
+            assert!(matches!(
+                &c.events[1].attributes,
+                Some(Attributes::WorkflowTaskFailed(f)) if f.cause == pb::WorkflowTaskFailedCause::NonDeterminism as i32
+            ));
+        } else {
+            assert!(
+                c.events.is_empty(),
+                "attempt {attempt} leaves history alone"
+            );
+        }
+        run = applied(&c);
+        at = wft.visible_at;
+    }
+    let token = lease(&mut run, at);
+    let c =
+        applied_outcome(complete_workflow_task(&run, &token, &[], "w", at, nobody(at)).unwrap());
+    let Some(Attributes::WorkflowTaskScheduled(s)) = &c.events[0].attributes else {
+        panic!("{:?}", c.events)
+    };
+    assert_eq!(s.attempt, 9);
+}
+
+/// A token whose history length is not the run's (its lease ran out and events arrived) is
+/// no longer current; a claim of a task whose run buffered events delivers them.
+#[test]
+fn a_stale_history_length_is_refused_and_a_claim_delivers_what_was_buffered() {
+    let mut run = started_run();
+    assert!(flush_for_claim(&run, T0).is_none());
+    let mut token = lease(&mut run, T0);
+    token.history_len += 1;
+    assert!(matches!(
+        complete_workflow_task(&run, &token, &[], "w", T0, nobody(T0)),
+        Err(EngineError::NotFound(m)) if m.contains("new events arrived")
+    ));
+    let run = applied(
+        &signal(&run, "go", None, "ops", T0 + 1, nobody(T0 + 1))
+            .unwrap()
+            .commit,
+    );
+    assert_eq!(run.state.buffered.len(), 1);
+    let c = flush_for_claim(&run, T0 + 2).expect("the buffered signal is appended");
+    assert!(c.run.state.buffered.is_empty());
+    assert!(matches!(
+        c.events[0].attributes,
+        Some(Attributes::WorkflowExecutionSignaled(_))
+    ));
+    assert_eq!(c.events[0].event_id, run.next_event_id);
+}
