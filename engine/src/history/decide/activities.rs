@@ -60,8 +60,6 @@ pub(super) fn schedule(
         task_queue: queue.to_string(),
         attempt: 1,
         scheduled_time: now,
-        next_attempt_time: 0,
-        last_failure: None,
         retry_policy: c.retry_policy.clone(),
         schedule_to_close_ms: s2c,
         start_to_close_ms: st2c,
