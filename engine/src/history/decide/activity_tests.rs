@@ -55,9 +55,15 @@ fn scheduling_writes_the_timeouts_the_activity_names_or_the_defaults() {
     let c = decide(&[schedule_with("plain", |_| {})]);
     let a = &c.run.state.activities[0];
     assert_eq!(a.start_to_close_ms, DEFAULT_ACTIVITY_TIMEOUT_MS);
-    assert_eq!((a.activity_id.as_str(), a.activity_type.as_str()), ("plain", "call"));
+    assert_eq!(
+        (a.activity_id.as_str(), a.activity_type.as_str()),
+        ("plain", "call")
+    );
     assert_eq!(a.task_queue, "q");
-    assert_eq!(a.scheduled_event_id, 5, "after started, scheduled, task started, completed");
+    assert_eq!(
+        a.scheduled_event_id, 5,
+        "after started, scheduled, task started, completed"
+    );
     assert_eq!(
         (a.attempt, a.scheduled_time, a.schedule_to_close_ms),
         (1, T0, 0)

@@ -818,3 +818,46 @@ fn a_side_effect_or_event_that_cannot_be_encoded_fails_the_task_naming_it() {
         }
     }
 }
+
+/// A run's info comes from its start event: the first run of its chain (this one when the
+/// event names none) and the run it continues (none when the event names none).
+#[test]
+fn a_runs_info_names_its_chain() {
+    let started = |first: &str, from: &str| pb::WorkflowExecutionStartedAttributes {
+        workflow_type: "t".into(),
+        task_queue: "q".into(),
+        first_run_id: first.into(),
+        continued_from_run_id: from.into(),
+        ..Default::default()
+    };
+    let info = |s| WorkflowInfo::of_run("ns".into(), "wf".into(), "run-2".into(), &s);
+    let alone = info(started("", ""));
+    assert_eq!(alone.first_run_id, "run-2");
+    assert_eq!(alone.continued_from_run_id, None);
+    assert_eq!(
+        (alone.workflow_type.as_str(), alone.task_queue.as_str()),
+        ("t", "q")
+    );
+    let next = info(started("run-1", "run-1"));
+    assert_eq!(next.first_run_id, "run-1");
+    assert_eq!(next.continued_from_run_id.as_deref(), Some("run-1"));
+}
+
+/// The defaults a context was given are the ones it reports; the original keeps its own.
+#[test]
+fn a_context_reports_its_activity_defaults() {
+    let ctx = WorkflowContext::new(
+        Arc::new(Mutex::new(Shared::new(1))),
+        WorkflowInfo::of_run(
+            "ns".into(),
+            "wf".into(),
+            "run-1".into(),
+            &pb::WorkflowExecutionStartedAttributes::default(),
+        ),
+    );
+    let defaults = ActivityOptions::new(Duration::from_secs(9)).maximum_attempts(4);
+    let with = ctx.with_activity_defaults(defaults.clone());
+    assert_eq!(with.activity_defaults(), &defaults);
+    assert_eq!(ctx.activity_defaults(), &ActivityOptions::default());
+    assert_eq!(with.info().run_id, "run-1");
+}
