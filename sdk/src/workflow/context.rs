@@ -281,10 +281,10 @@ impl WorkflowContext {
     /// A random UUID, the same on every replay.
     pub fn uuid(&self) -> uuid::Uuid {
         let mut s = self.state();
-        let hi = s.next_random();
-        let lo = s.next_random();
-        uuid::Builder::from_random_bytes(((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes())
-            .into_uuid()
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&s.next_random().to_be_bytes());
+        bytes[8..].copy_from_slice(&s.next_random().to_be_bytes());
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
     }
 
     /// Runs `f` once, records its result in history, and returns the recorded result on

@@ -861,3 +861,56 @@ fn a_context_reports_its_activity_defaults() {
     assert_eq!(ctx.activity_defaults(), &ActivityOptions::default());
     assert_eq!(with.info().run_id, "run-1");
 }
+
+fn context(seed: u64) -> WorkflowContext {
+    WorkflowContext::new(
+        Arc::new(Mutex::new(Shared::new(seed))),
+        WorkflowInfo::of_run(
+            "ns".into(),
+            "wf".into(),
+            "run-1".into(),
+            &pb::WorkflowExecutionStartedAttributes::default(),
+        ),
+    )
+}
+
+/// Randomness is the seeded sequence: numbers in turn, a UUID made of the next two (version
+/// 4), different draws differ.
+#[test]
+fn random_numbers_and_uuids_are_the_seeded_sequence() {
+    let ctx = context(42);
+    let mut twin = Shared::new(42);
+    let (a, b) = (ctx.random(), ctx.random());
+    assert_eq!((a, b), (twin.next_random(), twin.next_random()));
+    assert_ne!(a, b);
+    let u = ctx.uuid();
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&twin.next_random().to_be_bytes());
+    bytes[8..].copy_from_slice(&twin.next_random().to_be_bytes());
+    assert_eq!(u, uuid::Builder::from_random_bytes(bytes).into_uuid());
+    assert_eq!(u.get_version_num(), 4);
+    assert_ne!(u, ctx.uuid());
+    assert_ne!(context(43).random(), context(42).random());
+}
+
+/// `has_signal` says whether a signal of that name waits to be taken.
+#[test]
+fn has_signal_tells_a_waiting_signal() {
+    let ctx = context(1);
+    assert!(!ctx.has_signal("go"));
+    ctx.shared
+        .lock()
+        .unwrap()
+        .signals
+        .insert("go".into(), VecDeque::new());
+    assert!(!ctx.has_signal("go"), "an empty queue holds nothing");
+    ctx.shared
+        .lock()
+        .unwrap()
+        .signals
+        .get_mut("go")
+        .unwrap()
+        .push_back(None);
+    assert!(ctx.has_signal("go"));
+    assert!(!ctx.has_signal("stop"));
+}
