@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Martix. Uses the PostgreSQL on 127.0.0.1:5432 if it answers; otherwise
-# installs Debian's postgresql (if missing) and starts it. The same for RabbitMQ on :5672.
+# installs Debian's postgresql (if missing) and starts it. The same for RabbitMQ on :5672 and
+# Redis on :6379 (the order-view cache's tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,8 +60,33 @@ ensure_rabbitmq() {
   rabbit_answers || { say "RabbitMQ did not start; see /var/log/rabbitmq/"; exit 1; }
 }
 
+redis_answers() {
+  (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null
+}
+
+ensure_redis() {
+  if [ -n "${MARTIX_TEST_REDIS_URL:-}" ]; then
+    say "Redis at MARTIX_TEST_REDIS_URL"
+    return
+  fi
+  if redis_answers; then
+    say "Redis answers on 127.0.0.1:6379"
+    return
+  fi
+  if ! command -v redis-server >/dev/null 2>&1; then
+    say "installing Redis (Debian package redis-server)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+  say "starting Redis"
+  redis-server --bind 127.0.0.1 --port 6379 --save '' --appendonly no --daemonize yes >/dev/null
+  for _ in $(seq 1 60); do redis_answers && break; sleep 0.5; done
+  redis_answers || { say "Redis did not start"; exit 1; }
+}
+
 ensure_postgres
 ensure_rabbitmq
+ensure_redis
 say "Python test tools"
 MARTIX_TEST_PYTHON="$(scripts/py-venv.sh)/bin/python"
 export MARTIX_TEST_PYTHON

@@ -53,6 +53,10 @@ pub(crate) struct BenchArgs {
     /// at each concurrency level instead of the saga levels.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     order_reads: Option<Duration>,
+    /// With --order-reads: cache the order views in this Redis (`--order-cache-url` of
+    /// `martix server`).
+    #[arg(long, value_name = "URL", requires = "order_reads")]
+    order_cache_url: Option<String>,
     /// How long the soak keeps closed runs and sent events.
     #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
     soak_retention: Duration,
@@ -100,11 +104,20 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<()> {
     // The REST gateway and its read model only where the reads are measured: elsewhere the
     // figures are the engine's alone.
     let server = if args.order_reads.is_some() {
+        let cache = match &args.order_cache_url {
+            Some(url) => Some(
+                martix_orders::OrderCache::connect(url, Duration::from_secs(3600))
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+            ),
+            None => None,
+        };
         martix_orders::install(
             server,
             martix_orders::GatewayConfig {
                 namespace: "default".into(),
                 task_queue: "bench".into(),
+                cache,
             },
         )
     } else {

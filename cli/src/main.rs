@@ -209,6 +209,14 @@ struct Listen {
     /// occurred longer ago than this (signal request ids likewise).
     #[arg(long, env = "MARTIX_EVENT_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
     event_retention: Duration,
+    /// Cache the views `GET /v1/orders/{id}` answers for ended orders in this Redis
+    /// (`redis://[:password@]host:6379[/db]`); each read still checks, in one store read, that
+    /// the cached view is of the order's latest run. Unset: no cache.
+    #[arg(long, env = "MARTIX_ORDER_CACHE_URL", hide_env_values = true)]
+    order_cache_url: Option<String>,
+    /// How long a cached order view is kept in Redis.
+    #[arg(long, env = "MARTIX_ORDER_CACHE_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    order_cache_ttl: Duration,
     #[command(flatten)]
     edge: security::EdgeArgs,
 }
@@ -477,6 +485,14 @@ async fn bind(
     if listen.consume_queue.is_some() && amqp_url.is_none() {
         anyhow::bail!("--consume-queue needs MARTIX_AMQP_URL (--amqp-url) to reach RabbitMQ");
     }
+    let order_cache = match &listen.order_cache_url {
+        Some(cache_url) => Some(
+            martix_orders::OrderCache::connect(cache_url, listen.order_cache_ttl)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e} (at {})", redact(cache_url)))?,
+        ),
+        None => None,
+    };
     let store = martix_engine::store::connect(url)
         .await
         .with_context(|| format!("opening the store at {shown}"))?;
@@ -518,6 +534,7 @@ async fn bind(
         martix_orders::GatewayConfig {
             namespace: "default".into(),
             task_queue: order_queue.to_owned(),
+            cache: order_cache,
         },
     );
     let scheme = if listen.edge.tls().is_some() {
@@ -531,6 +548,12 @@ async fn bind(
         "  HTTP  {scheme}://{}  (/v1/orders, /openapi.json, /healthz, /readyz)",
         server.http_addr()
     );
+    if let Some(cache_url) = &listen.order_cache_url {
+        println!(
+            "  order views of ended orders cached in {}",
+            redact(cache_url)
+        );
+    }
     if let Some(addr) = server.metrics_addr() {
         println!("  metrics http://{addr}/metrics  (no authentication)");
     }

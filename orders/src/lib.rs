@@ -5,8 +5,10 @@
 //! registers all of it on a server.
 //!
 //! Modules: `view` (the pure fold), `store` (its SQL on both backends), `service` (gRPC),
-//! `rest` and `steps` (HTTP), `inbound` (messages), `placed_by` (the caller of a start).
+//! `rest` and `steps` (HTTP), `cache` (settled order views in Redis), `inbound` (messages),
+//! `placed_by` (the caller of a start).
 
+pub mod cache;
 pub mod inbound;
 pub mod placed_by;
 pub mod rest;
@@ -20,6 +22,7 @@ use martix_engine::store::events::StoredEvent;
 use martix_order_contract::ORDER_WORKFLOW_TYPE;
 use std::sync::Arc;
 
+pub use cache::OrderCache;
 pub use rest::{GatewayConfig, MAX_BODY_BYTES, router};
 pub use steps::{Step, order_steps};
 pub use store::ReadModel;

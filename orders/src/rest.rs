@@ -30,6 +30,8 @@ pub struct GatewayConfig {
     pub namespace: String,
     /// The task queue the order workers poll.
     pub task_queue: String,
+    /// Where settled order views are cached (`--order-cache-url`), if anywhere.
+    pub cache: Option<crate::cache::OrderCache>,
 }
 
 impl Default for GatewayConfig {
@@ -37,6 +39,7 @@ impl Default for GatewayConfig {
         Self {
             namespace: "default".into(),
             task_queue: "orders".into(),
+            cache: None,
         }
     }
 }
@@ -337,7 +340,7 @@ async fn place_order(
             ),
         ));
     }
-    let view = view(&g, &order.order_id).await?;
+    let view = view(&g, &order.order_id).await?.0;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -361,11 +364,44 @@ async fn get_order(
     State(g): State<Arc<Gateway>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-) -> Result<axum::Json<OrderView>, HttpError> {
-    let _admitted = g
-        .edge
-        .admit(&principal, Op::DescribeWorkflow, &g.config.namespace)?;
-    Ok(axum::Json(view(&g, &id).await?))
+) -> Result<Response, HttpError> {
+    let ns = &g.config.namespace;
+    let _admitted = g.edge.admit(&principal, Op::DescribeWorkflow, ns)?;
+    let Some(cache) = &g.config.cache else {
+        return Ok(axum::Json(view(&g, &id).await?.0).into_response());
+    };
+    // The order's latest run, in one read: a cached view of another run (before a reset) or
+    // of a run no longer kept (purged) is never served.
+    let (run_id, status) = g
+        .engine
+        .run_status(pb::DescribeWorkflowRequest {
+            namespace: ns.clone(),
+            execution: execution(&id),
+        })
+        .await?;
+    let key = crate::cache::OrderCache::key(ns, &id);
+    if status != pb::WorkflowStatus::Running
+        && let Some(json) = cache.get(&key, &run_id).await
+    {
+        return Ok(json_response(json));
+    }
+    let (view, settled) = view(&g, &id).await?;
+    let json = serde_json::to_vec(&view).map_err(|e| EngineError::Internal(e.to_string()))?;
+    if settled {
+        cache.put(&key, &view.run_id, &json).await;
+    }
+    Ok(json_response(json))
+}
+
+fn json_response(json: Vec<u8>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response()
 }
 
 /// Orders from the read model, newest first, with keyset pagination: every order appears
@@ -469,7 +505,7 @@ async fn cancel_order(
             identity: principal.subject.clone(),
         })
         .await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(view(&g, &id).await?)).into_response())
+    Ok((StatusCode::ACCEPTED, axum::Json(view(&g, &id).await?.0)).into_response())
 }
 
 /// An operator's decision on an order that needs attention.
@@ -537,7 +573,7 @@ async fn resolve_order(
             request_id: String::new(),
         })
         .await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(view(&g, &id).await?)).into_response())
+    Ok((StatusCode::ACCEPTED, axum::Json(view(&g, &id).await?.0)).into_response())
 }
 
 fn execution(id: &str) -> Option<pb::WorkflowExecution> {
@@ -607,7 +643,9 @@ fn status_name(status: i32) -> String {
         .to_ascii_lowercase()
 }
 
-async fn view(g: &Gateway, id: &str) -> Result<OrderView, HttpError> {
+/// The order's view, and whether it is settled: its run closed and the read model holding the
+/// run's final event, so that it stays as it is while that run is the order's latest.
+async fn view(g: &Gateway, id: &str) -> Result<(OrderView, bool), HttpError> {
     let ns = &g.config.namespace;
     let d = g
         .engine
@@ -644,7 +682,12 @@ async fn view(g: &Gateway, id: &str) -> Result<OrderView, HttpError> {
         Err(EngineError::NotFound(_)) => (None, Vec::new()),
         Err(e) => return Err(e.into()),
     };
-    Ok(OrderView {
+    let settled = info.status != pb::WorkflowStatus::Running as i32
+        && order
+            .as_ref()
+            .is_some_and(|o| crate::service::FINAL_STATUSES.contains(&o.status.as_str()))
+        && order_events.last().is_some_and(|e| e.run_id == run_id);
+    let view = OrderView {
         order_id: id.to_owned(),
         run_id,
         status: status_name(info.status),
@@ -665,5 +708,6 @@ async fn view(g: &Gateway, id: &str) -> Result<OrderView, HttpError> {
                 data: serde_json::from_str(&e.body).unwrap_or_default(),
             })
             .collect(),
-    })
+    };
+    Ok((view, settled))
 }

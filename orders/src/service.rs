@@ -110,6 +110,11 @@ pub const STATUSES: [&str; 12] = [
     "rejected",
 ];
 
+/// The statuses an order ends in: its read-model row changes no more while its run is the
+/// order's latest.
+pub const FINAL_STATUSES: [&str; 5] =
+    ["completed", "compensated", "canceled", "failed", "rejected"];
+
 /// Checks and builds a listing query (without the page position).
 pub fn order_query(
     namespace: &str,

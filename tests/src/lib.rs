@@ -209,6 +209,46 @@ impl TestEngine {
         events: martix_engine::events::EventsConfig,
         install: impl FnOnce(Server) -> Server,
     ) -> Self {
+        Self::start_gateway(
+            (store, database_url),
+            config,
+            edge,
+            tls,
+            events,
+            None,
+            install,
+        )
+        .await
+    }
+
+    /// Starts an engine on `backend`, without authentication, whose REST gateway caches
+    /// settled order views in `cache`.
+    pub async fn start_with_order_cache(
+        backend: Backend,
+        config: EngineConfig,
+        cache: martix_orders::OrderCache,
+    ) -> Self {
+        Self::start_gateway(
+            backend.store_and_url().await,
+            config,
+            EdgeConfig::default(),
+            None,
+            Default::default(),
+            Some(cache),
+            |s| s,
+        )
+        .await
+    }
+
+    async fn start_gateway(
+        (store, database_url): (Arc<dyn Store>, String),
+        config: EngineConfig,
+        edge: EdgeConfig,
+        tls: Option<TlsFiles>,
+        events: martix_engine::events::EventsConfig,
+        cache: Option<martix_orders::OrderCache>,
+        install: impl FnOnce(Server) -> Server,
+    ) -> Self {
         let engine = Engine::new(store, config);
         let scheme = if tls.is_some() { "https" } else { "http" };
         let server = Server::bind(
@@ -231,6 +271,7 @@ impl TestEngine {
             martix_orders::GatewayConfig {
                 namespace: "default".into(),
                 task_queue: order_queue.clone(),
+                cache,
             },
         );
         let server = install(server);
@@ -359,6 +400,12 @@ pub async fn drop_postgres_database(url: &str) {
 }
 
 /// The RabbitMQ the tests use (`MARTIX_TEST_AMQP_URL`, default the local one).
+/// The Redis the order-cache tests use (`MARTIX_TEST_REDIS_URL`, default the local one;
+/// scripts/test.sh starts or installs it).
+pub fn redis_url() -> String {
+    std::env::var("MARTIX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
 pub fn amqp_url() -> String {
     std::env::var("MARTIX_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())

@@ -30,6 +30,18 @@ fn page_size(
 }
 
 impl Engine {
+    /// The latest run of a workflow id (or the run `execution` names): its id and status, in
+    /// one read of the store. What a cache of views derived from a closed run checks before
+    /// it answers: a reset makes another run the latest, retention removes it.
+    pub async fn run_status(
+        &self,
+        req: pb::DescribeWorkflowRequest,
+    ) -> Result<(String, pb::WorkflowStatus), EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let run = self.resolve(&ns, req.execution.as_ref()).await?;
+        Ok((run.run_id.to_text(), run.status))
+    }
+
     /// Status, pending activities, timers and workflow task of a run.
     pub async fn describe_workflow(
         &self,
