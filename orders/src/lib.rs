@@ -8,6 +8,11 @@
 //! `rest` and `steps` (HTTP), `cache` (settled order views in Redis), `inbound` (messages),
 //! `placed_by` (the caller of a start).
 
+#[cfg(feature = "redis-cache")]
+pub mod cache;
+/// The order cache's place when the build has none (feature `redis-cache` off).
+#[cfg(not(feature = "redis-cache"))]
+#[path = "cache_off.rs"]
 pub mod cache;
 pub mod inbound;
 pub mod placed_by;
@@ -96,6 +101,7 @@ pub fn install(server: martix_engine::Server, gateway: GatewayConfig) -> martix_
         engine.clone(),
         edge.clone(),
         projection.clone(),
+        gateway.cache.clone(),
     ))
     .max_decoding_message_size(limit);
     let routes = rest::router(engine, edge, gateway);

@@ -367,7 +367,7 @@ async fn get_order(
 ) -> Result<Response, HttpError> {
     let ns = &g.config.namespace;
     let _admitted = g.edge.admit(&principal, Op::DescribeWorkflow, ns)?;
-    let Some(cache) = &g.config.cache else {
+    let Some(cache) = g.config.cache.as_ref().filter(|c| !c.skipping()) else {
         return Ok(axum::Json(view(&g, &id).await?.0).into_response());
     };
     // The order's latest run, in one read: a cached view of another run (before a reset) or
@@ -380,15 +380,25 @@ async fn get_order(
         })
         .await?;
     let key = crate::cache::OrderCache::key(ns, &id);
-    if status != pb::WorkflowStatus::Running
-        && let Some(json) = cache.get(&key, &run_id).await
-    {
-        return Ok(json_response(json));
-    }
+    let lookup = if status == pb::WorkflowStatus::Running {
+        None
+    } else {
+        cache.get(&key, &run_id).await
+    };
+    let generation = match lookup {
+        Some(crate::cache::Lookup {
+            hit: Some(json), ..
+        }) => return Ok(json_response(json)),
+        Some(l) => Some(l.generation),
+        None => None,
+    };
     let (view, settled) = view(&g, &id).await?;
     let json = serde_json::to_vec(&view).map_err(|e| EngineError::Internal(e.to_string()))?;
-    if settled {
-        cache.put(&key, &view.run_id, &json).await;
+    // Kept only if the lookup found the cache answering, in the generation it saw: a rebuild
+    // of the read model in between makes the entry unused.
+    if let (true, Some(generation)) = (settled, generation) {
+        let (cache, json) = (cache.clone(), json.clone());
+        tokio::spawn(async move { cache.put(&key, generation, &view.run_id, &json).await });
     }
     Ok(json_response(json))
 }

@@ -236,17 +236,25 @@ pub struct OrderApi {
     edge: Arc<Edge>,
     projection: Arc<OrdersProjection>,
     read_model: ReadModel,
+    /// The REST gateway's cache of order views, told when the read model is rebuilt.
+    cache: Option<crate::cache::OrderCache>,
 }
 
 impl OrderApi {
     /// The service for `engine`, guarded by `edge`, reading the store's read model.
-    pub fn new(engine: Arc<Engine>, edge: Arc<Edge>, projection: Arc<OrdersProjection>) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        edge: Arc<Edge>,
+        projection: Arc<OrdersProjection>,
+        cache: Option<crate::cache::OrderCache>,
+    ) -> Self {
         let read_model = ReadModel::new(engine.store().pools());
         Self {
             engine,
             edge,
             projection,
             read_model,
+            cache,
         }
     }
 
@@ -294,6 +302,9 @@ impl OrderApi {
         let projections: [Arc<dyn martix_engine::events::Projection>; 1] =
             [self.projection.clone()];
         let events = martix_engine::events::rebuild(&self.engine, &projections).await?;
+        if let Some(cache) = &self.cache {
+            cache.bump_generation().await;
+        }
         let orders = self.read_model.count().await.map_err(read_error)?;
         tracing::info!(
             orders,

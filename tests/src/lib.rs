@@ -399,13 +399,13 @@ pub async fn drop_postgres_database(url: &str) {
     }
 }
 
-/// The RabbitMQ the tests use (`MARTIX_TEST_AMQP_URL`, default the local one).
 /// The Redis the order-cache tests use (`MARTIX_TEST_REDIS_URL`, default the local one;
 /// scripts/test.sh starts or installs it).
 pub fn redis_url() -> String {
     std::env::var("MARTIX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
 }
 
+/// The RabbitMQ the tests use (`MARTIX_TEST_AMQP_URL`, default the local one).
 pub fn amqp_url() -> String {
     std::env::var("MARTIX_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())

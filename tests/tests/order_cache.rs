@@ -1,6 +1,7 @@
 //! The Redis cache of order views (`--order-cache-url`): an ended order's view is served from
-//! Redis while its run is the order's latest; a running order is never cached; another run
-//! of the order id makes the cached view unused at once; Redis cut off costs reads nothing but the cache.
+//! Redis while its run is the order's latest and the read model is not rebuilt; a running
+//! order is never cached; another run of the order id makes the cached view unused at once;
+//! Redis cut off costs reads nothing but the cache, which comes back with Redis.
 //!
 //! Needs the Redis at `MARTIX_TEST_REDIS_URL` (default the local one; scripts/test.sh starts
 //! or installs it): without it these tests fail, saying so.
@@ -57,7 +58,50 @@ async fn cached(key: &str) -> Option<Vec<u8>> {
 }
 
 fn key(order_id: &str) -> String {
-    format!("martix:order-view:7:default:{order_id}")
+    format!("martix:order-view:v1:7:default:{order_id}")
+}
+
+/// An entry of the cache's format for `run_id` in the current generation.
+async fn entry(run_id: &str, json: &Value) -> Vec<u8> {
+    let generation: Option<i64> = redis::cmd("GET")
+        .arg("martix:order-view:v1:generation")
+        .query_async(&mut redis().await)
+        .await
+        .unwrap();
+    let mut entry = format!("{} {run_id}\n", generation.unwrap_or(0)).into_bytes();
+    entry.extend(serde_json::to_vec(json).unwrap());
+    entry
+}
+
+/// Waits until `check` holds of the cached bytes (the cache writes after answering).
+async fn cached_until(id: &str, check: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(raw) = cached(&key(id)).await.filter(|r| check(r)) {
+            return raw;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cache never held what was expected for {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads until the answer is `want` (a read after a cache error skips the cache a while).
+async fn answered(http: &reqwest::Client, t: &TestEngine, id: &str, want: &Value) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, got) = get(http, t, id).await;
+        if status == 200 && got == *want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never answered {want}; last {status} {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn get(http: &reqwest::Client, t: &TestEngine, id: &str) -> (u16, Value) {
@@ -132,35 +176,50 @@ async fn an_ended_orders_view_is_cached_until_another_run_is_the_latest(backend:
     let stop = worker(&t);
     let first_run = running["run_id"].as_str().unwrap().to_owned();
     let done = settled(&http, &t, &id, &first_run).await;
-    let raw = cached(&key(&id)).await.expect("the settled view is cached");
-    let (run, json) = raw.split_at(raw.iter().position(|b| *b == b'\n').unwrap());
-    assert_eq!(run, first_run.as_bytes());
-    assert_eq!(serde_json::from_slice::<Value>(&json[1..]).unwrap(), done);
+    let raw = cached_until(&id, |r| {
+        r.split(|b| *b == b'\n')
+            .next()
+            .is_some_and(|head| head.ends_with(format!(" {first_run}").as_bytes()))
+    })
+    .await;
+    let json = &raw[raw.iter().position(|b| *b == b'\n').unwrap() + 1..];
+    assert_eq!(serde_json::from_slice::<Value>(json).unwrap(), done);
 
     // And served from there: an entry for the same run is what the next read answers.
     let marker = json!({"order_id": id, "run_id": first_run, "from": "the cache"});
-    let mut entry = format!("{first_run}\n").into_bytes();
-    entry.extend(serde_json::to_vec(&marker).unwrap());
-    let () = redis::cmd("SET")
-        .arg(key(&id))
-        .arg(entry)
-        .query_async(&mut redis().await)
+    let put_marker = || async {
+        let () = redis::cmd("SET")
+            .arg(key(&id))
+            .arg(entry(&first_run, &marker).await)
+            .query_async(&mut redis().await)
+            .await
+            .unwrap();
+    };
+    put_marker().await;
+    answered(&http, &t, &id, &marker).await;
+
+    // A rebuild of the read model moves the cache's generation on: the entry is not served.
+    martix_orders::pb::order_service_client::OrderServiceClient::connect(t.endpoint.clone())
+        .await
+        .unwrap()
+        .rebuild_orders(martix_orders::pb::RebuildOrdersRequest {})
         .await
         .unwrap();
-    assert_eq!(get(&http, &t, &id).await, (200, marker.clone()));
+    answered(&http, &t, &id, &done).await;
+    put_marker().await;
+    answered(&http, &t, &id, &marker).await;
 
-    // Another run of the same id (a start that allows duplicates, over gRPC) becomes the
-    // latest: the entry names the old run and is not served.
-    let input = order(&id).to_string();
-    let again = t
-        .workflows()
-        .await
+    // Another run of the same id (a start that allows duplicates, over gRPC), closed at once
+    // and so the latest: the entry names the old run and is not served.
+    stop.cancel();
+    let mut wf = t.workflows().await;
+    let again = wf
         .start_workflow(pb::StartWorkflowRequest {
             namespace: "default".into(),
             workflow_id: id.clone(),
             workflow_type: martix_order_contract::ORDER_WORKFLOW_TYPE.into(),
             task_queue: t.order_queue.clone(),
-            input: martix_tests::json(&input),
+            input: martix_tests::json(&order(&id).to_string()),
             identity: "test".into(),
             id_reuse_policy: pb::IdReusePolicy::AllowDuplicate as i32,
             ..Default::default()
@@ -169,15 +228,25 @@ async fn an_ended_orders_view_is_cached_until_another_run_is_the_latest(backend:
         .unwrap()
         .into_inner();
     assert!(again.started);
+    wf.terminate_workflow(pb::TerminateWorkflowRequest {
+        namespace: "default".into(),
+        execution: Some(pb::WorkflowExecution {
+            workflow_id: id.clone(),
+            run_id: again.run_id.clone(),
+        }),
+        reason: "test".into(),
+        identity: "test".into(),
+    })
+    .await
+    .unwrap();
     let (status, after) = get(&http, &t, &id).await;
     assert_eq!(status, 200, "{after}");
-    assert_eq!(after["run_id"], json!(again.run_id), "{after}");
-    assert_ne!(after.get("from"), marker.get("from"));
-    let redone = settled(&http, &t, &id, &again.run_id).await;
-    let raw = cached(&key(&id)).await.unwrap();
-    assert!(raw.starts_with(format!("{}\n", again.run_id).as_bytes()));
-    assert_eq!(get(&http, &t, &id).await, (200, redone));
-    stop.cancel();
+    assert_eq!(
+        (&after["run_id"], &after["status"]),
+        (&json!(again.run_id), &json!("terminated")),
+        "{after}"
+    );
+    assert_eq!(after.get("from"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,5 +283,16 @@ async fn reads_go_on_without_the_cache_while_redis_is_cut_off() {
         assert_eq!(get(&http, &t, &id).await, (200, view.clone()));
     }
     assert_eq!(cached(&key(&id)).await, None);
+    // Redis back: the cache is used again.
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while cached(&key(&id)).await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cache did not come back with Redis"
+        );
+        assert_eq!(get(&http, &t, &id).await, (200, view.clone()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     stop.cancel();
 }
