@@ -215,18 +215,13 @@ pub async fn order_with_events(
     namespace: &str,
     order_id: &str,
 ) -> Result<(OrderView, Vec<StoredEvent>), EngineError> {
-    let order = read_model
-        .get_order(namespace, order_id)
+    read_model
+        .order_with_events(namespace, order_id)
         .await
         .map_err(read_error)?
         .ok_or_else(|| {
             EngineError::NotFound(format!("no order '{order_id}' in namespace '{namespace}'"))
-        })?;
-    let events = read_model
-        .order_events(namespace, order_id)
-        .await
-        .map_err(read_error)?;
-    Ok((order, events))
+        })
 }
 
 /// `OrderService` on an engine, behind its edge.

@@ -45,15 +45,19 @@ where
     })
 }
 
-fn event_from_row<R: Row>(r: &R) -> Result<StoredEvent, sqlx::Error>
+/// The event columns, in the order `event_from_row` reads them.
+const EVENT_COLS: &str = "event_id, namespace, order_id, sequence, event_type, occurred_at, body";
+
+/// An `order_events` row whose [`EVENT_COLS`] start at column `at`.
+fn event_from_row<R: Row>(r: &R, at: usize) -> Result<StoredEvent, sqlx::Error>
 where
     usize: sqlx::ColumnIndex<R>,
     String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    let event_id: String = r.try_get(0)?;
-    let namespace: String = r.try_get(1)?;
-    let subject: String = r.try_get(2)?;
+    let event_id: String = r.try_get(at)?;
+    let namespace: String = r.try_get(at + 1)?;
+    let subject: String = r.try_get(at + 2)?;
     Ok(StoredEvent {
         position: 0,
         xact: 0,
@@ -63,10 +67,10 @@ where
         namespace,
         subject,
         workflow_type: martix_order_contract::ORDER_WORKFLOW_TYPE.into(),
-        sequence: r.try_get(3)?,
-        event_type: r.try_get(4)?,
-        occurred_at: r.try_get(5)?,
-        body: r.try_get(6)?,
+        sequence: r.try_get(at + 3)?,
+        event_type: r.try_get(at + 4)?,
+        occurred_at: r.try_get(at + 5)?,
+        body: r.try_get(at + 6)?,
         sent: false,
     })
 }
@@ -221,6 +225,47 @@ impl ReadModel {
         })
     }
 
+    /// One order with its events, read in one statement so that both come from one snapshot:
+    /// the projection folds an event and records it in one transaction, and two reads could
+    /// land on either side of its commit (a view one step behind its own event list).
+    pub async fn order_with_events(
+        &self,
+        namespace: &str,
+        order_id: &str,
+    ) -> Result<Option<(OrderView, Vec<StoredEvent>)>, sqlx::Error> {
+        let order_cols = ORDER_COLS.split(',').count();
+        let events = EVENT_COLS
+            .split(", ")
+            .map(|c| format!("e.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT o.*, {events} FROM \
+             (SELECT {ORDER_COLS} FROM orders WHERE namespace = $1 AND order_id = $2) o \
+             LEFT JOIN order_events e ON e.namespace = o.namespace AND e.order_id = o.order_id \
+             ORDER BY e.sequence, e.occurred_at"
+        );
+        martix_engine::on_read_pool!(&self.pools, |pool| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(namespace)
+                .bind(order_id)
+                .fetch_all(pool)
+                .await?;
+            let Some(first) = rows.first() else {
+                return Ok(None);
+            };
+            let order = order_from_row(first)?;
+            let mut events = Vec::with_capacity(rows.len());
+            for r in &rows {
+                // No event row (the LEFT JOIN's NULLs): an order whose events were purged.
+                if r.try_get::<Option<String>, _>(order_cols)?.is_some() {
+                    events.push(event_from_row(r, order_cols)?);
+                }
+            }
+            Ok(Some((order, events)))
+        })
+    }
+
     /// A page of orders, newest first.
     pub async fn list_orders(&self, q: &OrderQuery) -> Result<Vec<OrderView>, sqlx::Error> {
         martix_engine::on_read_pool!(&self.pools, |pool| {
@@ -267,17 +312,16 @@ impl ReadModel {
         order_id: &str,
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
         martix_engine::on_read_pool!(&self.pools, |pool| {
-            sqlx::query(
-                "SELECT event_id, namespace, order_id, sequence, event_type, occurred_at, body \
-                 FROM order_events WHERE namespace = $1 AND order_id = $2 \
-                 ORDER BY sequence, occurred_at",
-            )
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {EVENT_COLS} FROM order_events WHERE namespace = $1 AND order_id = $2 \
+                 ORDER BY sequence, occurred_at"
+            )))
             .bind(namespace)
             .bind(order_id)
             .fetch_all(pool)
             .await?
             .iter()
-            .map(event_from_row)
+            .map(|r| event_from_row(r, 0))
             .collect()
         })
     }
