@@ -84,9 +84,25 @@ ensure_redis() {
   redis_answers || { say "Redis did not start"; exit 1; }
 }
 
+# The console's tests drive a headless Chromium over WebDriver (cli/tests/console.rs).
+ensure_chromium() {
+  if [ -n "${MARTIX_TEST_CHROMEDRIVER:-}" ]; then
+    say "chromedriver at MARTIX_TEST_CHROMEDRIVER"
+    return
+  fi
+  if command -v chromedriver >/dev/null 2>&1; then
+    say "chromedriver: $(command -v chromedriver)"
+    return
+  fi
+  say "installing Chromium and its WebDriver (Debian packages chromium, chromium-driver)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
 ensure_postgres
 ensure_rabbitmq
 ensure_redis
+ensure_chromium
 say "Python test tools"
 MARTIX_TEST_PYTHON="$(scripts/py-venv.sh)/bin/python"
 export MARTIX_TEST_PYTHON

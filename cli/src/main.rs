@@ -537,6 +537,7 @@ async fn bind(
             cache: order_cache,
         },
     );
+    let server = martix_console::install(server, "default");
     let scheme = if listen.edge.tls().is_some() {
         "https"
     } else {

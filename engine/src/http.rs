@@ -1,5 +1,6 @@
-//! The HTTP port: `/healthz` (the process is up) and `/readyz` (the store answers), open to
-//! all; every other route (the REST gateway, metrics) is merged in behind the edge, which
+//! The HTTP port: `/healthz` (the process is up), `/readyz` (the store answers) and the
+//! public routes a server adds (the console's page), open to all; every other route (the
+//! engine's API as JSON, the REST gateway, metrics) is merged in behind the edge, which
 //! authenticates the caller and leaves its [`Principal`] in the request's extensions.
 
 use crate::edge::tls::PeerAddr;
@@ -16,13 +17,15 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The HTTP routes of the engine: health, then `guarded` behind authentication.
-pub fn router(engine: Arc<Engine>, edge: Arc<Edge>, guarded: Router) -> Router {
+/// The HTTP routes of the engine: health and `public` open to all, then the engine's API as
+/// JSON, metrics and `guarded` behind authentication.
+pub fn router(engine: Arc<Engine>, edge: Arc<Edge>, public: Router, guarded: Router) -> Router {
     let metrics = Router::new()
         .route("/metrics", get(metrics))
         .with_state((engine.clone(), edge.clone()));
     let guarded = guarded
         .merge(metrics)
+        .merge(crate::api::json::router(engine.clone(), edge.clone()))
         .layer(axum::middleware::from_fn_with_state(
             edge.clone(),
             request_deadline,
@@ -32,6 +35,7 @@ pub fn router(engine: Arc<Engine>, edge: Arc<Edge>, guarded: Router) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(engine)
+        .merge(public)
         .merge(guarded)
         .layer(axum::middleware::from_fn(trace_request))
 }

@@ -62,6 +62,7 @@ pub struct Server {
     grpc_tls: Option<tonic::transport::ServerTlsConfig>,
     http_tls: Option<tokio_rustls::TlsAcceptor>,
     routes: axum::Router,
+    public_routes: axum::Router,
     events: crate::events::EventsConfig,
     /// gRPC services that domains added, their names (for health) and descriptor sets (for
     /// reflection).
@@ -111,6 +112,7 @@ impl Server {
             grpc_tls,
             http_tls,
             routes: axum::Router::new(),
+            public_routes: axum::Router::new(),
             events: config.events.clone(),
             services: tonic::service::RoutesBuilder::default(),
             service_names: Vec::new(),
@@ -197,6 +199,13 @@ impl Server {
     /// Serves `routes` on the HTTP port too, behind authentication.
     pub fn route(mut self, routes: axum::Router) -> Self {
         self.routes = self.routes.merge(routes);
+        self
+    }
+
+    /// Serves `routes` on the HTTP port without authentication: for what a browser must load
+    /// before it has a token (the console's page and scripts), never for data.
+    pub fn public_route(mut self, routes: axum::Router) -> Self {
+        self.public_routes = self.public_routes.merge(routes);
         self
     }
 
@@ -302,7 +311,12 @@ impl Server {
                 .await
                 .map_err(|e| anyhow_free::Error(format!("gRPC server: {e}")))
         });
-        let router = crate::http::router(engine.clone(), edge.clone(), self.routes);
+        let router = crate::http::router(
+            engine.clone(),
+            edge.clone(),
+            self.public_routes,
+            self.routes,
+        );
         let token = shutdown.clone();
         let http_cap = Arc::new(ConnectionCap::new("http", edge.max_connections()));
         let http = EdgeListener::new(self.http, self.http_tls, http_cap)

@@ -64,6 +64,7 @@ pub fn router(engine: Arc<Engine>, edge: Arc<Edge>, config: GatewayConfig) -> Ro
     Router::new()
         .route("/v1/orders", post(place_order).get(list_orders))
         .route("/v1/orders/{id}", get(get_order))
+        .route("/v1/order-counts", get(order_counts))
         .route("/v1/orders/{id}/cancel", post(cancel_order))
         .route("/v1/orders/{id}/resolve", post(resolve_order))
         .route("/openapi.json", get(openapi))
@@ -194,7 +195,7 @@ pub struct ErrorDetail {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Martix orders API", description = "Place, read and cancel order sagas."),
-    paths(place_order, list_orders, get_order, cancel_order, resolve_order),
+    paths(place_order, list_orders, get_order, order_counts, cancel_order, resolve_order),
     components(schemas(
         PlaceOrder,
         ResolveOrder,
@@ -202,6 +203,7 @@ pub struct ErrorDetail {
         OrderSummary,
         OrderEvent,
         OrderPage,
+        OrderCounts,
         Step,
         Item,
         Address,
@@ -412,6 +414,42 @@ fn json_response(json: Vec<u8>) -> Response {
         json,
     )
         .into_response()
+}
+
+/// How many orders hold each status.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderCounts {
+    /// By read-model status; every status is named, 0 when none. A count of 10,001 means
+    /// "over 10,000" (counting stops there).
+    pub counts: std::collections::BTreeMap<String, i64>,
+}
+
+/// The most a status is counted to (then shown as "over 10,000").
+const COUNT_CAP: i64 = 10_001;
+
+/// How many orders of the read model hold each status, each counted up to 10,001.
+#[utoipa::path(
+    get,
+    path = "/v1/order-counts",
+    responses(
+        (status = 200, body = OrderCounts),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)
+    )
+)]
+async fn order_counts(
+    State(g): State<Arc<Gateway>>,
+    Extension(principal): Extension<Principal>,
+) -> Result<axum::Json<OrderCounts>, HttpError> {
+    let ns = &g.config.namespace;
+    let _admitted = g.edge.admit(&principal, Op::QueryReadModel, ns)?;
+    let counts = g
+        .read_model
+        .count_by_status(ns, COUNT_CAP)
+        .await
+        .map_err(crate::service::read_error)?;
+    Ok(axum::Json(OrderCounts {
+        counts: counts.into_iter().collect(),
+    }))
 }
 
 /// Orders from the read model, newest first, with keyset pagination: every order appears

@@ -178,7 +178,7 @@ pub fn event_to_proto(e: &StoredEvent) -> pb::OrderEvent {
 
 /// A read of the read model that failed: the database away is `Unavailable` (try again);
 /// anything else is ours to fix, logged and answered as `Internal`.
-fn read_error(e: sqlx::Error) -> EngineError {
+pub(crate) fn read_error(e: sqlx::Error) -> EngineError {
     match e {
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut

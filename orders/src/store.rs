@@ -326,6 +326,32 @@ impl ReadModel {
         })
     }
 
+    /// How many orders of `namespace` hold each status, each counted up to `cap` (one index
+    /// range read per status, so the work is bounded however many orders there are).
+    pub async fn count_by_status(
+        &self,
+        namespace: &str,
+        cap: i64,
+    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        let sql = crate::service::STATUSES
+            .iter()
+            .map(|s| {
+                format!(
+                    "SELECT '{s}', COUNT(*) FROM (SELECT 1 FROM orders \
+                     WHERE namespace = $1 AND status = '{s}' LIMIT $2) AS x"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        martix_engine::on_read_pool!(&self.pools, |pool| {
+            sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql))
+                .bind(namespace)
+                .bind(cap)
+                .fetch_all(pool)
+                .await
+        })
+    }
+
     /// How many orders it holds.
     pub async fn count(&self) -> Result<usize, sqlx::Error> {
         martix_engine::on_read_pool!(&self.pools, |pool| {

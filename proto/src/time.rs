@@ -30,6 +30,21 @@ pub fn system_time_to_timestamp(t: SystemTime) -> Timestamp {
     }
 }
 
+/// The last second humantime writes (9999-12-31T23:59:59Z).
+const LAST_SECOND: u64 = 253_402_300_799;
+
+/// A timestamp in RFC 3339, UTC, to the second (`2026-11-24T16:59:01Z`), `-` if none. A
+/// timestamp before 1970 or after 9999 prints as its seconds since the epoch (`-5s`).
+pub fn rfc3339_seconds(ts: Option<&Timestamp>) -> String {
+    ts.map_or("-".into(), |t| match u64::try_from(t.seconds) {
+        Ok(s) if s <= LAST_SECOND => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(s))
+                .to_string()
+        }
+        _ => format!("{}s", t.seconds),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

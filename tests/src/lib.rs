@@ -274,7 +274,7 @@ impl TestEngine {
                 cache,
             },
         );
-        let server = install(server);
+        let server = martix_console::install(install(server), "default");
         let endpoint = format!("{scheme}://{}", server.grpc_addr());
         let http = format!("{scheme}://{}", server.http_addr());
         let shutdown = CancellationToken::new();

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use martix_proto::v1 as pb;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 /// Prints `v` as pretty JSON.
 pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -19,19 +19,7 @@ pub(super) fn show_payload(p: Option<&pb::Payload>) -> String {
     }
 }
 
-/// The last second humantime writes (9999-12-31T23:59:59Z).
-const LAST_SECOND: u64 = 253_402_300_799;
-
-/// A timestamp in RFC 3339, UTC, to the second (`2026-11-24T16:59:01Z`), `-` if none. A
-/// timestamp before 1970 or after 9999 prints as its seconds since the epoch (`-5s`).
-pub(crate) fn time(ts: Option<&pbjson_types::Timestamp>) -> String {
-    ts.map_or("-".into(), |t| match u64::try_from(t.seconds) {
-        Ok(s) if s <= LAST_SECOND => {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)).to_string()
-        }
-        _ => format!("{}s", t.seconds),
-    })
-}
+pub(crate) use martix_proto::time::rfc3339_seconds as time;
 
 /// A time as [`time`] prints it, `-` if none.
 pub(crate) fn when(t: Option<std::time::SystemTime>) -> String {
@@ -83,6 +71,7 @@ pub(super) fn event_line(e: &pb::HistoryEvent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn at(seconds: i64) -> String {
         time(Some(&pbjson_types::Timestamp { seconds, nanos: 0 }))

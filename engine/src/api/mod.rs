@@ -1,6 +1,8 @@
 //! gRPC: the `martix.v1` services. Handlers are thin: call the engine, map the error once
 //! (`From<EngineError> for Status`).
 
+pub mod json;
+
 use crate::edge::{Edge, Op, Principal};
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -60,7 +62,7 @@ scoped!(field: pb::StartWorkflowRequest, pb::DescribeWorkflowRequest, pb::ListWo
     pb::GetWorkflowHistoryRequest, pb::GetWorkflowResultRequest, pb::SignalWorkflowRequest,
     pb::CancelWorkflowRequest, pb::TerminateWorkflowRequest, pb::ResetWorkflowRequest,
     pb::PauseWorkflowRequest, pb::ResumeWorkflowRequest, pb::SetBreakerRequest,
-    pb::ListBreakersRequest,
+    pb::ListBreakersRequest, pb::ListStuckWorkflowsRequest,
     pb::RetryActivityRequest, pb::PollWorkflowTaskRequest, pb::PollActivityTaskRequest,
     pb::ReportBreakersRequest);
 
@@ -208,6 +210,7 @@ service!(WorkflowService, WorkflowApi {
     pause_workflow(pb::PauseWorkflowRequest) -> pb::PauseWorkflowResponse => pause_workflow_as(caller), PauseWorkflow;
     resume_workflow(pb::ResumeWorkflowRequest) -> pb::ResumeWorkflowResponse => resume_workflow_as(caller), PauseWorkflow;
     retry_activity(pb::RetryActivityRequest) -> pb::RetryActivityResponse => retry_activity, RetryActivity;
+    list_stuck_workflows(pb::ListStuckWorkflowsRequest) -> pb::ListStuckWorkflowsResponse => list_stuck_workflows, ListWorkflows;
     set_breaker(pb::SetBreakerRequest) -> pb::SetBreakerResponse => set_breaker_as(caller), ManageBreakers;
     list_breakers(pb::ListBreakersRequest) -> pb::ListBreakersResponse => list_breakers, ListBreakers;
     create_namespace(pb::CreateNamespaceRequest) -> pb::CreateNamespaceResponse => create_namespace, ManageNamespaces;

@@ -25,6 +25,7 @@ mod polls;
 mod reads;
 mod requests;
 pub mod retention;
+mod stuck;
 mod timeouts;
 mod waiters;
 mod worker;

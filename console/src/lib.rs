@@ -1,0 +1,158 @@
+//! The operators' console: one page at `/ui` that finds, explains and fixes stuck runs and
+//! orders. Its three files are compiled into the binary and served without authentication
+//! (the page asks for a token before it reads anything); everything it shows comes from the
+//! APIs behind the edge: the engine's `WorkflowService` as JSON (`/api/martix.v1.…`), the
+//! order domain's REST (`/v1/orders…`), `/metrics`, and [`whoami`] here, which tells the page
+//! who is signed in and which actions to offer. The page sends the token as a bearer header,
+//! never as a cookie, so there is no cross-site request to forge.
+
+use axum::Router;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use martix_engine::edge::{Edge, Op, Principal};
+use serde::Serialize;
+use std::sync::Arc;
+
+const INDEX: &str = include_str!("../assets/index.html");
+const SCRIPT: &str = include_str!("../assets/app.js");
+const STYLE: &str = include_str!("../assets/app.css");
+
+/// The page: scripts and styles from this origin only, no inline code, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Serves the console on `server`'s HTTP port, working in `namespace`.
+pub fn install(server: martix_engine::Server, namespace: &str) -> martix_engine::Server {
+    let edge = server.edge().clone();
+    server
+        .public_route(public_routes())
+        .route(routes(edge, namespace.to_owned()))
+}
+
+/// The page's files, open to all; merge with `Server::public_route`.
+pub fn public_routes() -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/ui") }))
+        .route(
+            "/ui",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route("/ui/", get(|| async { Redirect::to("/ui") }))
+        .route(
+            "/ui/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/ui/app.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, content_type),
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        // The files change with the binary: a browser asks again (cheap: a few KiB).
+        (header::CACHE_CONTROL, "no-cache"),
+        (HeaderName::from_static("x-frame-options"), "DENY"),
+    ];
+    let mut resp = body.into_response();
+    for (name, value) in headers {
+        resp.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    resp
+}
+
+/// What the signed-in caller is and may do in the console's namespace.
+#[derive(Debug, Serialize)]
+pub struct WhoAmI {
+    pub subject: String,
+    /// The roles the caller holds in `namespace`.
+    pub roles: Vec<&'static str>,
+    /// Whether the engine authenticates callers (`martix dev`: no).
+    pub auth: bool,
+    pub namespace: String,
+    /// The actions the page offers: only those the engine would allow.
+    pub can: Can,
+}
+
+/// One flag per kind of action or page of the console.
+#[derive(Debug, Serialize)]
+pub struct Can {
+    pub list: bool,
+    pub history: bool,
+    pub cancel: bool,
+    pub terminate: bool,
+    pub reset: bool,
+    pub pause: bool,
+    pub retry: bool,
+    pub signal: bool,
+    pub breakers: bool,
+    pub metrics: bool,
+}
+
+struct Console {
+    edge: Arc<Edge>,
+    namespace: String,
+}
+
+/// The console's own API, behind authentication (merge with `Server::route`): `GET
+/// /api/console/whoami`. `namespace` is the one the page works in.
+pub fn routes(edge: Arc<Edge>, namespace: String) -> Router {
+    Router::new()
+        .route("/api/console/whoami", get(whoami))
+        .with_state(Arc::new(Console { edge, namespace }))
+}
+
+async fn whoami(
+    State(c): State<Arc<Console>>,
+    Extension(principal): Extension<Principal>,
+) -> axum::Json<WhoAmI> {
+    axum::Json(who(&c.edge, &principal, &c.namespace))
+}
+
+/// [`WhoAmI`] of `principal` in `namespace`.
+pub fn who(edge: &Edge, principal: &Principal, namespace: &str) -> WhoAmI {
+    let may = |op: Op, ns: &str| principal.authorize(op, ns).is_ok();
+    let mut roles: Vec<&'static str> = Vec::new();
+    let namespace_granted = principal
+        .namespaces
+        .as_ref()
+        .is_none_or(|l| l.iter().any(|n| n == namespace));
+    let mut held: Vec<_> = if namespace_granted {
+        principal.roles.clone()
+    } else {
+        Vec::new()
+    };
+    for key in [namespace, "*"] {
+        held.extend(principal.namespace_roles.get(key).into_iter().flatten());
+    }
+    for r in held {
+        if !roles.contains(&r.as_str()) {
+            roles.push(r.as_str());
+        }
+    }
+    WhoAmI {
+        subject: principal.subject.clone(),
+        roles,
+        auth: edge.requires_auth(),
+        namespace: namespace.to_owned(),
+        can: Can {
+            list: may(Op::ListWorkflows, namespace),
+            history: may(Op::GetWorkflowHistory, namespace),
+            cancel: may(Op::CancelWorkflow, namespace),
+            terminate: may(Op::TerminateWorkflow, namespace),
+            reset: may(Op::ResetWorkflow, namespace),
+            pause: may(Op::PauseWorkflow, namespace),
+            retry: may(Op::RetryActivity, namespace),
+            signal: may(Op::SignalWorkflow, namespace),
+            breakers: may(Op::ListBreakers, namespace),
+            metrics: may(Op::ReadMetrics, "*"),
+        },
+    }
+}
