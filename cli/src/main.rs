@@ -217,6 +217,10 @@ struct Listen {
     /// How long a cached order view is kept in Redis.
     #[arg(long, env = "MARTIX_ORDER_CACHE_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     order_cache_ttl: Duration,
+    /// Your tracing UI's page of one trace, with `{trace_id}` where the id goes
+    /// (`https://jaeger.example/trace/{trace_id}`): the console links each order to its trace.
+    #[arg(long, env = "MARTIX_TRACE_URL", value_parser = parse_trace_url)]
+    trace_url: Option<String>,
     #[command(flatten)]
     edge: security::EdgeArgs,
 }
@@ -537,7 +541,13 @@ async fn bind(
             cache: order_cache,
         },
     );
-    let server = martix_console::install(server, "default");
+    let server = martix_console::install(
+        server,
+        martix_console::ConsoleConfig {
+            namespace: "default".into(),
+            trace_url: listen.trace_url.clone(),
+        },
+    );
     let scheme = if listen.edge.tls().is_some() {
         "https"
     } else {
@@ -549,6 +559,7 @@ async fn bind(
         "  HTTP  {scheme}://{}  (/v1/orders, /openapi.json, /healthz, /readyz)",
         server.http_addr()
     );
+    println!("  console  {scheme}://{}/ui", server.http_addr());
     if let Some(cache_url) = &listen.order_cache_url {
         println!(
             "  order views of ended orders cached in {}",
@@ -625,6 +636,17 @@ async fn dev(url: &str, shown: &str, args: DevArgs) -> Result<()> {
     engine.await??;
     println!("martix engine stopped");
     outcome
+}
+
+/// A trace URL template: http(s), with `{trace_id}` in it.
+fn parse_trace_url(raw: &str) -> Result<String, String> {
+    if !(raw.starts_with("https://") || raw.starts_with("http://")) {
+        return Err("must start with https:// or http://".into());
+    }
+    if !raw.contains("{trace_id}") {
+        return Err("must hold {trace_id} where the trace's id goes".into());
+    }
+    Ok(raw.to_owned())
 }
 
 fn server_backend(url: &str) -> &'static str {

@@ -330,6 +330,51 @@ async fn the_console_finds_explains_and_fixes_a_stuck_order() {
         .collect();
     assert_eq!(timeline, scheduled);
 
+    // A batch over what the Workflows page's filters match: previewed, counted, applied.
+    for i in 1..=3 {
+        workflow_api(
+            &http,
+            "StartWorkflow",
+            json!({"namespace": "default", "workflowId": format!("batchx-{i}"),
+                "workflowType": "probe", "taskQueue": "nobody-polls"}),
+            None,
+        );
+    }
+    c.goto(&format!("http://{http}/ui#/workflows"))
+        .await
+        .unwrap();
+    let prefix = c
+        .wait()
+        .for_element(Locator::Css("#wf-prefix"))
+        .await
+        .unwrap();
+    prefix.send_keys("batchx-").await.unwrap();
+    wait_text(c, "#workflows-table", |t| {
+        t.matches("batchx-").count() == 3 && !t.contains("outage-1")
+    })
+    .await;
+    click(c, "#batch-action option[value=\"terminate\"]").await;
+    let reason = c.find(Locator::Css("#batch-reason")).await.unwrap();
+    reason.send_keys("probes left over").await.unwrap();
+    click(c, "#batch-preview").await;
+    wait_text(c, "#batch-count", |t| t.contains("3 runs match")).await;
+    click(c, "#batch-apply").await;
+    click(c, "#confirm-ok").await;
+    wait_text(c, "#flash", |t| t.contains("3 done, 0 failed")).await;
+    for i in 1..=3 {
+        let d = workflow_api(
+            &http,
+            "DescribeWorkflow",
+            json!({"namespace": "default", "execution": {"workflowId": format!("batchx-{i}")}}),
+            None,
+        );
+        assert_eq!(
+            d["info"]["status"],
+            json!("WORKFLOW_STATUS_TERMINATED"),
+            "{d}"
+        );
+    }
+
     c.goto(&format!("http://{http}/ui#/system")).await.unwrap();
     // Rates need two samples (one refresh apart).
     wait_text(c, "#system", |t| {

@@ -166,6 +166,9 @@ async fn an_order_is_one_trace_across_a_worker_restart() {
         .args(["-TERM", &second.id().to_string()])
         .status();
     second.wait().unwrap();
+    let (code, body) = common::http_get(&server.http, &format!("/v1/orders/{order_id}"));
+    assert_eq!(code, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(terminate(server).success());
 
     let spans = collector.0.lock().unwrap().clone();
@@ -252,6 +255,9 @@ async fn an_order_is_one_trace_across_a_worker_restart() {
             && r.span.name == "martix.v1.respond_activity_task_completed"),
         "the engine's side of an activity result"
     );
+    // The order's REST view names the same trace: the console links to it.
+    let hex: String = trace.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(view["trace_id"], serde_json::json!(hex), "{view}");
 }
 
 #[tokio::test]

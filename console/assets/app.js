@@ -13,7 +13,9 @@
  *   history   the History <details> panel (readable table + JSON toggle), loaded while open
  *   pages     each page is {nav, need, mount(ctx), load(ctx), render(ctx, data), after?, failed?}:
  *             mount builds the static parts (heading, filters) once; load makes the refresh's
- *             request; render rebuilds only the data region, and only when the answer changed
+ *             request; render rebuilds only the data region, and only when the answer changed.
+ *             The Workflows page also has the #batch panel (preview the runs its filters match,
+ *             then one action on each of them), built by mount and never touched by the refresh
  *   poller    router + refresh loop: every 3 s while the tab is visible
  */
 'use strict';
@@ -677,11 +679,13 @@ function historyPanel(id) {
 
 const ordersState = { status: '', customer: '', token: '', prev: [] };
 
+/** The list's query: filters, page, and the counts by status (for the chips) in the same answer. */
 function ordersQuery() {
   const q = new URLSearchParams({ page_size: '50' });
   if (ordersState.status) q.set('status', ordersState.status);
   if (ordersState.customer) q.set('customer_id', ordersState.customer);
   if (ordersState.token) q.set('page_token', ordersState.token);
+  q.set('counts', 'true');
   return q.toString();
 }
 
@@ -748,15 +752,10 @@ const ordersPage = {
       ctx.empty,
       el('div', { class: 'pager' }, ctx.first, ctx.prev, ctx.next));
   },
-  async load() {
-    const [page, counts] = await Promise.all([
-      api('GET', '/v1/orders?' + ordersQuery()),
-      api('GET', '/v1/order-counts').catch(e => ({ error: errText(e) })),
-    ]);
-    return { page, counts };
-  },
-  render(ctx, { page, counts }) {
-    renderCounts(ctx.counts, counts);
+  /* One request per refresh: the page of orders carries the counts. */
+  load: () => api('GET', '/v1/orders?' + ordersQuery()),
+  render(ctx, page) {
+    renderCounts(ctx.counts, page.counts);
     const orders = page.orders || [];
     fill(ctx.tbody, orders.map(orderRow));
     ctx.empty.hidden = orders.length > 0;
@@ -767,22 +766,30 @@ const ordersPage = {
   },
 };
 
+/** The server counts each status up to 10,001, which means "over 10,000". */
+const COUNT_CAP = 10000;
+const countText = n => n > COUNT_CAP ? COUNT_CAP.toLocaleString('en-US') + '+' : String(n);
+
+/** The chips: one per status (from the list's `counts`), and "all" with their sum. */
 function renderCounts(box, counts) {
-  if (!counts || counts.error) {
-    fill(box, el('span', { class: 'muted' }, 'counts unavailable' + (counts ? ': ' + counts.error : '')));
+  if (!counts || typeof counts !== 'object') {
+    fill(box, el('span', { class: 'muted' }, 'counts unavailable'));
     return;
   }
-  const c = counts.counts || {};
+  const c = {};
+  for (const [s, n] of Object.entries(counts)) c[s] = Math.max(0, Number(n) || 0);
   const statuses = ORDER_STATUSES.concat(Object.keys(c).filter(s => !ORDER_STATUSES.includes(s)));
-  const total = Object.values(c).reduce((a, b) => a + Number(b || 0), 0);
+  // A capped count makes the sum a lower bound: "10,012+".
+  const over = Object.values(c).some(n => n > COUNT_CAP);
+  const total = Object.values(c).reduce((a, n) => a + Math.min(n, COUNT_CAP), 0);
   fill(box,
     el('button', { type: 'button', class: ['chip', 'chip-all', !ordersState.status && 'active'], onclick: () => setOrdersFilter({ status: '' }) },
-      `all ${total}`),
+      `all ${over ? total.toLocaleString('en-US') + '+' : total}`),
     ...statuses.map(s => el('button', {
       type: 'button', 'data-status': s,
       class: ['chip', 'st-' + s, !c[s] && 'zero', ordersState.status === s && 'active'],
       onclick: () => setOrdersFilter({ status: ordersState.status === s ? '' : s }),
-    }, `${s} ${c[s] || 0}`)));
+    }, `${s} ${countText(c[s] || 0)}`)));
 }
 
 function orderRow(o) {
@@ -805,12 +812,14 @@ const orderPage = {
   mount(ctx) {
     const id = ctx.params.id;
     ctx.actions = el('div', { id: 'order-actions', class: 'actions' });
+    ctx.trace = el('span');
     ctx.region = el('div', { class: 'region' }, el('p', { class: 'muted' }, 'Loading…'));
     ctx.history = can('history') ? historyPanel('order-history') : null;
     add(ctx.root,
       el('div', { class: 'page-head' },
         el('h1', {}, 'Order ', el('span', { class: 'mono' }, id)),
-        can('list') ? el('a', { href: '#/workflows/' + encodeURIComponent(id) }, 'engine view') : null),
+        can('list') ? el('a', { href: '#/workflows/' + encodeURIComponent(id) }, 'engine view') : null,
+        ctx.trace),
       ctx.actions, ctx.region, ctx.history && ctx.history.details);
   },
   load: ctx => api('GET', '/v1/orders/' + encodeURIComponent(ctx.params.id)),
@@ -822,6 +831,8 @@ const orderPage = {
       : v.status !== 'completed' ? ['reset'] : [];
     if (o && o.status === 'needs_attention') names.unshift('resolve');
     fill(ctx.actions, actionButtons(names, id, ORDER_ACTIONS));
+    const trace = traceHref(v.trace_id);
+    fill(ctx.trace, trace ? el('a', { id: 'order-trace', href: trace, target: '_blank', rel: 'noopener noreferrer' }, 'trace') : null);
     fill(ctx.region,
       el('div', { class: 'grid' },
         section('Status', facts([
@@ -849,11 +860,26 @@ const orderPage = {
     if (e.status !== 404) return false;
     ctx.key = null;
     fill(ctx.actions);
+    fill(ctx.trace);
     if (ctx.history) ctx.history.details.hidden = true;
     fill(ctx.region, el('p', { class: 'notice' }, `No order '${ctx.params.id}': ${e.message}`));
     return true;
   },
 };
+
+/** The tracing UI's page of a trace: whoami's trace_url with {trace_id} replaced, or null when
+ * either is missing or the template is not an http(s) URL (no javascript: or data: link). */
+function traceHref(traceId) {
+  const template = me && typeof me.trace_url === 'string' ? me.trace_url : '';
+  if (!template || typeof traceId !== 'string' || !traceId) return null;
+  const href = template.split('{trace_id}').join(encodeURIComponent(traceId));
+  try {
+    const ok = u => ['http:', 'https:'].includes(new URL(u).protocol);
+    return ok(template) && ok(href) ? href : null;
+  } catch (e) {
+    return null;
+  }
+}
 
 function orderMoney(o) {
   if (!o) return el('div', { id: 'order-money', class: 'muted' }, 'not yet in the read model');
@@ -1008,6 +1034,15 @@ function setWfFilter(change) {
   refreshNow();
 }
 
+/** The page's filters as ListWorkflows fields (the list and the batch preview use the same). */
+function wfFilters() {
+  const f = {};
+  if (wfState.status) f.statuses = [wfState.status];
+  if (wfState.type) f.workflowType = wfState.type;
+  if (wfState.prefix) f.workflowIdPrefix = wfState.prefix;
+  return f;
+}
+
 /** A text filter input that applies after a pause in typing, or at once on Enter. */
 function wfFilterInput(id, key, placeholder, apply) {
   const input = el('input', { id, type: 'search', value: wfState[key], placeholder, spellcheck: 'false' });
@@ -1028,7 +1063,18 @@ const workflowsPage = {
     const status = el('select', { id: 'wf-status' },
       el('option', { value: '' }, 'any'), WF_STATUSES.map(s => el('option', { value: s }, wfStatus(s))));
     status.value = wfState.status;
-    status.addEventListener('change', () => setWfFilter({ status: status.value }));
+    ctx.batch = batchPanel();
+    // A filter change makes a batch preview stale: it has to be made again before applying.
+    const setFilter = change => {
+      if (ctx.batch) ctx.batch.invalidate();
+      setWfFilter(change);
+    };
+    status.addEventListener('change', () => setFilter({ status: status.value }));
+    const filters = el('div', { class: 'filters' },
+      el('label', {}, 'Type ', wfFilterInput('wf-type', 'type', 'workflow type', setFilter)),
+      el('label', {}, 'Status ', status),
+      el('label', {}, 'Id prefix ', wfFilterInput('wf-prefix', 'prefix', 'id prefix', setFilter)));
+    if (ctx.batch) filters.addEventListener('input', ctx.batch.invalidate);
     ctx.tbody = el('tbody');
     ctx.empty = el('p', { class: 'muted', hidden: true }, 'No workflow matches.');
     ctx.prev = el('button', { id: 'wf-prev', type: 'button', hidden: true }, '← Previous');
@@ -1042,10 +1088,8 @@ const workflowsPage = {
     });
     add(ctx.root,
       el('h1', {}, 'Workflows'),
-      el('div', { class: 'filters' },
-        el('label', {}, 'Type ', wfFilterInput('wf-type', 'type', 'workflow type', setWfFilter)),
-        el('label', {}, 'Status ', status),
-        el('label', {}, 'Id prefix ', wfFilterInput('wf-prefix', 'prefix', 'id prefix', setWfFilter))),
+      filters,
+      ctx.batch && ctx.batch.node,
       el('div', { class: 'scroll' }, el('table', { id: 'workflows-table' },
         el('thead', {}, el('tr', {}, ['workflow', 'type', 'queue', 'status', 'started', 'closed', 'events', 'notes']
           .map(h => el('th', {}, h)))),
@@ -1054,11 +1098,8 @@ const workflowsPage = {
       el('div', { class: 'pager' }, ctx.prev, ctx.next));
   },
   load() {
-    const body = { pageSize: 50 };
+    const body = Object.assign({ pageSize: 50 }, wfFilters());
     if (wfState.token) body.nextPageToken = wfState.token;
-    if (wfState.status) body.statuses = [wfState.status];
-    if (wfState.type) body.workflowType = wfState.type;
-    if (wfState.prefix) body.workflowIdPrefix = wfState.prefix;
     return rpc('ListWorkflows', body);
   },
   render(ctx, r) {
@@ -1085,6 +1126,224 @@ function workflowRow(w) {
     el('td', {},
       w.pausedSince ? el('span', { class: 'tag warn', title: `${w.pausedBy || ''}: ${w.pausedReason || ''}` }, 'paused') : null,
       w.attention ? el('span', { class: 'tag warn', title: w.attention }, 'attention') : null));
+}
+
+/* ---------- workflows: batch actions ---------- */
+
+const BATCH_MAX = 1000;
+const BATCH_PAGE_SIZE = 500;
+const BATCH_IN_FLIGHT = 4;
+const BATCH_FAILURES_SHOWN = 5;
+
+/** What a batch can do to each run (by workflow id and run id): the `can` it needs, whether it
+ * takes a reason, and the call. The texts and danger come from ENGINE_ACTIONS. */
+const BATCH_ACTIONS = {
+  cancel: { need: 'cancel', call: (execution, reason) => rpc('CancelWorkflow', { execution, reason }) },
+  terminate: { need: 'terminate', call: (execution, reason) => rpc('TerminateWorkflow', { execution, reason }) },
+  pause: { need: 'pause', call: (execution, reason) => rpc('PauseWorkflow', { execution, reason }) },
+  resume: { need: 'pause', call: (execution, reason) => rpc('ResumeWorkflow', { execution, reason }) },
+  reset: {
+    need: 'reset',
+    call: (execution, reason) => rpc('ResetWorkflow', { execution, workflowTaskFinishEventId: '0', reason }),
+  },
+  retry: {
+    need: 'retry', noReason: true,
+    call: execution => rpc('RetryActivity', { execution, activityId: '', resetAttempts: false }),
+  },
+};
+
+/** The batch being applied, if any: {name, total, done, failed, failures, over, stopped}. It goes
+ * on when the page is left; its progress is drawn in whichever #batch-result is shown. */
+let batchJob = null;
+
+const runsText = n => n === 1 ? '1 run' : `${n} runs`;
+
+/** Every run the filters match, following the pages, stopping past BATCH_MAX:
+ * {runs: [{workflowId, runId}], over}. */
+async function listBatchRuns(filters) {
+  const runs = [];
+  let token = '';
+  do {
+    const body = Object.assign({ pageSize: BATCH_PAGE_SIZE }, filters);
+    if (token) body.nextPageToken = token;
+    const r = await rpc('ListWorkflows', body);
+    for (const w of r.executions || []) {
+      const x = w.execution || {};
+      runs.push({ workflowId: x.workflowId || '', runId: x.runId || '' });
+    }
+    token = r.nextPageToken || '';
+  } while (token && runs.length < BATCH_MAX);
+  // The engine gives a next page token only when more runs follow.
+  return { runs, over: runs.length > BATCH_MAX || (runs.length === BATCH_MAX && !!token) };
+}
+
+/** The #batch panel (null when the token may do none of the actions): action, reason, preview
+ * (lists the matching runs), apply (to the previewed runs, after the confirmation). It lives
+ * outside the page's data region, so the refresh never resets it. */
+function batchPanel() {
+  const names = Object.keys(BATCH_ACTIONS).filter(n => can(BATCH_ACTIONS[n].need));
+  if (!names.length) return null;
+  const action = el('select', { id: 'batch-action' }, names.map(n => el('option', { value: n }, n)));
+  const reason = el('input', { id: 'batch-reason', type: 'text', required: true, spellcheck: 'false',
+    placeholder: 'recorded in each run', autocomplete: 'off' });
+  const reasonLabel = el('label', {}, 'Reason ', reason);
+  const preview = el('button', { id: 'batch-preview', type: 'button' }, 'Preview');
+  const count = el('span', { id: 'batch-count', class: 'muted' });
+  const apply = el('button', { id: 'batch-apply', type: 'button', class: 'danger', disabled: true }, 'Apply');
+  const result = el('div', { id: 'batch-result' });
+  const node = el('section', { id: 'batch', class: ['card', 'batch'] },
+    el('h2', {}, 'Batch action'),
+    el('div', { class: 'filters' }, el('label', {}, 'Action ', action), reasonLabel, preview, count, apply),
+    result);
+  // runs: the last preview's runs, null until one is made (or once it is stale or applied);
+  // seq drops the answer of a preview made stale while it was on its way.
+  const panel = { node, runs: null, seq: 0 };
+
+  /** Apply is enabled only with a fresh preview that found runs, and no batch under way. */
+  const sync = () => {
+    const n = panel.runs ? panel.runs.length : 0;
+    apply.disabled = !n || !!batchJob;
+    apply.textContent = panel.runs ? `Apply to ${n}` : 'Apply';
+  };
+  node.sync = sync;
+
+  panel.invalidate = () => {
+    panel.seq++;
+    panel.runs = null;
+    count.textContent = '';
+    preview.disabled = false;
+    sync();
+  };
+
+  const onAction = () => {
+    const b = BATCH_ACTIONS[action.value];
+    reasonLabel.hidden = !!b.noReason;
+    reason.required = !b.noReason;
+    apply.classList.toggle('danger', !!ENGINE_ACTIONS[action.value].danger);
+    panel.invalidate();
+  };
+
+  const onPreview = async () => {
+    panel.invalidate();
+    const seq = panel.seq;
+    preview.disabled = true;
+    count.className = 'muted';
+    count.textContent = 'listing…';
+    try {
+      const { runs, over } = await listBatchRuns(wfFilters());
+      if (seq !== panel.seq) return;
+      if (over) {
+        count.textContent = `over ${BATCH_MAX.toLocaleString('en-US')} runs match: narrow the filters`;
+        count.className = 'warn-text';
+        return;
+      }
+      panel.runs = runs;
+      count.textContent = runs.length === 1 ? '1 run matches' : `${runs.length} runs match`;
+      count.className = '';
+    } catch (e) {
+      if (seq !== panel.seq) return;
+      if (e.status === 401) return showTokenForm(e.message);
+      count.textContent = 'preview failed: ' + errText(e);
+      count.className = 'error-text';
+    } finally {
+      if (seq === panel.seq) {
+        preview.disabled = false;
+        sync();
+      }
+    }
+  };
+
+  const onApply = () => {
+    const runs = panel.runs;
+    const name = action.value;
+    const b = BATCH_ACTIONS[name];
+    const why = b.noReason ? '' : reason.value.trim();
+    if (!runs || !runs.length || batchJob) return;
+    if (!b.noReason && !why) {
+      fill(result, el('p', { class: 'error-text' }, 'A reason is required.'));
+      reason.focus();
+      return;
+    }
+    const info = ENGINE_ACTIONS[name];
+    confirmAction({
+      title: `Batch ${name}: ${runsText(runs.length)}`,
+      text: `${info.text} Done to each of the ${runsText(runs.length)} the preview listed, ` +
+        `${BATCH_IN_FLIGHT} at a time; runs closed since then fail.`,
+      reason: 'none',
+      danger: info.danger,
+      okLabel: `Apply to ${runs.length}`,
+      extra: why ? [el('p', {}, el('span', { class: 'muted' }, 'Reason: '), why)] : [],
+      run: async () => {
+        // The preview is used up: another batch needs another preview.
+        panel.runs = null;
+        runBatch(name, runs, why);
+        sync();
+        return `${name}: applying to ${runsText(runs.length)}…`;
+      },
+    });
+  };
+
+  action.addEventListener('change', onAction);
+  preview.addEventListener('click', onPreview);
+  apply.addEventListener('click', onApply);
+  onAction();
+  if (batchJob) drawBatch(batchJob, result);
+  return panel;
+}
+
+/** Calls the action on each run, at most BATCH_IN_FLIGHT at a time; then the summary in the
+ * flash and the first failures in #batch-result. A 401 stops it (the token form is shown). */
+async function runBatch(name, runs, reason) {
+  const b = BATCH_ACTIONS[name];
+  const job = { name, total: runs.length, done: 0, failed: 0, failures: [], over: false, stopped: '' };
+  batchJob = job;
+  drawBatch(job);
+  let next = 0;
+  const worker = async () => {
+    while (next < runs.length && !job.stopped) {
+      const run = runs[next++];
+      if (!me) {
+        job.stopped = 'signed out';
+        break;
+      }
+      try {
+        await b.call({ workflowId: run.workflowId, runId: run.runId }, reason);
+        job.done++;
+      } catch (e) {
+        if (e.status === 401) {
+          job.stopped = e.message;
+          break;
+        }
+        job.failed++;
+        if (job.failures.length < BATCH_FAILURES_SHOWN) job.failures.push({ run, message: errText(e) });
+      }
+      drawBatch(job);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(BATCH_IN_FLIGHT, runs.length) }, worker));
+  job.over = true;
+  batchJob = null;
+  drawBatch(job);
+  const batch = $('#batch');
+  if (batch && batch.sync) batch.sync();
+  const summary = `${name}: ${job.done} done, ${job.failed} failed` +
+    (job.stopped ? `, stopped after ${job.done + job.failed} of ${job.total} (${job.stopped})` : '');
+  if (job.stopped && me) showTokenForm(job.stopped);
+  flash(summary, job.failed || job.stopped ? 'error' : 'ok');
+  refreshNow();
+}
+
+/** A batch's progress, and once it is over its first failures (workflow id: server message). */
+function drawBatch(job, box = $('#batch-result')) {
+  if (!box) return;
+  const more = job.failed - job.failures.length;
+  fill(box,
+    el('p', { class: job.failed ? 'warn-text' : '' }, el('strong', {}, job.name + ': '),
+      `${job.done} of ${job.total} done, ${job.failed} failed`, job.over ? '' : ' …'),
+    job.over && job.failures.length ? el('ul', { class: 'batch-failures' },
+      job.failures.map(f => el('li', { title: 'run ' + f.run.runId },
+        el('span', { class: 'mono' }, f.run.workflowId), ': ', el('span', { class: 'error-text' }, f.message))),
+      more > 0 ? el('li', { class: 'muted' }, `and ${more} more`) : null) : null);
 }
 
 /* ---------- pages: one workflow ---------- */

@@ -23,12 +23,21 @@ const STYLE: &str = include_str!("../assets/app.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// Serves the console on `server`'s HTTP port, working in `namespace`.
-pub fn install(server: martix_engine::Server, namespace: &str) -> martix_engine::Server {
+/// What the console works with.
+#[derive(Clone, Debug, Default)]
+pub struct ConsoleConfig {
+    /// The namespace its pages show (empty: `default`).
+    pub namespace: String,
+    /// A tracing UI's page of one trace, `{trace_id}` where the id goes: orders link to it.
+    pub trace_url: Option<String>,
+}
+
+/// Serves the console on `server`'s HTTP port.
+pub fn install(server: martix_engine::Server, config: ConsoleConfig) -> martix_engine::Server {
     let edge = server.edge().clone();
     server
         .public_route(public_routes())
-        .route(routes(edge, namespace.to_owned()))
+        .route(routes(edge, config))
 }
 
 /// The page's files, open to all; merge with `Server::public_route`.
@@ -79,6 +88,9 @@ pub struct WhoAmI {
     pub namespace: String,
     /// The actions the page offers: only those the engine would allow.
     pub can: Can,
+    /// The tracing UI's page of a trace (`{trace_id}` in it), if one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_url: Option<String>,
 }
 
 /// One flag per kind of action or page of the console.
@@ -98,22 +110,27 @@ pub struct Can {
 
 struct Console {
     edge: Arc<Edge>,
-    namespace: String,
+    config: ConsoleConfig,
 }
 
 /// The console's own API, behind authentication (merge with `Server::route`): `GET
-/// /api/console/whoami`. `namespace` is the one the page works in.
-pub fn routes(edge: Arc<Edge>, namespace: String) -> Router {
+/// /api/console/whoami`.
+pub fn routes(edge: Arc<Edge>, mut config: ConsoleConfig) -> Router {
+    if config.namespace.is_empty() {
+        config.namespace = "default".into();
+    }
     Router::new()
         .route("/api/console/whoami", get(whoami))
-        .with_state(Arc::new(Console { edge, namespace }))
+        .with_state(Arc::new(Console { edge, config }))
 }
 
 async fn whoami(
     State(c): State<Arc<Console>>,
     Extension(principal): Extension<Principal>,
 ) -> axum::Json<WhoAmI> {
-    axum::Json(who(&c.edge, &principal, &c.namespace))
+    let mut me = who(&c.edge, &principal, &c.config.namespace);
+    me.trace_url = c.config.trace_url.clone();
+    axum::Json(me)
 }
 
 /// [`WhoAmI`] of `principal` in `namespace`.
@@ -154,5 +171,6 @@ pub fn who(edge: &Edge, principal: &Principal, namespace: &str) -> WhoAmI {
             breakers: may(Op::ListBreakers, namespace),
             metrics: may(Op::ReadMetrics, "*"),
         },
+        trace_url: None,
     }
 }

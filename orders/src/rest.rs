@@ -64,7 +64,6 @@ pub fn router(engine: Arc<Engine>, edge: Arc<Edge>, config: GatewayConfig) -> Ro
     Router::new()
         .route("/v1/orders", post(place_order).get(list_orders))
         .route("/v1/orders/{id}", get(get_order))
-        .route("/v1/order-counts", get(order_counts))
         .route("/v1/orders/{id}/cancel", post(cancel_order))
         .route("/v1/orders/{id}/resolve", post(resolve_order))
         .route("/openapi.json", get(openapi))
@@ -108,6 +107,8 @@ pub struct OrderView {
     pub created_at: String,
     pub closed_at: Option<String>,
     pub cancel_requested: bool,
+    /// The W3C trace id of the call that placed it (its `traceparent`), when one was traced.
+    pub trace_id: Option<String>,
     /// The order as the read model holds it (absent until its first event is folded in).
     pub order: Option<OrderSummary>,
     /// The order's business events, by sequence, as the read model holds them.
@@ -159,6 +160,10 @@ pub struct OrderPage {
     pub orders: Vec<OrderSummary>,
     /// Pass as `page_token` for the next page; absent on the last page.
     pub next_page_token: Option<String>,
+    /// With `counts=true`: how many orders hold each status (every status named, each counted
+    /// up to 10,001, which means "over 10,000"), whatever the filters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<std::collections::BTreeMap<String, i64>>,
 }
 
 /// Filters and page of `GET /v1/orders`.
@@ -174,6 +179,8 @@ pub struct ListParams {
     /// Default 50, at most 1000.
     pub page_size: Option<i64>,
     pub page_token: Option<String>,
+    /// `true`: the answer also counts the orders of each status (the console's chips).
+    pub counts: Option<bool>,
 }
 
 /// The error body.
@@ -195,7 +202,7 @@ pub struct ErrorDetail {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Martix orders API", description = "Place, read and cancel order sagas."),
-    paths(place_order, list_orders, get_order, order_counts, cancel_order, resolve_order),
+    paths(place_order, list_orders, get_order, cancel_order, resolve_order),
     components(schemas(
         PlaceOrder,
         ResolveOrder,
@@ -203,7 +210,6 @@ pub struct ErrorDetail {
         OrderSummary,
         OrderEvent,
         OrderPage,
-        OrderCounts,
         Step,
         Item,
         Address,
@@ -416,41 +422,8 @@ fn json_response(json: Vec<u8>) -> Response {
         .into_response()
 }
 
-/// How many orders hold each status.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct OrderCounts {
-    /// By read-model status; every status is named, 0 when none. A count of 10,001 means
-    /// "over 10,000" (counting stops there).
-    pub counts: std::collections::BTreeMap<String, i64>,
-}
-
 /// The most a status is counted to (then shown as "over 10,000").
 const COUNT_CAP: i64 = 10_001;
-
-/// How many orders of the read model hold each status, each counted up to 10,001.
-#[utoipa::path(
-    get,
-    path = "/v1/order-counts",
-    responses(
-        (status = 200, body = OrderCounts),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)
-    )
-)]
-async fn order_counts(
-    State(g): State<Arc<Gateway>>,
-    Extension(principal): Extension<Principal>,
-) -> Result<axum::Json<OrderCounts>, HttpError> {
-    let ns = &g.config.namespace;
-    let _admitted = g.edge.admit(&principal, Op::QueryReadModel, ns)?;
-    let counts = g
-        .read_model
-        .count_by_status(ns, COUNT_CAP)
-        .await
-        .map_err(crate::service::read_error)?;
-    Ok(axum::Json(OrderCounts {
-        counts: counts.into_iter().collect(),
-    }))
-}
 
 /// Orders from the read model, newest first, with keyset pagination: every order appears
 /// once across the pages even while orders are placed.
@@ -498,10 +471,33 @@ async fn list_orders(
         q.after = Some(crate::service::decode_page_token(&q, t)?);
     }
     let (orders, next) = crate::service::orders_page(&g.read_model, q).await?;
+    let counts = if p.counts == Some(true) {
+        let counts = g
+            .read_model
+            .count_by_status(ns, COUNT_CAP)
+            .await
+            .map_err(crate::service::read_error)?;
+        Some(counts.into_iter().collect())
+    } else {
+        None
+    };
     Ok(axum::Json(OrderPage {
         orders: orders.iter().map(summary).collect(),
         next_page_token: next,
+        counts,
     }))
+}
+
+/// The trace id in the run's first event's `traceparent` (`00-<trace id>-<span id>-<flags>`).
+fn trace_id(history: &[pb::HistoryEvent]) -> Option<String> {
+    let Some(pb::history_event::Attributes::WorkflowExecutionStarted(started)) =
+        history.first().and_then(|e| e.attributes.as_ref())
+    else {
+        return None;
+    };
+    let id = started.traceparent.split('-').nth(1)?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0'))
+        .then(|| id.to_owned())
 }
 
 fn summary(o: &crate::view::OrderView) -> OrderSummary {
@@ -745,6 +741,7 @@ async fn view(g: &Gateway, id: &str) -> Result<(OrderView, bool), HttpError> {
         created_at: time(info.start_time.as_ref()).unwrap_or_default(),
         closed_at: time(info.close_time.as_ref()),
         cancel_requested: d.cancel_requested,
+        trace_id: trace_id(&events),
         order: order.as_ref().map(summary),
         events: order_events
             .iter()

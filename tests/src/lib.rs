@@ -274,7 +274,13 @@ impl TestEngine {
                 cache,
             },
         );
-        let server = martix_console::install(install(server), "default");
+        let server = martix_console::install(
+            install(server),
+            martix_console::ConsoleConfig {
+                namespace: "default".into(),
+                trace_url: Some("https://traces.example/trace/{trace_id}".into()),
+            },
+        );
         let endpoint = format!("{scheme}://{}", server.grpc_addr());
         let http = format!("{scheme}://{}", server.http_addr());
         let shutdown = CancellationToken::new();

@@ -152,10 +152,13 @@ async fn runs_are_started_read_and_found_stuck_in_json(backend: Backend) {
     assert_eq!(status, 200, "{e}");
     let (_, d) = call(&t, "DescribeWorkflow", &describe, Some(&client)).await;
     assert_eq!(d["cancelRequested"], json!(true), "{d}");
-    // Order counts name every status.
-    let (status, counts) = get(&t, "/v1/order-counts", &client).await;
-    assert_eq!(status, 200, "{counts}");
-    let counts = counts["counts"].as_object().unwrap();
+    // Order counts come with a page when asked for, every status named.
+    let (status, page) = get(&t, "/v1/orders?page_size=1", &client).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.get("counts").is_none(), "only when asked: {page}");
+    let (status, page) = get(&t, "/v1/orders?page_size=1&counts=true", &client).await;
+    assert_eq!(status, 200, "{page}");
+    let counts = page["counts"].as_object().unwrap();
     assert_eq!(counts.len(), 12, "{counts:?}");
     assert!(
         counts
@@ -198,6 +201,10 @@ async fn the_console_page_is_open_and_whoami_names_what_a_token_may_do() {
     assert_eq!(me["can"]["cancel"], json!(false));
     assert_eq!(me["can"]["list"], json!(false));
     assert_eq!(me["can"]["signal"], json!(true));
+    assert_eq!(
+        me["trace_url"],
+        json!("https://traces.example/trace/{trace_id}")
+    );
     let (_, me) = get(&t, "/api/console/whoami", &token(&[Role::Operator])).await;
     for action in ["list", "cancel", "terminate", "reset", "pause", "retry"] {
         assert_eq!(me["can"][action], json!(true), "{action}: {me}");
