@@ -214,11 +214,18 @@ async fn the_console_finds_explains_and_fixes_a_stuck_order() {
         "{}",
         String::from_utf8_lossy(&held.stderr)
     );
-    for (id, customer) in [("ok-1", "cust-1"), ("declined-1", "declined-9")] {
+    // A customer id with markup in it: the page shows it as text.
+    let markup = "<b id=\"xss\">bold</b>";
+    for (id, customer) in [
+        ("ok-1", "cust-1"),
+        ("declined-1", "declined-9"),
+        ("xss-1", markup),
+    ] {
         let (code, body) = http_post(&http, "/v1/orders", &order(id, customer), None);
         assert!(code == 200 || code == 201 || code == 202, "{code} {body}");
     }
     assert_eq!(wait_closed(&http, "ok-1"), "completed");
+    assert_eq!(wait_closed(&http, "xss-1"), "completed");
     let declined = wait_closed(&http, "declined-1");
     assert_ne!(declined, "completed");
     std::fs::write(&switch, b"out").unwrap();
@@ -242,9 +249,17 @@ async fn the_console_finds_explains_and_fixes_a_stuck_order() {
     )
     .await;
     wait_text(c, "#order-counts [data-status=\"completed\"]", |t| {
-        t.contains('1')
+        t.split_whitespace().last() == Some("2")
     })
     .await;
+    let row = wait_text(c, "#orders-table tr[data-order-id=\"xss-1\"]", |t| {
+        t.contains(markup)
+    })
+    .await;
+    assert!(
+        c.find(Locator::Css("#xss")).await.is_err(),
+        "markup from the server became an element: {row}"
+    );
     screenshot(c, "orders.png").await;
 
     // Stuck: the outage's order, with why.
@@ -292,7 +307,7 @@ async fn the_console_finds_explains_and_fixes_a_stuck_order() {
     click(c, "#order-actions button[data-action=\"retry\"]").await;
     click(c, "#confirm-ok").await;
     let flash = wait_text(c, "#flash", |t| !t.is_empty()).await;
-    assert!(flash.contains("retried"), "{flash}");
+    assert!(flash.contains("retried activities 1"), "{flash}");
     wait_text(c, "#run-status", |t| t.contains("completed")).await;
     wait_text(c, "#order-status", |t| t.contains("completed")).await;
     wait_text(
@@ -340,6 +355,17 @@ async fn the_console_finds_explains_and_fixes_a_stuck_order() {
             None,
         );
     }
+    // Their queue has work and no poller; the orders queue has its workers.
+    c.goto(&format!("http://{http}/ui#/queues")).await.unwrap();
+    wait_text(c, "#queues-table tr[data-queue=\"nobody-polls\"]", |t| {
+        t.contains("no poller") && t.contains('3')
+    })
+    .await;
+    wait_text(c, "#queues-table tr[data-queue=\"orders\"]", |t| {
+        t.contains("(workflow)") && t.contains("(activity)")
+    })
+    .await;
+    screenshot(c, "queues.png").await;
     c.goto(&format!("http://{http}/ui#/workflows"))
         .await
         .unwrap();

@@ -10,7 +10,7 @@
  *   flash     the #flash line (ok / error)
  *   confirm   the <dialog id="confirm"> every action goes through
  *   actions   engine actions (shared by the order, workflow and stuck pages) and order actions
- *   history   the History <details> panel (readable table + JSON toggle), loaded while open
+ *   history   the History <details> panel (readable table + JSON toggle), loaded when opened
  *   pages     each page is {nav, need, mount(ctx), load(ctx), render(ctx, data), after?, failed?}:
  *             mount builds the static parts (heading, filters) once; load makes the refresh's
  *             request; render rebuilds only the data region, and only when the answer changed.
@@ -274,6 +274,9 @@ async function signIn() {
 
 /** The token form, built when needed (so that #token exists only while it is asked for). */
 function showTokenForm(message) {
+  // The token held was refused: forget it, or each reload would send it again (and count
+  // against the failed sign-in limit of this address).
+  sessionStorage.removeItem(TOKEN_KEY);
   me = null;
   stopPolling();
   closeConfirm();
@@ -312,7 +315,7 @@ function showWhoami() {
     w.textContent = `${me.subject} · roles: ${(me.roles || []).join(', ') || 'none'}`;
     w.title = 'namespace ' + me.namespace;
   }
-  const need = { stuck: 'list', workflows: 'list', system: 'metrics' };
+  const need = { stuck: 'list', workflows: 'list', queues: 'list', system: 'metrics' };
   for (const a of document.querySelectorAll('a[data-nav]')) {
     const n = need[a.dataset.nav];
     a.hidden = !me || (!!n && !can(n));
@@ -508,15 +511,14 @@ const ENGINE_ACTIONS = {
   },
 };
 
-/** Order actions over the REST API; the others are the engine's. */
+/** Order actions: cancel through the engine (with the reason), resolve over the order REST API. */
 const ORDER_ACTIONS = {
   cancel: {
-    label: 'Cancel order', need: 'cancel', danger: true, reason: 'optional',
-    reasonLabel: 'Note (optional; the REST cancel records "cancel requested over REST")',
+    label: 'Cancel order', need: 'cancel', danger: true, reason: 'required',
     text: 'The saga compensates what it did (refund the charge, release the stock) and ends canceled or compensated.',
-    run: async id => {
-      await api('POST', `/v1/orders/${encodeURIComponent(id)}/cancel`);
-      return 'canceled';
+    run: async (id, reason) => {
+      await rpc('CancelWorkflow', { execution: { workflowId: id }, reason });
+      return 'cancel requested';
     },
   },
   resolve: {
@@ -615,13 +617,15 @@ function eventClass(type) {
   return '';
 }
 
-/** The History <details>: loads GetWorkflowHistory when opened, and on each refresh while open. */
+/** The History <details>: loads GetWorkflowHistory when opened, when the page moves to another
+ * run, and when Reload is pressed; the page's own refresh stays one request. */
 function historyPanel(id) {
   const body = el('div', { class: 'history-body' }, el('p', { class: 'muted' }, 'Loading…'));
   const json = el('input', { type: 'checkbox', class: 'json-toggle' });
+  const reload = el('button', { type: 'button', class: 'history-reload' }, 'Reload');
   const details = el('details', { id, class: 'card history' },
     el('summary', {}, 'History'),
-    el('label', { class: 'toggle' }, json, ' JSON'),
+    el('label', { class: 'toggle' }, json, ' JSON'), ' ', reload,
     body);
   const panel = { details, execution: null, key: null, events: null, more: false, busy: false };
 
@@ -664,13 +668,15 @@ function historyPanel(id) {
     }
   };
 
-  /** Called after each refresh of the page with the run to show. */
+  /** Called after each refresh of the page with the run to show: loads only for another run. */
   panel.refresh = execution => {
+    const moved = JSON.stringify(execution) !== JSON.stringify(panel.execution);
     panel.execution = execution;
-    if (details.open) panel.load();
+    if (moved && details.open) panel.load();
   };
 
   details.addEventListener('toggle', () => { if (details.open) panel.load(); });
+  reload.addEventListener('click', () => panel.load());
   json.addEventListener('change', panel.draw);
   return panel;
 }
@@ -1001,7 +1007,8 @@ function stuckRow(s) {
     el('td', { class: 'actions' }, actionButtons(names, s.workflow_id)));
 }
 
-/** Every breaker of the namespace (ListBreakers), loaded only while its <details> is open. */
+/** Every breaker of the namespace (ListBreakers), loaded when its <details> opens or on Reload
+ * (the page's own refresh stays one request). */
 function breakersPanel() {
   const body = el('div');
   const details = el('details', { id: 'breakers-all', class: 'card' }, el('summary', {}, 'All breakers (holds, parked tasks)'), body);
@@ -1012,16 +1019,18 @@ function breakersPanel() {
       fill(body, list.length ? table({}, ['breaker', 'open', 'hold', 'parked', 'workers'], list.map(b => [
         el('strong', {}, b.breaker),
         b.open ? el('span', { class: 'badge st-failed' }, 'open') : el('span', { class: 'badge st-completed' }, 'closed'),
-        [enumName(b.hold, 'BREAKER_HOLD_'), b.holdReason ? ': ' + b.holdReason : ''],
+        [b.hold ? enumName(b.hold, 'BREAKER_HOLD_') : 'none', b.holdReason ? ': ' + b.holdReason : ''],
         String(b.parked || '0'),
-        (b.workers || []).map(w => `${w.worker} ${w.state}`).join(', '),
+        (b.workers || []).map(w => `${w.worker || '?'} ${w.state || '?'}`).join(', '),
       ])) : el('p', { class: 'muted' }, 'No breaker reported.'));
     } catch (e) {
       fill(body, el('p', { class: 'error-text' }, errText(e)));
     }
   };
+  const reload = el('button', { type: 'button' }, 'Reload');
+  reload.addEventListener('click', load);
+  details.insertBefore(reload, body);
   details.addEventListener('toggle', () => { if (details.open) load(); });
-  details.refresh = () => { if (details.open) load(); };
   return details;
 }
 
@@ -1296,13 +1305,15 @@ function batchPanel() {
 async function runBatch(name, runs, reason) {
   const b = BATCH_ACTIONS[name];
   const job = { name, total: runs.length, done: 0, failed: 0, failures: [], over: false, stopped: '' };
+  // A batch runs as whoever started it: signing in as someone else stops it.
+  const startedAs = token();
   batchJob = job;
   drawBatch(job);
   let next = 0;
   const worker = async () => {
     while (next < runs.length && !job.stopped) {
       const run = runs[next++];
-      if (!me) {
+      if (!me || token() !== startedAs) {
         job.stopped = 'signed out';
         break;
       }
@@ -1572,6 +1583,42 @@ const systemPage = {
   },
 };
 
+/* ---------- pages: queues ---------- */
+
+/** The namespace's task queues (ListTaskQueues): who polls each and what waits in it. */
+const queuesPage = {
+  nav: 'queues',
+  need: 'list',
+  mount(ctx) {
+    ctx.region = el('div', { class: 'region' }, el('p', { class: 'muted' }, 'Loading…'));
+    add(ctx.root, el('h1', {}, 'Task queues'),
+      el('p', { class: 'muted' }, 'Queues polled in the last minute or holding tasks due. A queue with a backlog and no poller has no worker: a misspelled queue, or its workers are down.'),
+      ctx.region);
+  },
+  load: () => rpc('ListTaskQueues', {}),
+  render(ctx, r) {
+    const queues = r.queues || [];
+    if (!queues.length) {
+      fill(ctx.region, el('p', { id: 'queues-empty', class: 'notice' }, 'No queue is polled and no task waits.'));
+      return;
+    }
+    const rows = queues.map(q => {
+      const pollers = q.pollers || [];
+      const idle = !pollers.length && (Number(q.workflowBacklog || 0) + Number(q.activityBacklog || 0)) > 0;
+      return el('tr', { 'data-queue': q.name, class: idle ? 'bad' : '' },
+        el('td', { class: 'mono' }, q.name),
+        el('td', { class: 'num' }, q.workflowBacklog || '0'),
+        el('td', { class: 'num' }, q.activityBacklog || '0'),
+        el('td', { class: 'pollers' }, pollers.length
+          ? el('ul', {}, pollers.map(p => el('li', {}, `${p.identity || '?'} (${p.kind || '?'}) `, timeEl(p.lastSeen, true))))
+          : el('span', { class: 'error-text' }, 'no poller')));
+    });
+    fill(ctx.region, el('div', { class: 'scroll' }, el('table', { id: 'queues-table', class: 'stack' },
+      el('thead', {}, el('tr', {}, ['queue', 'workflow tasks due', 'activity tasks due', 'pollers (last minute)'].map(h => el('th', {}, h)))),
+      el('tbody', {}, rows))));
+  },
+};
+
 /* ---------- router and poller ---------- */
 
 let cur = null;
@@ -1586,6 +1633,7 @@ function match(hash) {
     case '': case 'orders': return id ? { page: orderPage, params: { id } } : { page: ordersPage, params: {} };
     case 'stuck': return { page: stuckPage, params: {} };
     case 'workflows': return id ? { page: workflowPage, params: { id } } : { page: workflowsPage, params: {} };
+    case 'queues': return { page: queuesPage, params: {} };
     case 'system': return { page: systemPage, params: {} };
     default: return null;
   }
@@ -1641,8 +1689,6 @@ async function refresh(c) {
         renderKeeping(c, data);
       }
       if (c.page.after) c.page.after(c, data);
-      const details = $('#breakers-all', c.root);
-      if (details && details.refresh) details.refresh();
       $('#updated').textContent = 'updated ' + clock();
       if (flashFromPoll) clearFlash();
     }

@@ -20,8 +20,8 @@ const SCRIPT: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/app.css");
 
 /// The page: scripts and styles from this origin only, no inline code, no framing.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; require-trusted-types-for 'script'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// What the console works with.
 #[derive(Clone, Debug, Default)]
@@ -136,24 +136,11 @@ async fn whoami(
 /// [`WhoAmI`] of `principal` in `namespace`.
 pub fn who(edge: &Edge, principal: &Principal, namespace: &str) -> WhoAmI {
     let may = |op: Op, ns: &str| principal.authorize(op, ns).is_ok();
-    let mut roles: Vec<&'static str> = Vec::new();
-    let namespace_granted = principal
-        .namespaces
-        .as_ref()
-        .is_none_or(|l| l.iter().any(|n| n == namespace));
-    let mut held: Vec<_> = if namespace_granted {
-        principal.roles.clone()
-    } else {
-        Vec::new()
-    };
-    for key in [namespace, "*"] {
-        held.extend(principal.namespace_roles.get(key).into_iter().flatten());
-    }
-    for r in held {
-        if !roles.contains(&r.as_str()) {
-            roles.push(r.as_str());
-        }
-    }
+    let roles = principal
+        .roles_in(namespace)
+        .into_iter()
+        .map(|r| r.as_str())
+        .collect();
     WhoAmI {
         subject: principal.subject.clone(),
         roles,

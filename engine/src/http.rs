@@ -30,7 +30,8 @@ pub fn router(engine: Arc<Engine>, edge: Arc<Edge>, public: Router, guarded: Rou
             edge.clone(),
             request_deadline,
         ))
-        .layer(axum::middleware::from_fn_with_state(edge, authenticate));
+        .layer(axum::middleware::from_fn_with_state(edge, authenticate))
+        .layer(axum::middleware::from_fn(same_origin));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -130,6 +131,38 @@ async fn metrics(
 ) -> Result<Response, HttpError> {
     let _admitted = edge.admit(&principal, Op::ReadMetrics, "*")?;
     Ok(openmetrics(engine.metrics_text().await?))
+}
+
+/// Changes come from the page this port serves or from programs, never from another site: a
+/// browser names the page a request comes from (`Origin`, `Sec-Fetch-Site`), and one from
+/// another origin is refused before anything is read. Without authentication (`martix dev`)
+/// this is what stops a web page in the same browser from driving the engine.
+async fn same_origin(req: Request, next: Next) -> Response {
+    if matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    ) {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let cross_site = text("sec-fetch-site") == Some("cross-site");
+    let foreign_origin = match (text("origin"), text("host")) {
+        (Some(origin), Some(host)) => {
+            origin == "null" || origin.split_once("://").map(|(_, a)| a) != Some(host)
+        }
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if cross_site || foreign_origin {
+        return HttpError::new(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "a request from another site's page is refused (its Origin is not this server)",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn authenticate(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) -> Response {

@@ -206,25 +206,6 @@ impl ReadModel {
         Self { pools }
     }
 
-    /// One order.
-    pub async fn get_order(
-        &self,
-        namespace: &str,
-        order_id: &str,
-    ) -> Result<Option<OrderView>, sqlx::Error> {
-        let sql = format!("SELECT {ORDER_COLS} FROM orders WHERE namespace = $1 AND order_id = $2");
-        martix_engine::on_read_pool!(&self.pools, |pool| {
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(namespace)
-                .bind(order_id)
-                .fetch_optional(pool)
-                .await?
-                .as_ref()
-                .map(order_from_row)
-                .transpose()
-        })
-    }
-
     /// One order with its events, read in one statement so that both come from one snapshot:
     /// the projection folds an event and records it in one transaction, and two reads could
     /// land on either side of its commit (a view one step behind its own event list).

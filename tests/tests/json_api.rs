@@ -54,6 +54,19 @@ async fn call(t: &TestEngine, method: &str, body: &str, token: Option<&str>) -> 
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// `POST` a method with exactly these headers.
+async fn send(t: &TestEngine, method: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/api/martix.v1.WorkflowService/{method}", t.http))
+        .body(body.to_owned());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 async fn get(t: &TestEngine, path: &str, token: &str) -> (u16, Value) {
     let r = reqwest::Client::new()
         .get(format!("{}{path}", t.http))
@@ -109,6 +122,20 @@ async fn runs_are_started_read_and_found_stuck_in_json(backend: Backend) {
         "{mine}"
     );
     assert!(stuck["examined"].as_i64() >= Some(1), "{stuck}");
+    // Its queue: a task due, nobody polling.
+    let (status, queues) = call(&t, "ListTaskQueues", "{}", Some(&operator)).await;
+    assert_eq!(status, 200, "{queues}");
+    let nobody = queues["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == json!("nobody-polls"))
+        .unwrap_or_else(|| panic!("not listed: {queues}"));
+    assert!(
+        nobody["workflowBacklog"].as_str().is_some_and(|n| n != "0"),
+        "{nobody}"
+    );
+    assert!(nobody.get("pollers").is_none(), "{nobody}");
     // Listing needs an operator; a client is refused and nothing changes.
     let (status, e) = call(&t, "ListStuckWorkflows", "{}", Some(&client)).await;
     assert_eq!(status, 403, "{e}");
@@ -125,6 +152,46 @@ async fn runs_are_started_read_and_found_stuck_in_json(backend: Backend) {
         (status, e["error"]["code"].clone()),
         (401, json!("UNAUTHENTICATED"))
     );
+    // Another namespace than the token's: refused.
+    let elsewhere = json!({"namespace": "other", "execution": {"workflowId": id}, "reason": "x"});
+    let (status, e) = call(
+        &t,
+        "CancelWorkflow",
+        &elsewhere.to_string(),
+        Some(&operator),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["code"].clone()),
+        (403, json!("PERMISSION_DENIED"))
+    );
+    // A page of another site cannot drive the engine (a form post, or a script's request).
+    let (status, e) = send(
+        &t,
+        "CancelWorkflow",
+        &cancel.to_string(),
+        &[
+            ("origin", "http://evil.example"),
+            ("content-type", "application/json"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["code"].clone()),
+        (403, json!("PERMISSION_DENIED")),
+        "{e}"
+    );
+    let (status, e) = send(
+        &t,
+        "CancelWorkflow",
+        &cancel.to_string(),
+        &[
+            ("content-type", "text/plain"),
+            ("authorization", &format!("Bearer {operator}")),
+        ],
+    )
+    .await;
+    assert_eq!(status, 415, "{e}");
     // Bad bodies: a precise 400, nothing written.
     let (status, e) = call(&t, "CancelWorkflow", "{not json", Some(&operator)).await;
     assert_eq!(status, 400, "{e}");

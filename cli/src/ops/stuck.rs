@@ -12,7 +12,10 @@ use std::time::Duration;
 /// `martix stuck`: running workflows that are not progressing, each with why.
 pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -> Result<()> {
     let transport = conn.auth.options()?.connect(&conn.address).await?;
-    let mut c = pb::workflow_service_client::WorkflowServiceClient::new(transport);
+    // The answer is bounded (1,000 runs, reasons cut at 500 bytes) but larger than tonic's
+    // default 4 MiB can be.
+    let mut c = pb::workflow_service_client::WorkflowServiceClient::new(transport)
+        .max_decoding_message_size(64 << 20);
     let answer = c
         .list_stuck_workflows(pb::ListStuckWorkflowsRequest {
             namespace: conn.namespace.clone(),
@@ -20,7 +23,8 @@ pub(crate) async fn stuck(conn: Conn, older_than: Duration, min_attempts: i32) -
                 seconds: i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX),
                 nanos: older_than.subsec_nanos() as i32,
             }),
-            min_attempts,
+            // 0 asks for every activity, as 1 does (the engine reads 0 as its default, 3).
+            min_attempts: min_attempts.max(1),
         })
         .await?
         .into_inner();

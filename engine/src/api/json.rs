@@ -3,7 +3,9 @@
 //! answers the response message in proto3 JSON (field names in lowerCamelCase, 64-bit
 //! integers as strings, bytes in base64, defaults left out). Behind the same edge as gRPC
 //! (the HTTP port's authentication, then the same permission, namespace and rate checks);
-//! errors have the HTTP API's one shape (`{"error": {"code", "message", "field"}}`).
+//! errors have the HTTP API's one shape (`{"error": {"code", "message", "field"}}`), a
+//! body that is not declared `application/json` is refused (415), as the HTTP port refuses any
+//! change sent from another site's page.
 //!
 //! `GetWorkflowResult` is not here: it waits by design, and HTTP requests run under the
 //! request deadline.
@@ -14,24 +16,50 @@ use crate::engine::Engine;
 use crate::http::HttpError;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Extension, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use martix_proto::v1 as pb;
 use std::sync::Arc;
-
-/// The largest request body: a start or signal carries at most a 2 MiB payload, which base64
-/// makes 2.7 MiB.
-const MAX_BODY_BYTES: usize = 4 << 20;
 
 struct JsonApi {
     engine: Arc<Engine>,
     edge: Arc<Edge>,
 }
 
-/// The request message in `body` (empty: every field at its default), or a 400 that says
-/// what is wrong with it.
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8], message: &str) -> Result<T, HttpError> {
+/// The request message in `body` (empty: every field at its default), or a 4xx that says what
+/// is wrong with it. The body must be declared JSON: a browser sends a cross-site form or a
+/// `text/plain` body without asking first, never `application/json`.
+fn decode<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    message: &str,
+) -> Result<T, HttpError> {
+    let body = body.map_err(|e| {
+        HttpError::new(
+            e.status(),
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                "RESOURCE_EXHAUSTED"
+            } else {
+                "INVALID_ARGUMENT"
+            },
+            e.body_text(),
+        )
+    })?;
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "INVALID_ARGUMENT",
+            "send the request as 'content-type: application/json'",
+        ));
+    }
+    let body = &body[..];
     let body = if body.is_empty() { &b"{}"[..] } else { body };
     serde_json::from_slice(body).map_err(|e| {
         HttpError::new(
@@ -44,8 +72,14 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8], message: &str) -> Result<
 
 macro_rules! json_routes {
     ($($rpc:ident($req:ident) => $method:ident $(($caller:ident))?, $op:ident;)*) => {
+        /// Each route's method with the operation it is admitted as.
+        #[cfg(test)]
+        const JSON_RPCS: &[(&str, Op)] = &[$((stringify!($rpc), Op::$op)),*];
+
         /// The routes; merged into the HTTP port behind authentication.
         pub fn router(engine: Arc<Engine>, edge: Arc<Edge>) -> Router {
+            // What gRPC takes (two payloads and the rest), in base64 (4/3), and some room.
+            let max_body = (engine.config().max_payload_bytes * 2 + (1 << 20)) / 3 * 4 + (64 << 10);
             let state = Arc::new(JsonApi { engine, edge });
             Router::new()
                 $(.route(
@@ -53,8 +87,9 @@ macro_rules! json_routes {
                     post(
                         |State(api): State<Arc<JsonApi>>,
                          Extension(principal): Extension<Principal>,
-                         body: Bytes| async move {
-                            let req: pb::$req = decode(&body, stringify!($req))?;
+                         headers: HeaderMap,
+                         body: Result<Bytes, BytesRejection>| async move {
+                            let req: pb::$req = decode(&headers, body, stringify!($req))?;
                             let _admitted =
                                 api.edge.admit(&principal, Op::$op, &req.namespace())?;
                             let answer = api
@@ -65,7 +100,7 @@ macro_rules! json_routes {
                         },
                     ),
                 ))*
-                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+                .layer(DefaultBodyLimit::max(max_body))
                 .with_state(state)
         }
     };
@@ -85,9 +120,46 @@ json_routes! {
     ResumeWorkflow(ResumeWorkflowRequest) => resume_workflow_as(caller), PauseWorkflow;
     RetryActivity(RetryActivityRequest) => retry_activity, RetryActivity;
     ListStuckWorkflows(ListStuckWorkflowsRequest) => list_stuck_workflows, ListWorkflows;
+    ListTaskQueues(ListTaskQueuesRequest) => list_task_queues, ListWorkflows;
     SetBreaker(SetBreakerRequest) => set_breaker_as(caller), ManageBreakers;
     ListBreakers(ListBreakersRequest) => list_breakers, ListBreakers;
     CreateNamespace(CreateNamespaceRequest) => create_namespace, ManageNamespaces;
     ListNamespaces(ListNamespacesRequest) => list_namespaces, ManageNamespaces;
     UpdateNamespace(UpdateNamespaceRequest) => update_namespace, ManageNamespaces;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snake(camel: &str) -> String {
+        let mut out = String::new();
+        for (i, c) in camel.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    }
+
+    /// Every RPC of `WorkflowService` but the waiting one is on JSON, admitted as on gRPC: a
+    /// route admitted as a weaker operation would be a way around a role.
+    #[test]
+    fn every_json_route_is_admitted_as_its_rpc() {
+        let grpc = super::super::WORKFLOW_RPCS;
+        for (name, op) in JSON_RPCS {
+            let rpc = snake(name);
+            let found = grpc.iter().find(|(r, _)| *r == rpc);
+            assert_eq!(found.map(|(_, o)| o), Some(op), "{name}");
+        }
+        for (rpc, _) in grpc {
+            let on_json = JSON_RPCS.iter().any(|(n, _)| snake(n) == *rpc);
+            assert_eq!(on_json, *rpc != "get_workflow_result", "{rpc}");
+        }
+        // Workers speak gRPC only.
+        for (rpc, _) in super::super::WORKER_RPCS {
+            assert!(!JSON_RPCS.iter().any(|(n, _)| snake(n) == *rpc), "{rpc}");
+        }
+    }
 }

@@ -62,7 +62,7 @@ scoped!(field: pb::StartWorkflowRequest, pb::DescribeWorkflowRequest, pb::ListWo
     pb::GetWorkflowHistoryRequest, pb::GetWorkflowResultRequest, pb::SignalWorkflowRequest,
     pb::CancelWorkflowRequest, pb::TerminateWorkflowRequest, pb::ResetWorkflowRequest,
     pb::PauseWorkflowRequest, pb::ResumeWorkflowRequest, pb::SetBreakerRequest,
-    pb::ListBreakersRequest, pb::ListStuckWorkflowsRequest,
+    pb::ListBreakersRequest, pb::ListStuckWorkflowsRequest, pb::ListTaskQueuesRequest,
     pb::RetryActivityRequest, pb::PollWorkflowTaskRequest, pb::PollActivityTaskRequest,
     pb::ReportBreakersRequest);
 
@@ -181,7 +181,12 @@ where
 /// `=> engine_method(caller), Op;` for a method that also takes the caller's authenticated
 /// subject (`Edge::caller`).
 macro_rules! service {
-    ($trait:path, $ty:ty { $($rpc:ident($req:ty) -> $resp:ty => $method:ident $(($caller:ident))?, $op:ident;)* }) => {
+    ($trait:path, $ty:ty, $table:ident { $($rpc:ident($req:ty) -> $resp:ty => $method:ident $(($caller:ident))?, $op:ident;)* }) => {
+        /// Each RPC of the service with the operation it is admitted as (checked against the
+        /// JSON routes' table by a test).
+        #[cfg(test)]
+        pub(crate) const $table: &[(&str, Op)] = &[$((stringify!($rpc), Op::$op)),*];
+
         #[tonic::async_trait]
         impl $trait for $ty {
             $(
@@ -196,7 +201,7 @@ macro_rules! service {
     };
 }
 
-service!(WorkflowService, WorkflowApi {
+service!(WorkflowService, WorkflowApi, WORKFLOW_RPCS {
     start_workflow(pb::StartWorkflowRequest) -> pb::StartWorkflowResponse => start_workflow_as(caller), StartWorkflow;
     describe_workflow(pb::DescribeWorkflowRequest) -> pb::DescribeWorkflowResponse => describe_workflow, DescribeWorkflow;
     list_workflows(pb::ListWorkflowsRequest) -> pb::ListWorkflowsResponse => list_workflows, ListWorkflows;
@@ -211,6 +216,7 @@ service!(WorkflowService, WorkflowApi {
     resume_workflow(pb::ResumeWorkflowRequest) -> pb::ResumeWorkflowResponse => resume_workflow_as(caller), PauseWorkflow;
     retry_activity(pb::RetryActivityRequest) -> pb::RetryActivityResponse => retry_activity, RetryActivity;
     list_stuck_workflows(pb::ListStuckWorkflowsRequest) -> pb::ListStuckWorkflowsResponse => list_stuck_workflows, ListWorkflows;
+    list_task_queues(pb::ListTaskQueuesRequest) -> pb::ListTaskQueuesResponse => list_task_queues, ListWorkflows;
     set_breaker(pb::SetBreakerRequest) -> pb::SetBreakerResponse => set_breaker_as(caller), ManageBreakers;
     list_breakers(pb::ListBreakersRequest) -> pb::ListBreakersResponse => list_breakers, ListBreakers;
     create_namespace(pb::CreateNamespaceRequest) -> pb::CreateNamespaceResponse => create_namespace, ManageNamespaces;
@@ -218,7 +224,7 @@ service!(WorkflowService, WorkflowApi {
     update_namespace(pb::UpdateNamespaceRequest) -> pb::UpdateNamespaceResponse => update_namespace, ManageNamespaces;
 });
 
-service!(WorkerService, WorkerApi {
+service!(WorkerService, WorkerApi, WORKER_RPCS {
     poll_workflow_task(pb::PollWorkflowTaskRequest) -> pb::PollWorkflowTaskResponse => poll_workflow_task, PollWorkflowTask;
     respond_workflow_task_completed(pb::RespondWorkflowTaskCompletedRequest) -> pb::RespondWorkflowTaskCompletedResponse => complete_workflow_task, RespondWorkflowTask;
     respond_workflow_task_failed(pb::RespondWorkflowTaskFailedRequest) -> pb::RespondWorkflowTaskFailedResponse => fail_workflow_task, RespondWorkflowTask;

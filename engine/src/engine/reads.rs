@@ -56,41 +56,7 @@ impl Engine {
             Some(pb::history_event::Attributes::WorkflowExecutionStarted(s)) => s.memo.clone(),
             _ => Default::default(),
         };
-        let pending_activities = run
-            .state
-            .activities
-            .iter()
-            .map(|a: &PendingActivity| {
-                let lease = leases
-                    .iter()
-                    .find(|l| l.scheduled_event_id == a.scheduled_event_id);
-                let started = lease.and_then(|l| l.lease_until).is_some_and(|u| u > now);
-                let state = if !a.parked_behind.is_empty() {
-                    pb::PendingActivityState::Parked
-                } else if started {
-                    pb::PendingActivityState::Started
-                } else if a.next_attempt_time > now {
-                    pb::PendingActivityState::BackingOff
-                } else {
-                    pb::PendingActivityState::Scheduled
-                };
-                pb::PendingActivityInfo {
-                    activity_id: a.activity_id.clone(),
-                    activity_type: a.activity_type.clone(),
-                    state: state as i32,
-                    attempt: a.attempt,
-                    last_failure: a.last_failure.clone(),
-                    next_attempt_time: (a.next_attempt_time > now)
-                        .then(|| to_timestamp(a.next_attempt_time)),
-                    scheduled_time: Some(to_timestamp(a.scheduled_time)),
-                    scheduled_event_id: a.scheduled_event_id,
-                    task_queue: a.task_queue.clone(),
-                    parked_behind: a.parked_behind.clone(),
-                    parked_since: (!a.parked_behind.is_empty())
-                        .then(|| to_timestamp(a.parked_since)),
-                }
-            })
-            .collect();
+        let pending_activities = pending_activities(&run, &leases, now);
         let pending_timers = run
             .state
             .timers
@@ -101,27 +67,8 @@ impl Engine {
                 started_event_id: t.started_event_id,
             })
             .collect();
-        let pending_workflow_task = run.wft.as_ref().map(|w| pb::PendingWorkflowTaskInfo {
-            attempt: w.attempt,
-            scheduled_time: Some(to_timestamp(w.visible_at)),
-            started: w.in_flight(now),
-            last_failure: run.state.wft_last_failure.clone(),
-        });
-        // The breakers of workers in the run's own namespace, reported lately.
-        let open_breakers = self
-            .store
-            .open_breakers(
-                Some(&run.namespace),
-                now - crate::store::BREAKER_REPORT_FRESH_MS,
-            )
-            .await?
-            .into_iter()
-            .map(|b| pb::OpenBreaker {
-                worker: b.worker,
-                adapter: b.adapter,
-                since: Some(to_timestamp(b.since)),
-            })
-            .collect();
+        let pending_workflow_task = pending_workflow_task(&run, now);
+        let open_breakers = self.open_breakers_in(&run.namespace, now).await?;
         // Who polls the queue matters while the run waits for work: not once it closed.
         let pollers = if run.is_open() {
             self.store
@@ -151,6 +98,25 @@ impl Engine {
             pending_workflow_task,
             cancel_requested: run.state.cancel_requested,
         })
+    }
+
+    /// The breakers workers of `namespace` reported open lately.
+    pub(super) async fn open_breakers_in(
+        &self,
+        namespace: &str,
+        now: crate::clock::Millis,
+    ) -> Result<Vec<pb::OpenBreaker>, EngineError> {
+        Ok(self
+            .store
+            .open_breakers(Some(namespace), now - crate::store::BREAKER_REPORT_FRESH_MS)
+            .await?
+            .into_iter()
+            .map(|b| pb::OpenBreaker {
+                worker: b.worker,
+                adapter: b.adapter,
+                since: Some(to_timestamp(b.since)),
+            })
+            .collect())
     }
 
     /// Runs of a namespace, newest first, filtered and paginated.
@@ -352,7 +318,62 @@ fn decode_list_token(raw: &[u8]) -> Result<ListAfter, EngineError> {
     })
 }
 
-fn info(
+/// A run's activities waiting for an attempt or running one (`leases`: the tasks' leases; none
+/// known, none counts as started).
+pub(super) fn pending_activities(
+    run: &Run,
+    leases: &[crate::store::ActivityLease],
+    now: crate::clock::Millis,
+) -> Vec<pb::PendingActivityInfo> {
+    run.state
+        .activities
+        .iter()
+        .map(|a: &PendingActivity| {
+            let lease = leases
+                .iter()
+                .find(|l| l.scheduled_event_id == a.scheduled_event_id);
+            let started = lease.and_then(|l| l.lease_until).is_some_and(|u| u > now);
+            let state = if !a.parked_behind.is_empty() {
+                pb::PendingActivityState::Parked
+            } else if started {
+                pb::PendingActivityState::Started
+            } else if a.next_attempt_time > now {
+                pb::PendingActivityState::BackingOff
+            } else {
+                pb::PendingActivityState::Scheduled
+            };
+            pb::PendingActivityInfo {
+                activity_id: a.activity_id.clone(),
+                activity_type: a.activity_type.clone(),
+                state: state as i32,
+                attempt: a.attempt,
+                last_failure: a.last_failure.clone(),
+                next_attempt_time: (a.next_attempt_time > now)
+                    .then(|| to_timestamp(a.next_attempt_time)),
+                scheduled_time: Some(to_timestamp(a.scheduled_time)),
+                scheduled_event_id: a.scheduled_event_id,
+                task_queue: a.task_queue.clone(),
+                parked_behind: a.parked_behind.clone(),
+                parked_since: (!a.parked_behind.is_empty()).then(|| to_timestamp(a.parked_since)),
+            }
+        })
+        .collect()
+}
+
+/// A run's workflow task, if it has one.
+pub(super) fn pending_workflow_task(
+    run: &Run,
+    now: crate::clock::Millis,
+) -> Option<pb::PendingWorkflowTaskInfo> {
+    run.wft.as_ref().map(|w| pb::PendingWorkflowTaskInfo {
+        attempt: w.attempt,
+        scheduled_time: Some(to_timestamp(w.visible_at)),
+        started: w.in_flight(now),
+        last_failure: run.state.wft_last_failure.clone(),
+    })
+}
+
+pub(super) fn info(
     run: &Run,
     memo: std::collections::HashMap<String, pb::Payload>,
 ) -> pb::WorkflowExecutionInfo {

@@ -1,24 +1,31 @@
-//! Running runs that are not progressing, each with why: what `martix stuck` prints and the
-//! console's Stuck page shows, from one request. Reads only; the runs looked at are bounded.
+//! What an operator asks when work does not move: the running runs that are not progressing,
+//! each with why (what `martix stuck` prints and the console's Stuck page shows), and the task
+//! queues with their pollers and backlog. Reads only; what is looked at is bounded.
 
 use super::Engine;
+use super::reads::{info, pending_activities, pending_workflow_task};
 use crate::error::{EngineError, duration_field};
-use martix_proto::time::rfc3339_seconds as time;
+use crate::store::ListQuery;
+use martix_proto::time::{rfc3339_seconds as time, to_timestamp};
 use martix_proto::v1 as pb;
+use std::collections::HashMap;
 
 /// Running runs looked at per request, at most.
 const MAX_EXAMINED: usize = 1000;
-/// Runs listed per read of the store.
-const PAGE: i32 = 250;
+/// The longest failure message a reason quotes.
+const MAX_MESSAGE_BYTES: usize = 500;
 
 impl Engine {
     /// The namespace's running runs that are not progressing (no worker polls their queue,
     /// waiting for an operator, paused, a failing workflow task, an activity parked behind a
-    /// breaker or at its `min_attempts`th attempt), each with why.
+    /// breaker or at its `min_attempts`th attempt), each with why. Looks at the 1,000 running
+    /// runs started longest ago (and before `older_than`), from their checkpoints, in three
+    /// reads of the store whatever their number.
     pub async fn list_stuck_workflows(
         &self,
         req: pb::ListStuckWorkflowsRequest,
     ) -> Result<pb::ListStuckWorkflowsResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
         let older_than = duration_field("older_than", req.older_than.as_ref())?
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let min_attempts = match req.min_attempts {
@@ -26,56 +33,120 @@ impl Engine {
             n if n < 0 => return Err(EngineError::invalid("min_attempts", "must not be negative")),
             n => n,
         };
-        let mut list = pb::ListWorkflowsRequest {
-            namespace: req.namespace.clone(),
-            page_size: PAGE,
-            statuses: vec![pb::WorkflowStatus::Running as i32],
-            start_time_to: Some(martix_proto::time::to_timestamp(
-                self.now().saturating_sub(older_than),
-            )),
+        let now = self.now();
+        let mut runs = self
+            .store
+            .list_runs(&ListQuery {
+                statuses: vec![pb::WorkflowStatus::Running],
+                start_time_to: Some(now.saturating_sub(older_than)),
+                oldest_first: true,
+                ..ListQuery::new(ns.clone(), MAX_EXAMINED + 1)
+            })
+            .await?;
+        let truncated = runs.len() > MAX_EXAMINED;
+        runs.truncate(MAX_EXAMINED);
+        let open_breakers = self.open_breakers_in(ns.as_str(), now).await?;
+        let mut pollers: HashMap<String, Vec<pb::PollerInfo>> = HashMap::new();
+        for (queue, p) in self
+            .store
+            .queue_pollers(
+                ns.as_str(),
+                now - super::breakers::POLLERS_RECENT_MS,
+                MAX_POLLERS,
+            )
+            .await?
+        {
+            pollers.entry(queue).or_default().push(pb::PollerInfo {
+                identity: p.identity,
+                kind: p.kind,
+                last_seen: Some(to_timestamp(p.last_seen)),
+            });
+        }
+        let mut answer = pb::ListStuckWorkflowsResponse {
+            examined: runs.len() as i32,
+            truncated,
             ..Default::default()
         };
-        let mut answer = pb::ListStuckWorkflowsResponse::default();
-        let mut examined = 0;
-        loop {
-            let page = self.list_workflows(list.clone()).await?;
-            for info in page.executions {
-                if examined == MAX_EXAMINED {
-                    answer.truncated = true;
-                    break;
-                }
-                examined += 1;
-                let d = match self
-                    .describe_workflow(pb::DescribeWorkflowRequest {
-                        namespace: req.namespace.clone(),
-                        execution: info.execution.clone(),
-                    })
-                    .await
-                {
-                    Ok(d) => d,
-                    // Closed and purged between the list and now: not stuck.
-                    Err(EngineError::NotFound(_)) => continue,
-                    Err(e) => return Err(e),
-                };
-                if answer.open_breakers.is_empty() {
-                    answer.open_breakers = d.open_breakers.clone();
-                }
-                let (why, retryable) = why_stuck(&d, min_attempts);
-                if !why.is_empty() {
-                    answer.workflows.push(pb::StuckWorkflow {
-                        info: d.info.or(Some(info)),
-                        why,
-                        retryable,
-                    });
-                }
+        for run in runs.iter().filter(|r| r.is_open()) {
+            let d = pb::DescribeWorkflowResponse {
+                info: Some(info(run, Default::default())),
+                pending_activities: pending_activities(run, &[], now),
+                pending_workflow_task: pending_workflow_task(run, now),
+                open_breakers: open_breakers.clone(),
+                pollers: pollers
+                    .get(run.task_queue.as_str())
+                    .cloned()
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            let (why, retryable) = why_stuck(&d, min_attempts);
+            if !why.is_empty() {
+                answer.workflows.push(pb::StuckWorkflow {
+                    info: d.info,
+                    why,
+                    retryable,
+                });
             }
-            if answer.truncated || page.next_page_token.is_empty() {
-                break;
-            }
-            list.next_page_token = page.next_page_token;
         }
-        answer.examined = examined as i32;
+        answer.open_breakers = open_breakers;
         Ok(answer)
+    }
+}
+
+/// Pollers listed per namespace, at most.
+const MAX_POLLERS: usize = 1000;
+
+impl Engine {
+    /// The namespace's task queues polled in the last minute or holding tasks due, with their
+    /// pollers and backlog, by name.
+    pub async fn list_task_queues(
+        &self,
+        req: pb::ListTaskQueuesRequest,
+    ) -> Result<pb::ListTaskQueuesResponse, EngineError> {
+        let ns = self.namespace(&req.namespace).await?;
+        let now = self.now();
+        let mut queues: std::collections::BTreeMap<String, pb::TaskQueueInfo> = Default::default();
+        let seen = self
+            .store
+            .queue_pollers(
+                ns.as_str(),
+                now - super::breakers::POLLERS_RECENT_MS,
+                MAX_POLLERS,
+            )
+            .await?;
+        let truncated = seen.len() >= MAX_POLLERS;
+        for (queue, p) in seen {
+            let q = queues
+                .entry(queue.clone())
+                .or_insert_with(|| pb::TaskQueueInfo {
+                    name: queue,
+                    ..Default::default()
+                });
+            q.pollers.push(pb::PollerInfo {
+                identity: p.identity,
+                kind: p.kind,
+                last_seen: Some(to_timestamp(p.last_seen)),
+            });
+        }
+        for b in self.store.backlog(now).await? {
+            if b.namespace != ns.as_str() {
+                continue;
+            }
+            let q = queues
+                .entry(b.queue.clone())
+                .or_insert_with(|| pb::TaskQueueInfo {
+                    name: b.queue.clone(),
+                    ..Default::default()
+                });
+            match b.kind {
+                crate::store::TaskKind::Workflow => q.workflow_backlog += b.tasks,
+                crate::store::TaskKind::Activity => q.activity_backlog += b.tasks,
+            }
+        }
+        Ok(pb::ListTaskQueuesResponse {
+            queues: queues.into_values().collect(),
+            truncated,
+        })
     }
 }
 
@@ -109,7 +180,10 @@ fn why_stuck(d: &pb::DescribeWorkflowResponse, min_attempts: i32) -> (Vec<String
         why.push(format!(
             "workflow task failing, attempt {}: {}",
             t.attempt,
-            t.last_failure.as_ref().map_or("-", |f| f.message.as_str())
+            super::worker::clip(
+                t.last_failure.as_ref().map_or("-", |f| f.message.as_str()),
+                MAX_MESSAGE_BYTES
+            )
         ));
     }
     let mut retryable = false;
@@ -130,9 +204,11 @@ fn why_stuck(d: &pb::DescribeWorkflowResponse, min_attempts: i32) -> (Vec<String
                 a.activity_type,
                 a.attempt,
                 time(a.next_attempt_time.as_ref()),
-                a.last_failure
-                    .as_ref()
-                    .map_or("-".into(), |f| format!("{} ({})", f.message, f.r#type))
+                a.last_failure.as_ref().map_or("-".into(), |f| format!(
+                    "{} ({})",
+                    super::worker::clip(&f.message, MAX_MESSAGE_BYTES),
+                    f.r#type
+                ))
             ));
         }
         // Waiting for its next attempt: RetryActivity runs it at once.
@@ -152,7 +228,6 @@ fn why_stuck(d: &pb::DescribeWorkflowResponse, min_attempts: i32) -> (Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use martix_proto::time::to_timestamp;
 
     fn activity(attempt: i32, state: pb::PendingActivityState) -> pb::PendingActivityInfo {
         pb::PendingActivityInfo {

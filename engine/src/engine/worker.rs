@@ -65,7 +65,7 @@ fn activity_type_of(run: &Run, scheduled_event_id: i64) -> String {
 const LOGGED_MESSAGE_BYTES: usize = 512;
 
 /// `text` cut to at most `max` bytes on a character boundary, with how much was left out.
-fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+pub(super) fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     if text.len() <= max {
         return text.into();
     }

@@ -173,6 +173,15 @@ pub trait BreakerStore: Send + Sync {
         since: Millis,
     ) -> Result<Vec<PollerSeen>, StoreError>;
 
+    /// Every task queue of `namespace` polled since `since`, with its pollers (the latest
+    /// first), at most `limit` pollers in all, by queue name.
+    async fn queue_pollers(
+        &self,
+        namespace: &str,
+        since: Millis,
+        limit: usize,
+    ) -> Result<Vec<(String, PollerSeen)>, StoreError>;
+
     /// Deletes the pollers not seen since `before`.
     async fn purge_pollers(&self, before: Millis) -> Result<u64, StoreError>;
 }

@@ -28,9 +28,11 @@ pub struct ListQuery {
     pub workflow_id_prefix: Option<String>,
     pub start_time_from: Option<Millis>,
     pub start_time_to: Option<Millis>,
-    /// Continue after this run (by start time, then run id), newest first.
+    /// Continue after this run (by start time, then run id), in the order asked.
     pub after: Option<ListAfter>,
     pub limit: usize,
+    /// Oldest first (what has waited longest), instead of newest first.
+    pub oldest_first: bool,
 }
 
 impl ListQuery {
@@ -46,6 +48,7 @@ impl ListQuery {
             start_time_to: None,
             after: None,
             limit,
+            oldest_first: false,
         }
     }
 }

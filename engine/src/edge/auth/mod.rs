@@ -234,7 +234,7 @@ impl Principal {
 
     /// The roles held in `namespace`: the token-wide roles if the namespace is granted, and
     /// the roles granted in that namespace alone.
-    fn roles_in(&self, namespace: &str) -> Vec<Role> {
+    pub fn roles_in(&self, namespace: &str) -> Vec<Role> {
         let granted = match &self.namespaces {
             None => true,
             Some(list) => list.iter().any(|n| n == namespace),

@@ -209,6 +209,37 @@ where
             .collect()
     }
 
+    async fn queue_pollers(
+        &self,
+        namespace: &str,
+        since: Millis,
+        limit: usize,
+    ) -> Result<Vec<(String, PollerSeen)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT task_queue, identity, kind, last_seen FROM pollers \
+             WHERE namespace = $1 AND last_seen >= $2 \
+             ORDER BY task_queue, last_seen DESC LIMIT $3",
+        )
+        .bind(namespace)
+        .bind(since)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.read)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(corrupt)?,
+                    PollerSeen {
+                        identity: r.try_get(1).map_err(corrupt)?,
+                        kind: r.try_get(2).map_err(corrupt)?,
+                        last_seen: r.try_get(3).map_err(corrupt)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     async fn purge_pollers(&self, before: Millis) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM pollers WHERE last_seen < $1")
             .bind(before)

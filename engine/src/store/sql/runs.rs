@@ -227,17 +227,26 @@ where
         if let Some(to) = q.start_time_to {
             qb.push(" AND start_time < ").push_bind(to);
         }
+        let (beyond, order) = if q.oldest_first {
+            (" > ", "ASC")
+        } else {
+            (" < ", "DESC")
+        };
         if let Some(after) = &q.after {
-            qb.push(" AND (start_time < ")
+            qb.push(" AND (start_time")
+                .push(beyond)
                 .push_bind(after.start_time)
                 .push(" OR (start_time = ")
                 .push_bind(after.start_time)
-                .push(" AND run_id < ")
+                .push(" AND run_id")
+                .push(beyond)
                 .push_bind(after.run_id.clone())
                 .push("))");
         }
-        qb.push(" ORDER BY start_time DESC, run_id DESC LIMIT ")
-            .push_bind(q.limit as i64);
+        qb.push(format!(
+            " ORDER BY start_time {order}, run_id {order} LIMIT "
+        ))
+        .push_bind(q.limit as i64);
         let rows = qb.build().fetch_all(&self.read).await.map_err(classify)?;
         rows.iter().map(Self::run_from_row).collect()
     }
