@@ -113,6 +113,25 @@ enum Command {
         #[command(subcommand)]
         command: ops::BreakerCmd,
     },
+    /// Replay stored histories against this build's workflow code: a change that would break
+    /// runs in flight fails here (exit 1), naming each run's first step that differs.
+    Replay {
+        #[command(flatten)]
+        conn: ops::Conn,
+        /// Histories exported with `martix workflow export` (`*.json`), instead of the engine
+        /// at --address.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// Only runs of this workflow type.
+        #[arg(long = "type")]
+        workflow_type: Option<String>,
+        /// Only runs started within this long ago (`7d`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+        /// At most this many runs, the most recently started first.
+        #[arg(long, default_value_t = 500)]
+        limit: usize,
+    },
     /// Running workflows that are not progressing, each with why.
     Stuck {
         #[command(flatten)]
@@ -404,6 +423,26 @@ async fn run(cli: Cli) -> Result<()> {
             older_than,
             min_attempts,
         } => ops::stuck(conn, older_than, min_attempts).await,
+        Command::Replay {
+            conn,
+            dir,
+            workflow_type,
+            since,
+            limit,
+        } => {
+            let source = match dir {
+                Some(dir) => ops::replay::Source::Dir(dir),
+                None => ops::replay::Source::Engine(
+                    conn,
+                    ops::replay::Runs {
+                        workflow_type,
+                        since,
+                        limit,
+                    },
+                ),
+            };
+            ops::replay::replay(source).await
+        }
         Command::Probe { http_addr, path } => probe::probe(http_addr, &path).await,
         Command::Migrate { database_url } => {
             let context = || format!("migrating {}", redact(&database_url));

@@ -1467,3 +1467,73 @@ fn a_python_client_lists_and_calls_through_reflection() {
     );
     assert!(terminate(dev).success());
 }
+
+/// The replay gate on a real engine: histories exported to files replay against this build,
+/// from the files and from the engine; an edited history (a step that is not the code's) is
+/// named with its first differing step and fails the command.
+#[test]
+fn replay_passes_on_real_runs_and_fails_on_a_changed_one() {
+    let dev = spawn(&["dev", "--ephemeral"]);
+    let placed = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args(["order", "--address", &dev.grpc, "place", "--id", "replay-1"])
+        .args(["--customer", "c-1", "--item", "mug:1:1500", "--wait"])
+        .output()
+        .unwrap();
+    assert!(placed.status.success());
+    let dir = std::env::temp_dir().join(format!("martix-replay-{}", uuid_like()));
+    let martix = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = martix(&[
+        "workflow",
+        "export",
+        "--address",
+        &dev.grpc,
+        "--type",
+        "order",
+        "--to",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, &*format!("exported 1 histories to {}", dir.display()))
+    );
+    let (code, out) = martix(&["replay", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("replayed 1: 1 as they ran, 0 not"), "{out}");
+    let (code, out) = martix(&["replay", "--address", &dev.grpc, "--type", "order"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 as they ran, 0 not"), "{out}");
+    // A history whose first step is not the code's first step.
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("\"price_order\""));
+    std::fs::write(
+        &file,
+        text.replacen("\"price_order\"", "\"quote_order\"", 1),
+    )
+    .unwrap();
+    let (code, out) = martix(&["replay", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL ") && out.contains("replay-1"), "{out}");
+    assert!(
+        out.contains("price_order") || out.contains("quote_order"),
+        "{out}"
+    );
+    assert!(out.contains("0 as they ran, 1 not"), "{out}");
+    terminate(dev);
+    let _ = std::fs::remove_dir_all(&dir);
+}

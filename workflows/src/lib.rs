@@ -5,3 +5,11 @@ pub mod order;
 
 pub use martix_order_contract::saga::OrderSaga;
 pub use order::order;
+
+/// A replayer with every workflow of this crate registered as its current code: what
+/// `martix replay` and the corpus test (`tests/replay_corpus.rs`) check histories against.
+pub fn replayer() -> martix_sdk::Replayer {
+    let mut r = martix_sdk::Replayer::new();
+    r.workflow(OrderSaga, order);
+    r
+}

@@ -10,6 +10,7 @@ mod breaker;
 pub(crate) mod format;
 mod namespace;
 mod order;
+pub(crate) mod replay;
 mod stuck;
 mod workflow;
 
