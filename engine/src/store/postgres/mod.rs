@@ -237,7 +237,11 @@ impl Backend for sqlx::Postgres {
     }
 
     /// In one statement: the shards' cursor rows locked in shard order, and a look for a row
-    /// between each cursor and the batch's first row of the shard.
+    /// between each cursor and the batch's first row of the shard: the first row after the
+    /// cursor, read from the index where the cursor is (`ORDER BY … LIMIT 1`), comes before the
+    /// batch's first. (Written as "a row exists between the two", PostgreSQL bounded its index
+    /// scan by the upper end only and read every row the shard kept below it: 617 ms for an
+    /// outbox of 950,000 rows, against 0.5 ms.)
     async fn outbox_follows_cursor(
         conn: &mut sqlx::PgConnection,
         consumer: Consumer,
@@ -252,8 +256,10 @@ impl Backend for sqlx::Postgres {
              FROM outbox_shards WHERE shard = ANY($1) ORDER BY shard FOR UPDATE) c \
              JOIN (SELECT unnest($1::INTEGER[]) AS shard, unnest($2::BIGINT[]) AS x, \
              unnest($3::BIGINT[]) AS p) f ON f.shard = c.shard \
-             WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.shard = c.shard \
-             AND (o.xact, o.position) > (c.x, c.p) AND (o.xact, o.position) < (f.x, f.p))"
+             CROSS JOIN LATERAL (SELECT o.xact, o.position FROM outbox o \
+             WHERE o.shard = c.shard AND (o.xact, o.position) > (c.x, c.p) \
+             ORDER BY o.xact, o.position LIMIT 1) n \
+             WHERE (n.xact, n.position) < (f.x, f.p)"
         )))
         .bind(&shards)
         .bind(&xacts)
