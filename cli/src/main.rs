@@ -122,15 +122,8 @@ enum Command {
         /// at --address.
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
-        /// Only runs of this workflow type.
-        #[arg(long = "type")]
-        workflow_type: Option<String>,
-        /// Only runs started within this long ago (`7d`).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        since: Option<Duration>,
-        /// At most this many runs, the most recently started first.
-        #[arg(long, default_value_t = 500)]
-        limit: usize,
+        #[command(flatten)]
+        runs: ops::replay::Runs,
     },
     /// Running workflows that are not progressing, each with why.
     Stuck {
@@ -423,23 +416,10 @@ async fn run(cli: Cli) -> Result<()> {
             older_than,
             min_attempts,
         } => ops::stuck(conn, older_than, min_attempts).await,
-        Command::Replay {
-            conn,
-            dir,
-            workflow_type,
-            since,
-            limit,
-        } => {
+        Command::Replay { conn, dir, runs } => {
             let source = match dir {
                 Some(dir) => ops::replay::Source::Dir(dir),
-                None => ops::replay::Source::Engine(
-                    conn,
-                    ops::replay::Runs {
-                        workflow_type,
-                        since,
-                        limit,
-                    },
-                ),
+                None => ops::replay::Source::Engine(conn, runs),
             };
             ops::replay::replay(source).await
         }

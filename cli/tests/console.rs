@@ -119,27 +119,8 @@ async fn screenshot(c: &Client, name: &str) {
 
 /// `POST path` on the HTTP port with a JSON body (and a bearer token): status and JSON answer.
 fn http_post(addr: &str, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
-    use std::io::{Read, Write};
-    let body = body.to_string();
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let (status, body) = common::http_post(addr, path, &body.to_string(), token);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 fn order(id: &str, customer: &str) -> Value {
@@ -421,19 +402,7 @@ async fn the_console_finds_explains_and_fixes_a_stuck_order() {
 }
 
 fn issue_token(roles: &[&str]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_martix"));
-    cmd.args(["token", "issue", "--namespace", "default", "--ttl", "10m"])
-        .env("MARTIX_AUTH_SECRET", SECRET);
-    for r in roles {
-        cmd.args(["--role", r]);
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    common::issue_token(SECRET, roles, "default")
 }
 
 /// With authentication on, the page asks for a token; a client's token shows the order but no

@@ -1104,19 +1104,7 @@ const SECRET: &str = "process-test-secret-0123456789abcdef";
 
 /// `martix token issue` as an operator runs it.
 fn issue_token(roles: &[&str], namespace: &str) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_martix"));
-    cmd.args(["token", "issue", "--namespace", namespace, "--ttl", "10m"])
-        .env("MARTIX_AUTH_SECRET", SECRET);
-    for r in roles {
-        cmd.args(["--role", r]);
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    common::issue_token(SECRET, roles, namespace)
 }
 
 #[test]

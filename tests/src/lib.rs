@@ -132,6 +132,21 @@ impl TestEngine {
         Self::start_with(backend, config, EdgeConfig::default(), None).await
     }
 
+    /// Starts an engine that requires tokens signed with `secret` (see [`token`]), default
+    /// limits, no TLS.
+    pub async fn start_authenticated(backend: Backend, secret: &[u8]) -> Self {
+        Self::start_with(
+            backend,
+            EngineConfig::default(),
+            EdgeConfig {
+                auth: Some(martix_engine::edge::AuthConfig::hs256(secret)),
+                limits: martix_engine::edge::LimitsConfig::default(),
+            },
+            None,
+        )
+        .await
+    }
+
     /// Starts an engine with the given edge (authentication, limits) and TLS.
     pub async fn start_with(
         backend: Backend,
@@ -686,4 +701,27 @@ impl OrderShop {
             stop,
         }
     }
+}
+
+/// A token signed with `secret` (HS256) for `subject`, with `roles` in `namespaces`, valid for
+/// 10 minutes, as an engine started by [`TestEngine::start_authenticated`] takes it.
+pub fn token(
+    secret: &[u8],
+    subject: &str,
+    roles: &[martix_engine::edge::Role],
+    namespaces: &[&str],
+) -> String {
+    use martix_engine::edge::auth;
+    auth::issue(
+        &auth::SigningKey::Secret(secret.to_vec()),
+        &auth::TokenRequest {
+            subject: subject.into(),
+            roles: roles.to_vec(),
+            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+            ttl: std::time::Duration::from_secs(600),
+            issuer: auth::DEFAULT_ISSUER.into(),
+            audience: auth::DEFAULT_AUDIENCE.into(),
+        },
+    )
+    .expect("sign a test token")
 }

@@ -3,41 +3,18 @@
 //! same edge as gRPC (tokens, roles), proto3 JSON in and out, one error shape.
 
 use base64::Engine as _;
-use martix_engine::EngineConfig;
-use martix_engine::edge::auth::{self, Role, SigningKey, TokenRequest};
-use martix_engine::edge::{AuthConfig, EdgeConfig, LimitsConfig};
+use martix_engine::edge::auth::Role;
 use martix_tests::{Backend, TestEngine, on_both_backends, unique};
 use serde_json::{Value, json};
-use std::time::Duration;
 
 const SECRET: &[u8] = b"json-api-test-secret-0123456789abcdef";
 
 fn token(roles: &[Role]) -> String {
-    auth::issue(
-        &SigningKey::Secret(SECRET.to_vec()),
-        &TokenRequest {
-            subject: "json-test".into(),
-            roles: roles.to_vec(),
-            namespaces: vec!["default".into()],
-            ttl: Duration::from_secs(600),
-            issuer: auth::DEFAULT_ISSUER.into(),
-            audience: auth::DEFAULT_AUDIENCE.into(),
-        },
-    )
-    .unwrap()
+    martix_tests::token(SECRET, "json-test", roles, &["default"])
 }
 
 async fn engine(backend: Backend) -> TestEngine {
-    TestEngine::start_with(
-        backend,
-        EngineConfig::default(),
-        EdgeConfig {
-            auth: Some(AuthConfig::hs256(SECRET)),
-            limits: LimitsConfig::default(),
-        },
-        None,
-    )
-    .await
+    TestEngine::start_authenticated(backend, SECRET).await
 }
 
 /// `POST /api/martix.v1.WorkflowService/{method}` with `body` as `token`: status and answer.

@@ -2,7 +2,7 @@
 //! shape, authentication, and the OpenAPI document.
 
 use martix_engine::EngineConfig;
-use martix_engine::edge::auth::{self, Role, SigningKey, TokenRequest};
+use martix_engine::edge::auth::Role;
 use martix_engine::edge::{AuthConfig, EdgeConfig, LimitsConfig};
 use martix_tests::{Backend, TestEngine, on_both_backends, unique};
 use serde_json::{Value, json};
@@ -12,31 +12,11 @@ use tokio_util::sync::CancellationToken;
 const SECRET: &[u8] = b"rest-test-secret-0123456789abcdefgh";
 
 fn token(roles: &[Role]) -> String {
-    auth::issue(
-        &SigningKey::Secret(SECRET.to_vec()),
-        &TokenRequest {
-            subject: "rest-test".into(),
-            roles: roles.to_vec(),
-            namespaces: vec!["default".into()],
-            ttl: Duration::from_secs(600),
-            issuer: auth::DEFAULT_ISSUER.into(),
-            audience: auth::DEFAULT_AUDIENCE.into(),
-        },
-    )
-    .unwrap()
+    martix_tests::token(SECRET, "rest-test", roles, &["default"])
 }
 
 async fn engine(backend: Backend) -> TestEngine {
-    TestEngine::start_with(
-        backend,
-        EngineConfig::default(),
-        EdgeConfig {
-            auth: Some(AuthConfig::hs256(SECRET)),
-            limits: LimitsConfig::default(),
-        },
-        None,
-    )
-    .await
+    TestEngine::start_authenticated(backend, SECRET).await
 }
 
 /// The order worker (no-op adapters) on the gateway's queue, until the token is cancelled.

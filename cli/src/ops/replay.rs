@@ -11,9 +11,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// Which runs of a live engine: a type, how recent, how many (the newest first).
+#[derive(clap::Args, Debug)]
 pub(crate) struct Runs {
+    /// Only runs of this workflow type.
+    #[arg(long = "type")]
     pub workflow_type: Option<String>,
+    /// Only runs started within this long ago (`7d`).
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub since: Option<Duration>,
+    /// At most this many runs, the most recently started first.
+    #[arg(long, default_value_t = 500)]
     pub limit: usize,
 }
 

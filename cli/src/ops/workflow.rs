@@ -85,13 +85,8 @@ pub(crate) enum WorkflowCmd {
     /// Write runs' histories to a folder, one JSON file each (what `martix replay --dir` and
     /// `Replayer::replay_json` read), the most recently started first.
     Export {
-        #[arg(long = "type")]
-        workflow_type: Option<String>,
-        /// Only runs started within this long ago (`7d`).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        since: Option<Duration>,
-        #[arg(long, default_value_t = 500)]
-        limit: usize,
+        #[command(flatten)]
+        runs: super::replay::Runs,
         /// The folder (created if missing).
         #[arg(long)]
         to: std::path::PathBuf,
@@ -282,19 +277,7 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
                 print_description(&id, &d);
             }
         }
-        WorkflowCmd::Export {
-            workflow_type,
-            since,
-            limit,
-            to,
-        } => {
-            let runs = super::replay::Runs {
-                workflow_type,
-                since,
-                limit,
-            };
-            super::replay::export(&c, runs, &to).await?;
-        }
+        WorkflowCmd::Export { runs, to } => super::replay::export(&c, runs, &to).await?,
         WorkflowCmd::History { id, follow } => {
             // Pinned to the run latest now: the JSON names the run its events are of.
             let run = c.handle(&id).pinned().await?;

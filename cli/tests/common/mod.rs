@@ -351,15 +351,26 @@ pub(crate) mod orders {
 /// `GET path` over plain HTTP/1.1 to `addr`: the status code and the body.
 #[allow(dead_code)]
 pub(crate) fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http(addr, &format!("GET {path} HTTP/1.1\r\n"), "")
+}
+
+/// `POST path` with a JSON body and, if given, a bearer token: the status and the body.
+pub(crate) fn http_post(addr: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "POST {path} HTTP/1.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    http(addr, &head, body)
+}
+
+/// One HTTP/1.1 request (`head`: its request line and headers), answered in full.
+fn http(addr: &str, head: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(s, "{head}Host: {addr}\r\nConnection: close\r\n\r\n{body}").unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
@@ -369,4 +380,21 @@ pub(crate) fn http_get(addr: &str, path: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, body.to_owned())
+}
+
+/// A bearer token for `roles` in `namespace`, signed with `secret` by `martix token issue`.
+pub(crate) fn issue_token(secret: &str, roles: &[&str], namespace: &str) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_martix"));
+    cmd.args(["token", "issue", "--namespace", namespace, "--ttl", "10m"])
+        .env("MARTIX_AUTH_SECRET", secret);
+    for r in roles {
+        cmd.args(["--role", r]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
