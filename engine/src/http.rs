@@ -17,15 +17,14 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The HTTP routes of the engine: health and `public` open to all, then the engine's API as
-/// JSON, metrics and `guarded` behind authentication.
+/// The HTTP routes of the engine: health and `public` open to all, then metrics and `guarded`
+/// (the engine's API as JSON and what domains add) behind authentication.
 pub fn router(engine: Arc<Engine>, edge: Arc<Edge>, public: Router, guarded: Router) -> Router {
     let metrics = Router::new()
         .route("/metrics", get(metrics))
         .with_state((engine.clone(), edge.clone()));
     let guarded = guarded
         .merge(metrics)
-        .merge(crate::api::json::router(engine.clone(), edge.clone()))
         .layer(axum::middleware::from_fn_with_state(
             edge.clone(),
             request_deadline,

@@ -315,7 +315,8 @@ impl Server {
             engine.clone(),
             edge.clone(),
             self.public_routes,
-            self.routes,
+            self.routes
+                .merge(crate::api::json::router(engine.clone(), edge.clone())),
         );
         let token = shutdown.clone();
         let http_cap = Arc::new(ConnectionCap::new("http", edge.max_connections()));

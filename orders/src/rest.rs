@@ -474,7 +474,7 @@ async fn list_orders(
     let counts = if p.counts == Some(true) {
         let counts = g
             .read_model
-            .count_by_status(ns, COUNT_CAP)
+            .count_by_status(ns, &crate::service::STATUSES, COUNT_CAP)
             .await
             .map_err(crate::service::read_error)?;
         Some(counts.into_iter().collect())

@@ -307,14 +307,16 @@ impl ReadModel {
         })
     }
 
-    /// How many orders of `namespace` hold each status, each counted up to `cap` (one index
-    /// range read per status, so the work is bounded however many orders there are).
+    /// How many orders of `namespace` hold each of `statuses` (known status names: they are
+    /// written into the statement), each counted up to `cap` (one index range read per status,
+    /// so the work is bounded however many orders there are).
     pub async fn count_by_status(
         &self,
         namespace: &str,
+        statuses: &[&'static str],
         cap: i64,
     ) -> Result<Vec<(String, i64)>, sqlx::Error> {
-        let sql = crate::service::STATUSES
+        let sql = statuses
             .iter()
             .map(|s| {
                 format!(

@@ -232,7 +232,7 @@ mod tests {
     fn activity(attempt: i32, state: pb::PendingActivityState) -> pb::PendingActivityInfo {
         pb::PendingActivityInfo {
             activity_id: "3".into(),
-            activity_type: "charge_payment".into(),
+            activity_type: "call_gateway".into(),
             state: state as i32,
             attempt,
             last_failure: Some(pb::Failure {
@@ -269,7 +269,7 @@ mod tests {
     fn each_reason_is_named_and_open_breakers_follow() {
         let d = pb::DescribeWorkflowResponse {
             info: Some(pb::WorkflowExecutionInfo {
-                task_queue: "orders".into(),
+                task_queue: "jobs".into(),
                 paused_since: Some(to_timestamp(1_764_000_000_000)),
                 paused_by: "ops".into(),
                 paused_reason: "stock count".into(),
@@ -280,7 +280,7 @@ mod tests {
             pending_activities: vec![
                 activity(4, pb::PendingActivityState::BackingOff),
                 pb::PendingActivityInfo {
-                    parked_behind: "payment".into(),
+                    parked_behind: "gateway".into(),
                     parked_since: Some(to_timestamp(1_764_000_002_000)),
                     ..activity(5, pb::PendingActivityState::Parked)
                 },
@@ -295,7 +295,7 @@ mod tests {
             }),
             open_breakers: vec![pb::OpenBreaker {
                 worker: "w1".into(),
-                adapter: "payment".into(),
+                adapter: "gateway".into(),
                 since: None,
             }],
             ..Default::default()
@@ -305,13 +305,13 @@ mod tests {
         assert_eq!(
             why,
             [
-                "no worker has polled queue 'orders' in the last minute (a misspelled queue, or its workers are down)",
+                "no worker has polled queue 'jobs' in the last minute (a misspelled queue, or its workers are down)",
                 "paused since 2025-11-24T16:00:00Z by ops: stock count",
                 "needs attention since 2025-11-24T16:00:01Z: refund failed",
                 "workflow task failing, attempt 2: panic in workflow",
-                "activity 3 (charge_payment) attempt 4, next 2025-11-24T16:00:00Z, last error: gateway down (Unavailable)",
-                "activity 3 (charge_payment) parked behind the payment breaker since 2025-11-24T16:00:02Z, at attempt 5",
-                "breaker open: payment on worker w1",
+                "activity 3 (call_gateway) attempt 4, next 2025-11-24T16:00:00Z, last error: gateway down (Unavailable)",
+                "activity 3 (call_gateway) parked behind the gateway breaker since 2025-11-24T16:00:02Z, at attempt 5",
+                "breaker open: gateway on worker w1",
             ]
         );
         // Below `min_attempts` an activity is not a reason; a parked one always is.
