@@ -244,6 +244,18 @@ impl From<Refusal> for HttpError {
     }
 }
 
+/// A body that could not be read: too large (413, `RESOURCE_EXHAUSTED`) or broken (400).
+impl From<axum::extract::rejection::BytesRejection> for HttpError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "RESOURCE_EXHAUSTED"
+        } else {
+            "INVALID_ARGUMENT"
+        };
+        Self::new(e.status(), code, format!("body: {}", e.body_text()))
+    }
+}
+
 impl From<EngineError> for HttpError {
     fn from(e: EngineError) -> Self {
         let (status, code) = match &e {

@@ -275,17 +275,7 @@ async fn place_order(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
-    let body = body.map_err(|e| {
-        HttpError::new(
-            e.status(),
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                "RESOURCE_EXHAUSTED"
-            } else {
-                "INVALID_ARGUMENT"
-            },
-            format!("body: {}", e.body_text()),
-        )
-    })?;
+    let body = body?;
     let req: PlaceOrder = serde_json::from_slice(&body)
         .map_err(|e| HttpError::invalid("body", format!("not a valid order: {e}")))?;
     let key = match headers.get(IDEMPOTENCY_KEY) {

@@ -36,17 +36,7 @@ fn decode<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     message: &str,
 ) -> Result<T, HttpError> {
-    let body = body.map_err(|e| {
-        HttpError::new(
-            e.status(),
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                "RESOURCE_EXHAUSTED"
-            } else {
-                "INVALID_ARGUMENT"
-            },
-            e.body_text(),
-        )
-    })?;
+    let body = body?;
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
