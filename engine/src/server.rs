@@ -249,7 +249,7 @@ impl Server {
             }
         }
         let grace = self.grace;
-        let limit = engine.config().max_payload_bytes * 2 + (1 << 20);
+        let limit = engine.config().max_message_bytes();
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<WorkflowServiceServer<WorkflowApi>>()

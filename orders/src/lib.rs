@@ -96,7 +96,7 @@ pub fn install(server: martix_engine::Server, gateway: GatewayConfig) -> martix_
     let engine = server.engine().clone();
     let edge = server.edge().clone();
     let projection = Arc::new(OrdersProjection);
-    let limit = engine.config().max_payload_bytes * 2 + (1 << 20);
+    let limit = engine.config().max_message_bytes();
     let service = pb::order_service_server::OrderServiceServer::new(service::OrderApi::new(
         engine.clone(),
         edge.clone(),

@@ -69,7 +69,7 @@ macro_rules! json_routes {
         /// The routes; merged into the HTTP port behind authentication.
         pub fn router(engine: Arc<Engine>, edge: Arc<Edge>) -> Router {
             // What gRPC takes (two payloads and the rest), in base64 (4/3), and some room.
-            let max_body = (engine.config().max_payload_bytes * 2 + (1 << 20)) / 3 * 4 + (64 << 10);
+            let max_body = engine.config().max_message_bytes() / 3 * 4 + (64 << 10);
             let state = Arc::new(JsonApi { engine, edge });
             Router::new()
                 $(.route(

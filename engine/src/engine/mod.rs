@@ -85,6 +85,14 @@ pub struct EngineConfig {
     pub retention_interval: Duration,
 }
 
+impl EngineConfig {
+    /// The largest request message a caller may send: two payloads at their limit (a
+    /// signal-with-start) and a megabyte for the rest.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_payload_bytes * 2 + (1 << 20)
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
