@@ -444,6 +444,20 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
         "{out}"
     );
 
+    // The saga answers its `status` query, closed as it is (a worker replays it).
+    let (code, out, err) = cli(g, &["query", "cli-1", "status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["step"], "done", "{out}");
+    assert_eq!(status["status"], "completed", "{out}");
+    assert_eq!(status["charged_cents"], 3600, "{out}");
+    let (code, _, err) = cli(g, &["query", "cli-1", "progress"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no query handler 'progress' (it answers: status)"),
+        "{err}"
+    );
+
     let (code, out, _) = cli(g, &["history", "cli-1"]);
     assert_eq!(code, 0);
     assert!(
@@ -1014,6 +1028,17 @@ fn stuck_lists_orders_whose_payment_keeps_failing_with_why() {
     assert!(
         report.contains("outage") || report.contains("CircuitOpen"),
         "says why: {report}"
+    );
+    // `order show` says where the running saga is, from the saga itself (100 cents and 20%
+    // French VAT).
+    let show = Command::new(env!("CARGO_BIN_EXE_martix"))
+        .args(["order", "--address", g, "show", "stuck-1"])
+        .output()
+        .unwrap();
+    let show = String::from_utf8_lossy(&show.stdout).into_owned();
+    assert!(
+        show.contains("saga now: at payment, total 120 cents, charged 0 cents"),
+        "{show}"
     );
     // The operator resets it to its first task: a new run replays from the start (its
     // activities' keys name the run it reset, so the reservation is found, not made twice).

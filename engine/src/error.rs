@@ -37,6 +37,9 @@ pub enum EngineError {
     /// The node has more work queued than it takes; the caller retries after `retry_after`.
     #[error("{what}; retry after {} ms", retry_after.as_millis())]
     Overloaded { what: String, retry_after: Duration },
+    /// Nothing answered before the deadline (a query no worker took); the caller may retry.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// A bug or corrupt data; never caused by input.
     #[error("internal error: {0}")]
     Internal(String),
@@ -92,6 +95,7 @@ impl From<EngineError> for tonic::Status {
             EngineError::Unimplemented(_) => Code::Unimplemented,
             EngineError::Unavailable(_) => Code::Unavailable,
             EngineError::Overloaded { .. } => Code::ResourceExhausted,
+            EngineError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             EngineError::Internal(_) => Code::Internal,
         };
         if matches!(e, EngineError::Internal(_)) {

@@ -271,6 +271,7 @@ impl From<EngineError> for HttpError {
             EngineError::AlreadyExists(_) => (StatusCode::CONFLICT, "ALREADY_EXISTS"),
             EngineError::Unimplemented(_) => (StatusCode::NOT_IMPLEMENTED, "UNIMPLEMENTED"),
             EngineError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            EngineError::DeadlineExceeded(_) => (StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED"),
             EngineError::Overloaded { retry_after, .. } => {
                 return Self {
                     retry_after: Some(*retry_after),

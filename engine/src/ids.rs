@@ -144,6 +144,11 @@ name_type!(
     SignalName,
     "signal_name"
 );
+name_type!(
+    /// The name of a query a workflow answers.
+    QueryName,
+    "query_type"
+);
 
 /// One run of a workflow id: a UUID v7, so runs sort by creation time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -86,3 +86,33 @@ pub trait Signal: Send + Sync + 'static {
     /// What it carries (JSON on the wire).
     type Payload: Serialize + DeserializeOwned + Send + 'static;
 }
+
+/// A query: a question a workflow answers from its state without changing it.
+///
+/// The workflow registers a handler with [`WorkflowContext::on_query`]; clients ask with
+/// [`WorkflowHandle::query`]. A handler is given the workflow's [`WorkflowState`] (read only)
+/// and the arguments, and no context: it cannot schedule anything.
+///
+/// ```
+/// use martix_sdk::Query;
+///
+/// /// Where the checkout is.
+/// pub struct Progress;
+/// impl Query for Progress {
+///     const NAME: &'static str = "progress";
+///     type Args = ();
+///     type Output = String;
+/// }
+/// ```
+///
+/// [`WorkflowContext::on_query`]: crate::WorkflowContext::on_query
+/// [`WorkflowHandle::query`]: crate::WorkflowHandle::query
+/// [`WorkflowState`]: crate::WorkflowState
+pub trait Query: Send + Sync + 'static {
+    /// The query's name: what clients ask and workflows answer.
+    const NAME: &'static str;
+    /// What it is asked with (JSON on the wire; `()` for nothing).
+    type Args: Serialize + DeserializeOwned + Send + 'static;
+    /// What it answers (JSON on the wire).
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+}

@@ -118,7 +118,7 @@ pub use client::{
     WorkflowSummary,
 };
 pub use connection::ConnectOptions;
-pub use definition::{Activity, Signal, Workflow};
+pub use definition::{Activity, Query, Signal, Workflow};
 pub use error::{
     ActivityError, ActivityFailure, ClientError, ContinueAsNew, Failure, SignalError, WorkflowError,
 };
@@ -134,6 +134,7 @@ pub use saga::{CompensationFailure, Saga};
 pub use worker::{BreakerHold, BreakerReporter, BreakerState, Worker, WorkerOptions, WorkerStats};
 pub use workflow::{
     ActivityOptions, Nondeterminism, RetryPolicy, SignalStream, WorkflowContext, WorkflowInfo,
+    WorkflowState,
 };
 
 /// The largest answer the SDK's clients accept from the engine: an answer may carry several

@@ -5,7 +5,9 @@
 
 use crate::error::WorkflowError;
 use crate::history::WorkflowHistory;
-use crate::workflow::{ActivationError, Nondeterminism, WorkflowContext, WorkflowFn, run_driver};
+use crate::workflow::{
+    ActivationError, Nondeterminism, RunDriver, WorkflowContext, WorkflowFn, run_driver,
+};
 use martix_proto::v1 as pb;
 use std::collections::HashMap;
 
@@ -28,6 +30,10 @@ pub enum ReplayError {
     /// The code never settled in an activation: it kept waking itself (a busy loop).
     #[error("{0}")]
     Stuck(String),
+    /// The history replayed, but the query has no answer (no such handler, arguments or
+    /// answer that do not fit the types, a handler that panicked or issued a command).
+    #[error("query: {0}")]
+    Query(String),
 }
 
 /// Replays histories against registered workflow code.
@@ -80,7 +86,7 @@ impl Replayer {
     /// it continues another. [`Replayer::replay_history`] with the run's ids gives the code
     /// exactly what its run gave it.
     pub fn replay(&self, history: &[pb::HistoryEvent]) -> Result<(), ReplayError> {
-        self.replay_run(history, "", "", "")
+        self.replay_run(history, "", "", "").map(drop)
     }
 
     /// Replays one run's history with the ids that name the run (what
@@ -97,15 +103,43 @@ impl Replayer {
             &history.workflow_id,
             &history.run_id,
         )
+        .map(drop)
     }
 
+    /// Replays one run's history, then asks its query `Q` with `args`, as a worker answers
+    /// `QueryWorkflow`: the handler sees the state after the last completed workflow task.
+    /// Tests a workflow's queries against stored runs without an engine.
+    pub fn query<Q: crate::Query>(
+        &self,
+        history: &WorkflowHistory,
+        _query: Q,
+        args: &Q::Args,
+    ) -> Result<Q::Output, ReplayError> {
+        let mut driver = self.replay_run(
+            &history.events,
+            &history.namespace,
+            &history.workflow_id,
+            &history.run_id,
+        )?;
+        let args = crate::payload::to_payload(args).map_err(|e| {
+            ReplayError::Query(format!("the arguments of '{}' do not encode: {e}", Q::NAME))
+        })?;
+        let answer = driver
+            .query(Q::NAME, Some(&args))
+            .map_err(|f| ReplayError::Query(f.message))?;
+        crate::payload::from_payload(Some(&answer)).map_err(|e| {
+            ReplayError::Query(format!("the answer of '{}' does not decode: {e}", Q::NAME))
+        })
+    }
+
+    /// Replays a run and gives back its driver, every recorded command matched.
     fn replay_run(
         &self,
         events: &[pb::HistoryEvent],
         namespace: &str,
         workflow_id: &str,
         run_id: &str,
-    ) -> Result<(), ReplayError> {
+    ) -> Result<RunDriver, ReplayError> {
         let started = crate::history::started(events).ok_or_else(|| {
             ReplayError::BadHistory("it must start with WorkflowExecutionStarted".into())
         })?;
@@ -135,7 +169,7 @@ impl Replayer {
             .apply_history(events)
             .and_then(|()| Ok(driver.finish_replay()?))
         {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(driver),
             Err(ActivationError::Nondeterminism(n)) if guessed_run_id => {
                 Err(ReplayError::Nondeterminism(Nondeterminism(format!(
                     "{}; note: this history does not name its run, which continues another, so \

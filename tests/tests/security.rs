@@ -135,6 +135,18 @@ async fn call(
             ))
             .await
             .map(drop),
+        // The fresh run completed no workflow task: answered without waiting for a worker.
+        Op::QueryWorkflow => wf
+            .query_workflow(with(
+                token,
+                pb::QueryWorkflowRequest {
+                    execution: execution(id),
+                    query_type: "status".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
         Op::ListWorkflows => wf
             .list_workflows(with(token, pb::ListWorkflowsRequest::default()))
             .await

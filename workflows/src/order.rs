@@ -23,14 +23,15 @@ use martix_order_contract::events::{
     PaymentCharged, PaymentDeclined, PaymentRefunded, ShipmentCreated,
 };
 use martix_order_contract::saga::{
-    CancelOrder, ChargePayment, CreateShipment, PriceOrder, RefundPayment, ReleaseInventory,
-    ReserveInventory, Resolve, SendNotification,
+    CancelOrder, ChargePayment, CreateShipment, OrderStatus, PriceOrder, RefundPayment,
+    ReleaseInventory, ReserveInventory, Resolve, SendNotification,
 };
 use martix_order_contract::{
-    Invoice, NotificationInput, Order, OrderOutcome, Resolution, StepInput, failures,
+    Invoice, NotificationInput, Order, OrderOutcome, Resolution, SagaStatus, StepInput, failures,
 };
 use martix_sdk::{
     ActivityFailure, CompensationFailure, Saga, Signal, WorkflowContext, WorkflowError,
+    WorkflowState,
 };
 use serde_json::json;
 
@@ -46,8 +47,16 @@ fn cause(f: &ActivityFailure) -> String {
 /// The order saga, workflow type `order` (`martix_order_contract::saga::OrderSaga`). Each
 /// step is a typed activity of `martix_order_contract::saga`, with its retry policy. Every
 /// business step is published as an event (see `martix_order_contract::events` for the types
-/// and bodies); the last one is the terminal event.
+/// and bodies); the last one is the terminal event. Query `status`
+/// (`martix_order_contract::saga::OrderStatus`) answers where it is.
 pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, WorkflowError> {
+    let progress = WorkflowState::new(SagaStatus {
+        step: "validate".into(),
+        status: "running".into(),
+        ..SagaStatus::default()
+    });
+    ctx.on_query(OrderStatus, &progress, |p, ()| p.clone());
+    let at = |step: &str| progress.update(|p| p.step = step.to_owned());
     let mut outcome = OrderOutcome {
         order_id: order.order_id.clone(),
         status: "completed".into(),
@@ -62,7 +71,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
         outcome.status = "failed".into();
         outcome.failed_step = Some("validate".into());
         outcome.cause = Some(why.to_string());
-        return finish(&ctx, outcome, &order, None).await;
+        return finish(&ctx, &progress, outcome, &order, None).await;
     }
     let input = |undo_key: &str| StepInput {
         order: order.clone(),
@@ -80,9 +89,10 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
     };
     if cancelled() {
         let outcome = cancel_early(outcome, "pricing");
-        return finish(&ctx, outcome, &order, None).await;
+        return finish(&ctx, &progress, outcome, &order, None).await;
     }
 
+    at("price");
     let invoice = match ctx.activity(PriceOrder, &input("")).await {
         Ok(i) => i,
         Err(f) => {
@@ -90,15 +100,17 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
             outcome.status = if rejected { "rejected" } else { "failed" }.into();
             outcome.failed_step = Some("validate".into());
             outcome.cause = Some(cause(&f));
-            return finish(&ctx, outcome, &order, None).await;
+            return finish(&ctx, &progress, outcome, &order, None).await;
         }
     };
+    progress.update(|p| p.total_cents = invoice.total_cents);
     ctx.publish(events::ORDER_PRICED, &invoice);
     if cancelled() {
         let outcome = cancel_early(outcome, "reservation");
-        return finish(&ctx, outcome, &order, Some(&invoice)).await;
+        return finish(&ctx, &progress, outcome, &order, Some(&invoice)).await;
     }
     let mut saga = Saga::new();
+    at("reserve");
 
     let reservation = match ctx.activity(ReserveInventory, &input("")).await {
         Ok(r) => r,
@@ -106,7 +118,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
             outcome.status = "failed".into();
             outcome.failed_step = Some("reserve".into());
             outcome.cause = Some(cause(&f));
-            return finish(&ctx, outcome, &order, Some(&invoice)).await;
+            return finish(&ctx, &progress, outcome, &order, Some(&invoice)).await;
         }
     };
     ctx.publish(
@@ -127,6 +139,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
     let failed = if cancelled() {
         Some(("cancel", "cancelled before payment".to_owned()))
     } else {
+        at("payment");
         match ctx.activity(ChargePayment, &input("")).await {
             Err(f) => {
                 ctx.publish(
@@ -136,6 +149,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
                 Some(("payment", cause(&f)))
             }
             Ok(charge) => {
+                progress.update(|p| p.charged_cents = charge.amount_cents);
                 ctx.publish(
                     events::PAYMENT_CHARGED,
                     &PaymentCharged {
@@ -155,6 +169,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
                 if cancelled() {
                     Some(("cancel", "cancelled before shipment".to_owned()))
                 } else {
+                    at("shipment");
                     match ctx.activity(CreateShipment, &input(&reservation)).await {
                         Err(f) => Some(("shipment", cause(&f))),
                         Ok(shipment) => {
@@ -170,17 +185,22 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
     if let Some((step, why)) = failed {
         outcome.failed_step = Some(step.into());
         outcome.cause = Some(why.to_string());
+        progress.update(|p| {
+            p.step = "compensate".into();
+            p.failed_step = outcome.failed_step.clone();
+            p.cause = outcome.cause.clone();
+        });
         let registered = saga.activity_types();
         let failures = saga.compensate(&ctx).await;
         outcome.status = "compensated".into();
         if !failures.is_empty() {
-            until_resolved(&ctx, &mut outcome, failures, registered).await;
+            until_resolved(&ctx, &progress, &mut outcome, failures, registered).await;
         }
         if outcome.status == "compensated" {
             ctx.mark_compensated();
         }
     }
-    finish(&ctx, outcome, &order, Some(&invoice)).await
+    finish(&ctx, &progress, outcome, &order, Some(&invoice)).await
 }
 
 /// A compensation failed for good: the order does not end as if it were undone. It says it
@@ -190,6 +210,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
 /// ends compensated, the failures and the reason in its outcome), `fail` ends it failed.
 async fn until_resolved(
     ctx: &WorkflowContext,
+    progress: &WorkflowState<SagaStatus>,
     outcome: &mut OrderOutcome,
     mut failed: Vec<CompensationFailure>,
     registered: Vec<String>,
@@ -212,10 +233,15 @@ async fn until_resolved(
                 undone,
             },
         );
-        ctx.needs_attention(&format!(
+        let attention = format!(
             "compensation failed: {}; decide with `martix order resolve`",
             what.join("; ")
-        ));
+        );
+        progress.update(|p| {
+            p.step = "resolve".into();
+            p.attention = Some(attention.clone());
+        });
+        ctx.needs_attention(&attention);
         // A decision that is not one (not a decision's shape, an unknown action) is ignored:
         // the order keeps waiting (the signal stays in history for whoever looks).
         let decision = loop {
@@ -227,6 +253,10 @@ async fn until_resolved(
             }
         };
         ctx.attention_resolved();
+        progress.update(|p| {
+            p.step = "compensate".into();
+            p.attention = None;
+        });
         match decision.action.as_str() {
             "retry" => {
                 let mut still = Vec::new();
@@ -265,6 +295,7 @@ async fn until_resolved(
 /// then publishes the terminal event.
 async fn finish(
     ctx: &WorkflowContext,
+    progress: &WorkflowState<SagaStatus>,
     mut outcome: OrderOutcome,
     order: &Order,
     invoice: Option<&Invoice>,
@@ -277,6 +308,7 @@ async fn finish(
         "total_cents": invoice.map_or(0, |i| i.total_cents),
         "currency": order.currency,
     });
+    progress.update(|p| p.step = "notify".into());
     let sent = ctx
         .activity(
             SendNotification,
@@ -290,6 +322,13 @@ async fn finish(
     if sent.is_err() {
         outcome.notification = "failed".into();
     }
+    progress.update(|p| {
+        p.step = "done".into();
+        p.status = outcome.status.clone();
+        p.charged_cents = outcome.charged_cents;
+        p.failed_step = outcome.failed_step.clone();
+        p.cause = outcome.cause.clone();
+    });
     ctx.publish(outcome.terminal_event(), &OrderEnded::from(&outcome));
     Ok(outcome)
 }

@@ -77,3 +77,45 @@ fn a_saga_with_two_steps_swapped_is_caught_on_every_order() {
         }
     }
 }
+
+/// The saga's `status` query answers from a replay of each recorded run what its outcome says
+/// (a closed one) or where it waits (the one in flight), with no engine.
+#[test]
+fn the_status_query_answers_from_each_recorded_run() {
+    use martix_order_contract::saga::OrderStatus;
+    use martix_sdk::proto::history_event::Attributes as A;
+    let replayer = martix_workflows::replayer();
+    let mut in_flight = 0;
+    for (path, text) in corpus() {
+        let history = martix_sdk::WorkflowHistory::from_json(&text).unwrap();
+        let status = replayer
+            .query(&history, OrderStatus, &())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let closed = match history.events.last().and_then(|e| e.attributes.as_ref()) {
+            Some(A::WorkflowExecutionCompleted(done)) => done.result.clone(),
+            _ => None,
+        };
+        let Some(result) = closed else {
+            in_flight += 1;
+            assert_eq!(status.status, "running", "{}", path.display());
+            assert_ne!(status.step, "done", "{}", path.display());
+            continue;
+        };
+        let outcome: OrderOutcome = martix_sdk::payload::from_payload(Some(&result)).unwrap();
+        assert_eq!(status.step, "done", "{}", path.display());
+        assert_eq!(status.status, outcome.status, "{}", path.display());
+        assert_eq!(
+            status.charged_cents,
+            outcome.charged_cents,
+            "{}",
+            path.display()
+        );
+        assert_eq!(
+            status.failed_step,
+            outcome.failed_step,
+            "{}",
+            path.display()
+        );
+    }
+    assert!(in_flight >= 1, "the corpus holds a run in flight");
+}

@@ -216,6 +216,9 @@ pub(crate) async fn order(conn: Conn, cmd: OrderCmd) -> Result<()> {
                 None => println!("order {order_id}: not in the read model yet"),
             }
             println!("workflow run {}: {}", d.summary.run_id, d.summary.status);
+            if d.summary.status == martix_sdk::WorkflowStatus::Running {
+                println!("saga now: {}", live_status(&run).await);
+            }
             show_view(view);
             let history = run.history().await?;
             println!("steps:");
@@ -332,6 +335,34 @@ async fn list_orders(
 
 /// The read model's part of `martix order show`.
 /// The order's read-model row and events; `None` while its first event is not folded in.
+/// A running order's saga as it answers its `status` query (not the read model): a line.
+async fn live_status(run: &martix_sdk::WorkflowHandle) -> String {
+    let asked = run.query(martix_order_contract::saga::OrderStatus, &());
+    match tokio::time::timeout(LIVE_STATUS_WAIT, asked).await {
+        Ok(Ok(s)) => {
+            let mut line = format!(
+                "at {}, total {} cents, charged {} cents",
+                s.step, s.total_cents, s.charged_cents
+            );
+            if let Some(step) = &s.failed_step {
+                line += &format!(", failed at {step}");
+            }
+            if let Some(why) = &s.attention {
+                line += &format!("; needs attention: {why}");
+            }
+            line
+        }
+        Ok(Err(e)) => format!("unknown ({e})"),
+        Err(_) => format!(
+            "unknown (no worker answered its status query within {} s)",
+            LIVE_STATUS_WAIT.as_secs()
+        ),
+    }
+}
+
+/// How long `order show` waits for a running saga's answer.
+const LIVE_STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 async fn order_view(
     conn: &Conn,
     order_id: &str,

@@ -98,6 +98,19 @@ pub(crate) enum WorkflowCmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Ask a workflow's query handler and print its answer (JSON). The run's code answers on
+    /// a worker of its task queue; nothing about the run changes. Open and closed runs alike.
+    Query {
+        id: String,
+        /// The query's name (`status`).
+        name: String,
+        /// The query's arguments (JSON, or @FILE).
+        #[arg(long, default_value = "null")]
+        args: String,
+        /// A run of the workflow other than its latest.
+        #[arg(long)]
+        run_id: Option<String>,
+    },
     /// Send a signal.
     Signal {
         id: String,
@@ -172,13 +185,13 @@ pub(crate) enum WorkflowCmd {
     },
 }
 
-/// `--input`: JSON, or `@file` to read it from a file.
-fn json_input(raw: &str) -> Result<serde_json::Value> {
+/// A JSON value given to `flag` (`--input`, `--args`), inline or as @FILE.
+fn json_flag(flag: &str, raw: &str) -> Result<serde_json::Value> {
     let text = match raw.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
         None => raw.to_owned(),
     };
-    serde_json::from_str(&text).context("--input is not valid JSON")
+    serde_json::from_str(&text).with_context(|| format!("{flag} is not valid JSON"))
 }
 
 /// Runs one `martix workflow` command.
@@ -192,7 +205,7 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             input,
             task_queue,
         } => {
-            let input = json_input(&input)?;
+            let input = json_flag("--input", &input)?;
             let run = c
                 .start_workflow(StartOptions::new(workflow_type, &id, task_queue), &input)
                 .await?;
@@ -333,13 +346,26 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
                 bail!("workflow '{id}' did not complete: it is {status}");
             }
         }
+        WorkflowCmd::Query {
+            id,
+            name,
+            args,
+            run_id,
+        } => {
+            let args = json_flag("--args", &args)?;
+            let answer: serde_json::Value = c
+                .run_handle(&id, run_id.unwrap_or_default())
+                .query_by_name(&name, &args)
+                .await?;
+            print_json(&answer)?;
+        }
         WorkflowCmd::Signal {
             id,
             name,
             input,
             request_id,
         } => {
-            let input = json_input(&input)?;
+            let input = json_flag("--input", &input)?;
             c.handle(&id)
                 .signal_by_name_once(&name, &input, &request_id)
                 .await?;

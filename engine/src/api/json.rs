@@ -102,6 +102,7 @@ json_routes! {
     ListWorkflows(ListWorkflowsRequest) => list_workflows, ListWorkflows;
     GetWorkflowHistory(GetWorkflowHistoryRequest) => workflow_history, GetWorkflowHistory;
     SignalWorkflow(SignalWorkflowRequest) => signal_workflow, SignalWorkflow;
+    QueryWorkflow(QueryWorkflowRequest) => query_workflow, QueryWorkflow;
     SignalWithStartWorkflow(SignalWithStartWorkflowRequest) => signal_with_start_workflow_as(caller), StartWorkflow;
     CancelWorkflow(CancelWorkflowRequest) => cancel_workflow, CancelWorkflow;
     TerminateWorkflow(TerminateWorkflowRequest) => terminate_workflow, TerminateWorkflow;

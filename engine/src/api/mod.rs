@@ -60,6 +60,7 @@ macro_rules! scoped {
 
 scoped!(field: pb::StartWorkflowRequest, pb::DescribeWorkflowRequest, pb::ListWorkflowsRequest,
     pb::GetWorkflowHistoryRequest, pb::GetWorkflowResultRequest, pb::SignalWorkflowRequest,
+    pb::QueryWorkflowRequest,
     pb::CancelWorkflowRequest, pb::TerminateWorkflowRequest, pb::ResetWorkflowRequest,
     pb::PauseWorkflowRequest, pb::ResumeWorkflowRequest, pb::SetBreakerRequest,
     pb::ListBreakersRequest, pb::ListStuckWorkflowsRequest, pb::ListTaskQueuesRequest,
@@ -90,7 +91,7 @@ impl Scoped for pb::SignalWithStartWorkflowRequest {
 
 scoped!(token: pb::RespondWorkflowTaskCompletedRequest, pb::RespondWorkflowTaskFailedRequest,
     pb::RespondActivityTaskCompletedRequest, pb::RespondActivityTaskFailedRequest,
-    pb::RecordActivityHeartbeatRequest);
+    pb::RecordActivityHeartbeatRequest, pb::RespondQueryTaskCompletedRequest);
 
 /// Authenticates, authorizes and counts a request before the engine sees it, then runs it
 /// under the request deadline (except operations that wait by design).
@@ -208,6 +209,7 @@ service!(WorkflowService, WorkflowApi, WORKFLOW_RPCS {
     get_workflow_history(pb::GetWorkflowHistoryRequest) -> pb::GetWorkflowHistoryResponse => workflow_history, GetWorkflowHistory;
     get_workflow_result(pb::GetWorkflowResultRequest) -> pb::GetWorkflowResultResponse => workflow_result, GetWorkflowResult;
     signal_workflow(pb::SignalWorkflowRequest) -> pb::SignalWorkflowResponse => signal_workflow, SignalWorkflow;
+    query_workflow(pb::QueryWorkflowRequest) -> pb::QueryWorkflowResponse => query_workflow, QueryWorkflow;
     signal_with_start_workflow(pb::SignalWithStartWorkflowRequest) -> pb::SignalWithStartWorkflowResponse => signal_with_start_workflow_as(caller), StartWorkflow;
     cancel_workflow(pb::CancelWorkflowRequest) -> pb::CancelWorkflowResponse => cancel_workflow, CancelWorkflow;
     terminate_workflow(pb::TerminateWorkflowRequest) -> pb::TerminateWorkflowResponse => terminate_workflow, TerminateWorkflow;
@@ -233,4 +235,5 @@ service!(WorkerService, WorkerApi, WORKER_RPCS {
     respond_activity_task_failed(pb::RespondActivityTaskFailedRequest) -> pb::RespondActivityTaskFailedResponse => fail_activity_task, RespondActivityTask;
     record_activity_heartbeat(pb::RecordActivityHeartbeatRequest) -> pb::RecordActivityHeartbeatResponse => record_activity_heartbeat, RecordActivityHeartbeat;
     report_breakers(pb::ReportBreakersRequest) -> pb::ReportBreakersResponse => report_breakers, ReportBreakers;
+    respond_query_task_completed(pb::RespondQueryTaskCompletedRequest) -> pb::RespondQueryTaskCompletedResponse => respond_query_task, RespondWorkflowTask;
 });

@@ -11,7 +11,8 @@
 //! history, result, metrics), `polls` (handing tasks to workers), `worker` (what workers report
 //! about their tasks), `completion` (deciding a workflow task's completion), `decide_ahead` (an
 //! activity's result recorded with the decision made ahead) and `timeouts` (expired leases and
-//! due timers), and `outbox` (the outbox as operators read it).
+//! due timers), and `outbox` (the outbox as operators read it), and `queries` (questions a run's code answers
+//! through a worker, written nowhere).
 
 pub(crate) mod breakers;
 mod cache;
@@ -22,6 +23,7 @@ mod limits;
 mod namespaces;
 mod outbox;
 mod polls;
+pub mod queries;
 mod reads;
 mod requests;
 pub mod retention;
@@ -83,6 +85,8 @@ pub struct EngineConfig {
     pub relay_configured: bool,
     /// How often the retention looks for closed runs past their namespace's retention.
     pub retention_interval: Duration,
+    /// How long a query waits for a worker's answer before DEADLINE_EXCEEDED.
+    pub query_timeout: Duration,
 }
 
 impl EngineConfig {
@@ -108,6 +112,7 @@ impl Default for EngineConfig {
             max_buffered_bytes: 16 * 1024 * 1024,
             relay_configured: false,
             retention_interval: Duration::from_secs(60),
+            query_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -157,6 +162,8 @@ pub struct Engine {
         std::sync::Mutex<std::collections::BTreeMap<Millis, std::collections::HashSet<QueueKey>>>,
     /// Woken when a wake-up earlier than all others was added.
     pub(crate) wakes_changed: Notify,
+    /// Queries of this node waiting for a worker's answer (`queries`).
+    queries: queries::PendingQueries,
 }
 
 impl Engine {
@@ -192,6 +199,7 @@ impl Engine {
             sticky_checked: Default::default(),
             delayed_wakes: Default::default(),
             wakes_changed: Notify::new(),
+            queries: Default::default(),
         })
     }
 

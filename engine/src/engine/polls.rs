@@ -73,6 +73,7 @@ impl Engine {
                         return Ok(resp);
                     }
                 }
+                Some(Delivery::Query(query)) => return Ok(*query),
                 Some(Delivery::Activity(_)) => {
                     return Err(EngineError::Internal(
                         "activity task delivered to a workflow poller".into(),
@@ -119,7 +120,7 @@ impl Engine {
             };
             match delivery {
                 Some(Delivery::Activity(task)) => return self.activity_task_response(*task),
-                Some(Delivery::Workflow { .. }) => {
+                Some(Delivery::Workflow { .. } | Delivery::Query(_)) => {
                     return Err(EngineError::Internal(
                         "workflow task delivered to an activity poller".into(),
                     ));
@@ -296,6 +297,7 @@ impl Engine {
             scheduled_time: Some(to_timestamp(wft.visible_at)),
             namespace: run.namespace.to_string(),
             traceparent: run.state.traceparent.clone(),
+            query: None,
         }))
     }
 

@@ -338,16 +338,20 @@ impl Engine {
         Ok(())
     }
 
-    fn decode_token(&self, raw: &[u8], kind: i32) -> Result<(TaskToken, RunId), EngineError> {
+    pub(super) fn decode_token(
+        &self,
+        raw: &[u8],
+        kind: i32,
+    ) -> Result<(TaskToken, RunId), EngineError> {
         let (token, run_id) = TaskToken::decode_from(raw)?;
         if token.kind != kind {
             return Err(EngineError::invalid(
                 "task_token",
-                if kind == TOKEN_KIND_WORKFLOW {
-                    "names an activity task, not a workflow task"
-                } else {
-                    "names a workflow task, not an activity task"
-                },
+                format!(
+                    "names {}, not {}",
+                    history::token_kind_name(token.kind),
+                    history::token_kind_name(kind)
+                ),
             ));
         }
         Ok((token, run_id))

@@ -19,6 +19,11 @@
 //! any node can claim it. Only workflow tasks are held: an activity's lease is its attempt's
 //! timeout, which a wait here must not eat into.
 //!
+//! Queries (`Engine::query_workflow`) come here too, as tasks of a workflow queue that live
+//! only in this node's memory until their deadline: a waiting poller gets one before any task
+//! of the store, and a poll that finds one kept takes it first. Nothing about a query is in
+//! the store: losing it loses only an answer its caller stops waiting for.
+//!
 //! Queues are forgotten when idle: an entry with no waiter, nothing kept, no poll on its way
 //! and no hold, untouched between two sweeps (`Matching::sweep_idle`, every half minute), goes,
 //! so random or misspelled queue names do not grow the map for ever. Epochs come from one
@@ -28,6 +33,7 @@
 use crate::clock::Millis;
 use crate::history::{ActivityTask, Lease, LeasedTask, PollerId, Pollers};
 use crate::ids::RunId;
+use martix_proto::v1 as pb;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,6 +73,8 @@ pub enum Delivery {
     Activity(Box<ActivityTask>),
     /// Something may be claimable in the store: look again.
     Recheck,
+    /// A query for the poller's worker to answer (never in the store, nothing leased).
+    Query(Box<pb::PollWorkflowTaskResponse>),
 }
 
 impl From<LeasedTask> for Delivery {
@@ -83,7 +91,7 @@ impl Delivery {
         match self {
             Delivery::Workflow { lease, .. } => Some(lease.until),
             Delivery::Activity(t) => t.lease.as_ref().map(|l| l.until),
-            Delivery::Recheck => None,
+            Delivery::Recheck | Delivery::Query(_) => None,
         }
     }
 }
@@ -108,6 +116,8 @@ struct QueueState {
     /// Bumped whenever a task became claimable in the store without a reserved poller (from
     /// the node's one counter, `Matching::epochs`).
     epoch: u64,
+    /// Queries no poller took yet, each with the time its caller stops waiting.
+    queries: VecDeque<(tokio::time::Instant, Box<pb::PollWorkflowTaskResponse>)>,
     /// Used since the last sweep.
     touched: bool,
 }
@@ -119,6 +129,18 @@ impl QueueState {
             && self.ready.is_empty()
             && self.seeking == 0
             && self.holds == 0
+            && self.queries.is_empty()
+    }
+
+    /// The oldest query whose caller still waits.
+    fn pop_query(&mut self) -> Option<Delivery> {
+        let now = tokio::time::Instant::now();
+        while let Some((deadline, query)) = self.queries.pop_front() {
+            if deadline > now {
+                return Some(Delivery::Query(query));
+            }
+        }
+        None
     }
 }
 
@@ -207,7 +229,9 @@ impl Matching {
     pub fn sweep_idle(&self) -> usize {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         let before = queues.len();
+        let now = tokio::time::Instant::now();
         queues.retain(|_, q| {
+            q.queries.retain(|(deadline, _)| *deadline > now);
             let keep = !q.idle() || q.touched;
             q.touched = false;
             keep
@@ -336,6 +360,9 @@ impl Matching {
     }
 
     fn pop_ready(q: &mut QueueState, now: Millis) -> Option<Delivery> {
+        if let Some(query) = q.pop_query() {
+            return Some(query);
+        }
         while let Some((_, d)) = q.ready.pop_front() {
             if d.lease_until().is_some_and(|until| until > now) {
                 return Some(d);
@@ -360,6 +387,28 @@ impl Matching {
             }
         }
         out
+    }
+
+    /// Hands a query to a poller waiting on `key` now, or keeps it for the queue's next poll
+    /// on this node until `deadline`.
+    pub fn offer_query(
+        &self,
+        key: &QueueKey,
+        deadline: tokio::time::Instant,
+        query: Box<pb::PollWorkflowTaskResponse>,
+    ) {
+        self.with(key, |q| {
+            let mut delivery = Delivery::Query(query);
+            while let Some(waiter) = q.waiters.pop_front() {
+                match waiter.tx.send(delivery) {
+                    Ok(()) => return,
+                    Err(d) => delivery = d,
+                }
+            }
+            if let Delivery::Query(query) = delivery {
+                q.queries.push_back((deadline, query));
+            }
+        });
     }
 
     /// Counts a poll on its way to the store until the guard drops: tasks committed meanwhile

@@ -23,7 +23,7 @@ pub mod saga;
 mod steps;
 
 pub use order::{Address, InvalidOrder, Item, Order};
-pub use outcome::OrderOutcome;
+pub use outcome::{OrderOutcome, SagaStatus};
 pub use pricing::{Invoice, invoice};
 pub use steps::{Charge, NotificationInput, StepInput, failures, names};
 

@@ -26,6 +26,30 @@ pub struct OrderOutcome {
     pub compensation_failures: Vec<String>,
 }
 
+/// Where an order's saga is, as its `status` query answers ([`crate::saga::OrderStatus`]):
+/// read from the running saga itself, not from the read model.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaStatus {
+    /// The step running now, or `done`: `validate`, `price`, `reserve`, `payment`,
+    /// `shipment`, `compensate`, `resolve` (waiting for an operator's decision), `notify`.
+    pub step: String,
+    /// `running` until the outcome is known, then the outcome's status.
+    pub status: String,
+    /// The order's total once priced.
+    pub total_cents: i64,
+    /// Money charged so far (0 again once a refund undid it).
+    pub charged_cents: i64,
+    /// The step that failed, once one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// What an operator must decide while the step is `resolve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<String>,
+}
+
 impl OrderOutcome {
     /// The terminal event type this outcome is published as: `order.canceled` for an order
     /// compensated at step `cancel`, else the one named after its status; `order.completed`

@@ -5,9 +5,9 @@
 
 use crate::{
     CANCEL_SIGNAL, Charge, Invoice, NotificationInput, ORDER_WORKFLOW_TYPE, Order, OrderOutcome,
-    RESOLVE_SIGNAL, Resolution, StepInput, names,
+    RESOLVE_SIGNAL, Resolution, SagaStatus, StepInput, names,
 };
-use martix_sdk::{Activity, ActivityOptions, Signal, Workflow};
+use martix_sdk::{Activity, ActivityOptions, Query, Signal, Workflow};
 use std::time::Duration;
 
 /// Each step may take 10 s per attempt (an attempt lost with a crashed worker is retried after
@@ -83,6 +83,17 @@ impl Workflow for OrderSaga {
     const NAME: &'static str = ORDER_WORKFLOW_TYPE;
     type Input = Order;
     type Output = OrderOutcome;
+}
+
+/// The saga's `status` query: the step it is at, the amounts, what failed
+/// ([`SagaStatus`]). Answered by the saga on a worker, for open and closed orders alike.
+#[derive(Clone, Copy, Debug)]
+pub struct OrderStatus;
+
+impl Query for OrderStatus {
+    const NAME: &'static str = "status";
+    type Args = ();
+    type Output = SagaStatus;
 }
 
 /// Cancels an order like a cancel request does ([`CANCEL_SIGNAL`]); what it carries is not

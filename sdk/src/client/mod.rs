@@ -614,6 +614,41 @@ impl WorkflowHandle {
         Ok(())
     }
 
+    /// Asks the run query `Q` with `args`: its handler (see
+    /// [`WorkflowContext::on_query`](crate::WorkflowContext::on_query)) answers on a worker of
+    /// the run's task queue, from the state after the run's last completed workflow task. Works
+    /// on open and closed runs; changes nothing. `INVALID_ARGUMENT` when the workflow has no
+    /// such handler or the arguments do not decode, `DEADLINE_EXCEEDED` when no worker
+    /// answered within the engine's query timeout (10 s).
+    pub async fn query<Q: crate::Query>(
+        &self,
+        _query: Q,
+        args: &Q::Args,
+    ) -> Result<Q::Output, ClientError> {
+        self.query_by_name(Q::NAME, args).await
+    }
+
+    /// The string form of [`WorkflowHandle::query`]: the query by its name, the answer decoded
+    /// as `O`.
+    pub async fn query_by_name<A: Serialize + ?Sized, O: DeserializeOwned>(
+        &self,
+        name: &str,
+        args: &A,
+    ) -> Result<O, ClientError> {
+        let answer = self
+            .inner()
+            .query_workflow(pb::QueryWorkflowRequest {
+                namespace: self.client.namespace.clone(),
+                execution: self.execution(),
+                query_type: name.to_owned(),
+                query_args: Some(encode(args, || format!("the arguments of query '{name}'"))?),
+            })
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner();
+        Ok(crate::payload::from_payload(answer.result.as_ref())?)
+    }
+
     /// Asks the workflow to cancel; its code decides what that means (a saga compensates).
     pub async fn cancel(&self, reason: &str) -> Result<(), ClientError> {
         self.inner()

@@ -6,7 +6,8 @@
 //! drain; with the two helpers the task files share (a job in the task set holding its slot,
 //! and retrying a report while the engine is unreachable). Its parts, one job a file:
 //! `options` (`WorkerOptions`), `cache` (the live runs), `pollers` (the long polls),
-//! `workflow_task` and `activity_task` (running one task of each kind), `eager` (work handed
+//! `workflow_task` and `activity_task` (running one task of each kind), `query_task`
+//! (answering a query), `eager` (work handed
 //! over with a report, and deciding ahead).
 
 mod activity_task;
@@ -15,6 +16,7 @@ mod cache;
 mod eager;
 mod options;
 mod pollers;
+mod query_task;
 mod workflow_task;
 
 pub use breakers::{BreakerHold, BreakerReporter, BreakerState};

@@ -29,7 +29,14 @@ impl Worker {
             attempt = t.attempt,
         );
         martix_proto::trace::set_parent(&span, &t.traceparent);
-        async move { me.run_workflow_task(t).await }.instrument(span)
+        async move {
+            if t.query.is_some() {
+                me.run_query_task(t).await;
+            } else {
+                me.run_workflow_task(t).await;
+            }
+        }
+        .instrument(span)
     }
 
     async fn run_workflow_task(self: Arc<Self>, mut task: pb::PollWorkflowTaskResponse) {

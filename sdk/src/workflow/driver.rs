@@ -86,6 +86,32 @@ pub(crate) struct Shared {
     side_effects: HashMap<u64, pb::Payload>,
     patches_in_history: HashSet<String>,
     patches_sent: HashSet<String>,
+    /// The query handlers the workflow registered, by query name.
+    pub(crate) queries: HashMap<String, QueryHandler>,
+    /// Set while a query handler runs: a command issued then is the handler's, and refused.
+    answering_query: bool,
+    /// A command a query handler tried to issue.
+    command_in_query: Option<String>,
+}
+
+/// A registered query handler: the arguments' payload in, the answer's payload out.
+pub(crate) type QueryHandler =
+    Arc<dyn Fn(Option<&pb::Payload>) -> Result<pb::Payload, QueryFailure> + Send + Sync>;
+
+/// Why a query has no answer: the failure's type and message the engine hands the caller.
+#[derive(Debug)]
+pub(crate) struct QueryFailure {
+    pub(crate) kind: &'static str,
+    pub(crate) message: String,
+}
+
+impl QueryFailure {
+    pub(crate) fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
 }
 
 impl Shared {
@@ -106,6 +132,9 @@ impl Shared {
             side_effects: HashMap::new(),
             patches_in_history: HashSet::new(),
             patches_sent: HashSet::new(),
+            queries: HashMap::new(),
+            answering_query: false,
+            command_in_query: None,
         }
     }
 
@@ -115,6 +144,14 @@ impl Shared {
     }
 
     pub(crate) fn push_command(&mut self, c: C) {
+        if self.answering_query {
+            let command = pb::Command {
+                attributes: Some(c),
+            };
+            self.command_in_query
+                .get_or_insert_with(|| command_key(&command));
+            return;
+        }
         if self.accepting {
             self.commands.push(pb::Command {
                 attributes: Some(c),
@@ -452,6 +489,59 @@ impl RunDriver {
         Ok(commands)
     }
 
+    /// Answers query `name` with the state the workflow has now (after the activations
+    /// applied), calling its handler; the workflow issues nothing meanwhile.
+    pub(crate) fn query(
+        &mut self,
+        name: &str,
+        args: Option<&pb::Payload>,
+    ) -> Result<pb::Payload, QueryFailure> {
+        let handler = {
+            let mut s = self.shared();
+            let Some(handler) = s.queries.get(name).cloned() else {
+                let mut known: Vec<&str> = s.queries.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                return Err(QueryFailure::new(
+                    "UnknownQuery",
+                    format!(
+                        "workflow '{}' has no query handler '{name}' (it answers: {})",
+                        self.info.workflow_type,
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            };
+            s.answering_query = true;
+            handler
+        };
+        // Called outside the lock: the handler may read the context.
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(args)));
+        let mut s = self.shared();
+        s.answering_query = false;
+        if let Some(command) = s.command_in_query.take() {
+            return Err(QueryFailure::new(
+                "QueryFailed",
+                format!(
+                    "query handler '{name}' issued {command}; a handler may only read the \
+                     workflow's state"
+                ),
+            ));
+        }
+        match answer {
+            Ok(answer) => answer,
+            Err(panic) => Err(QueryFailure::new(
+                "QueryFailed",
+                format!(
+                    "query handler '{name}' panicked: {}",
+                    panic_message(&*panic)
+                ),
+            )),
+        }
+    }
+
     /// The replayer's last check: every command of the last activation was recorded.
     pub(crate) fn finish_replay(&self) -> Result<(), Nondeterminism> {
         self.check_all_matched()
@@ -574,18 +664,20 @@ impl RunDriver {
             match polled {
                 Ok(Poll::Pending) if self.wake_flag.take() => continue,
                 Ok(p) => return Ok(p),
-                Err(panic) => {
-                    let msg = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    return Err(ActivationError::Panic(msg));
-                }
+                Err(panic) => return Err(ActivationError::Panic(panic_message(&*panic))),
             }
         }
         Err(ActivationError::Spinning(MAX_POLLS_PER_ACTIVATION))
     }
+}
+
+/// What a caught panic said.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 impl Drop for RunDriver {

@@ -16,9 +16,10 @@ mod wake;
 
 pub use context::{
     ActivityFuture, CancelledFuture, SignalStream, TimerFuture, WorkflowContext, WorkflowInfo,
+    WorkflowState,
 };
 pub use driver::Nondeterminism;
-pub(crate) use driver::{ActivationError, RunDriver};
+pub(crate) use driver::{ActivationError, QueryFailure, RunDriver};
 pub use options::{ActivityOptions, RetryPolicy};
 
 use crate::error::WorkflowError;

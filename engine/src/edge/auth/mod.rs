@@ -78,6 +78,8 @@ pub enum Op {
     DescribeWorkflow,
     GetWorkflowResult,
     SignalWorkflow,
+    /// Asking a run's query handler (writes nothing).
+    QueryWorkflow,
     ListWorkflows,
     GetWorkflowHistory,
     CancelWorkflow,
@@ -110,11 +112,12 @@ pub enum Op {
 
 impl Op {
     /// Every operation, for tables and tests.
-    pub const ALL: [Op; 24] = [
+    pub const ALL: [Op; 25] = [
         Op::StartWorkflow,
         Op::DescribeWorkflow,
         Op::GetWorkflowResult,
         Op::SignalWorkflow,
+        Op::QueryWorkflow,
         Op::ListWorkflows,
         Op::GetWorkflowHistory,
         Op::CancelWorkflow,
@@ -148,6 +151,7 @@ impl Op {
                     | DescribeWorkflow
                     | GetWorkflowResult
                     | SignalWorkflow
+                    | QueryWorkflow
                     | QueryReadModel
             ),
             Role::Worker => matches!(
@@ -166,6 +170,7 @@ impl Op {
                     | DescribeWorkflow
                     | GetWorkflowResult
                     | SignalWorkflow
+                    | QueryWorkflow
                     | ListWorkflows
                     | GetWorkflowHistory
                     | CancelWorkflow

@@ -24,7 +24,9 @@ fn bearer(t: &str) -> Vec<u8> {
 fn permission_table_matches_the_roles() {
     let allowed = |r: Role| Op::ALL.iter().filter(|op| op.allowed_for(r)).count();
     assert_eq!(allowed(Role::Admin), Op::ALL.len());
-    assert_eq!(allowed(Role::Client), 5);
+    assert_eq!(allowed(Role::Client), 6);
+    assert!(Op::QueryWorkflow.allowed_for(Role::Operator));
+    assert!(!Op::QueryWorkflow.allowed_for(Role::Worker));
     assert!(Op::QueryReadModel.allowed_for(Role::Client));
     assert!(!Op::ReadEvents.allowed_for(Role::Client));
     assert!(!Op::RebuildReadModel.allowed_for(Role::Operator));

@@ -57,6 +57,18 @@ const MAX_WFT_BACKOFF_MS: i64 = 60_000;
 pub const TOKEN_KIND_WORKFLOW: i32 = 1;
 /// An activity task token.
 pub const TOKEN_KIND_ACTIVITY: i32 = 2;
+/// A query token: names the query (its `lease_id`) a worker answers; leases nothing.
+pub const TOKEN_KIND_QUERY: i32 = 3;
+
+/// What a token of `kind` names, for errors.
+pub fn token_kind_name(kind: i32) -> &'static str {
+    match kind {
+        TOKEN_KIND_WORKFLOW => "a workflow task",
+        TOKEN_KIND_ACTIVITY => "an activity task",
+        TOKEN_KIND_QUERY => "a query",
+        _ => "nothing the engine hands out",
+    }
+}
 
 /// What a worker hands back to complete a task. Opaque to clients; a forged or stale one names
 /// no current lease and is rejected.
