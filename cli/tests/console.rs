@@ -285,6 +285,8 @@ async fn the_console_finds_explains_and_fixes_a_stuck_order() {
         .await
         .unwrap();
     wait_text(c, "#run-status", |t| t.contains("running")).await;
+    // The running saga itself (its `status` query, not the read model) says where it is.
+    wait_text(c, ".saga-now .saga-step", |t| t == "payment").await;
     click(c, "#order-actions button[data-action=\"retry\"]").await;
     click(c, "#confirm-ok").await;
     let flash = wait_text(c, "#flash", |t| !t.is_empty()).await;

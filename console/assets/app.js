@@ -10,7 +10,9 @@
  *   flash     the #flash line (ok / error)
  *   confirm   the <dialog id="confirm"> every action goes through
  *   actions   engine actions (shared by the order, workflow and stuck pages) and order actions
- *   history   the History <details> panel (readable table + JSON toggle), loaded when opened
+ *   history   the History <details> panel (readable table + JSON toggle), loaded when opened;
+ *             the order page's "Saga now" panel (the running saga's `status` query), loaded
+ *             when the page shows a running run and on Reload
  *   pages     each page is {nav, need, mount(ctx), load(ctx), render(ctx, data), after?, failed?}:
  *             mount builds the static parts (heading, filters) once; load makes the refresh's
  *             request; render rebuilds only the data region, and only when the answer changed.
@@ -681,6 +683,90 @@ function historyPanel(id) {
   return panel;
 }
 
+/** The order page's "Saga now" panel: the running saga's own answer to its `status` query
+ * (QueryWorkflow, answered by a worker replaying the run), not the read model. Loads when the
+ * page first shows a running run (or another one), and on Reload; the page's own refresh stays
+ * one request. Hidden while the run is closed. */
+function sagaPanel() {
+  const body = el('div', { class: 'saga-body' });
+  const asked = el('span', { class: 'saga-asked' });
+  const reload = el('button', { type: 'button', class: 'saga-reload' }, 'Reload');
+  const node = el('section', { id: 'saga-now', class: ['card', 'saga-now'], hidden: true },
+    el('div', { class: 'saga-head' }, el('h2', {}, 'Saga now'), reload),
+    el('p', { class: 'muted saga-caption' },
+      'From the running saga itself (its ', el('code', {}, 'status'), ' query), not the read model', asked, '.'),
+    body);
+  // seq drops an answer about a run the page no longer shows.
+  const panel = { node, execution: null, currency: undefined, status: null, seq: 0 };
+
+  panel.draw = () => {
+    const s = panel.status;
+    if (s === null) return;
+    if (typeof s !== 'object') {
+      fill(body, el('code', {}, compact(s, 400)));
+      return;
+    }
+    const m = c => money(c, panel.currency);
+    fill(body, facts([
+      ['Step', el('span', { class: 'saga-step mono' }, String(s.step || ''))],
+      ['Total', el('span', { class: 'saga-total' }, m(s.total_cents))],
+      ['Charged', el('span', { class: 'saga-charged' }, m(s.charged_cents))],
+      ['Failed step', s.failed_step ? el('span', { class: 'saga-failed-step mono' }, s.failed_step) : null],
+      ['Cause', s.cause ? el('span', { class: 'saga-cause error-text' }, s.cause) : null],
+      ['Attention', s.attention ? el('span', { class: 'saga-attention warn-text' }, s.attention) : null],
+    ], { class: 'facts money' }));
+  };
+
+  panel.load = async () => {
+    if (!panel.execution) return;
+    const seq = ++panel.seq;
+    reload.disabled = true;
+    panel.status = null;
+    asked.textContent = '';
+    fill(body, el('p', { class: 'muted' }, 'asking the saga…'));
+    try {
+      const r = await rpc('QueryWorkflow', { execution: panel.execution, queryType: 'status' });
+      if (seq !== panel.seq) return;
+      const s = decodePayload(r.result);
+      asked.textContent = ', asked at ' + clock();
+      if (s === null) {
+        fill(body, el('p', { class: 'muted' }, 'The saga answered nothing.'));
+        return;
+      }
+      panel.status = s;
+      panel.draw();
+    } catch (e) {
+      if (seq !== panel.seq) return;
+      fill(body, el('p', { class: 'error-text saga-error' },
+        e.code === 'DEADLINE_EXCEEDED' ? 'No worker answered: ' + errText(e) : errText(e)));
+    } finally {
+      if (seq === panel.seq) reload.disabled = false;
+    }
+  };
+
+  /** Called after each refresh of the page with the run if it is running (else null) and the
+   * order's currency: loads only for a run it has not asked yet. */
+  panel.refresh = (execution, currency) => {
+    node.hidden = !execution;
+    if (currency !== panel.currency) {
+      panel.currency = currency;
+      panel.draw();
+    }
+    const moved = JSON.stringify(execution) !== JSON.stringify(panel.execution);
+    panel.execution = execution;
+    if (!moved) return;
+    if (!execution) {
+      panel.seq++;
+      reload.disabled = false;
+      return;
+    }
+    panel.load();
+  };
+
+  reload.addEventListener('click', () => panel.load());
+  return panel;
+}
+
 /* ---------- pages: orders ---------- */
 
 const ordersState = { status: '', customer: '', token: '', prev: [] };
@@ -821,12 +907,13 @@ const orderPage = {
     ctx.trace = el('span');
     ctx.region = el('div', { class: 'region' }, el('p', { class: 'muted' }, 'Loading…'));
     ctx.history = can('history') ? historyPanel('order-history') : null;
+    ctx.saga = sagaPanel();
     add(ctx.root,
       el('div', { class: 'page-head' },
         el('h1', {}, 'Order ', el('span', { class: 'mono' }, id)),
         can('list') ? el('a', { href: '#/workflows/' + encodeURIComponent(id) }, 'engine view') : null,
         ctx.trace),
-      ctx.actions, ctx.region, ctx.history && ctx.history.details);
+      ctx.actions, ctx.saga.node, ctx.region, ctx.history && ctx.history.details);
   },
   load: ctx => api('GET', '/v1/orders/' + encodeURIComponent(ctx.params.id)),
   render(ctx, v) {
@@ -858,6 +945,8 @@ const orderPage = {
       section('Events', orderEvents(v.events || [])));
   },
   after(ctx, v) {
+    ctx.saga.refresh(v.status === 'running' ? { workflowId: ctx.params.id, runId: v.run_id } : null,
+      v.order ? v.order.currency : undefined);
     if (!ctx.history) return;
     ctx.history.details.hidden = false;
     ctx.history.refresh({ workflowId: ctx.params.id, runId: v.run_id });
@@ -867,6 +956,7 @@ const orderPage = {
     ctx.key = null;
     fill(ctx.actions);
     fill(ctx.trace);
+    ctx.saga.refresh(null);
     if (ctx.history) ctx.history.details.hidden = true;
     fill(ctx.region, el('p', { class: 'notice' }, `No order '${ctx.params.id}': ${e.message}`));
     return true;

@@ -914,3 +914,51 @@ fn has_signal_tells_a_waiting_signal() {
     assert!(ctx.has_signal("go"));
     assert!(!ctx.has_signal("stop"));
 }
+
+/// Counts `approve` signals in a state its query `seen` answers.
+async fn counted(ctx: WorkflowContext, _: ()) -> Result<u32, WorkflowError> {
+    let seen = crate::WorkflowState::new(0u32);
+    ctx.on_query_by_name("seen", &seen, |n, ()| *n);
+    let mut approvals = ctx.signal_by_name::<String>("approve");
+    while seen.get() < 2 {
+        approvals.next().await.unwrap()?;
+        seen.update(|n| *n += 1);
+    }
+    Ok(seen.get())
+}
+
+#[test]
+fn a_query_during_a_task_sees_the_last_completed_task_and_changes_nothing() {
+    let f = erase(counted);
+    let mut d = driver(f.clone());
+    let mut h = Hist::start("");
+    h.signal("approve", "alice");
+    assert!(step(&mut d, &mut h).is_empty());
+    // A second signal arrives and its workflow task is in flight: a query replays what history
+    // holds, and answers from the state after the last completed task.
+    h.signal("approve", "bob");
+    h.wft();
+    h.push(A::WorkflowTaskStarted(Default::default()));
+    let mut asked = driver(f.clone());
+    asked.apply_history(&h.events).unwrap();
+    let answer = asked.query("seen", None).unwrap();
+    assert_eq!(from_payload::<u32>(Some(&answer)).unwrap(), 1);
+    let unknown = asked.query("total", None).unwrap_err();
+    assert_eq!(unknown.kind, "UnknownQuery");
+    assert!(
+        unknown.message.contains("(it answers: seen)"),
+        "{}",
+        unknown.message
+    );
+    // The query issued nothing: the task in flight completes as it would have.
+    h.events.pop();
+    assert_eq!(step(&mut d, &mut h), ["CompleteWorkflow"]);
+    replays(f.clone(), &h).unwrap();
+    // A closed run answers too.
+    let mut closed = driver(f);
+    closed.apply_history(&h.events).unwrap();
+    assert_eq!(
+        from_payload::<u32>(Some(&closed.query("seen", None).unwrap())).unwrap(),
+        2
+    );
+}
