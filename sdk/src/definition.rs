@@ -91,7 +91,7 @@ pub trait Signal: Send + Sync + 'static {
 ///
 /// The workflow registers a handler with [`WorkflowContext::on_query`]; clients ask with
 /// [`WorkflowHandle::query`]. A handler is given the workflow's [`WorkflowState`] (read only)
-/// and the arguments, and no context: it cannot schedule anything.
+/// and the arguments, and no context: it must only read (a command it issues fails the query).
 ///
 /// ```
 /// use martix_sdk::Query;

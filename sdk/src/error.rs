@@ -94,7 +94,9 @@ fn status_line(s: &tonic::Status) -> String {
         | Code::PermissionDenied
         | Code::FailedPrecondition
         | Code::Unauthenticated
-        | Code::ResourceExhausted => message,
+        | Code::ResourceExhausted
+        // The engine's own deadlines say what did not answer (a query no worker took).
+        | Code::DeadlineExceeded => message,
         _ if message.starts_with(kind) => message,
         _ => format!("{kind}: {message}"),
     };

@@ -30,7 +30,7 @@ use martix_order_contract::{
     Invoice, NotificationInput, Order, OrderOutcome, Resolution, SagaStatus, StepInput, failures,
 };
 use martix_sdk::{
-    ActivityFailure, CompensationFailure, Saga, Signal, WorkflowContext, WorkflowError,
+    Activity, ActivityFailure, CompensationFailure, Saga, Signal, WorkflowContext, WorkflowError,
     WorkflowState,
 };
 use serde_json::json;
@@ -193,6 +193,12 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
         let registered = saga.activity_types();
         let failures = saga.compensate(&ctx).await;
         outcome.status = "compensated".into();
+        let refund_failed =
+            |f: &[CompensationFailure]| f.iter().any(|c| c.activity_type == RefundPayment::NAME);
+        if !refund_failed(&failures) {
+            // Refunded, or never charged.
+            progress.update(|p| p.charged_cents = 0);
+        }
         if !failures.is_empty() {
             until_resolved(&ctx, &progress, &mut outcome, failures, registered).await;
         }
@@ -325,7 +331,13 @@ async fn finish(
     progress.update(|p| {
         p.step = "done".into();
         p.status = outcome.status.clone();
-        p.charged_cents = outcome.charged_cents;
+        // Kept and done: the order's; undone (by the saga or by hand): nothing. An order given
+        // up while a refund failed keeps what it says was charged.
+        match outcome.status.as_str() {
+            "completed" => p.charged_cents = outcome.charged_cents,
+            "compensated" => p.charged_cents = 0,
+            _ => {}
+        }
         p.failed_step = outcome.failed_step.clone();
         p.cause = outcome.cause.clone();
     });

@@ -333,8 +333,6 @@ async fn list_orders(
     Ok(())
 }
 
-/// The read model's part of `martix order show`.
-/// The order's read-model row and events; `None` while its first event is not folded in.
 /// A running order's saga as it answers its `status` query (not the read model): a line.
 async fn live_status(run: &martix_sdk::WorkflowHandle) -> String {
     let asked = run.query(martix_order_contract::saga::OrderStatus, &());
@@ -363,6 +361,8 @@ async fn live_status(run: &martix_sdk::WorkflowHandle) -> String {
 /// How long `order show` waits for a running saga's answer.
 const LIVE_STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// The read model's part of `martix order show`.
+/// The order's read-model row and events; `None` while its first event is not folded in.
 async fn order_view(
     conn: &Conn,
     order_id: &str,

@@ -73,7 +73,12 @@ impl Engine {
                         return Ok(resp);
                     }
                 }
-                Some(Delivery::Query(query)) => return Ok(*query),
+                // A query whose caller stopped waiting is skipped.
+                Some(Delivery::Query { id, task }) => {
+                    if self.query_awaited(&id) {
+                        return Ok(*task);
+                    }
+                }
                 Some(Delivery::Activity(_)) => {
                     return Err(EngineError::Internal(
                         "activity task delivered to a workflow poller".into(),
@@ -120,7 +125,7 @@ impl Engine {
             };
             match delivery {
                 Some(Delivery::Activity(task)) => return self.activity_task_response(*task),
-                Some(Delivery::Workflow { .. } | Delivery::Query(_)) => {
+                Some(Delivery::Workflow { .. } | Delivery::Query { .. }) => {
                     return Err(EngineError::Internal(
                         "workflow task delivered to an activity poller".into(),
                     ));

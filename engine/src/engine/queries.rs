@@ -1,13 +1,15 @@
 //! Queries: a question a run's own code answers without changing the run. The engine writes
-//! nothing: it reads the run's history, hands it with the question to a worker of the run's
-//! task queue as a poll's answer (`matching`, in this node's memory only), and waits for that
-//! worker's answer until the query's deadline. The worker replays the history (issuing no
+//! nothing: it hands the question, naming the run, to a worker of the run's task queue as a
+//! poll's answer (`matching`, in this node's memory only), and waits for that worker's answer
+//! until the query's deadline. The worker reads the run's history, replays it (issuing no
 //! command) and calls the workflow's handler on the state after its last completed workflow
 //! task, so an open run and a closed one are asked the same way.
 //!
 //! Bounds: at most [`MAX_PENDING_QUERIES`] queries wait on a node (more are refused with
 //! RESOURCE_EXHAUSTED), each waits at most `EngineConfig::query_timeout` (less under the
-//! request deadline), and a query's arguments are at most [`MAX_QUERY_ARGS_BYTES`].
+//! request deadline), a query's arguments are at most [`MAX_QUERY_ARGS_BYTES`], and a query
+//! kept for a poll holds only its arguments (the worker reads the history), taken back from
+//! matching as soon as its caller stops waiting.
 
 use super::Engine;
 use super::requests::{identity, payload_len};
@@ -16,7 +18,6 @@ use crate::history::{Lease, TOKEN_KIND_QUERY, TaskToken};
 use crate::ids::QueryName;
 use crate::matching::{QueueKey, TaskKind};
 use martix_proto::v1 as pb;
-use pb::history_event::Attributes as A;
 use prost::Message;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -29,14 +30,23 @@ pub const MAX_QUERY_ARGS_BYTES: usize = 64 * 1024;
 /// A worker's answer to a query: the handler's result, or why there is none.
 pub(super) type QueryAnswer = Result<Option<pb::Payload>, pb::Failure>;
 
-/// The queries of this node waiting for answers, by id (the query token's lease id).
-pub(super) type PendingQueries =
-    std::sync::Mutex<std::collections::HashMap<String, oneshot::Sender<QueryAnswer>>>;
+/// A query waiting for its answer: where to send it, and the run it asks (an answer must come
+/// with a token naming the same).
+pub(super) struct PendingQuery {
+    tx: oneshot::Sender<QueryAnswer>,
+    namespace: String,
+    run_id: String,
+}
 
-/// Removes a query from the pending ones when its caller stops waiting, answered or not.
+/// The queries of this node waiting for answers, by id (the query token's lease id).
+pub(super) type PendingQueries = std::sync::Mutex<std::collections::HashMap<String, PendingQuery>>;
+
+/// Removes a query from the pending ones, and from matching if no poll took it yet, when its
+/// caller stops waiting, answered or not.
 struct Pending<'a> {
     engine: &'a Engine,
     id: String,
+    key: QueueKey,
 }
 
 impl Drop for Pending<'_> {
@@ -46,6 +56,7 @@ impl Drop for Pending<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
+        self.engine.matching.withdraw_query(&self.key, &self.id);
     }
 }
 
@@ -66,21 +77,26 @@ impl Engine {
             });
         }
         let run = self.resolve(&ns, req.execution.as_ref()).await?;
-        let history = self
-            .store
-            .history(run.run_id, 1, (run.next_event_id - 1).max(0) as usize)
-            .await?;
-        if !history
-            .iter()
-            .any(|e| matches!(e.attributes, Some(A::WorkflowTaskCompleted(_))))
-        {
-            return Err(EngineError::FailedPrecondition(format!(
-                "run {} of workflow '{}' has not completed a workflow task yet, so its code \
-                 registered no query handler; ask again once it has",
-                run.run_id, run.workflow_id
-            )));
+        // A first workflow task completes at event 4 at the earliest (start, scheduled,
+        // started, completed): a shorter history has run no code, so no handler answers. Said
+        // here without a worker; past that, the worker that replays the run says it.
+        if run.next_event_id <= 4 {
+            return Err(EngineError::FailedPrecondition(if run.is_open() {
+                format!(
+                    "run {} of workflow '{}' has not completed a workflow task yet, so its \
+                     code registered no query handler; ask again once it has",
+                    run.run_id, run.workflow_id
+                )
+            } else {
+                format!(
+                    "run {} of workflow '{}' closed before completing a workflow task: its \
+                     code never ran, so it registered no query handler",
+                    run.run_id, run.workflow_id
+                )
+            }));
         }
         let id = Lease::new(0, 0).id;
+        let key = QueueKey::new(ns.as_str(), run.task_queue.as_str(), TaskKind::Workflow);
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = self.queries.lock().unwrap_or_else(|p| p.into_inner());
@@ -90,17 +106,25 @@ impl Engine {
                     retry_after: Duration::from_secs(1),
                 });
             }
-            pending.insert(id.clone(), tx);
+            pending.insert(
+                id.clone(),
+                PendingQuery {
+                    tx,
+                    namespace: ns.to_string(),
+                    run_id: run.run_id.to_text(),
+                },
+            );
         }
         let _pending = Pending {
             engine: self,
             id: id.clone(),
+            key: key.clone(),
         };
         let token = TaskToken {
             namespace: ns.to_string(),
             run_id: run.run_id.to_text(),
             kind: TOKEN_KIND_QUERY,
-            lease_id: id,
+            lease_id: id.clone(),
             ..Default::default()
         };
         let execution = pb::WorkflowExecution {
@@ -111,7 +135,7 @@ impl Engine {
             task_token: token.encode_to_vec(),
             workflow_execution: Some(execution.clone()),
             workflow_type: run.workflow_type.to_string(),
-            history,
+            history: Vec::new(),
             attempt: 1,
             scheduled_time: Some(crate::clock::to_timestamp(self.now())),
             namespace: ns.to_string(),
@@ -123,8 +147,8 @@ impl Engine {
         };
         let timeout = self.config.query_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let key = QueueKey::new(ns.as_str(), run.task_queue.as_str(), TaskKind::Workflow);
-        self.matching.offer_query(&key, deadline, Box::new(task));
+        self.matching
+            .offer_query(&key, deadline, id, Box::new(task));
         let answer = tokio::select! {
             a = tokio::time::timeout_at(deadline, rx) => a,
             () = self.stopping.cancelled() => {
@@ -139,14 +163,15 @@ impl Engine {
             Ok(Ok(Err(failure))) => Err(match failure.r#type.as_str() {
                 "UnknownQuery" => EngineError::invalid("query_type", failure.message),
                 "InvalidQueryArgs" => EngineError::invalid("query_args", failure.message),
+                "NotStarted" => EngineError::FailedPrecondition(failure.message),
                 _ => EngineError::FailedPrecondition(format!(
                     "query '{name}' failed: {}",
                     failure.message
                 )),
             }),
             Ok(Err(_)) | Err(_) => Err(EngineError::DeadlineExceeded(format!(
-                "no worker of task queue '{}' answered query '{name}' within {}s; is a worker \
-                 of the queue running?",
+                "no worker polling task queue '{}' on this node answered query '{name}' within \
+                 {}s; is a worker of the queue running?",
                 run.task_queue,
                 timeout.as_secs_f64()
             ))),
@@ -169,16 +194,32 @@ impl Engine {
             }
             None => Ok(req.result),
         };
-        let waiting = self
-            .queries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&token.lease_id);
-        match waiting.map(|tx| tx.send(answer).is_ok()) {
+        let waiting = {
+            let mut pending = self.queries.lock().unwrap_or_else(|p| p.into_inner());
+            // The token must name the run the query asks, in the namespace it was admitted
+            // for: a worker of another namespace cannot answer it.
+            let ours = pending
+                .get(&token.lease_id)
+                .is_some_and(|q| q.namespace == token.namespace && q.run_id == token.run_id);
+            if ours {
+                pending.remove(&token.lease_id)
+            } else {
+                None
+            }
+        };
+        match waiting.map(|q| q.tx.send(answer).is_ok()) {
             Some(true) => Ok(pb::RespondQueryTaskCompletedResponse {}),
             _ => Err(EngineError::NotFound(
                 "the query is no longer awaited (its deadline passed)".into(),
             )),
         }
+    }
+
+    /// Whether a query's caller still waits for its answer.
+    pub(super) fn query_awaited(&self, id: &str) -> bool {
+        self.queries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
     }
 }

@@ -73,8 +73,12 @@ pub enum Delivery {
     Activity(Box<ActivityTask>),
     /// Something may be claimable in the store: look again.
     Recheck,
-    /// A query for the poller's worker to answer (never in the store, nothing leased).
-    Query(Box<pb::PollWorkflowTaskResponse>),
+    /// A query for the poller's worker to answer (never in the store, nothing leased), with
+    /// its id (`Engine::query_workflow`).
+    Query {
+        id: String,
+        task: Box<pb::PollWorkflowTaskResponse>,
+    },
 }
 
 impl From<LeasedTask> for Delivery {
@@ -91,7 +95,7 @@ impl Delivery {
         match self {
             Delivery::Workflow { lease, .. } => Some(lease.until),
             Delivery::Activity(t) => t.lease.as_ref().map(|l| l.until),
-            Delivery::Recheck | Delivery::Query(_) => None,
+            Delivery::Recheck | Delivery::Query { .. } => None,
         }
     }
 }
@@ -116,8 +120,12 @@ struct QueueState {
     /// Bumped whenever a task became claimable in the store without a reserved poller (from
     /// the node's one counter, `Matching::epochs`).
     epoch: u64,
-    /// Queries no poller took yet, each with the time its caller stops waiting.
-    queries: VecDeque<(tokio::time::Instant, Box<pb::PollWorkflowTaskResponse>)>,
+    /// Queries no poller took yet, each with the time its caller stops waiting and its id.
+    queries: VecDeque<(
+        tokio::time::Instant,
+        String,
+        Box<pb::PollWorkflowTaskResponse>,
+    )>,
     /// Used since the last sweep.
     touched: bool,
 }
@@ -135,9 +143,9 @@ impl QueueState {
     /// The oldest query whose caller still waits.
     fn pop_query(&mut self) -> Option<Delivery> {
         let now = tokio::time::Instant::now();
-        while let Some((deadline, query)) = self.queries.pop_front() {
+        while let Some((deadline, id, task)) = self.queries.pop_front() {
             if deadline > now {
-                return Some(Delivery::Query(query));
+                return Some(Delivery::Query { id, task });
             }
         }
         None
@@ -231,7 +239,7 @@ impl Matching {
         let before = queues.len();
         let now = tokio::time::Instant::now();
         queues.retain(|_, q| {
-            q.queries.retain(|(deadline, _)| *deadline > now);
+            q.queries.retain(|(deadline, _, _)| *deadline > now);
             let keep = !q.idle() || q.touched;
             q.touched = false;
             keep
@@ -283,7 +291,9 @@ impl Matching {
                     });
                 }
             }
-            (key.kind == TaskKind::Workflow && q.seeking > q.ready.len() + q.holds).then(|| {
+            // A poll on its way takes a kept query first: it is not free for a hold.
+            let promised = q.ready.len() + q.holds + q.queries.len();
+            (key.kind == TaskKind::Workflow && q.seeking > promised).then(|| {
                 q.holds += 1;
                 Reservation {
                     key: key.clone(),
@@ -395,20 +405,26 @@ impl Matching {
         &self,
         key: &QueueKey,
         deadline: tokio::time::Instant,
-        query: Box<pb::PollWorkflowTaskResponse>,
+        id: String,
+        task: Box<pb::PollWorkflowTaskResponse>,
     ) {
         self.with(key, |q| {
-            let mut delivery = Delivery::Query(query);
+            let mut delivery = Delivery::Query { id, task };
             while let Some(waiter) = q.waiters.pop_front() {
                 match waiter.tx.send(delivery) {
                     Ok(()) => return,
                     Err(d) => delivery = d,
                 }
             }
-            if let Delivery::Query(query) = delivery {
-                q.queries.push_back((deadline, query));
+            if let Delivery::Query { id, task } = delivery {
+                q.queries.push_back((deadline, id, task));
             }
         });
+    }
+
+    /// Takes back a query its caller no longer waits for, if no poller took it yet.
+    pub fn withdraw_query(&self, key: &QueueKey, id: &str) {
+        self.with(key, |q| q.queries.retain(|(_, kept, _)| kept != id));
     }
 
     /// Counts a poll on its way to the store until the guard drops: tasks committed meanwhile
@@ -760,5 +776,34 @@ mod tests {
         m.sweep_idle();
         assert!(matches!(m.register(&k, old, 0), Err(Delivery::Recheck)));
         drop(wait);
+    }
+
+    #[tokio::test]
+    async fn a_query_goes_to_a_waiting_poller_or_the_next_poll_until_withdrawn_or_expired() {
+        let m = Matching::default();
+        let later = Instant::now() + Duration::from_secs(60);
+        let query = || Box::new(martix_proto::v1::PollWorkflowTaskResponse::default());
+        // A waiting poller takes it at once.
+        let w = m.register(&key(), m.epoch(&key()), 0).ok().unwrap();
+        m.offer_query(&key(), later, "q1".into(), query());
+        let got = m.wait(w, Instant::now() + Duration::from_secs(1)).await;
+        assert!(matches!(got, Some(Delivery::Query { id, .. }) if id == "q1"));
+        // Kept for the next poll, before any held task, and not given back to the store.
+        m.offer_query(&key(), later, "q2".into(), query());
+        assert!(m.take_stale(i64::MAX).is_empty());
+        assert!(matches!(m.take_ready(&key(), 0), Some(Delivery::Query { id, .. }) if id == "q2"));
+        // Withdrawn when its caller stops waiting, or past its deadline: nobody gets it, and the
+        // idle queue is forgotten.
+        m.offer_query(&key(), later, "q3".into(), query());
+        m.withdraw_query(&key(), "q3");
+        m.offer_query(&key(), Instant::now(), "q4".into(), query());
+        assert!(m.take_ready(&key(), 0).is_none());
+        m.offer_query(&key(), Instant::now(), "q5".into(), query());
+        m.sweep_idle();
+        assert_eq!(
+            m.sweep_idle(),
+            1,
+            "an expired query does not keep its queue"
+        );
     }
 }

@@ -1,17 +1,31 @@
-//! Answering one query: the engine hands it with the run's whole history as a workflow poll's
-//! answer. The run is replayed into a fresh copy (the cached one, if any, is neither used nor
-//! touched: it may be ahead of what history holds), the handler is called on the state after
-//! the last completed workflow task, and the answer goes back; nothing is leased or recorded.
+//! Answering one query: the engine hands it, naming the run, as a workflow poll's answer. The
+//! worker reads the run's history, replays it into a fresh copy (the cached one, if any, is
+//! neither used nor touched: it may be ahead of what history holds), checks the replay matched
+//! every recorded command, calls the handler on the state after the last completed workflow
+//! task, and answers; nothing is leased or recorded.
 
 use super::{Worker, retry_unavailable};
 use crate::workflow::{QueryFailure, run_driver};
 use martix_proto::v1 as pb;
+use pb::history_event::Attributes as A;
 use std::sync::Arc;
 
 impl Worker {
     pub(super) async fn run_query_task(self: Arc<Self>, task: pb::PollWorkflowTaskResponse) {
         let query = task.query.clone().unwrap_or_default();
-        let answer = self.answer_query(&task, &query);
+        let answer = match crate::client::read_history(
+            &self.history,
+            &task.namespace,
+            task.workflow_execution.clone(),
+        )
+        .await
+        {
+            Ok(history) => self.answer_query(&task, &history, &query),
+            Err(status) => Err(QueryFailure::new(
+                "QueryFailed",
+                format!("the worker could not read the run's history: {status}"),
+            )),
+        };
         let (result, failure) = match answer {
             Ok(result) => (Some(result), None),
             Err(f) => (
@@ -45,6 +59,7 @@ impl Worker {
     fn answer_query(
         &self,
         task: &pb::PollWorkflowTaskResponse,
+        history: &[pb::HistoryEvent],
         query: &pb::WorkflowQuery,
     ) -> Result<pb::Payload, QueryFailure> {
         let Some(workflow) = self.workflows.get(&task.workflow_type).cloned() else {
@@ -56,11 +71,36 @@ impl Worker {
                 ),
             ));
         };
+        if !history
+            .iter()
+            .any(|e| matches!(e.attributes, Some(A::WorkflowTaskCompleted(_))))
+        {
+            let closed = history.last().is_some_and(|e| {
+                matches!(
+                    e.attributes,
+                    Some(
+                        A::WorkflowExecutionTerminated(_)
+                            | A::WorkflowExecutionTimedOut(_)
+                            | A::WorkflowExecutionFailed(_)
+                    )
+                )
+            });
+            return Err(QueryFailure::new(
+                "NotStarted",
+                if closed {
+                    "the run closed before completing a workflow task: its code never ran, so \
+                     it registered no query handler"
+                } else {
+                    "the run has not completed a workflow task yet, so its code registered no \
+                     query handler; ask again once it has"
+                },
+            ));
+        }
         let exec = task.workflow_execution.clone().unwrap_or_default();
-        let Some(started) = crate::history::started(&task.history) else {
+        let Some(started) = crate::history::started(history) else {
             return Err(QueryFailure::new(
                 "QueryFailed",
-                "the query came without the run's start event",
+                "the run's history does not start with its start event",
             ));
         };
         let mut driver = run_driver(
@@ -70,9 +110,13 @@ impl Worker {
             exec.run_id,
             started,
         );
-        driver.apply_history(&task.history).map_err(|e| {
-            QueryFailure::new("QueryFailed", format!("replaying the run failed: {e}"))
-        })?;
+        driver
+            .apply_history(history)
+            .map_err(|e| e.to_string())
+            .and_then(|()| driver.finish_replay().map_err(|e| e.to_string()))
+            .map_err(|e| {
+                QueryFailure::new("QueryFailed", format!("replaying the run failed: {e}"))
+            })?;
         driver.query(&query.query_type, query.query_args.as_ref())
     }
 }

@@ -259,8 +259,9 @@ impl WorkflowContext {
     }
 
     /// Answers query `Q` from now on with `handler`, called with `state` (read only) and the
-    /// query's arguments. A handler has no context: it cannot schedule, sleep or signal, so a
-    /// query never changes the run. It is called on a replay of the run (a worker replays the
+    /// query's arguments. A handler is given no context and must only read: a command it
+    /// issues anyway (through a captured context) fails the query, and nothing it does reaches
+    /// the run. It is called on a replay of the run (a worker replays the
     /// history for each query), with the state as it was after the run's last completed
     /// workflow task. Registering `Q` again replaces its handler; register early (at the top of
     /// the workflow), as a query asked before the registration finds no handler.
@@ -313,7 +314,17 @@ impl WorkflowContext {
                     format!("the arguments of query '{query}' do not decode: {e}"),
                 )
             })?;
-            let answer = state.read(|s| handler(s, args));
+            // A handler that changes the state it reads would wait on itself for ever.
+            let answer = match state.0.try_lock() {
+                Ok(s) => handler(&s, args),
+                Err(std::sync::TryLockError::Poisoned(p)) => handler(&p.into_inner(), args),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(QueryFailure::new(
+                        "QueryFailed",
+                        format!("query handler '{query}' changed the state it reads"),
+                    ));
+                }
+            };
             to_payload(&answer).map_err(|e| {
                 QueryFailure::new(
                     "QueryFailed",
