@@ -12,15 +12,16 @@
 pub(crate) mod context;
 mod driver;
 pub(crate) mod options;
+mod query;
 mod wake;
 
 pub use context::{
     ActivityFuture, CancelledFuture, SignalStream, TimerFuture, WorkflowContext, WorkflowInfo,
-    WorkflowState,
 };
 pub use driver::Nondeterminism;
 pub(crate) use driver::{ActivationError, QueryFailure, RunDriver};
 pub use options::{ActivityOptions, RetryPolicy};
+pub use query::WorkflowState;
 
 use crate::error::WorkflowError;
 use futures::future::BoxFuture;
