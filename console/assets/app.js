@@ -603,6 +603,14 @@ const SUMMARIES = {
   workflowExecutionTerminated: a => [a.reason, by(a.identity)],
   workflowExecutionContinuedAsNew: a => [a.newRunId && 'new run ' + a.newRunId, a.workflowType],
   workflowExecutionTimedOut: () => [],
+  startChildWorkflowExecutionInitiated: a => ['child ' + (a.workflowId || ''), a.workflowType,
+    pl('input', a.input), a.parentClosePolicy && enumName(a.parentClosePolicy, 'PARENT_CLOSE_POLICY_') + ' if this run closes first'],
+  childWorkflowExecutionStarted: a => ['child ' + ((a.workflowExecution || {}).workflowId || ''), ref(a.initiatedEventId),
+    'run ' + ((a.workflowExecution || {}).runId || '')],
+  startChildWorkflowExecutionFailed: a => ['child ' + (a.workflowId || ''), ref(a.initiatedEventId), failureText(a.failure)],
+  childWorkflowExecutionClosed: a => ['child ' + ((a.workflowExecution || {}).workflowId || ''), ref(a.initiatedEventId),
+    enumName(a.status, 'WORKFLOW_STATUS_'), pl('result', a.result), a.failure && failureText(a.failure)],
+  childWorkflowExecutionCancelRequested: a => ['child ' + (a.workflowId || ''), ref(a.initiatedEventId)],
 };
 
 function eventSummary(ev) {

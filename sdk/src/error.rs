@@ -170,6 +170,57 @@ pub enum WorkflowError {
     /// A signal's payload could not be decoded as the type its stream reads.
     #[error(transparent)]
     Signal(#[from] SignalError),
+    /// A child workflow could not start or ended without a result, and the workflow gave up.
+    #[error(transparent)]
+    Child(#[from] ChildWorkflowError),
+}
+
+/// Why a child workflow has no result: it could not start, or it ended another way.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChildWorkflowError {
+    /// Nothing was started: the failure says why (`WorkflowAlreadyRunning`: its id runs
+    /// another workflow; `WorkflowIdReused`: its type allows one run per id and it ran;
+    /// `BadPayload`: its input did not encode).
+    #[error("child workflow '{workflow_id}' could not start: {failure}")]
+    StartFailed {
+        /// The child's workflow id.
+        workflow_id: String,
+        /// Why.
+        failure: Failure,
+    },
+    /// It ran and ended without a result (or with one that did not decode).
+    #[error("child workflow '{workflow_id}' ended {status}: {failure}")]
+    Closed {
+        /// The child's workflow id.
+        workflow_id: String,
+        /// How it ended: FAILED, CANCELED, TERMINATED, TIMED_OUT (COMPLETED: its result did
+        /// not decode).
+        status: String,
+        /// Why.
+        failure: Failure,
+    },
+}
+
+impl ChildWorkflowError {
+    /// The child's workflow id.
+    pub fn workflow_id(&self) -> &str {
+        match self {
+            Self::StartFailed { workflow_id, .. } | Self::Closed { workflow_id, .. } => workflow_id,
+        }
+    }
+
+    /// Why it could not start, or how its run failed.
+    pub fn failure(&self) -> &Failure {
+        match self {
+            Self::StartFailed { failure, .. } | Self::Closed { failure, .. } => failure,
+        }
+    }
+
+    /// Its id runs another workflow: nothing was started.
+    pub fn is_already_running(&self) -> bool {
+        matches!(self, Self::StartFailed { failure, .. } if failure.error_type == "WorkflowAlreadyRunning")
+    }
 }
 
 /// The new run a workflow continues as: made by `WorkflowContext::continue_as_new`, carried
@@ -202,6 +253,12 @@ impl WorkflowError {
                 message: self.to_string(),
                 r#type: "ActivityFailed".into(),
                 cause: Some(Box::new(pb::Failure::from(&a.failure))),
+                ..Default::default()
+            },
+            WorkflowError::Child(c) => pb::Failure {
+                message: self.to_string(),
+                r#type: "ChildWorkflowFailed".into(),
+                cause: Some(Box::new(pb::Failure::from(c.failure()))),
                 ..Default::default()
             },
             other => pb::Failure {

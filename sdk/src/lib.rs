@@ -113,14 +113,15 @@ pub mod workflow;
 
 pub use activity::ActivityContext;
 pub use client::{
-    Client, IdReusePolicy, ListOptions, NamespaceInfo, Page, PageToken, PendingActivityState,
-    ResetPoint, RunOutcome, StartOptions, WorkflowDescription, WorkflowHandle, WorkflowStatus,
-    WorkflowSummary,
+    Client, IdReusePolicy, ListOptions, NamespaceInfo, Page, PageToken, ParentRun,
+    PendingActivityState, PendingChild, ResetPoint, RunOutcome, StartOptions, WorkflowDescription,
+    WorkflowHandle, WorkflowStatus, WorkflowSummary,
 };
 pub use connection::ConnectOptions;
 pub use definition::{Activity, Query, Signal, Workflow};
 pub use error::{
-    ActivityError, ActivityFailure, ClientError, ContinueAsNew, Failure, SignalError, WorkflowError,
+    ActivityError, ActivityFailure, ChildWorkflowError, ClientError, ContinueAsNew, Failure,
+    SignalError, WorkflowError,
 };
 pub use history::WorkflowHistory;
 /// The engine's wire types (protobuf), the low-level escape hatch: history events (what
@@ -133,7 +134,8 @@ pub use replayer::{ReplayError, Replayer};
 pub use saga::{CompensationFailure, Saga};
 pub use worker::{BreakerHold, BreakerReporter, BreakerState, Worker, WorkerOptions, WorkerStats};
 pub use workflow::{
-    ActivityOptions, Nondeterminism, RetryPolicy, SignalStream, WorkflowContext, WorkflowInfo,
+    ActivityOptions, ChildStartFuture, ChildWorkflowFuture, ChildWorkflowOptions, Nondeterminism,
+    ParentClosePolicy, RetryPolicy, SignalStream, StartedChild, WorkflowContext, WorkflowInfo,
     WorkflowState,
 };
 

@@ -510,6 +510,25 @@ fn print_description(id: &str, d: &WorkflowDescription) {
     for t in &d.pending_timers {
         println!("timer {} fires {}", t.timer_id, when(t.fire_time));
     }
+    if let Some(p) = &d.parent {
+        println!("parent     {} (run {})", p.workflow_id, p.run_id);
+    }
+    for c in &d.pending_children {
+        println!(
+            "child {} ({}) {}{}, if this run closes first: {:?}",
+            c.workflow_id,
+            c.workflow_type,
+            c.run_id
+                .as_deref()
+                .map_or("starting".to_owned(), |r| format!("running, run {r}")),
+            if c.cancel_requested {
+                ", cancel requested"
+            } else {
+                ""
+            },
+            c.parent_close_policy
+        );
+    }
     for b in &d.open_breakers {
         println!(
             "open breaker: {} on worker {} since {}",

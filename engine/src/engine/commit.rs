@@ -243,6 +243,9 @@ impl Engine {
                     self.arm_timer(*fire_at);
                 }
             }
+            for t in &c.foreign_timers {
+                self.arm_timer(t.fire_at);
+            }
             if c.closed {
                 self.announce_close(&c.run, c.events.last());
             }

@@ -11,11 +11,13 @@
 //! history, result, metrics), `polls` (handing tasks to workers), `worker` (what workers report
 //! about their tasks), `completion` (deciding a workflow task's completion), `decide_ahead` (an
 //! activity's result recorded with the decision made ahead) and `timeouts` (expired leases and
-//! due timers), and `outbox` (the outbox as operators read it), and `queries` (questions a run's code answers
-//! through a worker, written nowhere).
+//! due timers), `children` (what a child workflow and its parent tell each other), `outbox` (the
+//! outbox as operators read it), and `queries` (questions a run's code answers through a
+//! worker, written nowhere).
 
 pub(crate) mod breakers;
 mod cache;
+mod children;
 mod commit;
 mod completion;
 mod decide_ahead;

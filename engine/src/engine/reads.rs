@@ -97,6 +97,20 @@ impl Engine {
             pending_timers,
             pending_workflow_task,
             cancel_requested: run.state.cancel_requested,
+            pending_children: run
+                .state
+                .children
+                .iter()
+                .map(|c| pb::PendingChildInfo {
+                    workflow_id: c.workflow_id.clone(),
+                    workflow_type: c.workflow_type.clone(),
+                    run_id: c.run_id.clone(),
+                    initiated_event_id: c.initiated_event_id,
+                    parent_close_policy: c.parent_close_policy,
+                    cancel_requested: c.cancel_requested,
+                })
+                .collect(),
+            parent: run.state.parent.clone(),
         })
     }
 
@@ -228,32 +242,12 @@ impl Engine {
             run_id: run.run_id.to_text(),
             ..Default::default()
         };
-        use pb::history_event::Attributes as A;
         match last.and_then(|e| e.attributes) {
-            Some(A::WorkflowExecutionCompleted(a)) => out.result = a.result,
-            Some(A::WorkflowExecutionFailed(a)) => out.failure = a.failure,
-            Some(A::WorkflowExecutionCanceled(a)) => {
-                out.failure = Some(pb::Failure {
-                    message: "workflow canceled".into(),
-                    r#type: "Canceled".into(),
-                    details: a.details,
-                    ..Default::default()
-                })
+            Some(pb::history_event::Attributes::WorkflowExecutionContinuedAsNew(a)) => {
+                out.new_run_id = a.new_run_id
             }
-            Some(A::WorkflowExecutionTerminated(a)) => {
-                out.failure = Some(pb::Failure {
-                    message: format!("workflow terminated: {}", a.reason),
-                    r#type: "Terminated".into(),
-                    ..Default::default()
-                })
-            }
-            Some(A::WorkflowExecutionContinuedAsNew(a)) => out.new_run_id = a.new_run_id,
-            Some(A::WorkflowExecutionTimedOut(_)) => {
-                out.failure = Some(pb::Failure {
-                    message: "workflow timed out".into(),
-                    r#type: "TimedOut".into(),
-                    ..Default::default()
-                })
+            Some(a) if closing_outcome(&a).is_some() => {
+                (out.result, out.failure) = closing_outcome(&a).unwrap_or_default()
             }
             _ => {
                 return Err(EngineError::Internal(format!(
@@ -399,4 +393,43 @@ pub(super) fn info(
         paused_by: run.state.paused_by.clone(),
         paused_reason: run.state.paused_reason.clone(),
     }
+}
+
+/// What a run's closing event says: its result (completed, compensated) or why it has none
+/// (failed, canceled, terminated, timed out); `None` for any other event.
+pub(super) fn closing_outcome(
+    a: &pb::history_event::Attributes,
+) -> Option<(Option<pb::Payload>, Option<pb::Failure>)> {
+    use pb::history_event::Attributes as A;
+    let failure = |kind: &str, message: String, details: Option<pb::Payload>| pb::Failure {
+        message,
+        r#type: kind.to_owned(),
+        details,
+        ..Default::default()
+    };
+    Some(match a {
+        A::WorkflowExecutionCompleted(a) => (a.result.clone(), None),
+        A::WorkflowExecutionFailed(a) => (None, a.failure.clone()),
+        A::WorkflowExecutionCanceled(a) => (
+            None,
+            Some(failure(
+                "Canceled",
+                "workflow canceled".into(),
+                a.details.clone(),
+            )),
+        ),
+        A::WorkflowExecutionTerminated(a) => (
+            None,
+            Some(failure(
+                "Terminated",
+                format!("workflow terminated: {}", a.reason),
+                None,
+            )),
+        ),
+        A::WorkflowExecutionTimedOut(_) => (
+            None,
+            Some(failure("TimedOut", "workflow timed out".into(), None)),
+        ),
+        _ => return None,
+    })
 }

@@ -114,6 +114,9 @@ impl Engine {
     /// Fires a due timer (called by the timer loop).
     #[tracing::instrument(name = "timer.fire", skip(self), fields(run_id = %run_id))]
     pub async fn fire_timer(&self, run_id: RunId, key: &str) -> Result<(), EngineError> {
+        if let Some(done) = self.fire_family_timer(run_id, key).await {
+            return done;
+        }
         // A schedule-to-start timeout only counts if no worker holds the activity.
         let started = if let Some(id) = key
             .strip_prefix("a:")

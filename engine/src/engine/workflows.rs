@@ -288,7 +288,7 @@ impl Engine {
 
     /// The policy of a start of `workflow_type` that names none: the declared one, else
     /// allow-duplicate.
-    fn id_reuse_default(&self, workflow_type: &str) -> pb::IdReusePolicy {
+    pub(super) fn id_reuse_default(&self, workflow_type: &str) -> pb::IdReusePolicy {
         self.id_reuse_defaults
             .read()
             .unwrap_or_else(|p| p.into_inner())

@@ -133,6 +133,10 @@ pub struct RunCommit {
     pub fired_timer: Option<String>,
     /// A run created in the same transaction (continue-as-new).
     pub new_run: Option<Box<RunCommit>>,
+    /// Timer rows for other runs, written with this change (a child's close for its parent,
+    /// a parent's close policy for its children): what one run tells another, durably and
+    /// without touching that run's checkpoint. A row already there stays as it is.
+    pub foreign_timers: Vec<ForeignTimer>,
     /// Business events to write to the outbox (published by this change's workflow task).
     pub outbox: Vec<OutboxEvent>,
     /// A request id recorded with the change (a signal's, scoped to its workflow id, see
@@ -162,10 +166,19 @@ impl RunCommit {
         self.closed = next.closed;
         self.fired_timer = self.fired_timer.or(next.fired_timer);
         self.new_run = next.new_run;
+        self.foreign_timers.extend(next.foreign_timers);
         self.outbox.extend(next.outbox);
         self.at = next.at;
         self
     }
+}
+
+/// A timer row a change writes for another run (see `RunCommit::foreign_timers`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForeignTimer {
+    pub run_id: RunId,
+    pub key: String,
+    pub fire_at: Millis,
 }
 
 /// A business event as the outbox holds it until it is sent.
@@ -197,6 +210,7 @@ pub(crate) struct Transition {
     closed: bool,
     fired_timer: Option<String>,
     new_run: Option<Box<RunCommit>>,
+    foreign_timers: Vec<ForeignTimer>,
     outbox: Vec<OutboxEvent>,
 }
 
@@ -212,6 +226,7 @@ impl Transition {
             closed: false,
             fired_timer: None,
             new_run: None,
+            foreign_timers: Vec::new(),
             outbox: Vec::new(),
         }
     }
@@ -316,6 +331,15 @@ impl Transition {
         self.timers.push(op);
     }
 
+    /// A timer row for another run, due now: what that run must learn from this change.
+    pub(crate) fn tell(&mut self, run_id: RunId, key: String) {
+        self.foreign_timers.push(ForeignTimer {
+            run_id,
+            key,
+            fire_at: self.now,
+        });
+    }
+
     pub(crate) fn set_fired_timer(&mut self, key: String) {
         self.fired_timer = Some(key);
     }
@@ -351,7 +375,9 @@ impl Transition {
         self.new_run = Some(Box::new(next));
     }
 
-    /// Closes the run with `status`, appending its closing event. Pending work is dropped.
+    /// Closes the run with `status`, appending its closing event. Pending work is dropped;
+    /// children are dealt with by their close policy, and a parent is told when the workflow
+    /// ends (not when it continues as new: its next run carries the parent on).
     pub(crate) fn close(&mut self, status: pb::WorkflowStatus, attributes: Attributes) {
         self.append(attributes);
         self.run.status = status;
@@ -360,6 +386,25 @@ impl Transition {
         self.run.state.activities.clear();
         self.run.state.timers.clear();
         self.run.state.buffered.clear();
+        for child in std::mem::take(&mut self.run.state.children) {
+            // A child not started yet never starts: its start timer goes with the run's.
+            if let (Some(key), Ok(run_id)) = (
+                decide::children::close_policy_key(&child),
+                RunId::parse("run_id", &child.run_id),
+            ) {
+                self.tell(run_id, key);
+            }
+        }
+        if status != pb::WorkflowStatus::ContinuedAsNew
+            && let Some(parent) = self.run.state.parent.clone()
+            && let Some(run_id) = parent
+                .workflow_execution
+                .as_ref()
+                .and_then(|e| RunId::parse("run_id", &e.run_id).ok())
+        {
+            let key = child_closed_key(parent.initiated_event_id, self.run.run_id);
+            self.tell(run_id, key);
+        }
         self.closed = true;
     }
 
@@ -376,6 +421,7 @@ impl Transition {
             closed: self.closed,
             fired_timer: self.fired_timer,
             new_run: self.new_run,
+            foreign_timers: self.foreign_timers,
             outbox: self.outbox,
             request_id: None,
             request_fingerprint: 0,
@@ -441,6 +487,21 @@ pub fn schedule_to_close_key(scheduled_event_id: i64) -> String {
 pub fn schedule_to_start_key(scheduled_event_id: i64) -> String {
     format!("a:{scheduled_event_id}:s2s")
 }
+
+/// The timer row key (on the parent) that starts the child initiated by event `initiated`.
+pub fn child_start_key(initiated: i64) -> String {
+    format!("c:{initiated}:start")
+}
+
+/// The timer row key (on the parent) by which child run `child` says its workflow closed.
+pub fn child_closed_key(initiated: i64, child: RunId) -> String {
+    format!("c:{initiated}:closed:{}", child.to_text())
+}
+
+/// The timer row key (on a child) by which its parent, closing, terminates it.
+pub const PARENT_TERMINATES_KEY: &str = "p:terminate";
+/// The timer row key (on a child) by which its parent asks it to cancel.
+pub const PARENT_CANCELS_KEY: &str = "p:cancel";
 
 /// The timer row key of a run's run timeout.
 pub const RUN_TIMEOUT_KEY: &str = "wf:run";

@@ -56,6 +56,14 @@ pub fn reset(
             )
         })?;
     let cut = completed.started_event_id; // events before the task's start are kept
+    if !run.state.children.is_empty() {
+        return Err(EngineError::FailedPrecondition(format!(
+            "workflow {} has {} child workflow(s) running; a reset cannot take them over: wait \
+             for them to close, or terminate them, then reset",
+            run.workflow_id,
+            run.state.children.len()
+        )));
+    }
     let prefix: Vec<pb::HistoryEvent> = history
         .iter()
         .filter(|e| e.event_id < cut)
@@ -80,6 +88,8 @@ pub fn reset(
         execution_deadline: run.state.execution_deadline,
         traceparent: run.state.traceparent.clone(),
         events_published: run.state.events_published,
+        // A child reset stays its parent's child: the new run tells the parent when it ends.
+        parent: run.state.parent.clone(),
         history_bytes: prefix
             .iter()
             .map(|e| prost::Message::encoded_len(e) as i64)
@@ -90,6 +100,7 @@ pub fn reset(
     // run's tasks are parked (`Transition::finish`) until an operator resumes it.
     state.carry_pause(&run.state);
     let mut scheduled: Vec<(i64, pb::ActivityTaskScheduledAttributes, Millis)> = Vec::new();
+    let mut children_open: Vec<(i64, String)> = Vec::new();
     for e in &prefix {
         let at = e
             .event_time
@@ -125,6 +136,15 @@ pub fn reset(
             Some(Attributes::TimerFired(t)) => state.timers.retain(|x| x.timer_id != t.timer_id),
             Some(Attributes::TimerCanceled(t)) => state.timers.retain(|x| x.timer_id != t.timer_id),
             Some(Attributes::WorkflowExecutionCancelRequested(_)) => state.cancel_requested = true,
+            Some(Attributes::StartChildWorkflowExecutionInitiated(c)) => {
+                children_open.push((e.event_id, c.workflow_id.clone()))
+            }
+            Some(Attributes::StartChildWorkflowExecutionFailed(c)) => {
+                children_open.retain(|(id, _)| *id != c.initiated_event_id)
+            }
+            Some(Attributes::ChildWorkflowExecutionClosed(c)) => {
+                children_open.retain(|(id, _)| *id != c.initiated_event_id)
+            }
             Some(Attributes::MarkerRecorded(m))
                 if m.marker_name == decide::markers::ATTENTION_MARKER =>
             {
@@ -133,6 +153,12 @@ pub fn reset(
             }
             _ => {}
         }
+    }
+    if let Some((_, child)) = children_open.first() {
+        return Err(EngineError::FailedPrecondition(format!(
+            "child workflow '{child}' was started before event {point} and closed after it; a \
+             reset cannot run it again: pick a point after it closed, or before it started"
+        )));
     }
     let mut next = Run {
         namespace: run.namespace.clone(),
@@ -243,6 +269,8 @@ pub fn reset(
 
     // The old run ends, naming the new one.
     let mut old = Transition::new(run, now);
+    // The workflow goes on in the new run: the parent is not told of this run's end.
+    old.run_mut().state.parent = None;
     old.flush_buffered();
     old.close(
         pb::WorkflowStatus::Terminated,

@@ -71,6 +71,13 @@ pub struct RunState {
     /// Why.
     #[prost(string, tag = "19")]
     pub paused_reason: String,
+    /// Children started and not yet closed, by their initiated event.
+    #[prost(message, repeated, tag = "20")]
+    pub children: Vec<PendingChild>,
+    /// The run that started this workflow as its child (carried along continue-as-new): told
+    /// when the workflow's last run closes.
+    #[prost(message, optional, tag = "21")]
+    pub parent: Option<pb::ParentExecution>,
 }
 
 impl RunState {
@@ -131,6 +138,26 @@ pub struct PendingActivity {
     /// When it was parked.
     #[prost(int64, tag = "14")]
     pub parked_since: Millis,
+}
+
+/// A child workflow the run started (`StartChildWorkflowExecutionInitiated`) and whose
+/// workflow has not closed.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PendingChild {
+    #[prost(int64, tag = "1")]
+    pub initiated_event_id: i64,
+    #[prost(string, tag = "2")]
+    pub workflow_id: String,
+    #[prost(string, tag = "3")]
+    pub workflow_type: String,
+    /// The child's first run; empty until the engine started it.
+    #[prost(string, tag = "4")]
+    pub run_id: String,
+    #[prost(enumeration = "pb::ParentClosePolicy", tag = "5")]
+    pub parent_close_policy: i32,
+    /// The workflow asked it to cancel (before it started: as soon as it starts).
+    #[prost(bool, tag = "6")]
+    pub cancel_requested: bool,
 }
 
 /// A timer started by the workflow.

@@ -309,6 +309,32 @@ pub struct PendingTimer {
     pub started_event_id: i64,
 }
 
+/// A child workflow the run started whose workflow has not closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PendingChild {
+    /// The child's workflow id.
+    pub workflow_id: String,
+    /// Its type.
+    pub workflow_type: String,
+    /// Its first run; `None` until the engine started it.
+    pub run_id: Option<String>,
+    /// What happens to it if this run closes first.
+    pub parent_close_policy: crate::ParentClosePolicy,
+    /// The run asked it to cancel.
+    pub cancel_requested: bool,
+}
+
+/// The run that started a workflow as its child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ParentRun {
+    /// The parent's workflow id.
+    pub workflow_id: String,
+    /// The parent's run that started it.
+    pub run_id: String,
+}
+
 /// The workflow task a run waits on, if any.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -362,6 +388,10 @@ pub struct WorkflowDescription {
     pub pending_workflow_task: Option<PendingWorkflowTask>,
     /// Whether cancellation was asked for.
     pub cancel_requested: bool,
+    /// Its child workflows that have not closed.
+    pub pending_children: Vec<PendingChild>,
+    /// The run that started it as its child, if one did.
+    pub parent: Option<ParentRun>,
     /// Circuit breakers that workers of its namespace report open now.
     pub open_breakers: Vec<OpenBreaker>,
     /// Workers seen polling its task queue in the last minute; none: nobody polls it (a
@@ -400,6 +430,32 @@ impl From<pb::DescribeWorkflowResponse> for WorkflowDescription {
                 last_failure: t.last_failure.map(Failure::from),
             }),
             cancel_requested: d.cancel_requested,
+            pending_children: d
+                .pending_children
+                .into_iter()
+                .map(|c| PendingChild {
+                    workflow_id: c.workflow_id,
+                    workflow_type: c.workflow_type,
+                    run_id: Some(c.run_id).filter(|r| !r.is_empty()),
+                    parent_close_policy: match pb::ParentClosePolicy::try_from(
+                        c.parent_close_policy,
+                    ) {
+                        Ok(pb::ParentClosePolicy::Abandon) => crate::ParentClosePolicy::Abandon,
+                        Ok(pb::ParentClosePolicy::RequestCancel) => {
+                            crate::ParentClosePolicy::RequestCancel
+                        }
+                        _ => crate::ParentClosePolicy::Terminate,
+                    },
+                    cancel_requested: c.cancel_requested,
+                })
+                .collect(),
+            parent: d
+                .parent
+                .and_then(|p| p.workflow_execution)
+                .map(|e| ParentRun {
+                    workflow_id: e.workflow_id,
+                    run_id: e.run_id,
+                }),
             open_breakers: d
                 .open_breakers
                 .into_iter()

@@ -28,8 +28,9 @@ mod description;
 mod options;
 
 pub use description::{
-    Attention, OpenBreaker, Pause, PendingActivity, PendingActivityState, PendingTimer,
-    PendingWorkflowTask, Poller, RunOutcome, WorkflowDescription, WorkflowStatus, WorkflowSummary,
+    Attention, OpenBreaker, ParentRun, Pause, PendingActivity, PendingActivityState, PendingChild,
+    PendingTimer, PendingWorkflowTask, Poller, RunOutcome, WorkflowDescription, WorkflowStatus,
+    WorkflowSummary,
 };
 pub use options::{
     IdReusePolicy, ListOptions, NamespaceInfo, Page, PageToken, ResetPoint, StartOptions,

@@ -16,6 +16,7 @@
 //! records the failure and retries the task, where operators see it (`describe`, `stuck`),
 //! instead of the run waiting forever in silence.
 
+use super::child::ChildSlot;
 use super::wake::{Waiters, WakeFlag};
 use super::{WorkflowContext, WorkflowFn, WorkflowInfo};
 use crate::error::WorkflowError;
@@ -74,6 +75,8 @@ pub(crate) struct Shared {
     pub(crate) activities: HashMap<String, Option<Result<Option<pb::Payload>, pb::Failure>>>,
     /// Timers by id: fired or not.
     pub(crate) timers: HashMap<String, bool>,
+    /// Child workflows the workflow started and still awaits, by their workflow id.
+    pub(crate) children: HashMap<String, ChildSlot>,
     pub(crate) signals: HashMap<String, VecDeque<Option<pb::Payload>>>,
     pub(crate) cancel_requested: bool,
     /// The workflow said it undid its effects: its completion ends the run COMPENSATED.
@@ -122,6 +125,7 @@ impl Shared {
             accepting: true,
             activities: HashMap::new(),
             timers: HashMap::new(),
+            children: HashMap::new(),
             signals: HashMap::new(),
             cancel_requested: false,
             compensated: false,
@@ -191,6 +195,7 @@ impl Shared {
     fn waits_on_something_durable(&self) -> bool {
         self.activities.values().any(Option::is_none)
             || self.timers.values().any(|fired| !fired)
+            || self.children.values().any(|c| c.closed.is_none())
             || self.waiters.waits_for_signal_or_cancellation()
     }
 
@@ -228,6 +233,13 @@ fn command_key(c: &pb::Command) -> String {
         Some(C::FailWorkflow(_)) => "FailWorkflow".into(),
         Some(C::CancelWorkflow(_)) => "CancelWorkflow".into(),
         Some(C::ContinueAsNew(_)) => "ContinueAsNew".into(),
+        Some(C::StartChildWorkflow(a)) => format!(
+            "StartChildWorkflow(id={}, type={})",
+            a.workflow_id, a.workflow_type
+        ),
+        Some(C::RequestCancelChildWorkflow(a)) => {
+            format!("RequestCancelChildWorkflow(id={})", a.workflow_id)
+        }
         None => "empty command".into(),
     }
 }
@@ -248,6 +260,8 @@ pub(crate) struct RunDriver {
     sent_live: Option<Vec<pb::Command>>,
     pub(crate) finished: bool,
     activity_ids: HashMap<i64, String>,
+    /// The workflow id of each child, by its initiated event.
+    child_ids: HashMap<i64, String>,
     last_time: i64,
     /// When `last_time` was last moved, by this process's monotonic clock.
     last_time_seen: std::time::Instant,
@@ -271,6 +285,7 @@ impl RunDriver {
             sent_live: None,
             finished: false,
             activity_ids: HashMap::new(),
+            child_ids: HashMap::new(),
             last_time: 0,
             last_time_seen: std::time::Instant::now(),
         }
@@ -405,6 +420,23 @@ impl RunDriver {
             A::WorkflowExecutionTerminated(_) | A::WorkflowExecutionTimedOut(_) => {
                 self.finished = true;
             }
+            A::StartChildWorkflowExecutionInitiated(a) => {
+                self.child_ids.insert(ev.event_id, a.workflow_id.clone());
+                self.match_command(
+                    ev,
+                    format!(
+                        "StartChildWorkflow(id={}, type={})",
+                        a.workflow_id, a.workflow_type
+                    ),
+                )?;
+            }
+            A::ChildWorkflowExecutionCancelRequested(a) => self.match_command(
+                ev,
+                format!("RequestCancelChildWorkflow(id={})", a.workflow_id),
+            )?,
+            A::ChildWorkflowExecutionStarted(_)
+            | A::StartChildWorkflowExecutionFailed(_)
+            | A::ChildWorkflowExecutionClosed(_) => self.pending.push(ev.clone()),
             A::ActivityTaskCompleted(_)
             | A::ActivityTaskFailed(_)
             | A::ActivityTaskTimedOut(_)
@@ -634,6 +666,40 @@ impl RunDriver {
                     s.waiters.cancellation_requested(&mut wake);
                     continue;
                 }
+                Some(A::ChildWorkflowExecutionStarted(a)) => {
+                    let run_id = a.workflow_execution.unwrap_or_default().run_id;
+                    self.child_event(s, a.initiated_event_id, &mut wake, |c| {
+                        c.started = Some(Ok(run_id))
+                    });
+                    continue;
+                }
+                Some(A::StartChildWorkflowExecutionFailed(a)) => {
+                    let failure = a.failure.unwrap_or_default();
+                    self.child_event(s, a.initiated_event_id, &mut wake, |c| {
+                        c.started = Some(Err(failure.clone()));
+                        c.closed = Some(Err(failure));
+                    });
+                    continue;
+                }
+                Some(A::ChildWorkflowExecutionClosed(a)) => {
+                    let done = pb::WorkflowStatus::try_from(a.status).is_ok_and(|st| {
+                        matches!(
+                            st,
+                            pb::WorkflowStatus::Completed | pb::WorkflowStatus::Compensated
+                        )
+                    });
+                    let outcome = if done {
+                        Ok(a.result)
+                    } else {
+                        Err(a.failure.unwrap_or_default())
+                    };
+                    let status = a.status;
+                    self.child_event(s, a.initiated_event_id, &mut wake, |c| {
+                        c.status = status;
+                        c.closed = Some(outcome);
+                    });
+                    continue;
+                }
                 _ => continue,
             };
             if let Some(id) = self.activity_ids.get(&scheduled_event_id)
@@ -644,6 +710,23 @@ impl RunDriver {
             }
         }
         wake
+    }
+
+    /// Applies `change` to the child initiated by event `initiated`, if the workflow still
+    /// awaits it, and takes its waker.
+    fn child_event(
+        &self,
+        s: &mut Shared,
+        initiated: i64,
+        wake: &mut Vec<Waker>,
+        change: impl FnOnce(&mut ChildSlot),
+    ) {
+        if let Some(id) = self.child_ids.get(&initiated)
+            && let Some(slot) = s.children.get_mut(id)
+        {
+            change(slot);
+            s.waiters.child_resolved(id, wake);
+        }
     }
 
     /// Polls the workflow's future until it is ready or a poll ends without a wake-up: every

@@ -9,12 +9,16 @@
 //! anything else that waits (`tokio::time::sleep`, a channel fed from outside): nothing would
 //! wake it, and its workflow task fails saying so.
 
+mod child;
 pub(crate) mod context;
 mod driver;
 pub(crate) mod options;
 mod query;
 mod wake;
 
+pub use child::{
+    ChildStartFuture, ChildWorkflowFuture, ChildWorkflowOptions, ParentClosePolicy, StartedChild,
+};
 pub use context::{
     ActivityFuture, CancelledFuture, SignalStream, TimerFuture, WorkflowContext, WorkflowInfo,
 };

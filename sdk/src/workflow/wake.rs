@@ -50,6 +50,7 @@ impl Wake for WakeFlag {
 pub(crate) struct Waiters {
     activities: HashMap<String, Waker>,
     timers: HashMap<String, Waker>,
+    children: HashMap<String, Waker>,
     signals: BTreeMap<u64, (String, Waker)>,
     cancellation: BTreeMap<u64, Waker>,
     next_token: u64,
@@ -87,6 +88,23 @@ impl Waiters {
         if let Some(w) = keep(self.timers.get_mut(id), waker) {
             self.timers.insert(id.to_owned(), w);
         }
+    }
+
+    /// The child workflow `id` is awaited (its start or its result), polled with `waker`.
+    pub(crate) fn wait_child(&mut self, id: &str, waker: &Waker) {
+        if let Some(w) = keep(self.children.get_mut(id), waker) {
+            self.children.insert(id.to_owned(), w);
+        }
+    }
+
+    /// The future awaiting child `id` resolved or was dropped.
+    pub(crate) fn forget_child(&mut self, id: &str) {
+        self.children.remove(id);
+    }
+
+    /// Child `id` started, could not, or closed: its waker, to wake.
+    pub(crate) fn child_resolved(&mut self, id: &str, wake: &mut Vec<Waker>) {
+        wake.extend(self.children.remove(id));
     }
 
     /// The signal stream `token` waits for a signal named `name`.

@@ -96,6 +96,7 @@ pub(super) fn continue_as_new(
             .then_some(run.state.execution_deadline),
         traceparent: run.state.traceparent.clone(),
         events_published: run.state.events_published,
+        parent: run.state.parent.clone(),
         ..StartParams::new(
             run.namespace.clone(),
             run.workflow_id.clone(),

@@ -7,6 +7,7 @@
 //! (`dispatch::hand_out`), so what it returns is final.
 
 mod activities;
+pub(crate) mod children;
 mod close;
 pub(super) mod markers;
 mod pause;
@@ -16,6 +17,7 @@ mod timers;
 mod workflow_task;
 
 pub use activities::{complete_activity, fail_activity, retry_activities_now, unpark};
+pub use children::{ChildKey, MAX_PENDING_CHILDREN, child_closed, child_started};
 pub use close::terminate;
 pub use pause::{pause, resume};
 pub use signals::{request_cancel, signal};
@@ -155,6 +157,9 @@ pub struct StartParams {
     pub initial_signal: Option<(SignalName, Option<pb::Payload>)>,
     /// Carried along a continue-as-new chain: events published so far.
     pub events_published: i64,
+    /// The run that started this workflow as its child (carried along a continue-as-new
+    /// chain).
+    pub parent: Option<pb::ParentExecution>,
 }
 
 impl StartParams {
@@ -183,6 +188,7 @@ impl StartParams {
             traceparent: String::new(),
             initial_signal: None,
             events_published: 0,
+            parent: None,
         }
     }
 }
@@ -217,6 +223,7 @@ fn first_change(p: &StartParams, run_id: RunId, now: Millis) -> RunCommit {
             first_run_id: first_run_id.clone(),
             traceparent: p.traceparent.clone(),
             events_published: p.events_published,
+            parent: p.parent.clone(),
             ..Default::default()
         },
     };
@@ -235,6 +242,7 @@ fn first_change(p: &StartParams, run_id: RunId, now: Millis) -> RunCommit {
             first_run_id,
             memo: p.memo.clone(),
             traceparent: p.traceparent.clone(),
+            parent: p.parent.clone(),
         },
     ));
     if let Some((name, input)) = &p.initial_signal {
@@ -337,6 +345,8 @@ fn require_open(run: &Run) -> Result<(), EngineError> {
 mod activity_tests;
 #[cfg(test)]
 mod change_tests;
+#[cfg(test)]
+mod children_tests;
 #[cfg(test)]
 mod dispatch_tests;
 #[cfg(test)]

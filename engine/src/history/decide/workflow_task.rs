@@ -167,6 +167,8 @@ fn apply_command(t: &mut Transition, command: &pb::Command, completed: i64) -> R
         Some(C::FailWorkflow(c)) => close::fail(t, c, completed),
         Some(C::CancelWorkflow(c)) => close::cancel(t, c, completed),
         Some(C::ContinueAsNew(c)) => close::continue_as_new(t, c, completed),
+        Some(C::StartChildWorkflow(c)) => children::start(t, c, completed),
+        Some(C::RequestCancelChildWorkflow(c)) => children::request_cancel(t, c, completed),
     }
 }
 

@@ -371,8 +371,47 @@ impl BatchArrays {
     }
 }
 
-/// Writes a group of a batch with one call of `martix_write_batch_v1`.
+/// Writes a group of a batch with one call of `martix_write_batch_v1`; a group with changes
+/// that write timer rows for other runs (`RunCommit::foreign_timers`, rare: a child workflow
+/// or its parent closed) writes those rows, for the changes written, in the same transaction.
 async fn write_group(
+    conn: &mut sqlx::PgConnection,
+    commits: &[&RunCommit],
+    group: &[usize],
+    notify_as: Option<&str>,
+) -> Result<Vec<Result<(), StoreError>>, Failed> {
+    if group.iter().all(|&i| commits[i].foreign_timers.is_empty()) {
+        return write_batch_call(conn, commits, group, notify_as).await;
+    }
+    use sqlx::Connection as _;
+    let mut tx = conn.begin().await.map_err(|e| Failed::All(classify(e)))?;
+    let outcomes = write_batch_call(&mut tx, commits, group, notify_as).await?;
+    let (mut runs, mut keys, mut at) = (Vec::new(), Vec::new(), Vec::new());
+    for (&i, outcome) in group.iter().zip(&outcomes) {
+        if outcome.is_ok() {
+            for t in &commits[i].foreign_timers {
+                runs.push(t.run_id.to_text());
+                keys.push(t.key.clone());
+                at.push(t.fire_at);
+            }
+        }
+    }
+    sqlx::query(
+        "INSERT INTO timers (run_id, timer_key, fire_at) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(runs)
+    .bind(keys)
+    .bind(at)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| Failed::Batch(classify(e)))?;
+    tx.commit().await.map_err(|e| Failed::All(classify(e)))?;
+    Ok(outcomes)
+}
+
+/// Writes a group of a batch with one call of `martix_write_batch_v1`.
+async fn write_batch_call(
     conn: &mut sqlx::PgConnection,
     commits: &[&RunCommit],
     group: &[usize],

@@ -297,6 +297,18 @@ async fn write_run<'a>(
             .await
             .map_err(classify)?;
     }
+    for t in &c.foreign_timers {
+        sqlx::query(
+            "INSERT INTO timers (run_id, timer_key, fire_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(t.run_id.to_text())
+        .bind(&t.key)
+        .bind(t.fire_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+    }
     Ok(())
 }
 

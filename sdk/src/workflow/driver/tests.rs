@@ -135,6 +135,24 @@ impl Hist {
                 C::ContinueAsNew(_) => {
                     self.push(A::WorkflowExecutionContinuedAsNew(Default::default()));
                 }
+                C::StartChildWorkflow(c) => {
+                    self.push(A::StartChildWorkflowExecutionInitiated(
+                        pb::StartChildWorkflowExecutionInitiatedAttributes {
+                            workflow_id: c.workflow_id,
+                            workflow_type: c.workflow_type,
+                            input: c.input,
+                            ..Default::default()
+                        },
+                    ));
+                }
+                C::RequestCancelChildWorkflow(c) => {
+                    self.push(A::ChildWorkflowExecutionCancelRequested(
+                        pb::ChildWorkflowExecutionCancelRequestedAttributes {
+                            workflow_id: c.workflow_id,
+                            ..Default::default()
+                        },
+                    ));
+                }
             }
         }
     }
@@ -775,6 +793,7 @@ fn events_are_published_once_and_replayed_not_republished() {
     assert!(err.contains("PublishEvent(order.accepted)"), "{err}");
 }
 
+mod children;
 mod combinators;
 
 /// A value JSON cannot hold (a map with non-string keys).
