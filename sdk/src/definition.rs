@@ -116,3 +116,33 @@ pub trait Query: Send + Sync + 'static {
     /// What it answers (JSON on the wire).
     type Output: Serialize + DeserializeOwned + Send + 'static;
 }
+
+/// An update: a change a caller asks of a running workflow, which its validator may refuse
+/// (nothing is recorded then) and its handler carries out, activities and all, answering the
+/// caller with the result.
+///
+/// The workflow registers both with [`WorkflowContext::on_update`]; clients ask with
+/// [`WorkflowHandle::update`].
+///
+/// ```
+/// use martix_sdk::Update;
+///
+/// /// Moves the delivery to another address.
+/// pub struct ChangeAddress;
+/// impl Update for ChangeAddress {
+///     const NAME: &'static str = "change_address";
+///     type Args = String;
+///     type Output = String;
+/// }
+/// ```
+///
+/// [`WorkflowContext::on_update`]: crate::WorkflowContext::on_update
+/// [`WorkflowHandle::update`]: crate::WorkflowHandle::update
+pub trait Update: Send + Sync + 'static {
+    /// The update's name: what clients ask and workflows handle.
+    const NAME: &'static str;
+    /// What it is asked with (JSON on the wire).
+    type Args: Serialize + DeserializeOwned + Send + 'static;
+    /// What its handler answers (JSON on the wire).
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+}

@@ -51,6 +51,15 @@ pub enum ClientError {
         #[source]
         source: serde_json::Error,
     },
+    /// An update's handler failed (or, for an update sent with a start, its validator refused
+    /// it): the workflow recorded why.
+    #[error("update '{name}' failed: {failure}")]
+    UpdateFailed {
+        /// The update's name.
+        name: String,
+        /// Why.
+        failure: Failure,
+    },
     /// The workflow ended without a result.
     #[error("workflow {status}: {failure}")]
     WorkflowFailed {

@@ -118,7 +118,7 @@ pub use client::{
     WorkflowHandle, WorkflowStatus, WorkflowSummary,
 };
 pub use connection::ConnectOptions;
-pub use definition::{Activity, Query, Signal, Workflow};
+pub use definition::{Activity, Query, Signal, Update, Workflow};
 pub use error::{
     ActivityError, ActivityFailure, ChildWorkflowError, ClientError, ContinueAsNew, Failure,
     SignalError, WorkflowError,

@@ -147,6 +147,19 @@ async fn call(
             ))
             .await
             .map(drop),
+        // The same: refused at once, no worker asked.
+        Op::UpdateWorkflow => wf
+            .update_workflow(with(
+                token,
+                pb::UpdateWorkflowRequest {
+                    execution: execution(id),
+                    update_id: "u-1".into(),
+                    update_name: "change".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
         Op::ListWorkflows => wf
             .list_workflows(with(token, pb::ListWorkflowsRequest::default()))
             .await

@@ -103,6 +103,7 @@ json_routes! {
     GetWorkflowHistory(GetWorkflowHistoryRequest) => workflow_history, GetWorkflowHistory;
     SignalWorkflow(SignalWorkflowRequest) => signal_workflow, SignalWorkflow;
     QueryWorkflow(QueryWorkflowRequest) => query_workflow, QueryWorkflow;
+    UpdateWorkflow(UpdateWorkflowRequest) => update_workflow_as(caller), UpdateWorkflow;
     SignalWithStartWorkflow(SignalWithStartWorkflowRequest) => signal_with_start_workflow_as(caller), StartWorkflow;
     CancelWorkflow(CancelWorkflowRequest) => cancel_workflow, CancelWorkflow;
     TerminateWorkflow(TerminateWorkflowRequest) => terminate_workflow, TerminateWorkflow;

@@ -60,7 +60,7 @@ macro_rules! scoped {
 
 scoped!(field: pb::StartWorkflowRequest, pb::DescribeWorkflowRequest, pb::ListWorkflowsRequest,
     pb::GetWorkflowHistoryRequest, pb::GetWorkflowResultRequest, pb::SignalWorkflowRequest,
-    pb::QueryWorkflowRequest,
+    pb::QueryWorkflowRequest, pb::UpdateWorkflowRequest,
     pb::CancelWorkflowRequest, pb::TerminateWorkflowRequest, pb::ResetWorkflowRequest,
     pb::PauseWorkflowRequest, pb::ResumeWorkflowRequest, pb::SetBreakerRequest,
     pb::ListBreakersRequest, pb::ListStuckWorkflowsRequest, pb::ListTaskQueuesRequest,
@@ -210,6 +210,7 @@ service!(WorkflowService, WorkflowApi, WORKFLOW_RPCS {
     get_workflow_result(pb::GetWorkflowResultRequest) -> pb::GetWorkflowResultResponse => workflow_result, GetWorkflowResult;
     signal_workflow(pb::SignalWorkflowRequest) -> pb::SignalWorkflowResponse => signal_workflow, SignalWorkflow;
     query_workflow(pb::QueryWorkflowRequest) -> pb::QueryWorkflowResponse => query_workflow, QueryWorkflow;
+    update_workflow(pb::UpdateWorkflowRequest) -> pb::UpdateWorkflowResponse => update_workflow_as(caller), UpdateWorkflow;
     signal_with_start_workflow(pb::SignalWithStartWorkflowRequest) -> pb::SignalWithStartWorkflowResponse => signal_with_start_workflow_as(caller), StartWorkflow;
     cancel_workflow(pb::CancelWorkflowRequest) -> pb::CancelWorkflowResponse => cancel_workflow, CancelWorkflow;
     terminate_workflow(pb::TerminateWorkflowRequest) -> pb::TerminateWorkflowResponse => terminate_workflow, TerminateWorkflow;

@@ -250,6 +250,16 @@ impl Engine {
                 self.announce_close(&c.run, c.events.last());
             }
         };
+        let updated = commit.closed
+            || commit.events.iter().any(|e| {
+                matches!(
+                    e.attributes,
+                    Some(martix_proto::v1::history_event::Attributes::WorkflowUpdateCompleted(_))
+                )
+            });
+        if updated {
+            self.updates_changed.notify_waiters();
+        }
         one(commit);
         if let Some(next) = commit.new_run.as_deref() {
             one(next);

@@ -12,8 +12,8 @@
 //! about their tasks), `completion` (deciding a workflow task's completion), `decide_ahead` (an
 //! activity's result recorded with the decision made ahead) and `timeouts` (expired leases and
 //! due timers), `children` (what a child workflow and its parent tell each other), `outbox` (the
-//! outbox as operators read it), and `queries` (questions a run's code answers through a
-//! worker, written nowhere).
+//! outbox as operators read it), `queries` (questions a run's code answers through a worker,
+//! written nowhere) and `updates` (changes a run's code validates, records and answers).
 
 pub(crate) mod breakers;
 mod cache;
@@ -31,6 +31,7 @@ mod requests;
 pub mod retention;
 mod stuck;
 mod timeouts;
+mod updates;
 mod waiters;
 mod worker;
 mod workflows;
@@ -150,6 +151,9 @@ pub struct Engine {
     stopping: tokio_util::sync::CancellationToken,
     metrics: crate::metrics::Metrics,
     /// Woken when a commit on this node wrote business events: the relay sends them now.
+    /// Notified after a commit of this node completed an update or closed a run: update
+    /// callers waiting for a handler's result look again.
+    pub(crate) updates_changed: Notify,
     pub(crate) outbox_wake: Notify,
     /// The checkpoints of open runs as this node last wrote them. Most changes of a run go
     /// through the node that made the one before, so they need no read. A cached checkpoint
@@ -197,6 +201,7 @@ impl Engine {
             next_timer: std::sync::Mutex::new(None),
             metrics: crate::metrics::Metrics::default(),
             outbox_wake: Notify::new(),
+            updates_changed: Notify::new(),
             runs: Default::default(),
             sticky_checked: Default::default(),
             delayed_wakes: Default::default(),

@@ -14,8 +14,8 @@
 use super::Engine;
 use super::requests::{identity, payload_len};
 use crate::error::EngineError;
-use crate::history::{Lease, TOKEN_KIND_QUERY, TaskToken};
-use crate::ids::QueryName;
+use crate::history::{Lease, Run, TOKEN_KIND_QUERY, TaskToken};
+use crate::ids::{Namespace, QueryName};
 use crate::matching::{QueueKey, TaskKind};
 use martix_proto::v1 as pb;
 use prost::Message;
@@ -95,6 +95,44 @@ impl Engine {
                 )
             }));
         }
+        let asked = pb::WorkflowQuery {
+            query_type: name.to_string(),
+            query_args: req.query_args,
+            ..Default::default()
+        };
+        match self
+            .ask_worker(&ns, &run, asked, &format!("query '{name}'"))
+            .await?
+        {
+            Ok(result) => Ok(pb::QueryWorkflowResponse {
+                result,
+                execution: Some(pb::WorkflowExecution {
+                    workflow_id: run.workflow_id.to_string(),
+                    run_id: run.run_id.to_text(),
+                }),
+            }),
+            Err(failure) => Err(match failure.r#type.as_str() {
+                "UnknownQuery" => EngineError::invalid("query_type", failure.message),
+                "InvalidQueryArgs" => EngineError::invalid("query_args", failure.message),
+                "NotStarted" => EngineError::FailedPrecondition(failure.message),
+                _ => EngineError::FailedPrecondition(format!(
+                    "query '{name}' failed: {}",
+                    failure.message
+                )),
+            }),
+        }
+    }
+
+    /// Hands `asked` (a query, or an update for its validator) about `run` to a worker of the
+    /// run's task queue polling this node, and waits for its answer until the query timeout:
+    /// `what` names it in the error then.
+    pub(super) async fn ask_worker(
+        &self,
+        ns: &Namespace,
+        run: &Run,
+        asked: pb::WorkflowQuery,
+        what: &str,
+    ) -> Result<QueryAnswer, EngineError> {
         let id = Lease::new(0, 0).id;
         let key = QueueKey::new(ns.as_str(), run.task_queue.as_str(), TaskKind::Workflow);
         let (tx, rx) = oneshot::channel();
@@ -127,23 +165,19 @@ impl Engine {
             lease_id: id.clone(),
             ..Default::default()
         };
-        let execution = pb::WorkflowExecution {
-            workflow_id: run.workflow_id.to_string(),
-            run_id: run.run_id.to_text(),
-        };
         let task = pb::PollWorkflowTaskResponse {
             task_token: token.encode_to_vec(),
-            workflow_execution: Some(execution.clone()),
+            workflow_execution: Some(pb::WorkflowExecution {
+                workflow_id: run.workflow_id.to_string(),
+                run_id: run.run_id.to_text(),
+            }),
             workflow_type: run.workflow_type.to_string(),
             history: Vec::new(),
             attempt: 1,
             scheduled_time: Some(crate::clock::to_timestamp(self.now())),
             namespace: ns.to_string(),
             traceparent: run.state.traceparent.clone(),
-            query: Some(pb::WorkflowQuery {
-                query_type: name.to_string(),
-                query_args: req.query_args,
-            }),
+            query: Some(asked),
         };
         let timeout = self.config.query_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -156,21 +190,9 @@ impl Engine {
             }
         };
         match answer {
-            Ok(Ok(Ok(result))) => Ok(pb::QueryWorkflowResponse {
-                result,
-                execution: Some(execution),
-            }),
-            Ok(Ok(Err(failure))) => Err(match failure.r#type.as_str() {
-                "UnknownQuery" => EngineError::invalid("query_type", failure.message),
-                "InvalidQueryArgs" => EngineError::invalid("query_args", failure.message),
-                "NotStarted" => EngineError::FailedPrecondition(failure.message),
-                _ => EngineError::FailedPrecondition(format!(
-                    "query '{name}' failed: {}",
-                    failure.message
-                )),
-            }),
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) | Err(_) => Err(EngineError::DeadlineExceeded(format!(
-                "no worker polling task queue '{}' on this node answered query '{name}' within \
+                "no worker polling task queue '{}' on this node answered {what} within \
                  {}s; is a worker of the queue running?",
                 run.task_queue,
                 timeout.as_secs_f64()

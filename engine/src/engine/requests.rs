@@ -79,7 +79,29 @@ pub(super) struct Signal {
 
 /// Separates the workflow id from the request id in a recorded request key (a control
 /// character: no id contains one).
-const KEY_SEPARATOR: char = '\u{1f}';
+pub(super) const KEY_SEPARATOR: char = '\u{1f}';
+
+/// What a request with a name and a payload says, as a number recorded with its request id:
+/// FNV-1a over both (stable across versions and nodes). A retry has the same; another request
+/// reusing the id, almost surely not.
+pub(super) fn fingerprint(name: &str, payload: Option<&pb::Payload>) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // A separator, so that ("ab", "c") and ("a", "bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    eat(name.as_bytes());
+    if let Some(p) = payload {
+        eat(p.encoding.as_bytes());
+        eat(&p.data);
+    }
+    h as i64
+}
 
 impl Signal {
     /// The request id as recorded: scoped by the workflow it signals, so that two workflows'
@@ -102,22 +124,7 @@ impl Signal {
     /// and payload (stable across versions and nodes). A retry has the same; another signal
     /// reusing the id, almost surely not.
     pub(super) fn fingerprint(&self) -> i64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |bytes: &[u8]| {
-            for b in bytes {
-                h ^= u64::from(*b);
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            // A separator, so that ("ab", "c") and ("a", "bc") differ.
-            h ^= 0xff;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        };
-        eat(self.name.as_bytes());
-        if let Some(p) = &self.input {
-            eat(p.encoding.as_bytes());
-            eat(&p.data);
-        }
-        h as i64
+        fingerprint(&self.name, self.input.as_ref())
     }
 
     /// A request id recorded before: a retry (the same signal, answered as applied) or the id

@@ -91,7 +91,7 @@ impl Engine {
     }
 
     /// Parses a start request: the new run's parameters and the id-reuse policy.
-    async fn parse_start(
+    pub(super) async fn parse_start(
         &self,
         req: pb::StartWorkflowRequest,
     ) -> Result<(StartParams, pb::IdReusePolicy), EngineError> {
@@ -136,8 +136,19 @@ impl Engine {
     /// for signal-with-start, signals it).
     async fn start_run(
         &self,
+        start: (StartParams, pb::IdReusePolicy),
+        signal: Option<Signal>,
+    ) -> Result<pb::StartWorkflowResponse, EngineError> {
+        self.start_run_with(start, signal, None).await
+    }
+
+    /// As `start_run`, recording request key `recorded` (with its fingerprint) with a new
+    /// run (update-with-start's update id).
+    pub(super) async fn start_run_with(
+        &self,
         (mut params, policy): (StartParams, pb::IdReusePolicy),
         signal: Option<Signal>,
+        recorded: Option<(String, i64)>,
     ) -> Result<pb::StartWorkflowResponse, EngineError> {
         params.initial_signal = signal.as_ref().map(|s| (s.name.clone(), s.input.clone()));
         let (ns, wid) = (params.namespace.clone(), params.workflow_id.clone());
@@ -222,6 +233,10 @@ impl Engine {
             let mut decided = history::new_run(&params, run_id, now, d);
             decided.commit.request_id = signal.as_ref().and_then(|s| s.key(&wid));
             decided.commit.request_fingerprint = signal.as_ref().map_or(0, Signal::fingerprint);
+            if let Some((key, print)) = &recorded {
+                decided.commit.request_id = Some(key.clone());
+                decided.commit.request_fingerprint = *print;
+            }
             decided.commit.fresh_id = fresh;
             match self.write(decided, pollers).await {
                 Ok(()) => {
@@ -274,7 +289,7 @@ impl Engine {
     }
 
     /// Applies the [`StartInput`] declared for the request's workflow type, if any.
-    fn stamp_start(&self, req: &mut pb::StartWorkflowRequest, caller: Option<&str>) {
+    pub(super) fn stamp_start(&self, req: &mut pb::StartWorkflowRequest, caller: Option<&str>) {
         let stamp = self
             .start_inputs
             .read()

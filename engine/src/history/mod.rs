@@ -386,6 +386,8 @@ impl Transition {
         self.run.state.activities.clear();
         self.run.state.timers.clear();
         self.run.state.buffered.clear();
+        // Their callers hear that the run closed without completing them.
+        self.run.state.updates.clear();
         for child in std::mem::take(&mut self.run.state.children) {
             // A child not started yet never starts: its start timer goes with the run's.
             if let (Some(key), Ok(run_id)) = (

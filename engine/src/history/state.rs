@@ -78,6 +78,18 @@ pub struct RunState {
     /// when the workflow's last run closes.
     #[prost(message, optional, tag = "21")]
     pub parent: Option<pb::ParentExecution>,
+    /// Updates accepted whose handler has not completed, in the order they were accepted.
+    #[prost(message, repeated, tag = "22")]
+    pub updates: Vec<PendingUpdate>,
+}
+
+/// An update accepted (`WorkflowUpdateAccepted`) whose handler has not completed.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PendingUpdate {
+    #[prost(string, tag = "1")]
+    pub update_id: String,
+    #[prost(int64, tag = "2")]
+    pub accepted_event_id: i64,
 }
 
 impl RunState {

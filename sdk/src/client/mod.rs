@@ -26,6 +26,7 @@ use tracing::Instrument;
 mod admin;
 mod description;
 mod options;
+mod update;
 
 pub use description::{
     Attention, OpenBreaker, ParentRun, Pause, PendingActivity, PendingActivityState, PendingChild,

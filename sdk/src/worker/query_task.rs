@@ -2,7 +2,8 @@
 //! worker reads the run's history, replays it into a fresh copy (the cached one, if any, is
 //! neither used nor touched: it may be ahead of what history holds), checks the replay matched
 //! every recorded command, calls the handler on the state after the last completed workflow
-//! task, and answers; nothing is leased or recorded.
+//! task, and answers; nothing is leased or recorded. An update's validator is asked the same
+//! way, on the history's first events as the engine names them.
 
 use super::{Worker, retry_unavailable};
 use crate::workflow::{QueryFailure, run_driver};
@@ -20,7 +21,13 @@ impl Worker {
         )
         .await
         {
-            Ok(history) => self.answer_query(&task, &history, &query),
+            Ok(mut history) => {
+                // An update's validator looks at the state the engine will record it on.
+                if query.history_length > 0 {
+                    history.retain(|e| e.event_id <= query.history_length);
+                }
+                self.answer_query(&task, &history, &query)
+            }
             Err(status) => Err(QueryFailure::new(
                 "QueryFailed",
                 format!("the worker could not read the run's history: {status}"),
@@ -117,6 +124,11 @@ impl Worker {
             .map_err(|e| {
                 QueryFailure::new("QueryFailed", format!("replaying the run failed: {e}"))
             })?;
-        driver.query(&query.query_type, query.query_args.as_ref())
+        if query.update_id.is_empty() {
+            driver.query(&query.query_type, query.query_args.as_ref())
+        } else {
+            driver.validate_update(&query.query_type, query.query_args.as_ref())?;
+            Ok(pb::Payload::default())
+        }
     }
 }

@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     patches_sent: HashSet<String>,
     /// The query handlers the workflow registered, by query name.
     pub(crate) queries: HashMap<String, QueryHandler>,
+    /// The update handlers the workflow registered, by update name.
+    pub(crate) updates: HashMap<String, UpdateHandler>,
     /// Set while a query handler runs: a command issued then is the handler's, and refused.
     answering_query: bool,
     /// A command a query handler tried to issue.
@@ -100,6 +102,28 @@ pub(crate) struct Shared {
 /// A registered query handler: the arguments' payload in, the answer's payload out.
 pub(crate) type QueryHandler =
     Arc<dyn Fn(Option<&pb::Payload>) -> Result<pb::Payload, QueryFailure> + Send + Sync>;
+
+/// A registered update: its validator (read only, as a query handler) and its handler (a
+/// future the driver runs beside the workflow's).
+#[derive(Clone)]
+pub(crate) struct UpdateHandler {
+    pub(crate) validate: UpdateValidator,
+    pub(crate) run: UpdateRun,
+}
+
+/// An update's validator: its arguments' payload in, accepted or why not out.
+pub(crate) type UpdateValidator =
+    Arc<dyn Fn(Option<&pb::Payload>) -> Result<(), QueryFailure> + Send + Sync>;
+
+/// An update's handler: a context and its arguments' payload in, the future of its result.
+pub(crate) type UpdateRun = Arc<
+    dyn Fn(
+            WorkflowContext,
+            Option<pb::Payload>,
+        ) -> BoxFuture<'static, Result<pb::Payload, WorkflowError>>
+        + Send
+        + Sync,
+>;
 
 /// Why a query has no answer: the failure's type and message the engine hands the caller.
 #[derive(Debug)]
@@ -137,6 +161,7 @@ impl Shared {
             patches_in_history: HashSet::new(),
             patches_sent: HashSet::new(),
             queries: HashMap::new(),
+            updates: HashMap::new(),
             answering_query: false,
             command_in_query: None,
         }
@@ -240,6 +265,7 @@ fn command_key(c: &pb::Command) -> String {
         Some(C::RequestCancelChildWorkflow(a)) => {
             format!("RequestCancelChildWorkflow(id={})", a.workflow_id)
         }
+        Some(C::CompleteUpdate(a)) => format!("CompleteUpdate(id={})", a.update_id),
         None => "empty command".into(),
     }
 }
@@ -262,6 +288,14 @@ pub(crate) struct RunDriver {
     activity_ids: HashMap<i64, String>,
     /// The workflow id of each child, by its initiated event.
     child_ids: HashMap<i64, String>,
+    /// Updates accepted since the last activation, to start once the workflow registered its
+    /// handlers.
+    accepted: Vec<pb::WorkflowUpdateAcceptedAttributes>,
+    /// The handlers of accepted updates still running, in the order they were accepted.
+    handlers: Vec<(
+        String,
+        BoxFuture<'static, Result<pb::Payload, WorkflowError>>,
+    )>,
     last_time: i64,
     /// When `last_time` was last moved, by this process's monotonic clock.
     last_time_seen: std::time::Instant,
@@ -286,6 +320,8 @@ impl RunDriver {
             finished: false,
             activity_ids: HashMap::new(),
             child_ids: HashMap::new(),
+            accepted: Vec::new(),
+            handlers: Vec::new(),
             last_time: 0,
             last_time_seen: std::time::Instant::now(),
         }
@@ -436,7 +472,11 @@ impl RunDriver {
             )?,
             A::ChildWorkflowExecutionStarted(_)
             | A::StartChildWorkflowExecutionFailed(_)
-            | A::ChildWorkflowExecutionClosed(_) => self.pending.push(ev.clone()),
+            | A::ChildWorkflowExecutionClosed(_)
+            | A::WorkflowUpdateAccepted(_) => self.pending.push(ev.clone()),
+            A::WorkflowUpdateCompleted(a) => {
+                self.match_command(ev, format!("CompleteUpdate(id={})", a.update_id))?
+            }
             A::ActivityTaskCompleted(_)
             | A::ActivityTaskFailed(_)
             | A::ActivityTaskTimedOut(_)
@@ -529,47 +569,86 @@ impl RunDriver {
         args: Option<&pb::Payload>,
     ) -> Result<pb::Payload, QueryFailure> {
         let handler = {
-            let mut s = self.shared();
+            let s = self.shared();
             let Some(handler) = s.queries.get(name).cloned() else {
-                let mut known: Vec<&str> = s.queries.keys().map(String::as_str).collect();
-                known.sort_unstable();
-                return Err(QueryFailure::new(
-                    "UnknownQuery",
-                    format!(
-                        "workflow '{}' has no query handler '{name}' (it answers: {})",
-                        self.info.workflow_type,
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                ));
+                return Err(self.unknown("query", "answers", name, s.queries.keys()));
             };
-            s.answering_query = true;
             handler
         };
+        self.read_only(&format!("query handler '{name}'"), || handler(args))
+    }
+
+    /// Asks the validator of update `name` whether it accepts `args`, on the state the
+    /// workflow has now; the workflow issues nothing meanwhile.
+    pub(crate) fn validate_update(
+        &mut self,
+        name: &str,
+        args: Option<&pb::Payload>,
+    ) -> Result<(), QueryFailure> {
+        let handler = {
+            let s = self.shared();
+            let Some(handler) = s.updates.get(name).cloned() else {
+                return Err(self.unknown("update", "handles", name, s.updates.keys()));
+            };
+            handler
+        };
+        self.read_only(&format!("the validator of update '{name}'"), || {
+            (handler.validate)(args)
+        })
+    }
+
+    /// Says the workflow has no `kind` (query or update) handler `name`, naming those it
+    /// has (what it `does`).
+    fn unknown<'a>(
+        &self,
+        kind: &str,
+        does: &str,
+        name: &str,
+        known: impl Iterator<Item = &'a String>,
+    ) -> QueryFailure {
+        let mut known: Vec<&str> = known.map(String::as_str).collect();
+        known.sort_unstable();
+        QueryFailure::new(
+            if kind == "query" {
+                "UnknownQuery"
+            } else {
+                "UnknownUpdate"
+            },
+            format!(
+                "workflow '{}' has no {kind} handler '{name}' (it {does}: {})",
+                self.info.workflow_type,
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )
+    }
+
+    /// Calls `f` (a query handler, a validator: `what`) so that it can only read: a command
+    /// it issues fails it, as does a panic.
+    fn read_only<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce() -> Result<T, QueryFailure>,
+    ) -> Result<T, QueryFailure> {
+        self.shared().answering_query = true;
         // Called outside the lock: the handler may read the context.
-        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(args)));
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         let mut s = self.shared();
         s.answering_query = false;
         if let Some(command) = s.command_in_query.take() {
             return Err(QueryFailure::new(
                 "QueryFailed",
-                format!(
-                    "query handler '{name}' issued {command}; a handler may only read the \
-                     workflow's state"
-                ),
+                format!("{what} issued {command}; it may only read the workflow's state"),
             ));
         }
         match answer {
             Ok(answer) => answer,
             Err(panic) => Err(QueryFailure::new(
                 "QueryFailed",
-                format!(
-                    "query handler '{name}' panicked: {}",
-                    panic_message(&*panic)
-                ),
+                format!("{what} panicked: {}", panic_message(&*panic)),
             )),
         }
     }
@@ -681,6 +760,10 @@ impl RunDriver {
                     });
                     continue;
                 }
+                Some(A::WorkflowUpdateAccepted(a)) => {
+                    self.accepted.push(a);
+                    continue;
+                }
                 Some(A::ChildWorkflowExecutionClosed(a)) => {
                     let done = pb::WorkflowStatus::try_from(a.status).is_ok_and(|st| {
                         matches!(
@@ -735,22 +818,108 @@ impl RunDriver {
     fn poll_until_quiescent(
         &mut self,
     ) -> Result<Poll<Result<pb::Payload, WorkflowError>>, ActivationError> {
-        let fut = self.future.as_mut().expect("created before polling");
         let waker = Waker::from(self.wake_flag.clone());
         let mut cx = Context::from_waker(&waker);
         for _ in 0..MAX_POLLS_PER_ACTIVATION {
             // Wake-ups from before this poll are served by it.
             self.wake_flag.take();
+            let fut = self.future.as_mut().expect("created before polling");
             let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 fut.as_mut().poll(&mut cx)
-            }));
+            }))
+            .map_err(|panic| ActivationError::Panic(panic_message(&*panic)))?;
+            // Updates accepted since the last activation start once the workflow's code ran
+            // (a run started with an update registers its handler in its first poll); the
+            // handlers then run beside it, in the order they were accepted.
+            for accepted in std::mem::take(&mut self.accepted) {
+                self.start_update(accepted);
+            }
+            self.poll_updates(&mut cx)?;
             match polled {
-                Ok(Poll::Pending) if self.wake_flag.take() => continue,
-                Ok(p) => return Ok(p),
-                Err(panic) => return Err(ActivationError::Panic(panic_message(&*panic))),
+                Poll::Pending if self.wake_flag.take() => continue,
+                p => return Ok(p),
             }
         }
         Err(ActivationError::Spinning(MAX_POLLS_PER_ACTIVATION))
+    }
+
+    /// Starts the handler of an accepted update (after its validator, for an update sent
+    /// with a start); an update the workflow cannot handle completes with why.
+    fn start_update(&mut self, a: pb::WorkflowUpdateAcceptedAttributes) {
+        let handler = self.shared().updates.get(&a.update_name).cloned();
+        let refused = match &handler {
+            None => Some(
+                self.unknown(
+                    "update",
+                    "handles",
+                    &a.update_name,
+                    self.shared()
+                        .updates
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .iter(),
+                ),
+            ),
+            Some(h) if a.validate => {
+                let what = format!("the validator of update '{}'", a.update_name);
+                self.read_only(&what, || (h.validate)(a.args.as_ref()))
+                    .err()
+            }
+            Some(_) => None,
+        };
+        match (handler, refused) {
+            (Some(h), None) => {
+                let ctx = WorkflowContext::new(self.shared.clone(), self.info.clone());
+                let run = (h.run)(ctx, a.args);
+                self.handlers.push((a.update_id, run));
+            }
+            (_, refused) => {
+                let f = refused.unwrap_or_else(|| QueryFailure::new("UnknownUpdate", ""));
+                self.complete_update(
+                    a.update_id,
+                    Err(pb::Failure {
+                        message: f.message,
+                        r#type: f.kind.to_owned(),
+                        non_retryable: true,
+                        ..Default::default()
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Polls the running update handlers once each, in order; a finished one completes its
+    /// update.
+    fn poll_updates(&mut self, cx: &mut Context<'_>) -> Result<(), ActivationError> {
+        let mut i = 0;
+        while i < self.handlers.len() {
+            let fut = &mut self.handlers[i].1;
+            let polled =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)))
+                    .map_err(|panic| ActivationError::Panic(panic_message(&*panic)))?;
+            match polled {
+                Poll::Pending => i += 1,
+                Poll::Ready(out) => {
+                    let (id, _) = self.handlers.remove(i);
+                    self.complete_update(id, out.map_err(|e| e.to_failure()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn complete_update(&mut self, update_id: String, out: Result<pb::Payload, pb::Failure>) {
+        let (result, failure) = match out {
+            Ok(p) => (Some(p), None),
+            Err(f) => (None, Some(f)),
+        };
+        self.shared()
+            .push_command(C::CompleteUpdate(pb::CompleteUpdateCommand {
+                update_id,
+                result,
+                failure,
+            }));
     }
 }
 

@@ -14,6 +14,7 @@ pub(crate) mod context;
 mod driver;
 pub(crate) mod options;
 mod query;
+mod update;
 mod wake;
 
 pub use child::{

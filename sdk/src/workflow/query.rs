@@ -35,6 +35,16 @@ impl<S> WorkflowState<S> {
     pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
         f(&self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
+
+    /// Reads the state if no one holds it: `None` when a reader is inside `update` (a
+    /// handler that changes the state it reads would otherwise wait on itself for ever).
+    pub(crate) fn try_read<R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
+        match self.0.try_lock() {
+            Ok(s) => Some(f(&s)),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(f(&p.into_inner())),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
 }
 
 impl<S: Clone> WorkflowState<S> {
@@ -101,17 +111,12 @@ impl WorkflowContext {
                     format!("the arguments of query '{query}' do not decode: {e}"),
                 )
             })?;
-            // A handler that changes the state it reads would wait on itself for ever.
-            let answer = match state.0.try_lock() {
-                Ok(s) => handler(&s, args),
-                Err(std::sync::TryLockError::Poisoned(p)) => handler(&p.into_inner(), args),
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    return Err(QueryFailure::new(
-                        "QueryFailed",
-                        format!("query handler '{query}' changed the state it reads"),
-                    ));
-                }
-            };
+            let answer = state.try_read(|s| handler(s, args)).ok_or_else(|| {
+                QueryFailure::new(
+                    "QueryFailed",
+                    format!("query handler '{query}' changed the state it reads"),
+                )
+            })?;
             to_payload(&answer).map_err(|e| {
                 QueryFailure::new(
                     "QueryFailed",

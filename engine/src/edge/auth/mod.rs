@@ -80,6 +80,8 @@ pub enum Op {
     SignalWorkflow,
     /// Asking a run's query handler (writes nothing).
     QueryWorkflow,
+    /// Asking a run's update handler to change it (and waiting for its result).
+    UpdateWorkflow,
     ListWorkflows,
     GetWorkflowHistory,
     CancelWorkflow,
@@ -112,12 +114,13 @@ pub enum Op {
 
 impl Op {
     /// Every operation, for tables and tests.
-    pub const ALL: [Op; 25] = [
+    pub const ALL: [Op; 26] = [
         Op::StartWorkflow,
         Op::DescribeWorkflow,
         Op::GetWorkflowResult,
         Op::SignalWorkflow,
         Op::QueryWorkflow,
+        Op::UpdateWorkflow,
         Op::ListWorkflows,
         Op::GetWorkflowHistory,
         Op::CancelWorkflow,
@@ -152,6 +155,7 @@ impl Op {
                     | GetWorkflowResult
                     | SignalWorkflow
                     | QueryWorkflow
+                    | UpdateWorkflow
                     | QueryReadModel
             ),
             Role::Worker => matches!(
@@ -171,6 +175,7 @@ impl Op {
                     | GetWorkflowResult
                     | SignalWorkflow
                     | QueryWorkflow
+                    | UpdateWorkflow
                     | ListWorkflows
                     | GetWorkflowHistory
                     | CancelWorkflow
@@ -189,7 +194,7 @@ impl Op {
 
     /// Operations that wait by design run without the request deadline.
     pub fn waits(self) -> bool {
-        self.is_long_poll() || self == Op::GetWorkflowResult
+        self.is_long_poll() || matches!(self, Op::GetWorkflowResult | Op::UpdateWorkflow)
     }
 
     /// Long polls wait by design: they are not counted by the request rate limit.

@@ -24,8 +24,15 @@ fn bearer(t: &str) -> Vec<u8> {
 fn permission_table_matches_the_roles() {
     let allowed = |r: Role| Op::ALL.iter().filter(|op| op.allowed_for(r)).count();
     assert_eq!(allowed(Role::Admin), Op::ALL.len());
-    assert_eq!(allowed(Role::Client), 6);
+    assert_eq!(allowed(Role::Client), 7);
     assert!(Op::QueryWorkflow.allowed_for(Role::Operator));
+    assert!(Op::UpdateWorkflow.allowed_for(Role::Client));
+    assert!(Op::UpdateWorkflow.allowed_for(Role::Operator));
+    assert!(!Op::UpdateWorkflow.allowed_for(Role::Worker));
+    assert!(
+        Op::UpdateWorkflow.waits(),
+        "it holds a long-poll slot while it waits"
+    );
     assert!(!Op::QueryWorkflow.allowed_for(Role::Worker));
     assert!(Op::QueryReadModel.allowed_for(Role::Client));
     assert!(!Op::ReadEvents.allowed_for(Role::Client));

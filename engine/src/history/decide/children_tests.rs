@@ -63,7 +63,11 @@ fn parent_with_child(policy: pb::ParentClosePolicy) -> (Run, i64) {
 
 /// `run` with a workflow task to lease (a signal came).
 fn poked(run: &Run) -> Run {
-    applied(&signal(run, "poke", None, "t", T0, nobody(T0)).unwrap().commit)
+    applied(
+        &signal(run, "poke", None, "t", T0, nobody(T0))
+            .unwrap()
+            .commit,
+    )
 }
 
 #[test]

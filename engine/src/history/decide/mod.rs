@@ -14,6 +14,7 @@ mod pause;
 mod publish;
 mod signals;
 mod timers;
+mod updates;
 mod workflow_task;
 
 pub use activities::{complete_activity, fail_activity, retry_activities_now, unpark};
@@ -22,6 +23,7 @@ pub use close::terminate;
 pub use pause::{pause, resume};
 pub use signals::{request_cancel, signal};
 pub use timers::fire_timer;
+pub use updates::{MAX_UPDATES_IN_FLIGHT, UpdateRequest, accept_update};
 pub use workflow_task::{complete_workflow_task, fail_workflow_task, flush_for_claim};
 
 use super::dispatch::hand_out;
@@ -155,6 +157,9 @@ pub struct StartParams {
     pub traceparent: String,
     /// Signal-with-start: a signal recorded right after the start, in the same transaction.
     pub initial_signal: Option<(SignalName, Option<pb::Payload>)>,
+    /// Update-with-start: an update recorded right after the start (and its signal), in the
+    /// same transaction, for the workflow to validate.
+    pub initial_update: Option<UpdateRequest>,
     /// Carried along a continue-as-new chain: events published so far.
     pub events_published: i64,
     /// The run that started this workflow as its child (carried along a continue-as-new
@@ -187,6 +192,7 @@ impl StartParams {
             execution_deadline: None,
             traceparent: String::new(),
             initial_signal: None,
+            initial_update: None,
             events_published: 0,
             parent: None,
         }
@@ -255,6 +261,9 @@ fn first_change(p: &StartParams, run_id: RunId, now: Millis) -> RunCommit {
         ));
     }
     t.schedule_workflow_task();
+    if let Some(u) = &p.initial_update {
+        updates::record(&mut t, u, true);
+    }
     if p.run_timeout_ms > 0 {
         t.push_timer(TimerOp::Insert {
             key: RUN_TIMEOUT_KEY.into(),
@@ -351,3 +360,5 @@ mod children_tests;
 mod dispatch_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod update_tests;

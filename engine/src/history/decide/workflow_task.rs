@@ -169,6 +169,7 @@ fn apply_command(t: &mut Transition, command: &pb::Command, completed: i64) -> R
         Some(C::ContinueAsNew(c)) => close::continue_as_new(t, c, completed),
         Some(C::StartChildWorkflow(c)) => children::start(t, c, completed),
         Some(C::RequestCancelChildWorkflow(c)) => children::request_cancel(t, c, completed),
+        Some(C::CompleteUpdate(c)) => updates::complete(t, c, completed),
     }
 }
 

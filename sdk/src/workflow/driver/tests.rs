@@ -145,6 +145,16 @@ impl Hist {
                         },
                     ));
                 }
+                C::CompleteUpdate(c) => {
+                    self.push(A::WorkflowUpdateCompleted(
+                        pb::WorkflowUpdateCompletedAttributes {
+                            update_id: c.update_id,
+                            result: c.result,
+                            failure: c.failure,
+                            ..Default::default()
+                        },
+                    ));
+                }
                 C::RequestCancelChildWorkflow(c) => {
                     self.push(A::ChildWorkflowExecutionCancelRequested(
                         pb::ChildWorkflowExecutionCancelRequestedAttributes {
@@ -795,6 +805,7 @@ fn events_are_published_once_and_replayed_not_republished() {
 
 mod children;
 mod combinators;
+mod updates;
 
 /// A value JSON cannot hold (a map with non-string keys).
 #[derive(serde::Deserialize)]
