@@ -11,6 +11,9 @@
 //!   nothing was reserved or charged: `rejected`.
 //! - Cancelled by signal `cancel` (an inbound `order.cancel_requested` message): as by an
 //!   operator.
+//! - Update `change_shipping_address` moves the order until its shipment is being created;
+//!   update `add_item` adds a line until its stock is being reserved (a line added while the
+//!   order was priced has it priced again). After that, their validators refuse them.
 //! - A notification that keeps failing never undoes an order: it is retried, then recorded as
 //!   failed in the outcome.
 //! - A compensation that fails for good (refused, or still failing after 10 attempts): the
@@ -23,8 +26,8 @@ use martix_order_contract::events::{
     PaymentCharged, PaymentDeclined, PaymentRefunded, ShipmentCreated,
 };
 use martix_order_contract::saga::{
-    CancelOrder, ChargePayment, CreateShipment, OrderStatus, PriceOrder, RefundPayment,
-    ReleaseInventory, ReserveInventory, Resolve, SendNotification,
+    AddItem, CancelOrder, ChangeShippingAddress, ChargePayment, CreateShipment, OrderStatus,
+    PriceOrder, RefundPayment, ReleaseInventory, ReserveInventory, Resolve, SendNotification,
 };
 use martix_order_contract::{
     Invoice, NotificationInput, Order, OrderOutcome, Resolution, SagaStatus, StepInput, failures,
@@ -56,6 +59,9 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
         ..SagaStatus::default()
     });
     ctx.on_query(OrderStatus, &progress, |p, ()| p.clone());
+    // The order as it stands: the updates change it, every step reads it.
+    let current = WorkflowState::new(order.clone());
+    accept_changes(&ctx, &progress, &current);
     let at = |step: &str| progress.update(|p| p.step = step.to_owned());
     let mut outcome = OrderOutcome {
         order_id: order.order_id.clone(),
@@ -74,7 +80,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
         return finish(&ctx, &progress, outcome, &order, None).await;
     }
     let input = |undo_key: &str| StepInput {
-        order: order.clone(),
+        order: current.get(),
         undo_key: undo_key.to_owned(),
     };
     let cancelled = || ctx.is_cancel_requested() || ctx.has_signal(CancelOrder::NAME);
@@ -89,25 +95,30 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
     };
     if cancelled() {
         let outcome = cancel_early(outcome, "pricing");
-        return finish(&ctx, &progress, outcome, &order, None).await;
+        return finish(&ctx, &progress, outcome, &current.get(), None).await;
     }
 
     at("price");
-    let invoice = match ctx.activity(PriceOrder, &input("")).await {
-        Ok(i) => i,
-        Err(f) => {
-            let rejected = failures::is_rejection(f.error_type());
-            outcome.status = if rejected { "rejected" } else { "failed" }.into();
-            outcome.failed_step = Some("validate".into());
-            outcome.cause = Some(cause(&f));
-            return finish(&ctx, &progress, outcome, &order, None).await;
+    let invoice = loop {
+        let priced = current.get();
+        match ctx.activity(PriceOrder, &input("")).await {
+            // A line added while the order was priced: price it again.
+            Ok(_) if current.read(|o| o.items != priced.items) => continue,
+            Ok(i) => break i,
+            Err(f) => {
+                let rejected = failures::is_rejection(f.error_type());
+                outcome.status = if rejected { "rejected" } else { "failed" }.into();
+                outcome.failed_step = Some("validate".into());
+                outcome.cause = Some(cause(&f));
+                return finish(&ctx, &progress, outcome, &current.get(), None).await;
+            }
         }
     };
     progress.update(|p| p.total_cents = invoice.total_cents);
     ctx.publish(events::ORDER_PRICED, &invoice);
     if cancelled() {
         let outcome = cancel_early(outcome, "reservation");
-        return finish(&ctx, &progress, outcome, &order, Some(&invoice)).await;
+        return finish(&ctx, &progress, outcome, &current.get(), Some(&invoice)).await;
     }
     let mut saga = Saga::new();
     at("reserve");
@@ -118,7 +129,7 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
             outcome.status = "failed".into();
             outcome.failed_step = Some("reserve".into());
             outcome.cause = Some(cause(&f));
-            return finish(&ctx, &progress, outcome, &order, Some(&invoice)).await;
+            return finish(&ctx, &progress, outcome, &current.get(), Some(&invoice)).await;
         }
     };
     ctx.publish(
@@ -206,7 +217,76 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
             ctx.mark_compensated();
         }
     }
-    finish(&ctx, &progress, outcome, &order, Some(&invoice)).await
+    finish(&ctx, &progress, outcome, &current.get(), Some(&invoice)).await
+}
+
+/// The steps before which the shipping address may change.
+const ADDRESS_CHANGES_UNTIL: [&str; 4] = ["validate", "price", "reserve", "payment"];
+/// The steps before which a line may be added.
+const ITEMS_ADDED_UNTIL: [&str; 2] = ["validate", "price"];
+
+/// Registers the updates that change the order: each validator looks at the step the saga
+/// is at and at the order as it would be after the change (`Order::validate`).
+fn accept_changes(
+    ctx: &WorkflowContext,
+    progress: &WorkflowState<SagaStatus>,
+    order: &WorkflowState<Order>,
+) {
+    let too_late = |step: &str, until: &[&str], what: &str| {
+        if until.contains(&step) {
+            Ok(())
+        } else {
+            Err(format!("the order is at step '{step}': {what}"))
+        }
+    };
+    let seen = order.clone();
+    let changed = order.clone();
+    ctx.on_update(
+        ChangeShippingAddress,
+        progress,
+        move |p, address| {
+            too_late(
+                &p.step,
+                &ADDRESS_CHANGES_UNTIL,
+                "its shipment is being created, or it is past that",
+            )?;
+            let mut o = seen.get();
+            o.shipping_address = address.clone();
+            o.validate().map_err(|e| e.to_string())
+        },
+        move |_ctx, _progress, address| {
+            let order = changed.clone();
+            async move {
+                order.update(|o| o.shipping_address = address.clone());
+                Ok(address)
+            }
+        },
+    );
+    let seen = order.clone();
+    let changed = order.clone();
+    ctx.on_update(
+        AddItem,
+        progress,
+        move |p, item| {
+            too_late(
+                &p.step,
+                &ITEMS_ADDED_UNTIL,
+                "its stock is being reserved, or it is past that",
+            )?;
+            let mut o = seen.get();
+            o.items.push(item.clone());
+            o.validate().map_err(|e| e.to_string())
+        },
+        move |_ctx, _progress, item| {
+            let order = changed.clone();
+            async move {
+                Ok(order.update(|o| {
+                    o.items.push(item);
+                    o.items.clone()
+                }))
+            }
+        },
+    );
 }
 
 /// A compensation failed for good: the order does not end as if it were undone. It says it

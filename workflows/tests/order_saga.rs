@@ -4,8 +4,8 @@
 //! test prints how long it took.
 
 use martix_order_contract::saga::{
-    ChargePayment, CreateShipment, OrderSaga, PriceOrder, RefundPayment, ReleaseInventory,
-    ReserveInventory, Resolve, SendNotification,
+    AddItem, ChangeShippingAddress, ChargePayment, CreateShipment, OrderSaga, PriceOrder,
+    RefundPayment, ReleaseInventory, ReserveInventory, Resolve, SendNotification,
 };
 use martix_order_contract::{
     Address, Charge, Item, NotificationInput, Order, OrderOutcome, Resolution, StepInput, invoice,
@@ -32,6 +32,22 @@ struct Shop {
     /// `charge_payment` says it started on the first, then waits for a permit of the second
     /// before it answers.
     charge_gate: Option<(Arc<Notify>, Arc<Semaphore>)>,
+    /// The same for `price_order`.
+    price_gate: Option<(Arc<Notify>, Arc<Semaphore>)>,
+    /// The country `create_shipment` was asked to ship to.
+    shipped_to: Arc<Mutex<Option<String>>>,
+}
+
+/// A gate: the activity says it started, then waits for a permit.
+fn gate() -> (Arc<Notify>, Arc<Semaphore>) {
+    (Arc::new(Notify::new()), Arc::new(Semaphore::new(0)))
+}
+
+async fn pass(gate: &Option<(Arc<Notify>, Arc<Semaphore>)>) {
+    if let Some((started, permits)) = gate {
+        started.notify_one();
+        permits.acquire().await.expect("gate open").forget();
+    }
 }
 
 impl Shop {
@@ -58,8 +74,14 @@ impl Shop {
     fn worker(&self, env: &TestEnv) -> Worker {
         let mut worker = env.worker(QUEUE);
         worker.workflow(OrderSaga, order);
-        self.mock(&mut worker, PriceOrder, |_, i: StepInput| {
-            Ok(invoice(&i.order))
+        let shop = self.clone();
+        worker.activity(PriceOrder, move |_ctx, i: StepInput| {
+            let shop = shop.clone();
+            async move {
+                pass(&shop.price_gate).await;
+                shop.calls.lock().unwrap().push(PriceOrder::NAME);
+                Ok(invoice(&i.order))
+            }
         });
         self.mock(&mut worker, ReserveInventory, |_, i: StepInput| {
             Ok(format!("res-{}", i.order.order_id))
@@ -68,10 +90,7 @@ impl Shop {
         worker.activity(ChargePayment, move |_ctx, i: StepInput| {
             let shop = shop.clone();
             async move {
-                if let Some((started, gate)) = &shop.charge_gate {
-                    started.notify_one();
-                    gate.acquire().await.expect("gate open").forget();
-                }
+                pass(&shop.charge_gate).await;
                 shop.calls.lock().unwrap().push(ChargePayment::NAME);
                 Ok(Charge {
                     key: format!("ch-{}", i.order.order_id),
@@ -79,7 +98,8 @@ impl Shop {
                 })
             }
         });
-        self.mock(&mut worker, CreateShipment, |shop, _: StepInput| {
+        self.mock(&mut worker, CreateShipment, |shop, i: StepInput| {
+            *shop.shipped_to.lock().unwrap() = Some(i.order.shipping_address.country);
             if shop.shipment_fails {
                 Err(ActivityError::non_retryable(
                     "ShipmentImpossible",
@@ -280,5 +300,84 @@ async fn a_refund_that_keeps_failing_waits_for_an_operator_after_its_retries() {
     println!(
         "{skipped:?} of retry backoff skipped; waited for an operator and compensated in {:?}",
         began.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_shipping_address_changes_until_the_shipment_is_being_created() {
+    let (started, permits) = gate();
+    let shop = Shop {
+        charge_gate: Some((started.clone(), permits.clone())),
+        ..Shop::default()
+    };
+    let (env, run) = place(&shop, "o-moved").await;
+    started.notified().await;
+    let to = |country: &str| Address {
+        country: country.into(),
+        ..Address::default()
+    };
+    // At the payment: the address may change, to a valid one; no line may be added.
+    assert_eq!(
+        run.update(ChangeShippingAddress, &to("DE")).await.unwrap(),
+        to("DE")
+    );
+    let invalid = run
+        .update(ChangeShippingAddress, &to("F\nR"))
+        .await
+        .unwrap_err();
+    assert!(
+        invalid
+            .to_string()
+            .contains("rejected: shipping_address.country must not hold control characters"),
+        "{invalid}"
+    );
+    let item = Item {
+        sku: "sku-2".into(),
+        qty: 1,
+        unit_price_cents: 300,
+    };
+    let late = run.update(AddItem, &item).await.unwrap_err();
+    assert!(
+        late.to_string()
+            .contains("the order is at step 'payment': its stock is being reserved"),
+        "{late}"
+    );
+    permits.add_permits(1);
+    let o = outcome(&env, &run).await;
+    assert_eq!(o.status, "completed", "{o:?}");
+    assert_eq!(shop.shipped_to.lock().unwrap().as_deref(), Some("DE"));
+    let after = run
+        .update(ChangeShippingAddress, &to("IT"))
+        .await
+        .unwrap_err();
+    assert!(after.to_string().contains("is closed"), "{after}");
+}
+
+#[tokio::test]
+async fn a_line_added_while_the_order_is_priced_is_priced_and_charged() {
+    let (started, permits) = gate();
+    let shop = Shop {
+        price_gate: Some((started.clone(), permits.clone())),
+        ..Shop::default()
+    };
+    let (env, run) = place(&shop, "o-grown").await;
+    started.notified().await;
+    let item = Item {
+        sku: "sku-2".into(),
+        qty: 3,
+        unit_price_cents: 300,
+    };
+    let lines = run.update(AddItem, &item).await.unwrap();
+    assert_eq!(lines.len(), 2);
+    // Both pricings pass the gate: the first (of one line) is dropped, the second counts.
+    permits.add_permits(2);
+    let o = outcome(&env, &run).await;
+    assert_eq!(o.status, "completed", "{o:?}");
+    let mut grown = an_order("o-grown");
+    grown.items.push(item);
+    assert_eq!(o.charged_cents, invoice(&grown).total_cents);
+    assert_eq!(
+        shop.calls()[..3],
+        ["price_order", "price_order", "reserve_inventory"]
     );
 }

@@ -111,6 +111,22 @@ pub(crate) enum WorkflowCmd {
         #[arg(long)]
         run_id: Option<String>,
     },
+    /// Ask a workflow's update handler to change it and print the handler's result (JSON).
+    /// The workflow's validator may refuse it (nothing changes then, and the reason is
+    /// printed); an accepted update is recorded in history and its handler runs in the
+    /// workflow.
+    Update {
+        id: String,
+        /// The update's name (`change_shipping_address`).
+        name: String,
+        /// The update's arguments (JSON, or @FILE).
+        #[arg(long, default_value = "null")]
+        args: String,
+        /// Names the update: run again with the same id, the command answers the same update
+        /// instead of sending another (a retry after a lost answer). Default: a fresh id.
+        #[arg(long)]
+        update_id: Option<String>,
+    },
     /// Send a signal.
     Signal {
         id: String,
@@ -357,6 +373,20 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
                 .run_handle(&id, run_id.unwrap_or_default())
                 .query_by_name(&name, &args)
                 .await?;
+            print_json(&answer)?;
+        }
+        WorkflowCmd::Update {
+            id,
+            name,
+            args,
+            update_id,
+        } => {
+            let args = json_flag("--args", &args)?;
+            let handle = c.handle(&id);
+            let answer: serde_json::Value = match update_id {
+                Some(u) => handle.update_with_id(&u, &name, &args).await?,
+                None => handle.update_by_name(&name, &args).await?,
+            };
             print_json(&answer)?;
         }
         WorkflowCmd::Signal {

@@ -7,7 +7,7 @@ use crate::{
     CANCEL_SIGNAL, Charge, Invoice, NotificationInput, ORDER_WORKFLOW_TYPE, Order, OrderOutcome,
     RESOLVE_SIGNAL, Resolution, SagaStatus, StepInput, names,
 };
-use martix_sdk::{Activity, ActivityOptions, Query, Signal, Workflow};
+use martix_sdk::{Activity, ActivityOptions, Query, Signal, Update, Workflow};
 use std::time::Duration;
 
 /// Each step may take 10 s per attempt (an attempt lost with a crashed worker is retried after
@@ -94,6 +94,30 @@ impl Query for OrderStatus {
     const NAME: &'static str = "status";
     type Args = ();
     type Output = SagaStatus;
+}
+
+/// The saga's `change_shipping_address` update: where the order goes, until its shipment is
+/// being created (then the saga's validator refuses it and nothing is recorded). Answers the
+/// address the order now goes to.
+#[derive(Clone, Copy, Debug)]
+pub struct ChangeShippingAddress;
+
+impl Update for ChangeShippingAddress {
+    const NAME: &'static str = "change_shipping_address";
+    type Args = crate::Address;
+    type Output = crate::Address;
+}
+
+/// The saga's `add_item` update: a line added to the order before its stock is reserved (the
+/// saga prices the order again if the line came while it was being priced). Answers the
+/// order's lines.
+#[derive(Clone, Copy, Debug)]
+pub struct AddItem;
+
+impl Update for AddItem {
+    const NAME: &'static str = "add_item";
+    type Args = crate::Item;
+    type Output = Vec<crate::Item>;
 }
 
 /// Cancels an order like a cancel request does ([`CANCEL_SIGNAL`]); what it carries is not
