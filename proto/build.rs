@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "martix/v1/common.proto",
         "martix/v1/history.proto",
         "martix/v1/command.proto",
+        "martix/v1/schedule.proto",
         "martix/v1/workflow_service.proto",
         "martix/v1/worker_service.proto",
     ];

@@ -106,6 +106,14 @@ enum Command {
         #[command(subcommand)]
         command: ops::NamespaceCmd,
     },
+    /// Schedules: a workflow started at each time of a cron expression or an interval
+    /// (operators).
+    Schedule {
+        #[command(flatten)]
+        conn: ops::Conn,
+        #[command(subcommand)]
+        command: ops::ScheduleCmd,
+    },
     /// Circuit breakers: list them, hold one open or closed by hand (operators).
     Breaker {
         #[command(flatten)]
@@ -407,6 +415,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Order { conn, command } => ops::order(conn, command).await,
         Command::Namespace { conn, command } => ops::namespace(conn, command).await,
         Command::Breaker { conn, command } => ops::breaker(conn, command).await,
+        Command::Schedule { conn, command } => ops::schedule(conn, command).await,
         Command::Catalog { command } => catalog::catalog(command).await,
         Command::Stock { command } => stock::stock(command).await,
         Command::Orders { conn, command } => ops::orders(conn, command).await,

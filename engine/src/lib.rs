@@ -18,6 +18,7 @@ pub mod ids;
 pub mod matching;
 pub mod metrics;
 pub mod reflection;
+pub mod schedules;
 pub mod server;
 pub mod store;
 pub mod timers;

@@ -35,6 +35,14 @@ pub async fn conformance_postgres_store() -> Arc<dyn Store> {
     postgres_store_on(&format!("{}_conformance", postgres_url())).await
 }
 
+/// A store on the test database's sibling `<name>_<suffix>` (created if needed), for tests
+/// whose engines must not see other tests' rows (schedules: any engine acts on any schedule
+/// due by its clock).
+pub async fn postgres_store_apart(suffix: &str) -> (Arc<dyn Store>, String) {
+    let url = format!("{}_{suffix}", postgres_url());
+    (postgres_store_on(&url).await, url)
+}
+
 /// A store on the PostgreSQL database of `url`, creating the database if needed.
 async fn postgres_store_on(url: &str) -> Arc<dyn Store> {
     let (base, db) = url.rsplit_once('/').expect("database URL names a database");

@@ -226,6 +226,17 @@ async fn call(
             ))
             .await
             .map(drop),
+        // No such schedule: NOT_FOUND once admitted.
+        Op::ManageSchedules => wf
+            .delete_schedule(with(
+                token,
+                pb::DeleteScheduleRequest {
+                    schedule_id: "nobody".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
         Op::ListBreakers => wf
             .list_breakers(with(token, pb::ListBreakersRequest::default()))
             .await

@@ -11,12 +11,14 @@ pub(crate) mod format;
 mod namespace;
 mod order;
 pub(crate) mod replay;
+mod schedule;
 mod stuck;
 mod workflow;
 
 pub(crate) use breaker::{BreakerCmd, breaker};
 pub(crate) use namespace::{NamespaceCmd, namespace};
 pub(crate) use order::{OrderCmd, OrdersCmd, order, orders};
+pub(crate) use schedule::{ScheduleCmd, schedule};
 pub(crate) use stuck::stuck;
 pub(crate) use workflow::{WorkflowCmd, run};
 

@@ -202,7 +202,7 @@ pub(crate) enum WorkflowCmd {
 }
 
 /// A JSON value given to `flag` (`--input`, `--args`), inline or as @FILE.
-fn json_flag(flag: &str, raw: &str) -> Result<serde_json::Value> {
+pub(super) fn json_flag(flag: &str, raw: &str) -> Result<serde_json::Value> {
     let text = match raw.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
         None => raw.to_owned(),

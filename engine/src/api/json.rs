@@ -118,6 +118,11 @@ json_routes! {
     CreateNamespace(CreateNamespaceRequest) => create_namespace, ManageNamespaces;
     ListNamespaces(ListNamespacesRequest) => list_namespaces, ManageNamespaces;
     UpdateNamespace(UpdateNamespaceRequest) => update_namespace, ManageNamespaces;
+    CreateSchedule(CreateScheduleRequest) => create_schedule, ManageSchedules;
+    DescribeSchedule(DescribeScheduleRequest) => describe_schedule, ListWorkflows;
+    ListSchedules(ListSchedulesRequest) => list_schedules, ListWorkflows;
+    PatchSchedule(PatchScheduleRequest) => patch_schedule, ManageSchedules;
+    DeleteSchedule(DeleteScheduleRequest) => delete_schedule, ManageSchedules;
 }
 
 #[cfg(test)]

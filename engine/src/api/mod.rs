@@ -60,7 +60,9 @@ macro_rules! scoped {
 
 scoped!(field: pb::StartWorkflowRequest, pb::DescribeWorkflowRequest, pb::ListWorkflowsRequest,
     pb::GetWorkflowHistoryRequest, pb::GetWorkflowResultRequest, pb::SignalWorkflowRequest,
-    pb::QueryWorkflowRequest, pb::UpdateWorkflowRequest,
+    pb::QueryWorkflowRequest, pb::UpdateWorkflowRequest, pb::CreateScheduleRequest,
+    pb::DescribeScheduleRequest, pb::ListSchedulesRequest, pb::PatchScheduleRequest,
+    pb::DeleteScheduleRequest,
     pb::CancelWorkflowRequest, pb::TerminateWorkflowRequest, pb::ResetWorkflowRequest,
     pb::PauseWorkflowRequest, pb::ResumeWorkflowRequest, pb::SetBreakerRequest,
     pb::ListBreakersRequest, pb::ListStuckWorkflowsRequest, pb::ListTaskQueuesRequest,
@@ -225,6 +227,11 @@ service!(WorkflowService, WorkflowApi, WORKFLOW_RPCS {
     create_namespace(pb::CreateNamespaceRequest) -> pb::CreateNamespaceResponse => create_namespace, ManageNamespaces;
     list_namespaces(pb::ListNamespacesRequest) -> pb::ListNamespacesResponse => list_namespaces, ManageNamespaces;
     update_namespace(pb::UpdateNamespaceRequest) -> pb::UpdateNamespaceResponse => update_namespace, ManageNamespaces;
+    create_schedule(pb::CreateScheduleRequest) -> pb::CreateScheduleResponse => create_schedule, ManageSchedules;
+    describe_schedule(pb::DescribeScheduleRequest) -> pb::DescribeScheduleResponse => describe_schedule, ListWorkflows;
+    list_schedules(pb::ListSchedulesRequest) -> pb::ListSchedulesResponse => list_schedules, ListWorkflows;
+    patch_schedule(pb::PatchScheduleRequest) -> pb::PatchScheduleResponse => patch_schedule, ManageSchedules;
+    delete_schedule(pb::DeleteScheduleRequest) -> pb::DeleteScheduleResponse => delete_schedule, ManageSchedules;
 });
 
 service!(WorkerService, WorkerApi, WORKER_RPCS {

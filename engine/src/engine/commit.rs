@@ -308,7 +308,7 @@ impl Engine {
             .map(|(at, _)| *at)
     }
 
-    fn arm_timer(&self, fire_at: Millis) {
+    pub(super) fn arm_timer(&self, fire_at: Millis) {
         let mut next = self.next_timer.lock().unwrap_or_else(|p| p.into_inner());
         if next.is_none_or(|n| fire_at < n) {
             *next = Some(fire_at);

@@ -29,6 +29,7 @@ pub mod queries;
 mod reads;
 mod requests;
 pub mod retention;
+mod schedules;
 mod stuck;
 mod timeouts;
 mod updates;

@@ -31,6 +31,7 @@ mod namespaces;
 mod postgres;
 pub mod projection;
 mod runs;
+mod schedules;
 mod sql;
 mod sqlite;
 mod tasks;
@@ -45,6 +46,7 @@ pub use introspect::{Backlog, Introspection, TaskKind};
 pub use namespaces::{DEFAULT_RETENTION_MS, NamespaceSettings, NamespaceStore};
 pub use postgres::PostgresStore;
 pub use runs::{ListAfter, ListQuery, RunStore};
+pub use schedules::{ScheduleRow, ScheduleStore};
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 pub(crate) use tasks::TASK_CHANNEL;
@@ -104,6 +106,7 @@ pub trait Store:
     + TaskStore
     + TimerStore
     + NamespaceStore
+    + ScheduleStore
     + EventStore
     + BreakerStore
     + Introspection
@@ -118,6 +121,7 @@ impl<S> Store for S where
         + TaskStore
         + TimerStore
         + NamespaceStore
+        + ScheduleStore
         + EventStore
         + BreakerStore
         + Introspection

@@ -30,6 +30,9 @@ pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
         if let Err(e) = engine.reap_expired_leases().await {
             tracing::warn!(error = %e, "cannot read expired activity leases");
         }
+        if let Err(e) = engine.fire_due_schedules().await {
+            tracing::warn!(error = %e, "cannot read due schedules");
+        }
         engine.release_stale_holds().await;
         if tokio::time::Instant::now() >= next_sweep {
             next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;

@@ -26,6 +26,7 @@ use tracing::Instrument;
 mod admin;
 mod description;
 mod options;
+mod schedules;
 mod update;
 
 pub use description::{

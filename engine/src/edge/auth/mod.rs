@@ -91,6 +91,8 @@ pub enum Op {
     PauseWorkflow,
     /// Holding a circuit breaker open or closed by hand.
     ManageBreakers,
+    /// Creating, pausing, resuming, triggering, backfilling and deleting schedules.
+    ManageSchedules,
     /// Reading the breakers of a namespace.
     ListBreakers,
     RetryActivity,
@@ -114,7 +116,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, for tables and tests.
-    pub const ALL: [Op; 26] = [
+    pub const ALL: [Op; 27] = [
         Op::StartWorkflow,
         Op::DescribeWorkflow,
         Op::GetWorkflowResult,
@@ -128,6 +130,7 @@ impl Op {
         Op::ResetWorkflow,
         Op::PauseWorkflow,
         Op::ManageBreakers,
+        Op::ManageSchedules,
         Op::ListBreakers,
         Op::RetryActivity,
         Op::PollWorkflowTask,
@@ -183,6 +186,7 @@ impl Op {
                     | ResetWorkflow
                     | PauseWorkflow
                     | ManageBreakers
+                    | ManageSchedules
                     | ListBreakers
                     | RetryActivity
                     | ReadMetrics

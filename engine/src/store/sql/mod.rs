@@ -14,6 +14,7 @@ pub(crate) mod batch;
 mod events;
 mod introspect;
 mod runs;
+mod schedules;
 mod tasks;
 
 pub(crate) use events::Place;
