@@ -11,9 +11,10 @@ use crate::faults::Faults;
 use crate::fraud::{self, FraudRules, Rejection};
 use crate::notify::AmqpNotifier;
 use crate::reference::{AdapterError, ReferenceAdapters};
+use martix_order_contract::reconcile::ReconcileWindow;
 use martix_order_contract::saga::{
-    ChargePayment, CreateShipment, PriceOrder, RefundPayment, ReleaseInventory, ReserveInventory,
-    SendNotification,
+    ChargePayment, CreateShipment, PriceOrder, ReconcilePayments, RefundPayment, ReleaseInventory,
+    ReserveInventory, SendNotification,
 };
 use martix_order_contract::{Invoice, NotificationInput, Order, StepInput, failures};
 use martix_sdk::{Activity, ActivityContext, ActivityError, Worker};
@@ -321,6 +322,17 @@ impl OrderActivities {
                 b.payment.refund(&i.undo_key).await
             }
         });
+        self.step(
+            worker,
+            ReconcilePayments,
+            Payment,
+            |b, _, w: ReconcileWindow| async move {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                b.payment.reconcile(&w, now).await
+            },
+        );
         self.step(worker, CreateShipment, Shipping, |b, key, i: StepInput| async move {
             b.shipping.ship(&key, &i.order, &i.undo_key).await
         });

@@ -5,6 +5,7 @@
 
 use crate::catalog::CatalogEntry;
 use crate::reference::{AdapterError, ReferenceAdapters};
+use martix_order_contract::reconcile::{ReconcileWindow, Reconciliation};
 use martix_order_contract::{Charge, Order};
 use std::collections::BTreeMap;
 
@@ -24,6 +25,13 @@ pub trait PaymentGateway: Send + Sync {
     async fn charge(&self, key: &str, order: &Order) -> Result<Charge, AdapterError>;
     /// Refunds a charge in full, once.
     async fn refund(&self, charge_key: &str) -> Result<(), AdapterError>;
+    /// Reconciles the gateway's ledger against the shipments (see
+    /// `martix_order_contract::reconcile`), as of `now` (ms since the epoch).
+    async fn reconcile(
+        &self,
+        window: &ReconcileWindow,
+        now: i64,
+    ) -> Result<Reconciliation, AdapterError>;
 }
 
 /// Shipments.
@@ -85,6 +93,13 @@ impl PaymentGateway for ReferenceAdapters {
     }
     async fn refund(&self, charge_key: &str) -> Result<(), AdapterError> {
         ReferenceAdapters::refund(self, charge_key).await
+    }
+    async fn reconcile(
+        &self,
+        window: &ReconcileWindow,
+        now: i64,
+    ) -> Result<Reconciliation, AdapterError> {
+        ReferenceAdapters::reconcile(self, window, now).await
     }
 }
 
@@ -170,6 +185,14 @@ impl PaymentGateway for Noop {
             key: key.to_owned(),
             amount_cents: martix_order_contract::invoice(order).total_cents,
         })
+    }
+    async fn reconcile(
+        &self,
+        _window: &ReconcileWindow,
+        _now: i64,
+    ) -> Result<Reconciliation, AdapterError> {
+        // The no-op gateway keeps no ledger: there is nothing to reconcile.
+        Ok(Reconciliation::default())
     }
     async fn refund(&self, _charge_key: &str) -> Result<(), AdapterError> {
         Ok(())

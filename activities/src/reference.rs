@@ -3,6 +3,7 @@
 //! UPDATE), and every effect is keyed by an idempotency key, so a retried step applies once.
 
 use crate::catalog::CatalogEntry;
+use martix_order_contract::reconcile::{ReconcileWindow, Reconciliation};
 use martix_order_contract::{Charge, Order, pricing};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
@@ -581,6 +582,69 @@ impl ReferenceAdapters {
         .fetch_all(&self.pool)
         .await
         .map_err(AdapterError::db)
+    }
+
+    /// Reconciles the ledger against the shipments for the orders whose payments moved in the
+    /// window (`martix_order_contract::reconcile`), as of `now`.
+    pub async fn reconcile(
+        &self,
+        window: &ReconcileWindow,
+        now: i64,
+    ) -> Result<Reconciliation, AdapterError> {
+        const MAX_LISTED: usize = 1_000;
+        let since = now - i64::from(window.hours) * 3_600_000;
+        let settled = now - i64::from(window.settle_minutes) * 60_000;
+        let orders: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT p.order_id, \
+                CAST(SUM(CASE WHEN p.kind = 'charge' THEN 1 ELSE -1 END) AS BIGINT), \
+                CAST(SUM(CASE WHEN p.kind = 'charge' THEN p.amount_cents \
+                    ELSE -p.amount_cents END) AS BIGINT), \
+                (SELECT COUNT(*) FROM shipments s WHERE s.order_id = p.order_id) \
+             FROM payments p WHERE p.order_id IN (SELECT order_id FROM payments \
+                WHERE created_at >= $1 AND created_at < $2 \
+                AND substr(order_id, 1, length($3)) = $3) \
+             GROUP BY p.order_id ORDER BY p.order_id",
+        )
+        .bind(since)
+        .bind(settled)
+        .bind(&window.prefix)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(AdapterError::db)?;
+        let unpaid: Vec<(String,)> = sqlx::query_as(
+            "SELECT s.order_id FROM shipments s WHERE s.created_at >= $1 AND s.created_at < $2 \
+             AND substr(s.order_id, 1, length($3)) = $3 AND NOT EXISTS \
+                (SELECT 1 FROM payments p WHERE p.order_id = s.order_id) \
+             ORDER BY s.order_id",
+        )
+        .bind(since)
+        .bind(settled)
+        .bind(&window.prefix)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(AdapterError::db)?;
+        let mut r = Reconciliation {
+            orders_checked: orders.len() as u64,
+            ..Reconciliation::default()
+        };
+        let note = |list: &mut Vec<String>, order: &str| {
+            if list.len() < MAX_LISTED {
+                list.push(order.to_owned());
+            }
+        };
+        for (order, held, net, shipped) in &orders {
+            r.held_cents += net;
+            match (held, shipped) {
+                (h, _) if *h > 1 => note(&mut r.charged_twice, order),
+                (1, 0) => note(&mut r.charged_not_shipped, order),
+                (h, s) if *h < 1 && *s > 0 => note(&mut r.shipped_not_charged, order),
+                _ => {}
+            }
+        }
+        for (order,) in &unpaid {
+            note(&mut r.shipped_not_charged, order);
+        }
+        Ok(r)
     }
 
     /// An order's ledger lines: (kind, amount in cents, currency, payment key), oldest first.

@@ -55,6 +55,10 @@ pub(crate) async fn run_worker(
 ) -> Result<()> {
     let mut worker = Worker::connect_with(address, connection, WorkerOptions::new(task_queue))?;
     worker.workflow(martix_workflows::OrderSaga, martix_workflows::order);
+    worker.workflow(
+        martix_workflows::ReconcilePaymentsWorkflow,
+        martix_workflows::reconcile_payments,
+    );
     activities.register(&mut worker);
     let stop = shutdown.clone();
     tokio::spawn(

@@ -679,6 +679,10 @@ impl OrderShop {
             martix_sdk::Worker::new(&engine.endpoint, martix_sdk::WorkerOptions::new(&queue))
                 .unwrap();
         worker.workflow(martix_workflows::OrderSaga, martix_workflows::order);
+        worker.workflow(
+            martix_workflows::ReconcilePaymentsWorkflow,
+            martix_workflows::reconcile_payments,
+        );
         activities.register(&mut worker);
         let stop = CancellationToken::new();
         let reported = stop.clone();

@@ -4,7 +4,7 @@
 use martix_activities::{BreakerSettings, Faults, random_order};
 use martix_order_contract::{Address, Item, ORDER_WORKFLOW_TYPE, Order, OrderOutcome};
 use martix_sdk::StartOptions;
-use martix_tests::{Backend, OrderShop, TestEngine, fast_config, on_both_backends};
+use martix_tests::{Backend, OrderShop, TestEngine, fast_config, on_both_backends, unique};
 use martix_workflows::OrderSaga;
 use rand::SeedableRng;
 use std::sync::atomic::Ordering;
@@ -154,6 +154,59 @@ async fn every_outcome_path(backend: Backend) {
     assert!(o.cause.unwrap().contains("currency"));
 
     env.assert_ledger(&[&ok]).await;
+}
+
+on_both_backends!(the_nightly_reconciliation_names_what_does_not_reconcile);
+async fn the_nightly_reconciliation_names_what_does_not_reconcile(backend: Backend) {
+    use martix_order_contract::reconcile::{ReconcileWindow, Reconciliation};
+    use martix_order_contract::saga::ReconcilePaymentsWorkflow;
+    let env = Env::start(backend, Faults::default(), BreakerSettings::default()).await;
+    let ok = env.order("ok", "cust-1", "FR", 1);
+    let unshippable = env.order("unshippable", "cust-3", "ZZ", 1);
+    assert_eq!(env.place(&ok).await.status, "completed");
+    assert_eq!(env.place(&unshippable).await.status, "compensated");
+    let window = ReconcileWindow {
+        hours: 1,
+        prefix: env.prefix.clone(),
+        settle_minutes: 0,
+    };
+    let reconcile = |id: &str| {
+        let client = env.client.clone();
+        let (id, queue, window) = (unique(id), env.queue.clone(), window.clone());
+        async move {
+            client
+                .start(
+                    ReconcilePaymentsWorkflow,
+                    StartOptions::for_id(&id, &queue),
+                    &window,
+                )
+                .await
+                .unwrap()
+                .result::<Reconciliation>()
+                .await
+        }
+    };
+    let clean = reconcile("reconcile").await.unwrap();
+    assert!(clean.is_clean(), "{clean:?}");
+    assert_eq!(
+        clean.orders_checked, 2,
+        "the completed and the refunded order"
+    );
+    assert_eq!(
+        clean.held_cents,
+        martix_order_contract::invoice(&ok).total_cents
+    );
+
+    // Money taken for an order that never shipped: named, and the run fails for an operator.
+    let stray = env.order("stray", "cust-6", "FR", 1);
+    env.adapters.charge("stray-charge", &stray).await.unwrap();
+    match reconcile("reconcile").await {
+        Err(martix_sdk::ClientError::WorkflowFailed { failure, .. }) => assert!(
+            failure.contains(&format!("1 charged and not shipped: {}", stray.order_id)),
+            "{failure}"
+        ),
+        other => panic!("{other:?}"),
+    }
 }
 
 on_both_backends!(rejected_orders_touch_neither_stock_nor_payment);

@@ -18,6 +18,7 @@ pub mod events;
 mod order;
 mod outcome;
 pub mod pricing;
+pub mod reconcile;
 #[cfg(feature = "sdk")]
 pub mod saga;
 mod steps;

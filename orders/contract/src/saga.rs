@@ -120,6 +120,32 @@ impl Update for AddItem {
     type Output = Vec<crate::Item>;
 }
 
+/// The nightly reconciliation of payments against orders
+/// ([`crate::reconcile::Reconciliation`]), workflow type `reconcile_payments`: run it on a
+/// schedule (`martix schedule create nightly-reconcile --cron '0 2 * * *' --type
+/// reconcile_payments ...`).
+#[derive(Clone, Copy, Debug)]
+pub struct ReconcilePaymentsWorkflow;
+
+impl Workflow for ReconcilePaymentsWorkflow {
+    const NAME: &'static str = "reconcile_payments";
+    type Input = crate::reconcile::ReconcileWindow;
+    type Output = crate::reconcile::Reconciliation;
+}
+
+/// The reconciliation's one activity: the payment gateway's ledger against the shipments.
+#[derive(Clone, Copy, Debug)]
+pub struct ReconcilePayments;
+
+impl Activity for ReconcilePayments {
+    const NAME: &'static str = "reconcile_payments";
+    type Input = crate::reconcile::ReconcileWindow;
+    type Output = crate::reconcile::Reconciliation;
+    fn options() -> ActivityOptions {
+        ActivityOptions::new(Duration::from_secs(300)).maximum_attempts(5)
+    }
+}
+
 /// Cancels an order like a cancel request does ([`CANCEL_SIGNAL`]); what it carries is not
 /// read.
 #[derive(Clone, Copy, Debug)]

@@ -1,0 +1,63 @@
+//! The nightly reconciliation of payments against orders, workflow type `reconcile_payments`
+//! (`martix_order_contract::saga::ReconcilePaymentsWorkflow`): the payment gateway's ledger
+//! against the shipments, for the orders whose payments moved in the window. Meant to run on a
+//! schedule:
+//!
+//! ```text
+//! martix schedule create nightly-reconcile --cron '0 2 * * *' --timezone Europe/Paris \
+//!     --type reconcile_payments --queue orders --input '{"hours": 26}'
+//! ```
+//!
+//! A clean ledger completes the run with the figures; a discrepancy fails it
+//! (`LedgerMismatch`, naming the orders), so the failed run is what an operator is alerted to.
+
+use martix_order_contract::reconcile::{ReconcileWindow, Reconciliation};
+use martix_order_contract::saga::ReconcilePayments;
+use martix_sdk::{WorkflowContext, WorkflowError};
+
+/// Orders named per kind of discrepancy in the failure.
+const NAMED: usize = 10;
+
+pub async fn reconcile_payments(
+    ctx: WorkflowContext,
+    window: ReconcileWindow,
+) -> Result<Reconciliation, WorkflowError> {
+    let found = ctx.activity(ReconcilePayments, &window).await?;
+    if found.is_clean() {
+        return Ok(found);
+    }
+    let list = |what: &str, orders: &[String]| {
+        (!orders.is_empty()).then(|| {
+            let more = orders.len().saturating_sub(NAMED);
+            format!(
+                "{} {what}: {}{}",
+                orders.len(),
+                orders[..orders.len().min(NAMED)].join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )
+        })
+    };
+    let parts: Vec<String> = [
+        list("charged and not shipped", &found.charged_not_shipped),
+        list("shipped and not charged", &found.shipped_not_charged),
+        list("charged twice", &found.charged_twice),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    Err(WorkflowError::failed(
+        "LedgerMismatch",
+        format!(
+            "{} of {} orders do not reconcile: {}",
+            found.charged_not_shipped.len()
+                + found.shipped_not_charged.len()
+                + found.charged_twice.len(),
+            found.orders_checked,
+            parts.join("; ")
+        ),
+    ))
+}
