@@ -634,13 +634,13 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     // Pause and resume, one and by query: shown by list, describe and stuck.
     let (code, out, err) = cli(g, &["pause", "batch-1", "--reason", "stock count"]);
     assert_eq!((code, out.as_str()), (0, "batch-1 paused\n"), "{err}");
-    let (code, out, _) = cli(g, &["pause", "--query", "batch-", "--reason", "audit"]);
+    let (code, out, _) = cli(g, &["pause", "--prefix", "batch-", "--reason", "audit"]);
     assert_eq!(code, 0);
     assert!(
         out.starts_with("3 running workflows match 'batch-'"),
         "{out}"
     );
-    let (_, listed, _) = cli(g, &["list", "--query", "batch-", "--status", "paused"]);
+    let (_, listed, _) = cli(g, &["list", "--prefix", "batch-", "--status", "paused"]);
     assert_eq!(listed.lines().count(), 2, "one paused: {listed}");
     assert!(
         listed.contains("batch-1") && listed.contains("paused"),
@@ -662,16 +662,16 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     );
     let (code, out, _) = cli(
         g,
-        &["pause", "--query", "batch-", "--reason", "audit", "--yes"],
+        &["pause", "--prefix", "batch-", "--reason", "audit", "--yes"],
     );
     assert_eq!(code, 0);
     assert!(out.contains("3 done, 0 failed"), "{out}");
-    let (_, listed, _) = cli(g, &["list", "--query", "batch-", "--status", "paused"]);
+    let (_, listed, _) = cli(g, &["list", "--prefix", "batch-", "--status", "paused"]);
     assert_eq!(listed.lines().count(), 4, "{listed}");
-    let (code, out, _) = cli(g, &["resume", "--query", "batch-", "--yes"]);
+    let (code, out, _) = cli(g, &["resume", "--prefix", "batch-", "--yes"]);
     assert_eq!(code, 0);
     assert!(out.contains("3 done, 0 failed"), "{out}");
-    let (_, listed, _) = cli(g, &["list", "--query", "batch-", "--status", "paused"]);
+    let (_, listed, _) = cli(g, &["list", "--prefix", "batch-", "--status", "paused"]);
     assert_eq!(listed.lines().count(), 1, "none paused: {listed}");
     let (code, out, _) = cli(g, &["resume", "batch-2"]);
     assert_eq!(
@@ -752,14 +752,14 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
 
     let (code, out, _) = cli(
         g,
-        &["terminate", "--query", "batch-", "--reason", "cleanup"],
+        &["terminate", "--prefix", "batch-", "--reason", "cleanup"],
     );
     assert_eq!(code, 0);
     assert!(
         out.starts_with("3 running workflows match 'batch-'"),
         "{out}"
     );
-    let (_, listed, _) = cli(g, &["list", "--query", "batch-", "--status", "running"]);
+    let (_, listed, _) = cli(g, &["list", "--prefix", "batch-", "--status", "running"]);
     assert_eq!(
         listed.lines().count(),
         4,
@@ -769,7 +769,7 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
         g,
         &[
             "terminate",
-            "--query",
+            "--prefix",
             "batch-",
             "--reason",
             "cleanup",
@@ -780,7 +780,7 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("3 done, 0 failed"), "{out}");
-    let (_, listed, _) = cli(g, &["list", "--query", "batch-", "--status", "terminated"]);
+    let (_, listed, _) = cli(g, &["list", "--prefix", "batch-", "--status", "terminated"]);
     assert_eq!(listed.lines().count(), 4, "{listed}");
 
     // Failures exit 1 with one line saying what failed; usage errors exit 2.

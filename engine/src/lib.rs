@@ -22,6 +22,7 @@ pub mod schedules;
 pub mod server;
 pub mod store;
 pub mod timers;
+pub mod visibility;
 
 pub use engine::{Engine, EngineConfig, MAX_HISTORY_BYTES};
 pub use error::EngineError;

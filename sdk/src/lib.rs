@@ -135,8 +135,8 @@ pub use saga::{CompensationFailure, Saga};
 pub use worker::{BreakerHold, BreakerReporter, BreakerState, Worker, WorkerOptions, WorkerStats};
 pub use workflow::{
     ActivityOptions, ChildStartFuture, ChildWorkflowFuture, ChildWorkflowOptions, Nondeterminism,
-    ParentClosePolicy, RetryPolicy, SignalStream, StartedChild, WorkflowContext, WorkflowInfo,
-    WorkflowState,
+    ParentClosePolicy, RetryPolicy, SearchAttribute, SignalStream, StartedChild, WorkflowContext,
+    WorkflowInfo, WorkflowState,
 };
 
 /// The largest answer the SDK's clients accept from the engine: an answer may carry several

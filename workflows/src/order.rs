@@ -33,8 +33,8 @@ use martix_order_contract::{
     Invoice, NotificationInput, Order, OrderOutcome, Resolution, SagaStatus, StepInput, failures,
 };
 use martix_sdk::{
-    Activity, ActivityFailure, CompensationFailure, Saga, Signal, WorkflowContext, WorkflowError,
-    WorkflowState,
+    Activity, ActivityFailure, CompensationFailure, Saga, SearchAttribute, Signal, WorkflowContext,
+    WorkflowError, WorkflowState,
 };
 use serde_json::json;
 
@@ -115,6 +115,14 @@ pub async fn order(ctx: WorkflowContext, order: Order) -> Result<OrderOutcome, W
         }
     };
     progress.update(|p| p.total_cents = invoice.total_cents);
+    // Operators find orders by customer and amount (`martix workflow list --query`); runs
+    // recorded before this was added replay without it.
+    if ctx.patched("search-attributes") {
+        ctx.upsert_search_attributes([
+            ("customer", SearchAttribute::keyword(&order.customer_id)),
+            ("total_cents", SearchAttribute::Int(invoice.total_cents)),
+        ]);
+    }
     ctx.publish(events::ORDER_PRICED, &invoice);
     if cancelled() {
         let outcome = cancel_early(outcome, "reservation");

@@ -1,16 +1,21 @@
 //! The steering operations of `martix workflow cancel|terminate|reset|retry` on one
 //! workflow, or paced (`--rate`), once confirmed (`--yes`), on every running workflow whose
-//! id starts with `--query`.
+//! id starts with `--prefix` and that `--query` selects.
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use martix_sdk::{Client, ListOptions, ResetPoint, WorkflowStatus};
 use std::time::Duration;
 
-/// The batch form of an operation: every running workflow whose id starts with `--query`.
+/// The batch form of an operation: every running workflow whose id starts with `--prefix`
+/// and that `--query` selects.
 #[derive(Args, Clone, Debug)]
 pub(crate) struct Batch {
     /// Every running workflow whose id starts with this, instead of one id.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Every running workflow this query selects (`customer = "c42"`; see `workflow list`),
+    /// instead of one id.
     #[arg(long)]
     query: Option<String>,
     /// Confirm a batch operation (without it, the matching workflows are only counted).
@@ -93,15 +98,24 @@ async fn apply(c: &Client, op: &Op, id: &str) -> Result<String> {
 
 /// Applies `op` to one workflow, or paced to every running workflow `batch.query` matches.
 pub(super) async fn steer(c: &Client, op: Op, id: Option<String>, batch: Batch) -> Result<()> {
-    let Some(prefix) = batch.query else {
-        let id = id.context("give a workflow id or --query")?;
+    if batch.prefix.is_none() && batch.query.is_none() {
+        let id = id.context("give a workflow id, --prefix or --query")?;
         println!("{}", apply(c, &op, &id).await?);
         return Ok(());
-    };
-    let options = ListOptions::new()
+    }
+    let mut options = ListOptions::new()
         .status(WorkflowStatus::Running)
-        .workflow_id_prefix(&prefix)
         .page_size(1000);
+    let mut what = Vec::new();
+    if let Some(prefix) = &batch.prefix {
+        options = options.workflow_id_prefix(prefix);
+        what.push(format!("ids starting with '{prefix}'"));
+    }
+    if let Some(query) = &batch.query {
+        options = options.query(query);
+        what.push(format!("query '{query}'"));
+    }
+    let prefix = what.join(" and ");
     let ids: Vec<String> = c
         .list_all_workflows(&options)
         .await?
@@ -110,7 +124,7 @@ pub(super) async fn steer(c: &Client, op: Op, id: Option<String>, batch: Batch) 
         .collect();
     if !batch.yes {
         println!(
-            "{} running workflows match '{prefix}'; add --yes to apply {op:?} to them",
+            "{} running workflows match {prefix}; add --yes to apply {op:?} to them",
             ids.len()
         );
         return Ok(());

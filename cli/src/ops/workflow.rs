@@ -68,6 +68,11 @@ pub(crate) enum WorkflowCmd {
         workflow_type: Option<String>,
         /// Workflow ids starting with this.
         #[arg(long)]
+        prefix: Option<String>,
+        /// Runs this query selects: `customer = "c42" AND status = "running" AND started >
+        /// "2026-12-01"` (fields workflow_id, workflow_type, task_queue, status, started,
+        /// closed, and search attributes; = != < <= > >=; AND, OR, parentheses).
+        #[arg(long)]
         query: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -239,6 +244,7 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
         WorkflowCmd::List {
             status,
             workflow_type,
+            prefix,
             query,
             limit,
         } => {
@@ -253,8 +259,11 @@ pub(crate) async fn run(conn: Conn, cmd: WorkflowCmd) -> Result<()> {
             if let Some(t) = workflow_type {
                 options = options.workflow_type(t);
             }
+            if let Some(p) = prefix {
+                options = options.workflow_id_prefix(p);
+            }
             if let Some(q) = query {
-                options = options.workflow_id_prefix(q);
+                options = options.query(q);
             }
             let mut page = c.list_workflows(&options).await?;
             if paused_only {

@@ -166,6 +166,11 @@ impl Engine {
             start_time_from: req.start_time_from.as_ref().map(from_timestamp),
             start_time_to: req.start_time_to.as_ref().map(from_timestamp),
             after,
+            filter: if req.query.trim().is_empty() {
+                None
+            } else {
+                Some(crate::visibility::parse(&req.query)?)
+            },
             ..ListQuery::new(ns, limit + 1)
         };
         let mut runs = self.store.list_runs(&query).await?;
@@ -392,6 +397,7 @@ pub(super) fn info(
             .then(|| to_timestamp(run.state.paused_at)),
         paused_by: run.state.paused_by.clone(),
         paused_reason: run.state.paused_reason.clone(),
+        search_attributes: run.state.search_attributes.clone(),
     }
 }
 

@@ -137,6 +137,9 @@ pub struct RunCommit {
     /// a parent's close policy for its children): what one run tells another, durably and
     /// without touching that run's checkpoint. A row already there stays as it is.
     pub foreign_timers: Vec<ForeignTimer>,
+    /// Search attributes of the run set by this change (a value replaces the stored one of
+    /// its name), indexed for `ListWorkflows`' query.
+    pub search_attributes: Vec<(String, pb::SearchAttributeValue)>,
     /// Business events to write to the outbox (published by this change's workflow task).
     pub outbox: Vec<OutboxEvent>,
     /// A request id recorded with the change (a signal's, scoped to its workflow id, see
@@ -167,6 +170,7 @@ impl RunCommit {
         self.fired_timer = self.fired_timer.or(next.fired_timer);
         self.new_run = next.new_run;
         self.foreign_timers.extend(next.foreign_timers);
+        self.search_attributes.extend(next.search_attributes);
         self.outbox.extend(next.outbox);
         self.at = next.at;
         self
@@ -211,6 +215,7 @@ pub(crate) struct Transition {
     fired_timer: Option<String>,
     new_run: Option<Box<RunCommit>>,
     foreign_timers: Vec<ForeignTimer>,
+    search_attributes: Vec<(String, pb::SearchAttributeValue)>,
     outbox: Vec<OutboxEvent>,
 }
 
@@ -227,6 +232,7 @@ impl Transition {
             fired_timer: None,
             new_run: None,
             foreign_timers: Vec::new(),
+            search_attributes: Vec::new(),
             outbox: Vec::new(),
         }
     }
@@ -340,6 +346,20 @@ impl Transition {
         });
     }
 
+    /// Sets search attributes of the run (the checkpoint's, and the indexed rows).
+    pub(crate) fn set_search_attributes(
+        &mut self,
+        attributes: impl IntoIterator<Item = (String, pb::SearchAttributeValue)>,
+    ) {
+        for (name, value) in attributes {
+            self.run
+                .state
+                .search_attributes
+                .insert(name.clone(), value.clone());
+            self.search_attributes.push((name, value));
+        }
+    }
+
     pub(crate) fn set_fired_timer(&mut self, key: String) {
         self.fired_timer = Some(key);
     }
@@ -424,6 +444,7 @@ impl Transition {
             fired_timer: self.fired_timer,
             new_run: self.new_run,
             foreign_timers: self.foreign_timers,
+            search_attributes: self.search_attributes,
             outbox: self.outbox,
             request_id: None,
             request_fingerprint: 0,

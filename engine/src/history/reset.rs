@@ -234,6 +234,8 @@ pub fn reset(
         })
         .collect();
     let mut t = Transition::for_new_run(next, now);
+    // The workflow keeps what it is found by.
+    t.set_search_attributes(run.state.search_attributes.clone());
     let scheduled_id = completed.scheduled_event_id;
     let started = t.append(Attributes::WorkflowTaskStarted(
         pb::WorkflowTaskStartedAttributes {

@@ -81,6 +81,9 @@ pub struct RunState {
     /// Updates accepted whose handler has not completed, in the order they were accepted.
     #[prost(message, repeated, tag = "22")]
     pub updates: Vec<PendingUpdate>,
+    /// The search attributes the workflow set (carried along continue-as-new and reset).
+    #[prost(map = "string, message", tag = "23")]
+    pub search_attributes: std::collections::HashMap<String, pb::SearchAttributeValue>,
 }
 
 /// An update accepted (`WorkflowUpdateAccepted`) whose handler has not completed.

@@ -33,6 +33,8 @@ pub struct ListQuery {
     pub limit: usize,
     /// Oldest first (what has waited longest), instead of newest first.
     pub oldest_first: bool,
+    /// A parsed `ListWorkflows` query, with the filters above.
+    pub filter: Option<crate::visibility::Filter>,
 }
 
 impl ListQuery {
@@ -49,6 +51,7 @@ impl ListQuery {
             after: None,
             limit,
             oldest_first: false,
+            filter: None,
         }
     }
 }

@@ -136,6 +136,8 @@ pub struct WorkflowSummary {
     /// The values it was started with to show (see `StartOptions::memo`), as JSON; a value
     /// that is not JSON reads as `null`.
     pub memo: BTreeMap<String, serde_json::Value>,
+    /// The search attributes it set (`WorkflowContext::upsert_search_attributes`).
+    pub search_attributes: BTreeMap<String, crate::SearchAttribute>,
     /// Why it waits for an operator (`WorkflowContext::needs_attention`), and since when.
     pub attention: Option<Attention>,
     /// Who paused it, why and since when ([`WorkflowHandle::pause`](crate::WorkflowHandle::pause));
@@ -191,6 +193,11 @@ impl From<pb::WorkflowExecutionInfo> for WorkflowSummary {
                 .memo
                 .into_iter()
                 .map(|(k, v)| (k, from_payload(Some(&v)).unwrap_or_default()))
+                .collect(),
+            search_attributes: i
+                .search_attributes
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), crate::SearchAttribute::from_proto(v)?)))
                 .collect(),
             attention: (!i.attention.is_empty()).then(|| Attention {
                 reason: i.attention,

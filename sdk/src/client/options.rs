@@ -157,6 +157,9 @@ pub struct ListOptions {
     pub page_size: u32,
     /// The page to return: the token of the previous page; `None`: the first.
     pub page_token: Option<PageToken>,
+    /// A query over the runs' fields and search attributes (`customer = "c42" AND status =
+    /// "running"`; see [`ListOptions::query`]).
+    pub query: Option<String>,
 }
 
 impl ListOptions {
@@ -207,6 +210,15 @@ impl ListOptions {
         self
     }
 
+    /// Only runs the query selects: comparisons (= != < <= > >=) of a field (workflow_id,
+    /// workflow_type, task_queue, status, started, closed, or a search attribute) with a value
+    /// ("text", 42, or a time as "2026-12-01"), joined by AND and OR, grouped with
+    /// parentheses. A query that does not parse is refused naming the position.
+    pub fn query(mut self, query: impl Into<String>) -> Self {
+        self.query = Some(query.into());
+        self
+    }
+
     /// The page after the one that gave `token`.
     pub fn page_token(mut self, token: PageToken) -> Self {
         self.page_token = Some(token);
@@ -227,6 +239,7 @@ impl ListOptions {
             workflow_id_prefix: self.workflow_id_prefix.clone().unwrap_or_default(),
             start_time_from: self.started_from.map(system_time_to_timestamp),
             start_time_to: self.started_before.map(system_time_to_timestamp),
+            query: self.query.clone().unwrap_or_default(),
         }
     }
 }

@@ -266,6 +266,7 @@ fn command_key(c: &pb::Command) -> String {
             format!("RequestCancelChildWorkflow(id={})", a.workflow_id)
         }
         Some(C::CompleteUpdate(a)) => format!("CompleteUpdate(id={})", a.update_id),
+        Some(C::UpsertSearchAttributes(_)) => "UpsertSearchAttributes".into(),
         None => "empty command".into(),
     }
 }
@@ -476,6 +477,9 @@ impl RunDriver {
             | A::WorkflowUpdateAccepted(_) => self.pending.push(ev.clone()),
             A::WorkflowUpdateCompleted(a) => {
                 self.match_command(ev, format!("CompleteUpdate(id={})", a.update_id))?
+            }
+            A::UpsertSearchAttributes(_) => {
+                self.match_command(ev, "UpsertSearchAttributes".into())?
             }
             A::ActivityTaskCompleted(_)
             | A::ActivityTaskFailed(_)

@@ -14,6 +14,7 @@ pub(crate) mod context;
 mod driver;
 pub(crate) mod options;
 mod query;
+mod search;
 mod update;
 mod wake;
 
@@ -27,6 +28,7 @@ pub use driver::Nondeterminism;
 pub(crate) use driver::{ActivationError, QueryFailure, RunDriver};
 pub use options::{ActivityOptions, RetryPolicy};
 pub use query::WorkflowState;
+pub use search::SearchAttribute;
 
 use crate::error::WorkflowError;
 use futures::future::BoxFuture;

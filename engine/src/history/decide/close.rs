@@ -97,6 +97,7 @@ pub(super) fn continue_as_new(
         traceparent: run.state.traceparent.clone(),
         events_published: run.state.events_published,
         parent: run.state.parent.clone(),
+        search_attributes: run.state.search_attributes.clone(),
         ..StartParams::new(
             run.namespace.clone(),
             run.workflow_id.clone(),

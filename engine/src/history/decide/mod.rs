@@ -12,6 +12,7 @@ mod close;
 pub(super) mod markers;
 mod pause;
 mod publish;
+mod search;
 mod signals;
 mod timers;
 mod updates;
@@ -165,6 +166,8 @@ pub struct StartParams {
     /// The run that started this workflow as its child (carried along a continue-as-new
     /// chain).
     pub parent: Option<pb::ParentExecution>,
+    /// Search attributes the run starts with (carried along a continue-as-new chain).
+    pub search_attributes: HashMap<String, pb::SearchAttributeValue>,
 }
 
 impl StartParams {
@@ -195,6 +198,7 @@ impl StartParams {
             initial_update: None,
             events_published: 0,
             parent: None,
+            search_attributes: HashMap::new(),
         }
     }
 }
@@ -261,6 +265,7 @@ fn first_change(p: &StartParams, run_id: RunId, now: Millis) -> RunCommit {
         ));
     }
     t.schedule_workflow_task();
+    t.set_search_attributes(p.search_attributes.clone());
     if let Some(u) = &p.initial_update {
         updates::record(&mut t, u, true);
     }

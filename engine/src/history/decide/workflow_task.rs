@@ -170,6 +170,7 @@ fn apply_command(t: &mut Transition, command: &pb::Command, completed: i64) -> R
         Some(C::StartChildWorkflow(c)) => children::start(t, c, completed),
         Some(C::RequestCancelChildWorkflow(c)) => children::request_cancel(t, c, completed),
         Some(C::CompleteUpdate(c)) => updates::complete(t, c, completed),
+        Some(C::UpsertSearchAttributes(c)) => search::upsert(t, c, completed),
     }
 }
 

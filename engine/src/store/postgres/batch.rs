@@ -371,16 +371,61 @@ impl BatchArrays {
     }
 }
 
+/// Search attribute rows of a group, as the arrays of one insert.
+#[derive(Default)]
+struct SearchRows {
+    run: Vec<String>,
+    namespace: Vec<String>,
+    name: Vec<String>,
+    kind: Vec<i16>,
+    text: Vec<Option<String>>,
+    int: Vec<Option<i64>>,
+}
+
+impl SearchRows {
+    /// Keeps the last row of each (run, name).
+    fn keep_last(&mut self) {
+        let mut seen = std::collections::HashSet::new();
+        let keep: Vec<bool> = (0..self.run.len())
+            .rev()
+            .map(|i| seen.insert((self.run[i].clone(), self.name[i].clone())))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let mut k = keep.iter();
+        self.run.retain(|_| *k.next().unwrap_or(&true));
+        let mut k = keep.iter();
+        self.namespace.retain(|_| *k.next().unwrap_or(&true));
+        let mut k = keep.iter();
+        self.name.retain(|_| *k.next().unwrap_or(&true));
+        let mut k = keep.iter();
+        self.kind.retain(|_| *k.next().unwrap_or(&true));
+        let mut k = keep.iter();
+        self.text.retain(|_| *k.next().unwrap_or(&true));
+        let mut k = keep.iter();
+        self.int.retain(|_| *k.next().unwrap_or(&true));
+    }
+}
+
 /// Writes a group of a batch with one call of `martix_write_batch_v1`; a group with changes
 /// that write timer rows for other runs (`RunCommit::foreign_timers`, rare: a child workflow
-/// or its parent closed) writes those rows, for the changes written, in the same transaction.
+/// or its parent closed) or search attributes writes those rows, for the changes written, in
+/// the same transaction.
 async fn write_group(
     conn: &mut sqlx::PgConnection,
     commits: &[&RunCommit],
     group: &[usize],
     notify_as: Option<&str>,
 ) -> Result<Vec<Result<(), StoreError>>, Failed> {
-    if group.iter().all(|&i| commits[i].foreign_timers.is_empty()) {
+    let extras = |c: &RunCommit| {
+        !c.foreign_timers.is_empty()
+            || !c.search_attributes.is_empty()
+            || c.new_run
+                .as_deref()
+                .is_some_and(|n| !n.search_attributes.is_empty())
+    };
+    if !group.iter().any(|&i| extras(commits[i])) {
         return write_batch_call(conn, commits, group, notify_as).await;
     }
     use sqlx::Connection as _;
@@ -403,6 +448,41 @@ async fn write_group(
     .bind(runs)
     .bind(keys)
     .bind(at)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| Failed::Batch(classify(e)))?;
+    let mut a = SearchRows::default();
+    for (&i, outcome) in group.iter().zip(&outcomes) {
+        if outcome.is_ok() {
+            let c = commits[i];
+            for c in std::iter::once(c).chain(c.new_run.as_deref()) {
+                for (name, value) in &c.search_attributes {
+                    let (kind, text, int) = crate::visibility::stored(value);
+                    a.run.push(c.run.run_id.to_text());
+                    a.namespace.push(c.run.namespace.to_string());
+                    a.name.push(name.clone());
+                    a.kind.push(kind);
+                    a.text.push(text);
+                    a.int.push(int);
+                }
+            }
+        }
+    }
+    // A later value of a name wins: the rows go in the order their changes were decided,
+    // and one statement may not touch a row twice.
+    a.keep_last();
+    sqlx::query(
+        "INSERT INTO search_attributes (run_id, namespace, name, kind, text_value, int_value) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::smallint[], $5::text[], \
+         $6::bigint[]) ON CONFLICT (run_id, name) DO UPDATE SET kind = excluded.kind, \
+         text_value = excluded.text_value, int_value = excluded.int_value",
+    )
+    .bind(a.run)
+    .bind(a.namespace)
+    .bind(a.name)
+    .bind(a.kind)
+    .bind(a.text)
+    .bind(a.int)
     .execute(&mut *tx)
     .await
     .map_err(|e| Failed::Batch(classify(e)))?;

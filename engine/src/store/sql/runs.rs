@@ -8,6 +8,7 @@ use crate::history::{Run, RunCommit};
 use crate::ids::RunId;
 use crate::store::sql::batch::Pending;
 use crate::store::{ListQuery, NamespaceSettings, NamespaceStore, RunStore, StoreError, classify};
+use crate::visibility::{self, Field, Filter, Value};
 use martix_proto::v1 as pb;
 use sqlx::Row as _;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ where
     String: Column<DB>,
     i64: Column<DB>,
     i32: Column<DB>,
+    i16: Column<DB>,
     bool: Column<DB>,
     Vec<u8>: Column<DB>,
     for<'r> &'r [u8]: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
@@ -97,7 +99,11 @@ where
         let mut tx = DB::begin_write(&self.write).await.map_err(classify)?;
         let mut purged = 0;
         // History first, then the runs; a run is deleted only while closed.
-        for (table, guard) in [("history_events", ""), ("executions", " AND status <> 1")] {
+        for (table, guard) in [
+            ("history_events", ""),
+            ("search_attributes", ""),
+            ("executions", " AND status <> 1"),
+        ] {
             let mut qb =
                 sqlx::QueryBuilder::<DB>::new(format!("DELETE FROM {table} WHERE run_id IN ("));
             let mut ids_list = qb.separated(", ");
@@ -227,6 +233,10 @@ where
         if let Some(to) = q.start_time_to {
             qb.push(" AND start_time < ").push_bind(to);
         }
+        if let Some(f) = &q.filter {
+            qb.push(" AND ");
+            push_filter(&mut qb, f);
+        }
         let (beyond, order) = if q.oldest_first {
             (" > ", "ASC")
         } else {
@@ -352,6 +362,99 @@ where
             .fetch_all(&self.read)
             .await
             .map_err(classify)
+    }
+}
+
+/// A parsed query as SQL over `executions`, its values bound.
+fn push_filter<DB>(qb: &mut sqlx::QueryBuilder<DB>, f: &Filter)
+where
+    DB: Backend,
+    String: Column<DB>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    i16: Column<DB>,
+{
+    match f {
+        Filter::And(a, b) | Filter::Or(a, b) => {
+            qb.push("(");
+            push_filter(qb, a);
+            qb.push(if matches!(f, Filter::And(..)) {
+                " AND "
+            } else {
+                " OR "
+            });
+            push_filter(qb, b);
+            qb.push(")");
+        }
+        Filter::Compare(field, cmp, value) => {
+            let op = format!(" {} ", cmp.sql());
+            let column = match field {
+                Field::WorkflowId => Some("workflow_id"),
+                Field::WorkflowType => Some("workflow_type"),
+                Field::TaskQueue => Some("task_queue"),
+                Field::Status => Some("status"),
+                Field::Started => Some("start_time"),
+                Field::Closed => Some("close_time"),
+                Field::Attribute(_) => None,
+            };
+            match (column, value) {
+                (Some(c), Value::Text(t)) => {
+                    qb.push(c).push(op).push_bind(t.clone());
+                }
+                (Some(c), Value::Status(s)) => {
+                    qb.push(c).push(op).push_bind(*s);
+                }
+                (Some(c), Value::Time(t)) => {
+                    qb.push(c).push(op).push_bind(*t);
+                }
+                (Some(c), Value::Int(i)) => {
+                    qb.push(c).push(op).push_bind(*i);
+                }
+                (Some(_), Value::TextOrTime(..)) => {
+                    qb.push("FALSE");
+                }
+                (None, v) => {
+                    let Field::Attribute(name) = field else {
+                        unreachable!("only attributes have no column")
+                    };
+                    qb.push(
+                        "EXISTS (SELECT 1 FROM search_attributes a \
+                         WHERE a.run_id = executions.run_id AND a.name = ",
+                    )
+                    .push_bind(name.clone());
+                    match v {
+                        Value::Int(i) => {
+                            qb.push(" AND a.kind = ")
+                                .push_bind(visibility::KIND_INT)
+                                .push(" AND a.int_value")
+                                .push(op)
+                                .push_bind(*i);
+                        }
+                        Value::TextOrTime(t, at) => {
+                            qb.push(" AND ((a.kind = ")
+                                .push_bind(visibility::KIND_KEYWORD)
+                                .push(" AND a.text_value")
+                                .push(op.clone())
+                                .push_bind(t.clone())
+                                .push(")");
+                            if let Some(at) = at {
+                                qb.push(" OR (a.kind = ")
+                                    .push_bind(visibility::KIND_TIME)
+                                    .push(" AND a.int_value")
+                                    .push(op)
+                                    .push_bind(*at)
+                                    .push(")");
+                            }
+                            qb.push(")");
+                        }
+                        _ => {
+                            qb.push(" AND FALSE");
+                        }
+                    }
+                    qb.push(")");
+                }
+            }
+        }
     }
 }
 

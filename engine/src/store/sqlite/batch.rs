@@ -297,6 +297,23 @@ async fn write_run<'a>(
             .await
             .map_err(classify)?;
     }
+    for (name, value) in &c.search_attributes {
+        let (kind, text, int) = crate::visibility::stored(value);
+        sqlx::query(
+            "INSERT INTO search_attributes (run_id, namespace, name, kind, text_value, int_value) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, name) DO UPDATE SET \
+             kind = excluded.kind, text_value = excluded.text_value, int_value = excluded.int_value",
+        )
+        .bind(&run_id)
+        .bind(r.namespace.as_str())
+        .bind(name)
+        .bind(kind)
+        .bind(text)
+        .bind(int)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+    }
     for t in &c.foreign_timers {
         sqlx::query(
             "INSERT INTO timers (run_id, timer_key, fire_at) VALUES ($1, $2, $3) \

@@ -145,6 +145,14 @@ impl Hist {
                         },
                     ));
                 }
+                C::UpsertSearchAttributes(c) => {
+                    self.push(A::UpsertSearchAttributes(
+                        pb::UpsertSearchAttributesAttributes {
+                            attributes: c.attributes,
+                            ..Default::default()
+                        },
+                    ));
+                }
                 C::CompleteUpdate(c) => {
                     self.push(A::WorkflowUpdateCompleted(
                         pb::WorkflowUpdateCompletedAttributes {

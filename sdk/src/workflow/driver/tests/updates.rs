@@ -139,3 +139,31 @@ fn an_update_sent_with_the_start_is_validated_by_the_workflow_first() {
     assert_eq!(h.update_outcome("good"), Ok(2));
     replays(f, &h).unwrap();
 }
+
+async fn tags(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+    ctx.upsert_search_attributes([("customer", crate::SearchAttribute::keyword("c42"))]);
+    ctx.sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+async fn no_tags(ctx: WorkflowContext, _: ()) -> Result<(), WorkflowError> {
+    ctx.sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+#[test]
+fn search_attributes_are_a_command_replay_checks() {
+    let mut d = driver(erase(tags));
+    let mut h = Hist::start("");
+    assert_eq!(
+        step(&mut d, &mut h),
+        ["UpsertSearchAttributes", "StartTimer(id=1)"]
+    );
+    replays(erase(tags), &h).unwrap();
+    let e = replays(erase(no_tags), &h).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("is UpsertSearchAttributes, but the workflow issued StartTimer(id=1)"),
+        "{e}"
+    );
+}
