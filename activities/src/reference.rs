@@ -592,8 +592,13 @@ impl ReferenceAdapters {
         now: i64,
     ) -> Result<Reconciliation, AdapterError> {
         const MAX_LISTED: usize = 1_000;
-        let since = now - i64::from(window.hours) * 3_600_000;
-        let settled = now - i64::from(window.settle_minutes) * 60_000;
+        let until = if window.until_ms > 0 {
+            window.until_ms
+        } else {
+            now
+        };
+        let since = until - i64::from(window.hours) * 3_600_000;
+        let settled = until - i64::from(window.settle_minutes) * 60_000;
         let orders: Vec<(String, i64, i64, i64)> = sqlx::query_as(
             "SELECT p.order_id, \
                 CAST(SUM(CASE WHEN p.kind = 'charge' THEN 1 ELSE -1 END) AS BIGINT), \
@@ -627,7 +632,9 @@ impl ReferenceAdapters {
             orders_checked: orders.len() as u64,
             ..Reconciliation::default()
         };
-        let note = |list: &mut Vec<String>, order: &str| {
+        let mut discrepancies = 0;
+        let mut note = |list: &mut Vec<String>, order: &str| {
+            discrepancies += 1;
             if list.len() < MAX_LISTED {
                 list.push(order.to_owned());
             }
@@ -644,6 +651,7 @@ impl ReferenceAdapters {
         for (order,) in &unpaid {
             note(&mut r.shipped_not_charged, order);
         }
+        r.discrepancies = discrepancies;
         Ok(r)
     }
 

@@ -169,6 +169,7 @@ async fn the_nightly_reconciliation_names_what_does_not_reconcile(backend: Backe
         hours: 1,
         prefix: env.prefix.clone(),
         settle_minutes: 0,
+        until_ms: 0,
     };
     let reconcile = |id: &str| {
         let client = env.client.clone();
@@ -199,7 +200,10 @@ async fn the_nightly_reconciliation_names_what_does_not_reconcile(backend: Backe
 
     // Money taken for an order that never shipped: named, and the run fails for an operator.
     let stray = env.order("stray", "cust-6", "FR", 1);
-    env.adapters.charge("stray-charge", &stray).await.unwrap();
+    env.adapters
+        .charge(&format!("{}-stray-charge", env.prefix), &stray)
+        .await
+        .unwrap();
     match reconcile("reconcile").await {
         Err(martix_sdk::ClientError::WorkflowFailed { failure, .. }) => assert!(
             failure.contains(&format!("1 charged and not shipped: {}", stray.order_id)),

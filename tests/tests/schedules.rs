@@ -324,3 +324,35 @@ async fn bad_schedules_are_refused_with_why(backend: Backend) {
 }
 
 on_both_backends!(bad_schedules_are_refused_with_why);
+
+async fn a_long_outage_is_skipped_at_once_not_walked_forever(backend: Backend) {
+    let store = store(backend, "schedules_outage").await;
+    let clock = ManualClock::new(T0);
+    let engine = Engine::with_clock(store, config(), Arc::new(clock.clone()));
+    let id = unique("every-second");
+    let mut s = every(1, pb::ScheduleOverlap::AllowAll, 1);
+    s.spec.as_mut().unwrap().interval = Some(pbjson_types::Duration {
+        seconds: 1,
+        nanos: 0,
+    });
+    s.catchup_window = Some(pbjson_types::Duration {
+        seconds: 10,
+        nanos: 0,
+    });
+    create(&engine, &id, s).await.unwrap();
+    // Three hours down: 10,800 times, all but the last 10 s of them missed.
+    clock.advance(3 * 60 * MINUTE);
+    engine.fire_due_schedules().await.unwrap();
+    let info = describe(&engine, &id).await;
+    assert!((10..=11).contains(&info.started), "{info:?}");
+    assert!(info.missed >= 10_000, "{info:?}");
+    assert!(
+        info.recent_actions
+            .iter()
+            .any(|a| a.outcome.contains("too many to count")),
+        "{info:?}"
+    );
+    assert_eq!(runs(&engine, &id).await.len() as i64, info.started);
+}
+
+on_both_backends!(a_long_outage_is_skipped_at_once_not_walked_forever);

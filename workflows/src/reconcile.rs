@@ -20,8 +20,16 @@ const NAMED: usize = 10;
 
 pub async fn reconcile_payments(
     ctx: WorkflowContext,
-    window: ReconcileWindow,
+    mut window: ReconcileWindow,
 ) -> Result<Reconciliation, WorkflowError> {
+    if window.until_ms == 0 {
+        // The run's time (a scheduled run's), fixed in history: a retried or late activity
+        // looks at the same window.
+        window.until_ms = ctx
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+    }
     let found = ctx.activity(ReconcilePayments, &window).await?;
     if found.is_clean() {
         return Ok(found);
@@ -53,9 +61,7 @@ pub async fn reconcile_payments(
         "LedgerMismatch",
         format!(
             "{} of {} orders do not reconcile: {}",
-            found.charged_not_shipped.len()
-                + found.shipped_not_charged.len()
-                + found.charged_twice.len(),
+            found.discrepancies,
             found.orders_checked,
             parts.join("; ")
         ),

@@ -78,14 +78,28 @@ impl Engine {
                 "run {parent_id}: event {initiated} is not a child's start"
             )));
         };
+        let policy = history::children::close_policy_key(&history::PendingChild {
+            parent_close_policy: asked.parent_close_policy,
+            ..Default::default()
+        });
         let outcome = self.start_child_run(&parent, initiated, asked).await?;
-        self.update(parent_id, |run, now, pollers| {
-            let d = Dispatch::pollers(pollers, now);
-            let decided = history::child_started(run, initiated, outcome.clone(), key, now, d);
-            let recorded = decided.is_some();
-            Ok((decided, recorded))
-        })
-        .await
+        let recorded = self
+            .update(parent_id, |run, now, pollers| {
+                let d = Dispatch::pollers(pollers, now);
+                let decided = history::child_started(run, initiated, outcome.clone(), key, now, d);
+                let recorded = decided.is_some();
+                Ok((decided, recorded))
+            })
+            .await?;
+        if !recorded
+            && let (Ok(child), Some(policy)) = (&outcome, policy)
+            && !self.load(parent_id).await?.is_open()
+        {
+            // The parent closed while its child was being started: its close could not see the
+            // child, so the child gets the close policy now.
+            self.obey_parent(*child, &policy).await?;
+        }
+        Ok(recorded)
     }
 
     /// Starts the child's first run, or finds the one an earlier attempt started: `Err` is
@@ -233,7 +247,9 @@ impl Engine {
     /// after (`Ok(false)`), as the effect is idempotent.
     async fn obey_parent(&self, run_id: RunId, key: &str) -> Result<bool, EngineError> {
         let run = self.load(run_id).await?;
-        let target = if run.status == pb::WorkflowStatus::ContinuedAsNew {
+        // The child may have continued as new, or been reset, since: its workflow's current
+        // run, if it is still this parent's child.
+        let target = if !run.is_open() {
             match self
                 .store
                 .latest_run(run.namespace.as_str(), run.workflow_id.as_str())

@@ -17,6 +17,8 @@ use prost::Message;
 const DUE_BATCH: usize = 64;
 /// How often a schedule with a time buffered looks whether the run it waits for closed.
 const BUFFERED_RECHECK_MS: Millis = 1_000;
+/// When a schedule that could not be acted on is looked at again.
+const FAILED_RETRY_MS: Millis = 60_000;
 /// How often acting on a schedule is tried again when another node wrote it meanwhile.
 const MAX_SCHEDULE_CONFLICTS: usize = 5;
 
@@ -242,22 +244,37 @@ impl Engine {
 
     /// Acts on every schedule whose time came; returns how many were looked at.
     pub async fn fire_due_schedules(&self) -> Result<usize, EngineError> {
-        let mut looked = 0;
+        let mut looked = std::collections::HashSet::new();
         loop {
             let due = self.store.due_schedules(self.now(), DUE_BATCH).await?;
             let full = due.len() == DUE_BATCH;
+            let mut fresh = false;
             for (ns, id) in due {
-                looked += 1;
+                // A schedule this sweep looked at and that is still due failed: not again now.
+                if !looked.insert((ns.clone(), id.clone())) {
+                    continue;
+                }
+                fresh = true;
                 let Ok(ns) = Namespace::parse(&ns) else {
                     continue;
                 };
                 if let Err(e) = self.act_on_schedule(&ns, &id, Look::Due).await {
-                    tracing::warn!(namespace = %ns, schedule = %id, error = %e, "schedule not acted on; will retry");
+                    tracing::warn!(namespace = %ns, schedule = %id, error = %e, "schedule not acted on; will retry in a minute");
+                    self.postpone_schedule(&ns, &id).await;
                 }
             }
-            if !full {
-                return Ok(looked);
+            if !full || !fresh {
+                return Ok(looked.len());
             }
+        }
+    }
+
+    /// Looks at a schedule that failed again in a minute (best effort: a schedule that moved
+    /// on meanwhile is left as it is).
+    async fn postpone_schedule(&self, ns: &Namespace, id: &str) {
+        if let Ok(Some(mut row)) = self.store.load_schedule(ns.as_str(), id).await {
+            row.next_fire_at = self.now() + FAILED_RETRY_MS;
+            let _ = self.store.save_schedule(&row).await;
         }
     }
 
@@ -269,11 +286,15 @@ impl Engine {
         id: &str,
         look: Look,
     ) -> Result<Vec<pb::ScheduleActionRecord>, EngineError> {
+        // A trigger's time is taken once: acted on again after a conflict, it names the same
+        // run, which the reject-duplicate start finds.
+        let triggered_at = self.now();
         for _ in 0..MAX_SCHEDULE_CONFLICTS {
             let mut row = self.schedule_row(ns, id).await?;
             let (schedule, mut state) = decode(&row)?;
             let spec = Spec::parse(schedule.spec.as_ref().unwrap_or(&Default::default()))?;
             let now = self.now();
+            let mut more = false;
             let mut running = self.still_running(ns, &state).await?;
             if state.buffered_time != 0 && !running {
                 let t = std::mem::take(&mut state.buffered_time);
@@ -283,8 +304,16 @@ impl Engine {
             }
             match look {
                 Look::Trigger => {
-                    self.take_time(ns, id, &schedule, &mut state, now, running, "triggered")
-                        .await?;
+                    self.take_time(
+                        ns,
+                        id,
+                        &schedule,
+                        &mut state,
+                        triggered_at,
+                        running,
+                        "triggered",
+                    )
+                    .await?;
                 }
                 Look::Due if !schedule.paused => {
                     let catchup = match duration_to_ms(schedule.catchup_window.as_ref()) {
@@ -298,8 +327,23 @@ impl Engine {
                         }
                         steps += 1;
                         if steps > schedules::MAX_STEPS_PER_LOOK {
-                            state.last_time = state.last_time.max(now - catchup);
-                            continue;
+                            if now - t > catchup {
+                                // A long outage: the rest of the missed times go at once (the
+                                // times after are within the window, so this happens once).
+                                state.last_time = t.max(now - catchup);
+                                state.record(record(
+                                    t,
+                                    now,
+                                    "missed, with every time up to the catch-up window (too \
+                                     many to count one by one)",
+                                    None,
+                                ));
+                                steps = 0;
+                                continue;
+                            }
+                            // Within the window: the rest on the next look, right away.
+                            more = true;
+                            break;
                         }
                         state.last_time = t;
                         if now - t > catchup {
@@ -323,7 +367,11 @@ impl Engine {
                 Look::Trigger => state.recent.last().cloned().into_iter().collect(),
                 Look::Due => Vec::new(),
             };
-            row.next_fire_at = next_look(&schedule, &spec, id, &state, now);
+            row.next_fire_at = if more {
+                now
+            } else {
+                next_look(&schedule, &spec, id, &state, now)
+            };
             row.state = state.encode_to_vec();
             if self.store.save_schedule(&row).await? {
                 self.arm_timer(row.next_fire_at);
@@ -420,7 +468,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let action = schedule.action.clone().unwrap_or_default();
         let workflow_id = schedules::workflow_id(id, t);
-        let req = pb::StartWorkflowRequest {
+        let mut req = pb::StartWorkflowRequest {
             namespace: ns.to_string(),
             workflow_id: workflow_id.clone(),
             workflow_type: action.workflow_type,
@@ -433,8 +481,25 @@ impl Engine {
             identity: format!("schedule {id}"),
             ..Default::default()
         };
+        // As a start from a message: a domain's stamp (an order's `placed_by`) names no caller.
+        self.stamp_start(&mut req, None);
         let now = self.now();
         match self.start_workflow(req).await {
+            // A backfill of a time that ran: that run stands, none is started again. (A time
+            // started before by a node that crashed before writing the schedule, or by another
+            // node, is this look's run all the same.)
+            Ok(started) if !started.started && outcome.starts_with("backfilled") => {
+                state.record(record(
+                    t,
+                    now,
+                    "backfilled: already ran, not run again",
+                    Some(pb::WorkflowExecution {
+                        workflow_id,
+                        run_id: started.run_id,
+                    }),
+                ));
+                Ok(())
+            }
             Ok(started) => {
                 state.started += 1;
                 state.running_workflow_id.clone_from(&workflow_id);
@@ -534,7 +599,7 @@ impl Engine {
             let mut row = self.schedule_row(ns, id).await?;
             let (_, mut state) = decode(&row)?;
             for a in &actions {
-                state.started += i64::from(a.workflow_execution.is_some());
+                state.started += i64::from(a.outcome == "backfilled: started");
                 state.record(a.clone());
             }
             row.state = state.encode_to_vec();

@@ -70,6 +70,7 @@ impl Engine {
             identity: ident,
         };
         let print = fingerprint(&u.name, u.args.as_ref());
+        let started_with = req.start.is_some();
         let (run, started) = match req.start {
             Some(mut start) => {
                 // The namespace the caller was admitted for, whatever the start names.
@@ -79,7 +80,7 @@ impl Engine {
             }
             None => (self.resolve(&ns, req.execution.as_ref()).await?, false),
         };
-        let accepted_at = self.accept(&ns, run, &u, print).await?;
+        let accepted_at = self.accept(&ns, run, &u, print, started_with).await?;
         let mut answer = self
             .wait_update(accepted_at.0, &u.update_id, accepted_at.1, wait)
             .await?;
@@ -131,6 +132,7 @@ impl Engine {
         mut run: Run,
         u: &UpdateRequest,
         print: i64,
+        with_start: bool,
     ) -> Result<(RunId, i64), EngineError> {
         let key = update_key(run.workflow_id.as_str(), &u.update_id);
         let deadline = Instant::now() + self.config.query_timeout;
@@ -145,6 +147,20 @@ impl Engine {
                     run.run_id,
                     run.status.as_str_name()
                 )));
+            }
+            if with_start && !self.ran_code(&run).await? {
+                // Sent with a start to a run whose code has not run yet (another caller's
+                // start won): no worker can validate it; the workflow does, as for the start.
+                self.update(run.run_id, |r, now, pollers| {
+                    let d = Dispatch::pollers(pollers, now);
+                    let mut d = history::accept_unvalidated(r, u, now, d)?;
+                    d.commit.request_id = Some(key.clone());
+                    d.commit.request_fingerprint = print;
+                    Ok((Some(d), ()))
+                })
+                .await?;
+                run = self.load(run.run_id).await?;
+                continue;
             }
             if run.next_event_id <= 4 {
                 // As for queries: no workflow task completed, so no handler was registered.
@@ -322,6 +338,19 @@ impl Engine {
                 }
             };
         }
+    }
+
+    /// Whether the run completed a workflow task (its code ran and registered its handlers).
+    async fn ran_code(&self, run: &Run) -> Result<bool, EngineError> {
+        // Past this many events a run has surely run its code; below, its history says.
+        const LOOK: i64 = 64;
+        if run.next_event_id > LOOK {
+            return Ok(true);
+        }
+        Ok(self
+            .find_event(run.run_id, 1, |a| matches!(a, A::WorkflowTaskCompleted(_)))
+            .await?
+            .is_some())
     }
 
     /// The first event of run `run_id` from `from` on that `is` picks, with its id.

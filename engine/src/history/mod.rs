@@ -301,6 +301,16 @@ impl Transition {
         for ev in buffered {
             let event_id = self.run.next_event_id;
             self.run.next_event_id += 1;
+            if let Some(Attributes::WorkflowUpdateAccepted(a)) = &ev.attributes
+                && let Some(u) = self
+                    .run
+                    .state
+                    .updates
+                    .iter_mut()
+                    .find(|u| u.update_id == a.update_id)
+            {
+                u.accepted_event_id = event_id;
+            }
             self.push_event(pb::HistoryEvent { event_id, ..ev });
         }
         any

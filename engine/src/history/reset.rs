@@ -56,6 +56,15 @@ pub fn reset(
             )
         })?;
     let cut = completed.started_event_id; // events before the task's start are kept
+    if let Some(u) = run.state.updates.first() {
+        return Err(EngineError::FailedPrecondition(format!(
+            "workflow {} has {} update(s) whose handler has not completed (first: '{}'); a \
+             reset cannot take them over: wait for them, then reset",
+            run.workflow_id,
+            run.state.updates.len(),
+            u.update_id
+        )));
+    }
     if !run.state.children.is_empty() {
         return Err(EngineError::FailedPrecondition(format!(
             "workflow {} has {} child workflow(s) running; a reset cannot take them over: wait \
@@ -101,6 +110,7 @@ pub fn reset(
     state.carry_pause(&run.state);
     let mut scheduled: Vec<(i64, pb::ActivityTaskScheduledAttributes, Millis)> = Vec::new();
     let mut children_open: Vec<(i64, String)> = Vec::new();
+    let mut updates_open: Vec<String> = Vec::new();
     for e in &prefix {
         let at = e
             .event_time
@@ -145,6 +155,10 @@ pub fn reset(
             Some(Attributes::ChildWorkflowExecutionClosed(c)) => {
                 children_open.retain(|(id, _)| *id != c.initiated_event_id)
             }
+            Some(Attributes::WorkflowUpdateAccepted(u)) => updates_open.push(u.update_id.clone()),
+            Some(Attributes::WorkflowUpdateCompleted(u)) => {
+                updates_open.retain(|id| *id != u.update_id)
+            }
             Some(Attributes::MarkerRecorded(m))
                 if m.marker_name == decide::markers::ATTENTION_MARKER =>
             {
@@ -153,6 +167,13 @@ pub fn reset(
             }
             _ => {}
         }
+    }
+    if let Some(update) = updates_open.first() {
+        return Err(EngineError::FailedPrecondition(format!(
+            "update '{update}' was accepted before event {point} and completed after it; a \
+             reset cannot run its handler again: pick a point after it completed, or before it \
+             was accepted"
+        )));
     }
     if let Some((_, child)) = children_open.first() {
         return Err(EngineError::FailedPrecondition(format!(

@@ -14,6 +14,10 @@ pub struct ReconcileWindow {
     pub prefix: String,
     #[serde(default = "default_settle_minutes")]
     pub settle_minutes: u32,
+    /// The window's end, in ms since the epoch; 0: the workflow's time when it runs (a
+    /// scheduled run's time, so a run retried or late looks at the window it was for).
+    #[serde(default)]
+    pub until_ms: i64,
 }
 
 fn default_settle_minutes() -> u32 {
@@ -33,6 +37,9 @@ pub struct Reconciliation {
     pub shipped_not_charged: Vec<String>,
     /// More than one charge held.
     pub charged_twice: Vec<String>,
+    /// How many orders do not reconcile, all of them (the lists stop at 1,000 each).
+    #[serde(default)]
+    pub discrepancies: u64,
 }
 
 impl Reconciliation {

@@ -149,14 +149,14 @@ impl WorkflowContext {
         options: ChildWorkflowOptions,
     ) -> ChildWorkflowFuture<O> {
         let info = self.info();
-        // The run's own part of the id: two runs of a chain continued as new never ask for
-        // the same child.
-        let run = info
-            .run_id
-            .rsplit('-')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        // The run's own part of the id, from its start event (which a reset copies): two runs
+        // of a chain continued as new never ask for the same child, and a reset's run asks for
+        // the children of the run it continues.
+        let last = |id: &str| id.rsplit('-').next().unwrap_or_default().to_owned();
+        let run = match info.continued_from_run_id.as_deref() {
+            Some(previous) => format!("c{}", last(previous)),
+            None => last(&info.first_run_id),
+        };
         ChildWorkflowFuture {
             shared: self.shared.clone(),
             default_id: format!("{}/child-{run}", info.workflow_id),

@@ -297,6 +297,8 @@ pub(crate) struct RunDriver {
         String,
         BoxFuture<'static, Result<pb::Payload, WorkflowError>>,
     )>,
+    /// The workflow's code was polled once: its handlers are registered.
+    code_ran: bool,
     last_time: i64,
     /// When `last_time` was last moved, by this process's monotonic clock.
     last_time_seen: std::time::Instant,
@@ -323,6 +325,7 @@ impl RunDriver {
             child_ids: HashMap::new(),
             accepted: Vec::new(),
             handlers: Vec::new(),
+            code_ran: false,
             last_time: 0,
             last_time_seen: std::time::Instant::now(),
         }
@@ -827,14 +830,23 @@ impl RunDriver {
         for _ in 0..MAX_POLLS_PER_ACTIVATION {
             // Wake-ups from before this poll are served by it.
             self.wake_flag.take();
+            // Updates accepted since the last activation start before the workflow's code
+            // goes on: an update was recorded before the events that came after it (an
+            // activity's result), so its handler changes the state before the code reacts to
+            // those. Only a run's first activation polls the code first: its handlers are not
+            // registered before (a run started with an update).
+            if self.code_ran {
+                for accepted in std::mem::take(&mut self.accepted) {
+                    self.start_update(accepted);
+                }
+                self.poll_updates(&mut cx)?;
+            }
             let fut = self.future.as_mut().expect("created before polling");
             let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 fut.as_mut().poll(&mut cx)
             }))
             .map_err(|panic| ActivationError::Panic(panic_message(&*panic)))?;
-            // Updates accepted since the last activation start once the workflow's code ran
-            // (a run started with an update registers its handler in its first poll); the
-            // handlers then run beside it, in the order they were accepted.
+            self.code_ran = true;
             for accepted in std::mem::take(&mut self.accepted) {
                 self.start_update(accepted);
             }

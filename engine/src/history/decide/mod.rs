@@ -24,7 +24,7 @@ pub use close::terminate;
 pub use pause::{pause, resume};
 pub use signals::{request_cancel, signal};
 pub use timers::fire_timer;
-pub use updates::{MAX_UPDATES_IN_FLIGHT, UpdateRequest, accept_update};
+pub use updates::{MAX_UPDATES_IN_FLIGHT, UpdateRequest, accept_unvalidated, accept_update};
 pub use workflow_task::{complete_workflow_task, fail_workflow_task, flush_for_claim};
 
 use super::dispatch::hand_out;

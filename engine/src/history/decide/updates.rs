@@ -60,10 +60,38 @@ pub fn accept_update(
     Ok(Some(hand_out(t.finish(), d)))
 }
 
+/// Records update `u` for the workflow to validate first (update-with-start meeting a run
+/// whose code has not run yet, so no worker can validate it): the handler's validator runs in
+/// the workflow, and a refusal completes the update `Rejected`.
+pub fn accept_unvalidated(
+    run: &Run,
+    u: &UpdateRequest,
+    now: Millis,
+    d: Dispatch<'_>,
+) -> Result<Decided, EngineError> {
+    require_open(run)?;
+    if run.state.updates.len() >= MAX_UPDATES_IN_FLIGHT {
+        return Err(EngineError::Overloaded {
+            what: format!(
+                "workflow {} has {MAX_UPDATES_IN_FLIGHT} updates whose handlers have not \
+                 completed",
+                run.workflow_id
+            ),
+            retry_after: std::time::Duration::from_secs(1),
+        });
+    }
+    let mut t = Transition::new(run, now);
+    record(&mut t, u, true);
+    Ok(hand_out(t.finish(), d))
+}
+
 /// Appends the accepted event (the run has no workflow task in flight) and keeps the update
 /// pending; `validate`: the workflow runs the validator first.
 pub(super) fn record(t: &mut Transition, u: &UpdateRequest, validate: bool) {
-    let accepted_event_id = t.run().next_event_id;
+    // Its event id once appended (a buffered event gets its id when flushed: 0 until then,
+    // and callers find it by the update id).
+    let in_flight = t.run().wft.as_ref().is_some_and(|w| w.in_flight(t.now()));
+    let accepted_event_id = if in_flight { 0 } else { t.run().next_event_id };
     t.add_external([u.accepted(validate)]);
     t.run_mut().state.updates.push(PendingUpdate {
         update_id: u.update_id.clone(),

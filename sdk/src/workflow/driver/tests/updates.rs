@@ -167,3 +167,49 @@ fn search_attributes_are_a_command_replay_checks() {
         "{e}"
     );
 }
+
+/// Waits for activity `ship`, then answers the address an update may have changed.
+async fn ships(ctx: WorkflowContext, _: ()) -> Result<String, WorkflowError> {
+    let address = WorkflowState::new(String::from("old"));
+    ctx.on_update_by_name(
+        "move",
+        &address,
+        |_, _: &String| Ok(()),
+        |_ctx: WorkflowContext, address: WorkflowState<String>, to: String| async move {
+            address.update(|a| *a = to.clone());
+            Ok(to)
+        },
+    );
+    let _: String = ctx.activity_by_name("ship", &(), opts()).await?;
+    Ok(address.get())
+}
+
+#[test]
+fn an_update_accepted_before_an_activitys_result_changes_the_state_the_code_then_reads() {
+    let f = erase(ships);
+    let mut d = driver(f.clone());
+    let mut h = Hist::start("");
+    assert_eq!(step(&mut d, &mut h), ["ScheduleActivity(id=1, type=ship)"]);
+    // Recorded in this order: the update, then the result; one activation delivers both.
+    h.push(A::WorkflowUpdateAccepted(
+        pb::WorkflowUpdateAcceptedAttributes {
+            update_id: "u-1".into(),
+            update_name: "move".into(),
+            args: Some(to_payload(&"new").unwrap()),
+            identity: "client".into(),
+            validate: false,
+        },
+    ));
+    h.activity_done("1", "shipped");
+    h.wft();
+    assert_eq!(
+        step(&mut d, &mut h),
+        ["CompleteUpdate(id=u-1)", "CompleteWorkflow"]
+    );
+    let result = h.events.iter().find_map(|e| match &e.attributes {
+        Some(A::WorkflowExecutionCompleted(c)) => c.result.clone(),
+        _ => None,
+    });
+    assert_eq!(from_payload::<String>(result.as_ref()).unwrap(), "new");
+    replays(f, &h).unwrap();
+}
