@@ -115,7 +115,7 @@ async fn each_owner_adopted_its_part(url: &str) {
     assert_eq!(
         applied(&pool, "engine").await,
         [
-            1, 2, 4, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24
+            1, 2, 4, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 26, 27
         ]
     );
     assert_eq!(applied(&pool, "orders").await, [7]);

@@ -144,7 +144,7 @@ pub(crate) enum WorkflowCmd {
     },
     /// Ask a workflow to cancel (it decides; a saga compensates).
     Cancel {
-        #[arg(required_unless_present = "query")]
+        #[arg(required_unless_present_any = ["prefix", "query"])]
         id: Option<String>,
         #[arg(long)]
         reason: String,
@@ -153,7 +153,7 @@ pub(crate) enum WorkflowCmd {
     },
     /// Stop a workflow now.
     Terminate {
-        #[arg(required_unless_present = "query")]
+        #[arg(required_unless_present_any = ["prefix", "query"])]
         id: Option<String>,
         #[arg(long)]
         reason: String,
@@ -162,7 +162,7 @@ pub(crate) enum WorkflowCmd {
     },
     /// Start a new run from a workflow-task boundary; the old run is terminated.
     Reset {
-        #[arg(required_unless_present = "query")]
+        #[arg(required_unless_present_any = ["prefix", "query"])]
         id: Option<String>,
         /// `last-good`, `first`, or a WorkflowTaskCompleted event id.
         #[arg(long, default_value = "last-good")]
@@ -174,7 +174,7 @@ pub(crate) enum WorkflowCmd {
     },
     /// Run now the activities that wait for their next attempt.
     Retry {
-        #[arg(required_unless_present = "query")]
+        #[arg(required_unless_present_any = ["prefix", "query"])]
         id: Option<String>,
         /// Only this activity.
         #[arg(long)]
@@ -188,7 +188,7 @@ pub(crate) enum WorkflowCmd {
     /// Pause a workflow: none of its tasks is handed out until it is resumed (tasks running
     /// now finish; results, timers and signals are recorded).
     Pause {
-        #[arg(required_unless_present = "query")]
+        #[arg(required_unless_present_any = ["prefix", "query"])]
         id: Option<String>,
         #[arg(long)]
         reason: String,
@@ -197,7 +197,7 @@ pub(crate) enum WorkflowCmd {
     },
     /// Resume a paused workflow.
     Resume {
-        #[arg(required_unless_present = "query")]
+        #[arg(required_unless_present_any = ["prefix", "query"])]
         id: Option<String>,
         #[arg(long, default_value = "")]
         reason: String,
