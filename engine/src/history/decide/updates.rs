@@ -45,16 +45,7 @@ pub fn accept_update(
     if run.wft.is_some() || run.next_event_id - 1 != validated_len {
         return Ok(None);
     }
-    if run.state.updates.len() >= MAX_UPDATES_IN_FLIGHT {
-        return Err(EngineError::Overloaded {
-            what: format!(
-                "workflow {} has {MAX_UPDATES_IN_FLIGHT} updates whose handlers have not \
-                 completed",
-                run.workflow_id
-            ),
-            retry_after: std::time::Duration::from_secs(1),
-        });
-    }
+    has_room(run)?;
     let mut t = Transition::new(run, now);
     record(&mut t, u, false);
     Ok(Some(hand_out(t.finish(), d)))
@@ -70,6 +61,14 @@ pub fn accept_unvalidated(
     d: Dispatch<'_>,
 ) -> Result<Decided, EngineError> {
     require_open(run)?;
+    has_room(run)?;
+    let mut t = Transition::new(run, now);
+    record(&mut t, u, true);
+    Ok(hand_out(t.finish(), d))
+}
+
+/// Refuses an update to a run with [`MAX_UPDATES_IN_FLIGHT`] updates in flight.
+fn has_room(run: &Run) -> Result<(), EngineError> {
     if run.state.updates.len() >= MAX_UPDATES_IN_FLIGHT {
         return Err(EngineError::Overloaded {
             what: format!(
@@ -80,9 +79,7 @@ pub fn accept_unvalidated(
             retry_after: std::time::Duration::from_secs(1),
         });
     }
-    let mut t = Transition::new(run, now);
-    record(&mut t, u, true);
-    Ok(hand_out(t.finish(), d))
+    Ok(())
 }
 
 /// Appends the accepted event (the run has no workflow task in flight) and keeps the update
