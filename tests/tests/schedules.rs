@@ -357,3 +357,37 @@ async fn a_long_outage_is_skipped_at_once_not_walked_forever(backend: Backend) {
 }
 
 on_both_backends!(a_long_outage_is_skipped_at_once_not_walked_forever);
+
+/// On the wall clock, the engine's timer loop acts on a schedule by itself.
+async fn the_timer_loop_acts_on_schedules(backend: Backend) {
+    let t = martix_tests::TestEngine::start(backend, config()).await;
+    let id = unique("ticks");
+    create(&t.engine, &id, {
+        let mut s = every(1, pb::ScheduleOverlap::AllowAll, 60);
+        s.spec.as_mut().unwrap().interval = Some(pbjson_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        });
+        s
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while runs(&t.engine, &id).await.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the loop started {:?}",
+            runs(&t.engine, &id).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    t.engine
+        .delete_schedule(pb::DeleteScheduleRequest {
+            namespace: "default".into(),
+            schedule_id: id.clone(),
+        })
+        .await
+        .unwrap();
+}
+
+on_both_backends!(the_timer_loop_acts_on_schedules);

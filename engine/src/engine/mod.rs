@@ -147,6 +147,9 @@ pub struct Engine {
     /// Woken when a timer was committed on this node, with its fire time.
     pub(crate) timer_wake: Notify,
     pub(crate) next_timer: std::sync::Mutex<Option<Millis>>,
+    /// When this node looks at the schedules next: the earliest time it knows of, or a poll
+    /// interval after its last look (for schedules another node wrote).
+    pub(crate) next_schedule_look: std::sync::Mutex<Millis>,
     me: std::sync::Weak<Engine>,
     /// Cancelled when the node shuts down: long polls answer empty at once.
     stopping: tokio_util::sync::CancellationToken,
@@ -200,6 +203,7 @@ impl Engine {
             close_waiters: Default::default(),
             timer_wake: Notify::new(),
             next_timer: std::sync::Mutex::new(None),
+            next_schedule_look: std::sync::Mutex::new(0),
             metrics: crate::metrics::Metrics::default(),
             outbox_wake: Notify::new(),
             updates_changed: Notify::new(),

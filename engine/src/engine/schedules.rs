@@ -63,7 +63,7 @@ impl Engine {
                 "schedule '{id}' exists in namespace '{ns}'; delete it first, or pick another id"
             )));
         }
-        self.arm_timer(row.next_fire_at);
+        self.note_schedule(row.next_fire_at);
         tracing::info!(namespace = %ns, schedule = id, "schedule created");
         Ok(pb::CreateScheduleResponse {})
     }
@@ -220,7 +220,7 @@ impl Engine {
             row.spec = schedule.encode_to_vec();
             row.state = state.encode_to_vec();
             if self.store.save_schedule(&row).await? {
-                self.arm_timer(row.next_fire_at);
+                self.note_schedule(row.next_fire_at);
                 tracing::info!(namespace = %ns, schedule = %id, paused = pause, note = %note, "schedule paused or resumed");
                 return Ok(pb::PatchScheduleResponse::default());
             }
@@ -244,6 +244,19 @@ impl Engine {
 
     /// Acts on every schedule whose time came; returns how many were looked at.
     pub async fn fire_due_schedules(&self) -> Result<usize, EngineError> {
+        // The timer loop runs often under load: the schedules are read only when one this node
+        // knows of is due, or a poll interval after the last look.
+        let now = self.now();
+        {
+            let mut next = self
+                .next_schedule_look
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if *next > now {
+                return Ok(0);
+            }
+            *next = now + self.config.timer_poll_interval.as_millis() as Millis;
+        }
         let mut looked = std::collections::HashSet::new();
         loop {
             let due = self.store.due_schedules(self.now(), DUE_BATCH).await?;
@@ -267,6 +280,19 @@ impl Engine {
                 return Ok(looked.len());
             }
         }
+    }
+
+    /// A schedule of this node's is due at `at`: the timer loop looks then (not later than
+    /// its poll interval).
+    fn note_schedule(&self, at: Millis) {
+        {
+            let mut next = self
+                .next_schedule_look
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *next = (*next).min(at);
+        }
+        self.arm_timer(at);
     }
 
     /// Looks at a schedule that failed again in a minute (best effort: a schedule that moved
@@ -374,7 +400,7 @@ impl Engine {
             };
             row.state = state.encode_to_vec();
             if self.store.save_schedule(&row).await? {
-                self.arm_timer(row.next_fire_at);
+                self.note_schedule(row.next_fire_at);
                 return Ok(taken);
             }
             // Another node acted meanwhile: what it started, this look finds started.
