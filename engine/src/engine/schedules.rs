@@ -507,7 +507,7 @@ impl Engine {
             identity: format!("schedule {id}"),
             ..Default::default()
         };
-        // As a start from a message: a domain's stamp (an order's `placed_by`) names no caller.
+        // As a start from a message: a domain's stamp (a field recording the caller) names none.
         self.stamp_start(&mut req, None);
         let now = self.now();
         match self.start_workflow(req).await {

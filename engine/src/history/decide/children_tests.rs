@@ -7,7 +7,7 @@ fn start_child(id: &str, policy: pb::ParentClosePolicy) -> pb::Command {
         attributes: Some(C::StartChildWorkflow(
             pb::StartChildWorkflowExecutionCommand {
                 workflow_id: id.into(),
-                workflow_type: "payment".into(),
+                workflow_type: "refund".into(),
                 parent_close_policy: policy as i32,
                 input: Some(pb::Payload {
                     encoding: "json/plain".into(),
@@ -229,7 +229,7 @@ fn a_child_tells_its_parent_when_its_workflow_ends_not_when_it_continues_as_new(
     let mut params = StartParams::new(
         Namespace::parse("default").unwrap(),
         WorkflowId::parse("c-1").unwrap(),
-        WorkflowType::parse("payment").unwrap(),
+        WorkflowType::parse("refund").unwrap(),
         TaskQueue::parse("q").unwrap(),
     );
     params.parent = Some(link.clone());
@@ -275,7 +275,7 @@ fn bad_child_commands_fail_the_task_with_why() {
                 attributes: Some(C::StartChildWorkflow(
                     pb::StartChildWorkflowExecutionCommand {
                         workflow_id: "c-9".into(),
-                        workflow_type: "payment".into(),
+                        workflow_type: "refund".into(),
                         parent_close_policy: 42,
                         ..Default::default()
                     },
