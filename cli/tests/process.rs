@@ -750,6 +750,71 @@ fn operators_drive_and_inspect_orders_from_the_cli() {
     let (_, listed, _) = breaker(&["list"]);
     assert!(!listed.contains("held"), "{listed}");
 
+    // Schedules: created, described, triggered (a run of the order saga's reconciliation),
+    // listed and deleted.
+    let schedule = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_martix"))
+            .args(["schedule", "--address", g])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = schedule(&[
+        "create",
+        "cli-nightly",
+        "--cron",
+        "0 2 * * *",
+        "--timezone",
+        "Europe/Paris",
+        "--type",
+        "reconcile_payments",
+        "--queue",
+        "orders",
+        "--input",
+        r#"{"hours": 26}"#,
+        "--overlap",
+        "buffer-one",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("schedule cli-nightly created; next run at "),
+        "{out}"
+    );
+    let (_, out, _) = schedule(&["describe", "cli-nightly"]);
+    assert!(
+        out.contains("when       0 2 * * * (Europe/Paris)")
+            && out.contains(r#"starts     reconcile_payments on queue orders with {"hours":26}"#)
+            && out.contains("overlap    buffer_one")
+            && out.contains("counts     0 started, 0 skipped, 0 missed"),
+        "{out}"
+    );
+    let (code, out, err) = schedule(&["trigger", "cli-nightly"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("started: cli-nightly-"), "{out}");
+    let (_, out, _) = schedule(&["list"]);
+    assert!(
+        out.contains("cli-nightly") && out.contains("0 2 * * * (Europe/Paris)"),
+        "{out}"
+    );
+    let (code, _, err) = schedule(&[
+        "create", "cli-bad", "--cron", "0 2 * *", "--type", "t", "--queue", "q",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.lines().count() == 1 && err.contains("cron"), "{err}");
+    let (code, out, _) = schedule(&["delete", "cli-nightly"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            0,
+            "schedule cli-nightly deleted (the runs it started go on)\n"
+        )
+    );
+
     let (code, out, _) = cli(
         g,
         &["terminate", "--prefix", "batch-", "--reason", "cleanup"],

@@ -113,9 +113,9 @@ pub mod workflow;
 
 pub use activity::ActivityContext;
 pub use client::{
-    Client, IdReusePolicy, ListOptions, NamespaceInfo, Page, PageToken, ParentRun,
-    PendingActivityState, PendingChild, ResetPoint, RunOutcome, StartOptions, WorkflowDescription,
-    WorkflowHandle, WorkflowStatus, WorkflowSummary,
+    BreakerInfo, Client, HoldInfo, IdReusePolicy, ListOptions, NamespaceInfo, Page, PageToken,
+    ParentRun, PendingActivityState, PendingChild, ResetPoint, RunOutcome, StartOptions,
+    WorkerBreaker, WorkflowDescription, WorkflowHandle, WorkflowStatus, WorkflowSummary,
 };
 pub use connection::ConnectOptions;
 pub use definition::{Activity, Query, Signal, Update, Workflow};
@@ -124,6 +124,15 @@ pub use error::{
     SignalError, WorkflowError,
 };
 pub use history::WorkflowHistory;
+/// Schedules: a workflow started at each time of a cron expression or an interval
+/// ([`Client::create_schedule`] and the calls beside it).
+pub mod schedule {
+    pub use crate::client::schedules::{
+        DEFAULT_CATCHUP_WINDOW, Schedule, ScheduleAction, ScheduleActionRecord,
+        ScheduleDescription, ScheduleOverlap, ScheduleSpec, ScheduleSummary, ScheduleTimes,
+        ScheduledRun,
+    };
+}
 /// The engine's wire types (protobuf), the low-level escape hatch: history events (what
 /// [`WorkflowHandle::history`] reads and the [`Replayer`] replays) are these, and
 /// `into_proto` on [`WorkflowDescription`], [`WorkflowSummary`] and [`RunOutcome`] gives the

@@ -727,7 +727,7 @@ async fn a_breaker_held_open_by_an_operator_parks_charges_until_released(backend
         "held open: nothing reaches the gateway, not even a probe"
     );
     let listed = env.client.list_breakers().await.unwrap();
-    let payment = listed.iter().find(|b| b.breaker == "payment").unwrap();
+    let payment = listed.iter().find(|b| b.name == "payment").unwrap();
     assert!(payment.open && payment.parked == 20, "{payment:?}");
     env.client.set_breaker("payment", None, "").await.unwrap();
     held(None).await;

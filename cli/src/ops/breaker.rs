@@ -1,12 +1,12 @@
 //! `martix breaker list|open|close|release` (operators): the circuit breakers of a namespace,
 //! and holding one open or closed by hand.
 
-use super::format::{print_json, time};
+use super::format::{print_json, when};
 use super::{Conn, Output, client};
 use anyhow::Result;
 use clap::Subcommand;
 use martix_proto::v1 as pb;
-use martix_sdk::BreakerHold;
+use martix_sdk::{BreakerHold, BreakerInfo, BreakerState};
 
 #[derive(Subcommand)]
 pub(crate) enum BreakerCmd {
@@ -37,7 +37,9 @@ pub(crate) async fn breaker(conn: Conn, cmd: BreakerCmd) -> Result<()> {
         BreakerCmd::List => {
             let breakers = c.list_breakers().await?;
             if conn.output == Output::Json {
-                print_json(&pb::ListBreakersResponse { breakers })?;
+                print_json(&pb::ListBreakersResponse {
+                    breakers: breakers.into_iter().map(|b| b.into_proto()).collect(),
+                })?;
             } else if breakers.is_empty() {
                 println!("no breakers reported or held in this namespace");
             } else {
@@ -64,31 +66,32 @@ pub(crate) async fn breaker(conn: Conn, cmd: BreakerCmd) -> Result<()> {
     Ok(())
 }
 
-fn print_breaker(b: &pb::BreakerInfo) {
+fn print_breaker(b: &BreakerInfo) {
     let state = if b.open { "open" } else { "closed" };
-    println!(
-        "{}  {state}, {} task(s) parked behind it",
-        b.breaker, b.parked
-    );
-    let held = match pb::BreakerHold::try_from(b.hold) {
-        Ok(pb::BreakerHold::Open) => Some("open"),
-        Ok(pb::BreakerHold::Closed) => Some("closed"),
-        _ => None,
-    };
-    if let Some(held) = held {
+    println!("{}  {state}, {} task(s) parked behind it", b.name, b.parked);
+    if let Some((hold, info)) = &b.hold {
+        let held = match hold {
+            BreakerHold::Open => "open",
+            BreakerHold::Closed => "closed",
+        };
         println!(
             "  held {held} by {} since {}: {}",
-            b.hold_by,
-            time(b.hold_since.as_ref()),
-            b.hold_reason
+            info.by,
+            when(info.since),
+            info.reason
         );
     }
     for w in &b.workers {
+        let state = match w.state {
+            Some(BreakerState::Closed) => "closed",
+            Some(BreakerState::Open) => "open",
+            Some(BreakerState::HalfOpen) => "half-open",
+            None => "unknown",
+        };
         println!(
-            "  worker {}: {} since {}",
+            "  worker {}: {state} since {}",
             w.worker,
-            w.state,
-            time(w.changed_at.as_ref())
+            when(w.changed_at)
         );
     }
 }

@@ -1,12 +1,16 @@
 //! `martix schedule create|list|describe|pause|resume|trigger|backfill|delete` (operators): a
 //! workflow started at each time of a cron expression (in a time zone) or an interval.
 
-use super::format::{print_json, show_payload, time};
+use super::format::{print_json, when};
 use super::workflow::json_flag;
 use super::{Conn, Output, client};
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
 use martix_proto::v1 as pb;
+use martix_sdk::schedule::{
+    Schedule, ScheduleAction, ScheduleActionRecord, ScheduleDescription, ScheduleOverlap,
+    ScheduleSpec, ScheduleSummary,
+};
 use std::time::{Duration, SystemTime};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -108,41 +112,31 @@ pub(crate) async fn schedule(conn: Conn, cmd: ScheduleCmd) -> Result<()> {
             paused,
         } => {
             let input = json_flag("--input", &input)?;
-            let schedule = pb::Schedule {
-                spec: Some(pb::ScheduleSpec {
-                    cron: cron.unwrap_or_default(),
-                    interval: every.map(dur),
-                    timezone: timezone.unwrap_or_default(),
-                    jitter: jitter.map(dur),
-                }),
-                action: Some(pb::ScheduleAction {
-                    workflow_type,
-                    task_queue: queue,
-                    input: Some(pb::Payload {
-                        encoding: "json/plain".into(),
-                        data: serde_json::to_vec(&input)?,
-                    }),
-                    ..Default::default()
-                }),
-                overlap: match overlap {
-                    Overlap::Skip => pb::ScheduleOverlap::Skip,
-                    Overlap::BufferOne => pb::ScheduleOverlap::BufferOne,
-                    Overlap::AllowAll => pb::ScheduleOverlap::AllowAll,
-                    Overlap::CancelOther => pb::ScheduleOverlap::CancelOther,
-                } as i32,
-                catchup_window: Some(dur(catchup_window)),
-                paused,
-                note: if paused {
-                    "created paused".into()
-                } else {
-                    String::new()
-                },
+            let spec = match (cron, every) {
+                (Some(cron), _) => {
+                    ScheduleSpec::cron(cron).in_timezone(timezone.unwrap_or_default())
+                }
+                (None, Some(every)) => ScheduleSpec::every(every),
+                (None, None) => bail!("give --cron or --every"),
             };
+            let mut schedule = Schedule::new(
+                spec.jitter(jitter.unwrap_or_default()),
+                ScheduleAction::start_by_name(workflow_type, queue, &input)?,
+            )
+            .overlap(match overlap {
+                Overlap::Skip => ScheduleOverlap::Skip,
+                Overlap::BufferOne => ScheduleOverlap::BufferOne,
+                Overlap::AllowAll => ScheduleOverlap::AllowAll,
+                Overlap::CancelOther => ScheduleOverlap::CancelOther,
+            })
+            .catchup_window(catchup_window);
+            if paused {
+                schedule = schedule.paused("created paused");
+            }
             c.create_schedule(&name, schedule).await?;
             let d = c.describe_schedule(&name).await?;
-            let next = d.info.map(|i| i.next_times).unwrap_or_default();
-            match next.first() {
-                Some(t) => println!("schedule {name} created; next run at {}", time(Some(t))),
+            match d.next_times.first() {
+                Some(t) => println!("schedule {name} created; next run at {}", when(Some(*t))),
                 None => println!("schedule {name} created (paused)"),
             }
         }
@@ -150,7 +144,7 @@ pub(crate) async fn schedule(conn: Conn, cmd: ScheduleCmd) -> Result<()> {
             let all = c.list_schedules().await?;
             if json {
                 print_json(&pb::ListSchedulesResponse {
-                    schedules: all,
+                    schedules: all.into_iter().map(ScheduleSummary::into_proto).collect(),
                     next_page_token: Vec::new(),
                 })?;
             } else if all.is_empty() {
@@ -164,12 +158,12 @@ pub(crate) async fn schedule(conn: Conn, cmd: ScheduleCmd) -> Result<()> {
                     println!(
                         "{:<32} {:<24} {:<20} {}",
                         s.schedule_id,
-                        when(s.spec.as_ref()),
+                        s.spec.to_string(),
                         s.workflow_type,
                         if s.paused {
                             "paused".to_owned()
                         } else {
-                            time(s.next_time.as_ref())
+                            when(s.next_time)
                         }
                     );
                 }
@@ -178,31 +172,27 @@ pub(crate) async fn schedule(conn: Conn, cmd: ScheduleCmd) -> Result<()> {
         ScheduleCmd::Describe { name } => {
             let d = c.describe_schedule(&name).await?;
             if json {
-                print_json(&d)?;
+                print_json(&d.into_proto())?;
             } else {
                 print_schedule(&name, &d);
             }
         }
         ScheduleCmd::Pause { name, reason } => {
-            patch(&c, &name, |r| r.pause = reason).await?;
+            c.pause_schedule(&name, &reason).await?;
             println!("schedule {name} paused");
         }
         ScheduleCmd::Resume { name, reason } => {
-            patch(&c, &name, |r| r.resume = reason).await?;
+            c.resume_schedule(&name, &reason).await?;
             println!("schedule {name} resumed");
         }
         ScheduleCmd::Trigger { name } => {
-            for a in patch(&c, &name, |r| r.trigger = true).await? {
+            for a in c.trigger_schedule(&name).await? {
                 print_action(&a);
             }
         }
         ScheduleCmd::Backfill { name, from, to } => {
             let (from, to) = (rfc3339("--from", &from)?, rfc3339("--to", &to)?);
-            let actions = patch(&c, &name, |r| {
-                r.backfill_start = Some(from);
-                r.backfill_end = Some(to);
-            })
-            .await?;
+            let actions = c.backfill_schedule(&name, from, to).await?;
             if actions.is_empty() {
                 println!("no time of schedule {name} falls in that range");
             }
@@ -218,28 +208,8 @@ pub(crate) async fn schedule(conn: Conn, cmd: ScheduleCmd) -> Result<()> {
     Ok(())
 }
 
-async fn patch(
-    c: &martix_sdk::Client,
-    name: &str,
-    set: impl FnOnce(&mut pb::PatchScheduleRequest),
-) -> Result<Vec<pb::ScheduleActionRecord>> {
-    let mut request = pb::PatchScheduleRequest {
-        schedule_id: name.to_owned(),
-        ..Default::default()
-    };
-    set(&mut request);
-    Ok(c.patch_schedule(request).await?)
-}
-
-fn dur(d: Duration) -> pbjson_types::Duration {
-    pbjson_types::Duration {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
-/// A time an operator gives (RFC 3339) as a protobuf timestamp.
-fn rfc3339(flag: &str, raw: &str) -> Result<pbjson_types::Timestamp> {
+/// A time an operator gives (RFC 3339).
+fn rfc3339(flag: &str, raw: &str) -> Result<SystemTime> {
     let t: SystemTime = humantime::parse_rfc3339_weak(raw)
         .with_context(|| format!("{flag} is not an RFC 3339 time (2026-12-01T02:00:00Z)"))?;
     let d = t
@@ -249,85 +219,53 @@ fn rfc3339(flag: &str, raw: &str) -> Result<pbjson_types::Timestamp> {
     if d.as_secs() > 253_402_300_799 {
         bail!("{flag} is after 9999");
     }
-    Ok(pbjson_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    })
+    Ok(t)
 }
 
-fn when(spec: Option<&pb::ScheduleSpec>) -> String {
-    let Some(s) = spec else {
-        return "-".into();
-    };
-    if !s.cron.is_empty() {
-        let tz = if s.timezone.is_empty() {
-            "UTC"
-        } else {
-            &s.timezone
-        };
-        return format!("{} ({tz})", s.cron);
-    }
-    let every = s.interval.as_ref().map_or(Duration::ZERO, |d| {
-        Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
-    });
-    format!("every {}", humantime::format_duration(every))
-}
-
-fn print_schedule(name: &str, d: &pb::DescribeScheduleResponse) {
-    let s = d.schedule.clone().unwrap_or_default();
-    let info = d.info.clone().unwrap_or_default();
-    let action = s.action.clone().unwrap_or_default();
+fn print_schedule(name: &str, d: &ScheduleDescription) {
+    let s = &d.schedule;
     println!("schedule   {name}");
-    println!("when       {}", when(s.spec.as_ref()));
+    println!("when       {}", s.spec);
+    let input: serde_json::Value = s.action.input().unwrap_or_default();
     println!(
-        "starts     {} on queue {} with {}",
-        action.workflow_type,
-        action.task_queue,
-        show_payload(action.input.as_ref())
+        "starts     {} on queue {} with {input}",
+        s.action.workflow_type, s.action.task_queue,
     );
-    println!(
-        "overlap    {}",
-        pb::ScheduleOverlap::try_from(s.overlap)
-            .map(|o| o
-                .as_str_name()
-                .trim_start_matches("SCHEDULE_OVERLAP_")
-                .to_lowercase())
-            .unwrap_or_default()
-    );
+    println!("overlap    {}", s.overlap.as_str());
     if s.paused {
         println!("paused     {}", s.note);
     }
     println!(
         "counts     {} started, {} skipped, {} missed",
-        info.started, info.skipped, info.missed
+        d.started, d.skipped, d.missed
     );
-    if let Some(r) = &info.running {
+    if let Some(r) = &d.running {
         println!("running    {} (run {})", r.workflow_id, r.run_id);
     }
-    if let Some(b) = &info.buffered_time {
-        println!("buffered   {} waits for the running run", time(Some(b)));
+    if let Some(b) = d.buffered_time {
+        println!("buffered   {} waits for the running run", when(Some(b)));
     }
-    for (i, t) in info.next_times.iter().enumerate() {
+    for (i, t) in d.next_times.iter().enumerate() {
         println!(
             "{}{}",
             if i == 0 { "next       " } else { "           " },
-            time(Some(t))
+            when(Some(*t))
         );
     }
-    if !info.recent_actions.is_empty() {
+    if !d.recent_actions.is_empty() {
         println!("recent actions:");
-        for a in &info.recent_actions {
+        for a in &d.recent_actions {
             print_action(a);
         }
     }
 }
 
-fn print_action(a: &pb::ScheduleActionRecord) {
+fn print_action(a: &ScheduleActionRecord) {
     println!(
         "  {}  {}{}",
-        time(a.scheduled_time.as_ref()),
+        when(a.scheduled_time),
         a.outcome,
-        a.workflow_execution
+        a.run
             .as_ref()
             .map(|e| format!(": {} (run {})", e.workflow_id, e.run_id))
             .unwrap_or_default()

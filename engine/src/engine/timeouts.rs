@@ -98,12 +98,14 @@ impl Engine {
     }
 
     /// Catches up with a clock that jumped ahead (a test environment's skipped clock): fires
-    /// the timers now due, records the activity attempts whose lease ran out, and wakes the
-    /// pollers of tasks written for a time now past (a retry's backoff); returns once all of
-    /// that is committed, with the number of timers fired. The timer loops do the same on
+    /// the timers now due, acts on the schedules whose time came, records the activity
+    /// attempts whose lease ran out, and wakes the pollers of tasks written for a time now past
+    /// (a retry's backoff); returns once all of that is committed, with the number of timers
+    /// fired. The timer loops do the same on
     /// their own, but only once their sleep on real time (up to `timer_poll_interval`) ends.
     pub async fn catch_up(&self) -> Result<usize, EngineError> {
         let fired = self.fire_due_timers().await?;
+        self.fire_due_schedules().await?;
         self.reap_expired_leases().await?;
         self.wake_due(self.now());
         // The wake loop sleeps towards a wake-up that may be past now: let it look again.

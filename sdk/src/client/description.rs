@@ -103,7 +103,7 @@ impl From<WorkflowStatus> for i32 {
 }
 
 /// A protobuf timestamp as a system time (before 1970 too).
-fn time(ts: Option<pbjson_types::Timestamp>) -> Option<SystemTime> {
+pub(super) fn time(ts: Option<pbjson_types::Timestamp>) -> Option<SystemTime> {
     let ts = ts?;
     let nanos = Duration::from_nanos(ts.nanos.clamp(0, 999_999_999) as u64);
     Some(match u64::try_from(ts.seconds) {

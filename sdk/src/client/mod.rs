@@ -24,9 +24,10 @@ use tonic::transport::Channel;
 use tracing::Instrument;
 
 mod admin;
+pub use admin::{BreakerInfo, HoldInfo, WorkerBreaker};
 mod description;
 mod options;
-mod schedules;
+pub(crate) mod schedules;
 mod update;
 
 pub use description::{
